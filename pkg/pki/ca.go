@@ -1,0 +1,375 @@
+package pki
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// KeyType selects the algorithm of a generated key.
+type KeyType string
+
+const (
+	ECDSAP256 KeyType = "p256"
+	RSA2048   KeyType = "rsa2048"
+	RSA3072   KeyType = "rsa3072"
+)
+
+// GenerateKey makes a new private key of type kt.
+func GenerateKey(kt KeyType) (crypto.Signer, error) {
+	switch kt {
+	case ECDSAP256, "":
+		return ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	case RSA2048:
+		return rsa.GenerateKey(rand.Reader, 2048)
+	case RSA3072:
+		return rsa.GenerateKey(rand.Reader, 3072)
+	}
+	return nil, fmt.Errorf("pki: unknown key type %q (want p256, rsa2048 or rsa3072)", kt)
+}
+
+// CA is a development certificate authority: a city root and an issuing CA
+// that signs unit certificates, the hub's certificate and the CRL. Files in
+// its directory:
+//
+//	roots.pem               the trust bundle auditors and agents need (the root)
+//	ca/root.key.pem         the root key (0600)
+//	ca/issuing.key.pem      the issuing CA key (0600)
+//	ca/issuing.cert.pem     the issuing CA certificate
+//	ca/serials              revoked serials, one per line (kept by Revoke)
+//	crl.pem                 the issuing CA's current CRL
+//	hub.key.pem, hub.cert.pem   the hub's receipt-signing key and chain
+//	units/<ID>.key.pem, units/<ID>.cert.pem   unit keys (0600) and chains
+type CA struct {
+	Dir        string
+	Root       *x509.Certificate
+	Issuing    *x509.Certificate
+	issuingKey crypto.Signer
+	rootKey    crypto.Signer
+}
+
+// Paths inside a CA directory.
+func (ca *CA) RootsPath() string            { return filepath.Join(ca.Dir, "roots.pem") }
+func (ca *CA) CRLPath() string              { return filepath.Join(ca.Dir, "crl.pem") }
+func (ca *CA) HubKeyPath() string           { return filepath.Join(ca.Dir, "hub.key.pem") }
+func (ca *CA) HubCertPath() string          { return filepath.Join(ca.Dir, "hub.cert.pem") }
+func (ca *CA) UnitKeyPath(u string) string  { return filepath.Join(ca.Dir, "units", u+".key.pem") }
+func (ca *CA) UnitCertPath(u string) string { return filepath.Join(ca.Dir, "units", u+".cert.pem") }
+
+// InitCA creates a development CA in dir, with the hub's certificate. It
+// refuses to overwrite an existing CA.
+func InitCA(dir, city string) (*CA, error) {
+	if city == "" {
+		city = "Thành phố Hồ Chí Minh"
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ca", "root.key.pem")); err == nil {
+		return nil, fmt.Errorf("pki: a CA already exists in %s", dir)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "ca"), 0o700); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "units"), 0o700); err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	now := time.Now().Add(-time.Hour)
+	rootKey, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	root, err := createCert(&x509.Certificate{
+		Subject:               pkix.Name{Country: []string{"VN"}, Organization: []string{city}, CommonName: "edx Root CA — " + city},
+		NotBefore:             now,
+		NotAfter:              now.AddDate(20, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            1,
+	}, nil, rootKey.Public(), rootKey)
+	if err != nil {
+		return nil, err
+	}
+	issKey, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := createCert(&x509.Certificate{
+		Subject:               pkix.Name{Country: []string{"VN"}, Organization: []string{city}, CommonName: "edx Issuing CA — " + city},
+		NotBefore:             now,
+		NotAfter:              now.AddDate(10, 0, 0),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		MaxPathLen:            0,
+		MaxPathLenZero:        true,
+	}, root, issKey.Public(), rootKey)
+	if err != nil {
+		return nil, err
+	}
+	ca := &CA{Dir: dir, Root: root, Issuing: iss, issuingKey: issKey, rootKey: rootKey}
+	if err := writeKey(filepath.Join(dir, "ca", "root.key.pem"), rootKey); err != nil {
+		return nil, err
+	}
+	if err := writeKey(filepath.Join(dir, "ca", "issuing.key.pem"), issKey); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, "ca", "root.cert.pem"), EncodeCertificates(root), 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeFile(filepath.Join(dir, "ca", "issuing.cert.pem"), EncodeCertificates(iss), 0o644); err != nil {
+		return nil, err
+	}
+	if err := writeFile(ca.RootsPath(), EncodeCertificates(root), 0o644); err != nil {
+		return nil, err
+	}
+	if err := ca.writeCRL(nil); err != nil {
+		return nil, err
+	}
+	hubKey, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: hubKey.Public()})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKey(ca.HubKeyPath(), hubKey); err != nil {
+		return nil, err
+	}
+	if err := writeFile(ca.HubCertPath(), EncodeCertificates(hub, iss), 0o644); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// OpenCA loads a CA that InitCA made.
+func OpenCA(dir string) (*CA, error) {
+	ca := &CA{Dir: dir}
+	var err error
+	if ca.rootKey, err = readKey(filepath.Join(dir, "ca", "root.key.pem")); err != nil {
+		return nil, err
+	}
+	if ca.issuingKey, err = readKey(filepath.Join(dir, "ca", "issuing.key.pem")); err != nil {
+		return nil, err
+	}
+	if ca.Root, err = readCert(filepath.Join(dir, "ca", "root.cert.pem")); err != nil {
+		return nil, err
+	}
+	if ca.Issuing, err = readCert(filepath.Join(dir, "ca", "issuing.cert.pem")); err != nil {
+		return nil, err
+	}
+	return ca, nil
+}
+
+// IssueRequest describes a certificate the CA issues.
+type IssueRequest struct {
+	Identifier string           // the unit id, or HubIdentifier
+	Name       string           // the unit's name
+	Key        crypto.PublicKey // the subject's public key
+	NotBefore  time.Time        // default: an hour ago
+	NotAfter   time.Time        // default: NotBefore + 2 years
+	KeyUsage   x509.KeyUsage    // default: digitalSignature | nonRepudiation
+}
+
+// Issue signs an end-entity certificate with the issuing CA.
+func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
+	if r.Identifier != HubIdentifier {
+		if err := document.UnitID(r.Identifier).Validate(); err != nil {
+			return nil, fmt.Errorf("pki: issue: %w", err)
+		}
+	}
+	if r.Name == "" {
+		return nil, errors.New("pki: issue: a name is required")
+	}
+	if r.NotBefore.IsZero() {
+		r.NotBefore = time.Now().Add(-time.Hour)
+	}
+	if r.NotAfter.IsZero() {
+		r.NotAfter = r.NotBefore.AddDate(2, 0, 0)
+	}
+	if r.KeyUsage == 0 {
+		r.KeyUsage = x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment
+	}
+	return createCert(&x509.Certificate{
+		Subject:               subjectFor(r.Name, r.Identifier),
+		NotBefore:             r.NotBefore,
+		NotAfter:              r.NotAfter,
+		KeyUsage:              r.KeyUsage,
+		BasicConstraintsValid: true,
+	}, ca.Issuing, r.Key, ca.issuingKey)
+}
+
+// IssueUnit makes a key of type kt and a certificate for unit, writes them to
+// units/<ID>.key.pem (0600) and units/<ID>.cert.pem (leaf then issuing CA),
+// and returns the paths. An existing key is never overwritten.
+func (ca *CA) IssueUnit(unit document.UnitID, name string, kt KeyType) (keyPath, certPath string, err error) {
+	if err := unit.Validate(); err != nil {
+		return "", "", fmt.Errorf("pki: %w", err)
+	}
+	keyPath, certPath = ca.UnitKeyPath(string(unit)), ca.UnitCertPath(string(unit))
+	if _, err := os.Stat(keyPath); err == nil {
+		return "", "", fmt.Errorf("pki: %s already has a key at %s", unit, keyPath)
+	}
+	key, err := GenerateKey(kt)
+	if err != nil {
+		return "", "", err
+	}
+	cert, err := ca.Issue(IssueRequest{Identifier: string(unit), Name: name, Key: key.Public()})
+	if err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(keyPath), 0o700); err != nil {
+		return "", "", fmt.Errorf("pki: %w", err)
+	}
+	if err := writeKey(keyPath, key); err != nil {
+		return "", "", err
+	}
+	if err := writeFile(certPath, EncodeCertificates(cert, ca.Issuing), 0o644); err != nil {
+		return "", "", err
+	}
+	return keyPath, certPath, nil
+}
+
+// Revoke adds serial to the issuing CA's CRL and rewrites crl.pem.
+func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
+	crl, err := ca.currentCRL()
+	if err != nil {
+		return err
+	}
+	entries := crl.RevokedCertificateEntries
+	for _, e := range entries {
+		if e.SerialNumber.Cmp(serial) == 0 {
+			return nil
+		}
+	}
+	entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: at})
+	return ca.writeCRL(entries)
+}
+
+// CRL returns the current CRL as PEM.
+func (ca *CA) CRL() ([]byte, error) { return os.ReadFile(ca.CRLPath()) }
+
+func (ca *CA) currentCRL() (*x509.RevocationList, error) {
+	b, err := os.ReadFile(ca.CRLPath())
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	p, _ := pem.Decode(b)
+	if p == nil {
+		return nil, errors.New("pki: crl.pem holds no PEM block")
+	}
+	return x509.ParseRevocationList(p.Bytes)
+}
+
+func (ca *CA) writeCRL(entries []x509.RevocationListEntry) error {
+	var number int64 = 1
+	if old, err := ca.currentCRL(); err == nil && old.Number != nil {
+		number = old.Number.Int64() + 1
+	}
+	now := time.Now()
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:                    big.NewInt(number),
+		ThisUpdate:                now.Add(-time.Minute),
+		NextUpdate:                now.AddDate(0, 0, 7),
+		RevokedCertificateEntries: entries,
+	}, ca.Issuing, ca.issuingKey)
+	if err != nil {
+		return fmt.Errorf("pki: crl: %w", err)
+	}
+	return writeFile(ca.CRLPath(), pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644)
+}
+
+func createCert(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
+	}
+	tmpl.SerialNumber = serial
+	pubDER, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	ski := sha1.Sum(pubDER)
+	tmpl.SubjectKeyId = ski[:]
+	if parent == nil {
+		parent = tmpl
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, fmt.Errorf("pki: create certificate: %w", err)
+	}
+	return x509.ParseCertificate(der)
+}
+
+func writeKey(path string, key crypto.Signer) error {
+	b, err := EncodePrivateKey(key)
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return writeFile(path, b, 0o600)
+}
+
+func readKey(path string) (crypto.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	k, err := ParsePrivateKey(b)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", path, err)
+	}
+	return k, nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	cs, err := ParseCertificates(b)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %s: %w", path, err)
+	}
+	return cs[0], nil
+}
+
+// writeFile writes atomically: a temporary file, fsync, rename.
+func writeFile(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return nil
+}

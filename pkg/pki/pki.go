@@ -1,0 +1,314 @@
+// Package pki holds what edx needs of X.509: trust roots and CRLs, chain,
+// key-usage and revocation checks at a chosen time, the binding between a
+// certificate and a unit, PEM key loading, and a development CA.
+//
+// Subject convention. A unit's signing certificate carries the unit's
+// identifier, exactly as in document.UnitID, in the subject attribute
+// organizationIdentifier (OID 2.5.4.97, the attribute eIDAS uses for
+// organisations), and the unit's name in CN and O. The hub's certificate
+// carries organizationIdentifier "EDX-HUB". One attribute, one value: a
+// certificate with none or several is bound to no unit.
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/reason"
+)
+
+// OIDOrganizationIdentifier is the subject attribute that carries the unit id.
+var OIDOrganizationIdentifier = asn1.ObjectIdentifier{2, 5, 4, 97}
+
+// HubIdentifier is the organizationIdentifier of the hub's certificate.
+const HubIdentifier = "EDX-HUB"
+
+// Extended key usages accepted on a signing certificate when it lists any.
+var (
+	oidDocumentSigning   = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 36}       // RFC 9336
+	oidMSDocumentSigning = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 311, 10, 3, 12} // Microsoft document signing
+)
+
+// Identifier returns the organizationIdentifier of cert's subject, or "" when
+// it has none or more than one.
+func Identifier(cert *x509.Certificate) string {
+	var v string
+	n := 0
+	for _, atv := range cert.Subject.Names {
+		if atv.Type.Equal(OIDOrganizationIdentifier) {
+			s, ok := atv.Value.(string)
+			if !ok {
+				return ""
+			}
+			v = s
+			n++
+		}
+	}
+	if n != 1 {
+		return ""
+	}
+	return v
+}
+
+// UnitOf returns the unit a signing certificate is bound to.
+func UnitOf(cert *x509.Certificate) (document.UnitID, error) {
+	u := document.UnitID(Identifier(cert))
+	if u == "" {
+		return "", errors.New("pki: certificate names no unit (subject organizationIdentifier 2.5.4.97)")
+	}
+	if err := u.Validate(); err != nil {
+		return "", fmt.Errorf("pki: certificate: %w", err)
+	}
+	return u, nil
+}
+
+// IsHub reports whether cert is a hub certificate by the subject convention.
+func IsHub(cert *x509.Certificate) bool { return Identifier(cert) == HubIdentifier }
+
+// Trust is a set of trust roots, optional intermediates and CRLs.
+type Trust struct {
+	roots         *x509.CertPool
+	intermediates *x509.CertPool
+	issuers       []*x509.Certificate // every CA certificate known, to check CRL signatures
+	crls          []*x509.RevocationList
+}
+
+// NewTrust builds a Trust from a PEM bundle of root certificates. Any
+// non-self-signed CA certificate in the bundle is taken as an intermediate.
+func NewTrust(rootsPEM []byte) (*Trust, error) {
+	certs, err := ParseCertificates(rootsPEM)
+	if err != nil {
+		return nil, fmt.Errorf("pki: trust roots: %w", err)
+	}
+	t := &Trust{roots: x509.NewCertPool(), intermediates: x509.NewCertPool()}
+	nroots := 0
+	for _, c := range certs {
+		if !c.IsCA {
+			return nil, fmt.Errorf("pki: trust roots: %q is not a CA certificate", c.Subject.CommonName)
+		}
+		if c.CheckSignatureFrom(c) == nil && c.Subject.String() == c.Issuer.String() {
+			t.roots.AddCert(c)
+			nroots++
+		} else {
+			t.intermediates.AddCert(c)
+		}
+		t.issuers = append(t.issuers, c)
+	}
+	if nroots == 0 {
+		return nil, errors.New("pki: trust roots: no self-signed root certificate in the bundle")
+	}
+	return t, nil
+}
+
+// LoadTrust reads a PEM bundle of trust roots from a file.
+func LoadTrust(path string) (*Trust, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	return NewTrust(b)
+}
+
+// AddCRL adds a CRL (PEM or DER). Its signature must verify against a CA
+// certificate known to the trust (a root, an intermediate in the bundle, or
+// one passed in extra, typically the chain a signer sent).
+func (t *Trust) AddCRL(data []byte, extra ...*x509.Certificate) error {
+	if p, _ := pem.Decode(data); p != nil {
+		if p.Type != "X509 CRL" {
+			return fmt.Errorf("pki: crl: PEM block %q, want X509 CRL", p.Type)
+		}
+		data = p.Bytes
+	}
+	crl, err := x509.ParseRevocationList(data)
+	if err != nil {
+		return fmt.Errorf("pki: crl: %w", err)
+	}
+	for _, iss := range append(append([]*x509.Certificate{}, t.issuers...), extra...) {
+		if crl.CheckSignatureFrom(iss) == nil {
+			if extra != nil {
+				t.issuers = append(t.issuers, iss)
+			}
+			t.crls = append(t.crls, crl)
+			return nil
+		}
+	}
+	return fmt.Errorf("pki: crl from %q: no known CA signed it", crl.Issuer.String())
+}
+
+// LoadCRL reads a CRL file into the trust.
+func (t *Trust) LoadCRL(path string, extra ...*x509.Certificate) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("pki: %w", err)
+	}
+	return t.AddCRL(b, extra...)
+}
+
+// Roots returns the trust-root pool.
+func (t *Trust) Roots() *x509.CertPool { return t.roots }
+
+// Check verifies leaf at time at: its chain through intermediates (and the
+// trust's own) to a root, validity of every certificate at that time, the
+// signing key usage, the key algorithm and size, and revocation by any
+// configured CRL. It returns the verified chain, leaf first, or the reasons.
+//
+// at must be a time the verifier trusts (now, or a trusted timestamp), never
+// a signing-time the signer wrote.
+func (t *Trust) Check(leaf *x509.Certificate, intermediates []*x509.Certificate, at time.Time) ([]*x509.Certificate, reason.List) {
+	var rs reason.List
+	if err := CheckKey(leaf); err != nil {
+		rs.Add(reason.SignatureAlgorithm, err.Error())
+	}
+	if leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		rs.Add(reason.SignatureKeyUsage, "the certificate allows neither digitalSignature nor nonRepudiation")
+	}
+	if leaf.IsCA {
+		rs.Add(reason.SignatureKeyUsage, "a CA certificate cannot sign documents")
+	}
+	if !ekuAllowsSigning(leaf) {
+		rs.Add(reason.SignatureKeyUsage, "the certificate's extended key usage does not allow document signing")
+	}
+	pool := x509.NewCertPool()
+	for _, c := range intermediates {
+		pool.AddCert(c)
+	}
+	for _, c := range t.issuers {
+		if t.intermediatesHas(c) {
+			pool.AddCert(c)
+		}
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         t.roots,
+		Intermediates: pool,
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		var inv x509.CertificateInvalidError
+		var ua x509.UnknownAuthorityError
+		switch {
+		case errors.As(err, &inv) && inv.Reason == x509.Expired:
+			rs.Add(reason.SignatureExpired, fmt.Sprintf("a certificate in the chain is not valid at %s: %v", at.UTC().Format(time.RFC3339), err))
+		case errors.As(err, &ua):
+			rs.Add(reason.SignatureUntrustedRoot, "the signer's chain does not reach a trusted root: "+err.Error())
+		default:
+			rs.Add(reason.SignatureUntrustedRoot, "the signer's chain does not verify: "+err.Error())
+		}
+		return nil, rs
+	}
+	chain := chains[0]
+	for i := 0; i+1 < len(chain); i++ {
+		if r, ok := t.revoked(chain[i], chain[i+1], at); ok {
+			rs = append(rs, r)
+		}
+	}
+	return chain, rs
+}
+
+func (t *Trust) intermediatesHas(c *x509.Certificate) bool {
+	return !(c.CheckSignatureFrom(c) == nil && c.Subject.String() == c.Issuer.String())
+}
+
+// revoked looks cert up in every CRL its issuer signed.
+func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Reason, bool) {
+	for _, crl := range t.crls {
+		if crl.CheckSignatureFrom(issuer) != nil {
+			continue
+		}
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(cert.SerialNumber) == 0 && !e.RevocationTime.After(at) {
+				return reason.Reason{Code: reason.SignatureRevoked, Message: fmt.Sprintf(
+					"certificate %s (serial %s) was revoked at %s",
+					cert.Subject.CommonName, cert.SerialNumber.Text(16), e.RevocationTime.UTC().Format(time.RFC3339))}, true
+			}
+		}
+	}
+	return reason.Reason{}, false
+}
+
+func ekuAllowsSigning(c *x509.Certificate) bool {
+	if len(c.ExtKeyUsage) == 0 && len(c.UnknownExtKeyUsage) == 0 {
+		return true
+	}
+	for _, u := range c.ExtKeyUsage {
+		if u == x509.ExtKeyUsageAny || u == x509.ExtKeyUsageEmailProtection {
+			return true
+		}
+	}
+	for _, u := range c.UnknownExtKeyUsage {
+		if u.Equal(oidDocumentSigning) || u.Equal(oidMSDocumentSigning) {
+			return true
+		}
+	}
+	return false
+}
+
+// CheckKey accepts RSA keys of 2048 bits or more and ECDSA P-256 keys.
+func CheckKey(c *x509.Certificate) error {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return fmt.Errorf("RSA key of %d bits; at least 2048 required", k.N.BitLen())
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return fmt.Errorf("ECDSA curve %s; P-256 required", k.Curve.Params().Name)
+		}
+	default:
+		return fmt.Errorf("key type %T; RSA or ECDSA P-256 required", c.PublicKey)
+	}
+	return nil
+}
+
+// ParseCertificates decodes every CERTIFICATE block of a PEM bundle.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for {
+		var p *pem.Block
+		p, data = pem.Decode(data)
+		if p == nil {
+			break
+		}
+		if p.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(p.Bytes)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no CERTIFICATE in PEM data")
+	}
+	return out, nil
+}
+
+// EncodeCertificates returns certs as a PEM bundle.
+func EncodeCertificates(certs ...*x509.Certificate) []byte {
+	var out []byte
+	for _, c := range certs {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// subjectFor builds a subject with the unit identifier convention.
+func subjectFor(name, identifier string) pkix.Name {
+	return pkix.Name{
+		Country:      []string{"VN"},
+		Organization: []string{name},
+		CommonName:   name,
+		ExtraNames:   []pkix.AttributeTypeAndValue{{Type: OIDOrganizationIdentifier, Value: identifier}},
+	}
+}

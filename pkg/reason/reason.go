@@ -1,0 +1,104 @@
+// Package reason holds the stable codes that say why a document, a
+// certificate or a status was refused. Senders, logs, metrics and tests match
+// on the codes; the messages are for people.
+package reason
+
+import "strings"
+
+// Code is a stable, dotted reason code such as "signature.untrusted_root".
+type Code string
+
+// Container structure.
+const (
+	ContainerMalformed      Code = "container.malformed"        // not a ZIP, or unreadable
+	ContainerTooLarge       Code = "container.too_large"        // over the size limit
+	ContainerTooManyEntries Code = "container.too_many_entries" // over the entry limit
+	ContainerZipBomb        Code = "container.zip_bomb"         // uncompressed size or ratio over the limits
+	ContainerBadPath        Code = "container.bad_path"         // absolute, .., backslash or otherwise unsafe name
+	ContainerDuplicateEntry Code = "container.duplicate_entry"  // the same name twice
+	ContainerMimetype       Code = "container.mimetype"         // mimetype missing, not first, compressed or wrong
+	ContainerNoManifest     Code = "container.no_manifest"      // META-INF/ASiCManifest.xml missing or invalid
+	ContainerNoSignature    Code = "container.no_signature"     // META-INF/signature001.p7s missing
+	ContainerNoMetadata     Code = "container.no_metadata"      // document.json missing
+	ContainerDigestMismatch Code = "container.digest_mismatch"  // a file's SHA-256 differs from the manifest
+	ContainerMissingFile    Code = "container.missing_file"     // listed in the manifest, absent from the ZIP
+	ContainerUnlistedFile   Code = "container.unlisted_file"    // in the ZIP, not in the manifest
+	ContainerNoFiles        Code = "container.no_files"         // no payload file
+)
+
+// Signature.
+const (
+	SignatureMalformed      Code = "signature.malformed"        // not a CMS SignedData we can read
+	SignatureInvalid        Code = "signature.invalid"          // does not verify over the manifest
+	SignatureAlgorithm      Code = "signature.weak_algorithm"   // not SHA-256 with RSA>=2048 or ECDSA P-256
+	SignatureSignerCount    Code = "signature.signer_count"     // not exactly one signer
+	SignatureUntrustedRoot  Code = "signature.untrusted_root"   // the chain does not reach a trust root
+	SignatureExpired        Code = "signature.expired"          // a certificate is outside its validity at the checked time
+	SignatureRevoked        Code = "signature.revoked"          // the signer is on a CRL
+	SignatureKeyUsage       Code = "signature.key_usage"        // no digitalSignature/nonRepudiation, or wrong EKU
+	SignatureNoUnit         Code = "signature.no_unit"          // the certificate names no unit
+	SignatureUnitMismatch   Code = "signature.unit_mismatch"    // the certificate's unit is not the metadata's sender
+	SignatureSigningCertRef Code = "signature.signing_cert_ref" // ESS signing-certificate-v2 does not match the signer
+)
+
+// Metadata and routing.
+const (
+	MetadataInvalid    Code = "metadata.invalid"    // document.json fails validation
+	MetadataClassified Code = "metadata.classified" // confidentiality other than 0
+	SenderMismatch     Code = "sender.mismatch"     // the submit subject's unit is not the metadata's sender
+	SenderUnknown      Code = "sender.unknown"      // the sender is not a registered unit
+	RecipientUnknown   Code = "recipient.unknown"   // a recipient is not a registered unit
+	SubmissionInvalid  Code = "submission.invalid"  // the submit message itself is malformed
+	SubmissionStaged   Code = "submission.stage"    // the staged container is missing or its digest differs
+	DocumentConflict   Code = "document.conflict"   // another container was already accepted under this id
+	ReceiptInvalid     Code = "receipt.invalid"     // a hub receipt does not verify or does not match
+)
+
+// Reason is one failure: a stable code and a human-readable message.
+type Reason struct {
+	Code    Code   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (r Reason) String() string { return string(r.Code) + ": " + r.Message }
+
+// List is a set of reasons; as an error it reads as all of them.
+type List []Reason
+
+// Add appends a reason.
+func (l *List) Add(c Code, msg string) { *l = append(*l, Reason{c, msg}) }
+
+// Has reports whether l holds code c.
+func (l List) Has(c Code) bool {
+	for _, r := range l {
+		if r.Code == c {
+			return true
+		}
+	}
+	return false
+}
+
+// Codes returns the codes of l in order.
+func (l List) Codes() []Code {
+	cs := make([]Code, len(l))
+	for i, r := range l {
+		cs[i] = r.Code
+	}
+	return cs
+}
+
+// Err returns l as an error, or nil when empty.
+func (l List) Err() error {
+	if len(l) == 0 {
+		return nil
+	}
+	return l
+}
+
+func (l List) Error() string {
+	s := make([]string, len(l))
+	for i, r := range l {
+		s[i] = r.String()
+	}
+	return strings.Join(s, "; ")
+}
