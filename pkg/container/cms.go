@@ -1,0 +1,169 @@
+package container
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/smallstep/pkcs7"
+
+	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/reason"
+)
+
+// oidSigningCertificateV2 is the ESS signing-certificate-v2 attribute (RFC 5035).
+var oidSigningCertificateV2 = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 16, 2, 47}
+
+// essCertIDv2 with the default hash algorithm (SHA-256) left out, as DER requires.
+type essCertIDv2 struct {
+	CertHash []byte
+}
+
+type signingCertificateV2 struct {
+	Certs []essCertIDv2
+}
+
+// SignDetached makes a DER CMS SignedData over content, detached, with SHA-256
+// and the signed attributes content-type, message-digest, signing-time and
+// ESS signing-certificate-v2; the signer's chain is included.
+func SignDetached(content []byte, s *pki.Signer) ([]byte, error) {
+	return sign(content, s, true)
+}
+
+func sign(content []byte, s *pki.Signer, detached bool) ([]byte, error) {
+	sd, err := pkcs7.NewSignedData(content)
+	if err != nil {
+		return nil, fmt.Errorf("container: sign: %w", err)
+	}
+	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
+	h := sha256.Sum256(s.Cert().Raw)
+	cfg := pkcs7.SignerInfoConfig{ExtraSignedAttributes: []pkcs7.Attribute{{
+		Type:  oidSigningCertificateV2,
+		Value: signingCertificateV2{Certs: []essCertIDv2{{CertHash: h[:]}}},
+	}}}
+	if err := sd.AddSignerChain(s.Cert(), s.Key, s.Chain[1:], cfg); err != nil {
+		return nil, fmt.Errorf("container: sign: %w", err)
+	}
+	if detached {
+		sd.Detach()
+	}
+	der, err := sd.Finish()
+	if err != nil {
+		return nil, fmt.Errorf("container: sign: %w", err)
+	}
+	return der, nil
+}
+
+// SignatureInfo describes a CMS signature and its signer.
+type SignatureInfo struct {
+	DigestAlgorithm string     `json:"digest_algorithm"`
+	SigningTime     *time.Time `json:"signing_time,omitempty"` // as claimed by the signer
+	SignerSubject   string     `json:"signer_subject,omitempty"`
+	SignerSerial    string     `json:"signer_serial,omitempty"`
+	SignerIssuer    string     `json:"signer_issuer,omitempty"`
+	SignerNotBefore time.Time  `json:"signer_not_before"`
+	SignerNotAfter  time.Time  `json:"signer_not_after"`
+	Identifier      string     `json:"identifier,omitempty"` // unit id or EDX-HUB
+	Chain           []string   `json:"chain,omitempty"`      // verified chain subjects, leaf first
+	SigningCertRef  bool       `json:"signing_cert_ref"`     // ESS signing-certificate-v2 present and matching
+	CheckedAt       time.Time  `json:"checked_at"`           // the time the chain was checked at
+}
+
+// checkCMS verifies a CMS signature over content (detached when content is
+// non-nil; else the content is taken from the SignedData) and its signer's
+// chain at time at. It returns the signer, the signed content and what it saw.
+func checkCMS(der, content []byte, trust *pki.Trust, at time.Time) (*x509.Certificate, []byte, SignatureInfo, reason.List) {
+	var rs reason.List
+	info := SignatureInfo{CheckedAt: at.UTC()}
+	p7, err := parseCMS(der)
+	if err != nil {
+		rs.Add(reason.SignatureMalformed, "not a CMS SignedData: "+err.Error())
+		return nil, nil, info, rs
+	}
+	if content != nil {
+		p7.Content = content
+	}
+	if len(p7.Signers) != 1 {
+		rs.Add(reason.SignatureSignerCount, fmt.Sprintf("%d signers, want exactly one", len(p7.Signers)))
+		return nil, nil, info, rs
+	}
+	leaf := p7.GetOnlySigner()
+	if leaf == nil {
+		rs.Add(reason.SignatureMalformed, "the signer's certificate is not in the signature")
+		return nil, nil, info, rs
+	}
+	si := p7.Signers[0]
+	info.SignerSubject = leaf.Subject.String()
+	info.SignerSerial = leaf.SerialNumber.Text(16)
+	info.SignerIssuer = leaf.Issuer.String()
+	info.SignerNotBefore, info.SignerNotAfter = leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
+	info.Identifier = pki.Identifier(leaf)
+	if si.DigestAlgorithm.Algorithm.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
+		info.DigestAlgorithm = "SHA-256"
+	} else {
+		info.DigestAlgorithm = si.DigestAlgorithm.Algorithm.String()
+		rs.Add(reason.SignatureAlgorithm, "digest algorithm "+info.DigestAlgorithm+", SHA-256 required")
+	}
+	if len(si.AuthenticatedAttributes) == 0 {
+		rs.Add(reason.SignatureMalformed, "no signed attributes")
+		return leaf, nil, info, rs
+	}
+	var st time.Time
+	if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st); err == nil {
+		st = st.UTC()
+		info.SigningTime = &st
+	}
+	var ct asn1.ObjectIdentifier
+	if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeContentType, &ct); err != nil || !ct.Equal(pkcs7.OIDData) {
+		rs.Add(reason.SignatureMalformed, "the content-type attribute is missing or not id-data")
+	}
+	var scv2 signingCertificateV2
+	if err := p7.UnmarshalSignedAttribute(oidSigningCertificateV2, &scv2); err == nil {
+		h := sha256.Sum256(leaf.Raw)
+		if len(scv2.Certs) == 0 || !bytes.Equal(scv2.Certs[0].CertHash, h[:]) {
+			rs.Add(reason.SignatureSigningCertRef, "ESS signing-certificate-v2 does not name the signer's certificate")
+		} else {
+			info.SigningCertRef = true
+		}
+	}
+	// The signature and message digest only: the library's own chain check
+	// is not used. Passing no trust store, it cannot be misled by the
+	// signing-time attribute into accepting an expired signer.
+	if err := p7.VerifyWithChainAtTime(nil, at); err != nil {
+		var ste *pkcs7.SigningTimeNotValidError
+		if errors.As(err, &ste) {
+			rs.Add(reason.SignatureExpired, "the claimed signing time lies outside the signer's validity")
+		} else {
+			rs.Add(reason.SignatureInvalid, "the signature does not verify: "+err.Error())
+		}
+	}
+	var inter []*x509.Certificate
+	for _, c := range p7.Certificates {
+		if c != leaf {
+			inter = append(inter, c)
+		}
+	}
+	if trust == nil {
+		rs.Add(reason.SignatureUntrustedRoot, "no trust roots configured")
+		return leaf, p7.Content, info, rs
+	}
+	chain, crs := trust.Check(leaf, inter, at)
+	rs = append(rs, crs...)
+	for _, c := range chain {
+		info.Chain = append(info.Chain, c.Subject.String())
+	}
+	return leaf, p7.Content, info, rs
+}
+
+func parseCMS(der []byte) (p7 *pkcs7.PKCS7, err error) {
+	defer func() {
+		if r := recover(); r != nil { // the ASN.1 parser is not our code: contain it
+			p7, err = nil, fmt.Errorf("unparsable: %v", r)
+		}
+	}()
+	return pkcs7.Parse(der)
+}

@@ -1,0 +1,202 @@
+// Package container builds, opens and verifies edx's signed container: a ZIP
+// in the ASiC-E layout (ETSI EN 319 162-1) holding document.json and the
+// payload files, an ASiCManifest listing every file with its SHA-256, and one
+// detached CMS signature (SHA-256, signed attributes content-type,
+// message-digest, signing-time and ESS signing-certificate-v2) over the
+// manifest. It is the only package that imports the PKCS#7 library.
+//
+// Layout:
+//
+//	mimetype                     application/vnd.etsi.asic-e+zip, first, stored
+//	META-INF/ASiCManifest.xml    one DataObjectReference per file
+//	META-INF/signature001.p7s    CMS SignedData, DER, detached, over the manifest
+//	document.json                the metadata (package document)
+//	files/<name>                 the payload files
+package container
+
+import (
+	"archive/zip"
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"mime"
+	"path"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
+)
+
+// Names inside a container.
+const (
+	Mimetype      = "application/vnd.etsi.asic-e+zip"
+	MimetypePath  = "mimetype"
+	ManifestPath  = "META-INF/ASiCManifest.xml"
+	SignaturePath = "META-INF/signature001.p7s"
+	MetadataPath  = "document.json"
+	FilesDir      = "files/"
+)
+
+// File is a payload file.
+type File struct {
+	Name      string // base name, e.g. "quyet-dinh.pdf"; stored as files/<Name>
+	MediaType string // detected from the extension when empty
+	Data      []byte
+}
+
+// Unsigned is a container whose manifest is ready to be signed by any CMS
+// signer (edx's own, a token, or openssl cms -sign).
+type Unsigned struct {
+	Manifest []byte // META-INF/ASiCManifest.xml, the bytes to sign
+	meta     []byte
+	files    []File
+}
+
+// Prepare checks metadata and files and builds the manifest. meta is the
+// exact document.json bytes; they are stored unchanged.
+func Prepare(meta []byte, files []File) (*Unsigned, error) {
+	doc, err := document.Parse(meta)
+	if err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if err := doc.Validate(); err != nil {
+		return nil, fmt.Errorf("container: document.json: %w", err)
+	}
+	if len(files) == 0 {
+		return nil, fmt.Errorf("container: no payload file")
+	}
+	refs := []Reference{{Name: MetadataPath, MediaType: "application/json", SHA256: sha256.Sum256(meta)}}
+	seen := map[string]bool{}
+	out := make([]File, len(files))
+	for i, f := range files {
+		if err := checkFileName(f.Name); err != nil {
+			return nil, fmt.Errorf("container: file %q: %w", f.Name, err)
+		}
+		if seen[strings.ToLower(f.Name)] {
+			return nil, fmt.Errorf("container: file %q given twice", f.Name)
+		}
+		seen[strings.ToLower(f.Name)] = true
+		if f.MediaType == "" {
+			f.MediaType = MediaTypeOf(f.Name)
+		}
+		out[i] = f
+		refs = append(refs, Reference{Name: FilesDir + f.Name, MediaType: f.MediaType, SHA256: sha256.Sum256(f.Data)})
+	}
+	return &Unsigned{Manifest: marshalManifest(refs), meta: meta, files: out}, nil
+}
+
+// Seal writes the ZIP with the given DER CMS signature over u.Manifest.
+func (u *Unsigned) Seal(signature []byte) ([]byte, error) {
+	size := len(u.Manifest) + len(signature) + len(u.meta) + 1024
+	for _, f := range u.files {
+		size += len(f.Data) + 128
+	}
+	var buf bytes.Buffer
+	buf.Grow(size)
+	zw := zip.NewWriter(&buf)
+	mod := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // fixed: containers are reproducible
+	put := func(name string, data []byte, method uint16) error {
+		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: mod})
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(data)
+		return err
+	}
+	if err := put(MimetypePath, []byte(Mimetype), zip.Store); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if err := put(ManifestPath, u.Manifest, zip.Deflate); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if err := put(SignaturePath, signature, zip.Store); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	if err := put(MetadataPath, u.meta, zip.Deflate); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	for _, f := range u.files {
+		if err := put(FilesDir+f.Name, f.Data, methodFor(f.MediaType)); err != nil {
+			return nil, fmt.Errorf("container: %w", err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("container: %w", err)
+	}
+	return buf.Bytes(), nil
+}
+
+// Build makes a signed container: Prepare, sign the manifest with s, Seal.
+func Build(meta []byte, files []File, s *pki.Signer) ([]byte, error) {
+	u, err := Prepare(meta, files)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := SignDetached(u.Manifest, s)
+	if err != nil {
+		return nil, err
+	}
+	return u.Seal(sig)
+}
+
+// methodFor stores already-compressed formats and deflates the rest.
+func methodFor(mediaType string) uint16 {
+	switch {
+	case strings.HasPrefix(mediaType, "image/jpeg"), strings.HasPrefix(mediaType, "image/png"),
+		strings.HasPrefix(mediaType, "application/zip"), strings.Contains(mediaType, "openxmlformats"),
+		strings.HasPrefix(mediaType, "video/"), strings.HasPrefix(mediaType, "audio/"):
+		return zip.Store
+	}
+	return zip.Deflate
+}
+
+var mediaTypes = map[string]string{
+	".pdf":  "application/pdf",
+	".doc":  "application/msword",
+	".docx": "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+	".xls":  "application/vnd.ms-excel",
+	".xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+	".odt":  "application/vnd.oasis.opendocument.text",
+	".xml":  "application/xml",
+	".json": "application/json",
+	".txt":  "text/plain; charset=utf-8",
+	".jpg":  "image/jpeg",
+	".jpeg": "image/jpeg",
+	".png":  "image/png",
+	".tif":  "image/tiff",
+	".tiff": "image/tiff",
+	".zip":  "application/zip",
+}
+
+// MediaTypeOf guesses a media type from a file name.
+func MediaTypeOf(name string) string {
+	ext := strings.ToLower(path.Ext(name))
+	if t, ok := mediaTypes[ext]; ok {
+		return t
+	}
+	if t := mime.TypeByExtension(ext); t != "" {
+		return t
+	}
+	return "application/octet-stream"
+}
+
+// checkFileName accepts a safe base name for a payload file.
+func checkFileName(name string) error {
+	switch {
+	case name == "" || name == "." || name == "..":
+		return fmt.Errorf("empty or dot name")
+	case len(name) > 255:
+		return fmt.Errorf("name longer than 255 bytes")
+	case !utf8.ValidString(name):
+		return fmt.Errorf("name is not UTF-8")
+	case strings.ContainsAny(name, "/\\:*?\"<>|"):
+		return fmt.Errorf("name contains a path separator or a reserved character")
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return fmt.Errorf("name contains control characters")
+	case strings.HasPrefix(name, " ") || strings.HasSuffix(name, " ") || strings.HasSuffix(name, "."):
+		return fmt.Errorf("name begins or ends with a space or ends with a dot")
+	}
+	return nil
+}
