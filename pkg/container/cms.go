@@ -97,9 +97,9 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time) (*x509.Certif
 		return nil, nil, info, rs
 	}
 	si := p7.Signers[0]
-	info.SignerSubject = leaf.Subject.String()
+	info.SignerSubject = pki.SubjectString(leaf.Subject)
 	info.SignerSerial = leaf.SerialNumber.Text(16)
-	info.SignerIssuer = leaf.Issuer.String()
+	info.SignerIssuer = pki.SubjectString(leaf.Issuer)
 	info.SignerNotBefore, info.SignerNotAfter = leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 	info.Identifier = pki.Identifier(leaf)
 	if si.DigestAlgorithm.Algorithm.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
@@ -154,7 +154,7 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time) (*x509.Certif
 	chain, crs := trust.Check(leaf, inter, at)
 	rs = append(rs, crs...)
 	for _, c := range chain {
-		info.Chain = append(info.Chain, c.Subject.String())
+		info.Chain = append(info.Chain, pki.SubjectString(c.Subject))
 	}
 	return leaf, p7.Content, info, rs
 }

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/edxhub/edx/pkg/document"
@@ -72,6 +73,33 @@ func UnitOf(cert *x509.Certificate) (document.UnitID, error) {
 	return u, nil
 }
 
+// SubjectString renders a subject for people, naming organizationIdentifier
+// instead of printing its OID and hex value.
+func SubjectString(n pkix.Name) string {
+	var parts []string
+	for _, atv := range n.Names {
+		v := fmt.Sprint(atv.Value)
+		switch {
+		case atv.Type.Equal(OIDOrganizationIdentifier):
+			parts = append(parts, "organizationIdentifier="+v)
+		case atv.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 3}):
+			parts = append(parts, "CN="+v)
+		case atv.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 10}):
+			parts = append(parts, "O="+v)
+		case atv.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 11}):
+			parts = append(parts, "OU="+v)
+		case atv.Type.Equal(asn1.ObjectIdentifier{2, 5, 4, 6}):
+			parts = append(parts, "C="+v)
+		default:
+			parts = append(parts, atv.Type.String()+"="+v)
+		}
+	}
+	if len(parts) == 0 {
+		return n.String()
+	}
+	return strings.Join(parts, ", ")
+}
+
 // IsHub reports whether cert is a hub certificate by the subject convention.
 func IsHub(cert *x509.Certificate) bool { return Identifier(cert) == HubIdentifier }
 
@@ -79,7 +107,7 @@ func IsHub(cert *x509.Certificate) bool { return Identifier(cert) == HubIdentifi
 type Trust struct {
 	roots         *x509.CertPool
 	intermediates *x509.CertPool
-	issuers       []*x509.Certificate // every CA certificate known, to check CRL signatures
+	issuers       []*x509.Certificate // every CA certificate of the bundle
 	crls          []*x509.RevocationList
 }
 
@@ -119,10 +147,10 @@ func LoadTrust(path string) (*Trust, error) {
 	return NewTrust(b)
 }
 
-// AddCRL adds a CRL (PEM or DER). Its signature must verify against a CA
-// certificate known to the trust (a root, an intermediate in the bundle, or
-// one passed in extra, typically the chain a signer sent).
-func (t *Trust) AddCRL(data []byte, extra ...*x509.Certificate) error {
+// AddCRL adds a CRL (PEM or DER). A CRL applies to a certificate only when
+// its signature verifies against that certificate's issuer in the chain being
+// checked, so a CRL from an unknown or forged issuer revokes nothing.
+func (t *Trust) AddCRL(data []byte) error {
 	if p, _ := pem.Decode(data); p != nil {
 		if p.Type != "X509 CRL" {
 			return fmt.Errorf("pki: crl: PEM block %q, want X509 CRL", p.Type)
@@ -133,25 +161,17 @@ func (t *Trust) AddCRL(data []byte, extra ...*x509.Certificate) error {
 	if err != nil {
 		return fmt.Errorf("pki: crl: %w", err)
 	}
-	for _, iss := range append(append([]*x509.Certificate{}, t.issuers...), extra...) {
-		if crl.CheckSignatureFrom(iss) == nil {
-			if extra != nil {
-				t.issuers = append(t.issuers, iss)
-			}
-			t.crls = append(t.crls, crl)
-			return nil
-		}
-	}
-	return fmt.Errorf("pki: crl from %q: no known CA signed it", crl.Issuer.String())
+	t.crls = append(t.crls, crl)
+	return nil
 }
 
 // LoadCRL reads a CRL file into the trust.
-func (t *Trust) LoadCRL(path string, extra ...*x509.Certificate) error {
+func (t *Trust) LoadCRL(path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("pki: %w", err)
 	}
-	return t.AddCRL(b, extra...)
+	return t.AddCRL(b)
 }
 
 // Roots returns the trust-root pool.

@@ -56,7 +56,7 @@ func TestDevCA(t *testing.T) {
 			t.Fatal(err)
 		}
 		t2, _ := LoadTrust(ca.RootsPath())
-		if err := t2.LoadCRL(ca.CRLPath(), ca.Issuing); err != nil {
+		if err := t2.LoadCRL(ca.CRLPath()); err != nil {
 			t.Fatal(err)
 		}
 		if _, rs := t2.Check(s.Cert(), s.Chain[1:], time.Now()); !rs.Has(reason.SignatureRevoked) {

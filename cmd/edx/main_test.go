@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// edx runs the command line in-process and returns its exit code and output.
+func edx(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := run(t.Context(), &env{stdin: strings.NewReader(""), stdout: &out, stderr: &errb}, args)
+	return code, out.String(), errb.String()
+}
+
+func must(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errs := edx(t, args...)
+	if code != 0 {
+		t.Fatalf("edx %s: exit %d\n%s%s", strings.Join(args, " "), code, out, errs)
+	}
+	return out
+}
+
+// TestOfflineFlow walks the auditor's and the operator's offline path: a
+// development CA, a unit certificate, a template, pack, verify, tamper.
+func TestOfflineFlow(t *testing.T) {
+	dir := t.TempDir()
+	pk := filepath.Join(dir, "pki")
+	must(t, "pki", "init", "--dir", pk)
+	must(t, "pki", "issue", "--dir", pk, "--unit", "000.01.00.H29", "--name", "Sở Tư pháp")
+	key := filepath.Join(pk, "units", "000.01.00.H29.key.pem")
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", fi.Mode(), err)
+	}
+	meta := filepath.Join(dir, "doc.json")
+	os.WriteFile(meta, []byte(must(t, "template", "--from", "000.01.00.H29")), 0o644)
+	pdf := filepath.Join(dir, "quyết định.pdf")
+	os.WriteFile(pdf, []byte("%PDF-1.7 ..."), 0o644)
+	out := filepath.Join(dir, "out.asice")
+	must(t, "pack", "--meta", meta, "--key", key, "--cert", filepath.Join(pk, "units", "000.01.00.H29.cert.pem"), "-o", out, pdf)
+
+	roots := filepath.Join(pk, "roots.pem")
+	rep := must(t, "verify", "--trust", roots, out)
+	if !strings.Contains(rep, "result      VALID") || !strings.Contains(rep, "organizationIdentifier=000.01.00.H29") {
+		t.Fatalf("report:\n%s", rep)
+	}
+	code, js, _ := edx(t, "verify", "--json", "--trust", roots, out)
+	var res verifyResult
+	if code != 0 || json.Unmarshal([]byte(js), &res) != nil || !res.Valid {
+		t.Fatalf("json: exit %d\n%s", code, js)
+	}
+	if insp := must(t, "inspect", out); !strings.Contains(insp, "files/quyết định.pdf") {
+		t.Errorf("inspect:\n%s", insp)
+	}
+
+	// Revoked: exit 1 with the reason code.
+	must(t, "pki", "revoke", "--dir", pk, "--cert", filepath.Join(pk, "units", "000.01.00.H29.cert.pem"))
+	code, rep, _ = edx(t, "verify", "--trust", roots, "--crl", filepath.Join(pk, "crl.pem"), out)
+	if code != 1 || !strings.Contains(rep, "signature.revoked") {
+		t.Errorf("revoked: exit %d\n%s", code, rep)
+	}
+	// Not a container: exit 1, malformed.
+	code, rep, _ = edx(t, "verify", "--trust", roots, meta)
+	if code != 1 || !strings.Contains(rep, "container.malformed") {
+		t.Errorf("not a container: exit %d\n%s", code, rep)
+	}
+	// Usage and I/O errors: exit 2.
+	for _, args := range [][]string{
+		{"verify", out},
+		{"verify", "--trust", filepath.Join(dir, "missing.pem"), out},
+		{"verify", "--trust", roots, filepath.Join(dir, "missing.asice")},
+		{"nonsense"},
+		{"pki", "issue", "--dir", pk, "--unit", "bad", "--name", "x"},
+		{"pack", "--meta", meta},
+	} {
+		if code, _, _ := edx(t, args...); code != 2 {
+			t.Errorf("edx %v: exit %d, want 2", args, code)
+		}
+	}
+	if code, _, errs := edx(t, "verify", "-h"); code != 0 || !strings.Contains(errs, "--trust") {
+		t.Errorf("verify -h: exit %d\n%s", code, errs)
+	}
+}

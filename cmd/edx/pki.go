@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"math/big"
+	"os"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
+)
+
+func init() {
+	register(command{"pki init", "create a development city CA and the hub's certificate", pkiInit})
+	register(command{"pki issue", "issue a unit's signing key and certificate", pkiIssue})
+	register(command{"pki revoke", "revoke a certificate and rewrite the CRL", pkiRevoke})
+}
+
+func pkiInit(ctx context.Context, e *env, args []string) int {
+	fs := flags(e, "pki init", "--dir DIR [--city NAME]")
+	dir := fs.String("dir", "pki", "directory for the CA")
+	city := fs.String("city", "Thành phố Hồ Chí Minh", "the city or province the CA serves")
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	ca, err := pki.InitCA(*dir, *city)
+	if err != nil {
+		return fail(e, "%v", err)
+	}
+	fmt.Fprintf(e.stdout, "development CA created in %s\n  trust bundle (give it to agents and auditors): %s\n  hub certificate: %s\n  CRL: %s\n",
+		ca.Dir, ca.RootsPath(), ca.HubCertPath(), ca.CRLPath())
+	return exitOK
+}
+
+func pkiIssue(ctx context.Context, e *env, args []string) int {
+	fs := flags(e, "pki issue", "--unit ID --name NAME --dir DIR [--key-type p256|rsa2048|rsa3072]")
+	dir := fs.String("dir", "pki", "directory of the CA")
+	unit := fs.String("unit", "", "unit identifier, e.g. 000.01.00.H29")
+	name := fs.String("name", "", "the unit's name, e.g. \"Sở Tài chính\"")
+	kt := fs.String("key-type", "p256", "key type: p256, rsa2048 or rsa3072")
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	u, err := document.ParseUnitID(*unit)
+	if err != nil {
+		return fail(e, "--unit: %v", err)
+	}
+	if *name == "" {
+		return fail(e, "--name is required")
+	}
+	ca, err := pki.OpenCA(*dir)
+	if err != nil {
+		return fail(e, "%v (run edx pki init first)", err)
+	}
+	kp, cp, err := ca.IssueUnit(u, *name, pki.KeyType(*kt))
+	if err != nil {
+		return fail(e, "%v", err)
+	}
+	fmt.Fprintf(e.stdout, "unit %s: key %s (mode 0600), certificate %s\n", u, kp, cp)
+	return exitOK
+}
+
+func pkiRevoke(ctx context.Context, e *env, args []string) int {
+	fs := flags(e, "pki revoke", "--dir DIR (--serial HEX | --cert FILE)")
+	dir := fs.String("dir", "pki", "directory of the CA")
+	serial := fs.String("serial", "", "serial number in hex")
+	certPath := fs.String("cert", "", "certificate file to revoke")
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	n := new(big.Int)
+	switch {
+	case *certPath != "":
+		b, err := os.ReadFile(*certPath)
+		if err != nil {
+			return fail(e, "%v", err)
+		}
+		cs, err := pki.ParseCertificates(b)
+		if err != nil {
+			return fail(e, "%s: %v", *certPath, err)
+		}
+		n = cs[0].SerialNumber
+	case *serial != "":
+		if _, ok := n.SetString(*serial, 16); !ok {
+			return fail(e, "--serial: not a hex number")
+		}
+	default:
+		return fail(e, "give --serial or --cert")
+	}
+	ca, err := pki.OpenCA(*dir)
+	if err != nil {
+		return fail(e, "%v", err)
+	}
+	if err := ca.Revoke(n, time.Now()); err != nil {
+		return fail(e, "%v", err)
+	}
+	fmt.Fprintf(e.stdout, "revoked serial %s; CRL rewritten at %s\n", n.Text(16), ca.CRLPath())
+	return exitOK
+}
