@@ -1,0 +1,239 @@
+// Package broker is the NATS side of the hub: an embedded nats-server with
+// JetStream in operator (decentralized JWT) mode, the keys that sign every
+// unit's credentials, and the idempotent JetStream setup of the streams, the
+// staging object store and the units' consumers.
+//
+// Credentials and JetStream setup work the same against the embedded server
+// and an external cluster that trusts the same operator (Keys.ServerConfig).
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Defaults of Config.
+const (
+	DefaultListen     = "127.0.0.1:4222"
+	DefaultMaxPayload = 8 << 20 // 8 MiB
+	DefaultServerName = "edx-hub"
+)
+
+// Config configures the embedded NATS server.
+type Config struct {
+	// Listen is the client address, host:port. Port -1 picks a random port.
+	Listen string `yaml:"listen"`
+	// StoreDir is where JetStream keeps its data. Required.
+	StoreDir string `yaml:"store_dir"`
+	// KeysDir holds the operator and account keys (LoadOrCreateKeys). Required.
+	KeysDir string `yaml:"keys_dir"`
+	// MaxPayload is the largest message the server accepts.
+	MaxPayload int32 `yaml:"max_payload"`
+	// MaxStore and MaxMemory bound JetStream file and memory storage; zero
+	// lets the server pick (a share of the disk and of the RAM).
+	MaxStore  int64 `yaml:"max_store"`
+	MaxMemory int64 `yaml:"max_memory"`
+	// ServerName names the server in logs and JetStream.
+	ServerName string `yaml:"server_name"`
+	// Monitor is an optional host:port for the HTTP monitoring endpoints
+	// (/varz, /jsz ...); empty disables them.
+	Monitor string `yaml:"monitor"`
+	// StartTimeout bounds the wait for the server to accept clients.
+	StartTimeout time.Duration `yaml:"start_timeout"`
+}
+
+func (c *Config) setDefaults() {
+	if c.Listen == "" {
+		c.Listen = DefaultListen
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	if c.ServerName == "" {
+		c.ServerName = DefaultServerName
+	}
+	if c.StartTimeout == 0 {
+		c.StartTimeout = 30 * time.Second
+	}
+}
+
+// Validate reports the first problem with a defaulted configuration.
+func (c *Config) Validate() error {
+	if c.StoreDir == "" {
+		return errors.New("broker: config: store_dir is required")
+	}
+	if c.KeysDir == "" {
+		return errors.New("broker: config: keys_dir is required")
+	}
+	if c.MaxPayload < 0 {
+		return errors.New("broker: config: max_payload is negative")
+	}
+	if _, _, err := splitHostPort(c.Listen); err != nil {
+		return fmt.Errorf("broker: config: listen: %w", err)
+	}
+	if c.Monitor != "" {
+		if _, _, err := splitHostPort(c.Monitor); err != nil {
+			return fmt.Errorf("broker: config: monitor: %w", err)
+		}
+	}
+	return nil
+}
+
+// Server is the embedded NATS server.
+type Server struct {
+	ns   *server.Server
+	keys *Keys
+	log  *slog.Logger
+}
+
+// Start loads (or creates) the keys in cfg.KeysDir and starts the NATS server
+// with JetStream in operator mode, returning once it accepts clients. ctx
+// bounds the start only; the server runs until Shutdown.
+//
+// Accounts are resolved by a MEMORY resolver preloaded with the system and
+// EDX account JWTs. Users are never stored on the server: each presents a JWT
+// signed by the EDX account's signing key, which the server checks against
+// the account JWT, so units issued after start connect without a restart or a
+// resolver update. The account JWTs are re-read from KeysDir at every start.
+func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	keys, err := LoadOrCreateKeys(cfg.KeysDir)
+	if err != nil {
+		return nil, err
+	}
+	op, err := jwt.DecodeOperatorClaims(keys.OperatorJWT())
+	if err != nil {
+		return nil, fmt.Errorf("broker: operator jwt: %w", err)
+	}
+	resolver := &server.MemAccResolver{}
+	for pub, tok := range keys.ResolverPreload() {
+		if err := resolver.Store(pub, tok); err != nil {
+			return nil, fmt.Errorf("broker: resolver: %w", err)
+		}
+	}
+	host, port, _ := splitHostPort(cfg.Listen)
+	opts := &server.Options{
+		ServerName:         cfg.ServerName,
+		Host:               host,
+		Port:               port,
+		MaxPayload:         cfg.MaxPayload,
+		JetStream:          true,
+		StoreDir:           cfg.StoreDir,
+		JetStreamMaxStore:  cfg.MaxStore,
+		JetStreamMaxMemory: cfg.MaxMemory,
+		TrustedOperators:   []*jwt.OperatorClaims{op},
+		SystemAccount:      keys.SystemAccount(),
+		AccountResolver:    resolver,
+		NoSigs:             true,
+	}
+	if cfg.Monitor != "" {
+		opts.HTTPHost, opts.HTTPPort, _ = splitHostPort(cfg.Monitor)
+	}
+	// A client's pending buffer must hold several maximal messages.
+	opts.MaxPending = max(4*int64(opts.MaxPayload), server.MAX_PENDING_SIZE)
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("broker: new server: %w", err)
+	}
+	sl := newServerLogger(log)
+	ns.SetLoggerV2(sl, sl.debug, sl.trace, false)
+	ns.Start()
+
+	deadline := time.Now().Add(cfg.StartTimeout)
+	for !ns.ReadyForConnections(100 * time.Millisecond) {
+		if err := ctx.Err(); err != nil {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil, fmt.Errorf("broker: start: %w", err)
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+			return nil, fmt.Errorf("broker: start: not ready after %s", cfg.StartTimeout)
+		}
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		ns.WaitForShutdown()
+		return nil, errors.New("broker: start: jetstream is not enabled")
+	}
+	log.Info("nats server ready", "url", ns.ClientURL(), "store_dir", cfg.StoreDir, "account", keys.Account())
+	return &Server{ns: ns, keys: keys, log: log}, nil
+}
+
+// ClientURL is the URL clients connect to, nats://host:port.
+func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Keys returns the keys the server trusts, to issue credentials.
+func (s *Server) Keys() *Keys { return s.keys }
+
+// NATS returns the embedded server, for in-process connections
+// (nats.InProcessServer) and monitoring.
+func (s *Server) NATS() *server.Server { return s.ns }
+
+// Shutdown stops the server and waits until it has stopped.
+func (s *Server) Shutdown() {
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+	s.log.Info("nats server stopped")
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	host, ps, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(ps)
+	if err != nil || port < -1 || port > 65535 {
+		return "", 0, fmt.Errorf("invalid port %q", ps)
+	}
+	return host, port, nil
+}
+
+// serverLogger routes nats-server logs to slog: notices at info, debug and
+// trace at debug (trace only when the logger is enabled below debug), fatal at
+// error.
+type serverLogger struct {
+	log          *slog.Logger
+	debug, trace bool
+}
+
+// levelTrace is below slog.LevelDebug; the server's protocol trace is only
+// produced when the logger is enabled at this level.
+const levelTrace = slog.LevelDebug - 4
+
+func newServerLogger(log *slog.Logger) *serverLogger {
+	l := log.With("component", "nats")
+	ctx := context.Background()
+	return &serverLogger{
+		log:   l,
+		debug: l.Enabled(ctx, slog.LevelDebug),
+		trace: l.Enabled(ctx, levelTrace),
+	}
+}
+
+func (l *serverLogger) logf(level slog.Level, format string, v ...any) {
+	ctx := context.Background()
+	if !l.log.Enabled(ctx, level) {
+		return
+	}
+	l.log.Log(ctx, level, fmt.Sprintf(format, v...))
+}
+
+func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v...) }
+func (l *serverLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v...) }
+func (l *serverLogger) Fatalf(format string, v ...any)  { l.logf(slog.LevelError, format, v...) }
+func (l *serverLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v...) }
+func (l *serverLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v...) }
+func (l *serverLogger) Tracef(format string, v ...any)  { l.logf(levelTrace, format, v...) }
