@@ -1,0 +1,493 @@
+// Package archive stores the hub's documents in S3: each signed container
+// byte for byte, the hub's receipt beside it, and rejected submissions under
+// rejected/. Objects are written once and never replaced.
+//
+// Write-once rests on the server: Put sends If-None-Match: *, so the server
+// refuses to replace an existing object and answers 412 Precondition
+// Failed. AWS S3, MinIO and versitygw honour it (versitygw checks it under a
+// per-object lock at commit, so concurrent writers cannot both win). With
+// Object Lock, each object also carries a COMPLIANCE retention that the
+// server enforces against deletion for the configured number of days.
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"iter"
+	"log/slog"
+	"maps"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+)
+
+// Error kinds, matched with errors.Is. Errors carry the operation and key:
+// "archive: put 2026/11/25/<id>/container.asice: conflict".
+var (
+	// ErrNotFound: no object at the key.
+	ErrNotFound = errors.New("not found")
+	// ErrConflict: a different object already exists at the key.
+	ErrConflict = errors.New("conflict")
+	// ErrUnavailable: the server could not be reached or failed (network
+	// errors, timeouts, 5xx, throttling). Retrying later may succeed.
+	ErrUnavailable = errors.New("storage unavailable")
+)
+
+// metaSHA256 is the user metadata key (header X-Amz-Meta-Sha256) holding the
+// hex SHA-256 of an object's content.
+const metaSHA256 = "sha256"
+
+// Client tuning. minio-go retries failed requests with backoff; the caller
+// retries whole operations (a NATS redelivery), so a few attempts suffice
+// and an outage is reported within about a second.
+const (
+	maxRetries  = 3
+	dialTimeout = 5 * time.Second
+)
+
+// Object describes a stored object.
+type Object struct {
+	Key  string
+	Size int64
+	// SHA256 is the hex SHA-256 of the content, as recorded at Put. Empty in
+	// List results (S3 listings carry no user metadata) and for objects not
+	// written by Put.
+	SHA256      string
+	ContentType string
+	// LastModified is the server's modification time; for an object just
+	// written by Put, the local time when the write completed.
+	LastModified time.Time
+	// VersionID is set when the bucket is versioned (always, with Object
+	// Lock).
+	VersionID string
+	// Metadata is the user metadata, keys in lower case, without sha256.
+	Metadata map[string]string
+	// Existed reports, for Put only, that the identical object was already
+	// stored and nothing was written.
+	Existed bool
+}
+
+// Store is the archive on one S3 bucket. It is safe for concurrent use.
+type Store struct {
+	client        *minio.Client
+	bucket        string
+	retentionDays int
+	log           *slog.Logger
+}
+
+// New connects to the server and makes sure the bucket exists: it creates a
+// missing bucket (with Object Lock and the default retention rule when
+// cfg.ObjectLock), and checks that an existing one has Object Lock when
+// cfg.ObjectLock.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	access, secret, err := cfg.credentials()
+	if err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	tr, err := minio.DefaultTransport(cfg.UseSSL)
+	if err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	client, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:      credentials.NewStaticV4(access, secret, ""),
+		Secure:     cfg.UseSSL,
+		Region:     cfg.Region,
+		Transport:  tr,
+		MaxRetries: maxRetries,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("archive: %w", err)
+	}
+	s := &Store{client: client, bucket: cfg.bucket(), log: log}
+	if cfg.ObjectLock {
+		s.retentionDays = cfg.RetentionDays
+	}
+	if err := s.ensureBucket(ctx, cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Store) ensureBucket(ctx context.Context, cfg Config) error {
+	exists, err := s.client.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return wrap("check bucket", s.bucket, err)
+	}
+	if !exists {
+		err := s.client.MakeBucket(ctx, s.bucket, minio.MakeBucketOptions{
+			Region:        cfg.Region,
+			ObjectLocking: cfg.ObjectLock,
+		})
+		if err != nil && minio.ToErrorResponse(err).Code != minio.BucketAlreadyOwnedByYou {
+			return wrap("create bucket", s.bucket, err)
+		}
+		s.log.Info("archive bucket created", "bucket", s.bucket, "object_lock", cfg.ObjectLock)
+	}
+	if !cfg.ObjectLock {
+		return nil
+	}
+
+	enabled, mode, validity, unit, err := s.client.GetObjectLockConfig(ctx, s.bucket)
+	if err != nil && minio.ToErrorResponse(err).Code != "ObjectLockConfigurationNotFoundError" {
+		return wrap("check object lock", s.bucket, err)
+	}
+	if enabled != "Enabled" {
+		return fmt.Errorf("archive: bucket %s exists without object lock; object_lock needs a bucket created with it", s.bucket)
+	}
+	if cfg.RetentionDays == 0 {
+		return nil
+	}
+	if mode != nil && *mode == minio.Compliance && validity != nil && unit != nil &&
+		*unit == minio.Days && *validity == uint(cfg.RetentionDays) {
+		return nil
+	}
+	compliance, days, perDay := minio.Compliance, uint(cfg.RetentionDays), minio.Days
+	if err := s.client.SetObjectLockConfig(ctx, s.bucket, &compliance, &days, &perDay); err != nil {
+		return wrap("set default retention", s.bucket, err)
+	}
+	s.log.Info("archive default retention set", "bucket", s.bucket, "mode", "COMPLIANCE", "days", cfg.RetentionDays)
+	return nil
+}
+
+// Put stores data at key, once. If an object already exists at key, Put
+// compares SHA-256 digests: the same content is success (Object.Existed is
+// true and nothing is written, so retries are harmless); different content
+// is ErrConflict and the stored object is untouched.
+//
+// meta is stored as user metadata: keys of letters, digits, '-' and '_'
+// (stored in lower case), printable ASCII values. With Object Lock and a
+// retention period, the object gets a COMPLIANCE retention of that many
+// days from now.
+func (s *Store) Put(ctx context.Context, key string, data []byte, contentType string, meta map[string]string) (Object, error) {
+	if err := checkKey(key); err != nil {
+		return Object{}, fmt.Errorf("archive: put %s: %w", key, err)
+	}
+	userMeta, err := userMetadata(meta)
+	if err != nil {
+		return Object{}, fmt.Errorf("archive: put %s: %w", key, err)
+	}
+	if contentType == "" {
+		contentType = "application/octet-stream"
+	}
+	sum := sha256.Sum256(data)
+	digest := hex.EncodeToString(sum[:])
+
+	opts := minio.PutObjectOptions{
+		ContentType:  contentType,
+		UserMetadata: maps.Clone(userMeta),
+		// One request, so that If-None-Match decides the whole write.
+		DisableMultipart: true,
+	}
+	if opts.UserMetadata == nil {
+		opts.UserMetadata = make(map[string]string, 1)
+	}
+	opts.UserMetadata[metaSHA256] = digest
+	opts.SetMatchETagExcept("*") // If-None-Match: *
+	if s.retentionDays > 0 {
+		opts.Mode = minio.Compliance
+		opts.RetainUntilDate = time.Now().AddDate(0, 0, s.retentionDays).UTC()
+		opts.SendContentMd5 = true // AWS requires an integrity header with retention
+	}
+
+	info, err := s.client.PutObject(ctx, s.bucket, key, bytes.NewReader(data), int64(len(data)), opts)
+	if err == nil {
+		return Object{
+			Key:          key,
+			Size:         int64(len(data)),
+			SHA256:       digest,
+			ContentType:  contentType,
+			LastModified: time.Now().UTC(),
+			VersionID:    info.VersionID,
+			Metadata:     userMeta,
+		}, nil
+	}
+	if minio.ToErrorResponse(err).StatusCode != http.StatusPreconditionFailed {
+		return Object{}, wrap("put", key, err)
+	}
+
+	// Something is stored at key already: the same document (an earlier
+	// attempt whose answer was lost) or a different one.
+	existing, err := s.Stat(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		// Gone between the two requests (a delete marker on a versioned
+		// bucket): let the caller retry.
+		return Object{}, fmt.Errorf("archive: put %s: %w: object vanished after a precondition failure", key, ErrUnavailable)
+	}
+	if err != nil {
+		return Object{}, fmt.Errorf("archive: put %s: %w", key, err)
+	}
+	if existing.SHA256 == "" {
+		// Not written by Put: compare the content itself.
+		if existing.SHA256, err = s.digest(ctx, key); err != nil {
+			return Object{}, fmt.Errorf("archive: put %s: %w", key, err)
+		}
+	}
+	if existing.SHA256 != digest {
+		return Object{}, fmt.Errorf("archive: put %s: %w: stored sha256 %s, new %s", key, ErrConflict, existing.SHA256, digest)
+	}
+	existing.Existed = true
+	s.log.Debug("archive object already stored", "key", key)
+	return existing, nil
+}
+
+// digest reads the object at key and returns its hex SHA-256.
+func (s *Store) digest(ctx context.Context, key string) (string, error) {
+	obj, err := s.client.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return "", wrap("get", key, err)
+	}
+	defer obj.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, obj); err != nil {
+		return "", wrap("get", key, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// Get returns the content of the object at key, checked against its
+// recorded SHA-256.
+func (s *Store) Get(ctx context.Context, key string) ([]byte, Object, error) {
+	rc, obj, err := s.Open(ctx, key)
+	if err != nil {
+		return nil, Object{}, err
+	}
+	defer rc.Close()
+	buf := bytes.NewBuffer(make([]byte, 0, obj.Size))
+	if _, err := buf.ReadFrom(rc); err != nil {
+		return nil, Object{}, err
+	}
+	return buf.Bytes(), obj, nil
+}
+
+// Open returns a reader for the content of the object at key. The reader
+// checks the content against the recorded SHA-256 and fails at the end of
+// the stream if they differ. The caller must close it.
+func (s *Store) Open(ctx context.Context, key string) (io.ReadCloser, Object, error) {
+	if err := checkKey(key); err != nil {
+		return nil, Object{}, fmt.Errorf("archive: get %s: %w", key, err)
+	}
+	r, err := s.client.GetObject(ctx, s.bucket, key, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, Object{}, wrap("get", key, err)
+	}
+	info, err := r.Stat() // sends the GET
+	if err != nil {
+		r.Close()
+		return nil, Object{}, wrap("get", key, err)
+	}
+	obj := toObject(info)
+	return &verifier{r: r, h: sha256.New(), want: obj.SHA256, key: key}, obj, nil
+}
+
+// verifier passes reads through and compares the SHA-256 at EOF.
+type verifier struct {
+	r    io.ReadCloser
+	h    hash.Hash
+	want string
+	key  string
+}
+
+func (v *verifier) Read(p []byte) (int, error) {
+	n, err := v.r.Read(p)
+	v.h.Write(p[:n])
+	switch {
+	case err == io.EOF && v.want != "":
+		if got := hex.EncodeToString(v.h.Sum(nil)); got != v.want {
+			return n, fmt.Errorf("archive: get %s: content sha256 %s, recorded %s", v.key, got, v.want)
+		}
+	case err != nil && err != io.EOF:
+		return n, wrap("get", v.key, err)
+	}
+	return n, err
+}
+
+func (v *verifier) Close() error { return v.r.Close() }
+
+// Stat returns the description of the object at key.
+func (s *Store) Stat(ctx context.Context, key string) (Object, error) {
+	if err := checkKey(key); err != nil {
+		return Object{}, fmt.Errorf("archive: stat %s: %w", key, err)
+	}
+	info, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		return Object{}, wrap("stat", key, err)
+	}
+	return toObject(info), nil
+}
+
+// List yields the objects whose keys start with prefix, at any depth, in
+// key order. Listed objects carry Key, Size, LastModified and no SHA256 or
+// metadata; Stat has those. An error ends the sequence.
+func (s *Store) List(ctx context.Context, prefix string) iter.Seq2[Object, error] {
+	return func(yield func(Object, error) bool) {
+		ctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		opts := minio.ListObjectsOptions{Prefix: prefix, Recursive: true}
+		for info := range s.client.ListObjectsIter(ctx, s.bucket, opts) {
+			if info.Err != nil {
+				yield(Object{}, wrap("list", prefix, info.Err))
+				return
+			}
+			obj := Object{
+				Key:          info.Key,
+				Size:         info.Size,
+				LastModified: info.LastModified,
+				VersionID:    info.VersionID,
+			}
+			if !yield(obj, nil) {
+				return
+			}
+		}
+	}
+}
+
+// Ping reports whether the server answers and the bucket exists, for
+// readiness checks.
+func (s *Store) Ping(ctx context.Context) error {
+	exists, err := s.client.BucketExists(ctx, s.bucket)
+	if err != nil {
+		return wrap("ping", s.bucket, err)
+	}
+	if !exists {
+		return fmt.Errorf("archive: ping %s: bucket %w", s.bucket, ErrNotFound)
+	}
+	return nil
+}
+
+func toObject(info minio.ObjectInfo) Object {
+	obj := Object{
+		Key:          info.Key,
+		Size:         info.Size,
+		ContentType:  info.ContentType,
+		LastModified: info.LastModified,
+		VersionID:    info.VersionID,
+	}
+	for k, v := range info.UserMetadata {
+		k = strings.ToLower(k)
+		if k == metaSHA256 {
+			obj.SHA256 = v
+			continue
+		}
+		if obj.Metadata == nil {
+			obj.Metadata = make(map[string]string, len(info.UserMetadata))
+		}
+		obj.Metadata[k] = v
+	}
+	return obj
+}
+
+// wrap turns a client error into "archive: OP KEY: KIND: cause".
+func wrap(op, key string, err error) error {
+	if kind := kindOf(err); kind != nil {
+		return fmt.Errorf("archive: %s %s: %w: %w", op, key, kind, err)
+	}
+	return fmt.Errorf("archive: %s %s: %w", op, key, err)
+}
+
+// kindOf classifies a minio-go error as ErrNotFound, ErrUnavailable or
+// neither (a request the server refused, such as bad credentials).
+func kindOf(err error) error {
+	var resp minio.ErrorResponse
+	if !errors.As(err, &resp) {
+		// No S3 answer: a network error, a timeout, a cancelled context.
+		return ErrUnavailable
+	}
+	switch resp.Code {
+	case minio.NoSuchKey, "NoSuchVersion":
+		return ErrNotFound
+	case "SlowDown", "RequestTimeout", "ServiceUnavailable", "InternalError",
+		"ConditionalRequestConflict", "OperationAborted":
+		return ErrUnavailable
+	}
+	switch {
+	case resp.StatusCode == http.StatusNotFound && resp.Code != minio.NoSuchBucket:
+		// A HEAD answer has no body, hence no code.
+		return ErrNotFound
+	case resp.StatusCode >= 500, resp.StatusCode == http.StatusTooManyRequests,
+		resp.StatusCode == http.StatusRequestTimeout, resp.StatusCode == 0:
+		return ErrUnavailable
+	}
+	return nil
+}
+
+// checkKey rejects keys that S3 would refuse or that name no object.
+func checkKey(key string) error {
+	switch {
+	case key == "" || len(key) > 1024:
+		return errors.New("invalid key: want 1 to 1024 bytes")
+	case strings.HasPrefix(key, "/") || strings.HasSuffix(key, "/"):
+		return errors.New("invalid key: leading or trailing slash")
+	}
+	for seg := range strings.SplitSeq(key, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return fmt.Errorf("invalid key: path segment %q", seg)
+		}
+	}
+	return nil
+}
+
+// userMetadata checks meta and returns a copy with lower-case keys.
+func userMetadata(meta map[string]string) (map[string]string, error) {
+	if len(meta) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]string, len(meta))
+	for k, v := range meta {
+		lk := strings.ToLower(k)
+		if lk == "" || strings.Trim(lk, "abcdefghijklmnopqrstuvwxyz0123456789-_") != "" {
+			return nil, fmt.Errorf("metadata key %q: want letters, digits, '-' and '_'", k)
+		}
+		if lk == metaSHA256 {
+			return nil, fmt.Errorf("metadata key %q is reserved", k)
+		}
+		for _, r := range v {
+			if r < 0x20 || r > 0x7e {
+				return nil, fmt.Errorf("metadata %s: value must be printable ASCII", k)
+			}
+		}
+		if _, dup := out[lk]; dup {
+			return nil, fmt.Errorf("metadata key %q given twice", k)
+		}
+		out[lk] = v
+	}
+	return out, nil
+}
+
+// ContainerKey is the key of a document's signed container:
+// "2026/11/25/<id>/container.asice", by the UTC date of t.
+func ContainerKey(t time.Time, id string) string {
+	return datePrefix(t) + id + "/container.asice"
+}
+
+// ReceiptKey is the key of the hub's signed receipt for a document, beside
+// its container: "2026/11/25/<id>/receipt.p7s".
+func ReceiptKey(t time.Time, id string) string {
+	return datePrefix(t) + id + "/receipt.p7s"
+}
+
+// RejectedKey is the key of one file of a rejected submission:
+// "rejected/2026/11/25/<ref>/<name>".
+func RejectedKey(t time.Time, ref, name string) string {
+	return "rejected/" + datePrefix(t) + ref + "/" + name
+}
+
+func datePrefix(t time.Time) string {
+	return t.UTC().Format("2006/01/02/")
+}

@@ -1,0 +1,605 @@
+package archive
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/edxhub/edx/hub/s3embed"
+)
+
+// testConfig returns a configuration for a fresh bucket on the shared test
+// gateway.
+func testConfig(t testing.TB) Config {
+	endpoint, access, secret := s3embed.ForTest(t)
+	return Config{
+		Endpoint:  endpoint,
+		AccessKey: access,
+		SecretKey: secret,
+		Bucket:    "t-" + strings.ToLower(rand.Text()[:12]),
+		Region:    "us-east-1",
+	}
+}
+
+func newStore(t testing.TB, cfg Config) *Store {
+	t.Helper()
+	s, err := New(t.Context(), cfg, nil)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return s
+}
+
+// rawClient talks to the test gateway directly, to check what Store did.
+func rawClient(t testing.TB, cfg Config) *minio.Client {
+	t.Helper()
+	c, err := minio.New(cfg.Endpoint, &minio.Options{
+		Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Region: cfg.Region,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+func TestKeys(t *testing.T) {
+	// 23:30 in Ho Chi Minh City is already the next day there, not in UTC.
+	hcm := time.FixedZone("ICT", 7*3600)
+	at := time.Date(2026, 11, 26, 5, 30, 0, 0, hcm)
+	tests := []struct {
+		got, want string
+	}{
+		{ContainerKey(at, "01JZ0"), "2026/11/25/01JZ0/container.asice"},
+		{ReceiptKey(at, "01JZ0"), "2026/11/25/01JZ0/receipt.p7s"},
+		{RejectedKey(at, "sub-1", "reasons.json"), "rejected/2026/11/25/sub-1/reasons.json"},
+		{ContainerKey(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), "X"), "2026/01/02/X/container.asice"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ok := Config{Endpoint: "s3.example.net:9000", AccessKey: "a", SecretKey: "s"}
+	tests := []struct {
+		name    string
+		edit    func(*Config)
+		wantErr string
+	}{
+		{"ok", func(*Config) {}, ""},
+		{"secret from file", func(c *Config) { c.SecretKey, c.SecretKeyFile = "", secretFile }, ""},
+		{"object lock with retention", func(c *Config) { c.ObjectLock, c.RetentionDays = true, 3650 }, ""},
+		{"no endpoint", func(c *Config) { c.Endpoint = "" }, "endpoint is required"},
+		{"scheme", func(c *Config) { c.Endpoint = "https://s3.example.net" }, "without a scheme"},
+		{"bad bucket", func(c *Config) { c.Bucket = "Bad_Bucket" }, "bucket"},
+		{"retention without lock", func(c *Config) { c.RetentionDays = 10 }, "needs object_lock"},
+		{"negative retention", func(c *Config) { c.ObjectLock, c.RetentionDays = true, -1 }, "retention_days"},
+		{"no secret", func(c *Config) { c.SecretKey = "" }, "secret key: not configured"},
+		{"secret twice", func(c *Config) { c.SecretKeyFile = secretFile }, "not both"},
+		{"missing secret file", func(c *Config) { c.SecretKey, c.SecretKeyFile = "", filepath.Join(dir, "nope") }, "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := ok
+			tt.edit(&cfg)
+			err := cfg.Validate()
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatalf("Validate: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("Validate = %v, want an error containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestConfigCredentialsFromEnv(t *testing.T) {
+	t.Setenv(EnvAccessKey, "env-access")
+	t.Setenv(EnvSecretKey, "env-secret")
+	dir := t.TempDir()
+	file := filepath.Join(dir, "access")
+	if err := os.WriteFile(file, []byte("file-access"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Endpoint: "localhost:9000", AccessKeyFile: file}
+	access, secret, err := cfg.credentials()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if access != "file-access" || secret != "env-secret" {
+		t.Errorf("credentials = %q, %q; want the file's access key and the environment's secret", access, secret)
+	}
+}
+
+func TestPutGet(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	ctx := t.Context()
+	key := ContainerKey(time.Now(), "01JZ0000000000000000000000")
+	data := randomBytes(10_000)
+	meta := map[string]string{"Doc-Id": "01JZ0000000000000000000000", "unit": "000.00.00.H29"}
+
+	put, err := s.Put(ctx, key, data, "application/vnd.etsi.asic-e+zip", meta)
+	if err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	sum := sha256.Sum256(data)
+	wantMeta := map[string]string{"doc-id": "01JZ0000000000000000000000", "unit": "000.00.00.H29"}
+	if put.Existed || put.Size != int64(len(data)) || put.SHA256 != fmt.Sprintf("%x", sum) || !equalMeta(put.Metadata, wantMeta) {
+		t.Errorf("Put = %+v", put)
+	}
+
+	got, obj, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatalf("Get: %v", err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatal("Get returned different bytes")
+	}
+	if obj.Key != key || obj.Size != put.Size || obj.SHA256 != put.SHA256 ||
+		obj.ContentType != "application/vnd.etsi.asic-e+zip" || !equalMeta(obj.Metadata, wantMeta) || obj.LastModified.IsZero() {
+		t.Errorf("Get object = %+v, want it to match Put's %+v", obj, put)
+	}
+	st, err := s.Stat(ctx, key)
+	if err != nil {
+		t.Fatalf("Stat: %v", err)
+	}
+	if st.SHA256 != put.SHA256 || st.Size != put.Size || !equalMeta(st.Metadata, wantMeta) {
+		t.Errorf("Stat = %+v", st)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+
+	// The digest is where other S3 tools find it.
+	info, err := rawClient(t, testConfig(t)).StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h := info.Metadata.Get("X-Amz-Meta-Sha256"); h != put.SHA256 {
+		t.Errorf("X-Amz-Meta-Sha256 = %q, want %q", h, put.SHA256)
+	}
+}
+
+func equalMeta(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+func TestPutTwice(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	ctx := t.Context()
+	key := ReceiptKey(time.Now(), "doc-1")
+	data := []byte("receipt v1")
+
+	first, err := s.Put(ctx, key, data, "application/pkcs7-signature", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.Stat(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("same bytes", func(t *testing.T) {
+		again, err := s.Put(ctx, key, data, "application/pkcs7-signature", nil)
+		if err != nil {
+			t.Fatalf("second Put of the same bytes: %v", err)
+		}
+		if !again.Existed || again.SHA256 != first.SHA256 {
+			t.Errorf("second Put = %+v, want Existed and the same digest", again)
+		}
+		after, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !after.LastModified.Equal(before.LastModified) || after.VersionID != before.VersionID {
+			t.Errorf("object changed: before %+v, after %+v", before, after)
+		}
+	})
+
+	t.Run("different bytes", func(t *testing.T) {
+		_, err := s.Put(ctx, key, []byte("receipt v2"), "application/pkcs7-signature", nil)
+		if !errors.Is(err, ErrConflict) {
+			t.Fatalf("Put of different bytes = %v, want ErrConflict", err)
+		}
+		if !strings.HasPrefix(err.Error(), "archive: put "+key+": conflict") {
+			t.Errorf("error text %q", err)
+		}
+		got, _, err := s.Get(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Errorf("stored object is now %q, want the original %q", got, data)
+		}
+	})
+}
+
+// TestPutRace checks write-once under concurrent writers: the server must
+// let exactly one of them create the object.
+func TestPutRace(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	const writers = 8
+	tests := []struct {
+		name string
+		data func(i int) []byte
+	}{
+		{"same bytes", func(int) []byte { return []byte("same container") }},
+		{"different bytes", func(i int) []byte { return fmt.Appendf(nil, "container %d", i) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := ContainerKey(time.Now(), "race-"+strings.ReplaceAll(tt.name, " ", "-"))
+			var wg sync.WaitGroup
+			objs := make([]Object, writers)
+			errs := make([]error, writers)
+			for i := range writers {
+				wg.Go(func() { objs[i], errs[i] = s.Put(t.Context(), key, tt.data(i), "", nil) })
+			}
+			wg.Wait()
+			created, existed, conflicts := 0, 0, 0
+			for i := range writers {
+				switch {
+				case errors.Is(errs[i], ErrConflict):
+					conflicts++
+				case errs[i] != nil:
+					t.Errorf("writer %d: %v", i, errs[i])
+				case objs[i].Existed:
+					existed++
+				default:
+					created++
+				}
+			}
+			if created != 1 {
+				t.Errorf("%d writers created the object (%d found it, %d conflicts), want exactly 1", created, existed, conflicts)
+			}
+		})
+	}
+}
+
+func TestNotFound(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	ctx := t.Context()
+	key := ContainerKey(time.Now(), "missing")
+	if _, _, err := s.Get(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get = %v, want ErrNotFound", err)
+	}
+	if _, _, err := s.Open(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Open = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Stat(ctx, key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Stat = %v, want ErrNotFound", err)
+	}
+}
+
+func TestPutInvalid(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	tests := []struct {
+		name string
+		key  string
+		meta map[string]string
+	}{
+		{"empty key", "", nil},
+		{"leading slash", "/a/b", nil},
+		{"dot dot", "a/../b", nil},
+		{"empty segment", "a//b", nil},
+		{"reserved metadata", "a/b", map[string]string{"SHA256": "x"}},
+		{"bad metadata key", "a/b", map[string]string{"doc id": "x"}},
+		{"non-ASCII value", "a/b", map[string]string{"subject": "Công văn"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Put(t.Context(), tt.key, []byte("x"), "", tt.meta)
+			if err == nil {
+				t.Fatal("Put succeeded, want an error")
+			}
+			if errors.Is(err, ErrUnavailable) || errors.Is(err, ErrConflict) {
+				t.Errorf("Put = %v, want a plain error", err)
+			}
+		})
+	}
+}
+
+func TestList(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	ctx := t.Context()
+	day := time.Date(2026, 11, 25, 10, 0, 0, 0, time.UTC)
+	keys := []string{
+		ContainerKey(day, "A"), ReceiptKey(day, "A"),
+		ContainerKey(day, "B"),
+		ContainerKey(day.AddDate(0, 0, 1), "C"),
+		RejectedKey(day, "r1", "container.asice"), RejectedKey(day, "r1", "reasons.json"),
+	}
+	for _, k := range keys {
+		if _, err := s.Put(ctx, k, []byte(k), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tests := []struct {
+		prefix string
+		want   []string
+	}{
+		{"2026/11/25/", []string{"2026/11/25/A/container.asice", "2026/11/25/A/receipt.p7s", "2026/11/25/B/container.asice"}},
+		{"2026/11/", []string{"2026/11/25/A/container.asice", "2026/11/25/A/receipt.p7s", "2026/11/25/B/container.asice", "2026/11/26/C/container.asice"}},
+		{"rejected/", []string{"rejected/2026/11/25/r1/container.asice", "rejected/2026/11/25/r1/reasons.json"}},
+		{"2027/", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix, func(t *testing.T) {
+			var got []string
+			for obj, err := range s.List(ctx, tt.prefix) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if obj.Size != int64(len(obj.Key)) {
+					t.Errorf("%s: size %d", obj.Key, obj.Size)
+				}
+				got = append(got, obj.Key)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("List(%q) = %q, want %q", tt.prefix, got, tt.want)
+			}
+		})
+	}
+
+	n := 0
+	for range s.List(ctx, "") {
+		n++
+		break
+	}
+	if n != 1 {
+		t.Errorf("breaking out of List yielded %d", n)
+	}
+}
+
+func TestLargeObject(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	ctx := t.Context()
+	data := randomBytes(50 << 20)
+	key := ContainerKey(time.Now(), "large")
+	if _, err := s.Put(ctx, key, data, "", nil); err != nil {
+		t.Fatalf("Put: %v", err)
+	}
+	rc, obj, err := s.Open(ctx, key)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer rc.Close()
+	h := sha256.New()
+	n, err := io.CopyBuffer(h, rc, make([]byte, 256<<10))
+	if err != nil {
+		t.Fatalf("read: %v", err)
+	}
+	want := sha256.Sum256(data)
+	if n != int64(len(data)) || obj.Size != n || !bytes.Equal(h.Sum(nil), want[:]) {
+		t.Errorf("read %d bytes (object size %d), digest match %v", n, obj.Size, bytes.Equal(h.Sum(nil), want[:]))
+	}
+}
+
+func TestObjectLock(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.ObjectLock = true
+	cfg.RetentionDays = 1
+	s := newStore(t, cfg)
+	ctx := t.Context()
+	raw := rawClient(t, cfg)
+
+	enabled, defMode, validity, unit, err := raw.GetObjectLockConfig(ctx, cfg.Bucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if enabled != "Enabled" || defMode == nil || *defMode != minio.Compliance || *validity != 1 || *unit != minio.Days {
+		t.Fatalf("bucket object lock = %q %v %v %v, want Enabled COMPLIANCE 1 DAYS", enabled, defMode, validity, unit)
+	}
+
+	key := ContainerKey(time.Now(), "locked")
+	obj, err := s.Put(ctx, key, []byte("locked container"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if obj.VersionID == "" {
+		t.Error("no version id on an object-lock (versioned) bucket")
+	}
+	// Read the retention from the HEAD headers: versitygw v1.8.0 answers
+	// GetObjectRetention with <ObjectLockRetention> rather than S3's
+	// <Retention>, which minio-go cannot decode.
+	info, err := raw.StatObject(ctx, cfg.Bucket, key, minio.StatObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mode, until := info.Metadata.Get("X-Amz-Object-Lock-Mode"), info.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date")
+	untilTime, err := time.Parse(time.RFC3339, until)
+	if mode != "COMPLIANCE" || err != nil || untilTime.Before(time.Now().Add(23*time.Hour)) {
+		t.Errorf("object retention = %q until %q, want COMPLIANCE for a day", mode, until)
+	}
+
+	// Deleting the locked version fails, with or without governance bypass.
+	for _, bypass := range []bool{false, true} {
+		err := raw.RemoveObject(ctx, cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: obj.VersionID, GovernanceBypass: bypass})
+		if err == nil {
+			t.Fatalf("deleting a version under COMPLIANCE retention succeeded (bypass %v)", bypass)
+		}
+	}
+	if _, _, err := s.Get(ctx, key); err != nil {
+		t.Fatalf("Get after the refused delete: %v", err)
+	}
+
+	// A second Store on the same bucket finds the configuration in place.
+	newStore(t, cfg)
+
+	// Object lock cannot be added to an existing bucket.
+	plain := testConfig(t)
+	newStore(t, plain)
+	plain.ObjectLock = true
+	if _, err := New(ctx, plain, nil); err == nil || !strings.Contains(err.Error(), "without object lock") {
+		t.Errorf("New with object_lock on a plain bucket = %v, want an error", err)
+	}
+}
+
+// TestUnavailable checks that a server that cannot be reached gives
+// ErrUnavailable, and quickly.
+func TestUnavailable(t *testing.T) {
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+
+	t.Run("closed port", func(t *testing.T) {
+		cfg := testConfig(t)
+		cfg.Endpoint = closedPort(t)
+		start := time.Now()
+		_, err := New(ctx, cfg, nil)
+		if !errors.Is(err, ErrUnavailable) {
+			t.Fatalf("New = %v, want ErrUnavailable", err)
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("took %v", d)
+		}
+	})
+
+	t.Run("server gone", func(t *testing.T) {
+		cfg := testConfig(t)
+		p := newProxy(t, cfg.Endpoint)
+		cfg.Endpoint = p.addr()
+		s := newStore(t, cfg)
+		key := ContainerKey(time.Now(), "gone")
+		if _, err := s.Put(ctx, key, []byte("x"), "", nil); err != nil {
+			t.Fatal(err)
+		}
+		p.close()
+
+		start := time.Now()
+		ops := map[string]func() error{
+			"put":  func() error { _, err := s.Put(ctx, key+"2", []byte("y"), "", nil); return err },
+			"get":  func() error { _, _, err := s.Get(ctx, key); return err },
+			"stat": func() error { _, err := s.Stat(ctx, key); return err },
+			"ping": func() error { return s.Ping(ctx) },
+			"list": func() error {
+				for _, err := range s.List(ctx, "") {
+					return err
+				}
+				return nil
+			},
+		}
+		for name, op := range ops {
+			if err := op(); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("%s = %v, want ErrUnavailable", name, err)
+			}
+		}
+		if d := time.Since(start); d > 8*time.Second {
+			t.Errorf("took %v", d)
+		}
+	})
+}
+
+// closedPort returns a loopback address where nothing listens.
+func closedPort(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// proxy forwards TCP connections to a target until closed, then refuses
+// them: a server that goes away.
+type proxy struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln}
+	t.Cleanup(p.close)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) close() {
+	p.ln.Close()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func BenchmarkPut64KiB(b *testing.B) {
+	s := newStore(b, testConfig(b))
+	data := randomBytes(64 << 10)
+	prefix := rand.Text()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		key := ContainerKey(time.Now(), fmt.Sprintf("%s-%d", prefix, i))
+		i++
+		if _, err := s.Put(b.Context(), key, data, "", nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
