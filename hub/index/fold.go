@@ -1,0 +1,128 @@
+package index
+
+import (
+	"encoding/hex"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// Fold returns s in the form the index searches: lower case, combining marks
+// removed (canonical decomposition, then every Mn rune dropped) and đ/Đ mapped
+// to d, so "Quyết định" folds to "quyet dinh" and "ĐẮK LẮK" to "dak lak".
+// SQLite's own remove_diacritics leaves đ alone, so folding happens here, the
+// same way for indexed text and for queries.
+func Fold(s string) string {
+	ascii := true
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return strings.ToLower(s)
+	}
+	var b strings.Builder
+	b.Grow(len(s))
+	for _, r := range norm.NFD.String(s) {
+		switch {
+		case r == 'đ' || r == 'Đ' || r == 'Ð' || r == 'ð':
+			// U+0110/U+0111, and U+00D0/U+00F0 (eth) which is often typed for Đ.
+			b.WriteByte('d')
+		case unicode.Is(unicode.Mn, r):
+		default:
+			b.WriteRune(unicode.ToLower(r))
+		}
+	}
+	return b.String()
+}
+
+// Query limits: hostile or pasted input is cut, never rejected.
+const (
+	maxTerms   = 16
+	maxTermLen = 64 // bytes; a cut term is still a valid prefix
+)
+
+// terms splits folded text into the tokens the FTS tokenizer would produce:
+// runs of letters and digits.
+func terms(s string) []string {
+	f := strings.FieldsFunc(Fold(s), func(r rune) bool {
+		return !unicode.IsLetter(r) && !unicode.IsNumber(r)
+	})
+	if len(f) > maxTerms {
+		f = f[:maxTerms]
+	}
+	for i, t := range f {
+		if len(t) > maxTermLen {
+			t = t[:maxTermLen]
+			for !utf8.ValidString(t) {
+				t = t[:len(t)-1]
+			}
+			f[i] = t
+		}
+	}
+	return f
+}
+
+// ftsString quotes s as an FTS5 string: inside double quotes every character
+// is literal except the quote itself, which is doubled. Terms come from terms
+// and hold only letters and digits, so this is a second line of defence.
+func ftsString(s string) string {
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}
+
+// prefixAll returns `"t1"* AND "t2"* ...` for the terms of s, or "" when s
+// has none.
+func prefixAll(s string) string {
+	ts := terms(s)
+	if len(ts) == 0 {
+		return ""
+	}
+	parts := make([]string, len(ts))
+	for i, t := range ts {
+		parts[i] = ftsString(t) + "*"
+	}
+	return strings.Join(parts, " AND ")
+}
+
+// Tags are single tokens in the FTS table's tags column that turn exact
+// filters (sender, recipient, either, type, number) into doclists FTS5 can
+// intersect with the text terms. Unit ids have a fixed shape, so dropping the
+// dots keeps them unique; free strings are hex-encoded so that any value is
+// one alphanumeric token and no two values collide.
+func unitToken(u document.UnitID) string {
+	return strings.ToLower(strings.ReplaceAll(string(u), ".", ""))
+}
+
+func tagFrom(u document.UnitID) string { return "s" + unitToken(u) }
+func tagTo(u document.UnitID) string   { return "r" + unitToken(u) }
+func tagUnit(u document.UnitID) string { return "u" + unitToken(u) }
+func tagType(t string) string          { return "k" + hex.EncodeToString([]byte(t)) }
+func tagNumber(n string) string {
+	return "n" + hex.EncodeToString([]byte(Fold(strings.TrimSpace(n))))
+}
+
+// tags returns the tags column text of a document.
+func tags(d *document.Document) string {
+	var b strings.Builder
+	b.Grow(32 + 26*len(d.To))
+	b.WriteString(tagFrom(d.From))
+	b.WriteByte(' ')
+	b.WriteString(tagUnit(d.From))
+	for _, u := range d.To {
+		b.WriteByte(' ')
+		b.WriteString(tagTo(u))
+		b.WriteByte(' ')
+		b.WriteString(tagUnit(u))
+	}
+	b.WriteByte(' ')
+	b.WriteString(tagType(d.Type))
+	b.WriteByte(' ')
+	b.WriteString(tagNumber(d.Number))
+	return b.String()
+}

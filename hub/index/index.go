@@ -1,0 +1,259 @@
+// Package index is the hub's searchable index of the archive: document
+// metadata, recipients and their delivery state, status history, rejected
+// submissions and registered units, in SQLite (modernc.org/sqlite, pure Go)
+// with an FTS5 table over folded Vietnamese text.
+//
+// The index is a projection: everything in it except the unit register can be
+// rebuilt from the archive alone, so every write is an idempotent upsert and
+// Reset empties it for a reindex.
+//
+// One connection writes (WAL mode, BEGIN IMMEDIATE); a pool of query-only
+// connections reads, so searches never wait for writes.
+//
+// Times are stored as Unix microseconds and come back in UTC, truncated to
+// the microsecond.
+package index
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"time"
+
+	_ "modernc.org/sqlite" // registers the "sqlite" driver
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+var (
+	// ErrNotFound: no such document or unit.
+	ErrNotFound = errors.New("index: not found")
+	// ErrNotRecipient: a status from a unit that is not a recipient of the
+	// document. The hub rejects such statuses.
+	ErrNotRecipient = errors.New("index: unit is not a recipient of the document")
+	// ErrInvalid: an argument the index cannot store or a malformed cursor.
+	ErrInvalid = errors.New("index: invalid")
+)
+
+// Config configures the index.
+type Config struct {
+	// Path of the database file, e.g. DATA/index.db. Its directory is created
+	// if missing.
+	Path string `yaml:"path"`
+	// Readers is the size of the read connection pool; 0 means
+	// max(4, 2*GOMAXPROCS).
+	Readers int `yaml:"readers"`
+}
+
+// Validate reports whether c can be opened.
+func (c Config) Validate() error {
+	if c.Path == "" {
+		return fmt.Errorf("index: path is required")
+	}
+	if c.Readers < 0 {
+		return fmt.Errorf("index: readers must not be negative")
+	}
+	return nil
+}
+
+// Index is the open index. Its methods are safe for concurrent use.
+type Index struct {
+	log *slog.Logger
+	w   *sql.DB // one connection: every write goes through it
+	r   *sql.DB // query-only pool
+	now func() time.Time
+
+	putUnitMu sync.Mutex
+	unitsMu   sync.RWMutex
+	units     map[document.UnitID]bool // registered units → disabled
+}
+
+// Open opens (creating if needed) and migrates the index at cfg.Path.
+func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	path, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("index: %w", err)
+	}
+	common := []string{
+		"busy_timeout(10000)",
+		"synchronous(NORMAL)",
+		"temp_store(MEMORY)",
+		"cache_size(-65536)", // 64 MiB per connection
+		"mmap_size(1073741824)",
+	}
+	w, err := openDB(path, "immediate", append(common, "journal_mode(WAL)", "foreign_keys(OFF)"))
+	if err != nil {
+		return nil, err
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	ix := &Index{log: log, w: w, now: time.Now}
+	if err := ix.migrate(ctx); err != nil {
+		w.Close()
+		return nil, err
+	}
+	n := cfg.Readers
+	if n == 0 {
+		n = max(4, 2*runtime.GOMAXPROCS(0))
+	}
+	r, err := openDB(path, "deferred", append(common, "query_only(1)"))
+	if err != nil {
+		w.Close()
+		return nil, err
+	}
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	r.SetConnMaxLifetime(0)
+	ix.r = r
+	if err := ix.loadUnits(ctx); err != nil {
+		ix.Close()
+		return nil, err
+	}
+	log.Info("index open", "path", path, "schema", len(migrations), "readers", n)
+	return ix, nil
+}
+
+func openDB(path, txlock string, pragmas []string) (*sql.DB, error) {
+	q := url.Values{}
+	q.Set("_txlock", txlock)
+	for _, p := range pragmas {
+		q.Add("_pragma", p)
+	}
+	u := url.URL{Scheme: "file", OmitHost: true, Path: path, RawQuery: q.Encode()}
+	db, err := sql.Open("sqlite", u.String())
+	if err != nil {
+		return nil, fmt.Errorf("index: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// Close closes the index. It runs PRAGMA optimize first, as SQLite advises
+// for long-lived connections.
+func (ix *Index) Close() error {
+	var errs []error
+	if ix.r != nil {
+		errs = append(errs, ix.r.Close())
+	}
+	if _, err := ix.w.Exec("PRAGMA optimize"); err != nil {
+		ix.log.Warn("index optimize on close", "err", err)
+	}
+	errs = append(errs, ix.w.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("index: close: %w", err)
+	}
+	return nil
+}
+
+// Ping checks that both the writer and a reader answer.
+func (ix *Index) Ping(ctx context.Context) error {
+	var n int
+	if err := ix.r.QueryRowContext(ctx, "SELECT count(*) FROM schema_version").Scan(&n); err != nil {
+		return fmt.Errorf("index: ping: %w", err)
+	}
+	if err := ix.w.PingContext(ctx); err != nil {
+		return fmt.Errorf("index: ping: %w", err)
+	}
+	return nil
+}
+
+// Optimize merges the full-text index into one segment and refreshes the
+// planner's statistics. Run it after a bulk load or a reindex; it takes a
+// while on a large index and blocks other writes meanwhile.
+func (ix *Index) Optimize(ctx context.Context) error {
+	for _, q := range []string{
+		"INSERT INTO search(search) VALUES('optimize')",
+		"PRAGMA optimize=0x10002",
+		"PRAGMA wal_checkpoint(TRUNCATE)",
+	} {
+		if _, err := ix.w.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("index: optimize: %w", err)
+		}
+	}
+	return nil
+}
+
+// Reset deletes every row derived from the archive (documents, recipients,
+// statuses, rejected submissions), for a reindex. The unit register is kept:
+// it is not in the archive.
+func (ix *Index) Reset(ctx context.Context) error {
+	return ix.write(ctx, "reset", func(tx *sql.Tx) error {
+		for _, q := range []string{
+			"DELETE FROM search",
+			"DELETE FROM statuses",
+			"DELETE FROM recipients",
+			"DELETE FROM documents",
+			"DELETE FROM rejected",
+		} {
+			if _, err := tx.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// write runs fn in a write transaction and wraps its error as "index: op: ...".
+func (ix *Index) write(ctx context.Context, op string, fn func(*sql.Tx) error) error {
+	tx, err := ix.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("index: %s: %w", op, err)
+	}
+	if err := fn(tx); err != nil {
+		tx.Rollback()
+		if isKind(err) {
+			return err
+		}
+		return fmt.Errorf("index: %s: %w", op, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("index: %s: %w", op, err)
+	}
+	return nil
+}
+
+// isKind reports whether err already carries one of the package's kinds and
+// its own "index: " prefix.
+func isKind(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, ErrNotRecipient) || errors.Is(err, ErrInvalid)
+}
+
+func invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalid}, a...)...)
+}
+
+// Time helpers: the index keeps Unix microseconds.
+
+func us(t time.Time) int64 { return t.UnixMicro() }
+
+func usOrNil(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func fromUS(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func fromNullUS(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromUS(v.Int64)
+}

@@ -1,0 +1,485 @@
+package index
+
+import (
+	"context"
+	"database/sql"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// Sort orders of a search.
+const (
+	SortAcceptedDesc    = "accepted_desc" // newest accepted first (the default)
+	SortAcceptedAsc     = "accepted_asc"
+	SortPromulgatedDesc = "promulgated_desc" // by ngày ban hành, newest first
+	SortRelevance       = "relevance"        // bm25 over the text; accepted_desc without text
+)
+
+// Search limits.
+const (
+	DefaultLimit = 20
+	MaxLimit     = 500
+)
+
+// Query selects documents. Every set field narrows the result (AND).
+type Query struct {
+	// Text: words searched, folded (see Fold), as prefixes, all required, in
+	// subject, number, notation, signer name, sender name and file names.
+	// Any input is safe: FTS syntax in it is taken literally.
+	Text string
+	From document.UnitID // sent by
+	To   document.UnitID // received by (a recipient)
+	// Unit: sent or received by, for per-unit access.
+	Unit   document.UnitID
+	Type   string // document type code, exactly (e.g. "QĐ")
+	Number string // số, exactly (case and diacritics folded)
+	Signer string // words of the signer's name, as prefixes
+	// Since ≤ accepted_at < Until, the hub's acceptance time (set, trusted,
+	// always present, and the default order, so a date range is an index
+	// range). Zero means unbounded.
+	Since, Until time.Time
+	// Status: the latest status (by time) of at least one recipient.
+	Status document.StatusCode
+	Sort   string // SortAcceptedDesc when ""
+	Limit  int    // DefaultLimit when ≤ 0, at most MaxLimit
+	Cursor string // Page.NextCursor of the previous page, "" for the first
+}
+
+// Summary is one search hit.
+type Summary struct {
+	ID             document.ID
+	From           document.UnitID
+	FromName       string
+	Type           string
+	TypeName       string
+	Number         string
+	Notation       string
+	Subject        string
+	PromulgatedAt  string
+	DueDate        string
+	Urgency        document.Urgency
+	SignerName     string
+	SignerPosition string
+	AcceptedAt     time.Time
+}
+
+// Page is one page of search hits.
+type Page struct {
+	Items      []Summary
+	Total      int    // every match of the query, on all pages
+	NextCursor string // "" on the last page
+}
+
+// cursor is the opaque keyset position after the last item of a page.
+type cursor struct {
+	Sort string  `json:"o"`
+	Seq  int64   `json:"s"`
+	Prom string  `json:"p,omitempty"`
+	Rank float64 `json:"r,omitempty"`
+}
+
+func (c cursor) encode() string {
+	b, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+func decodeCursor(s, sort string) (cursor, error) {
+	var c cursor
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || json.Unmarshal(b, &c) != nil {
+		return c, invalid("search: malformed cursor")
+	}
+	if c.Sort != sort {
+		return c, invalid("search: cursor is for sort %q, not %q", c.Sort, sort)
+	}
+	return c, nil
+}
+
+// textColumns are the FTS columns free text is searched in (not tags).
+const textColumns = "{subject number notation signer from_name files}"
+
+// plan is a query compiled to its driving source.
+type plan struct {
+	match  string // FTS5 expression; "" when nothing goes through FTS
+	status string
+	lo, hi int64 // seq range [lo, hi)
+	sort   string
+	limit  int
+	cur    *cursor
+}
+
+func compile(q *Query) (*plan, error) {
+	p := &plan{lo: 0, hi: 1<<63 - 1, status: string(q.Status), sort: q.Sort, limit: q.Limit}
+	if p.sort == "" {
+		p.sort = SortAcceptedDesc
+	}
+	switch p.sort {
+	case SortAcceptedDesc, SortAcceptedAsc, SortPromulgatedDesc, SortRelevance:
+	default:
+		return nil, invalid("search: unknown sort %q", q.Sort)
+	}
+	if p.limit <= 0 {
+		p.limit = DefaultLimit
+	}
+	p.limit = min(p.limit, MaxLimit)
+	if q.Status != "" {
+		if err := q.Status.Validate(); err != nil {
+			return nil, invalid("search: %v", err)
+		}
+	}
+	var parts []string
+	if t := prefixAll(q.Text); t != "" {
+		parts = append(parts, textColumns+" : ("+t+")")
+	}
+	if p.sort == SortRelevance && len(parts) == 0 {
+		p.sort = SortAcceptedDesc
+	}
+	if t := prefixAll(q.Signer); t != "" {
+		parts = append(parts, "signer : ("+t+")")
+	}
+	for _, f := range []struct {
+		name string
+		u    document.UnitID
+		tag  func(document.UnitID) string
+	}{{"from", q.From, tagFrom}, {"to", q.To, tagTo}, {"unit", q.Unit, tagUnit}} {
+		if f.u == "" {
+			continue
+		}
+		if err := f.u.Validate(); err != nil {
+			return nil, invalid("search: %s: %v", f.name, err)
+		}
+		parts = append(parts, "tags : "+ftsString(f.tag(f.u)))
+	}
+	if t := strings.TrimSpace(q.Type); t != "" {
+		parts = append(parts, "tags : "+ftsString(tagType(t)))
+	}
+	if n := strings.TrimSpace(q.Number); n != "" {
+		parts = append(parts, "tags : "+ftsString(tagNumber(n)))
+	}
+	p.match = strings.Join(parts, " AND ")
+
+	if !q.Since.IsZero() {
+		p.lo = max(p.lo, seqBound(q.Since))
+	}
+	if !q.Until.IsZero() {
+		p.hi = min(p.hi, seqBound(q.Until))
+	}
+	if q.Cursor != "" {
+		c, err := decodeCursor(q.Cursor, p.sort)
+		if err != nil {
+			return nil, err
+		}
+		p.cur = &c
+	}
+	return p, nil
+}
+
+// seqBound returns the first seq at or after t.
+func seqBound(t time.Time) int64 {
+	u := t.UnixMicro()
+	if t.After(time.UnixMicro(u)) {
+		u++ // t has sub-microsecond digits: round up
+	}
+	switch {
+	case u <= 0:
+		return 0
+	case u > maxAcceptedUS:
+		return 1<<63 - 1
+	}
+	return u * seqSpan
+}
+
+// source returns the FROM and WHERE of the plan's candidate documents, the
+// key column, and its arguments. Three shapes:
+//
+//   - FTS: any text, unit, type, number or signer filter. FTS5 intersects the
+//     doclists of the terms and tags, seeks to the seq range (a rowid range)
+//     and streams in rowid order, so a LIMIT stops early.
+//   - status alone: the recipients_code index (last_code, doc).
+//   - nothing: the documents table by seq.
+//
+// A status filter with FTS is checked per candidate on the recipients key.
+func (p *plan) source() (from, where, key string, args []any) {
+	switch {
+	case p.match != "":
+		from, key = "search", "search.rowid"
+		where = "search MATCH ? AND search.rowid >= ? AND search.rowid < ?"
+		args = []any{p.match, p.lo, p.hi}
+		if p.status != "" {
+			where += " AND EXISTS (SELECT 1 FROM recipients r WHERE r.doc = search.rowid AND r.last_code = ?)"
+			args = append(args, p.status)
+		}
+	case p.status != "":
+		from, key = "recipients", "recipients.doc"
+		where = "recipients.last_code = ? AND recipients.doc >= ? AND recipients.doc < ?"
+		args = []any{p.status, p.lo, p.hi}
+	default:
+		from, key = "documents", "documents.seq"
+		where = "documents.seq >= ? AND documents.seq < ?"
+		args = []any{p.lo, p.hi}
+	}
+	return
+}
+
+// countSQL returns the query counting every match.
+func (p *plan) countSQL() (string, []any) {
+	from, where, key, args := p.source()
+	if from == "recipients" {
+		return "SELECT count(DISTINCT " + key + ") FROM " + from + " WHERE " + where, args
+	}
+	return "SELECT count(*) FROM " + from + " WHERE " + where, args
+}
+
+// pageSQL returns the query for one page (limit+1 rows, to know whether
+// there is a next one): seq, promulgated_at, rank.
+func (p *plan) pageSQL() (string, []any) {
+	lo, hi := p.lo, p.hi
+	if c := p.cur; c != nil {
+		switch p.sort {
+		case SortAcceptedDesc:
+			hi = min(hi, c.Seq)
+		case SortAcceptedAsc:
+			lo = max(lo, c.Seq+1)
+		}
+	}
+	q := *p
+	q.lo, q.hi = lo, hi
+	from, where, key, args := q.source()
+	n := p.limit + 1
+	switch p.sort {
+	case SortAcceptedDesc, SortAcceptedAsc:
+		dir := "DESC"
+		if p.sort == SortAcceptedAsc {
+			dir = "ASC"
+		}
+		distinct := ""
+		if from == "recipients" {
+			distinct = "DISTINCT "
+		}
+		return "SELECT " + distinct + key + ", '', 0.0 FROM " + from + " WHERE " + where +
+			" ORDER BY " + key + " " + dir + " LIMIT ?", append(args, n)
+	case SortPromulgatedDesc:
+		var s string
+		switch from {
+		case "search":
+			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d ON d.seq = search.rowid WHERE " + where
+		case "recipients":
+			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d WHERE d.seq IN (SELECT doc FROM recipients WHERE " + where + ")"
+		default:
+			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d WHERE d.seq >= ? AND d.seq < ?"
+		}
+		if c := p.cur; c != nil {
+			s += " AND (d.promulgated_at < ? OR (d.promulgated_at = ? AND d.seq < ?))"
+			args = append(args, c.Prom, c.Prom, c.Seq)
+		}
+		return s + " ORDER BY d.promulgated_at DESC, d.seq DESC LIMIT ?", append(args, n)
+	default: // SortRelevance, always with FTS
+		s := "SELECT search.rowid, '', search.rank FROM search WHERE " + where
+		if c := p.cur; c != nil {
+			s += " AND (search.rank > ? OR (search.rank = ? AND search.rowid < ?))"
+			args = append(args, c.Rank, c.Rank, c.Seq)
+		}
+		return s + " ORDER BY search.rank, search.rowid DESC LIMIT ?", append(args, n)
+	}
+}
+
+// Search returns one page of the documents matching q, and the number of all
+// matches. Pages are keyset-paginated: following NextCursor visits every
+// match exactly once, even while documents are added (new ones are seen
+// only if they sort after the cursor). A relevance order may shift while
+// documents are added, since scores depend on the whole index.
+func (ix *Index) Search(ctx context.Context, q Query) (Page, error) {
+	p, err := compile(&q)
+	if err != nil {
+		return Page{}, err
+	}
+	// One read transaction: the count and the page see the same snapshot.
+	tx, err := ix.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return Page{}, fmt.Errorf("index: search: %w", err)
+	}
+	defer tx.Rollback()
+	page, err := p.run(ctx, tx)
+	if err != nil {
+		return Page{}, fmt.Errorf("index: search: %w", err)
+	}
+	return page, nil
+}
+
+func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
+	var page Page
+	cq, cargs := p.countSQL()
+	if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
+		return page, err
+	}
+	if page.Total == 0 {
+		return page, nil
+	}
+	pq, pargs := p.pageSQL()
+	rows, err := tx.QueryContext(ctx, pq, pargs...)
+	if err != nil {
+		return page, err
+	}
+	type hit struct {
+		seq  int64
+		prom string
+		rank float64
+	}
+	var hits []hit
+	for rows.Next() {
+		var h hit
+		if err := rows.Scan(&h.seq, &h.prom, &h.rank); err != nil {
+			rows.Close()
+			return page, err
+		}
+		hits = append(hits, h)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return page, err
+	}
+	if len(hits) > p.limit {
+		hits = hits[:p.limit]
+		last := hits[len(hits)-1]
+		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Prom: last.prom, Rank: last.rank}.encode()
+	}
+	seqs := make([]int64, len(hits))
+	for i, h := range hits {
+		seqs[i] = h.seq
+	}
+	page.Items, err = summaries(ctx, tx, seqs)
+	return page, err
+}
+
+const summaryCols = `seq, id, from_unit, from_name, type, type_name, number, notation, subject,
+	promulgated_at, due_date, urgency, signer_name, signer_position, accepted_at`
+
+func scanSummary(rows *sql.Rows) (int64, Summary, error) {
+	var (
+		s             Summary
+		seq, accepted int64
+		id, from      string
+	)
+	err := rows.Scan(&seq, &id, &from, &s.FromName, &s.Type, &s.TypeName, &s.Number, &s.Notation, &s.Subject,
+		&s.PromulgatedAt, &s.DueDate, &s.Urgency, &s.SignerName, &s.SignerPosition, &accepted)
+	s.ID, s.From, s.AcceptedAt = document.ID(id), document.UnitID(from), fromUS(accepted)
+	return seq, s, err
+}
+
+// summaries returns the summaries of seqs, in that order.
+func summaries(ctx context.Context, q queryer, seqs []int64) ([]Summary, error) {
+	if len(seqs) == 0 {
+		return nil, nil
+	}
+	args := make([]any, len(seqs))
+	for i, s := range seqs {
+		args[i] = s
+	}
+	rows, err := q.QueryContext(ctx, "SELECT "+summaryCols+" FROM documents WHERE seq IN (?"+
+		strings.Repeat(", ?", len(seqs)-1)+")", args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	by := make(map[int64]Summary, len(seqs))
+	for rows.Next() {
+		seq, s, err := scanSummary(rows)
+		if err != nil {
+			return nil, err
+		}
+		by[seq] = s
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	out := make([]Summary, 0, len(seqs))
+	for _, s := range seqs {
+		if sum, ok := by[s]; ok {
+			out = append(out, sum)
+		}
+	}
+	return out, nil
+}
+
+// vietnam is the zone due dates are written in (UTC+7, no daylight saving).
+var vietnam = time.FixedZone("ICT", 7*3600)
+
+// today returns now's date in Vietnam, YYYY-MM-DD.
+func today(now time.Time) string { return now.In(vietnam).Format("2006-01-02") }
+
+// Overdue returns the documents unit received whose due date (hạn xử lý, a
+// date in Vietnam's time zone) is before now's date and for which unit has
+// reported no final status: 06 finished, and also 02 refused or 13 cancelled,
+// which close a document without finishing it. Earliest due first.
+func (ix *Index) Overdue(ctx context.Context, unit document.UnitID, now time.Time) ([]Summary, error) {
+	rows, err := ix.r.QueryContext(ctx, `SELECT `+prefixCols("d", summaryCols)+`
+		FROM recipients r JOIN documents d ON d.seq = r.doc
+		WHERE r.unit = ? AND r.done = 0 AND r.due_date > '' AND r.due_date < ?
+		ORDER BY r.due_date, r.doc`, string(unit), today(now))
+	if err != nil {
+		return nil, fmt.Errorf("index: overdue: %w", err)
+	}
+	defer rows.Close()
+	var out []Summary
+	for rows.Next() {
+		_, s, err := scanSummary(rows)
+		if err != nil {
+			return nil, fmt.Errorf("index: overdue: %w", err)
+		}
+		out = append(out, s)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("index: overdue: %w", err)
+	}
+	return out, nil
+}
+
+func prefixCols(alias, cols string) string {
+	f := strings.Split(cols, ",")
+	for i, c := range f {
+		f[i] = alias + "." + strings.TrimSpace(c)
+	}
+	return strings.Join(f, ", ")
+}
+
+// Counters are a unit's document counts.
+type Counters struct {
+	Sent        int // documents the unit sent
+	Received    int // documents the unit is a recipient of
+	Pending     int // received, no final status (06, 02, 13) yet
+	Overdue     int // pending and past the due date (see Overdue)
+	Undelivered int // received, not yet delivered to the unit's agent
+}
+
+// UnitCounters returns unit's counts; Overdue is as of the index's clock.
+func (ix *Index) UnitCounters(ctx context.Context, unit document.UnitID) (Counters, error) {
+	now := ix.now()
+	var c Counters
+	tx, err := ix.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return c, fmt.Errorf("index: counters: %w", err)
+	}
+	defer tx.Rollback()
+	u := string(unit)
+	for _, q := range []struct {
+		dst  *int
+		sql  string
+		args []any
+	}{
+		{&c.Sent, "SELECT count(*) FROM documents WHERE from_unit = ?", []any{u}},
+		{&c.Received, "SELECT count(*) FROM recipients WHERE unit = ?", []any{u}},
+		{&c.Pending, "SELECT count(*) FROM recipients WHERE unit = ? AND done = 0", []any{u}},
+		{&c.Overdue, "SELECT count(*) FROM recipients WHERE unit = ? AND done = 0 AND due_date > '' AND due_date < ?", []any{u, today(now)}},
+		{&c.Undelivered, "SELECT count(*) FROM recipients INDEXED BY recipients_routed WHERE unit = ? AND state = 'routed'", []any{u}},
+	} {
+		if err := tx.QueryRowContext(ctx, q.sql, q.args...).Scan(q.dst); err != nil {
+			return c, fmt.Errorf("index: counters: %w", err)
+		}
+	}
+	return c, nil
+}
