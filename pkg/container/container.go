@@ -17,11 +17,14 @@ package container
 import (
 	"archive/zip"
 	"bytes"
+	"compress/flate"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"mime"
 	"path"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 
@@ -96,6 +99,7 @@ func (u *Unsigned) Seal(signature []byte) ([]byte, error) {
 	var buf bytes.Buffer
 	buf.Grow(size)
 	zw := zip.NewWriter(&buf)
+	zw.RegisterCompressor(zip.Deflate, fastDeflate)
 	mod := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // fixed: containers are reproducible
 	put := func(name string, data []byte, method uint16) error {
 		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: mod})
@@ -141,10 +145,36 @@ func Build(meta []byte, files []File, s *pki.Signer) ([]byte, error) {
 	return u.Seal(sig)
 }
 
+var flatePool sync.Pool
+
+// pooledFlate returns its writer to the pool when closed.
+type pooledFlate struct{ *flate.Writer }
+
+func (p pooledFlate) Close() error {
+	err := p.Writer.Close()
+	flatePool.Put(p.Writer)
+	return err
+}
+
+// fastDeflate compresses at flate.BestSpeed with pooled writers: containers
+// are mostly already-compressed PDFs and office files, so a higher level buys
+// little and costs much.
+func fastDeflate(w io.Writer) (io.WriteCloser, error) {
+	if fw, ok := flatePool.Get().(*flate.Writer); ok {
+		fw.Reset(w)
+		return pooledFlate{fw}, nil
+	}
+	fw, err := flate.NewWriter(w, flate.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	return pooledFlate{fw}, nil
+}
+
 // methodFor stores already-compressed formats and deflates the rest.
 func methodFor(mediaType string) uint16 {
 	switch {
-	case strings.HasPrefix(mediaType, "image/jpeg"), strings.HasPrefix(mediaType, "image/png"),
+	case mediaType == "application/pdf", strings.HasPrefix(mediaType, "image/jpeg"), strings.HasPrefix(mediaType, "image/png"),
 		strings.HasPrefix(mediaType, "application/zip"), strings.Contains(mediaType, "openxmlformats"),
 		strings.HasPrefix(mediaType, "video/"), strings.HasPrefix(mediaType, "audio/"):
 		return zip.Store

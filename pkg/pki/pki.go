@@ -11,9 +11,11 @@
 package pki
 
 import (
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -22,6 +24,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edxhub/edx/pkg/document"
@@ -106,10 +109,27 @@ func IsHub(cert *x509.Certificate) bool { return Identifier(cert) == HubIdentifi
 // Trust is a set of trust roots, optional intermediates and CRLs.
 type Trust struct {
 	roots         *x509.CertPool
-	intermediates *x509.CertPool
-	issuers       []*x509.Certificate // every CA certificate of the bundle
+	intermediates []*x509.Certificate // the bundle's CA certificates that are not roots
 	crls          []*x509.RevocationList
+
+	mu        sync.Mutex
+	chains    map[[32]byte]cachedChain // verified chains by leaf fingerprint
+	crlIssuer map[crlKey]bool          // whether a CRL's signature verifies against an issuer
 }
+
+// cachedChain is a chain already verified; it holds while the checked time
+// lies inside every certificate's validity.
+type cachedChain struct {
+	chain             []*x509.Certificate
+	notBefore, notAft time.Time
+}
+
+type crlKey struct {
+	crl    *x509.RevocationList
+	issuer [32]byte
+}
+
+const maxCachedChains = 1 << 16
 
 // NewTrust builds a Trust from a PEM bundle of root certificates. Any
 // non-self-signed CA certificate in the bundle is taken as an intermediate.
@@ -118,19 +138,18 @@ func NewTrust(rootsPEM []byte) (*Trust, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: trust roots: %w", err)
 	}
-	t := &Trust{roots: x509.NewCertPool(), intermediates: x509.NewCertPool()}
+	t := &Trust{roots: x509.NewCertPool(), chains: map[[32]byte]cachedChain{}, crlIssuer: map[crlKey]bool{}}
 	nroots := 0
 	for _, c := range certs {
 		if !c.IsCA {
 			return nil, fmt.Errorf("pki: trust roots: %q is not a CA certificate", c.Subject.CommonName)
 		}
-		if c.CheckSignatureFrom(c) == nil && c.Subject.String() == c.Issuer.String() {
+		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
 			t.roots.AddCert(c)
 			nroots++
 		} else {
-			t.intermediates.AddCert(c)
+			t.intermediates = append(t.intermediates, c)
 		}
-		t.issuers = append(t.issuers, c)
 	}
 	if nroots == 0 {
 		return nil, errors.New("pki: trust roots: no self-signed root certificate in the bundle")
@@ -198,21 +217,7 @@ func (t *Trust) Check(leaf *x509.Certificate, intermediates []*x509.Certificate,
 	if !ekuAllowsSigning(leaf) {
 		rs.Add(reason.SignatureKeyUsage, "the certificate's extended key usage does not allow document signing")
 	}
-	pool := x509.NewCertPool()
-	for _, c := range intermediates {
-		pool.AddCert(c)
-	}
-	for _, c := range t.issuers {
-		if t.intermediatesHas(c) {
-			pool.AddCert(c)
-		}
-	}
-	chains, err := leaf.Verify(x509.VerifyOptions{
-		Roots:         t.roots,
-		Intermediates: pool,
-		CurrentTime:   at,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
-	})
+	chain, err := t.chain(leaf, intermediates, at)
 	if err != nil {
 		var inv x509.CertificateInvalidError
 		var ua x509.UnknownAuthorityError
@@ -226,7 +231,6 @@ func (t *Trust) Check(leaf *x509.Certificate, intermediates []*x509.Certificate,
 		}
 		return nil, rs
 	}
-	chain := chains[0]
 	for i := 0; i+1 < len(chain); i++ {
 		if r, ok := t.revoked(chain[i], chain[i+1], at); ok {
 			rs = append(rs, r)
@@ -235,14 +239,55 @@ func (t *Trust) Check(leaf *x509.Certificate, intermediates []*x509.Certificate,
 	return chain, rs
 }
 
-func (t *Trust) intermediatesHas(c *x509.Certificate) bool {
-	return !(c.CheckSignatureFrom(c) == nil && c.Subject.String() == c.Issuer.String())
+// chain returns a verified chain for leaf at time at, from the cache when a
+// chain found earlier is valid at that time.
+func (t *Trust) chain(leaf *x509.Certificate, intermediates []*x509.Certificate, at time.Time) ([]*x509.Certificate, error) {
+	fp := sha256.Sum256(leaf.Raw)
+	t.mu.Lock()
+	cc, ok := t.chains[fp]
+	t.mu.Unlock()
+	if ok && !at.Before(cc.notBefore) && !at.After(cc.notAft) {
+		return cc.chain, nil
+	}
+	pool := x509.NewCertPool()
+	for _, c := range intermediates {
+		pool.AddCert(c)
+	}
+	for _, c := range t.intermediates {
+		pool.AddCert(c)
+	}
+	chains, err := leaf.Verify(x509.VerifyOptions{
+		Roots:         t.roots,
+		Intermediates: pool,
+		CurrentTime:   at,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return nil, err
+	}
+	chain := chains[0]
+	cc = cachedChain{chain: chain, notBefore: chain[0].NotBefore, notAft: chain[0].NotAfter}
+	for _, c := range chain[1:] {
+		if c.NotBefore.After(cc.notBefore) {
+			cc.notBefore = c.NotBefore
+		}
+		if c.NotAfter.Before(cc.notAft) {
+			cc.notAft = c.NotAfter
+		}
+	}
+	t.mu.Lock()
+	if len(t.chains) >= maxCachedChains {
+		clear(t.chains)
+	}
+	t.chains[fp] = cc
+	t.mu.Unlock()
+	return chain, nil
 }
 
 // revoked looks cert up in every CRL its issuer signed.
 func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Reason, bool) {
 	for _, crl := range t.crls {
-		if crl.CheckSignatureFrom(issuer) != nil {
+		if !t.crlSignedBy(crl, issuer) {
 			continue
 		}
 		for _, e := range crl.RevokedCertificateEntries {
@@ -254,6 +299,24 @@ func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Re
 		}
 	}
 	return reason.Reason{}, false
+}
+
+func (t *Trust) crlSignedBy(crl *x509.RevocationList, issuer *x509.Certificate) bool {
+	if !bytes.Equal(crl.RawIssuer, issuer.RawSubject) {
+		return false
+	}
+	k := crlKey{crl, sha256.Sum256(issuer.Raw)}
+	t.mu.Lock()
+	ok, seen := t.crlIssuer[k]
+	t.mu.Unlock()
+	if seen {
+		return ok
+	}
+	ok = crl.CheckSignatureFrom(issuer) == nil
+	t.mu.Lock()
+	t.crlIssuer[k] = ok
+	t.mu.Unlock()
+	return ok
 }
 
 func ekuAllowsSigning(c *x509.Certificate) bool {
