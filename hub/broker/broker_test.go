@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
 	"io"
 	"log/slog"
@@ -161,11 +162,6 @@ func (u *unitClient) waitPermErr(t *testing.T, subject string) {
 	}
 }
 
-func isPermErr(err error) bool {
-	return err != nil && (errors.Is(err, nats.ErrPermissionViolation) ||
-		strings.Contains(strings.ToLower(err.Error()), "permissions violation"))
-}
-
 func lastMsg(t *testing.T, js jetstream.JetStream, stream, subject string) *jetstream.RawStreamMsg {
 	t.Helper()
 	s, err := js.Stream(t.Context(), stream)
@@ -300,16 +296,20 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 		"$JS.API.STREAM.PURGE.OBJ_" + protocol.StageBucket,
 	}
 	for _, subj := range denied {
-		t.Run(subj, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
-			defer cancel()
-			_, err := a.js.Publish(ctx, subj, []byte("forged"), jetstream.WithMsgID("x"))
-			if err == nil {
-				t.Fatal("publish accepted")
-			}
-			a.waitPermErr(t, subj)
-		})
+		if err := a.nc.Publish(subj, []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+		a.waitPermErr(t, subj)
 	}
+	// A JetStream publish gets no ack: the server drops the message and
+	// reports the violation asynchronously, so the call fails on its deadline.
+	ctx, cancel := context.WithTimeout(t.Context(), time.Second)
+	defer cancel()
+	if _, err := a.js.Publish(ctx, protocol.SubmitSubject(unitB), []byte("forged"), jetstream.WithMsgID("x")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("jetstream publish on another unit's subject: %v", err)
+	}
+	a.waitPermErr(t, protocol.SubmitSubject(unitB))
+
 	// Nothing reached the streams under unitB's subjects.
 	for _, c := range []struct{ stream, subject string }{
 		{protocol.StreamSubmit, protocol.SubmitSubject(unitB)},
@@ -396,7 +396,7 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 		{protocol.StreamDeliver, protocol.DeliverConsumer(unitB)},
 		{protocol.StreamNotice, protocol.NoticeConsumer(unitB)},
 	} {
-		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		_, err := a.js.Consumer(cctx, c.stream, c.consumer)
 		cancel()
 		if err == nil {
@@ -406,7 +406,7 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 
 		// A raw pull request, skipping the consumer lookup, is denied too.
 		next := "$JS.API.CONSUMER.MSG.NEXT." + c.stream + "." + c.consumer
-		_, err = a.nc.Request(next, []byte(`{"batch":1,"expires":1000000000}`), 2*time.Second)
+		_, err = a.nc.Request(next, []byte(`{"batch":1,"expires":1000000000}`), 500*time.Millisecond)
 		if err == nil {
 			t.Fatalf("pull from %s answered", c.consumer)
 		}
@@ -614,4 +614,101 @@ func TestHubFullAccess(t *testing.T) {
 	if _, err := e.hubJS.AccountInfo(ctx); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestKnownGapsOfTheSharedAccount pins down what subject permissions cannot
+// stop while units, the edx streams and the staging object store share the
+// EDX account. It passes while the gaps exist; when a change closes one (see
+// the package documentation), its subtest fails and must be turned into a
+// test of the fix.
+//
+//  1. The server publishes the reply to a request on the requester's reply
+//     subject, which no permission checks, inside the account, where the
+//     streams listen. A unit that sets another unit's status subject as the
+//     reply subject of its own JetStream publish gets the PubAck stored in
+//     EDX_STATUS as that unit's status.
+//  2. With the object store's direct get, the reply is content the unit
+//     stored itself: any bytes, as another unit's status (or submission,
+//     delivery, notice).
+//  3. Every staged object is visible to every unit: the stream info that
+//     binding the object store needs lists the names, and the meta and chunk
+//     access that Get needs then reads them.
+//
+// Consequence for the hub and the agents until units move to an account of
+// their own: the subject names a message's unit for routing, it does not
+// authenticate it; a message's author is proven by its signature (the
+// container's CMS signature, a hub-signed receipt), and bodies are checked
+// against their schema.
+func TestKnownGapsOfTheSharedAccount(t *testing.T) {
+	e := newEnv(t)
+	a := e.unit(t, unitA)
+	ctx := t.Context()
+	victim := protocol.StatusSubject(unitB)
+	status, err := e.hubJS.Stream(ctx, protocol.StreamStatus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lastOnVictim := func() []byte {
+		t.Helper()
+		time.Sleep(200 * time.Millisecond)
+		m, err := status.GetLastMsgForSubject(ctx, victim)
+		if err != nil {
+			return nil
+		}
+		return m.Data
+	}
+
+	t.Run("reply subject injection", func(t *testing.T) {
+		if err := a.nc.PublishRequest(protocol.SubmitSubject(unitA), victim, []byte("own submission")); err != nil {
+			t.Fatal(err)
+		}
+		got := lastOnVictim()
+		if !bytes.Contains(got, []byte(`"stream":"EDX_SUBMIT"`)) {
+			t.Fatalf("gap closed? last message on %s: %q", victim, got)
+		}
+		t.Logf("unit A's PubAck stored as %s: %s", victim, got)
+	})
+
+	t.Run("staged content injection", func(t *testing.T) {
+		forged := []byte(`{"forged":"by unit A"}`)
+		meta := "$O." + protocol.StageBucket + ".M.Zm9yZ2Vk"
+		if _, err := a.js.Publish(ctx, meta, forged); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.nc.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+protocol.StageBucket+"."+meta, victim, nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastOnVictim(); !bytes.Equal(got, forged) {
+			t.Fatalf("gap closed? last message on %s: %q", victim, got)
+		}
+	})
+
+	t.Run("staged objects readable by every unit", func(t *testing.T) {
+		hobs, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret := []byte("container staged for unit B")
+		name := "for-" + unitB + "-01J00000000000000000000000"
+		if _, err := hobs.PutBytes(ctx, name, secret); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := a.nc.Request("$JS.API.STREAM.INFO.OBJ_"+protocol.StageBucket,
+			[]byte(`{"subjects_filter":"$O.`+protocol.StageBucket+`.M.>"}`), 2*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		encoded := base64.URLEncoding.EncodeToString([]byte(name))
+		if !bytes.Contains(resp.Data, []byte(encoded)) {
+			t.Fatalf("gap closed? stream info: %s", resp.Data)
+		}
+		aobs, err := a.js.ObjectStore(ctx, protocol.StageBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := aobs.GetBytes(ctx, name)
+		if err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("gap closed? unit A read %q, %v", got, err)
+		}
+	})
 }

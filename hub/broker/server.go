@@ -5,6 +5,19 @@
 //
 // Credentials and JetStream setup work the same against the embedded server
 // and an external cluster that trusts the same operator (Keys.ServerConfig).
+//
+// Known gaps (TestKnownGapsOfTheSharedAccount). Units, the edx streams and
+// the staging object store share the EDX account, and NATS does not check a
+// request's reply subject against the requester's permissions: the server
+// publishes the reply (a PubAck, an API response, a message read with a
+// direct get, a push consumer's deliveries) on whatever subject the unit
+// named, inside the account, where the streams capture it. So a unit cannot
+// publish on another unit's subjects itself but can have the server do it,
+// with content it staged; and every unit can list and read every staged
+// object. Until units get an account of their own (importing the hub's
+// services, whose replies the server maps to private _R_ subjects, and the
+// object store in a third account), a subject names a unit for routing and
+// does not authenticate it: authors are proven by signatures.
 package broker
 
 import (
@@ -14,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -201,7 +215,8 @@ func splitHostPort(hp string) (string, int, error) {
 	return host, port, nil
 }
 
-// serverLogger routes nats-server logs to slog: notices at info, debug and
+// serverLogger routes nats-server logs to slog: notices at info (banner at
+// debug), debug and
 // trace at debug (trace only when the logger is enabled below debug), fatal at
 // error.
 type serverLogger struct {
@@ -231,9 +246,21 @@ func (l *serverLogger) logf(level slog.Level, format string, v ...any) {
 	l.log.Log(ctx, level, fmt.Sprintf(format, v...))
 }
 
-func (l *serverLogger) Noticef(format string, v ...any) { l.logf(slog.LevelInfo, format, v...) }
-func (l *serverLogger) Warnf(format string, v ...any)   { l.logf(slog.LevelWarn, format, v...) }
-func (l *serverLogger) Fatalf(format string, v ...any)  { l.logf(slog.LevelError, format, v...) }
-func (l *serverLogger) Errorf(format string, v ...any)  { l.logf(slog.LevelError, format, v...) }
-func (l *serverLogger) Debugf(format string, v ...any)  { l.logf(slog.LevelDebug, format, v...) }
-func (l *serverLogger) Tracef(format string, v ...any)  { l.logf(levelTrace, format, v...) }
+// Noticef logs notices at info, except the start-up banner and its indented
+// detail lines (version, limits, directories), which go to debug.
+func (l *serverLogger) Noticef(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	level := slog.LevelInfo
+	if strings.TrimSpace(msg) == "" || strings.ContainsAny(msg[:1], " _|-\\/") {
+		level = slog.LevelDebug
+	}
+	if l.log.Enabled(context.Background(), level) {
+		l.log.Log(context.Background(), level, msg)
+	}
+}
+
+func (l *serverLogger) Warnf(format string, v ...any)  { l.logf(slog.LevelWarn, format, v...) }
+func (l *serverLogger) Fatalf(format string, v ...any) { l.logf(slog.LevelError, format, v...) }
+func (l *serverLogger) Errorf(format string, v ...any) { l.logf(slog.LevelError, format, v...) }
+func (l *serverLogger) Debugf(format string, v ...any) { l.logf(slog.LevelDebug, format, v...) }
+func (l *serverLogger) Tracef(format string, v ...any) { l.logf(levelTrace, format, v...) }
