@@ -1,0 +1,237 @@
+package protocol
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/reason"
+)
+
+// InlineLimit is the largest container sent inside a message; a larger one
+// is staged in the EDX_STAGE object store and the message names it. Streams
+// accept messages of up to twice this size.
+const InlineLimit = 4 << 20
+
+// Headers carried by edx messages.
+const (
+	HeaderMsgID     = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
+	HeaderDocID     = "Edx-Document-Id"      // the document's ULID
+	HeaderSHA256    = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
+	HeaderSize      = "Edx-Container-Size"   // container size in bytes
+	HeaderStaged    = "Edx-Staged"           // object name in EDX_STAGE when not inline
+	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
+	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
+	HeaderVersion   = "Edx-Protocol"         // protocol version
+	ProtocolVersion = "1"
+)
+
+// SubmitStageName is the object name a unit stages a large submission under.
+func SubmitStageName(unit document.UnitID, id document.ID) string {
+	return "submit/" + string(unit) + "/" + string(id)
+}
+
+// DeliverStageName is the object name the hub stages a large delivery under,
+// shared by every recipient of the document.
+func DeliverStageName(id document.ID) string { return "deliver/" + string(id) }
+
+// Container is a signed container on the wire: its bytes inline, or the name
+// of the staged object that holds them, with the digest that binds the two.
+type Container struct {
+	DocumentID document.ID
+	SHA256     string // hex
+	Size       int64
+	Staged     string // object name in EDX_STAGE; empty when Data is inline
+	Data       []byte // the container bytes when inline
+}
+
+func (c *Container) setHeaders(h nats.Header) {
+	h.Set(HeaderVersion, ProtocolVersion)
+	h.Set(HeaderDocID, string(c.DocumentID))
+	h.Set(HeaderSHA256, c.SHA256)
+	h.Set(HeaderSize, strconv.FormatInt(c.Size, 10))
+	if c.Staged != "" {
+		h.Set(HeaderStaged, c.Staged)
+	}
+}
+
+func parseContainer(m *nats.Msg) (*Container, error) {
+	c := &Container{
+		DocumentID: document.ID(m.Header.Get(HeaderDocID)),
+		SHA256:     m.Header.Get(HeaderSHA256),
+		Staged:     m.Header.Get(HeaderStaged),
+	}
+	var errs []string
+	if err := c.DocumentID.Validate(); err != nil {
+		errs = append(errs, "header "+HeaderDocID+": "+err.Error())
+	}
+	if len(c.SHA256) != 64 || strings.Trim(c.SHA256, "0123456789abcdef") != "" {
+		errs = append(errs, "header "+HeaderSHA256+": want 64 lower-case hex digits")
+	}
+	n, err := strconv.ParseInt(m.Header.Get(HeaderSize), 10, 64)
+	if err != nil || n <= 0 {
+		errs = append(errs, "header "+HeaderSize+": want a positive size")
+	}
+	c.Size = n
+	if c.Staged == "" {
+		c.Data = m.Data
+		if int64(len(m.Data)) != c.Size {
+			errs = append(errs, fmt.Sprintf("body of %d bytes, header says %d", len(m.Data), c.Size))
+		}
+	} else if len(m.Data) != 0 {
+		errs = append(errs, "a staged container's message must have an empty body")
+	}
+	if len(errs) > 0 {
+		return c, errors.New(strings.Join(errs, "; "))
+	}
+	return c, nil
+}
+
+// SubmitMsg builds a unit's submission of a container.
+func SubmitMsg(unit document.UnitID, c *Container) *nats.Msg {
+	m := nats.NewMsg(SubmitSubject(string(unit)))
+	c.setHeaders(m.Header)
+	m.Header.Set(HeaderMsgID, SubmitMsgID(c.DocumentID, c.SHA256))
+	m.Data = c.Data
+	return m
+}
+
+// SubmitMsgID de-duplicates retries of the same submission; a different
+// container under the same id is a different message (and the hub refuses it).
+func SubmitMsgID(id document.ID, sha string) string {
+	return string(id) + "." + sha[:min(16, len(sha))]
+}
+
+// ParseSubmit reads a submission; the unit comes from the subject.
+func ParseSubmit(m *nats.Msg) (document.UnitID, *Container, error) {
+	unit := document.UnitID(UnitFromSubject(m.Subject))
+	if !strings.HasPrefix(m.Subject, SubjectSubmitPrefix) {
+		return unit, nil, fmt.Errorf("protocol: subject %q is not a submission", m.Subject)
+	}
+	c, err := parseContainer(m)
+	if err != nil {
+		return unit, c, fmt.Errorf("protocol: submission: %w", err)
+	}
+	return unit, c, nil
+}
+
+// Delivery is what the hub routes to a recipient: the container as the
+// sender signed it and the hub's receipt.
+type Delivery struct {
+	Recipient document.UnitID
+	Sender    document.UnitID
+	Container
+	Receipt []byte // DER CMS
+}
+
+// DeliverMsg builds the message of a delivery.
+func DeliverMsg(d *Delivery) *nats.Msg {
+	m := nats.NewMsg(DeliverSubject(string(d.Recipient)))
+	d.setHeaders(m.Header)
+	m.Header.Set(HeaderMsgID, DeliverMsgID(d.DocumentID, d.Recipient))
+	m.Header.Set(HeaderSender, string(d.Sender))
+	m.Header.Set(HeaderReceipt, base64.StdEncoding.EncodeToString(d.Receipt))
+	m.Data = d.Data
+	return m
+}
+
+// DeliverMsgID is the document id plus the recipient.
+func DeliverMsgID(id document.ID, recipient document.UnitID) string {
+	return string(id) + "." + string(recipient)
+}
+
+// ParseDelivery reads a delivery.
+func ParseDelivery(m *nats.Msg) (*Delivery, error) {
+	c, err := parseContainer(m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: delivery: %w", err)
+	}
+	d := &Delivery{Recipient: document.UnitID(UnitFromSubject(m.Subject)), Sender: document.UnitID(m.Header.Get(HeaderSender)), Container: *c}
+	if d.Receipt, err = base64.StdEncoding.DecodeString(m.Header.Get(HeaderReceipt)); err != nil || len(d.Receipt) == 0 {
+		return nil, fmt.Errorf("protocol: delivery: no valid %s header", HeaderReceipt)
+	}
+	return d, nil
+}
+
+// NoticeType says what a notice tells its unit.
+type NoticeType string
+
+const (
+	NoticeAccepted       NoticeType = "accepted"        // the hub accepted the sender's document; Receipt set
+	NoticeRejected       NoticeType = "rejected"        // the hub refused the sender's document; Reasons set
+	NoticeStatus         NoticeType = "status"          // a recipient reported a status; Status set
+	NoticeStatusRejected NoticeType = "status_rejected" // the hub refused the unit's own status; Reasons set
+)
+
+// Notice is the hub's message to a unit about its own documents.
+type Notice struct {
+	Type       NoticeType       `json:"type"`
+	DocumentID document.ID      `json:"document_id,omitempty"`
+	SHA256     string           `json:"container_sha256,omitempty"`
+	Time       time.Time        `json:"time"`
+	ArchiveKey string           `json:"archive_key,omitempty"`
+	Receipt    []byte           `json:"receipt,omitempty"` // DER CMS, base64 in JSON
+	Recipients []string         `json:"recipients,omitempty"`
+	Reasons    reason.List      `json:"reasons,omitempty"`
+	Status     *document.Status `json:"status,omitempty"`
+}
+
+// NoticeMsg builds a notice to unit with its de-duplication id.
+func NoticeMsg(unit document.UnitID, n *Notice, msgID string) (*nats.Msg, error) {
+	b, err := json.Marshal(n)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: notice: %w", err)
+	}
+	m := nats.NewMsg(NoticeSubject(string(unit)))
+	m.Header.Set(HeaderVersion, ProtocolVersion)
+	m.Header.Set(HeaderMsgID, msgID)
+	m.Data = b
+	return m, nil
+}
+
+// ParseNotice reads a notice.
+func ParseNotice(m *nats.Msg) (*Notice, error) {
+	var n Notice
+	if err := json.Unmarshal(m.Data, &n); err != nil {
+		return nil, fmt.Errorf("protocol: notice: %w", err)
+	}
+	return &n, nil
+}
+
+// StatusMsg builds a unit's status report.
+func StatusMsg(s *document.Status) (*nats.Msg, error) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: status: %w", err)
+	}
+	m := nats.NewMsg(StatusSubject(string(s.Unit)))
+	m.Header.Set(HeaderVersion, ProtocolVersion)
+	m.Header.Set(HeaderMsgID, StatusMsgID(s))
+	m.Data = b
+	return m, nil
+}
+
+// StatusMsgID identifies one status report.
+func StatusMsgID(s *document.Status) string {
+	return fmt.Sprintf("%s.%s.%s.%d", s.DocumentID, s.Unit, s.Code, s.Time.UnixNano())
+}
+
+// ParseStatus reads a status report; the reporting unit comes from the subject.
+func ParseStatus(m *nats.Msg) (document.UnitID, *document.Status, error) {
+	unit := document.UnitID(UnitFromSubject(m.Subject))
+	var s document.Status
+	if err := json.Unmarshal(m.Data, &s); err != nil {
+		return unit, nil, fmt.Errorf("protocol: status: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return unit, &s, fmt.Errorf("protocol: status: %w", err)
+	}
+	return unit, &s, nil
+}

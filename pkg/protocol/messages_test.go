@@ -1,0 +1,59 @@
+package protocol
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"testing"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+func TestSubmitRoundTrip(t *testing.T) {
+	data := []byte("PK container bytes")
+	sum := sha256.Sum256(data)
+	id := document.NewID(time.Now())
+	c := &Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
+	m := SubmitMsg("000.01.00.H29", c)
+	if m.Subject != "edx.submit.000.01.00.H29" || m.Header.Get(HeaderMsgID) == "" {
+		t.Fatalf("msg %s %v", m.Subject, m.Header)
+	}
+	unit, got, err := ParseSubmit(m)
+	if err != nil || unit != "000.01.00.H29" || got.DocumentID != id || !bytes.Equal(got.Data, data) {
+		t.Fatalf("ParseSubmit: %v %v %+v", err, unit, got)
+	}
+	m.Data = append(m.Data, 'x')
+	if _, _, err := ParseSubmit(m); err == nil {
+		t.Error("size mismatch accepted")
+	}
+	m.Header.Set(HeaderDocID, "nope")
+	if _, _, err := ParseSubmit(m); err == nil {
+		t.Error("bad id accepted")
+	}
+}
+
+func TestDeliveryRoundTrip(t *testing.T) {
+	id := document.NewID(time.Now())
+	d := &Delivery{Recipient: "000.02.00.H29", Sender: "000.01.00.H29", Receipt: []byte{1, 2, 3},
+		Container: Container{DocumentID: id, SHA256: string(bytes.Repeat([]byte("a"), 64)), Size: 10, Staged: DeliverStageName(id)}}
+	got, err := ParseDelivery(DeliverMsg(d))
+	if err != nil || got.Recipient != d.Recipient || got.Sender != d.Sender || got.Staged != d.Staged || !bytes.Equal(got.Receipt, d.Receipt) {
+		t.Fatalf("%v %+v", err, got)
+	}
+}
+
+func TestStatusRoundTrip(t *testing.T) {
+	s := &document.Status{DocumentID: document.NewID(time.Now()), Unit: "000.02.00.H29", Time: time.Now().UTC(), Code: document.StatusAccepted}
+	m, err := StatusMsg(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, got, err := ParseStatus(m)
+	if err != nil || u != s.Unit || got.Code != s.Code {
+		t.Fatalf("%v %v %+v", err, u, got)
+	}
+	if UnitFromSubject("edx.status.000.02.00.H29") != "000.02.00.H29" {
+		t.Error("UnitFromSubject")
+	}
+}
