@@ -188,7 +188,7 @@ func TestStatuses(t *testing.T) {
 		{st(dept1, document.StatusAssigned, 3), false},
 		{st(dept1, document.StatusAssigned, 3), false}, // replay
 		{st(dept1, document.StatusFinished, 5), false},
-		{st(dept1, document.StatusInProgress, 6), true}, // after 06
+		{st(dept1, document.StatusInProgress, 6), true},  // after 06
 		{st(dept1, document.StatusInProgress, 4), false}, // late arrival, in order by time (04 → 05)
 		{st(dept2, document.StatusAccepted, 2), true},    // 03 without 01
 		{st(dept2, document.StatusRefused, 3), true},     // 02 after 03

@@ -104,11 +104,11 @@ CREATE TABLE units (
 
 -- Folded text (see Fold) and filter tags, keyed by documents.seq. Contentless
 -- with contentless_delete: the folded text is not stored twice, and rows can
--- still be replaced by rowid. detail=column keeps column filters and drops
--- token positions, which edx never queries (terms are ANDed, not phrases).
+-- still be replaced by rowid. detail=full (positions) because bm25 on a
+-- contentless table gets no term instances from detail=column.
 CREATE VIRTUAL TABLE search USING fts5(
 	subject, number, notation, signer, from_name, files, tags,
-	content = '', contentless_delete = 1, detail = column,
+	content = '', contentless_delete = 1,
 	tokenize = 'unicode61 remove_diacritics 2'
 );
 -- Relevance: subject first; tags never count.
