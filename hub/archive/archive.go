@@ -226,9 +226,11 @@ func (s *Store) Put(ctx context.Context, key string, data []byte, contentType st
 	// attempt whose answer was lost) or a different one.
 	existing, err := s.Stat(ctx, key)
 	if errors.Is(err, ErrNotFound) {
-		// Gone between the two requests (a delete marker on a versioned
-		// bucket): let the caller retry.
-		return Object{}, fmt.Errorf("archive: put %s: %w: object vanished after a precondition failure", key, ErrUnavailable)
+		// Refused, yet nothing to read: the key's current version is a
+		// delete marker (versitygw counts one as existing; AWS would
+		// accept the write) or it was deleted in between. Either way
+		// someone deleted an archived object; retrying will not help.
+		return Object{}, fmt.Errorf("archive: put %s: %w: the server refuses to create the object but has none to read (deleted, or a delete marker)", key, ErrConflict)
 	}
 	if err != nil {
 		return Object{}, fmt.Errorf("archive: put %s: %w", key, err)
