@@ -124,23 +124,23 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	if !running.CompareAndSwap(false, true) {
 		return nil, errors.New("s3embed: a gateway is already running in this process")
 	}
+	dataDir := filepath.Join(dir, "data")
+	prevWD, err := os.Getwd()
+	if err != nil {
+		prevWD = "" // nothing to restore
+	}
 	started := false
 	defer func() {
 		if !started {
+			restoreWD(prevWD, dataDir)
 			running.Store(false)
 		}
 	}()
 
-	dataDir := filepath.Join(dir, "data")
-	versionDir := filepath.Join(dir, "versions")
-	for _, d := range []string{dataDir, versionDir} {
+	for _, d := range []string{dataDir, filepath.Join(dir, "versions")} {
 		if err := os.MkdirAll(d, 0o750); err != nil {
 			return nil, fmt.Errorf("s3embed: %w", err)
 		}
-	}
-	prevWD, err := os.Getwd()
-	if err != nil {
-		prevWD = "" // nothing to restore
 	}
 
 	var lastErr error
@@ -167,7 +167,6 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		log.Debug("embedded s3 port taken, retrying", "addr", addr, "attempt", attempt+1)
 	}
-	restoreWD(prevWD, dataDir)
 	return nil, fmt.Errorf("s3embed: start: %w", lastErr)
 }
 
@@ -350,8 +349,11 @@ func restoreWD(prev, dataDir string) {
 	if prev == "" {
 		return
 	}
-	wd, err := os.Getwd()
-	if err != nil || wd != dataDir {
+	wd, err := os.Stat(".")
+	if err != nil {
+		return
+	}
+	if dd, err := os.Stat(dataDir); err != nil || !os.SameFile(wd, dd) {
 		return
 	}
 	_ = os.Chdir(prev)

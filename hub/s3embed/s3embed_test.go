@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -96,7 +97,16 @@ func TestStart(t *testing.T) {
 	}
 }
 
-func TestStartConfig(t *testing.T) {
+func TestStartFails(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		cfg  Config
@@ -104,6 +114,7 @@ func TestStartConfig(t *testing.T) {
 		{"no credentials", Config{Dir: t.TempDir()}},
 		{"no dir", Config{AccessKey: "a", SecretKey: "b"}},
 		{"bad addr", Config{Dir: t.TempDir(), AccessKey: "a", SecretKey: "b", Addr: "nowhere"}},
+		{"port in use", Config{Dir: t.TempDir(), AccessKey: "a", SecretKey: "b", Addr: busy.Addr().String()}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -111,7 +122,19 @@ func TestStartConfig(t *testing.T) {
 				srv.Close()
 				t.Fatal("Start succeeded, want an error")
 			}
+			if now, _ := os.Getwd(); now != wd {
+				t.Errorf("failed Start left the working directory at %s", now)
+			}
 		})
+	}
+
+	// A failed Start releases the one-per-process slot.
+	srv, err := Start(t.Context(), Config{Dir: t.TempDir(), AccessKey: "a", SecretKey: "b"}, nil)
+	if err != nil {
+		t.Fatalf("Start after failures: %v", err)
+	}
+	if err := srv.Close(); err != nil {
+		t.Error(err)
 	}
 }
 
