@@ -6,14 +6,17 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -711,4 +714,88 @@ func TestKnownGapsOfTheSharedAccount(t *testing.T) {
 			t.Fatalf("gap closed? unit A read %q, %v", got, err)
 		}
 	})
+}
+
+// TestExternalServer runs a separate nats-server from the configuration the
+// keys produce (as an operator would for an external cluster) and drives it
+// with the same code: stream setup, hub and unit credentials.
+func TestExternalServer(t *testing.T) {
+	keys, err := broker.LoadOrCreateKeys(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(t.TempDir(), "nats.conf")
+	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\n%s", t.TempDir(), keys.ServerConfig())
+	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := server.ProcessConfigFile(conf)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, cfg)
+	}
+	opts.NoLog, opts.NoSigs = true, true
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Start()
+	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	if !ns.ReadyForConnections(10 * time.Second) {
+		t.Fatal("external server not ready")
+	}
+
+	hubCreds, err := keys.IssueHubCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentialBytes(hubCreds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.EnsureStreams(t.Context(), js, broker.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := broker.EnsureUnitConsumers(t.Context(), js, unitA); err != nil {
+		t.Fatal(err)
+	}
+	unitCreds, err := keys.IssueUnitCreds(unitA, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := connectUnit(t, ns.ClientURL(), unitCreds, unitA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.js.Publish(t.Context(), protocol.SubmitSubject(unitA), []byte("x"), jetstream.WithMsgID("doc-1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.nc.Publish(protocol.SubmitSubject(unitB), []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	a.waitPermErr(t, protocol.SubmitSubject(unitB))
+}
+
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		cfg  broker.Config
+	}{
+		{"no store dir", broker.Config{KeysDir: dir}},
+		{"no keys dir", broker.Config{StoreDir: dir}},
+		{"bad listen", broker.Config{StoreDir: dir, KeysDir: dir, Listen: "localhost"}},
+		{"bad port", broker.Config{StoreDir: dir, KeysDir: dir, Listen: "127.0.0.1:99999"}},
+		{"bad monitor", broker.Config{StoreDir: dir, KeysDir: dir, Monitor: "x"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := broker.Start(t.Context(), tc.cfg, testLogger(t)); err == nil {
+				t.Fatal("started")
+			}
+		})
+	}
 }
