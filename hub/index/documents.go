@@ -113,24 +113,57 @@ func (ix *Index) PutDocuments(ctx context.Context, recs []Record) error {
 			return err
 		}
 	}
-	return ix.write(ctx, "put document", func(tx *sql.Tx) error {
+	var fresh map[string]struct{}
+	err := ix.write(ctx, "put document", func(tx *sql.Tx) error {
 		p, err := preparePut(ctx, tx)
 		if err != nil {
 			return err
 		}
 		defer p.close()
+		p.known, p.fresh = ix.knownTerm, make(map[string]struct{})
 		for i := range recs {
 			if err := p.put(ctx, &recs[i]); err != nil {
 				return fmt.Errorf("%s: %w", recs[i].Doc.ID, err)
 			}
 		}
+		fresh = p.fresh
 		return nil
 	})
+	if err == nil {
+		ix.learnTerms(fresh)
+	}
+	return err
+}
+
+// maxKnownTerms bounds the in-memory copy of the vocabulary; past it, terms
+// are upserted every time, which is only slower.
+const maxKnownTerms = 1 << 20
+
+func (ix *Index) knownTerm(t string) bool {
+	ix.termsMu.Lock()
+	_, ok := ix.known[t]
+	ix.termsMu.Unlock()
+	return ok
+}
+
+// learnTerms records terms once their transaction has committed.
+func (ix *Index) learnTerms(ts map[string]struct{}) {
+	ix.termsMu.Lock()
+	defer ix.termsMu.Unlock()
+	for t := range ts {
+		if len(ix.known) >= maxKnownTerms {
+			return
+		}
+		ix.known[t] = struct{}{}
+	}
 }
 
 type putStmts struct {
-	find, free, insDoc, updDoc, delFTS, insFTS, recips, insRecip, updRecip, delRecip, updStat *sql.Stmt
-	all                                                                                       []*sql.Stmt
+	find, free, insDoc, updDoc, delFTS, insFTS, recips, insRecip, updRecip, delRecip, updStat, insTerm *sql.Stmt
+	all                                                                                                []*sql.Stmt
+
+	known func(string) bool   // committed terms
+	fresh map[string]struct{} // terms this transaction added
 }
 
 func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
@@ -154,6 +187,7 @@ func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
 		{&p.updRecip, "UPDATE recipients SET doc = ? WHERE doc = ?"},
 		{&p.delRecip, "DELETE FROM recipients WHERE doc = ? AND unit = ?"},
 		{&p.updStat, "UPDATE statuses SET doc = ? WHERE doc = ?"},
+		{&p.insTerm, "INSERT INTO terms(term) VALUES(?) ON CONFLICT DO NOTHING"},
 	} {
 		st, err := tx.PrepareContext(ctx, s.q)
 		if err != nil {
@@ -244,10 +278,21 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 	for i, f := range files {
 		names[i] = f.Name
 	}
-	if _, err := p.insFTS.ExecContext(ctx, seq,
-		Fold(d.Subject), Fold(d.Number), Fold(d.Notation), Fold(d.Signer.FullName), Fold(d.FromName),
-		Fold(strings.Join(names, " ")), tags(d)); err != nil {
+	text := []string{Fold(d.Subject), Fold(d.Number), Fold(d.Notation), Fold(d.Signer.FullName), Fold(d.FromName),
+		Fold(strings.Join(names, " "))}
+	if _, err := p.insFTS.ExecContext(ctx, seq, text[0], text[1], text[2], text[3], text[4], text[5], tags(d)); err != nil {
 		return err
+	}
+	for _, col := range text {
+		for _, t := range tokens(col) {
+			if _, ok := p.fresh[t]; ok || p.known(t) {
+				continue
+			}
+			if _, err := p.insTerm.ExecContext(ctx, t); err != nil {
+				return err
+			}
+			p.fresh[t] = struct{}{}
+		}
 	}
 
 	if exists {

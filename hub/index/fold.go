@@ -48,12 +48,18 @@ const (
 	maxTermLen = 64 // bytes; a cut term is still a valid prefix
 )
 
-// terms splits folded text into the tokens the FTS tokenizer would produce:
-// runs of letters and digits.
-func terms(s string) []string {
-	f := strings.FieldsFunc(Fold(s), func(r rune) bool {
+// tokens splits folded text as the FTS tokenizer (unicode61, whose token
+// characters are letters and digits) does.
+func tokens(folded string) []string {
+	return strings.FieldsFunc(folded, func(r rune) bool {
 		return !unicode.IsLetter(r) && !unicode.IsNumber(r)
 	})
+}
+
+// terms returns the query terms of user input: its tokens, folded, at most
+// maxTerms of at most maxTermLen bytes.
+func terms(s string) []string {
+	f := tokens(Fold(s))
 	if len(f) > maxTerms {
 		f = f[:maxTerms]
 	}
@@ -74,20 +80,6 @@ func terms(s string) []string {
 // and hold only letters and digits, so this is a second line of defence.
 func ftsString(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
-}
-
-// prefixAll returns `"t1"* AND "t2"* ...` for the terms of s, or "" when s
-// has none.
-func prefixAll(s string) string {
-	ts := terms(s)
-	if len(ts) == 0 {
-		return ""
-	}
-	parts := make([]string, len(ts))
-	for i, t := range ts {
-		parts[i] = ftsString(t) + "*"
-	}
-	return strings.Join(parts, " AND ")
 }
 
 // Tags are single tokens in the FTS table's tags column that turn exact

@@ -73,6 +73,9 @@ type Index struct {
 	putUnitMu sync.Mutex
 	unitsMu   sync.RWMutex
 	units     map[document.UnitID]bool // registered units → disabled
+
+	termsMu sync.Mutex
+	known   map[string]struct{} // terms committed to the terms table
 }
 
 // Open opens (creating if needed) and migrates the index at cfg.Path.
@@ -104,7 +107,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	ix := &Index{log: log, w: w, now: time.Now}
+	ix := &Index{log: log, w: w, now: time.Now, known: make(map[string]struct{})}
 	if err := ix.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -193,9 +196,10 @@ func (ix *Index) Optimize(ctx context.Context) error {
 // statuses, rejected submissions), for a reindex. The unit register is kept:
 // it is not in the archive.
 func (ix *Index) Reset(ctx context.Context) error {
-	return ix.write(ctx, "reset", func(tx *sql.Tx) error {
+	err := ix.write(ctx, "reset", func(tx *sql.Tx) error {
 		for _, q := range []string{
-			"DELETE FROM search",
+			"INSERT INTO search(search) VALUES('delete-all')",
+			"DELETE FROM terms",
 			"DELETE FROM statuses",
 			"DELETE FROM recipients",
 			"DELETE FROM documents",
@@ -207,6 +211,12 @@ func (ix *Index) Reset(ctx context.Context) error {
 		}
 		return nil
 	})
+	if err == nil {
+		ix.termsMu.Lock()
+		clear(ix.known)
+		ix.termsMu.Unlock()
+	}
+	return err
 }
 
 // write runs fn in a write transaction and wraps its error as "index: op: ...".

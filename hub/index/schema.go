@@ -48,6 +48,7 @@ CREATE TABLE documents (
 	meta              BLOB NOT NULL     -- document.json as archived
 );
 CREATE INDEX documents_from ON documents(from_unit);
+CREATE INDEX documents_accepted ON documents(accepted_at); -- counts over a date range alone
 CREATE INDEX documents_promulgated ON documents(promulgated_at);
 CREATE INDEX documents_in_reply_to ON documents(in_reply_to) WHERE in_reply_to <> '';
 
@@ -109,8 +110,15 @@ CREATE TABLE units (
 CREATE VIRTUAL TABLE search USING fts5(
 	subject, number, notation, signer, from_name, files, tags,
 	content = '', contentless_delete = 1,
-	tokenize = 'unicode61 remove_diacritics 2'
+	tokenize = 'unicode61 remove_diacritics 0' -- the text is folded already
 );
+-- The vocabulary of the text columns (not tags), to turn a query's prefix
+-- into the few terms it stands for: FTS5 answers "dat"* by merging the whole
+-- doclists of every matching term before it can intersect anything, while
+-- ("dat" OR "datt") lets it seek. Terms are never removed; a stale one
+-- expands to nothing.
+CREATE TABLE terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
+
 -- Relevance: subject first; tags never count.
 INSERT INTO search(search, rank) VALUES('rank', 'bm25(10.0, 4.0, 4.0, 2.0, 1.0, 1.0, 0.0)');
 `,

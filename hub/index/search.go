@@ -105,7 +105,10 @@ const textColumns = "{subject number notation signer from_name files}"
 
 // plan is a query compiled to its driving source.
 type plan struct {
-	match  string // FTS5 expression; "" when nothing goes through FTS
+	text   []string // terms of Query.Text
+	signer []string // terms of Query.Signer
+	tags   []string // exact filters, see tags
+	match  string   // FTS5 expression (set by expand); "" when nothing goes through FTS
 	status string
 	lo, hi int64 // seq range [lo, hi)
 	sort   string
@@ -132,15 +135,9 @@ func compile(q *Query) (*plan, error) {
 			return nil, invalid("search: %v", err)
 		}
 	}
-	var parts []string
-	if t := prefixAll(q.Text); t != "" {
-		parts = append(parts, textColumns+" : ("+t+")")
-	}
-	if p.sort == SortRelevance && len(parts) == 0 {
+	p.text, p.signer = terms(q.Text), terms(q.Signer)
+	if p.sort == SortRelevance && len(p.text) == 0 {
 		p.sort = SortAcceptedDesc
-	}
-	if t := prefixAll(q.Signer); t != "" {
-		parts = append(parts, "signer : ("+t+")")
 	}
 	for _, f := range []struct {
 		name string
@@ -153,15 +150,14 @@ func compile(q *Query) (*plan, error) {
 		if err := f.u.Validate(); err != nil {
 			return nil, invalid("search: %s: %v", f.name, err)
 		}
-		parts = append(parts, "tags : "+ftsString(f.tag(f.u)))
+		p.tags = append(p.tags, f.tag(f.u))
 	}
 	if t := strings.TrimSpace(q.Type); t != "" {
-		parts = append(parts, "tags : "+ftsString(tagType(t)))
+		p.tags = append(p.tags, tagType(t))
 	}
 	if n := strings.TrimSpace(q.Number); n != "" {
-		parts = append(parts, "tags : "+ftsString(tagNumber(n)))
+		p.tags = append(p.tags, tagNumber(n))
 	}
-	p.match = strings.Join(parts, " AND ")
 
 	if !q.Since.IsZero() {
 		p.lo = max(p.lo, seqBound(q.Since))
@@ -229,8 +225,14 @@ func (p *plan) source() (from, where, key string, args []any) {
 // countSQL returns the query counting every match.
 func (p *plan) countSQL() (string, []any) {
 	from, where, key, args := p.source()
-	if from == "recipients" {
+	switch from {
+	case "recipients":
 		return "SELECT count(DISTINCT " + key + ") FROM " + from + " WHERE " + where, args
+	case "documents":
+		// The documents_accepted index is far smaller than the table.
+		// lo and hi are multiples of seqSpan here (no cursor in a count).
+		return "SELECT count(*) FROM documents WHERE accepted_at >= ? AND accepted_at < ?",
+			[]any{p.lo / seqSpan, p.hi / seqSpan}
 	}
 	return "SELECT count(*) FROM " + from + " WHERE " + where, args
 }
@@ -311,8 +313,84 @@ func (ix *Index) Search(ctx context.Context, q Query) (Page, error) {
 	return page, nil
 }
 
+// maxExpansions is how many vocabulary terms a query prefix may stand for
+// before the index lets FTS5 handle the prefix itself (slower: it merges
+// every matching doclist whole).
+const maxExpansions = 16
+
+// expand builds p.match, each query term replaced by the vocabulary terms it
+// is a prefix of. It reports false when some term matches nothing, so
+// neither does the query.
+func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
+	group := func(ts []string) (string, bool, error) {
+		parts := make([]string, len(ts))
+		for i, t := range ts {
+			e, ok, err := expandTerm(ctx, tx, t)
+			if !ok || err != nil {
+				return "", ok, err
+			}
+			parts[i] = e
+		}
+		return "(" + strings.Join(parts, " AND ") + ")", true, nil
+	}
+	var parts []string
+	if len(p.text) > 0 {
+		g, ok, err := group(p.text)
+		if !ok || err != nil {
+			return ok, err
+		}
+		parts = append(parts, textColumns+" : "+g)
+	}
+	if len(p.signer) > 0 {
+		g, ok, err := group(p.signer)
+		if !ok || err != nil {
+			return ok, err
+		}
+		parts = append(parts, "signer : "+g)
+	}
+	for _, t := range p.tags {
+		parts = append(parts, "tags : "+ftsString(t))
+	}
+	p.match = strings.Join(parts, " AND ")
+	return true, nil
+}
+
+// expandTerm returns the FTS5 expression for the prefix t.
+func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error) {
+	// 0xFF never occurs in UTF-8, so t+"\xff" bounds every term starting with t.
+	rows, err := tx.QueryContext(ctx, "SELECT term FROM terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
+		t, t+"\xff", maxExpansions+1)
+	if err != nil {
+		return "", false, err
+	}
+	defer rows.Close()
+	var ts []string
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return "", false, err
+		}
+		ts = append(ts, ftsString(s))
+	}
+	if err := rows.Err(); err != nil {
+		return "", false, err
+	}
+	switch {
+	case len(ts) == 0:
+		return "", false, nil
+	case len(ts) > maxExpansions:
+		return ftsString(t) + "*", true, nil
+	case len(ts) == 1:
+		return ts[0], true, nil
+	}
+	return "(" + strings.Join(ts, " OR ") + ")", true, nil
+}
+
 func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	var page Page
+	if ok, err := p.expand(ctx, tx); !ok || err != nil {
+		return page, err
+	}
 	cq, cargs := p.countSQL()
 	if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
 		return page, err

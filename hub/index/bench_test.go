@@ -1,0 +1,320 @@
+package index
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// Benchmark size: -index.docs N (or EDX_INDEX_BENCH_DOCS); -index.db PATH (or
+// EDX_INDEX_BENCH_DB) keeps the built index there and reuses it next time,
+// since a 1,000,000-document build takes a while.
+var (
+	benchDocs = flag.Int("index.docs", envInt("EDX_INDEX_BENCH_DOCS", 100_000), "documents in the search benchmark's index")
+	benchDB   = flag.String("index.db", os.Getenv("EDX_INDEX_BENCH_DB"), "path of the search benchmark's index, kept and reused (default: a temporary file)")
+)
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+var benchTmp string
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if benchTmp != "" {
+		os.RemoveAll(benchTmp)
+	}
+	os.Exit(code)
+}
+
+// gen makes realistic documents: ~1,500 units with skewed traffic (a few
+// busy senders and recipients, a long tail), mostly 1–4 recipients with
+// occasional broadcasts, Vietnamese subjects from administrative phrases,
+// three years of acceptance times.
+type gen struct {
+	rng   *rand.Rand
+	units []document.UnitID
+	start time.Time
+	step  time.Duration
+}
+
+const benchSpan = 3 * 365 * 24 * time.Hour
+
+func newGen(seed uint64, n int) *gen {
+	g := &gen{rng: rand.New(rand.NewPCG(seed, 7)), start: time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)}
+	g.step = benchSpan / time.Duration(max(n, 1))
+	for i := range 1500 {
+		letter := "H"
+		if i%7 == 0 {
+			letter = "G"
+		}
+		g.units = append(g.units, document.UnitID(fmt.Sprintf("%03d.%02d.%02d.%s%02d", i/100, i%100, i%13, letter, 10+i%89)))
+	}
+	return g
+}
+
+// unit picks a unit, skewed: unit i has weight about 1/(i+1).
+func (g *gen) unit() document.UnitID {
+	i := int(math.Exp(g.rng.Float64()*math.Log(float64(len(g.units)+1)))) - 1
+	return g.units[min(i, len(g.units)-1)]
+}
+
+var (
+	vOpen = []string{"Về việc", "V/v", "Quyết định về việc", "Kế hoạch", "Thông báo", "Báo cáo", "Hướng dẫn", "Tờ trình về việc", "Chỉ thị về việc", "Công văn về việc"}
+	vVerb = []string{"phê duyệt", "triển khai", "tăng cường", "hướng dẫn thực hiện", "điều chỉnh", "ban hành", "tổ chức", "kiểm tra", "đẩy mạnh", "sơ kết", "tổng kết", "rà soát", "giao chỉ tiêu", "bổ sung kinh phí cho", "thành lập Ban chỉ đạo"}
+	vObj  = []string{
+		"kế hoạch sử dụng đất đai", "công tác phòng chống dịch bệnh", "quy hoạch xây dựng đô thị", "dự toán ngân sách nhà nước",
+		"chương trình chuyển đổi số", "cải cách hành chính", "công tác phòng cháy chữa cháy", "giải phóng mặt bằng dự án",
+		"bồi thường hỗ trợ tái định cư", "công tác tuyển sinh lớp 10", "an toàn vệ sinh thực phẩm", "bảo vệ môi trường",
+		"phát triển nhà ở xã hội", "quản lý trật tự xây dựng", "công tác thi đua khen thưởng", "đánh giá cán bộ công chức",
+		"kiểm soát thủ tục hành chính", "chống ngập nước", "đầu tư công trung hạn", "thu hồi đất", "cấp giấy chứng nhận quyền sử dụng đất",
+		"phòng chống thiên tai", "tiêm chủng mở rộng", "hỗ trợ doanh nghiệp nhỏ và vừa", "giảm nghèo bền vững", "xây dựng nông thôn mới",
+		"quản lý chất thải rắn", "cải tạo chung cư cũ", "chỉnh trang đô thị", "an toàn giao thông", "Tết Nguyên đán",
+	}
+	vPlace = []string{"trên địa bàn Thành phố", "tại Quận 1", "tại Quận 3", "tại thành phố Thủ Đức", "tại huyện Củ Chi", "tại huyện Cần Giờ",
+		"tại huyện Bình Chánh", "tại Quận Gò Vấp", "tại tỉnh Đắk Lắk", "tại các phường, xã", "", "", ""}
+	vFamily = []string{"Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Phan", "Vũ", "Võ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô", "Dương", "Lý"}
+	vMiddle = []string{"Văn", "Thị", "Hữu", "Đức", "Minh", "Ngọc", "Thanh", "Quốc", "Thành", "Hoàng"}
+	vGiven  = []string{"An", "Bình", "Cường", "Dũng", "Đông", "Giang", "Hà", "Hải", "Hạnh", "Hùng", "Khoa", "Lan", "Long", "Mai", "Nam", "Phong", "Phúc", "Quân", "Sơn", "Tâm", "Thắng", "Trung", "Tuấn", "Vy", "Yến", "Ánh", "Phước"}
+	vPos    = []string{"Chủ tịch", "Phó Chủ tịch", "Giám đốc", "Phó Giám đốc", "Chánh Văn phòng", "Trưởng phòng"}
+	vOrg    = []string{"Ủy ban nhân dân", "Sở Tài nguyên và Môi trường", "Sở Xây dựng", "Sở Tài chính", "Sở Giáo dục và Đào tạo", "Sở Y tế", "Văn phòng", "Sở Nội vụ", "Sở Thông tin và Truyền thông"}
+)
+
+func pick[T any](r *rand.Rand, s []T) T { return s[r.IntN(len(s))] }
+
+func (g *gen) record(i int) Record {
+	r := g.rng
+	acc := g.start.Add(time.Duration(i)*g.step + time.Duration(r.Int64N(int64(g.step))))
+	from := g.unit()
+	n := 1 + r.IntN(4)
+	switch x := r.IntN(100); {
+	case x == 0:
+		n = 50 + r.IntN(150)
+	case x < 15:
+		n = 5 + r.IntN(16)
+	}
+	to := make([]document.UnitID, 0, n)
+	for len(to) < n {
+		u := g.unit()
+		if n > 20 {
+			u = pick(r, g.units)
+		}
+		if u != from && !slices.Contains(to, u) {
+			to = append(to, u)
+		}
+	}
+	dt := pick(r, document.DocTypes[:18])
+	subject := strings.TrimSpace(fmt.Sprintf("%s %s %s %s năm %d", pick(r, vOpen), pick(r, vVerb), pick(r, vObj), pick(r, vPlace), acc.Year()))
+	d := document.Document{
+		ID: document.NewID(acc), From: from, FromName: pick(r, vOrg) + " " + string(from), To: to,
+		Number: strconv.Itoa(1 + r.IntN(9999)), Notation: dt.Code + "-UBND", PromulgatedAt: acc.AddDate(0, 0, -r.IntN(5)).Format("2006-01-02"),
+		PromulgatedPlace: "Thành phố Hồ Chí Minh", Type: dt.Code, TypeName: dt.Name, Subject: subject,
+		Signer:  document.Signer{Position: pick(r, vPos), FullName: pick(r, vFamily) + " " + pick(r, vMiddle) + " " + pick(r, vGiven)},
+		Urgency: document.Urgency(r.IntN(4) / 3), Places: []string{"Như trên", "Lưu: VT"},
+	}
+	if r.IntN(10) < 4 {
+		d.DueDate = acc.AddDate(0, 0, 7+r.IntN(24)).Format("2006-01-02")
+	}
+	files := []File{{Name: fmt.Sprintf("%s-%s.pdf", dt.Code, d.Number), MediaType: "application/pdf", Size: 100_000 + r.Int64N(900_000), SHA256: fmt.Sprintf("%064x", r.Uint64())}}
+	if r.IntN(3) == 0 {
+		files = append(files, File{Name: "Phụ lục " + pick(r, vObj) + ".docx", MediaType: "application/vnd.openxmlformats-officedocument.wordprocessingml.document", Size: r.Int64N(200_000), SHA256: fmt.Sprintf("%064x", r.Uint64())})
+	}
+	key := acc.Format("2006/01/02/") + string(d.ID)
+	return Record{
+		Doc: d, Files: files, ContainerSHA256: fmt.Sprintf("%064x", r.Uint64()), Size: 200_000 + r.Int64N(1_000_000),
+		Signer:     SignerInfo{SubjectCN: d.FromName, Serial: fmt.Sprintf("%x", r.Uint64()), Unit: from, SigningTime: acc.Add(-time.Second)},
+		ArchiveKey: key + "/container.asice", ReceiptKey: key + "/receipt.p7s", AcceptedAt: acc,
+	}
+}
+
+func load(tb testing.TB, ix *Index, g *gen, from, to, batch int) {
+	recs := make([]Record, 0, batch)
+	for i := from; i < to; i++ {
+		recs = append(recs, g.record(i))
+		if len(recs) == batch || i == to-1 {
+			if err := ix.PutDocuments(tb.Context(), recs); err != nil {
+				tb.Fatal(err)
+			}
+			recs = recs[:0]
+		}
+	}
+}
+
+var (
+	benchOnce sync.Once
+	benchIx   *Index
+	benchErr  error
+)
+
+// benchIndex opens the shared benchmark index, building it if needed.
+func benchIndex(b *testing.B) *Index {
+	benchOnce.Do(func() {
+		path := *benchDB
+		if path == "" {
+			dir, err := os.MkdirTemp("", "edx-index-bench")
+			if err != nil {
+				benchErr = err
+				return
+			}
+			benchTmp = dir
+			path = filepath.Join(dir, "index.db")
+		}
+		ix, err := Open(b.Context(), Config{Path: path}, slog.New(slog.DiscardHandler))
+		if err != nil {
+			benchErr = err
+			return
+		}
+		var have int
+		if err := ix.r.QueryRow("SELECT count(*) FROM documents").Scan(&have); err != nil {
+			benchErr = err
+			return
+		}
+		if have != *benchDocs {
+			if err := ix.Reset(b.Context()); err != nil {
+				benchErr = err
+				return
+			}
+			start := time.Now()
+			load(b, ix, newGen(1, *benchDocs), 0, *benchDocs, 2000)
+			loaded := time.Since(start)
+			if err := ix.Optimize(b.Context()); err != nil {
+				benchErr = err
+				return
+			}
+			fi, _ := os.Stat(path)
+			fmt.Fprintf(os.Stderr, "built %d documents in %v (%.0f docs/s), optimized in %v, %d MB\n",
+				*benchDocs, loaded.Round(time.Second), float64(*benchDocs)/loaded.Seconds(),
+				(time.Since(start) - loaded).Round(time.Second), fi.Size()>>20)
+
+		}
+		benchIx = ix
+	})
+	if benchErr != nil {
+		b.Fatal(benchErr)
+	}
+	return benchIx
+}
+
+var benchWords = []string{
+	"dat dai", "quyet dinh", "ke hoach", "phong chong", "chuyen doi so", "ngan sach", "xay dung", "cai cach hanh chinh",
+	"giai phong mat bang", "tai dinh cu", "tuyen sinh", "moi truong", "nha o xa hoi", "thu hoi dat", "thien tai",
+	"nong thon moi", "an toan giao thong", "chung cu", "dak lak", "cu chi", "tet", "thi dua khen thuong", "dau tu cong",
+	"phe duyet", "trien khai", "kiem tra", "bao cao so ket", "huong dan", "đất đai", "quyết định", "kế hoạch",
+}
+
+// benchQuery returns issue #5's query: keywords + the unit whose archive is
+// searched (picked as traffic falls, so busy units come up more) + a date
+// range of one to twelve months.
+func benchQuery(r *rand.Rand, g *gen) Query {
+	days := 30 * (1 + r.IntN(12))
+	since := g.start.Add(time.Duration(r.Int64N(int64(benchSpan - time.Duration(days)*24*time.Hour))))
+	return Query{Text: pick(r, benchWords), Unit: g.unit(), Since: since, Until: since.AddDate(0, 0, days)}
+}
+
+func BenchmarkSearch(b *testing.B) {
+	ix := benchIndex(b)
+	for _, bc := range []struct {
+		name string
+		mod  func(r *rand.Rand, q Query) Query
+	}{
+		{"keyword+unit+range", func(_ *rand.Rand, q Query) Query { return q }},
+		{"keyword+unit+range/relevance", func(_ *rand.Rand, q Query) Query { q.Sort = SortRelevance; return q }},
+		{"keyword+unit+range/page2", nil},
+		{"keyword+unit", func(_ *rand.Rand, q Query) Query { q.Since, q.Until = time.Time{}, time.Time{}; return q }},
+		{"keyword", func(_ *rand.Rand, q Query) Query { return Query{Text: q.Text} }},
+		{"keyword+range", func(_ *rand.Rand, q Query) Query { q.Unit = ""; return q }},
+		{"unit", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit} }},
+		{"unit+status", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit, Status: "01"} }},
+		{"none", func(_ *rand.Rand, q Query) Query { return Query{} }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			g := newGen(1, *benchDocs)
+			r := rand.New(rand.NewPCG(2, 3))
+			var lat []time.Duration
+			hits := 0
+			for b.Loop() {
+				q := benchQuery(r, g)
+				if bc.mod != nil {
+					q = bc.mod(r, q)
+				} else {
+					// The second page: the cursor of the first is fetched outside the timing.
+					b.StopTimer()
+					p, err := ix.Search(b.Context(), q)
+					if err != nil {
+						b.Fatal(err)
+					}
+					q.Cursor = p.NextCursor
+					b.StartTimer()
+					if q.Cursor == "" {
+						continue
+					}
+				}
+				start := time.Now()
+				p, err := ix.Search(b.Context(), q)
+				lat = append(lat, time.Since(start))
+				if err != nil {
+					b.Fatal(err)
+				}
+				hits += p.Total
+			}
+			reportLatency(b, lat)
+			b.ReportMetric(float64(hits)/float64(max(len(lat), 1)), "hits/op")
+		})
+	}
+}
+
+func reportLatency(b *testing.B, lat []time.Duration) {
+	if len(lat) == 0 {
+		return
+	}
+	slices.Sort(lat)
+	q := func(p float64) float64 {
+		return float64(lat[min(int(p*float64(len(lat))), len(lat)-1)]) / float64(time.Millisecond)
+	}
+	b.ReportMetric(q(0.50), "p50-ms")
+	b.ReportMetric(q(0.99), "p99-ms")
+	b.ReportMetric(float64(lat[len(lat)-1])/float64(time.Millisecond), "max-ms")
+}
+
+// BenchmarkPutDocuments measures bulk loading in batches of 1,000 documents
+// into an index that grows across iterations.
+func BenchmarkPutDocuments(b *testing.B) {
+	ix, _ := openTest(b)
+	g := newGen(9, 1_000_000)
+	const batch = 1000
+	n := 0
+	for b.Loop() {
+		load(b, ix, g, n, n+batch, batch)
+		n += batch
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "docs/s")
+}
+
+// BenchmarkPutDocument measures one document per transaction, as the hub
+// indexes while it runs.
+func BenchmarkPutDocument(b *testing.B) {
+	ix, _ := openTest(b)
+	g := newGen(9, 1_000_000)
+	n := 0
+	for b.Loop() {
+		load(b, ix, g, n, n+1, 1)
+		n++
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "docs/s")
+}
