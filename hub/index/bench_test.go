@@ -143,7 +143,7 @@ func (g *gen) record(i int) Record {
 	}
 }
 
-func load(tb testing.TB, ix *Index, g *gen, from, to, batch int) {
+func load(tb testing.TB, ix *Index, g *gen, from, to, batch int, statuses bool) {
 	recs := make([]Record, 0, batch)
 	for i := from; i < to; i++ {
 		recs = append(recs, g.record(i))
@@ -151,9 +151,34 @@ func load(tb testing.TB, ix *Index, g *gen, from, to, batch int) {
 			if err := ix.PutDocuments(tb.Context(), recs); err != nil {
 				tb.Fatal(err)
 			}
+			if statuses {
+				if _, err := ix.AddStatuses(tb.Context(), g.statuses(recs)); err != nil {
+					tb.Fatal(err)
+				}
+			}
 			recs = recs[:0]
 		}
 	}
+}
+
+// statuses returns the progress reports of up to two recipients of each
+// record: most deliver and register, about half finish.
+func (g *gen) statuses(recs []Record) []document.Status {
+	r := g.rng
+	var out []document.Status
+	for _, rec := range recs {
+		for _, u := range rec.Doc.To[:min(2, len(rec.Doc.To))] {
+			at := rec.AcceptedAt
+			for _, c := range []document.StatusCode{"01", "03", "05", "06"} {
+				if r.IntN(10) < 2 {
+					break
+				}
+				at = at.Add(time.Duration(1+r.IntN(48)) * time.Hour)
+				out = append(out, document.Status{DocumentID: rec.Doc.ID, Unit: u, Code: c, Time: at})
+			}
+		}
+	}
+	return out
 }
 
 var (
@@ -191,7 +216,7 @@ func benchIndex(b *testing.B) *Index {
 				return
 			}
 			start := time.Now()
-			load(b, ix, newGen(1, *benchDocs), 0, *benchDocs, 2000)
+			load(b, ix, newGen(1, *benchDocs), 0, *benchDocs, 2000, true)
 			loaded := time.Since(start)
 			if err := ix.Optimize(b.Context()); err != nil {
 				benchErr = err
@@ -240,7 +265,9 @@ func BenchmarkSearch(b *testing.B) {
 		{"keyword", func(_ *rand.Rand, q Query) Query { return Query{Text: q.Text} }},
 		{"keyword+range", func(_ *rand.Rand, q Query) Query { q.Unit = ""; return q }},
 		{"unit", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit} }},
-		{"unit+status", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit, Status: "01"} }},
+		{"unit+status", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit, Status: "03"} }},
+		{"keyword+unit+range+status", func(_ *rand.Rand, q Query) Query { q.Status = "06"; return q }},
+		{"keyword+unit+range/promulgated", func(_ *rand.Rand, q Query) Query { q.Sort = SortPromulgatedDesc; return q }},
 		{"none", func(_ *rand.Rand, q Query) Query { return Query{} }},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
@@ -300,7 +327,7 @@ func BenchmarkPutDocuments(b *testing.B) {
 	const batch = 1000
 	n := 0
 	for b.Loop() {
-		load(b, ix, g, n, n+batch, batch)
+		load(b, ix, g, n, n+batch, batch, false)
 		n += batch
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "docs/s")
@@ -313,8 +340,81 @@ func BenchmarkPutDocument(b *testing.B) {
 	g := newGen(9, 1_000_000)
 	n := 0
 	for b.Loop() {
-		load(b, ix, g, n, n+1, 1)
+		load(b, ix, g, n, n+1, 1, false)
 		n++
 	}
 	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "docs/s")
+}
+
+// BenchmarkUnitFilterShapes compares, on issue #5's queries, the ways to
+// combine a unit filter with full-text search, counting the matches (the
+// expensive part of a page):
+//
+//   - tags: the unit is a token in the FTS row, and FTS5 intersects its
+//     doclist with the terms' and seeks to the rowid range (what Search does);
+//   - fts-drives: FTS5 finds the text matches in the range, and each is
+//     checked against the recipients and the sender;
+//   - unit-drives: the unit's documents in the range come from the
+//     recipients(unit, doc) and documents(from_unit) indexes, and each is
+//     checked with MATCH on its rowid.
+func BenchmarkUnitFilterShapes(b *testing.B) {
+	ix := benchIndex(b)
+	ctx := b.Context()
+	// unit-drives needs the unit's recipients in document order.
+	if _, err := ix.w.ExecContext(ctx, "CREATE INDEX IF NOT EXISTS bench_recipients_unit_doc ON recipients(unit, doc)"); err != nil {
+		b.Fatal(err)
+	}
+	defer ix.w.ExecContext(ctx, "DROP INDEX bench_recipients_unit_doc")
+	for _, shape := range []string{"tags", "fts-drives", "unit-drives"} {
+		b.Run(shape, func(b *testing.B) {
+			g := newGen(1, *benchDocs)
+			r := rand.New(rand.NewPCG(2, 3))
+			var lat []time.Duration
+			for b.Loop() {
+				q := benchQuery(r, g)
+				p, err := compile(&q)
+				if err != nil {
+					b.Fatal(err)
+				}
+				tx, err := ix.r.BeginTx(ctx, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				start := time.Now()
+				text := *p
+				text.tags = nil
+				if ok, err := text.expand(ctx, tx); !ok || err != nil {
+					b.Fatal(ok, err)
+				}
+				var sql string
+				var args []any
+				switch shape {
+				case "tags":
+					if ok, err := p.expand(ctx, tx); !ok || err != nil {
+						b.Fatal(ok, err)
+					}
+					sql, args = p.countSQL()
+				case "fts-drives":
+					sql = `SELECT count(*) FROM search WHERE search MATCH ?1 AND rowid >= ?2 AND rowid < ?3 AND (
+						EXISTS (SELECT 1 FROM recipients WHERE doc = search.rowid AND unit = ?4) OR
+						EXISTS (SELECT 1 FROM documents WHERE seq = search.rowid AND from_unit = ?4))`
+					args = []any{text.match, p.lo, p.hi, string(q.Unit)}
+				case "unit-drives":
+					sql = `SELECT count(*) FROM (
+						SELECT doc AS seq FROM recipients INDEXED BY bench_recipients_unit_doc WHERE unit = ?4 AND doc >= ?2 AND doc < ?3
+						UNION ALL
+						SELECT seq FROM documents WHERE from_unit = ?4 AND seq >= ?2 AND seq < ?3) u
+						WHERE EXISTS (SELECT 1 FROM search WHERE search MATCH ?1 AND rowid = u.seq)`
+					args = []any{text.match, p.lo, p.hi, string(q.Unit)}
+				}
+				var n int
+				if err := tx.QueryRowContext(ctx, sql, args...).Scan(&n); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+				tx.Rollback()
+			}
+			reportLatency(b, lat)
+		})
+	}
 }

@@ -278,8 +278,8 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 	for i, f := range files {
 		names[i] = f.Name
 	}
-	text := []string{Fold(d.Subject), Fold(d.Number), Fold(d.Notation), Fold(d.Signer.FullName), Fold(d.FromName),
-		Fold(strings.Join(names, " "))}
+	text := []string{indexText(d.Subject), indexText(d.Number), indexText(d.Notation), indexText(d.Signer.FullName),
+		indexText(d.FromName), indexText(strings.Join(names, " "))}
 	if _, err := p.insFTS.ExecContext(ctx, seq, text[0], text[1], text[2], text[3], text[4], text[5], tags(d)); err != nil {
 		return err
 	}

@@ -82,21 +82,29 @@ func ftsString(s string) string {
 	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
 }
 
+// indexText is the form of a text column in the FTS table: folded, with '_'
+// made a separator (as tokens treats it), since '_' is a token character
+// there only so that tags can start with it.
+func indexText(s string) string { return strings.ReplaceAll(Fold(s), "_", " ") }
+
 // Tags are single tokens in the FTS table's tags column that turn exact
 // filters (sender, recipient, either, type, number) into doclists FTS5 can
-// intersect with the text terms. Unit ids have a fixed shape, so dropping the
-// dots keeps them unique; free strings are hex-encoded so that any value is
-// one alphanumeric token and no two values collide.
+// intersect with the text terms. Each starts with '_', which no text token
+// and no query prefix can (see indexText and terms), so a tag needs no column
+// filter, which would cost FTS5 a position-list scan per candidate, and no
+// document can pose as another's by writing a tag in its subject. Unit ids
+// have a fixed shape, so dropping the dots keeps them unique; free strings
+// are hex-encoded so that any value is one token and no two collide.
 func unitToken(u document.UnitID) string {
 	return strings.ToLower(strings.ReplaceAll(string(u), ".", ""))
 }
 
-func tagFrom(u document.UnitID) string { return "s" + unitToken(u) }
-func tagTo(u document.UnitID) string   { return "r" + unitToken(u) }
-func tagUnit(u document.UnitID) string { return "u" + unitToken(u) }
-func tagType(t string) string          { return "k" + hex.EncodeToString([]byte(t)) }
+func tagFrom(u document.UnitID) string { return "_s" + unitToken(u) }
+func tagTo(u document.UnitID) string   { return "_r" + unitToken(u) }
+func tagUnit(u document.UnitID) string { return "_u" + unitToken(u) }
+func tagType(t string) string          { return "_k" + hex.EncodeToString([]byte(t)) }
 func tagNumber(n string) string {
-	return "n" + hex.EncodeToString([]byte(Fold(strings.TrimSpace(n))))
+	return "_n" + hex.EncodeToString([]byte(Fold(strings.TrimSpace(n))))
 }
 
 // tags returns the tags column text of a document.

@@ -110,7 +110,7 @@ CREATE TABLE units (
 CREATE VIRTUAL TABLE search USING fts5(
 	subject, number, notation, signer, from_name, files, tags,
 	content = '', contentless_delete = 1,
-	tokenize = 'unicode61 remove_diacritics 0' -- the text is folded already
+	tokenize = 'unicode61 remove_diacritics 0 tokenchars ''_''' -- text is folded already; '_' starts tags
 );
 -- The vocabulary of the text columns (not tags), to turn a query's prefix
 -- into the few terms it stands for: FTS5 answers "dat"* by merging the whole

@@ -100,7 +100,8 @@ func TestSearchVietnamese(t *testing.T) {
 		{Query{Number: "77"}, []int{2}},
 		{Query{Number: "7"}, nil}, // exact
 		{Query{Text: "quyet dinh"}, []int{3, 0}},
-		{Query{Text: "kh0000100h29"}, nil}, // tags are not text
+		{Query{Text: "_u0000100h29"}, nil}, // tags are not text
+		{Query{Text: "u0000100h29"}, nil},
 		{Query{Text: "không có"}, nil},
 	} {
 		page, err := ix.Search(ctx, tc.q)
@@ -322,6 +323,15 @@ func TestUnitIsolation(t *testing.T) {
 	ix, _ := openTest(t)
 	ctx := t.Context()
 	recs := corpus(t, ix, 120)
+	// A sender writing another unit's tags into its text gains nothing.
+	forged := testRecord(t0.Add(-time.Hour), dept1, dept2)
+	forged.Doc.Subject = "Giả mạo " + tags(&document.Document{From: dept3, To: []document.UnitID{dept3}, Type: "QĐ", Number: "1"})
+	forged.Doc.Notation = tagUnit(dept3)
+	forged.Files = []File{{Name: tagUnit(dept3) + ".pdf"}}
+	if err := ix.PutDocument(ctx, forged); err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, forged)
 	for _, u := range []document.UnitID{hcm, dept1, dept2, dept3, "000.00.00.G12", "000.04.00.H29"} {
 		for _, q := range []Query{{Unit: u}, {Unit: u, Text: "quyet"}, {Unit: u, Sort: SortPromulgatedDesc}, {Unit: u, Status: "01"}, {Unit: u, Text: "dot", Sort: SortRelevance}} {
 			q.Limit = MaxLimit
