@@ -43,9 +43,14 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 	}
 	flagged = make([]bool, len(sts))
 	err = ix.write(ctx, "add status", func(tx *sql.Tx) error {
+		p, err := prepareStatus(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer p.close()
 		now := us(ix.now())
 		for i := range sts {
-			f, err := addStatus(ctx, tx, &sts[i], now)
+			f, err := p.add(ctx, &sts[i], now)
 			if err != nil {
 				return err
 			}
@@ -59,7 +64,51 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 	return flagged, nil
 }
 
-func addStatus(ctx context.Context, tx *sql.Tx, st *document.Status, now int64) (flagged bool, err error) {
+type statusStmts struct {
+	doc, recipient, same, prev, insert, update *sql.Stmt
+}
+
+func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
+	p := &statusStmts{}
+	for _, s := range []struct {
+		dst **sql.Stmt
+		q   string
+	}{
+		{&p.doc, "SELECT seq FROM documents WHERE id = ?"},
+		{&p.recipient, "SELECT 1 FROM recipients WHERE doc = ? AND unit = ?"},
+		{&p.same, "SELECT flagged FROM statuses WHERE doc = ? AND unit = ? AND code = ? AND at = ?"},
+		{&p.prev, `SELECT code FROM statuses
+			WHERE doc = ? AND unit = ? AND code IN ` + progressCodes + ` AND at <= ?
+			ORDER BY at DESC, received_at DESC, code DESC LIMIT 1`},
+		{&p.insert, `INSERT INTO statuses(doc, unit, code, at, description, officer, flagged, received_at)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&p.update, `UPDATE recipients SET
+			last_code = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?2 ELSE last_code END,
+			last_at = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?1 ELSE last_at END,
+			done = done OR ?3,
+			state = CASE WHEN ?2 = '01' THEN 'delivered' ELSE state END,
+			delivered_at = CASE WHEN ?2 = '01' THEN coalesce(delivered_at, ?1) ELSE delivered_at END
+			WHERE doc = ?4 AND unit = ?5`},
+	} {
+		st, err := tx.PrepareContext(ctx, s.q)
+		if err != nil {
+			p.close()
+			return nil, err
+		}
+		*s.dst = st
+	}
+	return p, nil
+}
+
+func (p *statusStmts) close() {
+	for _, s := range []*sql.Stmt{p.doc, p.recipient, p.same, p.prev, p.insert, p.update} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (flagged bool, err error) {
 	var officer any
 	if st.Officer != nil {
 		b, err := json.Marshal(st.Officer)
@@ -68,21 +117,24 @@ func addStatus(ctx context.Context, tx *sql.Tx, st *document.Status, now int64) 
 		}
 		officer = string(b)
 	}
-	at := us(st.Time)
-	seq, err := seqByID(ctx, tx, st.DocumentID)
+	at, unit, code := us(st.Time), string(st.Unit), string(st.Code)
+	var seq int64
+	err = p.doc.QueryRowContext(ctx, string(st.DocumentID)).Scan(&seq)
+	if errors.Is(err, sql.ErrNoRows) {
+		return false, fmt.Errorf("%w: document %s", ErrNotFound, st.DocumentID)
+	}
 	if err != nil {
 		return false, err
 	}
 	var one int
-	err = tx.QueryRowContext(ctx, "SELECT 1 FROM recipients WHERE doc = ? AND unit = ?", seq, string(st.Unit)).Scan(&one)
+	err = p.recipient.QueryRowContext(ctx, seq, unit).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
 		return false, fmt.Errorf("%w: %s is not a recipient of %s", ErrNotRecipient, st.Unit, st.DocumentID)
 	}
 	if err != nil {
 		return false, err
 	}
-	err = tx.QueryRowContext(ctx, "SELECT flagged FROM statuses WHERE doc = ? AND unit = ? AND code = ? AND at = ?",
-		seq, string(st.Unit), string(st.Code), at).Scan(&flagged)
+	err = p.same.QueryRowContext(ctx, seq, unit, code, at).Scan(&flagged)
 	if err == nil {
 		return flagged, nil // already recorded
 	}
@@ -90,23 +142,14 @@ func addStatus(ctx context.Context, tx *sql.Tx, st *document.Status, now int64) 
 		return false, err
 	}
 	var prev string
-	err = tx.QueryRowContext(ctx, `SELECT code FROM statuses
-		WHERE doc = ? AND unit = ? AND code IN `+progressCodes+` AND at <= ?
-		ORDER BY at DESC, received_at DESC, code DESC LIMIT 1`, seq, string(st.Unit), at).Scan(&prev)
+	err = p.prev.QueryRowContext(ctx, seq, unit, at).Scan(&prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return false, err
 	}
 	flagged = !document.InOrder(document.StatusCode(prev), st.Code)
-	if _, err := tx.ExecContext(ctx, `INSERT INTO statuses(doc, unit, code, at, description, officer, flagged, received_at)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?)`, seq, string(st.Unit), string(st.Code), at, st.Description, officer, flagged, now); err != nil {
+	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now); err != nil {
 		return false, err
 	}
-	_, err = tx.ExecContext(ctx, `UPDATE recipients SET
-		last_code = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?2 ELSE last_code END,
-		last_at = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?1 ELSE last_at END,
-		done = done OR ?3,
-		state = CASE WHEN ?2 = '01' THEN 'delivered' ELSE state END,
-		delivered_at = CASE WHEN ?2 = '01' THEN coalesce(delivered_at, ?1) ELSE delivered_at END
-		WHERE doc = ?4 AND unit = ?5`, at, string(st.Code), st.Code.Final(), seq, string(st.Unit))
+	_, err = p.update.ExecContext(ctx, at, code, st.Code.Final(), seq, unit)
 	return flagged, err
 }
