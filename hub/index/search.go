@@ -273,11 +273,17 @@ func (p *plan) pageSQL() (string, []any) {
 		case "recipients":
 			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d WHERE d.seq IN (SELECT doc FROM recipients WHERE " + where + ")"
 		default:
-			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d WHERE d.seq >= ? AND d.seq < ?"
+			if p.lo == 0 && p.hi == 1<<63-1 {
+				// Everything: walk the index in order rather than sort it all.
+				s, args = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d INDEXED BY documents_promulgated WHERE 1", nil
+			} else {
+				s = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d WHERE d.seq >= ? AND d.seq < ?"
+			}
 		}
 		if c := p.cur; c != nil {
-			s += " AND (d.promulgated_at < ? OR (d.promulgated_at = ? AND d.seq < ?))"
-			args = append(args, c.Prom, c.Prom, c.Seq)
+			// A row value, so that an index walk can seek to the cursor.
+			s += " AND (d.promulgated_at, d.seq) < (?, ?)"
+			args = append(args, c.Prom, c.Seq)
 		}
 		return s + " ORDER BY d.promulgated_at DESC, d.seq DESC LIMIT ?", append(args, n)
 	default: // SortRelevance, always with FTS
