@@ -22,23 +22,23 @@ type File struct {
 
 // SignerInfo is what the container's signature says about its signer.
 type SignerInfo struct {
-	SubjectCN   string          // the certificate's subject common name
-	Serial      string          // the certificate's serial number (hex)
-	Unit        document.UnitID // the unit the certificate is bound to
-	SigningTime time.Time       // the signed signing-time attribute (the signer's claim)
+	SubjectCN   string          `json:"subject_cn"`            // the certificate's subject common name
+	Serial      string          `json:"serial"`                // the certificate's serial number (hex)
+	Unit        document.UnitID `json:"unit"`                  // the unit the certificate is bound to
+	SigningTime time.Time       `json:"signing_time,omitzero"` // the signed signing-time attribute (the signer's claim)
 }
 
 // Record is everything the index keeps about one accepted document.
 type Record struct {
-	Doc             document.Document
-	RawMeta         []byte // document.json as archived; Doc.Marshal() when nil
-	Files           []File
-	Signer          SignerInfo
-	ContainerSHA256 string // hex
-	Size            int64  // container bytes
-	ArchiveKey      string
-	ReceiptKey      string
-	AcceptedAt      time.Time // hub time; required
+	Doc             document.Document `json:"document"`
+	RawMeta         []byte            `json:"-"` // document.json as archived; Doc.Marshal() when nil
+	Files           []File            `json:"files"`
+	Signer          SignerInfo        `json:"signer"`
+	ContainerSHA256 string            `json:"container_sha256"` // hex
+	Size            int64             `json:"size"`             // container bytes
+	ArchiveKey      string            `json:"archive_key"`
+	ReceiptKey      string            `json:"receipt_key"`
+	AcceptedAt      time.Time         `json:"accepted_at"` // hub time; required
 }
 
 // Delivery states of a recipient.
@@ -49,30 +49,31 @@ const (
 
 // Recipient is one recipient of a document and where it stands.
 type Recipient struct {
-	Unit        document.UnitID
-	State       string // StateRouted or StateDelivered
-	RoutedAt    time.Time
-	DeliveredAt time.Time           // zero while routed
-	LastCode    document.StatusCode // the status with the latest time, "" for none
-	LastAt      time.Time
-	Done        bool // a final code (02, 06, 13) has been recorded
+	Unit        document.UnitID     `json:"unit"`
+	State       string              `json:"state"` // StateRouted or StateDelivered
+	RoutedAt    time.Time           `json:"routed_at"`
+	DeliveredAt time.Time           `json:"delivered_at,omitzero"` // zero while routed
+	LastCode    document.StatusCode `json:"last_code,omitempty"`   // the status with the latest time, "" for none
+	LastAt      time.Time           `json:"last_at,omitzero"`
+	Done        bool                `json:"done"` // a final code (02, 06, 13) has been recorded
 }
 
 // StatusEntry is one recorded status.
 type StatusEntry struct {
 	document.Status
-	Flagged    bool      // out of order per document.InOrder
-	ReceivedAt time.Time // hub time
+	Flagged    bool      `json:"flagged"`     // out of order per document.InOrder
+	ReceivedAt time.Time `json:"received_at"` // hub time
 }
 
 // Detail is a document with its recipients and status history (by time).
 type Detail struct {
 	Record
-	Recipients []Recipient
-	History    []StatusEntry
+	Recipients []Recipient   `json:"recipients"`
+	History    []StatusEntry `json:"history"`
 }
 
-// seqOf returns the FTS rowid base of an acceptance time.
+// seqSpan: a document's seq is its acceptance time in µs times seqSpan, plus
+// a tie-break for documents accepted in the same microsecond.
 const seqSpan = 1000
 
 // maxAcceptedUS keeps seq = µs*1000+k inside int64 (about the year 2262).
@@ -114,6 +115,9 @@ func (ix *Index) PutDocuments(ctx context.Context, recs []Record) error {
 		}
 	}
 	var fresh map[string]struct{}
+	ix.termsMu.Lock()
+	gen := ix.termsGen
+	ix.termsMu.Unlock()
 	err := ix.write(ctx, "put document", func(tx *sql.Tx) error {
 		p, err := preparePut(ctx, tx)
 		if err != nil {
@@ -130,7 +134,7 @@ func (ix *Index) PutDocuments(ctx context.Context, recs []Record) error {
 		return nil
 	})
 	if err == nil {
-		ix.learnTerms(fresh)
+		ix.learnTerms(fresh, gen)
 	}
 	return err
 }
@@ -146,10 +150,14 @@ func (ix *Index) knownTerm(t string) bool {
 	return ok
 }
 
-// learnTerms records terms once their transaction has committed.
-func (ix *Index) learnTerms(ts map[string]struct{}) {
+// learnTerms records terms once their transaction has committed, unless a
+// Reset has emptied the table since the transaction began.
+func (ix *Index) learnTerms(ts map[string]struct{}, gen int) {
 	ix.termsMu.Lock()
 	defer ix.termsMu.Unlock()
+	if gen != ix.termsGen {
+		return
+	}
 	for t := range ts {
 		if len(ix.known) >= maxKnownTerms {
 			return

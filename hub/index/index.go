@@ -74,8 +74,9 @@ type Index struct {
 	unitsMu   sync.RWMutex
 	units     map[document.UnitID]bool // registered units → disabled
 
-	termsMu sync.Mutex
-	known   map[string]struct{} // terms committed to the terms table
+	termsMu  sync.Mutex
+	known    map[string]struct{} // terms committed to the terms table
+	termsGen int                 // bumped by Reset, which empties the table
 }
 
 // Open opens (creating if needed) and migrates the index at cfg.Path.
@@ -196,7 +197,7 @@ func (ix *Index) Optimize(ctx context.Context) error {
 // statuses, rejected submissions), for a reindex. The unit register is kept:
 // it is not in the archive.
 func (ix *Index) Reset(ctx context.Context) error {
-	err := ix.write(ctx, "reset", func(tx *sql.Tx) error {
+	return ix.write(ctx, "reset", func(tx *sql.Tx) error {
 		for _, q := range []string{
 			"INSERT INTO search(search) VALUES('delete-all')",
 			"DELETE FROM terms",
@@ -209,14 +210,14 @@ func (ix *Index) Reset(ctx context.Context) error {
 				return err
 			}
 		}
-		return nil
-	})
-	if err == nil {
+		// Forget the vocabulary now, while this transaction holds the only
+		// writer connection, so that no put can trust a term being deleted.
 		ix.termsMu.Lock()
 		clear(ix.known)
+		ix.termsGen++
 		ix.termsMu.Unlock()
-	}
-	return err
+		return nil
+	})
 }
 
 // write runs fn in a write transaction and wraps its error as "index: op: ...".

@@ -387,3 +387,45 @@ func TestReadersAreQueryOnly(t *testing.T) {
 		t.Error("a reader connection wrote")
 	}
 }
+
+func TestResetAndReindex(t *testing.T) {
+	ix, _ := openTest(t)
+	ctx := t.Context()
+	rec := testRecord(t0, hcm, dept1)
+	rec.Doc.Subject = "Phương án phòng chống lụt bão"
+	count := func(q Query) int {
+		t.Helper()
+		p, err := ix.Search(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Total
+	}
+	if err := ix.PutDocument(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.PutRejected(ctx, Rejected{Ref: "r1", Sender: hcm, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(Query{Text: "lụ bã"}); n != 1 {
+		t.Fatalf("before reset: %d", n)
+	}
+	if err := ix.Reset(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(Query{}); n != 0 {
+		t.Errorf("after reset: %d documents", n)
+	}
+	if rej, _ := ix.ListRejected(ctx, "", 0); len(rej) != 0 {
+		t.Errorf("after reset: %d rejected", len(rej))
+	}
+	// The vocabulary is rebuilt with the documents: prefixes work again.
+	if err := ix.PutDocument(ctx, rec); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []Query{{Text: "lụ bã"}, {Text: "phuong an"}, {Unit: dept1}} {
+		if n := count(q); n != 1 {
+			t.Errorf("after reindex, Search(%+v) = %d, want 1", q, n)
+		}
+	}
+}

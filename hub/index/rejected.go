@@ -13,11 +13,11 @@ import (
 
 // Rejected is a submission the hub refused, archived with its reasons.
 type Rejected struct {
-	Ref        string          // the submission's reference (its document id when it had one)
-	Sender     document.UnitID // as the submit subject names it; not validated
-	At         time.Time       // hub time
-	Reasons    reason.List
-	ArchiveKey string
+	Ref        string          `json:"ref"`    // the submission's reference (its document id when it had one)
+	Sender     document.UnitID `json:"sender"` // as the submit subject names it; not validated
+	At         time.Time       `json:"at"`     // hub time
+	Reasons    reason.List     `json:"reasons"`
+	ArchiveKey string          `json:"archive_key"`
 }
 
 // PutRejected records a rejected submission, replacing any under the same

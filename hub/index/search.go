@@ -52,27 +52,27 @@ type Query struct {
 
 // Summary is one search hit.
 type Summary struct {
-	ID             document.ID
-	From           document.UnitID
-	FromName       string
-	Type           string
-	TypeName       string
-	Number         string
-	Notation       string
-	Subject        string
-	PromulgatedAt  string
-	DueDate        string
-	Urgency        document.Urgency
-	SignerName     string
-	SignerPosition string
-	AcceptedAt     time.Time
+	ID             document.ID      `json:"id"`
+	From           document.UnitID  `json:"from"`
+	FromName       string           `json:"from_name"`
+	Type           string           `json:"type"`
+	TypeName       string           `json:"type_name"`
+	Number         string           `json:"number"`
+	Notation       string           `json:"notation"`
+	Subject        string           `json:"subject"`
+	PromulgatedAt  string           `json:"promulgated_at"`
+	DueDate        string           `json:"due_date"`
+	Urgency        document.Urgency `json:"urgency"`
+	SignerName     string           `json:"signer_name"`
+	SignerPosition string           `json:"signer_position"`
+	AcceptedAt     time.Time        `json:"accepted_at"`
 }
 
 // Page is one page of search hits.
 type Page struct {
-	Items      []Summary
-	Total      int    // every match of the query, on all pages
-	NextCursor string // "" on the last page
+	Items      []Summary `json:"items"`
+	Total      int       `json:"total"`                 // every match of the query, on all pages
+	NextCursor string    `json:"next_cursor,omitempty"` // "" on the last page
 }
 
 // cursor is the opaque keyset position after the last item of a page.
@@ -534,11 +534,11 @@ func prefixCols(alias, cols string) string {
 
 // Counters are a unit's document counts.
 type Counters struct {
-	Sent        int // documents the unit sent
-	Received    int // documents the unit is a recipient of
-	Pending     int // received, no final status (06, 02, 13) yet
-	Overdue     int // pending and past the due date (see Overdue)
-	Undelivered int // received, not yet delivered to the unit's agent
+	Sent        int `json:"sent"`        // documents the unit sent
+	Received    int `json:"received"`    // documents the unit is a recipient of
+	Pending     int `json:"pending"`     // received, no final status (06, 02, 13) yet
+	Overdue     int `json:"overdue"`     // pending and past the due date (see Overdue)
+	Undelivered int `json:"undelivered"` // received, not yet delivered to the unit's agent
 }
 
 // UnitCounters returns unit's counts; Overdue is as of the index's clock.

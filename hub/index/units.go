@@ -12,11 +12,11 @@ import (
 
 // Unit is a registered unit (agency).
 type Unit struct {
-	ID         document.UnitID
-	Name       string
-	Created    time.Time
-	CertSerial string // serial of the unit's current certificate (hex)
-	Disabled   bool
+	ID         document.UnitID `json:"id"`
+	Name       string          `json:"name"`
+	Created    time.Time       `json:"created"`
+	CertSerial string          `json:"cert_serial"` // serial of the unit's current certificate (hex)
+	Disabled   bool            `json:"disabled"`
 }
 
 // PutUnit registers u or replaces its registration.
