@@ -1,0 +1,283 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// env is a hub's pipeline on real components: an embedded NATS server with
+// JetStream in operator mode, the shared embedded S3 gateway (versitygw), a
+// SQLite index and a development CA.
+type env struct {
+	t     *testing.T
+	srv   *broker.Server
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	arch  *archive.Store
+	ix    *index.Index
+	ca    *pki.CA
+	trust *pki.Trust
+	hub   *pki.Signer
+	units map[document.UnitID]*unit
+	deps  Deps
+	cfg   Config
+	s3cfg archive.Config
+}
+
+type unit struct {
+	id     document.UnitID
+	signer *pki.Signer
+	nc     *nats.Conn
+	js     jetstream.JetStream
+}
+
+var bucketSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newEnv(t *testing.T, units ...document.UnitID) *env {
+	t.Helper()
+	ctx := t.Context()
+	dir := t.TempDir()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	e := &env{t: t, srv: srv, units: map[document.UnitID]*unit{}}
+	e.nc, e.js = e.hubConn()
+	if err := broker.EnsureStreams(ctx, e.js, broker.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	endpoint, ak, sk := s3embed.ForTest(t)
+	bucketSeq.Lock()
+	bucketSeq.n++
+	bucket := fmt.Sprintf("pipeline-%d-%d", os.Getpid(), bucketSeq.n)
+	bucketSeq.Unlock()
+	e.s3cfg = archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: bucket}
+	if e.arch, err = archive.New(ctx, e.s3cfg, log); err != nil {
+		t.Fatal(err)
+	}
+	if e.ix, err = index.Open(ctx, index.Config{Path: dir + "/index.db"}, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.ix.Close() })
+	if e.ca, err = pki.InitCA(dir+"/pki", ""); err != nil {
+		t.Fatal(err)
+	}
+	if e.trust, err = pki.LoadTrust(e.ca.RootsPath()); err != nil {
+		t.Fatal(err)
+	}
+	if e.hub, err = pki.LoadSigner(e.ca.HubKeyPath(), e.ca.HubCertPath()); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range units {
+		e.addUnit(u)
+	}
+	e.cfg = Config{Workers: 4, AckWait: 2 * time.Second}
+	e.deps = Deps{JS: e.js, Archive: e.arch, Index: e.ix, Trust: e.trust, Hub: e.hub, Log: log}
+	return e
+}
+
+func (e *env) hubConn() (*nats.Conn, jetstream.JetStream) {
+	creds, err := e.srv.Keys().IssueHubCreds()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserCredentialBytes(creds))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return nc, js
+}
+
+// addUnit registers a unit in the index, issues its certificate and NATS
+// credentials and creates its consumers, as edx unit add does.
+func (e *env) addUnit(id document.UnitID) *unit {
+	ctx := e.t.Context()
+	kp, cp, err := e.ca.IssueUnit(id, "Đơn vị "+string(id), pki.ECDSAP256)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	s, err := pki.LoadSigner(kp, cp)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.ix.PutUnit(ctx, index.Unit{ID: id, Name: "Đơn vị " + string(id), Created: time.Now()}); err != nil {
+		e.t.Fatal(err)
+	}
+	if err := broker.EnsureUnitConsumers(ctx, e.js, string(id)); err != nil {
+		e.t.Fatal(err)
+	}
+	creds, err := e.srv.Keys().IssueUnitCreds(string(id), 0)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserCredentialBytes(creds), nats.CustomInboxPrefix(protocol.InboxPrefix(string(id))))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(nc.Close)
+	js, _ := jetstream.New(nc)
+	u := &unit{id: id, signer: s, nc: nc, js: js}
+	e.units[id] = u
+	return u
+}
+
+// run starts a pipeline and returns a function that stops it and waits.
+func (e *env) run(deps Deps) (stop func()) {
+	p, err := New(e.t.Context(), e.cfg, deps)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(e.t.Context())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				e.t.Errorf("pipeline: %v", err)
+			}
+		})
+	}
+	e.t.Cleanup(stop)
+	return stop
+}
+
+// doc makes a valid document.json from a unit to recipients.
+func doc(from document.UnitID, to ...document.UnitID) (document.ID, []byte) {
+	d := document.Template(time.Now())
+	d.From, d.To = from, to
+	d.Subject = "Về việc triển khai kế hoạch chuyển đổi số năm 2027"
+	b, _ := d.Marshal()
+	return d.ID, b
+}
+
+func (u *unit) build(t *testing.T, meta []byte, size int) []byte {
+	data := make([]byte, size)
+	rand.Read(data)
+	c, err := container.Build(meta, []container.File{{Name: "van-ban.pdf", Data: data}}, u.signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// submit publishes a container as the unit, inline or staged as the agent does.
+func (u *unit) submit(t *testing.T, id document.ID, data []byte) {
+	t.Helper()
+	if _, err := u.js.PublishMsg(t.Context(), u.submitMsg(t, id, data)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// submitMsg stages a large container and returns the submission message.
+func (u *unit) submitMsg(t *testing.T, id document.ID, data []byte) *nats.Msg {
+	t.Helper()
+	sum := sha256.Sum256(data)
+	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+	if len(data) > protocol.InlineLimit {
+		os, err := u.js.ObjectStore(t.Context(), protocol.StageBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Staged = protocol.SubmitStageName(u.id, id)
+		if _, err := os.Put(t.Context(), jetstream.ObjectMeta{Name: c.Staged}, bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		c.Data = data
+	}
+	return protocol.SubmitMsg(u.id, c)
+}
+
+// notice waits for the unit's next notice.
+func (u *unit) notice(t *testing.T) *protocol.Notice {
+	t.Helper()
+	msg := u.next(t, protocol.StreamNotice, protocol.NoticeConsumer(string(u.id)))
+	n, err := protocol.ParseNotice(&nats.Msg{Data: msg.Data()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (u *unit) next(t *testing.T, stream, consumer string) jetstream.Msg {
+	t.Helper()
+	cons, err := u.js.Consumer(t.Context(), stream, consumer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+	if err != nil {
+		t.Fatalf("%s: no message on %s: %v", u.id, consumer, err)
+	}
+	msg.Ack()
+	return msg
+}
+
+// deliveries counts the messages in EDX_DELIVER for a unit.
+func (e *env) deliveries(u document.UnitID) int {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), protocol.StreamDeliver)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(e.t.Context(), jetstream.WithSubjectFilter(protocol.DeliverSubject(string(u))))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return int(info.State.Subjects[protocol.DeliverSubject(string(u))])
+}
+
+// objects lists archive keys under prefix.
+func (e *env) objects(prefix string) []string {
+	var keys []string
+	for o, err := range e.arch.List(e.t.Context(), prefix) {
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		keys = append(keys, o.Key)
+	}
+	return keys
+}
+
+func contains(keys []string, suffix string) bool {
+	for _, k := range keys {
+		if strings.HasSuffix(k, suffix) {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,39 @@
+package pipeline
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// Metrics are the pipeline's Prometheus metrics.
+type Metrics struct {
+	accepted       prometheus.Counter
+	rejected       *prometheus.CounterVec
+	transient      prometheus.Counter
+	statuses       *prometheus.CounterVec
+	statusRejected *prometheus.CounterVec
+	bytes          prometheus.Counter
+	archiveSeconds prometheus.Histogram
+	verifySeconds  prometheus.Histogram
+	e2eSeconds     prometheus.Histogram
+	backlog        *prometheus.GaugeVec
+}
+
+// NewMetrics creates the metrics and registers them with reg (nil: not registered).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &Metrics{
+		accepted:       prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_documents_accepted_total", Help: "Documents accepted, archived and routed."}),
+		rejected:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_documents_rejected_total", Help: "Rejected submissions by reason code."}, []string{"reason"}),
+		transient:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_transient_failures_total", Help: "Messages naked for a retry after a transient failure."}),
+		statuses:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_statuses_total", Help: "Statuses recorded, by edXML code."}, []string{"code"}),
+		statusRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_statuses_rejected_total", Help: "Statuses refused, by reason code."}, []string{"reason"}),
+		bytes:          prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_accepted_bytes_total", Help: "Bytes of accepted containers."}),
+		archiveSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edx_hub_archive_put_seconds", Help: "Latency of archiving a container.", Buckets: buckets}),
+		verifySeconds:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edx_hub_verify_seconds", Help: "Latency of loading and verifying a container.", Buckets: buckets}),
+		e2eSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edx_hub_submit_to_accept_seconds", Help: "From the submission's arrival in the stream to its acceptance notice.", Buckets: buckets}),
+		backlog:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edx_hub_backlog_messages", Help: "Messages waiting or in progress, by stream."}, []string{"stream"}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.accepted, m.rejected, m.transient, m.statuses, m.statusRejected, m.bytes,
+			m.archiveSeconds, m.verifySeconds, m.e2eSeconds, m.backlog)
+	}
+	return m
+}

@@ -1,0 +1,290 @@
+// Package pipeline is the hub's work: it takes each submission from the
+// EDX_SUBMIT work queue and verifies, archives, indexes and routes it, or
+// rejects it with its reasons; and it records the statuses recipients report
+// and forwards them to the senders.
+//
+// Every step is idempotent, so that a redelivered message (after a crash, a
+// timeout or a nak) changes nothing: archive writes are write-once with the
+// content's digest, the receipt is written once and reused, index writes are
+// upserts, and every published message carries a Nats-Msg-Id. A transient
+// failure (storage, index or NATS unavailable) naks the message with a
+// backoff; it never rejects a document and never loses one.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// Archive is the write-once document store (hub/archive).
+type Archive interface {
+	Put(ctx context.Context, key string, data []byte, contentType string, meta map[string]string) (archive.Object, error)
+	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
+}
+
+// Index is the searchable projection of the archive (hub/index).
+type Index interface {
+	PutDocument(ctx context.Context, rec index.Record) error
+	PutRejected(ctx context.Context, rej index.Rejected) error
+	UnitActive(ctx context.Context, id document.UnitID) (bool, error)
+	AddStatus(ctx context.Context, st document.Status) (flagged bool, err error)
+	MarkDelivered(ctx context.Context, id document.ID, unit document.UnitID, at time.Time) error
+	Get(ctx context.Context, id document.ID) (*index.Detail, error)
+}
+
+// Config tunes the pipeline.
+type Config struct {
+	// Workers is how many submissions are processed at once (default
+	// 4 × GOMAXPROCS: most of a submission's time is spent waiting on S3
+	// and NATS).
+	Workers int `yaml:"workers"`
+	// AckWait is how long a submission may be in progress before JetStream
+	// redelivers it to another replica (default 2m; the worker extends it
+	// while it works).
+	AckWait time.Duration `yaml:"ack_wait"`
+	// MaxBackoff caps the delay of a nak after a transient failure (default 1m).
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// Limits bound what a submitted container may be.
+	Limits container.Limits `yaml:"-"`
+}
+
+func (c *Config) setDefaults() {
+	if c.Workers <= 0 {
+		c.Workers = 4 * runtime.GOMAXPROCS(0)
+	}
+	if c.AckWait <= 0 {
+		c.AckWait = 2 * time.Minute
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = time.Minute
+	}
+	if c.Limits == (container.Limits{}) {
+		c.Limits = container.DefaultLimits
+	}
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.Workers < 0 || c.Workers > 1024 {
+		return fmt.Errorf("pipeline: workers %d: want 1 to 1024", c.Workers)
+	}
+	if c.AckWait < 0 || (c.AckWait > 0 && c.AckWait < time.Second) {
+		return fmt.Errorf("pipeline: ack_wait %s: want at least 1s", c.AckWait)
+	}
+	return nil
+}
+
+// Deps are what the pipeline works with.
+type Deps struct {
+	JS      jetstream.JetStream
+	Archive Archive
+	Index   Index
+	Trust   *pki.Trust
+	Hub     *pki.Signer // signs receipts
+	Metrics *Metrics    // may be nil
+	Log     *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// hook, for tests, runs after each named step; a non-nil error
+	// abandons the message there without ack or nak, as a crash would.
+	hook func(step string) error
+}
+
+// Pipeline processes submissions and statuses.
+type Pipeline struct {
+	cfg   Config
+	js    jetstream.JetStream
+	stage jetstream.ObjectStore
+	arch  Archive
+	ix    Index
+	trust *pki.Trust
+	hub   *pki.Signer
+	m     *Metrics
+	log   *slog.Logger
+	now   func() time.Time
+	hook  func(string) error
+}
+
+// New checks cfg and deps and returns a pipeline; Run starts it.
+func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	if d.JS == nil || d.Archive == nil || d.Index == nil || d.Trust == nil || d.Hub == nil {
+		return nil, errors.New("pipeline: JetStream, archive, index, trust and hub signer are required")
+	}
+	if !pki.IsHub(d.Hub.Cert()) {
+		return nil, errors.New("pipeline: the receipt signer's certificate is not a hub certificate (organizationIdentifier EDX-HUB)")
+	}
+	stage, err := d.JS.ObjectStore(ctx, protocol.StageBucket)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.StageBucket, err)
+	}
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: stage, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
+		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.m == nil {
+		p.m = NewMetrics(nil)
+	}
+	return p, nil
+}
+
+// errAbandon leaves a message unacknowledged (tests' simulated crash).
+var errAbandon = errors.New("pipeline: abandoned")
+
+func (p *Pipeline) step(name string) error {
+	if p.hook != nil {
+		if err := p.hook(name); err != nil {
+			return errAbandon
+		}
+	}
+	return nil
+}
+
+// Run consumes submissions and statuses until ctx is done, then stops
+// fetching, lets the messages in progress finish, and returns.
+func (p *Pipeline) Run(ctx context.Context) error {
+	sub, err := p.js.CreateOrUpdateConsumer(ctx, protocol.StreamSubmit, jetstream.ConsumerConfig{
+		Durable:       protocol.HubConsumer,
+		Description:   "the hub's pipeline, shared by every hub replica",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       p.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: p.cfg.Workers * 4,
+	})
+	if err != nil {
+		return fmt.Errorf("pipeline: consumer %s: %w", protocol.HubConsumer, err)
+	}
+	st, err := p.js.CreateOrUpdateConsumer(ctx, protocol.StreamStatus, jetstream.ConsumerConfig{
+		Durable:       protocol.HubStatusConsumer,
+		Description:   "the hub's status recorder",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       p.cfg.AckWait,
+		MaxDeliver:    -1,
+		MaxAckPending: p.cfg.Workers * 4,
+	})
+	if err != nil {
+		return fmt.Errorf("pipeline: consumer %s: %w", protocol.HubStatusConsumer, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Add(3)
+	fail := func(err error) {
+		if err != nil {
+			cancel() // one side failing stops the other
+		}
+		errs <- err
+	}
+	go func() { defer wg.Done(); fail(p.consume(ctx, sub, p.cfg.Workers, p.handleSubmission)) }()
+	go func() { defer wg.Done(); fail(p.consume(ctx, st, max(2, p.cfg.Workers/2), p.handleStatus)) }()
+	go func() { defer wg.Done(); p.watchBacklog(ctx, sub, st) }()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// consume pulls messages and processes up to workers of them at once.
+func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg) error) error {
+	// Bounded by bytes, not count, so that large messages never stall the
+	// pull; MaxAckPending bounds how many are out at once.
+	it, err := cons.Messages(jetstream.PullMaxBytes(64 << 20))
+	if err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	stopped := context.AfterFunc(ctx, it.Drain)
+	defer stopped()
+	sem := make(chan struct{}, workers)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return nil
+			}
+			p.log.Warn("pipeline: pull", "err", err)
+			continue
+		}
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			// Work goes on past shutdown so that a message in progress
+			// finishes; a hard stop is covered by redelivery.
+			wctx := context.WithoutCancel(ctx)
+			p.finish(wctx, msg, handle(wctx, msg))
+		}()
+	}
+}
+
+// finish acks a processed message or naks it with backoff after a transient
+// failure.
+func (p *Pipeline) finish(ctx context.Context, msg jetstream.Msg, err error) {
+	switch {
+	case errors.Is(err, errAbandon):
+		return
+	case err == nil:
+		if err := msg.DoubleAck(ctx); err != nil {
+			p.log.Warn("pipeline: ack", "subject", msg.Subject(), "err", err)
+		}
+	default:
+		n := uint64(1)
+		if md, merr := msg.Metadata(); merr == nil {
+			n = md.NumDelivered
+		}
+		delay := min(time.Duration(1<<min(n, 10))*250*time.Millisecond, p.cfg.MaxBackoff)
+		p.m.transient.Inc()
+		p.log.Warn("pipeline: transient failure, will retry", "subject", msg.Subject(), "attempt", n, "retry_in", delay, "err", err)
+		if err := msg.NakWithDelay(delay); err != nil {
+			p.log.Warn("pipeline: nak", "subject", msg.Subject(), "err", err)
+		}
+	}
+}
+
+// watchBacklog keeps the backlog gauges current.
+func (p *Pipeline) watchBacklog(ctx context.Context, cons ...jetstream.Consumer) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		for _, c := range cons {
+			ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			info, err := c.Info(ictx)
+			cancel()
+			if err == nil {
+				p.m.backlog.WithLabelValues(info.Stream).Set(float64(info.NumPending + uint64(info.NumAckPending)))
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,349 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/protocol"
+	"github.com/edxhub/edx/pkg/reason"
+)
+
+// transient marks an error worth retrying: the message is naked, never rejected.
+type transient struct{ err error }
+
+func (t transient) Error() string { return t.err.Error() }
+func (t transient) Unwrap() error { return t.err }
+
+func retry(format string, a ...any) error { return transient{fmt.Errorf(format, a...)} }
+
+// submission is one message of EDX_SUBMIT in progress.
+type submission struct {
+	msg      jetstream.Msg
+	received time.Time // the stream's timestamp: stable across redeliveries
+	unit     document.UnitID
+	wire     *protocol.Container
+	data     []byte // the container bytes
+	sha      string
+}
+
+func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
+	start := p.now()
+	s := &submission{msg: msg, received: start}
+	if md, err := msg.Metadata(); err == nil {
+		s.received = md.Timestamp
+	}
+	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+	unit, wire, perr := protocol.ParseSubmit(nm)
+	s.unit, s.wire = unit, wire
+	if perr != nil {
+		s.data = msg.Data()
+		return p.reject(ctx, s, reason.List{{Code: reason.SubmissionInvalid, Message: perr.Error()}})
+	}
+	if wire.Size > p.cfg.Limits.MaxSize {
+		return p.reject(ctx, s, reason.List{{Code: reason.ContainerTooLarge,
+			Message: fmt.Sprintf("container of %d bytes exceeds the limit of %d", wire.Size, p.cfg.Limits.MaxSize)}})
+	}
+	if wire.Staged != "" {
+		if wire.Staged != protocol.SubmitStageName(unit, wire.DocumentID) {
+			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: fmt.Sprintf("staged object %q is not %q", wire.Staged, protocol.SubmitStageName(unit, wire.DocumentID))}})
+		}
+		data, err := p.stage.GetBytes(ctx, wire.Staged)
+		switch {
+		case errors.Is(err, jetstream.ErrObjectNotFound):
+			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: fmt.Sprintf("staged object %q not found (expired or never stored)", wire.Staged)}})
+		case err != nil:
+			return retry("pipeline: get staged %s: %w", wire.Staged, err)
+		}
+		s.data = data
+	} else {
+		s.data = wire.Data
+	}
+	sum := sha256.Sum256(s.data)
+	s.sha = hex.EncodeToString(sum[:])
+	if s.sha != wire.SHA256 {
+		return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: fmt.Sprintf("the container's SHA-256 is %s, the message says %s", s.sha, wire.SHA256)}})
+	}
+	if err := msg.InProgress(); err != nil {
+		p.log.Debug("pipeline: in progress", "err", err)
+	}
+
+	c, rep := container.VerifyBytes(s.data, p.cfg.Limits, container.Options{Trust: p.trust, At: p.now()})
+	p.m.verifySeconds.Observe(p.now().Sub(start).Seconds())
+	rs := rep.Reasons
+	if c != nil {
+		d := c.Meta
+		if d.ID != wire.DocumentID {
+			rs.Add(reason.SubmissionInvalid, fmt.Sprintf("the message names document %s, the container holds %s", wire.DocumentID, d.ID))
+		}
+		if d.From != unit {
+			rs.Add(reason.SenderMismatch, fmt.Sprintf("unit %s submitted a document from %s", unit, d.From))
+		}
+		if ok, err := p.ix.UnitActive(ctx, unit); err != nil {
+			return retry("pipeline: unit %s: %w", unit, err)
+		} else if !ok {
+			rs.Add(reason.SenderUnknown, fmt.Sprintf("unit %s is not registered or is disabled", unit))
+		}
+		for i, r := range d.To {
+			if r.Validate() != nil {
+				continue // already a metadata problem
+			}
+			ok, err := p.ix.UnitActive(ctx, r)
+			if err != nil {
+				return retry("pipeline: unit %s: %w", r, err)
+			}
+			if !ok {
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("to[%d]: unit %s is not registered or is disabled", i, r))
+			}
+		}
+	}
+	if len(rs) > 0 {
+		return p.reject(ctx, s, rs)
+	}
+	if err := p.step("verified"); err != nil {
+		return err
+	}
+	return p.accept(ctx, s, c, rep)
+}
+
+// accept archives, indexes, routes and notifies; each step is idempotent.
+func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Container, rep *container.Report) error {
+	d := c.Meta
+	day := d.ID.Time()
+	key := archive.ContainerKey(day, string(d.ID))
+	t0 := p.now()
+	_, err := p.arch.Put(ctx, key, s.data, container.Mimetype, map[string]string{"document-id": string(d.ID), "from": string(d.From)})
+	p.m.archiveSeconds.Observe(p.now().Sub(t0).Seconds())
+	switch {
+	case errors.Is(err, archive.ErrConflict):
+		return p.reject(ctx, s, reason.List{{Code: reason.DocumentConflict,
+			Message: fmt.Sprintf("another container was already accepted under document id %s", d.ID)}})
+	case err != nil:
+		return retry("pipeline: archive %s: %w", key, err)
+	}
+	if err := p.step("archived"); err != nil {
+		return err
+	}
+
+	receipt, rc, err := p.receipt(ctx, s, d, key)
+	if err != nil {
+		return err
+	}
+	if rc.ContainerSHA256 != s.sha {
+		// The receipt on file names another container: cannot happen while
+		// the archive is write-once; never paper over it.
+		return retry("pipeline: receipt for %s names container %s, not %s", d.ID, rc.ContainerSHA256, s.sha)
+	}
+
+	rec := index.Record{
+		Doc: *d, RawMeta: c.MetaRaw, ContainerSHA256: s.sha, Size: int64(len(s.data)),
+		ArchiveKey: key, ReceiptKey: archive.ReceiptKey(day, string(d.ID)), AcceptedAt: rc.AcceptedAt,
+		Signer: index.SignerInfo{SubjectCN: signerCN(rep), Serial: rep.Signature.SignerSerial, Unit: rep.SignerUnit},
+	}
+	if rep.Signature.SigningTime != nil {
+		rec.Signer.SigningTime = *rep.Signature.SigningTime
+	}
+	for _, f := range rep.Files {
+		if strings.HasPrefix(f.Name, container.FilesDir) {
+			rec.Files = append(rec.Files, index.File{Name: strings.TrimPrefix(f.Name, container.FilesDir), MediaType: f.MediaType, Size: int64(f.Size), SHA256: f.SHA256})
+		}
+	}
+	if err := p.ix.PutDocument(ctx, rec); err != nil {
+		return retry("pipeline: index %s: %w", d.ID, err)
+	}
+	if err := p.step("indexed"); err != nil {
+		return err
+	}
+
+	if err := p.route(ctx, s, d, receipt); err != nil {
+		return err
+	}
+	if err := p.step("routed"); err != nil {
+		return err
+	}
+
+	n := &protocol.Notice{Type: protocol.NoticeAccepted, DocumentID: d.ID, SHA256: s.sha, Time: rc.AcceptedAt,
+		ArchiveKey: key, Receipt: receipt}
+	for _, r := range d.To {
+		n.Recipients = append(n.Recipients, string(r))
+	}
+	if err := p.notify(ctx, s.unit, n, string(d.ID)+".accepted"); err != nil {
+		return err
+	}
+	p.m.accepted.Inc()
+	p.m.bytes.Add(float64(len(s.data)))
+	p.m.e2eSeconds.Observe(p.now().Sub(s.received).Seconds())
+	p.log.Info("accepted", "doc_id", d.ID, "unit", s.unit, "recipients", len(d.To), "size", len(s.data))
+	return p.step("notified")
+}
+
+func signerCN(rep *container.Report) string {
+	if rep.Signature == nil {
+		return ""
+	}
+	for _, part := range strings.Split(rep.Signature.SignerSubject, ", ") {
+		if v, ok := strings.CutPrefix(part, "CN="); ok {
+			return v
+		}
+	}
+	return rep.Signature.SignerSubject
+}
+
+// receipt returns the document's receipt: the one already archived (a
+// redelivery after a crash), or a new one signed and written once.
+func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Document, key string) ([]byte, *container.Receipt, error) {
+	rkey := archive.ReceiptKey(d.ID.Time(), string(d.ID))
+	existing := func() ([]byte, *container.Receipt, error) {
+		b, _, err := p.arch.Get(ctx, rkey)
+		if err != nil {
+			return nil, nil, err
+		}
+		r := container.VerifyReceipt(b, "", container.Options{Trust: p.trust, At: p.now()})
+		if r.Receipt == nil {
+			return nil, nil, fmt.Errorf("pipeline: archived receipt %s unreadable: %v", rkey, r.Reasons)
+		}
+		return b, r.Receipt, nil
+	}
+	b, rc, err := existing()
+	switch {
+	case err == nil:
+		return b, rc, nil
+	case !errors.Is(err, archive.ErrNotFound):
+		return nil, nil, retry("pipeline: receipt %s: %w", rkey, err)
+	}
+	rc = &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: s.sha,
+		ContainerSize: int64(len(s.data)), ArchiveKey: key, AcceptedAt: p.now().UTC().Truncate(time.Millisecond)}
+	b, err = container.SignReceipt(rc, p.hub)
+	if err != nil {
+		return nil, nil, retry("pipeline: sign receipt: %w", err)
+	}
+	_, err = p.arch.Put(ctx, rkey, b, "application/pkcs7-mime", map[string]string{"document-id": string(d.ID)})
+	switch {
+	case errors.Is(err, archive.ErrConflict):
+		// Another replica wrote it first: use that one.
+		if b, rc, err = existing(); err != nil {
+			return nil, nil, retry("pipeline: receipt %s: %w", rkey, err)
+		}
+		return b, rc, nil
+	case err != nil:
+		return nil, nil, retry("pipeline: archive receipt %s: %w", rkey, err)
+	}
+	return b, rc, nil
+}
+
+// route publishes one delivery per recipient; large containers are staged
+// once in the object store for all of them.
+func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Document, receipt []byte) error {
+	wire := protocol.Container{DocumentID: d.ID, SHA256: s.sha, Size: int64(len(s.data))}
+	if len(s.data) > protocol.InlineLimit {
+		wire.Staged = protocol.DeliverStageName(d.ID)
+		if info, err := p.stage.GetInfo(ctx, wire.Staged); err != nil || info.Headers.Get(protocol.HeaderSHA256) != s.sha {
+			meta := jetstream.ObjectMeta{Name: wire.Staged, Headers: nats.Header{protocol.HeaderSHA256: []string{s.sha}}}
+			if _, err := p.stage.Put(ctx, meta, bytes.NewReader(s.data)); err != nil {
+				return retry("pipeline: stage delivery %s: %w", wire.Staged, err)
+			}
+		}
+	} else {
+		wire.Data = s.data
+	}
+	futures := make([]jetstream.PubAckFuture, 0, len(d.To))
+	for _, r := range d.To {
+		f, err := p.js.PublishMsgAsync(protocol.DeliverMsg(&protocol.Delivery{Recipient: r, Sender: d.From, Container: wire, Receipt: receipt}))
+		if err != nil {
+			return retry("pipeline: route %s to %s: %w", d.ID, r, err)
+		}
+		futures = append(futures, f)
+	}
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return retry("pipeline: route %s to %s: %w", d.ID, d.To[i], err)
+		case <-ctx.Done():
+			return retry("pipeline: route %s: %w", d.ID, ctx.Err())
+		case <-time.After(30 * time.Second):
+			return retry("pipeline: route %s to %s: no acknowledgement", d.ID, d.To[i])
+		}
+	}
+	return nil
+}
+
+// notify publishes a notice to a unit and waits for the stream to have it.
+func (p *Pipeline) notify(ctx context.Context, unit document.UnitID, n *protocol.Notice, msgID string) error {
+	m, err := protocol.NoticeMsg(unit, n, msgID)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := p.js.PublishMsg(pctx, m); err != nil {
+		return retry("pipeline: notice to %s: %w", unit, err)
+	}
+	return nil
+}
+
+// reject keeps the submission and its reasons under rejected/ in the
+// archive, records it in the index and tells the sender why.
+func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) error {
+	ref := "unknown"
+	if s.wire != nil && s.wire.DocumentID.Validate() == nil {
+		ref = string(s.wire.DocumentID)
+	}
+	sum := sha256.Sum256(s.data)
+	ref += "-" + hex.EncodeToString(sum[:8])
+	reasonsKey := archive.RejectedKey(s.received, ref, "reasons.json")
+	body, _ := json.MarshalIndent(struct {
+		Ref      string          `json:"ref"`
+		Sender   document.UnitID `json:"sender"`
+		Subject  string          `json:"subject"`
+		Received time.Time       `json:"received"`
+		SHA256   string          `json:"container_sha256"`
+		Reasons  reason.List     `json:"reasons"`
+	}{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs}, "", "  ")
+	if len(s.data) > 0 {
+		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, "container.asice"), s.data, container.Mimetype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
+			return retry("pipeline: archive rejected %s: %w", ref, err)
+		}
+	}
+	if _, err := p.arch.Put(ctx, reasonsKey, body, "application/json", nil); err != nil && !errors.Is(err, archive.ErrConflict) {
+		return retry("pipeline: archive rejected %s: %w", ref, err)
+	}
+	if err := p.ix.PutRejected(ctx, index.Rejected{Ref: ref, Sender: s.unit, At: s.received, Reasons: rs, ArchiveKey: reasonsKey}); err != nil {
+		return retry("pipeline: index rejected %s: %w", ref, err)
+	}
+	n := &protocol.Notice{Type: protocol.NoticeRejected, Time: p.now().UTC(), ArchiveKey: reasonsKey, Reasons: rs, SHA256: hex.EncodeToString(sum[:])}
+	if s.wire != nil {
+		n.DocumentID = s.wire.DocumentID
+	}
+	if s.unit.Validate() == nil {
+		if err := p.notify(ctx, s.unit, n, ref+".rejected"); err != nil {
+			return err
+		}
+	}
+	for _, r := range rs {
+		p.m.rejected.WithLabelValues(string(r.Code)).Inc()
+	}
+	p.log.Info("rejected", "ref", ref, "unit", s.unit, "reasons", strings.Join(codes(rs), ","))
+	return nil
+}
+
+func codes(rs reason.List) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = string(r.Code)
+	}
+	return out
+}
