@@ -184,7 +184,7 @@ func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&p.find, "SELECT seq, due_date FROM documents WHERE id = ?"},
+		{&p.find, "SELECT seq FROM documents WHERE id = ?"},
 		{&p.free, "SELECT max(seq) FROM documents WHERE seq >= ? AND seq < ?"},
 		{&p.insDoc, "INSERT INTO documents(seq, " + cols + ") VALUES(?" + strings.Repeat(", ?", 29) + ")"},
 		{&p.updDoc, "UPDATE documents SET (seq, " + cols + ") = (?" + strings.Repeat(", ?", 29) + ") WHERE seq = ?"},
@@ -236,8 +236,7 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 	base := us(acc) * seqSpan
 
 	var old int64
-	var oldDue string
-	err = p.find.QueryRowContext(ctx, d.ID).Scan(&old, &oldDue)
+	err = p.find.QueryRowContext(ctx, string(d.ID)).Scan(&old)
 	exists := err == nil
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
 		return err

@@ -371,7 +371,7 @@ func TestCrashMidway(t *testing.T) {
 				}
 				return nil
 			}
-			stop := e.run(deps)
+			stop := e.runChecked(deps, false)
 			a := e.units[uA]
 			id, meta := doc(uA, uB, uC)
 			a.submit(t, id, a.build(t, meta, 20<<10))
