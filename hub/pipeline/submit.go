@@ -148,19 +148,7 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 		return retry("pipeline: receipt for %s names container %s, not %s", d.ID, rc.ContainerSHA256, s.sha)
 	}
 
-	rec := index.Record{
-		Doc: *d, RawMeta: c.MetaRaw, ContainerSHA256: s.sha, Size: int64(len(s.data)),
-		ArchiveKey: key, ReceiptKey: archive.ReceiptKey(day, string(d.ID)), AcceptedAt: rc.AcceptedAt,
-		Signer: index.SignerInfo{SubjectCN: signerCN(rep), Serial: rep.Signature.SignerSerial, Unit: rep.SignerUnit},
-	}
-	if rep.Signature.SigningTime != nil {
-		rec.Signer.SigningTime = *rep.Signature.SigningTime
-	}
-	for _, f := range rep.Files {
-		if strings.HasPrefix(f.Name, container.FilesDir) {
-			rec.Files = append(rec.Files, index.File{Name: strings.TrimPrefix(f.Name, container.FilesDir), MediaType: f.MediaType, Size: int64(f.Size), SHA256: f.SHA256})
-		}
-	}
+	rec := Record(c, rep, rc, archive.ReceiptKey(day, string(d.ID)))
 	if err := p.ix.PutDocument(ctx, rec); err != nil {
 		return retry("pipeline: index %s: %w", d.ID, err)
 	}
@@ -188,6 +176,29 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 	p.m.e2eSeconds.Observe(p.now().Sub(s.received).Seconds())
 	p.log.Info("accepted", "doc_id", d.ID, "unit", s.unit, "recipients", len(d.To), "size", len(s.data))
 	return p.step("notified")
+}
+
+// Record is the index entry of an accepted container: its metadata, files,
+// signer and where it and its receipt are archived. Reindexing builds the
+// same record from the archive alone.
+func Record(c *container.Container, rep *container.Report, rc *container.Receipt, receiptKey string) index.Record {
+	rec := index.Record{
+		Doc: *c.Meta, RawMeta: c.MetaRaw, ContainerSHA256: rep.ContainerSHA256, Size: int64(rep.Size),
+		ArchiveKey: rc.ArchiveKey, ReceiptKey: receiptKey, AcceptedAt: rc.AcceptedAt,
+		Signer: index.SignerInfo{SubjectCN: signerCN(rep), Unit: rep.SignerUnit},
+	}
+	if s := rep.Signature; s != nil {
+		rec.Signer.Serial = s.SignerSerial
+		if s.SigningTime != nil {
+			rec.Signer.SigningTime = *s.SigningTime
+		}
+	}
+	for _, f := range rep.Files {
+		if strings.HasPrefix(f.Name, container.FilesDir) {
+			rec.Files = append(rec.Files, index.File{Name: strings.TrimPrefix(f.Name, container.FilesDir), MediaType: f.MediaType, Size: int64(f.Size), SHA256: f.SHA256})
+		}
+	}
+	return rec
 }
 
 func signerCN(rep *container.Report) string {
@@ -295,6 +306,16 @@ func (p *Pipeline) notify(ctx context.Context, unit document.UnitID, n *protocol
 	return nil
 }
 
+// RejectedRecord is reasons.json beside a rejected submission in the archive.
+type RejectedRecord struct {
+	Ref      string          `json:"ref"`
+	Sender   document.UnitID `json:"sender"`
+	Subject  string          `json:"subject"`
+	Received time.Time       `json:"received"`
+	SHA256   string          `json:"container_sha256"`
+	Reasons  reason.List     `json:"reasons"`
+}
+
 // reject keeps the submission and its reasons under rejected/ in the
 // archive, records it in the index and tells the sender why.
 func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) error {
@@ -305,14 +326,7 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 	sum := sha256.Sum256(s.data)
 	ref += "-" + hex.EncodeToString(sum[:8])
 	reasonsKey := archive.RejectedKey(s.received, ref, "reasons.json")
-	body, _ := json.MarshalIndent(struct {
-		Ref      string          `json:"ref"`
-		Sender   document.UnitID `json:"sender"`
-		Subject  string          `json:"subject"`
-		Received time.Time       `json:"received"`
-		SHA256   string          `json:"container_sha256"`
-		Reasons  reason.List     `json:"reasons"`
-	}{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs}, "", "  ")
+	body, _ := json.MarshalIndent(RejectedRecord{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs}, "", "  ")
 	if len(s.data) > 0 {
 		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, "container.asice"), s.data, container.Mimetype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
 			return retry("pipeline: archive rejected %s: %w", ref, err)

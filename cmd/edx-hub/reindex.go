@@ -1,0 +1,36 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/edxhub/edx/hub"
+)
+
+// bar shows reindex progress on the terminal.
+type bar struct {
+	w io.Writer
+	b *progressbar.ProgressBar
+}
+
+func (p *bar) Start(total int) {
+	p.b = progressbar.NewOptions(total, progressbar.OptionSetWriter(p.w), progressbar.OptionSetDescription("reindex"),
+		progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("objects"),
+		progressbar.OptionThrottle(100_000_000), progressbar.OptionOnCompletion(func() { fmt.Fprintln(p.w) }))
+}
+
+func (p *bar) Done(n int) { p.b.Add(n) }
+
+func reindex(ctx context.Context, cfg hub.Config, log *slog.Logger, w io.Writer) error {
+	st, err := hub.Reindex(ctx, cfg, log, &bar{w: w})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "reindexed %d units, %d documents, %d statuses, %d rejected submissions (%d skipped)\n",
+		st.Units, st.Documents, st.Statuses, st.Rejected, st.Skipped)
+	return nil
+}

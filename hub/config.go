@@ -1,0 +1,179 @@
+package hub
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/pipeline"
+)
+
+// Config is the hub's configuration file (configs/hub.yaml). Every field has
+// a default that runs the whole hub embedded under Data.
+type Config struct {
+	// Data is the data directory: embedded NATS, S3 and index, keys, the
+	// development CA. Default ./edx-data.
+	Data     string          `yaml:"data"`
+	HTTP     api.Config      `yaml:"http"`
+	NATS     NATSConfig      `yaml:"nats"`
+	S3       S3Config        `yaml:"s3"`
+	Index    index.Config    `yaml:"index"`
+	PKI      PKIConfig       `yaml:"pki"`
+	Pipeline pipeline.Config `yaml:"pipeline"`
+	Log      LogConfig       `yaml:"log"`
+}
+
+// NATSConfig selects the embedded server or an external cluster.
+type NATSConfig struct {
+	// URL of an external NATS cluster; empty runs the embedded server.
+	URL string `yaml:"url"`
+	// CredsFile is the hub's user credentials on the external cluster.
+	CredsFile string `yaml:"creds_file"`
+	// KeysDir holds the operator and account keys the hub signs unit
+	// credentials with (default DATA/nats/keys). With an external cluster,
+	// configure its resolver with `edx-hub nats-config` output.
+	KeysDir string `yaml:"keys_dir"`
+	// Embedded server settings (when URL is empty).
+	Embedded broker.Config `yaml:"embedded"`
+	// Streams are the JetStream settings (replicas 3 in a cluster).
+	Streams broker.StreamOptions `yaml:"streams"`
+}
+
+// S3Config selects the embedded gateway or an external S3 endpoint.
+type S3Config struct {
+	// Embedded runs versitygw in-process under DATA/s3 when Archive.Endpoint is empty.
+	EmbeddedListen string         `yaml:"embedded_listen"`
+	Archive        archive.Config `yaml:",inline"`
+}
+
+// PKIConfig says what the hub trusts and how it signs receipts.
+type PKIConfig struct {
+	// Trust is the PEM bundle of trust roots (default: the development CA's roots.pem).
+	Trust string `yaml:"trust"`
+	// CRLs are CRL files checked for every signer.
+	CRLs []string `yaml:"crls"`
+	// HubKey and HubCert sign receipts (default: the development CA's hub key).
+	HubKey  string `yaml:"hub_key"`
+	HubCert string `yaml:"hub_cert"`
+	// DevCA is the development CA directory, created when missing and
+	// DevCAInit is true (the default with no trust configured). Units
+	// registered without a certificate get one from it.
+	DevCA string `yaml:"dev_ca"`
+}
+
+// LogConfig sets logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // text (default) or json
+}
+
+// LoadConfig reads a YAML configuration; unknown keys are errors.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// SetDefaults fills what is not set, with every path under Data.
+func (c *Config) SetDefaults() error {
+	if c.Data == "" {
+		c.Data = "edx-data"
+	}
+	abs, err := filepath.Abs(c.Data)
+	if err != nil {
+		return err
+	}
+	c.Data = abs
+	under := func(p *string, rel string) {
+		if *p == "" {
+			*p = filepath.Join(c.Data, rel)
+		}
+		if !filepath.IsAbs(*p) {
+			*p, _ = filepath.Abs(*p)
+		}
+	}
+	if c.NATS.URL == "" {
+		under(&c.NATS.Embedded.StoreDir, "nats/jetstream")
+		if c.NATS.Embedded.Listen == "" {
+			c.NATS.Embedded.Listen = broker.DefaultListen
+		}
+	}
+	under(&c.NATS.KeysDir, "nats/keys")
+	c.NATS.Embedded.KeysDir = c.NATS.KeysDir
+	if c.S3.Archive.Endpoint == "" && c.S3.EmbeddedListen == "" {
+		c.S3.EmbeddedListen = "127.0.0.1:9000"
+	}
+	under(&c.Index.Path, "index/edx.db")
+	if c.PKI.Trust == "" {
+		under(&c.PKI.DevCA, "pki")
+		c.PKI.Trust = filepath.Join(c.PKI.DevCA, "roots.pem")
+		if c.PKI.HubKey == "" {
+			c.PKI.HubKey = filepath.Join(c.PKI.DevCA, "hub.key.pem")
+			c.PKI.HubCert = filepath.Join(c.PKI.DevCA, "hub.cert.pem")
+		}
+	} else if c.PKI.DevCA != "" {
+		under(&c.PKI.DevCA, "pki")
+	}
+	if c.HTTP.Listen == "" {
+		c.HTTP.Listen = api.DefaultListen
+	}
+	return nil
+}
+
+// Validate checks a defaulted configuration.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NATS.URL != "" && c.NATS.CredsFile == "" {
+		errs = append(errs, errors.New("nats: creds_file is required with an external url"))
+	}
+	if c.NATS.URL == "" {
+		if err := c.NATS.Embedded.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if c.S3.Archive.Endpoint != "" {
+		if err := c.S3.Archive.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("s3: %w", err))
+		}
+	}
+	if err := c.Index.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
+		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))
+	}
+	switch c.Log.Level {
+	case "", "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("log: level %q: want debug, info, warn or error", c.Log.Level))
+	}
+	switch c.Log.Format {
+	case "", "text", "json":
+	default:
+		errs = append(errs, fmt.Errorf("log: format %q: want text or json", c.Log.Format))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,382 @@
+// Package hub assembles the edx hub: NATS JetStream (embedded or a cluster),
+// the S3 archive (embedded versitygw or any S3), the SQLite index, the trust
+// configuration, the pipeline and the HTTP API. cmd/edx-hub only parses
+// flags and calls it.
+package hub
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/pkg/pki"
+)
+
+// Hub is a running hub.
+type Hub struct {
+	cfg     Config
+	log     *slog.Logger
+	nats    *broker.Server // nil with an external cluster
+	s3      *s3embed.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	keys    *broker.Keys
+	arch    *archive.Store
+	ix      *index.Index
+	ca      *pki.CA // development CA, nil when not configured
+	trust   *pki.Trust
+	signer  *pki.Signer
+	pipe    *pipeline.Pipeline
+	reg     *prometheus.Registry
+	httpLn  net.Listener
+	token   string
+	closers []func()
+	mu      sync.Mutex // serialises unit registration
+}
+
+// Info is what a started hub tells its operator (and writes to DATA/hub.json).
+type Info struct {
+	NATSURL        string `json:"nats_url"`
+	S3Endpoint     string `json:"s3_endpoint"`
+	HTTP           string `json:"http"`
+	Data           string `json:"data"`
+	TrustRoots     string `json:"trust_roots"`
+	DevCA          string `json:"dev_ca,omitempty"`
+	AdminTokenFile string `json:"admin_token_file"`
+	Bucket         string `json:"bucket"`
+}
+
+// New starts every component the configuration asks for; Run serves.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) {
+	if err := cfg.SetDefaults(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	h = &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			h.Close()
+		}
+	}()
+	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return nil, err
+	}
+	if err := h.startPKI(); err != nil {
+		return nil, err
+	}
+	if err := h.startNATS(ctx); err != nil {
+		return nil, err
+	}
+	if err := h.startS3(ctx); err != nil {
+		return nil, err
+	}
+	if h.ix, err = index.Open(ctx, cfg.Index, log.With("component", "index")); err != nil {
+		return nil, err
+	}
+	h.closers = append(h.closers, func() { h.ix.Close() })
+	if h.token, err = loadOrCreateSecret(filepath.Join(cfg.Data, "admin.token")); err != nil {
+		return nil, err
+	}
+	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
+		JS: h.js, Archive: h.arch, Index: h.ix, Trust: h.trust, Hub: h.signer,
+		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"),
+	}); err != nil {
+		return nil, err
+	}
+	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	info := h.Info()
+	b, _ := json.MarshalIndent(info, "", "  ")
+	if err := os.WriteFile(filepath.Join(cfg.Data, "hub.json"), append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Hub) startPKI() error {
+	c := h.cfg.PKI
+	if c.DevCA != "" {
+		if _, err := os.Stat(filepath.Join(c.DevCA, "ca", "root.key.pem")); errors.Is(err, os.ErrNotExist) {
+			h.log.Info("creating a development CA", "dir", c.DevCA)
+			if _, err := pki.InitCA(c.DevCA, ""); err != nil {
+				return err
+			}
+		}
+		ca, err := pki.OpenCA(c.DevCA)
+		if err != nil {
+			return err
+		}
+		h.ca = ca
+	}
+	trust, err := pki.LoadTrust(c.Trust)
+	if err != nil {
+		return err
+	}
+	for _, crl := range c.CRLs {
+		if err := trust.LoadCRL(crl); err != nil {
+			return err
+		}
+	}
+	if h.ca != nil {
+		// The development CA's own CRL always applies.
+		if err := trust.LoadCRL(h.ca.CRLPath()); err != nil {
+			return err
+		}
+	}
+	h.trust = trust
+	if h.signer, err = pki.LoadSigner(c.HubKey, c.HubCert); err != nil {
+		return err
+	}
+	if !pki.IsHub(h.signer.Cert()) {
+		return errors.New("pki: hub_cert is not a hub certificate (subject organizationIdentifier EDX-HUB)")
+	}
+	return nil
+}
+
+func (h *Hub) startNATS(ctx context.Context) error {
+	var err error
+	var creds []byte
+	if h.cfg.NATS.URL == "" {
+		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log)
+		if err != nil {
+			return err
+		}
+		h.closers = append(h.closers, h.nats.Shutdown)
+		h.keys = h.nats.Keys()
+		if creds, err = h.keys.IssueHubCreds(); err != nil {
+			return err
+		}
+	} else {
+		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir); err != nil {
+			return err
+		}
+		if creds, err = os.ReadFile(h.cfg.NATS.CredsFile); err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+	}
+	url := h.cfg.NATS.URL
+	if h.nats != nil {
+		url = h.nats.ClientURL()
+	}
+	h.nc, err = nats.Connect(url, nats.UserCredentialBytes(creds), nats.Name("edx-hub"), nats.MaxReconnects(-1),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { h.log.Warn("nats: disconnected", "err", err) }),
+		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }))
+	if err != nil {
+		return fmt.Errorf("nats: connect %s: %w", url, err)
+	}
+	h.closers = append(h.closers, h.nc.Close)
+	if h.js, err = jetstream.New(h.nc); err != nil {
+		return err
+	}
+	return broker.EnsureStreams(ctx, h.js, h.cfg.NATS.Streams)
+}
+
+func (h *Hub) startS3(ctx context.Context) error {
+	ac := h.cfg.S3.Archive
+	if ac.Endpoint == "" {
+		secret, err := loadOrCreateSecret(filepath.Join(h.cfg.Data, "s3", "secret.key"))
+		if err != nil {
+			return err
+		}
+		h.s3, err = s3embed.Start(ctx, s3embed.Config{Dir: filepath.Join(h.cfg.Data, "s3"), Addr: h.cfg.S3.EmbeddedListen,
+			AccessKey: "edx-hub", SecretKey: secret}, h.log.With("component", "s3"))
+		if err != nil {
+			return err
+		}
+		h.closers = append(h.closers, func() { h.s3.Close() })
+		ac.Endpoint, ac.AccessKey, ac.SecretKey = h.s3.Endpoint(), "edx-hub", secret
+		h.cfg.S3.Archive = ac
+	}
+	var err error
+	h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive"))
+	return err
+}
+
+// Info reports where everything is.
+func (h *Hub) Info() Info {
+	i := Info{Data: h.cfg.Data, TrustRoots: h.cfg.PKI.Trust, DevCA: h.cfg.PKI.DevCA,
+		AdminTokenFile: filepath.Join(h.cfg.Data, "admin.token"), S3Endpoint: h.cfg.S3.Archive.Endpoint,
+		Bucket: h.cfg.S3.Archive.Bucket, NATSURL: h.cfg.NATS.URL}
+	if i.Bucket == "" {
+		i.Bucket = archive.DefaultBucket
+	}
+	if h.nats != nil {
+		i.NATSURL = h.nats.ClientURL()
+	}
+	if h.httpLn != nil {
+		i.HTTP = "http://" + h.httpLn.Addr().String()
+	}
+	return i
+}
+
+// AdminToken returns the bearer token of the admin API.
+func (h *Hub) AdminToken() string { return h.token }
+
+// Registry returns the Prometheus registry (for benchmarks and tests).
+func (h *Hub) Registry() *prometheus.Registry { return h.reg }
+
+// Run serves HTTP and processes documents until ctx is done, then shuts down
+// in order: stop taking HTTP requests, let the pipeline finish the messages
+// in progress, close NATS, the index and the embedded servers.
+func (h *Hub) Run(ctx context.Context) error {
+	srv := &http.Server{
+		Handler: api.Handler(api.Deps{Index: h.ix, Archive: h.arch, Units: h, Gatherer: h.reg, AdminToken: h.token,
+			Log: h.log.With("component", "http"), Ready: h.natsReady}),
+		ReadHeaderTimeout: 10 * time.Second,
+	}
+	errc := make(chan error, 2)
+	go func() {
+		if err := srv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	pctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() { errc <- h.pipe.Run(pctx) }()
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer scancel()
+	srv.Shutdown(sctx)
+	cancel()
+	if perr := <-errc; perr != nil && err == nil {
+		err = perr
+	}
+	h.Close()
+	return err
+}
+
+func (h *Hub) natsReady(ctx context.Context) error {
+	if !h.nc.IsConnected() {
+		return errors.New("not connected")
+	}
+	_, err := h.js.AccountInfo(ctx)
+	return err
+}
+
+// Close stops every component in reverse order of start.
+func (h *Hub) Close() {
+	for i := len(h.closers) - 1; i >= 0; i-- {
+		h.closers[i]()
+	}
+	h.closers = nil
+}
+
+// AddUnit registers a unit: its certificate (given, or issued by the
+// development CA), its NATS credentials and consumers, its index entry, and
+// a record in the archive so that a rebuilt index knows it.
+func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if err := req.ID.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
+	}
+	req.Name = strings.TrimSpace(req.Name)
+	if req.Name == "" {
+		return nil, fmt.Errorf("%w: a unit name is required", api.ErrInvalid)
+	}
+	b := &api.UnitBundle{}
+	var cert *x509.Certificate
+	if req.CertPEM != "" {
+		certs, err := pki.ParseCertificates([]byte(req.CertPEM))
+		if err != nil {
+			return nil, fmt.Errorf("%w: cert_pem: %v", api.ErrInvalid, err)
+		}
+		if _, rs := h.trust.Check(certs[0], certs[1:], time.Now()); len(rs) > 0 {
+			return nil, fmt.Errorf("%w: certificate: %v", api.ErrInvalid, rs)
+		}
+		if u, err := pki.UnitOf(certs[0]); err != nil || u != req.ID {
+			return nil, fmt.Errorf("%w: the certificate does not name unit %s", api.ErrInvalid, req.ID)
+		}
+		cert, b.CertPEM = certs[0], req.CertPEM
+	} else {
+		if h.ca == nil {
+			return nil, fmt.Errorf("%w: no development CA configured: give the unit's certificate", api.ErrInvalid)
+		}
+		key, err := pki.GenerateKey(pki.ECDSAP256)
+		if err != nil {
+			return nil, err
+		}
+		if cert, err = h.ca.Issue(pki.IssueRequest{Identifier: string(req.ID), Name: req.Name, Key: key.Public()}); err != nil {
+			return nil, err
+		}
+		kp, err := pki.EncodePrivateKey(key)
+		if err != nil {
+			return nil, err
+		}
+		b.KeyPEM, b.CertPEM = string(kp), string(pki.EncodeCertificates(cert, h.ca.Issuing))
+	}
+	roots, err := os.ReadFile(h.cfg.PKI.Trust)
+	if err != nil {
+		return nil, err
+	}
+	b.RootsPEM = string(roots)
+	creds, err := h.keys.IssueUnitCreds(string(req.ID), 0)
+	if err != nil {
+		return nil, err
+	}
+	b.Creds, b.NATSURL = string(creds), h.Info().NATSURL
+	if err := broker.EnsureUnitConsumers(ctx, h.js, string(req.ID)); err != nil {
+		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	}
+	u := index.Unit{ID: req.ID, Name: req.Name, Created: time.Now().UTC(), CertSerial: cert.SerialNumber.Text(16)}
+	if old, err := h.ix.GetUnit(ctx, req.ID); err == nil {
+		u.Created = old.Created
+	}
+	rec, _ := json.MarshalIndent(u, "", "  ")
+	key := fmt.Sprintf("units/%s/%d.json", req.ID, time.Now().UnixNano())
+	if _, err := h.arch.Put(ctx, key, rec, "application/json", nil); err != nil {
+		return nil, err
+	}
+	if err := h.ix.PutUnit(ctx, u); err != nil {
+		return nil, err
+	}
+	b.Unit = u
+	h.log.Info("unit registered", "unit", req.ID, "serial", u.CertSerial)
+	return b, nil
+}
+
+// loadOrCreateSecret reads a secret file, creating it (0600) with a random
+// value when missing.
+func loadOrCreateSecret(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return "", err
+	}
+	s := rand.Text()
+	if err := os.WriteFile(path, []byte(s+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	return s, nil
+}

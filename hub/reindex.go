@@ -1,0 +1,191 @@
+package hub
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// ReindexStats counts what a reindex rebuilt.
+type ReindexStats struct {
+	Units, Documents, Statuses, Rejected, Skipped int
+}
+
+// Progress is told how many archive objects a reindex will read, then each
+// one it has read.
+type Progress interface {
+	Start(total int)
+	Done(n int)
+}
+
+// Reindex rebuilds the index from the archive alone: units, accepted
+// documents (each container checked against its hub receipt, its chain at
+// the receipt's acceptance time), statuses and rejected submissions. The hub
+// must not be running on the same index.
+func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (ReindexStats, error) {
+	var st ReindexStats
+	if err := cfg.SetDefaults(); err != nil {
+		return st, err
+	}
+	h := &Hub{cfg: cfg, log: log}
+	defer h.Close()
+	if err := h.startPKI(); err != nil {
+		return st, err
+	}
+	if err := h.startS3(ctx); err != nil {
+		return st, err
+	}
+	ix, err := index.Open(ctx, cfg.Index, log)
+	if err != nil {
+		return st, err
+	}
+	defer ix.Close()
+
+	var units, docs, statuses, rejected []string
+	for o, err := range h.arch.List(ctx, "") {
+		if err != nil {
+			return st, err
+		}
+		k := o.Key
+		switch {
+		case strings.HasPrefix(k, "units/"):
+			units = append(units, k)
+		case strings.HasPrefix(k, "rejected/"):
+			if strings.HasSuffix(k, "/reasons.json") {
+				rejected = append(rejected, k)
+			}
+		case strings.HasSuffix(k, "/container.asice"):
+			docs = append(docs, k)
+		case strings.Contains(k, "/status/"):
+			statuses = append(statuses, k)
+		}
+	}
+	sort.Strings(units) // registrations of a unit in time order: the last wins
+	if prog != nil {
+		prog.Start(len(units) + len(docs) + len(statuses) + len(rejected))
+	}
+	if err := ix.Reset(ctx); err != nil {
+		return st, err
+	}
+	step := func() {
+		if prog != nil {
+			prog.Done(1)
+		}
+	}
+	for _, k := range units {
+		var u index.Unit
+		if err := getJSON(ctx, h.arch, k, &u); err != nil {
+			return st, err
+		}
+		if err := ix.PutUnit(ctx, u); err != nil {
+			return st, err
+		}
+		st.Units++
+		step()
+	}
+	const batch = 256
+	var recs []index.Record
+	flush := func() error {
+		if len(recs) == 0 {
+			return nil
+		}
+		err := ix.PutDocuments(ctx, recs)
+		recs = recs[:0]
+		return err
+	}
+	for _, k := range docs {
+		rec, err := h.recordFromArchive(ctx, k)
+		if err != nil {
+			log.Warn("reindex: skipped", "key", k, "err", err)
+			st.Skipped++
+			step()
+			continue
+		}
+		recs = append(recs, rec)
+		st.Documents++
+		if len(recs) == batch {
+			if err := flush(); err != nil {
+				return st, err
+			}
+		}
+		step()
+	}
+	if err := flush(); err != nil {
+		return st, err
+	}
+	for _, k := range statuses {
+		var s document.Status
+		if err := getJSON(ctx, h.arch, k, &s); err != nil {
+			return st, err
+		}
+		if _, err := ix.AddStatus(ctx, s); err != nil {
+			log.Warn("reindex: status skipped", "key", k, "err", err)
+			st.Skipped++
+		} else {
+			st.Statuses++
+			if s.Code == document.StatusDelivered {
+				ix.MarkDelivered(ctx, s.DocumentID, s.Unit, s.Time)
+			}
+		}
+		step()
+	}
+	for _, k := range rejected {
+		rej := index.Rejected{ArchiveKey: k}
+		var body pipeline.RejectedRecord
+		if err := getJSON(ctx, h.arch, k, &body); err != nil {
+			return st, err
+		}
+		rej.Ref, rej.Sender, rej.At, rej.Reasons = body.Ref, body.Sender, body.Received, body.Reasons
+		if err := ix.PutRejected(ctx, rej); err != nil {
+			return st, err
+		}
+		st.Rejected++
+		step()
+	}
+	return st, nil
+}
+
+// recordFromArchive reads a container and its receipt and builds its index
+// record; the container must match its receipt.
+func (h *Hub) recordFromArchive(ctx context.Context, key string) (index.Record, error) {
+	data, _, err := h.arch.Get(ctx, key)
+	if err != nil {
+		return index.Record{}, err
+	}
+	rkey := strings.TrimSuffix(key, "container.asice") + "receipt.p7s"
+	rb, _, err := h.arch.Get(ctx, rkey)
+	if err != nil {
+		return index.Record{}, fmt.Errorf("receipt: %w", err)
+	}
+	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{Trust: h.trust})
+	if c == nil {
+		return index.Record{}, fmt.Errorf("container: %v", rep.Reasons)
+	}
+	rr := container.VerifyReceipt(rb, rep.ContainerSHA256, container.Options{Trust: h.trust})
+	if rr.Receipt == nil || !rr.Valid {
+		return index.Record{}, fmt.Errorf("receipt: %v", rr.Reasons)
+	}
+	// The signer's chain as of the hub's acceptance, a time the hub signed.
+	rep = container.Verify(c, container.Options{Trust: h.trust, At: rr.Receipt.AcceptedAt})
+	return pipeline.Record(c, rep, rr.Receipt, rkey), nil
+}
+
+func getJSON(ctx context.Context, a *archive.Store, key string, v any) error {
+	b, _, err := a.Get(ctx, key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%s: %w", key, err)
+	}
+	return nil
+}
