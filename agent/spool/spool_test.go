@@ -1,0 +1,276 @@
+package spool
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/reason"
+)
+
+func entry(t *testing.T, body string) Entry {
+	t.Helper()
+	data := []byte("container " + body)
+	sum := sha256.Sum256(data)
+	ms := sha256.Sum256([]byte("manifest " + body))
+	return Entry{
+		ID:             document.NewID(time.Now()),
+		Container:      data,
+		SHA256:         hex.EncodeToString(sum[:]),
+		ManifestSHA256: hex.EncodeToString(ms[:]),
+		To:             []document.UnitID{"000.01.00.H29", "000.02.00.H29"},
+		Subject:        "Về việc " + body,
+		Source:         "api",
+	}
+}
+
+func open(t *testing.T, dir string) *Spool {
+	t.Helper()
+	s, err := Open(t.Context(), dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestAddGetAndTransitions(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	e := entry(t, "a")
+	r, created, err := s.Add(ctx, e)
+	if err != nil || !created {
+		t.Fatalf("add: %v %v", created, err)
+	}
+	if r.State != Spooled || r.Size != int64(len(e.Container)) || len(r.Recipients) != 2 || r.Recipients[1].Unit != "000.02.00.H29" {
+		t.Fatalf("record %+v", r)
+	}
+	b, err := s.Container(e.ID)
+	if err != nil || string(b) != string(e.Container) {
+		t.Fatalf("container %q %v", b, err)
+	}
+	if n, _ := s.Depth(ctx); n != 1 {
+		t.Fatalf("depth %d", n)
+	}
+	if err := s.MarkSubmitted(ctx, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := s.Get(ctx, e.ID); r.State != Submitted || r.SubmittedAt == nil || r.Attempts != 1 {
+		t.Fatalf("after submit %+v", r)
+	}
+	at := time.Now().UTC()
+	changed, err := s.Accept(ctx, e.ID, Acceptance{At: at, ArchiveKey: "2027/01/01/x/container.asice", Receipt: []byte{1, 2}})
+	if err != nil || !changed {
+		t.Fatalf("accept %v %v", changed, err)
+	}
+	// Final states are sticky.
+	if changed, err := s.Reject(ctx, e.ID, at, reason.List{{Code: reason.DocumentConflict, Message: "x"}}); err != nil || changed {
+		t.Fatalf("reject after accept: %v %v", changed, err)
+	}
+	if err := s.MarkSubmitted(ctx, e.ID); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = s.Get(ctx, e.ID)
+	if r.State != Accepted || r.ArchiveKey == "" || len(r.Receipt) != 2 || r.DecidedAt == nil {
+		t.Fatalf("accepted %+v", r)
+	}
+	if n, _ := s.Depth(ctx); n != 0 {
+		t.Fatalf("depth %d", n)
+	}
+	if _, err := s.Get(ctx, document.NewID(time.Now())); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get unknown: %v", err)
+	}
+	if _, err := s.Accept(ctx, document.NewID(time.Now()), Acceptance{At: at}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("accept unknown: %v", err)
+	}
+}
+
+func TestAddIdempotence(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	e := entry(t, "a")
+	first, _, err := s.Add(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		change  func(*Entry)
+		created bool
+		err     error
+	}{
+		{"same id, same manifest, new signature", func(x *Entry) { x.Container = []byte("re-signed"); x.SHA256 = "ff" }, false, nil},
+		{"same id, other content", func(x *Entry) { x.ManifestSHA256 = "00"; x.SHA256 = "ee" }, false, ErrConflict},
+		{"same idempotency key, new id", func(x *Entry) { x.ID = document.NewID(time.Now()); x.IdempotencyKey = "k1" }, true, nil},
+		{"repeated idempotency key", func(x *Entry) { x.ID = document.NewID(time.Now()); x.IdempotencyKey = "k1" }, false, nil},
+		{"new id", func(x *Entry) { x.ID = document.NewID(time.Now()) }, true, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			x := e
+			tt.change(&x)
+			r, created, err := s.Add(ctx, x)
+			if !errors.Is(err, tt.err) || created != tt.created {
+				t.Fatalf("created %v err %v; want %v %v", created, err, tt.created, tt.err)
+			}
+			if err == nil && !created && tt.name == "same id, same manifest, new signature" && r.SHA256 != first.SHA256 {
+				t.Fatalf("repeat returned %s", r.SHA256)
+			}
+		})
+	}
+	b, _ := s.Container(e.ID)
+	if string(b) != string(e.Container) {
+		t.Fatalf("the first container was overwritten: %q", b)
+	}
+}
+
+func TestPendingInOrderAndUnanswered(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	var ids []document.ID
+	for _, b := range []string{"1", "2", "3", "4"} {
+		e := entry(t, b)
+		if _, _, err := s.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	if err := s.MarkSubmitted(ctx, ids[1]); err != nil {
+		t.Fatal(err)
+	}
+	p, err := s.Pending(ctx, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p) != 3 || p[0].ID != ids[0] || p[1].ID != ids[2] || p[2].ID != ids[3] {
+		t.Fatalf("pending %v", p)
+	}
+	if u, _ := s.Unanswered(ctx, time.Now().Add(-time.Hour), 10); len(u) != 0 {
+		t.Fatalf("unanswered too early: %d", len(u))
+	}
+	if u, _ := s.Unanswered(ctx, time.Now().Add(time.Second), 10); len(u) != 1 || u[0].ID != ids[1] {
+		t.Fatalf("unanswered %v", u)
+	}
+}
+
+func TestStatuses(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	e := entry(t, "a")
+	if _, _, err := s.Add(ctx, e); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now().UTC()
+	sts := []document.Status{
+		{DocumentID: e.ID, Unit: "000.01.00.H29", Time: t0, Code: document.StatusDelivered},
+		{DocumentID: e.ID, Unit: "000.01.00.H29", Time: t0.Add(time.Minute), Code: document.StatusAccepted, Officer: &document.Officer{Name: "Trần Thị B"}},
+		{DocumentID: e.ID, Unit: "000.02.00.H29", Time: t0.Add(2 * time.Second), Code: document.StatusDelivered},
+	}
+	for _, st := range sts {
+		if ok, err := s.AddStatus(ctx, st); err != nil || !ok {
+			t.Fatalf("status %v %v", ok, err)
+		}
+	}
+	if ok, err := s.AddStatus(ctx, sts[1]); err != nil || ok {
+		t.Fatalf("repeated status %v %v", ok, err)
+	}
+	if _, err := s.AddStatus(ctx, document.Status{DocumentID: document.NewID(t0), Unit: "000.01.00.H29", Time: t0, Code: "01"}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("status for unknown document: %v", err)
+	}
+	r, _ := s.Get(ctx, e.ID)
+	if len(r.History) != 3 || r.History[2].Code != document.StatusAccepted || r.History[2].Officer.Name != "Trần Thị B" {
+		t.Fatalf("history %+v", r.History)
+	}
+	if r.Recipients[0].LastStatus != "03" || r.Recipients[0].DeliveredAt == nil || r.Recipients[1].LastStatus != "01" {
+		t.Fatalf("recipients %+v", r.Recipients)
+	}
+}
+
+// TestCrash copies the spool's files while it is open, as a power cut
+// would leave them, with a half-written temporary container and a container
+// whose record was never committed, and opens the copy.
+func TestCrash(t *testing.T) {
+	ctx := t.Context()
+	dir := t.TempDir()
+	s := open(t, dir)
+	var ids []document.ID
+	for _, b := range []string{"1", "2"} {
+		e := entry(t, b)
+		if _, _, err := s.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, e.ID)
+	}
+	if err := s.MarkSubmitted(ctx, ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Reject(ctx, ids[1], time.Now(), reason.List{{Code: reason.RecipientUnknown, Message: "to[0]"}}); err != nil {
+		t.Fatal(err)
+	}
+
+	crashed := t.TempDir()
+	copyTree(t, dir, crashed)
+	half := filepath.Join(crashed, "containers", ".tmp-0123-"+string(document.NewID(time.Now()))+".asice")
+	if err := os.WriteFile(half, []byte("PK\x03\x04 half"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+	orphan := document.NewID(time.Now())
+	if err := os.WriteFile(filepath.Join(crashed, "containers", string(orphan)+".asice"), []byte("never acknowledged"), 0o640); err != nil {
+		t.Fatal(err)
+	}
+
+	c := open(t, crashed)
+	r0, err := c.Get(ctx, ids[0])
+	if err != nil || r0.State != Submitted {
+		t.Fatalf("after crash: %+v %v", r0, err)
+	}
+	r1, err := c.Get(ctx, ids[1])
+	if err != nil || r1.State != Rejected || !r1.Reasons.Has(reason.RecipientUnknown) {
+		t.Fatalf("after crash: %+v %v", r1, err)
+	}
+	if b, err := c.Container(ids[0]); err != nil || string(b) != "container 1" {
+		t.Fatalf("container after crash %q %v", b, err)
+	}
+	for _, p := range []string{half, filepath.Join(crashed, "containers", string(orphan)+".asice")} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s survived recovery: %v", filepath.Base(p), err)
+		}
+	}
+	if _, err := c.Get(ctx, orphan); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("orphan: %v", err)
+	}
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	err := filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() {
+			return os.MkdirAll(filepath.Join(dst, rel), 0o750)
+		}
+		in, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer in.Close()
+		out, err := os.Create(filepath.Join(dst, rel))
+		if err != nil {
+			return err
+		}
+		defer out.Close()
+		_, err = io.Copy(out, in)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
