@@ -98,14 +98,28 @@ func flags(e *env, name, synopsis string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses flags; it returns -1 to go on, or the exit code.
+// parse parses flags, which may come before or after the positional
+// arguments (edx get ID -o DIR); it returns -1 to go on, or the exit code.
 func parse(fs *flag.FlagSet, args []string) int {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return exitOK
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return exitOK
+			}
+			return exitUsage
 		}
-		return exitUsage
+		rest := fs.Args()
+		if len(rest) == 0 {
+			break
+		}
+		if len(args) > len(rest) && args[len(args)-len(rest)-1] == "--" {
+			pos = append(pos, rest...) // everything after -- is positional
+			break
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
 	}
+	fs.Parse(append([]string{"--"}, pos...))
 	return -1
 }
 

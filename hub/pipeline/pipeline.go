@@ -52,9 +52,11 @@ type Config struct {
 	// 4 × GOMAXPROCS: most of a submission's time is spent waiting on S3
 	// and NATS).
 	Workers int `yaml:"workers"`
-	// AckWait is how long a submission may be in progress before JetStream
-	// redelivers it to another replica (default 2m; the worker extends it
-	// while it works).
+	// AckWait is how long a message may go unacknowledged before JetStream
+	// redelivers it (default 30s): after a replica dies, its messages in
+	// progress go to another replica (or the restarted one) this long after.
+	// A worker tells JetStream it is still busy every AckWait/3, so slow
+	// work (a 200 MiB container) is not redelivered while it runs.
 	AckWait time.Duration `yaml:"ack_wait"`
 	// MaxBackoff caps the delay of a nak after a transient failure (default 1m).
 	MaxBackoff time.Duration `yaml:"max_backoff"`
@@ -67,7 +69,7 @@ func (c *Config) setDefaults() {
 		c.Workers = 4 * runtime.GOMAXPROCS(0)
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 2 * time.Minute
+		c.AckWait = 30 * time.Second
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = time.Minute
@@ -239,8 +241,26 @@ func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers
 			// Work goes on past shutdown so that a message in progress
 			// finishes; a hard stop is covered by redelivery.
 			wctx := context.WithoutCancel(ctx)
-			p.finish(wctx, msg, handle(wctx, msg))
+			done := make(chan struct{})
+			go p.keepAlive(msg, done)
+			err := handle(wctx, msg)
+			close(done)
+			p.finish(wctx, msg, err)
 		}()
+	}
+}
+
+// keepAlive tells JetStream the message is still being worked on until done.
+func (p *Pipeline) keepAlive(msg jetstream.Msg, done <-chan struct{}) {
+	t := time.NewTicker(p.cfg.AckWait / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			msg.InProgress()
+		}
 	}
 }
 

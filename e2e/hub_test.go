@@ -1,0 +1,72 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestHubCommandLine: the README's walk-through with the real binaries: an
+// embedded hub, three units registered with edx unit add, a document sent
+// from A to B and C with edx send, fetched back with edx get and verified
+// offline with its receipt.
+func TestHubCommandLine(t *testing.T) {
+	work := t.TempDir()
+	h := startHub(t, filepath.Join(work, "edx-data"))
+	for _, u := range []string{"000.01.00.H29", "000.02.00.H29", "000.03.00.H29"} {
+		out := edx(t, work, 0, "unit", "add", "--data", h.data, "--unit", u, "--name", "Đơn vị "+u)
+		if !strings.Contains(out, "registered") {
+			t.Fatalf("unit add: %s", out)
+		}
+	}
+	if out := edx(t, work, 0, "unit", "list", "--data", h.data); strings.Count(out, "active") != 3 {
+		t.Fatalf("unit list:\n%s", out)
+	}
+	meta := edx(t, work, 0, "template", "--from", "000.01.00.H29")
+	var d map[string]any
+	if err := json.Unmarshal([]byte(meta), &d); err != nil {
+		t.Fatal(err)
+	}
+	d["to"] = []string{"000.02.00.H29", "000.03.00.H29"}
+	b, _ := json.MarshalIndent(d, "", "  ")
+	os.WriteFile(filepath.Join(work, "doc.json"), b, 0o644)
+	os.WriteFile(filepath.Join(work, "quyet-dinh.pdf"), []byte("%PDF-1.7 quyết định"), 0o644)
+	ua := filepath.Join("units", "000.01.00.H29")
+	out := edx(t, work, 0, "send", "--nats", h.info.NATSURL, "--creds", filepath.Join(ua, "nats.creds"),
+		"--key", filepath.Join(ua, "key.pem"), "--cert", filepath.Join(ua, "cert.pem"), "--meta", "doc.json", "quyet-dinh.pdf")
+	if !strings.Contains(out, "accepted at") {
+		t.Fatalf("send:\n%s", out)
+	}
+	id := d["id"].(string)
+	edx(t, work, 0, "get", id, "-o", "got", "--data", h.data)
+	rep := edx(t, work, 0, "verify", "--trust", h.info.TrustRoots, "--receipt", filepath.Join("got", id+".receipt.p7s"), filepath.Join("got", id+".asice"))
+	if !strings.Contains(rep, "result      VALID") || !regexp.MustCompile(`receipt\s+accepted`).MatchString(rep) {
+		t.Fatalf("verify:\n%s", rep)
+	}
+	// The receipt edx send saved is the one the archive holds.
+	saved, _ := os.ReadFile(filepath.Join(work, id+".receipt.p7s"))
+	got, _ := os.ReadFile(filepath.Join(work, "got", id+".receipt.p7s"))
+	if len(saved) == 0 || string(saved) != string(got) {
+		t.Error("the receipt from edx send differs from the archived one")
+	}
+	// A document to an unknown unit is rejected with its reason; exit 1.
+	d["id"] = strings.Replace(id, id[len(id)-4:], "ZZZZ", 1)
+	d["to"] = []string{"000.09.00.H29"}
+	b, _ = json.MarshalIndent(d, "", "  ")
+	os.WriteFile(filepath.Join(work, "bad.json"), b, 0o644)
+	out = edx(t, work, 1, "send", "--nats", h.info.NATSURL, "--creds", filepath.Join(ua, "nats.creds"),
+		"--key", filepath.Join(ua, "key.pem"), "--cert", filepath.Join(ua, "cert.pem"), "--meta", "bad.json", "quyet-dinh.pdf")
+	if !strings.Contains(out, "recipient.unknown") {
+		t.Fatalf("send to an unknown unit:\n%s", out)
+	}
+	h.stop()
+	// The index rebuilds from the archive alone.
+	os.RemoveAll(filepath.Join(h.data, "index"))
+	cmdOut := runHub(t, "reindex", "--data", h.data, "--s3", "127.0.0.1:0")
+	if !strings.Contains(cmdOut, "3 units, 1 documents") || !strings.Contains(cmdOut, "1 rejected") {
+		t.Fatalf("reindex:\n%s", cmdOut)
+	}
+}
