@@ -167,8 +167,8 @@ func (ix *Index) learnTerms(ts map[string]struct{}, gen int) {
 }
 
 type putStmts struct {
-	find, free, insDoc, updDoc, delFTS, insFTS, recips, insRecip, updRecip, delRecip, updStat, insTerm *sql.Stmt
-	all                                                                                                []*sql.Stmt
+	find, free, insDoc, updDoc, delFTS, insFTS, recips, insRecip, updRecip, delRecip, updStat, insTerm, codes, setCodes *sql.Stmt
+	all                                                                                                                 []*sql.Stmt
 
 	known func(string) bool   // committed terms
 	fresh map[string]struct{} // terms this transaction added
@@ -189,13 +189,15 @@ func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
 		{&p.insDoc, "INSERT INTO documents(seq, " + cols + ") VALUES(?" + strings.Repeat(", ?", 29) + ")"},
 		{&p.updDoc, "UPDATE documents SET (seq, " + cols + ") = (?" + strings.Repeat(", ?", 29) + ") WHERE seq = ?"},
 		{&p.delFTS, "DELETE FROM search WHERE rowid = ?"},
-		{&p.insFTS, "INSERT INTO search(rowid, subject, number, notation, signer, from_name, files, tags) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"},
+		{&p.insFTS, ftsInsert},
 		{&p.recips, "SELECT unit FROM recipients WHERE doc = ?"},
 		{&p.insRecip, "INSERT INTO recipients(doc, unit, state, routed_at, due_date, last_code, done) VALUES(?, ?, 'routed', ?, ?, '', 0) ON CONFLICT DO UPDATE SET due_date = excluded.due_date"},
 		{&p.updRecip, "UPDATE recipients SET doc = ? WHERE doc = ?"},
 		{&p.delRecip, "DELETE FROM recipients WHERE doc = ? AND unit = ?"},
 		{&p.updStat, "UPDATE statuses SET doc = ? WHERE doc = ?"},
 		{&p.insTerm, "INSERT INTO terms(term) VALUES(?) ON CONFLICT DO NOTHING"},
+		{&p.codes, "SELECT DISTINCT last_code FROM recipients WHERE doc = ? AND last_code <> '' ORDER BY last_code"},
+		{&p.setCodes, "UPDATE documents SET codes = ? WHERE seq = ?"},
 	} {
 		st, err := tx.PrepareContext(ctx, s.q)
 		if err != nil {
@@ -281,27 +283,6 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 		return err
 	}
 
-	names := make([]string, len(files))
-	for i, f := range files {
-		names[i] = f.Name
-	}
-	text := []string{indexText(d.Subject), indexText(d.Number), indexText(d.Notation), indexText(d.Signer.FullName),
-		indexText(d.FromName), indexText(strings.Join(names, " "))}
-	if _, err := p.insFTS.ExecContext(ctx, seq, text[0], text[1], text[2], text[3], text[4], text[5], tags(d)); err != nil {
-		return err
-	}
-	for _, col := range text {
-		for _, t := range tokens(col) {
-			if _, ok := p.fresh[t]; ok || p.known(t) {
-				continue
-			}
-			if _, err := p.insTerm.ExecContext(ctx, t); err != nil {
-				return err
-			}
-			p.fresh[t] = struct{}{}
-		}
-	}
-
 	if exists {
 		// Drop recipients the record no longer names.
 		keep := make(map[document.UnitID]bool, len(d.To))
@@ -336,6 +317,45 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 	for _, u := range d.To {
 		if _, err := p.insRecip.ExecContext(ctx, seq, string(u), us(acc), d.DueDate); err != nil {
 			return err
+		}
+	}
+
+	row := rowOf(rec)
+	if exists {
+		// Keep the status tags of the recipients that remain.
+		rows, err := p.codes.QueryContext(ctx, seq)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var c string
+			if err := rows.Scan(&c); err != nil {
+				rows.Close()
+				return err
+			}
+			row.codes = append(row.codes, document.StatusCode(c))
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if _, err := p.setCodes.ExecContext(ctx, joinCodes(row.codes), seq); err != nil {
+			return err
+		}
+	}
+	text := row.text()
+	if err := row.insert(ctx, p.insFTS, seq, text); err != nil {
+		return err
+	}
+	for _, col := range text {
+		for _, t := range tokens(col) {
+			if _, ok := p.fresh[t]; ok || p.known(t) {
+				continue
+			}
+			if _, err := p.insTerm.ExecContext(ctx, t); err != nil {
+				return err
+			}
+			p.fresh[t] = struct{}{}
 		}
 	}
 	return nil

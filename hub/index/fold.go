@@ -107,22 +107,4 @@ func tagNumber(n string) string {
 	return "_n" + hex.EncodeToString([]byte(Fold(strings.TrimSpace(n))))
 }
 
-// tags returns the tags column text of a document.
-func tags(d *document.Document) string {
-	var b strings.Builder
-	b.Grow(32 + 26*len(d.To))
-	b.WriteString(tagFrom(d.From))
-	b.WriteByte(' ')
-	b.WriteString(tagUnit(d.From))
-	for _, u := range d.To {
-		b.WriteByte(' ')
-		b.WriteString(tagTo(u))
-		b.WriteByte(' ')
-		b.WriteString(tagUnit(u))
-	}
-	b.WriteByte(' ')
-	b.WriteString(tagType(d.Type))
-	b.WriteByte(' ')
-	b.WriteString(tagNumber(d.Number))
-	return b.String()
-}
+func tagCode(c document.StatusCode) string { return "_c" + string(c) }

@@ -108,8 +108,14 @@ func TestIdempotentPut(t *testing.T) {
 	if err := ix.MarkDelivered(ctx, rec.Doc.ID, dept1, t0.Add(time.Minute)); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := ix.AddStatus(ctx, document.Status{DocumentID: rec.Doc.ID, Unit: dept2, Code: "01", Time: t0}); err != nil {
+		t.Fatal(err)
+	}
 	if err := ix.PutDocument(ctx, rec); err != nil { // redelivery after a crash
 		t.Fatal(err)
+	}
+	if page, err := ix.Search(ctx, Query{Status: "01", Text: "dat"}); err != nil || page.Total != 1 {
+		t.Errorf("status tag lost on re-put: %+v, %v", page, err)
 	}
 	var docs, fts, recips int
 	for q, dst := range map[string]*int{
@@ -149,7 +155,7 @@ func TestIdempotentPut(t *testing.T) {
 	if len(got.Recipients) != 2 || got.Recipients[1].Unit != dept3 || got.Recipients[0].State != StateDelivered {
 		t.Errorf("recipients after change: %+v", got.Recipients)
 	}
-	for _, q := range []Query{{To: dept2}, {Since: t0, Until: t0.Add(time.Minute)}} {
+	for _, q := range []Query{{To: dept2}, {Since: t0, Until: t0.Add(time.Minute)}, {Status: "01"}} {
 		if page, err := ix.Search(ctx, q); err != nil || page.Total != 0 {
 			t.Errorf("Search(%+v) after change = %d, %v; want 0", q, page.Total, err)
 		}

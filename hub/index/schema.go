@@ -45,11 +45,15 @@ CREATE TABLE documents (
 	receipt_key       TEXT NOT NULL,
 	accepted_at       INTEGER NOT NULL, -- hub time, µs
 	files             TEXT NOT NULL,    -- JSON [{name, media_type, size, sha256}]
+	codes             TEXT NOT NULL DEFAULT '', -- the recipients' latest status codes, as tagged in search
 	meta              BLOB NOT NULL     -- document.json as archived
 );
 CREATE INDEX documents_from ON documents(from_unit);
 CREATE INDEX documents_accepted ON documents(accepted_at); -- counts over a date range alone
 CREATE INDEX documents_promulgated ON documents(promulgated_at);
+-- seq → promulgated_at without reading the (large) rows, to sort search hits
+-- by promulgation date.
+CREATE INDEX documents_seq_promulgated ON documents(seq, promulgated_at);
 CREATE INDEX documents_in_reply_to ON documents(in_reply_to) WHERE in_reply_to <> '';
 
 -- One row per recipient of a document. last_code is the status with the
@@ -68,7 +72,6 @@ CREATE TABLE recipients (
 	PRIMARY KEY (doc, unit)
 ) WITHOUT ROWID;
 CREATE INDEX recipients_unit ON recipients(unit, done, due_date);
-CREATE INDEX recipients_code ON recipients(last_code, doc);
 CREATE INDEX recipients_routed ON recipients(unit) WHERE state = 'routed';
 
 -- Status history: one row per (document, unit, code, time); a replay of the

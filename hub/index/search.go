@@ -43,7 +43,9 @@ type Query struct {
 	// always present, and the default order, so a date range is an index
 	// range). Zero means unbounded.
 	Since, Until time.Time
-	// Status: the latest status (by time) of at least one recipient.
+	// Status: the latest status (by time) of at least one recipient. The set
+	// of these codes is a tag of the document (see ftsRow), rewritten when
+	// it changes, so this filter costs no more than the others.
 	Status document.StatusCode
 	Sort   string // SortAcceptedDesc when ""
 	Limit  int    // DefaultLimit when ≤ 0, at most MaxLimit
@@ -106,15 +108,14 @@ type plan struct {
 	signer []string // terms of Query.Signer
 	tags   []string // exact filters, see tags
 	match  string   // FTS5 expression (set by expand); "" when nothing goes through FTS
-	status string
-	lo, hi int64 // seq range [lo, hi)
+	lo, hi int64    // seq range [lo, hi)
 	sort   string
 	limit  int
 	cur    *cursor
 }
 
 func compile(q *Query) (*plan, error) {
-	p := &plan{lo: 0, hi: 1<<63 - 1, status: string(q.Status), sort: q.Sort, limit: q.Limit}
+	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit}
 	if p.sort == "" {
 		p.sort = SortAcceptedDesc
 	}
@@ -155,6 +156,9 @@ func compile(q *Query) (*plan, error) {
 	if n := strings.TrimSpace(q.Number); n != "" {
 		p.tags = append(p.tags, tagNumber(n))
 	}
+	if q.Status != "" {
+		p.tags = append(p.tags, tagCode(q.Status))
+	}
 
 	if !q.Since.IsZero() {
 		p.lo = max(p.lo, seqBound(q.Since))
@@ -188,44 +192,23 @@ func seqBound(t time.Time) int64 {
 }
 
 // source returns the FROM and WHERE of the plan's candidate documents, the
-// key column, and its arguments. Three shapes:
+// key column, and its arguments. Two shapes:
 //
-//   - FTS: any text, unit, type, number or signer filter. FTS5 intersects the
-//     doclists of the terms and tags, seeks to the seq range (a rowid range)
-//     and streams in rowid order, so a LIMIT stops early.
-//   - status alone: the recipients_code index (last_code, doc).
+//   - FTS: any text, unit, type, number, signer or status filter. FTS5
+//     intersects the doclists of the terms and tags, seeks to the seq range
+//     (a rowid range) and streams in rowid order, so a LIMIT stops early.
 //   - nothing: the documents table by seq.
-//
-// A status filter with FTS is checked per candidate on the recipients key.
 func (p *plan) source() (from, where, key string, args []any) {
-	switch {
-	case p.match != "":
-		from, key = "search", "search.rowid"
-		where = "search MATCH ? AND search.rowid >= ? AND search.rowid < ?"
-		args = []any{p.match, p.lo, p.hi}
-		if p.status != "" {
-			where += " AND EXISTS (SELECT 1 FROM recipients r WHERE r.doc = search.rowid AND r.last_code = ?)"
-			args = append(args, p.status)
-		}
-	case p.status != "":
-		from, key = "recipients", "recipients.doc"
-		where = "recipients.last_code = ? AND recipients.doc >= ? AND recipients.doc < ?"
-		args = []any{p.status, p.lo, p.hi}
-	default:
-		from, key = "documents", "documents.seq"
-		where = "documents.seq >= ? AND documents.seq < ?"
-		args = []any{p.lo, p.hi}
+	if p.match != "" {
+		return "search", "search MATCH ? AND search.rowid >= ? AND search.rowid < ?", "search.rowid", []any{p.match, p.lo, p.hi}
 	}
-	return
+	return "documents", "documents.seq >= ? AND documents.seq < ?", "documents.seq", []any{p.lo, p.hi}
 }
 
 // countSQL returns the query counting every match.
 func (p *plan) countSQL() (string, []any) {
-	from, where, key, args := p.source()
-	switch from {
-	case "recipients":
-		return "SELECT count(DISTINCT " + key + ") FROM " + from + " WHERE " + where, args
-	case "documents":
+	from, where, _, args := p.source()
+	if from == "documents" {
 		if p.lo == 0 && p.hi == 1<<63-1 {
 			return "SELECT count(*) FROM documents", nil // SQLite counts a b-tree without decoding rows
 		}
@@ -259,19 +242,15 @@ func (p *plan) pageSQL() (string, []any) {
 		if p.sort == SortAcceptedAsc {
 			dir = "ASC"
 		}
-		distinct := ""
-		if from == "recipients" {
-			distinct = "DISTINCT "
-		}
-		return "SELECT " + distinct + key + ", '', 0.0 FROM " + from + " WHERE " + where +
+		return "SELECT " + key + ", '', 0.0 FROM " + from + " WHERE " + where +
 			" ORDER BY " + key + " " + dir + " LIMIT ?", append(args, n)
 	case SortPromulgatedDesc:
 		var s string
 		switch from {
 		case "search":
-			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d ON d.seq = search.rowid WHERE " + where
-		case "recipients":
-			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM documents d WHERE d.seq IN (SELECT doc FROM recipients WHERE " + where + ")"
+			// The covering index answers seq → promulgated_at from a few hot
+			// pages; the table would cost a page read per hit.
+			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d INDEXED BY documents_seq_promulgated ON d.seq = search.rowid WHERE " + where
 		default:
 			if p.lo == 0 && p.hi == 1<<63-1 {
 				// Everything: walk the index in order rather than sort it all.

@@ -325,7 +325,7 @@ func TestUnitIsolation(t *testing.T) {
 	recs := corpus(t, ix, 120)
 	// A sender writing another unit's tags into its text gains nothing.
 	forged := testRecord(t0.Add(-time.Hour), dept1, dept2)
-	forged.Doc.Subject = "Giả mạo " + tags(&document.Document{From: dept3, To: []document.UnitID{dept3}, Type: "QĐ", Number: "1"})
+	forged.Doc.Subject = "Giả mạo " + (&ftsRow{from: dept3, to: []document.UnitID{dept3}, typ: "QĐ", number: "1", codes: []document.StatusCode{"01"}}).tags()
 	forged.Doc.Notation = tagUnit(dept3)
 	forged.Files = []File{{Name: tagUnit(dept3) + ".pdf"}}
 	if err := ix.PutDocument(ctx, forged); err != nil {

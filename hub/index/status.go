@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -49,12 +50,29 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 		}
 		defer p.close()
 		now := us(ix.now())
+		var dirty []int64 // documents whose recipients' latest codes may have changed
 		for i := range sts {
-			f, err := p.add(ctx, &sts[i], now)
+			seq, f, err := p.add(ctx, &sts[i], now)
 			if err != nil {
 				return err
 			}
 			flagged[i] = f
+			if seq != 0 && !slices.Contains(dirty, seq) {
+				dirty = append(dirty, seq)
+			}
+		}
+		if len(dirty) == 0 {
+			return nil
+		}
+		c, err := prepareCodes(ctx, tx)
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		for _, seq := range dirty {
+			if err := c.refresh(ctx, seq); err != nil {
+				return err
+			}
 		}
 		return nil
 	})
@@ -108,48 +126,49 @@ func (p *statusStmts) close() {
 	}
 }
 
-func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (flagged bool, err error) {
+// add records st and returns its document's seq, or 0 when st was
+// recorded before.
+func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (seq int64, flagged bool, err error) {
 	var officer any
 	if st.Officer != nil {
 		b, err := json.Marshal(st.Officer)
 		if err != nil {
-			return false, invalid("status officer: %v", err)
+			return 0, false, invalid("status officer: %v", err)
 		}
 		officer = string(b)
 	}
 	at, unit, code := us(st.Time), string(st.Unit), string(st.Code)
-	var seq int64
 	err = p.doc.QueryRowContext(ctx, string(st.DocumentID)).Scan(&seq)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("%w: document %s", ErrNotFound, st.DocumentID)
+		return 0, false, fmt.Errorf("%w: document %s", ErrNotFound, st.DocumentID)
 	}
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	var one int
 	err = p.recipient.QueryRowContext(ctx, seq, unit).Scan(&one)
 	if errors.Is(err, sql.ErrNoRows) {
-		return false, fmt.Errorf("%w: %s is not a recipient of %s", ErrNotRecipient, st.Unit, st.DocumentID)
+		return 0, false, fmt.Errorf("%w: %s is not a recipient of %s", ErrNotRecipient, st.Unit, st.DocumentID)
 	}
 	if err != nil {
-		return false, err
+		return 0, false, err
 	}
 	err = p.same.QueryRowContext(ctx, seq, unit, code, at).Scan(&flagged)
 	if err == nil {
-		return flagged, nil // already recorded
+		return 0, flagged, nil // already recorded
 	}
 	if !errors.Is(err, sql.ErrNoRows) {
-		return false, err
+		return 0, false, err
 	}
 	var prev string
 	err = p.prev.QueryRowContext(ctx, seq, unit, at).Scan(&prev)
 	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return false, err
+		return 0, false, err
 	}
 	flagged = !document.InOrder(document.StatusCode(prev), st.Code)
 	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now); err != nil {
-		return false, err
+		return 0, false, err
 	}
 	_, err = p.update.ExecContext(ctx, at, code, st.Code.Final(), seq, unit)
-	return flagged, err
+	return seq, flagged, err
 }
