@@ -1,0 +1,65 @@
+package hub
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestConfigsLoad: every hub configuration in configs/ loads, with no
+// unknown key, and the embedded one validates as is.
+func TestConfigsLoad(t *testing.T) {
+	files, _ := filepath.Glob("../configs/hub*.yaml")
+	if len(files) == 0 {
+		t.Fatal("no hub configuration in configs/")
+	}
+	for _, f := range files {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			c, err := LoadConfig(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.SetDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			err = c.Validate()
+			if strings.Contains(f, "cluster") {
+				// Paths under /etc do not exist here; only the credential files can fail.
+				if err != nil && !strings.Contains(err.Error(), "s3") {
+					t.Fatal(err)
+				}
+				if c.NATS.Streams.Replicas != 3 || !c.S3.Archive.ObjectLock {
+					t.Errorf("cluster settings lost: %+v", c)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestConfigRejectsUnknownKeys(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(p, []byte("http:\n  listne: 127.0.0.1:1\n"), 0o644)
+	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "listne") {
+		t.Fatalf("unknown key accepted: %v", err)
+	}
+}
+
+func TestConfigDefaultsUnderData(t *testing.T) {
+	c := &Config{Data: t.TempDir()}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{c.Index.Path, c.NATS.KeysDir, c.NATS.Embedded.StoreDir, c.PKI.Trust} {
+		if !strings.HasPrefix(p, c.Data) {
+			t.Errorf("%s is not under %s", p, c.Data)
+		}
+	}
+}
