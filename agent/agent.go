@@ -1,0 +1,239 @@
+// Package agent is a unit's edx agent: it takes documents from the agency's
+// document system (HTTP API, outbox folder), signs and spools them, sends
+// them to the hub over NATS JetStream, receives the unit's deliveries,
+// verifies them again, keeps them in the inbox, and carries statuses both
+// ways. cmd/edx-agent reads the configuration and calls New and Run.
+//
+// Packages: spool (the durable outbox), outbox (check, sign, spool), inbox
+// (received documents), api (HTTP), folders (outbox/sent/failed folders),
+// webhook (events to the document system). This package holds the
+// configuration and the NATS side.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/edxhub/edx/agent/api"
+	"github.com/edxhub/edx/agent/folders"
+	"github.com/edxhub/edx/agent/inbox"
+	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/spool"
+	"github.com/edxhub/edx/agent/webhook"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// Agent is a running agent.
+type Agent struct {
+	cfg     Config
+	sec     *Secrets
+	log     *slog.Logger
+	spool   *spool.Spool
+	inbox   *inbox.Store
+	outbox  *outbox.Outbox
+	folders *folders.Watcher // nil when disabled
+	hook    *webhook.Notifier
+	reg     *prometheus.Registry
+	m       *metrics
+	ln      net.Listener
+	handler http.Handler
+	limits  container.Limits
+
+	wakeSend, wakeStatus chan struct{}
+
+	closeOnce sync.Once
+	mu        sync.Mutex
+	link      *link // the current NATS connection, nil while there is none
+	// hooks for tests: the NATS options added to every connection.
+	natsOpts []natsOption
+}
+
+// New checks the configuration, opens the spool and the inbox and binds the
+// API's address; Run starts the rest.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error) {
+	if err := cfg.SetDefaults(); err != nil {
+		return nil, err
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	sec, err := cfg.Check()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	a = &Agent{cfg: cfg, sec: sec, log: log, reg: prometheus.NewRegistry(),
+		wakeSend: make(chan struct{}, 1), wakeStatus: make(chan struct{}, 1)}
+	defer func() {
+		if err != nil {
+			a.Close()
+		}
+	}()
+	a.limits = container.DefaultLimits
+	a.limits.MaxSize = cfg.Send.MaxDocumentBytes
+	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
+		return nil, err
+	}
+	if a.spool, err = spool.Open(ctx, filepath.Join(cfg.Data, "spool"), log.With("component", "spool")); err != nil {
+		return nil, err
+	}
+	if a.inbox, err = inbox.Open(ctx, inbox.Config{
+		Dir:        cfg.Folders.Inbox,
+		DB:         filepath.Join(cfg.Data, "state", "inbox.db"),
+		Quarantine: filepath.Join(cfg.Data, "quarantine"),
+	}, log.With("component", "inbox")); err != nil {
+		return nil, err
+	}
+	if a.outbox, err = outbox.New(cfg.Unit, sec.Signer, sec.Trust, a.spool, cfg.Send.MaxDocumentBytes); err != nil {
+		return nil, err
+	}
+	if cfg.Folders.Enabled {
+		if a.folders, err = folders.New(folders.Config{Outbox: cfg.Folders.Outbox, Sent: cfg.Folders.Sent, Failed: cfg.Folders.Failed,
+			Interval: cfg.Folders.Interval}, a.outbox, log.With("component", "folders")); err != nil {
+			return nil, err
+		}
+		a.folders.Spooled = a.kickSend
+	}
+	a.hook = webhook.New(cfg.Webhook, sec.WebhookSecret, log.With("component", "webhook"))
+	a.m = newMetrics(a.reg, a)
+	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if a.handler, err = api.New(api.Deps{
+		Outbox: a.outbox, Documents: a.spool, Inbox: a.inbox, Token: sec.Token,
+		Ready:       a.ready,
+		Metrics:     promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}),
+		Spooled:     a.kickSend,
+		StatusAdded: a.kickStatus,
+		Log:         log.With("component", "api"),
+	}); err != nil {
+		return nil, err
+	}
+	if a.ln, err = net.Listen("tcp", cfg.API.Listen); err != nil {
+		return nil, fmt.Errorf("api: %w", err)
+	}
+	return a, nil
+}
+
+// Addr is the API's address.
+func (a *Agent) Addr() string { return a.ln.Addr().String() }
+
+// Unit is the agent's unit.
+func (a *Agent) Unit() document.UnitID { return a.cfg.Unit }
+
+// Handler is the API (for tests).
+func (a *Agent) Handler() http.Handler { return a.handler }
+
+// Registry is the Prometheus registry.
+func (a *Agent) Registry() *prometheus.Registry { return a.reg }
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) kickSend()   { kick(a.wakeSend) }
+func (a *Agent) kickStatus() { kick(a.wakeStatus) }
+
+func (a *Agent) ready(ctx context.Context) (map[string]string, error) {
+	detail := map[string]string{"unit": string(a.cfg.Unit), "nats": "disconnected"}
+	if l := a.current(); l != nil && l.nc.IsConnected() {
+		detail["nats"] = "connected"
+	}
+	if err := a.spool.Ping(ctx); err != nil {
+		return detail, fmt.Errorf("spool: %w", err)
+	}
+	if err := a.inbox.Ping(ctx); err != nil {
+		return detail, fmt.Errorf("inbox: %w", err)
+	}
+	return detail, nil
+}
+
+// Run serves the API, scans the outbox folder and talks to the hub until
+// ctx is done. Then it shuts down in this order: the API stops taking
+// requests (those in progress finish, up to 15s), the outbox folder scan
+// stops, the NATS loops finish the message in hand and stop, the NATS
+// connection drains, and the stores close. Nothing spooled is lost at any
+// point: what was not sent is sent after the next start.
+func (a *Agent) Run(ctx context.Context) error {
+	defer a.Close()
+	srv := &http.Server{Handler: a.handler, ReadHeaderTimeout: 10 * time.Second}
+	httpErr := make(chan error, 1)
+	go func() {
+		if err := srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			httpErr <- err
+		}
+		close(httpErr)
+	}()
+	a.log.Info("agent started", "unit", a.cfg.Unit, "api", "http://"+a.Addr(), "nats", a.cfg.NATS.URL, "data", a.cfg.Data)
+
+	work, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	var wg sync.WaitGroup
+	if a.folders != nil {
+		wg.Go(func() { a.folders.Run(work) })
+	}
+	hookCtx, stopHook := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHook()
+	var hookWG sync.WaitGroup
+	hookWG.Go(func() { a.hook.Run(hookCtx) })
+	wg.Go(func() { a.runNATS(work) })
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-httpErr:
+		err = fmt.Errorf("api: %w", err)
+	}
+	a.log.Info("agent stopping")
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	if serr := srv.Shutdown(sctx); serr != nil {
+		a.log.Warn("api shutdown", "err", serr)
+	}
+	cancel()
+	stopWork()
+	wg.Wait()
+	stopHook()
+	hookWG.Wait()
+	a.log.Info("agent stopped")
+	return err
+}
+
+// Close releases what New opened (Run calls it).
+func (a *Agent) Close() { a.closeOnce.Do(a.close) }
+
+func (a *Agent) close() {
+	a.mu.Lock()
+	l := a.link
+	a.link = nil
+	a.mu.Unlock()
+	if l != nil {
+		l.close()
+	}
+	if a.ln != nil {
+		a.ln.Close()
+	}
+	if a.inbox != nil {
+		a.inbox.Close()
+	}
+	if a.spool != nil {
+		a.spool.Close()
+	}
+}
+
+func documentID(s string) document.ID { return document.ID(s) }

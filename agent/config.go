@@ -1,0 +1,337 @@
+package agent
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+	gopkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/edxhub/edx/agent/webhook"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
+)
+
+// DefaultListen is the API's default address: the loopback interface only.
+const DefaultListen = "127.0.0.1:8090"
+
+// Config is the agent's configuration file (configs/agent.yaml). Secrets
+// (the API token, the PKCS#12 password, the webhook secret) come from files
+// or environment variables, never from the file itself or a flag.
+type Config struct {
+	// Unit is this agency's identifier, e.g. 000.00.00.H29. Required.
+	Unit document.UnitID `yaml:"unit"`
+	// Data is the data directory: spool, inbox database, quarantine, and
+	// the default folders. Default ./edx-agent-data.
+	Data    string         `yaml:"data"`
+	API     APIConfig      `yaml:"api"`
+	Signing SigningConfig  `yaml:"signing"`
+	Trust   TrustConfig    `yaml:"trust"`
+	NATS    NATSConfig     `yaml:"nats"`
+	Send    SendConfig     `yaml:"send"`
+	Folders FoldersConfig  `yaml:"folders"`
+	Webhook webhook.Config `yaml:"webhook"`
+	Log     LogConfig      `yaml:"log"`
+}
+
+// APIConfig is the local HTTP API.
+type APIConfig struct {
+	Listen string `yaml:"listen"` // default 127.0.0.1:8090
+	// TokenFile holds the bearer token; TokenEnv names an environment
+	// variable holding it. One is required.
+	TokenFile string `yaml:"token_file"`
+	TokenEnv  string `yaml:"token_env"`
+}
+
+// SigningConfig is the unit's signing key and certificate chain: PEM files,
+// or a PKCS#12 file with its password in a file or an environment variable.
+type SigningConfig struct {
+	KeyFile            string `yaml:"key_file"`
+	CertFile           string `yaml:"cert_file"` // leaf first, then its chain
+	PKCS12File         string `yaml:"pkcs12_file"`
+	PKCS12PasswordFile string `yaml:"pkcs12_password_file"`
+	PKCS12PasswordEnv  string `yaml:"pkcs12_password_env"`
+}
+
+// TrustConfig is what the agent trusts when it verifies deliveries and
+// receipts.
+type TrustConfig struct {
+	Roots string   `yaml:"roots"` // PEM bundle of trust roots. Required.
+	CRLs  []string `yaml:"crls"`  // optional CRL files (PEM or DER)
+}
+
+// NATSConfig is the connection to the hub.
+type NATSConfig struct {
+	URL       string `yaml:"url"`        // e.g. nats://hub.example:4222. Required.
+	CredsFile string `yaml:"creds_file"` // the unit's credentials from `edx unit add`. Required.
+}
+
+// SendConfig tunes the sender.
+type SendConfig struct {
+	// MaxDocumentBytes bounds a container (default 256 MiB, the hub's limit).
+	MaxDocumentBytes int64 `yaml:"max_document_bytes"`
+	// MaxBackoff caps the wait between attempts while NATS is unreachable
+	// (default 1m).
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// ResubmitAfter publishes again a document the stream took but the hub
+	// never answered (default 1h; the hub de-duplicates).
+	ResubmitAfter time.Duration `yaml:"resubmit_after"`
+}
+
+// FoldersConfig is the folder interface; paths default under Data.
+type FoldersConfig struct {
+	Enabled  bool          `yaml:"enabled"`
+	Outbox   string        `yaml:"outbox"`
+	Sent     string        `yaml:"sent"`
+	Failed   string        `yaml:"failed"`
+	Inbox    string        `yaml:"inbox"`    // where received documents are written (always, folders enabled or not)
+	Interval time.Duration `yaml:"interval"` // outbox scan interval, default 2s
+}
+
+// LogConfig sets up logging.
+type LogConfig struct {
+	Level  string `yaml:"level"`  // debug, info, warn, error
+	Format string `yaml:"format"` // text or json
+}
+
+// LoadConfig reads a YAML configuration; unknown keys are an error. It does
+// not apply defaults nor validate.
+func LoadConfig(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+// SetDefaults fills in what was left out; relative paths are resolved.
+func (c *Config) SetDefaults() error {
+	if c.Data == "" {
+		c.Data = "./edx-agent-data"
+	}
+	d, err := filepath.Abs(c.Data)
+	if err != nil {
+		return fmt.Errorf("config: data: %w", err)
+	}
+	c.Data = d
+	if c.API.Listen == "" {
+		c.API.Listen = DefaultListen
+	}
+	if c.Send.MaxDocumentBytes == 0 {
+		c.Send.MaxDocumentBytes = container.DefaultLimits.MaxSize
+	}
+	if c.Send.MaxBackoff == 0 {
+		c.Send.MaxBackoff = time.Minute
+	}
+	if c.Send.ResubmitAfter == 0 {
+		c.Send.ResubmitAfter = time.Hour
+	}
+	for _, p := range []struct {
+		v   *string
+		def string
+	}{{&c.Folders.Outbox, "outbox"}, {&c.Folders.Sent, "sent"}, {&c.Folders.Failed, "failed"}, {&c.Folders.Inbox, "inbox"}} {
+		if *p.v == "" {
+			*p.v = filepath.Join(c.Data, p.def)
+		}
+	}
+	if c.Folders.Interval == 0 {
+		c.Folders.Interval = 2 * time.Second
+	}
+	if c.Log.Level == "" {
+		c.Log.Level = "info"
+	}
+	if c.Log.Format == "" {
+		c.Log.Format = "text"
+	}
+	return nil
+}
+
+// Validate reports every problem of a defaulted configuration. It does not
+// read the files it names; Check does.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if c.Unit == "" {
+		add("unit: required (e.g. 000.00.00.H29)")
+	} else if err := c.Unit.Validate(); err != nil {
+		add("unit: %v", err)
+	}
+	if _, _, err := net.SplitHostPort(c.API.Listen); err != nil {
+		add("api.listen %q: %v", c.API.Listen, err)
+	}
+	if (c.API.TokenFile == "") == (c.API.TokenEnv == "") {
+		add("api: set exactly one of token_file and token_env")
+	}
+	s := c.Signing
+	pem, p12 := s.KeyFile != "" || s.CertFile != "", s.PKCS12File != ""
+	switch {
+	case pem && p12:
+		add("signing: set key_file and cert_file, or pkcs12_file, not both")
+	case pem && (s.KeyFile == "" || s.CertFile == ""):
+		add("signing: key_file and cert_file go together")
+	case !pem && !p12:
+		add("signing: set key_file and cert_file, or pkcs12_file")
+	case p12 && s.PKCS12PasswordFile != "" && s.PKCS12PasswordEnv != "":
+		add("signing: set at most one of pkcs12_password_file and pkcs12_password_env")
+	}
+	if c.Trust.Roots == "" {
+		add("trust.roots: required (the PEM bundle of trust roots)")
+	}
+	if c.NATS.URL == "" {
+		add("nats.url: required")
+	} else if u, err := url.Parse(c.NATS.URL); err != nil || u.Host == "" || !strings.HasPrefix(u.Scheme, "nats") && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss" {
+		add("nats.url %q: want nats://host:port", c.NATS.URL)
+	}
+	if c.NATS.CredsFile == "" {
+		add("nats.creds_file: required (the unit's credentials from `edx unit add`)")
+	}
+	if c.Send.MaxDocumentBytes < 1024 || c.Send.MaxDocumentBytes > container.DefaultLimits.MaxSize {
+		add("send.max_document_bytes %d: want 1 KiB to %d", c.Send.MaxDocumentBytes, container.DefaultLimits.MaxSize)
+	}
+	if c.Send.MaxBackoff < 100*time.Millisecond {
+		add("send.max_backoff %s: want at least 100ms", c.Send.MaxBackoff)
+	}
+	if c.Send.ResubmitAfter < time.Minute {
+		add("send.resubmit_after %s: want at least 1m", c.Send.ResubmitAfter)
+	}
+	if c.Folders.Interval < 100*time.Millisecond {
+		add("folders.interval %s: want at least 100ms", c.Folders.Interval)
+	}
+	if err := c.Webhook.Validate(); err != nil {
+		add("%v", err)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		add("log.level %q: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		add("log.format %q: want text or json", c.Log.Format)
+	}
+	return errors.Join(errs...)
+}
+
+// Secrets are what the agent reads from files and the environment.
+type Secrets struct {
+	Token         string
+	Signer        *pki.Signer
+	Trust         *pki.Trust
+	Creds         []byte
+	WebhookSecret []byte
+}
+
+// Check reads every file and variable the configuration names, as New does,
+// and checks that they fit together: the token, the signing key with its
+// certificate for this unit, chaining to the trust roots, the CRLs and the
+// NATS credentials.
+func (c *Config) Check() (*Secrets, error) {
+	var s Secrets
+	var err error
+	if s.Token, err = readSecret(c.API.TokenFile, c.API.TokenEnv); err != nil {
+		return nil, fmt.Errorf("api token: %w", err)
+	}
+	if len(s.Token) < 16 {
+		return nil, errors.New("api token: at least 16 characters")
+	}
+	if s.Trust, err = pki.LoadTrust(c.Trust.Roots); err != nil {
+		return nil, fmt.Errorf("trust: %w", err)
+	}
+	for _, p := range c.Trust.CRLs {
+		if err := s.Trust.LoadCRL(p); err != nil {
+			return nil, fmt.Errorf("trust: %w", err)
+		}
+	}
+	if s.Signer, err = loadSigner(c.Signing); err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	}
+	if u, err := pki.UnitOf(s.Signer.Cert()); err != nil {
+		return nil, fmt.Errorf("signing: %w", err)
+	} else if u != c.Unit {
+		return nil, fmt.Errorf("signing: the certificate belongs to unit %s, this agent is %s", u, c.Unit)
+	}
+	if _, rs := s.Trust.Check(s.Signer.Cert(), s.Signer.Chain[1:], time.Now()); len(rs) > 0 {
+		return nil, fmt.Errorf("signing: the certificate does not verify against the trust roots: %v", rs)
+	}
+	if s.Creds, err = os.ReadFile(c.NATS.CredsFile); err != nil {
+		return nil, fmt.Errorf("nats: %w", err)
+	}
+	if !bytes.Contains(s.Creds, []byte("NATS USER JWT")) {
+		return nil, fmt.Errorf("nats: %s is not a NATS credentials file", c.NATS.CredsFile)
+	}
+	if c.Webhook.SecretFile != "" {
+		if s.WebhookSecret, err = os.ReadFile(c.Webhook.SecretFile); err != nil {
+			return nil, fmt.Errorf("webhook: %w", err)
+		}
+		s.WebhookSecret = bytes.TrimSpace(s.WebhookSecret)
+	}
+	return &s, nil
+}
+
+// readSecret reads a secret from a file or an environment variable,
+// trimming surrounding white space.
+func readSecret(file, env string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	v, ok := os.LookupEnv(env)
+	if !ok {
+		return "", fmt.Errorf("environment variable %s is not set", env)
+	}
+	return strings.TrimSpace(v), nil
+}
+
+// loadSigner loads the unit's key and chain, from PEM files or PKCS#12.
+// The key is used through crypto.Signer only, so a PKCS#11 token can take
+// its place later.
+func loadSigner(c SigningConfig) (*pki.Signer, error) {
+	if c.PKCS12File == "" {
+		return pki.LoadSigner(c.KeyFile, c.CertFile)
+	}
+	data, err := os.ReadFile(c.PKCS12File)
+	if err != nil {
+		return nil, err
+	}
+	var pw string
+	if c.PKCS12PasswordFile != "" || c.PKCS12PasswordEnv != "" {
+		if pw, err = readSecret(c.PKCS12PasswordFile, c.PKCS12PasswordEnv); err != nil {
+			return nil, fmt.Errorf("pkcs12 password: %w", err)
+		}
+	}
+	return parsePKCS12(data, pw)
+}
+
+// parsePKCS12 decodes a PKCS#12 file (modern AES/PBKDF2 or legacy
+// encryption) into a signer with its chain.
+func parsePKCS12(data []byte, password string) (*pki.Signer, error) {
+	key, leaf, cas, err := gopkcs12.DecodeChain(data, password)
+	if err != nil {
+		return nil, fmt.Errorf("pkcs12: %w", err)
+	}
+	cs, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, fmt.Errorf("pkcs12: key type %T cannot sign", key)
+	}
+	chain := append([]*x509.Certificate{leaf}, cas...)
+	return pki.NewSignerFromKey(cs, chain)
+}

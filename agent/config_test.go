@@ -1,0 +1,168 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	gopkcs12 "software.sslmate.com/src/go-pkcs12"
+
+	"github.com/edxhub/edx/agent/internal/agenttest"
+	"github.com/edxhub/edx/pkg/pki"
+)
+
+func TestExampleConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../configs/agent.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Unit != "000.00.00.H29" || c.API.Listen != DefaultListen || !c.Folders.Enabled || c.Folders.Inbox != filepath.Join(c.Data, "inbox") {
+		t.Fatalf("%+v", c)
+	}
+}
+
+func TestUnknownKeyIsAnError(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "a.yaml")
+	os.WriteFile(p, []byte("unit: 000.00.00.H29\napi:\n  tokn_file: x\n"), 0o600)
+	if _, err := LoadConfig(p); err == nil || !strings.Contains(err.Error(), "tokn_file") {
+		t.Fatalf("err %v", err)
+	}
+}
+
+func valid() Config {
+	return Config{
+		Unit:    "000.00.00.H29",
+		API:     APIConfig{TokenEnv: "T"},
+		Signing: SigningConfig{KeyFile: "k", CertFile: "c"},
+		Trust:   TrustConfig{Roots: "r"},
+		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", CredsFile: "u.creds"},
+	}
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name   string
+		change func(*Config)
+		want   string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"no unit", func(c *Config) { c.Unit = "" }, "unit: required"},
+		{"bad unit", func(c *Config) { c.Unit = "H29" }, "unit"},
+		{"two tokens", func(c *Config) { c.API.TokenFile = "f" }, "exactly one of token_file"},
+		{"no token", func(c *Config) { c.API.TokenEnv = "" }, "exactly one of token_file"},
+		{"pem and p12", func(c *Config) { c.Signing.PKCS12File = "p" }, "not both"},
+		{"key without cert", func(c *Config) { c.Signing.CertFile = "" }, "go together"},
+		{"no signing", func(c *Config) { c.Signing = SigningConfig{} }, "signing"},
+		{"p12", func(c *Config) { c.Signing = SigningConfig{PKCS12File: "p", PKCS12PasswordEnv: "P"} }, ""},
+		{"no roots", func(c *Config) { c.Trust.Roots = "" }, "trust.roots"},
+		{"bad url", func(c *Config) { c.NATS.URL = "http://x" }, "nats.url"},
+		{"no creds", func(c *Config) { c.NATS.CredsFile = "" }, "creds_file"},
+		{"bad listen", func(c *Config) { c.API.Listen = "8090" }, "api.listen"},
+		{"bad webhook", func(c *Config) { c.Webhook.URL = "ftp://x" }, "webhook"},
+		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
+		{"tiny limit", func(c *Config) { c.Send.MaxDocumentBytes = 10 }, "max_document_bytes"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			c.Data = t.TempDir()
+			tt.change(&c)
+			if err := c.SetDefaults(); err != nil {
+				t.Fatal(err)
+			}
+			err := c.Validate()
+			if tt.want == "" && err != nil || tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)) {
+				t.Fatalf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// writeUnitFiles writes what `edx unit add` gives an agent.
+func writeUnitFiles(t *testing.T, p *agenttest.PKI) (dir string) {
+	t.Helper()
+	dir = t.TempDir()
+	s := p.Unit(t, "000.00.00.H29")
+	kp, _ := pki.EncodePrivateKey(s.Key)
+	os.WriteFile(filepath.Join(dir, "unit.key.pem"), kp, 0o600)
+	os.WriteFile(filepath.Join(dir, "unit.cert.pem"), pki.EncodeCertificates(s.Chain...), 0o644)
+	roots, _ := os.ReadFile(p.CA.RootsPath())
+	os.WriteFile(filepath.Join(dir, "roots.pem"), roots, 0o644)
+	os.WriteFile(filepath.Join(dir, "unit.creds"), []byte("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "api.token"), []byte("0123456789abcdef0123\n"), 0o600)
+	return dir
+}
+
+func TestCheckPEMAndPKCS12(t *testing.T) {
+	p := agenttest.NewPKI(t)
+	dir := writeUnitFiles(t, p)
+	c := Config{
+		Unit:    "000.00.00.H29",
+		Data:    t.TempDir(),
+		API:     APIConfig{TokenFile: filepath.Join(dir, "api.token")},
+		Signing: SigningConfig{KeyFile: filepath.Join(dir, "unit.key.pem"), CertFile: filepath.Join(dir, "unit.cert.pem")},
+		Trust:   TrustConfig{Roots: filepath.Join(dir, "roots.pem")},
+		NATS:    NATSConfig{URL: "nats://127.0.0.1:4222", CredsFile: filepath.Join(dir, "unit.creds")},
+	}
+	c.SetDefaults()
+	sec, err := c.Check()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sec.Token != "0123456789abcdef0123" {
+		t.Fatalf("token %q", sec.Token)
+	}
+
+	// The same key and chain as PKCS#12, modern (AES, PBKDF2) and legacy
+	// (3DES) encryption, the password from the environment.
+	s := p.Unit(t, "000.00.00.H29")
+	for name, enc := range map[string]*gopkcs12.Encoder{"modern": gopkcs12.Modern, "legacy": gopkcs12.LegacyDES} {
+		t.Run(name, func(t *testing.T) {
+			der, err := enc.Encode(s.Key, s.Chain[0], s.Chain[1:], "mật khẩu")
+			if err != nil {
+				t.Fatal(err)
+			}
+			p12 := filepath.Join(dir, name+".p12")
+			os.WriteFile(p12, der, 0o600)
+			t.Setenv("EDX_P12_PASSWORD", "mật khẩu")
+			c2 := c
+			c2.Signing = SigningConfig{PKCS12File: p12, PKCS12PasswordEnv: "EDX_P12_PASSWORD"}
+			sec, err := c2.Check()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !sec.Signer.Cert().Equal(s.Cert()) || len(sec.Signer.Chain) != 2 {
+				t.Fatal("wrong chain from PKCS#12")
+			}
+			t.Setenv("EDX_P12_PASSWORD", "sai")
+			if _, err := c2.Check(); err == nil {
+				t.Fatal("a wrong password was accepted")
+			}
+		})
+	}
+
+	// Another unit's certificate, a short token, a missing credentials file.
+	bad := []func(*Config){
+		func(c *Config) { c.Unit = "000.01.00.H29" },
+		func(c *Config) {
+			os.WriteFile(filepath.Join(dir, "short"), []byte("abc"), 0o600)
+			c.API.TokenFile = filepath.Join(dir, "short")
+		},
+		func(c *Config) { c.NATS.CredsFile = filepath.Join(dir, "missing") },
+		func(c *Config) { c.Trust.Roots = filepath.Join(dir, "unit.cert.pem") },
+	}
+	for i, change := range bad {
+		c2 := c
+		change(&c2)
+		if _, err := c2.Check(); err == nil {
+			t.Errorf("bad config %d passed Check", i)
+		}
+	}
+}

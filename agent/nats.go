@@ -1,0 +1,489 @@
+package agent
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/agent/inbox"
+	"github.com/edxhub/edx/agent/spool"
+	"github.com/edxhub/edx/agent/webhook"
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/protocol"
+	"github.com/edxhub/edx/pkg/reason"
+)
+
+// natsOption is a nats.Option (an alias so tests can add some).
+type natsOption = nats.Option
+
+// link is one connection to the hub's NATS.
+type link struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	stage jetstream.ObjectStore // large deliveries
+}
+
+func (l *link) close() {
+	if err := l.nc.Drain(); err != nil {
+		l.nc.Close()
+	}
+}
+
+// connect is the one place that opens a connection to the hub.
+func (a *Agent) connect(ctx context.Context) (*link, error) {
+	opts := append([]nats.Option{
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			a.log.Warn("nats: async error", "err", err)
+		}),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			a.m.connected.Set(0)
+			a.log.Warn("nats: disconnected", "err", err)
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			a.m.connected.Set(1)
+			a.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted())
+			a.kickSend()
+			a.kickStatus()
+		}),
+		nats.ReconnectWait(time.Second),
+	}, a.natsOpts...)
+	nc, js, stage, err := protocol.ConnectUnit(ctx, a.cfg.NATS.URL, a.sec.Creds, a.cfg.Unit, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &link{nc: nc, js: js, stage: stage}, nil
+}
+
+func (a *Agent) current() *link {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.link
+}
+
+// backoff returns the wait before attempt n (1, 2, ...).
+func (a *Agent) backoff(n int) time.Duration {
+	return min(250*time.Millisecond<<min(n, 12), a.cfg.Send.MaxBackoff)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// runNATS connects (retrying until it can: the API keeps spooling
+// meanwhile), then runs the sender, the status sender, the receiver and the
+// notice reader until ctx is done.
+func (a *Agent) runNATS(ctx context.Context) {
+	var l *link
+	for n := 1; ; n++ {
+		var err error
+		if l, err = a.connect(ctx); err == nil {
+			break
+		}
+		a.log.Warn("nats: cannot connect, will retry", "url", a.cfg.NATS.URL, "attempt", n, "err", err)
+		if !sleep(ctx, a.backoff(n)) {
+			return
+		}
+	}
+	a.mu.Lock()
+	a.link = l
+	a.mu.Unlock()
+	a.m.connected.Set(1)
+	a.log.Info("nats: connected", "url", l.nc.ConnectedUrlRedacted(), "unit", a.cfg.Unit)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.sender(ctx, l) })
+	wg.Go(func() { a.statusSender(ctx, l) })
+	wg.Go(func() {
+		a.consume(ctx, l, protocol.StreamDeliver, protocol.DeliverConsumer(string(a.cfg.Unit)), a.handleDelivery)
+	})
+	wg.Go(func() {
+		a.consume(ctx, l, protocol.StreamNotice, protocol.NoticeConsumer(string(a.cfg.Unit)), a.handleNotice)
+	})
+	wg.Wait()
+}
+
+// sender publishes spooled documents in the order they were spooled, each
+// until the stream acknowledges it; a failure is retried with backoff before
+// anything later is sent.
+func (a *Agent) sender(ctx context.Context, l *link) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	failures := 0
+	lastResubmit := time.Now()
+	for {
+		recs, err := a.spool.Pending(ctx, 100)
+		if err == nil && time.Since(lastResubmit) > time.Minute {
+			lastResubmit = time.Now()
+			var again []*spool.Record
+			if again, err = a.spool.Unanswered(ctx, time.Now().Add(-a.cfg.Send.ResubmitAfter), 100); len(again) > 0 {
+				a.log.Info("sender: publishing again documents the hub never answered", "count", len(again))
+				recs = append(again, recs...)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Error("sender: spool", "err", err)
+		}
+		ok := true
+		for _, r := range recs {
+			if ctx.Err() != nil {
+				return
+			}
+			if err := a.publish(ctx, l, r); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				failures++
+				a.m.publishErrors.Inc()
+				a.spool.Attempt(ctx, r.ID, err)
+				a.log.Warn("sender: publish failed, will retry", "doc_id", r.ID, "attempt", failures, "err", err)
+				ok = false
+				break
+			}
+			failures = 0
+			if err := a.spool.MarkSubmitted(ctx, r.ID); err != nil {
+				a.log.Error("sender: spool", "doc_id", r.ID, "err", err)
+			}
+			a.log.Info("document submitted", "doc_id", r.ID, "size", r.Size)
+		}
+		if !ok {
+			if !sleep(ctx, a.backoff(failures)) {
+				return
+			}
+			continue
+		}
+		if len(recs) == 100 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wakeSend:
+		case <-tick.C:
+		}
+	}
+}
+
+// publish sends one spooled document: inline, or staged (encrypted) when
+// above the inline limit. Its Msg-Id is the same on every attempt, so the
+// stream keeps one copy.
+func (a *Agent) publish(ctx context.Context, l *link, r *spool.Record) error {
+	data, err := a.spool.Container(r.ID)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(data)/(1<<20))*time.Second)
+	defer cancel()
+	c := &protocol.Container{DocumentID: r.ID, SHA256: r.SHA256, Size: int64(len(data))}
+	if len(data) > protocol.InlineLimit {
+		if c.Staged, c.StageKey, err = protocol.UploadStaged(pctx, l.js, data); err != nil {
+			return err
+		}
+	} else {
+		c.Data = data
+	}
+	if _, err := l.js.PublishMsg(pctx, protocol.SubmitMsg(a.cfg.Unit, c)); err != nil {
+		return err
+	}
+	a.m.publishSeconds.Observe(time.Since(t0).Seconds())
+	return nil
+}
+
+// statusSender publishes queued statuses in order.
+func (a *Agent) statusSender(ctx context.Context, l *link) {
+	tick := time.NewTicker(5 * time.Second)
+	defer tick.Stop()
+	failures := 0
+	for {
+		sts, err := a.inbox.PendingStatuses(ctx, 100)
+		if err != nil && ctx.Err() == nil {
+			a.log.Error("status sender: inbox", "err", err)
+		}
+		ok := true
+		for _, st := range sts {
+			m, err := protocol.StatusMsg(&st.Status)
+			if err == nil {
+				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+				_, err = l.js.PublishMsg(pctx, m)
+				cancel()
+			}
+			if err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				failures++
+				a.m.publishErrors.Inc()
+				a.log.Warn("status sender: publish failed, will retry", "doc_id", st.DocumentID, "code", st.Code, "err", err)
+				ok = false
+				break
+			}
+			failures = 0
+			if err := a.inbox.MarkStatusSent(ctx, st.Seq); err != nil {
+				a.log.Error("status sender: inbox", "err", err)
+			}
+			a.m.statuses.WithLabelValues(string(st.Code)).Inc()
+			a.log.Info("status sent", "doc_id", st.DocumentID, "code", st.Code)
+		}
+		if !ok {
+			if !sleep(ctx, a.backoff(failures)) {
+				return
+			}
+			continue
+		}
+		if len(sts) == 100 {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.wakeStatus:
+		case <-tick.C:
+		}
+	}
+}
+
+// errRetry marks a failure worth a redelivery: the message is naked.
+type errRetry struct{ error }
+
+// consume reads a unit's durable consumer, one message at a time, until
+// ctx is done; the message in hand is finished first.
+func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handle func(context.Context, *link, jetstream.Msg) error) {
+	var cons jetstream.Consumer
+	for n := 1; ; n++ {
+		var err error
+		if cons, err = l.js.Consumer(ctx, stream, name); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Warn("nats: consumer unavailable, will retry", "consumer", name, "err", err)
+		if !sleep(ctx, a.backoff(n)) {
+			return
+		}
+	}
+	it, err := cons.Messages(jetstream.PullMaxBytes(64<<20), jetstream.PullHeartbeat(5*time.Second))
+	if err != nil {
+		a.log.Error("nats: consume", "consumer", name, "err", err)
+		return
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return
+			}
+			a.log.Debug("nats: pull", "consumer", name, "err", err)
+			continue
+		}
+		wctx := context.WithoutCancel(ctx)
+		err = handle(wctx, l, msg)
+		var retry errRetry
+		switch {
+		case errors.As(err, &retry):
+			n := uint64(1)
+			if md, merr := msg.Metadata(); merr == nil {
+				n = md.NumDelivered
+			}
+			a.log.Warn("nats: will retry message", "consumer", name, "attempt", n, "err", err)
+			msg.NakWithDelay(a.backoff(int(n)))
+		case err != nil:
+			a.log.Error("nats: message", "consumer", name, "err", err)
+			fallthrough
+		default:
+			actx, cancel := context.WithTimeout(wctx, 10*time.Second)
+			if err := msg.DoubleAck(actx); err != nil {
+				a.log.Warn("nats: ack", "consumer", name, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+// handleDelivery verifies a delivery locally (the container and the hub's
+// receipt, at the current time, against the agent's own trust roots),
+// stores it in the inbox and queues status 01; a delivery that fails
+// verification is quarantined with its reasons, never handed to the
+// document system. Either way the message is then acknowledged.
+func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) error {
+	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
+	d, err := protocol.ParseDelivery(nm)
+	if err != nil {
+		return a.quarantine(nm.Header.Get(protocol.HeaderDocID), msg.Data(), nil, reason.List{{Code: reason.SubmissionInvalid, Message: err.Error()}})
+	}
+	data := d.Data
+	if d.Staged != "" {
+		msg.InProgress()
+		data, err = protocol.GetStaged(ctx, l.stage, d.Staged, d.StageKey, a.limits.MaxSize)
+		switch {
+		case errors.Is(err, protocol.ErrStageInvalid):
+			return a.quarantine(string(d.DocumentID), nil, d.Receipt, reason.List{{Code: reason.SubmissionStaged, Message: err.Error()}})
+		case err != nil:
+			return errRetry{fmt.Errorf("delivery %s: %w", d.DocumentID, err)}
+		}
+	}
+	sum := sha256.Sum256(data)
+	sha := hex.EncodeToString(sum[:])
+	now := time.Now()
+	var rs reason.List
+	if sha != d.SHA256 {
+		rs.Add(reason.SubmissionStaged, fmt.Sprintf("the container's SHA-256 is %s, the message says %s", sha, d.SHA256))
+	}
+	opts := container.Options{Trust: a.sec.Trust, At: now}
+	c, rep := container.VerifyBytes(data, a.limits, opts)
+	rs = append(rs, rep.Reasons...)
+	if c != nil {
+		if c.Meta.ID != d.DocumentID {
+			rs.Add(reason.SubmissionInvalid, fmt.Sprintf("the message names document %s, the container holds %s", d.DocumentID, c.Meta.ID))
+		}
+		if !slices.Contains(c.Meta.To, a.cfg.Unit) {
+			rs.Add(reason.RecipientUnknown, fmt.Sprintf("unit %s is not among the document's recipients", a.cfg.Unit))
+		}
+		if d.Sender != c.Meta.From {
+			rs.Add(reason.SenderMismatch, fmt.Sprintf("the hub names sender %s, the document is from %s", d.Sender, c.Meta.From))
+		}
+	}
+	rr := container.VerifyReceipt(d.Receipt, sha, opts)
+	rs = append(rs, rr.Reasons...)
+	if rr.Receipt != nil && c != nil {
+		if rr.Receipt.DocumentID != c.Meta.ID || rr.Receipt.From != c.Meta.From || !slices.Contains(rr.Receipt.To, a.cfg.Unit) {
+			rs.Add(reason.ReceiptInvalid, "the receipt names another document, sender or recipients")
+		}
+	}
+	if len(rs) > 0 || c == nil || rr.Receipt == nil {
+		return a.quarantine(string(d.DocumentID), data, d.Receipt, rs)
+	}
+	it, isNew, err := a.inbox.Put(ctx, a.cfg.Unit, inbox.Received{Container: c, SHA256: sha, Receipt: d.Receipt, Body: rr.Receipt})
+	if err != nil {
+		return errRetry{err}
+	}
+	if !isNew {
+		a.m.received.WithLabelValues("duplicate").Inc()
+		a.log.Info("delivery seen before, not handed over again", "doc_id", it.ID)
+		a.kickStatus()
+		return nil
+	}
+	a.m.received.WithLabelValues("stored").Inc()
+	a.log.Info("document received", "doc_id", it.ID, "from", it.From, "size", it.Size)
+	a.hook.Notify(webhook.Event{ID: "inbox." + string(it.ID), Type: webhook.InboxDocument, DocumentID: it.ID, Time: it.ReceivedAt,
+		Data: map[string]any{"cursor": it.Cursor, "from": it.From, "subject": it.Subject, "files": it.Files}})
+	a.kickStatus()
+	return nil
+}
+
+func (a *Agent) quarantine(id string, data, receipt []byte, rs reason.List) error {
+	a.m.received.WithLabelValues("quarantined").Inc()
+	dir, err := a.inbox.Quarantine(documentID(id), data, receipt, rs)
+	if err != nil {
+		return errRetry{err}
+	}
+	a.log.Error("delivery failed verification: quarantined, not handed to the document system", "doc_id", id, "reasons", rs.Error(), "dir", dir)
+	return nil
+}
+
+// handleNotice applies the hub's notice to the spool (accepted, rejected,
+// a recipient's status) or the inbox (a status of ours refused).
+func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) error {
+	n, err := protocol.ParseNotice(&nats.Msg{Data: msg.Data()})
+	if err != nil {
+		return err // unreadable: acked and logged
+	}
+	evID := "notice." + msg.Headers().Get(protocol.HeaderMsgID)
+	switch n.Type {
+	case protocol.NoticeAccepted, protocol.NoticeRejected:
+		rec, err := a.spool.Get(ctx, n.DocumentID)
+		if errors.Is(err, spool.ErrNotFound) {
+			a.log.Warn("notice for a document this agent never spooled", "doc_id", n.DocumentID, "type", n.Type)
+			return nil
+		}
+		if err != nil {
+			return errRetry{err}
+		}
+		var changed bool
+		if n.Type == protocol.NoticeAccepted {
+			rr := container.VerifyReceipt(n.Receipt, rec.SHA256, container.Options{Trust: a.sec.Trust, At: time.Now()})
+			problems := rr.Reasons
+			if rr.Receipt != nil && rr.Receipt.DocumentID != rec.ID {
+				problems.Add(reason.ReceiptInvalid, "the receipt names document "+string(rr.Receipt.DocumentID))
+			}
+			if len(problems) > 0 {
+				a.log.Error("the hub's receipt does not verify", "doc_id", rec.ID, "reasons", problems.Error())
+			}
+			changed, err = a.spool.Accept(ctx, rec.ID, spool.Acceptance{At: n.Time, ArchiveKey: n.ArchiveKey, Receipt: n.Receipt, ReceiptProblems: problems})
+		} else {
+			changed, err = a.spool.Reject(ctx, rec.ID, n.Time, n.Reasons)
+		}
+		if err != nil {
+			return errRetry{err}
+		}
+		if !changed {
+			return nil
+		}
+		if rec, err = a.spool.Get(ctx, rec.ID); err != nil {
+			return errRetry{err}
+		}
+		a.m.sent.WithLabelValues(string(rec.State)).Inc()
+		a.m.sendSeconds.Observe(time.Since(rec.CreatedAt).Seconds())
+		a.log.Info("document "+string(rec.State), "doc_id", rec.ID, "reasons", rec.Reasons.Error())
+		typ := webhook.DocumentAccepted
+		if rec.State == spool.Rejected {
+			typ = webhook.DocumentRejected
+		}
+		a.hook.Notify(webhook.Event{ID: evID, Type: typ, DocumentID: rec.ID, Time: n.Time,
+			Data: map[string]any{"state": rec.State, "archive_key": rec.ArchiveKey, "reasons": rec.Reasons}})
+		if a.folders != nil {
+			if err := a.folders.Decided(rec); err != nil {
+				a.log.Warn("folders: update", "doc_id", rec.ID, "err", err)
+			}
+		}
+	case protocol.NoticeStatus:
+		if n.Status == nil {
+			return errors.New("status notice without a status")
+		}
+		added, err := a.spool.AddStatus(ctx, *n.Status)
+		if errors.Is(err, spool.ErrNotFound) {
+			a.log.Warn("status for a document this agent never spooled", "doc_id", n.Status.DocumentID)
+			return nil
+		}
+		if err != nil {
+			return errRetry{err}
+		}
+		if added {
+			a.log.Info("status received", "doc_id", n.Status.DocumentID, "unit", n.Status.Unit, "code", n.Status.Code)
+			a.hook.Notify(webhook.Event{ID: evID, Type: webhook.DocumentStatus, DocumentID: n.Status.DocumentID, Time: n.Status.Time, Data: n.Status})
+		}
+	case protocol.NoticeStatusRejected:
+		if n.Status == nil {
+			a.log.Warn("the hub refused a status", "reasons", n.Reasons.Error())
+			return nil
+		}
+		if err := a.inbox.RejectStatus(ctx, *n.Status, n.Reasons); err != nil {
+			return errRetry{err}
+		}
+		a.log.Warn("the hub refused a status", "doc_id", n.Status.DocumentID, "code", n.Status.Code, "reasons", n.Reasons.Error())
+		a.hook.Notify(webhook.Event{ID: evID, Type: webhook.StatusRejected, DocumentID: n.Status.DocumentID, Time: n.Time,
+			Data: map[string]any{"status": n.Status, "reasons": n.Reasons}})
+	default:
+		a.log.Warn("notice of an unknown type", "type", n.Type)
+	}
+	return nil
+}
