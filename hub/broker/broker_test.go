@@ -7,10 +7,10 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
@@ -40,8 +41,10 @@ type env struct {
 	srv      *broker.Server
 	storeDir string
 	keysDir  string
+	hubConn  *broker.HubConn
 	hub      *nats.Conn
 	hubJS    jetstream.JetStream
+	stageJS  jetstream.JetStream // the hub's, in the STAGE account
 }
 
 func startServer(t testing.TB, storeDir, keysDir string) *broker.Server {
@@ -64,9 +67,10 @@ func newEnv(t testing.TB) *env {
 	e := &env{storeDir: t.TempDir(), keysDir: t.TempDir()}
 	e.srv = startServer(t, e.storeDir, e.keysDir)
 	t.Cleanup(e.srv.Shutdown)
-	e.hub, e.hubJS = hubConn(t, e.srv)
+	e.hubConn = hubConn(t, e.srv)
+	e.hub, e.hubJS, e.stageJS = e.hubConn.NC, e.hubConn.JS, e.hubConn.StageJS
 	ctx := t.Context()
-	if err := broker.EnsureStreams(ctx, e.hubJS, broker.StreamOptions{}); err != nil {
+	if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for _, u := range []string{unitA, unitB} {
@@ -77,29 +81,22 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
-func hubConn(t testing.TB, srv *broker.Server) (*nats.Conn, jetstream.JetStream) {
+func hubConn(t testing.TB, srv *broker.Server) *broker.HubConn {
 	t.Helper()
-	creds, err := srv.Keys().IssueHubCreds()
+	h, err := srv.ConnectHub(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(creds), nats.Name("hub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return nc, js
+	t.Cleanup(h.Close)
+	return h
 }
 
 // unitClient is a unit's connection, recording the asynchronous errors the
 // server sends it (permission violations).
 type unitClient struct {
-	nc *nats.Conn
-	js jetstream.JetStream
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	stage jetstream.ObjectStore
 
 	mu   sync.Mutex
 	errs []error
@@ -108,10 +105,7 @@ type unitClient struct {
 
 func connectUnit(t testing.TB, url string, creds []byte, unit string) (*unitClient, error) {
 	u := &unitClient{errc: make(chan error, 100)}
-	nc, err := nats.Connect(url,
-		nats.UserCredentialBytes(creds),
-		nats.CustomInboxPrefix(protocol.InboxPrefix(unit)),
-		nats.Name("agent "+unit),
+	nc, js, stage, err := protocol.ConnectUnit(t.Context(), url, creds, document.UnitID(unit),
 		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 			u.mu.Lock()
 			u.errs = append(u.errs, err)
@@ -126,11 +120,7 @@ func connectUnit(t testing.TB, url string, creds []byte, unit string) (*unitClie
 		return nil, err
 	}
 	t.Cleanup(nc.Close)
-	u.nc = nc
-	u.js, err = jetstream.New(nc)
-	if err != nil {
-		return nil, err
-	}
+	u.nc, u.js, u.stage = nc, js, stage
 	return u, nil
 }
 
@@ -145,6 +135,12 @@ func (e *env) unit(t testing.TB, unit string) *unitClient {
 		t.Fatal(err)
 	}
 	return u
+}
+
+func (u *unitClient) asyncErrs() []error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return slices.Clone(u.errs)
 }
 
 // waitPermErr waits for a permissions violation naming subject.
@@ -182,7 +178,7 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	e := newEnv(t)
 	ctx := t.Context()
 	for range 2 {
-		if err := broker.EnsureStreams(ctx, e.hubJS, broker.StreamOptions{}); err != nil {
+		if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if err := broker.EnsureUnitConsumers(ctx, e.hubJS, unitA); err != nil {
@@ -208,7 +204,20 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 			t.Errorf("%s: duplicates %v", name, cfg.Duplicates)
 		}
 	}
-	obs, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket)
+	// The upload store: an object store's layout without rollups, in EDX.
+	up, err := e.hubJS.Stream(ctx, "OBJ_"+protocol.UploadBucket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := up.CachedInfo().Config; cfg.AllowRollup || !cfg.AllowDirect || !cfg.DenyDelete ||
+		cfg.MaxAge != broker.DefaultStageTTL || cfg.Discard != jetstream.DiscardNew {
+		t.Errorf("upload stream config %+v", cfg)
+	}
+	if _, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket); err != nil {
+		t.Errorf("upload store as an object store: %v", err)
+	}
+	// The stage store is in STAGE, not in EDX.
+	obs, err := e.stageJS.ObjectStore(ctx, protocol.StageBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,6 +227,9 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	}
 	if st.TTL() != broker.DefaultStageTTL {
 		t.Errorf("stage ttl %v", st.TTL())
+	}
+	if _, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
+		t.Errorf("stage store in EDX: %v", err)
 	}
 	c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(unitA))
 	if err != nil {
@@ -229,7 +241,7 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	}
 
 	// Changing an option updates the streams in place.
-	if err := broker.EnsureStreams(ctx, e.hubJS, broker.StreamOptions{DeliverMaxAge: time.Hour}); err != nil {
+	if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{DeliverMaxAge: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := e.hubJS.Stream(ctx, protocol.StreamDeliver)
@@ -243,7 +255,7 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 
 func TestEnsureStreamsRejectsTooLargeMessages(t *testing.T) {
 	e := newEnv(t)
-	err := broker.EnsureStreams(t.Context(), e.hubJS, broker.StreamOptions{MaxMsgSize: 2 * broker.DefaultMaxPayload})
+	err := broker.EnsureStreams(t.Context(), e.hubJS, e.stageJS, broker.StreamOptions{MaxMsgSize: 2 * broker.DefaultMaxPayload})
 	if err == nil {
 		t.Fatal("max_msg_size above max_payload accepted")
 	}
@@ -297,6 +309,19 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 		"$JS.API.CONSUMER.DURABLE.CREATE." + protocol.StreamDeliver + ".x",
 		"$JS.API.CONSUMER.DELETE." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA),
 		"$JS.API.STREAM.PURGE.OBJ_" + protocol.StageBucket,
+		// The same under the prefixes the UNITS account imports with.
+		protocol.EDXAPIPrefix + ".STREAM.PURGE." + protocol.StreamSubmit,
+		protocol.EDXAPIPrefix + ".STREAM.INFO." + protocol.StreamSubmit,
+		protocol.EDXAPIPrefix + ".CONSUMER.INFO." + protocol.StreamSubmit + "." + protocol.HubConsumer,
+		protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamStatus + "." + protocol.HubStatusConsumer,
+		protocol.StageAPIPrefix + ".STREAM.PURGE.OBJ_" + protocol.StageBucket,
+		protocol.StageAPIPrefix + ".STREAM.DELETE.OBJ_" + protocol.StageBucket,
+		// The stage store is read only, the upload store write only.
+		"$O." + protocol.StageBucket + ".M.eA",
+		"$O." + protocol.StageBucket + ".C.x",
+		protocol.EDXAPIPrefix + ".STREAM.INFO.OBJ_" + protocol.UploadBucket,
+		protocol.EDXAPIPrefix + ".DIRECT.GET.OBJ_" + protocol.UploadBucket + ".$O." + protocol.UploadBucket + ".M.eA",
+		protocol.EDXAPIPrefix + ".CONSUMER.CREATE.OBJ_" + protocol.UploadBucket + ".x.$O." + protocol.UploadBucket + ".C.x",
 	}
 	for _, subj := range denied {
 		if err := a.nc.Publish(subj, []byte("forged")); err != nil {
@@ -328,7 +353,7 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 	}
 
 	// Core subscriptions outside its inbox are denied too.
-	for _, subj := range []string{protocol.DeliverSubject(unitB), "edx.>", ">", protocol.InboxPrefix(unitB) + ".>", "_INBOX.>"} {
+	for _, subj := range []string{protocol.DeliverSubject(unitB), "edx.>", ">", protocol.InboxPrefix(unitB) + ".>", "_INBOX.>", protocol.InboxRoot + ".>"} {
 		if _, err := a.nc.SubscribeSync(subj); err != nil {
 			t.Fatal(err)
 		}
@@ -382,8 +407,8 @@ func TestUnitConsumesOwnDeliveries(t *testing.T) {
 			t.Fatalf("%s after ack: pending %d ack pending %d ack floor %d", c.consumer, info.NumPending, info.NumAckPending, info.AckFloor.Consumer)
 		}
 	}
-	if len(a.errs) != 0 {
-		t.Fatalf("async errors: %v", a.errs)
+	if errs := a.asyncErrs(); len(errs) != 0 {
+		t.Fatalf("async errors: %v", errs)
 	}
 }
 
@@ -405,10 +430,10 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 		if err == nil {
 			t.Fatalf("unit A looked up %s", c.consumer)
 		}
-		a.waitPermErr(t, "$JS.API.CONSUMER.INFO."+c.stream+"."+c.consumer)
+		a.waitPermErr(t, protocol.EDXAPIPrefix+".CONSUMER.INFO."+c.stream+"."+c.consumer)
 
 		// A raw pull request, skipping the consumer lookup, is denied too.
-		next := "$JS.API.CONSUMER.MSG.NEXT." + c.stream + "." + c.consumer
+		next := protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + c.stream + "." + c.consumer
 		_, err = a.nc.Request(next, []byte(`{"batch":1,"expires":1000000000}`), 500*time.Millisecond)
 		if err == nil {
 			t.Fatalf("pull from %s answered", c.consumer)
@@ -443,50 +468,55 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 	}
 }
 
-func TestUnitStagesLargeObjects(t *testing.T) {
+// TestLargeObjects: a unit uploads a large submission that the hub reads, and
+// reads a large delivery that the hub staged, with no permission violation;
+// what the stores hold is ciphertext.
+func TestLargeObjects(t *testing.T) {
 	e := newEnv(t)
 	a := e.unit(t, unitA)
 	ctx := t.Context()
 
 	data := make([]byte, 10<<20)
 	rand.Read(data)
-	obs, err := a.js.ObjectStore(ctx, protocol.StageBucket)
+	name, key, err := protocol.UploadStaged(ctx, a.js, data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	name := "01J0000000000000000000000A.asice"
-	info, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(data))
+	uploads, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Size != uint64(len(data)) {
-		t.Fatalf("put %d bytes", info.Size)
+	got, err := protocol.GetStaged(ctx, uploads, name, key, int64(len(data)))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("hub read the upload: %v, identical=%v", err, bytes.Equal(got, data))
+	}
+	raw, err := uploads.GetBytes(ctx, name)
+	if err != nil || bytes.Contains(raw, data[:64]) {
+		t.Fatalf("upload stored in the clear (%v)", err)
+	}
+	if _, err := protocol.GetStaged(ctx, uploads, name, key, int64(len(data))-1); !errors.Is(err, protocol.ErrStageInvalid) {
+		t.Fatalf("oversized upload: %v", err)
 	}
 
-	for who, js := range map[string]jetstream.JetStream{"unit": a.js, "hub": e.hubJS} {
-		obs, err := js.ObjectStore(ctx, protocol.StageBucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, err := obs.Get(ctx, name)
-		if err != nil {
-			t.Fatalf("%s get: %v", who, err)
-		}
-		got, err := io.ReadAll(r)
-		r.Close()
-		if err != nil {
-			t.Fatalf("%s read: %v", who, err)
-		}
-		if !bytes.Equal(got, data) {
-			t.Fatalf("%s read %d bytes, not what was put", who, len(got))
-		}
+	stage, err := e.hubConn.Stage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dname, dkey, err := protocol.PutStaged(ctx, stage, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = protocol.GetStaged(ctx, a.stage, dname, dkey, int64(len(data)))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("unit read the delivery: %v, identical=%v", err, bytes.Equal(got, data))
+	}
+	if _, err := protocol.GetStaged(ctx, a.stage, protocol.DeliverStageName(), dkey, int64(len(data))); !errors.Is(err, protocol.ErrStageInvalid) {
+		t.Fatalf("missing object: %v", err)
 	}
 	// Give the library's consumer clean-up time to report any denial.
 	time.Sleep(200 * time.Millisecond)
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if len(a.errs) != 0 {
-		t.Fatalf("async errors: %v", a.errs)
+	if errs := a.asyncErrs(); len(errs) != 0 {
+		t.Fatalf("async errors: %v", errs)
 	}
 }
 
@@ -534,9 +564,10 @@ func TestExpiredOrForeignCredsRejected(t *testing.T) {
 func TestRestartKeepsKeysAndCreds(t *testing.T) {
 	storeDir, keysDir := t.TempDir(), t.TempDir()
 	srv := startServer(t, storeDir, keysDir)
-	account := srv.Keys().Account()
-	_, js := hubConn(t, srv)
-	if err := broker.EnsureStreams(t.Context(), js, broker.StreamOptions{}); err != nil {
+	account, units, stage := srv.Keys().Account(), srv.Keys().UnitsAccount(), srv.Keys().StageAccount()
+	h := hubConn(t, srv)
+	js := h.JS
+	if err := broker.EnsureStreams(t.Context(), js, h.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := broker.EnsureUnitConsumers(t.Context(), js, unitA); err != nil {
@@ -562,8 +593,8 @@ func TestRestartKeepsKeysAndCreds(t *testing.T) {
 
 	srv = startServer(t, storeDir, keysDir)
 	t.Cleanup(srv.Shutdown)
-	if got := srv.Keys().Account(); got != account {
-		t.Fatalf("account key changed across restart: %s != %s", got, account)
+	if k := srv.Keys(); k.Account() != account || k.UnitsAccount() != units || k.StageAccount() != stage {
+		t.Fatal("account keys changed across restart")
 	}
 	a, err = connectUnit(t, srv.ClientURL(), unitCreds, unitA)
 	if err != nil {
@@ -619,99 +650,178 @@ func TestHubFullAccess(t *testing.T) {
 	}
 }
 
-// TestKnownGapsOfTheSharedAccount pins down what subject permissions cannot
-// stop while units, the edx streams and the staging object store share the
-// EDX account. It passes while the gaps exist; when a change closes one (see
-// the package documentation), its subtest fails and must be turned into a
-// test of the fix.
-//
-//  1. The server publishes the reply to a request on the requester's reply
-//     subject, which no permission checks, inside the account, where the
-//     streams listen. A unit that sets another unit's status subject as the
-//     reply subject of its own JetStream publish gets the PubAck stored in
-//     EDX_STATUS as that unit's status.
-//  2. With the object store's direct get, the reply is content the unit
-//     stored itself: any bytes, as another unit's status (or submission,
-//     delivery, notice).
-//  3. Every staged object is visible to every unit: the stream info that
-//     binding the object store needs lists the names, and the meta and chunk
-//     access that Get needs then reads them.
-//
-// Consequence for the hub and the agents until units move to an account of
-// their own: the subject names a message's unit for routing, it does not
-// authenticate it; a message's author is proven by its signature (the
-// container's CMS signature, a hub-signed receipt), and bodies are checked
-// against their schema.
-func TestKnownGapsOfTheSharedAccount(t *testing.T) {
+// TestNoForgeryAcrossAccounts holds the lines the account layout draws (see
+// the package documentation). NATS checks what a client publishes but not the
+// reply subject it names, and the server publishes replies and push-consumer
+// deliveries wherever the requester says. While units shared the EDX account
+// with the streams, unit A could so have the server store a PubAck, or bytes
+// it chose (staged, then read back with a direct get), as unit B's status;
+// read every staged object; and wipe the stage store with one rolled-up
+// publish. Each subtest tries one of those and checks that nothing reaches B's
+// subjects or B's data.
+func TestNoForgeryAcrossAccounts(t *testing.T) {
 	e := newEnv(t)
-	a := e.unit(t, unitA)
+	a, b := e.unit(t, unitA), e.unit(t, unitB)
 	ctx := t.Context()
-	victim := protocol.StatusSubject(unitB)
-	status, err := e.hubJS.Stream(ctx, protocol.StreamStatus)
+	victims := []string{protocol.StatusSubject(unitB), protocol.SubmitSubject(unitB), protocol.DeliverSubject(unitB), protocol.NoticeSubject(unitB)}
+	streamOf := map[string]string{
+		protocol.StatusSubject(unitB): protocol.StreamStatus, protocol.SubmitSubject(unitB): protocol.StreamSubmit,
+		protocol.DeliverSubject(unitB): protocol.StreamDeliver, protocol.NoticeSubject(unitB): protocol.StreamNotice,
+	}
+	nothingOnVictims := func(t *testing.T) {
+		t.Helper()
+		time.Sleep(300 * time.Millisecond)
+		for _, v := range victims {
+			s, err := e.hubJS.Stream(ctx, streamOf[v])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m, err := s.GetLastMsgForSubject(ctx, v); !errors.Is(err, jetstream.ErrMsgNotFound) {
+				var data []byte
+				if m != nil {
+					data = m.Data
+				}
+				t.Fatalf("%s holds %q (%v)", v, data, err)
+			}
+		}
+	}
+	stage, err := e.hubConn.Stage(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lastOnVictim := func() []byte {
-		t.Helper()
-		time.Sleep(200 * time.Millisecond)
-		m, err := status.GetLastMsgForSubject(ctx, victim)
-		if err != nil {
-			return nil
-		}
-		return m.Data
+	secret := bytes.Repeat([]byte("container staged for unit B "), 1000)
+	name, key, err := protocol.PutStaged(ctx, stage, secret)
+	if err != nil {
+		t.Fatal(err)
 	}
+	info, err := a.stage.GetInfo(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stageChunks := "$O." + protocol.StageBucket + ".C." + info.NUID
 
 	t.Run("reply subject injection", func(t *testing.T) {
-		if err := a.nc.PublishRequest(protocol.SubmitSubject(unitA), victim, []byte("own submission")); err != nil {
+		// A delivery waiting for A, so that a pull request has something to answer.
+		if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("delivery")); err != nil {
 			t.Fatal(err)
 		}
-		got := lastOnVictim()
-		if !bytes.Contains(got, []byte(`"stream":"EDX_SUBMIT"`)) {
-			t.Fatalf("gap closed? last message on %s: %q", victim, got)
+		for _, v := range victims {
+			for _, req := range []struct {
+				subject string
+				body    []byte
+			}{
+				{protocol.SubmitSubject(unitA), []byte("own submission")},
+				{protocol.StatusSubject(unitA), []byte("own status")},
+				{"$O." + protocol.UploadBucket + ".C.x", []byte("own upload")},
+				{protocol.EDXAPIPrefix + ".CONSUMER.INFO." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), nil},
+				{protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), []byte(`{"batch":1}`)},
+				{protocol.StageAPIPrefix + ".STREAM.INFO.OBJ_" + protocol.StageBucket, nil},
+				{protocol.StageAPIPrefix + ".DIRECT.GET.OBJ_" + protocol.StageBucket + ".$O." + protocol.StageBucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)), nil},
+			} {
+				if err := a.nc.PublishRequest(req.subject, v, req.body); err != nil {
+					t.Fatal(err)
+				}
+			}
 		}
-		t.Logf("unit A's PubAck stored as %s: %s", victim, got)
+		nothingOnVictims(t)
+		if errs := a.asyncErrs(); len(errs) != 0 {
+			t.Fatalf("own subjects denied: %v", errs)
+		}
 	})
 
-	t.Run("staged content injection", func(t *testing.T) {
-		forged := []byte(`{"forged":"by unit A"}`)
-		meta := "$O." + protocol.StageBucket + ".M.Zm9yZ2Vk"
-		if _, err := a.js.Publish(ctx, meta, forged); err != nil {
-			t.Fatal(err)
+	t.Run("push consumer delivering elsewhere", func(t *testing.T) {
+		// The stage store's ordered consumers take their deliver subject from
+		// the request body: in STAGE, which imports nothing, it leads nowhere.
+		for i, deliver := range append(slices.Clone(victims),
+			"$JS.API.STREAM.PURGE.OBJ_"+protocol.StageBucket, "$JS.API.STREAM.DELETE.OBJ_"+protocol.StageBucket) {
+			cons := fmt.Sprintf("forged%d", i)
+			body := fmt.Sprintf(`{"stream_name":"OBJ_%s","config":{"name":%q,"deliver_subject":%q,"filter_subject":%q,"ack_policy":"none","deliver_policy":"all"}}`,
+				protocol.StageBucket, cons, deliver, stageChunks)
+			resp, err := a.nc.Request(protocol.StageAPIPrefix+".CONSUMER.CREATE.OBJ_"+protocol.StageBucket+"."+cons+"."+stageChunks, []byte(body), 2*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bytes.Contains(resp.Data, []byte(`"error"`)) {
+				t.Fatalf("consumer to %s not even created: %s", deliver, resp.Data)
+			}
 		}
-		if err := a.nc.PublishRequest("$JS.API.DIRECT.GET.OBJ_"+protocol.StageBucket+"."+meta, victim, nil); err != nil {
-			t.Fatal(err)
-		}
-		if got := lastOnVictim(); !bytes.Equal(got, forged) {
-			t.Fatalf("gap closed? last message on %s: %q", victim, got)
+		nothingOnVictims(t)
+		if got, err := protocol.GetStaged(ctx, b.stage, name, key, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("B's staged delivery after the attempts: %v", err)
 		}
 	})
 
-	t.Run("staged objects readable by every unit", func(t *testing.T) {
-		hobs, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		secret := []byte("container staged for unit B")
-		name := "for-" + unitB + "-01J00000000000000000000000"
-		if _, err := hobs.PutBytes(ctx, name, secret); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := a.nc.Request("$JS.API.STREAM.INFO.OBJ_"+protocol.StageBucket,
+	t.Run("staged objects readable only as ciphertext", func(t *testing.T) {
+		// A can list the stage store and read its bytes: random names, ciphertext.
+		resp, err := a.nc.Request(protocol.StageAPIPrefix+".STREAM.INFO.OBJ_"+protocol.StageBucket,
 			[]byte(`{"subjects_filter":"$O.`+protocol.StageBucket+`.M.>"}`), 2*time.Second)
 		if err != nil {
 			t.Fatal(err)
 		}
-		encoded := base64.URLEncoding.EncodeToString([]byte(name))
-		if !bytes.Contains(resp.Data, []byte(encoded)) {
-			t.Fatalf("gap closed? stream info: %s", resp.Data)
+		if bytes.Contains(resp.Data, []byte(base64.URLEncoding.EncodeToString([]byte(unitB)))) {
+			t.Fatalf("a stage name gives a unit away: %s", resp.Data)
 		}
-		aobs, err := a.js.ObjectStore(ctx, protocol.StageBucket)
+		raw, err := a.stage.GetBytes(ctx, name)
 		if err != nil {
 			t.Fatal(err)
 		}
-		got, err := aobs.GetBytes(ctx, name)
-		if err != nil || !bytes.Equal(got, secret) {
-			t.Fatalf("gap closed? unit A read %q, %v", got, err)
+		if bytes.Contains(raw, secret[:28]) || len(raw) != len(secret)+protocol.StageOverhead {
+			t.Fatal("A read B's container in the clear")
+		}
+		wrong := bytes.Clone(key)
+		wrong[0] ^= 1
+		if _, err := protocol.GetStaged(ctx, a.stage, name, wrong, int64(len(secret))); !errors.Is(err, protocol.ErrStageInvalid) {
+			t.Fatalf("decrypted with another key: %v", err)
+		}
+
+		// Uploads: A can neither list nor read B's.
+		upName, upKey, err := protocol.UploadStaged(ctx, b.js, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.js.ObjectStore(ctx, protocol.UploadBucket); err == nil {
+			t.Fatal("A bound the upload store")
+		}
+		a.waitPermErr(t, protocol.EDXAPIPrefix+".STREAM.INFO.OBJ_"+protocol.UploadBucket)
+		uploads, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, err := protocol.GetStaged(ctx, uploads, upName, upKey, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("hub read B's upload: %v", err)
+		}
+	})
+
+	t.Run("staged objects cannot be overwritten or wiped", func(t *testing.T) {
+		// The stage store is read only for units.
+		if err := a.nc.Publish("$O."+protocol.StageBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name)), []byte(`{"deleted":true}`)); err != nil {
+			t.Fatal(err)
+		}
+		a.waitPermErr(t, "$O."+protocol.StageBucket+".M.")
+		if err := a.nc.Publish(stageChunks, []byte("more")); err != nil {
+			t.Fatal(err)
+		}
+		a.waitPermErr(t, stageChunks)
+		// The upload store takes no rollup: a unit's "Nats-Rollup: all"
+		// would purge every other unit's uploads.
+		upName, upKey, err := protocol.UploadStaged(ctx, b.js, secret)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := nats.NewMsg("$O." + protocol.UploadBucket + ".C.wipe")
+		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
+		if _, err := a.js.PublishMsg(ctx, m); err == nil {
+			t.Fatal("rollup accepted on the upload store")
+		}
+		uploads, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := protocol.GetStaged(ctx, uploads, upName, upKey, int64(len(secret))); err != nil {
+			t.Fatalf("B's upload after the rollup attempt: %v", err)
+		}
+		if got, err := protocol.GetStaged(ctx, b.stage, name, key, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
+			t.Fatalf("B's staged delivery: %v", err)
 		}
 	})
 }
@@ -748,16 +858,17 @@ func TestExternalServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(ns.ClientURL(), nats.UserCredentialBytes(hubCreds))
+	stageCreds, err := keys.IssueHubStageCreds()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	h, err := broker.ConnectHub(t.Context(), ns.ClientURL(), hubCreds, stageCreds)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.EnsureStreams(t.Context(), js, broker.StreamOptions{}); err != nil {
+	t.Cleanup(h.Close)
+	js := h.JS
+	if err := broker.EnsureStreams(t.Context(), js, h.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := broker.EnsureUnitConsumers(t.Context(), js, unitA); err != nil {
@@ -778,6 +889,22 @@ func TestExternalServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitPermErr(t, protocol.SubmitSubject(unitB))
+	// Large objects both ways.
+	data := bytes.Repeat([]byte("x"), 5<<20)
+	if _, _, err := protocol.UploadStaged(t.Context(), a.js, data); err != nil {
+		t.Fatal(err)
+	}
+	stage, err := h.Stage(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	name, key, err := protocol.PutStaged(t.Context(), stage, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := protocol.GetStaged(t.Context(), a.stage, name, key, int64(len(data))); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("unit read a staged delivery: %v", err)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -18,7 +19,9 @@ import (
 const (
 	OperatorName      = "edx"
 	SystemAccountName = "SYS"
-	AccountName       = "EDX"
+	AccountName       = "EDX"   // the streams and the hub
+	UnitsAccountName  = "UNITS" // the units' users; no JetStream of its own
+	StageAccountName  = "STAGE" // the store of large deliveries
 	hubUserName       = "edx-hub"
 )
 
@@ -30,34 +33,65 @@ const (
 	systemSeedFile   = "sys.nk"
 	systemJWTFile    = "sys.jwt"
 	accountSeedFile  = "edx.nk"
-	signingSeedFile  = "edx-signing.nk"
+	signingSeedFile  = "edx-hub-signing.nk"
 	accountJWTFile   = "edx.jwt"
+	unitsSeedFile    = "units.nk"
+	unitsSigningFile = "units-signing.nk"
+	unitsJWTFile     = "units.jwt"
+	stageSeedFile    = "stage.nk"
+	stageSigningFile = "stage-signing.nk"
+	stageJWTFile     = "stage.jwt"
+
+	// oldSigningSeedFile signed every EDX user, units included, before units
+	// had an account of their own. The EDX account no longer trusts it, so
+	// unit credentials issued in EDX stop working; LoadOrCreateKeys removes it.
+	oldSigningSeedFile = "edx-signing.nk"
 )
 
 // Keys holds the decentralized-auth material of the hub: the operator, the
-// system account and the EDX account with its signing key. User credentials
-// (one per unit, one for the hub) are signed by the EDX account signing key,
-// so the server only needs the account JWTs to admit a user it has never seen:
-// issuing credentials needs no server restart and no server at all, it works
-// the same against the embedded server and an external cluster that trusts
-// this operator.
+// system account and three accounts, each with a signing key:
+//
+//   - EDX holds the streams and the upload store; its only users are the
+//     hub's (IssueHubCreds), with every right;
+//   - UNITS holds the units' users (IssueUnitCreds) and nothing else: no
+//     JetStream, only service imports of what units may do in EDX and STAGE,
+//     each further limited per unit by UnitPermissions;
+//   - STAGE holds the store of large deliveries; the hub writes it with a
+//     user of its own (IssueHubStageCreds), units read it through imports.
+//
+// User credentials are signed by their account's signing key, so the server
+// only needs the account JWTs to admit a user it has never seen: issuing
+// credentials needs no server restart and no server at all, it works the
+// same against the embedded server and an external cluster that trusts this
+// operator.
 type Keys struct {
 	dir string
 
 	operator nkeys.KeyPair
 	system   nkeys.KeyPair
-	account  nkeys.KeyPair
-	signing  nkeys.KeyPair
 
-	operatorPub, systemPub, accountPub, signingPub string
-	operatorJWT, systemJWT, accountJWT             string
+	operatorPub, systemPub string
+	operatorJWT, systemJWT string
+
+	edx, units, stage account
+}
+
+// account is one account's keys and JWT.
+type account struct {
+	name                  string
+	seedFile, signingFile string
+	jwtFile               string
+
+	kp, signing     nkeys.KeyPair
+	pub, signingPub string
+	jwt             string
 }
 
 // KeysOption adjusts LoadOrCreateKeys.
 type KeysOption func(*keysOptions)
 
 type keysOptions struct {
-	limits *jwt.JetStreamLimits
+	limits, stageLimits *jwt.JetStreamLimits
 }
 
 // WithJetStreamLimits sets the JetStream limits of the EDX account. Without
@@ -66,6 +100,13 @@ type keysOptions struct {
 // signed again, which keeps every credential issued before valid.
 func WithJetStreamLimits(l jwt.JetStreamLimits) KeysOption {
 	return func(o *keysOptions) { o.limits = &l }
+}
+
+// WithStageJetStreamLimits sets the JetStream limits of the STAGE account,
+// as WithJetStreamLimits does for EDX. A new STAGE account gets
+// DefaultStageLimits.
+func WithStageJetStreamLimits(l jwt.JetStreamLimits) KeysOption {
+	return func(o *keysOptions) { o.stageLimits = &l }
 }
 
 // unlimitedJetStream enables JetStream in an account without limits of its own.
@@ -77,10 +118,31 @@ var unlimitedJetStream = jwt.JetStreamLimits{
 	MaxAckPending: jwt.NoLimit,
 }
 
-// LoadOrCreateKeys loads the operator, system account and EDX account keys
-// from dir, creating whatever is missing (directory 0700, files 0600). The
-// seeds are the source of truth: a JWT that is missing, unreadable or does not
-// match its keys is signed again from them.
+// DefaultStageLimits are the JetStream limits of a new STAGE account: its
+// one stream (the stage store, which StreamOptions.StageMaxBytes bounds) on
+// disk, no memory streams, and at most 10,000 consumers at once: each read of
+// a staged object creates a short-lived ordered consumer, so this bounds how
+// many reads (of every unit together) run at once.
+var DefaultStageLimits = jwt.JetStreamLimits{
+	MemoryStorage: 0,
+	DiskStorage:   jwt.NoLimit,
+	Streams:       1,
+	Consumer:      10000,
+	MaxAckPending: jwt.NoLimit,
+}
+
+// LoadOrCreateKeys loads the operator, system account and the EDX, UNITS and
+// STAGE accounts' keys from dir, creating whatever is missing (directory
+// 0700, files 0600). The seeds are the source of truth: a JWT that is
+// missing, unreadable or does not match its keys and the account layout of
+// this version (exports, imports, limits) is signed again from them.
+//
+// A directory from before units had an account of their own is upgraded in
+// place: the EDX account keeps its key (and so its streams), UNITS and STAGE
+// are created, and the EDX account gets a new signing key, so that every
+// credential issued in EDX before (every unit's, and the hub's own) stops
+// working. Units need new credentials (IssueUnitCreds); a hub that reads its
+// credentials from a file needs new ones too.
 func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	var o keysOptions
 	for _, opt := range opts {
@@ -92,7 +154,12 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: keys: %w", err)
 	}
-	k := &Keys{dir: dir}
+	k := &Keys{
+		dir:   dir,
+		edx:   account{name: AccountName, seedFile: accountSeedFile, signingFile: signingSeedFile, jwtFile: accountJWTFile},
+		units: account{name: UnitsAccountName, seedFile: unitsSeedFile, signingFile: unitsSigningFile, jwtFile: unitsJWTFile},
+		stage: account{name: StageAccountName, seedFile: stageSeedFile, signingFile: stageSigningFile, jwtFile: stageJWTFile},
+	}
 	var err error
 	if k.operator, k.operatorPub, err = loadOrCreateSeed(filepath.Join(dir, operatorSeedFile), nkeys.PrefixByteOperator); err != nil {
 		return nil, err
@@ -100,11 +167,16 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	if k.system, k.systemPub, err = loadOrCreateSeed(filepath.Join(dir, systemSeedFile), nkeys.PrefixByteAccount); err != nil {
 		return nil, err
 	}
-	if k.account, k.accountPub, err = loadOrCreateSeed(filepath.Join(dir, accountSeedFile), nkeys.PrefixByteAccount); err != nil {
-		return nil, err
+	for _, a := range []*account{&k.edx, &k.units, &k.stage} {
+		if a.kp, a.pub, err = loadOrCreateSeed(filepath.Join(dir, a.seedFile), nkeys.PrefixByteAccount); err != nil {
+			return nil, err
+		}
+		if a.signing, a.signingPub, err = loadOrCreateSeed(filepath.Join(dir, a.signingFile), nkeys.PrefixByteAccount); err != nil {
+			return nil, err
+		}
 	}
-	if k.signing, k.signingPub, err = loadOrCreateSeed(filepath.Join(dir, signingSeedFile), nkeys.PrefixByteAccount); err != nil {
-		return nil, err
+	if err := os.Remove(filepath.Join(dir, oldSigningSeedFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("broker: keys: %w", err)
 	}
 	if err := k.loadOrSignOperator(); err != nil {
 		return nil, err
@@ -112,7 +184,22 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	if err := k.loadOrSignSystem(); err != nil {
 		return nil, err
 	}
-	if err := k.loadOrSignAccount(o.limits); err != nil {
+
+	edx := jwt.NewAccountClaims(k.edx.pub)
+	edx.Limits.JetStreamLimits = unlimitedJetStream
+	edx.Exports = edxExports()
+	if err := k.loadOrSignAccount(&k.edx, edx, o.limits); err != nil {
+		return nil, err
+	}
+	stage := jwt.NewAccountClaims(k.stage.pub)
+	stage.Limits.JetStreamLimits = DefaultStageLimits
+	stage.Exports = stageExports()
+	if err := k.loadOrSignAccount(&k.stage, stage, o.stageLimits); err != nil {
+		return nil, err
+	}
+	units := jwt.NewAccountClaims(k.units.pub)
+	units.Imports = unitsImports(k.edx.pub, k.stage.pub)
+	if err := k.loadOrSignAccount(&k.units, units, nil); err != nil {
 		return nil, err
 	}
 	return k, nil
@@ -131,15 +218,32 @@ func (k *Keys) SystemAccount() string { return k.systemPub }
 func (k *Keys) SystemAccountJWT() string { return k.systemJWT }
 
 // Account is the public key of the EDX account.
-func (k *Keys) Account() string { return k.accountPub }
+func (k *Keys) Account() string { return k.edx.pub }
 
 // AccountJWT is the EDX account's JWT.
-func (k *Keys) AccountJWT() string { return k.accountJWT }
+func (k *Keys) AccountJWT() string { return k.edx.jwt }
+
+// UnitsAccount is the public key of the UNITS account.
+func (k *Keys) UnitsAccount() string { return k.units.pub }
+
+// UnitsAccountJWT is the UNITS account's JWT.
+func (k *Keys) UnitsAccountJWT() string { return k.units.jwt }
+
+// StageAccount is the public key of the STAGE account.
+func (k *Keys) StageAccount() string { return k.stage.pub }
+
+// StageAccountJWT is the STAGE account's JWT.
+func (k *Keys) StageAccountJWT() string { return k.stage.jwt }
 
 // ResolverPreload maps account public keys to their JWTs, for a MEMORY
 // resolver (resolver_preload) or to push to a full resolver.
 func (k *Keys) ResolverPreload() map[string]string {
-	return map[string]string{k.systemPub: k.systemJWT, k.accountPub: k.accountJWT}
+	return map[string]string{
+		k.systemPub: k.systemJWT,
+		k.edx.pub:   k.edx.jwt,
+		k.units.pub: k.units.jwt,
+		k.stage.pub: k.stage.jwt,
+	}
 }
 
 // ServerConfig returns the nats-server configuration lines that make an
@@ -163,10 +267,11 @@ func (k *Keys) ServerConfig() []byte {
 	return b.Bytes()
 }
 
-// IssueUnitCreds returns a .creds file for a new user of unit in the EDX
+// IssueUnitCreds returns a .creds file for a new user of unit in the UNITS
 // account, with the permissions of UnitPermissions. A ttl of zero issues
 // credentials that do not expire. Every call creates a new user key; earlier
-// credentials of the same unit stay valid until they expire.
+// credentials of the same unit stay valid until they expire. The unit
+// connects with protocol.ConnectUnit.
 func (k *Keys) IssueUnitCreds(unit string, ttl time.Duration) ([]byte, error) {
 	if err := validUnit(unit); err != nil {
 		return nil, err
@@ -175,16 +280,22 @@ func (k *Keys) IssueUnitCreds(unit string, ttl time.Duration) ([]byte, error) {
 		return nil, fmt.Errorf("broker: issue creds for %s: negative ttl", unit)
 	}
 	perms := UnitPermissions(unit)
-	return k.issueUser(unit, ttl, &perms)
+	return k.issueUser(&k.units, unit, ttl, &perms)
 }
 
 // IssueHubCreds returns a .creds file for the hub's own user in the EDX
 // account: no permission limits, no expiry.
 func (k *Keys) IssueHubCreds() ([]byte, error) {
-	return k.issueUser(hubUserName, 0, nil)
+	return k.issueUser(&k.edx, hubUserName, 0, nil)
 }
 
-func (k *Keys) issueUser(name string, ttl time.Duration, perms *jwt.Permissions) ([]byte, error) {
+// IssueHubStageCreds returns a .creds file for the hub's user in the STAGE
+// account, where it writes large deliveries: no permission limits, no expiry.
+func (k *Keys) IssueHubStageCreds() ([]byte, error) {
+	return k.issueUser(&k.stage, hubUserName, 0, nil)
+}
+
+func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.Permissions) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("broker: issue creds for %s: %w", name, err)
@@ -199,14 +310,14 @@ func (k *Keys) issueUser(name string, ttl time.Duration, perms *jwt.Permissions)
 	}
 	uc := jwt.NewUserClaims(pub)
 	uc.Name = name
-	uc.IssuerAccount = k.accountPub
+	uc.IssuerAccount = a.pub
 	if perms != nil {
 		uc.Permissions = *perms
 	}
 	if ttl > 0 {
 		uc.Expires = time.Now().Add(ttl).Unix()
 	}
-	tok, err := uc.Encode(k.signing)
+	tok, err := uc.Encode(a.signing)
 	if err != nil {
 		return nil, fmt.Errorf("broker: issue creds for %s: %w", name, err)
 	}
@@ -260,33 +371,51 @@ func (k *Keys) loadOrSignSystem() error {
 	return writeFileAtomic(path, []byte(tok))
 }
 
-func (k *Keys) loadOrSignAccount(limits *jwt.JetStreamLimits) error {
-	path := filepath.Join(k.dir, accountJWTFile)
-	want := unlimitedJetStream
-	if limits != nil {
-		want = *limits
-	}
-	if tok, err := readJWT(path); err == nil {
-		ac, err := jwt.DecodeAccountClaims(tok)
-		if err == nil && ac.Subject == k.accountPub && ac.Issuer == k.operatorPub &&
-			ac.SigningKeys.Contains(k.signingPub) && ac.Limits.IsJSEnabled() &&
-			(limits == nil || ac.Limits.JetStreamLimits == want) {
-			k.accountJWT = tok
-			return nil
+// loadOrSignAccount keeps the stored JWT of a if it says what want says
+// (name, signing key, exports, imports, limits), or signs want. With limits
+// nil, an account that has JetStream keeps its stored JetStream limits.
+func (k *Keys) loadOrSignAccount(a *account, want *jwt.AccountClaims, limits *jwt.JetStreamLimits) error {
+	path := filepath.Join(k.dir, a.jwtFile)
+	want.Name = a.name
+	want.SigningKeys.Add(a.signingPub)
+	var stored *jwt.AccountClaims
+	tok, err := readJWT(path)
+	switch {
+	case err == nil:
+		if ac, err := jwt.DecodeAccountClaims(tok); err == nil && ac.Subject == a.pub && ac.Issuer == k.operatorPub {
+			stored = ac
 		}
-	} else if !errors.Is(err, os.ErrNotExist) {
+	case !errors.Is(err, os.ErrNotExist):
 		return err
 	}
-	ac := jwt.NewAccountClaims(k.accountPub)
-	ac.Name = AccountName
-	ac.SigningKeys.Add(k.signingPub)
-	ac.Limits.JetStreamLimits = want
-	tok, err := ac.Encode(k.operator)
-	if err != nil {
-		return fmt.Errorf("broker: keys: sign account: %w", err)
+	switch {
+	case limits != nil:
+		want.Limits.JetStreamLimits = *limits
+	case stored != nil && want.Limits.IsJSEnabled() && stored.Limits.IsJSEnabled():
+		want.Limits.JetStreamLimits = stored.Limits.JetStreamLimits
 	}
-	k.accountJWT = tok
-	return writeFileAtomic(path, []byte(tok))
+	signed, err := want.Encode(k.operator)
+	if err != nil {
+		return fmt.Errorf("broker: keys: sign account %s: %w", a.name, err)
+	}
+	if stored != nil {
+		if ac, err := jwt.DecodeAccountClaims(signed); err == nil && sameAccount(stored, ac) {
+			a.jwt = tok
+			return nil
+		}
+	}
+	a.jwt = signed
+	return writeFileAtomic(path, []byte(signed))
+}
+
+// sameAccount reports whether two decoded account JWTs grant the same.
+func sameAccount(a, b *jwt.AccountClaims) bool {
+	if a.Name != b.Name || a.Subject != b.Subject || a.Issuer != b.Issuer {
+		return false
+	}
+	ja, err1 := json.Marshal(a.Account)
+	jb, err2 := json.Marshal(b.Account)
+	return err1 == nil && err2 == nil && bytes.Equal(ja, jb)
 }
 
 // loadOrCreateSeed reads an nkey seed of the given kind from path, or creates

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -9,6 +11,8 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nkeys"
 )
 
 func TestLoadOrCreateKeys(t *testing.T) {
@@ -24,7 +28,9 @@ func TestLoadOrCreateKeys(t *testing.T) {
 	if fi.Mode().Perm() != 0o700 {
 		t.Errorf("dir mode %o", fi.Mode().Perm())
 	}
-	for _, f := range []string{operatorSeedFile, operatorJWTFile, systemSeedFile, systemJWTFile, accountSeedFile, signingSeedFile, accountJWTFile} {
+	files := []string{operatorSeedFile, operatorJWTFile, systemSeedFile, systemJWTFile, accountSeedFile, signingSeedFile, accountJWTFile,
+		unitsSeedFile, unitsSigningFile, unitsJWTFile, stageSeedFile, stageSigningFile, stageJWTFile}
+	for _, f := range files {
 		fi, err := os.Stat(filepath.Join(dir, f))
 		if err != nil {
 			t.Fatal(err)
@@ -34,16 +40,42 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		}
 	}
 	entries, _ := os.ReadDir(dir)
-	if len(entries) != 7 {
-		t.Errorf("%d files in keys dir, want 7", len(entries))
+	if len(entries) != len(files) {
+		t.Errorf("%d files in keys dir, want %d", len(entries), len(files))
 	}
 
 	ac, err := jwt.DecodeAccountClaims(k.AccountJWT())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ac.Name != AccountName || !ac.Limits.IsJSEnabled() || !ac.SigningKeys.Contains(k.signingPub) || ac.Issuer != k.operatorPub {
+	if ac.Name != AccountName || !ac.Limits.IsJSEnabled() || !ac.SigningKeys.Contains(k.edx.signingPub) || ac.Issuer != k.operatorPub ||
+		len(ac.Exports) != len(edxServices()) || len(ac.Imports) != 0 {
 		t.Fatalf("account claims %+v", ac)
+	}
+	uc, err := jwt.DecodeAccountClaims(k.UnitsAccountJWT())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uc.Name != UnitsAccountName || uc.Limits.IsJSEnabled() || !uc.SigningKeys.Contains(k.units.signingPub) ||
+		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+1 {
+		t.Fatalf("units account claims %+v", uc)
+	}
+	for _, im := range uc.Imports {
+		if im.Account != k.Account() && im.Account != k.StageAccount() {
+			t.Errorf("import %s from %s", im.Subject, im.Account)
+		}
+		if strings.HasPrefix(string(im.Subject), "$JS.API.") && !strings.HasPrefix(string(im.LocalSubject), "$JS.EDX.API.") &&
+			!strings.HasPrefix(string(im.LocalSubject), "$JS.STAGE.API.") {
+			t.Errorf("JetStream API %s imported as %q", im.Subject, im.LocalSubject)
+		}
+	}
+	sc, err := jwt.DecodeAccountClaims(k.StageAccountJWT())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sc.Name != StageAccountName || sc.Limits.JetStreamLimits != DefaultStageLimits || !sc.SigningKeys.Contains(k.stage.signingPub) ||
+		len(sc.Exports) != len(stageServices())+1 || len(sc.Imports) != 0 {
+		t.Fatalf("stage account claims %+v", sc)
 	}
 	oc, err := jwt.DecodeOperatorClaims(k.OperatorJWT())
 	if err != nil {
@@ -58,7 +90,8 @@ func TestLoadOrCreateKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if k2.Account() != k.Account() || k2.AccountJWT() != k.AccountJWT() || k2.OperatorJWT() != k.OperatorJWT() || k2.signingPub != k.signingPub {
+	if k2.Account() != k.Account() || k2.AccountJWT() != k.AccountJWT() || k2.OperatorJWT() != k.OperatorJWT() || k2.edx.signingPub != k.edx.signingPub ||
+		k2.UnitsAccountJWT() != k.UnitsAccountJWT() || k2.StageAccountJWT() != k.StageAccountJWT() {
 		t.Fatal("reload changed the keys")
 	}
 
@@ -87,8 +120,105 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal("account key changed")
 	}
 
-	if !strings.Contains(string(k.ServerConfig()), "resolver: MEMORY") {
-		t.Fatalf("server config:\n%s", k.ServerConfig())
+	// So are the UNITS and STAGE JWTs, and new stage limits apply.
+	for _, f := range []string{unitsJWTFile, stageJWTFile} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	slim := jwt.JetStreamLimits{DiskStorage: 1 << 30, Streams: 1, Consumer: 100}
+	k5, err := LoadOrCreateKeys(dir, WithStageJetStreamLimits(slim))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc5, _ := jwt.DecodeAccountClaims(k5.StageAccountJWT())
+	if k5.UnitsAccount() != k.UnitsAccount() || k5.StageAccount() != k.StageAccount() || sc5 == nil || sc5.Limits.JetStreamLimits != slim {
+		t.Fatal("units or stage account changed, or stage limits not applied")
+	}
+
+	conf := string(k.ServerConfig())
+	if !strings.Contains(conf, "resolver: MEMORY") {
+		t.Fatalf("server config:\n%s", conf)
+	}
+	for _, pub := range []string{k.SystemAccount(), k.Account(), k.UnitsAccount(), k.StageAccount()} {
+		if !strings.Contains(conf, pub+":") {
+			t.Errorf("server config lacks account %s", pub)
+		}
+	}
+}
+
+// TestUpgradeKeysDir: a keys directory from before the UNITS account (units'
+// users in EDX, signed by edx-signing.nk) is upgraded in place: the EDX
+// account keeps its key, and so its streams; UNITS and STAGE are created; the
+// credentials issued in EDX before, which would let a unit work inside the
+// streams' account, stop working.
+func TestUpgradeKeysDir(t *testing.T) {
+	dir := t.TempDir()
+	k0, err := LoadOrCreateKeys(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Turn dir into what the previous version left.
+	for _, f := range []string{signingSeedFile, unitsSeedFile, unitsSigningFile, unitsJWTFile, stageSeedFile, stageSigningFile, stageJWTFile} {
+		if err := os.Remove(filepath.Join(dir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, err := nkeys.CreateAccount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldPub, _ := old.PublicKey()
+	oldSeed, _ := old.Seed()
+	if err := os.WriteFile(filepath.Join(dir, oldSigningSeedFile), oldSeed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ac := jwt.NewAccountClaims(k0.Account())
+	ac.Name = AccountName
+	ac.SigningKeys.Add(oldPub)
+	ac.Limits.JetStreamLimits = unlimitedJetStream
+	tok, err := ac.Encode(k0.operator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, accountJWTFile), []byte(tok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldEDX := k0.edx
+	oldEDX.signing, oldEDX.signingPub = old, oldPub
+	oldUnitCreds, err := k0.issueUser(&oldEDX, "000.00.00.H29", 0, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv, err := Start(t.Context(), Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), KeysDir: dir}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	k := srv.Keys()
+	if k.Account() != k0.Account() {
+		t.Fatal("the EDX account changed: its streams would be lost")
+	}
+	if _, err := os.Stat(filepath.Join(dir, oldSigningSeedFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("old signing key left behind: %v", err)
+	}
+	if nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(oldUnitCreds)); err == nil {
+		nc.Close()
+		t.Fatal("credentials issued in EDX before the upgrade still connect")
+	}
+	for _, issue := range []func() ([]byte, error){
+		k.IssueHubCreds, k.IssueHubStageCreds, func() ([]byte, error) { return k.IssueUnitCreds("000.00.00.H29", time.Hour) },
+	} {
+		creds, err := issue()
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(creds))
+		if err != nil {
+			t.Fatalf("new credentials after the upgrade: %v", err)
+		}
+		nc.Close()
 	}
 }
 
@@ -127,13 +257,13 @@ func TestIssueUnitCreds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if uc.IssuerAccount != k.Account() || uc.Issuer != k.signingPub || uc.Name != "000.00.00.H29" {
+	if uc.IssuerAccount != k.UnitsAccount() || uc.Issuer != k.units.signingPub || uc.Name != "000.00.00.H29" {
 		t.Fatalf("issuer %s / %s, name %s", uc.IssuerAccount, uc.Issuer, uc.Name)
 	}
 	if d := time.Until(time.Unix(uc.Expires, 0)); d < 59*time.Minute || d > time.Hour {
 		t.Fatalf("expires in %v", d)
 	}
-	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || len(uc.Sub.Allow) != 1 || uc.Sub.Allow[0] != "_INBOX_000_00_00_H29.>" {
+	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || len(uc.Sub.Allow) != 1 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" {
 		t.Fatalf("permissions %+v", uc.Permissions)
 	}
 	if _, err := jwt.ParseDecoratedUserNKey(creds); err != nil {

@@ -9,23 +9,118 @@ import (
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
-// stageStream is the stream behind the staging object store.
-const stageStream = "OBJ_" + protocol.StageBucket
+// Streams behind the object stores.
+const (
+	stageStream  = "OBJ_" + protocol.StageBucket
+	uploadStream = "OBJ_" + protocol.UploadBucket
+)
 
-// UnitPermissions returns the NATS permissions of a unit's user. Everything
-// not listed is denied by the server.
+// service is one service the EDX or STAGE account exports to UNITS. A
+// JetStream API subject ($JS.API...) is imported under the exporter's API
+// prefix (protocol.EDXAPIPrefix, protocol.StageAPIPrefix); the others keep
+// their subject.
+type service struct {
+	subject  string
+	response jwt.ResponseType
+}
+
+// edxServices are what units may do in the EDX account: publish their
+// submissions, statuses and uploads (every reply, a PubAck included, goes
+// back through the import, never onto a subject in EDX), and look up, pull
+// from and ack on their two durable consumers (acks in the v1 and v2 subject
+// layouts).
+func edxServices() []service {
+	s := []service{
+		{protocol.SubjectSubmitPrefix + ">", jwt.ResponseTypeSingleton},
+		{protocol.SubjectStatusPrefix + ">", jwt.ResponseTypeSingleton},
+		{"$O." + protocol.UploadBucket + ".>", jwt.ResponseTypeSingleton},
+	}
+	for _, st := range []string{protocol.StreamDeliver, protocol.StreamNotice} {
+		s = append(s,
+			service{"$JS.API.CONSUMER.INFO." + st + ".*", jwt.ResponseTypeSingleton},
+			service{"$JS.API.CONSUMER.MSG.NEXT." + st + ".*", jwt.ResponseTypeStream},
+			service{"$JS.ACK." + st + ".>", jwt.ResponseTypeSingleton},
+			service{"$JS.ACK.*.*." + st + ".>", jwt.ResponseTypeSingleton},
+		)
+	}
+	return s
+}
+
+// stageServices are what units may do in the STAGE account: exactly what
+// nats.go's ObjectStore binding and Get use on the stage store (stream info,
+// the direct get of an object's meta, an ordered consumer on one object's
+// chunks, its deletion, its flow-control replies). Nothing writes.
+func stageServices() []service {
+	meta := "$O." + protocol.StageBucket + ".M.*"
+	chunks := "$O." + protocol.StageBucket + ".C.*"
+	return []service{
+		{"$JS.API.STREAM.INFO." + stageStream, jwt.ResponseTypeSingleton},
+		{"$JS.API.DIRECT.GET." + stageStream + "." + meta, jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.CREATE." + stageStream + ".*." + chunks, jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.DELETE." + stageStream + ".*", jwt.ResponseTypeSingleton},
+		{"$JS.FC." + stageStream + ".>", jwt.ResponseTypeSingleton},
+		{"$JS.FC.*.*." + stageStream + ".>", jwt.ResponseTypeSingleton},
+	}
+}
+
+func exports(services []service) jwt.Exports {
+	var ex jwt.Exports
+	for _, s := range services {
+		ex.Add(&jwt.Export{Name: s.subject, Subject: jwt.Subject(s.subject), Type: jwt.Service, ResponseType: s.response})
+	}
+	return ex
+}
+
+func edxExports() jwt.Exports { return exports(edxServices()) }
+
+// stageExports are the stage services and, as a stream, the units' inboxes:
+// an ordered consumer of the stage store delivers to the inbox subject of the
+// unit that created it, in the STAGE account, and the stream carries it to
+// UNITS.
+func stageExports() jwt.Exports {
+	ex := exports(stageServices())
+	ex.Add(&jwt.Export{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Type: jwt.Stream})
+	return ex
+}
+
+// unitsImports are the UNITS account's imports: every export of EDX and
+// STAGE, the JetStream API under each one's prefix.
+func unitsImports(edx, stage string) jwt.Imports {
+	var im jwt.Imports
+	add := func(from, prefix string, services []service) {
+		for _, s := range services {
+			i := &jwt.Import{Name: s.subject, Subject: jwt.Subject(s.subject), Account: from, Type: jwt.Service}
+			if rest, ok := strings.CutPrefix(s.subject, "$JS.API."); ok {
+				i.LocalSubject = jwt.RenamingSubject(prefix + "." + rest)
+			}
+			im.Add(i)
+		}
+	}
+	add(edx, protocol.EDXAPIPrefix, edxServices())
+	add(stage, protocol.StageAPIPrefix, stageServices())
+	im.Add(&jwt.Import{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Account: stage, Type: jwt.Stream})
+	return im
+}
+
+// UnitPermissions returns the NATS permissions of a unit's user in the UNITS
+// account. The account's imports already limit units to the services above;
+// these limit each unit to its own subjects. Everything not listed is denied
+// by the server.
 //
 // Publish:
 //   - its own submit and status subjects;
-//   - on its two durable pull consumers (created by the hub): consumer info,
-//     next-message requests and acks (v1 and v2 ack subject layouts);
-//   - the staging object store, exactly what nats.go's jetstream ObjectStore
-//     Put and Get use: the stream's info, the direct get of an object's meta
-//     message, publishing chunks and meta, creating an ordered consumer whose
-//     filter is one object's chunks, deleting that consumer when done, and the
-//     flow-control replies of that consumer.
+//   - on its two durable pull consumers in EDX (created by the hub): consumer
+//     info and next-message requests under protocol.EDXAPIPrefix, and acks
+//     (v1 and v2 ack subject layouts);
+//   - uploads: chunks and meta messages of the upload store, and nothing
+//     else there (no read, no list, no purge);
+//   - the stage store, read only, under protocol.StageAPIPrefix: exactly
+//     what nats.go's ObjectStore binding and Get use (stream info, the direct
+//     get of an object's meta message, an ordered consumer whose filter is
+//     one object's chunks, deleting that consumer when done, and the
+//     flow-control replies of that consumer).
 //
-// Subscribe: only its own inbox prefix (the client sets
+// Subscribe: only its own inbox prefix (protocol.ConnectUnit sets
 // nats.CustomInboxPrefix(protocol.InboxPrefix(unit))). Replies the unit sends
 // (acks, flow control) are listed explicitly, so no allow_responses.
 func UnitPermissions(unit string) jwt.Permissions {
@@ -39,21 +134,23 @@ func UnitPermissions(unit string) jwt.Permissions {
 		{protocol.StreamNotice, protocol.NoticeConsumer(unit)},
 	} {
 		p.Pub.Allow.Add(
-			"$JS.API.CONSUMER.INFO."+c.stream+"."+c.consumer,
-			"$JS.API.CONSUMER.MSG.NEXT."+c.stream+"."+c.consumer,
+			protocol.EDXAPIPrefix+".CONSUMER.INFO."+c.stream+"."+c.consumer,
+			protocol.EDXAPIPrefix+".CONSUMER.MSG.NEXT."+c.stream+"."+c.consumer,
 			"$JS.ACK."+c.stream+"."+c.consumer+".>",
 			"$JS.ACK.*.*."+c.stream+"."+c.consumer+".>",
 		)
 	}
+	p.Pub.Allow.Add(
+		"$O."+protocol.UploadBucket+".C.*",
+		"$O."+protocol.UploadBucket+".M.*",
+	)
 	stageMeta := "$O." + protocol.StageBucket + ".M.*"
 	stageChunk := "$O." + protocol.StageBucket + ".C.*"
 	p.Pub.Allow.Add(
-		"$JS.API.STREAM.INFO."+stageStream,
-		"$JS.API.DIRECT.GET."+stageStream+"."+stageMeta,
-		stageChunk,
-		stageMeta,
-		"$JS.API.CONSUMER.CREATE."+stageStream+".*."+stageChunk,
-		"$JS.API.CONSUMER.DELETE."+stageStream+".*",
+		protocol.StageAPIPrefix+".STREAM.INFO."+stageStream,
+		protocol.StageAPIPrefix+".DIRECT.GET."+stageStream+"."+stageMeta,
+		protocol.StageAPIPrefix+".CONSUMER.CREATE."+stageStream+".*."+stageChunk,
+		protocol.StageAPIPrefix+".CONSUMER.DELETE."+stageStream+".*",
 		"$JS.FC."+stageStream+".>",
 		"$JS.FC.*.*."+stageStream+".>",
 	)

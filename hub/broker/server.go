@@ -1,23 +1,36 @@
 // Package broker is the NATS side of the hub: an embedded nats-server with
 // JetStream in operator (decentralized JWT) mode, the keys that sign every
-// unit's credentials, and the idempotent JetStream setup of the streams, the
-// staging object store and the units' consumers.
+// credential, and the idempotent JetStream setup of the streams, the object
+// stores and the units' consumers.
+//
+// Accounts (Keys). EDX holds the streams and the upload store; only the hub
+// has users there. UNITS holds one user per unit credential and nothing else:
+// no JetStream, only service imports of what a unit may do (publish its
+// submissions, statuses and uploads; look up, pull from and ack its two
+// consumers; read the stage store), each narrowed to the unit's own subjects
+// by UnitPermissions. STAGE holds the stage store of large deliveries, which
+// the hub writes and units read.
+//
+// Why three. NATS checks what a client publishes, not the reply subject it
+// names, and the server publishes replies (PubAcks, API responses, direct
+// gets) and push-consumer deliveries on subjects the requester chooses. In an
+// account that holds the streams, or imports them, such a publish lands in a
+// stream: a unit could have the server write another unit's statuses. Across
+// a service import the server maps the reply to a private _R_ subject, so a
+// unit's requests answer only the unit. The UNITS account has no JetStream,
+// so nothing there turns a reply into a publish; and the stage store, whose
+// ordered consumers take their deliver subject from the request body, lives
+// in STAGE, which imports nothing: a delivery there reaches only the unit
+// inboxes that STAGE exports back to UNITS. TestNoForgeryAcrossAccounts holds
+// these lines.
+//
+// Large containers are staged encrypted under random names with a key that
+// travels only in the message (pkg/protocol, stage.go). The upload store is
+// write-only for units (no read, no list, no rollup), the stage store read
+// only: a unit can list the stage store and read ciphertext, nothing more.
 //
 // Credentials and JetStream setup work the same against the embedded server
 // and an external cluster that trusts the same operator (Keys.ServerConfig).
-//
-// Known gaps (TestKnownGapsOfTheSharedAccount). Units, the edx streams and
-// the staging object store share the EDX account, and NATS does not check a
-// request's reply subject against the requester's permissions: the server
-// publishes the reply (a PubAck, an API response, a message read with a
-// direct get, a push consumer's deliveries) on whatever subject the unit
-// named, inside the account, where the streams capture it. So a unit cannot
-// publish on another unit's subjects itself but can have the server do it,
-// with content it staged; and every unit can list and read every staged
-// object. Until units get an account of their own (importing the hub's
-// services, whose replies the server maps to private _R_ subjects, and the
-// object store in a third account), a subject names a unit for routing and
-// does not authenticate it: authors are proven by signatures.
 package broker
 
 import (
@@ -112,9 +125,9 @@ type Server struct {
 // with JetStream in operator mode, returning once it accepts clients. ctx
 // bounds the start only; the server runs until Shutdown.
 //
-// Accounts are resolved by a MEMORY resolver preloaded with the system and
-// EDX account JWTs. Users are never stored on the server: each presents a JWT
-// signed by the EDX account's signing key, which the server checks against
+// Accounts are resolved by a MEMORY resolver preloaded with the system, EDX,
+// UNITS and STAGE account JWTs. Users are never stored on the server: each
+// presents a JWT signed by its account's signing key, which the server checks against
 // the account JWT, so units issued after start connect without a restart or a
 // resolver update. The account JWTs are re-read from KeysDir at every start.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {

@@ -47,10 +47,11 @@ type StreamOptions struct {
 	// exceed the server's max_payload; larger containers go through the
 	// object store.
 	MaxMsgSize int32 `yaml:"max_msg_size"`
-	// StageTTL is how long a staged container lives in the object store
+	// StageTTL is how long a staged container lives in the object stores,
+	// the upload store (submissions) and the stage store (deliveries)
 	// (default 7 days).
 	StageTTL time.Duration `yaml:"stage_ttl"`
-	// StageMaxBytes bounds the object store; zero is unlimited.
+	// StageMaxBytes bounds each of the two object stores; zero is unlimited.
 	StageMaxBytes int64 `yaml:"stage_max_bytes"`
 }
 
@@ -88,8 +89,17 @@ func (o *StreamOptions) Validate() error {
 	return nil
 }
 
-// StreamConfigs returns the configurations EnsureStreams applies, in order
-// (EDX_SUBMIT, EDX_DELIVER, EDX_STATUS, EDX_NOTICE), and the object store's.
+// StreamConfigs returns the configurations EnsureStreams applies: the EDX
+// account's streams in order (EDX_SUBMIT, EDX_DELIVER, EDX_STATUS,
+// EDX_NOTICE, and OBJ_EDX_UPLOAD behind the upload store), and the stage
+// store's in the STAGE account.
+//
+// The upload store is laid out as an object store (chunks under
+// $O.EDX_UPLOAD.C.<nuid>, one meta message per object under
+// $O.EDX_UPLOAD.M.<name>), so that the hub reads it with an ObjectStore
+// handle, but created as a plain stream without rollups: units publish to
+// it, and a unit's Nats-Rollup header would purge other units' uploads (with
+// "all", the whole stream). Units write it with protocol.UploadStaged.
 func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.ObjectStoreConfig) {
 	opts.setDefaults()
 	stream := func(name, prefix, desc string, retention jetstream.RetentionPolicy, maxAge time.Duration) jetstream.StreamConfig {
@@ -120,9 +130,27 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 		stream(protocol.StreamNotice, protocol.SubjectNoticePrefix, "edx notices to senders, one subject per unit",
 			jetstream.LimitsPolicy, opts.NoticeMaxAge),
 	}
+	upload := jetstream.StreamConfig{
+		Name:        uploadStream,
+		Description: "edx submissions above the inline limit, encrypted; units write, the hub reads",
+		Subjects:    []string{"$O." + protocol.UploadBucket + ".C.>", "$O." + protocol.UploadBucket + ".M.>"},
+		MaxAge:      opts.StageTTL,
+		MaxBytes:    opts.StageMaxBytes,
+		MaxMsgSize:  opts.MaxMsgSize,
+		Storage:     jetstream.FileStorage,
+		Replicas:    opts.Replicas,
+		Discard:     jetstream.DiscardNew,
+		AllowDirect: true,
+		AllowRollup: false,
+		DenyDelete:  true,
+	}
+	if upload.MaxBytes == 0 {
+		upload.MaxBytes = -1
+	}
+	streams = append(streams, upload)
 	stage := jetstream.ObjectStoreConfig{
 		Bucket:      protocol.StageBucket,
-		Description: "edx containers above the inline limit",
+		Description: "edx deliveries above the inline limit, encrypted; the hub writes, units read",
 		TTL:         opts.StageTTL,
 		MaxBytes:    opts.StageMaxBytes,
 		Storage:     jetstream.FileStorage,
@@ -134,27 +162,32 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	return streams, stage
 }
 
-// EnsureStreams creates the edx streams and the staging object store, or
-// updates them to opts. It is idempotent and works against the embedded
-// server and an external cluster alike; js needs the hub's credentials.
-func EnsureStreams(ctx context.Context, js jetstream.JetStream, opts StreamOptions) error {
+// EnsureStreams creates the edx streams and the upload store in the EDX
+// account (js, the hub's connection there) and the stage store in the STAGE
+// account (stage, the hub's connection there), or updates them to opts. It is
+// idempotent and works against the embedded server and an external cluster
+// alike (HubConn holds both connections).
+func EnsureStreams(ctx context.Context, js, stage jetstream.JetStream, opts StreamOptions) error {
 	opts.setDefaults()
 	if err := opts.Validate(); err != nil {
 		return err
+	}
+	if js == nil || stage == nil {
+		return errors.New("broker: streams: the EDX and the STAGE connections are both required")
 	}
 	if nc := js.Conn(); nc != nil {
 		if mp := nc.MaxPayload(); mp > 0 && int64(opts.MaxMsgSize) > mp {
 			return fmt.Errorf("broker: streams: max_msg_size %d exceeds the server's max_payload %d", opts.MaxMsgSize, mp)
 		}
 	}
-	streams, stage := StreamConfigs(opts)
+	streams, stageCfg := StreamConfigs(opts)
 	for _, cfg := range streams {
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("broker: ensure stream %s: %w", cfg.Name, err)
 		}
 	}
-	if _, err := js.CreateOrUpdateObjectStore(ctx, stage); err != nil {
-		return fmt.Errorf("broker: ensure object store %s: %w", stage.Bucket, err)
+	if _, err := stage.CreateOrUpdateObjectStore(ctx, stageCfg); err != nil {
+		return fmt.Errorf("broker: ensure object store %s: %w", stageCfg.Bucket, err)
 	}
 	return nil
 }

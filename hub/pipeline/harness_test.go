@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -33,6 +32,7 @@ import (
 type env struct {
 	t     *testing.T
 	srv   *broker.Server
+	hc    *broker.HubConn // the hub's connections to EDX and STAGE
 	nc    *nats.Conn
 	js    jetstream.JetStream
 	arch  *archive.Store
@@ -50,7 +50,8 @@ type unit struct {
 	id     document.UnitID
 	signer *pki.Signer
 	nc     *nats.Conn
-	js     jetstream.JetStream
+	js     jetstream.JetStream   // EDX, through the UNITS account's imports
+	stage  jetstream.ObjectStore // large deliveries
 }
 
 var bucketSeq struct {
@@ -69,8 +70,9 @@ func newEnv(t *testing.T, units ...document.UnitID) *env {
 	}
 	t.Cleanup(srv.Shutdown)
 	e := &env{t: t, srv: srv, units: map[document.UnitID]*unit{}}
-	e.nc, e.js = e.hubConn()
-	if err := broker.EnsureStreams(ctx, e.js, broker.StreamOptions{}); err != nil {
+	e.hc = e.hubConn()
+	e.nc, e.js = e.hc.NC, e.hc.JS
+	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	endpoint, ak, sk := s3embed.ForTest(t)
@@ -99,25 +101,27 @@ func newEnv(t *testing.T, units ...document.UnitID) *env {
 		e.addUnit(u)
 	}
 	e.cfg = Config{Workers: 4, AckWait: 2 * time.Second}
-	e.deps = Deps{JS: e.js, Archive: e.arch, Index: e.ix, Trust: e.trust, Hub: e.hub, Log: log}
+	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Trust: e.trust, Hub: e.hub, Log: log}
 	return e
 }
 
-func (e *env) hubConn() (*nats.Conn, jetstream.JetStream) {
-	creds, err := e.srv.Keys().IssueHubCreds()
+// hubConn connects as the hub does, to the EDX and STAGE accounts.
+func (e *env) hubConn() *broker.HubConn {
+	h, err := e.srv.ConnectHub(e.t.Context())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserCredentialBytes(creds))
+	e.t.Cleanup(h.Close)
+	return h
+}
+
+// stage binds the stage store over one of the hub's connections.
+func (e *env) stage(h *broker.HubConn) jetstream.ObjectStore {
+	obs, err := h.Stage(e.t.Context())
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	e.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return nc, js
+	return obs
 }
 
 // addUnit registers a unit in the index, issues its certificate and NATS
@@ -142,13 +146,12 @@ func (e *env) addUnit(id document.UnitID) *unit {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	nc, err := nats.Connect(e.srv.ClientURL(), nats.UserCredentialBytes(creds), nats.CustomInboxPrefix(protocol.InboxPrefix(string(id))))
+	nc, js, stage, err := protocol.ConnectUnit(ctx, e.srv.ClientURL(), creds, id)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	e.t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
-	u := &unit{id: id, signer: s, nc: nc, js: js}
+	u := &unit{id: id, signer: s, nc: nc, js: js, stage: stage}
 	e.units[id] = u
 	return u
 }
@@ -212,12 +215,8 @@ func (u *unit) submitMsg(t *testing.T, id document.ID, data []byte) *nats.Msg {
 	sum := sha256.Sum256(data)
 	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
 	if len(data) > protocol.InlineLimit {
-		os, err := u.js.ObjectStore(t.Context(), protocol.StageBucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.Staged = protocol.SubmitStageName(u.id, id)
-		if _, err := os.Put(t.Context(), jetstream.ObjectMeta{Name: c.Staged}, bytes.NewReader(data)); err != nil {
+		var err error
+		if c.Staged, c.StageKey, err = protocol.UploadStaged(t.Context(), u.js, data); err != nil {
 			t.Fatal(err)
 		}
 	} else {

@@ -92,7 +92,12 @@ func (c *Config) Validate() error {
 
 // Deps are what the pipeline works with.
 type Deps struct {
-	JS      jetstream.JetStream
+	// JS is the hub's JetStream in the EDX account (broker.HubConn.JS): the
+	// streams, and the upload store from which it reads large submissions.
+	JS jetstream.JetStream
+	// Stage is the stage store in the STAGE account (broker.HubConn.Stage),
+	// where it puts large deliveries.
+	Stage   jetstream.ObjectStore
 	Archive Archive
 	Index   Index
 	Trust   *pki.Trust
@@ -108,17 +113,19 @@ type Deps struct {
 
 // Pipeline processes submissions and statuses.
 type Pipeline struct {
-	cfg   Config
-	js    jetstream.JetStream
-	stage jetstream.ObjectStore
-	arch  Archive
-	ix    Index
-	trust *pki.Trust
-	hub   *pki.Signer
-	m     *Metrics
-	log   *slog.Logger
-	now   func() time.Time
-	hook  func(string) error
+	cfg      Config
+	js       jetstream.JetStream
+	stage    jetstream.ObjectStore // large deliveries (STAGE)
+	uploads  jetstream.ObjectStore // large submissions (EDX)
+	upStream jetstream.Stream      // the stream behind uploads
+	arch     Archive
+	ix       Index
+	trust    *pki.Trust
+	hub      *pki.Signer
+	m        *Metrics
+	log      *slog.Logger
+	now      func() time.Time
+	hook     func(string) error
 }
 
 // New checks cfg and deps and returns a pipeline; Run starts it.
@@ -127,17 +134,21 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	if d.JS == nil || d.Archive == nil || d.Index == nil || d.Trust == nil || d.Hub == nil {
-		return nil, errors.New("pipeline: JetStream, archive, index, trust and hub signer are required")
+	if d.JS == nil || d.Stage == nil || d.Archive == nil || d.Index == nil || d.Trust == nil || d.Hub == nil {
+		return nil, errors.New("pipeline: JetStream, stage store, archive, index, trust and hub signer are required")
 	}
 	if !pki.IsHub(d.Hub.Cert()) {
 		return nil, errors.New("pipeline: the receipt signer's certificate is not a hub certificate (organizationIdentifier EDX-HUB)")
 	}
-	stage, err := d.JS.ObjectStore(ctx, protocol.StageBucket)
+	uploads, err := d.JS.ObjectStore(ctx, protocol.UploadBucket)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.StageBucket, err)
+		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.UploadBucket, err)
 	}
-	p := &Pipeline{cfg: cfg, js: d.JS, stage: stage, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
+	upStream, err := d.JS.Stream(ctx, "OBJ_"+protocol.UploadBucket)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.UploadBucket, err)
+	}
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, uploads: uploads, upStream: upStream, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -218,7 +219,38 @@ func TestRejectedSubmissions(t *testing.T) {
 		{"no such staged object", func() sub {
 			s := mk(a.signer, uA, uB)
 			s.edit = func(m *nats.Msg) {
-				m.Header.Set(protocol.HeaderStaged, protocol.SubmitStageName(uA, s.id))
+				m.Header.Set(protocol.HeaderStaged, protocol.SubmitStageName())
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(make([]byte, protocol.StageKeySize)))
+				m.Data = nil
+			}
+			return s
+		}, reason.SubmissionStaged},
+		{"staged object under another key", func() sub {
+			s := mk(a.signer, uA, uB)
+			s.edit = func(m *nats.Msg) {
+				name, key, err := protocol.UploadStaged(t.Context(), a.js, s.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				key[0] ^= 1
+				m.Header.Set(protocol.HeaderStaged, name)
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(key))
+				m.Data = nil
+			}
+			return s
+		}, reason.SubmissionStaged},
+		{"staged meta naming chunks never written", func() sub {
+			// Read naively, this object would keep a worker waiting.
+			s := mk(a.signer, uA, uB)
+			s.edit = func(m *nats.Msg) {
+				name := protocol.SubmitStageName()
+				meta, _ := json.Marshal(jetstream.ObjectInfo{ObjectMeta: jetstream.ObjectMeta{Name: name}, Bucket: protocol.UploadBucket,
+					NUID: "nochunkshere", Size: uint64(len(s.data) + protocol.StageOverhead), Chunks: 1})
+				if _, err := a.js.Publish(t.Context(), "$O."+protocol.UploadBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name)), meta); err != nil {
+					t.Fatal(err)
+				}
+				m.Header.Set(protocol.HeaderStaged, name)
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(make([]byte, protocol.StageKeySize)))
 				m.Data = nil
 			}
 			return s
@@ -363,8 +395,8 @@ func TestCrashMidway(t *testing.T) {
 			e := newEnv(t, uA, uB, uC)
 			var crashed atomic.Bool
 			deps := e.deps
-			nc, js := e.hubConn()
-			deps.JS = js
+			h := e.hubConn()
+			deps.JS, deps.Stage = h.JS, e.stage(h)
 			deps.hook = func(s string) error {
 				if s == step && crashed.CompareAndSwap(false, true) {
 					return errors.New("crash")
@@ -380,7 +412,7 @@ func TestCrashMidway(t *testing.T) {
 					t.Fatal("the hub never reached " + step)
 				}
 			}
-			nc.Close() // the dead process's connection goes away
+			h.Close() // the dead process's connections go away
 			stop()
 			e.run(e.deps) // a new hub; the message comes back after AckWait
 			var first *protocol.Notice
@@ -510,16 +542,22 @@ func TestLargeContainer(t *testing.T) {
 	b := e.units[uB]
 	msg := b.next(t, protocol.StreamDeliver, protocol.DeliverConsumer(string(uB)))
 	d, err := protocol.ParseDelivery(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
-	if err != nil || d.Staged != protocol.DeliverStageName(id) {
+	if err != nil || d.Staged == "" || len(d.Data) != 0 {
 		t.Fatalf("delivery: %v %+v", err, d)
 	}
-	os, err := b.js.ObjectStore(t.Context(), protocol.StageBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := os.GetBytes(t.Context(), d.Staged)
+	got, err := protocol.GetStaged(t.Context(), b.stage, d.Staged, d.StageKey, int64(len(data)))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("staged delivery: %v, identical=%v", err, bytes.Equal(got, data))
+	}
+	// C's delivery names the same staged object, with the same key.
+	cmsg := e.units[uC].next(t, protocol.StreamDeliver, protocol.DeliverConsumer(string(uC)))
+	if cmsg.Headers().Get(protocol.HeaderStaged) != d.Staged {
+		t.Errorf("staged twice: %s and %s", d.Staged, cmsg.Headers().Get(protocol.HeaderStaged))
+	}
+	// What the store holds is ciphertext.
+	raw, err := b.stage.GetBytes(t.Context(), d.Staged)
+	if err != nil || bytes.Contains(raw, data[len(data)/2:len(data)/2+64]) {
+		t.Fatalf("staged delivery in the clear (%v)", err)
 	}
 	arch, _, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
 	if err != nil || !bytes.Equal(arch, data) {

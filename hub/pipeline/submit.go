@@ -1,7 +1,6 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -58,13 +57,10 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 			Message: fmt.Sprintf("container of %d bytes exceeds the limit of %d", wire.Size, p.cfg.Limits.MaxSize)}})
 	}
 	if wire.Staged != "" {
-		if wire.Staged != protocol.SubmitStageName(unit, wire.DocumentID) {
-			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: fmt.Sprintf("staged object %q is not %q", wire.Staged, protocol.SubmitStageName(unit, wire.DocumentID))}})
-		}
-		data, err := p.stage.GetBytes(ctx, wire.Staged)
+		data, err := p.getUpload(ctx, wire)
 		switch {
-		case errors.Is(err, jetstream.ErrObjectNotFound):
-			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: fmt.Sprintf("staged object %q not found (expired or never stored)", wire.Staged)}})
+		case errors.Is(err, protocol.ErrStageInvalid):
+			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: err.Error()}})
 		case err != nil:
 			return retry("pipeline: get staged %s: %w", wire.Staged, err)
 		}
@@ -255,18 +251,42 @@ func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Docum
 	return b, rc, nil
 }
 
-// route publishes one delivery per recipient; large containers are staged
-// once in the object store for all of them.
+// getUpload reads a staged submission from the upload store. The unit wrote
+// the object's meta message itself: before reading, the chunks it names must
+// all be there, or the read would wait for chunks that never come.
+func (p *Pipeline) getUpload(ctx context.Context, wire *protocol.Container) ([]byte, error) {
+	info, err := p.uploads.GetInfo(ctx, wire.Staged)
+	if err == nil && info.NUID != "" {
+		chunks := "$O." + protocol.UploadBucket + ".C." + info.NUID
+		si, err := p.upStream.Info(ctx, jetstream.WithSubjectFilter(chunks))
+		if err != nil {
+			return nil, err
+		}
+		if n := si.State.Subjects[chunks]; n != uint64(info.Chunks) {
+			return nil, fmt.Errorf("%w: %s: %d chunks stored, its meta says %d", protocol.ErrStageInvalid, wire.Staged, n, info.Chunks)
+		}
+	}
+	// GetStaged looks the object up again and classifies any error.
+	gctx, cancel := context.WithTimeout(ctx, max(p.cfg.AckWait, 2*time.Minute))
+	defer cancel()
+	return protocol.GetStaged(gctx, p.uploads, wire.Staged, wire.StageKey, p.cfg.Limits.MaxSize)
+}
+
+// route publishes one delivery per recipient; a large container is staged,
+// encrypted under a new key and a new random name, once for all of them.
+// After a crash between staging and routing, the redelivered submission is
+// staged again under another name: the first copy is never referenced (or,
+// for recipients whose delivery was published before the crash, still
+// referenced and valid, since Nats-Msg-Id drops the second delivery) and
+// expires with the store's TTL.
 func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Document, receipt []byte) error {
 	wire := protocol.Container{DocumentID: d.ID, SHA256: s.sha, Size: int64(len(s.data))}
 	if len(s.data) > protocol.InlineLimit {
-		wire.Staged = protocol.DeliverStageName(d.ID)
-		if info, err := p.stage.GetInfo(ctx, wire.Staged); err != nil || info.Headers.Get(protocol.HeaderSHA256) != s.sha {
-			meta := jetstream.ObjectMeta{Name: wire.Staged, Headers: nats.Header{protocol.HeaderSHA256: []string{s.sha}}}
-			if _, err := p.stage.Put(ctx, meta, bytes.NewReader(s.data)); err != nil {
-				return retry("pipeline: stage delivery %s: %w", wire.Staged, err)
-			}
+		name, key, err := protocol.PutStaged(ctx, p.stage, s.data)
+		if err != nil {
+			return retry("pipeline: stage delivery of %s: %w", d.ID, err)
 		}
+		wire.Staged, wire.StageKey = name, key
 	} else {
 		wire.Data = s.data
 	}

@@ -16,8 +16,9 @@ import (
 )
 
 // InlineLimit is the largest container sent inside a message; a larger one
-// is staged in the EDX_STAGE object store and the message names it. Streams
-// accept messages of up to twice this size.
+// is staged, encrypted, in an object store (UploadStaged for submissions,
+// PutStaged for deliveries) and the message names it and carries its key.
+// Streams accept messages of up to twice this size.
 const InlineLimit = 4 << 20
 
 // Headers carried by edx messages.
@@ -26,21 +27,13 @@ const (
 	HeaderDocID     = "Edx-Document-Id"      // the document's ULID
 	HeaderSHA256    = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
 	HeaderSize      = "Edx-Container-Size"   // container size in bytes
-	HeaderStaged    = "Edx-Staged"           // object name in EDX_STAGE when not inline
+	HeaderStaged    = "Edx-Staged"           // object name in the stage store when not inline
+	HeaderStageKey  = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
 	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
 	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
 	HeaderVersion   = "Edx-Protocol"         // protocol version
 	ProtocolVersion = "1"
 )
-
-// SubmitStageName is the object name a unit stages a large submission under.
-func SubmitStageName(unit document.UnitID, id document.ID) string {
-	return "submit/" + string(unit) + "/" + string(id)
-}
-
-// DeliverStageName is the object name the hub stages a large delivery under,
-// shared by every recipient of the document.
-func DeliverStageName(id document.ID) string { return "deliver/" + string(id) }
 
 // Container is a signed container on the wire: its bytes inline, or the name
 // of the staged object that holds them, with the digest that binds the two.
@@ -48,8 +41,12 @@ type Container struct {
 	DocumentID document.ID
 	SHA256     string // hex
 	Size       int64
-	Staged     string // object name in EDX_STAGE; empty when Data is inline
-	Data       []byte // the container bytes when inline
+	// Staged is the name of the staged object (in UploadBucket for a
+	// submission, StageBucket for a delivery); empty when Data is inline.
+	Staged string
+	// StageKey decrypts the staged object (OpenStage); set with Staged.
+	StageKey []byte
+	Data     []byte // the container bytes when inline
 }
 
 func (c *Container) setHeaders(h nats.Header) {
@@ -59,16 +56,31 @@ func (c *Container) setHeaders(h nats.Header) {
 	h.Set(HeaderSize, strconv.FormatInt(c.Size, 10))
 	if c.Staged != "" {
 		h.Set(HeaderStaged, c.Staged)
+		h.Set(HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
 	}
 }
 
-func parseContainer(m *nats.Msg) (*Container, error) {
+// parseContainer reads the container headers; a staged object's name must
+// start with stagePrefix.
+func parseContainer(m *nats.Msg, stagePrefix string) (*Container, error) {
 	c := &Container{
 		DocumentID: document.ID(m.Header.Get(HeaderDocID)),
 		SHA256:     m.Header.Get(HeaderSHA256),
 		Staged:     m.Header.Get(HeaderStaged),
 	}
 	var errs []string
+	if k := m.Header.Get(HeaderStageKey); c.Staged != "" {
+		if err := validStageName(c.Staged, stagePrefix); err != nil {
+			errs = append(errs, "header "+HeaderStaged+": "+err.Error())
+		}
+		key, err := base64.StdEncoding.DecodeString(k)
+		if err != nil || len(key) != StageKeySize {
+			errs = append(errs, fmt.Sprintf("header %s: want a base64 key of %d bytes", HeaderStageKey, StageKeySize))
+		}
+		c.StageKey = key
+	} else if k != "" {
+		errs = append(errs, "header "+HeaderStageKey+" without "+HeaderStaged)
+	}
 	if err := c.DocumentID.Validate(); err != nil {
 		errs = append(errs, "header "+HeaderDocID+": "+err.Error())
 	}
@@ -115,7 +127,7 @@ func ParseSubmit(m *nats.Msg) (document.UnitID, *Container, error) {
 	if !strings.HasPrefix(m.Subject, SubjectSubmitPrefix) {
 		return unit, nil, fmt.Errorf("protocol: subject %q is not a submission", m.Subject)
 	}
-	c, err := parseContainer(m)
+	c, err := parseContainer(m, submitStagePrefix)
 	if err != nil {
 		return unit, c, fmt.Errorf("protocol: submission: %w", err)
 	}
@@ -149,7 +161,7 @@ func DeliverMsgID(id document.ID, recipient document.UnitID) string {
 
 // ParseDelivery reads a delivery.
 func ParseDelivery(m *nats.Msg) (*Delivery, error) {
-	c, err := parseContainer(m)
+	c, err := parseContainer(m, deliverStagePrefix)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: delivery: %w", err)
 	}

@@ -36,9 +36,11 @@ func TestSubmitRoundTrip(t *testing.T) {
 func TestDeliveryRoundTrip(t *testing.T) {
 	id := document.NewID(time.Now())
 	d := &Delivery{Recipient: "000.02.00.H29", Sender: "000.01.00.H29", Receipt: []byte{1, 2, 3},
-		Container: Container{DocumentID: id, SHA256: string(bytes.Repeat([]byte("a"), 64)), Size: 10, Staged: DeliverStageName(id)}}
+		Container: Container{DocumentID: id, SHA256: string(bytes.Repeat([]byte("a"), 64)), Size: 10,
+			Staged: DeliverStageName(), StageKey: bytes.Repeat([]byte{7}, StageKeySize)}}
 	got, err := ParseDelivery(DeliverMsg(d))
-	if err != nil || got.Recipient != d.Recipient || got.Sender != d.Sender || got.Staged != d.Staged || !bytes.Equal(got.Receipt, d.Receipt) {
+	if err != nil || got.Recipient != d.Recipient || got.Sender != d.Sender || got.Staged != d.Staged ||
+		!bytes.Equal(got.StageKey, d.StageKey) || !bytes.Equal(got.Receipt, d.Receipt) {
 		t.Fatalf("%v %+v", err, got)
 	}
 }

@@ -1,6 +1,13 @@
 // Package protocol defines, once, how hub and agents talk over NATS JetStream:
-// stream, subject and consumer names, message headers and bodies, and the
-// inline size limit.
+// stream, subject and consumer names, message headers and bodies, the inline
+// size limit, the encryption of staged containers, and how a unit connects
+// (ConnectUnit).
+//
+// Units live in a NATS account of their own (UNITS) that holds no stream: they
+// reach the hub's streams in the EDX account, and the store of large
+// deliveries in the STAGE account, through service imports. Their JetStream
+// API calls therefore go under a prefix (EDXAPIPrefix, StageAPIPrefix), which
+// ConnectUnit sets up; nothing else on the agent side needs to know it.
 package protocol
 
 import "strings"
@@ -11,8 +18,26 @@ const (
 	StreamDeliver = "EDX_DELIVER" // edx.deliver.<unit>, one durable consumer per unit
 	StreamStatus  = "EDX_STATUS"  // edx.status.<unit>, consumed by the hub
 	StreamNotice  = "EDX_NOTICE"  // edx.notice.<unit>, one durable consumer per unit
-	StageBucket   = "EDX_STAGE"   // object store for containers above the inline limit
+	// StageBucket is the object store (in the STAGE account) of deliveries
+	// above the inline limit: the hub writes, recipients read.
+	StageBucket = "EDX_STAGE"
+	// UploadBucket is the object store (in the EDX account) of submissions
+	// above the inline limit: units only write (UploadStaged), the hub reads.
+	UploadBucket = "EDX_UPLOAD"
 )
+
+// JetStream API prefixes under which the UNITS account imports the EDX and
+// STAGE accounts' APIs (jetstream.NewWithAPIPrefix). Only ConnectUnit and the
+// hub's broker use them.
+const (
+	EDXAPIPrefix   = "$JS.EDX.API"
+	StageAPIPrefix = "$JS.STAGE.API"
+)
+
+// InboxRoot is the first token of every unit's inbox prefix; the STAGE
+// account exports it as a stream so that an ordered consumer of the stage
+// store can deliver to the unit that created it.
+const InboxRoot = "_INBOX_EDX"
 
 // Subject prefixes; a subject is the prefix followed by a unit id.
 const (
@@ -60,5 +85,6 @@ func DeliverConsumer(unit string) string { return "deliver_" + consumerSafe(unit
 func NoticeConsumer(unit string) string { return "notice_" + consumerSafe(unit) }
 
 // InboxPrefix is the reply-subject prefix a unit's connection must use
-// (nats.CustomInboxPrefix), so that no unit can listen to another's replies.
-func InboxPrefix(unit string) string { return "_INBOX_" + consumerSafe(unit) }
+// (nats.CustomInboxPrefix, set by ConnectUnit), so that no unit can listen to
+// another's replies: InboxRoot, a dot, then the unit id as one token.
+func InboxPrefix(unit string) string { return InboxRoot + "." + consumerSafe(unit) }
