@@ -1,0 +1,477 @@
+package auth
+
+import (
+	"crypto/tls"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// fastHash keeps tests quick; the format and code path are the real ones.
+var fastHash = HashParams{MemoryKiB: 8 * 1024, Time: 1, Threads: 1}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time      { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unlock() }
+
+func openTest(t *testing.T, mod ...func(*Config)) (*Store, *clock) {
+	t.Helper()
+	cfg := Config{Path: filepath.Join(t.TempDir(), "auth", "users.db"), PasswordHash: fastHash}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s, err := Open(t.Context(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	c := &clock{t: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)}
+	s.now = c.now
+	s.limit.now = c.now
+	return s, c
+}
+
+const unitA, unitB, unitC = document.UnitID("000.01.00.H29"), document.UnitID("000.02.00.H29"), document.UnitID("000.03.00.H29")
+
+func TestPermissions(t *testing.T) {
+	id := func(r Role, u document.UnitID) *Identity { return &Identity{User: User{Role: r, Unit: u}} }
+	tests := []struct {
+		name       string
+		who        *Identity
+		can        []Permission
+		cannot     []Permission
+		seesBC     bool // a document from B to C
+		seesAB     bool // a document from A to B
+		scope      document.UnitID
+		seesUnitA  bool
+		seesUnitB  bool
+		disabledOK bool
+	}{
+		{"staff of A", id(RoleStaff, unitA), []Permission{ReadContent, Verify}, []Permission{ReadAll, ManageUnits, ManageUsers}, false, true, unitA, true, false, false},
+		{"staff of C", id(RoleStaff, unitC), []Permission{ReadContent}, []Permission{ReadAll}, true, false, unitC, false, false, false},
+		{"archivist", id(RoleArchivist, ""), []Permission{ReadAll, ReadContent, Verify}, []Permission{ManageUnits, ManageUsers}, true, true, "", true, true, false},
+		{"auditor", id(RoleAuditor, ""), []Permission{ReadAll, Verify}, []Permission{ReadContent, ManageUnits, ManageUsers}, true, true, "", true, true, false},
+		{"admin", id(RoleAdmin, ""), []Permission{ReadAll, ReadContent, Verify, ManageUnits, ManageUsers}, nil, true, true, "", true, true, false},
+		{"anonymous", nil, nil, []Permission{ReadAll, ReadContent, Verify, ManageUnits, ManageUsers}, false, false, "", false, false, false},
+		{"staff without unit", id(RoleStaff, ""), nil, []Permission{ReadAll}, false, false, "", false, false, false},
+		{"unknown role", id("root", ""), nil, []Permission{ReadAll, ReadContent, Verify, ManageUnits, ManageUsers}, false, false, "", false, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for _, p := range tt.can {
+				if !tt.who.Can(p) {
+					t.Errorf("cannot %d", p)
+				}
+			}
+			for _, p := range tt.cannot {
+				if tt.who.Can(p) {
+					t.Errorf("can %d", p)
+				}
+			}
+			if got := tt.who.Sees(unitB, []document.UnitID{unitC}); got != tt.seesBC {
+				t.Errorf("sees B→C: %v", got)
+			}
+			if got := tt.who.Sees(unitA, []document.UnitID{unitB}); got != tt.seesAB {
+				t.Errorf("sees A→B: %v", got)
+			}
+			if tt.who != nil && tt.who.User.Role != "root" {
+				if got := tt.who.Scope(); got != tt.scope {
+					t.Errorf("scope %q", got)
+				}
+			}
+			if got := tt.who.SeesUnit(unitA); got != tt.seesUnitA {
+				t.Errorf("sees unit A: %v", got)
+			}
+			if got := tt.who.SeesUnit(unitB); got != tt.seesUnitB {
+				t.Errorf("sees unit B: %v", got)
+			}
+			if tt.who != nil {
+				d := *tt.who
+				d.User.Disabled = true
+				if d.Can(Verify) || d.Sees(unitA, []document.UnitID{unitB}) || d.SeesUnit(unitA) {
+					t.Error("a disabled account can still do something")
+				}
+			}
+		})
+	}
+}
+
+func TestPasswordHash(t *testing.T) {
+	h := hashPassword("mật khẩu đủ dài", fastHash)
+	if !strings.HasPrefix(h, "$argon2id$v=19$m=8192,t=1,p=1$") {
+		t.Fatalf("hash %q", h)
+	}
+	if !checkHash(h, "mật khẩu đủ dài") {
+		t.Fatal("the right password does not match")
+	}
+	if checkHash(h, "mat khau du dai") || checkHash(h, "") {
+		t.Fatal("a wrong password matches")
+	}
+	if h2 := hashPassword("mật khẩu đủ dài", fastHash); h2 == h {
+		t.Fatal("two hashes of one password are equal: no salt")
+	}
+	for _, bad := range []string{"", "$argon2i$v=19$m=8192,t=1,p=1$AAAA$AAAA", strings.Replace(h, "m=8192", "m=1", 1),
+		strings.Replace(h, "m=8192", "m=99999999", 1), h[:len(h)-4], "$argon2id$v=19$m=8192,t=1,p=1$!!$!!"} {
+		if checkHash(bad, "mật khẩu đủ dài") {
+			t.Errorf("malformed hash %q matches", bad)
+		}
+	}
+}
+
+func TestUsers(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := t.Context()
+	bad := []NewUser{
+		{Name: "a", Role: RoleArchivist, Password: "long enough password"},
+		{Name: "Bad Name", Role: RoleArchivist, Password: "long enough password"},
+		{Name: "nhan", Role: "root", Password: "long enough password"},
+		{Name: "nhan", Role: RoleStaff, Password: "long enough password"},
+		{Name: "nhan", Role: RoleStaff, Unit: "H29", Password: "long enough password"},
+		{Name: "nhan", Role: RoleAuditor, Unit: unitA, Password: "long enough password"},
+		{Name: "nhan", Role: RoleAuditor, Password: "short"},
+		{Name: "nhan", Role: RoleAuditor, Password: strings.Repeat("x", 300)},
+	}
+	for _, nu := range bad {
+		if _, err := s.AddUser(ctx, nu); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want invalid", nu, err)
+		}
+	}
+	u, err := s.AddUser(ctx, NewUser{Name: "Lan.Nguyen", DisplayName: "Nguyễn Thị Lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Name != "lan.nguyen" {
+		t.Errorf("name %q not folded to lower case", u.Name)
+	}
+	if _, err := s.AddUser(ctx, NewUser{Name: "lan.nguyen", Role: RoleAuditor, Password: "another password"}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	if _, err := s.Authenticate(ctx, "LAN.NGUYEN", "mật khẩu của Lan"); err != nil {
+		t.Fatalf("authenticate: %v", err)
+	}
+	for _, c := range [][2]string{{"lan.nguyen", "wrong password"}, {"nobody", "mật khẩu của Lan"}, {"lan.nguyen", ""}} {
+		if _, err := s.Authenticate(ctx, c[0], c[1]); !errors.Is(err, ErrCredentials) {
+			t.Errorf("%v: %v", c, err)
+		}
+	}
+	// A role change to a non-staff role drops the unit; staff need one.
+	if _, err := s.UpdateUser(ctx, "lan.nguyen", Change{Role: new(RoleAuditor)}); err != nil {
+		t.Fatal(err)
+	}
+	if u, _ := s.User(ctx, "lan.nguyen"); u.Unit != "" || u.Role != RoleAuditor {
+		t.Fatalf("after role change: %+v", u)
+	}
+	if _, err := s.UpdateUser(ctx, "lan.nguyen", Change{Role: new(RoleStaff)}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("staff without unit: %v", err)
+	}
+	if _, err := s.UpdateUser(ctx, "lan.nguyen", Change{Disabled: new(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Authenticate(ctx, "lan.nguyen", "mật khẩu của Lan"); !errors.Is(err, ErrCredentials) {
+		t.Fatalf("disabled account signs in: %v", err)
+	}
+	if _, err := s.UpdateUser(ctx, "nobody", Change{}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown user: %v", err)
+	}
+	us, err := s.Users(ctx)
+	if err != nil || len(us) != 1 {
+		t.Fatalf("users: %v %v", us, err)
+	}
+}
+
+func TestSessions(t *testing.T) {
+	s, clk := openTest(t, func(c *Config) { c.SessionTTL, c.SessionIdle = 8*time.Hour, 30*time.Minute })
+	ctx := t.Context()
+	u, err := s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sec, err := s.NewSession(ctx, u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := s.Session(ctx, sec)
+	if err != nil || id.User.Name != "lan" || id.Via != ViaSession {
+		t.Fatalf("session: %+v %v", id, err)
+	}
+	if _, err := s.Session(ctx, sec+"x"); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a wrong secret finds a session")
+	}
+	// Requests keep it alive up to the absolute lifetime.
+	for range 20 {
+		clk.add(29 * time.Minute)
+		if _, err := s.Session(ctx, sec); err != nil {
+			if clk.now().Sub(u.Created) < 8*time.Hour {
+				t.Fatalf("session ended at %v: %v", clk.now().Sub(u.Created), err)
+			}
+			break
+		}
+	}
+	if _, err := s.Session(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("session outlived its lifetime")
+	}
+	// Idle too long.
+	sec, _ = s.NewSession(ctx, u)
+	clk.add(31 * time.Minute)
+	if _, err := s.Session(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("idle session still valid")
+	}
+	// A new password ends every session.
+	sec, _ = s.NewSession(ctx, u)
+	if _, err := s.UpdateUser(ctx, "lan", Change{Password: new("mật khẩu mới của Lan")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("session survived a password change")
+	}
+	if _, err := s.Authenticate(ctx, "lan", "mật khẩu mới của Lan"); err != nil {
+		t.Fatal(err)
+	}
+	sec, _ = s.NewSession(ctx, u)
+	if err := s.EndSession(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Session(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("ended session still valid")
+	}
+}
+
+func TestTokens(t *testing.T) {
+	s, clk := openTest(t)
+	ctx := t.Context()
+	if _, err := s.AddUser(ctx, NewUser{Name: "robot", Role: RoleAuditor, Password: "long enough password"}); err != nil {
+		t.Fatal(err)
+	}
+	sec, tok, err := s.NewToken(ctx, "robot", "nightly audit", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(sec, "edx_"+tok.ID+"_") {
+		t.Fatalf("secret %q, id %q", sec, tok.ID)
+	}
+	id, err := s.TokenIdentity(ctx, sec)
+	if err != nil || id.User.Name != "robot" || id.Via != ViaToken {
+		t.Fatalf("token identity: %+v %v", id, err)
+	}
+	for _, bad := range []string{"", "edx_", sec + "x", strings.TrimPrefix(sec, "edx_")} {
+		if _, err := s.TokenIdentity(ctx, bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+	ts, _ := s.Tokens(ctx, "robot")
+	if len(ts) != 1 || ts[0].Name != "nightly audit" || ts[0].LastUsed.IsZero() {
+		t.Fatalf("tokens: %+v", ts)
+	}
+	clk.add(25 * time.Hour)
+	if _, err := s.TokenIdentity(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("expired token accepted")
+	}
+	sec, tok, _ = s.NewToken(ctx, "robot", "forever", 0)
+	if _, err := s.UpdateUser(ctx, "robot", Change{Disabled: new(true)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenIdentity(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("a disabled account's token accepted")
+	}
+	s.UpdateUser(ctx, "robot", Change{Disabled: new(false)})
+	if _, err := s.TokenIdentity(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeToken(ctx, tok.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenIdentity(ctx, sec); !errors.Is(err, ErrNotFound) {
+		t.Fatal("revoked token accepted")
+	}
+	if err := s.RevokeToken(ctx, tok.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+	if _, _, err := s.NewToken(ctx, "nobody", "x", 0); !errors.Is(err, ErrNotFound) {
+		t.Fatal(err)
+	}
+}
+
+func TestFirstAdmin(t *testing.T) {
+	s, _ := openTest(t)
+	pwFile := filepath.Join(t.TempDir(), "admin.password")
+	created, err := s.EnsureFirstAdmin(t.Context(), pwFile)
+	if err != nil || !created {
+		t.Fatalf("created %v, %v", created, err)
+	}
+	fi, err := os.Stat(pwFile)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("password file: %v %v", fi, err)
+	}
+	pw, _ := os.ReadFile(pwFile)
+	u, err := s.Authenticate(t.Context(), "admin", strings.TrimSpace(string(pw)))
+	if err != nil || u.Role != RoleAdmin {
+		t.Fatalf("first admin: %+v %v", u, err)
+	}
+	if created, err := s.EnsureFirstAdmin(t.Context(), pwFile); err != nil || created {
+		t.Fatalf("second call created %v, %v", created, err)
+	}
+}
+
+// TestHTTP: sign-in cookies, identities from cookies and tokens, CSRF.
+func TestHTTP(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := t.Context()
+	s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	tokSecret, _, _ := s.NewToken(ctx, "lan", "script", 0)
+	var got *Identity
+	h := s.Middleware("the-admin-token")(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = FromContext(r.Context())
+		if r.Method == "POST" && !s.CheckCSRF(r) {
+			http.Error(w, "csrf", http.StatusForbidden)
+		}
+	}))
+	serve := func(r *http.Request) *httptest.ResponseRecorder {
+		got = nil
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w
+	}
+
+	// Sign in over plain HTTP and over TLS.
+	for _, tlsOn := range []bool{false, true} {
+		r := httptest.NewRequest("POST", "/login", nil)
+		if tlsOn {
+			r.TLS = &tls.ConnectionState{}
+		}
+		w := httptest.NewRecorder()
+		id, err := s.SignIn(w, r, "lan", "mật khẩu của Lan")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := w.Result().Cookies()
+		if len(c) != 1 || c[0].Name != SessionCookie || !c[0].HttpOnly || c[0].SameSite != http.SameSiteLaxMode || c[0].Secure != tlsOn {
+			t.Fatalf("tls %v: cookie %+v", tlsOn, c)
+		}
+		// The cookie identifies later requests.
+		r = httptest.NewRequest("GET", "/", nil)
+		r.AddCookie(c[0])
+		serve(r)
+		if got == nil || got.User.Name != "lan" || got.Via != ViaSession {
+			t.Fatalf("cookie identity %v", got)
+		}
+		// A form post needs the session's CSRF token.
+		csrf := s.csrfToken("session", id.session)
+		for _, tc := range []struct {
+			token string
+			code  int
+		}{{"", 403}, {"forged", 403}, {csrf, 200}} {
+			r = httptest.NewRequest("POST", "/x", strings.NewReader(url.Values{"csrf": {tc.token}}.Encode()))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.AddCookie(c[0])
+			if w := serve(r); w.Code != tc.code {
+				t.Errorf("csrf %q: %d", tc.token, w.Code)
+			}
+		}
+	}
+	// Bearer tokens: an API token and the admin token; no CSRF needed.
+	for _, tc := range []struct {
+		auth, user, via string
+	}{
+		{"Bearer " + tokSecret, "lan", ViaToken},
+		{"Bearer the-admin-token", "admin-token", ViaAdminToken},
+		{"Bearer wrong", "", ""},
+		{"Basic bGFuOng=", "", ""},
+	} {
+		r := httptest.NewRequest("POST", "/x", nil)
+		r.Header.Set("Authorization", tc.auth)
+		w := serve(r)
+		switch {
+		case tc.user == "" && got != nil:
+			t.Errorf("%s: identified as %v", tc.auth, got)
+		case tc.user != "" && (got == nil || got.User.Name != tc.user || got.Via != tc.via || w.Code != 200):
+			t.Errorf("%s: %v %d", tc.auth, got, w.Code)
+		}
+	}
+	// Sign-in form CSRF is bound to its cookie.
+	w := httptest.NewRecorder()
+	tok := s.SignInCSRF(w, httptest.NewRequest("GET", "/login", nil))
+	c := w.Result().Cookies()
+	r := httptest.NewRequest("POST", "/login", strings.NewReader(url.Values{"csrf": {tok}}.Encode()))
+	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if s.CheckSignInCSRF(r) {
+		t.Fatal("sign-in CSRF passes without its cookie")
+	}
+	r.AddCookie(c[0])
+	if !s.CheckSignInCSRF(r) {
+		t.Fatal("sign-in CSRF fails with its cookie")
+	}
+}
+
+func TestSignInRateLimit(t *testing.T) {
+	s, clk := openTest(t)
+	ctx := t.Context()
+	s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	try := func(addr, name, pw string) error {
+		r := httptest.NewRequest("POST", "/login", nil)
+		r.RemoteAddr = addr
+		_, err := s.SignIn(httptest.NewRecorder(), r, name, pw)
+		return err
+	}
+	// Five wrong passwords for lan, from different addresses: the sixth
+	// attempt is refused even with the right password.
+	for i := range 5 {
+		if err := try("10.0.0."+string(rune('1'+i))+":1000", "lan", "wrong password"); !errors.Is(err, ErrCredentials) {
+			t.Fatalf("attempt %d: %v", i, err)
+		}
+	}
+	err := try("10.0.1.1:1000", "lan", "mật khẩu của Lan")
+	var re *RetryError
+	if !errors.As(err, &re) || re.After <= 0 {
+		t.Fatalf("after 5 failures: %v", err)
+	}
+	clk.add(31 * time.Second)
+	if err := try("10.0.1.1:1000", "lan", "mật khẩu của Lan"); err != nil {
+		t.Fatalf("after waiting: %v", err)
+	}
+	// One address trying many names runs out after its burst.
+	var n int
+	for i := range 20 {
+		if err := try("10.9.9.9:1", "user"+string(rune('a'+i)), "whatever password"); errors.Is(err, ErrRateLimited) {
+			break
+		}
+		n++
+	}
+	if n != 10 {
+		t.Fatalf("an address made %d attempts before the limit, want 10", n)
+	}
+}
+
+func TestConfig(t *testing.T) {
+	c := Config{Path: "x.db"}
+	c.SetDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, mod := range []func(*Config){
+		func(c *Config) { c.Path = "" },
+		func(c *Config) { c.FirstAdmin = "Not Valid" },
+		func(c *Config) { c.CookieSecure = "never" },
+		func(c *Config) { c.SessionIdle = time.Second },
+		func(c *Config) { c.PasswordHash.MemoryKiB = 16 },
+		func(c *Config) { c.SignInLimit.IPBurst = -1 },
+	} {
+		d := c
+		mod(&d)
+		if d.Validate() == nil {
+			t.Errorf("%+v validates", d)
+		}
+	}
+}
