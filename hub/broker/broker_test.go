@@ -648,6 +648,20 @@ func TestHubFullAccess(t *testing.T) {
 	if _, err := e.hubJS.AccountInfo(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// In STAGE, the hub writes, reads and deletes staged objects.
+	stage, err := e.hubConn.Stage(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stage.PutBytes(ctx, "x", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := stage.GetBytes(ctx, "x"); err != nil || string(got) != "x" {
+		t.Fatalf("stage get: %q %v", got, err)
+	}
+	if err := stage.Delete(ctx, "x"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestNoForgeryAcrossAccounts holds the lines the account layout draws (see
@@ -828,14 +842,25 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 
 // TestExternalServer runs a separate nats-server from the configuration the
 // keys produce (as an operator would for an external cluster) and drives it
-// with the same code: stream setup, hub and unit credentials.
+// with the same code: stream setup, hub and unit credentials, deliveries and
+// acks across the accounts, large objects both ways. It runs with the ack and
+// flow-control subject layout of today and with the one that servers will
+// switch to (v2: domain and account hash in the subject), which the exports
+// and permissions cover too.
 func TestExternalServer(t *testing.T) {
+	for _, v2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("v2 acks %v", v2), func(t *testing.T) { testExternalServer(t, v2) })
+	}
+}
+
+func testExternalServer(t *testing.T, v2 bool) {
 	keys, err := broker.LoadOrCreateKeys(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(t.TempDir(), "nats.conf")
-	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\n%s", t.TempDir(), keys.ServerConfig())
+	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\nfeature_flags { js_ack_fc_v2: %v }\n%s",
+		t.TempDir(), v2, keys.ServerConfig())
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -889,6 +914,24 @@ func TestExternalServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.waitPermErr(t, protocol.SubmitSubject(unitB))
+	// A delivery, fetched and acknowledged.
+	if _, err := js.Publish(t.Context(), protocol.DeliverSubject(unitA), []byte("delivery")); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := a.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(unitA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(2 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.HasPrefix(m.Reply(), "$JS.ACK."+protocol.StreamDeliver+".") == v2 {
+		t.Fatalf("ack subject %s", m.Reply())
+	}
+	if err := m.DoubleAck(t.Context()); err != nil {
+		t.Fatalf("ack %s: %v", m.Reply(), err)
+	}
 	// Large objects both ways.
 	data := bytes.Repeat([]byte("x"), 5<<20)
 	if _, _, err := protocol.UploadStaged(t.Context(), a.js, data); err != nil {
