@@ -12,6 +12,7 @@ import (
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
@@ -29,6 +30,7 @@ type Config struct {
 	Index    index.Config    `yaml:"index"`
 	PKI      PKIConfig       `yaml:"pki"`
 	Pipeline pipeline.Config `yaml:"pipeline"`
+	Auth     auth.Config     `yaml:"auth"`
 	Log      LogConfig       `yaml:"log"`
 }
 
@@ -121,6 +123,8 @@ func (c *Config) SetDefaults() error {
 		c.S3.EmbeddedListen = "127.0.0.1:9000"
 	}
 	under(&c.Index.Path, "index/edx.db")
+	under(&c.Auth.Path, "auth/users.db")
+	c.Auth.SetDefaults()
 	if c.PKI.Trust == "" {
 		under(&c.PKI.DevCA, "pki")
 		c.PKI.Trust = filepath.Join(c.PKI.DevCA, "roots.pem")
@@ -157,6 +161,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.HTTP.Validate(); err != nil {

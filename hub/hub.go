@@ -27,6 +27,7 @@ import (
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
@@ -45,6 +46,7 @@ type Hub struct {
 	keys    *broker.Keys
 	arch    *archive.Store
 	ix      *index.Index
+	auth    *auth.Store
 	ca      *pki.CA // development CA, nil when not configured
 	trust   *pki.Trust
 	signer  *pki.Signer
@@ -110,6 +112,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	}
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
 		return nil, fmt.Errorf("http: %w", err)
+	}
+	if err := h.startAuth(ctx); err != nil {
+		return nil, err
 	}
 	info := h.Info()
 	b, _ := json.MarshalIndent(info, "", "  ")
@@ -246,8 +251,7 @@ func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 // in progress, close NATS, the index and the embedded servers.
 func (h *Hub) Run(ctx context.Context) error {
 	srv := &http.Server{
-		Handler: api.Handler(api.Deps{Index: h.ix, Archive: h.arch, Units: h, Gatherer: h.reg, AdminToken: h.token,
-			Log: h.log.With("component", "http"), Ready: h.natsReady}),
+		Handler:           h.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
 	errc := make(chan error, 2)

@@ -1,19 +1,28 @@
 // Package api is the hub's HTTP interface (chi): health and readiness,
-// Prometheus metrics, unit administration and document downloads. Errors
-// are mapped to HTTP status codes in one table (errorStatus); internal
-// detail is logged, not shown.
+// Prometheus metrics, and the REST API under /api/v1 that openapi.yaml
+// describes (a test holds the two together): document search, detail,
+// downloads and verification, units with their counters, users and API
+// tokens. Records holds the access-checked operations, which the web UI
+// (hub/web) calls too.
+//
+// Requests are identified by hub/auth: an API token or the admin token
+// (Authorization: Bearer), or a sign-in session cookie. Unsafe requests
+// made with a session cookie must carry its CSRF token (X-CSRF-Token).
+// Errors are JSON {"error": "..."}, mapped to HTTP status codes in one table
+// (errorStatus); internal detail is logged, not shown.
 package api
 
 import (
 	"context"
-	"crypto/subtle"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/go-chi/chi/v5"
@@ -22,12 +31,18 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/pkg/document"
 )
 
 // DefaultListen is the hub's HTTP address.
 const DefaultListen = "127.0.0.1:8080"
+
+// OpenAPI is the description of the API, served at /api/v1/openapi.yaml.
+//
+//go:embed openapi.yaml
+var OpenAPI []byte
 
 // Config configures the HTTP server.
 type Config struct {
@@ -44,28 +59,36 @@ func (c Config) Validate() error {
 
 // Error kinds, mapped to HTTP status codes in errorStatus.
 var (
-	ErrInvalid     = errors.New("invalid")
-	ErrNotFound    = errors.New("not found")
-	ErrConflict    = errors.New("conflict")
-	ErrForbidden   = errors.New("forbidden")
-	ErrUnavailable = errors.New("unavailable")
+	ErrInvalid      = errors.New("invalid")
+	ErrNotFound     = errors.New("not found")
+	ErrConflict     = errors.New("conflict")
+	ErrForbidden    = errors.New("forbidden")
+	ErrUnauthorized = errors.New("sign-in or a valid bearer token is required")
+	ErrUnavailable  = errors.New("unavailable")
 )
 
 func errorStatus(err error) int {
 	switch {
-	case errors.Is(err, ErrInvalid), errors.Is(err, index.ErrInvalid):
+	case errors.Is(err, ErrInvalid), errors.Is(err, index.ErrInvalid), errors.Is(err, auth.ErrInvalid):
 		return http.StatusBadRequest
-	case errors.Is(err, ErrNotFound), errors.Is(err, index.ErrNotFound), errors.Is(err, archive.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, ErrConflict), errors.Is(err, archive.ErrConflict):
-		return http.StatusConflict
+	case errors.Is(err, ErrUnauthorized), errors.Is(err, auth.ErrCredentials):
+		return http.StatusUnauthorized
 	case errors.Is(err, ErrForbidden):
 		return http.StatusForbidden
+	case errors.Is(err, ErrNotFound), errors.Is(err, index.ErrNotFound), errors.Is(err, archive.ErrNotFound), errors.Is(err, auth.ErrNotFound):
+		return http.StatusNotFound
+	case errors.Is(err, ErrConflict), errors.Is(err, archive.ErrConflict), errors.Is(err, auth.ErrConflict):
+		return http.StatusConflict
+	case errors.Is(err, auth.ErrRateLimited):
+		return http.StatusTooManyRequests
 	case errors.Is(err, ErrUnavailable), errors.Is(err, archive.ErrUnavailable):
 		return http.StatusServiceUnavailable
 	}
 	return http.StatusInternalServerError
 }
+
+// Status returns the HTTP status code for an error of Records (for the web UI).
+func Status(err error) int { return errorStatus(err) }
 
 // Units registers units (the hub implements it).
 type Units interface {
@@ -91,28 +114,37 @@ type UnitBundle struct {
 
 // Index is what the API reads from the index.
 type Index interface {
+	Search(ctx context.Context, q index.Query) (index.Page, error)
 	Get(ctx context.Context, id document.ID) (*index.Detail, error)
+	GetUnit(ctx context.Context, id document.UnitID) (index.Unit, error)
 	ListUnits(ctx context.Context) ([]index.Unit, error)
+	UnitCounters(ctx context.Context, unit document.UnitID) (index.Counters, error)
+	Overdue(ctx context.Context, unit document.UnitID, now time.Time) ([]index.Summary, error)
 	Ping(ctx context.Context) error
 }
 
 // Archive is what the API reads from the archive.
 type Archive interface {
 	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
+	Open(ctx context.Context, key string) (io.ReadCloser, archive.Object, error)
 	Ping(ctx context.Context) error
 }
 
 // Deps are the API's collaborators.
 type Deps struct {
-	Index    Index
-	Archive  Archive
-	Units    Units
+	Records *Records
+	Units   Units
+	// Auth holds accounts, sessions and tokens; nil accepts the admin token
+	// alone.
+	Auth     *auth.Store
 	Ready    func(ctx context.Context) error // extra readiness checks (NATS)
 	Gatherer prometheus.Gatherer
-	// AdminToken authorises unit administration and downloads (until
-	// per-user sign-in exists).
+	// AdminToken (DATA/admin.token) acts as an admin: edx unit add, edx get
+	// and scripts on the hub's machine use it.
 	AdminToken string
-	Log        *slog.Logger
+	// Web serves every path the API does not (the UI); nil serves none.
+	Web http.Handler
+	Log *slog.Logger
 }
 
 // Handler returns the hub's HTTP handler.
@@ -120,26 +152,54 @@ func Handler(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &server{d: d}
+	s := &server{d: d, rec: d.Records}
 	r := chi.NewRouter()
-	r.Use(middleware.RequestID, middleware.Recoverer, s.logRequests)
+	r.Use(middleware.RequestID, middleware.Recoverer, s.logRequests, s.identify)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	r.Get("/readyz", s.ready)
 	if d.Gatherer != nil {
 		r.Handle("/metrics", promhttp.HandlerFor(d.Gatherer, promhttp.HandlerOpts{}))
 	}
 	r.Route("/api/v1", func(r chi.Router) {
-		r.Use(s.auth)
-		r.Post("/units", s.addUnit)
-		r.Get("/units", s.listUnits)
-		r.Get("/documents/{id}", s.document)
-		r.Get("/documents/{id}/container", s.download("container"))
-		r.Get("/documents/{id}/receipt", s.download("receipt"))
+		r.Use(apiHeaders)
+		r.Get("/openapi.yaml", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "application/yaml")
+			w.Write(OpenAPI)
+		})
+		r.Group(func(r chi.Router) {
+			r.Use(s.requireIdentity)
+			r.Get("/me", s.me)
+			r.Get("/documents", s.search)
+			r.Get("/documents/{id}", s.document)
+			r.Get("/documents/{id}/container", s.download("container"))
+			r.Get("/documents/{id}/receipt", s.download("receipt"))
+			r.Get("/documents/{id}/files/{name}", s.file)
+			r.Post("/documents/{id}/verify", s.verifyArchived)
+			r.Post("/verify", s.verifyUpload)
+			r.Get("/units", s.listUnits)
+			r.Post("/units", s.addUnit)
+			r.Get("/units/{id}", s.unit)
+			r.Get("/units/{id}/overdue", s.unitList("overdue"))
+			r.Get("/units/{id}/pending", s.unitList("pending"))
+			r.Get("/users", s.listUsers)
+			r.Post("/users", s.addUser)
+			r.Get("/users/{name}", s.getUser)
+			r.Patch("/users/{name}", s.updateUser)
+			r.Get("/tokens", s.listTokens)
+			r.Post("/tokens", s.newToken)
+			r.Delete("/tokens/{id}", s.revokeToken)
+		})
 	})
+	if d.Web != nil {
+		r.Handle("/*", d.Web)
+	}
 	return r
 }
 
-type server struct{ d Deps }
+type server struct {
+	d   Deps
+	rec *Records
+}
 
 func (s *server) logRequests(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -150,14 +210,42 @@ func (s *server) logRequests(next http.Handler) http.Handler {
 	})
 }
 
-func (s *server) auth(next http.Handler) http.Handler {
+// identify puts the request's identity in its context.
+func (s *server) identify(next http.Handler) http.Handler {
+	if s.d.Auth != nil {
+		return s.d.Auth.Middleware(s.d.AdminToken)(next)
+	}
+	return adminTokenOnly(s.d.AdminToken)(next)
+}
+
+// requireIdentity answers 401 to anonymous requests and 403 to unsafe ones
+// made with a session cookie but without its CSRF token.
+func (s *server) requireIdentity(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || s.d.AdminToken == "" || subtle.ConstantTimeCompare([]byte(tok), []byte(s.d.AdminToken)) != 1 {
+		id := auth.FromContext(r.Context())
+		if id == nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edx"`)
-			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "a valid bearer token is required"})
+			s.fail(w, r, ErrUnauthorized)
 			return
 		}
+		if !safeMethod(r.Method) && s.d.Auth != nil && !s.d.Auth.CheckCSRF(r) {
+			s.fail(w, r, fmt.Errorf("%w: a session-authenticated request must carry X-CSRF-Token", ErrForbidden))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func safeMethod(m string) bool { return m == "GET" || m == "HEAD" || m == "OPTIONS" }
+
+// apiHeaders: responses are private to the requester and never sniffed;
+// only the hub's own pages may frame them (the UI shows PDFs inline).
+func apiHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("Cache-Control", "private, no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "SAMEORIGIN")
 		next.ServeHTTP(w, r)
 	})
 }
@@ -165,7 +253,7 @@ func (s *server) auth(next http.Handler) http.Handler {
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	checks := map[string]error{"index": s.d.Index.Ping(ctx), "archive": s.d.Archive.Ping(ctx)}
+	checks := map[string]error{"index": s.rec.Index.Ping(ctx), "archive": s.rec.Archive.Ping(ctx)}
 	if s.d.Ready != nil {
 		checks["nats"] = s.d.Ready(ctx)
 	}
@@ -187,73 +275,21 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	} else {
 		s.d.Log.Error("http", "path", r.URL.Path, "err", err)
 	}
+	var re *auth.RetryError
+	if errors.As(err, &re) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(re.After.Seconds())))
+	}
 	writeJSON(w, code, map[string]string{"error": msg})
 }
 
-func (s *server) addUnit(w http.ResponseWriter, r *http.Request) {
-	var req UnitRequest
+// decode reads a JSON body of at most 1 MiB, refusing unknown fields.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		s.fail(w, r, fmt.Errorf("%w: %v", ErrInvalid, err))
-		return
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	b, err := s.d.Units.AddUnit(r.Context(), req)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusCreated, b)
-}
-
-func (s *server) listUnits(w http.ResponseWriter, r *http.Request) {
-	us, err := s.d.Index.ListUnits(r.Context())
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	writeJSON(w, http.StatusOK, us)
-}
-
-func (s *server) detail(w http.ResponseWriter, r *http.Request) (*index.Detail, bool) {
-	id, err := document.ParseID(chi.URLParam(r, "id"))
-	if err != nil {
-		s.fail(w, r, fmt.Errorf("%w: %v", ErrInvalid, err))
-		return nil, false
-	}
-	d, err := s.d.Index.Get(r.Context(), id)
-	if err != nil {
-		s.fail(w, r, err)
-		return nil, false
-	}
-	return d, true
-}
-
-func (s *server) document(w http.ResponseWriter, r *http.Request) {
-	if d, ok := s.detail(w, r); ok {
-		writeJSON(w, http.StatusOK, d)
-	}
-}
-
-func (s *server) download(what string) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		d, ok := s.detail(w, r)
-		if !ok {
-			return
-		}
-		key, ctype, name := d.ArchiveKey, "application/vnd.etsi.asic-e+zip", string(d.Doc.ID)+".asice"
-		if what == "receipt" {
-			key, ctype, name = d.ReceiptKey, "application/pkcs7-mime", string(d.Doc.ID)+".receipt.p7s"
-		}
-		b, _, err := s.d.Archive.Get(r.Context(), key)
-		if err != nil {
-			s.fail(w, r, err)
-			return
-		}
-		w.Header().Set("Content-Type", ctype)
-		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-		w.Write(b)
-	}
+	return nil
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -263,3 +299,5 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc.SetIndent("", "  ")
 	enc.Encode(v)
 }
+
+func identity(r *http.Request) *auth.Identity { return auth.FromContext(r.Context()) }

@@ -93,7 +93,7 @@ type User struct {
 	Role        Role            `json:"role"`
 	Unit        document.UnitID `json:"unit,omitempty"` // staff only
 	Disabled    bool            `json:"disabled"`
-	Created     time.Time       `json:"created"`
+	Created     time.Time       `json:"created,omitzero"`
 	LastSignIn  time.Time       `json:"last_sign_in,omitzero"`
 }
 

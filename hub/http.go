@@ -1,0 +1,41 @@
+package hub
+
+import (
+	"context"
+	"net/http"
+	"path/filepath"
+
+	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/web"
+)
+
+// startAuth opens the accounts database and, when it holds no account,
+// creates the first admin with a random password in a 0600 file beside it,
+// and says how to sign in.
+func (h *Hub) startAuth(ctx context.Context) error {
+	var err error
+	if h.auth, err = auth.Open(ctx, h.cfg.Auth, h.log.With("component", "auth")); err != nil {
+		return err
+	}
+	h.closers = append(h.closers, func() { h.auth.Close() })
+	pwFile := filepath.Join(filepath.Dir(h.cfg.Auth.Path), "admin.password")
+	created, err := h.auth.EnsureFirstAdmin(ctx, pwFile)
+	if err != nil {
+		return err
+	}
+	if created {
+		h.log.Warn("first admin account created: sign in, then change its password and create your users",
+			"sign_in", h.Info().HTTP+"/login", "user", h.auth.Config().FirstAdmin, "password_file", pwFile)
+	}
+	return nil
+}
+
+// handler is the hub's HTTP handler: the API under /api/v1 and the web UI
+// for the rest, sharing the access-checked Records.
+func (h *Hub) handler() http.Handler {
+	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust}
+	log := h.log.With("component", "http")
+	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
+		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
+}

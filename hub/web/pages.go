@@ -1,0 +1,451 @@
+package web
+
+import (
+	"crypto/rand"
+	"errors"
+	"net/http"
+	"net/url"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/pkg/document"
+)
+
+func who(r *http.Request) *auth.Identity { return auth.FromContext(r.Context()) }
+
+func statusLabel(c document.StatusCode) string {
+	if c.Validate() != nil {
+		return string(c)
+	}
+	return string(c) + " · " + c.Vietnamese() + " / " + c.English()
+}
+
+func urgencyLabel(u document.Urgency) string {
+	l, ok := urgencies[u]
+	if !ok {
+		return "?"
+	}
+	return l[0] + " / " + l[1]
+}
+
+func businessLabel(b document.BusinessType) string {
+	l, ok := businessTypes[b]
+	if !ok {
+		return "?"
+	}
+	return l[0] + " / " + l[1]
+}
+
+func roleLabel(r auth.Role) string { return T("role_" + string(r)) }
+
+func docTypeLabel(code string) string {
+	if t, ok := document.LookupDocType(code); ok {
+		return t.Name + " / " + t.En
+	}
+	return code
+}
+
+// option is an entry of a select.
+type option struct {
+	Value, Label string
+}
+
+// searchData is the search page's.
+type searchData struct {
+	Form     url.Values
+	Types    []option
+	Statuses []option
+	Units    []index.Unit
+	Scope    document.UnitID
+	Page     *index.Page
+	Next     string // URL of the next page
+	First    string // URL of the first page, when not on it
+	Searched bool
+	Error    string
+}
+
+func (u *ui) search(w http.ResponseWriter, r *http.Request) {
+	id := who(r)
+	v := r.URL.Query()
+	d := searchData{Form: v, Scope: id.Scope()}
+	for _, t := range document.DocTypes {
+		d.Types = append(d.Types, option{t.Code, t.Name + " / " + t.En})
+	}
+	for _, c := range statusCodes {
+		d.Statuses = append(d.Statuses, option{string(c), statusLabel(c)})
+	}
+	us, err := u.d.Records.Index.ListUnits(r.Context())
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	d.Units = us
+	code := http.StatusOK
+	q, err := api.ParseQuery(v)
+	if err == nil {
+		var p index.Page
+		if p, err = u.d.Records.Search(r.Context(), id, q); err == nil {
+			d.Page, d.Searched = &p, true
+			if p.NextCursor != "" {
+				nv := cloneValues(v)
+				nv.Set("cursor", p.NextCursor)
+				d.Next = "/search?" + nv.Encode()
+			}
+			if v.Get("cursor") != "" {
+				fv := cloneValues(v)
+				fv.Del("cursor")
+				d.First = "/search?" + fv.Encode()
+			}
+		}
+	}
+	if err != nil {
+		if api.Status(err) >= 500 {
+			u.fail(w, r, err)
+			return
+		}
+		d.Error, code = err.Error(), http.StatusBadRequest
+	}
+	u.render(w, r, code, "search", "search", d)
+}
+
+func cloneValues(v url.Values) url.Values {
+	out := url.Values{}
+	for k, vs := range v {
+		for _, x := range vs {
+			if x != "" {
+				out.Add(k, x)
+			}
+		}
+	}
+	return out
+}
+
+// event is one line of a document's timeline.
+type event struct {
+	At      time.Time
+	Kind    string // accepted, delivered, status
+	Unit    document.UnitID
+	Status  *index.StatusEntry
+	Flagged bool
+}
+
+// docData is the document page's.
+type docData struct {
+	Doc        *api.Document
+	Verify     *api.Verification
+	VerifyErr  string
+	At         string
+	Content    bool // may read files
+	PDF        *index.File
+	UnitNames  map[document.UnitID]string
+	Timeline   []event
+	Recipients []index.Recipient
+}
+
+func (u *ui) document(w http.ResponseWriter, r *http.Request) {
+	id := who(r)
+	docID := document.ID(chi.URLParam(r, "id"))
+	doc, err := u.d.Records.Document(r.Context(), id, docID)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	at := r.URL.Query().Get("at")
+	if at != api.AtAccepted {
+		at = api.AtNow
+	}
+	d := docData{Doc: doc, At: at, Content: id.Can(auth.ReadContent), UnitNames: map[document.UnitID]string{}}
+	// The signature panel is a fresh check of the archived bytes, not what
+	// the index remembers.
+	if d.Verify, err = u.d.Records.Verify(r.Context(), id, docID, at); err != nil {
+		if api.Status(err) >= 500 {
+			u.d.Log.Error("web: verify", "doc_id", docID, "err", err)
+		}
+		d.VerifyErr = err.Error()
+	}
+	if us, err := u.d.Records.Index.ListUnits(r.Context()); err == nil {
+		for _, x := range us {
+			d.UnitNames[x.ID] = x.Name
+		}
+	}
+	for i, f := range doc.Files {
+		if strings.HasPrefix(f.MediaType, "application/pdf") {
+			d.PDF = &doc.Files[i]
+			break
+		}
+	}
+	d.Timeline = append(d.Timeline, event{At: doc.AcceptedAt, Kind: "accepted", Unit: doc.Doc.From})
+	for _, rc := range doc.Recipients {
+		if !rc.DeliveredAt.IsZero() {
+			d.Timeline = append(d.Timeline, event{At: rc.DeliveredAt, Kind: "delivered", Unit: rc.Unit})
+		}
+	}
+	for i := range doc.History {
+		h := &doc.History[i]
+		d.Timeline = append(d.Timeline, event{At: h.Time, Kind: "status", Unit: h.Unit, Status: h, Flagged: h.Flagged})
+	}
+	sort.SliceStable(d.Timeline, func(i, j int) bool { return d.Timeline[i].At.Before(d.Timeline[j].At) })
+	u.render(w, r, http.StatusOK, "document", "metadata", d)
+}
+
+// unitsData is the units page's.
+type unitsData struct {
+	Units []api.UnitView
+}
+
+func (u *ui) units(w http.ResponseWriter, r *http.Request) {
+	id := who(r)
+	if !id.Can(auth.ReadAll) && id.User.Unit != "" {
+		http.Redirect(w, r, "/units/"+url.PathEscape(string(id.User.Unit)), http.StatusSeeOther)
+		return
+	}
+	us, err := u.d.Records.Units(r.Context(), id, false)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	u.render(w, r, http.StatusOK, "units", "units", unitsData{Units: us})
+}
+
+// unitData is a unit page's.
+type unitData struct {
+	Unit                        api.UnitView
+	Sent, Received              []index.Summary
+	SentTotal, ReceivedTotal    int
+	Pending, Overdue            []index.Summary
+	SentLink, ReceivedLink, Now string
+}
+
+func (u *ui) unit(w http.ResponseWriter, r *http.Request) {
+	id := who(r)
+	uid := document.UnitID(chi.URLParam(r, "id"))
+	uv, err := u.d.Records.Unit(r.Context(), id, uid)
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	d := unitData{Unit: uv, SentLink: "/search?from=" + url.QueryEscape(string(uid)), ReceivedLink: "/search?to=" + url.QueryEscape(string(uid))}
+	ctx := r.Context()
+	sent, err := u.d.Records.Search(ctx, id, index.Query{From: uid, Limit: 10})
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	recv, err := u.d.Records.Search(ctx, id, index.Query{To: uid, Limit: 10})
+	if err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	d.Sent, d.SentTotal, d.Received, d.ReceivedTotal = sent.Items, sent.Total, recv.Items, recv.Total
+	if d.Pending, err = u.d.Records.Pending(ctx, id, uid, 20); err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	if d.Overdue, err = u.d.Records.Overdue(ctx, id, uid); err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	u.render(w, r, http.StatusOK, "unit", "units", d)
+}
+
+// auditData is the audit page's.
+type auditData struct {
+	Verify   *api.Verification
+	At       string
+	Names    [2]string // uploaded file names
+	Error    string
+	Uploaded bool
+}
+
+func (u *ui) auditPage(w http.ResponseWriter, r *http.Request) {
+	u.render(w, r, http.StatusOK, "audit", "audit", auditData{At: api.AtNow})
+}
+
+func (u *ui) audit(w http.ResponseWriter, r *http.Request) {
+	d := auditData{At: api.AtNow, Uploaded: true}
+	data, receipt, err := api.ReadUpload(w, r)
+	if err == nil {
+		if r.FormValue("at") == api.AtAccepted {
+			d.At = api.AtAccepted
+		}
+		if _, h, e := r.FormFile("container"); e == nil {
+			d.Names[0] = h.Filename
+		}
+		if _, h, e := r.FormFile("receipt"); e == nil {
+			d.Names[1] = h.Filename
+		}
+		d.Verify, err = u.d.Records.VerifyUpload(who(r), data, receipt, d.At)
+	}
+	code := http.StatusOK
+	if err != nil {
+		if api.Status(err) >= 500 || errors.Is(err, api.ErrForbidden) {
+			u.fail(w, r, err)
+			return
+		}
+		d.Error, code = err.Error(), http.StatusBadRequest
+	}
+	u.render(w, r, code, "audit", "audit", d)
+}
+
+// accountData is the account page's.
+type accountData struct {
+	Tokens    []auth.Token
+	NewSecret string
+	Flash     string
+	Error     string
+}
+
+func (u *ui) accountPage(w http.ResponseWriter, r *http.Request, code int, d accountData) {
+	id := who(r)
+	if id.Via != auth.ViaAdminToken {
+		ts, err := u.d.Auth.Tokens(r.Context(), id.User.Name)
+		if err != nil {
+			u.fail(w, r, err)
+			return
+		}
+		d.Tokens = ts
+	}
+	u.render(w, r, code, "account", "account", d)
+}
+
+func (u *ui) account(w http.ResponseWriter, r *http.Request) {
+	u.accountPage(w, r, http.StatusOK, accountData{})
+}
+
+func (u *ui) changePassword(w http.ResponseWriter, r *http.Request) {
+	id := who(r)
+	cur, pw, pw2 := r.PostFormValue("current"), r.PostFormValue("password"), r.PostFormValue("password2")
+	switch {
+	case pw != pw2:
+		u.accountPage(w, r, http.StatusBadRequest, accountData{Error: T("passwords_differ")})
+		return
+	case id.Via != auth.ViaSession:
+		u.fail(w, r, api.ErrForbidden)
+		return
+	}
+	if _, err := u.d.Auth.Authenticate(r.Context(), id.User.Name, cur); err != nil {
+		u.accountPage(w, r, http.StatusBadRequest, accountData{Error: T("wrong_password")})
+		return
+	}
+	if _, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, id, id.User.Name, auth.Change{Password: &pw}); err != nil {
+		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
+		return
+	}
+	// The change ended every session, this one too: sign in again.
+	u.d.Auth.SignOut(w, r)
+	http.Redirect(w, r, "/login", http.StatusSeeOther)
+}
+
+func (u *ui) newToken(w http.ResponseWriter, r *http.Request) {
+	id := who(r)
+	res, err := u.d.Records.NewToken(r.Context(), u.d.Auth, id, api.TokenRequest{Name: r.PostFormValue("name"), TTL: r.PostFormValue("ttl")})
+	if err != nil {
+		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
+		return
+	}
+	u.accountPage(w, r, http.StatusOK, accountData{NewSecret: res.Secret})
+}
+
+func (u *ui) revokeToken(w http.ResponseWriter, r *http.Request) {
+	if err := u.d.Records.RevokeToken(r.Context(), u.d.Auth, who(r), chi.URLParam(r, "id")); err != nil {
+		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
+		return
+	}
+	u.accountPage(w, r, http.StatusOK, accountData{Flash: T("token_revoked")})
+}
+
+// usersData is the user administration page's.
+type usersData struct {
+	Users    []auth.User
+	Units    []index.Unit
+	Roles    []auth.Role
+	Flash    string
+	Password string // a generated password, shown once
+	Error    string
+	Form     url.Values
+}
+
+func (u *ui) usersPage(w http.ResponseWriter, r *http.Request, code int, d usersData) {
+	if !who(r).Can(auth.ManageUsers) {
+		u.fail(w, r, api.ErrForbidden)
+		return
+	}
+	var err error
+	if d.Users, err = u.d.Auth.Users(r.Context()); err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	if d.Units, err = u.d.Records.Index.ListUnits(r.Context()); err != nil {
+		u.fail(w, r, err)
+		return
+	}
+	d.Roles = auth.Roles
+	if d.Form == nil {
+		d.Form = url.Values{}
+	}
+	u.render(w, r, code, "users", "users", d)
+}
+
+func (u *ui) users(w http.ResponseWriter, r *http.Request) {
+	u.usersPage(w, r, http.StatusOK, usersData{})
+}
+
+func (u *ui) addUser(w http.ResponseWriter, r *http.Request) {
+	r.ParseForm()
+	nu := auth.NewUser{Name: r.PostFormValue("name"), DisplayName: r.PostFormValue("display_name"),
+		Role: auth.Role(r.PostFormValue("role")), Unit: document.UnitID(r.PostFormValue("unit")), Password: r.PostFormValue("password")}
+	if nu.Role != auth.RoleStaff {
+		nu.Unit = ""
+	}
+	res, err := u.d.Records.AddUser(r.Context(), u.d.Auth, who(r), nu)
+	if err != nil {
+		if errors.Is(err, api.ErrForbidden) {
+			u.fail(w, r, err)
+			return
+		}
+		u.usersPage(w, r, api.Status(err), usersData{Error: err.Error(), Form: r.PostForm})
+		return
+	}
+	u.usersPage(w, r, http.StatusOK, usersData{Flash: T("user_created") + ": " + res.User.Name, Password: res.Password})
+}
+
+func (u *ui) changeUser(w http.ResponseWriter, r *http.Request) {
+	name := chi.URLParam(r, "name")
+	var c auth.Change
+	var generated string
+	switch r.PostFormValue("action") {
+	case "disable":
+		c.Disabled = new(true)
+	case "enable":
+		c.Disabled = new(false)
+	case "reset":
+		generated = rand.Text()
+		c.Password = &generated
+	case "role":
+		role := auth.Role(r.PostFormValue("role"))
+		unit := document.UnitID(r.PostFormValue("unit"))
+		if role != auth.RoleStaff {
+			unit = ""
+		}
+		c.Role, c.Unit = &role, &unit
+	default:
+		u.usersPage(w, r, http.StatusBadRequest, usersData{Error: "unknown action"})
+		return
+	}
+	usr, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, who(r), name, c)
+	if err != nil {
+		if errors.Is(err, api.ErrForbidden) {
+			u.fail(w, r, err)
+			return
+		}
+		u.usersPage(w, r, api.Status(err), usersData{Error: err.Error()})
+		return
+	}
+	u.usersPage(w, r, http.StatusOK, usersData{Flash: T("user_changed") + ": " + usr.Name, Password: generated})
+}
