@@ -32,12 +32,11 @@ func connectAs(t *testing.T, work string, url string, id document.UnitID) *unitC
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(url, nats.UserCredentialBytes(creds), nats.CustomInboxPrefix(protocol.InboxPrefix(string(id))), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	nc, js, _, err := protocol.ConnectUnit(t.Context(), url, creds, id, nats.ReconnectWait(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, _ := jetstream.New(nc)
 	s, err := pki.LoadSigner(filepath.Join(dir, "key.pem"), filepath.Join(dir, "cert.pem"))
 	if err != nil {
 		t.Fatal(err)

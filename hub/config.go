@@ -38,8 +38,12 @@ type Config struct {
 type NATSConfig struct {
 	// URL of an external NATS cluster; empty runs the embedded server.
 	URL string `yaml:"url"`
-	// CredsFile is the hub's user credentials on the external cluster.
-	CredsFile string `yaml:"creds_file"`
+	// CredsFile is the hub's user credentials in the EDX account of the
+	// external cluster, StageCredsFile its credentials in the STAGE account
+	// (where large deliveries are staged); `edx-hub nats-config` prints the
+	// server configuration and writes both.
+	CredsFile      string `yaml:"creds_file"`
+	StageCredsFile string `yaml:"stage_creds_file"`
 	// KeysDir holds the operator and account keys the hub signs unit
 	// credentials with (default DATA/nats/keys). With an external cluster,
 	// configure its resolver with `edx-hub nats-config` output.
@@ -144,8 +148,8 @@ func (c *Config) SetDefaults() error {
 // Validate checks a defaulted configuration.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.NATS.URL != "" && c.NATS.CredsFile == "" {
-		errs = append(errs, errors.New("nats: creds_file is required with an external url"))
+	if c.NATS.URL != "" && (c.NATS.CredsFile == "" || c.NATS.StageCredsFile == "") {
+		errs = append(errs, errors.New("nats: creds_file and stage_creds_file are required with an external url"))
 	}
 	if c.NATS.URL == "" {
 		if err := c.NATS.Embedded.Validate(); err != nil {

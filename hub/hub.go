@@ -41,8 +41,10 @@ type Hub struct {
 	log     *slog.Logger
 	nats    *broker.Server // nil with an external cluster
 	s3      *s3embed.Server
+	conn    *broker.HubConn
 	nc      *nats.Conn
 	js      jetstream.JetStream
+	stage   jetstream.ObjectStore
 	keys    *broker.Keys
 	arch    *archive.Store
 	ix      *index.Index
@@ -105,7 +107,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		return nil, err
 	}
 	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
-		JS: h.js, Archive: h.arch, Index: h.ix, Trust: h.trust, Hub: h.signer,
+		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"),
 	}); err != nil {
 		return nil, err
@@ -166,7 +168,14 @@ func (h *Hub) startPKI() error {
 
 func (h *Hub) startNATS(ctx context.Context) error {
 	var err error
-	var creds []byte
+	opts := []nats.Option{
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				h.log.Warn("nats: disconnected", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
+	}
 	if h.cfg.NATS.URL == "" {
 		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log)
 		if err != nil {
@@ -174,32 +183,31 @@ func (h *Hub) startNATS(ctx context.Context) error {
 		}
 		h.closers = append(h.closers, h.nats.Shutdown)
 		h.keys = h.nats.Keys()
-		if creds, err = h.keys.IssueHubCreds(); err != nil {
-			return err
-		}
+		h.conn, err = h.nats.ConnectHub(ctx, opts...)
 	} else {
 		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir); err != nil {
 			return err
 		}
-		if creds, err = os.ReadFile(h.cfg.NATS.CredsFile); err != nil {
+		creds, err := os.ReadFile(h.cfg.NATS.CredsFile)
+		if err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
+		stageCreds, err := os.ReadFile(h.cfg.NATS.StageCredsFile)
+		if err != nil {
+			return fmt.Errorf("nats: %w", err)
+		}
+		h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...)
 	}
-	url := h.cfg.NATS.URL
-	if h.nats != nil {
-		url = h.nats.ClientURL()
-	}
-	h.nc, err = nats.Connect(url, nats.UserCredentialBytes(creds), nats.Name("edx-hub"), nats.MaxReconnects(-1),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { h.log.Warn("nats: disconnected", "err", err) }),
-		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }))
 	if err != nil {
-		return fmt.Errorf("nats: connect %s: %w", url, err)
-	}
-	h.closers = append(h.closers, h.nc.Close)
-	if h.js, err = jetstream.New(h.nc); err != nil {
 		return err
 	}
-	return broker.EnsureStreams(ctx, h.js, h.cfg.NATS.Streams)
+	h.closers = append(h.closers, h.conn.Close)
+	h.nc, h.js = h.conn.NC, h.conn.JS
+	if err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams); err != nil {
+		return err
+	}
+	h.stage, err = h.conn.Stage(ctx)
+	return err
 }
 
 func (h *Hub) startS3(ctx context.Context) error {

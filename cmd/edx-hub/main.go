@@ -28,6 +28,7 @@ const usage = `edx-hub — the edx document exchange hub
 Usage:
   edx-hub [flags]            run the hub
   edx-hub reindex [flags]    rebuild the index from the archive alone
+  edx-hub nats-config        accounts for an external NATS cluster, and the hub's credentials
   edx-hub -check -config F   validate a configuration and exit
 
 With no -config, everything runs embedded under -data (default ./edx-data):
@@ -41,6 +42,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	cmd := "run"
 	if len(args) > 0 && args[0] == "reindex" {
 		cmd, args = "reindex", args[1:]
+	}
+	if len(args) > 0 && args[0] == "nats-config" {
+		return natsConfig(args[1:], stdout, stderr)
 	}
 	fs := flag.NewFlagSet("edx-hub", flag.ContinueOnError)
 	fs.SetOutput(stderr)

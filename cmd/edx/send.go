@@ -70,7 +70,7 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	nc, js, stage, err := connectUnit(ctx, *natsURL, creds, unit)
+	nc, js, _, err := connectUnit(ctx, *natsURL, creds, unit)
 	if err != nil {
 		return fail(e, "%v", err)
 	}
@@ -78,7 +78,7 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	sum := sha256.Sum256(data)
 	wire := &protocol.Container{DocumentID: doc.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		if err := stageContainer(ctx, stage, unit, wire); err != nil {
+		if err := stageContainer(ctx, js, wire); err != nil {
 			return fail(e, "stage: %v", err)
 		}
 	}

@@ -30,7 +30,7 @@ import (
 // JetStream in operator mode, the shared embedded S3 gateway (versitygw), a
 // SQLite index and a development CA.
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	srv   *broker.Server
 	hc    *broker.HubConn // the hub's connections to EDX and STAGE
 	nc    *nats.Conn
@@ -59,7 +59,7 @@ var bucketSeq struct {
 	n int
 }
 
-func newEnv(t *testing.T, units ...document.UnitID) *env {
+func newEnv(t testing.TB, units ...document.UnitID) *env {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -191,7 +191,7 @@ func doc(from document.UnitID, to ...document.UnitID) (document.ID, []byte) {
 	return d.ID, b
 }
 
-func (u *unit) build(t *testing.T, meta []byte, size int) []byte {
+func (u *unit) build(t testing.TB, meta []byte, size int) []byte {
 	data := make([]byte, size)
 	rand.Read(data)
 	c, err := container.Build(meta, []container.File{{Name: "van-ban.pdf", Data: data}}, u.signer)
@@ -202,7 +202,7 @@ func (u *unit) build(t *testing.T, meta []byte, size int) []byte {
 }
 
 // submit publishes a container as the unit, inline or staged as the agent does.
-func (u *unit) submit(t *testing.T, id document.ID, data []byte) {
+func (u *unit) submit(t testing.TB, id document.ID, data []byte) {
 	t.Helper()
 	if _, err := u.js.PublishMsg(t.Context(), u.submitMsg(t, id, data)); err != nil {
 		t.Fatal(err)
@@ -210,7 +210,7 @@ func (u *unit) submit(t *testing.T, id document.ID, data []byte) {
 }
 
 // submitMsg stages a large container and returns the submission message.
-func (u *unit) submitMsg(t *testing.T, id document.ID, data []byte) *nats.Msg {
+func (u *unit) submitMsg(t testing.TB, id document.ID, data []byte) *nats.Msg {
 	t.Helper()
 	sum := sha256.Sum256(data)
 	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
@@ -226,7 +226,7 @@ func (u *unit) submitMsg(t *testing.T, id document.ID, data []byte) *nats.Msg {
 }
 
 // notice waits for the unit's next notice.
-func (u *unit) notice(t *testing.T) *protocol.Notice {
+func (u *unit) notice(t testing.TB) *protocol.Notice {
 	t.Helper()
 	msg := u.next(t, protocol.StreamNotice, protocol.NoticeConsumer(string(u.id)))
 	n, err := protocol.ParseNotice(&nats.Msg{Data: msg.Data()})
@@ -236,7 +236,7 @@ func (u *unit) notice(t *testing.T) *protocol.Notice {
 	return n
 }
 
-func (u *unit) next(t *testing.T, stream, consumer string) jetstream.Msg {
+func (u *unit) next(t testing.TB, stream, consumer string) jetstream.Msg {
 	t.Helper()
 	cons, err := u.js.Consumer(t.Context(), stream, consumer)
 	if err != nil {

@@ -1,0 +1,52 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/edxhub/edx/hub/broker"
+)
+
+// natsConfig prepares an external NATS cluster for the hub: it prints the
+// operator, accounts and resolver preload for the servers' configuration and
+// writes the hub's two credential files.
+func natsConfig(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("edx-hub nats-config", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	keys := fs.String("keys", "edx-data/nats/keys", "operator and account keys (created when missing); the hub's nats.keys_dir")
+	out := fs.String("out", ".", "where to write hub.creds and hub-stage.creds")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, "Usage: edx-hub nats-config [--keys DIR] [--out DIR] > nats-accounts.conf\n\n"+
+			"Prints the operator, accounts and resolver for every NATS server of the cluster\n"+
+			"(include it in their configuration) and writes the hub's credentials.\n\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	k, err := broker.LoadOrCreateKeys(*keys)
+	if err != nil {
+		fmt.Fprintln(stderr, "edx-hub nats-config:", err)
+		return 1
+	}
+	for name, issue := range map[string]func() ([]byte, error){"hub.creds": k.IssueHubCreds, "hub-stage.creds": k.IssueHubStageCreds} {
+		b, err := issue()
+		if err == nil {
+			err = os.WriteFile(filepath.Join(*out, name), b, 0o600)
+		}
+		if err != nil {
+			fmt.Fprintln(stderr, "edx-hub nats-config:", err)
+			return 1
+		}
+	}
+	stdout.Write(k.ServerConfig())
+	fmt.Fprintf(stderr, "wrote %s and %s (mode 0600); set nats.creds_file and nats.stage_creds_file to them\n",
+		filepath.Join(*out, "hub.creds"), filepath.Join(*out, "hub-stage.creds"))
+	return 0
+}
