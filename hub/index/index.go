@@ -10,6 +10,27 @@
 // One connection writes (WAL mode, BEGIN IMMEDIATE); a pool of query-only
 // connections reads, so searches never wait for writes.
 //
+// # Search
+//
+// Every filter of a Query except the date range becomes part of one FTS5
+// expression, so that FTS5 alone intersects the doclists and SQLite never
+// has to choose which side drives:
+//
+//   - text terms, folded (see Fold), each a prefix expanded through the
+//     terms table into the few vocabulary terms it stands for, since FTS5
+//     answers a prefix query by merging every matching doclist whole before
+//     it can skip anything;
+//   - sender, recipient, either, type, number and the recipients' latest
+//     status codes as tag tokens starting with '_', which no text can
+//     produce (see tagFrom);
+//   - the acceptance date range as a rowid range: a document's rowid is its
+//     acceptance time in microseconds times 1000, so FTS5 seeks to the range
+//     and streams hits newest first, and a page stops after Limit+1 hits.
+//
+// Total counts every hit of the same expression. Benchmarks (bench_test.go)
+// compare this with letting the recipients index drive or checking units per
+// text hit; both are an order of magnitude slower on a million documents.
+//
 // Times are stored as Unix microseconds and come back in UTC, truncated to
 // the microsecond.
 package index

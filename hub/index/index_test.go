@@ -435,3 +435,51 @@ func TestResetAndReindex(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentReadWrite: searches run while documents and statuses are
+// written; run with -race.
+func TestConcurrentReadWrite(t *testing.T) {
+	ix, _ := openTest(t)
+	ctx := t.Context()
+	done := make(chan error, 1)
+	go func() {
+		for i := range 100 {
+			rec := testRecord(t0.Add(time.Duration(i)*time.Minute), hcm, dept1, dept2)
+			if err := ix.PutDocument(ctx, rec); err != nil {
+				done <- err
+				return
+			}
+			if _, err := ix.AddStatus(ctx, document.Status{DocumentID: rec.Doc.ID, Unit: dept1, Code: "01", Time: rec.AcceptedAt}); err != nil {
+				done <- err
+				return
+			}
+			if i%10 == 0 {
+				if err := ix.PutUnit(ctx, Unit{ID: dept3, Name: fmt.Sprint(i)}); err != nil {
+					done <- err
+					return
+				}
+			}
+		}
+		done <- nil
+	}()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, err := ix.Search(ctx, Query{Text: "dat dai", Unit: dept1, Status: "01"})
+			if err != nil || page.Total != 100 {
+				t.Fatalf("after writes: %d, %v", page.Total, err)
+			}
+			return
+		default:
+		}
+		if _, err := ix.Search(ctx, Query{Text: "dat", Unit: dept2}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ix.UnitExists(ctx, dept3); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"slices"
 
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -51,13 +50,15 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 		defer p.close()
 		now := us(ix.now())
 		var dirty []int64 // documents whose recipients' latest codes may have changed
+		seen := make(map[int64]bool)
 		for i := range sts {
 			seq, f, err := p.add(ctx, &sts[i], now)
 			if err != nil {
 				return err
 			}
 			flagged[i] = f
-			if seq != 0 && !slices.Contains(dirty, seq) {
+			if seq != 0 && !seen[seq] {
+				seen[seq] = true
 				dirty = append(dirty, seq)
 			}
 		}
