@@ -3,18 +3,14 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"io"
-	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,207 +19,51 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/index"
-	"github.com/edxhub/edx/hub/pipeline"
-	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
 const (
-	unitA = document.UnitID("000.01.00.H29")
-	unitB = document.UnitID("000.02.00.H29")
-	unitC = document.UnitID("000.03.00.H29")
+	unitA = apitest.UnitA
+	unitB = apitest.UnitB
+	unitC = apitest.UnitC
 )
 
-var fastHash = auth.HashParams{MemoryKiB: 8 * 1024, Time: 1, Threads: 1}
-
-// fixture is the API on real components: the shared S3 test gateway
-// (versitygw) with a bucket of its own, a SQLite index, a development CA,
-// containers signed with the units' keys, archived and indexed as the
-// pipeline does (pipeline.Record), and the accounts store.
+// fixture serves the API over a fixture's records.
 type fixture struct {
-	t       *testing.T
-	srv     *httptest.Server
+	*apitest.Fixture
+	t   *testing.T
+	srv *httptest.Server
+	// shorthands
 	ix      *index.Index
-	arch    *archive.Store
 	ca      *pki.CA
 	trust   *pki.Trust
-	hub     *pki.Signer
 	signers map[document.UnitID]*pki.Signer
 	auth    *auth.Store
 	admin   string
-	docs    map[string]document.ID // by name
-}
-
-var bucketSeq struct {
-	sync.Mutex
-	n int
+	docs    map[string]document.ID
 }
 
 func newFixture(t *testing.T) *fixture {
-	t.Helper()
-	ctx := t.Context()
-	dir := t.TempDir()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	f := &fixture{t: t, signers: map[document.UnitID]*pki.Signer{}, docs: map[string]document.ID{}, admin: "admin-token-for-tests"}
-	endpoint, ak, sk := s3embed.ForTest(t)
-	bucketSeq.Lock()
-	bucketSeq.n++
-	bucket := fmt.Sprintf("api-%d-%d", os.Getpid(), bucketSeq.n)
-	bucketSeq.Unlock()
-	var err error
-	if f.arch, err = archive.New(ctx, archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: bucket}, log); err != nil {
-		t.Fatal(err)
-	}
-	if f.ix, err = index.Open(ctx, index.Config{Path: dir + "/index.db"}, log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.ix.Close() })
-	if f.ca, err = pki.InitCA(dir+"/pki", ""); err != nil {
-		t.Fatal(err)
-	}
-	if f.trust, err = pki.LoadTrust(f.ca.RootsPath()); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.trust.LoadCRL(f.ca.CRLPath()); err != nil {
-		t.Fatal(err)
-	}
-	if f.hub, err = pki.LoadSigner(f.ca.HubKeyPath(), f.ca.HubCertPath()); err != nil {
-		t.Fatal(err)
-	}
-	names := map[document.UnitID]string{unitA: "Sở Nội vụ", unitB: "Sở Tài nguyên và Môi trường", unitC: "Ủy ban nhân dân Quận 1"}
-	for _, u := range []document.UnitID{unitA, unitB, unitC} {
-		kp, cp, err := f.ca.IssueUnit(u, names[u], pki.ECDSAP256)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f.signers[u], err = pki.LoadSigner(kp, cp); err != nil {
-			t.Fatal(err)
-		}
-		if err := f.ix.PutUnit(ctx, index.Unit{ID: u, Name: names[u], Created: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if f.auth, err = auth.Open(ctx, auth.Config{Path: dir + "/auth/users.db", PasswordHash: fastHash}, log); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.auth.Close() })
-	rec := &api.Records{Index: f.ix, Archive: f.arch, Trust: f.trust}
-	f.srv = httptest.NewServer(api.Handler(api.Deps{Records: rec, Auth: f.auth, AdminToken: f.admin, Log: log}))
+	a := apitest.New(t)
+	f := &fixture{Fixture: a, t: t, ix: a.Index, ca: a.CA, trust: a.Trust, signers: a.Signers, auth: a.Auth, admin: a.AdminToken, docs: a.Docs}
+	f.srv = httptest.NewServer(api.Handler(api.Deps{Records: a.Records, Auth: a.Auth, AdminToken: a.AdminToken, Log: a.Log}))
 	t.Cleanup(f.srv.Close)
-	f.corpus()
 	return f
 }
 
-// day is a date of 2026 in Vietnam, at 10:00.
-func day(month, d int) time.Time {
-	return time.Date(2026, time.Month(month), d, 10, 0, 0, 0, time.FixedZone("ICT", 7*3600))
-}
+func day(month, d int) time.Time { return apitest.Day(month, d) }
 
-type docSpec struct {
-	name, subject, typ, number, signer string
-	from                               document.UnitID
-	to                                 []document.UnitID
-	accepted                           time.Time
-	due                                string
-	files                              []container.File
-}
+type docSpec = apitest.DocSpec
 
-// accept signs, verifies, archives, receipts and indexes a document as the
-// pipeline does.
-func (f *fixture) accept(s docSpec) document.ID {
-	t := f.t
-	ctx := t.Context()
-	d := document.Template(s.accepted)
-	d.ID = document.NewID(s.accepted)
-	d.From, d.To, d.Subject, d.Type, d.Number = s.from, s.to, s.subject, s.typ, s.number
-	d.FromName = ""
-	if dt, ok := document.LookupDocType(s.typ); ok {
-		d.TypeName = dt.Name
-		d.Notation = s.typ + "-UBND"
-	}
-	d.Signer.FullName, d.DueDate = s.signer, s.due
-	d.PromulgatedAt = s.accepted.Format(time.DateOnly)
-	meta, err := d.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := s.files
-	if files == nil {
-		files = []container.File{{Name: "van-ban.pdf", Data: []byte("%PDF-1.7\n" + s.subject + "\n%%EOF\n")}}
-	}
-	data, err := container.Build(meta, files, f.signers[s.from])
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{Trust: f.trust})
-	if !rep.Valid {
-		t.Fatalf("%s: %v", s.name, rep.Reasons)
-	}
-	key := archive.ContainerKey(s.accepted, string(d.ID))
-	if _, err := f.arch.Put(ctx, key, data, api.MediaContainer, nil); err != nil {
-		t.Fatal(err)
-	}
-	rc := &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: rep.ContainerSHA256,
-		ContainerSize: int64(len(data)), ArchiveKey: key, AcceptedAt: s.accepted.UTC()}
-	rb, err := container.SignReceipt(rc, f.hub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rkey := archive.ReceiptKey(s.accepted, string(d.ID))
-	if _, err := f.arch.Put(ctx, rkey, rb, api.MediaReceipt, nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.ix.PutDocument(ctx, pipeline.Record(c, rep, rc, rkey)); err != nil {
-		t.Fatal(err)
-	}
-	if s.name != "" {
-		f.docs[s.name] = d.ID
-	}
-	return d.ID
-}
+func (f *fixture) accept(s docSpec) document.ID { return f.Accept(s) }
 
-// corpus: four named documents between A, B and C, and 25 notices from B
-// to C for pagination.
-func (f *fixture) corpus() {
-	ab := []document.UnitID{unitB}
-	f.accept(docSpec{name: "qd-dat-dai", subject: "Quyết định phê duyệt kế hoạch sử dụng đất đai năm 2026", typ: "QĐ", number: "101",
-		signer: "Nguyễn Văn An", from: unitA, to: ab, accepted: day(1, 15), due: "2026-01-30"})
-	f.accept(docSpec{name: "cv-dat-dai", subject: "Công văn về việc tăng cường quản lý đất đai trên địa bàn", typ: "CV", number: "102",
-		signer: "Lê Thị Hoa", from: unitA, to: []document.UnitID{unitC}, accepted: day(2, 10)})
-	f.accept(docSpec{name: "qd-bc", subject: "Quyết định thành lập Ban chỉ đạo chuyển đổi số", typ: "QĐ", number: "201",
-		signer: "Trần Thị Bình", from: unitB, to: []document.UnitID{unitC}, accepted: day(2, 20),
-		files: []container.File{
-			{Name: "quyết-định.pdf", Data: []byte("%PDF-1.7\nQuyết định\n%%EOF\n")},
-			{Name: "phu-luc.docx", Data: []byte("PK\x03\x04 docx")},
-			{Name: "trang.html", Data: []byte("<script>alert(1)</script>")},
-		}})
-	f.accept(docSpec{name: "bc-cchc", subject: "Báo cáo sơ kết công tác cải cách hành chính", typ: "BC", number: "301",
-		signer: "Phạm Minh Châu", from: unitC, to: []document.UnitID{unitA, unitB}, accepted: day(3, 5), due: "2026-03-10"})
-	for i := range 25 {
-		f.accept(docSpec{subject: fmt.Sprintf("Thông báo lịch họp giao ban tuần %d", i+1), typ: "TB", number: fmt.Sprint(400 + i),
-			signer: "Võ Văn Dũng", from: unitB, to: []document.UnitID{unitC}, accepted: day(4, 1).Add(time.Duration(i) * 24 * time.Hour)})
-	}
-	// Delivery and statuses: B received and registered the decision; A and
-	// B received the report, B finished it, A did not (overdue).
-	ctx := f.t.Context()
-	qd := f.docs["qd-dat-dai"]
-	must(f.t, f.ix.MarkDelivered(ctx, qd, unitB, day(1, 15).Add(time.Minute)))
-	for _, st := range []document.Status{
-		{DocumentID: qd, Unit: unitB, Time: day(1, 15).Add(2 * time.Minute), Code: document.StatusDelivered},
-		{DocumentID: qd, Unit: unitB, Time: day(1, 16), Code: document.StatusAccepted, Description: "Đã vào sổ", Officer: &document.Officer{Name: "Đỗ Văn Em"}},
-		{DocumentID: f.docs["bc-cchc"], Unit: unitB, Time: day(3, 6), Code: document.StatusDelivered},
-		{DocumentID: f.docs["bc-cchc"], Unit: unitB, Time: day(3, 7), Code: document.StatusAccepted},
-		{DocumentID: f.docs["bc-cchc"], Unit: unitB, Time: day(3, 8), Code: document.StatusFinished},
-	} {
-		if _, err := f.ix.AddStatus(ctx, st); err != nil {
-			f.t.Fatal(err)
-		}
-	}
+func (f *fixture) user(name string, role auth.Role, unit document.UnitID) string {
+	return f.User(name, role, unit)
 }
 
 func must(t *testing.T, err error) {
@@ -231,19 +71,6 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
-}
-
-// user creates an account with an API token and returns the token.
-func (f *fixture) user(name string, role auth.Role, unit document.UnitID) string {
-	f.t.Helper()
-	if _, err := f.auth.AddUser(f.t.Context(), auth.NewUser{Name: name, Role: role, Unit: unit, Password: "mật khẩu dài đủ"}); err != nil {
-		f.t.Fatal(err)
-	}
-	sec, _, err := f.auth.NewToken(f.t.Context(), name, "test", 0)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	return sec
 }
 
 func (f *fixture) do(token, method, path, ctype string, body []byte) (*http.Response, []byte) {
@@ -629,8 +456,8 @@ func TestVerify(t *testing.T) {
 	// A document accepted ten minutes ago, then B's certificate revoked:
 	// checked now it is invalid, checked as of its acceptance it is not.
 	accepted := time.Now().Add(-10 * time.Minute).Truncate(time.Second)
-	recent := string(f.accept(docSpec{subject: "Kế hoạch kiểm tra công vụ", typ: "KH", number: "9", signer: "Ngô Văn Giang",
-		from: unitB, to: []document.UnitID{unitC}, accepted: accepted}))
+	recent := string(f.accept(docSpec{Subject: "Kế hoạch kiểm tra công vụ", Type: "KH", Number: "9", Signer: "Ngô Văn Giang",
+		From: unitB, To: []document.UnitID{unitC}, Accepted: accepted}))
 	if v := verify("/api/v1/documents/" + recent + "/verify"); !v.Valid {
 		t.Fatalf("recent: %v", v.Container.Reasons)
 	}
@@ -650,8 +477,8 @@ func TestVerify(t *testing.T) {
 
 	// Uploads: the container with its receipt, alone, tampered with.
 	arch := f.user("luu-tru", auth.RoleArchivist, "")
-	qd := string(f.accept(docSpec{subject: "Quyết định kiểm tra", typ: "QĐ", number: "10", signer: "Ngô Văn Giang",
-		from: unitA, to: []document.UnitID{unitC}, accepted: accepted}))
+	qd := string(f.accept(docSpec{Subject: "Quyết định kiểm tra", Type: "QĐ", Number: "10", Signer: "Ngô Văn Giang",
+		From: unitA, To: []document.UnitID{unitC}, Accepted: accepted}))
 	_, data := f.get(arch, "/api/v1/documents/"+qd+"/container")
 	_, receipt := f.get(arch, "/api/v1/documents/"+qd+"/receipt")
 	upload := func(parts map[string][]byte, query string) (int, verification) {
