@@ -43,9 +43,9 @@ type Query struct {
 	// always present, and the default order, so a date range is an index
 	// range). Zero means unbounded.
 	Since, Until time.Time
-	// Status: the latest status (by time) of at least one recipient. The set
-	// of these codes is a tag of the document (see ftsRow), rewritten when
-	// it changes, so this filter costs no more than the others.
+	// Status: the latest status (by time) of at least one recipient. The
+	// set of these codes is kept as tags in the document's full-text row,
+	// rewritten when it changes, so this filter costs no more than others.
 	Status document.StatusCode
 	Sort   string // SortAcceptedDesc when ""
 	Limit  int    // DefaultLimit when ≤ 0, at most MaxLimit
