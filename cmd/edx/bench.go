@@ -1,0 +1,160 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/edxhub/edx/hub/bench"
+)
+
+func init() {
+	register(command{"bench", "measure edx end to end against the bare components, in one run", cmdBench})
+}
+
+func cmdBench(ctx context.Context, e *env, args []string) int {
+	fs := flags(e, "bench", "[--quick] [--units N] [--docs M] [--size 64KiB[,1MiB...]] [--concurrency C | --rate R] [--json]")
+	quick := fs.Bool("quick", false, "a smoke run of under a minute: 2 units, 300 documents of 64 KiB")
+	units := fs.Int("units", 2, "units registered and connected, each with its durable consumers")
+	docs := fs.Int("docs", 1000, "documents per size")
+	sizes := fs.String("size", "64KiB", "payload sizes, comma-separated (4KiB,64KiB,1MiB,20MiB)")
+	conc := fs.Int("concurrency", 64, "documents in flight")
+	rate := fs.Float64("rate", 0, "documents per second (open loop) instead of a concurrency")
+	recips := fs.Int("recipients", 3, "most recipients per document")
+	hubBin := fs.String("hub-bin", "", "the edx-hub program (default: beside edx, or on PATH)")
+	hubCfg := fs.String("hub-config", "", "hub configuration for an external NATS and S3 (ceilings are then not measured)")
+	data := fs.String("data", "", "data directory for the hub (default: a temporary one, removed after)")
+	asJSON := fs.Bool("json", false, "print the results as JSON")
+	noCeil := fs.Bool("no-ceilings", false, "skip the bare-component ceilings")
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	if *quick {
+		*units, *docs, *sizes, *conc = 2, 300, "64KiB", 32
+	}
+	if *hubBin == "" {
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), "edx-hub"); fileExists(p) {
+				*hubBin = p
+			}
+		}
+		if *hubBin == "" {
+			p, err := exec.LookPath("edx-hub")
+			if err != nil {
+				return fail(e, "edx-hub not found beside edx nor on PATH: go build -o bin/ ./cmd/... and run bin/edx bench")
+			}
+			*hubBin = p
+		}
+	}
+	var results []*bench.Result
+	for _, sz := range strings.Split(*sizes, ",") {
+		size, err := parseSize(sz)
+		if err != nil {
+			return fail(e, "--size: %v", err)
+		}
+		var bar *progressbar.ProgressBar
+		stage := ""
+		o := bench.Options{Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
+			HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil,
+			Progress: func(s string, done, total int) {
+				if s != stage {
+					if bar != nil {
+						bar.Finish()
+					}
+					stage = s
+					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionShowCount(),
+						progressbar.OptionSetDescription(fmt.Sprintf("%-18s", sz+" "+s)), progressbar.OptionThrottle(200*time.Millisecond),
+						progressbar.OptionClearOnFinish())
+				}
+				bar.Set(done)
+			}}
+		res, err := bench.Run(ctx, o)
+		if bar != nil {
+			bar.Finish()
+		}
+		if err != nil {
+			return fail(e, "bench: %v", err)
+		}
+		results = append(results, res)
+		if !*asJSON {
+			printBench(e.stdout, res)
+		}
+	}
+	if *asJSON {
+		enc := json.NewEncoder(e.stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(results)
+	}
+	for _, r := range results {
+		if r.Lost > 0 || r.Doubled > 0 || r.Rejected > 0 {
+			fmt.Fprintf(e.stderr, "edx bench: %d lost, %d doubled, %d rejected\n", r.Lost, r.Doubled, r.Rejected)
+			return exitInvalid
+		}
+	}
+	return exitOK
+}
+
+func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
+
+func parseSize(s string) (int, error) {
+	s = strings.TrimSpace(s)
+	mult := 1
+	for suf, m := range map[string]int{"KiB": 1 << 10, "MiB": 1 << 20, "K": 1 << 10, "M": 1 << 20} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+			break
+		}
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("%q: want a size such as 64KiB", s)
+	}
+	return n * mult, nil
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.1fms", float64(d)/1e6) }
+
+func printBench(w io.Writer, r *bench.Result) {
+	mode := fmt.Sprintf("concurrency %d", r.Concurrency)
+	if r.Rate > 0 {
+		mode = fmt.Sprintf("rate %.0f/s", r.Rate)
+	}
+	fmt.Fprintf(w, "\nedx bench: %d documents of %s, %d units, %s, %d deliveries — %d cores\n",
+		r.Docs, humanSize(r.Size), r.Units, mode, r.Deliveries, runtime.NumCPU())
+	tw := tabwriter.NewWriter(w, 4, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "\tdocs/s\tMB/s\tp50\tp90\tp99\tmax\t")
+	fmt.Fprintf(tw, "edx submit → accepted\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t\n", r.DocsPerSec, r.MBPerSec, ms(r.Accepted.P50), ms(r.Accepted.P90), ms(r.Accepted.P99), ms(r.Accepted.Max))
+	fmt.Fprintf(tw, "edx submit → delivered\t\t\t%s\t%s\t%s\t%s\t\n", ms(r.Delivered.P50), ms(r.Delivered.P90), ms(r.Delivered.P99), ms(r.Delivered.Max))
+	for _, c := range r.Ceilings {
+		fmt.Fprintf(tw, "ceiling: %s\t%.1f\t%.1f\t\t\t\t\t\n", c.Name, c.DocsPerSec, c.MBPerSec)
+	}
+	tw.Flush()
+	if r.Slowest != "" {
+		fmt.Fprintf(w, "edx / slowest ceiling (%s): %.2f\n", r.Slowest, r.Ratio)
+	}
+	fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document\n", humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6)
+	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d\n", r.Lost, r.Doubled, r.Rejected)
+}
+
+func humanSize(n int) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%d KiB", n>>10)
+	}
+	return fmt.Sprintf("%d B", n)
+}

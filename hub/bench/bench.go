@@ -1,0 +1,695 @@
+// Package bench measures edx end to end against the bare components of the
+// same machine, in one run: it starts an edx-hub process (embedded stack, or
+// a configuration with an external NATS and S3), registers units over the
+// hub's API, connects each as an agent would (its own NATS credentials and
+// durable consumers), sends signed documents from random units to random
+// recipients, and times submit → accepted notice and submit → delivered.
+// It then measures, on the same bytes, the ceilings of the parts: JetStream
+// publish and consume, S3 PUT with If-None-Match, and CMS verification with
+// the chain. Every document is counted: none may be lost or doubled.
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// Options describe one scenario.
+type Options struct {
+	Units       int     // units registered and connected (default 2)
+	Docs        int     // documents sent (default 1000)
+	Size        int     // payload bytes of each document (default 64 KiB)
+	Concurrency int     // documents in flight (default 64); ignored with Rate
+	Rate        float64 // documents per second; 0 sends as fast as Concurrency allows
+	Recipients  int     // most recipients of a document (default 3, at most Units-1)
+	HubBinary   string  // the edx-hub program
+	HubConfig   string  // optional hub configuration (external NATS and S3)
+	Data        string  // data directory for the hub (default a temporary one)
+	Ceilings    bool    // also measure the bare components
+	Progress    func(stage string, done, total int)
+	Log         *slog.Logger
+}
+
+func (o *Options) defaults() {
+	if o.Units < 2 {
+		o.Units = 2
+	}
+	if o.Docs <= 0 {
+		o.Docs = 1000
+	}
+	if o.Size <= 0 {
+		o.Size = 64 << 10
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = 64
+	}
+	if o.Recipients <= 0 {
+		o.Recipients = 3
+	}
+	o.Recipients = min(o.Recipients, o.Units-1)
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	if o.Progress == nil {
+		o.Progress = func(string, int, int) {}
+	}
+}
+
+// Latency summarises durations.
+type Latency struct {
+	P50 time.Duration `json:"p50"`
+	P90 time.Duration `json:"p90"`
+	P99 time.Duration `json:"p99"`
+	Max time.Duration `json:"max"`
+	N   int           `json:"n"`
+}
+
+func summarize(ds []time.Duration) Latency {
+	if len(ds) == 0 {
+		return Latency{}
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	q := func(p float64) time.Duration { return ds[min(len(ds)-1, int(p*float64(len(ds))))] }
+	return Latency{P50: q(.50), P90: q(.90), P99: q(.99), Max: ds[len(ds)-1], N: len(ds)}
+}
+
+// Ceiling is the throughput of one bare component on the same bytes.
+type Ceiling struct {
+	Name       string  `json:"name"`
+	DocsPerSec float64 `json:"docs_per_sec"`
+	MBPerSec   float64 `json:"mb_per_sec"`
+}
+
+// Result is what one scenario measured.
+type Result struct {
+	Units        int           `json:"units"`
+	Docs         int           `json:"docs"`
+	Size         int           `json:"size"`
+	Concurrency  int           `json:"concurrency"`
+	Rate         float64       `json:"rate,omitempty"`
+	Deliveries   int           `json:"deliveries"`
+	Elapsed      time.Duration `json:"elapsed"`
+	DocsPerSec   float64       `json:"docs_per_sec"`
+	MBPerSec     float64       `json:"mb_per_sec"`
+	Accepted     Latency       `json:"submit_to_accepted"`
+	Delivered    Latency       `json:"submit_to_delivered"`
+	Ceilings     []Ceiling     `json:"ceilings,omitempty"`
+	Slowest      string        `json:"slowest_ceiling,omitempty"`
+	Ratio        float64       `json:"ratio_to_slowest,omitempty"`
+	HubPeakRSS   int64         `json:"hub_peak_rss_bytes"`
+	HubRSS       int64         `json:"hub_rss_bytes"`
+	HubCPUPerDoc time.Duration `json:"hub_cpu_per_doc"`
+	Lost         int           `json:"lost"`
+	Doubled      int           `json:"doubled"`
+	Rejected     int           `json:"rejected"`
+	Cores        int           `json:"cores"`
+}
+
+// unit is one simulated agent.
+type unit struct {
+	id     document.UnitID
+	signer *pki.Signer
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stage  jetstream.ObjectStore
+	ccs    []jetstream.ConsumeContext
+}
+
+// run is one bench in progress.
+type run struct {
+	o      Options
+	hub    *hubProc
+	units  []*unit
+	mu     sync.Mutex
+	sent   map[document.ID]time.Time
+	expect map[document.ID][]document.UnitID
+	acc    map[document.ID]map[uint64]time.Time // accepted notices by stream sequence
+	del    map[string]map[uint64]time.Time      // deliveries (doc/recipient) by stream sequence
+	rej    int
+	slots  chan struct{}
+	nAcc   atomic.Int64
+	nDel   atomic.Int64
+}
+
+// Run runs one scenario.
+func Run(ctx context.Context, o Options) (*Result, error) {
+	o.defaults()
+	r := &run{o: o, sent: map[document.ID]time.Time{}, expect: map[document.ID][]document.UnitID{},
+		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}}
+	var err error
+	if r.hub, err = startHub(ctx, o); err != nil {
+		return nil, err
+	}
+	defer r.hub.stop()
+	defer r.close()
+	if err := r.register(ctx); err != nil {
+		return nil, err
+	}
+	res, err := r.send(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if o.Ceilings && o.HubConfig == "" {
+		if res.Ceilings, err = ceilings(ctx, r.hub, o); err != nil {
+			return nil, fmt.Errorf("ceilings: %w", err)
+		}
+		slow := res.Ceilings[0]
+		for _, c := range res.Ceilings[1:] {
+			if c.DocsPerSec < slow.DocsPerSec {
+				slow = c
+			}
+		}
+		res.Slowest, res.Ratio = slow.Name, res.DocsPerSec/slow.DocsPerSec
+	}
+	return res, nil
+}
+
+func (r *run) close() {
+	for _, u := range r.units {
+		for _, cc := range u.ccs {
+			cc.Stop()
+		}
+		if u.nc != nil {
+			u.nc.Close()
+		}
+	}
+}
+
+// register adds the units through the hub's API and connects each.
+func (r *run) register(ctx context.Context) error {
+	r.units = make([]*unit, r.o.Units)
+	var next atomic.Int64
+	var done atomic.Int64
+	errc := make(chan error, 16)
+	var wg sync.WaitGroup
+	for w := 0; w < 16; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= r.o.Units || ctx.Err() != nil {
+					return
+				}
+				u, err := r.addUnit(ctx, i)
+				if err != nil {
+					errc <- err
+					return
+				}
+				r.units[i] = u
+				r.o.Progress("units", int(done.Add(1)), r.o.Units)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+func unitID(i int) document.UnitID {
+	return document.UnitID(fmt.Sprintf("%03d.%02d.%02d.B%02d", i%1000, (i/1000)%100, 0, 1))
+}
+
+func (r *run) addUnit(ctx context.Context, i int) (*unit, error) {
+	id := unitID(i)
+	var b struct {
+		KeyPEM  string `json:"key_pem"`
+		CertPEM string `json:"cert_pem"`
+		Creds   string `json:"nats_creds"`
+	}
+	if err := r.hub.post(ctx, "/api/v1/units", map[string]string{"id": string(id), "name": "Bench unit " + string(id)}, &b); err != nil {
+		return nil, fmt.Errorf("register %s: %w", id, err)
+	}
+	s, err := pki.NewSigner([]byte(b.KeyPEM), []byte(b.CertPEM))
+	if err != nil {
+		return nil, err
+	}
+	u := &unit{id: id, signer: s}
+	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, r.hub.info.NATSURL, []byte(b.Creds), id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
+		return nil, err
+	}
+	// Deliveries: what the recipient's agent would put into its inbox.
+	dc, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(string(id)))
+	if err != nil {
+		return nil, err
+	}
+	cc, err := dc.Consume(func(m jetstream.Msg) { r.delivered(u, m) }, jetstream.PullMaxBytes(32<<20))
+	if err != nil {
+		return nil, err
+	}
+	u.ccs = append(u.ccs, cc)
+	nc, err := u.js.Consumer(ctx, protocol.StreamNotice, protocol.NoticeConsumer(string(id)))
+	if err != nil {
+		return nil, err
+	}
+	if cc, err = nc.Consume(func(m jetstream.Msg) { r.notice(m) }); err != nil {
+		return nil, err
+	}
+	u.ccs = append(u.ccs, cc)
+	return u, nil
+}
+
+func seq(m jetstream.Msg) uint64 {
+	if md, err := m.Metadata(); err == nil {
+		return md.Sequence.Stream
+	}
+	return 0
+}
+
+func (r *run) notice(m jetstream.Msg) {
+	now := time.Now()
+	n, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})
+	m.Ack()
+	if err != nil {
+		return
+	}
+	switch n.Type {
+	case protocol.NoticeAccepted:
+		r.mu.Lock()
+		if r.acc[n.DocumentID] == nil {
+			r.acc[n.DocumentID] = map[uint64]time.Time{}
+			r.nAcc.Add(1)
+			if r.slots != nil {
+				select {
+				case <-r.slots:
+				default:
+				}
+			}
+		}
+		r.acc[n.DocumentID][seq(m)] = now
+		r.mu.Unlock()
+	case protocol.NoticeRejected:
+		r.mu.Lock()
+		r.rej++
+		r.mu.Unlock()
+		r.o.Log.Warn("bench: rejected", "doc_id", n.DocumentID, "reasons", n.Reasons)
+	}
+}
+
+func (r *run) delivered(u *unit, m jetstream.Msg) {
+	now := time.Now()
+	d, err := protocol.ParseDelivery(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
+	if err == nil && d.Staged != "" {
+		// The agent fetches a staged container before it has the document.
+		if _, err = protocol.GetStaged(context.Background(), u.stage, d.Staged, d.StageKey, 1<<30); err == nil {
+			now = time.Now()
+		}
+	}
+	m.Ack()
+	if err != nil {
+		r.o.Log.Warn("bench: delivery", "unit", u.id, "err", err)
+		return
+	}
+	k := string(d.DocumentID) + "/" + string(u.id)
+	r.mu.Lock()
+	if r.del[k] == nil {
+		r.del[k] = map[uint64]time.Time{}
+		r.nDel.Add(1)
+	}
+	r.del[k][seq(m)] = now
+	r.mu.Unlock()
+}
+
+// doc builds one signed container from a random unit to random others.
+func (r *run) doc(rng *rand.Rand, payload []byte) (*unit, *protocol.Container, []document.UnitID, error) {
+	from := r.units[rng.IntN(len(r.units))]
+	n := 1 + rng.IntN(r.o.Recipients)
+	to := make([]document.UnitID, 0, n)
+	for _, i := range rng.Perm(len(r.units)) {
+		if len(to) == n {
+			break
+		}
+		if r.units[i] != from {
+			to = append(to, r.units[i].id)
+		}
+	}
+	d := document.Template(time.Now())
+	d.From, d.FromName, d.To = from.id, "Bench unit", to
+	d.Subject = "Về việc đo hiệu năng trục liên thông văn bản"
+	meta, err := d.Marshal()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	data, err := container.Build(meta, []container.File{{Name: "van-ban.pdf", Data: payload}}, from.signer)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	sum := sha256.Sum256(data)
+	return from, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}, to, nil
+}
+
+type job struct {
+	from *unit
+	c    *protocol.Container
+	to   []document.UnitID
+}
+
+// send drives the documents and waits for every notice and delivery.
+func (r *run) send(ctx context.Context) (*Result, error) {
+	o := r.o
+	payload := make([]byte, o.Size)
+	for i := range payload {
+		payload[i] = byte(i*7 + i/251) // not very compressible, like a PDF
+	}
+	// Build ahead while it fits in memory, so that signing is not timed.
+	rng := rand.New(rand.NewPCG(1, 2))
+	prebuilt := int64(o.Docs)*int64(o.Size) <= 1<<30
+	var jobs []job
+	if prebuilt {
+		for i := 0; i < o.Docs; i++ {
+			from, c, to, err := r.doc(rng, payload)
+			if err != nil {
+				return nil, err
+			}
+			jobs = append(jobs, job{from, c, to})
+			o.Progress("build", i+1, o.Docs)
+		}
+	}
+	cpu0, _ := r.hub.cpu()
+	if o.Rate <= 0 {
+		r.slots = make(chan struct{}, o.Concurrency)
+	}
+	var tick *time.Ticker
+	if o.Rate > 0 {
+		tick = time.NewTicker(time.Duration(float64(time.Second) / o.Rate))
+		defer tick.Stop()
+	}
+	start := time.Now()
+	var pubErr error
+	pubs := make(chan job, 64)
+	var wg sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range pubs {
+				if err := r.publish(ctx, j); err != nil && pubErr == nil {
+					pubErr = err
+				}
+			}
+		}()
+	}
+	for i := 0; i < o.Docs && ctx.Err() == nil; i++ {
+		var j job
+		if prebuilt {
+			j = jobs[i]
+			jobs[i] = job{}
+		} else {
+			from, c, to, err := r.doc(rng, payload)
+			if err != nil {
+				return nil, err
+			}
+			j = job{from, c, to}
+		}
+		if tick != nil {
+			<-tick.C
+		} else {
+			r.slots <- struct{}{}
+		}
+		pubs <- j
+		o.Progress("send", int(r.nAcc.Load()), o.Docs)
+	}
+	close(pubs)
+	wg.Wait()
+	if pubErr != nil {
+		return nil, pubErr
+	}
+	want := 0
+	r.mu.Lock()
+	for _, to := range r.expect {
+		want += len(to)
+	}
+	r.mu.Unlock()
+	last, lastN := time.Now(), int64(-1)
+	for {
+		a, d := r.nAcc.Load(), r.nDel.Load()
+		o.Progress("send", int(a), o.Docs)
+		r.mu.Lock()
+		rej := r.rej
+		r.mu.Unlock()
+		if int(a)+rej >= o.Docs && int(d) >= want {
+			break
+		}
+		if a+d != lastN {
+			last, lastN = time.Now(), a+d
+		} else if time.Since(last) > 60*time.Second {
+			break // stalled: reported as lost
+		}
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond) // anything doubled shows now
+	cpu1, _ := r.hub.cpu()
+	res := &Result{Units: o.Units, Docs: o.Docs, Size: o.Size, Concurrency: o.Concurrency, Rate: o.Rate, Cores: runtime.NumCPU()}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var accs, dels []time.Duration
+	end := start
+	for id, t0 := range r.sent {
+		if seqs, ok := r.acc[id]; ok {
+			res.Doubled += len(seqs) - 1
+			accs = append(accs, first(seqs).Sub(t0))
+		}
+		for _, u := range r.expect[id] {
+			seqs, ok := r.del[string(id)+"/"+string(u)]
+			if !ok {
+				res.Lost++
+				continue
+			}
+			res.Doubled += len(seqs) - 1
+			t := first(seqs)
+			dels = append(dels, t.Sub(t0))
+			if t.After(end) {
+				end = t
+			}
+		}
+	}
+	res.Rejected = r.rej
+	res.Lost += o.Docs - len(r.acc) - r.rej
+	res.Deliveries = len(dels)
+	res.Accepted, res.Delivered = summarize(accs), summarize(dels)
+	res.Elapsed = end.Sub(start)
+	res.DocsPerSec = float64(len(r.acc)) / res.Elapsed.Seconds()
+	res.MBPerSec = res.DocsPerSec * float64(o.Size) / 1e6
+	res.HubPeakRSS, res.HubRSS = r.hub.rss()
+	if n := len(r.acc); n > 0 {
+		res.HubCPUPerDoc = (cpu1 - cpu0) / time.Duration(n)
+	}
+	return res, nil
+}
+
+func first(m map[uint64]time.Time) time.Time {
+	var t time.Time
+	for _, v := range m {
+		if t.IsZero() || v.Before(t) {
+			t = v
+		}
+	}
+	return t
+}
+
+// publish submits one document as its sender's agent would.
+func (r *run) publish(ctx context.Context, j job) error {
+	t0 := time.Now()
+	r.mu.Lock()
+	r.sent[j.c.DocumentID] = t0
+	r.expect[j.c.DocumentID] = j.to
+	r.mu.Unlock()
+	if len(j.c.Data) > protocol.InlineLimit {
+		name, key, err := protocol.UploadStaged(ctx, j.from.js, j.c.Data)
+		if err != nil {
+			return fmt.Errorf("stage: %w", err)
+		}
+		j.c.Staged, j.c.StageKey, j.c.Data = name, key, nil
+	}
+	for attempt := 0; ; attempt++ {
+		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		_, err := j.from.js.PublishMsg(pctx, protocol.SubmitMsg(j.from.id, j.c))
+		cancel()
+		if err == nil || attempt == 5 {
+			return err
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// hubProc is the edx-hub child process.
+type hubProc struct {
+	cmd  *exec.Cmd
+	data string
+	tmp  bool
+	info struct {
+		NATSURL        string `json:"nats_url"`
+		S3Endpoint     string `json:"s3_endpoint"`
+		HTTP           string `json:"http"`
+		Data           string `json:"data"`
+		AdminTokenFile string `json:"admin_token_file"`
+	}
+	token string
+}
+
+func startHub(ctx context.Context, o Options) (*hubProc, error) {
+	h := &hubProc{data: o.Data}
+	if h.data == "" {
+		d, err := os.MkdirTemp("", "edx-bench")
+		if err != nil {
+			return nil, err
+		}
+		h.data, h.tmp = d, true
+	}
+	args := []string{"--data", h.data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0"}
+	if o.HubConfig != "" {
+		args = append(args, "-config", o.HubConfig)
+	}
+	logf, err := os.Create(filepath.Join(h.data, "hub.log"))
+	if err != nil {
+		return nil, err
+	}
+	h.cmd = exec.Command(o.HubBinary, args...)
+	h.cmd.Stdout, h.cmd.Stderr = logf, logf
+	h.cmd.Env = append(os.Environ(), "GOGC=200")
+	os.Remove(filepath.Join(h.data, "hub.json"))
+	if err := h.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", o.HubBinary, err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if b, err := os.ReadFile(filepath.Join(h.data, "hub.json")); err == nil && json.Unmarshal(b, &h.info) == nil {
+			if resp, err := http.Get(h.info.HTTP + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					break
+				}
+			}
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			h.stop()
+			b, _ := os.ReadFile(filepath.Join(h.data, "hub.log"))
+			return nil, fmt.Errorf("edx-hub did not become ready:\n%s", tail(b, 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	b, err := os.ReadFile(h.info.AdminTokenFile)
+	if err != nil {
+		h.stop()
+		return nil, err
+	}
+	h.token = strings.TrimSpace(string(b))
+	return h, nil
+}
+
+func tail(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[len(b)-n:]
+	}
+	return b
+}
+
+func (h *hubProc) stop() {
+	if h.cmd.Process != nil && h.cmd.ProcessState == nil {
+		h.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan struct{})
+		go func() { h.cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			h.cmd.Process.Kill()
+			<-done
+		}
+	}
+	if h.tmp {
+		os.RemoveAll(h.data)
+	}
+}
+
+func (h *hubProc) post(ctx context.Context, path string, body, out any) error {
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, "POST", h.info.HTTP+path, strings.NewReader(string(b)))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+h.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	rb, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s: %s", resp.Status, rb)
+	}
+	return json.Unmarshal(rb, out)
+}
+
+// rss returns the hub's peak and current resident set size (Linux /proc).
+func (h *hubProc) rss() (peak, cur int64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", h.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmHWM:":
+			peak = v << 10
+		case "VmRSS:":
+			cur = v << 10
+		}
+	}
+	return peak, cur
+}
+
+// cpu returns the hub's CPU time so far (user + system, Linux /proc).
+func (h *hubProc) cpu() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", h.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, errors.New("bench: unreadable /proc stat")
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0, errors.New("bench: short /proc stat")
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const hz = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / hz, nil
+}
