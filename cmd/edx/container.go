@@ -21,7 +21,7 @@ import (
 func init() {
 	register(command{"template", "print an example document.json to start from", cmdTemplate})
 	register(command{"pack", "sign metadata and files into a container", cmdPack})
-	register(command{"verify", "verify a container (and a hub receipt) offline", cmdVerify})
+	register(command{"verify", "verify a container (and a hub receipt) offline; or, by id, an archived document on the hub", cmdVerify})
 	register(command{"inspect", "show a container's metadata and files without verifying", cmdInspect})
 }
 
@@ -111,7 +111,10 @@ type verifyResult struct {
 }
 
 func cmdVerify(ctx context.Context, e *env, args []string) int {
-	fs := flags(e, "verify", "--trust roots.pem [--crl F] [--receipt R.p7s] [--at RFC3339] [--json] FILE.asice")
+	if code, ok := verifyByID(ctx, e, args); ok {
+		return code
+	}
+	fs := flags(e, "verify", "--trust roots.pem [--crl F] [--receipt R.p7s] [--at RFC3339] [--json] FILE.asice\n       edx verify ID [--at now|accepted|RFC3339] [--json] [--hub URL --token-file F | --data DIR]   (the hub re-verifies the archived document)")
 	trustPath := fs.String("trust", "", "PEM bundle of trust roots (roots.pem)")
 	var crls multi
 	fs.Var(&crls, "crl", "CRL file (PEM or DER); repeatable")

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/api/apitest"
+	"github.com/edxhub/edx/hub/index"
+)
+
+// TestHubCommands: edx user, search, get and verify ID against the hub's
+// API on real records, with the admin token and with users' tokens.
+func TestHubCommands(t *testing.T) {
+	f := apitest.New(t)
+	srv := httptest.NewServer(api.Handler(api.Deps{Records: f.Records, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	adminFile := filepath.Join(dir, "admin.token")
+	os.WriteFile(adminFile, []byte(f.AdminToken+"\n"), 0o600)
+	hub := []string{"--hub", srv.URL, "--token-file", adminFile}
+
+	// Accounts, as an operator with the admin token.
+	out := must(t, append([]string{"user", "add", "--role", "staff", "--unit", string(apitest.UnitA), "--display-name", "Văn thư Sở Nội vụ", "--token", "cli", "van-thu-a"}, hub...)...)
+	m := regexp.MustCompile(`token \w+: (edx_\S+)`).FindStringSubmatch(out)
+	if !strings.Contains(out, "user van-thu-a created: staff of unit 000.01.00.H29") || !strings.Contains(out, "password: ") || m == nil {
+		t.Fatalf("user add:\n%s", out)
+	}
+	staffFile := filepath.Join(dir, "staff.token")
+	os.WriteFile(staffFile, []byte(m[1]), 0o600)
+	staff := []string{"--hub", srv.URL, "--token-file", staffFile}
+	pw := filepath.Join(dir, "pw")
+	os.WriteFile(pw, []byte("một mật khẩu đủ dài\n"), 0o600)
+	must(t, append([]string{"user", "add", "--role", "auditor", "--password-file", pw, "kiem-toan"}, hub...)...)
+	out = must(t, append([]string{"user", "token", "kiem-toan", "--name", "audit", "--ttl", "24h"}, hub...)...)
+	m = regexp.MustCompile(`: (edx_\S+)`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("user token:\n%s", out)
+	}
+	auditorFile := filepath.Join(dir, "auditor.token")
+	os.WriteFile(auditorFile, []byte(m[1]), 0o600)
+	auditor := []string{"--hub", srv.URL, "--token-file", auditorFile}
+	if _, err := f.Auth.Authenticate(t.Context(), "kiem-toan", "một mật khẩu đủ dài"); err != nil {
+		t.Fatalf("password from file: %v", err)
+	}
+	if code, _, errs := edx(t, append([]string{"user", "add", "--role", "staff", "nobody"}, hub...)...); code != exitUsage || !strings.Contains(errs, "unit") {
+		t.Fatalf("staff without unit: %d %s", code, errs)
+	}
+	if code, _, errs := edx(t, append([]string{"user", "list"}, staff...)...); code != exitUsage || !strings.Contains(errs, "403") {
+		t.Fatalf("staff lists users: %d %s", code, errs)
+	}
+	out = must(t, append([]string{"user", "list"}, hub...)...)
+	if !strings.Contains(out, "van-thu-a") || !strings.Contains(out, "kiem-toan") {
+		t.Fatalf("user list:\n%s", out)
+	}
+
+	// Search: folding, the staff's unit only, filters, JSON and --all.
+	out = must(t, append([]string{"search", "quyet", "dinh"}, staff...)...)
+	if !strings.Contains(out, "Quyết định phê duyệt kế hoạch sử dụng đất đai") || strings.Contains(out, "Ban chỉ đạo") || !strings.Contains(out, "1 of 1 documents") {
+		t.Fatalf("staff search:\n%s", out)
+	}
+	out = must(t, append([]string{"search", "quyet", "dinh"}, auditor...)...)
+	if !strings.Contains(out, "Ban chỉ đạo") || !strings.Contains(out, "2 of 2 documents") {
+		t.Fatalf("auditor search:\n%s", out)
+	}
+	out = must(t, append([]string{"search", "--from", string(apitest.UnitB), "--limit", "10", "--json", "--all", "thong", "bao"}, auditor...)...)
+	var p index.Page
+	if err := json.Unmarshal([]byte(out), &p); err != nil || p.Total != 25 || len(p.Items) != 25 || p.NextCursor != "" {
+		t.Fatalf("search --all --json: %v %d %d", err, p.Total, len(p.Items))
+	}
+	out = must(t, append([]string{"search", "--limit", "10", "thong", "bao"}, auditor...)...)
+	if !strings.Contains(out, "10 of 25 documents") || !strings.Contains(out, "next page: --cursor ") {
+		t.Fatalf("first page:\n%s", out)
+	}
+	out = must(t, append([]string{"search", "--since", "2026-02-10", "--until", "2026-02-28", "dat", "dai"}, auditor...)...)
+	if !strings.Contains(out, "1 of 1 documents") || !strings.Contains(out, "102/CV-UBND") {
+		t.Fatalf("date range:\n%s", out)
+	}
+	if code, _, errs := edx(t, append([]string{"search", "--status", "99"}, auditor...)...); code != exitUsage || !strings.Contains(errs, "400") {
+		t.Fatalf("bad status: %d %s", code, errs)
+	}
+
+	// verify ID: the hub re-verifies; an auditor may, staff of A may not see B → C.
+	bc := string(f.Docs["qd-bc"])
+	out = must(t, append([]string{"verify", bc}, auditor...)...)
+	if !strings.Contains(out, "result      VALID") || !strings.Contains(out, "matches the container accepted") ||
+		!strings.Contains(out, "organizationIdentifier=000.02.00.H29") || !regexp.MustCompile(`receipt\s+accepted`).MatchString(out) {
+		t.Fatalf("verify ID:\n%s", out)
+	}
+	code, js, _ := edx(t, append([]string{"verify", "--json", bc}, auditor...)...)
+	var v api.Verification
+	if code != 0 || json.Unmarshal([]byte(js), &v) != nil || !v.Valid || !v.Archive.Matches {
+		t.Fatalf("verify ID --json: %d\n%s", code, js)
+	}
+	// As of acceptance the corpus predates the test CA's certificates: exit 1.
+	if code, out, _ := edx(t, append([]string{"verify", bc, "--at", "accepted"}, auditor...)...); code != exitInvalid || !strings.Contains(out, "signature.expired") {
+		t.Fatalf("verify ID --at accepted: %d\n%s", code, out)
+	}
+	if code, _, errs := edx(t, append([]string{"verify", bc}, staff...)...); code != exitUsage || !strings.Contains(errs, "404") {
+		t.Fatalf("staff A verifies B → C: %d %s", code, errs)
+	}
+	if code, _, errs := edx(t, append([]string{"verify", "--trust", "roots.pem", bc}, auditor...)...); code != exitUsage || !strings.Contains(errs, "verify a file") {
+		t.Fatalf("verify ID with --trust: %d %s", code, errs)
+	}
+	// edx get: the staff's own documents, not B → C.
+	got := filepath.Join(dir, "got")
+	qd := string(f.Docs["qd-dat-dai"])
+	must(t, append([]string{"get", qd, "-o", got}, staff...)...)
+	if code, _, errs := edx(t, append([]string{"get", bc, "-o", got}, staff...)...); code != exitUsage || !strings.Contains(errs, "404") {
+		t.Fatalf("staff A gets B → C: %d %s", code, errs)
+	}
+	// The file it fetched verifies offline, unchanged path of edx verify FILE.
+	out = must(t, "verify", "--trust", f.CA.RootsPath(), "--receipt", filepath.Join(got, qd+".receipt.p7s"), filepath.Join(got, qd+".asice"))
+	if !strings.Contains(out, "result      VALID") {
+		t.Fatalf("offline verify:\n%s", out)
+	}
+	// A file named like an id is a file.
+	os.WriteFile(filepath.Join(dir, bc), []byte("not a container"), 0o644)
+	t.Chdir(dir)
+	code, out, _ = edx(t, "verify", "--trust", f.CA.RootsPath(), bc)
+	if code != exitInvalid || !strings.Contains(out, "container.malformed") {
+		t.Fatalf("a file named like an id: %d\n%s", code, out)
+	}
+	// Disable and enable.
+	must(t, append([]string{"user", "disable", "van-thu-a"}, hub...)...)
+	if code, _, errs := edx(t, append([]string{"search", "x"}, staff...)...); code != exitUsage || !strings.Contains(errs, "401") {
+		t.Fatalf("disabled: %d %s", code, errs)
+	}
+	must(t, append([]string{"user", "enable", "van-thu-a"}, hub...)...)
+	must(t, append([]string{"search", "x"}, staff...)...)
+	out = must(t, append([]string{"user", "passwd", "van-thu-a"}, hub...)...)
+	if !strings.Contains(out, "password: ") {
+		t.Fatalf("passwd:\n%s", out)
+	}
+}
