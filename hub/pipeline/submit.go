@@ -121,7 +121,7 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 	day := d.ID.Time()
 	key := archive.ContainerKey(day, string(d.ID))
 	t0 := p.now()
-	_, err := p.arch.Put(ctx, key, s.data, container.Mimetype, map[string]string{"document-id": string(d.ID), "from": string(d.From)})
+	obj, err := p.arch.Put(ctx, key, s.data, container.Mimetype, map[string]string{"document-id": string(d.ID), "from": string(d.From)})
 	p.m.archiveSeconds.Observe(p.now().Sub(t0).Seconds())
 	switch {
 	case errors.Is(err, archive.ErrConflict):
@@ -134,7 +134,7 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 		return err
 	}
 
-	receipt, rc, err := p.receipt(ctx, s, d, key)
+	receipt, rc, err := p.receipt(ctx, s, d, key, obj.Existed)
 	if err != nil {
 		return err
 	}
@@ -211,7 +211,11 @@ func signerCN(rep *container.Report) string {
 
 // receipt returns the document's receipt: the one already archived (a
 // redelivery after a crash), or a new one signed and written once.
-func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Document, key string) ([]byte, *container.Receipt, error) {
+//
+// The write is conditional (If-None-Match), so the first receipt written
+// wins: a redelivery, or another replica racing on the same document, reads
+// and reuses it.
+func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Document, key string, again bool) ([]byte, *container.Receipt, error) {
 	rkey := archive.ReceiptKey(d.ID.Time(), string(d.ID))
 	existing := func() ([]byte, *container.Receipt, error) {
 		b, _, err := p.arch.Get(ctx, rkey)
@@ -224,16 +228,20 @@ func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Docum
 		}
 		return b, r.Receipt, nil
 	}
-	b, rc, err := existing()
-	switch {
-	case err == nil:
-		return b, rc, nil
-	case !errors.Is(err, archive.ErrNotFound):
-		return nil, nil, retry("pipeline: receipt %s: %w", rkey, err)
+	if again {
+		// The container was archived before: a redelivery, whose receipt
+		// is most likely archived too.
+		b, rc, err := existing()
+		switch {
+		case err == nil:
+			return b, rc, nil
+		case !errors.Is(err, archive.ErrNotFound):
+			return nil, nil, retry("pipeline: receipt %s: %w", rkey, err)
+		}
 	}
-	rc = &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: s.sha,
+	rc := &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: s.sha,
 		ContainerSize: int64(len(s.data)), ArchiveKey: key, AcceptedAt: p.now().UTC().Truncate(time.Millisecond)}
-	b, err = container.SignReceipt(rc, p.hub)
+	b, err := container.SignReceipt(rc, p.hub)
 	if err != nil {
 		return nil, nil, retry("pipeline: sign receipt: %w", err)
 	}
