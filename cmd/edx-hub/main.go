@@ -10,6 +10,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -102,6 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 		return 0
+	}
+	if addr := os.Getenv("EDX_PPROF_ADDR"); addr != "" {
+		// Profiling for operators and benchmarks, on an address of their choosing.
+		go func() { log.Info("pprof", "addr", addr, "err", http.ListenAndServe(addr, nil)) }()
 	}
 	h, err := hub.New(ctx, *cfg, log)
 	if err != nil {
