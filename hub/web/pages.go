@@ -135,6 +135,10 @@ type event struct {
 	Flagged bool
 }
 
+// autoVerifyMax is the largest container the document page re-verifies on
+// every view; larger ones on request.
+const autoVerifyMax = 64 << 20
+
 // docData is the document page's.
 type docData struct {
 	Doc        *api.Document
@@ -162,12 +166,14 @@ func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 	}
 	d := docData{Doc: doc, At: at, Content: id.Can(auth.ReadContent), UnitNames: map[document.UnitID]string{}}
 	// The signature panel is a fresh check of the archived bytes, not what
-	// the index remembers.
-	if d.Verify, err = u.d.Records.Verify(r.Context(), id, docID, at); err != nil {
-		if api.Status(err) >= 500 {
-			u.d.Log.Error("web: verify", "doc_id", docID, "err", err)
+	// the index remembers; for very large containers, on request.
+	if doc.Size <= autoVerifyMax || r.URL.Query().Get("verify") == "1" {
+		if d.Verify, err = u.d.Records.Verify(r.Context(), id, docID, at); err != nil {
+			if api.Status(err) >= 500 {
+				u.d.Log.Error("web: verify", "doc_id", docID, "err", err)
+			}
+			d.VerifyErr = err.Error()
 		}
-		d.VerifyErr = err.Error()
 	}
 	if us, err := u.d.Records.Index.ListUnits(r.Context()); err == nil {
 		for _, x := range us {
