@@ -198,7 +198,8 @@ func (s *server) getUser(w http.ResponseWriter, r *http.Request) {
 
 // UpdateUser changes an account as who: admins change anything (a staff
 // member's new unit must be registered); others only their own display
-// name and password.
+// name, and their password when signed in (the web UI checks the current
+// one first).
 func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Identity, name string, c auth.Change) (auth.User, error) {
 	own := who != nil && who.Via != auth.ViaAdminToken && strings.EqualFold(who.User.Name, name)
 	if !who.Can(auth.ManageUsers) {
@@ -207,6 +208,11 @@ func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Ide
 		}
 		if c.Role != nil || c.Unit != nil || c.Disabled != nil {
 			return auth.User{}, fmt.Errorf("%w: only admins change roles, units and access", ErrForbidden)
+		}
+		// One's own password changes on the account page, which asks for
+		// the current one: a leaked API token must not take the account.
+		if c.Password != nil && who.Via != auth.ViaSession {
+			return auth.User{}, fmt.Errorf("%w: change your password on the account page", ErrForbidden)
 		}
 	}
 	if c.Unit != nil && *c.Unit != "" {
