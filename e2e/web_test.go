@@ -131,6 +131,7 @@ func TestBrowser(t *testing.T) {
 	if s := text("table.results"); !strings.Contains(s, "Quyết định phê duyệt kế hoạch sử dụng đất đai năm 2027") {
 		t.Fatalf("results: %q", s)
 	}
+	shot(t, bctx, "search")
 	// Open the document: the signature panel says valid.
 	navigate("open document", chromedp.Click(chromedp.CSS("a.doc-link")))
 	step("signature panel", chromedp.WaitVisible(chromedp.ID("signature-panel")))
@@ -157,6 +158,13 @@ func TestBrowser(t *testing.T) {
 	}
 	p := shot(t, bctx, "document")
 	t.Logf("screenshot of the document page: %s", p)
+
+	// The unit page: A sent one, received one, pending.
+	navigate("unit page", chromedp.Click(chromedp.CSS(`nav a[href^="/units/"]`)))
+	if n := text("#count-received"); n != "1" {
+		t.Errorf("received %q", n)
+	}
+	shot(t, bctx, "unit")
 
 	// The B → C document is not there for staff of A.
 	step("other unit's document", chromedp.Navigate(a.info.HTTP+"/documents/"+url.PathEscape(a.docs["bc"])), chromedp.WaitVisible(chromedp.CSS("p.error")))
