@@ -64,6 +64,18 @@ func TestHubCommands(t *testing.T) {
 	if !strings.Contains(out, "Quyết định phê duyệt kế hoạch sử dụng đất đai") || strings.Contains(out, "Ban chỉ đạo") || !strings.Contains(out, "1 of 1 documents") {
 		t.Fatalf("staff search:\n%s", out)
 	}
+	// EDX_TOKEN beats the admin token of a local hub's data directory.
+	data := filepath.Join(dir, "edx-data")
+	os.MkdirAll(data, 0o755)
+	os.WriteFile(filepath.Join(data, "hub.json"), []byte(`{"http": "`+srv.URL+`", "admin_token_file": "`+adminFile+`"}`), 0o644)
+	t.Setenv("EDX_TOKEN", strings.TrimSpace(readFile(t, staffFile)))
+	if out := must(t, "search", "--data", data, "quyet", "dinh"); !strings.Contains(out, "1 of 1 documents") {
+		t.Fatalf("EDX_TOKEN with --data:\n%s", out)
+	}
+	os.Unsetenv("EDX_TOKEN")
+	if out := must(t, "search", "--data", data, "quyet", "dinh"); !strings.Contains(out, "2 of 2 documents") {
+		t.Fatalf("admin token from --data:\n%s", out)
+	}
 	out = must(t, append([]string{"search", "quyet", "dinh"}, auditor...)...)
 	if !strings.Contains(out, "Ban chỉ đạo") || !strings.Contains(out, "2 of 2 documents") {
 		t.Fatalf("auditor search:\n%s", out)
@@ -137,4 +149,13 @@ func TestHubCommands(t *testing.T) {
 	if !strings.Contains(out, "password: ") {
 		t.Fatalf("passwd:\n%s", out)
 	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

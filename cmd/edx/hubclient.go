@@ -21,7 +21,7 @@ type hubFlags struct {
 
 func (h *hubFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&h.url, "hub", "", "the hub's HTTP address, e.g. http://127.0.0.1:8080 (default: from DATA/hub.json)")
-	fs.StringVar(&h.tokenFile, "token-file", "", "file holding the API token (default: DATA/admin.token; or EDX_TOKEN)")
+	fs.StringVar(&h.tokenFile, "token-file", "", "file holding the API token (default: $EDX_TOKEN, else DATA/admin.token)")
 	fs.StringVar(&h.data, "data", "edx-data", "the embedded hub's data directory, to find hub.json and admin.token")
 }
 
@@ -47,7 +47,7 @@ func (h *hubFlags) client() (*client, error) {
 			return nil, fmt.Errorf("hub.json: %w", err)
 		}
 		c.base = info.HTTP
-		if h.tokenFile == "" {
+		if h.tokenFile == "" && os.Getenv("EDX_TOKEN") == "" {
 			h.tokenFile = info.AdminTokenFile
 		}
 	}
