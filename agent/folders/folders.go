@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edxhub/edx/agent/durable"
@@ -60,6 +61,9 @@ type Watcher struct {
 	log *slog.Logger
 	// Spooled is called after each new document is spooled (may be nil).
 	Spooled func()
+	// mu orders taking an entry (outbox → sent) and the hub's decision on
+	// it (sent → failed), which can arrive before the move is done.
+	mu sync.Mutex
 }
 
 // SourcePrefix begins the spool source of a document sent through a folder.
@@ -141,6 +145,8 @@ func (w *Watcher) Scan(ctx context.Context) error {
 // take submits one outbox entry and moves it; an error leaves it for the
 // next scan.
 func (w *Watcher) take(ctx context.Context, name string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	src := filepath.Join(w.cfg.Outbox, name)
 	sub, err := w.read(src, name)
 	if err != nil {
@@ -312,6 +318,8 @@ func (w *Watcher) Decided(rec *spool.Record) error {
 	if !strings.HasPrefix(rec.Source, SourcePrefix) {
 		return nil
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
 	name := w.sentName(rec)
 	switch rec.State {
 	case spool.Accepted:
@@ -347,7 +355,7 @@ func (w *Watcher) sentName(rec *spool.Record) string {
 	// Look for any name carrying the id.
 	ents, _ := os.ReadDir(w.cfg.Sent)
 	for _, e := range ents {
-		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok {
+		if n, ok := strings.CutSuffix(e.Name(), ".json"); ok && !durable.IsTemp(e.Name()) {
 			var r result
 			if b, err := os.ReadFile(filepath.Join(w.cfg.Sent, e.Name())); err == nil && json.Unmarshal(b, &r) == nil && r.DocumentID == rec.ID {
 				return n
