@@ -193,6 +193,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 
 func (r *run) close() {
 	for _, u := range r.units {
+		if u == nil {
+			continue // registration stopped before it
+		}
 		for _, cc := range u.ccs {
 			cc.Stop()
 		}

@@ -969,3 +969,15 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestManyUnits: more units than nats-server's default cap of 1,000
+// consumers per stream each get their delivery and notice consumers.
+func TestManyUnits(t *testing.T) {
+	e := newEnv(t)
+	for i := 0; i < 1100; i++ {
+		unit := fmt.Sprintf("%03d.%02d.00.H29", i%1000, i/1000)
+		if err := broker.EnsureUnitConsumers(t.Context(), e.hubJS, unit); err != nil {
+			t.Fatalf("unit %d: %v", i, err)
+		}
+	}
+}

@@ -89,6 +89,11 @@ func (o *StreamOptions) Validate() error {
 	return nil
 }
 
+// MaxUnitConsumers bounds the consumers of each edx stream: far above the
+// number of units a hub serves, one per unit on the delivery and notice
+// streams.
+const MaxUnitConsumers = 1_000_000
+
 // StreamConfigs returns the configurations EnsureStreams applies: the EDX
 // account's streams in order (EDX_SUBMIT, EDX_DELIVER, EDX_STATUS,
 // EDX_NOTICE, and OBJ_EDX_UPLOAD behind the upload store), and the stage
@@ -118,6 +123,10 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 			MaxMsgSize:  opts.MaxMsgSize,
 			Duplicates:  dup,
 			Discard:     jetstream.DiscardOld,
+			// Set, because nats-server otherwise caps a stream at 1,000
+			// consumers and every unit has one on EDX_DELIVER and on
+			// EDX_NOTICE (Ho Chi Minh City alone has more than 1,500 units).
+			MaxConsumers: MaxUnitConsumers,
 		}
 	}
 	streams := []jetstream.StreamConfig{
