@@ -32,6 +32,10 @@ type Config struct {
 	Pipeline pipeline.Config `yaml:"pipeline"`
 	Auth     auth.Config     `yaml:"auth"`
 	Log      LogConfig       `yaml:"log"`
+	// MemoryLimitMiB is the Go runtime's soft memory limit (default 1536;
+	// 0 keeps the default, -1 disables it; GOMEMLIMIT overrides it). Past
+	// it the garbage collector works harder rather than let the heap grow.
+	MemoryLimitMiB int `yaml:"memory_limit_mib"`
 }
 
 // NATSConfig selects the embedded server or an external cluster.

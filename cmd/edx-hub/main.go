@@ -14,6 +14,7 @@ import (
 	_ "net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/edxhub/edx/hub"
@@ -98,6 +99,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimitMiB >= 0 {
+		mib := cfg.MemoryLimitMiB
+		if mib == 0 {
+			mib = 1536
+		}
+		debug.SetMemoryLimit(int64(mib) << 20)
+	}
 	if cmd == "reindex" {
 		if err := reindex(ctx, *cfg, log, stderr); err != nil {
 			fmt.Fprintln(stderr, "edx-hub reindex:", err)

@@ -579,7 +579,6 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 	}
 	h.cmd = exec.Command(o.HubBinary, args...)
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
-	h.cmd.Env = append(os.Environ(), "GOGC=200")
 	os.Remove(filepath.Join(h.data, "hub.json"))
 	if err := h.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", o.HubBinary, err)
