@@ -166,6 +166,22 @@ func TestBrowser(t *testing.T) {
 	}
 	shot(t, bctx, "unit")
 
+	// The audit page: upload the container and receipt edx get fetched.
+	ab := a.docs["ab"]
+	edx(t, a.work, 0, "get", ab, "-o", "got", "--data", a.data, "--token-file", a.staffToken)
+	step("audit page", chromedp.Navigate(a.info.HTTP+"/audit"), chromedp.WaitVisible(chromedp.ID("audit-form")),
+		chromedp.SetUploadFiles(chromedp.CSS(`input[name="container"]`), []string{filepath.Join(a.work, "got", ab+".asice")}),
+		chromedp.SetUploadFiles(chromedp.CSS(`input[name="receipt"]`), []string{filepath.Join(a.work, "got", ab+".receipt.p7s")}))
+	navigate("audit upload", chromedp.Submit(chromedp.ID("audit-form")))
+	step("audit report", chromedp.WaitVisible(chromedp.ID("signature-panel")))
+	if v := text("#signature-panel .verdict"); !strings.Contains(v, "VALID") || strings.Contains(v, "INVALID") {
+		t.Fatalf("audit report says %q", v)
+	}
+	if r := text("#signature-panel"); !strings.Contains(r, ab) && !strings.Contains(text("main"), ab) {
+		t.Errorf("audit report does not name the document")
+	}
+	shot(t, bctx, "audit")
+
 	// The B → C document is not there for staff of A.
 	step("other unit's document", chromedp.Navigate(a.info.HTTP+"/documents/"+url.PathEscape(a.docs["bc"])), chromedp.WaitVisible(chromedp.CSS("p.error")))
 	if s := text("main"); !strings.Contains(s, "Không tìm thấy") || strings.Contains(s, "chuyển đổi số") {
