@@ -113,8 +113,9 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 		}
 		t0 = time.Now()
 		got := 0
+		batch := max(1, min(256, (32<<20)/len(data))) // within the client's pending limits
 		for got < n {
-			b, err := cons.Fetch(min(256, n-got), jetstream.FetchMaxWait(5*time.Second))
+			b, err := cons.Fetch(min(batch, n-got), jetstream.FetchMaxWait(5*time.Second))
 			if err != nil {
 				return nil, err
 			}
