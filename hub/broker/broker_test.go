@@ -187,9 +187,9 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	}
 	want := map[string]jetstream.RetentionPolicy{
 		protocol.StreamSubmit:  jetstream.WorkQueuePolicy,
-		protocol.StreamDeliver: jetstream.LimitsPolicy,
+		protocol.StreamDeliver: jetstream.InterestPolicy,
 		protocol.StreamStatus:  jetstream.LimitsPolicy,
-		protocol.StreamNotice:  jetstream.LimitsPolicy,
+		protocol.StreamNotice:  jetstream.InterestPolicy,
 	}
 	for name, ret := range want {
 		s, err := e.hubJS.Stream(ctx, name)

@@ -37,8 +37,12 @@ type StreamOptions struct {
 	// SubmitMaxAge bounds how long an unprocessed submission waits for the
 	// hub in the work queue; zero keeps it until the hub acks it.
 	SubmitMaxAge time.Duration `yaml:"submit_max_age"`
-	// DeliverMaxAge, StatusMaxAge and NoticeMaxAge bound how long a message
-	// stays in EDX_DELIVER, EDX_STATUS and EDX_NOTICE (default 30 days each).
+	// DeliverMaxAge and NoticeMaxAge bound how long a delivery or a notice
+	// waits for its unit. The default, zero, keeps it until the unit's agent
+	// acknowledges it, however long the unit stays offline: both streams
+	// have interest retention, so an acknowledged message is removed and
+	// storage stays bounded by what units have not fetched yet.
+	// StatusMaxAge bounds EDX_STATUS (default 30 days).
 	DeliverMaxAge time.Duration `yaml:"deliver_max_age"`
 	StatusMaxAge  time.Duration `yaml:"status_max_age"`
 	NoticeMaxAge  time.Duration `yaml:"notice_max_age"`
@@ -62,10 +66,8 @@ func (o *StreamOptions) setDefaults() {
 	if o.Duplicates == 0 {
 		o.Duplicates = DefaultDuplicates
 	}
-	for _, d := range []*time.Duration{&o.DeliverMaxAge, &o.StatusMaxAge, &o.NoticeMaxAge} {
-		if *d == 0 {
-			*d = DefaultMaxAge
-		}
+	if o.StatusMaxAge == 0 {
+		o.StatusMaxAge = DefaultMaxAge
 	}
 	if o.MaxMsgSize == 0 {
 		o.MaxMsgSize = DefaultMaxPayload
@@ -133,11 +135,11 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 		stream(protocol.StreamSubmit, protocol.SubjectSubmitPrefix, "edx submissions, one subject per sending unit",
 			jetstream.WorkQueuePolicy, opts.SubmitMaxAge),
 		stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries, one subject per recipient unit",
-			jetstream.LimitsPolicy, opts.DeliverMaxAge),
+			jetstream.InterestPolicy, opts.DeliverMaxAge),
 		stream(protocol.StreamStatus, protocol.SubjectStatusPrefix, "edx status updates, one subject per reporting unit",
 			jetstream.LimitsPolicy, opts.StatusMaxAge),
 		stream(protocol.StreamNotice, protocol.SubjectNoticePrefix, "edx notices to senders, one subject per unit",
-			jetstream.LimitsPolicy, opts.NoticeMaxAge),
+			jetstream.InterestPolicy, opts.NoticeMaxAge),
 	}
 	upload := jetstream.StreamConfig{
 		Name:        uploadStream,
@@ -191,6 +193,11 @@ func EnsureStreams(ctx context.Context, js, stage jetstream.JetStream, opts Stre
 	}
 	streams, stageCfg := StreamConfigs(opts)
 	for _, cfg := range streams {
+		// A stream's retention cannot change once created: one made by an
+		// earlier version keeps its own.
+		if st, err := js.Stream(ctx, cfg.Name); err == nil && st.CachedInfo().Config.Retention != cfg.Retention {
+			cfg.Retention = st.CachedInfo().Config.Retention
+		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
 			return fmt.Errorf("broker: ensure stream %s: %w", cfg.Name, err)
 		}

@@ -246,7 +246,9 @@ func (u *unit) next(t testing.TB, stream, consumer string) jetstream.Msg {
 	if err != nil {
 		t.Fatalf("%s: no message on %s: %v", u.id, consumer, err)
 	}
-	msg.Ack()
+	if err := msg.DoubleAck(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	return msg
 }
 
