@@ -2,11 +2,18 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/protocol"
 )
 
 // TestHubCommandLine: the README's walk-through with the real binaries: an
@@ -62,11 +69,60 @@ func TestHubCommandLine(t *testing.T) {
 	if !strings.Contains(out, "recipient.unknown") {
 		t.Fatalf("send to an unknown unit:\n%s", out)
 	}
+	// B reports 01 and 03; the hub records them.
+	ub := connectAs(t, work, h.info.NATSURL, "000.02.00.H29")
+	for i, code := range []document.StatusCode{document.StatusDelivered, document.StatusAccepted} {
+		m, _ := protocol.StatusMsg(&document.Status{DocumentID: document.ID(id), Unit: ub.id,
+			Time: time.Now().UTC().Add(time.Duration(i) * time.Millisecond), Code: code, Description: "Văn thư"})
+		if _, err := ub.js.PublishMsg(t.Context(), m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	history := func() int {
+		var det struct {
+			History []json.RawMessage `json:"history"`
+		}
+		body, err := apiGet(h, "/api/v1/documents/"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		json.Unmarshal(body, &det)
+		return len(det.History)
+	}
+	for deadline := time.Now().Add(20 * time.Second); history() != 2; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the statuses were not recorded")
+		}
+	}
 	h.stop()
-	// The index rebuilds from the archive alone.
+	// The index rebuilds from the archive alone: units, the document, its
+	// statuses and the rejected submission.
 	os.RemoveAll(filepath.Join(h.data, "index"))
 	cmdOut := runHub(t, "reindex", "--data", h.data, "--s3", "127.0.0.1:0")
-	if !strings.Contains(cmdOut, "3 units, 1 documents") || !strings.Contains(cmdOut, "1 rejected") {
+	if !strings.Contains(cmdOut, "3 units, 1 documents, 2 statuses, 1 rejected") {
 		t.Fatalf("reindex:\n%s", cmdOut)
 	}
+	h = startHub(t, h.data)
+	if n := history(); n != 2 {
+		t.Fatalf("after reindex the document has %d statuses, want 2", n)
+	}
+}
+
+// apiGet reads a hub API path with the admin token.
+func apiGet(h *hubProc, path string) ([]byte, error) {
+	tok, err := os.ReadFile(h.info.AdminTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	req, _ := http.NewRequest("GET", h.info.HTTP+path, nil)
+	req.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return io.ReadAll(resp.Body)
 }

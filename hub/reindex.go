@@ -122,22 +122,40 @@ func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (
 	if err := flush(); err != nil {
 		return st, err
 	}
+	// Statuses in batches, one transaction each (a 01 also marks its
+	// recipient delivered); a batch that fails is replayed one by one so
+	// that only the bad status is skipped.
+	var batchSt []document.Status
+	replay := func() {
+		if len(batchSt) == 0 {
+			return
+		}
+		if _, err := ix.AddStatuses(ctx, batchSt); err == nil {
+			st.Statuses += len(batchSt)
+		} else {
+			for _, s := range batchSt {
+				if _, err := ix.AddStatus(ctx, s); err != nil {
+					log.Warn("reindex: status skipped", "doc_id", s.DocumentID, "unit", s.Unit, "code", s.Code, "err", err)
+					st.Skipped++
+				} else {
+					st.Statuses++
+				}
+			}
+		}
+		batchSt = batchSt[:0]
+	}
 	for _, k := range statuses {
 		var s document.Status
 		if err := getJSON(ctx, h.arch, k, &s); err != nil {
 			return st, err
 		}
-		if _, err := ix.AddStatus(ctx, s); err != nil {
-			log.Warn("reindex: status skipped", "key", k, "err", err)
-			st.Skipped++
-		} else {
-			st.Statuses++
-			if s.Code == document.StatusDelivered {
-				ix.MarkDelivered(ctx, s.DocumentID, s.Unit, s.Time)
-			}
+		batchSt = append(batchSt, s)
+		if len(batchSt) == batch {
+			replay()
 		}
 		step()
 	}
+	replay()
 	for _, k := range rejected {
 		rej := index.Rejected{ArchiveKey: k}
 		var body pipeline.RejectedRecord
