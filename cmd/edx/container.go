@@ -67,19 +67,11 @@ func cmdPack(ctx context.Context, e *env, args []string) int {
 		fs.Usage()
 		return exitUsage
 	}
-	meta, err := os.ReadFile(*metaPath)
-	if err != nil {
-		return fail(e, "%v", err)
-	}
 	s, err := pki.LoadSigner(*keyPath, *certPath)
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	files, err := readFiles(fs.Args())
-	if err != nil {
-		return fail(e, "%v", err)
-	}
-	data, err := container.Build(meta, files, s)
+	_, files, data, err := buildContainer(*metaPath, s, fs.Args())
 	if err != nil {
 		return fail(e, "%v", err)
 	}
@@ -89,6 +81,24 @@ func cmdPack(ctx context.Context, e *env, args []string) int {
 	sum := sha256.Sum256(data)
 	fmt.Fprintf(e.stdout, "%s: %d bytes, %d files, sha256 %s\n", *out, len(data), len(files), hex.EncodeToString(sum[:]))
 	return exitOK
+}
+
+// buildContainer reads document.json and the payload files and signs them
+// into a container with s; it returns the metadata as read.
+func buildContainer(metaPath string, s *pki.Signer, paths []string) ([]byte, []container.File, []byte, error) {
+	meta, err := os.ReadFile(metaPath)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	files, err := readFiles(paths)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	data, err := container.Build(meta, files, s)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return meta, files, data, nil
 }
 
 func readFiles(paths []string) ([]container.File, error) {

@@ -13,7 +13,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -48,19 +47,11 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	meta, err := os.ReadFile(*metaPath)
+	meta, _, data, err := buildContainer(*metaPath, s, fs.Args())
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	doc, err := document.Parse(meta)
-	if err != nil {
-		return fail(e, "%v", err)
-	}
-	files, err := readFiles(fs.Args())
-	if err != nil {
-		return fail(e, "%v", err)
-	}
-	data, err := container.Build(meta, files, s)
+	doc, err := document.Parse(meta) // valid: Build checked it
 	if err != nil {
 		return fail(e, "%v", err)
 	}
