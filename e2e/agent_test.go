@@ -48,36 +48,7 @@ func freePort(t *testing.T) int {
 // find it again after a restart.
 func startHubOn(t *testing.T, data string, natsPort int) *hubProc {
 	t.Helper()
-	os.Remove(filepath.Join(data, "hub.json"))
-	h := &hubProc{t: t, data: data}
-	os.MkdirAll(data, 0o755)
-	var err error
-	if h.log, err = os.OpenFile(filepath.Join(data, "hub.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), "--data", data, "--http", "127.0.0.1:0",
-		"--nats", fmt.Sprintf("127.0.0.1:%d", natsPort), "--s3", "127.0.0.1:0")
-	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
-	if err := h.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(h.kill)
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if b, err := os.ReadFile(filepath.Join(data, "hub.json")); err == nil && json.Unmarshal(b, &h.info) == nil {
-			if resp, err := http.Get(h.info.HTTP + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					return h
-				}
-			}
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(data, "hub.log"))
-			t.Fatalf("edx-hub did not become ready:\n%s", b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return startHubNATS(t, data, fmt.Sprintf("127.0.0.1:%d", natsPort))
 }
 
 // newAgent writes an agent's configuration from the files edx unit add

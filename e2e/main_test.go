@@ -56,6 +56,12 @@ type hubProc struct {
 // startHub runs edx-hub with its embedded defaults on random ports.
 func startHub(t *testing.T, data string) *hubProc {
 	t.Helper()
+	return startHubNATS(t, data, "127.0.0.1:-1")
+}
+
+// startHubNATS runs edx-hub with its embedded NATS listening on natsAddr.
+func startHubNATS(t *testing.T, data, natsAddr string) *hubProc {
+	t.Helper()
 	os.Remove(filepath.Join(data, "hub.json"))
 	h := &hubProc{t: t, data: data}
 	var err error
@@ -66,7 +72,7 @@ func startHub(t *testing.T, data string) *hubProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), "--data", data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0")
+	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), "--data", data, "--http", "127.0.0.1:0", "--nats", natsAddr, "--s3", "127.0.0.1:0")
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)
