@@ -124,12 +124,12 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if code, ok := verifyByID(ctx, e, args); ok {
 		return code
 	}
-	fs := flags(e, "verify", "--trust roots.pem [--crl F] [--receipt R.p7s] [--at RFC3339] [--json] FILE.asice\n       edx verify ID [--at now|accepted|RFC3339] [--json] [--hub URL --token-file F | --data DIR]   (the hub re-verifies the archived document)")
+	fs := flags(e, "verify", "--trust roots.pem [--crl F] [--receipt R.p7s [--at accepted]] [--at now|RFC3339] [--json] FILE.asice\n       edx verify ID [--at now|accepted|RFC3339] [--json] [--hub URL --token-file F | --data DIR]   (the hub re-verifies the archived document)")
 	trustPath := fs.String("trust", "", "PEM bundle of trust roots (roots.pem)")
 	var crls multi
 	fs.Var(&crls, "crl", "CRL file (PEM or DER); repeatable")
 	receiptPath := fs.String("receipt", "", "the hub's receipt (receipt.p7s) to check against the container")
-	at := fs.String("at", "", "check the chain at this time (RFC 3339) instead of now, e.g. a trusted timestamp")
+	at := fs.String("at", "", "check the signer's chain at: now (default), accepted (the acceptance time in --receipt, once the receipt verifies) or an RFC 3339 time, e.g. a trusted timestamp")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -137,6 +137,10 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if *trustPath == "" || fs.NArg() != 1 {
 		fs.Usage()
 		return exitUsage
+	}
+	accepted := *at == "accepted"
+	if accepted && *receiptPath == "" {
+		return fail(e, "--at accepted needs --receipt: the acceptance time is in the hub's receipt (edx get saves it as ID.receipt.p7s)")
 	}
 	opts, code := trustOptions(e, *trustPath, crls, *at)
 	if code >= 0 {
@@ -146,14 +150,31 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	_, rep := container.VerifyBytes(data, container.DefaultLimits, opts)
-	res := verifyResult{Valid: rep.Valid, Container: rep}
+	var res verifyResult
 	if *receiptPath != "" {
 		rb, err := os.ReadFile(*receiptPath)
 		if err != nil {
 			return fail(e, "%v", err)
 		}
-		res.Receipt = container.VerifyReceipt(rb, rep.ContainerSHA256, opts)
+		sum := sha256.Sum256(data)
+		res.Receipt = container.VerifyReceipt(rb, hex.EncodeToString(sum[:]), opts)
+		if accepted {
+			// The receipt is checked now; its acceptance time is then the
+			// time the container's chain is checked at (as the hub's
+			// verify --at accepted does).
+			if !res.Receipt.Valid || res.Receipt.Receipt == nil {
+				fmt.Fprintf(e.stderr, "edx: --at accepted: the receipt %s does not verify, so its acceptance time cannot be used:\n", *receiptPath)
+				for _, x := range res.Receipt.Reasons {
+					fmt.Fprintf(e.stderr, "  receipt: %s: %s\n", x.Code, x.Message)
+				}
+				return exitInvalid
+			}
+			opts.At = res.Receipt.Receipt.AcceptedAt
+		}
+	}
+	_, rep := container.VerifyBytes(data, container.DefaultLimits, opts)
+	res.Valid, res.Container = rep.Valid, rep
+	if res.Receipt != nil {
 		res.Valid = res.Valid && res.Receipt.Valid
 	}
 	if *asJSON {
@@ -180,10 +201,12 @@ func trustOptions(e *env, trustPath string, crls []string, at string) (container
 		}
 	}
 	opts := container.Options{Trust: trust, At: time.Now()}
-	if at != "" {
+	switch at {
+	case "", "now", "accepted": // accepted: the caller reads the receipt
+	default:
 		t, err := time.Parse(time.RFC3339, at)
 		if err != nil {
-			return container.Options{}, fail(e, "--at: %v", err)
+			return container.Options{}, fail(e, "--at %q: want now, accepted (with --receipt) or an RFC 3339 time such as 2026-11-25T09:00:00+07:00", at)
 		}
 		opts.At = t
 	}
