@@ -56,7 +56,7 @@ func cmdTemplate(ctx context.Context, e *env, args []string) int {
 
 func cmdPack(ctx context.Context, e *env, args []string) int {
 	fs := flags(e, "pack", "--meta doc.json --key KEY.pem --cert CERT.pem -o out.asice FILE...")
-	metaPath := fs.String("meta", "", "document.json (metadata)")
+	metaPath := fs.String("meta", "", "document.json (metadata); a missing id is filled with a new one (printed), a missing from with the certificate's unit")
 	keyPath := fs.String("key", "", "the unit's private key (PEM)")
 	certPath := fs.String("cert", "", "the unit's certificate and chain (PEM)")
 	out := fs.String("o", "", "output container (.asice)")
@@ -71,34 +71,76 @@ func cmdPack(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	_, files, data, err := buildContainer(*metaPath, s, fs.Args())
+	b, err := buildContainer(*metaPath, s, fs.Args())
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	if err := os.WriteFile(*out, data, 0o644); err != nil {
+	if b.filled {
+		fmt.Fprintf(e.stdout, "document id %s (filled in: %s has none)\n", b.doc.ID, *metaPath)
+	}
+	if err := os.WriteFile(*out, b.data, 0o644); err != nil {
 		return fail(e, "%v", err)
 	}
-	sum := sha256.Sum256(data)
-	fmt.Fprintf(e.stdout, "%s: %d bytes, %d files, sha256 %s\n", *out, len(data), len(files), hex.EncodeToString(sum[:]))
+	sum := sha256.Sum256(b.data)
+	fmt.Fprintf(e.stdout, "%s: %d bytes, %d files, sha256 %s\n", *out, len(b.data), len(b.files), hex.EncodeToString(sum[:]))
 	return exitOK
 }
 
-// buildContainer reads document.json and the payload files and signs them
-// into a container with s; it returns the metadata as read.
-func buildContainer(metaPath string, s *pki.Signer, paths []string) ([]byte, []container.File, []byte, error) {
-	meta, err := os.ReadFile(metaPath)
+// built is a container signed from document.json and payload files.
+type built struct {
+	doc    *document.Document
+	filled bool // the id was missing and is new
+	files  []container.File
+	data   []byte
+}
+
+// buildContainer reads document.json (filling a missing id and sender, see
+// readMeta) and the payload files and signs them into a container with s.
+func buildContainer(metaPath string, s *pki.Signer, paths []string) (*built, error) {
+	unit, err := pki.UnitOf(s.Cert())
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
+	}
+	meta, doc, filled, err := readMeta(metaPath, unit)
+	if err != nil {
+		return nil, err
 	}
 	files, err := readFiles(paths)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	data, err := container.Build(meta, files, s)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return meta, files, data, nil
+	return &built{doc: doc, filled: filled, files: files, data: data}, nil
+}
+
+// readMeta reads document.json and fills what the sender may leave out: a
+// new id (the hub refuses a template's id reused for another document) and
+// the sender, the certificate's unit. filled reports a new id.
+func readMeta(path string, unit document.UnitID) ([]byte, *document.Document, bool, error) {
+	meta, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	d, err := document.Parse(meta)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", path, err)
+	}
+	filled, changed := false, false
+	if d.ID == "" {
+		d.ID, filled, changed = document.NewID(time.Now()), true, true
+	}
+	if d.From == "" {
+		d.From, changed = unit, true
+	}
+	if changed {
+		if meta, err = d.Marshal(); err != nil {
+			return nil, nil, false, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return meta, d, filled, nil
 }
 
 func readFiles(paths []string) ([]container.File, error) {
