@@ -156,3 +156,29 @@ func TestVerifyAtAccepted(t *testing.T) {
 		t.Fatalf("bad --at: exit %d\n%s", code, errs)
 	}
 }
+
+// TestPackFillsMissingID: a document.json without an id (or a sender) is
+// signed with a new id, printed, and the certificate's unit.
+func TestPackFillsMissingID(t *testing.T) {
+	dir := t.TempDir()
+	pk := filepath.Join(dir, "pki")
+	must(t, "pki", "init", "--dir", pk)
+	must(t, "pki", "issue", "--dir", pk, "--unit", "000.01.00.H29", "--name", "Sở Tư pháp")
+	var d map[string]any
+	json.Unmarshal([]byte(must(t, "template", "--from", "000.01.00.H29")), &d)
+	delete(d, "id")
+	delete(d, "from")
+	b, _ := json.Marshal(d)
+	meta := filepath.Join(dir, "doc.json")
+	os.WriteFile(meta, b, 0o644)
+	pdf := filepath.Join(dir, "a.pdf")
+	os.WriteFile(pdf, []byte("%PDF-1.7 ..."), 0o644)
+	out := filepath.Join(dir, "out.asice")
+	got := must(t, "pack", "--meta", meta, "--key", filepath.Join(pk, "units", "000.01.00.H29.key.pem"),
+		"--cert", filepath.Join(pk, "units", "000.01.00.H29.cert.pem"), "-o", out, pdf)
+	data, _ := os.ReadFile(out)
+	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{})
+	if c == nil || c.Meta.ID == "" || c.Meta.From != "000.01.00.H29" || !strings.Contains(got, "document id "+string(c.Meta.ID)+" (filled in") {
+		t.Fatalf("%s\n%v", got, rep.Reasons)
+	}
+}

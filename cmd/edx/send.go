@@ -67,6 +67,9 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	refused := make(chan error, 8)
 	cctx, ccancel := context.WithTimeout(ctx, connectTimeout)
 	nc, js, _, err := connectUnit(cctx, *natsURL, creds, unit, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if !refusal(err) {
+			return
+		}
 		select {
 		case refused <- err:
 		default:
@@ -171,6 +174,17 @@ func waitDecision(ctx context.Context, answers <-chan *nats.Msg, refused <-chan 
 	}
 }
 
+// refusal reports whether an asynchronous error from NATS means that the
+// server refuses what this client does: waiting longer will not help.
+func refusal(err error) bool {
+	for _, e := range []error{nats.ErrPermissionViolation, nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
 // explainConnect turns a connection failure into what happened and what to
 // do.
 func explainConnect(err error, url, credsPath, certPath string, unit document.UnitID) string {
@@ -195,6 +209,8 @@ func explainWait(err error, url string, unit document.UnitID, credsPath string) 
 	switch {
 	case errors.Is(err, nats.ErrPermissionViolation):
 		return fmt.Sprintf("NATS refused an operation for unit %s (%v): the credentials in %s do not allow it; check --creds", unit, err, credsPath)
+	case refusal(err):
+		return fmt.Sprintf("NATS refused the credentials for unit %s (%v): check --creds %s (they may have expired or been revoked)", unit, err, credsPath)
 	case errors.Is(err, context.DeadlineExceeded):
 		return "no answer from the hub in time (the document stays queued; its notice will reach the unit's agent); raise --timeout to wait longer"
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoResponders):
