@@ -29,6 +29,11 @@ const DefaultListen = "127.0.0.1:8090"
 // Config is the agent's configuration file (configs/agent.yaml). Secrets
 // (the API token, the PKCS#12 password, the webhook secret) come from files
 // or environment variables, never from the file itself or a flag.
+//
+// Relative paths in a file are relative to the file's directory (as
+// `edx unit add` writes units/<ID>/agent.yaml beside the unit's key,
+// certificate and credentials), so the agent finds them wherever it is
+// started from; in a Config built in code, to the working directory.
 type Config struct {
 	// Unit is this agency's identifier, e.g. 000.00.00.H29. Required.
 	Unit document.UnitID `yaml:"unit"`
@@ -43,6 +48,8 @@ type Config struct {
 	Folders FoldersConfig  `yaml:"folders"`
 	Webhook webhook.Config `yaml:"webhook"`
 	Log     LogConfig      `yaml:"log"`
+
+	dir string // the directory of the file loaded (LoadConfig), for relative paths
 }
 
 // APIConfig is the local HTTP API.
@@ -118,14 +125,40 @@ func LoadConfig(path string) (*Config, error) {
 	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c.dir = filepath.Dir(abs)
 	return &c, nil
 }
 
-// SetDefaults fills in what was left out; relative paths are resolved.
+// resolvePaths makes the relative paths of a loaded file relative to its
+// directory.
+func (c *Config) resolvePaths() {
+	if c.dir == "" {
+		return
+	}
+	ps := []*string{&c.Data, &c.API.TokenFile, &c.Signing.KeyFile, &c.Signing.CertFile, &c.Signing.PKCS12File,
+		&c.Signing.PKCS12PasswordFile, &c.Trust.Roots, &c.NATS.CredsFile, &c.Webhook.SecretFile,
+		&c.Folders.Outbox, &c.Folders.Sent, &c.Folders.Failed, &c.Folders.Inbox}
+	for i := range c.Trust.CRLs {
+		ps = append(ps, &c.Trust.CRLs[i])
+	}
+	for _, p := range ps {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(c.dir, *p)
+		}
+	}
+}
+
+// SetDefaults fills in what was left out; relative paths are resolved
+// (against the file's directory for a loaded file).
 func (c *Config) SetDefaults() error {
 	if c.Data == "" {
 		c.Data = "./edx-agent-data"
 	}
+	c.resolvePaths()
 	d, err := filepath.Abs(c.Data)
 	if err != nil {
 		return fmt.Errorf("config: data: %w", err)

@@ -166,3 +166,49 @@ func TestCheckPEMAndPKCS12(t *testing.T) {
 		}
 	}
 }
+
+// TestRelativePathsFromTheFile: relative paths in a configuration file are
+// relative to its directory, wherever the agent starts.
+func TestRelativePathsFromTheFile(t *testing.T) {
+	p := agenttest.NewPKI(t)
+	dir := writeUnitFiles(t, p)
+	cfg := `unit: 000.00.00.H29
+data: ./data
+api:
+  token_file: api.token
+signing:
+  key_file: ./unit.key.pem
+  cert_file: unit.cert.pem
+trust:
+  roots: ./roots.pem
+nats:
+  url: nats://127.0.0.1:4222
+  creds_file: ./unit.creds
+folders:
+  inbox: ./received
+`
+	os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(cfg), 0o644)
+	t.Chdir(t.TempDir())
+	c, err := LoadConfig(filepath.Join(dir, "agent.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Data != filepath.Join(dir, "data") || c.Folders.Inbox != filepath.Join(dir, "received") || c.Folders.Outbox != filepath.Join(dir, "data", "outbox") {
+		t.Fatalf("data %s, inbox %s, outbox %s", c.Data, c.Folders.Inbox, c.Folders.Outbox)
+	}
+	// Defaults twice (edx-agent, then agent.New) change nothing.
+	before := *c
+	c.SetDefaults()
+	if c.Data != before.Data || c.Signing != before.Signing {
+		t.Fatal("SetDefaults is not idempotent")
+	}
+}

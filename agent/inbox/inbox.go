@@ -29,19 +29,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
-
 	"github.com/edxhub/edx/agent/durable"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/reason"
+	"github.com/edxhub/edx/pkg/sqldb"
 )
 
 // Names inside a document's folder.
@@ -125,6 +123,14 @@ type Store struct {
 	mu  sync.Mutex // serializes Put
 }
 
+// migrations are the inbox database's schema versions (sqldb): never edit
+// one, append. An inbox from before versioning holds version 1 and is
+// adopted.
+var migrations = []sqldb.Migration{
+	{SQL: schema}, // 1
+}
+
+// schema is version 1.
 const schema = `
 CREATE TABLE IF NOT EXISTS documents (
 	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -178,20 +184,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 			return nil, fmt.Errorf("inbox: %w", err)
 		}
 	}
-	q := url.Values{}
-	q.Set("_txlock", "immediate")
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)"} {
-		q.Add("_pragma", p)
-	}
-	u := url.URL{Scheme: "file", OmitHost: true, Path: cfg.DB, RawQuery: q.Encode()}
-	db, err := sql.Open("sqlite", u.String())
+	db, err := sqldb.Open(ctx, cfg.DB, sqldb.Options{Migrations: migrations})
 	if err != nil {
-		return nil, fmt.Errorf("inbox: open %s: %w", cfg.DB, err)
-	}
-	db.SetMaxOpenConns(1)
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("inbox: schema: %w", err)
+		return nil, fmt.Errorf("inbox: %w", err)
 	}
 	return &Store{cfg: cfg, db: db, log: log, now: time.Now}, nil
 }

@@ -1,7 +1,10 @@
 package inbox
 
 import (
+	"database/sql"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,6 +14,7 @@ import (
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/reason"
+	"github.com/edxhub/edx/pkg/sqldb"
 )
 
 const (
@@ -239,5 +243,88 @@ func TestQuarantine(t *testing.T) {
 	}
 	if _, err := s.Get(t.Context(), r.Container.Meta.ID); !errors.Is(err, ErrNotFound) {
 		t.Fatal("a quarantined document is in the inbox")
+	}
+}
+
+// oldInboxSchema is the inbox database's schema before it was versioned,
+// as the agent created it (user_version 0), frozen here.
+const oldInboxSchema = `
+CREATE TABLE IF NOT EXISTS documents (
+	seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+	id          TEXT NOT NULL UNIQUE,
+	sender      TEXT NOT NULL,
+	subject     TEXT NOT NULL,
+	received_at INTEGER NOT NULL,
+	accepted_at INTEGER NOT NULL,
+	archive_key TEXT NOT NULL,
+	sha256      TEXT NOT NULL,
+	size        INTEGER NOT NULL,
+	files       TEXT NOT NULL,
+	meta        TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS statuses (
+	seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+	id           TEXT NOT NULL,
+	code         TEXT NOT NULL,
+	time         INTEGER NOT NULL,
+	body         TEXT NOT NULL,
+	state        TEXT NOT NULL,
+	out_of_order INTEGER NOT NULL DEFAULT 0,
+	reasons      TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS statuses_id ON statuses(id, seq);
+CREATE INDEX IF NOT EXISTS statuses_state ON statuses(state, seq);
+`
+
+// TestOpensUnversionedInbox: an inbox written before schema versions opens
+// and keeps its seen-set and queued statuses; it is marked version 1.
+func TestOpensUnversionedInbox(t *testing.T) {
+	p := agenttest.NewPKI(t)
+	dir := t.TempDir()
+	r := received(t, p)
+	id := r.Container.Meta.ID
+	os.MkdirAll(filepath.Join(dir, "state"), 0o750)
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "state", "inbox.db")+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(oldInboxSchema); err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	st := document.Status{DocumentID: id, Unit: me, Time: now, Code: document.StatusDelivered}
+	sb, _ := json.Marshal(st)
+	if _, err := raw.Exec(`INSERT INTO documents (id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)`, id, sender, r.Container.Meta.Subject, now.UnixNano(), r.Body.AcceptedAt.UnixNano(),
+		r.Body.ArchiveKey, r.SHA256, len(r.Container.Raw), string(r.Container.MetaRaw)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(`INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, 'pending')`, id, st.Code, now.UnixNano(), string(sb)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+
+	s := openStore(t, dir)
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	// Seen before: not handed over again.
+	if it, isNew, err := s.Put(t.Context(), me, r); err != nil || isNew || it.Cursor != 1 {
+		t.Fatalf("put of a document the old inbox holds: new %v, %+v, %v", isNew, it, err)
+	}
+	if sts, err := s.PendingStatuses(t.Context(), 10); err != nil || len(sts) != 1 || sts[0].Code != document.StatusDelivered {
+		t.Fatalf("pending statuses %+v %v", sts, err)
+	}
+}
+
+// TestRefusesNewerInbox: an inbox from a newer agent is not touched.
+func TestRefusesNewerInbox(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	s.db.Exec(fmt.Sprintf("PRAGMA user_version = %d", len(migrations)+1))
+	s.Close()
+	if _, err := Open(t.Context(), Config{Dir: dir + "/inbox", DB: dir + "/state/inbox.db", Quarantine: dir + "/quarantine"}, nil); !errors.Is(err, sqldb.ErrTooNew) {
+		t.Fatalf("err %v", err)
 	}
 }

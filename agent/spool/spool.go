@@ -30,18 +30,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // database/sql driver "sqlite"
-
 	"github.com/edxhub/edx/agent/durable"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/reason"
+	"github.com/edxhub/edx/pkg/sqldb"
 )
 
 // State is where a document is on its way to the hub.
@@ -115,6 +113,13 @@ type Spool struct {
 	now func() time.Time
 }
 
+// migrations are the spool's schema versions (sqldb): never edit one,
+// append. A spool from before versioning holds version 1 and is adopted.
+var migrations = []sqldb.Migration{
+	{SQL: schema}, // 1
+}
+
+// schema is version 1.
 const schema = `
 CREATE TABLE IF NOT EXISTS documents (
 	seq             INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -169,37 +174,16 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "containers"), 0o750); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	db, err := openDB(filepath.Join(dir, "spool.db"))
+	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: migrations})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("spool: %w", err)
 	}
 	s := &Spool{dir: dir, db: db, log: log, now: time.Now}
-	if _, err := db.ExecContext(ctx, schema); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("spool: schema: %w", err)
-	}
 	if err := s.recover(ctx); err != nil {
 		db.Close()
 		return nil, err
 	}
 	return s, nil
-}
-
-// openDB opens a SQLite database whose commits are durable when they return.
-func openDB(path string) (*sql.DB, error) {
-	q := url.Values{}
-	q.Set("_txlock", "immediate")
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(OFF)"} {
-		q.Add("_pragma", p)
-	}
-	u := url.URL{Scheme: "file", OmitHost: true, Path: path, RawQuery: q.Encode()}
-	db, err := sql.Open("sqlite", u.String())
-	if err != nil {
-		return nil, fmt.Errorf("spool: open %s: %w", path, err)
-	}
-	db.SetMaxOpenConns(1)
-	db.SetConnMaxLifetime(0)
-	return db, nil
 }
 
 // recover sweeps temporary files and containers that have no record.

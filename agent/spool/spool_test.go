@@ -2,8 +2,10 @@ package spool
 
 import (
 	"crypto/sha256"
+	"database/sql"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/reason"
+	"github.com/edxhub/edx/pkg/sqldb"
 )
 
 func entry(t *testing.T, body string) Entry {
@@ -272,5 +275,111 @@ func copyTree(t *testing.T, src, dst string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// oldSpoolSchema is the spool's schema before it was versioned, as the
+// agent created it (journal_mode WAL, user_version 0), frozen here.
+const oldSpoolSchema = `
+CREATE TABLE IF NOT EXISTS documents (
+	seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+	id              TEXT NOT NULL UNIQUE,
+	state           TEXT NOT NULL,
+	sha256          TEXT NOT NULL,
+	manifest_sha256 TEXT NOT NULL,
+	size            INTEGER NOT NULL,
+	subject         TEXT NOT NULL,
+	source          TEXT NOT NULL,
+	idem_key        TEXT UNIQUE,
+	created_at      INTEGER NOT NULL,
+	submitted_at    INTEGER,
+	decided_at      INTEGER,
+	attempts        INTEGER NOT NULL DEFAULT 0,
+	last_error      TEXT NOT NULL DEFAULT '',
+	archive_key     TEXT NOT NULL DEFAULT '',
+	receipt         BLOB,
+	receipt_problems TEXT NOT NULL DEFAULT '',
+	reasons         TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS documents_state ON documents(state, seq);
+CREATE TABLE IF NOT EXISTS recipients (
+	id           TEXT NOT NULL,
+	unit         TEXT NOT NULL,
+	pos          INTEGER NOT NULL,
+	delivered_at INTEGER,
+	last_status  TEXT NOT NULL DEFAULT '',
+	PRIMARY KEY (id, unit)
+);
+CREATE TABLE IF NOT EXISTS statuses (
+	id          TEXT NOT NULL,
+	unit        TEXT NOT NULL,
+	code        TEXT NOT NULL,
+	time        INTEGER NOT NULL,
+	body        TEXT NOT NULL,
+	received_at INTEGER NOT NULL,
+	PRIMARY KEY (id, unit, code, time)
+);
+`
+
+// TestOpensUnversionedSpool: a spool written before schema versions opens,
+// keeps its documents (still sent in order) and is marked version 1.
+func TestOpensUnversionedSpool(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "containers"), 0o750)
+	raw, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "spool.db")+"?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(oldSpoolSchema); err != nil {
+		t.Fatal(err)
+	}
+	e := entry(t, "cũ")
+	os.WriteFile(filepath.Join(dir, "containers", string(e.ID)+".asice"), e.Container, 0o640)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at) VALUES (?, 'spooled', ?, ?, ?, ?, 'api', NULL, ?)`,
+			[]any{e.ID, e.SHA256, e.ManifestSHA256, len(e.Container), e.Subject, time.Now().UnixNano()}},
+		{`INSERT INTO recipients (id, unit, pos) VALUES (?, ?, 0)`, []any{e.ID, e.To[0]}},
+	} {
+		if _, err := raw.Exec(q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	raw.Close()
+
+	s := open(t, dir)
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	pending, err := s.Pending(t.Context(), 10)
+	if err != nil || len(pending) != 1 || pending[0].ID != e.ID || pending[0].Subject != e.Subject {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	if r, err := s.Get(t.Context(), e.ID); err != nil || len(r.Recipients) != 1 || r.Recipients[0].Unit != e.To[0] {
+		t.Fatalf("get %+v %v", r, err)
+	}
+	if b, err := s.Container(e.ID); err != nil || string(b) != string(e.Container) {
+		t.Fatalf("container %v", err)
+	}
+	// And it goes on working: a new document after the old one.
+	if _, _, err := s.Add(t.Context(), entry(t, "mới")); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Depth(t.Context()); n != 2 {
+		t.Fatalf("depth %d", n)
+	}
+}
+
+// TestRefusesNewerSpool: a spool from a newer agent is not touched.
+func TestRefusesNewerSpool(t *testing.T) {
+	dir := t.TempDir()
+	s := open(t, dir)
+	s.db.Exec(fmt.Sprintf("PRAGMA user_version = %d", len(migrations)+1))
+	s.Close()
+	if _, err := Open(t.Context(), dir, nil); !errors.Is(err, sqldb.ErrTooNew) {
+		t.Fatalf("err %v", err)
 	}
 }

@@ -10,9 +10,11 @@ import (
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
-// connectUnit connects to the hub's NATS as a unit.
-func connectUnit(ctx context.Context, url string, creds []byte, unit document.UnitID) (*nats.Conn, jetstream.JetStream, jetstream.ObjectStore, error) {
-	return protocol.ConnectUnit(ctx, url, creds, unit, nats.MaxReconnects(3))
+// connectUnit connects to the hub's NATS as a unit; a lost connection is
+// retried a few times only, so that a command does not hang on a hub that
+// went away.
+func connectUnit(ctx context.Context, url string, creds []byte, unit document.UnitID, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, jetstream.ObjectStore, error) {
+	return protocol.ConnectUnit(ctx, url, creds, unit, append([]nats.Option{nats.MaxReconnects(3)}, opts...)...)
 }
 
 // stageContainer uploads a large container, encrypted, for the hub.

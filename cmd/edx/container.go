@@ -56,7 +56,7 @@ func cmdTemplate(ctx context.Context, e *env, args []string) int {
 
 func cmdPack(ctx context.Context, e *env, args []string) int {
 	fs := flags(e, "pack", "--meta doc.json --key KEY.pem --cert CERT.pem -o out.asice FILE...")
-	metaPath := fs.String("meta", "", "document.json (metadata)")
+	metaPath := fs.String("meta", "", "document.json (metadata); a missing id is filled with a new one (printed), a missing from with the certificate's unit")
 	keyPath := fs.String("key", "", "the unit's private key (PEM)")
 	certPath := fs.String("cert", "", "the unit's certificate and chain (PEM)")
 	out := fs.String("o", "", "output container (.asice)")
@@ -71,34 +71,76 @@ func cmdPack(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	_, files, data, err := buildContainer(*metaPath, s, fs.Args())
+	b, err := buildContainer(*metaPath, s, fs.Args())
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	if err := os.WriteFile(*out, data, 0o644); err != nil {
+	if b.filled {
+		fmt.Fprintf(e.stdout, "document id %s (filled in: %s has none)\n", b.doc.ID, *metaPath)
+	}
+	if err := os.WriteFile(*out, b.data, 0o644); err != nil {
 		return fail(e, "%v", err)
 	}
-	sum := sha256.Sum256(data)
-	fmt.Fprintf(e.stdout, "%s: %d bytes, %d files, sha256 %s\n", *out, len(data), len(files), hex.EncodeToString(sum[:]))
+	sum := sha256.Sum256(b.data)
+	fmt.Fprintf(e.stdout, "%s: %d bytes, %d files, sha256 %s\n", *out, len(b.data), len(b.files), hex.EncodeToString(sum[:]))
 	return exitOK
 }
 
-// buildContainer reads document.json and the payload files and signs them
-// into a container with s; it returns the metadata as read.
-func buildContainer(metaPath string, s *pki.Signer, paths []string) ([]byte, []container.File, []byte, error) {
-	meta, err := os.ReadFile(metaPath)
+// built is a container signed from document.json and payload files.
+type built struct {
+	doc    *document.Document
+	filled bool // the id was missing and is new
+	files  []container.File
+	data   []byte
+}
+
+// buildContainer reads document.json (filling a missing id and sender, see
+// readMeta) and the payload files and signs them into a container with s.
+func buildContainer(metaPath string, s *pki.Signer, paths []string) (*built, error) {
+	unit, err := pki.UnitOf(s.Cert())
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
+	}
+	meta, doc, filled, err := readMeta(metaPath, unit)
+	if err != nil {
+		return nil, err
 	}
 	files, err := readFiles(paths)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	data, err := container.Build(meta, files, s)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
-	return meta, files, data, nil
+	return &built{doc: doc, filled: filled, files: files, data: data}, nil
+}
+
+// readMeta reads document.json and fills what the sender may leave out: a
+// new id (the hub refuses a template's id reused for another document) and
+// the sender, the certificate's unit. filled reports a new id.
+func readMeta(path string, unit document.UnitID) ([]byte, *document.Document, bool, error) {
+	meta, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	d, err := document.Parse(meta)
+	if err != nil {
+		return nil, nil, false, fmt.Errorf("%s: %w", path, err)
+	}
+	filled, changed := false, false
+	if d.ID == "" {
+		d.ID, filled, changed = document.NewID(time.Now()), true, true
+	}
+	if d.From == "" {
+		d.From, changed = unit, true
+	}
+	if changed {
+		if meta, err = d.Marshal(); err != nil {
+			return nil, nil, false, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	return meta, d, filled, nil
 }
 
 func readFiles(paths []string) ([]container.File, error) {
@@ -124,12 +166,12 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if code, ok := verifyByID(ctx, e, args); ok {
 		return code
 	}
-	fs := flags(e, "verify", "--trust roots.pem [--crl F] [--receipt R.p7s] [--at RFC3339] [--json] FILE.asice\n       edx verify ID [--at now|accepted|RFC3339] [--json] [--hub URL --token-file F | --data DIR]   (the hub re-verifies the archived document)")
+	fs := flags(e, "verify", "--trust roots.pem [--crl F] [--receipt R.p7s [--at accepted]] [--at now|RFC3339] [--json] FILE.asice\n       edx verify ID [--at now|accepted|RFC3339] [--json] [--hub URL --token-file F | --data DIR]   (the hub re-verifies the archived document)")
 	trustPath := fs.String("trust", "", "PEM bundle of trust roots (roots.pem)")
 	var crls multi
 	fs.Var(&crls, "crl", "CRL file (PEM or DER); repeatable")
 	receiptPath := fs.String("receipt", "", "the hub's receipt (receipt.p7s) to check against the container")
-	at := fs.String("at", "", "check the chain at this time (RFC 3339) instead of now, e.g. a trusted timestamp")
+	at := fs.String("at", "", "check the signer's chain at: now (default), accepted (the acceptance time in --receipt, once the receipt verifies) or an RFC 3339 time, e.g. a trusted timestamp")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -137,6 +179,10 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if *trustPath == "" || fs.NArg() != 1 {
 		fs.Usage()
 		return exitUsage
+	}
+	accepted := *at == "accepted"
+	if accepted && *receiptPath == "" {
+		return fail(e, "--at accepted needs --receipt: the acceptance time is in the hub's receipt (edx get saves it as ID.receipt.p7s)")
 	}
 	opts, code := trustOptions(e, *trustPath, crls, *at)
 	if code >= 0 {
@@ -146,14 +192,31 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	_, rep := container.VerifyBytes(data, container.DefaultLimits, opts)
-	res := verifyResult{Valid: rep.Valid, Container: rep}
+	var res verifyResult
 	if *receiptPath != "" {
 		rb, err := os.ReadFile(*receiptPath)
 		if err != nil {
 			return fail(e, "%v", err)
 		}
-		res.Receipt = container.VerifyReceipt(rb, rep.ContainerSHA256, opts)
+		sum := sha256.Sum256(data)
+		res.Receipt = container.VerifyReceipt(rb, hex.EncodeToString(sum[:]), opts)
+		if accepted {
+			// The receipt is checked now; its acceptance time is then the
+			// time the container's chain is checked at (as the hub's
+			// verify --at accepted does).
+			if !res.Receipt.Valid || res.Receipt.Receipt == nil {
+				fmt.Fprintf(e.stderr, "edx: --at accepted: the receipt %s does not verify, so its acceptance time cannot be used:\n", *receiptPath)
+				for _, x := range res.Receipt.Reasons {
+					fmt.Fprintf(e.stderr, "  receipt: %s: %s\n", x.Code, x.Message)
+				}
+				return exitInvalid
+			}
+			opts.At = res.Receipt.Receipt.AcceptedAt
+		}
+	}
+	_, rep := container.VerifyBytes(data, container.DefaultLimits, opts)
+	res.Valid, res.Container = rep.Valid, rep
+	if res.Receipt != nil {
 		res.Valid = res.Valid && res.Receipt.Valid
 	}
 	if *asJSON {
@@ -180,10 +243,12 @@ func trustOptions(e *env, trustPath string, crls []string, at string) (container
 		}
 	}
 	opts := container.Options{Trust: trust, At: time.Now()}
-	if at != "" {
+	switch at {
+	case "", "now", "accepted": // accepted: the caller reads the receipt
+	default:
 		t, err := time.Parse(time.RFC3339, at)
 		if err != nil {
-			return container.Options{}, fail(e, "--at: %v", err)
+			return container.Options{}, fail(e, "--at %q: want now, accepted (with --receipt) or an RFC 3339 time such as 2026-11-25T09:00:00+07:00", at)
 		}
 		opts.At = t
 	}

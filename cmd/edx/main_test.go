@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/pki"
 )
 
 // edx runs the command line in-process and returns its exit code and output.
@@ -84,5 +88,97 @@ func TestOfflineFlow(t *testing.T) {
 	}
 	if code, _, errs := edx(t, "verify", "-h"); code != 0 || !strings.Contains(errs, "--trust") {
 		t.Errorf("verify -h: exit %d\n%s", code, errs)
+	}
+}
+
+// TestVerifyAtAccepted: offline, --at accepted checks the signer's chain at
+// the acceptance time in the hub's receipt: a certificate revoked since then
+// was valid when the hub accepted the document. Without a receipt, or with
+// one that does not verify, it says so (never a time parse error).
+func TestVerifyAtAccepted(t *testing.T) {
+	dir := t.TempDir()
+	pk := filepath.Join(dir, "pki")
+	must(t, "pki", "init", "--dir", pk)
+	must(t, "pki", "issue", "--dir", pk, "--unit", "000.01.00.H29", "--name", "Sở Tư pháp")
+	meta := filepath.Join(dir, "doc.json")
+	os.WriteFile(meta, []byte(must(t, "template", "--from", "000.01.00.H29")), 0o644)
+	pdf := filepath.Join(dir, "a.pdf")
+	os.WriteFile(pdf, []byte("%PDF-1.7 ..."), 0o644)
+	out := filepath.Join(dir, "out.asice")
+	cert := filepath.Join(pk, "units", "000.01.00.H29.cert.pem")
+	must(t, "pack", "--meta", meta, "--key", filepath.Join(pk, "units", "000.01.00.H29.key.pem"), "--cert", cert, "-o", out, pdf)
+
+	// The hub's receipt, accepted ten minutes ago.
+	data, _ := os.ReadFile(out)
+	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{})
+	if c == nil {
+		t.Fatal(rep.Reasons)
+	}
+	hub, err := pki.LoadSigner(filepath.Join(pk, "hub.key.pem"), filepath.Join(pk, "hub.cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	acceptedAt := time.Now().Add(-10 * time.Minute).UTC().Truncate(time.Second)
+	rb, err := container.SignReceipt(&container.Receipt{DocumentID: c.Meta.ID, From: c.Meta.From, To: c.Meta.To,
+		ContainerSHA256: rep.ContainerSHA256, ContainerSize: int64(len(data)), ArchiveKey: "x/container.asice", AcceptedAt: acceptedAt}, hub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	receipt := filepath.Join(dir, "r.p7s")
+	os.WriteFile(receipt, rb, 0o644)
+
+	// Revoked now.
+	must(t, "pki", "revoke", "--dir", pk, "--cert", cert)
+	roots, crl := filepath.Join(pk, "roots.pem"), filepath.Join(pk, "crl.pem")
+	if code, rep, _ := edx(t, "verify", "--trust", roots, "--crl", crl, "--receipt", receipt, out); code != 1 || !strings.Contains(rep, "signature.revoked") {
+		t.Fatalf("at now: exit %d\n%s", code, rep)
+	}
+	code, report, errs := edx(t, "verify", "--trust", roots, "--crl", crl, "--receipt", receipt, "--at", "accepted", out)
+	if code != 0 || !strings.Contains(report, "result      VALID") || !strings.Contains(report, "checked at  "+acceptedAt.Format(time.RFC3339)) {
+		t.Fatalf("at accepted: exit %d\n%s%s", code, report, errs)
+	}
+
+	// No receipt: a usage error that says what is missing.
+	code, _, errs = edx(t, "verify", "--trust", roots, "--at", "accepted", out)
+	if code != exitUsage || !strings.Contains(errs, "--at accepted needs --receipt") || strings.Contains(errs, "parsing time") {
+		t.Fatalf("without a receipt: exit %d\n%s", code, errs)
+	}
+	// A receipt for another container: its time is not used.
+	other := filepath.Join(dir, "other.asice")
+	must(t, "pack", "--meta", meta, "--key", filepath.Join(pk, "units", "000.01.00.H29.key.pem"), "--cert", cert, "-o", other, pdf)
+	code, _, errs = edx(t, "verify", "--trust", roots, "--receipt", receipt, "--at", "accepted", other)
+	if code != exitInvalid || !strings.Contains(errs, "does not verify") || !strings.Contains(errs, "receipt.invalid") {
+		t.Fatalf("with another container's receipt: exit %d\n%s", code, errs)
+	}
+	// A time that is not one: the accepted forms are named.
+	code, _, errs = edx(t, "verify", "--trust", roots, "--at", "yesterday", out)
+	if code != exitUsage || !strings.Contains(errs, "want now, accepted") {
+		t.Fatalf("bad --at: exit %d\n%s", code, errs)
+	}
+}
+
+// TestPackFillsMissingID: a document.json without an id (or a sender) is
+// signed with a new id, printed, and the certificate's unit.
+func TestPackFillsMissingID(t *testing.T) {
+	dir := t.TempDir()
+	pk := filepath.Join(dir, "pki")
+	must(t, "pki", "init", "--dir", pk)
+	must(t, "pki", "issue", "--dir", pk, "--unit", "000.01.00.H29", "--name", "Sở Tư pháp")
+	var d map[string]any
+	json.Unmarshal([]byte(must(t, "template", "--from", "000.01.00.H29")), &d)
+	delete(d, "id")
+	delete(d, "from")
+	b, _ := json.Marshal(d)
+	meta := filepath.Join(dir, "doc.json")
+	os.WriteFile(meta, b, 0o644)
+	pdf := filepath.Join(dir, "a.pdf")
+	os.WriteFile(pdf, []byte("%PDF-1.7 ..."), 0o644)
+	out := filepath.Join(dir, "out.asice")
+	got := must(t, "pack", "--meta", meta, "--key", filepath.Join(pk, "units", "000.01.00.H29.key.pem"),
+		"--cert", filepath.Join(pk, "units", "000.01.00.H29.cert.pem"), "-o", out, pdf)
+	data, _ := os.ReadFile(out)
+	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{})
+	if c == nil || c.Meta.ID == "" || c.Meta.From != "000.01.00.H29" || !strings.Contains(got, "document id "+string(c.Meta.ID)+" (filled in") {
+		t.Fatalf("%s\n%v", got, rep.Reasons)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -16,6 +17,7 @@ import (
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
+	"github.com/edxhub/edx/pkg/reason"
 )
 
 func init() {
@@ -29,8 +31,8 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	credsPath := fs.String("creds", "", "the unit's NATS credentials (from edx unit add)")
 	keyPath := fs.String("key", "", "the unit's private key (PEM)")
 	certPath := fs.String("cert", "", "the unit's certificate and chain (PEM)")
-	metaPath := fs.String("meta", "", "document.json")
-	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the hub's notice")
+	metaPath := fs.String("meta", "", "document.json; a missing id is filled with a new one (printed), a missing from with the certificate's unit")
+	timeout := fs.Duration("timeout", 2*time.Minute, "how long to wait for the hub's answer")
 	receiptDir := fs.String("receipt-dir", ".", "where to save the hub's receipt")
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -47,13 +49,13 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	meta, _, data, err := buildContainer(*metaPath, s, fs.Args())
+	b, err := buildContainer(*metaPath, s, fs.Args())
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	doc, err := document.Parse(meta) // valid: Build checked it
-	if err != nil {
-		return fail(e, "%v", err)
+	doc, data, filled := b.doc, b.data, b.filled
+	if filled {
+		fmt.Fprintf(e.stdout, "document id %s (filled in: %s has none)\n", doc.ID, *metaPath)
 	}
 	creds, err := os.ReadFile(*credsPath)
 	if err != nil {
@@ -61,25 +63,53 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	nc, js, _, err := connectUnit(ctx, *natsURL, creds, unit)
+	// Permission violations come asynchronously: they end the wait at once.
+	refused := make(chan error, 8)
+	cctx, ccancel := context.WithTimeout(ctx, connectTimeout)
+	nc, js, _, err := connectUnit(cctx, *natsURL, creds, unit, nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if !refusal(err) {
+			return
+		}
+		select {
+		case refused <- err:
+		default:
+		}
+	}))
+	ccancel()
 	if err != nil {
-		return fail(e, "%v", err)
+		return fail(e, "%s", explainConnect(err, *natsURL, *credsPath, *certPath, unit))
 	}
 	defer nc.Close()
+	// The hub sends the decision to this client's own inbox too: the unit's
+	// notice stream belongs to its agent, which may be running.
+	answers := make(chan *nats.Msg, 4)
+	inbox := nc.NewInbox()
+	if _, err := nc.ChanSubscribe(inbox, answers); err != nil {
+		return fail(e, "subscribe %s: %v", inbox, err)
+	}
+	if err := nc.FlushWithContext(ctx); err != nil {
+		return fail(e, "%s", explainWait(err, *natsURL, unit, *credsPath))
+	}
 	sum := sha256.Sum256(data)
 	wire := &protocol.Container{DocumentID: doc.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
 		if err := stageContainer(ctx, js, wire); err != nil {
-			return fail(e, "stage: %v", err)
+			return fail(e, "stage: %s", explainWait(err, *natsURL, unit, *credsPath))
 		}
 	}
-	if _, err := js.PublishMsg(ctx, protocol.SubmitMsg(unit, wire)); err != nil {
-		return fail(e, "publish: %v", err)
+	m := protocol.SubmitMsg(unit, wire)
+	m.Header.Set(protocol.HeaderNoticeTo, inbox)
+	ack, err := publish(ctx, js, m, refused)
+	if err != nil {
+		return fail(e, "publish: %s", explainWait(err, *natsURL, unit, *credsPath))
+	}
+	if ack.Duplicate {
+		return fail(e, "the hub already had this exact container of %s (sent moments ago): its answer went to the first sender; see edx get %s", doc.ID, doc.ID)
 	}
 	fmt.Fprintf(e.stdout, "sent %s (%d bytes) from %s; waiting for the hub…\n", doc.ID, len(data), unit)
-	n, err := waitNotice(ctx, js, unit, doc.ID)
+	n, err := waitDecision(ctx, answers, refused, doc.ID)
 	if err != nil {
-		return fail(e, "%v", err)
+		return fail(e, "%s", explainWait(err, *natsURL, unit, *credsPath))
 	}
 	switch n.Type {
 	case protocol.NoticeAccepted:
@@ -93,34 +123,100 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stdout, "REJECTED:\n")
 		for _, r := range n.Reasons {
 			fmt.Fprintf(e.stdout, "  %s: %s\n", r.Code, r.Message)
+			if r.Code == reason.DocumentConflict && !filled {
+				fmt.Fprintf(e.stdout, "  → the id %s in %s was already used for another document (a template sent twice?):\n"+
+					"    remove its \"id\" line (edx send then fills a new one) or start again from edx template\n", doc.ID, *metaPath)
+			}
 		}
 		return exitInvalid
 	}
 }
 
-// waitNotice takes the unit's notices until the one about id arrives;
-// notices about other documents are handed back (nak) for the agent.
-func waitNotice(ctx context.Context, js jetstream.JetStream, unit document.UnitID, id document.ID) (*protocol.Notice, error) {
-	cons, err := js.Consumer(ctx, protocol.StreamNotice, protocol.NoticeConsumer(string(unit)))
+// connectTimeout bounds connecting, credentials check included: a hub that
+// is down or credentials that are refused are reported within seconds.
+const connectTimeout = 15 * time.Second
+
+// publish publishes a submission and waits for the stream's ack, or for the
+// server to refuse it (a permission violation, which NATS reports
+// asynchronously and which would otherwise leave the ack to time out).
+func publish(ctx context.Context, js jetstream.JetStream, m *nats.Msg, refused <-chan error) (*jetstream.PubAck, error) {
+	f, err := js.PublishMsgAsync(m)
 	if err != nil {
-		return nil, fmt.Errorf("notices: %w", err)
+		return nil, err
 	}
+	select {
+	case ack := <-f.Ok():
+		return ack, nil
+	case err := <-f.Err():
+		return nil, err
+	case err := <-refused:
+		return nil, err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// waitDecision waits for the hub's decision on id at the client's inbox.
+func waitDecision(ctx context.Context, answers <-chan *nats.Msg, refused <-chan error, id document.ID) (*protocol.Notice, error) {
 	for {
-		msg, err := cons.Next(jetstream.FetchContext(ctx))
-		if err != nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				return nil, errors.New("no answer from the hub in time (the document stays queued; its notice will reach the unit's agent)")
+		select {
+		case m := <-answers:
+			n, err := protocol.ParseNotice(m)
+			if err != nil || n.DocumentID != id || (n.Type != protocol.NoticeAccepted && n.Type != protocol.NoticeRejected) {
+				continue
 			}
-			return nil, fmt.Errorf("notices: %w", err)
+			return n, nil
+		case err := <-refused:
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
 		}
-		n, err := protocol.ParseNotice(&nats.Msg{Data: msg.Data()})
-		if err != nil || n.DocumentID != id || (n.Type != protocol.NoticeAccepted && n.Type != protocol.NoticeRejected) {
-			msg.Nak()
-			continue
-		}
-		msg.Ack()
-		return n, nil
 	}
+}
+
+// refusal reports whether an asynchronous error from NATS means that the
+// server refuses what this client does: waiting longer will not help.
+func refusal(err error) bool {
+	for _, e := range []error{nats.ErrPermissionViolation, nats.ErrAuthorization, nats.ErrAuthExpired, nats.ErrAuthRevoked, nats.ErrAccountAuthExpired} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+// explainConnect turns a connection failure into what happened and what to
+// do.
+func explainConnect(err error, url, credsPath, certPath string, unit document.UnitID) string {
+	var ce *protocol.ConnectError
+	if !errors.As(err, &ce) {
+		return err.Error()
+	}
+	switch {
+	case ce.Kind == protocol.ErrUnreachable:
+		return fmt.Sprintf("cannot reach NATS at %s (%s): is the hub running? (edx-hub prints its NATS URL and writes it to DATA/hub.json; pass it with --nats)", url, ce.Reason)
+	case ce.Local && strings.HasPrefix(ce.Reason, "issued for unit"):
+		return fmt.Sprintf("the credentials in %s cannot connect unit %s (the unit of --cert %s): they were %s; use that unit's nats.creds (edx unit add writes it beside its key)", credsPath, unit, certPath, ce.Reason)
+	case ce.Local:
+		return fmt.Sprintf("the credentials in %s cannot connect unit %s (%s): check --creds (edx unit add writes them)", credsPath, unit, ce.Reason)
+	default:
+		return fmt.Sprintf("NATS refused the credentials for unit %s (%s): check --creds %s (edx unit add writes them; they may have expired or been revoked, or belong to another hub)", unit, ce.Reason, credsPath)
+	}
+}
+
+// explainWait turns a failure after connecting into what happened.
+func explainWait(err error, url string, unit document.UnitID, credsPath string) string {
+	switch {
+	case errors.Is(err, nats.ErrPermissionViolation):
+		return fmt.Sprintf("NATS refused an operation for unit %s (%v): the credentials in %s do not allow it; check --creds", unit, err, credsPath)
+	case refusal(err):
+		return fmt.Sprintf("NATS refused the credentials for unit %s (%v): check --creds %s (they may have expired or been revoked)", unit, err, credsPath)
+	case errors.Is(err, context.DeadlineExceeded):
+		return "no answer from the hub in time (the document stays queued; its notice will reach the unit's agent); raise --timeout to wait longer"
+	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoResponders):
+		return fmt.Sprintf("lost NATS at %s (%v): is the hub running?", url, err)
+	}
+	return err.Error()
 }
 
 func cmdGet(ctx context.Context, e *env, args []string) int {

@@ -24,6 +24,7 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	name := fs.String("name", "", "the unit's name")
 	certPath := fs.String("cert", "", "the unit's own signing certificate (PEM, with chain); default: issued by the hub's development CA")
 	out := fs.String("out", "", "where to write the unit's files (default ./units/ID)")
+	listen := fs.String("agent-listen", "", "the API address in the agent's configuration (default: the first free 127.0.0.1 port from 8090)")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -80,7 +81,7 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 		fmt.Fprint(e.stdout, ", key.pem (keep it secret)")
 	}
 	fmt.Fprintf(e.stdout, "\n  NATS: %s\n", b.NATSURL)
-	return exitOK
+	return unitAgentConfig(e, dir, u, b.NATSURL, *listen, b.KeyPEM != "")
 }
 
 func unitList(ctx context.Context, e *env, args []string) int {

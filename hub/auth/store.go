@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -16,9 +15,8 @@ import (
 	"sync"
 	"time"
 
-	_ "modernc.org/sqlite" // registers the "sqlite" driver
-
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/sqldb"
 )
 
 // Config configures accounts and sessions (the hub's auth: section).
@@ -102,6 +100,14 @@ type Store struct {
 	mu sync.Mutex // serialises account changes that read then write
 }
 
+// migrations are the accounts database's schema versions (sqldb): never
+// edit one, append. A database from before versioning holds version 1 and
+// is adopted.
+var migrations = []sqldb.Migration{
+	{SQL: schema}, // 1
+}
+
+// schema is version 1.
 const schema = `
 CREATE TABLE IF NOT EXISTS users(
 	id           INTEGER PRIMARY KEY,
@@ -155,18 +161,11 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	q := url.Values{}
-	q.Set("_txlock", "immediate")
-	for _, p := range []string{"busy_timeout(10000)", "journal_mode(WAL)", "synchronous(FULL)", "foreign_keys(ON)"} {
-		q.Add("_pragma", p)
-	}
-	db, err := sql.Open("sqlite", (&url.URL{Scheme: "file", OmitHost: true, Path: path, RawQuery: q.Encode()}).String())
-	if err != nil {
-		return nil, fmt.Errorf("auth: open %s: %w", path, err)
-	}
 	// One connection: the load is a lookup per request and rare writes.
-	db.SetMaxOpenConns(1)
-	db.SetConnMaxLifetime(0)
+	db, err := sqldb.Open(ctx, path, sqldb.Options{Migrations: migrations, ForeignKeys: true})
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
 	s := &Store{cfg: cfg, db: db, log: log, now: time.Now, hashSem: make(chan struct{}, 2)}
 	if err := s.init(ctx); err != nil {
 		db.Close()
@@ -179,9 +178,6 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 }
 
 func (s *Store) init(ctx context.Context) error {
-	if _, err := s.db.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("auth: schema: %w", err)
-	}
 	// The CSRF key survives restarts so that open forms stay valid.
 	key := make([]byte, 32)
 	rand.Read(key)

@@ -71,7 +71,14 @@ func exports(services []service) jwt.Exports {
 	return ex
 }
 
-func edxExports() jwt.Exports { return exports(edxServices()) }
+// edxExports are the EDX services and, as a stream, the units' inboxes: the
+// hub sends a submission's decision to the inbox subject its sender named
+// (protocol.NoticeTo), besides the unit's notice stream.
+func edxExports() jwt.Exports {
+	ex := exports(edxServices())
+	ex.Add(&jwt.Export{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Type: jwt.Stream})
+	return ex
+}
 
 // stageExports are the stage services and, as a stream, the units' inboxes:
 // an ordered consumer of the stage store delivers to the inbox subject of the
@@ -84,7 +91,9 @@ func stageExports() jwt.Exports {
 }
 
 // unitsImports are the UNITS account's imports: every export of EDX and
-// STAGE, the JetStream API under each one's prefix.
+// STAGE, the JetStream API under each one's prefix. Each unit subscribes
+// only to its own inbox prefix (UnitPermissions), so what either account
+// sends to an inbox reaches that unit alone.
 func unitsImports(edx, stage string) jwt.Imports {
 	var im jwt.Imports
 	add := func(from, prefix string, services []service) {
@@ -98,7 +107,9 @@ func unitsImports(edx, stage string) jwt.Imports {
 	}
 	add(edx, protocol.EDXAPIPrefix, edxServices())
 	add(stage, protocol.StageAPIPrefix, stageServices())
-	im.Add(&jwt.Import{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Account: stage, Type: jwt.Stream})
+	for _, from := range []string{edx, stage} {
+		im.Add(&jwt.Import{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Account: from, Type: jwt.Stream})
+	}
 	return im
 }
 

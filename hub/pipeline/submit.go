@@ -37,6 +37,7 @@ type submission struct {
 	wire     *protocol.Container
 	data     []byte // the container bytes
 	sha      string
+	noticeTo string // the sender's inbox for the decision (protocol.NoticeTo), or ""
 }
 
 func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
@@ -48,6 +49,7 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	unit, wire, perr := protocol.ParseSubmit(nm)
 	s.unit, s.wire = unit, wire
+	s.noticeTo = protocol.NoticeTo(nm, unit)
 	if perr != nil {
 		s.data = msg.Data()
 		return p.reject(ctx, s, reason.List{{Code: reason.SubmissionInvalid, Message: perr.Error()}})
@@ -167,6 +169,7 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 	if err := p.notify(ctx, s.unit, n, string(d.ID)+".accepted"); err != nil {
 		return err
 	}
+	p.tellSender(s, n, string(d.ID)+".accepted")
 	p.m.accepted.Inc()
 	p.m.bytes.Add(float64(len(s.data)))
 	p.m.e2eSeconds.Observe(p.now().Sub(s.received).Seconds())
@@ -334,6 +337,25 @@ func (p *Pipeline) notify(ctx context.Context, unit document.UnitID, n *protocol
 	return nil
 }
 
+// tellSender sends a submission's decision, once more, to the inbox its
+// sender named (protocol.NoticeTo), once the notice stream has it: the
+// client waiting there (edx send) hears of it even while the unit's agent
+// consumes the unit's notices. Core NATS, at most once: a client that is
+// gone misses nothing the stream does not keep.
+func (p *Pipeline) tellSender(s *submission, n *protocol.Notice, msgID string) {
+	if s.noticeTo == "" {
+		return
+	}
+	m, err := protocol.NoticeMsg(s.unit, n, msgID)
+	if err == nil {
+		m.Subject = s.noticeTo
+		err = p.js.Conn().PublishMsg(m)
+	}
+	if err != nil {
+		p.log.Debug("pipeline: decision to the sender's inbox", "unit", s.unit, "subject", s.noticeTo, "err", err)
+	}
+}
+
 // RejectedRecord is reasons.json beside a rejected submission in the archive.
 type RejectedRecord struct {
 	Ref      string          `json:"ref"`
@@ -374,6 +396,7 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 		if err := p.notify(ctx, s.unit, n, ref+".rejected"); err != nil {
 			return err
 		}
+		p.tellSender(s, n, ref+".rejected")
 	}
 	for _, r := range rs {
 		p.m.rejected.WithLabelValues(string(r.Code)).Inc()

@@ -23,15 +23,20 @@ const InlineLimit = 4 << 20
 
 // Headers carried by edx messages.
 const (
-	HeaderMsgID     = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
-	HeaderDocID     = "Edx-Document-Id"      // the document's ULID
-	HeaderSHA256    = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
-	HeaderSize      = "Edx-Container-Size"   // container size in bytes
-	HeaderStaged    = "Edx-Staged"           // object name in the stage store when not inline
-	HeaderStageKey  = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
-	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
-	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
-	HeaderVersion   = "Edx-Protocol"         // protocol version
+	HeaderMsgID    = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
+	HeaderDocID    = "Edx-Document-Id"      // the document's ULID
+	HeaderSHA256   = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
+	HeaderSize     = "Edx-Container-Size"   // container size in bytes
+	HeaderStaged   = "Edx-Staged"           // object name in the stage store when not inline
+	HeaderStageKey = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
+	HeaderReceipt  = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
+	HeaderSender   = "Edx-Sender"           // sender unit, on deliveries
+	// HeaderNoticeTo, on a submission, names a subject under the sending
+	// unit's inbox prefix (see NoticeTo) where the hub also sends the
+	// submission's decision, so that the client that sent it (edx send)
+	// hears about it even while the unit's agent reads the unit's notices.
+	HeaderNoticeTo  = "Edx-Notice-To"
+	HeaderVersion   = "Edx-Protocol" // protocol version
 	ProtocolVersion = "1"
 )
 
@@ -119,6 +124,32 @@ func SubmitMsg(unit document.UnitID, c *Container) *nats.Msg {
 // container under the same id is a different message (and the hub refuses it).
 func SubmitMsgID(id document.ID, sha string) string {
 	return string(id) + "." + sha[:min(16, len(sha))]
+}
+
+// NoticeTo returns the subject a submission names in HeaderNoticeTo for its
+// decision, or "" when it names none or one the unit could not receive: the
+// subject must be under the unit's own inbox prefix (InboxPrefix), which
+// its permissions let it subscribe to and no other unit's do, and be a
+// plain subject (no wildcard, no empty token, at most 256 bytes).
+//
+// The decision always goes to the unit's notice stream too (NoticeSubject),
+// which its agent reads at least once; the copy to NoticeTo is a courtesy to
+// the client that is waiting, sent once, never retried.
+func NoticeTo(m *nats.Msg, unit document.UnitID) string {
+	if m.Header == nil {
+		return ""
+	}
+	to := m.Header.Get(HeaderNoticeTo)
+	rest, ok := strings.CutPrefix(to, InboxPrefix(string(unit))+".")
+	if !ok || rest == "" || len(to) > 256 || unit.Validate() != nil {
+		return ""
+	}
+	for tok := range strings.SplitSeq(rest, ".") {
+		if tok == "" || tok == "*" || tok == ">" || strings.ContainsAny(tok, " \t\r\n*>") {
+			return ""
+		}
+	}
+	return to
 }
 
 // ParseSubmit reads a submission; the unit comes from the subject.

@@ -59,3 +59,29 @@ func TestStatusRoundTrip(t *testing.T) {
 		t.Error("UnitFromSubject")
 	}
 }
+
+func TestNoticeTo(t *testing.T) {
+	const unit = document.UnitID("000.01.00.H29")
+	own := InboxPrefix(string(unit)) + ".abc123"
+	for to, want := range map[string]string{
+		own:                                   own,
+		own + ".x":                            own + ".x",
+		"":                                    "",
+		InboxPrefix(string(unit)):             "", // the prefix alone
+		InboxPrefix(string(unit)) + ".":       "",
+		InboxPrefix("000.02.00.H29") + ".a":   "", // another unit's inbox
+		InboxPrefix(string(unit)) + "X.a":     "", // a longer unit id
+		InboxPrefix(string(unit)) + ".*":      "",
+		InboxPrefix(string(unit)) + ".>":      "",
+		InboxPrefix(string(unit)) + ".a..b":   "",
+		InboxPrefix(string(unit)) + ".a b":    "",
+		"edx.notice." + string(unit):          "",
+		own + "." + string(make([]byte, 300)): "",
+	} {
+		m := SubmitMsg(unit, &Container{DocumentID: document.NewID(time.Now()), SHA256: string(bytes.Repeat([]byte("a"), 64)), Size: 1, Data: []byte{1}})
+		m.Header.Set(HeaderNoticeTo, to)
+		if got := NoticeTo(m, unit); got != want {
+			t.Errorf("NoticeTo(%q) = %q, want %q", to, got, want)
+		}
+	}
+}
