@@ -412,7 +412,9 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 	case protocol.NoticeAccepted, protocol.NoticeRejected:
 		rec, err := a.spool.Get(ctx, n.DocumentID)
 		if errors.Is(err, spool.ErrNotFound) {
-			a.log.Warn("notice for a document this agent never spooled", "doc_id", n.DocumentID, "type", n.Type)
+			// Another client of this unit (edx send) submitted it: its
+			// decision went to that client too; nothing to do here.
+			a.log.Info("decision for a document another client of this unit sent", "doc_id", n.DocumentID, "type", n.Type)
 			return nil
 		}
 		if err != nil {
