@@ -128,8 +128,11 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("subject = %q", c.Meta.Subject)
 			}
 			got := c.Files()
-			if len(got) != 2 || got[0].Name != "files/Quyết định 1234.pdf" || !bytes.Equal(got[0].Data, files[0].Data) {
+			if len(got) != 2 || got[0].Name != "files/Quyết định 1234.pdf" {
 				t.Fatalf("files = %v", got)
+			}
+			if b, err := got[0].Bytes(); err != nil || !bytes.Equal(b, files[0].Data) || got[0].Size != int64(len(b)) {
+				t.Fatalf("file content: %v", err)
 			}
 			if got[0].MediaType != "application/pdf" {
 				t.Errorf("media type = %q", got[0].MediaType)
