@@ -12,7 +12,9 @@ import (
 
 const UnitA, UnitB = unitA, unitB
 
-func NewSigner(tb testing.TB, unit document.UnitID) *pki.Signer { return signer(tb, unit, pki.ECDSAP256, nil) }
+func NewSigner(tb testing.TB, unit document.UnitID) *pki.Signer {
+	return signer(tb, unit, pki.ECDSAP256, nil)
+}
 
 func Meta(tb testing.TB, from document.UnitID) []byte { return meta(tb, from) }
 
