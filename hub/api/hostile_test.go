@@ -143,8 +143,14 @@ func TestConcurrentHostileVerification(t *testing.T) {
 	t.Logf("%d concurrent verifications of a %d-byte flat bomb (990 MiB inflated): peak live heap growth %.1f MiB, peak RSS growth %.1f MiB",
 		n, len(bomb), float64(heap)/(1<<20), float64(rss)/(1<<20))
 	for i := range n {
-		if codes[i] != 200 || reports[i].Valid || reports[i].Container == nil || !reports[i].Container.Reasons.Has("container.zip_bomb") {
-			t.Errorf("upload %d: %d %+v", i, codes[i], reports[i].Container)
+		if c := reports[i].Container; codes[i] != 200 || reports[i].Valid || c == nil || !c.Reasons.Has("container.zip_bomb") {
+			var got []string
+			if c != nil {
+				for _, r := range c.Reasons {
+					got = append(got, string(r.Code))
+				}
+			}
+			t.Errorf("upload %d: %d, valid %v, reasons %v, want container.zip_bomb", i, codes[i], reports[i].Valid, got)
 		}
 	}
 	const bound = 64 << 20
