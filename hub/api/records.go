@@ -205,6 +205,10 @@ func (rs *Records) File(ctx context.Context, who *auth.Identity, id document.ID,
 	if _, err := io.ReadFull(rc, b); err != nil {
 		return nil, "", fmt.Errorf("api: read %s of %s: %w", name, id, err)
 	}
+	// The end, where the CRC-32 is checked.
+	if n, err := rc.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		return nil, "", fmt.Errorf("api: read %s of %s: longer than declared or damaged (%v)", name, id, err)
+	}
 	return b, info.MediaType, nil
 }
 
