@@ -144,6 +144,7 @@ type docData struct {
 	Doc        *api.Document
 	Verify     *api.Verification
 	VerifyErr  string
+	VerifyBusy bool // every verification slot was taken
 	At         string
 	Content    bool // may read files
 	PDF        *index.File
@@ -169,12 +170,15 @@ func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 	// the index remembers; for very large containers, on request.
 	if doc.Size <= autoVerifyMax || r.URL.Query().Get("verify") == "1" {
 		if d.Verify, err = u.d.Records.Verify(r.Context(), id, docID, at); err != nil {
-			d.VerifyErr = err.Error()
 			switch {
 			case errors.Is(err, api.ErrBusy):
-				d.VerifyErr = T("busy")
+				// Not checked now, which says nothing of the signature.
+				d.VerifyBusy = true
 			case api.Status(err) >= 500:
 				u.d.Log.Error("web: verify", "doc_id", docID, "err", err)
+				fallthrough
+			default:
+				d.VerifyErr = err.Error()
 			}
 		}
 	}

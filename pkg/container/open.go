@@ -278,8 +278,6 @@ func open(data []byte, lim Limits) (*Container, error) {
 			if string(b) != Mimetype {
 				return nil, fail(reason.ContainerMimetype, "mimetype is %q, want %q", truncate(b), Mimetype)
 			}
-		case f.Name == MimetypePath:
-			return nil, fail(reason.ContainerDuplicateEntry, "entry %q appears twice", f.Name)
 		case f.Name == ManifestPath:
 			c.Manifest = b
 		case f.Name == SignaturePath:
