@@ -553,3 +553,72 @@ func TestPre9ContainerVerifies(t *testing.T) {
 		t.Fatalf("read back %q: %v", b, err)
 	}
 }
+
+// TestCentralDirectoryBombs: a container of many tiny central directory
+// records (zip.NewReader allocates for each before the entry limit can be
+// checked) is refused without reading them: one written by Go's own ZIP
+// writer (70,000 entries, zip64 end records), and one crafted with 200,000
+// records behind prepended data and an entry count that matches only
+// modulo 65,536.
+func TestCentralDirectoryBombs(t *testing.T) {
+	var zbuf bytes.Buffer
+	zw := zip.NewWriter(&zbuf)
+	w, _ := zw.CreateHeader(&zip.FileHeader{Name: container.MimetypePath, Method: zip.Store})
+	w.Write([]byte(container.Mimetype))
+	for i := range 70000 {
+		zw.CreateHeader(&zip.FileHeader{Name: fmt.Sprintf("files/%05d", i), Method: zip.Store})
+	}
+	zw.Close()
+	// Crafted: one local header, 200,000 central records pointing at it.
+	const n = 200000
+	var c bytes.Buffer
+	c.WriteString("prepended, as a self-extracting archive has")
+	base := c.Len()
+	le := binary.LittleEndian
+	var lh [30]byte
+	copy(lh[:], "PK\x03\x04")
+	le.PutUint16(lh[26:], 1)
+	c.Write(lh[:])
+	c.WriteString("a")
+	dirOffset := c.Len() - base
+	for range n {
+		var ch [46]byte
+		copy(ch[:], "PK\x01\x02")
+		le.PutUint16(ch[28:], 1)
+		c.Write(ch[:])
+		c.WriteString("a")
+	}
+	var eocd [22]byte
+	copy(eocd[:], "PK\x05\x06")
+	le.PutUint16(eocd[8:], n%65536)
+	le.PutUint16(eocd[10:], n%65536)
+	le.PutUint32(eocd[12:], uint32(n*47))
+	le.PutUint32(eocd[16:], uint32(dirOffset))
+	c.Write(eocd[:])
+	for name, data := range map[string][]byte{"Go's writer, zip64": zbuf.Bytes(), "crafted": c.Bytes()} {
+		t.Run(name, func(t *testing.T) {
+			zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
+			if err != nil || len(zr.File) < 70000 {
+				t.Fatalf("the bomb is not a ZIP archive/zip reads: %v", err)
+			}
+			var r *container.Report
+			alloc := allocated(func() { r = verify(data, container.DefaultLimits) })
+			t.Logf("%d bytes, %d records: %.2f MiB allocated", len(data), len(zr.File), float64(alloc)/(1<<20))
+			if r.Valid || !r.Reasons.Has(reason.ContainerTooManyEntries) {
+				t.Fatalf("reasons %v", r.Reasons)
+			}
+			if alloc > 1<<20 {
+				t.Errorf("allocated %d bytes", alloc)
+			}
+		})
+	}
+	// A container behind prepended data still opens.
+	s := container.NewSigner(t, container.UnitA)
+	good, err := container.Build(container.Meta(t, container.UnitA), []container.File{{Name: "a.pdf", Data: []byte("%PDF")}}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := verify(append([]byte("#!/bin/sh prepended\n"), good...), container.DefaultLimits); !r.Valid {
+		t.Fatalf("prepended: %v", r.Reasons)
+	}
+}

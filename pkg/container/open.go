@@ -204,6 +204,11 @@ func open(data []byte, lim Limits) (*Container, error) {
 	if lim.MaxSize > 0 && int64(len(data)) > lim.MaxSize {
 		return nil, fail(reason.ContainerTooLarge, "container of %d bytes exceeds the limit of %d", len(data), lim.MaxSize)
 	}
+	if lim.MaxEntries > 0 {
+		if n, ok := centralRecords(data, lim.MaxEntries); ok && n > lim.MaxEntries {
+			return nil, fail(reason.ContainerTooManyEntries, "more than %d entries", lim.MaxEntries)
+		}
+	}
 	zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data)))
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) {
 		return nil, fail(reason.ContainerMalformed, "not a readable ZIP: %v", err)
