@@ -43,7 +43,7 @@ const ratioFloor = 1 << 20
 
 // The entries Open keeps in memory are small: bounds on each.
 const (
-	maxManifest  = 4 << 20 // 1,000 references with long names fit
+	maxManifest  = 2 << 20 // 1,000 references with the longest names fit
 	maxSignature = 1 << 20 // a CMS signature with its chain
 	maxMetadata  = 1 << 20 // document.json, with up to 2,000 recipients
 )
@@ -303,6 +303,9 @@ func open(data []byte, lim Limits) (*Container, error) {
 	}
 	if c.Refs, err = parseManifest(c.Manifest); err != nil {
 		return nil, fail(reason.ContainerNoManifest, "%v", err)
+	}
+	if lim.MaxEntries > 0 && len(c.Refs) > lim.MaxEntries {
+		return nil, fail(reason.ContainerNoManifest, "the manifest lists %d files, more than the limit of %d entries", len(c.Refs), lim.MaxEntries)
 	}
 	for _, r := range c.Refs {
 		if e := c.Entry(r.Name); e != nil {
