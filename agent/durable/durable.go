@@ -11,6 +11,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -98,20 +99,50 @@ func NewFolder(target string, perm os.FileMode) (*Folder, error) {
 // Write creates the file rel (a slash-separated relative path, checked by
 // the caller) inside the folder and fsyncs it.
 func (f *Folder) Write(rel string, data []byte, perm os.FileMode) error {
+	p, err := f.path(rel)
+	if err != nil {
+		return err
+	}
+	return writeSynced(p, data, perm)
+}
+
+// WriteFrom is Write with the content read from r, in a stream.
+func (f *Folder) WriteFrom(rel string, r io.Reader, perm os.FileMode) error {
+	p, err := f.path(rel)
+	if err != nil {
+		return err
+	}
+	out, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, r); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// path makes the folders of rel and returns its path.
+func (f *Folder) path(rel string) (string, error) {
 	p := filepath.Join(f.Dir, filepath.FromSlash(rel))
 	if !strings.HasPrefix(p, f.Dir+string(filepath.Separator)) {
-		return fmt.Errorf("durable: %q escapes the folder", rel)
+		return "", fmt.Errorf("durable: %q escapes the folder", rel)
 	}
 	dir := filepath.Dir(p)
 	if !f.dirs[dir] {
 		if err := os.MkdirAll(dir, 0o750); err != nil {
-			return err
+			return "", err
 		}
 		for d := dir; d != f.Dir && !f.dirs[d]; d = filepath.Dir(d) {
 			f.dirs[d] = true
 		}
 	}
-	return writeSynced(p, data, perm)
+	return p, nil
 }
 
 // Commit fsyncs the folder's directories, renames it to its target and

@@ -219,7 +219,7 @@ func (s *Store) Put(ctx context.Context, unit document.UnitID, r Received) (*Ite
 	var files []File
 	for _, e := range c.Files() {
 		name := strings.TrimPrefix(e.Name, container.FilesDir)
-		files = append(files, File{Name: name, MediaType: e.MediaType, Size: int64(len(e.Data)), SHA256: hex.EncodeToString(e.SHA256[:])})
+		files = append(files, File{Name: name, MediaType: e.MediaType, Size: e.Size, SHA256: hex.EncodeToString(e.SHA256[:])})
 	}
 	if err := s.writeFolder(r); err != nil {
 		return nil, false, fmt.Errorf("inbox: write %s: %w", id, err)
@@ -275,7 +275,8 @@ func (s *Store) writeFolder(r Received) error {
 	err = write(MetadataFile, c.MetaRaw)
 	for _, e := range c.Files() {
 		if err == nil {
-			err = write(FilesDir+"/"+strings.TrimPrefix(e.Name, container.FilesDir), e.Data)
+			// Inflated again in a stream, bounded by the size verified.
+			err = writeEntry(f, FilesDir+"/"+strings.TrimPrefix(e.Name, container.FilesDir), e)
 		}
 	}
 	if err == nil {
@@ -291,6 +292,15 @@ func (s *Store) writeFolder(r Received) error {
 		f.Abort()
 	}
 	return err
+}
+
+func writeEntry(f *durable.Folder, rel string, e *container.Entry) error {
+	rc, err := e.Open()
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	return f.WriteFrom(rel, rc, 0o640)
 }
 
 const itemCols = `seq, id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta`

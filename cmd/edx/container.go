@@ -323,7 +323,7 @@ func cmdInspect(ctx context.Context, e *env, args []string) int {
 	}
 	fmt.Fprintf(e.stdout, "%s\n", c.MetaRaw)
 	for _, f := range c.Entries {
-		fmt.Fprintf(e.stdout, "%-50s %10d  %s\n", f.Name, len(f.Data), f.MediaType)
+		fmt.Fprintf(e.stdout, "%-50s %10d  %s\n", f.Name, f.Size, f.MediaType)
 	}
 	fmt.Fprintln(e.stdout, "(not verified: use edx verify)")
 	return exitOK

@@ -47,12 +47,18 @@ var OpenAPI []byte
 // Config configures the HTTP server.
 type Config struct {
 	Listen string `yaml:"listen"`
+	// MaxVerifications bounds the containers verified at once for the API
+	// and the web UI (Records.MaxVerifications); 0: one per CPU.
+	MaxVerifications int `yaml:"max_verifications"`
 }
 
-// Validate checks the listen address.
+// Validate checks the listen address and the verification bound.
 func (c Config) Validate() error {
 	if _, _, err := net.SplitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("http: listen %q: %w", c.Listen, err)
+	}
+	if c.MaxVerifications < 0 || c.MaxVerifications > 1024 {
+		return fmt.Errorf("http: max_verifications %d: want 0 (one per CPU) to 1024", c.MaxVerifications)
 	}
 	return nil
 }
@@ -270,9 +276,15 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	code := errorStatus(err)
 	msg := http.StatusText(code)
-	if code < 500 {
+	switch {
+	case code < 500:
 		msg = err.Error()
-	} else {
+	case errors.Is(err, ErrBusy):
+		// Load shed, not a fault.
+		msg = err.Error()
+		w.Header().Set("Retry-After", strconv.Itoa(busyRetryAfter))
+		s.d.Log.Warn("http: busy", "path", r.URL.Path)
+	default:
 		s.d.Log.Error("http", "path", r.URL.Path, "err", err)
 	}
 	var re *auth.RetryError

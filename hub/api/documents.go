@@ -78,12 +78,17 @@ func (s *server) file(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	b, mt, err := s.rec.File(r.Context(), identity(r), docID(r), name)
+	rc, info, err := s.rec.OpenFile(r.Context(), identity(r), docID(r), name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	WriteFile(w, b, mt, name, r.URL.Query().Get("inline") != "0")
+	defer rc.Close()
+	fileHeaders(w, info.Size, info.MediaType, name, r.URL.Query().Get("inline") != "0")
+	if _, err := io.Copy(w, rc); err != nil {
+		// The headers are sent: the client sees a short body.
+		s.d.Log.Error("http: serve file", "path", r.URL.Path, "err", err)
+	}
 }
 
 // WriteFile serves a file with its media type and a Content-Disposition
@@ -91,6 +96,11 @@ func (s *server) file(w http.ResponseWriter, r *http.Request) {
 // every other type is an attachment, sandboxed should a browser render it
 // anyway, since the files are the senders' and the page is the hub's.
 func WriteFile(w http.ResponseWriter, b []byte, mediaType, name string, inline bool) {
+	fileHeaders(w, int64(len(b)), mediaType, name, inline)
+	w.Write(b)
+}
+
+func fileHeaders(w http.ResponseWriter, size int64, mediaType, name string, inline bool) {
 	mt, _, err := mime.ParseMediaType(mediaType)
 	if err != nil {
 		mt = "application/octet-stream"
@@ -104,9 +114,8 @@ func WriteFile(w http.ResponseWriter, b []byte, mediaType, name string, inline b
 	h := w.Header()
 	h.Set("Content-Type", mt)
 	h.Set("Content-Disposition", mime.FormatMediaType(disp, map[string]string{"filename": name}))
-	h.Set("Content-Length", strconv.Itoa(len(b)))
+	h.Set("Content-Length", strconv.FormatInt(size, 10))
 	h.Set("X-Content-Type-Options", "nosniff")
-	w.Write(b)
 }
 
 func (s *server) verifyArchived(w http.ResponseWriter, r *http.Request) {
@@ -122,16 +131,17 @@ func (s *server) verifyArchived(w http.ResponseWriter, r *http.Request) {
 var maxUpload = container.DefaultLimits.MaxSize + 1<<20
 
 func (s *server) verifyUpload(w http.ResponseWriter, r *http.Request) {
-	data, receipt, err := ReadUpload(w, r)
-	if err != nil {
-		s.fail(w, r, err)
-		return
-	}
-	at := r.URL.Query().Get("at")
-	if at == "" && r.MultipartForm != nil {
-		at = r.FormValue("at")
-	}
-	v, err := s.rec.VerifyUpload(identity(r), data, receipt, at)
+	v, err := s.rec.VerifyUpload(identity(r), func() ([]byte, []byte, string, error) {
+		data, receipt, err := ReadUpload(w, r)
+		if err != nil {
+			return nil, nil, "", err
+		}
+		at := r.URL.Query().Get("at")
+		if at == "" && r.MultipartForm != nil {
+			at = r.FormValue("at")
+		}
+		return data, receipt, at, nil
+	})
 	if err != nil {
 		s.fail(w, r, err)
 		return

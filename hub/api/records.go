@@ -7,10 +7,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edxhub/edx/hub/archive"
@@ -33,6 +36,38 @@ type Records struct {
 	// verification uses.
 	Trust *pki.Trust
 	Now   func() time.Time // time.Now when nil
+	// MaxVerifications bounds the verifications running at once, the
+	// API's and the web UI's alike (an archived document re-verified, an
+	// upload read and verified); one more is refused with ErrBusy rather
+	// than queued. Zero: one per CPU.
+	MaxVerifications int
+
+	slotsOnce sync.Once
+	slots     chan struct{}
+}
+
+// ErrBusy: every verification slot is taken. The API answers 503 with
+// Retry-After.
+var ErrBusy = fmt.Errorf("%w: the hub is verifying as many containers as it may at once; try again shortly", ErrUnavailable)
+
+// busyRetryAfter is the Retry-After of ErrBusy, in seconds.
+const busyRetryAfter = 2
+
+// acquire takes a verification slot, or fails with ErrBusy.
+func (rs *Records) acquire() (release func(), err error) {
+	rs.slotsOnce.Do(func() {
+		n := rs.MaxVerifications
+		if n <= 0 {
+			n = runtime.NumCPU()
+		}
+		rs.slots = make(chan struct{}, n)
+	})
+	select {
+	case rs.slots <- struct{}{}:
+		return func() { <-rs.slots }, nil
+	default:
+		return nil, ErrBusy
+	}
 }
 
 func (rs *Records) now() time.Time {
@@ -161,28 +196,57 @@ func (rs *Records) Receipt(ctx context.Context, who *auth.Identity, id document.
 // File returns one payload file of a document (its name without files/)
 // and its media type as the signed manifest declares it.
 func (rs *Records) File(ctx context.Context, who *auth.Identity, id document.ID, name string) ([]byte, string, error) {
-	if !who.Can(auth.ReadContent) {
-		if _, err := rs.Document(ctx, who, id); err != nil {
-			return nil, "", err
-		}
-		return nil, "", fmt.Errorf("%w: the %s role sees metadata and reports, not content", ErrForbidden, who.User.Role)
-	}
-	b, d, err := rs.Container(ctx, who, id)
+	rc, info, err := rs.OpenFile(ctx, who, id, name)
 	if err != nil {
 		return nil, "", err
 	}
-	if !slices.ContainsFunc(d.Files, func(f index.File) bool { return f.Name == name }) {
-		return nil, "", fmt.Errorf("%w: document %s has no file %q", ErrNotFound, id, name)
+	defer rc.Close()
+	b := make([]byte, info.Size)
+	if _, err := io.ReadFull(rc, b); err != nil {
+		return nil, "", fmt.Errorf("api: read %s of %s: %w", name, id, err)
 	}
-	c, err := container.Open(b, container.DefaultLimits)
+	// The end, where the CRC-32 is checked.
+	if n, err := rc.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		return nil, "", fmt.Errorf("api: read %s of %s: longer than declared or damaged (%v)", name, id, err)
+	}
+	return b, info.MediaType, nil
+}
+
+// FileInfo is what OpenFile tells of a payload file.
+type FileInfo struct {
+	Size      int64
+	MediaType string // as the signed manifest declares it
+}
+
+// OpenFile opens one payload file of a document (its name without files/)
+// to read in a stream: only that file is inflated, never beyond its size,
+// within the container limits.
+func (rs *Records) OpenFile(ctx context.Context, who *auth.Identity, id document.ID, name string) (io.ReadCloser, FileInfo, error) {
+	if !who.Can(auth.ReadContent) {
+		if _, err := rs.Document(ctx, who, id); err != nil {
+			return nil, FileInfo{}, err
+		}
+		return nil, FileInfo{}, fmt.Errorf("%w: the %s role sees metadata and reports, not content", ErrForbidden, who.User.Role)
+	}
+	b, d, err := rs.Container(ctx, who, id)
 	if err != nil {
-		return nil, "", fmt.Errorf("api: open archived container %s: %w", id, err)
+		return nil, FileInfo{}, err
 	}
-	e := c.Entry(container.FilesDir + name)
-	if e == nil {
-		return nil, "", fmt.Errorf("%w: document %s has no file %q", ErrNotFound, id, name)
+	if !slices.ContainsFunc(d.Files, func(f index.File) bool { return f.Name == name }) {
+		return nil, FileInfo{}, fmt.Errorf("%w: document %s has no file %q", ErrNotFound, id, name)
 	}
-	return e.Data, e.MediaType, nil
+	e, err := container.OpenFile(b, container.DefaultLimits, container.FilesDir+name)
+	if errors.Is(err, container.ErrNoSuchFile) {
+		return nil, FileInfo{}, fmt.Errorf("%w: document %s has no file %q", ErrNotFound, id, name)
+	}
+	if err != nil {
+		return nil, FileInfo{}, fmt.Errorf("api: open archived container %s: %w", id, err)
+	}
+	rc, err := e.Open()
+	if err != nil {
+		return nil, FileInfo{}, fmt.Errorf("api: open archived container %s: %w", id, err)
+	}
+	return rc, FileInfo{Size: e.Size, MediaType: e.MediaType}, nil
 }
 
 // Verification is the result of verifying a container now, with its
@@ -268,6 +332,11 @@ func (rs *Records) Verify(ctx context.Context, who *auth.Identity, id document.I
 	if !who.Can(auth.Verify) {
 		return nil, ErrForbidden
 	}
+	release, err := rs.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
 	ac := &ArchiveCheck{ContainerKey: d.ArchiveKey, ReceiptKey: d.ReceiptKey, IndexedSHA256: d.ContainerSHA256}
 	data, err := rs.readAll(ctx, d.ArchiveKey)
 	if err != nil {
@@ -314,10 +383,22 @@ func (rs *Records) Verify(ctx context.Context, who *auth.Identity, id document.I
 }
 
 // VerifyUpload verifies a container (and receipt) someone brought: an
-// auditor's check of a copy, with the hub's trust.
-func (rs *Records) VerifyUpload(who *auth.Identity, data, receipt []byte, at string) (*Verification, error) {
+// auditor's check of a copy, with the hub's trust. read reads the upload
+// (the container, an optional receipt and the time to check at); it runs
+// holding a verification slot, so that neither the uploads held in memory
+// nor their verifications exceed MaxVerifications (ErrBusy, before read).
+func (rs *Records) VerifyUpload(who *auth.Identity, read func() (data, receipt []byte, at string, err error)) (*Verification, error) {
 	if !who.Can(auth.Verify) {
 		return nil, ErrForbidden
+	}
+	release, err := rs.acquire()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	data, receipt, at, err := read()
+	if err != nil {
+		return nil, err
 	}
 	return rs.check(data, receipt, at)
 }

@@ -141,6 +141,7 @@ var labels = map[string][2]string{
 	"error":            {"Lỗi", "Error"},
 	"not_found":        {"Không tìm thấy", "Not found"},
 	"forbidden":        {"Không có quyền", "Not allowed"},
+	"busy":             {"Trục đang kiểm tra nhiều văn bản cùng lúc, vui lòng thử lại sau giây lát", "The hub is verifying as many containers as it may at once; try again shortly"},
 	"bad_sign_in":      {"Sai tên đăng nhập hoặc mật khẩu.", "Wrong user name or password."},
 	"rate_limited":     {"Đăng nhập sai quá nhiều lần, vui lòng thử lại sau.", "Too many attempts: try again later."},
 	"form_expired":     {"Biểu mẫu đã hết hạn, vui lòng thử lại.", "The form expired: please try again."},

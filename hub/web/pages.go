@@ -144,6 +144,7 @@ type docData struct {
 	Doc        *api.Document
 	Verify     *api.Verification
 	VerifyErr  string
+	VerifyBusy bool // every verification slot was taken
 	At         string
 	Content    bool // may read files
 	PDF        *index.File
@@ -169,10 +170,16 @@ func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 	// the index remembers; for very large containers, on request.
 	if doc.Size <= autoVerifyMax || r.URL.Query().Get("verify") == "1" {
 		if d.Verify, err = u.d.Records.Verify(r.Context(), id, docID, at); err != nil {
-			if api.Status(err) >= 500 {
+			switch {
+			case errors.Is(err, api.ErrBusy):
+				// Not checked now, which says nothing of the signature.
+				d.VerifyBusy = true
+			case api.Status(err) >= 500:
 				u.d.Log.Error("web: verify", "doc_id", docID, "err", err)
+				fallthrough
+			default:
+				d.VerifyErr = err.Error()
 			}
-			d.VerifyErr = err.Error()
 		}
 	}
 	if us, err := u.d.Records.Index.ListUnits(r.Context()); err == nil {
@@ -275,8 +282,12 @@ func (u *ui) auditPage(w http.ResponseWriter, r *http.Request) {
 
 func (u *ui) audit(w http.ResponseWriter, r *http.Request) {
 	d := auditData{At: api.AtNow, Uploaded: true}
-	data, receipt, err := api.ReadUpload(w, r)
-	if err == nil {
+	var err error
+	d.Verify, err = u.d.Records.VerifyUpload(who(r), func() ([]byte, []byte, string, error) {
+		data, receipt, err := api.ReadUpload(w, r)
+		if err != nil {
+			return nil, nil, "", err
+		}
 		if r.FormValue("at") == api.AtAccepted {
 			d.At = api.AtAccepted
 		}
@@ -286,8 +297,8 @@ func (u *ui) audit(w http.ResponseWriter, r *http.Request) {
 		if _, h, e := r.FormFile("receipt"); e == nil {
 			d.Names[1] = h.Filename
 		}
-		d.Verify, err = u.d.Records.VerifyUpload(who(r), data, receipt, d.At)
-	}
+		return data, receipt, d.At, nil
+	})
 	code := http.StatusOK
 	if err != nil {
 		if api.Status(err) >= 500 || errors.Is(err, api.ErrForbidden) {

@@ -201,6 +201,9 @@ func (u *ui) fail(w http.ResponseWriter, r *http.Request, err error) {
 		msg = T("not_found")
 	case code == http.StatusForbidden:
 		msg = T("forbidden") + ": " + err.Error()
+	case errors.Is(err, api.ErrBusy):
+		w.Header().Set("Retry-After", "2")
+		msg = T("busy")
 	case code >= 500:
 		u.d.Log.Error("web", "path", r.URL.Path, "err", err)
 		msg = http.StatusText(code)

@@ -20,12 +20,12 @@ import (
 	"compress/flate"
 	"crypto/sha256"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"mime"
 	"path"
 	"strings"
 	"sync"
-	"time"
 	"unicode/utf8"
 
 	"github.com/edxhub/edx/pkg/document"
@@ -74,7 +74,7 @@ func Prepare(meta []byte, files []File) (*Unsigned, error) {
 	seen := map[string]bool{}
 	out := make([]File, len(files))
 	for i, f := range files {
-		if err := checkFileName(f.Name); err != nil {
+		if err := CheckFileName(f.Name); err != nil {
 			return nil, fmt.Errorf("container: file %q: %w", f.Name, err)
 		}
 		if seen[strings.ToLower(f.Name)] {
@@ -91,22 +91,48 @@ func Prepare(meta []byte, files []File) (*Unsigned, error) {
 }
 
 // Seal writes the ZIP with the given DER CMS signature over u.Manifest.
+//
+// Every entry's local header carries its CRC-32 and sizes, with no data
+// descriptor and no extra field: mimetype's content begins at byte 38, as
+// ASiC (ETSI EN 319 162-1) and file(1) expect, and streaming readers such as
+// Java's ZipInputStream (the EU's DSS validator) read every entry. Deflated
+// entries are compressed into a buffer first, and stored when deflating
+// does not shrink them.
 func (u *Unsigned) Seal(signature []byte) ([]byte, error) {
 	size := len(u.Manifest) + len(signature) + len(u.meta) + 1024
 	for _, f := range u.files {
-		size += len(f.Data) + 128
+		size += len(f.Data) + 128 + 2*len(f.Name)
 	}
 	var buf bytes.Buffer
 	buf.Grow(size)
 	zw := zip.NewWriter(&buf)
-	zw.RegisterCompressor(zip.Deflate, fastDeflate)
-	mod := time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC) // fixed: containers are reproducible
+	var scratch bytes.Buffer
 	put := func(name string, data []byte, method uint16) error {
-		w, err := zw.CreateHeader(&zip.FileHeader{Name: name, Method: method, Modified: mod})
+		fh := &zip.FileHeader{Name: name, Method: zip.Store, CRC32: crc32.ChecksumIEEE(data),
+			UncompressedSize64: uint64(len(data)), CompressedSize64: uint64(len(data)),
+			CreatorVersion: 20, ReaderVersion: 20, ModifiedDate: modDate, ModifiedTime: 0}
+		body := data
+		if method == zip.Deflate && len(data) > 0 {
+			scratch.Reset()
+			fw := deflater(&scratch)
+			if _, err := fw.Write(data); err != nil {
+				return err
+			}
+			if err := fw.Close(); err != nil {
+				return err
+			}
+			if scratch.Len() < len(data) {
+				fh.Method, fh.CompressedSize64, body = zip.Deflate, uint64(scratch.Len()), scratch.Bytes()
+			}
+		}
+		if !isASCII(name) {
+			fh.Flags |= 0x800 // the name is UTF-8
+		}
+		w, err := zw.CreateRaw(fh)
 		if err != nil {
 			return err
 		}
-		_, err = w.Write(data)
+		_, err = w.Write(body)
 		return err
 	}
 	if err := put(MimetypePath, []byte(Mimetype), zip.Store); err != nil {
@@ -130,6 +156,19 @@ func (u *Unsigned) Seal(signature []byte) ([]byte, error) {
 		return nil, fmt.Errorf("container: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// modDate is every entry's MS-DOS date, 2000-01-01 00:00 (fixed: containers
+// are reproducible).
+const modDate = (2000-1980)<<9 | 1<<5 | 1
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // Build makes a signed container: Prepare, sign the manifest with s, Seal.
@@ -156,19 +195,16 @@ func (p pooledFlate) Close() error {
 	return err
 }
 
-// fastDeflate compresses at flate.BestSpeed with pooled writers: containers
+// deflater compresses at flate.BestSpeed with pooled writers: containers
 // are mostly already-compressed PDFs and office files, so a higher level buys
 // little and costs much.
-func fastDeflate(w io.Writer) (io.WriteCloser, error) {
+func deflater(w io.Writer) io.WriteCloser {
 	if fw, ok := flatePool.Get().(*flate.Writer); ok {
 		fw.Reset(w)
-		return pooledFlate{fw}, nil
+		return pooledFlate{fw}
 	}
-	fw, err := flate.NewWriter(w, flate.BestSpeed)
-	if err != nil {
-		return nil, err
-	}
-	return pooledFlate{fw}, nil
+	fw, _ := flate.NewWriter(w, flate.BestSpeed) // fails only for a bad level
+	return pooledFlate{fw}
 }
 
 // methodFor stores already-compressed formats and deflates the rest.
@@ -210,23 +246,4 @@ func MediaTypeOf(name string) string {
 		return t
 	}
 	return "application/octet-stream"
-}
-
-// checkFileName accepts a safe base name for a payload file.
-func checkFileName(name string) error {
-	switch {
-	case name == "" || name == "." || name == "..":
-		return fmt.Errorf("empty or dot name")
-	case len(name) > 255:
-		return fmt.Errorf("name longer than 255 bytes")
-	case !utf8.ValidString(name):
-		return fmt.Errorf("name is not UTF-8")
-	case strings.ContainsAny(name, "/\\:*?\"<>|"):
-		return fmt.Errorf("name contains a path separator or a reserved character")
-	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return fmt.Errorf("name contains control characters")
-	case strings.HasPrefix(name, " ") || strings.HasSuffix(name, " ") || strings.HasSuffix(name, "."):
-		return fmt.Errorf("name begins or ends with a space or ends with a dot")
-	}
-	return nil
 }

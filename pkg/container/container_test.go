@@ -128,8 +128,11 @@ func TestRoundTrip(t *testing.T) {
 				t.Errorf("subject = %q", c.Meta.Subject)
 			}
 			got := c.Files()
-			if len(got) != 2 || got[0].Name != "files/Quyết định 1234.pdf" || !bytes.Equal(got[0].Data, files[0].Data) {
+			if len(got) != 2 || got[0].Name != "files/Quyết định 1234.pdf" {
 				t.Fatalf("files = %v", got)
+			}
+			if b, err := got[0].Bytes(); err != nil || !bytes.Equal(b, files[0].Data) || got[0].Size != int64(len(b)) {
+				t.Fatalf("file content: %v", err)
 			}
 			if got[0].MediaType != "application/pdf" {
 				t.Errorf("media type = %q", got[0].MediaType)
@@ -446,6 +449,7 @@ func FuzzOpen(f *testing.F) {
 	s := signer(f, unitA, pki.ECDSAP256, nil)
 	good, _ := Build(meta(f, unitA), []File{{Name: "a.pdf", Data: []byte("%PDF-1.7")}}, s)
 	f.Add(good)
+	f.Add(append([]byte("prepended "), good...))
 	f.Add([]byte("PK\x05\x06" + string(make([]byte, 18))))
 	seeds, _ := filepath.Glob("testdata/*.asice")
 	for _, p := range seeds {
@@ -457,6 +461,13 @@ func FuzzOpen(f *testing.F) {
 		c, r := VerifyBytes(data, lim, Options{Trust: fx.trust})
 		if c == nil && r.Valid {
 			t.Fatal("valid report without a container")
+		}
+		// The count Open checks before zip.NewReader is an upper bound of
+		// what NewReader reads.
+		if zr, err := zip.NewReader(bytes.NewReader(data), int64(len(data))); err == nil {
+			if n, _ := centralRecords(data, 1<<30); n < len(zr.File) {
+				t.Fatalf("centralRecords %d, zip.NewReader read %d", n, len(zr.File))
+			}
 		}
 	})
 }

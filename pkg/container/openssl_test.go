@@ -49,10 +49,16 @@ func TestOpenSSLVerifiesEdxContainer(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Extract as unzip would.
-			for _, e := range append(c.Entries, &Entry{Name: ManifestPath, Data: c.Manifest}, &Entry{Name: SignaturePath, Data: c.Signature}) {
-				p := filepath.Join(dir, filepath.FromSlash(e.Name))
+			files := map[string][]byte{ManifestPath: c.Manifest, SignaturePath: c.Signature}
+			for _, e := range c.Entries {
+				if files[e.Name], err = e.Bytes(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for name, b := range files {
+				p := filepath.Join(dir, filepath.FromSlash(name))
 				os.MkdirAll(filepath.Dir(p), 0o755)
-				if err := os.WriteFile(p, e.Data, 0o644); err != nil {
+				if err := os.WriteFile(p, b, 0o644); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -83,7 +83,7 @@ func Verify(c *Container, opts Options) *Report {
 			rs.Add(reason.ContainerMissingFile, fmt.Sprintf("%q is in the manifest but not in the container", ref.Name))
 			continue
 		}
-		fc := FileCheck{Name: e.Name, MediaType: ref.MediaType, Size: len(e.Data), SHA256: hex.EncodeToString(e.SHA256[:]), OK: e.SHA256 == ref.SHA256}
+		fc := FileCheck{Name: e.Name, MediaType: ref.MediaType, Size: int(e.Size), SHA256: hex.EncodeToString(e.SHA256[:]), OK: e.SHA256 == ref.SHA256}
 		if !fc.OK {
 			rs.Add(reason.ContainerDigestMismatch, fmt.Sprintf("%q does not match its manifest digest", ref.Name))
 		}

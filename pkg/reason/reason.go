@@ -14,7 +14,7 @@ const (
 	ContainerTooLarge       Code = "container.too_large"        // over the size limit
 	ContainerTooManyEntries Code = "container.too_many_entries" // over the entry limit
 	ContainerZipBomb        Code = "container.zip_bomb"         // uncompressed size or ratio over the limits
-	ContainerBadPath        Code = "container.bad_path"         // absolute, .., backslash or otherwise unsafe name
+	ContainerBadPath        Code = "container.bad_path"         // unsafe path, a payload name the builder refuses (container.CheckFileName), or an entry outside the layout
 	ContainerDuplicateEntry Code = "container.duplicate_entry"  // the same name twice
 	ContainerMimetype       Code = "container.mimetype"         // mimetype missing, not first, compressed or wrong
 	ContainerNoManifest     Code = "container.no_manifest"      // META-INF/ASiCManifest.xml missing or invalid
