@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/edxhub/edx/hub/archive"
@@ -33,6 +35,13 @@ type Records struct {
 	// verification uses.
 	Trust *pki.Trust
 	Now   func() time.Time // time.Now when nil
+	// CursorKey (32 bytes) seals the search cursors given to clients (see
+	// cursor.go); when empty, a random key for the life of the process.
+	CursorKey []byte
+
+	keyOnce sync.Once
+	aead    cipher.AEAD
+	keyErr  error
 }
 
 func (rs *Records) now() time.Time {
@@ -44,7 +53,8 @@ func (rs *Records) now() time.Time {
 
 // Search runs q as who may: records staff only ever search their own unit's
 // documents (the query's Unit filter is forced to it, and a query for
-// another unit finds nothing).
+// another unit finds nothing). Cursors, in and out, are sealed for who and
+// the query (cursor.go).
 func (rs *Records) Search(ctx context.Context, who *auth.Identity, q index.Query) (index.Page, error) {
 	if who == nil {
 		return index.Page{}, ErrUnauthorized
@@ -61,11 +71,26 @@ func (rs *Records) Search(ctx context.Context, who *auth.Identity, q index.Query
 		}
 		q.Unit = scope
 	}
+	if q.Cursor != "" {
+		inner, err := rs.openCursor(who, q, q.Cursor)
+		if err != nil {
+			return index.Page{}, err
+		}
+		q.Cursor = inner
+	}
 	p, err := rs.Index.Search(ctx, q)
+	if err != nil {
+		return index.Page{}, err
+	}
 	if p.Items == nil {
 		p.Items = []index.Summary{}
 	}
-	return p, err
+	if p.NextCursor != "" {
+		if p.NextCursor, err = rs.sealCursor(who, q, p.NextCursor); err != nil {
+			return index.Page{}, err
+		}
+	}
+	return p, nil
 }
 
 // Document is one document as the API shows it: its index entry (metadata,

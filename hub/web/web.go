@@ -25,6 +25,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -216,12 +218,41 @@ type loginData struct {
 	Error string
 }
 
-// safeNext keeps a post-sign-in redirect on this site.
+// safeNext keeps a post-sign-in redirect on this site: a path that starts
+// with one "/", then not "/" or "\\", with no control character, space or
+// backslash anywhere, also once percent-decoded (browsers drop tabs and
+// newlines and read "\\" as "/", so "/\t/example.com" and "/\\example.com"
+// lead elsewhere), and no scheme or host as net/url reads it. Anything else
+// is /search.
 func safeNext(s string) string {
-	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") || strings.HasPrefix(s, "/login") {
-		return "/search"
+	const home = "/search"
+	if len(s) > 2048 || !sameSitePath(s) {
+		return home
+	}
+	if d, err := url.PathUnescape(s); err != nil || !sameSitePath(d) {
+		return home
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+		return home
+	}
+	if u.Path == "/login" || strings.HasPrefix(u.Path, "/login/") {
+		return home
 	}
 	return s
+}
+
+func sameSitePath(s string) bool {
+	if len(s) < 1 || s[0] != '/' || (len(s) > 1 && (s[1] == '/' || s[1] == '\\')) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == '\\' || unicode.IsSpace(r) || r == utf8.RuneError ||
+			(r >= 0x80 && r <= 0x9f) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
 }
 
 func (u *ui) loginPage(w http.ResponseWriter, r *http.Request) {
