@@ -1,11 +1,13 @@
 package auth
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -667,5 +669,36 @@ func TestConfig(t *testing.T) {
 		if d.Validate() == nil {
 			t.Errorf("%+v validates", d)
 		}
+	}
+}
+
+// TestPasswordResetAudited: an admin setting someone else's password is
+// logged as a reset, with who did it and from where; one's own change is
+// not.
+func TestPasswordResetAudited(t *testing.T) {
+	var buf bytes.Buffer
+	s, err := Open(t.Context(), Config{Path: filepath.Join(t.TempDir(), "users.db"), PasswordHash: fastHash},
+		slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	admin, _ := s.AddUser(ctx, NewUser{Name: "quan-tri", Role: RoleAdmin, Password: "mật khẩu quản trị"})
+	lan, _ := s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	by := &Identity{User: admin, Via: ViaSession, addr: "192.0.2.9"}
+	if _, err := s.UpdateUserBy(ctx, by, "lan", Change{Password: new("đặt lại bởi quản trị")}); err != nil {
+		t.Fatal(err)
+	}
+	if log := buf.String(); !strings.Contains(log, `level=WARN msg="password reset by an admin" user=lan`) ||
+		!strings.Contains(log, "by=quan-tri via=session addr=192.0.2.9") {
+		t.Fatalf("log:\n%s", log)
+	}
+	buf.Reset()
+	if _, err := s.UpdateUserBy(ctx, &Identity{User: lan, Via: ViaSession}, "lan", Change{Password: new("mật khẩu mới của Lan")}); err != nil {
+		t.Fatal(err)
+	}
+	if log := buf.String(); strings.Contains(log, "reset") || !strings.Contains(log, `msg="user changed" user=lan`) {
+		t.Fatalf("log:\n%s", log)
 	}
 }
