@@ -36,6 +36,7 @@ func (h *Hub) startAuth(ctx context.Context) error {
 func (h *Hub) handler() http.Handler {
 	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, CursorKey: h.auth.CursorKey()}
 	log := h.log.With("component", "http")
+	zone, _ := h.cfg.Web.Location() // validated with the configuration
 	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
-		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
+		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
 }
