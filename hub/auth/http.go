@@ -148,6 +148,9 @@ func sleep(ctx context.Context, d time.Duration) error {
 // (see LimitConfig); failures are ErrCredentials or a *RetryError.
 func (s *Store) limited(ctx context.Context, addr, name, pw string) (User, error) {
 	key := strings.ToLower(strings.TrimSpace(name))
+	if len(key) > 64 {
+		key = "\x00too long" // no account has such a name: one bucket for them all, not one each
+	}
 	wait, delay, ok := s.limit.attempt(addr, key)
 	if !ok {
 		s.log.Warn("sign-in rate limited", "user", key, "addr", addr)
