@@ -16,6 +16,7 @@ import (
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/web"
 )
 
 // Config is the hub's configuration file (configs/hub.yaml). Every field has
@@ -31,6 +32,7 @@ type Config struct {
 	PKI      PKIConfig       `yaml:"pki"`
 	Pipeline pipeline.Config `yaml:"pipeline"`
 	Auth     auth.Config     `yaml:"auth"`
+	Web      web.Config      `yaml:"web"`
 	Log      LogConfig       `yaml:"log"`
 	// MemoryLimitMiB is the Go runtime's soft memory limit (default 1536;
 	// 0 keeps the default, -1 disables it; GOMEMLIMIT overrides it). Past
@@ -133,6 +135,7 @@ func (c *Config) SetDefaults() error {
 	under(&c.Index.Path, "index/edx.db")
 	under(&c.Auth.Path, "auth/users.db")
 	c.Auth.SetDefaults()
+	c.Web.SetDefaults()
 	if c.PKI.Trust == "" {
 		under(&c.PKI.DevCA, "pki")
 		c.PKI.Trust = filepath.Join(c.PKI.DevCA, "roots.pem")
@@ -172,6 +175,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Web.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.HTTP.Validate(); err != nil {

@@ -34,8 +34,10 @@ func (h *Hub) startAuth(ctx context.Context) error {
 // handler is the hub's HTTP handler: the API under /api/v1 and the web UI
 // for the rest, sharing the access-checked Records.
 func (h *Hub) handler() http.Handler {
-	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, MaxVerifications: h.cfg.HTTP.MaxVerifications}
+	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, MaxVerifications: h.cfg.HTTP.MaxVerifications,
+		CursorKey: h.auth.CursorKey()}
 	log := h.log.With("component", "http")
+	zone, _ := h.cfg.Web.Location() // validated with the configuration
 	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
-		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
+		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
 }

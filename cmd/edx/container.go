@@ -270,11 +270,11 @@ func printReport(w io.Writer, name string, res verifyResult) {
 	}
 	if s := r.Signature; s != nil && s.SignerSubject != "" {
 		fmt.Fprintf(w, "signer      %s\n", s.SignerSubject)
-		fmt.Fprintf(w, "            serial %s, valid %s to %s\n", s.SignerSerial, s.SignerNotBefore.Format(time.DateOnly), s.SignerNotAfter.Format(time.DateOnly))
+		fmt.Fprintf(w, "            serial %s, valid %s to %s\n", s.SignerSerial, showTime(s.SignerNotBefore), showTime(s.SignerNotAfter))
 		if s.SigningTime != nil {
-			fmt.Fprintf(w, "signed at   %s (claimed by the signer)\n", s.SigningTime.Format(time.RFC3339))
+			fmt.Fprintf(w, "signed at   %s (claimed by the signer)\n", showTime(*s.SigningTime))
 		}
-		fmt.Fprintf(w, "checked at  %s\n", s.CheckedAt.Format(time.RFC3339))
+		fmt.Fprintf(w, "checked at  %s\n", showTime(s.CheckedAt))
 		for i, c := range s.Chain {
 			fmt.Fprintf(w, "chain[%d]    %s\n", i, c)
 		}
@@ -288,7 +288,7 @@ func printReport(w io.Writer, name string, res verifyResult) {
 	}
 	if rr := res.Receipt; rr != nil {
 		if rr.Receipt != nil {
-			fmt.Fprintf(w, "receipt     accepted %s, archived at %s\n", rr.Receipt.AcceptedAt.Format(time.RFC3339), rr.Receipt.ArchiveKey)
+			fmt.Fprintf(w, "receipt     accepted %s, archived at %s\n", showTime(rr.Receipt.AcceptedAt), rr.Receipt.ArchiveKey)
 		}
 		for _, x := range rr.Reasons {
 			fmt.Fprintf(w, "  receipt: %s: %s\n", x.Code, x.Message)

@@ -93,6 +93,22 @@ func TestHubCommands(t *testing.T) {
 	if !strings.Contains(out, "1 of 1 documents") || !strings.Contains(out, "102/CV-UBND") {
 		t.Fatalf("date range:\n%s", out)
 	}
+	// Times: one convention, the display zone with its offset.
+	if !strings.Contains(out, "2026-02-10 10:00:00 +07:00") {
+		t.Fatalf("accepted time not in the display convention:\n%s", out)
+	}
+	t.Setenv("EDX_TIME_ZONE", "UTC")
+	if out := must(t, append([]string{"search", "--since", "2026-02-10", "--until", "2026-02-28", "dat", "dai"}, auditor...)...); !strings.Contains(out, "2026-02-10 03:00:00 +00:00") {
+		t.Fatalf("EDX_TIME_ZONE=UTC:\n%s", out)
+	}
+	t.Setenv("EDX_TIME_ZONE", "Mars/Olympus_Mons")
+	if code, _, errs := edx(t, append([]string{"search", "dat"}, auditor...)...); code != exitUsage || !strings.Contains(errs, "EDX_TIME_ZONE") {
+		t.Fatalf("a bad EDX_TIME_ZONE: %d %s", code, errs)
+	}
+	os.Unsetenv("EDX_TIME_ZONE")
+	if out := must(t, append([]string{"user", "list"}, hub...)...); !regexp.MustCompile(`kiem-toan .* \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07:00`).MatchString(out) {
+		t.Fatalf("user list's last sign-in:\n%s", out)
+	}
 	if code, _, errs := edx(t, append([]string{"search", "--status", "99"}, auditor...)...); code != exitUsage || !strings.Contains(errs, "400") {
 		t.Fatalf("bad status: %d %s", code, errs)
 	}
@@ -100,6 +116,10 @@ func TestHubCommands(t *testing.T) {
 	// verify ID: the hub re-verifies; an auditor may, staff of A may not see B → C.
 	bc := string(f.Docs["qd-bc"])
 	out = must(t, append([]string{"verify", bc}, auditor...)...)
+	if !regexp.MustCompile(`re-verified by the hub at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07:00\)`).MatchString(out) ||
+		!regexp.MustCompile(`checked at  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07:00\n`).MatchString(out) {
+		t.Fatalf("verify ID's times:\n%s", out)
+	}
 	if !strings.Contains(out, "result      VALID") || !strings.Contains(out, "matches the container accepted") ||
 		!strings.Contains(out, "organizationIdentifier=000.02.00.H29") || !regexp.MustCompile(`receipt\s+accepted`).MatchString(out) {
 		t.Fatalf("verify ID:\n%s", out)
@@ -138,16 +158,29 @@ func TestHubCommands(t *testing.T) {
 	if code != exitInvalid || !strings.Contains(out, "container.malformed") {
 		t.Fatalf("a file named like an id: %d\n%s", code, out)
 	}
-	// Disable and enable.
+	// Disable and enable: the token ended for good; a new one works.
 	must(t, append([]string{"user", "disable", "van-thu-a"}, hub...)...)
 	if code, _, errs := edx(t, append([]string{"search", "x"}, staff...)...); code != exitUsage || !strings.Contains(errs, "401") {
 		t.Fatalf("disabled: %d %s", code, errs)
 	}
 	must(t, append([]string{"user", "enable", "van-thu-a"}, hub...)...)
+	if code, _, errs := edx(t, append([]string{"search", "x"}, staff...)...); code != exitUsage || !strings.Contains(errs, "401") {
+		t.Fatalf("enabled again, the old token: %d %s", code, errs)
+	}
+	out = must(t, append([]string{"user", "token", "van-thu-a", "--name", "again"}, hub...)...)
+	m = regexp.MustCompile(`: (edx_\S+)\n\(expires \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \+07:00;`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("user token:\n%s", out)
+	}
+	os.WriteFile(staffFile, []byte(m[1]), 0o600)
 	must(t, append([]string{"search", "x"}, staff...)...)
+	// An admin's reset ends the account's tokens.
 	out = must(t, append([]string{"user", "passwd", "van-thu-a"}, hub...)...)
-	if !strings.Contains(out, "password: ") {
+	if !strings.Contains(out, "password: ") || !strings.Contains(out, "API tokens ended") {
 		t.Fatalf("passwd:\n%s", out)
+	}
+	if code, _, errs := edx(t, append([]string{"search", "x"}, staff...)...); code != exitUsage || !strings.Contains(errs, "401") {
+		t.Fatalf("after a reset, the token: %d %s", code, errs)
 	}
 }
 

@@ -52,6 +52,10 @@ func run(ctx context.Context, e *env, args []string) int {
 		}
 		return exitOK
 	}
+	if err := loadDisplayZone(); err != nil {
+		fmt.Fprintf(e.stderr, "edx: %v\n", err)
+		return exitUsage
+	}
 	name := args[0]
 	if len(args) > 1 && !strings.HasPrefix(args[1], "-") {
 		if _, ok := commands[name+" "+args[1]]; ok {

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"strings"
 	"text/tabwriter"
-	"time"
 	"unicode/utf8"
 
 	"github.com/edxhub/edx/hub/index"
@@ -16,9 +15,6 @@ import (
 func init() {
 	register(command{"search", "search the hub's archive (as your token may)", cmdSearch})
 }
-
-// vietnam is the zone the hub's times are shown in (UTC+7).
-var vietnam = time.FixedZone("ICT", 7*3600)
 
 func cmdSearch(ctx context.Context, e *env, args []string) int {
 	fs := flags(e, "search", "[WORDS ...] [--from U] [--to U] [--unit U] [--type T] [--number N] [--signer S] [--status C] [--since D] [--until D] [--sort S] [--limit N] [--cursor C] [--all] [--json] [--hub URL --token-file F | --data DIR]")
@@ -88,7 +84,7 @@ func cmdSearch(ctx context.Context, e *env, args []string) int {
 		if s.Notation != "" {
 			num += "/" + s.Notation
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", s.AcceptedAt.In(vietnam).Format("2006-01-02 15:04"), s.ID, num, s.From, clip(s.Subject, 80))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", showTime(s.AcceptedAt), s.ID, num, s.From, clip(s.Subject, 80))
 	}
 	tw.Flush()
 	fmt.Fprintf(e.stdout, "%d of %d documents\n", len(out.Items), out.Total)

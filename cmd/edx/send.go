@@ -117,7 +117,7 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 		if err := os.WriteFile(p, n.Receipt, 0o644); err != nil {
 			return fail(e, "%v", err)
 		}
-		fmt.Fprintf(e.stdout, "accepted at %s, archived at %s\nreceipt: %s\n", n.Time.Format(time.RFC3339), n.ArchiveKey, p)
+		fmt.Fprintf(e.stdout, "accepted at %s, archived at %s\nreceipt: %s\n", showTime(n.Time), n.ArchiveKey, p)
 		return exitOK
 	default:
 		fmt.Fprintf(e.stdout, "REJECTED:\n")

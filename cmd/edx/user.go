@@ -22,9 +22,9 @@ import (
 func init() {
 	register(command{"user add", "create a hub account (staff of a unit, archivist, auditor, admin)", userAdd})
 	register(command{"user list", "list the hub's accounts", userList})
-	register(command{"user disable", "disable an account (its sessions end, its tokens stop working)", userSet(true)})
+	register(command{"user disable", "disable an account (its sessions and API tokens end for good)", userSet(true)})
 	register(command{"user enable", "enable a disabled account", userSet(false)})
-	register(command{"user passwd", "set an account's password (generated unless --password-file)", userPasswd})
+	register(command{"user passwd", "reset an account's password as an admin (generated unless --password-file); its sessions and tokens end", userPasswd})
 	register(command{"user token", "create an API token for an account, for edx search, get and verify", userToken})
 }
 
@@ -83,7 +83,7 @@ func userAdd(ctx context.Context, e *env, args []string) int {
 		if err := c.do(ctx, "POST", "/api/v1/tokens", api.TokenRequest{Name: *token, User: u.Name}, &tr); err != nil {
 			return fail(e, "%v", err)
 		}
-		fmt.Fprintf(e.stdout, "token %s: %s\n(shown once: use it as EDX_TOKEN or in a --token-file)\n", tr.Token.ID, tr.Secret)
+		fmt.Fprintf(e.stdout, "token %s: %s\n(expires %s; shown once: use it as EDX_TOKEN or in a --token-file)\n", tr.Token.ID, tr.Secret, showTime(tr.Token.Expires))
 	}
 	return exitOK
 }
@@ -111,7 +111,7 @@ func userList(ctx context.Context, e *env, args []string) int {
 			state = "disabled"
 		}
 		if !u.LastSignIn.IsZero() {
-			last = u.LastSignIn.In(vietnam).Format("2006-01-02 15:04")
+			last = showTime(u.LastSignIn)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Role, u.Unit, u.DisplayName, state, last)
 	}
@@ -175,7 +175,7 @@ func userPasswd(ctx context.Context, e *env, args []string) int {
 	if err := c.do(ctx, "PATCH", "/api/v1/users/"+url.PathEscape(fs.Arg(0)), auth.Change{Password: &pw}, nil); err != nil {
 		return fail(e, "%v", err)
 	}
-	fmt.Fprintf(e.stdout, "password of %s set; its sessions ended\n", fs.Arg(0))
+	fmt.Fprintf(e.stdout, "password of %s set; its sessions and API tokens ended\n", fs.Arg(0))
 	if generated {
 		fmt.Fprintf(e.stdout, "password: %s\n", pw)
 	}
@@ -187,7 +187,7 @@ func userToken(ctx context.Context, e *env, args []string) int {
 	var hf hubFlags
 	hf.register(fs)
 	name := fs.String("name", "", "what the token is for, e.g. \"nightly audit\"")
-	ttl := fs.String("ttl", "", "lifetime, e.g. 720h (default: no expiry)")
+	ttl := fs.String("ttl", "", "lifetime, e.g. 720h (default: the hub's auth.token_ttl, 90 days unless configured; at most auth.token_max_ttl)")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -203,6 +203,7 @@ func userToken(ctx context.Context, e *env, args []string) int {
 	if err := c.do(ctx, "POST", "/api/v1/tokens", api.TokenRequest{Name: *name, User: fs.Arg(0), TTL: *ttl}, &tr); err != nil {
 		return fail(e, "%v", err)
 	}
-	fmt.Fprintf(e.stdout, "token %s for %s: %s\n(shown once: use it as EDX_TOKEN or in a --token-file)\n", tr.Token.ID, tr.Token.User, tr.Secret)
+	fmt.Fprintf(e.stdout, "token %s for %s: %s\n(expires %s; shown once: use it as EDX_TOKEN or in a --token-file)\n",
+		tr.Token.ID, tr.Token.User, tr.Secret, showTime(tr.Token.Expires))
 	return exitOK
 }

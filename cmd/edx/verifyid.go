@@ -65,7 +65,7 @@ func verifyByID(ctx context.Context, e *env, args []string) (int, bool) {
 		enc.SetIndent("", "  ")
 		enc.Encode(v)
 	} else {
-		fmt.Fprintf(e.stdout, "archived    %s (re-verified by the hub at %s)\n", id, v.CheckedAt.In(vietnam).Format("2006-01-02 15:04:05 -07:00"))
+		fmt.Fprintf(e.stdout, "archived    %s (re-verified by the hub at %s)\n", id, showTime(v.CheckedAt))
 		if a := v.Archive; a != nil {
 			mark := "matches the container accepted"
 			if !a.Matches {

@@ -83,7 +83,7 @@ func errorStatus(err error) int {
 		return http.StatusForbidden
 	case errors.Is(err, ErrNotFound), errors.Is(err, index.ErrNotFound), errors.Is(err, archive.ErrNotFound), errors.Is(err, auth.ErrNotFound):
 		return http.StatusNotFound
-	case errors.Is(err, ErrConflict), errors.Is(err, archive.ErrConflict), errors.Is(err, auth.ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, archive.ErrConflict), errors.Is(err, auth.ErrConflict), errors.Is(err, auth.ErrLimit):
 		return http.StatusConflict
 	case errors.Is(err, auth.ErrRateLimited):
 		return http.StatusTooManyRequests

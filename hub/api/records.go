@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -44,6 +45,14 @@ type Records struct {
 
 	slotsOnce sync.Once
 	slots     chan struct{}
+
+	// CursorKey (32 bytes) seals the search cursors given to clients (see
+	// cursor.go); when empty, a random key for the life of the process.
+	CursorKey []byte
+
+	keyOnce sync.Once
+	aead    cipher.AEAD
+	keyErr  error
 }
 
 // ErrBusy: every verification slot is taken. The API answers 503 with
@@ -79,7 +88,8 @@ func (rs *Records) now() time.Time {
 
 // Search runs q as who may: records staff only ever search their own unit's
 // documents (the query's Unit filter is forced to it, and a query for
-// another unit finds nothing).
+// another unit finds nothing). Cursors, in and out, are sealed for who and
+// the query (cursor.go).
 func (rs *Records) Search(ctx context.Context, who *auth.Identity, q index.Query) (index.Page, error) {
 	if who == nil {
 		return index.Page{}, ErrUnauthorized
@@ -96,11 +106,26 @@ func (rs *Records) Search(ctx context.Context, who *auth.Identity, q index.Query
 		}
 		q.Unit = scope
 	}
+	if q.Cursor != "" {
+		inner, err := rs.openCursor(who, q, q.Cursor)
+		if err != nil {
+			return index.Page{}, err
+		}
+		q.Cursor = inner
+	}
 	p, err := rs.Index.Search(ctx, q)
+	if err != nil {
+		return index.Page{}, err
+	}
 	if p.Items == nil {
 		p.Items = []index.Summary{}
 	}
-	return p, err
+	if p.NextCursor != "" {
+		if p.NextCursor, err = rs.sealCursor(who, q, p.NextCursor); err != nil {
+			return index.Page{}, err
+		}
+	}
+	return p, nil
 }
 
 // Document is one document as the API shows it: its index entry (metadata,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -196,11 +197,25 @@ func (s *server) getUser(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, u)
 }
 
+// UserChange is a change to an account (PATCH /api/v1/users/{name}): the
+// fields of auth.Change, and the current password, which changing one's
+// own password requires.
+type UserChange struct {
+	auth.Change
+	CurrentPassword string `json:"current_password,omitempty"`
+}
+
+// ErrCurrentPassword: a change of one's own password named a wrong current
+// password.
+var ErrCurrentPassword = fmt.Errorf("%w: the current password is wrong", ErrForbidden)
+
 // UpdateUser changes an account as who: admins change anything (a staff
 // member's new unit must be registered); others only their own display
-// name, and their password when signed in (the web UI checks the current
-// one first).
-func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Identity, name string, c auth.Change) (auth.User, error) {
+// name. One's own password changes only when signed in (a session, not an
+// API token) and with the current password, checked under the sign-in
+// limits; an admin setting someone else's password is a reset, logged as
+// such with who did it.
+func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Identity, name string, c UserChange) (auth.User, error) {
 	own := who != nil && who.Via != auth.ViaAdminToken && strings.EqualFold(who.User.Name, name)
 	if !who.Can(auth.ManageUsers) {
 		if !own {
@@ -209,10 +224,21 @@ func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Ide
 		if c.Role != nil || c.Unit != nil || c.Disabled != nil {
 			return auth.User{}, fmt.Errorf("%w: only admins change roles, units and access", ErrForbidden)
 		}
-		// One's own password changes on the account page, which asks for
-		// the current one: a leaked API token must not take the account.
-		if c.Password != nil && who.Via != auth.ViaSession {
-			return auth.User{}, fmt.Errorf("%w: change your password on the account page", ErrForbidden)
+	}
+	if own && c.Password != nil {
+		// A leaked API token, or a session left open, must not take the
+		// account.
+		if who.Via != auth.ViaSession {
+			return auth.User{}, fmt.Errorf("%w: change your password on the account page, signed in, not with an API token", ErrForbidden)
+		}
+		if c.CurrentPassword == "" {
+			return auth.User{}, fmt.Errorf("%w: current_password is required to change your own password", ErrInvalid)
+		}
+		if err := st.CheckCurrentPassword(ctx, who, c.CurrentPassword); err != nil {
+			if errors.Is(err, auth.ErrCredentials) {
+				return auth.User{}, ErrCurrentPassword
+			}
+			return auth.User{}, err
 		}
 	}
 	if c.Unit != nil && *c.Unit != "" {
@@ -223,7 +249,7 @@ func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Ide
 	if own && c.Disabled != nil && *c.Disabled {
 		return auth.User{}, fmt.Errorf("%w: you cannot disable your own account", ErrInvalid)
 	}
-	return st.UpdateUser(ctx, name, c)
+	return st.UpdateUserBy(ctx, who, name, c.Change)
 }
 
 func (s *server) updateUser(w http.ResponseWriter, r *http.Request) {
@@ -232,7 +258,7 @@ func (s *server) updateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	var c auth.Change
+	var c UserChange
 	if err := decode(w, r, &c); err != nil {
 		s.fail(w, r, err)
 		return
@@ -275,7 +301,8 @@ type TokenRequest struct {
 	Name string `json:"name"`
 	// User owns the token: the caller when empty; others' only for admins.
 	User string `json:"user,omitempty"`
-	// TTL is a Go duration ("720h"); empty: no expiry.
+	// TTL is a Go duration ("720h"); empty: the hub's token_ttl (90 days by
+	// default). More than token_max_ttl is refused.
 	TTL string `json:"ttl,omitempty"`
 }
 
@@ -285,8 +312,17 @@ type NewTokenResult struct {
 	Secret string     `json:"secret"`
 }
 
-// NewToken creates an API token as who.
+// NewToken creates an API token as who. Tokens are made by a person signed
+// in (a session, the account page), by an admin, or by the hub's admin
+// token; an API token of anyone else makes none, so that a leaked one
+// cannot make itself heirs. An account holds at most the hub's max_tokens.
 func (rs *Records) NewToken(ctx context.Context, st *auth.Store, who *auth.Identity, req TokenRequest) (NewTokenResult, error) {
+	if who == nil {
+		return NewTokenResult{}, ErrUnauthorized
+	}
+	if who.Via == auth.ViaToken && !who.Can(auth.ManageUsers) {
+		return NewTokenResult{}, fmt.Errorf("%w: API tokens are created on the account page, signed in, or by an admin; not with another token", ErrForbidden)
+	}
 	user := req.User
 	switch {
 	case user == "" && who.Via == auth.ViaAdminToken:
@@ -303,7 +339,7 @@ func (rs *Records) NewToken(ctx context.Context, st *auth.Store, who *auth.Ident
 			return NewTokenResult{}, fmt.Errorf("%w: ttl %q: want a positive duration such as 720h", ErrInvalid, req.TTL)
 		}
 	}
-	secret, t, err := st.NewToken(ctx, user, req.Name, ttl)
+	secret, t, err := st.NewTokenBy(ctx, who, user, req.Name, ttl)
 	if err != nil {
 		return NewTokenResult{}, err
 	}

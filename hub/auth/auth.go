@@ -34,6 +34,7 @@ var (
 	ErrInvalid     = errors.New("auth: invalid")
 	ErrCredentials = errors.New("auth: wrong user name or password")
 	ErrRateLimited = errors.New("auth: too many sign-in attempts, try again later")
+	ErrLimit       = errors.New("auth: limit reached")
 )
 
 // Role is what a user is allowed to do.
@@ -95,6 +96,9 @@ type User struct {
 	Disabled    bool            `json:"disabled"`
 	Created     time.Time       `json:"created,omitzero"`
 	LastSignIn  time.Time       `json:"last_sign_in,omitzero"`
+	// epoch is the credential epoch: sessions and tokens issued under an
+	// earlier one are void (see UpdateUser).
+	epoch int64
 }
 
 // Ways a request is authenticated.
@@ -111,6 +115,9 @@ type Identity struct {
 	// session is the session token (cookie value) when Via is ViaSession;
 	// CSRF tokens are bound to it.
 	session string
+	// addr is the client's address (see Store.ClientAddr), which checks of
+	// the current password are rate-limited by.
+	addr string
 }
 
 // Can reports whether the identity holds permission p.

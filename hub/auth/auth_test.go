@@ -1,8 +1,14 @@
 package auth
 
 import (
+	"bytes"
+	"context"
 	"crypto/tls"
+	"database/sql"
 	"errors"
+	"fmt"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -279,16 +285,13 @@ func TestTokens(t *testing.T) {
 	if _, err := s.TokenIdentity(ctx, sec); !errors.Is(err, ErrNotFound) {
 		t.Fatal("expired token accepted")
 	}
-	sec, tok, _ = s.NewToken(ctx, "robot", "forever", 0)
-	if _, err := s.UpdateUser(ctx, "robot", Change{Disabled: new(true)}); err != nil {
-		t.Fatal(err)
+	// No lifetime asked: token_ttl; more than token_max_ttl: refused.
+	sec, tok, _ = s.NewToken(ctx, "robot", "default lifetime", 0)
+	if want := clk.now().Add(s.cfg.TokenTTL); !tok.Expires.Equal(want.UTC().Truncate(time.Millisecond)) {
+		t.Fatalf("default expiry %v, want %v", tok.Expires, want)
 	}
-	if _, err := s.TokenIdentity(ctx, sec); !errors.Is(err, ErrNotFound) {
-		t.Fatal("a disabled account's token accepted")
-	}
-	s.UpdateUser(ctx, "robot", Change{Disabled: new(false)})
-	if _, err := s.TokenIdentity(ctx, sec); err != nil {
-		t.Fatal(err)
+	if _, _, err := s.NewToken(ctx, "robot", "too long", s.cfg.TokenMaxTTL+time.Hour); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a lifetime past token_max_ttl: %v", err)
 	}
 	if err := s.RevokeToken(ctx, tok.ID); err != nil {
 		t.Fatal(err)
@@ -415,8 +418,14 @@ func TestHTTP(t *testing.T) {
 	}
 }
 
+// TestSignInRateLimit: failures count per name and address, so that one
+// address hammering a name does not lock out its owner elsewhere; past a
+// much higher ceiling for the name from every address, attempts on it are
+// slowed, never refused.
 func TestSignInRateLimit(t *testing.T) {
-	s, clk := openTest(t)
+	s, clk := openTest(t, func(c *Config) { c.SignInLimit.NameBurst = 10 })
+	var slowed []time.Duration
+	s.sleep = func(_ context.Context, d time.Duration) error { slowed = append(slowed, d); return nil }
 	ctx := t.Context()
 	s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
 	try := func(addr, name, pw string) error {
@@ -425,24 +434,44 @@ func TestSignInRateLimit(t *testing.T) {
 		_, err := s.SignIn(httptest.NewRecorder(), r, name, pw)
 		return err
 	}
-	// Five wrong passwords for lan, from different addresses: the sixth
-	// attempt is refused even with the right password.
+	// One address: five wrong passwords for lan, then it is refused there,
+	// even with the right password...
 	for i := range 5 {
-		if err := try("10.0.0."+string(rune('1'+i))+":1000", "lan", "wrong password"); !errors.Is(err, ErrCredentials) {
+		if err := try("10.0.0.1:1000", "lan", "wrong password"); !errors.Is(err, ErrCredentials) {
 			t.Fatalf("attempt %d: %v", i, err)
 		}
 	}
-	err := try("10.0.1.1:1000", "lan", "mật khẩu của Lan")
 	var re *RetryError
-	if !errors.As(err, &re) || re.After <= 0 {
-		t.Fatalf("after 5 failures: %v", err)
+	if err := try("10.0.0.1:1000", "lan", "mật khẩu của Lan"); !errors.As(err, &re) || re.After <= 0 {
+		t.Fatalf("after 5 failures from one address: %v", err)
+	}
+	// ... and only there.
+	if err := try("10.0.1.1:1000", "lan", "mật khẩu của Lan"); err != nil {
+		t.Fatalf("lan from another address: %v", err)
+	}
+	if len(slowed) != 0 {
+		t.Fatalf("slowed %v below the name's ceiling", slowed)
 	}
 	clk.add(31 * time.Second)
-	if err := try("10.0.1.1:1000", "lan", "mật khẩu của Lan"); err != nil {
+	if err := try("10.0.0.1:1000", "lan", "mật khẩu của Lan"); err != nil {
 		t.Fatalf("after waiting: %v", err)
 	}
+	// Many addresses: past the name's ceiling (10 failures here), attempts
+	// on lan are slowed but still answered, and the right password works.
+	for i := range 10 {
+		if err := try(fmt.Sprintf("10.1.0.%d:1", i), "lan", "wrong password"); !errors.Is(err, ErrCredentials) {
+			t.Fatalf("many addresses, attempt %d: %v", i, err)
+		}
+	}
+	if len(slowed) == 0 {
+		t.Fatal("attempts on a name past its ceiling are not slowed")
+	}
+	n := len(slowed)
+	if err := try("10.2.0.1:1000", "lan", "mật khẩu của Lan"); err != nil || len(slowed) != n+1 || slowed[n] != s.cfg.SignInLimit.NameDelay {
+		t.Fatalf("lan past the ceiling: %v, slowed %v", err, slowed)
+	}
 	// One address trying many names runs out after its burst.
-	var n int
+	n = 0
 	for i := range 20 {
 		if err := try("10.9.9.9:1", "user"+string(rune('a'+i)), "whatever password"); errors.Is(err, ErrRateLimited) {
 			break
@@ -451,6 +480,169 @@ func TestSignInRateLimit(t *testing.T) {
 	}
 	if n != 10 {
 		t.Fatalf("an address made %d attempts before the limit, want 10", n)
+	}
+	// IPv6: a /64 is one address.
+	for i := range 5 {
+		try(fmt.Sprintf("[2001:db8:1:2::%x]:1", i+1), "lan", "wrong password")
+	}
+	if err := try("[2001:db8:1:2:ffff::1]:1", "lan", "mật khẩu của Lan"); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("another address of the same /64: %v", err)
+	}
+	if err := try("[2001:db8:1:3::1]:1", "lan", "mật khẩu của Lan"); err != nil {
+		t.Fatalf("another /64: %v", err)
+	}
+}
+
+// TestClientAddr: X-Forwarded-For counts only from trusted proxies.
+func TestClientAddr(t *testing.T) {
+	s, _ := openTest(t, func(c *Config) { c.TrustedProxies = []string{"10.0.0.1", "192.168.0.0/16", "::1"} })
+	plain, _ := openTest(t)
+	for _, tc := range []struct {
+		peer, xff string
+		want      string // with the proxies trusted
+	}{
+		{"203.0.113.5:4000", "198.51.100.1", "203.0.113.5"}, // not a proxy: the header is the client's own
+		{"10.0.0.1:4000", "", "10.0.0.1"},
+		{"10.0.0.1:4000", "198.51.100.1", "198.51.100.1"},
+		{"10.0.0.1:4000", "6.6.6.6, 198.51.100.1, 192.168.3.4", "198.51.100.1"}, // the nearest untrusted hop
+		{"10.0.0.1:4000", "not-an-address", "10.0.0.1"},
+		{"10.0.0.1:4000", "198.51.100.1, junk", "10.0.0.1"},
+		{"[::1]:4000", "2001:db8::7", "2001:db8::7"},
+		{"10.0.0.1:4000", "198.51.100.1:5555", "198.51.100.1"},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.RemoteAddr = tc.peer
+		if tc.xff != "" {
+			r.Header.Set("X-Forwarded-For", tc.xff)
+		}
+		if got := s.ClientAddr(r); got != tc.want {
+			t.Errorf("%s, %q: %s, want %s", tc.peer, tc.xff, got, tc.want)
+		}
+		host, _, _ := net.SplitHostPort(tc.peer)
+		if got := plain.ClientAddr(r); got != host {
+			t.Errorf("no trusted proxies: %s, %q: %s", tc.peer, tc.xff, got)
+		}
+	}
+}
+
+// TestCredentialEpochs: a new password or disabling voids every session
+// and token of the account, also those a request racing the change
+// creates, and re-enabling brings none back.
+func TestCredentialEpochs(t *testing.T) {
+	s, _ := openTest(t)
+	ctx := t.Context()
+	s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	u, err := s.Authenticate(ctx, "lan", "mật khẩu của Lan")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess, _ := s.NewSession(ctx, u)
+	id, err := s.Session(ctx, sess)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _, err := s.NewTokenBy(ctx, id, "lan", "script", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.UpdateUser(ctx, "lan", Change{Password: new("mật khẩu mới của Lan")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.TokenIdentity(ctx, tok); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a token outlived a password change: %v", err)
+	}
+	if _, err := s.Session(ctx, sess); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a session outlived a password change: %v", err)
+	}
+	// Racing the change: signed in with the old password, a session or a
+	// token made after the change is refused.
+	if _, err := s.NewSession(ctx, u); !errors.Is(err, ErrCredentials) {
+		t.Fatalf("a session from before the change: %v", err)
+	}
+	if _, _, err := s.NewTokenBy(ctx, id, "lan", "raced", 0); !errors.Is(err, ErrCredentials) {
+		t.Fatalf("a token made by a session from before the change: %v", err)
+	}
+	if ts, _ := s.Tokens(ctx, "lan"); len(ts) != 0 {
+		t.Fatalf("tokens left: %+v", ts)
+	}
+	// Disabling, then enabling.
+	tok, _, _ = s.NewToken(ctx, "lan", "script", 0)
+	u, _ = s.Authenticate(ctx, "lan", "mật khẩu mới của Lan")
+	sess, _ = s.NewSession(ctx, u)
+	s.UpdateUser(ctx, "lan", Change{Disabled: new(true)})
+	if _, _, err := s.NewToken(ctx, "lan", "while disabled", 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a token for a disabled account: %v", err)
+	}
+	s.UpdateUser(ctx, "lan", Change{Disabled: new(false)})
+	if _, err := s.TokenIdentity(ctx, tok); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a token came back with the account: %v", err)
+	}
+	if _, err := s.Session(ctx, sess); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("a session came back with the account: %v", err)
+	}
+}
+
+// TestTokenBound: an account holds at most max_tokens live tokens.
+func TestTokenBound(t *testing.T) {
+	s, clk := openTest(t, func(c *Config) { c.MaxTokens = 3 })
+	ctx := t.Context()
+	s.AddUser(ctx, NewUser{Name: "robot", Role: RoleAuditor, Password: "long enough password"})
+	var ids []string
+	for i := range 3 {
+		_, tok, err := s.NewToken(ctx, "robot", fmt.Sprint("t", i), time.Duration(i+1)*time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tok.ID)
+	}
+	_, _, err := s.NewToken(ctx, "robot", "one more", 0)
+	if !errors.Is(err, ErrLimit) || !strings.Contains(err.Error(), "revoke one") {
+		t.Fatalf("past the bound: %v", err)
+	}
+	// Revoked and expired tokens free their place.
+	s.RevokeToken(ctx, ids[2])
+	if _, _, err := s.NewToken(ctx, "robot", "after a revocation", 0); err != nil {
+		t.Fatal(err)
+	}
+	clk.add(90 * time.Minute)
+	if _, _, err := s.NewToken(ctx, "robot", "after an expiry", 0); err != nil {
+		t.Fatal(err)
+	}
+	if ts, _ := s.Tokens(ctx, "robot"); len(ts) != 3 {
+		t.Fatalf("tokens: %+v", ts)
+	}
+}
+
+// TestMigrate: a database of the first schema gains the epoch columns,
+// keeps its accounts and tokens, and the tokens of accounts disabled then
+// are gone.
+func TestMigrate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "users.db")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(schema + `
+		INSERT INTO users(id, name, role, password, created_at, disabled) VALUES(1, 'lan', 'auditor', 'x', 0, 0), (2, 'tu', 'auditor', 'x', 0, 1);
+		INSERT INTO tokens(id, hash, user_id, name, created_at) VALUES('a', x'01', 1, 'old', 0), ('b', x'02', 2, 'old', 0);`); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for range 2 { // twice: the second open changes nothing
+		s, err := Open(t.Context(), Config{Path: path, PasswordHash: fastHash}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ts, err := s.Tokens(t.Context(), "")
+		s.Close()
+		if err != nil || len(ts) != 1 || ts[0].User != "lan" {
+			t.Fatalf("tokens after migration: %+v %v", ts, err)
+		}
+		// A token from before expiries were required ends token_max_ttl
+		// after its creation.
+		if want := time.UnixMilli(0).Add(365 * 24 * time.Hour).UTC(); !ts[0].Expires.Equal(want) {
+			t.Fatalf("old token's expiry %v, want %v", ts[0].Expires, want)
+		}
 	}
 }
 
@@ -467,11 +659,46 @@ func TestConfig(t *testing.T) {
 		func(c *Config) { c.SessionIdle = time.Second },
 		func(c *Config) { c.PasswordHash.MemoryKiB = 16 },
 		func(c *Config) { c.SignInLimit.IPBurst = -1 },
+		func(c *Config) { c.SignInLimit.NameDelay = time.Hour },
+		func(c *Config) { c.TrustedProxies = []string{"proxy.example"} },
+		func(c *Config) { c.TokenMaxTTL = time.Hour },
+		func(c *Config) { c.MaxTokens = -1 },
 	} {
 		d := c
 		mod(&d)
 		if d.Validate() == nil {
 			t.Errorf("%+v validates", d)
 		}
+	}
+}
+
+// TestPasswordResetAudited: an admin setting someone else's password is
+// logged as a reset, with who did it and from where; one's own change is
+// not.
+func TestPasswordResetAudited(t *testing.T) {
+	var buf bytes.Buffer
+	s, err := Open(t.Context(), Config{Path: filepath.Join(t.TempDir(), "users.db"), PasswordHash: fastHash},
+		slog.New(slog.NewTextHandler(&buf, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := t.Context()
+	admin, _ := s.AddUser(ctx, NewUser{Name: "quan-tri", Role: RoleAdmin, Password: "mật khẩu quản trị"})
+	lan, _ := s.AddUser(ctx, NewUser{Name: "lan", Role: RoleStaff, Unit: unitA, Password: "mật khẩu của Lan"})
+	by := &Identity{User: admin, Via: ViaSession, addr: "192.0.2.9"}
+	if _, err := s.UpdateUserBy(ctx, by, "lan", Change{Password: new("đặt lại bởi quản trị")}); err != nil {
+		t.Fatal(err)
+	}
+	if log := buf.String(); !strings.Contains(log, `level=WARN msg="password reset by an admin" user=lan`) ||
+		!strings.Contains(log, "by=quan-tri via=session addr=192.0.2.9") {
+		t.Fatalf("log:\n%s", log)
+	}
+	buf.Reset()
+	if _, err := s.UpdateUserBy(ctx, &Identity{User: lan, Via: ViaSession}, "lan", Change{Password: new("mật khẩu mới của Lan")}); err != nil {
+		t.Fatal(err)
+	}
+	if log := buf.String(); strings.Contains(log, "reset") || !strings.Contains(log, `msg="user changed" user=lan`) {
+		t.Fatalf("log:\n%s", log)
 	}
 }

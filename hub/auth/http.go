@@ -1,12 +1,14 @@
 package auth
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 )
@@ -48,6 +50,7 @@ func (s *Store) Middleware(adminToken string) func(http.Handler) http.Handler {
 				}
 			}
 			if id != nil {
+				id.addr = s.ClientAddr(r)
 				r = r.WithContext(WithIdentity(r.Context(), id))
 			}
 			next.ServeHTTP(w, r)
@@ -61,32 +64,119 @@ type RetryError struct{ After time.Duration }
 func (e *RetryError) Error() string { return ErrRateLimited.Error() }
 func (e *RetryError) Unwrap() error { return ErrRateLimited }
 
-// clientIP is the address sign-in attempts are counted against: the peer
-// address (a proxy in front of the hub would have to be trusted explicitly;
-// headers such as X-Forwarded-For are not).
-func clientIP(r *http.Request) string {
+// parseProxies reads trusted_proxies: IP addresses or CIDR prefixes.
+func parseProxies(ss []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range ss {
+		v = strings.TrimSpace(v)
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			a, err2 := netip.ParseAddr(v)
+			if err2 != nil {
+				return nil, fmt.Errorf("auth: trusted_proxies: %q: want an IP address or a CIDR prefix", v)
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func (s *Store) trusted(a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range s.proxies {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// ClientAddr is the address of the client that made r: the connection's
+// peer, or, when the peer is a trusted proxy (trusted_proxies), the
+// nearest address in X-Forwarded-For that is not one. Sign-in attempts are
+// counted against it, and logs show it.
+func (s *Store) ClientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
-		return r.RemoteAddr
+		host = r.RemoteAddr
 	}
-	return host
+	peer, err := netip.ParseAddr(host)
+	if err != nil || len(s.proxies) == 0 || !s.trusted(peer) {
+		return host
+	}
+	// The header's entries, nearest hop last; each trusted proxy appended
+	// the address it saw. Anything left of the first untrusted entry may be
+	// made up by the client.
+	var hops []string
+	for _, h := range r.Header.Values("X-Forwarded-For") {
+		for v := range strings.SplitSeq(h, ",") {
+			hops = append(hops, strings.TrimSpace(v))
+		}
+	}
+	client := peer
+	for i := len(hops) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(hops[i])
+		if err != nil {
+			ap, err2 := netip.ParseAddrPort(hops[i])
+			if err2 != nil {
+				break // garbage: keep the last address a trusted proxy vouched for
+			}
+			a = ap.Addr()
+		}
+		client = a.Unmap()
+		if !s.trusted(client) {
+			break
+		}
+	}
+	return client.String()
+}
+
+// sleep waits d, or less if ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// limited checks a password under the sign-in limits of the client at addr
+// (see LimitConfig); failures are ErrCredentials or a *RetryError.
+func (s *Store) limited(ctx context.Context, addr, name, pw string) (User, error) {
+	key := strings.ToLower(strings.TrimSpace(name))
+	if len(key) > 64 {
+		key = "\x00too long" // no account has such a name: one bucket for them all, not one each
+	}
+	wait, delay, ok := s.limit.attempt(addr, key)
+	if !ok {
+		s.log.Warn("sign-in rate limited", "user", key, "addr", addr)
+		return User{}, &RetryError{After: wait.Round(time.Second) + time.Second}
+	}
+	if delay > 0 {
+		s.log.Warn("sign-in slowed: the name is past its failure ceiling", "user", key, "addr", addr, "delay", delay)
+		if err := s.sleep(ctx, delay); err != nil {
+			return User{}, err
+		}
+	}
+	u, err := s.Authenticate(ctx, name, pw)
+	if errors.Is(err, ErrCredentials) {
+		s.limit.failed(addr, key)
+		s.log.Warn("sign-in failed", "user", key, "addr", addr)
+	}
+	return u, err
 }
 
 // SignIn checks a name and password under the rate limits and, when they
 // are right, starts a session and sets its cookie. Failures are
 // ErrCredentials or a *RetryError (ErrRateLimited).
 func (s *Store) SignIn(w http.ResponseWriter, r *http.Request, name, pw string) (*Identity, error) {
-	key := strings.ToLower(strings.TrimSpace(name))
-	if wait, ok := s.limit.attempt(clientIP(r), key); !ok {
-		s.log.Warn("sign-in rate limited", "user", key, "addr", clientIP(r))
-		return nil, &RetryError{After: wait.Round(time.Second) + time.Second}
-	}
-	u, err := s.Authenticate(r.Context(), name, pw)
+	addr := s.ClientAddr(r)
+	u, err := s.limited(r.Context(), addr, name, pw)
 	if err != nil {
-		if errors.Is(err, ErrCredentials) {
-			s.limit.failed(key)
-			s.log.Warn("sign-in failed", "user", key, "addr", clientIP(r))
-		}
 		return nil, err
 	}
 	secret, err := s.NewSession(r.Context(), u)
@@ -94,8 +184,25 @@ func (s *Store) SignIn(w http.ResponseWriter, r *http.Request, name, pw string) 
 		return nil, err
 	}
 	http.SetCookie(w, s.cookie(r, SessionCookie, secret, s.cfg.SessionTTL))
-	s.log.Info("signed in", "user", u.Name, "addr", clientIP(r))
-	return &Identity{User: u, Via: ViaSession, session: secret}, nil
+	s.log.Info("signed in", "user", u.Name, "addr", addr)
+	return &Identity{User: u, Via: ViaSession, session: secret, addr: addr}, nil
+}
+
+// CheckCurrentPassword checks that pw is the current password of who's
+// account, under the same limits as sign-in: ErrCredentials when it is
+// not, a *RetryError when the client has tried too often.
+func (s *Store) CheckCurrentPassword(ctx context.Context, who *Identity, pw string) error {
+	if who == nil || who.Via == ViaAdminToken {
+		return ErrCredentials
+	}
+	u, err := s.limited(ctx, who.addr, who.User.Name, pw)
+	if err != nil {
+		return err
+	}
+	if u.ID != who.User.ID {
+		return ErrCredentials
+	}
+	return nil
 }
 
 // SignOut ends the request's session and clears its cookie.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -39,6 +40,19 @@ type Config struct {
 	PasswordHash HashParams `yaml:"password_hash"`
 	// SignInLimit bounds sign-in attempts.
 	SignInLimit LimitConfig `yaml:"sign_in_limit"`
+	// TrustedProxies are the addresses (IPs or CIDR prefixes) of reverse
+	// proxies in front of the hub, whose X-Forwarded-For header names the
+	// client. Default none: the client is the connection's peer, and the
+	// header is ignored.
+	TrustedProxies []string `yaml:"trusted_proxies"`
+	// TokenTTL is an API token's lifetime when its request names none
+	// (default 2160h, 90 days); TokenMaxTTL is the longest one may ask for
+	// (default 8760h, a year).
+	TokenTTL    time.Duration `yaml:"token_ttl"`
+	TokenMaxTTL time.Duration `yaml:"token_max_ttl"`
+	// MaxTokens is how many live API tokens one account may hold (default
+	// 20); creating more is refused until one is revoked or expires.
+	MaxTokens int `yaml:"max_tokens"`
 }
 
 // SetDefaults fills what is not set; Path stays for the caller to place.
@@ -59,6 +73,15 @@ func (c *Config) SetDefaults() {
 		c.PasswordHash = DefaultHashParams
 	}
 	c.SignInLimit.setDefaults()
+	if c.TokenTTL == 0 {
+		c.TokenTTL = 90 * 24 * time.Hour
+	}
+	if c.TokenMaxTTL == 0 {
+		c.TokenMaxTTL = 365 * 24 * time.Hour
+	}
+	if c.MaxTokens == 0 {
+		c.MaxTokens = 20
+	}
 }
 
 // Validate checks a defaulted configuration.
@@ -82,20 +105,33 @@ func (c *Config) Validate() error {
 	if err := c.SignInLimit.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if _, err := parseProxies(c.TrustedProxies); err != nil {
+		errs = append(errs, err)
+	}
+	if c.TokenTTL < time.Minute || c.TokenMaxTTL < c.TokenTTL {
+		errs = append(errs, errors.New("auth: token_ttl must be at least 1m and token_max_ttl at least token_ttl"))
+	}
+	if c.MaxTokens < 1 {
+		errs = append(errs, errors.New("auth: max_tokens must be at least 1"))
+	}
 	return errors.Join(errs...)
 }
 
 // Store holds accounts, sessions and tokens. Its methods are safe for
 // concurrent use.
 type Store struct {
-	cfg     Config
-	db      *sql.DB
-	log     *slog.Logger
-	now     func() time.Time
-	hashSem chan struct{} // bounds concurrent argon2id hashes (memory)
-	dummy   string        // a hash checked when the user does not exist, so timing does not tell
-	csrfKey []byte
-	limit   *limiter
+	cfg       Config
+	db        *sql.DB
+	log       *slog.Logger
+	now       func() time.Time
+	hashSem   chan struct{} // bounds concurrent argon2id hashes (memory)
+	dummy     string        // a hash checked when the user does not exist, so timing does not tell
+	csrfKey   []byte
+	cursorKey []byte
+	limit     *limiter
+	proxies   []netip.Prefix
+	// sleep waits out the slow-down of a name past its sign-in ceiling.
+	sleep func(ctx context.Context, d time.Duration) error
 
 	mu sync.Mutex // serialises account changes that read then write
 }
@@ -104,7 +140,8 @@ type Store struct {
 // edit one, append. A database from before versioning holds version 1 and
 // is adopted.
 var migrations = []sqldb.Migration{
-	{SQL: schema}, // 1
+	{SQL: schema},     // 1
+	{SQL: migration2}, // 2: credential epochs
 }
 
 // schema is version 1.
@@ -144,6 +181,20 @@ CREATE TABLE IF NOT EXISTS secrets(
 );
 `
 
+// migration2 adds credential epochs (issue #9): each account has a
+// credential epoch, and each session and API token the epoch it was issued
+// under. A new password or disabling the account moves the epoch on (and
+// deletes the sessions and tokens), so that nothing issued before outlives
+// the change, not even a session or token created by a request that raced
+// it. Accounts disabled before epochs existed lose their tokens now, as they
+// would have on being disabled.
+const migration2 = `
+ALTER TABLE users ADD COLUMN cred_epoch INTEGER NOT NULL DEFAULT 0;
+DELETE FROM tokens WHERE user_id IN (SELECT id FROM users WHERE disabled = 1);
+ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE tokens ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+`
+
 // Open opens (creating if needed) the users database of a defaulted and
 // validated configuration.
 func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
@@ -166,7 +217,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	s := &Store{cfg: cfg, db: db, log: log, now: time.Now, hashSem: make(chan struct{}, 2)}
+	proxies, _ := parseProxies(cfg.TrustedProxies)
+	s := &Store{cfg: cfg, db: db, log: log, now: time.Now, hashSem: make(chan struct{}, 2), proxies: proxies, sleep: sleep}
 	if err := s.init(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -178,17 +230,34 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 }
 
 func (s *Store) init(ctx context.Context) error {
-	// The CSRF key survives restarts so that open forms stay valid.
-	key := make([]byte, 32)
-	rand.Read(key)
-	if _, err := s.db.ExecContext(ctx, "INSERT INTO secrets(name, value) VALUES('csrf', ?) ON CONFLICT DO NOTHING", key); err != nil {
-		return fmt.Errorf("auth: secrets: %w", err)
+	// The keys survive restarts so that open forms and result pages stay
+	// valid.
+	var err error
+	if s.csrfKey, err = s.secret(ctx, "csrf"); err != nil {
+		return err
 	}
-	if err := s.db.QueryRowContext(ctx, "SELECT value FROM secrets WHERE name = 'csrf'").Scan(&s.csrfKey); err != nil {
-		return fmt.Errorf("auth: secrets: %w", err)
+	if s.cursorKey, err = s.secret(ctx, "search-cursor"); err != nil {
+		return err
 	}
 	return nil
 }
+
+// secret returns the random 32-byte key called name, made on first use.
+func (s *Store) secret(ctx context.Context, name string) ([]byte, error) {
+	key := make([]byte, 32)
+	rand.Read(key)
+	if _, err := s.db.ExecContext(ctx, "INSERT INTO secrets(name, value) VALUES(?, ?) ON CONFLICT DO NOTHING", name, key); err != nil {
+		return nil, fmt.Errorf("auth: secrets: %w", err)
+	}
+	if err := s.db.QueryRowContext(ctx, "SELECT value FROM secrets WHERE name = ?", name).Scan(&key); err != nil {
+		return nil, fmt.Errorf("auth: secrets: %w", err)
+	}
+	return key, nil
+}
+
+// CursorKey is the hub's key for sealing search cursors (api.Records), kept
+// with the accounts so that it survives restarts.
+func (s *Store) CursorKey() []byte { return s.cursorKey }
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
@@ -266,7 +335,7 @@ func (s *Store) AddUser(ctx context.Context, nu NewUser) (User, error) {
 	return User{ID: id, Name: nu.Name, DisplayName: nu.DisplayName, Role: nu.Role, Unit: nu.Unit, Created: now}, nil
 }
 
-const userCols = "id, name, display_name, role, unit, disabled, created_at, last_sign_in"
+const userCols = "id, name, display_name, role, unit, disabled, created_at, last_sign_in, cred_epoch"
 
 type scanner interface{ Scan(dst ...any) error }
 
@@ -278,7 +347,7 @@ func scanUser(r scanner, extra ...any) (User, error) {
 		created int64
 		last    sql.NullInt64
 	)
-	err := r.Scan(append([]any{&u.ID, &u.Name, &u.DisplayName, &role, &unit, &u.Disabled, &created, &last}, extra...)...)
+	err := r.Scan(append([]any{&u.ID, &u.Name, &u.DisplayName, &role, &unit, &u.Disabled, &created, &last, &u.epoch}, extra...)...)
 	u.Role, u.Unit, u.Created = Role(role), document.UnitID(unit), time.UnixMilli(created).UTC()
 	if last.Valid {
 		u.LastSignIn = time.UnixMilli(last.Int64).UTC()
@@ -325,9 +394,18 @@ type Change struct {
 	Password    *string          `json:"password,omitempty"`
 }
 
-// UpdateUser applies c to the account called name. A new password, a
-// disabled account or a new role or unit ends the account's sessions.
+// UpdateUser applies c to the account called name. A new password or
+// disabling the account ends its sessions and API tokens for good (a
+// later enable does not bring them back); a new role or unit ends its
+// sessions.
 func (s *Store) UpdateUser(ctx context.Context, name string, c Change) (User, error) {
+	return s.UpdateUserBy(ctx, nil, name, c)
+}
+
+// UpdateUserBy is UpdateUser on behalf of by (nil: the hub itself), who is
+// written in the log; a password set by someone other than the account's
+// owner is logged as a reset, at warning level, for the audit trail.
+func (s *Store) UpdateUserBy(ctx context.Context, by *Identity, name string, c Change) (User, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	u, err := s.User(ctx, name)
@@ -362,10 +440,13 @@ func (s *Store) UpdateUser(ctx context.Context, name string, c Change) (User, er
 		}
 		u.DisplayName = *c.DisplayName
 	}
+	disabling := c.Disabled != nil && *c.Disabled && !u.Disabled
 	if c.Disabled != nil {
 		u.Disabled = *c.Disabled
 	}
-	endSessions := hash != "" || u.Disabled || role != u.Role || unit != u.Unit
+	// A new credential, or an account shut: nothing issued before counts.
+	newEpoch := hash != "" || disabling
+	endSessions := newEpoch || u.Disabled || role != u.Role || unit != u.Unit
 	u.Role, u.Unit = role, unit
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
@@ -381,6 +462,14 @@ func (s *Store) UpdateUser(ctx context.Context, name string, c Change) (User, er
 			return User{}, fmt.Errorf("auth: update user: %w", err)
 		}
 	}
+	if newEpoch {
+		if err := tx.QueryRowContext(ctx, "UPDATE users SET cred_epoch = cred_epoch + 1 WHERE id = ? RETURNING cred_epoch", u.ID).Scan(&u.epoch); err != nil {
+			return User{}, fmt.Errorf("auth: update user: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, "DELETE FROM tokens WHERE user_id = ?", u.ID); err != nil {
+			return User{}, fmt.Errorf("auth: update user: %w", err)
+		}
+	}
 	if endSessions {
 		if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE user_id = ?", u.ID); err != nil {
 			return User{}, fmt.Errorf("auth: update user: %w", err)
@@ -389,7 +478,15 @@ func (s *Store) UpdateUser(ctx context.Context, name string, c Change) (User, er
 	if err := tx.Commit(); err != nil {
 		return User{}, fmt.Errorf("auth: update user: %w", err)
 	}
-	s.log.Info("user changed", "user", u.Name, "role", u.Role, "unit", u.Unit, "disabled", u.Disabled, "password", hash != "")
+	attrs := []any{"user", u.Name, "role", u.Role, "unit", u.Unit, "disabled", u.Disabled, "password", hash != "", "credentials_revoked", newEpoch}
+	if by != nil {
+		attrs = append(attrs, "by", by.User.Name, "via", by.Via, "addr", by.addr)
+	}
+	if hash != "" && by != nil && (by.Via == ViaAdminToken || by.User.ID != u.ID) {
+		s.log.Warn("password reset by an admin", attrs...)
+	} else {
+		s.log.Info("user changed", attrs...)
+	}
 	return u, nil
 }
 

@@ -129,7 +129,6 @@ var labels = map[string][2]string{
 	"tokens":           {"Khóa API cho máy", "API tokens for machines"},
 	"token_name":       {"Tên khóa", "Token name"},
 	"expires":          {"Hết hạn", "Expires"},
-	"never":            {"Không hết hạn", "Never"},
 	"last_used":        {"Dùng gần nhất", "Last used"},
 	"revoke":           {"Thu hồi", "Revoke"},
 	"new_token":        {"Tạo khóa API", "Create a token"},

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -346,11 +347,18 @@ func (u *ui) changePassword(w http.ResponseWriter, r *http.Request) {
 		u.fail(w, r, api.ErrForbidden)
 		return
 	}
-	if _, err := u.d.Auth.Authenticate(r.Context(), id.User.Name, cur); err != nil {
+	// Records checks the current password, under the sign-in limits.
+	_, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, id, id.User.Name, api.UserChange{Change: auth.Change{Password: &pw}, CurrentPassword: cur})
+	var re *auth.RetryError
+	switch {
+	case errors.Is(err, api.ErrCurrentPassword) || (err != nil && cur == ""):
 		u.accountPage(w, r, http.StatusBadRequest, accountData{Error: T("wrong_password")})
 		return
-	}
-	if _, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, id, id.User.Name, auth.Change{Password: &pw}); err != nil {
+	case errors.As(err, &re):
+		w.Header().Set("Retry-After", strconv.Itoa(int(re.After.Seconds())))
+		u.accountPage(w, r, http.StatusTooManyRequests, accountData{Error: T("rate_limited")})
+		return
+	case err != nil:
 		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
 		return
 	}
@@ -455,7 +463,7 @@ func (u *ui) changeUser(w http.ResponseWriter, r *http.Request) {
 		u.usersPage(w, r, http.StatusBadRequest, usersData{Error: "unknown action"})
 		return
 	}
-	usr, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, who(r), name, c)
+	usr, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, who(r), name, api.UserChange{Change: c})
 	if err != nil {
 		if errors.Is(err, api.ErrForbidden) {
 			u.fail(w, r, err)

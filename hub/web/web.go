@@ -25,6 +25,9 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	_ "time/tzdata" // the default zone loads on a machine without a zone database
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/go-chi/chi/v5"
 
@@ -38,11 +41,53 @@ var templateFS embed.FS
 //go:embed static
 var staticFS embed.FS
 
+// Config configures the UI (the hub's web: section).
+type Config struct {
+	// TimeZone is the IANA time zone times are shown in (default
+	// Asia/Ho_Chi_Minh), always with their offset: 2026-11-30 14:05:09
+	// +07:00. The API's JSON keeps RFC 3339 in UTC.
+	TimeZone string `yaml:"time_zone"`
+}
+
+// DefaultTimeZone is where the hub's people are.
+const DefaultTimeZone = "Asia/Ho_Chi_Minh"
+
+// SetDefaults fills what is not set.
+func (c *Config) SetDefaults() {
+	if c.TimeZone == "" {
+		c.TimeZone = DefaultTimeZone
+	}
+}
+
+// Validate checks a defaulted configuration.
+func (c Config) Validate() error {
+	_, err := c.Location()
+	return err
+}
+
+// Location is the time zone of TimeZone ("" is the default).
+func (c Config) Location() (*time.Location, error) {
+	name := c.TimeZone
+	if name == "" {
+		name = DefaultTimeZone
+	}
+	// Go's embedded zone database (time/tzdata, imported below) answers
+	// where the system has none.
+	loc, err := time.LoadLocation(name)
+	if err != nil || name == "Local" {
+		return nil, fmt.Errorf("web: time_zone %q: want an IANA time zone such as %s", c.TimeZone, DefaultTimeZone)
+	}
+	return loc, nil
+}
+
 // Deps are the UI's collaborators.
 type Deps struct {
 	Records *api.Records
 	Auth    *auth.Store
 	Log     *slog.Logger
+	// Zone is where times are shown (Config.Location); nil is
+	// DefaultTimeZone.
+	Zone *time.Location
 }
 
 type ui struct {
@@ -60,7 +105,10 @@ func Handler(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	u := &ui{d: d, pages: parsePages()}
+	if d.Zone == nil {
+		d.Zone, _ = Config{}.Location()
+	}
+	u := &ui{d: d, pages: parsePages(d.Zone)}
 	r := chi.NewRouter()
 	r.Use(headers)
 	static, _ := fs.Sub(staticFS, "static")
@@ -140,10 +188,10 @@ type page struct {
 	Data  any
 }
 
-func parsePages() map[string]*template.Template {
+func parsePages(zone *time.Location) map[string]*template.Template {
 	funcs := template.FuncMap{
 		"L": L, "T": T,
-		"time": fmtTime, "date": fmtDate, "bytes": fmtBytes,
+		"time": func(t time.Time) string { return FormatTime(t, zone) }, "date": fmtDate, "bytes": fmtBytes,
 		"status": statusLabel, "urgency": urgencyLabel, "business": businessLabel, "role": roleLabel,
 		"docType": docTypeLabel, "has": func(s []string, v string) bool {
 			for _, x := range s {
@@ -219,12 +267,41 @@ type loginData struct {
 	Error string
 }
 
-// safeNext keeps a post-sign-in redirect on this site.
+// safeNext keeps a post-sign-in redirect on this site: a path that starts
+// with one "/", then not "/" or "\\", with no control character, space or
+// backslash anywhere, also once percent-decoded (browsers drop tabs and
+// newlines and read "\\" as "/", so "/\t/example.com" and "/\\example.com"
+// lead elsewhere), and no scheme or host as net/url reads it. Anything else
+// is /search.
 func safeNext(s string) string {
-	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") || strings.HasPrefix(s, "/login") {
-		return "/search"
+	const home = "/search"
+	if len(s) > 2048 || !sameSitePath(s) {
+		return home
+	}
+	if d, err := url.PathUnescape(s); err != nil || !sameSitePath(d) {
+		return home
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || u.Opaque != "" || !strings.HasPrefix(u.Path, "/") {
+		return home
+	}
+	if u.Path == "/login" || strings.HasPrefix(u.Path, "/login/") {
+		return home
 	}
 	return s
+}
+
+func sameSitePath(s string) bool {
+	if len(s) < 1 || s[0] != '/' || (len(s) > 1 && (s[1] == '/' || s[1] == '\\')) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || r == '\\' || unicode.IsSpace(r) || r == utf8.RuneError ||
+			(r >= 0x80 && r <= 0x9f) || unicode.Is(unicode.Cf, r) {
+			return false
+		}
+	}
+	return true
 }
 
 func (u *ui) loginPage(w http.ResponseWriter, r *http.Request) {
@@ -273,22 +350,28 @@ func (u *ui) logout(w http.ResponseWriter, r *http.Request) {
 	http.Redirect(w, r, "/login", http.StatusSeeOther)
 }
 
-// vietnam is the zone times are shown in (UTC+7).
-var vietnam = time.FixedZone("ICT", 7*3600)
+// TimeLayout is how a person reads a time on the hub: in the configured
+// zone, with its offset, seconds included. cmd/edx writes times the same
+// way (it keeps a copy of the layout: the CLI does not import the UI).
+const TimeLayout = "2006-01-02 15:04:05 -07:00"
 
-func fmtTime(t time.Time) string {
+// FormatTime writes t in zone with TimeLayout; "" for the zero time. Every
+// time on every page goes through it.
+func FormatTime(t time.Time, zone *time.Location) string {
 	if t.IsZero() {
 		return ""
 	}
-	return t.In(vietnam).Format("02/01/2006 15:04:05")
+	return t.In(zone).Format(TimeLayout)
 }
 
+// fmtDate writes a calendar date of a document (ngày ban hành, hạn xử lý:
+// no time, no zone) as the search form takes them, YYYY-MM-DD.
 func fmtDate(s string) string {
 	t, err := time.Parse(time.DateOnly, s)
 	if err != nil {
 		return s
 	}
-	return t.Format("02/01/2006")
+	return t.Format(time.DateOnly)
 }
 
 func fmtBytes(n any) string {

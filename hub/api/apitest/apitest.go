@@ -58,8 +58,9 @@ var bucketSeq struct {
 	n int
 }
 
-// New builds a fixture with the corpus (see Corpus).
-func New(t *testing.T) *Fixture {
+// New builds a fixture with the corpus (see Corpus); opts change the
+// accounts store's configuration.
+func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
@@ -103,11 +104,15 @@ func New(t *testing.T) *Fixture {
 			t.Fatal(err)
 		}
 	}
-	if f.Auth, err = auth.Open(ctx, auth.Config{Path: dir + "/auth/users.db", PasswordHash: FastHash}, log); err != nil {
+	acfg := auth.Config{Path: dir + "/auth/users.db", PasswordHash: FastHash}
+	for _, o := range opts {
+		o(&acfg)
+	}
+	if f.Auth, err = auth.Open(ctx, acfg, log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Auth.Close() })
-	f.Records = &api.Records{Index: f.Index, Archive: f.Archive, Trust: f.Trust}
+	f.Records = &api.Records{Index: f.Index, Archive: f.Archive, Trust: f.Trust, CursorKey: f.Auth.CursorKey()}
 	f.Corpus()
 	return f
 }
