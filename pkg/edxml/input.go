@@ -148,6 +148,35 @@ func (c *contentReader) Read(p []byte) (int, error) {
 			}
 			continue
 		}
+		// The common case: a run of plain characters already buffered.
+		if k := c.in.r.Buffered(); k > 0 {
+			buf, _ := c.in.r.Peek(k)
+			i := 0
+			for i < len(buf) && n < len(p) {
+				b := buf[i]
+				if c.cdata && b == ']' || !c.cdata && (b == '<' || b == '&') {
+					break
+				}
+				i++
+				switch b {
+				case ' ', '\t', '\r', '\n':
+					continue
+				case '=':
+					c.padded = true
+				}
+				p[n] = b
+				n++
+				c.chars++
+			}
+			if i > 0 {
+				c.in.r.Discard(i)
+				c.in.n += int64(i)
+				if c.in.n > c.in.max {
+					c.err = errPacketTooLarge
+				}
+				continue
+			}
+		}
 		if !c.cdata {
 			next, err := c.in.r.Peek(1)
 			if err != nil {

@@ -361,11 +361,23 @@ func (h *docHandler) finish() error {
 		if err != nil {
 			return errf(reason.EdXMLAttachment, a.path, "attachment %d: %v", a.Index, err)
 		}
-		if j, ok := used[strings.ToLower(f)]; ok {
-			return errf(reason.EdXMLAttachment, a.path, "attachment %d %q: its file name %q is already attachment %d's", a.Index, a.Name, f, j)
+		// A zipped attachment's name is reserved with and without .zip: the
+		// writer finds its file by either.
+		plain, _ := fileName(a.Index, a.Name, false)
+		for _, n := range []string{f, plain} {
+			if j, ok := used[strings.ToLower(n)]; ok && j != a.Index {
+				return errf(reason.EdXMLAttachment, a.path, "attachment %d %q: its file name %q is already attachment %d's", a.Index, a.Name, n, j)
+			}
+			used[strings.ToLower(n)] = a.Index
 		}
-		used[strings.ToLower(f)] = a.Index
 		a.File = f
+		if a.Name == "" {
+			// Keep the attachment's place even with nothing else kept.
+			x := document.EdXMLExtra{Path: a.path, XML: "<AttachmentName/>"}
+			if err := h.p.add(x.Path, keyOf(packetSchema, x), x.XML); err != nil {
+				return err
+			}
+		}
 		switch {
 		case a.Zipped:
 			h.warnings = append(h.warnings, fmt.Sprintf("attachment %d %q is a ZIP archive (declared %s): kept as sent, as %s", a.Index, a.Name, orNone(a.ContentType), f))
@@ -412,8 +424,8 @@ func (h *docHandler) explained(n *node) bool {
 	name, _ := n.textOf("AttachmentName")
 	desc, _ := n.textOf("Description")
 	typ, _ := n.textOf("ContentType")
-	if cid == "" && name == "" {
-		return false
+	if cid == "" && name == "" && desc == "" && typ == "" {
+		return true // says nothing
 	}
 	for _, a := range h.atts {
 		if (cid == "" || normCID(cid) == normCID(a.ContentID)) &&

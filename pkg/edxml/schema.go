@@ -235,7 +235,9 @@ var (
 	statusWrapper = &elem{name: "Status", kind: kGroup, canon: ".", alias: true, kids: statusFields}
 	statusAlias   = &elem{name: "Status", kind: kGroup, canon: "MessageHeader", alias: true, kids: statusFields}
 
-	statusHeader = always(group("edXMLHeader", statusMessage, statusAlias))
+	statusHeader = always(group("edXMLHeader", statusMessage, statusAlias,
+		group("TraceHeaderList", many(group("TraceHeader", text("OrganId", 0), stamp("Timestamp", 0)))),
+	))
 	statusSchema = group("edXML",
 		always(group("edXMLEnvelope",
 			statusHeader,

@@ -146,7 +146,7 @@ func (h *statusHandler) set(f field, rep int, path, v string) (bool, error) {
 		if !ok {
 			return false, errf(reason.EdXMLField, path, "%q is not a time (want yyyy/MM/dd HH:mm:ss)", clip(v, 40))
 		}
-		s.Time = t
+		s.Time = t.In(vietnam).Truncate(time.Second) // what edXML can write
 	default:
 		return false, fmt.Errorf("edxml: internal: field %d in a status packet", f)
 	}
