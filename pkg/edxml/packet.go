@@ -405,6 +405,9 @@ func (h *docHandler) finish() error {
 // attachment does (Write writes it again from the attachment).
 func (h *docHandler) explained(n *node) bool {
 	for _, k := range n.kids {
+		if t, ok := k.(string); ok && strings.TrimSpace(t) == "" {
+			continue
+		}
 		c, ok := k.(*node)
 		if !ok || len(c.attr) > 0 {
 			return false

@@ -75,6 +75,9 @@ func ParseStatus(r io.Reader, lim Limits) (*StatusPacket, error) {
 	if !h.seen[sCode] {
 		return nil, &Error{Code: reason.EdXMLMalformed, Path: messagePath, Msg: "no StatusCode", Err: ErrDocumentPacket}
 	}
+	if h.s.Code == "" {
+		return nil, errf(reason.EdXMLField, messagePath+"/StatusCode", "empty")
+	}
 	h.s.Extra = p.sorted()
 	return &h.s, nil
 }

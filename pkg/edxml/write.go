@@ -78,7 +78,8 @@ type source interface {
 	// kept is the highest index kept.
 	count(e *elem, path string, kept int) int
 	// special writes what only the source knows how to (attachment content,
-	// the manifest's references) and reports whether it did.
+	// the manifest's references) and reports whether it did; with a nil
+	// writer it only reports whether it would write anything.
 	special(w *writer, e *elem, path string, rep, depth int) bool
 }
 
@@ -143,7 +144,12 @@ func (w *writer) group(e *elem, path string, rep, depth int) {
 				if k.repeat {
 					cpath += "[" + strconv.Itoa(i) + "]"
 					crep = i
-				} else if !k.always && !w.has(k, cpath, crep) {
+				}
+				if !w.has(k, cpath, crep) {
+					if k.repeat || k.always {
+						w.indent(depth)
+						w.str("<edXML:" + k.name + "/>")
+					}
 					continue
 				}
 				w.open(k.name, depth)
@@ -196,6 +202,9 @@ func (w *writer) has(e *elem, path string, rep int) bool {
 		case kContent:
 			return true
 		case kRaw:
+			if w.src.special(nil, k, path, rep, 0) {
+				return true
+			}
 		default:
 			if k.field == fNone {
 				continue
@@ -579,31 +588,50 @@ func (s *docSource) special(w *writer, e *elem, path string, rep, depth int) boo
 	switch {
 	case e == referenceElem:
 		for i := range s.plan {
-			apath := attachmentPath + "[" + strconv.Itoa(i+1) + "]"
+			leaves := s.reference(i + 1)
+			if len(leaves) == 0 {
+				continue
+			}
+			if w == nil {
+				return true // asked whether there is one
+			}
 			w.open("Reference", depth)
-			for _, k := range []struct {
-				name string
-				f    field
-			}{{"ContentId", fAttID}, {"AttachmentName", fAttName}, {"Description", fAttDesc}, {"ContentType", fAttType}} {
-				v, ok := s.value(k.f, i+1)
-				if !ok {
-					v, ok = s.ix.text(apath, k.name)
-					if k.name != "Description" {
-						v = strings.TrimSpace(v)
-					}
-				}
-				if ok && v != "" {
-					w.leaf(path+"/Reference", k.name, v, depth+1)
-				}
+			for _, l := range leaves {
+				w.leaf(path+"/Reference", l[0], l[1], depth+1)
 			}
 			w.close("Reference", depth)
 		}
-		return true
+		return w != nil
 	case e.kind == kContent:
-		s.stream(w, path, s.plan[rep-1].file, depth)
+		if w != nil {
+			s.stream(w, path, s.plan[rep-1].file, depth)
+		}
 		return true
 	}
 	return false
+}
+
+// reference returns the leaves of the manifest's Reference to attachment
+// i: what the attachment says of itself.
+func (s *docSource) reference(i int) [][2]string {
+	apath := attachmentPath + "[" + strconv.Itoa(i) + "]"
+	var leaves [][2]string
+	for _, k := range []struct {
+		name string
+		f    field
+	}{{"ContentId", fAttID}, {"AttachmentName", fAttName}, {"Description", fAttDesc}, {"ContentType", fAttType}} {
+		v, ok := s.value(k.f, i)
+		if !ok {
+			v, ok = s.ix.text(apath, k.name)
+			if k.name != "Description" {
+				v = strings.TrimSpace(v)
+			}
+		}
+		if ok && v != "" {
+			leaves = append(leaves, [2]string{k.name, v})
+		}
+	}
+	return leaves
 }
 
 // stream writes a file's content as base64, as it reads it.
