@@ -31,7 +31,7 @@ func FuzzParsePacket(f *testing.F) {
 	f.Add([]byte(packet(`<ResponseFor><DocumentId>01ARZ3NDEKTSV4RRFFQ69G5FAV</DocumentId></ResponseFor><Ext a="1" xml:lang="vi"><b>x</b> y</Ext>`,
 		attachment("", "YWJj")+attachment("x/y:z.txt", "UEsDBAo=")+`<Attachment><Description> d </Description><ContentTransferEncoded/></Attachment>`)))
 	f.Add([]byte(packet(`<x:Ext xmlns:x="urn:x" x:attr="1" xml:lang="vi" plain="a&#10;b&#9;c"><y>t&#13;</y><![CDATA[c]]><!-- c --><edXML:z xmlns:edXML="`+Namespace+`"/></x:Ext>`+
-		`<DocumentType><Type>99</Type></DocumentType><To/><To><OrganName>x</OrganName></To><OtherInfo><Priority>+4</Priority><PageAmount>-0</PageAmount></OtherInfo>`, "")+
+		`<DocumentType><Type>99</Type></DocumentType><To/><To><OrganName>x</OrganName></To><OtherInfo><Priority>+4</Priority><PageAmount>-0</PageAmount></OtherInfo>`, "") +
 		`<!-- trailing -->`))
 	f.Add([]byte(`<edXML><edXMLEnvelope><edXMLHeader><TraceHeaderList><TraceHeader/><TraceHeader><Timestamp>not a time</Timestamp></TraceHeader>` +
 		`<TraceHeader><Timestamp>2026-11-25T10:00:00Z</Timestamp></TraceHeader></TraceHeaderList></edXMLHeader><edXMLBody><edXMLManifest>` +
