@@ -29,15 +29,25 @@ func ParseToDir(r io.Reader, dir string, opt Options) (*Packet, error) {
 		return nil, fmt.Errorf("edxml: %s exists already", meta)
 	}
 	files := filepath.Join(dir, FilesDir)
-	if err := os.MkdirAll(files, 0o755); err != nil {
-		return nil, fmt.Errorf("edxml: %w", err)
+	var made []string // directories made here, removed again on failure when empty
+	for _, d := range []string{dir, files} {
+		if _, err := os.Stat(d); err != nil {
+			if err := os.Mkdir(d, 0o755); err != nil {
+				return nil, fmt.Errorf("edxml: %w", err)
+			}
+			made = append(made, d)
+		}
 	}
 	var temps []string
+	ok := false
 	defer func() {
 		for _, t := range temps {
 			if t != "" {
 				os.Remove(t)
 			}
+		}
+		for i := len(made) - 1; i >= 0 && !ok; i-- {
+			os.Remove(made[i])
 		}
 	}()
 	opt.Open = func(i int) (io.WriteCloser, error) {
@@ -60,6 +70,9 @@ func ParseToDir(r io.Reader, dir string, opt Options) (*Packet, error) {
 		if _, err := os.Lstat(dst); err == nil {
 			return nil, fmt.Errorf("edxml: attachment %d: %s exists already", a.Index, dst)
 		}
+		if err := os.Chmod(temps[i], 0o644); err != nil {
+			return nil, fmt.Errorf("edxml: attachment %d: %w", a.Index, err)
+		}
 		if err := os.Rename(temps[i], dst); err != nil {
 			return nil, fmt.Errorf("edxml: attachment %d: %w", a.Index, err)
 		}
@@ -72,6 +85,7 @@ func ParseToDir(r io.Reader, dir string, opt Options) (*Packet, error) {
 	if err := os.WriteFile(meta, b, 0o644); err != nil {
 		return nil, fmt.Errorf("edxml: %w", err)
 	}
+	ok = true
 	return p, nil
 }
 

@@ -177,6 +177,14 @@ func TestParseToDirCleansUp(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "document.json")); err == nil {
 		t.Error("document.json written for a bad packet")
 	}
+	// A directory made for a bad packet does not stay.
+	made := filepath.Join(dir, "new")
+	if _, err := ParseToDir(strings.NewReader(in), made, Options{}); err == nil {
+		t.Fatal("bad packet read")
+	}
+	if _, err := os.Stat(made); err == nil {
+		t.Error("the directory made for a bad packet stayed")
+	}
 	// A directory that holds a document already is not overwritten.
 	os.WriteFile(filepath.Join(dir, "document.json"), []byte("{}"), 0o644)
 	if _, err := ParseToDir(strings.NewReader(packet("", "")), dir, Options{}); err == nil {
