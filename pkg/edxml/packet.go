@@ -54,6 +54,9 @@ type Packet struct {
 // Parse reads a document packet. Its document is not validated: call
 // Document.Validate. A status packet is an error wrapping ErrStatusPacket.
 func Parse(r io.Reader, opt Options) (*Packet, error) {
+	if err := opt.Limits.Validate(); err != nil {
+		return nil, err
+	}
 	h := &docHandler{opt: opt, d: &document.Document{ID: opt.ID}}
 	p := newParser(r, opt.Limits, h)
 	h.p = p

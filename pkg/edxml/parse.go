@@ -54,6 +54,13 @@ func newParser(r io.Reader, lim Limits, h handler) *parser {
 	in := newInput(r, lim.MaxPacket, int64(lim.MaxText)+4096)
 	dec := xml.NewDecoder(in)
 	dec.Strict = true
+	dec.CharsetReader = func(label string, r io.Reader) (io.Reader, error) {
+		switch strings.ToLower(label) {
+		case "utf8", "utf-8", "us-ascii", "ascii":
+			return r, nil // the same bytes: the decoder keeps reading input
+		}
+		return nil, fmt.Errorf("encoding %q: edXML is UTF-8", label)
+	}
 	return &parser{dec: dec, in: in, lim: lim, h: h}
 }
 

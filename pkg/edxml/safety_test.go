@@ -72,7 +72,8 @@ func TestHostile(t *testing.T) {
 		{"truncated at the top", packet("", "")[:300], Limits{}, reason.EdXMLMalformed, rootPath, "unexpected EOF"},
 		{"deep nesting", packet(deep, ""), small, reason.EdXMLLimit, messagePath + strings.Repeat("/x", 12), "deeper than 16"},
 		{"too many elements", packet(strings.Repeat("<e/>", 300), ""), small, reason.EdXMLLimit, messagePath, "more than 200 elements"},
-		{"too many attributes", packet(`<e`+strings.Repeat(` a`+"x"+`="1"`, 1)+strings.Repeat(" ", 1)+attrs(100)+`/>`, ""), Limits{}, reason.EdXMLLimit, messagePath + "/e", "attributes"},
+		{"too many attributes", packet(`<e`+attrs(100)+`/>`, ""), Limits{}, reason.EdXMLLimit, messagePath + "/e", "more than 64 attributes"},
+		{"another encoding", `<?xml version="1.0" encoding="windows-1258"?><edXML/>`, Limits{}, reason.EdXMLMalformed, "", "edXML is UTF-8"},
 		{"long field", packet("<Content>"+strings.Repeat("a", 2000)+"</Content>", ""), small, reason.EdXMLLimit, messagePath + "/Content", "longer than 1024"},
 		{"long field in pieces", packet("<Content>"+strings.Repeat("<![CDATA[aaaaaaaaa]]>", 200)+"</Content>", ""), small, reason.EdXMLLimit, messagePath + "/Content", "longer than 1024"},
 		{"long comment", packet("<!--"+strings.Repeat("a", 10000)+"-->", ""), small, reason.EdXMLLimit, messagePath, "longer than 1024"},
@@ -130,6 +131,7 @@ func TestTolerant(t *testing.T) {
 		{"base64 in CDATA pieces", packet("", attachment("a", "<![CDATA[YWJj]]>\n<![CDATA[ZGVm]]>")), "abcdef"},
 		{"empty content", packet("", attachment("a", "")), ""},
 		{"self-closed content", packet("", `<Attachment><AttachmentName>a</AttachmentName><ContentTransferEncoded/></Attachment>`), ""},
+		{"encoding written utf8", strings.Replace(packet("", attachment("a", "YWJj")), `encoding="UTF-8"`, `encoding="utf8"`, 1), "abc"},
 		{"comments and processing instructions", "<?xml version='1.0'?><!-- x --><?pi x?>" + packet("<!-- c -->", attachment("a", "YWJj")) + "<!-- after -->\n", "abc"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -323,6 +325,26 @@ func TestLargePacketBoundedMemory(t *testing.T) {
 	}
 }
 
+// TestLargePacketOverLimit: the same 200 MiB packet, over a lower packet
+// limit, stops at the limit, in bounded memory.
+func TestLargePacketOverLimit(t *testing.T) {
+	base := baseline()
+	r, _ := bigPacket(150<<20, "")
+	w := &heapWatch{h: io.Discard}
+	_, err := Parse(r, Options{Limits: Limits{MaxPacket: 64 << 20}, Open: func(int) (io.WriteCloser, error) { return w, nil }})
+	io.Copy(io.Discard, r)
+	var e *Error
+	if !errors.As(err, &e) || e.Code != reason.EdXMLTooLarge || e.Path != attachmentPath+"[1]/ContentTransferEncoded" {
+		t.Fatalf("err = %v", err)
+	}
+	if w.n > 64<<20 {
+		t.Errorf("%d bytes decoded past the limit", w.n)
+	}
+	if growth := int64(w.peak) - int64(base); growth > 16<<20 {
+		t.Errorf("the heap grew by %d MiB", growth>>20)
+	}
+}
+
 // TestLargeMalformedBoundedMemory: a large packet whose base64 breaks in
 // the middle fails with the attachment's path, in bounded memory.
 func TestLargeMalformedBoundedMemory(t *testing.T) {
@@ -363,4 +385,20 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
+}
+
+// TestLimitsValidate: limits that cannot read a packet are refused up
+// front; zero fields take the defaults.
+func TestLimitsValidate(t *testing.T) {
+	if err := (Limits{}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []Limits{{MaxPacket: 10}, {MaxDepth: 2}, {MaxText: 10}, {MaxExtra: 1 << 30}} {
+		if err := l.Validate(); err == nil {
+			t.Errorf("%+v validated", l)
+		}
+		if _, err := Parse(strings.NewReader(packet("", "")), Options{Limits: l}); err == nil {
+			t.Errorf("Parse with %+v", l)
+		}
+	}
 }

@@ -57,6 +57,9 @@ type StatusPacket struct {
 // in a SOAP envelope). A document packet is an error wrapping
 // ErrDocumentPacket.
 func ParseStatus(r io.Reader, lim Limits) (*StatusPacket, error) {
+	if err := lim.Validate(); err != nil {
+		return nil, err
+	}
 	h := &statusHandler{seen: map[field]bool{}}
 	p := newParser(r, lim, h)
 	root, err := p.root()
