@@ -144,7 +144,6 @@ const (
 	docTypePath     = messagePath + "/DocumentType"
 	responseForPath = messagePath + "/ResponseFor"
 	tracePath       = headerPath + "/TraceHeaderList"
-	manifestPath    = "/edXML/edXMLEnvelope/edXMLBody/edXMLManifest"
 	attachmentPath  = "/edXML/AttachmentEncoded/Attachment"
 )
 
