@@ -46,7 +46,26 @@ type Document struct {
 	Places           []string        `json:"places,omitempty"`
 	InReplyTo        ID              `json:"in_reply_to,omitempty"`
 	Steering         string          `json:"steering,omitempty"`
+	// EdXMLExtra keeps, for a document imported from edXML, every element
+	// that has no field above (unknown extensions, trace headers, attachment
+	// descriptions ...), so that an export writes it back (package edxml).
+	EdXMLExtra []EdXMLExtra `json:"edxml_extra,omitempty"`
 }
+
+// EdXMLExtra is one edXML element kept without a document.json field: the
+// element path of its parent (e.g. "/edXML/edXMLEnvelope/edXMLHeader/
+// MessageHeader/From") and the element itself as XML, elements of the edXML
+// namespace unprefixed.
+type EdXMLExtra struct {
+	Path string `json:"path"`
+	XML  string `json:"xml"`
+}
+
+// Bounds of edxml_extra.
+const (
+	MaxEdXMLExtra      = 10000   // elements
+	MaxEdXMLExtraBytes = 4 << 20 // bytes of XML in total
+)
 
 // MaxRecipients bounds the recipient list of one document.
 const MaxRecipients = 2000
@@ -174,7 +193,29 @@ func (d *Document) Validate() error {
 	text(&p, "sphere", d.Sphere, false, 200)
 	text(&p, "steering", d.Steering, false, 50)
 	text(&p, "edxml_id", d.EdXMLID, false, 200)
+	validateExtra(&p, d.EdXMLExtra)
 	return p.Err()
+}
+
+func validateExtra(p *Problems, extra []EdXMLExtra) {
+	if len(extra) > MaxEdXMLExtra {
+		p.Add("edxml_extra", fmt.Sprintf("more than %d elements", MaxEdXMLExtra))
+		return
+	}
+	total := 0
+	for i, x := range extra {
+		f := fmt.Sprintf("edxml_extra[%d]", i)
+		total += len(x.XML)
+		if !strings.HasPrefix(x.Path, "/edXML") || len(x.Path) > 1000 || strings.ContainsFunc(x.Path, func(r rune) bool { return r < 0x20 }) {
+			p.Add(f+".path", "want an element path such as /edXML/edXMLEnvelope/edXMLHeader/MessageHeader")
+		}
+		if !strings.HasPrefix(x.XML, "<") {
+			p.Add(f+".xml", "want an XML element")
+		}
+	}
+	if total > MaxEdXMLExtraBytes {
+		p.Add("edxml_extra", fmt.Sprintf("longer than %d bytes in total", MaxEdXMLExtraBytes))
+	}
 }
 
 func text(p *Problems, field, v string, required bool, max int) {

@@ -54,6 +54,17 @@ const (
 	ReceiptInvalid     Code = "receipt.invalid"     // a hub receipt does not verify or does not match
 )
 
+// edXML packets (QCVN 102:2016, package edxml).
+const (
+	EdXMLMalformed  Code = "edxml.malformed"  // not well-formed XML, or not an edXML packet of the expected kind
+	EdXMLDTD        Code = "edxml.dtd"        // a DOCTYPE or entity declaration: refused (entity expansion, external entities)
+	EdXMLTooLarge   Code = "edxml.too_large"  // over the packet size limit
+	EdXMLLimit      Code = "edxml.limit"      // over a depth, element, attribute, text or attachment limit
+	EdXMLField      Code = "edxml.field"      // a field's value is not of its type (date, number) or appears twice
+	EdXMLBase64     Code = "edxml.base64"     // an attachment's content is not valid base64
+	EdXMLAttachment Code = "edxml.attachment" // an attachment's name is unusable or used twice
+)
+
 // Reason is one failure: a stable code and a human-readable message.
 type Reason struct {
 	Code    Code   `json:"code"`
