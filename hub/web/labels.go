@@ -182,6 +182,7 @@ var urgencies = map[document.Urgency][2]string{
 	document.UrgencyUrgent:     {"Khẩn", "urgent"},
 	document.UrgencyVeryUrgent: {"Thượng khẩn", "very urgent"},
 	document.UrgencyFlash:      {"Hỏa tốc", "flash"},
+	document.UrgencyFlashTimed: {"Hỏa tốc hẹn giờ", "flash, at a set time"},
 }
 
 var businessTypes = map[document.BusinessType][2]string{

@@ -68,6 +68,7 @@ const (
 	UrgencyUrgent     Urgency = 1 // khẩn
 	UrgencyVeryUrgent Urgency = 2 // thượng khẩn
 	UrgencyFlash      Urgency = 3 // hỏa tốc
+	UrgencyFlashTimed Urgency = 4 // hỏa tốc hẹn giờ: flash, at a set time
 )
 
 // Confidentiality is độ mật (Decree 30). Only None may travel on this network.

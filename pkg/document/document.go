@@ -178,8 +178,8 @@ func (d *Document) Validate() error {
 			p.Add("due_date", "want a date YYYY-MM-DD")
 		}
 	}
-	if d.Urgency < UrgencyNormal || d.Urgency > UrgencyFlash {
-		p.Add("urgency", "want 0 (normal), 1 (khẩn), 2 (thượng khẩn) or 3 (hỏa tốc)")
+	if d.Urgency < UrgencyNormal || d.Urgency > UrgencyFlashTimed {
+		p.Add("urgency", "want 0 (normal), 1 (khẩn), 2 (thượng khẩn), 3 (hỏa tốc) or 4 (hỏa tốc hẹn giờ)")
 	}
 	if d.Confidentiality != ConfidentialityNone {
 		p.Add("confidentiality", "classified documents (mật, tối mật, tuyệt mật) must not travel on this network")

@@ -183,3 +183,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// Urgency 4 (hỏa tốc hẹn giờ) is an edXML Priority; 5 is not.
+func TestUrgencyRange(t *testing.T) {
+	for u, ok := range map[Urgency]bool{UrgencyNormal: true, UrgencyFlash: true, UrgencyFlashTimed: true, 5: false, -1: false} {
+		d := Template(time.Now())
+		d.Urgency = u
+		if err := d.Validate(); (err == nil) != ok {
+			t.Errorf("urgency %d: err = %v, want ok=%v", u, err, ok)
+		}
+	}
+}
