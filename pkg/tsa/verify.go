@@ -49,12 +49,12 @@ var (
 
 // Info is what a verified token says.
 type Info struct {
-	Time     time.Time         // genTime
-	Accuracy time.Duration     // 0 when the TSA states none
+	Time     time.Time     // genTime
+	Accuracy time.Duration // 0 when the TSA states none
 	Policy   asn1.ObjectIdentifier
 	Serial   *big.Int
-	Nonce    *big.Int          // nil when the request had none
-	Hash     crypto.Hash       // of the message imprint
+	Nonce    *big.Int            // nil when the request had none
+	Hash     crypto.Hash         // of the message imprint
 	Chain    []*x509.Certificate // the TSA's verified chain, leaf first
 }
 
