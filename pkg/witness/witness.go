@@ -22,8 +22,8 @@ import (
 	"strings"
 	"sync"
 
-	fnote "github.com/transparency-dev/formats/note"
 	"github.com/transparency-dev/formats/log"
+	fnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/edxhub/edx/pkg/evidence"
