@@ -20,6 +20,7 @@ func BenchmarkAppend(b *testing.B) {
 		maxAge time.Duration
 		par    int
 	}{
+		{"batch256-10ms-par8", 10 * time.Millisecond, 8}, // the pipeline's 4 workers per core, here
 		{"batch256-100ms-par64", 100 * time.Millisecond, 64},
 		{"batch256-100ms-par512", 100 * time.Millisecond, 512},
 		{"batch256-10ms-par512", 10 * time.Millisecond, 512},
