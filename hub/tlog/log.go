@@ -55,6 +55,9 @@ type Config struct {
 	// TimestampInterval is how often the newest checkpoint is time-stamped
 	// (default 1m): one TSA request covers every entry of the interval.
 	TimestampInterval time.Duration `yaml:"timestamp_interval"`
+	// MirrorPrefix is where in the archive Run mirrors each time-stamped
+	// checkpoint's tree and evidence (default "tlog/"; see Mirror).
+	MirrorPrefix string `yaml:"mirror_prefix"`
 }
 
 // SetDefaults fills in the defaults.
@@ -73,6 +76,9 @@ func (c *Config) SetDefaults() {
 	}
 	if c.TimestampInterval == 0 {
 		c.TimestampInterval = time.Minute
+	}
+	if c.MirrorPrefix == "" {
+		c.MirrorPrefix = "tlog/"
 	}
 }
 
@@ -113,7 +119,10 @@ type Deps struct {
 	Verifier note.Verifier
 	// Timestamper time-stamps checkpoints; nil leaves them unstamped.
 	Timestamper Timestamper
-	Logger      *slog.Logger
+	// Archive, when set, receives a mirror of each time-stamped checkpoint
+	// (Mirror) from Run.
+	Archive Archive
+	Logger  *slog.Logger
 }
 
 // ErrNotIntegrated is returned for an index no published checkpoint covers
@@ -123,6 +132,7 @@ var ErrNotIntegrated = errors.New("tlog: entry not yet in a published checkpoint
 // Log is the hub's transparency log.
 type Log struct {
 	cfg      Config
+	archive  Archive
 	signer   note.Signer
 	verifier note.Verifier
 	stamper  Timestamper
@@ -156,7 +166,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{cfg: cfg, signer: deps.Signer, verifier: deps.Verifier, stamper: deps.Timestamper, log: deps.Logger, files: b.Files}
+	l := &Log{cfg: cfg, archive: deps.Archive, signer: deps.Signer, verifier: deps.Verifier, stamper: deps.Timestamper, log: deps.Logger, files: b.Files}
 	if err := l.loadStamped(ctx); err != nil {
 		return nil, err
 	}
@@ -348,7 +358,9 @@ func (l *Log) Stamp(ctx context.Context) (uint64, error) {
 }
 
 // Run time-stamps the newest checkpoint every TimestampInterval until ctx
-// ends. Failures are logged and retried at the next tick.
+// ends, and mirrors every time-stamped checkpoint not yet mirrored to the
+// archive when there is one. Failures are logged and retried at the next
+// tick.
 func (l *Log) Run(ctx context.Context) {
 	if l.stamper == nil {
 		return
@@ -366,7 +378,31 @@ func (l *Log) Run(ctx context.Context) {
 		} else if err == nil && size > 0 {
 			l.log.Debug("tlog: checkpoint time-stamped", "size", size)
 		}
+		if err := l.mirrorStamped(ctx); err != nil && ctx.Err() == nil {
+			l.log.Warn("tlog: mirror to the archive failed", "err", err)
+		}
 	}
+}
+
+// mirrorStamped mirrors the time-stamped checkpoints newer than the last
+// mirrored one, in order.
+func (l *Log) mirrorStamped(ctx context.Context) error {
+	if l.archive == nil {
+		return nil
+	}
+	done, err := l.mirrored(ctx, l.cfg.MirrorPrefix)
+	if err != nil {
+		return err
+	}
+	for _, s := range l.Stamped() {
+		if s <= done {
+			continue
+		}
+		if err := l.Mirror(ctx, l.archive, l.cfg.MirrorPrefix, s); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Stamped returns the sizes of the time-stamped checkpoints, ascending.
