@@ -27,7 +27,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera"
+	"github.com/transparency-dev/tessera/client"
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/edxhub/edx/pkg/evidence"
@@ -414,27 +418,15 @@ func (l *Log) Stamped() []uint64 {
 
 // AddCosignature keeps a witness's cosignature line ("— name base64\n") on
 // the checkpoint of size size, after checking it with the witness's
-// verifier w. size must be the newest checkpoint or one already kept. A
+// verifier w. The checkpoint need not be the newest: the log's checkpoint of
+// any size it reached can be made again, byte for byte (CheckpointAt). A
 // witness's first cosignature on a checkpoint is kept; later ones are
 // ignored.
 func (l *Log) AddCosignature(ctx context.Context, size uint64, line []byte, w note.Verifier) error {
 	if len(line) > 4096 {
 		return errors.New("tlog: cosignature too long")
 	}
-	cp, err := l.files.Get(ctx, checkpointName(size))
-	if errors.Is(err, fs.ErrNotExist) {
-		cur, raw, err2 := l.Checkpoint(ctx)
-		if err2 != nil {
-			return err2
-		}
-		if cur != size {
-			return fmt.Errorf("tlog: no checkpoint of size %d kept (the newest is %d)", size, cur)
-		}
-		if err := l.keepCheckpoint(ctx, size, raw); err != nil {
-			return err
-		}
-		cp, err = l.files.Get(ctx, checkpointName(size))
-	}
+	cp, err := l.CheckpointAt(ctx, size)
 	if err != nil {
 		return err
 	}
@@ -484,6 +476,49 @@ func (l *Log) Cosigned(ctx context.Context, size uint64) ([]byte, error) {
 		out = append(out, line...)
 	}
 	return out, nil
+}
+
+// CheckpointAt returns the log's signed checkpoint of size size (at most
+// the published size), and keeps it: the stored one when there is one, the
+// newest when it has that size, or one made again from the tiles. Tessera
+// signs origin, size and root with the Ed25519 log key, which is
+// deterministic, so the one made again is the one the log published.
+func (l *Log) CheckpointAt(ctx context.Context, size uint64) ([]byte, error) {
+	if cp, err := l.files.Get(ctx, checkpointName(size)); err == nil {
+		return cp, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return nil, err
+	}
+	cur, raw, err := l.Checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case size > cur:
+		return nil, fmt.Errorf("tlog: no checkpoint of size %d yet (the newest is %d): %w", size, cur, ErrNotIntegrated)
+	case size == 0:
+		return nil, errors.New("tlog: the empty tree has no checkpoint kept")
+	case size < cur:
+		nodes, err := client.FetchRangeNodes(ctx, size, l.reader.ReadTile)
+		if err != nil {
+			return nil, fmt.Errorf("tlog: checkpoint %d: %w", size, err)
+		}
+		r, err := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewRange(0, size, nodes)
+		if err != nil {
+			return nil, fmt.Errorf("tlog: checkpoint %d: %w", size, err)
+		}
+		root, err := r.GetRootHash(nil)
+		if err != nil {
+			return nil, fmt.Errorf("tlog: checkpoint %d: %w", size, err)
+		}
+		if raw, err = note.Sign(&note.Note{Text: string(log.Checkpoint{Origin: l.Origin(), Size: size, Hash: root}.Marshal())}, l.signer); err != nil {
+			return nil, fmt.Errorf("tlog: checkpoint %d: %w", size, err)
+		}
+	}
+	if err := l.keepCheckpoint(ctx, size, raw); err != nil {
+		return nil, err
+	}
+	return l.files.Get(ctx, checkpointName(size))
 }
 
 // keepCheckpoint stores raw as checkpoints/<size> unless a checkpoint of

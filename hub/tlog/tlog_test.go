@@ -772,3 +772,57 @@ func await(t testing.TB, l *Log, index uint64) {
 		t.Fatalf("await %d: %v", index, err)
 	}
 }
+
+// TestCheckpointAtRemakesPublished: a witness's cosignature on a checkpoint
+// the log has since moved past is still kept, because the log makes that
+// checkpoint again byte for byte.
+func TestCheckpointAtRemakesPublished(t *testing.T) {
+	l := openLog(t, t.TempDir(), newKey(t), nil)
+	ctx := t.Context()
+	published := map[uint64][]byte{}
+	var size uint64
+	for _, n := range []int{1, 255, 1, 300, 70} {
+		appendN(t, l.Log, int(size), n, "at")
+		size += uint64(n)
+		await(t, l.Log, size-1)
+		s, raw, err := l.Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		published[s] = raw
+	}
+	skey, vkey, _ := witness.NewKey("edx-witness/000.00.00.H29")
+	wv, _ := witness.NewVerifier(vkey)
+	lv, _ := note.NewVerifier(l.vkey)
+	for s, raw := range published {
+		got, err := l.CheckpointAt(ctx, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(got) != string(raw) {
+			t.Fatalf("checkpoint %d made again differs from the published one:\n%s\n%s", s, got, raw)
+		}
+	}
+	// The witness saw 257; the log is at 627 when the cosignature arrives.
+	w, err := witness.New(witness.Config{StateFile: filepath.Join(t.TempDir(), "cp"), Origin: l.Origin(), LogKey: l.vkey, Key: skey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	line, err := w.Update(ctx, published[257], nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.AddCosignature(ctx, 257, line, wv); err != nil {
+		t.Fatal(err)
+	}
+	c, err := l.Cosigned(ctx, 257)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cp, _, err := witness.VerifyQuorum(c, l.Origin(), lv, []note.Verifier{wv}, 1); err != nil || cp.Size != 257 {
+		t.Fatalf("cosigned 257: %v", err)
+	}
+	if _, err := l.CheckpointAt(ctx, 100000); !errors.Is(err, ErrNotIntegrated) {
+		t.Fatalf("a checkpoint beyond the log: %v", err)
+	}
+}
