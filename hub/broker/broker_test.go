@@ -225,8 +225,8 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.TTL() != broker.DefaultStageTTL {
-		t.Errorf("stage ttl %v", st.TTL())
+	if st.TTL() != 0 {
+		t.Errorf("stage ttl %v, want none: staged deliveries live while a delivery names them", st.TTL())
 	}
 	if _, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("stage store in EDX: %v", err)

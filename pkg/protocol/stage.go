@@ -80,13 +80,23 @@ func validStageName(name, prefix string) error {
 func SealStage(name string, plain []byte) (key, sealed []byte, err error) {
 	key = make([]byte, StageKeySize)
 	rand.Read(key)
-	aead, err := stageAEAD(key)
+	sealed, err = sealStageWith(name, key, plain)
 	if err != nil {
 		return nil, nil, err
 	}
+	return key, sealed, nil
+}
+
+// sealStageWith encrypts plain under key with a fresh random nonce, bound
+// to name.
+func sealStageWith(name string, key, plain []byte) ([]byte, error) {
+	aead, err := stageAEAD(key)
+	if err != nil {
+		return nil, err
+	}
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
 	rand.Read(nonce)
-	return key, aead.Seal(nonce, nonce, plain, []byte(name)), nil
+	return aead.Seal(nonce, nonce, plain, []byte(name)), nil
 }
 
 // OpenStage decrypts what SealStage sealed under name; any change to the
@@ -132,6 +142,24 @@ func PutStaged(ctx context.Context, obs jetstream.ObjectStore, plain []byte) (na
 		return "", nil, fmt.Errorf("protocol: stage %s: %w", name, err)
 	}
 	return name, key, nil
+}
+
+// RestageDelivery stores plain again in obs under the name and key a
+// delivery already carries (a fresh nonce, the same key), for a delivery
+// whose staged object went missing: the hub takes the container from its
+// archive, and the recipient's next attempt reads it with the key it has.
+func RestageDelivery(ctx context.Context, obs jetstream.ObjectStore, name string, key, plain []byte) error {
+	if err := validStageName(name, deliverStagePrefix); err != nil {
+		return fmt.Errorf("protocol: restage %q: %w", name, err)
+	}
+	sealed, err := sealStageWith(name, key, plain)
+	if err != nil {
+		return err
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(sealed)); err != nil {
+		return fmt.Errorf("protocol: restage %s: %w", name, err)
+	}
+	return nil
 }
 
 // UploadStaged encrypts plain and uploads it to UploadBucket under a fresh

@@ -54,6 +54,13 @@ const (
 	ReceiptInvalid     Code = "receipt.invalid"     // a hub receipt does not verify or does not match
 )
 
+// References: in_reply_to and business types 1 (revoke), 2 (update) and 3
+// (replace).
+const (
+	ReferenceUnknown   Code = "reference.unknown"    // in_reply_to names no accepted document the sender sent or received
+	ReferenceNotSender Code = "reference.not_sender" // a revocation, update or replacement of another unit's document
+)
+
 // Reason is one failure: a stable code and a human-readable message.
 type Reason struct {
 	Code    Code   `json:"code"`
