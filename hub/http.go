@@ -37,5 +37,5 @@ func (h *Hub) handler() http.Handler {
 	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust}
 	log := h.log.With("component", "http")
 	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
-		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
+		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
 }
