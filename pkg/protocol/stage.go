@@ -33,6 +33,10 @@ import (
 // Sealed layout: a 12-byte random nonce, then the GCM ciphertext and tag; the
 // object name is the additional data, so an object cannot be passed off under
 // another name.
+//
+// A staged submission lives in the upload store for the store's TTL. A
+// staged delivery has no TTL: the hub keeps it while a delivery waiting for
+// its unit names it (hub/pipeline, stage.go).
 
 // StageKeySize is the size of a staged object's AES-256 key.
 const StageKeySize = 32
@@ -49,8 +53,10 @@ const (
 )
 
 // ErrStageInvalid marks a staged object that is missing (expired or never
-// stored), malformed, too large, or does not decrypt under its key: a
-// permanent failure of that message, unlike an unreachable server.
+// stored), malformed, too large, or does not decrypt under its key, unlike
+// an unreachable server. For a submission it is final: the hub rejects it.
+// A delivery's staged object is the hub's: a recipient retries, and the hub
+// stages a missing one again from its archive (RestageDelivery).
 var ErrStageInvalid = errors.New("protocol: staged object invalid")
 
 // SubmitStageName returns a fresh, unguessable name for a staged submission:
