@@ -275,7 +275,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { errc <- h.pipe.Run(pctx) }()
-	go h.recover(pctx)
+	var recovering sync.WaitGroup
+	recovering.Go(func() { h.recover(pctx) })
 	var err error
 	select {
 	case <-ctx.Done():
@@ -288,6 +289,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	if perr := <-errc; perr != nil && err == nil {
 		err = perr
 	}
+	recovering.Wait()
 	h.Close()
 	return err
 }
