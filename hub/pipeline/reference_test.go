@@ -79,30 +79,35 @@ func TestReferences(t *testing.T) {
 
 // TestReferenceNotYetIndexed: a revocation processed before the document it
 // names (submitted right after it, both in the pipeline at once) waits for
-// it rather than being rejected.
+// it rather than being rejected; so does one in a backlog after an outage,
+// submitted longer than ReferenceWait ago.
 func TestReferenceNotYetIndexed(t *testing.T) {
-	e := newEnv(t, uA, uB)
-	e.cfg.ReferenceWait = time.Minute
-	e.cfg.MaxBackoff = 500 * time.Millisecond
-	a := e.units[uA]
-	x, meta := doc(uA, uB)
-	xdata := a.build(t, meta, 1<<10)
-	rev, rmeta := referring(uA, document.BusinessRevoke, x, uB)
-	// The revocation is first in the queue; X comes after it.
-	a.submit(t, rev, a.build(t, rmeta, 1<<10))
-	e.run(e.deps)
-	e.waitAttempts(2)
-	a.submit(t, x, xdata)
-	got := map[document.ID]protocol.NoticeType{}
-	for range 2 {
-		n := a.notice(t)
-		got[n.DocumentID] = n.Type
-		if n.Type != protocol.NoticeAccepted {
-			t.Errorf("%s: %s %v", n.DocumentID, n.Type, n.Reasons)
-		}
-	}
-	if got[x] != protocol.NoticeAccepted || got[rev] != protocol.NoticeAccepted {
-		t.Fatalf("notices %v", got)
+	for _, wait := range []time.Duration{time.Minute, time.Millisecond} {
+		t.Run("wait "+wait.String(), func(t *testing.T) {
+			e := newEnv(t, uA, uB)
+			e.cfg.ReferenceWait = wait
+			e.cfg.MaxBackoff = 500 * time.Millisecond
+			a := e.units[uA]
+			x, meta := doc(uA, uB)
+			xdata := a.build(t, meta, 1<<10)
+			rev, rmeta := referring(uA, document.BusinessRevoke, x, uB)
+			// The revocation is first in the queue; X comes after it.
+			a.submit(t, rev, a.build(t, rmeta, 1<<10))
+			e.run(e.deps)
+			e.waitAttempts(2)
+			a.submit(t, x, xdata)
+			got := map[document.ID]protocol.NoticeType{}
+			for range 2 {
+				n := a.notice(t)
+				got[n.DocumentID] = n.Type
+				if n.Type != protocol.NoticeAccepted {
+					t.Errorf("%s: %s %v", n.DocumentID, n.Type, n.Reasons)
+				}
+			}
+			if got[x] != protocol.NoticeAccepted || got[rev] != protocol.NoticeAccepted {
+				t.Fatalf("notices %v", got)
+			}
+		})
 	}
 }
 

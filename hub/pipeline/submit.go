@@ -33,6 +33,7 @@ func retry(format string, a ...any) error { return transient{fmt.Errorf(format, 
 type submission struct {
 	msg      jetstream.Msg
 	received time.Time // the stream's timestamp: stable across redeliveries
+	attempt  uint64    // 1 the first time the message is handled
 	unit     document.UnitID
 	wire     *protocol.Container
 	data     []byte // the container bytes
@@ -41,9 +42,9 @@ type submission struct {
 
 func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
 	start := p.now()
-	s := &submission{msg: msg, received: start}
+	s := &submission{msg: msg, received: start, attempt: 1}
 	if md, err := msg.Metadata(); err == nil {
-		s.received = md.Timestamp
+		s.received, s.attempt = md.Timestamp, md.NumDelivered
 	}
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	unit, wire, perr := protocol.ParseSubmit(nm)
@@ -127,9 +128,11 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 // revocation, update or replacement (business types 1 to 3) must name one
 // the sender itself sent. A document naming one this hub has not indexed
 // (or one the sender is no party to: the answer is the same, so that no unit
-// learns of documents it never saw) waits, naked, up to ReferenceWait after
-// its submission, since the referenced document may still be in the
-// pipeline; then it is rejected.
+// learns of documents it never saw) waits, naked, since the referenced
+// document may still be in the pipeline: at least ReferenceWait after its
+// submission and minReferenceAttempts attempts (a backlog after an outage
+// holds both, the earlier one perhaps not processed yet); then it is
+// rejected.
 func (p *Pipeline) checkReference(ctx context.Context, s *submission, d *document.Document) (reason.List, error) {
 	if d.InReplyTo == "" {
 		return nil, nil
@@ -139,9 +142,9 @@ func (p *Pipeline) checkReference(ctx context.Context, s *submission, d *documen
 		return nil, retry("pipeline: reference %s of %s: %w", d.InReplyTo, d.ID, err)
 	}
 	if err != nil || !party(ref, d.From) {
-		if waited := p.now().Sub(s.received); waited < p.cfg.ReferenceWait {
-			return nil, retry("pipeline: %s refers to %s, which this hub has not indexed (waited %s of %s)",
-				d.ID, d.InReplyTo, waited.Round(time.Second), p.cfg.ReferenceWait)
+		if waited := p.now().Sub(s.received); waited < p.cfg.ReferenceWait || s.attempt < minReferenceAttempts {
+			return nil, retry("pipeline: %s refers to %s, not indexed as a document %s sent or received (attempt %d, waited %s of %s)",
+				d.ID, d.InReplyTo, d.From, s.attempt, waited.Round(time.Second), p.cfg.ReferenceWait)
 		}
 		return reason.List{{Code: reason.ReferenceUnknown,
 			Message: fmt.Sprintf("in_reply_to: %s is not a document unit %s sent or received", d.InReplyTo, d.From)}}, nil
@@ -152,6 +155,11 @@ func (p *Pipeline) checkReference(ctx context.Context, s *submission, d *documen
 	}
 	return nil, nil
 }
+
+// minReferenceAttempts is how often, at least, a document whose
+// in_reply_to is not indexed yet is tried before it is rejected: with the
+// nak backoff, about 7 seconds of retries.
+const minReferenceAttempts = 5
 
 // party reports whether unit sent or received the document.
 func party(ref *index.Detail, unit document.UnitID) bool {
