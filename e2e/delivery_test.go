@@ -274,11 +274,6 @@ func TestAgentRefusesHostileDelivery(t *testing.T) {
 	if len(refusals) != 1 || !strings.Contains(refusals[0].Description, "container.bad_path") {
 		t.Fatalf("refusals at A: %+v", refusals)
 	}
-	for _, n := range []string{"files/a/b.txt", "CON", "x.pdf.", "q:z.txt"} {
-		if !strings.Contains(refusals[0].Description, n) {
-			t.Errorf("the refusal does not name %s: %s", n, refusals[0].Description)
-		}
-	}
 	if n := waiting(t, hc, uB); n != 0 {
 		t.Fatalf("%d deliveries to B waiting, want 0 (acknowledged)", n)
 	}
