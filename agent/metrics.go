@@ -32,7 +32,7 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 			Name: "edx_agent_documents_sent_total", Help: "Sent documents the hub decided on, by result (accepted, rejected).",
 		}, []string{"result"}),
 		received: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "edx_agent_deliveries_total", Help: "Deliveries handled, by result (stored, duplicate, quarantined).",
+			Name: "edx_agent_deliveries_total", Help: "Deliveries handled, by result (stored, duplicate, quarantined; waiting: a staged container not available yet, retried).",
 		}, []string{"result"}),
 		publishErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edx_agent_publish_errors_total", Help: "Failed attempts to publish a submission or a status (retried).",

@@ -321,24 +321,40 @@ func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handl
 
 // handleDelivery verifies a delivery locally (the container and the hub's
 // receipt, at the current time, against the agent's own trust roots),
-// stores it in the inbox and queues status 01; a delivery that fails
-// verification is quarantined with its reasons, never handed to the
-// document system. Either way the message is then acknowledged.
+// stores it in the inbox and queues status 01.
+//
+// What happens to the message depends on whether trying again could help:
+//
+//   - a delivery the agent could not obtain or store for now (its staged
+//     container missing or unreadable, the server unreachable, the inbox
+//     folder or its database failing: a full disk, a document system's
+//     share down) is never acknowledged: it is naked and tried again with
+//     backoff, until it goes through. A missing staged container is staged
+//     again by the hub from its archive.
+//   - a delivery that can never be handed over (malformed, larger than this
+//     agent takes, failing verification, or with file names the inbox folder
+//     cannot hold) is quarantined with its reasons, refused (status 02 with
+//     the reasons, sent to the hub, which records it and tells the sender),
+//     and acknowledged.
 func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) error {
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	d, err := protocol.ParseDelivery(nm)
 	if err != nil {
-		return a.quarantine(nm.Header.Get(protocol.HeaderDocID), msg.Data(), nil, reason.List{{Code: reason.SubmissionInvalid, Message: err.Error()}})
+		return a.refuse(ctx, nm.Header.Get(protocol.HeaderDocID), msg.Data(), nil, reason.List{{Code: reason.SubmissionInvalid, Message: err.Error()}})
+	}
+	if d.Size > a.limits.MaxSize {
+		return a.refuse(ctx, string(d.DocumentID), d.Data, d.Receipt, reason.List{{Code: reason.ContainerTooLarge,
+			Message: fmt.Sprintf("container of %d bytes exceeds this agent's limit of %d", d.Size, a.limits.MaxSize)}})
 	}
 	data := d.Data
 	if d.Staged != "" {
 		msg.InProgress()
 		data, err = protocol.GetStaged(ctx, l.stage, d.Staged, d.StageKey, a.limits.MaxSize)
-		switch {
-		case errors.Is(err, protocol.ErrStageInvalid):
-			return a.quarantine(string(d.DocumentID), nil, d.Receipt, reason.List{{Code: reason.SubmissionStaged, Message: err.Error()}})
-		case err != nil:
-			return errRetry{fmt.Errorf("delivery %s: %w", d.DocumentID, err)}
+		if err != nil {
+			// Never acknowledged: the container is in the hub's archive,
+			// and the hub stages it again when its object is missing.
+			a.m.received.WithLabelValues("waiting").Inc()
+			return errRetry{fmt.Errorf("delivery %s: staged container %s not available yet: %w", d.DocumentID, d.Staged, err)}
 		}
 	}
 	sum := sha256.Sum256(data)
@@ -370,10 +386,14 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 		}
 	}
 	if len(rs) > 0 || c == nil || rr.Receipt == nil {
-		return a.quarantine(string(d.DocumentID), data, d.Receipt, rs)
+		return a.refuse(ctx, string(d.DocumentID), data, d.Receipt, rs)
 	}
 	it, isNew, err := a.inbox.Put(ctx, a.cfg.Unit, inbox.Received{Container: c, SHA256: sha, Receipt: d.Receipt, Body: rr.Receipt})
-	if err != nil {
+	var ue *inbox.UnwritableError
+	switch {
+	case errors.As(err, &ue):
+		return a.refuse(ctx, string(d.DocumentID), data, d.Receipt, ue.Reasons)
+	case err != nil:
 		return errRetry{err}
 	}
 	if !isNew {
@@ -390,13 +410,26 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 	return nil
 }
 
-func (a *Agent) quarantine(id string, data, receipt []byte, rs reason.List) error {
-	a.m.received.WithLabelValues("quarantined").Inc()
+// refuse quarantines a delivery that can never be handed to the document
+// system, with its reasons, and queues the unit's refusal (status 02) for
+// the hub and the sender; the delivery is then acknowledged. Both steps
+// are done once per delivery, however often it comes.
+func (a *Agent) refuse(ctx context.Context, id string, data, receipt []byte, rs reason.List) error {
 	dir, err := a.inbox.Quarantine(documentID(id), data, receipt, rs)
 	if err != nil {
 		return errRetry{err}
 	}
-	a.log.Error("delivery failed verification: quarantined, not handed to the document system", "doc_id", id, "reasons", rs.Error(), "dir", dir)
+	queued := false
+	if documentID(id).Validate() == nil {
+		if queued, err = a.inbox.Refuse(ctx, a.cfg.Unit, documentID(id), rs); err != nil {
+			return errRetry{err}
+		}
+	}
+	a.m.received.WithLabelValues("quarantined").Inc()
+	a.log.Error("delivery refused: quarantined, not handed to the document system", "doc_id", id, "reasons", rs.Error(), "dir", dir, "refusal_queued", queued)
+	if queued {
+		a.kickStatus()
+	}
 	return nil
 }
 

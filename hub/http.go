@@ -39,5 +39,5 @@ func (h *Hub) handler() http.Handler {
 	log := h.log.With("component", "http")
 	zone, _ := h.cfg.Web.Location() // validated with the configuration
 	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
-		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
+		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
 }

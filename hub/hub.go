@@ -58,6 +58,7 @@ type Hub struct {
 	token   string
 	closers []func()
 	mu      sync.Mutex // serialises unit registration
+	health  health
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -206,6 +207,9 @@ func (h *Hub) startNATS(ctx context.Context) error {
 	if err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams); err != nil {
 		return err
 	}
+	if err := ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas); err != nil {
+		return err
+	}
 	h.stage, err = h.conn.Stage(ctx)
 	return err
 }
@@ -271,6 +275,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go func() { errc <- h.pipe.Run(pctx) }()
+	var recovering sync.WaitGroup
+	recovering.Go(func() { h.recover(pctx) })
 	var err error
 	select {
 	case <-ctx.Done():
@@ -283,15 +289,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	if perr := <-errc; perr != nil && err == nil {
 		err = perr
 	}
+	recovering.Wait()
 	h.Close()
-	return err
-}
-
-func (h *Hub) natsReady(ctx context.Context) error {
-	if !h.nc.IsConnected() {
-		return errors.New("not connected")
-	}
-	_, err := h.js.AccountInfo(ctx)
 	return err
 }
 

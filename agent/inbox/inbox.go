@@ -17,7 +17,13 @@
 // statuses the unit reports, until they are sent.
 //
 // Deliveries that fail verification never reach the folder: Quarantine
-// keeps them apart with their reasons.
+// keeps them apart with their reasons, and Refuse queues the unit's refusal
+// (status 02) so that the hub and the sender learn of it. So do deliveries
+// the folder can never hold (Put returns an *UnwritableError): file names
+// that are not portable (reserved on Windows, trailing dots or spaces,
+// characters some file systems refuse, a file that is also a folder, names
+// equal but for case) or that this system refuses. Any other failure to
+// write (a full disk, a folder unavailable) is worth retrying.
 package inbox
 
 import (
@@ -34,6 +40,7 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/edxhub/edx/agent/durable"
 	"github.com/edxhub/edx/pkg/container"
@@ -221,7 +228,18 @@ func (s *Store) Put(ctx context.Context, unit document.UnitID, r Received) (*Ite
 		name := strings.TrimPrefix(e.Name, container.FilesDir)
 		files = append(files, File{Name: name, MediaType: e.MediaType, Size: e.Size, SHA256: hex.EncodeToString(e.SHA256[:])})
 	}
+	var names []string
+	for _, e := range c.Files() {
+		names = append(names, strings.TrimPrefix(e.Name, container.FilesDir))
+	}
+	if rs := CheckNames(names); len(rs) > 0 {
+		return nil, false, &UnwritableError{ID: id, Reasons: rs}
+	}
 	if err := s.writeFolder(r); err != nil {
+		var ue *UnwritableError
+		if errors.As(err, &ue) {
+			return nil, false, ue
+		}
 		return nil, false, fmt.Errorf("inbox: write %s: %w", id, err)
 	}
 	now := s.now().UTC()
@@ -276,7 +294,11 @@ func (s *Store) writeFolder(r Received) error {
 	for _, e := range c.Files() {
 		if err == nil {
 			// Inflated again in a stream, bounded by the size verified.
-			err = writeEntry(f, FilesDir+"/"+strings.TrimPrefix(e.Name, container.FilesDir), e)
+			name := strings.TrimPrefix(e.Name, container.FilesDir)
+			if err = writeEntry(f, FilesDir+"/"+name, e); err != nil && unwritableName(err) {
+				err = &UnwritableError{ID: c.Meta.ID, Reasons: reason.List{{Code: reason.ContainerBadPath,
+					Message: fmt.Sprintf("files/%s: this system refuses the name: %v", name, err)}}}
+			}
 		}
 	}
 	if err == nil {
@@ -404,6 +426,52 @@ func (s *Store) ContainerPath(ctx context.Context, id document.ID) (string, erro
 	}
 	return p, nil
 }
+
+// Refuse queues the unit's refusal (status 02, with the reasons as its
+// description) of a delivery it could not take: one that failed
+// verification or that the folder can never hold. A document is refused
+// once: it reports false when a refusal was queued before, or when the
+// document is in the inbox already (a later copy that fails changes nothing
+// about the one received).
+func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID, rs reason.List) (bool, error) {
+	if err := id.Validate(); err != nil {
+		return false, fmt.Errorf("inbox: refuse: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT (SELECT count(*) FROM documents WHERE id = ?1) + (SELECT count(*) FROM statuses WHERE id = ?1 AND code = ?2)`,
+		id, document.StatusRefused).Scan(&n); err != nil {
+		return false, fmt.Errorf("inbox: refuse %s: %w", id, err)
+	}
+	if n > 0 {
+		return false, nil
+	}
+	st := document.Status{DocumentID: id, Unit: unit, Time: s.now().UTC(), Code: document.StatusRefused,
+		Description: refusal(rs)}
+	body, _ := json.Marshal(st)
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, ?)`,
+		id, st.Code, st.Time.UnixNano(), string(body), StatusPending); err != nil {
+		return false, fmt.Errorf("inbox: refuse %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// refusal is the description of a refusal: the reasons, within the 4000
+// bytes a status description may hold.
+func refusal(rs reason.List) string {
+	d := "refused on receipt by the recipient's agent: " + rs.Error()
+	if len(d) <= maxDescription {
+		return d
+	}
+	d = d[:maxDescription-len("…")]
+	for !utf8.ValidString(d) {
+		d = d[:len(d)-1]
+	}
+	return d + "…"
+}
+
+const maxDescription = 4000
 
 // Quarantine keeps a delivery that failed verification, with its reasons,
 // apart from the inbox, and returns its folder. The same delivery

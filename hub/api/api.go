@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strconv"
@@ -143,7 +144,7 @@ type Deps struct {
 	// Auth holds accounts, sessions and tokens; nil accepts the admin token
 	// alone.
 	Auth     *auth.Store
-	Ready    func(ctx context.Context) error // extra readiness checks (NATS)
+	Ready    func(ctx context.Context) map[string]error // readiness checks by dependency (NATS, write checks), over the pings
 	Gatherer prometheus.Gatherer
 	// AdminToken (DATA/admin.token) acts as an admin: edx unit add, edx get
 	// and scripts on the hub's machine use it.
@@ -261,7 +262,7 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := map[string]error{"index": s.rec.Index.Ping(ctx), "archive": s.rec.Archive.Ping(ctx)}
 	if s.d.Ready != nil {
-		checks["nats"] = s.d.Ready(ctx)
+		maps.Copy(checks, s.d.Ready(ctx))
 	}
 	out, code := map[string]string{}, http.StatusOK
 	for k, err := range checks {

@@ -13,7 +13,9 @@ package archive
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -378,6 +380,34 @@ func (s *Store) Ping(ctx context.Context) error {
 	}
 	return nil
 }
+
+// ProbeWrite checks that the server can store data now, without leaving
+// anything in the write-once bucket: it starts a multipart upload under
+// ProbePrefix, uploads one small part and aborts the upload. A full disk
+// behind the server fails it (ErrUnavailable).
+func (s *Store) ProbeWrite(ctx context.Context) error {
+	core := minio.Core{Client: s.client}
+	key := ProbePrefix + time.Now().UTC().Format("20060102T150405.000000000")
+	id, err := core.NewMultipartUpload(ctx, s.bucket, key, minio.PutObjectOptions{ContentType: "application/octet-stream"})
+	if err != nil {
+		return wrap("probe", key, err)
+	}
+	data := bytes.Repeat([]byte("edx write probe\n"), 4096) // 64 KiB
+	sum := md5.Sum(data)
+	_, perr := core.PutObjectPart(ctx, s.bucket, key, id, 1, bytes.NewReader(data), int64(len(data)),
+		minio.PutObjectPartOptions{Md5Base64: base64.StdEncoding.EncodeToString(sum[:])})
+	aerr := core.AbortMultipartUpload(ctx, s.bucket, key, id)
+	if perr != nil {
+		return wrap("probe", key, perr)
+	}
+	if aerr != nil {
+		return wrap("probe abort", key, aerr)
+	}
+	return nil
+}
+
+// ProbePrefix is where ProbeWrite's uploads go; none is ever completed.
+const ProbePrefix = "health/probe-"
 
 func toObject(info minio.ObjectInfo) Object {
 	obj := Object{

@@ -642,3 +642,36 @@ func BenchmarkPut64KiB(b *testing.B) {
 		}
 	}
 }
+
+// TestProbeWrite: the write check stores data and leaves nothing behind,
+// on a plain bucket and on one with Object Lock (where an object, once
+// written, could never be removed); with the server gone it fails
+// ErrUnavailable.
+func TestProbeWrite(t *testing.T) {
+	for _, lock := range []bool{false, true} {
+		cfg := testConfig(t)
+		cfg.ObjectLock, cfg.RetentionDays = lock, 0
+		if lock {
+			cfg.RetentionDays = 1
+		}
+		p := newProxy(t, cfg.Endpoint)
+		cfg.Endpoint = p.addr()
+		s := newStore(t, cfg)
+		for range 3 {
+			if err := s.ProbeWrite(t.Context()); err != nil {
+				t.Fatalf("object lock %v: %v", lock, err)
+			}
+		}
+		raw := rawClient(t, cfg)
+		for o := range raw.ListObjects(t.Context(), cfg.Bucket, minio.ListObjectsOptions{Recursive: true, WithVersions: true}) {
+			t.Errorf("object lock %v: %s left in the bucket (%v)", lock, o.Key, o.Err)
+		}
+		for u := range raw.ListIncompleteUploads(t.Context(), cfg.Bucket, "", true) {
+			t.Errorf("object lock %v: upload %s left open (%v)", lock, u.Key, u.Err)
+		}
+		p.close()
+		if err := s.ProbeWrite(t.Context()); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("object lock %v, server gone: %v, want ErrUnavailable", lock, err)
+		}
+	}
+}

@@ -225,8 +225,8 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.TTL() != broker.DefaultStageTTL {
-		t.Errorf("stage ttl %v", st.TTL())
+	if st.TTL() != 0 {
+		t.Errorf("stage ttl %v, want none: staged deliveries live while a delivery names them", st.TTL())
 	}
 	if _, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("stage store in EDX: %v", err)
@@ -979,5 +979,57 @@ func TestManyUnits(t *testing.T) {
 		if err := broker.EnsureUnitConsumers(t.Context(), e.hubJS, unit); err != nil {
 			t.Fatalf("unit %d: %v", i, err)
 		}
+	}
+}
+
+// TestRestartInProcess: Restart brings the embedded server back on the same
+// address and store; connected clients reconnect by themselves and find
+// what was stored, and Health reports it healthy.
+func TestRestartInProcess(t *testing.T) {
+	e := newEnv(t)
+	a := e.unit(t, unitA)
+	ctx := t.Context()
+	if err := e.srv.Health(); err != nil {
+		t.Fatalf("health: %v", err)
+	}
+	url := e.srv.ClientURL()
+	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("before"), jetstream.WithMsgID("before")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if e.srv.ClientURL() != url {
+		t.Fatalf("restarted on %s, was %s", e.srv.ClientURL(), url)
+	}
+	if err := e.srv.Health(); err != nil {
+		t.Fatalf("health after restart: %v", err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		_, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("after"), jetstream.WithMsgID("after"))
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the hub's connection did not come back: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(unitA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		got = append(got, string(m.Data()))
+		m.Ack()
+	}
+	if strings.Join(got, ",") != "before,after" {
+		t.Fatalf("the unit fetched %q after the restart", got)
 	}
 }

@@ -39,8 +39,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -116,9 +118,12 @@ func (c *Config) Validate() error {
 
 // Server is the embedded NATS server.
 type Server struct {
-	ns   *server.Server
-	keys *Keys
-	log  *slog.Logger
+	mu      sync.Mutex // guards ns across Restart
+	ns      *server.Server
+	opts    *server.Options
+	timeout time.Duration
+	keys    *Keys
+	log     *slog.Logger
 }
 
 // Start loads (or creates) the keys in cfg.KeysDir and starts the NATS server
@@ -169,15 +174,32 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	// A client's pending buffer must hold several maximal messages.
 	opts.MaxPending = max(4*int64(opts.MaxPayload), server.MAX_PENDING_SIZE)
-	ns, err := server.NewServer(opts)
+	s := &Server{keys: keys, log: log, opts: opts, timeout: cfg.StartTimeout}
+	ns, err := s.start(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.ns = ns
+	// A restart listens where clients were told to connect.
+	if addr, ok := ns.Addr().(*net.TCPAddr); ok {
+		opts.Port = addr.Port
+	}
+	log.Info("nats server ready", "url", ns.ClientURL(), "store_dir", cfg.StoreDir, "account", keys.Account())
+	return s, nil
+}
+
+// start runs a server on s.opts and waits until it accepts clients with
+// JetStream enabled.
+func (s *Server) start(ctx context.Context) (*server.Server, error) {
+	ns, err := server.NewServer(s.opts.Clone())
 	if err != nil {
 		return nil, fmt.Errorf("broker: new server: %w", err)
 	}
-	sl := newServerLogger(log)
+	sl := newServerLogger(s.log)
 	ns.SetLoggerV2(sl, sl.debug, sl.trace, false)
 	ns.Start()
 
-	deadline := time.Now().Add(cfg.StartTimeout)
+	deadline := time.Now().Add(s.timeout)
 	for !ns.ReadyForConnections(100 * time.Millisecond) {
 		if err := ctx.Err(); err != nil {
 			ns.Shutdown()
@@ -187,7 +209,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		if time.Now().After(deadline) {
 			ns.Shutdown()
 			ns.WaitForShutdown()
-			return nil, fmt.Errorf("broker: start: not ready after %s", cfg.StartTimeout)
+			return nil, fmt.Errorf("broker: start: not ready after %s", s.timeout)
 		}
 	}
 	if !ns.JetStreamEnabled() {
@@ -195,24 +217,64 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		ns.WaitForShutdown()
 		return nil, errors.New("broker: start: jetstream is not enabled")
 	}
-	log.Info("nats server ready", "url", ns.ClientURL(), "store_dir", cfg.StoreDir, "account", keys.Account())
-	return &Server{ns: ns, keys: keys, log: log}, nil
+	return ns, nil
+}
+
+// Health is JetStream's own health check of this server: nil, or why it
+// cannot store messages now: JetStream disabled, or a stream holding a
+// write error. A stream that failed a write (a full disk) keeps refusing
+// every write until the server restarts, even once the disk has room again;
+// Restart clears it.
+func (s *Server) Health() error {
+	hs := s.server().Healthz(&server.HealthzOptions{})
+	if hs.StatusCode == 0 || hs.StatusCode == http.StatusOK {
+		return nil
+	}
+	msg := hs.Error
+	for _, e := range hs.Errors {
+		msg += "; " + e.Error
+	}
+	return fmt.Errorf("broker: jetstream: %s", strings.TrimPrefix(msg, "; "))
+}
+
+// Restart stops the server and starts it again on the same address, store
+// and keys. Clients reconnect by themselves (the hub's and the agents'
+// connections retry forever); unacknowledged messages are redelivered.
+func (s *Server) Restart(ctx context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ns.Shutdown()
+	s.ns.WaitForShutdown()
+	ns, err := s.start(ctx)
+	if err != nil {
+		return err
+	}
+	s.ns = ns
+	s.log.Warn("nats server restarted", "url", ns.ClientURL())
+	return nil
+}
+
+func (s *Server) server() *server.Server {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ns
 }
 
 // ClientURL is the URL clients connect to, nats://host:port.
-func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+func (s *Server) ClientURL() string { return s.server().ClientURL() }
 
 // Keys returns the keys the server trusts, to issue credentials.
 func (s *Server) Keys() *Keys { return s.keys }
 
 // NATS returns the embedded server, for in-process connections
 // (nats.InProcessServer) and monitoring.
-func (s *Server) NATS() *server.Server { return s.ns }
+func (s *Server) NATS() *server.Server { return s.server() }
 
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown() {
-	s.ns.Shutdown()
-	s.ns.WaitForShutdown()
+	ns := s.server()
+	ns.Shutdown()
+	ns.WaitForShutdown()
 	s.log.Info("nats server stopped")
 }
 

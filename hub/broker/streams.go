@@ -51,9 +51,10 @@ type StreamOptions struct {
 	// exceed the server's max_payload; larger containers go through the
 	// object store.
 	MaxMsgSize int32 `yaml:"max_msg_size"`
-	// StageTTL is how long a staged container lives in the object stores,
-	// the upload store (submissions) and the stage store (deliveries)
-	// (default 7 days).
+	// StageTTL is how long a staged submission waits for the hub in the
+	// upload store (default 7 days). The stage store of deliveries has no
+	// TTL: a staged delivery lives as long as a delivery waiting for its
+	// unit names it (the hub's pipeline sweeps it, hub/pipeline stage.go).
 	StageTTL time.Duration `yaml:"stage_ttl"`
 	// StageMaxBytes bounds each of the two object stores; zero is unlimited.
 	StageMaxBytes int64 `yaml:"stage_max_bytes"`
@@ -162,10 +163,10 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	stage := jetstream.ObjectStoreConfig{
 		Bucket:      protocol.StageBucket,
 		Description: "edx deliveries above the inline limit, encrypted; the hub writes, units read",
-		TTL:         opts.StageTTL,
-		MaxBytes:    opts.StageMaxBytes,
-		Storage:     jetstream.FileStorage,
-		Replicas:    opts.Replicas,
+		// No TTL: an object lives while a waiting delivery names it.
+		MaxBytes: opts.StageMaxBytes,
+		Storage:  jetstream.FileStorage,
+		Replicas: opts.Replicas,
 	}
 	if stage.MaxBytes == 0 {
 		stage.MaxBytes = -1

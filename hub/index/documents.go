@@ -45,12 +45,13 @@ type Record struct {
 const (
 	StateRouted    = "routed"    // published to the recipient's deliveries
 	StateDelivered = "delivered" // the recipient's agent has it
+	StateRefused   = "refused"   // the recipient refused it (02) before it was delivered: its agent could not take it
 )
 
 // Recipient is one recipient of a document and where it stands.
 type Recipient struct {
 	Unit        document.UnitID     `json:"unit"`
-	State       string              `json:"state"` // StateRouted or StateDelivered
+	State       string              `json:"state"` // StateRouted, StateDelivered or StateRefused
 	RoutedAt    time.Time           `json:"routed_at"`
 	DeliveredAt time.Time           `json:"delivered_at,omitzero"` // zero while routed
 	LastCode    document.StatusCode `json:"last_code,omitempty"`   // the status with the latest time, "" for none

@@ -86,6 +86,7 @@ func (c Config) Validate() error {
 
 // Index is the open index. Its methods are safe for concurrent use.
 type Index struct {
+	dir string // the database's directory
 	log *slog.Logger
 	w   *sql.DB // one connection: every write goes through it
 	r   *sql.DB // query-only pool
@@ -129,7 +130,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	ix := &Index{log: log, w: w, now: time.Now, known: make(map[string]struct{})}
+	ix := &Index{dir: filepath.Dir(path), log: log, w: w, now: time.Now, known: make(map[string]struct{})}
 	if err := ix.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -196,6 +197,33 @@ func (ix *Index) Ping(ctx context.Context) error {
 		return fmt.Errorf("index: ping: %w", err)
 	}
 	return nil
+}
+
+// CheckWrite checks that the index can write now: that its disk has room
+// (1 MiB written beside the database, synced and removed: SQLite fails
+// every write on a full disk, while a small transaction may still fit in
+// its log) and that a write transaction commits (one row of the schema
+// version table rewritten, unchanged).
+func (ix *Index) CheckWrite(ctx context.Context) error {
+	f, err := os.CreateTemp(ix.dir, ".edx-space-check-")
+	if err != nil {
+		return fmt.Errorf("index: check write: %w", err)
+	}
+	defer os.Remove(f.Name())
+	_, err = f.Write(make([]byte, 1<<20))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("index: check write: %w", err)
+	}
+	return ix.write(ctx, "check write", func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "UPDATE schema_version SET applied_at = applied_at WHERE version = (SELECT max(version) FROM schema_version)")
+		return err
+	})
 }
 
 // Optimize merges the full-text index into one segment and refreshes the

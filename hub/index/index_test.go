@@ -250,7 +250,7 @@ func TestStatuses(t *testing.T) {
 	if r1.LastCode != document.StatusInProgress || !r1.Done || r1.State != StateDelivered || !r1.DeliveredAt.Equal(t0.Add(time.Minute)) {
 		t.Errorf("recipient 1 = %+v", r1)
 	}
-	if r2.LastCode != document.StatusRefused || !r2.Done || r2.State != StateRouted {
+	if r2.LastCode != document.StatusRefused || !r2.Done || r2.State != StateRefused { // refused, never delivered
 		t.Errorf("recipient 2 = %+v", r2)
 	}
 }

@@ -23,7 +23,8 @@ const progressCodes = "('01', '02', '03', '04', '05', '06')"
 //
 // It returns ErrNotFound for an unknown document and ErrNotRecipient when the
 // unit is not one of its recipients. A 01 (delivered) status also marks the
-// recipient delivered.
+// recipient delivered; a 02 (refused) before any 01 marks it refused (its
+// agent could not take the delivery).
 func (ix *Index) AddStatus(ctx context.Context, st document.Status) (flagged bool, err error) {
 	fl, err := ix.AddStatuses(ctx, []document.Status{st})
 	if err != nil {
@@ -105,7 +106,7 @@ func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
 			last_code = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?2 ELSE last_code END,
 			last_at = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?1 ELSE last_at END,
 			done = done OR ?3,
-			state = CASE WHEN ?2 = '01' THEN 'delivered' ELSE state END,
+			state = CASE WHEN ?2 = '01' THEN 'delivered' WHEN ?2 = '02' AND state = 'routed' THEN 'refused' ELSE state END,
 			delivered_at = CASE WHEN ?2 = '01' THEN coalesce(delivered_at, ?1) ELSE delivered_at END
 			WHERE doc = ?4 AND unit = ?5`},
 	} {

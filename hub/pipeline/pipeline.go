@@ -60,6 +60,25 @@ type Config struct {
 	AckWait time.Duration `yaml:"ack_wait"`
 	// MaxBackoff caps the delay of a nak after a transient failure (default 1m).
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// ReferenceWait is how long a document whose in_reply_to names a
+	// document this hub has not indexed waits for it (default 2m): the
+	// referenced document may still be in the pipeline, submitted just
+	// before. After that the document is rejected (reference.unknown).
+	ReferenceWait time.Duration `yaml:"reference_wait"`
+	// FanoutStageBytes: a container whose size times its number of
+	// recipients exceeds this is staged once in the stage store, and every
+	// delivery names it, instead of being copied inline into each delivery
+	// (default 16 MiB). Containers above protocol.InlineLimit are always
+	// staged.
+	FanoutStageBytes int64 `yaml:"fanout_stage_bytes"`
+	// StageSweep is how often the hub checks the stage store against the
+	// deliveries waiting in EDX_DELIVER (default 5m): it deletes staged
+	// objects no delivery names any more and stages again, from the
+	// archive, any object a waiting delivery names but the store lacks.
+	StageSweep time.Duration `yaml:"stage_sweep"`
+	// StageGrace is the age under which a staged object no delivery names
+	// yet is kept (default 1h): its deliveries are being published.
+	StageGrace time.Duration `yaml:"stage_grace"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
@@ -74,6 +93,18 @@ func (c *Config) setDefaults() {
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = time.Minute
 	}
+	if c.ReferenceWait <= 0 {
+		c.ReferenceWait = 2 * time.Minute
+	}
+	if c.FanoutStageBytes <= 0 {
+		c.FanoutStageBytes = DefaultFanoutStageBytes
+	}
+	if c.StageSweep <= 0 {
+		c.StageSweep = 5 * time.Minute
+	}
+	if c.StageGrace <= 0 {
+		c.StageGrace = time.Hour
+	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
 	}
@@ -87,8 +118,17 @@ func (c *Config) Validate() error {
 	if c.AckWait < 0 || (c.AckWait > 0 && c.AckWait < time.Second) {
 		return fmt.Errorf("pipeline: ack_wait %s: want at least 1s", c.AckWait)
 	}
+	if c.MaxBackoff < 0 || c.ReferenceWait < 0 || c.StageSweep < 0 || c.StageGrace < 0 {
+		return errors.New("pipeline: negative duration")
+	}
+	if c.FanoutStageBytes < 0 {
+		return errors.New("pipeline: fanout_stage_bytes is negative")
+	}
 	return nil
 }
+
+// DefaultFanoutStageBytes is the default of Config.FanoutStageBytes.
+const DefaultFanoutStageBytes = 16 << 20
 
 // Deps are what the pipeline works with.
 type Deps struct {
@@ -203,7 +243,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	wg.Add(3)
+	wg.Add(4)
 	fail := func(err error) {
 		if err != nil {
 			cancel() // one side failing stops the other
@@ -213,6 +253,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); fail(p.consume(ctx, sub, p.cfg.Workers, p.handleSubmission)) }()
 	go func() { defer wg.Done(); fail(p.consume(ctx, st, max(2, p.cfg.Workers/2), p.handleStatus)) }()
 	go func() { defer wg.Done(); p.watchBacklog(ctx, sub, st) }()
+	go func() { defer wg.Done(); p.keepStage(ctx) }()
 	wg.Wait()
 	close(errs)
 	for err := range errs {

@@ -33,6 +33,7 @@ func retry(format string, a ...any) error { return transient{fmt.Errorf(format, 
 type submission struct {
 	msg      jetstream.Msg
 	received time.Time // the stream's timestamp: stable across redeliveries
+	attempt  uint64    // 1 the first time the message is handled
 	unit     document.UnitID
 	wire     *protocol.Container
 	data     []byte // the container bytes
@@ -42,9 +43,9 @@ type submission struct {
 
 func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
 	start := p.now()
-	s := &submission{msg: msg, received: start}
+	s := &submission{msg: msg, received: start, attempt: 1}
 	if md, err := msg.Metadata(); err == nil {
-		s.received = md.Timestamp
+		s.received, s.attempt = md.Timestamp, md.NumDelivered
 	}
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	unit, wire, perr := protocol.ParseSubmit(nm)
@@ -108,6 +109,13 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 			}
 		}
 	}
+	if len(rs) == 0 && c != nil {
+		refs, err := p.checkReference(ctx, s, c.Meta)
+		if err != nil {
+			return err
+		}
+		rs = append(rs, refs...)
+	}
 	if len(rs) > 0 {
 		return p.reject(ctx, s, rs)
 	}
@@ -115,6 +123,57 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 		return err
 	}
 	return p.accept(ctx, s, c, rep)
+}
+
+// checkReference judges in_reply_to against the index. The document it
+// names must be an accepted document the sender sent or received; a
+// revocation, update or replacement (business types 1 to 3) must name one
+// the sender itself sent. A document naming one this hub has not indexed
+// (or one the sender is no party to: the answer is the same, so that no unit
+// learns of documents it never saw) waits, naked, since the referenced
+// document may still be in the pipeline: at least ReferenceWait after its
+// submission and minReferenceAttempts attempts (a backlog after an outage
+// holds both, the earlier one perhaps not processed yet); then it is
+// rejected.
+func (p *Pipeline) checkReference(ctx context.Context, s *submission, d *document.Document) (reason.List, error) {
+	if d.InReplyTo == "" {
+		return nil, nil
+	}
+	ref, err := p.ix.Get(ctx, d.InReplyTo)
+	if err != nil && !errors.Is(err, index.ErrNotFound) {
+		return nil, retry("pipeline: reference %s of %s: %w", d.InReplyTo, d.ID, err)
+	}
+	if err != nil || !party(ref, d.From) {
+		if waited := p.now().Sub(s.received); waited < p.cfg.ReferenceWait || s.attempt < minReferenceAttempts {
+			return nil, retry("pipeline: %s refers to %s, not indexed as a document %s sent or received (attempt %d, waited %s of %s)",
+				d.ID, d.InReplyTo, d.From, s.attempt, waited.Round(time.Second), p.cfg.ReferenceWait)
+		}
+		return reason.List{{Code: reason.ReferenceUnknown,
+			Message: fmt.Sprintf("in_reply_to: %s is not a document unit %s sent or received", d.InReplyTo, d.From)}}, nil
+	}
+	if d.BusinessType != document.BusinessNew && ref.Doc.From != d.From {
+		return reason.List{{Code: reason.ReferenceNotSender,
+			Message: fmt.Sprintf("business type %d: document %s was sent by %s; only its sender may revoke, update or replace it", d.BusinessType, d.InReplyTo, ref.Doc.From)}}, nil
+	}
+	return nil, nil
+}
+
+// minReferenceAttempts is how often, at least, a document whose
+// in_reply_to is not indexed yet is tried before it is rejected: with the
+// nak backoff, about 7 seconds of retries.
+const minReferenceAttempts = 5
+
+// party reports whether unit sent or received the document.
+func party(ref *index.Detail, unit document.UnitID) bool {
+	if ref.Doc.From == unit {
+		return true
+	}
+	for _, r := range ref.Recipients {
+		if r.Unit == unit {
+			return true
+		}
+	}
+	return false
 }
 
 // accept archives, indexes, routes and notifies; each step is idempotent.
@@ -283,16 +342,20 @@ func (p *Pipeline) getUpload(ctx context.Context, wire *protocol.Container) ([]b
 	return protocol.GetStaged(gctx, p.uploads, wire.Staged, wire.StageKey, p.cfg.Limits.MaxSize)
 }
 
-// route publishes one delivery per recipient; a large container is staged,
-// encrypted under a new key and a new random name, once for all of them.
-// After a crash between staging and routing, the redelivered submission is
-// staged again under another name: the first copy is never referenced (or,
-// for recipients whose delivery was published before the crash, still
-// referenced and valid, since Nats-Msg-Id drops the second delivery) and
-// expires with the store's TTL.
+// route publishes one delivery per recipient. A container above the inline
+// limit, or one whose copies would add up to more than FanoutStageBytes, is
+// staged, encrypted under a new key and a new random name, once for all of
+// them, and each delivery names it.
+//
+// A staged object lives as long as a delivery waiting in EDX_DELIVER names
+// it (see sweepStage). After a crash between staging and routing, the
+// redelivered submission is staged again under another name: the first copy
+// is then named by no delivery (and removed after StageGrace) or, for
+// recipients whose delivery was published before the crash, still named and
+// kept, since Nats-Msg-Id drops their second delivery.
 func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Document, receipt []byte) error {
 	wire := protocol.Container{DocumentID: d.ID, SHA256: s.sha, Size: int64(len(s.data))}
-	if len(s.data) > protocol.InlineLimit {
+	if len(s.data) > protocol.InlineLimit || int64(len(s.data))*int64(len(d.To)) > p.cfg.FanoutStageBytes {
 		name, key, err := protocol.PutStaged(ctx, p.stage, s.data)
 		if err != nil {
 			return retry("pipeline: stage delivery of %s: %w", d.ID, err)

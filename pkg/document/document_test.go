@@ -125,6 +125,7 @@ func TestStatusOrder(t *testing.T) {
 	}{
 		{"", StatusDelivered, true},
 		{"", StatusAccepted, false},
+		{"", StatusRefused, true}, // an agent refuses, on receipt, what it cannot take
 		{StatusDelivered, StatusAccepted, true},
 		{StatusDelivered, StatusRefused, true},
 		{StatusAccepted, StatusAssigned, true},

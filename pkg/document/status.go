@@ -51,9 +51,11 @@ func (c StatusCode) Final() bool {
 	return c == StatusRefused || c == StatusFinished || c == StatusCancelled
 }
 
-// next lists the progress codes allowed after each code (edXML order).
+// next lists the progress codes allowed after each code (edXML order). A
+// refusal may come first: a recipient's agent refuses, on receipt, a
+// delivery it cannot hand to its document system, which never arrived.
 var next = map[StatusCode][]StatusCode{
-	"":               {StatusDelivered},
+	"":               {StatusDelivered, StatusRefused},
 	StatusDelivered:  {StatusRefused, StatusAccepted},
 	StatusAccepted:   {StatusAssigned, StatusInProgress, StatusFinished},
 	StatusAssigned:   {StatusInProgress, StatusFinished},

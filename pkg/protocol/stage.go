@@ -33,6 +33,10 @@ import (
 // Sealed layout: a 12-byte random nonce, then the GCM ciphertext and tag; the
 // object name is the additional data, so an object cannot be passed off under
 // another name.
+//
+// A staged submission lives in the upload store for the store's TTL. A
+// staged delivery has no TTL: the hub keeps it while a delivery waiting for
+// its unit names it (hub/pipeline, stage.go).
 
 // StageKeySize is the size of a staged object's AES-256 key.
 const StageKeySize = 32
@@ -49,8 +53,10 @@ const (
 )
 
 // ErrStageInvalid marks a staged object that is missing (expired or never
-// stored), malformed, too large, or does not decrypt under its key: a
-// permanent failure of that message, unlike an unreachable server.
+// stored), malformed, too large, or does not decrypt under its key, unlike
+// an unreachable server. For a submission it is final: the hub rejects it.
+// A delivery's staged object is the hub's: a recipient retries, and the hub
+// stages a missing one again from its archive (RestageDelivery).
 var ErrStageInvalid = errors.New("protocol: staged object invalid")
 
 // SubmitStageName returns a fresh, unguessable name for a staged submission:
@@ -80,13 +86,23 @@ func validStageName(name, prefix string) error {
 func SealStage(name string, plain []byte) (key, sealed []byte, err error) {
 	key = make([]byte, StageKeySize)
 	rand.Read(key)
-	aead, err := stageAEAD(key)
+	sealed, err = sealStageWith(name, key, plain)
 	if err != nil {
 		return nil, nil, err
 	}
+	return key, sealed, nil
+}
+
+// sealStageWith encrypts plain under key with a fresh random nonce, bound
+// to name.
+func sealStageWith(name string, key, plain []byte) ([]byte, error) {
+	aead, err := stageAEAD(key)
+	if err != nil {
+		return nil, err
+	}
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plain)+aead.Overhead())
 	rand.Read(nonce)
-	return key, aead.Seal(nonce, nonce, plain, []byte(name)), nil
+	return aead.Seal(nonce, nonce, plain, []byte(name)), nil
 }
 
 // OpenStage decrypts what SealStage sealed under name; any change to the
@@ -132,6 +148,24 @@ func PutStaged(ctx context.Context, obs jetstream.ObjectStore, plain []byte) (na
 		return "", nil, fmt.Errorf("protocol: stage %s: %w", name, err)
 	}
 	return name, key, nil
+}
+
+// RestageDelivery stores plain again in obs under the name and key a
+// delivery already carries (a fresh nonce, the same key), for a delivery
+// whose staged object went missing: the hub takes the container from its
+// archive, and the recipient's next attempt reads it with the key it has.
+func RestageDelivery(ctx context.Context, obs jetstream.ObjectStore, name string, key, plain []byte) error {
+	if err := validStageName(name, deliverStagePrefix); err != nil {
+		return fmt.Errorf("protocol: restage %q: %w", name, err)
+	}
+	sealed, err := sealStageWith(name, key, plain)
+	if err != nil {
+		return err
+	}
+	if _, err := obs.Put(ctx, jetstream.ObjectMeta{Name: name}, bytes.NewReader(sealed)); err != nil {
+		return fmt.Errorf("protocol: restage %s: %w", name, err)
+	}
+	return nil
 }
 
 // UploadStaged encrypts plain and uploads it to UploadBucket under a fresh

@@ -65,6 +65,13 @@ const (
 	EdXMLAttachment Code = "edxml.attachment" // an attachment's name is unusable or used twice
 )
 
+// References: in_reply_to and business types 1 (revoke), 2 (update) and 3
+// (replace).
+const (
+	ReferenceUnknown   Code = "reference.unknown"    // in_reply_to names no accepted document the sender sent or received
+	ReferenceNotSender Code = "reference.not_sender" // a revocation, update or replacement of another unit's document
+)
+
 // Reason is one failure: a stable code and a human-readable message.
 type Reason struct {
 	Code    Code   `json:"code"`
