@@ -60,9 +60,16 @@ type Config struct {
 	AckWait time.Duration `yaml:"ack_wait"`
 	// MaxBackoff caps the delay of a nak after a transient failure (default 1m).
 	MaxBackoff time.Duration `yaml:"max_backoff"`
+	// MaxStatuses bounds how many statuses one unit may report on one
+	// document (default 64): 05 (in progress) may repeat, but not without
+	// end. Further statuses are refused with status.too_many.
+	MaxStatuses int `yaml:"max_statuses_per_unit"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
+
+// DefaultMaxStatuses is the default of Config.MaxStatuses.
+const DefaultMaxStatuses = 64
 
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
@@ -73,6 +80,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxBackoff <= 0 {
 		c.MaxBackoff = time.Minute
+	}
+	if c.MaxStatuses <= 0 {
+		c.MaxStatuses = DefaultMaxStatuses
 	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
@@ -86,6 +96,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AckWait < 0 || (c.AckWait > 0 && c.AckWait < time.Second) {
 		return fmt.Errorf("pipeline: ack_wait %s: want at least 1s", c.AckWait)
+	}
+	if c.MaxStatuses < 0 {
+		return fmt.Errorf("pipeline: max_statuses_per_unit %d: want a positive number", c.MaxStatuses)
 	}
 	return nil
 }

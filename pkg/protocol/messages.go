@@ -217,6 +217,11 @@ func ParseNotice(m *nats.Msg) (*Notice, error) {
 	return &n, nil
 }
 
+// MaxStatusSize bounds a status message's body: a status within the field
+// limits of document.Status is far smaller. EDX_STATUS refuses larger
+// messages (broker), and ParseStatus refuses them too.
+const MaxStatusSize = 64 << 10
+
 // StatusMsg builds a unit's status report.
 func StatusMsg(s *document.Status) (*nats.Msg, error) {
 	b, err := json.Marshal(s)
@@ -238,6 +243,9 @@ func StatusMsgID(s *document.Status) string {
 // ParseStatus reads a status report; the reporting unit comes from the subject.
 func ParseStatus(m *nats.Msg) (document.UnitID, *document.Status, error) {
 	unit := document.UnitID(UnitFromSubject(m.Subject))
+	if len(m.Data) > MaxStatusSize {
+		return unit, nil, fmt.Errorf("protocol: status: %d bytes, above the limit of %d", len(m.Data), MaxStatusSize)
+	}
 	var s document.Status
 	if err := json.Unmarshal(m.Data, &s); err != nil {
 		return unit, nil, fmt.Errorf("protocol: status: %w", err)
