@@ -138,7 +138,7 @@ type unit struct {
 	signer *pki.Signer
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	stage  jetstream.ObjectStore
+	stage  *protocol.Stage
 	ccs    []jetstream.ConsumeContext
 }
 
@@ -528,11 +528,9 @@ func (r *run) publish(ctx context.Context, j job) error {
 	r.expect[j.c.DocumentID] = j.to
 	r.mu.Unlock()
 	if len(j.c.Data) > protocol.InlineLimit {
-		name, key, err := protocol.UploadStaged(ctx, j.from.js, j.c.Data)
-		if err != nil {
+		if err := protocol.UploadStaged(ctx, j.from.js, j.from.id, j.c); err != nil {
 			return fmt.Errorf("stage: %w", err)
 		}
-		j.c.Staged, j.c.StageKey, j.c.Data = name, key, nil
 	}
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -57,7 +57,9 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if uc.Name != UnitsAccountName || uc.Limits.IsJSEnabled() || !uc.SigningKeys.Contains(k.units.signingPub) ||
-		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+1 {
+		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices()) ||
+		uc.Limits.Subs != DefaultUnitLimits.MaxSubscriptions || uc.Limits.Payload != DefaultUnitLimits.MaxPayload ||
+		uc.Limits.Conn != DefaultUnitLimits.MaxConnections {
 		t.Fatalf("units account claims %+v", uc)
 	}
 	for _, im := range uc.Imports {
@@ -74,7 +76,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if sc.Name != StageAccountName || sc.Limits.JetStreamLimits != DefaultStageLimits || !sc.SigningKeys.Contains(k.stage.signingPub) ||
-		len(sc.Exports) != len(stageServices())+1 || len(sc.Imports) != 0 {
+		len(sc.Exports) != len(stageServices()) || len(sc.Imports) != 0 {
 		t.Fatalf("stage account claims %+v", sc)
 	}
 	oc, err := jwt.DecodeOperatorClaims(k.OperatorJWT())
@@ -186,7 +188,7 @@ func TestUpgradeKeysDir(t *testing.T) {
 	}
 	oldEDX := k0.edx
 	oldEDX.signing, oldEDX.signingPub = old, oldPub
-	oldUnitCreds, err := k0.issueUser(&oldEDX, "000.00.00.H29", 0, nil)
+	oldUnitCreds, err := k0.issueUser(&oldEDX, "000.00.00.H29", 0, nil, unlimitedNATS)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -130,12 +130,15 @@ type Server struct {
 // presents a JWT signed by its account's signing key, which the server checks against
 // the account JWT, so units issued after start connect without a restart or a
 // resolver update. The account JWTs are re-read from KeysDir at every start.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+//
+// keysOpts apply to the keys (LoadOrCreateKeys): the units' limits
+// (WithUnitLimits), JetStream limits.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, keysOpts ...KeysOption) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, err := LoadOrCreateKeys(cfg.KeysDir)
+	keys, err := LoadOrCreateKeys(cfg.KeysDir, keysOpts...)
 	if err != nil {
 		return nil, err
 	}

@@ -50,8 +50,8 @@ type unit struct {
 	id     document.UnitID
 	signer *pki.Signer
 	nc     *nats.Conn
-	js     jetstream.JetStream   // EDX, through the UNITS account's imports
-	stage  jetstream.ObjectStore // large deliveries
+	js     jetstream.JetStream // EDX, through the UNITS account's imports
+	stage  *protocol.Stage     // large deliveries
 }
 
 var bucketSeq struct {
@@ -75,6 +75,11 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	ss, err := broker.StartStageService(ctx, e.hc, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ss.Stop)
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucketSeq.Lock()
 	bucketSeq.n++
@@ -213,14 +218,11 @@ func (u *unit) submit(t testing.TB, id document.ID, data []byte) {
 func (u *unit) submitMsg(t testing.TB, id document.ID, data []byte) *nats.Msg {
 	t.Helper()
 	sum := sha256.Sum256(data)
-	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		var err error
-		if c.Staged, c.StageKey, err = protocol.UploadStaged(t.Context(), u.js, data); err != nil {
+		if err := protocol.UploadStaged(t.Context(), u.js, u.id, c); err != nil {
 			t.Fatal(err)
 		}
-	} else {
-		c.Data = data
 	}
 	return protocol.SubmitMsg(u.id, c)
 }

@@ -129,8 +129,8 @@ type Pipeline struct {
 	cfg      Config
 	js       jetstream.JetStream
 	stage    jetstream.ObjectStore // large deliveries (STAGE)
-	uploads  jetstream.ObjectStore // large submissions (EDX)
-	upStream jetstream.Stream      // the stream behind uploads
+	uploads  jetstream.Stream      // large submissions (EDX_UPLOAD)
+	statuses jetstream.Stream      // EDX_STATUS
 	arch     Archive
 	ix       Index
 	trust    *pki.Trust
@@ -153,15 +153,15 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 	if !pki.IsHub(d.Hub.Cert()) {
 		return nil, errors.New("pipeline: the receipt signer's certificate is not a hub certificate (organizationIdentifier EDX-HUB)")
 	}
-	uploads, err := d.JS.ObjectStore(ctx, protocol.UploadBucket)
+	uploads, err := d.JS.Stream(ctx, protocol.StreamUpload)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.UploadBucket, err)
+		return nil, fmt.Errorf("pipeline: upload stream %s: %w", protocol.StreamUpload, err)
 	}
-	upStream, err := d.JS.Stream(ctx, "OBJ_"+protocol.UploadBucket)
+	statuses, err := d.JS.Stream(ctx, protocol.StreamStatus)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.UploadBucket, err)
+		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
-	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, uploads: uploads, upStream: upStream, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -177,6 +177,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 
 // errAbandon leaves a message unacknowledged (tests' simulated crash).
 var errAbandon = errors.New("pipeline: abandoned")
+
+// errAcked: the handler acknowledged the message itself.
+var errAcked = errors.New("pipeline: acknowledged")
 
 func (p *Pipeline) step(name string) error {
 	if p.hook != nil {
@@ -292,7 +295,7 @@ func (p *Pipeline) keepAlive(msg jetstream.Msg, done <-chan struct{}) {
 // failure.
 func (p *Pipeline) finish(ctx context.Context, msg jetstream.Msg, err error) {
 	switch {
-	case errors.Is(err, errAbandon):
+	case errors.Is(err, errAbandon), errors.Is(err, errAcked):
 		return
 	case err == nil:
 		if err := msg.DoubleAck(ctx); err != nil {

@@ -35,7 +35,23 @@ func StatusKey(s *document.Status) string {
 // Config.MaxStatuses statuses on the document (status.too_many), or when its
 // time is in the future or before the document's acceptance (status.time).
 // A refused status reaches neither the index, the archive nor any notice.
+//
+// Once recorded or refused, the status is removed from EDX_STATUS: the
+// stream holds only what waits for the hub, which is what each unit's share
+// of it (status_unit_pending) bounds.
 func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
+	if err := p.status(ctx, msg); err != nil {
+		return err
+	}
+	if seq := msgSeq(msg); seq > 0 {
+		if err := p.statuses.DeleteMsg(ctx, seq); err != nil {
+			p.log.Warn("pipeline: remove processed status", "seq", seq, "err", err)
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	unit, st, err := protocol.ParseStatus(nm)
 	refuse := func(c reason.Code, text string) error {

@@ -37,11 +37,31 @@ type submission struct {
 	wire     *protocol.Container
 	data     []byte // the container bytes
 	sha      string
+	upload   []uint64 // the sequences of its upload's chunks, when staged
 }
 
+// handleSubmission processes a submission; once it is acknowledged, the
+// chunks of its upload are removed from the upload stream, which frees the
+// unit's quota. (Not before: a redelivery must still find them.)
 func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
+	s := &submission{msg: msg}
+	if err := p.processSubmission(ctx, s); err != nil || len(s.upload) == 0 {
+		return err
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		p.log.Warn("pipeline: ack", "subject", msg.Subject(), "err", err)
+		return nil // acked again by finish; the chunks expire with stage_ttl
+	}
+	if err := protocol.ReleaseUpload(ctx, p.uploads, s.upload); err != nil {
+		p.log.Warn("pipeline: release upload", "unit", s.unit, "err", err)
+	}
+	return errAcked
+}
+
+func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
+	msg := s.msg
 	start := p.now()
-	s := &submission{msg: msg, received: start}
+	s.received = start
 	if md, err := msg.Metadata(); err == nil {
 		s.received = md.Timestamp
 	}
@@ -57,7 +77,12 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 			Message: fmt.Sprintf("container of %d bytes exceeds the limit of %d", wire.Size, p.cfg.Limits.MaxSize)}})
 	}
 	if wire.Staged != "" {
-		data, err := p.getUpload(ctx, wire)
+		// Bound the read: a unit's upload whose chunks never come is
+		// invalid, not worth waiting for.
+		gctx, cancel := context.WithTimeout(ctx, max(p.cfg.AckWait, 2*time.Minute))
+		data, seqs, err := protocol.GetUpload(gctx, p.uploads, unit, wire, p.cfg.Limits.MaxSize)
+		cancel()
+		s.upload = seqs
 		switch {
 		case errors.Is(err, protocol.ErrStageInvalid):
 			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: err.Error()}})
@@ -257,27 +282,6 @@ func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Docum
 		return nil, nil, retry("pipeline: archive receipt %s: %w", rkey, err)
 	}
 	return b, rc, nil
-}
-
-// getUpload reads a staged submission from the upload store. The unit wrote
-// the object's meta message itself: before reading, the chunks it names must
-// all be there, or the read would wait for chunks that never come.
-func (p *Pipeline) getUpload(ctx context.Context, wire *protocol.Container) ([]byte, error) {
-	info, err := p.uploads.GetInfo(ctx, wire.Staged)
-	if err == nil && info.NUID != "" {
-		chunks := "$O." + protocol.UploadBucket + ".C." + info.NUID
-		si, err := p.upStream.Info(ctx, jetstream.WithSubjectFilter(chunks))
-		if err != nil {
-			return nil, err
-		}
-		if n := si.State.Subjects[chunks]; n != uint64(info.Chunks) {
-			return nil, fmt.Errorf("%w: %s: %d chunks stored, its meta says %d", protocol.ErrStageInvalid, wire.Staged, n, info.Chunks)
-		}
-	}
-	// GetStaged looks the object up again and classifies any error.
-	gctx, cancel := context.WithTimeout(ctx, max(p.cfg.AckWait, 2*time.Minute))
-	defer cancel()
-	return protocol.GetStaged(gctx, p.uploads, wire.Staged, wire.StageKey, p.cfg.Limits.MaxSize)
 }
 
 // route publishes one delivery per recipient; a large container is staged,

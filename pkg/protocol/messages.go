@@ -16,7 +16,7 @@ import (
 )
 
 // InlineLimit is the largest container sent inside a message; a larger one
-// is staged, encrypted, in an object store (UploadStaged for submissions,
+// is staged, encrypted, beside the message (UploadStaged for submissions,
 // PutStaged for deliveries) and the message names it and carries its key.
 // Streams accept messages of up to twice this size.
 const InlineLimit = 4 << 20
@@ -29,6 +29,7 @@ const (
 	HeaderSize      = "Edx-Container-Size"   // container size in bytes
 	HeaderStaged    = "Edx-Staged"           // object name in the stage store when not inline
 	HeaderStageKey  = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
+	HeaderStagedSeq = "Edx-Staged-Seq"       // on a staged submission: the upload stream's sequence of its first chunk
 	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
 	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
 	HeaderVersion   = "Edx-Protocol"         // protocol version
@@ -41,11 +42,14 @@ type Container struct {
 	DocumentID document.ID
 	SHA256     string // hex
 	Size       int64
-	// Staged is the name of the staged object (in UploadBucket for a
+	// Staged is the name of the staged object (in StreamUpload for a
 	// submission, StageBucket for a delivery); empty when Data is inline.
 	Staged string
 	// StageKey decrypts the staged object (OpenStage); set with Staged.
 	StageKey []byte
+	// StagedSeq is, for a staged submission, the sequence of its first
+	// chunk in StreamUpload (UploadStaged sets it, GetUpload reads from it).
+	StagedSeq uint64
 	Data     []byte // the container bytes when inline
 }
 
@@ -57,6 +61,9 @@ func (c *Container) setHeaders(h nats.Header) {
 	if c.Staged != "" {
 		h.Set(HeaderStaged, c.Staged)
 		h.Set(HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+		if c.StagedSeq > 0 {
+			h.Set(HeaderStagedSeq, strconv.FormatUint(c.StagedSeq, 10))
+		}
 	}
 }
 
@@ -78,6 +85,11 @@ func parseContainer(m *nats.Msg, stagePrefix string) (*Container, error) {
 			errs = append(errs, fmt.Sprintf("header %s: want a base64 key of %d bytes", HeaderStageKey, StageKeySize))
 		}
 		c.StageKey = key
+		if v := m.Header.Get(HeaderStagedSeq); v != "" {
+			if c.StagedSeq, err = strconv.ParseUint(v, 10, 64); err != nil || c.StagedSeq == 0 {
+				errs = append(errs, "header "+HeaderStagedSeq+": want a positive sequence")
+			}
+		}
 	} else if k != "" {
 		errs = append(errs, "header "+HeaderStageKey+" without "+HeaderStaged)
 	}
@@ -128,6 +140,9 @@ func ParseSubmit(m *nats.Msg) (document.UnitID, *Container, error) {
 		return unit, nil, fmt.Errorf("protocol: subject %q is not a submission", m.Subject)
 	}
 	c, err := parseContainer(m, submitStagePrefix)
+	if err == nil && c.Staged != "" && c.StagedSeq == 0 {
+		err = errors.New("a staged submission needs header " + HeaderStagedSeq)
+	}
 	if err != nil {
 		return unit, c, fmt.Errorf("protocol: submission: %w", err)
 	}
