@@ -218,7 +218,7 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	// write are bounded per unit too.
 	for name, perUnit := range map[string]int64{
 		protocol.StreamSubmit: broker.DefaultSubmitUnitPending, protocol.StreamStatus: broker.DefaultStatusUnitPending,
-		protocol.StreamUpload: (broker.DefaultUploadUnitQuota + protocol.MaxUploadMsgSize - 1) / protocol.MaxUploadMsgSize,
+		protocol.StreamUpload:  (broker.DefaultUploadUnitQuota + protocol.MaxUploadMsgSize - 1) / protocol.MaxUploadMsgSize,
 		protocol.StreamDeliver: 0, protocol.StreamNotice: 0,
 	} {
 		s, err := e.hubJS.Stream(ctx, name)

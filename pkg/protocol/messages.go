@@ -50,7 +50,7 @@ type Container struct {
 	// StagedSeq is, for a staged submission, the sequence of its first
 	// chunk in StreamUpload (UploadStaged sets it, GetUpload reads from it).
 	StagedSeq uint64
-	Data     []byte // the container bytes when inline
+	Data      []byte // the container bytes when inline
 }
 
 func (c *Container) setHeaders(h nats.Header) {
