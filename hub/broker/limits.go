@@ -112,6 +112,8 @@ type ConnLimiter struct {
 	stop  chan struct{}
 	done  chan struct{}
 
+	kicked string // the inbox of kick answers
+
 	mu    sync.Mutex
 	conns map[string]map[connRef]time.Time // unit → its connections → start
 }
@@ -157,11 +159,27 @@ func StartConnLimiter(ctx context.Context, url string, keys *Keys, max int, log 
 			return nil, fmt.Errorf("broker: connection limiter: %w", err)
 		}
 	}
-	if err := nc.FlushWithContext(ctx); err != nil {
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	// The server answers a kick (it acts only on a request with a reply
+	// subject); an answer with an error is logged.
+	l.kicked = nats.NewInbox()
+	if _, err := nc.Subscribe(l.kicked, func(m *nats.Msg) {
+		var resp struct {
+			Error *server.ApiError `json:"error"`
+		}
+		if json.Unmarshal(m.Data, &resp) == nil && resp.Error != nil {
+			l.log.Warn("connection limiter: kick refused", "err", resp.Error.Description)
+		}
+	}); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("broker: connection limiter: %w", err)
 	}
-	if err := l.resync(ctx); err != nil {
+	if err := nc.FlushWithContext(fctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("broker: connection limiter: %w", err)
+	}
+	if err := l.resync(fctx); err != nil {
 		nc.Close()
 		return nil, err
 	}
@@ -269,7 +287,7 @@ func (l *ConnLimiter) kick(unit string, refs []connRef) {
 	for _, r := range refs {
 		l.log.Warn("unit over its connection limit: closing its oldest connection", "unit", unit, "limit", l.max, "server", r.server, "cid", r.cid)
 		req, _ := json.Marshal(server.KickClientReq{CID: r.cid})
-		if err := l.nc.Publish(fmt.Sprintf("$SYS.REQ.SERVER.%s.KICK", r.server), req); err != nil {
+		if err := l.nc.PublishRequest(fmt.Sprintf("$SYS.REQ.SERVER.%s.KICK", r.server), l.kicked, req); err != nil {
 			l.log.Warn("connection limiter: kick", "unit", unit, "err", err)
 		}
 	}

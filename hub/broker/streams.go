@@ -170,11 +170,19 @@ func (o *StreamOptions) Validate() error {
 	switch {
 	case o.SubmitMaxBytes < int64(o.MaxMsgSize) || o.DeliverMaxBytes < int64(o.MaxMsgSize) || o.NoticeMaxBytes < int64(o.MaxMsgSize):
 		return fmt.Errorf("broker: streams: submit, deliver and notice max_bytes must hold at least one message of max_msg_size %d", o.MaxMsgSize)
-	case o.UploadUnitQuota < protocol.MaxUploadMsgSize || o.UploadUnitQuota > o.UploadMaxBytes:
-		return fmt.Errorf("broker: streams: upload_unit_quota %d: want at least one chunk (%d) and at most upload_max_bytes %d", o.UploadUnitQuota, protocol.MaxUploadMsgSize, o.UploadMaxBytes)
+	// One unit's share of a stream must leave room for the others.
+	case o.UploadUnitQuota < protocol.MaxUploadMsgSize || o.UploadUnitQuota > o.UploadMaxBytes/2:
+		return fmt.Errorf("broker: streams: upload_unit_quota %d: want at least one chunk (%d) and at most half of upload_max_bytes %d", o.UploadUnitQuota, protocol.MaxUploadMsgSize, o.UploadMaxBytes)
+	case o.SubmitUnitPending*int64(o.MaxMsgSize) > o.SubmitMaxBytes/2:
+		return fmt.Errorf("broker: streams: submit_unit_pending %d messages of max_msg_size %d: more than half of submit_max_bytes %d", o.SubmitUnitPending, o.MaxMsgSize, o.SubmitMaxBytes)
+	case o.StatusUnitPending*statusMsgSize > o.StatusMaxBytes/2:
+		return fmt.Errorf("broker: streams: status_unit_pending %d statuses of up to %d bytes: more than half of status_max_bytes %d", o.StatusUnitPending, statusMsgSize, o.StatusMaxBytes)
 	}
 	return nil
 }
+
+// statusMsgSize bounds a message of EDX_STATUS: a status and its headers.
+const statusMsgSize = protocol.MaxStatusSize + 4<<10
 
 // MaxUnitConsumers bounds the consumers of each edx stream: far above the
 // number of units a hub serves, one per unit on the delivery and notice
@@ -232,7 +240,7 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 		jetstream.WorkQueuePolicy, opts.SubmitMaxAge, opts.SubmitMaxBytes, opts.SubmitMaxMsgs), opts.SubmitUnitPending)
 	status := perUnit(stream(protocol.StreamStatus, protocol.SubjectStatusPrefix, "edx status updates, one subject per reporting unit",
 		jetstream.LimitsPolicy, opts.StatusMaxAge, opts.StatusMaxBytes, opts.StatusMaxMsgs), opts.StatusUnitPending)
-	status.MaxMsgSize = protocol.MaxStatusSize + 4<<10 // headers
+	status.MaxMsgSize = statusMsgSize
 	chunks := (opts.UploadUnitQuota + protocol.MaxUploadMsgSize - 1) / protocol.MaxUploadMsgSize
 	upload := perUnit(stream(protocol.StreamUpload, protocol.SubjectUploadPrefix, "edx submissions above the inline limit, encrypted, one subject per unit; units write, the hub reads and removes",
 		jetstream.LimitsPolicy, opts.StageTTL, opts.UploadMaxBytes, opts.UploadMaxBytes/protocol.UploadChunkSize+1), chunks)

@@ -61,10 +61,21 @@ var bucketSeq struct {
 
 func newEnv(t testing.TB, units ...document.UnitID) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{}, units...)
+}
+
+// envOptions size an env's JetStream.
+type envOptions struct {
+	maxStore int64 // the server's JetStream store; zero: the server's default
+	streams  broker.StreamOptions
+}
+
+func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
+	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys"}, log)
+	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys", MaxStore: o.maxStore}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +83,7 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 	e := &env{t: t, srv: srv, units: map[document.UnitID]*unit{}}
 	e.hc = e.hubConn()
 	e.nc, e.js = e.hc.NC, e.hc.JS
-	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, broker.StreamOptions{}); err != nil {
+	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, o.streams); err != nil {
 		t.Fatal(err)
 	}
 	ss, err := broker.StartStageService(ctx, e.hc, log)

@@ -1,10 +1,17 @@
 package pipeline
 
 import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
@@ -135,4 +142,156 @@ func TestStatusLimits(t *testing.T) {
 // statusPrefix is where a document's statuses are archived.
 func (e *env) statusPrefix(id document.ID) string {
 	return StatusKey(&document.Status{DocumentID: id, Unit: "x", Code: "01"})[:len("2006/01/02/")+len(id)+len("/status/")]
+}
+
+// TestOneUnitCannotStarveAnother: with the hub stopped, unit A writes all it
+// can into JetStream (a store of 160 MiB): submissions, uploads, statuses,
+// until the server refuses each; unit B still submits a small and a large
+// document, and once the hub runs both are accepted. A, its backlog
+// processed, submits again.
+func TestOneUnitCannotStarveAnother(t *testing.T) {
+	e := newEnvWith(t, envOptions{maxStore: 160 << 20, streams: broker.StreamOptions{
+		MaxMsgSize:     4<<20 + 512<<10,
+		SubmitMaxBytes: 24 << 20, SubmitUnitPending: 2,
+		DeliverMaxBytes: 32 << 20, NoticeMaxBytes: 8 << 20,
+		StatusMaxBytes: 8 << 20, StatusUnitPending: 50,
+		UploadMaxBytes: 32 << 20, UploadUnitQuota: 12 << 20,
+		StageMaxBytes: 32 << 20,
+	}}, uA, uB, uC)
+	a, b := e.units[uA], e.units[uB]
+	ctx := t.Context()
+	full := func(err error) bool {
+		return err != nil && strings.Contains(err.Error(), "maximum messages per subject exceeded")
+	}
+	junk := func(n int) *protocol.Container {
+		data := make([]byte, n)
+		rand.Read(data)
+		sum := sha256.Sum256(data)
+		return &protocol.Container{DocumentID: document.NewID(time.Now()), SHA256: hex.EncodeToString(sum[:]), Size: int64(n), Data: data}
+	}
+
+	// A fills its share of every stream it writes.
+	var err error
+	n := 0
+	for ; n < 100 && err == nil; n++ {
+		_, err = a.js.PublishMsg(ctx, protocol.SubmitMsg(uA, junk(4<<20)))
+	}
+	if !full(err) {
+		t.Fatalf("A's submissions: %d, then %v", n, err)
+	}
+	err, n = nil, 0
+	for ; n < 100 && err == nil; n++ {
+		err = protocol.UploadStaged(ctx, a.js, uA, junk(4<<20))
+	}
+	if !full(err) {
+		t.Fatalf("A's uploads: %d, then %v", n, err)
+	}
+	err, n = nil, 0
+	for ; n < 1000 && err == nil; n++ {
+		m, _ := protocol.StatusMsg(&document.Status{DocumentID: document.NewID(time.Now()), Unit: uA, Code: "01", Time: time.Now().Add(time.Duration(n))})
+		_, err = a.js.PublishMsg(ctx, m)
+	}
+	if !full(err) {
+		t.Fatalf("A's statuses: %d, then %v", n, err)
+	}
+
+	// B submits, inline and staged.
+	small, smallMeta := doc(uB, uC)
+	large, largeMeta := doc(uB, uC)
+	b.submit(t, small, b.build(t, smallMeta, 64<<10))
+	b.submit(t, large, b.build(t, largeMeta, 5<<20))
+	if js := e.srv.NATS().JetStreamConfig(); js == nil || js.MaxStore != 160<<20 {
+		t.Fatalf("JetStream store %+v", js)
+	}
+
+	e.run(e.deps)
+	got := map[document.ID]protocol.NoticeType{}
+	for range 2 {
+		n := b.notice(t)
+		got[n.DocumentID] = n.Type
+	}
+	if got[small] != protocol.NoticeAccepted || got[large] != protocol.NoticeAccepted {
+		t.Fatalf("B's notices %v", got)
+	}
+	// A's waiting submissions were processed (rejected): it submits again.
+	for rejected := 0; rejected < 2; {
+		switch n := a.notice(t); n.Type {
+		case protocol.NoticeRejected:
+			rejected++
+		case protocol.NoticeStatusRejected: // A's junk statuses
+		default:
+			t.Fatalf("A's junk: %+v", n)
+		}
+	}
+	id, meta := doc(uA, uC)
+	a.submit(t, id, a.build(t, meta, 4<<10))
+	for {
+		n := a.notice(t)
+		if n.Type == protocol.NoticeStatusRejected {
+			continue // A's junk statuses
+		}
+		if n.Type != protocol.NoticeAccepted || n.DocumentID != id {
+			t.Fatalf("A's document: %+v", n)
+		}
+		break
+	}
+}
+
+// TestRejectedArchiveBounded: a rejected submission keeps its reasons and
+// digest, and at most RejectedKeep of its bytes; past a unit's budget of
+// rejected bytes, only the reasons and the digest. The sender is told why
+// every time.
+func TestRejectedArchiveBounded(t *testing.T) {
+	e := newEnv(t, uA, uB)
+	e.cfg.RejectedKeep = 64 << 10
+	e.cfg.RejectedUnitBudget = 150 << 10
+	e.run(e.deps)
+	a := e.units[uA]
+	sizes := []int{10 << 10, 300 << 10, 300 << 10, 300 << 10}
+	var kept []int64
+	for _, size := range sizes {
+		junk := make([]byte, size)
+		rand.Read(junk)
+		a.submit(t, document.NewID(time.Now()), junk)
+		n := a.notice(t)
+		if n.Type != protocol.NoticeRejected || !n.Reasons.Has(reason.ContainerMalformed) {
+			t.Fatalf("notice %+v", n)
+		}
+		body, _, err := e.arch.Get(t.Context(), n.ArchiveKey)
+		if err != nil {
+			t.Fatalf("reasons not archived: %v", err)
+		}
+		var rec RejectedRecord
+		if err := json.Unmarshal(body, &rec); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(junk)
+		if rec.Size != int64(size) || rec.SHA256 != hex.EncodeToString(sum[:]) || !rec.Reasons.Has(reason.ContainerMalformed) {
+			t.Fatalf("reasons.json %+v", rec)
+		}
+		dir := strings.TrimSuffix(n.ArchiveKey, "reasons.json")
+		var stored int64
+		for _, k := range e.objects(dir) {
+			if strings.HasSuffix(k, "reasons.json") {
+				continue
+			}
+			data, _, err := e.arch.Get(t.Context(), k)
+			if err != nil || !bytes.Equal(data, junk[:len(data)]) {
+				t.Fatalf("%s: %v", k, err)
+			}
+			whole := strings.HasSuffix(k, "/"+RejectedContainer)
+			if whole != (len(data) == size) || !whole && !strings.HasSuffix(k, "/"+RejectedHead) {
+				t.Fatalf("%s holds %d of %d bytes", k, len(data), size)
+			}
+			stored += int64(len(data))
+		}
+		if stored != rec.Kept {
+			t.Fatalf("archived %d bytes, reasons.json says %d", stored, rec.Kept)
+		}
+		kept = append(kept, rec.Kept)
+	}
+	// 10 KiB whole, 64 KiB of each larger one while the budget lasts.
+	if want := []int64{10 << 10, 64 << 10, 64 << 10, 0}; fmt.Sprint(kept) != fmt.Sprint(want) {
+		t.Fatalf("kept %v, want %v", kept, want)
+	}
 }

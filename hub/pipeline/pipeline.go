@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
@@ -64,12 +65,24 @@ type Config struct {
 	// document (default 64): 05 (in progress) may repeat, but not without
 	// end. Further statuses are refused with status.too_many.
 	MaxStatuses int `yaml:"max_statuses_per_unit"`
+	// RejectedKeep bounds how many bytes of a rejected submission are
+	// archived beside its reasons and digest (default 4 MiB): a larger one
+	// keeps its first RejectedKeep bytes. RejectedUnitBudget bounds the
+	// bytes of one unit's rejected submissions archived in an hour
+	// (default 64 MiB); past it only the reasons and the digest are kept.
+	// Either way the sender is told why.
+	RejectedKeep       int64 `yaml:"rejected_keep_bytes"`
+	RejectedUnitBudget int64 `yaml:"rejected_unit_bytes_per_hour"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
 
-// DefaultMaxStatuses is the default of Config.MaxStatuses.
-const DefaultMaxStatuses = 64
+// Defaults of Config.
+const (
+	DefaultMaxStatuses        = 64
+	DefaultRejectedKeep       = 4 << 20
+	DefaultRejectedUnitBudget = 64 << 20
+)
 
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
@@ -83,6 +96,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxStatuses <= 0 {
 		c.MaxStatuses = DefaultMaxStatuses
+	}
+	if c.RejectedKeep == 0 {
+		c.RejectedKeep = DefaultRejectedKeep
+	}
+	if c.RejectedUnitBudget == 0 {
+		c.RejectedUnitBudget = DefaultRejectedUnitBudget
 	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
@@ -99,6 +118,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStatuses < 0 {
 		return fmt.Errorf("pipeline: max_statuses_per_unit %d: want a positive number", c.MaxStatuses)
+	}
+	if c.RejectedKeep < 0 || c.RejectedUnitBudget < 0 || c.RejectedUnitBudget > 1<<40 {
+		return fmt.Errorf("pipeline: rejected_keep_bytes %d, rejected_unit_bytes_per_hour %d: want positive sizes", c.RejectedKeep, c.RejectedUnitBudget)
 	}
 	return nil
 }
@@ -139,6 +161,9 @@ type Pipeline struct {
 	log      *slog.Logger
 	now      func() time.Time
 	hook     func(string) error
+
+	rejMu     sync.Mutex
+	rejBudget map[document.UnitID]*rate.Limiter // bytes of rejected submissions archived, per unit
 }
 
 // New checks cfg and deps and returns a pipeline; Run starts it.
@@ -162,7 +187,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
 	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
-		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook}
+		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
@@ -346,10 +347,23 @@ type RejectedRecord struct {
 	Received time.Time       `json:"received"`
 	SHA256   string          `json:"container_sha256"`
 	Reasons  reason.List     `json:"reasons"`
+	// Size is the submitted container's size; Kept how many of its first
+	// bytes are archived beside: all of them (container.asice), the first
+	// Config.RejectedKeep (container-head.bin), or none once the unit has
+	// used its budget of rejected bytes (Config.RejectedUnitBudget).
+	Size int64 `json:"size"`
+	Kept int64 `json:"kept"`
 }
 
-// reject keeps the submission and its reasons under rejected/ in the
-// archive, records it in the index and tells the sender why.
+// Names of a rejected submission's bytes under rejected/<date>/<ref>/.
+const (
+	RejectedContainer = "container.asice"    // the whole container
+	RejectedHead      = "container-head.bin" // its first Config.RejectedKeep bytes
+)
+
+// reject keeps the submission's reasons and digest, and as much of its
+// bytes as the bounds allow, under rejected/ in the archive, records it in
+// the index and tells the sender why.
 func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) error {
 	ref := "unknown"
 	if s.wire != nil && s.wire.DocumentID.Validate() == nil {
@@ -358,9 +372,14 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 	sum := sha256.Sum256(s.data)
 	ref += "-" + hex.EncodeToString(sum[:8])
 	reasonsKey := archive.RejectedKey(s.received, ref, "reasons.json")
-	body, _ := json.MarshalIndent(RejectedRecord{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs}, "", "  ")
-	if len(s.data) > 0 {
-		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, "container.asice"), s.data, container.Mimetype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
+	kept := p.rejectedKeep(s.unit, int64(len(s.data)))
+	body, _ := json.MarshalIndent(RejectedRecord{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs, int64(len(s.data)), kept}, "", "  ")
+	if kept > 0 {
+		name, ctype := RejectedContainer, container.Mimetype
+		if kept < int64(len(s.data)) {
+			name, ctype = RejectedHead, "application/octet-stream"
+		}
+		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, name), s.data[:kept], ctype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
 			return retry("pipeline: archive rejected %s: %w", ref, err)
 		}
 	}
@@ -384,6 +403,30 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 	}
 	p.log.Info("rejected", "ref", ref, "unit", s.unit, "reasons", strings.Join(codes(rs), ","))
 	return nil
+}
+
+// rejectedKeep is how many of a rejected submission's size bytes to
+// archive: at most Config.RejectedKeep, and nothing once the unit has used
+// its budget (Config.RejectedUnitBudget bytes an hour, per hub).
+func (p *Pipeline) rejectedKeep(unit document.UnitID, size int64) int64 {
+	n := min(size, p.cfg.RejectedKeep, p.cfg.RejectedUnitBudget)
+	if n <= 0 {
+		return 0
+	}
+	p.rejMu.Lock()
+	defer p.rejMu.Unlock()
+	l := p.rejBudget[unit]
+	if l == nil {
+		if len(p.rejBudget) > 100_000 { // units that no longer reject anything
+			clear(p.rejBudget)
+		}
+		l = rate.NewLimiter(rate.Limit(float64(p.cfg.RejectedUnitBudget)/3600), int(p.cfg.RejectedUnitBudget))
+		p.rejBudget[unit] = l
+	}
+	if !l.AllowN(p.now(), int(n)) {
+		return 0
+	}
+	return n
 }
 
 func codes(rs reason.List) []string {
