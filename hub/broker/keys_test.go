@@ -281,3 +281,41 @@ func TestIssueUnitCreds(t *testing.T) {
 		t.Error("negative ttl accepted")
 	}
 }
+
+// TestAccountLimitsBindEveryCredential: a unit credential issued without
+// limits of its own (as before units had them) is bound by the UNITS
+// account's.
+func TestAccountLimitsBindEveryCredential(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := Start(t.Context(), Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), KeysDir: dir}, slog.New(slog.DiscardHandler),
+		WithUnitLimits(UnitLimits{MaxSubscriptions: 10}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	const unit = "000.00.00.H29"
+	perms := UnitPermissions(unit)
+	creds, err := srv.Keys().issueUser(&srv.Keys().units, unit, 0, &perms, unlimitedNATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 100)
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(creds), nats.CustomInboxPrefix("_INBOX_EDX.000_00_00_H29"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errc <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for i := range 20 {
+		nc.SubscribeSync("_INBOX_EDX.000_00_00_H29.x." + strings.Repeat("y", i+1))
+	}
+	nc.Flush()
+	select {
+	case err := <-errc:
+		if !strings.Contains(err.Error(), "maximum subscriptions exceeded") {
+			t.Fatalf("error %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("20 subscriptions allowed under an account limit of 10")
+	}
+}
