@@ -51,13 +51,14 @@ const (
 // Keys holds the decentralized-auth material of the hub: the operator, the
 // system account and three accounts, each with a signing key:
 //
-//   - EDX holds the streams and the upload store; its only users are the
+//   - EDX holds the streams (the upload stream too); its only users are the
 //     hub's (IssueHubCreds), with every right;
 //   - UNITS holds the units' users (IssueUnitCreds) and nothing else: no
 //     JetStream, only service imports of what units may do in EDX and STAGE,
 //     each further limited per unit by UnitPermissions;
 //   - STAGE holds the store of large deliveries; the hub writes it with a
-//     user of its own (IssueHubStageCreds), units read it through imports.
+//     user of its own (IssueHubStageCreds), units read it through imports
+//     of the consumers the hub's stage service makes for them.
 //
 // User credentials are signed by their account's signing key, so the server
 // only needs the account JWTs to admit a user it has never seen: issuing
@@ -132,8 +133,9 @@ var unlimitedJetStream = jwt.JetStreamLimits{
 // DefaultStageLimits are the JetStream limits of a new STAGE account: its
 // one stream (the stage store, which StreamOptions.StageMaxBytes bounds) on
 // disk, no memory streams, and at most 10,000 consumers at once: each read of
-// a staged object creates a short-lived ordered consumer, so this bounds how
-// many reads (of every unit together) run at once.
+// a staged object uses one of the reading unit's protocol.StageSlots
+// consumers, which the stage service creates, so this bounds how many reads
+// (of every unit together) run at once.
 var DefaultStageLimits = jwt.JetStreamLimits{
 	MemoryStorage: 0,
 	DiskStorage:   jwt.NoLimit,

@@ -76,7 +76,7 @@ type StreamOptions struct {
 	// EDX_UPLOAD have limits of their own (protocol.MaxStatusSize,
 	// protocol.MaxUploadMsgSize).
 	MaxMsgSize int32 `yaml:"max_msg_size"`
-	// StageTTL is how long a staged container lives in the upload store
+	// StageTTL is how long a staged container lives in the upload stream
 	// (submissions) and the stage store (deliveries) (default 7 days).
 	StageTTL time.Duration `yaml:"stage_ttl"`
 
@@ -96,7 +96,7 @@ type StreamOptions struct {
 
 	// SubmitUnitPending and StatusUnitPending bound how many submissions
 	// and statuses of one unit wait for the hub at once; UploadUnitQuota
-	// bounds the bytes one unit has in the upload store (chunks the hub has
+	// bounds the bytes one unit has in the upload stream (chunks the hub has
 	// not read yet, and uploads never submitted until stage_ttl expires
 	// them). It must hold the largest container the pipeline accepts.
 	SubmitUnitPending int64 `yaml:"submit_unit_pending"`
@@ -201,7 +201,7 @@ const MaxUnitConsumers = 1_000_000
 // status_unit_pending messages of one unit, EDX_UPLOAD at most
 // upload_unit_quota bytes of one unit (chunks of protocol.MaxUploadMsgSize).
 //
-// The upload store (protocol.UploadStaged) is a plain stream with one
+// The upload stream (protocol.UploadStaged) is a plain stream with one
 // subject per unit, so that the server can count a unit's share; the hub
 // reads an upload by sequence (protocol.GetUpload) and removes it once
 // processed.
@@ -267,7 +267,7 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	return streams, stage
 }
 
-// EnsureStreams creates the edx streams and the upload store in the EDX
+// EnsureStreams creates the edx streams and the upload stream in the EDX
 // account (js, the hub's connection there) and the stage store in the STAGE
 // account (stage, the hub's connection there), or updates them to opts. It is
 // idempotent and works against the embedded server and an external cluster

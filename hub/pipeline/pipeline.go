@@ -128,7 +128,8 @@ func (c *Config) Validate() error {
 // Deps are what the pipeline works with.
 type Deps struct {
 	// JS is the hub's JetStream in the EDX account (broker.HubConn.JS): the
-	// streams, and the upload store from which it reads large submissions.
+	// streams, the upload stream among them, from which it reads large
+	// submissions.
 	JS jetstream.JetStream
 	// Stage is the stage store in the STAGE account (broker.HubConn.Stage),
 	// where it puts large deliveries.
