@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -294,4 +297,92 @@ func TestRejectedArchiveBounded(t *testing.T) {
 	if want := []int64{10 << 10, 64 << 10, 64 << 10, 0}; fmt.Sprint(kept) != fmt.Sprint(want) {
 		t.Fatalf("kept %v, want %v", kept, want)
 	}
+}
+
+// uploadChunks counts a unit's chunks in the upload stream.
+func (e *env) uploadChunks(u document.UnitID) uint64 {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), protocol.StreamUpload)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	info, err := s.Info(e.t.Context(), jetstream.WithSubjectFilter(protocol.UploadSubject(string(u))))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return info.State.Subjects[protocol.UploadSubject(string(u))]
+}
+
+// TestUploadsReleased: a processed submission's upload is removed, whether
+// the submission was accepted or refused before its upload was read; an
+// upload no submission can use (incomplete, or never submitted) is swept
+// away; an upload a waiting submission names is kept. So a unit's quota
+// holds only what the hub has still to read.
+func TestUploadsReleased(t *testing.T) {
+	t.Run("processed", func(t *testing.T) {
+		e := newEnv(t, uA, uB)
+		e.cfg.Limits.MaxSize = 6 << 20
+		e.run(e.deps)
+		a := e.units[uA]
+		for _, tc := range []struct {
+			size int
+			want protocol.NoticeType
+		}{{5 << 20, protocol.NoticeAccepted}, {7 << 20, protocol.NoticeRejected}} {
+			id, meta := doc(uA, uB)
+			a.submit(t, id, a.build(t, meta, tc.size))
+			if n := a.notice(t); n.Type != tc.want {
+				t.Fatalf("%d bytes: notice %+v", tc.size, n)
+			}
+			deadline := time.Now().Add(10 * time.Second)
+			for e.uploadChunks(uA) != 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d bytes, %s: %d chunks left in the upload stream", tc.size, tc.want, e.uploadChunks(uA))
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+
+	t.Run("swept", func(t *testing.T) {
+		e := newEnv(t, uA, uB, uC)
+		e.cfg.UploadOrphanAfter = time.Nanosecond
+		p, err := New(t.Context(), e.cfg, e.deps)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := e.units[uA], e.units[uB]
+		partial := func(u *unit) {
+			m := nats.NewMsg(protocol.UploadSubject(string(u.id)))
+			m.Header.Set(protocol.HeaderUpload, protocol.SubmitStageName())
+			m.Header.Set(protocol.HeaderChunk, "0")
+			m.Header.Set(protocol.HeaderUploadSize, fmt.Sprint(2*protocol.UploadChunkSize))
+			m.Data = make([]byte, protocol.UploadChunkSize)
+			if _, err := u.js.PublishMsg(t.Context(), m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A: an upload never submitted, and half an upload.
+		if err := protocol.UploadStaged(t.Context(), a.js, uA, &protocol.Container{Data: make([]byte, 5<<20)}); err != nil {
+			t.Fatal(err)
+		}
+		partial(a)
+		// B: a submission waiting for the hub, with its upload; and half an upload.
+		id, meta := doc(uB, uC)
+		b.submit(t, id, b.build(t, meta, 5<<20))
+		kept := e.uploadChunks(uB)
+		partial(b)
+		if err := p.sweepUploads(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if n := e.uploadChunks(uA); n != 0 {
+			t.Errorf("A: %d chunks left", n)
+		}
+		if n := e.uploadChunks(uB); n != kept {
+			t.Errorf("B: %d chunks left, want its submission's %d", n, kept)
+		}
+		e.run(e.deps)
+		if n := b.notice(t); n.Type != protocol.NoticeAccepted || n.DocumentID != id {
+			t.Fatalf("B's submission after the sweep: %+v", n)
+		}
+	})
 }

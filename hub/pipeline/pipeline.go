@@ -73,6 +73,9 @@ type Config struct {
 	// Either way the sender is told why.
 	RejectedKeep       int64 `yaml:"rejected_keep_bytes"`
 	RejectedUnitBudget int64 `yaml:"rejected_unit_bytes_per_hour"`
+	// UploadOrphanAfter is how long after its last chunk an upload that no
+	// submission can use is removed (default 30m): see sweepUploads.
+	UploadOrphanAfter time.Duration `yaml:"upload_orphan_after"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
@@ -82,6 +85,7 @@ const (
 	DefaultMaxStatuses        = 64
 	DefaultRejectedKeep       = 4 << 20
 	DefaultRejectedUnitBudget = 64 << 20
+	DefaultUploadOrphanAfter  = 30 * time.Minute
 )
 
 func (c *Config) setDefaults() {
@@ -103,6 +107,9 @@ func (c *Config) setDefaults() {
 	if c.RejectedUnitBudget == 0 {
 		c.RejectedUnitBudget = DefaultRejectedUnitBudget
 	}
+	if c.UploadOrphanAfter == 0 {
+		c.UploadOrphanAfter = DefaultUploadOrphanAfter
+	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
 	}
@@ -118,6 +125,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStatuses < 0 {
 		return fmt.Errorf("pipeline: max_statuses_per_unit %d: want a positive number", c.MaxStatuses)
+	}
+	if c.UploadOrphanAfter < 0 {
+		return fmt.Errorf("pipeline: upload_orphan_after %s is negative", c.UploadOrphanAfter)
 	}
 	if c.RejectedKeep < 0 || c.RejectedUnitBudget < 0 || c.RejectedUnitBudget > 1<<40 {
 		return fmt.Errorf("pipeline: rejected_keep_bytes %d, rejected_unit_bytes_per_hour %d: want positive sizes", c.RejectedKeep, c.RejectedUnitBudget)
@@ -152,6 +162,7 @@ type Pipeline struct {
 	cfg      Config
 	js       jetstream.JetStream
 	stage    jetstream.ObjectStore // large deliveries (STAGE)
+	submits  jetstream.Stream      // EDX_SUBMIT
 	uploads  jetstream.Stream      // large submissions (EDX_UPLOAD)
 	statuses jetstream.Stream      // EDX_STATUS
 	arch     Archive
@@ -183,11 +194,15 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: upload stream %s: %w", protocol.StreamUpload, err)
 	}
+	submits, err := d.JS.Stream(ctx, protocol.StreamSubmit)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: submission stream %s: %w", protocol.StreamSubmit, err)
+	}
 	statuses, err := d.JS.Stream(ctx, protocol.StreamStatus)
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
-	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -245,7 +260,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	wg.Add(3)
+	wg.Add(4)
 	fail := func(err error) {
 		if err != nil {
 			cancel() // one side failing stops the other
@@ -255,6 +270,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); fail(p.consume(ctx, sub, p.cfg.Workers, p.handleSubmission)) }()
 	go func() { defer wg.Done(); fail(p.consume(ctx, st, max(2, p.cfg.Workers/2), p.handleStatus)) }()
 	go func() { defer wg.Done(); p.watchBacklog(ctx, sub, st) }()
+	go func() { defer wg.Done(); p.sweepEvery(ctx, uploadSweep) }()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -337,6 +353,25 @@ func (p *Pipeline) finish(ctx context.Context, msg jetstream.Msg, err error) {
 		p.log.Warn("pipeline: transient failure, will retry", "subject", msg.Subject(), "attempt", n, "retry_in", delay, "err", err)
 		if err := msg.NakWithDelay(delay); err != nil {
 			p.log.Warn("pipeline: nak", "subject", msg.Subject(), "err", err)
+		}
+	}
+}
+
+// uploadSweep is how often the pipeline looks for uploads no submission can
+// use (sweepUploads).
+const uploadSweep = 5 * time.Minute
+
+func (p *Pipeline) sweepEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.sweepUploads(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("pipeline: sweep uploads", "err", err)
+			}
 		}
 	}
 }

@@ -46,17 +46,65 @@ type submission struct {
 // unit's quota. (Not before: a redelivery must still find them.)
 func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
 	s := &submission{msg: msg}
-	if err := p.processSubmission(ctx, s); err != nil || len(s.upload) == 0 {
+	if err := p.processSubmission(ctx, s); err != nil || s.wire == nil || s.wire.Staged == "" {
 		return err
 	}
 	if err := msg.DoubleAck(ctx); err != nil {
 		p.log.Warn("pipeline: ack", "subject", msg.Subject(), "err", err)
-		return nil // acked again by finish; the chunks expire with stage_ttl
+		return nil // acked again by finish; sweepUploads removes the chunks later
 	}
-	if err := protocol.ReleaseUpload(ctx, p.uploads, s.upload); err != nil {
+	seqs := s.upload
+	if len(seqs) == 0 { // refused before its upload was read
+		ups, err := protocol.ListUploads(ctx, p.js, s.unit)
+		if err != nil {
+			p.log.Warn("pipeline: release upload", "unit", s.unit, "err", err)
+		}
+		for _, u := range ups {
+			if u.Name == s.wire.Staged {
+				seqs = u.Seqs
+			}
+		}
+	}
+	if err := protocol.ReleaseUpload(ctx, p.uploads, seqs); err != nil {
 		p.log.Warn("pipeline: release upload", "unit", s.unit, "err", err)
 	}
 	return errAcked
+}
+
+// sweepUploads removes the uploads no submission can use any more:
+// incomplete ones, and, of a unit with no submission waiting, every one;
+// each only once Config.UploadOrphanAfter has passed since its last chunk
+// (an agent publishes its submission right after the upload). Without it a
+// unit whose agent stopped half way, or uploaded and never submitted, would
+// hold its quota until stage_ttl.
+func (p *Pipeline) sweepUploads(ctx context.Context) error {
+	info, err := p.uploads.Info(ctx, jetstream.WithSubjectFilter(protocol.SubjectUploadPrefix+">"))
+	if err != nil {
+		return fmt.Errorf("pipeline: sweep uploads: %w", err)
+	}
+	cutoff := p.now().Add(-p.cfg.UploadOrphanAfter)
+	for subj := range info.State.Subjects {
+		unit := document.UnitID(protocol.UnitFromSubject(subj))
+		sub, err := p.submits.Info(ctx, jetstream.WithSubjectFilter(protocol.SubmitSubject(string(unit))))
+		if err != nil {
+			return fmt.Errorf("pipeline: sweep uploads: %w", err)
+		}
+		waiting := sub.State.Subjects[protocol.SubmitSubject(string(unit))] > 0
+		ups, err := protocol.ListUploads(ctx, p.js, unit)
+		if err != nil {
+			return fmt.Errorf("pipeline: sweep uploads: %w", err)
+		}
+		for _, u := range ups {
+			if u.Last.After(cutoff) || u.Complete && waiting {
+				continue
+			}
+			if err := protocol.ReleaseUpload(ctx, p.uploads, u.Seqs); err != nil {
+				return fmt.Errorf("pipeline: sweep uploads: %w", err)
+			}
+			p.log.Info("upload removed, no submission can use it", "unit", unit, "complete", u.Complete, "chunks", len(u.Seqs))
+		}
+	}
+	return nil
 }
 
 func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {

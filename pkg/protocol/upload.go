@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -38,8 +39,9 @@ const (
 
 // Headers of an upload chunk.
 const (
-	HeaderUpload = "Edx-Upload" // the staged object's name
-	HeaderChunk  = "Edx-Chunk"  // the chunk's index, from 0
+	HeaderUpload     = "Edx-Upload"      // the staged object's name
+	HeaderChunk      = "Edx-Chunk"       // the chunk's index, from 0
+	HeaderUploadSize = "Edx-Upload-Size" // on chunk 0: the sealed object's size, so that its chunks can be counted
 )
 
 // UploadStaged stages the container c.Data for a submission: it seals it
@@ -78,6 +80,9 @@ func UploadStaged(ctx context.Context, js jetstream.JetStream, unit document.Uni
 		m := nats.NewMsg(subj)
 		m.Header.Set(HeaderUpload, name)
 		m.Header.Set(HeaderChunk, strconv.Itoa(i))
+		if i == 0 {
+			m.Header.Set(HeaderUploadSize, strconv.Itoa(len(sealed)))
+		}
 		m.Data = sealed[off:min(off+UploadChunkSize, len(sealed))]
 		f, err := js.PublishMsgAsync(m)
 		if err != nil {
@@ -173,4 +178,70 @@ func ReleaseUpload(ctx context.Context, st jetstream.Stream, seqs []uint64) erro
 		}
 	}
 	return nil
+}
+
+// Upload is one upload in the upload stream, as ListUploads sees it.
+type Upload struct {
+	Name     string
+	Seqs     []uint64  // its chunks' sequences
+	Complete bool      // every chunk is there
+	Last     time.Time // when its latest chunk was stored
+}
+
+// ListUploads lists unit's uploads in the upload stream, reading the
+// chunks' headers only, over the hub's js (EDX). The hub removes with it
+// what no submission can use any more: incomplete uploads (a unit that
+// stopped half way, or ran into its quota) and uploads no submission names.
+func ListUploads(ctx context.Context, js jetstream.JetStream, unit document.UnitID) ([]Upload, error) {
+	cons, err := js.OrderedConsumer(ctx, StreamUpload, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{UploadSubject(string(unit))},
+		DeliverPolicy:  jetstream.DeliverAllPolicy,
+		HeadersOnly:    true,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("protocol: list uploads of %s: %w", unit, err)
+	}
+	byName := map[string]*Upload{}
+	var order []string
+	want := map[string]int{}
+	for more := true; more; {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("protocol: list uploads of %s: %w", unit, err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				continue
+			}
+			more = md.NumPending > 0
+			name := m.Headers().Get(HeaderUpload)
+			u := byName[name]
+			if u == nil {
+				u = &Upload{Name: name}
+				byName[name] = u
+				order = append(order, name)
+			}
+			u.Seqs = append(u.Seqs, md.Sequence.Stream)
+			u.Last = md.Timestamp
+			if size, err := strconv.Atoi(m.Headers().Get(HeaderUploadSize)); err == nil && size > 0 && m.Headers().Get(HeaderChunk) == "0" {
+				want[name] = (size + UploadChunkSize - 1) / UploadChunkSize
+			}
+		}
+		if err := batch.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) {
+			return nil, fmt.Errorf("protocol: list uploads of %s: %w", unit, err)
+		}
+		if n == 0 {
+			break
+		}
+	}
+	out := make([]Upload, 0, len(order))
+	for _, name := range order {
+		u := byName[name]
+		u.Complete = want[name] > 0 && len(u.Seqs) == want[name]
+		out = append(out, *u)
+	}
+	return out, nil
 }
