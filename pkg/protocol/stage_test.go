@@ -135,3 +135,16 @@ func FuzzParseSubmit(f *testing.F) {
 		}
 	})
 }
+
+func FuzzParseStageRequest(f *testing.F) {
+	f.Add(`{"name":"`+DeliverStageName()+`","slot":1}`, "edx.stage.000.01.00.H29")
+	f.Add(`{"name":"`+SubmitStageName()+`","slot":9}`, "edx.stage.x")
+	f.Fuzz(func(t *testing.T, body, subject string) {
+		m := nats.NewMsg(subject)
+		m.Data = []byte(body)
+		_, r, err := ParseStageRequest(m)
+		if err == nil && (r.Slot < 0 || r.Slot >= StageSlots || validStageName(r.Name, deliverStagePrefix) != nil) {
+			t.Fatalf("accepted %+v", r)
+		}
+	})
+}
