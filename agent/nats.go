@@ -28,7 +28,7 @@ type natsOption = nats.Option
 type link struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	stage jetstream.ObjectStore // large deliveries
+	stage *protocol.Stage // large deliveries
 }
 
 func (l *link) close() {
@@ -191,13 +191,11 @@ func (a *Agent) publish(ctx context.Context, l *link, r *spool.Record) error {
 	t0 := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(data)/(1<<20))*time.Second)
 	defer cancel()
-	c := &protocol.Container{DocumentID: r.ID, SHA256: r.SHA256, Size: int64(len(data))}
+	c := &protocol.Container{DocumentID: r.ID, SHA256: r.SHA256, Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		if c.Staged, c.StageKey, err = protocol.UploadStaged(pctx, l.js, data); err != nil {
+		if err := protocol.UploadStaged(pctx, l.js, a.cfg.Unit, c); err != nil {
 			return err
 		}
-	} else {
-		c.Data = data
 	}
 	if _, err := l.js.PublishMsg(pctx, protocol.SubmitMsg(a.cfg.Unit, c)); err != nil {
 		return err

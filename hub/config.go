@@ -56,8 +56,13 @@ type NATSConfig struct {
 	KeysDir string `yaml:"keys_dir"`
 	// Embedded server settings (when URL is empty).
 	Embedded broker.Config `yaml:"embedded"`
-	// Streams are the JetStream settings (replicas 3 in a cluster).
+	// Streams are the JetStream settings (replicas 3 in a cluster): the
+	// size of every stream, and each unit's share of the ones units write.
 	Streams broker.StreamOptions `yaml:"streams"`
+	// Units bound each unit's NATS user: subscriptions, message size,
+	// connections. With an external cluster, print its configuration again
+	// (edx-hub nats-config --config) after changing them.
+	Units broker.UnitLimits `yaml:"units"`
 }
 
 // S3Config selects the embedded gateway or an external S3 endpoint.
@@ -128,6 +133,8 @@ func (c *Config) SetDefaults() error {
 		}
 	}
 	under(&c.NATS.KeysDir, "nats/keys")
+	c.NATS.Units.SetDefaults()
+	c.NATS.Streams.SetDefaults()
 	c.NATS.Embedded.KeysDir = c.NATS.KeysDir
 	if c.S3.Archive.Endpoint == "" && c.S3.EmbeddedListen == "" {
 		c.S3.EmbeddedListen = "127.0.0.1:9000"
@@ -162,6 +169,12 @@ func (c *Config) Validate() error {
 		if err := c.NATS.Embedded.Validate(); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if err := c.NATS.Units.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.NATS.Streams.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if c.S3.Archive.Endpoint != "" {
 		if err := c.S3.Archive.Validate(); err != nil {

@@ -177,24 +177,25 @@ func (h *Hub) startNATS(ctx context.Context) error {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
 	}
-	if h.cfg.NATS.URL == "" {
-		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log)
+	url := h.cfg.NATS.URL
+	if url == "" {
+		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log, broker.WithUnitLimits(h.cfg.NATS.Units))
 		if err != nil {
 			return err
 		}
 		h.closers = append(h.closers, h.nats.Shutdown)
 		h.keys = h.nats.Keys()
+		url = h.nats.ClientURL()
 		h.conn, err = h.nats.ConnectHub(ctx, opts...)
 	} else {
-		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir); err != nil {
+		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir, broker.WithUnitLimits(h.cfg.NATS.Units)); err != nil {
 			return err
 		}
-		creds, err := os.ReadFile(h.cfg.NATS.CredsFile)
-		if err != nil {
+		var creds, stageCreds []byte
+		if creds, err = os.ReadFile(h.cfg.NATS.CredsFile); err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
-		stageCreds, err := os.ReadFile(h.cfg.NATS.StageCredsFile)
-		if err != nil {
+		if stageCreds, err = os.ReadFile(h.cfg.NATS.StageCredsFile); err != nil {
 			return fmt.Errorf("nats: %w", err)
 		}
 		h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...)
@@ -210,8 +211,23 @@ func (h *Hub) startNATS(ctx context.Context) error {
 	if err := ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas); err != nil {
 		return err
 	}
-	h.stage, err = h.conn.Stage(ctx)
-	return err
+	if h.stage, err = h.conn.Stage(ctx); err != nil {
+		return err
+	}
+	// Units read large deliveries through the hub (broker.StageService).
+	ss, err := broker.StartStageService(ctx, h.conn, h.log.With("component", "stage"))
+	if err != nil {
+		return err
+	}
+	h.closers = append(h.closers, ss.Stop)
+	// NATS has no connection limit per user: the hub keeps each unit to its
+	// own (broker.ConnLimiter).
+	cl, err := broker.StartConnLimiter(ctx, url, h.keys, h.cfg.NATS.Units.MaxConnectionsPerUnit, h.log.With("component", "nats-connections"))
+	if err != nil {
+		return err
+	}
+	h.closers = append(h.closers, cl.Stop)
+	return nil
 }
 
 func (h *Hub) startS3(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/edxhub/edx/hub"
 	"github.com/edxhub/edx/hub/broker"
 )
 
@@ -18,8 +19,9 @@ func natsConfig(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	keys := fs.String("keys", "edx-data/nats/keys", "operator and account keys (created when missing); the hub's nats.keys_dir")
 	out := fs.String("out", ".", "where to write hub.creds and hub-stage.creds")
+	cfgPath := fs.String("config", "", "the hub's configuration file, for the units' limits (nats.units); default: the defaults")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: edx-hub nats-config [--keys DIR] [--out DIR] > nats-accounts.conf\n\n"+
+		fmt.Fprint(stderr, "Usage: edx-hub nats-config [--keys DIR] [--out DIR] [--config FILE] > nats-accounts.conf\n\n"+
 			"Prints the operator, accounts and resolver for every NATS server of the cluster\n"+
 			"(include it in their configuration) and writes the hub's credentials.\n\n")
 		fs.PrintDefaults()
@@ -30,7 +32,16 @@ func natsConfig(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	k, err := broker.LoadOrCreateKeys(*keys)
+	units := broker.DefaultUnitLimits
+	if *cfgPath != "" {
+		c, err := hub.LoadConfig(*cfgPath)
+		if err != nil {
+			fmt.Fprintln(stderr, "edx-hub nats-config:", err)
+			return 1
+		}
+		units = c.NATS.Units
+	}
+	k, err := broker.LoadOrCreateKeys(*keys, broker.WithUnitLimits(units))
 	if err != nil {
 		fmt.Fprintln(stderr, "edx-hub nats-config:", err)
 		return 1

@@ -93,7 +93,7 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	sum := sha256.Sum256(data)
 	wire := &protocol.Container{DocumentID: doc.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		if err := stageContainer(ctx, js, wire); err != nil {
+		if err := protocol.UploadStaged(ctx, js, unit, wire); err != nil {
 			return fail(e, "stage: %s", explainWait(err, *natsURL, unit, *credsPath))
 		}
 	}

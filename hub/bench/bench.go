@@ -35,6 +35,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -138,8 +139,12 @@ type unit struct {
 	signer *pki.Signer
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	stage  jetstream.ObjectStore
+	stage  *protocol.Stage
 	ccs    []jetstream.ConsumeContext
+	// uploads bounds the unit's staged uploads at once to what its quota
+	// holds (nats.streams.upload_unit_quota): an upload cut short by the
+	// quota would hold part of it until the hub sweeps it away.
+	uploads chan struct{}
 }
 
 // run is one bench in progress.
@@ -254,7 +259,7 @@ func (r *run) addUnit(ctx context.Context, i int) (*unit, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &unit{id: id, signer: s}
+	u := &unit{id: id, signer: s, uploads: make(chan struct{}, max(1, broker.DefaultUploadUnitQuota/(2*(r.o.Size+1))))}
 	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, r.hub.info.NATSURL, []byte(b.Creds), id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
 		return nil, err
 	}
@@ -528,16 +533,35 @@ func (r *run) publish(ctx context.Context, j job) error {
 	r.expect[j.c.DocumentID] = j.to
 	r.mu.Unlock()
 	if len(j.c.Data) > protocol.InlineLimit {
-		name, key, err := protocol.UploadStaged(ctx, j.from.js, j.c.Data)
-		if err != nil {
-			return fmt.Errorf("stage: %w", err)
+		select {
+		case j.from.uploads <- struct{}{}:
+			defer func() { <-j.from.uploads }()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		j.c.Staged, j.c.StageKey, j.c.Data = name, key, nil
+		for {
+			err := protocol.UploadStaged(ctx, j.from.js, j.from.id, j.c)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(err.Error(), "maximum messages per subject exceeded") || ctx.Err() != nil {
+				return fmt.Errorf("stage: %w", err)
+			}
+			time.Sleep(50 * time.Millisecond) // the hub frees the quota as it reads uploads
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := j.from.js.PublishMsg(pctx, protocol.SubmitMsg(j.from.id, j.c))
 		cancel()
+		// A unit has a bounded number of submissions waiting for the hub
+		// (nats.streams.submit_unit_pending): past it the server refuses
+		// more, and an agent, like this, waits for the hub to catch up.
+		if err != nil && strings.Contains(err.Error(), "maximum messages per subject exceeded") && ctx.Err() == nil {
+			attempt = 0
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err == nil || attempt == 5 {
 			return err
 		}

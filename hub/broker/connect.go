@@ -12,7 +12,7 @@ import (
 )
 
 // HubConn is the hub's pair of NATS connections: one in the EDX account,
-// with every right (the streams, the upload store, the units' consumers),
+// with every right (the streams, the upload stream, the units' consumers),
 // and one in the STAGE account, where the hub writes large deliveries. A NATS
 // connection belongs to one account, hence two.
 type HubConn struct {

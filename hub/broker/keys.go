@@ -51,13 +51,14 @@ const (
 // Keys holds the decentralized-auth material of the hub: the operator, the
 // system account and three accounts, each with a signing key:
 //
-//   - EDX holds the streams and the upload store; its only users are the
+//   - EDX holds the streams (the upload stream too); its only users are the
 //     hub's (IssueHubCreds), with every right;
 //   - UNITS holds the units' users (IssueUnitCreds) and nothing else: no
 //     JetStream, only service imports of what units may do in EDX and STAGE,
 //     each further limited per unit by UnitPermissions;
 //   - STAGE holds the store of large deliveries; the hub writes it with a
-//     user of its own (IssueHubStageCreds), units read it through imports.
+//     user of its own (IssueHubStageCreds), units read it through imports
+//     of the consumers the hub's stage service makes for them.
 //
 // User credentials are signed by their account's signing key, so the server
 // only needs the account JWTs to admit a user it has never seen: issuing
@@ -74,6 +75,8 @@ type Keys struct {
 	operatorJWT, systemJWT string
 
 	edx, units, stage account
+
+	unitLimits UnitLimits
 }
 
 // account is one account's keys and JWT.
@@ -92,6 +95,15 @@ type KeysOption func(*keysOptions)
 
 type keysOptions struct {
 	limits, stageLimits *jwt.JetStreamLimits
+	units               *UnitLimits
+}
+
+// WithUnitLimits sets the limits of units' NATS users (default
+// DefaultUnitLimits): the UNITS account carries them, so that they bind
+// every unit credential, issued before or after; IssueUnitCreds writes them
+// in each new credential too.
+func WithUnitLimits(l UnitLimits) KeysOption {
+	return func(o *keysOptions) { o.units = &l }
 }
 
 // WithJetStreamLimits sets the JetStream limits of the EDX account. Without
@@ -121,8 +133,9 @@ var unlimitedJetStream = jwt.JetStreamLimits{
 // DefaultStageLimits are the JetStream limits of a new STAGE account: its
 // one stream (the stage store, which StreamOptions.StageMaxBytes bounds) on
 // disk, no memory streams, and at most 10,000 consumers at once: each read of
-// a staged object creates a short-lived ordered consumer, so this bounds how
-// many reads (of every unit together) run at once.
+// a staged object uses one of the reading unit's protocol.StageSlots
+// consumers, which the stage service creates, so this bounds how many reads
+// (of every unit together) run at once.
 var DefaultStageLimits = jwt.JetStreamLimits{
 	MemoryStorage: 0,
 	DiskStorage:   jwt.NoLimit,
@@ -151,6 +164,14 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	if dir == "" {
 		return nil, errors.New("broker: keys: empty directory")
 	}
+	ul := DefaultUnitLimits
+	if o.units != nil {
+		ul = *o.units
+		ul.SetDefaults()
+		if err := ul.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: keys: %w", err)
 	}
@@ -159,6 +180,8 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 		edx:   account{name: AccountName, seedFile: accountSeedFile, signingFile: signingSeedFile, jwtFile: accountJWTFile},
 		units: account{name: UnitsAccountName, seedFile: unitsSeedFile, signingFile: unitsSigningFile, jwtFile: unitsJWTFile},
 		stage: account{name: StageAccountName, seedFile: stageSeedFile, signingFile: stageSigningFile, jwtFile: stageJWTFile},
+
+		unitLimits: ul,
 	}
 	var err error
 	if k.operator, k.operatorPub, err = loadOrCreateSeed(filepath.Join(dir, operatorSeedFile), nkeys.PrefixByteOperator); err != nil {
@@ -199,6 +222,8 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	}
 	units := jwt.NewAccountClaims(k.units.pub)
 	units.Imports = unitsImports(k.edx.pub, k.stage.pub)
+	units.Limits.NatsLimits = ul.natsLimits()
+	units.Limits.Conn = ul.MaxConnections
 	if err := k.loadOrSignAccount(&k.units, units, nil); err != nil {
 		return nil, err
 	}
@@ -280,22 +305,35 @@ func (k *Keys) IssueUnitCreds(unit string, ttl time.Duration) ([]byte, error) {
 		return nil, fmt.Errorf("broker: issue creds for %s: negative ttl", unit)
 	}
 	perms := UnitPermissions(unit)
-	return k.issueUser(&k.units, unit, ttl, &perms)
+	return k.issueUser(&k.units, unit, ttl, &perms, k.unitLimits.natsLimits())
+}
+
+// UnitLimits are the limits of units' users (WithUnitLimits).
+func (k *Keys) UnitLimits() UnitLimits { return k.unitLimits }
+
+// IssueSystemCreds returns a .creds file for the hub's user in the system
+// account, which watches connections (ConnLimiter): no permission limits,
+// no expiry.
+func (k *Keys) IssueSystemCreds() ([]byte, error) {
+	sys := account{name: SystemAccountName, kp: k.system, pub: k.systemPub, signing: k.system}
+	return k.issueUser(&sys, hubUserName+" system", 0, nil, jwt.NatsLimits{Subs: jwt.NoLimit, Data: jwt.NoLimit, Payload: jwt.NoLimit})
 }
 
 // IssueHubCreds returns a .creds file for the hub's own user in the EDX
 // account: no permission limits, no expiry.
 func (k *Keys) IssueHubCreds() ([]byte, error) {
-	return k.issueUser(&k.edx, hubUserName, 0, nil)
+	return k.issueUser(&k.edx, hubUserName, 0, nil, unlimitedNATS)
 }
 
 // IssueHubStageCreds returns a .creds file for the hub's user in the STAGE
 // account, where it writes large deliveries: no permission limits, no expiry.
 func (k *Keys) IssueHubStageCreds() ([]byte, error) {
-	return k.issueUser(&k.stage, hubUserName, 0, nil)
+	return k.issueUser(&k.stage, hubUserName, 0, nil, unlimitedNATS)
 }
 
-func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.Permissions) ([]byte, error) {
+var unlimitedNATS = jwt.NatsLimits{Subs: jwt.NoLimit, Data: jwt.NoLimit, Payload: jwt.NoLimit}
+
+func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.Permissions, limits jwt.NatsLimits) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("broker: issue creds for %s: %w", name, err)
@@ -310,7 +348,10 @@ func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.
 	}
 	uc := jwt.NewUserClaims(pub)
 	uc.Name = name
-	uc.IssuerAccount = a.pub
+	if a.signing != a.kp {
+		uc.IssuerAccount = a.pub
+	}
+	uc.Limits.NatsLimits = limits
 	if perms != nil {
 		uc.Permissions = *perms
 	}

@@ -3,13 +3,14 @@
 // credential, and the idempotent JetStream setup of the streams, the object
 // stores and the units' consumers.
 //
-// Accounts (Keys). EDX holds the streams and the upload store; only the hub
-// has users there. UNITS holds one user per unit credential and nothing else:
-// no JetStream, only service imports of what a unit may do (publish its
-// submissions, statuses and uploads; look up, pull from and ack its two
-// consumers; read the stage store), each narrowed to the unit's own subjects
-// by UnitPermissions. STAGE holds the stage store of large deliveries, which
-// the hub writes and units read.
+// Accounts (Keys). EDX holds the streams, the upload stream among them;
+// only the hub has users there. UNITS holds one user per unit credential and
+// nothing else: no JetStream, only service imports of what a unit may do
+// (publish its submissions, statuses and upload chunks; look up, pull from
+// and ack its two consumers; ask the hub's stage service for a staged
+// delivery and pull it), each narrowed to the unit's own subjects by
+// UnitPermissions. STAGE holds the stage store of large deliveries, which
+// the hub writes and units read through the hub's stage service.
 //
 // Why three. NATS checks what a client publishes, not the reply subject it
 // names, and the server publishes replies (PubAcks, API responses, direct
@@ -18,16 +19,24 @@
 // stream: a unit could have the server write another unit's statuses. Across
 // a service import the server maps the reply to a private _R_ subject, so a
 // unit's requests answer only the unit. The UNITS account has no JetStream,
-// so nothing there turns a reply into a publish; and the stage store, whose
-// ordered consumers take their deliver subject from the request body, lives
-// in STAGE, which imports nothing: a delivery there reaches only the unit
-// inboxes that STAGE exports back to UNITS. TestNoForgeryAcrossAccounts holds
-// these lines.
+// so nothing there turns a reply into a publish; and the stage store lives
+// in STAGE, which imports nothing. TestNoForgeryAcrossAccounts holds these
+// lines.
 //
 // Large containers are staged encrypted under random names with a key that
-// travels only in the message (pkg/protocol, stage.go). The upload store is
-// write-only for units (no read, no list, no rollup), the stage store read
-// only: a unit can list the stage store and read ciphertext, nothing more.
+// travels only in the message (pkg/protocol, stage.go and upload.go). The
+// upload stream is write-only for units (no read, no list, no rollup), one
+// subject per unit. Units have no access of their own to the stage store's
+// stream: the stage service creates, for the one object a unit names, a
+// consumer among the unit's protocol.StageSlots, which the unit pulls from
+// and deletes. Every unit permission is a literal subject wherever a
+// wildcard token would let a literal "*" through (a permission's "*" matches
+// a published "*" too).
+//
+// Limits (limits.go, streams.go). Every stream is bounded and refuses new
+// messages when full; each unit has a bounded share of the streams it
+// writes; each unit's user is bounded in subscriptions, payload and (with
+// ConnLimiter) connections; see UnitLimits and StreamOptions.
 //
 // Credentials and JetStream setup work the same against the embedded server
 // and an external cluster that trusts the same operator (Keys.ServerConfig).
@@ -135,12 +144,15 @@ type Server struct {
 // presents a JWT signed by its account's signing key, which the server checks against
 // the account JWT, so units issued after start connect without a restart or a
 // resolver update. The account JWTs are re-read from KeysDir at every start.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+//
+// keysOpts apply to the keys (LoadOrCreateKeys): the units' limits
+// (WithUnitLimits), JetStream limits.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, keysOpts ...KeysOption) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, err := LoadOrCreateKeys(cfg.KeysDir)
+	keys, err := LoadOrCreateKeys(cfg.KeysDir, keysOpts...)
 	if err != nil {
 		return nil, err
 	}

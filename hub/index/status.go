@@ -22,9 +22,10 @@ const progressCodes = "('01', '02', '03', '04', '05', '06')"
 // flag recorded the first time.
 //
 // It returns ErrNotFound for an unknown document and ErrNotRecipient when the
-// unit is not one of its recipients. A 01 (delivered) status also marks the
-// recipient delivered; a 02 (refused) before any 01 marks it refused (its
-// agent could not take the delivery).
+// unit is not one of its recipients, except for a 13 (taken back) from the
+// document's sender, which is recorded in the history alone. A 01
+// (delivered) status also marks the recipient delivered; a 02 (refused)
+// before any 01 marks it refused (its agent could not take the delivery).
 func (ix *Index) AddStatus(ctx context.Context, st document.Status) (flagged bool, err error) {
 	fl, err := ix.AddStatuses(ctx, []document.Status{st})
 	if err != nil {
@@ -94,7 +95,7 @@ func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&p.doc, "SELECT seq FROM documents WHERE id = ?"},
+		{&p.doc, "SELECT seq, from_unit FROM documents WHERE id = ?"},
 		{&p.recipient, "SELECT 1 FROM recipients WHERE doc = ? AND unit = ?"},
 		{&p.same, "SELECT flagged FROM statuses WHERE doc = ? AND unit = ? AND code = ? AND at = ?"},
 		{&p.prev, `SELECT code FROM statuses
@@ -140,7 +141,8 @@ func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (
 		officer = string(b)
 	}
 	at, unit, code := us(st.Time), string(st.Unit), string(st.Code)
-	err = p.doc.QueryRowContext(ctx, string(st.DocumentID)).Scan(&seq)
+	var from string
+	err = p.doc.QueryRowContext(ctx, string(st.DocumentID)).Scan(&seq, &from)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("%w: document %s", ErrNotFound, st.DocumentID)
 	}
@@ -149,6 +151,9 @@ func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (
 	}
 	var one int
 	err = p.recipient.QueryRowContext(ctx, seq, unit).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) && st.Code.BySender() && unit == from {
+		err = nil // the sender takes its document back (13)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("%w: %s is not a recipient of %s", ErrNotRecipient, st.Unit, st.DocumentID)
 	}

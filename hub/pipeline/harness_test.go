@@ -50,8 +50,8 @@ type unit struct {
 	id     document.UnitID
 	signer *pki.Signer
 	nc     *nats.Conn
-	js     jetstream.JetStream   // EDX, through the UNITS account's imports
-	stage  jetstream.ObjectStore // large deliveries
+	js     jetstream.JetStream // EDX, through the UNITS account's imports
+	stage  *protocol.Stage     // large deliveries
 }
 
 var bucketSeq struct {
@@ -61,10 +61,21 @@ var bucketSeq struct {
 
 func newEnv(t testing.TB, units ...document.UnitID) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{}, units...)
+}
+
+// envOptions size an env's JetStream.
+type envOptions struct {
+	maxStore int64 // the server's JetStream store; zero: the server's default
+	streams  broker.StreamOptions
+}
+
+func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
+	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys"}, log)
+	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys", MaxStore: o.maxStore}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +83,14 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 	e := &env{t: t, srv: srv, units: map[document.UnitID]*unit{}}
 	e.hc = e.hubConn()
 	e.nc, e.js = e.hc.NC, e.hc.JS
-	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, broker.StreamOptions{}); err != nil {
+	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, o.streams); err != nil {
 		t.Fatal(err)
 	}
+	ss, err := broker.StartStageService(ctx, e.hc, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ss.Stop)
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucketSeq.Lock()
 	bucketSeq.n++
@@ -213,14 +229,11 @@ func (u *unit) submit(t testing.TB, id document.ID, data []byte) {
 func (u *unit) submitMsg(t testing.TB, id document.ID, data []byte) *nats.Msg {
 	t.Helper()
 	sum := sha256.Sum256(data)
-	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		var err error
-		if c.Staged, c.StageKey, err = protocol.UploadStaged(t.Context(), u.js, data); err != nil {
+		if err := protocol.UploadStaged(t.Context(), u.js, u.id, c); err != nil {
 			t.Fatal(err)
 		}
-	} else {
-		c.Data = data
 	}
 	return protocol.SubmitMsg(u.id, c)
 }

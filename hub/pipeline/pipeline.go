@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
@@ -79,9 +80,32 @@ type Config struct {
 	// StageGrace is the age under which a staged object no delivery names
 	// yet is kept (default 1h): its deliveries are being published.
 	StageGrace time.Duration `yaml:"stage_grace"`
+	// MaxStatuses bounds how many statuses one unit may report on one
+	// document (default 64): 05 (in progress) may repeat, but not without
+	// end. Further statuses are refused with status.too_many.
+	MaxStatuses int `yaml:"max_statuses_per_unit"`
+	// RejectedKeep bounds how many bytes of a rejected submission are
+	// archived beside its reasons and digest (default 4 MiB): a larger one
+	// keeps its first RejectedKeep bytes. RejectedUnitBudget bounds the
+	// bytes of one unit's rejected submissions archived in an hour
+	// (default 64 MiB); past it only the reasons and the digest are kept.
+	// Either way the sender is told why.
+	RejectedKeep       int64 `yaml:"rejected_keep_bytes"`
+	RejectedUnitBudget int64 `yaml:"rejected_unit_bytes_per_hour"`
+	// UploadOrphanAfter is how long after its last chunk an upload that no
+	// submission can use is removed (default 30m): see sweepUploads.
+	UploadOrphanAfter time.Duration `yaml:"upload_orphan_after"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
+
+// Defaults of Config.
+const (
+	DefaultMaxStatuses        = 64
+	DefaultRejectedKeep       = 4 << 20
+	DefaultRejectedUnitBudget = 64 << 20
+	DefaultUploadOrphanAfter  = 30 * time.Minute
+)
 
 func (c *Config) setDefaults() {
 	if c.Workers <= 0 {
@@ -105,6 +129,18 @@ func (c *Config) setDefaults() {
 	if c.StageGrace <= 0 {
 		c.StageGrace = time.Hour
 	}
+	if c.MaxStatuses <= 0 {
+		c.MaxStatuses = DefaultMaxStatuses
+	}
+	if c.RejectedKeep == 0 {
+		c.RejectedKeep = DefaultRejectedKeep
+	}
+	if c.RejectedUnitBudget == 0 {
+		c.RejectedUnitBudget = DefaultRejectedUnitBudget
+	}
+	if c.UploadOrphanAfter == 0 {
+		c.UploadOrphanAfter = DefaultUploadOrphanAfter
+	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
 	}
@@ -124,6 +160,15 @@ func (c *Config) Validate() error {
 	if c.FanoutStageBytes < 0 {
 		return errors.New("pipeline: fanout_stage_bytes is negative")
 	}
+	if c.MaxStatuses < 0 {
+		return fmt.Errorf("pipeline: max_statuses_per_unit %d: want a positive number", c.MaxStatuses)
+	}
+	if c.UploadOrphanAfter < 0 {
+		return fmt.Errorf("pipeline: upload_orphan_after %s is negative", c.UploadOrphanAfter)
+	}
+	if c.RejectedKeep < 0 || c.RejectedUnitBudget < 0 || c.RejectedUnitBudget > 1<<40 {
+		return fmt.Errorf("pipeline: rejected_keep_bytes %d, rejected_unit_bytes_per_hour %d: want positive sizes", c.RejectedKeep, c.RejectedUnitBudget)
+	}
 	return nil
 }
 
@@ -133,7 +178,8 @@ const DefaultFanoutStageBytes = 16 << 20
 // Deps are what the pipeline works with.
 type Deps struct {
 	// JS is the hub's JetStream in the EDX account (broker.HubConn.JS): the
-	// streams, and the upload store from which it reads large submissions.
+	// streams, the upload stream among them, from which it reads large
+	// submissions.
 	JS jetstream.JetStream
 	// Stage is the stage store in the STAGE account (broker.HubConn.Stage),
 	// where it puts large deliveries.
@@ -156,8 +202,9 @@ type Pipeline struct {
 	cfg      Config
 	js       jetstream.JetStream
 	stage    jetstream.ObjectStore // large deliveries (STAGE)
-	uploads  jetstream.ObjectStore // large submissions (EDX)
-	upStream jetstream.Stream      // the stream behind uploads
+	submits  jetstream.Stream      // EDX_SUBMIT
+	uploads  jetstream.Stream      // large submissions (EDX_UPLOAD)
+	statuses jetstream.Stream      // EDX_STATUS
 	arch     Archive
 	ix       Index
 	trust    *pki.Trust
@@ -166,6 +213,9 @@ type Pipeline struct {
 	log      *slog.Logger
 	now      func() time.Time
 	hook     func(string) error
+
+	rejMu     sync.Mutex
+	rejBudget map[document.UnitID]*rate.Limiter // bytes of rejected submissions archived, per unit
 }
 
 // New checks cfg and deps and returns a pipeline; Run starts it.
@@ -180,16 +230,20 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 	if !pki.IsHub(d.Hub.Cert()) {
 		return nil, errors.New("pipeline: the receipt signer's certificate is not a hub certificate (organizationIdentifier EDX-HUB)")
 	}
-	uploads, err := d.JS.ObjectStore(ctx, protocol.UploadBucket)
+	uploads, err := d.JS.Stream(ctx, protocol.StreamUpload)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.UploadBucket, err)
+		return nil, fmt.Errorf("pipeline: upload stream %s: %w", protocol.StreamUpload, err)
 	}
-	upStream, err := d.JS.Stream(ctx, "OBJ_"+protocol.UploadBucket)
+	submits, err := d.JS.Stream(ctx, protocol.StreamSubmit)
 	if err != nil {
-		return nil, fmt.Errorf("pipeline: object store %s: %w", protocol.UploadBucket, err)
+		return nil, fmt.Errorf("pipeline: submission stream %s: %w", protocol.StreamSubmit, err)
 	}
-	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, uploads: uploads, upStream: upStream, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
-		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook}
+	statuses, err := d.JS.Stream(ctx, protocol.StreamStatus)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
+	}
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
+		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}
@@ -204,6 +258,9 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 
 // errAbandon leaves a message unacknowledged (tests' simulated crash).
 var errAbandon = errors.New("pipeline: abandoned")
+
+// errAcked: the handler acknowledged the message itself.
+var errAcked = errors.New("pipeline: acknowledged")
 
 func (p *Pipeline) step(name string) error {
 	if p.hook != nil {
@@ -243,7 +300,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
-	wg.Add(4)
+	wg.Add(5)
 	fail := func(err error) {
 		if err != nil {
 			cancel() // one side failing stops the other
@@ -254,6 +311,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	go func() { defer wg.Done(); fail(p.consume(ctx, st, max(2, p.cfg.Workers/2), p.handleStatus)) }()
 	go func() { defer wg.Done(); p.watchBacklog(ctx, sub, st) }()
 	go func() { defer wg.Done(); p.keepStage(ctx) }()
+	go func() { defer wg.Done(); p.sweepEvery(ctx, uploadSweep) }()
 	wg.Wait()
 	close(errs)
 	for err := range errs {
@@ -320,7 +378,7 @@ func (p *Pipeline) keepAlive(msg jetstream.Msg, done <-chan struct{}) {
 // failure.
 func (p *Pipeline) finish(ctx context.Context, msg jetstream.Msg, err error) {
 	switch {
-	case errors.Is(err, errAbandon):
+	case errors.Is(err, errAbandon), errors.Is(err, errAcked):
 		return
 	case err == nil:
 		if err := msg.DoubleAck(ctx); err != nil {
@@ -336,6 +394,25 @@ func (p *Pipeline) finish(ctx context.Context, msg jetstream.Msg, err error) {
 		p.log.Warn("pipeline: transient failure, will retry", "subject", msg.Subject(), "attempt", n, "retry_in", delay, "err", err)
 		if err := msg.NakWithDelay(delay); err != nil {
 			p.log.Warn("pipeline: nak", "subject", msg.Subject(), "err", err)
+		}
+	}
+}
+
+// uploadSweep is how often the pipeline looks for uploads no submission can
+// use (sweepUploads).
+const uploadSweep = 5 * time.Minute
+
+func (p *Pipeline) sweepEvery(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.sweepUploads(ctx); err != nil && ctx.Err() == nil {
+				p.log.Warn("pipeline: sweep uploads", "err", err)
+			}
 		}
 	}
 }

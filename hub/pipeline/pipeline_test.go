@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -221,6 +220,7 @@ func TestRejectedSubmissions(t *testing.T) {
 			s.edit = func(m *nats.Msg) {
 				m.Header.Set(protocol.HeaderStaged, protocol.SubmitStageName())
 				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(make([]byte, protocol.StageKeySize)))
+				m.Header.Set(protocol.HeaderStagedSeq, "1")
 				m.Data = nil
 			}
 			return s
@@ -228,29 +228,51 @@ func TestRejectedSubmissions(t *testing.T) {
 		{"staged object under another key", func() sub {
 			s := mk(a.signer, uA, uB)
 			s.edit = func(m *nats.Msg) {
-				name, key, err := protocol.UploadStaged(t.Context(), a.js, s.data)
-				if err != nil {
+				c := &protocol.Container{Data: s.data}
+				if err := protocol.UploadStaged(t.Context(), a.js, uA, c); err != nil {
 					t.Fatal(err)
 				}
-				key[0] ^= 1
-				m.Header.Set(protocol.HeaderStaged, name)
-				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(key))
+				c.StageKey[0] ^= 1
+				m.Header.Set(protocol.HeaderStaged, c.Staged)
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+				m.Header.Set(protocol.HeaderStagedSeq, fmt.Sprint(c.StagedSeq))
 				m.Data = nil
 			}
 			return s
 		}, reason.SubmissionStaged},
-		{"staged meta naming chunks never written", func() sub {
-			// Read naively, this object would keep a worker waiting.
+		{"another unit's upload", func() sub {
+			// B's upload, with its key, named in A's submission: the hub
+			// reads A's uploads only.
+			s := mk(a.signer, uA, uB)
+			s.edit = func(m *nats.Msg) {
+				c := &protocol.Container{Data: s.data}
+				if err := protocol.UploadStaged(t.Context(), b.js, uB, c); err != nil {
+					t.Fatal(err)
+				}
+				m.Header.Set(protocol.HeaderStaged, c.Staged)
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+				m.Header.Set(protocol.HeaderStagedSeq, fmt.Sprint(c.StagedSeq))
+				m.Data = nil
+			}
+			return s
+		}, reason.SubmissionStaged},
+		{"upload missing chunks", func() sub {
+			// The first of two chunks only.
 			s := mk(a.signer, uA, uB)
 			s.edit = func(m *nats.Msg) {
 				name := protocol.SubmitStageName()
-				meta, _ := json.Marshal(jetstream.ObjectInfo{ObjectMeta: jetstream.ObjectMeta{Name: name}, Bucket: protocol.UploadBucket,
-					NUID: "nochunkshere", Size: uint64(len(s.data) + protocol.StageOverhead), Chunks: 1})
-				if _, err := a.js.Publish(t.Context(), "$O."+protocol.UploadBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name)), meta); err != nil {
+				cm := nats.NewMsg(protocol.UploadSubject(string(uA)))
+				cm.Header.Set(protocol.HeaderUpload, name)
+				cm.Header.Set(protocol.HeaderChunk, "0")
+				cm.Data = make([]byte, protocol.UploadChunkSize)
+				ack, err := a.js.PublishMsg(t.Context(), cm)
+				if err != nil {
 					t.Fatal(err)
 				}
+				m.Header.Set(protocol.HeaderSize, fmt.Sprint(protocol.UploadChunkSize+1000))
 				m.Header.Set(protocol.HeaderStaged, name)
 				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(make([]byte, protocol.StageKeySize)))
+				m.Header.Set(protocol.HeaderStagedSeq, fmt.Sprint(ack.Sequence))
 				m.Data = nil
 			}
 			return s
@@ -556,7 +578,7 @@ func TestLargeContainer(t *testing.T) {
 		t.Errorf("staged twice: %s and %s", d.Staged, cmsg.Headers().Get(protocol.HeaderStaged))
 	}
 	// What the store holds is ciphertext.
-	raw, err := b.stage.GetBytes(t.Context(), d.Staged)
+	raw, err := e.deps.Stage.GetBytes(t.Context(), d.Staged)
 	if err != nil || bytes.Contains(raw, data[len(data)/2:len(data)/2+64]) {
 		t.Fatalf("staged delivery in the clear (%v)", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,10 +25,33 @@ func StatusKey(s *document.Status) string {
 		s.Unit, s.Code, s.Time.UnixNano())
 }
 
-// handleStatus records a recipient's status report and forwards it to the
-// document's sender; a status for a document the unit never received is
-// refused and the unit told why.
+// handleStatus records a status report and forwards it: a recipient's to
+// the document's sender, a sender's 13 (taking the document back) to every
+// recipient. A status is refused, and the unit told why with a reason code,
+// when it is malformed or a field exceeds its bound (status.invalid), when
+// the unit may not send that code on that document (13 is the sender's, the
+// others a recipient's: status.not_entitled; a unit that is neither:
+// recipient.unknown), when the unit has already reported
+// Config.MaxStatuses statuses on the document (status.too_many), or when its
+// time is in the future or before the document's acceptance (status.time).
+// A refused status reaches neither the index, the archive nor any notice.
+//
+// Once recorded or refused, the status is removed from EDX_STATUS: the
+// stream holds only what waits for the hub, which is what each unit's share
+// of it (status_unit_pending) bounds.
 func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
+	if err := p.status(ctx, msg); err != nil {
+		return err
+	}
+	if seq := msgSeq(msg); seq > 0 {
+		if err := p.statuses.DeleteMsg(ctx, seq); err != nil {
+			p.log.Warn("pipeline: remove processed status", "seq", seq, "err", err)
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	unit, st, err := protocol.ParseStatus(nm)
 	refuse := func(c reason.Code, text string) error {
@@ -44,17 +68,50 @@ func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
 		return p.notify(ctx, unit, n, id)
 	}
 	if err != nil {
-		return refuse(reason.SubmissionInvalid, err.Error())
+		return refuse(reason.StatusInvalid, err.Error())
 	}
 	if st.Unit != unit {
 		return refuse(reason.SenderMismatch, fmt.Sprintf("unit %s reported a status as %s", unit, st.Unit))
+	}
+	det, err := p.ix.Get(ctx, st.DocumentID)
+	switch {
+	case errors.Is(err, index.ErrNotFound):
+		return refuse(reason.RecipientUnknown, fmt.Sprintf("unit %s never received document %s", unit, st.DocumentID))
+	case err != nil:
+		return retry("pipeline: status %s: %w", st.DocumentID, err)
+	}
+	recipient := slices.ContainsFunc(det.Recipients, func(r index.Recipient) bool { return r.Unit == unit })
+	switch {
+	case st.Code.BySender() && det.Doc.From != unit:
+		return refuse(reason.StatusNotEntitled, fmt.Sprintf("code %s (taking a document back) is the sender's; unit %s did not send document %s", st.Code, unit, st.DocumentID))
+	case !st.Code.BySender() && !recipient && det.Doc.From == unit:
+		return refuse(reason.StatusNotEntitled, fmt.Sprintf("code %s is a recipient's; unit %s sent document %s", st.Code, unit, st.DocumentID))
+	case !st.Code.BySender() && !recipient:
+		return refuse(reason.RecipientUnknown, fmt.Sprintf("unit %s never received document %s", unit, st.DocumentID))
+	}
+	// A status recorded before (a redelivery) goes through again, so that
+	// its archive copy and notices are complete; only new ones count.
+	again, n := false, 0
+	for _, h := range det.History {
+		if h.Unit == unit {
+			n++
+			again = again || h.Code == st.Code && h.Time.UnixMicro() == st.Time.UnixMicro()
+		}
+	}
+	if !again {
+		if n >= p.cfg.MaxStatuses {
+			return refuse(reason.StatusTooMany, fmt.Sprintf("unit %s already reported %d statuses on document %s, the limit", unit, n, st.DocumentID))
+		}
+		if err := st.CheckTime(det.AcceptedAt, p.now()); err != nil {
+			return refuse(reason.StatusTime, err.Error())
+		}
 	}
 	flagged, err := p.ix.AddStatus(ctx, *st)
 	switch {
 	case errors.Is(err, index.ErrNotRecipient), errors.Is(err, index.ErrNotFound):
 		return refuse(reason.RecipientUnknown, fmt.Sprintf("unit %s never received document %s", unit, st.DocumentID))
 	case errors.Is(err, index.ErrInvalid):
-		return refuse(reason.SubmissionInvalid, err.Error())
+		return refuse(reason.StatusInvalid, err.Error())
 	case err != nil:
 		return retry("pipeline: status %s: %w", st.DocumentID, err)
 	}
@@ -67,12 +124,17 @@ func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
 			return retry("pipeline: mark delivered %s: %w", st.DocumentID, err)
 		}
 	}
-	det, err := p.ix.Get(ctx, st.DocumentID)
-	if err != nil {
-		return retry("pipeline: status %s: %w", st.DocumentID, err)
-	}
-	n := &protocol.Notice{Type: protocol.NoticeStatus, DocumentID: st.DocumentID, Time: st.Time, Status: st}
-	if err := p.notify(ctx, det.Doc.From, n, "status."+protocol.StatusMsgID(st)); err != nil {
+	notice := &protocol.Notice{Type: protocol.NoticeStatus, DocumentID: st.DocumentID, Time: st.Time, Status: st}
+	if st.Code.BySender() {
+		// The sender takes the document back: every recipient is told, on
+		// its own notice subject (one Msg-Id each, the stream de-duplicates
+		// across subjects).
+		for _, r := range det.Doc.To {
+			if err := p.notify(ctx, r, notice, "status."+protocol.StatusMsgID(st)+"."+string(r)); err != nil {
+				return err
+			}
+		}
+	} else if err := p.notify(ctx, det.Doc.From, notice, "status."+protocol.StatusMsgID(st)); err != nil {
 		return err
 	}
 	p.m.statuses.WithLabelValues(string(st.Code)).Inc()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
@@ -38,12 +39,80 @@ type submission struct {
 	wire     *protocol.Container
 	data     []byte // the container bytes
 	sha      string
-	noticeTo string // the sender's inbox for the decision (protocol.NoticeTo), or ""
+	noticeTo string   // the sender's inbox for the decision (protocol.NoticeTo), or ""
+	upload   []uint64 // the sequences of its upload's chunks, when staged
 }
 
+// handleSubmission processes a submission; once it is acknowledged, the
+// chunks of its upload are removed from the upload stream, which frees the
+// unit's quota. (Not before: a redelivery must still find them.)
 func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) error {
+	s := &submission{msg: msg}
+	if err := p.processSubmission(ctx, s); err != nil || s.wire == nil || s.wire.Staged == "" {
+		return err
+	}
+	if err := msg.DoubleAck(ctx); err != nil {
+		p.log.Warn("pipeline: ack", "subject", msg.Subject(), "err", err)
+		return nil // acked again by finish; sweepUploads removes the chunks later
+	}
+	seqs := s.upload
+	if len(seqs) == 0 { // refused before its upload was read
+		ups, err := protocol.ListUploads(ctx, p.js, s.unit)
+		if err != nil {
+			p.log.Warn("pipeline: release upload", "unit", s.unit, "err", err)
+		}
+		for _, u := range ups {
+			if u.Name == s.wire.Staged {
+				seqs = u.Seqs
+			}
+		}
+	}
+	if err := protocol.ReleaseUpload(ctx, p.uploads, seqs); err != nil {
+		p.log.Warn("pipeline: release upload", "unit", s.unit, "err", err)
+	}
+	return errAcked
+}
+
+// sweepUploads removes the uploads no submission can use any more:
+// incomplete ones, and, of a unit with no submission waiting, every one;
+// each only once Config.UploadOrphanAfter has passed since its last chunk
+// (an agent publishes its submission right after the upload). Without it a
+// unit whose agent stopped half way, or uploaded and never submitted, would
+// hold its quota until stage_ttl.
+func (p *Pipeline) sweepUploads(ctx context.Context) error {
+	info, err := p.uploads.Info(ctx, jetstream.WithSubjectFilter(protocol.SubjectUploadPrefix+">"))
+	if err != nil {
+		return fmt.Errorf("pipeline: sweep uploads: %w", err)
+	}
+	cutoff := p.now().Add(-p.cfg.UploadOrphanAfter)
+	for subj := range info.State.Subjects {
+		unit := document.UnitID(protocol.UnitFromSubject(subj))
+		sub, err := p.submits.Info(ctx, jetstream.WithSubjectFilter(protocol.SubmitSubject(string(unit))))
+		if err != nil {
+			return fmt.Errorf("pipeline: sweep uploads: %w", err)
+		}
+		waiting := sub.State.Subjects[protocol.SubmitSubject(string(unit))] > 0
+		ups, err := protocol.ListUploads(ctx, p.js, unit)
+		if err != nil {
+			return fmt.Errorf("pipeline: sweep uploads: %w", err)
+		}
+		for _, u := range ups {
+			if u.Last.After(cutoff) || u.Complete && waiting {
+				continue
+			}
+			if err := protocol.ReleaseUpload(ctx, p.uploads, u.Seqs); err != nil {
+				return fmt.Errorf("pipeline: sweep uploads: %w", err)
+			}
+			p.log.Info("upload removed, no submission can use it", "unit", unit, "complete", u.Complete, "chunks", len(u.Seqs))
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
+	msg := s.msg
 	start := p.now()
-	s := &submission{msg: msg, received: start, attempt: 1}
+	s.received, s.attempt = start, 1
 	if md, err := msg.Metadata(); err == nil {
 		s.received, s.attempt = md.Timestamp, md.NumDelivered
 	}
@@ -60,7 +129,12 @@ func (p *Pipeline) handleSubmission(ctx context.Context, msg jetstream.Msg) erro
 			Message: fmt.Sprintf("container of %d bytes exceeds the limit of %d", wire.Size, p.cfg.Limits.MaxSize)}})
 	}
 	if wire.Staged != "" {
-		data, err := p.getUpload(ctx, wire)
+		// Bound the read: a unit's upload whose chunks never come is
+		// invalid, not worth waiting for.
+		gctx, cancel := context.WithTimeout(ctx, max(p.cfg.AckWait, 2*time.Minute))
+		data, seqs, err := protocol.GetUpload(gctx, p.uploads, unit, wire, p.cfg.Limits.MaxSize)
+		cancel()
+		s.upload = seqs
 		switch {
 		case errors.Is(err, protocol.ErrStageInvalid):
 			return p.reject(ctx, s, reason.List{{Code: reason.SubmissionStaged, Message: err.Error()}})
@@ -321,27 +395,6 @@ func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Docum
 	return b, rc, nil
 }
 
-// getUpload reads a staged submission from the upload store. The unit wrote
-// the object's meta message itself: before reading, the chunks it names must
-// all be there, or the read would wait for chunks that never come.
-func (p *Pipeline) getUpload(ctx context.Context, wire *protocol.Container) ([]byte, error) {
-	info, err := p.uploads.GetInfo(ctx, wire.Staged)
-	if err == nil && info.NUID != "" {
-		chunks := "$O." + protocol.UploadBucket + ".C." + info.NUID
-		si, err := p.upStream.Info(ctx, jetstream.WithSubjectFilter(chunks))
-		if err != nil {
-			return nil, err
-		}
-		if n := si.State.Subjects[chunks]; n != uint64(info.Chunks) {
-			return nil, fmt.Errorf("%w: %s: %d chunks stored, its meta says %d", protocol.ErrStageInvalid, wire.Staged, n, info.Chunks)
-		}
-	}
-	// GetStaged looks the object up again and classifies any error.
-	gctx, cancel := context.WithTimeout(ctx, max(p.cfg.AckWait, 2*time.Minute))
-	defer cancel()
-	return protocol.GetStaged(gctx, p.uploads, wire.Staged, wire.StageKey, p.cfg.Limits.MaxSize)
-}
-
 // route publishes one delivery per recipient. A container above the inline
 // limit, or one whose copies would add up to more than FanoutStageBytes, is
 // staged, encrypted under a new key and a new random name, once for all of
@@ -427,10 +480,23 @@ type RejectedRecord struct {
 	Received time.Time       `json:"received"`
 	SHA256   string          `json:"container_sha256"`
 	Reasons  reason.List     `json:"reasons"`
+	// Size is the submitted container's size; Kept how many of its first
+	// bytes are archived beside: all of them (container.asice), the first
+	// Config.RejectedKeep (container-head.bin), or none once the unit has
+	// used its budget of rejected bytes (Config.RejectedUnitBudget).
+	Size int64 `json:"size"`
+	Kept int64 `json:"kept"`
 }
 
-// reject keeps the submission and its reasons under rejected/ in the
-// archive, records it in the index and tells the sender why.
+// Names of a rejected submission's bytes under rejected/<date>/<ref>/.
+const (
+	RejectedContainer = "container.asice"    // the whole container
+	RejectedHead      = "container-head.bin" // its first Config.RejectedKeep bytes
+)
+
+// reject keeps the submission's reasons and digest, and as much of its
+// bytes as the bounds allow, under rejected/ in the archive, records it in
+// the index and tells the sender why.
 func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) error {
 	ref := "unknown"
 	if s.wire != nil && s.wire.DocumentID.Validate() == nil {
@@ -439,9 +505,14 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 	sum := sha256.Sum256(s.data)
 	ref += "-" + hex.EncodeToString(sum[:8])
 	reasonsKey := archive.RejectedKey(s.received, ref, "reasons.json")
-	body, _ := json.MarshalIndent(RejectedRecord{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs}, "", "  ")
-	if len(s.data) > 0 {
-		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, "container.asice"), s.data, container.Mimetype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
+	kept := p.rejectedKeep(s.unit, int64(len(s.data)))
+	body, _ := json.MarshalIndent(RejectedRecord{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs, int64(len(s.data)), kept}, "", "  ")
+	if kept > 0 {
+		name, ctype := RejectedContainer, container.Mimetype
+		if kept < int64(len(s.data)) {
+			name, ctype = RejectedHead, "application/octet-stream"
+		}
+		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, name), s.data[:kept], ctype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
 			return retry("pipeline: archive rejected %s: %w", ref, err)
 		}
 	}
@@ -466,6 +537,30 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 	}
 	p.log.Info("rejected", "ref", ref, "unit", s.unit, "reasons", strings.Join(codes(rs), ","))
 	return nil
+}
+
+// rejectedKeep is how many of a rejected submission's size bytes to
+// archive: at most Config.RejectedKeep, and nothing once the unit has used
+// its budget (Config.RejectedUnitBudget bytes an hour, per hub).
+func (p *Pipeline) rejectedKeep(unit document.UnitID, size int64) int64 {
+	n := min(size, p.cfg.RejectedKeep, p.cfg.RejectedUnitBudget)
+	if n <= 0 {
+		return 0
+	}
+	p.rejMu.Lock()
+	defer p.rejMu.Unlock()
+	l := p.rejBudget[unit]
+	if l == nil {
+		if len(p.rejBudget) > 100_000 { // units that no longer reject anything
+			clear(p.rejBudget)
+		}
+		l = rate.NewLimiter(rate.Limit(float64(p.cfg.RejectedUnitBudget)/3600), int(p.cfg.RejectedUnitBudget))
+		p.rejBudget[unit] = l
+	}
+	if !l.AllowN(p.now(), int(n)) {
+		return 0
+	}
+	return n
 }
 
 func codes(rs reason.List) []string {

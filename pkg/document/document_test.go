@@ -3,6 +3,7 @@ package document
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -193,5 +194,46 @@ func TestUrgencyRange(t *testing.T) {
 		if err := d.Validate(); (err == nil) != ok {
 			t.Errorf("urgency %d: err = %v, want ok=%v", u, err, ok)
 		}
+	}
+}
+
+func TestStatusBounds(t *testing.T) {
+	now := time.Now()
+	ok := Status{DocumentID: NewID(now), Unit: "000.01.00.H29", Time: now, Code: StatusAssigned,
+		Description: strings.Repeat("đ", MaxStatusDescription/2), Officer: &Officer{Department: "Văn phòng", Name: "Nguyễn Văn A", Contact: "028 3829 6052"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(s *Status){
+		"description":        func(s *Status) { s.Description = strings.Repeat("x", MaxStatusDescription+1) },
+		"officer.department": func(s *Status) { s.Officer.Department = strings.Repeat("x", MaxOfficerField+1) },
+		"officer.name":       func(s *Status) { s.Officer.Name = strings.Repeat("x", MaxOfficerField+1) },
+		"officer.contact":    func(s *Status) { s.Officer.Contact = strings.Repeat("x", MaxOfficerField+1) },
+		"control characters": func(s *Status) { s.Officer.Name = "a\x00b" },
+	} {
+		s := ok
+		o := *ok.Officer
+		s.Officer = &o
+		edit(&s)
+		if err := s.Validate(); err == nil {
+			t.Errorf("%s: validated", name)
+		}
+	}
+	accepted := now.Add(-time.Hour)
+	for _, tc := range []struct {
+		at time.Time
+		ok bool
+	}{
+		{now, true}, {accepted, true}, {now.Add(StatusClockSkew - time.Second), true}, {accepted.Add(-StatusClockSkew + time.Second), true},
+		{now.Add(StatusClockSkew + time.Second), false}, {accepted.Add(-StatusClockSkew - time.Second), false}, {now.AddDate(10, 0, 0), false},
+	} {
+		s := ok
+		s.Time = tc.at
+		if err := s.CheckTime(accepted, now); (err == nil) != tc.ok {
+			t.Errorf("time %v: %v", tc.at.Sub(now), err)
+		}
+	}
+	if !StatusCancelled.BySender() || StatusChangeAccept.BySender() || StatusDelivered.BySender() {
+		t.Error("BySender")
 	}
 }

@@ -16,21 +16,22 @@ import (
 )
 
 // InlineLimit is the largest container sent inside a message; a larger one
-// is staged, encrypted, in an object store (UploadStaged for submissions,
+// is staged, encrypted, beside the message (UploadStaged for submissions,
 // PutStaged for deliveries) and the message names it and carries its key.
 // Streams accept messages of up to twice this size.
 const InlineLimit = 4 << 20
 
 // Headers carried by edx messages.
 const (
-	HeaderMsgID    = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
-	HeaderDocID    = "Edx-Document-Id"      // the document's ULID
-	HeaderSHA256   = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
-	HeaderSize     = "Edx-Container-Size"   // container size in bytes
-	HeaderStaged   = "Edx-Staged"           // object name in the stage store when not inline
-	HeaderStageKey = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
-	HeaderReceipt  = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
-	HeaderSender   = "Edx-Sender"           // sender unit, on deliveries
+	HeaderMsgID     = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
+	HeaderDocID     = "Edx-Document-Id"      // the document's ULID
+	HeaderSHA256    = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
+	HeaderSize      = "Edx-Container-Size"   // container size in bytes
+	HeaderStaged    = "Edx-Staged"           // object name in the stage store when not inline
+	HeaderStageKey  = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
+	HeaderStagedSeq = "Edx-Staged-Seq"       // on a staged submission: the upload stream's sequence of its first chunk
+	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
+	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
 	// HeaderNoticeTo, on a submission, names a subject under the sending
 	// unit's inbox prefix (see NoticeTo) where the hub also sends the
 	// submission's decision, so that the client that sent it (edx send)
@@ -46,12 +47,15 @@ type Container struct {
 	DocumentID document.ID
 	SHA256     string // hex
 	Size       int64
-	// Staged is the name of the staged object (in UploadBucket for a
+	// Staged is the name of the staged object (in StreamUpload for a
 	// submission, StageBucket for a delivery); empty when Data is inline.
 	Staged string
 	// StageKey decrypts the staged object (OpenStage); set with Staged.
 	StageKey []byte
-	Data     []byte // the container bytes when inline
+	// StagedSeq is, for a staged submission, the sequence of its first
+	// chunk in StreamUpload (UploadStaged sets it, GetUpload reads from it).
+	StagedSeq uint64
+	Data      []byte // the container bytes when inline
 }
 
 func (c *Container) setHeaders(h nats.Header) {
@@ -62,6 +66,9 @@ func (c *Container) setHeaders(h nats.Header) {
 	if c.Staged != "" {
 		h.Set(HeaderStaged, c.Staged)
 		h.Set(HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+		if c.StagedSeq > 0 {
+			h.Set(HeaderStagedSeq, strconv.FormatUint(c.StagedSeq, 10))
+		}
 	}
 }
 
@@ -83,6 +90,11 @@ func parseContainer(m *nats.Msg, stagePrefix string) (*Container, error) {
 			errs = append(errs, fmt.Sprintf("header %s: want a base64 key of %d bytes", HeaderStageKey, StageKeySize))
 		}
 		c.StageKey = key
+		if v := m.Header.Get(HeaderStagedSeq); v != "" {
+			if c.StagedSeq, err = strconv.ParseUint(v, 10, 64); err != nil || c.StagedSeq == 0 {
+				errs = append(errs, "header "+HeaderStagedSeq+": want a positive sequence")
+			}
+		}
 	} else if k != "" {
 		errs = append(errs, "header "+HeaderStageKey+" without "+HeaderStaged)
 	}
@@ -159,6 +171,9 @@ func ParseSubmit(m *nats.Msg) (document.UnitID, *Container, error) {
 		return unit, nil, fmt.Errorf("protocol: subject %q is not a submission", m.Subject)
 	}
 	c, err := parseContainer(m, submitStagePrefix)
+	if err == nil && c.Staged != "" && c.StagedSeq == 0 {
+		err = errors.New("a staged submission needs header " + HeaderStagedSeq)
+	}
 	if err != nil {
 		return unit, c, fmt.Errorf("protocol: submission: %w", err)
 	}
@@ -248,6 +263,11 @@ func ParseNotice(m *nats.Msg) (*Notice, error) {
 	return &n, nil
 }
 
+// MaxStatusSize bounds a status message's body: a status within the field
+// limits of document.Status is far smaller. EDX_STATUS refuses larger
+// messages (broker), and ParseStatus refuses them too.
+const MaxStatusSize = 64 << 10
+
 // StatusMsg builds a unit's status report.
 func StatusMsg(s *document.Status) (*nats.Msg, error) {
 	b, err := json.Marshal(s)
@@ -269,6 +289,9 @@ func StatusMsgID(s *document.Status) string {
 // ParseStatus reads a status report; the reporting unit comes from the subject.
 func ParseStatus(m *nats.Msg) (document.UnitID, *document.Status, error) {
 	unit := document.UnitID(UnitFromSubject(m.Subject))
+	if len(m.Data) > MaxStatusSize {
+		return unit, nil, fmt.Errorf("protocol: status: %d bytes, above the limit of %d", len(m.Data), MaxStatusSize)
+	}
 	var s document.Status
 	if err := json.Unmarshal(m.Data, &s); err != nil {
 		return unit, nil, fmt.Errorf("protocol: status: %w", err)

@@ -72,6 +72,15 @@ const (
 	ReferenceNotSender Code = "reference.not_sender" // a revocation, update or replacement of another unit's document
 )
 
+// Statuses a unit reports (the hub refuses them with a status_rejected
+// notice naming one of these, or one of the codes above).
+const (
+	StatusInvalid     Code = "status.invalid"      // malformed, or a field over its size limit
+	StatusNotEntitled Code = "status.not_entitled" // a code this unit may not send on this document (13 is the sender's, the others a recipient's)
+	StatusTooMany     Code = "status.too_many"     // the unit reached the limit of statuses on one document
+	StatusTime        Code = "status.time"         // a time in the future or before the document was accepted
+)
+
 // Reason is one failure: a stable code and a human-readable message.
 type Reason struct {
 	Code    Code   `json:"code"`
