@@ -59,8 +59,9 @@ func startHub(t *testing.T, data string) *hubProc {
 	return startHubNATS(t, data, "127.0.0.1:-1")
 }
 
-// startHubNATS runs edx-hub with its embedded NATS listening on natsAddr.
-func startHubNATS(t *testing.T, data, natsAddr string) *hubProc {
+// startHubNATS runs edx-hub with its embedded NATS listening on natsAddr;
+// args are further arguments (--config FILE).
+func startHubNATS(t *testing.T, data, natsAddr string, args ...string) *hubProc {
 	t.Helper()
 	os.Remove(filepath.Join(data, "hub.json"))
 	h := &hubProc{t: t, data: data}
@@ -72,7 +73,7 @@ func startHubNATS(t *testing.T, data, natsAddr string) *hubProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), "--data", data, "--http", "127.0.0.1:0", "--nats", natsAddr, "--s3", "127.0.0.1:0")
+	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), append([]string{"--data", data, "--http", "127.0.0.1:0", "--nats", natsAddr, "--s3", "127.0.0.1:0"}, args...)...)
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)

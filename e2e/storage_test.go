@@ -98,7 +98,27 @@ func TestHubDiskFull(t *testing.T) {
 	smallDisk(t, disks["nats"], "64m")
 	smallDisk(t, disks["archive"], "48m")
 	smallDisk(t, disks["index"], "16m")
-	h := startHub(t, data)
+	// JetStream reserves every stream's max_bytes, and its store is 75% of
+	// the free disk: streams sized for this 64 MiB disk (25 MiB), as an
+	// operator sizes them for theirs; the defaults would not let the hub
+	// start.
+	cfg := filepath.Join(work, "hub.yaml")
+	if err := os.WriteFile(cfg, []byte(`nats:
+  streams:
+    max_msg_size: 5242880
+    submit_max_bytes: 10485760
+    submit_unit_pending: 1
+    deliver_max_bytes: 5242880
+    notice_max_bytes: 5242880
+    status_max_bytes: 2097152
+    status_unit_pending: 8
+    upload_max_bytes: 1048576
+    upload_unit_quota: 524288
+    stage_max_bytes: 1048576
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := startHubNATS(t, data, "127.0.0.1:-1", "--config", cfg)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(data, "hub.log"))

@@ -3,6 +3,7 @@ package hub
 import (
 	"log/slog"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -53,5 +54,26 @@ func TestHealthStreamBounded(t *testing.T) {
 	}
 	if info.State.Msgs > healthMaxMsgs {
 		t.Errorf("%s holds %d messages, limit %d", healthStream, info.State.Msgs, healthMaxMsgs)
+	}
+}
+
+// TestNewRefusesStreamsThatDoNotFit: a JetStream store smaller than the
+// streams' reserved bytes stops the hub at start with an error that says
+// what to change, and New stops what it had started (before, the cleanup
+// of a failed New dereferenced the nil hub it was about to return).
+func TestNewRefusesStreamsThatDoNotFit(t *testing.T) {
+	var cfg Config
+	cfg.Data = t.TempDir()
+	cfg.HTTP.Listen = "127.0.0.1:0"
+	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
+	cfg.NATS.Embedded.MaxStore = 64 << 20 // the default streams reserve far more
+	cfg.S3.EmbeddedListen = "127.0.0.1:0"
+	h, err := New(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err == nil {
+		h.Close()
+		t.Fatal("started with streams that do not fit in JetStream's store")
+	}
+	if h != nil || !strings.Contains(err.Error(), "reserves its max_bytes") {
+		t.Fatalf("hub %v, error %v", h, err)
 	}
 }

@@ -82,9 +82,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		return nil, err
 	}
 	h = &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	// What started so far stops on any error (a "return nil, err" has
+	// already set h to nil when this runs).
+	started := h
 	defer func() {
 		if err != nil {
-			h.Close()
+			started.Close()
 		}
 	}()
 	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
