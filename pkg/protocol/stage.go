@@ -24,10 +24,11 @@ import (
 // sender's submission in the upload stream StreamUpload (EDX account, units
 // may only write there, each on its own subject: see UploadStaged), a
 // delivery in the object store StageBucket (STAGE account, the hub writes,
-// units read). Every staged object is encrypted with AES-256-GCM
-// under a fresh random key that travels only in the message naming the
-// object, and its name is random: a unit that reads or lists a store it
-// shares with others sees ciphertext under names it cannot link to anything.
+// units read through the hub's stage service). Every staged object is
+// encrypted with AES-256-GCM under a fresh random key that travels only in
+// the message naming the object, and its name is random: a unit that reads
+// a store it shares with others sees ciphertext under names it cannot link
+// to anything.
 // Only the message's reader (the hub for submissions, the recipient's
 // consumer for deliveries) holds the key. The container's SHA-256 in the
 // message still binds the plaintext.
@@ -54,9 +55,9 @@ const (
 	stageNameBytes     = 16 // random bytes in a name: 128 bits, hex
 )
 
-// ErrStageInvalid marks a staged object that is missing (expired or never
-// stored), malformed, too large, or does not decrypt under its key, unlike
-// an unreachable server. For a submission it is final: the hub rejects it.
+// ErrStageInvalid marks a staged object that is missing (removed, expired,
+// or never stored), malformed, too large, or does not decrypt under its
+// key, unlike an unreachable server. For a submission it is final: the hub rejects it.
 // A delivery's staged object is the hub's: a recipient retries, and the hub
 // stages a missing one again from its archive (RestageDelivery).
 var ErrStageInvalid = errors.New("protocol: staged object invalid")
@@ -291,7 +292,7 @@ func GetStaged(ctx context.Context, s *Stage, name string, key []byte, maxSize i
 	}
 	switch {
 	case r.NotFound:
-		return nil, fmt.Errorf("%w: %s not found (expired or never stored)", ErrStageInvalid, name)
+		return nil, fmt.Errorf("%w: %s is not in the stage store (the hub stages a missing delivery again from its archive)", ErrStageInvalid, name)
 	case r.Error != "":
 		return nil, fmt.Errorf("protocol: get staged %s: the hub's stage service: %s", name, r.Error)
 	case r.Consumer != StageConsumer(string(s.unit), slot):
