@@ -41,10 +41,12 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Defaults of Config.
@@ -116,9 +118,13 @@ func (c *Config) Validate() error {
 
 // Server is the embedded NATS server.
 type Server struct {
-	ns   *server.Server
-	keys *Keys
-	log  *slog.Logger
+	ns       *server.Server
+	keys     *Keys
+	log      *slog.Logger
+	resolver *server.MemAccResolver
+
+	sysMu sync.Mutex
+	sys   *SystemConn // opened by the first PushAccount
 }
 
 // Start loads (or creates) the keys in cfg.KeysDir and starts the NATS server
@@ -129,7 +135,9 @@ type Server struct {
 // UNITS and STAGE account JWTs. Users are never stored on the server: each
 // presents a JWT signed by its account's signing key, which the server checks against
 // the account JWT, so units issued after start connect without a restart or a
-// resolver update. The account JWTs are re-read from KeysDir at every start.
+// resolver update. Revoking a user changes the UNITS account JWT, which
+// PushAccount gives the running server. The account JWTs are re-read from
+// KeysDir at every start, revocations included.
 func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -196,7 +204,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		return nil, errors.New("broker: start: jetstream is not enabled")
 	}
 	log.Info("nats server ready", "url", ns.ClientURL(), "store_dir", cfg.StoreDir, "account", keys.Account())
-	return &Server{ns: ns, keys: keys, log: log}, nil
+	return &Server{ns: ns, keys: keys, log: log, resolver: resolver}, nil
 }
 
 // ClientURL is the URL clients connect to, nats://host:port.
@@ -209,8 +217,44 @@ func (s *Server) Keys() *Keys { return s.keys }
 // (nats.InProcessServer) and monitoring.
 func (s *Server) NATS() *server.Server { return s.ns }
 
+// PushAccount makes the server use a new account JWT (Keys.RevokeUnitUsers):
+// the resolver keeps it for when the account is loaded, and a claims update
+// through the system account applies it to the account in use, which closes
+// the connections of revoked users.
+func (s *Server) PushAccount(ctx context.Context, accountJWT string) error {
+	ac, err := jwt.DecodeAccountClaims(accountJWT)
+	if err != nil {
+		return fmt.Errorf("broker: push account: %w", err)
+	}
+	if err := s.resolver.Store(ac.Subject, accountJWT); err != nil {
+		return fmt.Errorf("broker: resolver: %w", err)
+	}
+	s.sysMu.Lock()
+	defer s.sysMu.Unlock()
+	if s.sys == nil {
+		creds, err := s.keys.IssueSystemCreds()
+		if err != nil {
+			return err
+		}
+		if s.sys, err = ConnectSystem(ctx, s.ClientURL(), creds, nats.InProcessServer(s.ns)); err != nil {
+			return err
+		}
+	}
+	err = s.sys.PushAccount(ctx, accountJWT)
+	if errors.Is(err, ErrAccountNotLoaded) {
+		return nil // stored in the resolver: loaded from there
+	}
+	return err
+}
+
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown() {
+	s.sysMu.Lock()
+	if s.sys != nil {
+		s.sys.Close()
+		s.sys = nil
+	}
+	s.sysMu.Unlock()
 	s.ns.Shutdown()
 	s.ns.WaitForShutdown()
 	s.log.Info("nats server stopped")
