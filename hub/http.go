@@ -34,8 +34,8 @@ func (h *Hub) startAuth(ctx context.Context) error {
 // handler is the hub's HTTP handler: the API under /api/v1 and the web UI
 // for the rest, sharing the access-checked Records.
 func (h *Hub) handler() http.Handler {
-	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust}
+	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, Now: h.cfg.Clock}
 	log := h.log.With("component", "http")
 	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
-		Log: log, Ready: h.natsReady, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
+		Log: log, Ready: h.natsReady, Checks: map[string]func(context.Context) error{"crl": h.crl.ready}, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log})})
 }

@@ -86,7 +86,12 @@ func (ca *CA) UnitCertPath(u string) string { return filepath.Join(ca.Dir, "unit
 
 // InitCA creates a development CA in dir, with the hub's certificate. It
 // refuses to overwrite an existing CA.
-func InitCA(dir, city string) (*CA, error) {
+func InitCA(dir, city string) (*CA, error) { return InitCAAt(dir, city, time.Time{}) }
+
+// InitCAAt is InitCA with the CA's and the hub's certificates valid from
+// notBefore (zero: an hour ago): for receipts and test archives dated
+// before today.
+func InitCAAt(dir, city string, notBefore time.Time) (*CA, error) {
 	if city == "" {
 		city = "Thành phố Hồ Chí Minh"
 	}
@@ -99,7 +104,10 @@ func InitCA(dir, city string) (*CA, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "units"), 0o700); err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
-	now := time.Now().Add(-time.Hour)
+	now := notBefore
+	if now.IsZero() {
+		now = time.Now().Add(-time.Hour)
+	}
 	rootKey, err := GenerateKey(ECDSAP256)
 	if err != nil {
 		return nil, err
@@ -156,7 +164,7 @@ func InitCA(dir, city string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := ca.issueHub(hubKey, city, 0); err != nil {
+	if _, err := ca.issueHub(hubKey, city, now, 0); err != nil {
 		return nil, err
 	}
 	return ca, nil
@@ -165,11 +173,10 @@ func InitCA(dir, city string) (*CA, error) {
 // issueHub issues a hub certificate for key, valid for validity (default
 // HubValidity, and never past the issuing CA's end), and writes the key and
 // chain to hub.key.pem and hub.cert.pem.
-func (ca *CA) issueHub(key crypto.Signer, city string, validity time.Duration) (*x509.Certificate, error) {
+func (ca *CA) issueHub(key crypto.Signer, city string, nb time.Time, validity time.Duration) (*x509.Certificate, error) {
 	if validity <= 0 {
 		validity = HubValidity
 	}
-	nb := time.Now().Add(-time.Hour)
 	na := nb.Add(validity)
 	if na.After(ca.Issuing.NotAfter) {
 		na = ca.Issuing.NotAfter
@@ -213,7 +220,7 @@ func (ca *CA) RotateHub(validity time.Duration) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ca.issueHub(key, city, validity)
+	return ca.issueHub(key, city, time.Now().Add(-time.Hour), validity)
 }
 
 // OpenCA loads a CA that InitCA made.
