@@ -83,7 +83,7 @@ func TestRevocationCommandLine(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	list = edx(t, work, 0, "unit", "list", "--data", h.data)
-	if !regexp.MustCompile(a + `.*revoked\s+` + serial).MatchString(list) || !regexp.MustCompile(b + `.*active`).MatchString(list) {
+	if !regexp.MustCompile(a+`.*revoked\s+`+serial).MatchString(list) || !regexp.MustCompile(b+`.*active`).MatchString(list) {
 		t.Fatalf("unit list after revocation:\n%s", list)
 	}
 	m2, _ := docTo("d2.json", b)
@@ -105,8 +105,8 @@ func TestRevocationCommandLine(t *testing.T) {
 
 	// Disabled, then enabled.
 	edx(t, work, 0, "unit", "disable", b, "--data", h.data)
-	if list = edx(t, work, 0, "unit", "list", "--data", h.data); !regexp.MustCompile(b + `.*disabled`).MatchString(list) ||
-		!regexp.MustCompile(a + `.*active`).MatchString(list) {
+	if list = edx(t, work, 0, "unit", "list", "--data", h.data); !regexp.MustCompile(b+`.*disabled`).MatchString(list) ||
+		!regexp.MustCompile(a+`.*active`).MatchString(list) {
 		t.Fatalf("unit list after disable:\n%s", list)
 	}
 	m4, _ := docTo("d4.json", b)
