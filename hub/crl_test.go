@@ -185,7 +185,7 @@ func TestDevCACRLKeptCurrent(t *testing.T) {
 	// is left.
 	h.checkCRLs(t.Context(), time.Now().Add(6*24*time.Hour))
 	second := crl()
-	if second.Number.Cmp(first.Number) <= 0 || !second.NextUpdate.After(first.NextUpdate) {
+	if second.Number.Cmp(first.Number) <= 0 || second.NextUpdate.Before(first.NextUpdate) {
 		t.Fatalf("CRL not re-signed: number %s → %s, nextUpdate %v → %v", first.Number, second.Number, first.NextUpdate, second.NextUpdate)
 	}
 }

@@ -86,11 +86,11 @@ func VerifyReceipt(der []byte, containerSHA256 string, opts Options) *ReceiptRep
 	leaf, body, info, rs := checkCMS(der, nil, opts.Trust, at)
 	out.Signature = &info
 	for _, r := range rs {
-		code := reason.ReceiptInvalid
 		if r.Code.Transient() {
-			code = r.Code // the receipt may be fine: the verifier cannot tell yet
+			out.Reasons = append(out.Reasons, r) // the receipt may be fine: the verifier cannot tell yet
+			continue
 		}
-		out.Reasons.Add(code, r.String())
+		out.Reasons.Add(reason.ReceiptInvalid, r.String())
 	}
 	if leaf != nil && !pki.IsHub(leaf) {
 		out.Reasons.Add(reason.ReceiptInvalid, "the receipt is not signed by a hub certificate")
