@@ -75,7 +75,7 @@ func (h *Hub) watchCRLs(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		h.checkCRLs(ctx, time.Now())
+		h.checkCRLs(ctx, h.cfg.Clock())
 	}
 }
 

@@ -112,7 +112,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	if err := h.revokeRevokedUnits(ctx); err != nil {
 		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 	}
-	h.checkCRLs(ctx, time.Now())
+	h.checkCRLs(ctx, cfg.Clock())
 	if h.token, err = loadOrCreateSecret(filepath.Join(cfg.Data, "admin.token")); err != nil {
 		return nil, err
 	}
