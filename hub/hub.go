@@ -369,6 +369,7 @@ func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle
 		CertNotAfter: cert.NotAfter.UTC(), CertPEM: chainPEM}
 	if old, err := h.ix.GetUnit(ctx, req.ID); err == nil {
 		u.Created = old.Created
+		h.warnLegacy(old)
 		// The credentials issued before are revoked first: should what
 		// follows fail, the unit has none rather than two.
 		if err := h.revokeUsers(ctx, old.NATSUsers); err != nil {

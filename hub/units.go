@@ -137,6 +137,16 @@ func (h *Hub) certRevoked(u index.Unit, now time.Time) (bool, string) {
 	return false, ""
 }
 
+// warnLegacy says when a unit's earlier credentials cannot be revoked: a
+// unit registered before the hub kept its users' keys (and before
+// credentials expired) holds credentials the hub cannot name.
+func (h *Hub) warnLegacy(u index.Unit) {
+	if len(u.NATSUsers) == 0 && u.CredsExpire.IsZero() && !u.Disabled && u.CertPEM == "" {
+		h.log.Warn("unit registered before credentials were revocable: the NATS credentials it had cannot be revoked and do not expire; "+
+			"they keep working until the operator key's accounts are re-issued", "unit", u.ID)
+	}
+}
+
 // saveUnit archives the unit's record for event, then indexes it.
 func (h *Hub) saveUnit(ctx context.Context, u index.Unit, event string) (index.Unit, error) {
 	now := time.Now().UTC()
@@ -185,6 +195,7 @@ func (h *Hub) DisableUnit(ctx context.Context, id document.UnitID) (index.Unit, 
 	if err != nil {
 		return index.Unit{}, err
 	}
+	h.warnLegacy(u)
 	if err := h.revokeUsers(ctx, u.NATSUsers); err != nil {
 		return index.Unit{}, err
 	}
@@ -236,6 +247,7 @@ func (h *Hub) RotateUnit(ctx context.Context, id document.UnitID, req api.Rotate
 	if u.Disabled {
 		return nil, fmt.Errorf("%w: unit %s is disabled (edx unit enable)", api.ErrConflict, id)
 	}
+	h.warnLegacy(u)
 	var keyPEM string
 	if req.NewCert || req.CertPEM != "" {
 		if req.NewCert && req.CertPEM != "" {
