@@ -143,7 +143,7 @@ func (h *Hub) certRevoked(u index.Unit, now time.Time) (bool, string) {
 func (h *Hub) warnLegacy(u index.Unit) {
 	if len(u.NATSUsers) == 0 && u.CredsExpire.IsZero() && !u.Disabled && u.CertPEM == "" {
 		h.log.Warn("unit registered before credentials were revocable: the NATS credentials it had cannot be revoked and do not expire; "+
-			"they keep working until the operator key's accounts are re-issued", "unit", u.ID)
+			"they keep working (only a revocation of every earlier user of the UNITS account, not done here, would end them)", "unit", u.ID)
 	}
 }
 
