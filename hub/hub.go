@@ -301,27 +301,38 @@ func (h *Hub) Run(ctx context.Context) error {
 		Handler:           h.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 2)
+	httpErr := make(chan error, 1)
 	go func() {
 		if err := srv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
+			httpErr <- err
 		}
 	}()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { errc <- h.pipe.Run(pctx) }()
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- h.pipe.Run(pctx) }()
 	go h.watchCRLs(pctx)
-	var err error
+	var (
+		err      error
+		pipeErr  error
+		pipeOver bool
+	)
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case err = <-httpErr:
+	case pipeErr = <-pipeDone:
+		pipeOver = true
 	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer scancel()
 	srv.Shutdown(sctx)
 	cancel()
-	if perr := <-errc; perr != nil && err == nil {
-		err = perr
+	if !pipeOver {
+		pipeErr = <-pipeDone
+	}
+	// A stop asked for while the pipeline was still starting is no error.
+	if pipeErr != nil && err == nil && !(ctx.Err() != nil && errors.Is(pipeErr, context.Canceled)) {
+		err = pipeErr
 	}
 	h.Close()
 	return err

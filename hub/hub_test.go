@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -88,9 +87,7 @@ func startHub(t *testing.T, cfg Config) *running {
 	r.stop = func() {
 		once.Do(func() {
 			cancel()
-			// A stop right after the start may catch the pipeline
-			// creating its consumers.
-			if err := <-done; err != nil && !errors.Is(err, context.Canceled) {
+			if err := <-done; err != nil {
 				t.Errorf("hub: %v", err)
 			}
 		})
