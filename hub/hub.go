@@ -36,31 +36,32 @@ import (
 
 // Hub is a running hub.
 type Hub struct {
-	cfg   Config
-	log   *slog.Logger
-	nats  *broker.Server // nil with an external cluster
-	s3    *s3embed.Server
-	conn  *broker.HubConn
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	stage jetstream.ObjectStore
-	keys  *broker.Keys
-	arch  *archive.Store
-	ix    *index.Index
-	auth  *auth.Store
-	ca    *pki.CA // development CA, nil when not configured
-	trust *pki.Trust
-	crl   *crlState          // the CRLs' health, for /readyz and the metrics
-	sys   *broker.SystemConn // external cluster: where account updates go
+	cfg     Config
+	log     *slog.Logger
+	nats    *broker.Server // nil with an external cluster
+	s3      *s3embed.Server
+	conn    *broker.HubConn
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	stage   jetstream.ObjectStore
+	keys    *broker.Keys
+	arch    *archive.Store
+	ix      *index.Index
+	auth    *auth.Store
+	ca      *pki.CA // development CA, nil when not configured
+	trust   *pki.Trust
+	signer  *pki.Signer
+	pipe    *pipeline.Pipeline
+	reg     *prometheus.Registry
+	httpLn  net.Listener
+	token   string
+	closers []func()
+	mu      sync.Mutex // serialises unit registration
+
+	crl *crlState          // the CRLs' health, for /readyz and the metrics
+	sys *broker.SystemConn // external cluster: where account updates go
 	// accounts gives the NATS servers new account JWTs (revocations).
 	accounts accountPusher
-	signer   *pki.Signer
-	pipe     *pipeline.Pipeline
-	reg      *prometheus.Registry
-	httpLn   net.Listener
-	token    string
-	closers  []func()
-	mu       sync.Mutex // serialises unit registration
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).

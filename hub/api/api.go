@@ -155,10 +155,8 @@ type Deps struct {
 	Units   Units
 	// Auth holds accounts, sessions and tokens; nil accepts the admin token
 	// alone.
-	Auth  *auth.Store
-	Ready func(ctx context.Context) error // extra readiness checks (NATS)
-	// Checks are more named readiness checks (the CRLs in force).
-	Checks   map[string]func(ctx context.Context) error
+	Auth     *auth.Store
+	Ready    func(ctx context.Context) error // extra readiness checks (NATS)
 	Gatherer prometheus.Gatherer
 	// AdminToken (DATA/admin.token) acts as an admin: edx unit add, edx get
 	// and scripts on the hub's machine use it.
@@ -166,6 +164,10 @@ type Deps struct {
 	// Web serves every path the API does not (the UI); nil serves none.
 	Web http.Handler
 	Log *slog.Logger
+
+	// Checks are more named readiness checks for /readyz (the CRLs in
+	// force).
+	Checks map[string]func(ctx context.Context) error
 }
 
 // Handler returns the hub's HTTP handler.
