@@ -109,6 +109,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 		}
 		a.folders.Spooled = a.kickSend
 	}
+	for _, w := range sec.Warnings {
+		log.Warn("agent: " + w)
+	}
 	a.hook = webhook.New(cfg.Webhook, sec.WebhookSecret, log.With("component", "webhook"))
 	a.m = newMetrics(a.reg, a)
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -151,7 +154,8 @@ func (a *Agent) kickSend()   { kick(a.wakeSend) }
 func (a *Agent) kickStatus() { kick(a.wakeStatus) }
 
 func (a *Agent) ready(ctx context.Context) (map[string]string, error) {
-	detail := map[string]string{"unit": string(a.cfg.Unit), "nats": "disconnected"}
+	detail := map[string]string{"unit": string(a.cfg.Unit), "nats": "disconnected",
+		"nats_creds": a.credsState(), "crl": a.crlState()}
 	if l := a.current(); l != nil && l.nc.IsConnected() {
 		detail["nats"] = "connected"
 	}
@@ -193,6 +197,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var hookWG sync.WaitGroup
 	hookWG.Go(func() { a.hook.Run(hookCtx) })
 	wg.Go(func() { a.runNATS(work) })
+	wg.Go(func() { a.watchTrust(work) })
+	wg.Go(func() { a.watchCreds(work) })
 
 	var err error
 	select {

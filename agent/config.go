@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"gopkg.in/yaml.v3"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
@@ -21,6 +22,7 @@ import (
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/reason"
 )
 
 // DefaultListen is the API's default address: the loopback interface only.
@@ -76,12 +78,23 @@ type SigningConfig struct {
 type TrustConfig struct {
 	Roots string   `yaml:"roots"` // PEM bundle of trust roots. Required.
 	CRLs  []string `yaml:"crls"`  // optional CRL files (PEM or DER)
+	// CRLPoll is how often the CRL files are checked for a change and read
+	// again (default 5s).
+	CRLPoll time.Duration `yaml:"crl_poll"`
+	// CRLGrace is how long past its nextUpdate a CRL still counts (default
+	// 1h). Past it, deliveries signed under its issuer wait (they are
+	// retried, not quarantined) until a current CRL is in place.
+	CRLGrace time.Duration `yaml:"crl_grace"`
 }
 
 // NATSConfig is the connection to the hub.
 type NATSConfig struct {
 	URL       string `yaml:"url"`        // e.g. nats://hub.example:4222. Required.
 	CredsFile string `yaml:"creds_file"` // the unit's credentials from `edx unit add`. Required.
+	// CredsWarn: the agent warns (log, /readyz detail) this long before its
+	// credentials expire (default 336h, 14 days); `edx unit rotate` on the
+	// hub issues new ones.
+	CredsWarn time.Duration `yaml:"creds_warn"`
 }
 
 // SendConfig tunes the sender.
@@ -187,6 +200,15 @@ func (c *Config) SetDefaults() error {
 	if c.Folders.Interval == 0 {
 		c.Folders.Interval = 2 * time.Second
 	}
+	if c.Trust.CRLPoll == 0 {
+		c.Trust.CRLPoll = 5 * time.Second
+	}
+	if c.Trust.CRLGrace == 0 {
+		c.Trust.CRLGrace = time.Hour
+	}
+	if c.NATS.CredsWarn == 0 {
+		c.NATS.CredsWarn = 14 * 24 * time.Hour
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -235,6 +257,15 @@ func (c *Config) Validate() error {
 	if c.NATS.CredsFile == "" {
 		add("nats.creds_file: required (the unit's credentials from `edx unit add`)")
 	}
+	if c.NATS.CredsWarn < 0 {
+		add("nats.creds_warn %s: negative", c.NATS.CredsWarn)
+	}
+	if c.Trust.CRLPoll < 10*time.Millisecond {
+		add("trust.crl_poll %s: want at least 10ms", c.Trust.CRLPoll)
+	}
+	if c.Trust.CRLGrace < 0 {
+		add("trust.crl_grace %s: negative", c.Trust.CRLGrace)
+	}
 	if c.Send.MaxDocumentBytes < 1024 || c.Send.MaxDocumentBytes > container.DefaultLimits.MaxSize {
 		add("send.max_document_bytes %d: want 1 KiB to %d", c.Send.MaxDocumentBytes, container.DefaultLimits.MaxSize)
 	}
@@ -267,7 +298,10 @@ type Secrets struct {
 	Signer        *pki.Signer
 	Trust         *pki.Trust
 	Creds         []byte
+	CredsExpire   time.Time // zero: the credentials do not expire
 	WebhookSecret []byte
+	// Warnings are problems that do not stop the agent (a stale CRL).
+	Warnings []string
 }
 
 // Check reads every file and variable the configuration names, as New does,
@@ -291,6 +325,7 @@ func (c *Config) Check() (*Secrets, error) {
 			return nil, fmt.Errorf("trust: %w", err)
 		}
 	}
+	s.Trust.SetCRLGrace(c.Trust.CRLGrace)
 	if s.Signer, err = loadSigner(c.Signing); err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
@@ -300,13 +335,26 @@ func (c *Config) Check() (*Secrets, error) {
 		return nil, fmt.Errorf("signing: the certificate belongs to unit %s, this agent is %s", u, c.Unit)
 	}
 	if _, rs := s.Trust.Check(s.Signer.Cert(), s.Signer.Chain[1:], time.Now()); len(rs) > 0 {
-		return nil, fmt.Errorf("signing: the certificate does not verify against the trust roots: %v", rs)
+		var hard reason.List
+		for _, r := range rs {
+			if r.Code.Transient() {
+				s.Warnings = append(s.Warnings, "signing: "+r.String())
+			} else {
+				hard = append(hard, r)
+			}
+		}
+		if len(hard) > 0 {
+			return nil, fmt.Errorf("signing: the certificate does not verify against the trust roots: %v", hard)
+		}
 	}
 	if s.Creds, err = os.ReadFile(c.NATS.CredsFile); err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
 	}
 	if !bytes.Contains(s.Creds, []byte("NATS USER JWT")) {
 		return nil, fmt.Errorf("nats: %s is not a NATS credentials file", c.NATS.CredsFile)
+	}
+	if s.CredsExpire, err = credsExpiry(s.Creds); err != nil {
+		return nil, fmt.Errorf("nats: %s: %w", c.NATS.CredsFile, err)
 	}
 	if c.Webhook.SecretFile != "" {
 		if s.WebhookSecret, err = os.ReadFile(c.Webhook.SecretFile); err != nil {
@@ -315,6 +363,22 @@ func (c *Config) Check() (*Secrets, error) {
 		s.WebhookSecret = bytes.TrimSpace(s.WebhookSecret)
 	}
 	return &s, nil
+}
+
+// credsExpiry reads when NATS credentials expire (zero: never).
+func credsExpiry(creds []byte) (time.Time, error) {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return time.Time{}, err
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if uc.Expires == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(uc.Expires, 0).UTC(), nil
 }
 
 // readSecret reads a secret from a file or an environment variable,

@@ -5,7 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/edxhub/edx/agent/internal/agenttest"
@@ -85,6 +88,27 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// userCreds makes a NATS credentials file (a user of a throw-away account)
+// that expires at exp.
+func userCreds(t *testing.T, exp time.Time) []byte {
+	t.Helper()
+	akp, _ := nkeys.CreateAccount()
+	ukp, _ := nkeys.CreateUser()
+	pub, _ := ukp.PublicKey()
+	seed, _ := ukp.Seed()
+	uc := jwt.NewUserClaims(pub)
+	uc.Expires = exp.Unix()
+	tok, err := uc.Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := jwt.FormatUserConfig(tok, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // writeUnitFiles writes what `edx unit add` gives an agent.
 func writeUnitFiles(t *testing.T, p *agenttest.PKI) (dir string) {
 	t.Helper()
@@ -95,7 +119,7 @@ func writeUnitFiles(t *testing.T, p *agenttest.PKI) (dir string) {
 	os.WriteFile(filepath.Join(dir, "unit.cert.pem"), pki.EncodeCertificates(s.Chain...), 0o644)
 	roots, _ := os.ReadFile(p.CA.RootsPath())
 	os.WriteFile(filepath.Join(dir, "roots.pem"), roots, 0o644)
-	os.WriteFile(filepath.Join(dir, "unit.creds"), []byte("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "unit.creds"), userCreds(t, time.Now().Add(90*24*time.Hour)), 0o600)
 	os.WriteFile(filepath.Join(dir, "api.token"), []byte("0123456789abcdef0123\n"), 0o600)
 	return dir
 }
@@ -118,6 +142,9 @@ func TestCheckPEMAndPKCS12(t *testing.T) {
 	}
 	if sec.Token != "0123456789abcdef0123" {
 		t.Fatalf("token %q", sec.Token)
+	}
+	if d := time.Until(sec.CredsExpire); d < 89*24*time.Hour || d > 90*24*time.Hour {
+		t.Fatalf("credentials expire in %s, want 90 days", d)
 	}
 
 	// The same key and chain as PKCS#12, modern (AES, PBKDF2) and legacy

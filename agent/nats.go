@@ -383,6 +383,14 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 			rs.Add(reason.ReceiptInvalid, "the receipt names another document, sender or recipients")
 		}
 	}
+	if held := heldReasons(rs); len(held) > 0 {
+		// The agent cannot tell yet (its CRL is stale): not the document's
+		// fault, so no quarantine; retried with backoff.
+		a.m.held.Inc()
+		a.log.Error("delivery held, not verified: the agent's CRL is stale (install a current CRL)",
+			"doc_id", d.DocumentID, "reasons", held.Error())
+		return errRetry{fmt.Errorf("delivery %s: %w", d.DocumentID, held)}
+	}
 	if len(rs) > 0 || c == nil || rr.Receipt == nil {
 		return a.refuse(ctx, string(d.DocumentID), data, d.Receipt, rs)
 	}

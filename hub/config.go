@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -34,6 +35,10 @@ type Config struct {
 	Auth     auth.Config     `yaml:"auth"`
 	Web      web.Config      `yaml:"web"`
 	Log      LogConfig       `yaml:"log"`
+	// Clock is the hub's time, time.Now when nil: what receipts carry as
+	// acceptance time, and the "now" of re-verification and reindexing.
+	// Set by tests to move through certificate lifetimes without waiting.
+	Clock func() time.Time `yaml:"-"`
 	// MemoryLimitMiB is the Go runtime's soft memory limit (default 1536;
 	// 0 keeps the default, -1 disables it; GOMEMLIMIT overrides it). Past
 	// it the garbage collector works harder rather than let the heap grow.
@@ -54,6 +59,9 @@ type NATSConfig struct {
 	// credentials with (default DATA/nats/keys). With an external cluster,
 	// configure its resolver with `edx-hub nats-config` output.
 	KeysDir string `yaml:"keys_dir"`
+	// CredsTTL is the life of the NATS credentials issued to a unit
+	// (default 2160h, 90 days); `edx unit rotate` issues new ones.
+	CredsTTL time.Duration `yaml:"creds_ttl"`
 	// Embedded server settings (when URL is empty).
 	Embedded broker.Config `yaml:"embedded"`
 	// Streams are the JetStream settings (replicas 3 in a cluster): the
@@ -76,8 +84,15 @@ type S3Config struct {
 type PKIConfig struct {
 	// Trust is the PEM bundle of trust roots (default: the development CA's roots.pem).
 	Trust string `yaml:"trust"`
-	// CRLs are CRL files checked for every signer.
-	CRLs []string `yaml:"crls"`
+	// CRLs are CRL files checked for every signer. The hub reads them again
+	// when they change (checked every CRLPoll, default 5s).
+	CRLs    []string      `yaml:"crls"`
+	CRLPoll time.Duration `yaml:"crl_poll"`
+	// CRLGrace is how long past its nextUpdate a CRL still counts as
+	// current (default 1h). Past it, submissions signed under its issuer
+	// are held (retried, never rejected) and /readyz reports the CRL stale
+	// until a newer one is in place.
+	CRLGrace time.Duration `yaml:"crl_grace"`
 	// HubKey and HubCert sign receipts (default: the development CA's hub key).
 	HubKey  string `yaml:"hub_key"`
 	HubCert string `yaml:"hub_cert"`
@@ -156,8 +171,23 @@ func (c *Config) SetDefaults() error {
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = api.DefaultListen
 	}
+	if c.Clock == nil {
+		c.Clock = time.Now
+	}
+	if c.NATS.CredsTTL == 0 {
+		c.NATS.CredsTTL = DefaultCredsTTL
+	}
+	if c.PKI.CRLPoll == 0 {
+		c.PKI.CRLPoll = 5 * time.Second
+	}
+	if c.PKI.CRLGrace == 0 {
+		c.PKI.CRLGrace = time.Hour
+	}
 	return nil
 }
+
+// DefaultCredsTTL is the default life of a unit's NATS credentials.
+const DefaultCredsTTL = 90 * 24 * time.Hour
 
 // Validate checks a defaulted configuration.
 func (c *Config) Validate() error {
@@ -195,6 +225,15 @@ func (c *Config) Validate() error {
 	}
 	if err := c.HTTP.Validate(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.NATS.CredsTTL < time.Minute {
+		errs = append(errs, fmt.Errorf("nats: creds_ttl %s: want at least 1m", c.NATS.CredsTTL))
+	}
+	if c.PKI.CRLPoll < 10*time.Millisecond {
+		errs = append(errs, fmt.Errorf("pki: crl_poll %s: want at least 10ms", c.PKI.CRLPoll))
+	}
+	if c.PKI.CRLGrace < 0 {
+		errs = append(errs, fmt.Errorf("pki: crl_grace %s: negative", c.PKI.CRLGrace))
 	}
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -78,8 +79,18 @@ func ensureHealthStream(ctx context.Context, js jetstream.JetStream, replicas in
 	return nil
 }
 
-// ready runs the checks, or returns the answer of the last second.
+// ready is /readyz's checks by name: the dependencies' (dependencies) and
+// the CRLs' ("crl": one in force is stale, and documents under its issuer
+// are held).
 func (h *Hub) ready(ctx context.Context) map[string]error {
+	checks := maps.Clone(h.dependencies(ctx))
+	checks["crl"] = h.crl.ready(ctx)
+	return checks
+}
+
+// dependencies runs the write checks, or returns the answer of the last
+// second.
+func (h *Hub) dependencies(ctx context.Context) map[string]error {
 	h.health.mu.Lock()
 	defer h.health.mu.Unlock()
 	if h.health.last != nil && time.Since(h.health.at) < readyFor {

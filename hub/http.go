@@ -35,7 +35,7 @@ func (h *Hub) startAuth(ctx context.Context) error {
 // for the rest, sharing the access-checked Records.
 func (h *Hub) handler() http.Handler {
 	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, MaxVerifications: h.cfg.HTTP.MaxVerifications,
-		CursorKey: h.auth.CursorKey()}
+		CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock}
 	log := h.log.With("component", "http")
 	zone, _ := h.cfg.Web.Location() // validated with the configuration
 	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,

@@ -7,7 +7,6 @@ package hub
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,6 +58,13 @@ type Hub struct {
 	closers []func()
 	mu      sync.Mutex // serialises unit registration
 	health  health
+
+	crl *crlState // the CRLs' health, for /readyz and the metrics
+	// sys is the hub's one connection to the system account: account
+	// updates (revocations) and the units' connection limit go through it.
+	sys *broker.SystemConn
+	// accounts gives the NATS servers new account JWTs (revocations).
+	accounts accountPusher
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -91,6 +97,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		}
 	}()
 	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h.crl = newCRLState(h.reg)
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, err
 	}
@@ -107,12 +114,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		return nil, err
 	}
 	h.closers = append(h.closers, func() { h.ix.Close() })
+	// CRLs that changed while the hub was down: units whose certificate
+	// they revoke lose their NATS credentials now.
+	if err := h.revokeRevokedUnits(ctx); err != nil {
+		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
+	}
+	h.checkCRLs(ctx, cfg.Clock())
 	if h.token, err = loadOrCreateSecret(filepath.Join(cfg.Data, "admin.token")); err != nil {
 		return nil, err
 	}
 	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Trust: h.trust, Hub: h.signer,
-		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"),
+		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
 	}); err != nil {
 		return nil, err
 	}
@@ -160,6 +173,7 @@ func (h *Hub) startPKI() error {
 			return err
 		}
 	}
+	trust.SetCRLGrace(c.CRLGrace)
 	h.trust = trust
 	if h.signer, err = pki.LoadSigner(c.HubKey, c.HubCert); err != nil {
 		return err
@@ -180,16 +194,18 @@ func (h *Hub) startNATS(ctx context.Context) error {
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
 	}
-	url := h.cfg.NATS.URL
-	if url == "" {
+	if h.cfg.NATS.URL == "" {
 		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log, broker.WithUnitLimits(h.cfg.NATS.Units))
 		if err != nil {
 			return err
 		}
 		h.closers = append(h.closers, h.nats.Shutdown)
 		h.keys = h.nats.Keys()
-		url = h.nats.ClientURL()
+		h.accounts = h.nats
 		h.conn, err = h.nats.ConnectHub(ctx, opts...)
+		if err == nil {
+			h.sys, err = h.nats.SystemConn(ctx) // the server closes it
+		}
 	} else {
 		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir, broker.WithUnitLimits(h.cfg.NATS.Units)); err != nil {
 			return err
@@ -202,6 +218,9 @@ func (h *Hub) startNATS(ctx context.Context) error {
 			return fmt.Errorf("nats: %w", err)
 		}
 		h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...)
+		if err == nil {
+			err = h.connectSystem(ctx, opts)
+		}
 	}
 	if err != nil {
 		return err
@@ -225,11 +244,36 @@ func (h *Hub) startNATS(ctx context.Context) error {
 	h.closers = append(h.closers, ss.Stop)
 	// NATS has no connection limit per user: the hub keeps each unit to its
 	// own (broker.ConnLimiter).
-	cl, err := broker.StartConnLimiter(ctx, url, h.keys, h.cfg.NATS.Units.MaxConnectionsPerUnit, h.log.With("component", "nats-connections"))
+	cl, err := broker.StartConnLimiter(ctx, h.sys, h.keys, h.cfg.NATS.Units.MaxConnectionsPerUnit, h.log.With("component", "nats-connections"))
 	if err != nil {
 		return err
 	}
 	h.closers = append(h.closers, cl.Stop)
+	return nil
+}
+
+// connectSystem connects to an external cluster's system account, with a
+// user the hub signs from the keys directory (the connection limiter uses
+// the same connection), and pushes the UNITS account there: a server
+// restarted with an older JWT in its configuration gets the revocations
+// back.
+func (h *Hub) connectSystem(ctx context.Context, opts []nats.Option) error {
+	creds, err := h.keys.IssueSystemCreds()
+	if err != nil {
+		return err
+	}
+	if h.sys, err = broker.ConnectSystem(ctx, h.cfg.NATS.URL, creds, opts...); err != nil {
+		return err
+	}
+	h.closers = append(h.closers, h.sys.Close)
+	h.accounts = h.sys
+	switch err := h.sys.PushAccount(ctx, h.keys.UnitsAccountJWT()); {
+	case errors.Is(err, broker.ErrAccountNotLoaded):
+		h.log.Warn("nats: the servers have a MEMORY resolver: a unit's revoked credentials are accepted again after a server restart "+
+			"until the hub pushes the account again; use a full resolver (edx-hub nats-config)", "err", err)
+	case err != nil:
+		return fmt.Errorf("nats: push the UNITS account (credential revocations) through the system account: %w", err)
+	}
 	return nil
 }
 
@@ -285,30 +329,42 @@ func (h *Hub) Run(ctx context.Context) error {
 		Handler:           h.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 2)
+	httpErr := make(chan error, 1)
 	go func() {
 		if err := srv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
+			httpErr <- err
 		}
 	}()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { errc <- h.pipe.Run(pctx) }()
-	var recovering sync.WaitGroup
-	recovering.Go(func() { h.recover(pctx) })
-	var err error
+	pipeDone := make(chan error, 1)
+	go func() { pipeDone <- h.pipe.Run(pctx) }()
+	var background sync.WaitGroup
+	background.Go(func() { h.recover(pctx) })
+	background.Go(func() { h.watchCRLs(pctx) })
+	var (
+		err      error
+		pipeErr  error
+		pipeOver bool
+	)
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case err = <-httpErr:
+	case pipeErr = <-pipeDone:
+		pipeOver = true
 	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer scancel()
 	srv.Shutdown(sctx)
 	cancel()
-	if perr := <-errc; perr != nil && err == nil {
-		err = perr
+	if !pipeOver {
+		pipeErr = <-pipeDone
 	}
-	recovering.Wait()
+	// A stop asked for while the pipeline was still starting is no error.
+	if pipeErr != nil && err == nil && !(ctx.Err() != nil && errors.Is(pipeErr, context.Canceled)) {
+		err = pipeErr
+	}
+	background.Wait()
 	h.Close()
 	return err
 }
@@ -322,8 +378,10 @@ func (h *Hub) Close() {
 }
 
 // AddUnit registers a unit: its certificate (given, or issued by the
-// development CA), its NATS credentials and consumers, its index entry, and
-// a record in the archive so that a rebuilt index knows it.
+// development CA), its NATS credentials (expiring after nats.creds_ttl) and
+// consumers, its index entry, and a record in the archive so that a rebuilt
+// index knows it. Registering a unit again revokes the NATS credentials it
+// had.
 func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -334,64 +392,39 @@ func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle
 	if req.Name == "" {
 		return nil, fmt.Errorf("%w: a unit name is required", api.ErrInvalid)
 	}
-	b := &api.UnitBundle{}
-	var cert *x509.Certificate
-	if req.CertPEM != "" {
-		certs, err := pki.ParseCertificates([]byte(req.CertPEM))
-		if err != nil {
-			return nil, fmt.Errorf("%w: cert_pem: %v", api.ErrInvalid, err)
-		}
-		if _, rs := h.trust.Check(certs[0], certs[1:], time.Now()); len(rs) > 0 {
-			return nil, fmt.Errorf("%w: certificate: %v", api.ErrInvalid, rs)
-		}
-		if u, err := pki.UnitOf(certs[0]); err != nil || u != req.ID {
-			return nil, fmt.Errorf("%w: the certificate does not name unit %s", api.ErrInvalid, req.ID)
-		}
-		cert, b.CertPEM = certs[0], req.CertPEM
-	} else {
-		if h.ca == nil {
-			return nil, fmt.Errorf("%w: no development CA configured: give the unit's certificate", api.ErrInvalid)
-		}
-		key, err := pki.GenerateKey(pki.ECDSAP256)
-		if err != nil {
-			return nil, err
-		}
-		if cert, err = h.ca.Issue(pki.IssueRequest{Identifier: string(req.ID), Name: req.Name, Key: key.Public()}); err != nil {
-			return nil, err
-		}
-		kp, err := pki.EncodePrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		b.KeyPEM, b.CertPEM = string(kp), string(pki.EncodeCertificates(cert, h.ca.Issuing))
-	}
-	roots, err := os.ReadFile(h.cfg.PKI.Trust)
+	cert, chainPEM, keyPEM, err := h.unitCert(req.ID, req.Name, req.CertPEM)
 	if err != nil {
 		return nil, err
 	}
-	b.RootsPEM = string(roots)
-	creds, err := h.keys.IssueUnitCreds(string(req.ID), 0)
-	if err != nil {
-		return nil, err
-	}
-	b.Creds, b.NATSURL = string(creds), h.Info().NATSURL
 	if err := broker.EnsureUnitConsumers(ctx, h.js, string(req.ID)); err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
-	u := index.Unit{ID: req.ID, Name: req.Name, Created: time.Now().UTC(), CertSerial: cert.SerialNumber.Text(16)}
+	u := index.Unit{ID: req.ID, Name: req.Name, Created: time.Now().UTC(), CertSerial: cert.SerialNumber.Text(16),
+		CertNotAfter: cert.NotAfter.UTC(), CertPEM: chainPEM}
 	if old, err := h.ix.GetUnit(ctx, req.ID); err == nil {
 		u.Created = old.Created
+		h.warnLegacy(old)
+		// The credentials issued before are revoked first: should what
+		// follows fail, the unit has none rather than two.
+		if err := h.revokeUsers(ctx, old.NATSUsers); err != nil {
+			return nil, err
+		}
 	}
-	rec, _ := json.MarshalIndent(u, "", "  ")
-	key := fmt.Sprintf("units/%s/%d.json", req.ID, time.Now().UnixNano())
-	if _, err := h.arch.Put(ctx, key, rec, "application/json", nil); err != nil {
+	creds, pub, exp, err := h.issueCreds(req.ID)
+	if err != nil {
 		return nil, err
 	}
-	if err := h.ix.PutUnit(ctx, u); err != nil {
+	u.NATSUsers, u.CredsExpire = []string{pub}, exp
+	if u, err = h.saveUnit(ctx, u, eventRegistered); err != nil {
 		return nil, err
 	}
-	b.Unit = u
-	h.log.Info("unit registered", "unit", req.ID, "serial", u.CertSerial)
+	b, err := h.bundle(u, creds, keyPEM)
+	if err != nil {
+		return nil, err
+	}
+	if req.CertPEM != "" {
+		b.CertPEM = req.CertPEM
+	}
 	return b, nil
 }
 

@@ -7,17 +7,33 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
 )
 
-// ReindexStats counts what a reindex rebuilt.
+// ReindexStats counts what a reindex rebuilt, and lists every archived
+// object it could not index.
 type ReindexStats struct {
 	Units, Documents, Statuses, Rejected, Skipped int
+	Skips                                         []Skip
+}
+
+// Skip is an archived object reindex could not index, and why.
+type Skip struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+func (st *ReindexStats) skip(log *slog.Logger, key string, err error) {
+	st.Skipped++
+	st.Skips = append(st.Skips, Skip{Key: key, Reason: err.Error()})
+	log.Error("reindex: archived object not indexed", "key", key, "err", err)
 }
 
 // Progress is told how many archive objects a reindex will read, then each
@@ -28,9 +44,13 @@ type Progress interface {
 }
 
 // Reindex rebuilds the index from the archive alone: units, accepted
-// documents (each container checked against its hub receipt, its chain at
-// the receipt's acceptance time), statuses and rejected submissions. The hub
-// must not be running on the same index.
+// documents (each container checked against its hub receipt, the receipt and
+// the container's chain as of the receipt's acceptance time), statuses and
+// rejected submissions. The hub must not be running on the same index.
+//
+// An archived document or status it cannot index is never dropped silently:
+// each is logged at error level and listed in ReindexStats.Skips with its
+// key and reason; the caller reports them (edx-hub reindex exits 1).
 func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (ReindexStats, error) {
 	var st ReindexStats
 	if err := cfg.SetDefaults(); err != nil {
@@ -40,6 +60,16 @@ func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (
 	defer h.Close()
 	if err := h.startPKI(); err != nil {
 		return st, err
+	}
+	if h.ca != nil {
+		// A hub down for a while left the development CA's CRL stale:
+		// sign it again, as the running hub would.
+		if _, err := h.ca.RefreshCRL(time.Now(), pki.CRLValidity/2); err != nil {
+			return st, err
+		}
+		if err := h.trust.Reload(); err != nil {
+			return st, err
+		}
 	}
 	if err := h.startS3(ctx); err != nil {
 		return st, err
@@ -105,8 +135,7 @@ func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (
 	for _, k := range docs {
 		rec, err := h.recordFromArchive(ctx, k)
 		if err != nil {
-			log.Warn("reindex: skipped", "key", k, "err", err)
-			st.Skipped++
+			st.skip(log, k, err)
 			step()
 			continue
 		}
@@ -125,7 +154,10 @@ func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (
 	// Statuses in batches, one transaction each (a 01 also marks its
 	// recipient delivered); a batch that fails is replayed one by one so
 	// that only the bad status is skipped.
-	var batchSt []document.Status
+	var (
+		batchSt   []document.Status
+		batchKeys []string
+	)
 	replay := func() {
 		if len(batchSt) == 0 {
 			return
@@ -133,23 +165,22 @@ func Reindex(ctx context.Context, cfg Config, log *slog.Logger, prog Progress) (
 		if _, err := ix.AddStatuses(ctx, batchSt); err == nil {
 			st.Statuses += len(batchSt)
 		} else {
-			for _, s := range batchSt {
+			for i, s := range batchSt {
 				if _, err := ix.AddStatus(ctx, s); err != nil {
-					log.Warn("reindex: status skipped", "doc_id", s.DocumentID, "unit", s.Unit, "code", s.Code, "err", err)
-					st.Skipped++
+					st.skip(log, batchKeys[i], fmt.Errorf("status %s of %s for document %s: %w", s.Code, s.Unit, s.DocumentID, err))
 				} else {
 					st.Statuses++
 				}
 			}
 		}
-		batchSt = batchSt[:0]
+		batchSt, batchKeys = batchSt[:0], batchKeys[:0]
 	}
 	for _, k := range statuses {
 		var s document.Status
 		if err := getJSON(ctx, h.arch, k, &s); err != nil {
 			return st, err
 		}
-		batchSt = append(batchSt, s)
+		batchSt, batchKeys = append(batchSt, s), append(batchKeys, k)
 		if len(batchSt) == batch {
 			replay()
 		}
@@ -188,9 +219,9 @@ func (h *Hub) recordFromArchive(ctx context.Context, key string) (index.Record, 
 	if c == nil {
 		return index.Record{}, fmt.Errorf("container: %v", rep.Reasons)
 	}
-	rr := container.VerifyReceipt(rb, rep.ContainerSHA256, container.Options{Trust: h.trust})
+	rr := container.VerifyReceipt(rb, rep.ContainerSHA256, container.Options{Trust: h.trust, At: h.cfg.Clock()})
 	if rr.Receipt == nil || !rr.Valid {
-		return index.Record{}, fmt.Errorf("receipt: %v", rr.Reasons)
+		return index.Record{}, fmt.Errorf("receipt %s: %v", rkey, rr.Reasons)
 	}
 	// The signer's chain as of the hub's acceptance, a time the hub signed.
 	rep = container.Verify(c, container.Options{Trust: h.trust, At: rr.Receipt.AcceptedAt})

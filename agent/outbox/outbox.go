@@ -227,6 +227,15 @@ var validMeta = func() []byte {
 	return b
 }()
 
+func onlyTransient(rs reason.List) bool {
+	for _, r := range rs {
+		if !r.Code.Transient() {
+			return false
+		}
+	}
+	return len(rs) > 0
+}
+
 // checkContainer verifies a prebuilt container as the hub will.
 func (o *Outbox) checkContainer(raw []byte) (*document.Document, []byte, error) {
 	if int64(len(raw)) > o.maxSize {
@@ -243,8 +252,10 @@ func (o *Outbox) checkContainer(raw []byte) (*document.Document, []byte, error) 
 			Problems: document.Problems{{Field: "from", Message: fmt.Sprintf("this agent sends for unit %s, not %s", o.unit, c.Meta.From)}},
 			Reasons:  rep.Reasons}
 	}
-	if !rep.Valid {
+	if !rep.Valid && !onlyTransient(rep.Reasons) {
 		return nil, nil, &Error{Kind: Unprocessable, Message: "the container does not verify", Problems: rep.Problems, Reasons: rep.Reasons}
 	}
+	// A stale CRL says nothing about the document: the hub decides, and
+	// holds it until it has a current CRL.
 	return c.Meta, c.Manifest, nil
 }

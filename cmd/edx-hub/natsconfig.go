@@ -20,10 +20,13 @@ func natsConfig(args []string, stdout, stderr io.Writer) int {
 	keys := fs.String("keys", "edx-data/nats/keys", "operator and account keys (created when missing); the hub's nats.keys_dir")
 	out := fs.String("out", ".", "where to write hub.creds and hub-stage.creds")
 	cfgPath := fs.String("config", "", "the hub's configuration file, for the units' limits (nats.units); default: the defaults")
+	resolverDir := fs.String("resolver-dir", "jwt", "each server's directory for account JWTs (a full resolver, which keeps the\ncredential revocations the hub pushes); \"memory\" for a MEMORY resolver, which forgets them when a server restarts")
 	fs.Usage = func() {
-		fmt.Fprint(stderr, "Usage: edx-hub nats-config [--keys DIR] [--out DIR] [--config FILE] > nats-accounts.conf\n\n"+
+		fmt.Fprint(stderr, "Usage: edx-hub nats-config [--keys DIR] [--out DIR] [--config FILE] [--resolver-dir DIR] > nats-accounts.conf\n\n"+
 			"Prints the operator, accounts and resolver for every NATS server of the cluster\n"+
-			"(include it in their configuration) and writes the hub's credentials.\n\n")
+			"(include it in their configuration) and writes the hub's credentials.\n"+
+			"The hub pushes the units' account (credential revocations) to the servers\n"+
+			"through the system account, with a user it signs from --keys.\n\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -56,7 +59,11 @@ func natsConfig(args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	stdout.Write(k.ServerConfig())
+	if *resolverDir == "memory" || *resolverDir == "" {
+		stdout.Write(k.ServerConfig())
+	} else {
+		stdout.Write(k.FullResolverConfig(*resolverDir))
+	}
 	fmt.Fprintf(stderr, "wrote %s and %s (mode 0600); set nats.creds_file and nats.stage_creds_file to them\n",
 		filepath.Join(*out, "hub.creds"), filepath.Join(*out, "hub-stage.creds"))
 	return 0

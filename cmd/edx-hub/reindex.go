@@ -25,6 +25,8 @@ func (p *bar) Start(total int) {
 
 func (p *bar) Done(n int) { p.b.Add(n) }
 
+// reindex rebuilds the index and reports every archived object it could not
+// index, with its key and reason; any makes it fail (exit 1).
 func reindex(ctx context.Context, cfg hub.Config, log *slog.Logger, w io.Writer) error {
 	st, err := hub.Reindex(ctx, cfg, log, &bar{w: w})
 	if err != nil {
@@ -32,5 +34,12 @@ func reindex(ctx context.Context, cfg hub.Config, log *slog.Logger, w io.Writer)
 	}
 	fmt.Fprintf(w, "reindexed %d units, %d documents, %d statuses, %d rejected submissions (%d skipped)\n",
 		st.Units, st.Documents, st.Statuses, st.Rejected, st.Skipped)
+	if st.Skipped > 0 {
+		fmt.Fprintf(w, "NOT INDEXED: %d archived objects (they are still in the archive):\n", st.Skipped)
+		for _, s := range st.Skips {
+			fmt.Fprintf(w, "  %s: %s\n", s.Key, s.Reason)
+		}
+		return fmt.Errorf("%d archived objects were not indexed", st.Skipped)
+	}
 	return nil
 }

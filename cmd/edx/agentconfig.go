@@ -55,11 +55,14 @@ signing:
 
 trust:
   roots: ./{{.Roots}}                # the city's trust roots
-  crls: []                          # optional CRL files
+  crls: []                          # optional CRL files, read again when they change
+  crl_poll: 5s                      # how often the CRL files are checked for a change
+  crl_grace: 1h                     # a CRL past its nextUpdate by more: deliveries wait (retried, never quarantined)
 
 nats:
   url: {{.NATS}}
   creds_file: ./{{.Creds}}
+  creds_warn: 336h                  # warn (log, /readyz) this long before the credentials expire
 
 send:
   max_document_bytes: 268435456     # 256 MiB, the hub's limit

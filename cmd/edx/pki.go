@@ -14,7 +14,8 @@ import (
 func init() {
 	register(command{"pki init", "create a development city CA and the hub's certificate", pkiInit})
 	register(command{"pki issue", "issue a unit's signing key and certificate", pkiIssue})
-	register(command{"pki revoke", "revoke a certificate and rewrite the CRL", pkiRevoke})
+	register(command{"pki revoke", "revoke a certificate and sign a new CRL", pkiRevoke})
+	register(command{"pki rotate-hub", "give the hub a new receipt-signing key and certificate", pkiRotateHub})
 }
 
 func pkiInit(ctx context.Context, e *env, args []string) int {
@@ -95,6 +96,32 @@ func pkiRevoke(ctx context.Context, e *env, args []string) int {
 	if err := ca.Revoke(n, time.Now()); err != nil {
 		return fail(e, "%v", err)
 	}
-	fmt.Fprintf(e.stdout, "revoked serial %s; CRL rewritten at %s\n", n.Text(16), ca.CRLPath())
+	fmt.Fprintf(e.stdout, "revoked serial %s; new CRL signed at %s\n", n.Text(16), ca.CRLPath())
+	fmt.Fprintln(e.stdout, "  a hub reading this CRL applies it within its pki.crl_poll (default 5s): documents signed with the certificate are refused\n"+
+		"  (signature.revoked) and the unit's NATS credentials revoked; give the unit a new certificate: edx unit rotate ID --cert")
+	return exitOK
+}
+
+func pkiRotateHub(ctx context.Context, e *env, args []string) int {
+	fs := flags(e, "pki rotate-hub", "--dir DIR [--days N]")
+	dir := fs.String("dir", "pki", "directory of the CA")
+	days := fs.Int("days", 3650, "validity of the new hub certificate, in days")
+	if c := parse(fs, args); c >= 0 {
+		return c
+	}
+	if *days < 1 {
+		return fail(e, "--days: at least 1")
+	}
+	ca, err := pki.OpenCA(*dir)
+	if err != nil {
+		return fail(e, "%v", err)
+	}
+	cert, err := ca.RotateHub(time.Duration(*days) * 24 * time.Hour)
+	if err != nil {
+		return fail(e, "%v", err)
+	}
+	fmt.Fprintf(e.stdout, "new hub certificate, serial %s, valid until %s: %s\n", cert.SerialNumber.Text(16),
+		cert.NotAfter.UTC().Format(time.RFC3339), ca.HubCertPath())
+	fmt.Fprintln(e.stdout, "  restart the hub to sign receipts with it; receipts signed before stay valid (checked as of their acceptance)")
 	return exitOK
 }

@@ -97,9 +97,28 @@ func errorStatus(err error) int {
 // Status returns the HTTP status code for an error of Records (for the web UI).
 func Status(err error) int { return errorStatus(err) }
 
-// Units registers units (the hub implements it).
+// Units registers units and changes their state (the hub implements it).
 type Units interface {
 	AddUnit(ctx context.Context, req UnitRequest) (*UnitBundle, error)
+	// DisableUnit revokes the unit's NATS credentials; the hub refuses its
+	// documents (sender.disabled) and documents to it (recipient.disabled).
+	DisableUnit(ctx context.Context, id document.UnitID) (index.Unit, error)
+	// EnableUnit allows a disabled unit again, with fresh NATS credentials
+	// (the ones it had were revoked when it was disabled).
+	EnableUnit(ctx context.Context, id document.UnitID) (*UnitBundle, error)
+	// RotateUnit issues new NATS credentials and revokes the old ones; with
+	// a certificate (given, or issued by the development CA), the unit's
+	// certificate is replaced too.
+	RotateUnit(ctx context.Context, id document.UnitID, req RotateRequest) (*UnitBundle, error)
+}
+
+// RotateRequest asks for a unit's new credentials.
+type RotateRequest struct {
+	// NewCert asks the development CA for a new key and certificate.
+	NewCert bool `json:"new_cert,omitempty"`
+	// CertPEM is the unit's new certificate (with its chain), from the
+	// city's CA.
+	CertPEM string `json:"cert_pem,omitempty"`
 }
 
 // UnitRequest asks to register a unit.
@@ -144,7 +163,7 @@ type Deps struct {
 	// Auth holds accounts, sessions and tokens; nil accepts the admin token
 	// alone.
 	Auth     *auth.Store
-	Ready    func(ctx context.Context) map[string]error // readiness checks by dependency (NATS, write checks), over the pings
+	Ready    func(ctx context.Context) map[string]error // readiness checks by name (NATS, write checks, CRLs), over the pings
 	Gatherer prometheus.Gatherer
 	// AdminToken (DATA/admin.token) acts as an admin: edx unit add, edx get
 	// and scripts on the hub's machine use it.
@@ -186,6 +205,9 @@ func Handler(d Deps) http.Handler {
 			r.Get("/units", s.listUnits)
 			r.Post("/units", s.addUnit)
 			r.Get("/units/{id}", s.unit)
+			r.Post("/units/{id}/disable", s.disableUnit)
+			r.Post("/units/{id}/enable", s.enableUnit)
+			r.Post("/units/{id}/rotate", s.rotateUnit)
 			r.Get("/units/{id}/overdue", s.unitList("overdue"))
 			r.Get("/units/{id}/pending", s.unitList("pending"))
 			r.Get("/users", s.listUsers)

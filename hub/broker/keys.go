@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -77,6 +78,10 @@ type Keys struct {
 	edx, units, stage account
 
 	unitLimits UnitLimits
+
+	// mu guards the account JWTs that change while the hub runs: the
+	// UNITS account's revocations (RevokeUnitUsers).
+	mu sync.Mutex
 }
 
 // account is one account's keys and JWT.
@@ -251,8 +256,13 @@ func (k *Keys) AccountJWT() string { return k.edx.jwt }
 // UnitsAccount is the public key of the UNITS account.
 func (k *Keys) UnitsAccount() string { return k.units.pub }
 
-// UnitsAccountJWT is the UNITS account's JWT.
-func (k *Keys) UnitsAccountJWT() string { return k.units.jwt }
+// UnitsAccountJWT is the UNITS account's JWT, with the revocations made so
+// far.
+func (k *Keys) UnitsAccountJWT() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.units.jwt
+}
 
 // StageAccount is the public key of the STAGE account.
 func (k *Keys) StageAccount() string { return k.stage.pub }
@@ -266,7 +276,7 @@ func (k *Keys) ResolverPreload() map[string]string {
 	return map[string]string{
 		k.systemPub: k.systemJWT,
 		k.edx.pub:   k.edx.jwt,
-		k.units.pub: k.units.jwt,
+		k.units.pub: k.UnitsAccountJWT(),
 		k.stage.pub: k.stage.jwt,
 	}
 }
@@ -274,11 +284,30 @@ func (k *Keys) ResolverPreload() map[string]string {
 // ServerConfig returns the nats-server configuration lines that make an
 // external server or cluster trust these keys with a MEMORY resolver. Add
 // jetstream, cluster and listen settings around it.
+//
+// A MEMORY resolver takes the account updates the hub pushes (credential
+// revocations) only for accounts the server has loaded, and forgets them
+// when it restarts; the hub pushes again when it starts. Prefer
+// FullResolverConfig, which keeps them.
 func (k *Keys) ServerConfig() []byte {
+	return k.serverConfig("resolver: MEMORY\n")
+}
+
+// FullResolverConfig is ServerConfig with a full (directory) resolver in dir
+// on each server: the account JWTs the hub pushes through the system account
+// (the UNITS account's revocations) are stored there, survive a restart and
+// spread through the cluster. The preload seeds a new directory; a stored
+// JWT newer than the preload wins.
+func (k *Keys) FullResolverConfig(dir string) []byte {
+	return k.serverConfig(fmt.Sprintf("resolver: {\n  type: full\n  dir: %q\n  allow_delete: false\n  interval: \"2m\"\n  timeout: \"5s\"\n}\n", dir))
+}
+
+func (k *Keys) serverConfig(resolver string) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "operator: %q\n", k.operatorJWT)
 	fmt.Fprintf(&b, "system_account: %s\n", k.systemPub)
-	b.WriteString("resolver: MEMORY\nresolver_preload: {\n")
+	b.WriteString(resolver)
+	b.WriteString("resolver_preload: {\n")
 	pre := k.ResolverPreload()
 	keys := make([]string, 0, len(pre))
 	for pub := range pre {
@@ -311,12 +340,76 @@ func (k *Keys) IssueUnitCreds(unit string, ttl time.Duration) ([]byte, error) {
 // UnitLimits are the limits of units' users (WithUnitLimits).
 func (k *Keys) UnitLimits() UnitLimits { return k.unitLimits }
 
+// UserKey returns the public key of the user in a .creds file (the key an
+// account revokes), and its expiry (zero: none).
+func UserKey(creds []byte) (pub string, expires time.Time, err error) {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("broker: creds: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("broker: creds: %w", err)
+	}
+	if uc.Expires > 0 {
+		expires = time.Unix(uc.Expires, 0).UTC()
+	}
+	return uc.Subject, expires, nil
+}
+
+// RevokeUnitUsers revokes user keys in the UNITS account: every credential
+// of those keys issued up to at is refused, and the server closes the
+// connections that use one as soon as it has the new account JWT. It signs
+// the account JWT again, writes it and returns it, and reports whether
+// anything changed (keys already revoked change nothing). Push the JWT to the
+// servers (Server.PushAccount, SystemConn.PushAccount).
+func (k *Keys) RevokeUnitUsers(pubs []string, at time.Time) (string, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ac, err := jwt.DecodeAccountClaims(k.units.jwt)
+	if err != nil {
+		return "", false, fmt.Errorf("broker: keys: units account: %w", err)
+	}
+	changed := false
+	for _, pub := range pubs {
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return "", false, fmt.Errorf("broker: keys: revoke %q: not a user public key", pub)
+		}
+		if t, ok := ac.Revocations[pub]; ok && t >= at.Unix() {
+			continue
+		}
+		ac.RevokeAt(pub, at)
+		changed = true
+	}
+	if !changed {
+		return k.units.jwt, false, nil
+	}
+	tok, err := ac.Encode(k.operator)
+	if err != nil {
+		return "", false, fmt.Errorf("broker: keys: sign account %s: %w", k.units.name, err)
+	}
+	if err := writeFileAtomic(filepath.Join(k.dir, k.units.jwtFile), []byte(tok)); err != nil {
+		return "", false, err
+	}
+	k.units.jwt = tok
+	return tok, true, nil
+}
+
 // IssueSystemCreds returns a .creds file for the hub's user in the system
-// account, which watches connections (ConnLimiter): no permission limits,
-// no expiry.
+// account, with no expiry, which may do only two things: push account JWTs
+// to the servers ($SYS.REQ.CLAIMS.UPDATE, $SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE:
+// how a credential revocation reaches them, SystemConn.PushAccount), and
+// watch and close the units' connections (the UNITS account's connect and
+// disconnect events, the servers' connection lists and kick requests:
+// ConnLimiter). The hub opens one connection with it for both.
 func (k *Keys) IssueSystemCreds() ([]byte, error) {
 	sys := account{name: SystemAccountName, kp: k.system, pub: k.systemPub, signing: k.system}
-	return k.issueUser(&sys, hubUserName+" system", 0, nil, jwt.NatsLimits{Subs: jwt.NoLimit, Data: jwt.NoLimit, Payload: jwt.NoLimit})
+	var perms jwt.Permissions
+	perms.Pub.Allow.Add(claimsUpdateSubject, fmt.Sprintf(accountUpdateSubject, "*"),
+		fmt.Sprintf(kickSubject, "*"), connzSubject)
+	perms.Sub.Allow.Add("_INBOX.>",
+		fmt.Sprintf(connectEventSubject, k.units.pub), fmt.Sprintf(disconnectEventSubject, k.units.pub))
+	return k.issueUser(&sys, hubUserName+" system", 0, &perms, unlimitedNATS)
 }
 
 // IssueHubCreds returns a .creds file for the hub's own user in the EDX
@@ -428,6 +521,13 @@ func (k *Keys) loadOrSignAccount(a *account, want *jwt.AccountClaims, limits *jw
 		}
 	case !errors.Is(err, os.ErrNotExist):
 		return err
+	}
+	if stored != nil && len(stored.Revocations) > 0 {
+		// Revocations are made while the hub runs; a new layout keeps them.
+		want.Revocations = jwt.RevocationList{}
+		for pub, t := range stored.Revocations {
+			want.Revocations[pub] = t
+		}
 	}
 	switch {
 	case limits != nil:

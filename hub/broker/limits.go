@@ -103,7 +103,8 @@ func (l *UnitLimits) natsLimits() jwt.NatsLimits {
 // unit's connections are told apart by the name in their user JWT (the unit
 // id, IssueUnitCreds), whichever credential they use. It also lists the
 // units' connections at start and every minute, so that it misses none
-// (connections from before the hub started, a lost event).
+// (connections from before the hub started, a lost event), and again
+// whenever its connection comes back.
 type ConnLimiter struct {
 	nc    *nats.Conn
 	units string // the UNITS account's public key
@@ -113,6 +114,7 @@ type ConnLimiter struct {
 	done  chan struct{}
 
 	kicked string // the inbox of kick answers
+	subs   []*nats.Subscription
 
 	mu    sync.Mutex
 	conns map[string]map[connRef]time.Time // unit → its connections → start
@@ -126,89 +128,102 @@ type connRef struct {
 // connResync is how often ConnLimiter lists every unit connection.
 const connResync = time.Minute
 
-// StartConnLimiter connects to url as the hub's system user and starts
-// limiting each unit to max connections. opts apply to the connection.
-func StartConnLimiter(ctx context.Context, url string, keys *Keys, max int, log *slog.Logger, opts ...nats.Option) (*ConnLimiter, error) {
+// StartConnLimiter starts limiting each unit to max connections, through
+// the hub's system-account connection sys (Server.SystemConn, ConnectSystem),
+// which it shares with the account pushes: Stop leaves it open.
+func StartConnLimiter(ctx context.Context, sys *SystemConn, keys *Keys, max int, log *slog.Logger) (*ConnLimiter, error) {
 	if max < 1 {
 		return nil, fmt.Errorf("broker: connection limit %d: want at least 1", max)
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	creds, err := keys.IssueSystemCreds()
-	if err != nil {
-		return nil, err
-	}
-	all := append([]nats.Option{nats.Name(hubUserName + " connections"), nats.MaxReconnects(-1)}, opts...)
-	all = append(all, nats.UserCredentialBytes(creds))
-	nc, err := nats.Connect(url, all...)
-	if err != nil {
-		return nil, fmt.Errorf("broker: connection limiter: connect %s: %w", url, err)
-	}
+	nc := sys.nc
 	l := &ConnLimiter{nc: nc, units: keys.UnitsAccount(), max: max, log: log,
 		stop: make(chan struct{}), done: make(chan struct{}), conns: map[string]map[connRef]time.Time{}}
+	fail := func(err error) (*ConnLimiter, error) {
+		l.unsubscribe()
+		return nil, fmt.Errorf("broker: connection limiter: %w", err)
+	}
 	for _, ev := range []struct {
 		subject string
 		handle  nats.MsgHandler
 	}{
-		{fmt.Sprintf("$SYS.ACCOUNT.%s.CONNECT", l.units), l.connected},
-		{fmt.Sprintf("$SYS.ACCOUNT.%s.DISCONNECT", l.units), l.disconnected},
+		{fmt.Sprintf(connectEventSubject, l.units), l.connected},
+		{fmt.Sprintf(disconnectEventSubject, l.units), l.disconnected},
 	} {
-		if _, err := nc.Subscribe(ev.subject, ev.handle); err != nil {
-			nc.Close()
-			return nil, fmt.Errorf("broker: connection limiter: %w", err)
+		sub, err := nc.Subscribe(ev.subject, ev.handle)
+		if err != nil {
+			return fail(err)
 		}
+		l.subs = append(l.subs, sub)
 	}
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	// The server answers a kick (it acts only on a request with a reply
 	// subject); an answer with an error is logged.
 	l.kicked = nats.NewInbox()
-	if _, err := nc.Subscribe(l.kicked, func(m *nats.Msg) {
+	sub, err := nc.Subscribe(l.kicked, func(m *nats.Msg) {
 		var resp struct {
 			Error *server.ApiError `json:"error"`
 		}
 		if json.Unmarshal(m.Data, &resp) == nil && resp.Error != nil {
 			l.log.Warn("connection limiter: kick refused", "err", resp.Error.Description)
 		}
-	}); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("broker: connection limiter: %w", err)
+	})
+	if err != nil {
+		return fail(err)
 	}
+	l.subs = append(l.subs, sub)
 	if err := nc.FlushWithContext(fctx); err != nil {
-		nc.Close()
-		return nil, fmt.Errorf("broker: connection limiter: %w", err)
+		return fail(err)
 	}
 	if err := l.resync(fctx); err != nil {
-		nc.Close()
+		l.unsubscribe()
 		return nil, err
 	}
 	go l.run()
 	return l, nil
 }
 
-// Stop stops limiting and closes the connection.
+// Stop stops limiting; the system connection stays open.
 func (l *ConnLimiter) Stop() {
 	close(l.stop)
 	<-l.done
-	l.nc.Close()
+	l.unsubscribe()
+}
+
+func (l *ConnLimiter) unsubscribe() {
+	for _, sub := range l.subs {
+		sub.Unsubscribe()
+	}
+	l.subs = nil
 }
 
 func (l *ConnLimiter) run() {
 	defer close(l.done)
 	t := time.NewTicker(connResync)
 	defer t.Stop()
+	// Events published while the connection was down are lost: list the
+	// connections again as soon as it is back (a server restart).
+	reconnected := l.nc.StatusChanged(nats.CONNECTED)
+	defer l.nc.RemoveStatusListener(reconnected)
 	for {
 		select {
 		case <-l.stop:
 			return
-		case <-t.C:
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			if err := l.resync(ctx); err != nil {
-				l.log.Warn("connection limiter: list connections", "err", err)
+		case _, ok := <-reconnected:
+			if !ok {
+				reconnected = nil
+				continue
 			}
-			cancel()
+		case <-t.C:
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		if err := l.resync(ctx); err != nil {
+			l.log.Warn("connection limiter: list connections", "err", err)
+		}
+		cancel()
 	}
 }
 
@@ -287,7 +302,7 @@ func (l *ConnLimiter) kick(unit string, refs []connRef) {
 	for _, r := range refs {
 		l.log.Warn("unit over its connection limit: closing its oldest connection", "unit", unit, "limit", l.max, "server", r.server, "cid", r.cid)
 		req, _ := json.Marshal(server.KickClientReq{CID: r.cid})
-		if err := l.nc.PublishRequest(fmt.Sprintf("$SYS.REQ.SERVER.%s.KICK", r.server), l.kicked, req); err != nil {
+		if err := l.nc.PublishRequest(fmt.Sprintf(kickSubject, r.server), l.kicked, req); err != nil {
 			l.log.Warn("connection limiter: kick", "unit", unit, "err", err)
 		}
 	}
@@ -304,7 +319,7 @@ func (l *ConnLimiter) resync(ctx context.Context) error {
 	}
 	defer sub.Unsubscribe()
 	req, _ := json.Marshal(server.ConnzEventOptions{ConnzOptions: server.ConnzOptions{Account: l.units, Username: true, Limit: 1 << 20}})
-	if err := l.nc.PublishRequest("$SYS.REQ.SERVER.PING.CONNZ", inbox, req); err != nil {
+	if err := l.nc.PublishRequest(connzSubject, inbox, req); err != nil {
 		return fmt.Errorf("broker: connection limiter: %w", err)
 	}
 	// Every server answers; collect until they fall silent.

@@ -224,7 +224,11 @@ func TestUnitConnectionLimits(t *testing.T) {
 
 	t.Run("per unit", func(t *testing.T) {
 		e := newEnv(t)
-		l, err := broker.StartConnLimiter(t.Context(), e.srv.ClientURL(), e.srv.Keys(), 2, testLogger(t))
+		sys, err := e.srv.SystemConn(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := broker.StartConnLimiter(t.Context(), sys, e.srv.Keys(), 2, testLogger(t))
 		if err != nil {
 			t.Fatal(err)
 		}

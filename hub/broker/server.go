@@ -56,6 +56,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Defaults of Config.
@@ -127,12 +128,16 @@ func (c *Config) Validate() error {
 
 // Server is the embedded NATS server.
 type Server struct {
-	mu      sync.Mutex // guards ns across Restart
-	ns      *server.Server
-	opts    *server.Options
-	timeout time.Duration
-	keys    *Keys
-	log     *slog.Logger
+	mu       sync.Mutex // guards ns across Restart
+	ns       *server.Server
+	opts     *server.Options
+	timeout  time.Duration
+	keys     *Keys
+	log      *slog.Logger
+	resolver *server.MemAccResolver // kept across Restart (opts hold it)
+
+	sysMu sync.Mutex
+	sys   *SystemConn // opened by the first SystemConn or PushAccount
 }
 
 // Start loads (or creates) the keys in cfg.KeysDir and starts the NATS server
@@ -143,7 +148,9 @@ type Server struct {
 // UNITS and STAGE account JWTs. Users are never stored on the server: each
 // presents a JWT signed by its account's signing key, which the server checks against
 // the account JWT, so units issued after start connect without a restart or a
-// resolver update. The account JWTs are re-read from KeysDir at every start.
+// resolver update. Revoking a user changes the UNITS account JWT, which
+// PushAccount gives the running server. The account JWTs are re-read from
+// KeysDir at every start, revocations included.
 //
 // keysOpts apply to the keys (LoadOrCreateKeys): the units' limits
 // (WithUnitLimits), JetStream limits.
@@ -186,7 +193,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, keysOpts ...KeysOp
 	}
 	// A client's pending buffer must hold several maximal messages.
 	opts.MaxPending = max(4*int64(opts.MaxPayload), server.MAX_PENDING_SIZE)
-	s := &Server{keys: keys, log: log, opts: opts, timeout: cfg.StartTimeout}
+	s := &Server{keys: keys, log: log, opts: opts, timeout: cfg.StartTimeout, resolver: resolver}
 	ns, err := s.start(ctx)
 	if err != nil {
 		return nil, err
@@ -282,8 +289,64 @@ func (s *Server) Keys() *Keys { return s.keys }
 // (nats.InProcessServer) and monitoring.
 func (s *Server) NATS() *server.Server { return s.server() }
 
+// SystemConn is the hub's connection to the system account of this server
+// (Keys.IssueSystemCreds), opened at the first call and closed by Shutdown:
+// the account pushes (PushAccount) and the connection limiter
+// (StartConnLimiter) share it. It connects to ClientURL, so it reconnects
+// after a Restart.
+func (s *Server) SystemConn(ctx context.Context, opts ...nats.Option) (*SystemConn, error) {
+	s.sysMu.Lock()
+	defer s.sysMu.Unlock()
+	return s.systemConnLocked(ctx, opts...)
+}
+
+func (s *Server) systemConnLocked(ctx context.Context, opts ...nats.Option) (*SystemConn, error) {
+	if s.sys != nil {
+		return s.sys, nil
+	}
+	creds, err := s.keys.IssueSystemCreds()
+	if err != nil {
+		return nil, err
+	}
+	if s.sys, err = ConnectSystem(ctx, s.ClientURL(), creds, opts...); err != nil {
+		return nil, err
+	}
+	return s.sys, nil
+}
+
+// PushAccount makes the server use a new account JWT (Keys.RevokeUnitUsers):
+// the resolver keeps it for when the account is loaded (and for a Restart),
+// and a claims update through the system account applies it to the account
+// in use, which closes the connections of revoked users.
+func (s *Server) PushAccount(ctx context.Context, accountJWT string) error {
+	ac, err := jwt.DecodeAccountClaims(accountJWT)
+	if err != nil {
+		return fmt.Errorf("broker: push account: %w", err)
+	}
+	if err := s.resolver.Store(ac.Subject, accountJWT); err != nil {
+		return fmt.Errorf("broker: resolver: %w", err)
+	}
+	s.sysMu.Lock()
+	sys, err := s.systemConnLocked(ctx)
+	s.sysMu.Unlock()
+	if err != nil {
+		return err
+	}
+	err = sys.PushAccount(ctx, accountJWT)
+	if errors.Is(err, ErrAccountNotLoaded) {
+		return nil // stored in the resolver: loaded from there
+	}
+	return err
+}
+
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown() {
+	s.sysMu.Lock()
+	if s.sys != nil {
+		s.sys.Close()
+		s.sys = nil
+	}
+	s.sysMu.Unlock()
 	ns := s.server()
 	ns.Shutdown()
 	ns.WaitForShutdown()

@@ -281,7 +281,9 @@ func TestUnits(t *testing.T) {
 	if ok, _ := ix.UnitExists(ctx, hcm); ok {
 		t.Fatal("unit exists before registration")
 	}
-	u := Unit{ID: hcm, Name: "Ủy ban nhân dân Thành phố Hồ Chí Minh", Created: t0, CertSerial: "01"}
+	u := Unit{ID: hcm, Name: "Ủy ban nhân dân Thành phố Hồ Chí Minh", Created: t0, CertSerial: "01",
+		CertNotAfter: t0.AddDate(2, 0, 0), CertPEM: "-----BEGIN CERTIFICATE-----\n...", NATSUsers: []string{"UABC", "UDEF"},
+		CredsExpire: t0.AddDate(0, 3, 0)}
 	if err := ix.PutUnit(ctx, u); err != nil {
 		t.Fatal(err)
 	}

@@ -125,6 +125,14 @@ CREATE TABLE terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Relevance: subject first; tags never count.
 INSERT INTO search(search, rank) VALUES('rank', 'bm25(10.0, 4.0, 4.0, 2.0, 1.0, 1.0, 0.0)');
 `,
+	// 2: a unit's certificate (chain) and end of validity, the public keys
+	// of its NATS users in force (revoked when replaced) and their expiry.
+	`
+ALTER TABLE units ADD COLUMN cert_not_after INTEGER NOT NULL DEFAULT 0; -- µs, 0 unknown
+ALTER TABLE units ADD COLUMN cert_pem TEXT NOT NULL DEFAULT '';
+ALTER TABLE units ADD COLUMN nats_users TEXT NOT NULL DEFAULT '[]'; -- JSON array of user public keys
+ALTER TABLE units ADD COLUMN creds_expire_at INTEGER NOT NULL DEFAULT 0; -- µs, 0 none or unknown
+`,
 }
 
 func (ix *Index) migrate(ctx context.Context) error {

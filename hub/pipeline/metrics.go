@@ -7,6 +7,7 @@ type Metrics struct {
 	accepted       prometheus.Counter
 	rejected       *prometheus.CounterVec
 	transient      prometheus.Counter
+	held           *prometheus.CounterVec
 	statuses       *prometheus.CounterVec
 	statusRejected *prometheus.CounterVec
 	bytes          prometheus.Counter
@@ -20,9 +21,11 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	buckets := []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	m := &Metrics{
-		accepted:       prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_documents_accepted_total", Help: "Documents accepted, archived and routed."}),
-		rejected:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_documents_rejected_total", Help: "Rejected submissions by reason code."}, []string{"reason"}),
-		transient:      prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_transient_failures_total", Help: "Messages naked for a retry after a transient failure."}),
+		accepted:  prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_documents_accepted_total", Help: "Documents accepted, archived and routed."}),
+		rejected:  prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_documents_rejected_total", Help: "Rejected submissions by reason code."}, []string{"reason"}),
+		transient: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_transient_failures_total", Help: "Messages naked for a retry after a transient failure."}),
+		held: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_submissions_held_total",
+			Help: "Submissions naked for a retry because the hub could not decide (a stale CRL), by reason code."}, []string{"reason"}),
 		statuses:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_statuses_total", Help: "Statuses recorded, by edXML code."}, []string{"code"}),
 		statusRejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_statuses_rejected_total", Help: "Statuses refused, by reason code."}, []string{"reason"}),
 		bytes:          prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_accepted_bytes_total", Help: "Bytes of accepted containers."}),
@@ -32,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		backlog:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edx_hub_backlog_messages", Help: "Messages waiting or in progress, by stream."}, []string{"stream"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.accepted, m.rejected, m.transient, m.statuses, m.statusRejected, m.bytes,
+		reg.MustRegister(m.accepted, m.rejected, m.transient, m.held, m.statuses, m.statusRejected, m.bytes,
 			m.archiveSeconds, m.verifySeconds, m.e2eSeconds, m.backlog)
 	}
 	return m

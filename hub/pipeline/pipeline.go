@@ -42,6 +42,7 @@ type Index interface {
 	PutDocument(ctx context.Context, rec index.Record) error
 	PutRejected(ctx context.Context, rej index.Rejected) error
 	UnitActive(ctx context.Context, id document.UnitID) (bool, error)
+	UnitExists(ctx context.Context, id document.UnitID) (bool, error)
 	AddStatus(ctx context.Context, st document.Status) (flagged bool, err error)
 	MarkDelivered(ctx context.Context, id document.ID, unit document.UnitID, at time.Time) error
 	Get(ctx context.Context, id document.ID) (*index.Detail, error)

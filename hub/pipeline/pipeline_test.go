@@ -3,15 +3,20 @@ package pipeline
 import (
 	"archive/zip"
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +24,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
@@ -586,4 +592,104 @@ func TestLargeContainer(t *testing.T) {
 	if err != nil || !bytes.Equal(arch, data) {
 		t.Fatalf("archive: %v", err)
 	}
+}
+
+// TestDisabledUnits: a disabled unit's submissions are rejected with
+// sender.disabled, documents to it with recipient.disabled; an unknown unit
+// is still recipient.unknown.
+func TestDisabledUnits(t *testing.T) {
+	e := newEnv(t, uA, uB, uC)
+	e.run(e.deps)
+	a, c := e.units[uA], e.units[uC]
+	if err := e.ix.PutUnit(t.Context(), index.Unit{ID: uC, Name: "Đơn vị " + string(uC), Disabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	id, meta := doc(uA, uB, uC)
+	a.submit(t, id, a.build(t, meta, 1000))
+	if n := a.notice(t); n.Type != protocol.NoticeRejected || !n.Reasons.Has(reason.RecipientDisabled) || n.Reasons.Has(reason.RecipientUnknown) {
+		t.Fatalf("document to a disabled unit: %s %v", n.Type, n.Reasons.Codes())
+	}
+	id, meta = doc(uC, uA)
+	c.submit(t, id, c.build(t, meta, 1000))
+	if n := c.notice(t); n.Type != protocol.NoticeRejected || !n.Reasons.Has(reason.SenderDisabled) {
+		t.Fatalf("document from a disabled unit: %s %v", n.Type, n.Reasons.Codes())
+	}
+	if e.deliveries(uC) != 0 || e.deliveries(uA) != 0 {
+		t.Fatal("a document of a disabled unit was routed")
+	}
+}
+
+// TestStaleCRLHoldsSubmissions: while the hub's CRL is past its nextUpdate,
+// a submission is neither accepted nor rejected: it is naked and retried
+// (edx_hub_submissions_held_total counts it); once a current CRL is loaded
+// it is accepted.
+func TestStaleCRLHoldsSubmissions(t *testing.T) {
+	e := newEnv(t, uA, uB)
+	crlPath := filepath.Join(t.TempDir(), "crl.pem")
+	writeCRL := func(number int64, next time.Time) {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number),
+			ThisUpdate: next.Add(-24 * time.Hour), NextUpdate: next}, e.ca.Issuing, issuingKey(t, e.ca))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644)
+	}
+	writeCRL(100, time.Now().Add(-time.Minute))
+	if err := e.trust.LoadCRL(crlPath); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	e.deps.Metrics = NewMetrics(reg)
+	e.cfg.MaxBackoff = 200 * time.Millisecond
+	e.run(e.deps)
+	a := e.units[uA]
+	id, meta := doc(uA, uB)
+	a.submit(t, id, a.build(t, meta, 1000))
+	held := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "edx_hub_submissions_held_total" {
+				for _, m := range mf.GetMetric() {
+					if m.GetLabel()[0].GetValue() == string(reason.SignatureCRLStale) {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	for deadline := time.Now().Add(20 * time.Second); held() < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the submission was not held and retried")
+		}
+	}
+	cons, _ := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
+	if info, err := cons.Info(t.Context()); err != nil || info.NumPending != 0 {
+		t.Fatalf("a notice was sent while the CRL was stale: %+v %v", info, err)
+	}
+	if rej, _ := e.ix.ListRejected(t.Context(), uA, 10); len(rej) != 0 {
+		t.Fatalf("rejected for a stale CRL: %+v", rej)
+	}
+	writeCRL(101, time.Now().Add(24*time.Hour))
+	if _, err := e.trust.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.notice(t); n.Type != protocol.NoticeAccepted || n.DocumentID != id {
+		t.Fatalf("after a current CRL: %s %v", n.Type, n.Reasons.Codes())
+	}
+}
+
+// issuingKey reads the development CA's issuing key, to sign CRLs as a CA
+// would.
+func issuingKey(t *testing.T, ca *pki.CA) crypto.Signer {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ca.Dir, "ca", "issuing.key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := pki.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -165,23 +165,38 @@ func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
 		if d.From != unit {
 			rs.Add(reason.SenderMismatch, fmt.Sprintf("unit %s submitted a document from %s", unit, d.From))
 		}
-		if ok, err := p.ix.UnitActive(ctx, unit); err != nil {
-			return retry("pipeline: unit %s: %w", unit, err)
-		} else if !ok {
-			rs.Add(reason.SenderUnknown, fmt.Sprintf("unit %s is not registered or is disabled", unit))
+		switch state, err := p.unitState(ctx, unit); {
+		case err != nil:
+			return err
+		case state == unitUnknown:
+			rs.Add(reason.SenderUnknown, fmt.Sprintf("unit %s is not registered", unit))
+		case state == unitDisabled:
+			rs.Add(reason.SenderDisabled, fmt.Sprintf("unit %s is disabled", unit))
 		}
 		for i, r := range d.To {
 			if r.Validate() != nil {
 				continue // already a metadata problem
 			}
-			ok, err := p.ix.UnitActive(ctx, r)
-			if err != nil {
-				return retry("pipeline: unit %s: %w", r, err)
-			}
-			if !ok {
-				rs.Add(reason.RecipientUnknown, fmt.Sprintf("to[%d]: unit %s is not registered or is disabled", i, r))
+			switch state, err := p.unitState(ctx, r); {
+			case err != nil:
+				return err
+			case state == unitUnknown:
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("to[%d]: unit %s is not registered", i, r))
+			case state == unitDisabled:
+				rs.Add(reason.RecipientDisabled, fmt.Sprintf("to[%d]: unit %s is disabled", i, r))
 			}
 		}
+	}
+	// A reason that is about the hub's state, not the document (a CRL past
+	// its nextUpdate), holds the submission: it is retried with backoff
+	// until the hub can decide, never rejected for it.
+	if held := transientReasons(rs); len(held) > 0 {
+		for _, r := range held {
+			p.m.held.WithLabelValues(string(r.Code)).Inc()
+		}
+		p.log.Error("pipeline: submission held, not rejected: the hub cannot decide yet (load a current CRL)",
+			"doc_id", wire.DocumentID, "unit", unit, "reasons", held.Error())
+		return retry("pipeline: verify %s: %v", wire.DocumentID, held)
 	}
 	if len(rs) == 0 && c != nil {
 		refs, err := p.checkReference(ctx, s, c.Meta)
@@ -248,6 +263,41 @@ func party(ref *index.Detail, unit document.UnitID) bool {
 		}
 	}
 	return false
+}
+
+type unitState int
+
+const (
+	unitUnknown unitState = iota
+	unitDisabled
+	unitActive
+)
+
+func (p *Pipeline) unitState(ctx context.Context, u document.UnitID) (unitState, error) {
+	ok, err := p.ix.UnitActive(ctx, u)
+	if err != nil {
+		return 0, retry("pipeline: unit %s: %w", u, err)
+	}
+	if ok {
+		return unitActive, nil
+	}
+	if ok, err = p.ix.UnitExists(ctx, u); err != nil {
+		return 0, retry("pipeline: unit %s: %w", u, err)
+	}
+	if ok {
+		return unitDisabled, nil
+	}
+	return unitUnknown, nil
+}
+
+func transientReasons(rs reason.List) reason.List {
+	var out reason.List
+	for _, r := range rs {
+		if r.Code.Transient() {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // accept archives, indexes, routes and notifies; each step is idempotent.

@@ -99,6 +99,7 @@ var labels = map[string][2]string{
 	"registered":       {"Ngày đăng ký", "Registered"},
 	"disabled":         {"Ngừng hoạt động", "Disabled"},
 	"active":           {"Hoạt động", "Active"},
+	"revoked":          {"Chứng thư bị thu hồi", "Certificate revoked"},
 	"upload_container": {"Gói văn bản (.asice)", "Container (.asice)"},
 	"upload_receipt":   {"Biên nhận (.p7s, không bắt buộc)", "Receipt (.p7s, optional)"},
 	"check_at":         {"Kiểm tra chuỗi chứng thực tại", "Check the chain at"},

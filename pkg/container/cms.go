@@ -159,6 +159,16 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time) (*x509.Certif
 	return leaf, p7.Content, info, rs
 }
 
+// signedContent returns the content of an attached CMS SignedData, unchecked,
+// or nil.
+func signedContent(der []byte) []byte {
+	p7, err := parseCMS(der)
+	if err != nil {
+		return nil
+	}
+	return p7.Content
+}
+
 func parseCMS(der []byte) (p7 *pkcs7.PKCS7, err error) {
 	defer func() {
 		if r := recover(); r != nil { // the ASN.1 parser is not our code: contain it

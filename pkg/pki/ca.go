@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edxhub/edx/pkg/document"
@@ -50,9 +51,10 @@ func GenerateKey(kt KeyType) (crypto.Signer, error) {
 //	ca/root.key.pem         the root key (0600)
 //	ca/issuing.key.pem      the issuing CA key (0600)
 //	ca/issuing.cert.pem     the issuing CA certificate
-//	ca/serials              revoked serials, one per line (kept by Revoke)
-//	crl.pem                 the issuing CA's current CRL
+//	ca/lock                 serialises writers of the CRL (edx pki revoke, a running hub)
+//	crl.pem                 the issuing CA's current CRL (nextUpdate CRLValidity after its thisUpdate)
 //	hub.key.pem, hub.cert.pem   the hub's receipt-signing key and chain
+//	hub-<serial>.cert.pem   hub certificates replaced by RotateHub (kept for reference)
 //	units/<ID>.key.pem, units/<ID>.cert.pem   unit keys (0600) and chains
 type CA struct {
 	Dir        string
@@ -61,6 +63,18 @@ type CA struct {
 	issuingKey crypto.Signer
 	rootKey    crypto.Signer
 }
+
+// Validity periods of what the development CA issues.
+const (
+	// CRLValidity is how long a CRL it signs is current (its nextUpdate).
+	// A hub running with the CA signs it again when less than half is
+	// left (RefreshCRL); edx pki revoke signs a new one at once.
+	CRLValidity = 7 * 24 * time.Hour
+	// HubValidity is the life of a hub certificate: receipts are checked
+	// as of their acceptance, so a long-lived hub key is no weaker for old
+	// receipts, and RotateHub replaces it before it ends.
+	HubValidity = 10 * 365 * 24 * time.Hour
+)
 
 // Paths inside a CA directory.
 func (ca *CA) RootsPath() string            { return filepath.Join(ca.Dir, "roots.pem") }
@@ -72,7 +86,12 @@ func (ca *CA) UnitCertPath(u string) string { return filepath.Join(ca.Dir, "unit
 
 // InitCA creates a development CA in dir, with the hub's certificate. It
 // refuses to overwrite an existing CA.
-func InitCA(dir, city string) (*CA, error) {
+func InitCA(dir, city string) (*CA, error) { return InitCAAt(dir, city, time.Time{}) }
+
+// InitCAAt is InitCA with the CA's and the hub's certificates valid from
+// notBefore (zero: an hour ago): for receipts and test archives dated
+// before today.
+func InitCAAt(dir, city string, notBefore time.Time) (*CA, error) {
 	if city == "" {
 		city = "Thành phố Hồ Chí Minh"
 	}
@@ -85,7 +104,10 @@ func InitCA(dir, city string) (*CA, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "units"), 0o700); err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
-	now := time.Now().Add(-time.Hour)
+	now := notBefore
+	if now.IsZero() {
+		now = time.Now().Add(-time.Hour)
+	}
 	rootKey, err := GenerateKey(ECDSAP256)
 	if err != nil {
 		return nil, err
@@ -142,17 +164,63 @@ func InitCA(dir, city string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: hubKey.Public()})
-	if err != nil {
-		return nil, err
-	}
-	if err := writeKey(ca.HubKeyPath(), hubKey); err != nil {
-		return nil, err
-	}
-	if err := writeFile(ca.HubCertPath(), EncodeCertificates(hub, iss), 0o644); err != nil {
+	if _, err := ca.issueHub(hubKey, city, now, 0); err != nil {
 		return nil, err
 	}
 	return ca, nil
+}
+
+// issueHub issues a hub certificate for key, valid for validity (default
+// HubValidity, and never past the issuing CA's end), and writes the key and
+// chain to hub.key.pem and hub.cert.pem.
+func (ca *CA) issueHub(key crypto.Signer, city string, nb time.Time, validity time.Duration) (*x509.Certificate, error) {
+	if validity <= 0 {
+		validity = HubValidity
+	}
+	na := nb.Add(validity)
+	if na.After(ca.Issuing.NotAfter) {
+		na = ca.Issuing.NotAfter
+	}
+	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: key.Public(), NotBefore: nb, NotAfter: na})
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKey(ca.HubKeyPath(), key); err != nil {
+		return nil, err
+	}
+	if err := writeFile(ca.HubCertPath(), EncodeCertificates(hub, ca.Issuing), 0o644); err != nil {
+		return nil, err
+	}
+	return hub, nil
+}
+
+// RotateHub gives the hub a new key and certificate (valid for validity,
+// default HubValidity). The old certificate is kept as
+// hub-<serial>.cert.pem; the old key is overwritten. Receipts signed with the
+// old key stay valid: each carries its certificate chain and is checked as of
+// its acceptance. The hub signs with the new key from its next start.
+func (ca *CA) RotateHub(validity time.Duration) (*x509.Certificate, error) {
+	old, err := readCert(ca.HubCertPath())
+	if err != nil {
+		return nil, err
+	}
+	city := ""
+	if len(old.Subject.Organization) > 0 {
+		city = old.Subject.Organization[0]
+	}
+	city = strings.TrimPrefix(city, "edx hub — ")
+	b, err := os.ReadFile(ca.HubCertPath())
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if err := writeFile(filepath.Join(ca.Dir, "hub-"+old.SerialNumber.Text(16)+".cert.pem"), b, 0o644); err != nil {
+		return nil, err
+	}
+	key, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	return ca.issueHub(key, city, time.Now().Add(-time.Hour), validity)
 }
 
 // OpenCA loads a CA that InitCA made.
@@ -243,8 +311,14 @@ func (ca *CA) IssueUnit(unit document.UnitID, name string, kt KeyType) (keyPath,
 	return keyPath, certPath, nil
 }
 
-// Revoke adds serial to the issuing CA's CRL and rewrites crl.pem.
+// Revoke adds serial to the issuing CA's CRL and signs a new crl.pem (with
+// a new number and nextUpdate); a serial already revoked changes nothing.
 func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
+	unlock, err := lockFile(filepath.Join(ca.Dir, "ca", "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	crl, err := ca.currentCRL()
 	if err != nil {
 		return err
@@ -257,6 +331,26 @@ func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
 	}
 	entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: at})
 	return ca.writeCRL(entries)
+}
+
+// RefreshCRL signs the CRL again, with the same entries, when less than
+// minLeft remains before its nextUpdate (or it cannot be read), and reports
+// whether it did. A hub running with the development CA calls it so that
+// the CRL never goes stale.
+func (ca *CA) RefreshCRL(now time.Time, minLeft time.Duration) (bool, error) {
+	unlock, err := lockFile(filepath.Join(ca.Dir, "ca", "lock"))
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	crl, err := ca.currentCRL()
+	if err != nil {
+		return false, err
+	}
+	if crl.NextUpdate.Sub(now) >= minLeft {
+		return false, nil
+	}
+	return true, ca.writeCRL(crl.RevokedCertificateEntries)
 }
 
 // CRL returns the current CRL as PEM.
@@ -283,7 +377,7 @@ func (ca *CA) writeCRL(entries []x509.RevocationListEntry) error {
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    big.NewInt(number),
 		ThisUpdate:                now.Add(-time.Minute),
-		NextUpdate:                now.AddDate(0, 0, 7),
+		NextUpdate:                now.Add(CRLValidity),
 		RevokedCertificateEntries: entries,
 	}, ca.Issuing, ca.issuingKey)
 	if err != nil {

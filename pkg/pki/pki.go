@@ -106,11 +106,18 @@ func SubjectString(n pkix.Name) string {
 // IsHub reports whether cert is a hub certificate by the subject convention.
 func IsHub(cert *x509.Certificate) bool { return Identifier(cert) == HubIdentifier }
 
-// Trust is a set of trust roots, optional intermediates and CRLs.
+// Trust is a set of trust roots, optional intermediates and CRLs. It is safe
+// for concurrent use; CRLs loaded from files are read again when the files
+// change (Refresh, Reload, Watch) while checks go on.
 type Trust struct {
 	roots         *x509.CertPool
 	intermediates []*x509.Certificate // the bundle's CA certificates that are not roots
-	crls          []*x509.RevocationList
+
+	crlMu    sync.RWMutex
+	crls     []*x509.RevocationList // every CRL in force: added, then from files
+	added    []*x509.RevocationList // from AddCRL
+	files    []*crlFile             // from LoadCRL, in order
+	crlGrace time.Duration          // how long past its nextUpdate a CRL still counts
 
 	mu        sync.Mutex
 	chains    map[[32]byte]cachedChain // verified chains by leaf fingerprint
@@ -164,33 +171,6 @@ func LoadTrust(path string) (*Trust, error) {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
 	return NewTrust(b)
-}
-
-// AddCRL adds a CRL (PEM or DER). A CRL applies to a certificate only when
-// its signature verifies against that certificate's issuer in the chain being
-// checked, so a CRL from an unknown or forged issuer revokes nothing.
-func (t *Trust) AddCRL(data []byte) error {
-	if p, _ := pem.Decode(data); p != nil {
-		if p.Type != "X509 CRL" {
-			return fmt.Errorf("pki: crl: PEM block %q, want X509 CRL", p.Type)
-		}
-		data = p.Bytes
-	}
-	crl, err := x509.ParseRevocationList(data)
-	if err != nil {
-		return fmt.Errorf("pki: crl: %w", err)
-	}
-	t.crls = append(t.crls, crl)
-	return nil
-}
-
-// LoadCRL reads a CRL file into the trust.
-func (t *Trust) LoadCRL(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("pki: %w", err)
-	}
-	return t.AddCRL(b)
 }
 
 // Roots returns the trust-root pool.
@@ -284,9 +264,19 @@ func (t *Trust) chain(leaf *x509.Certificate, intermediates []*x509.Certificate,
 	return chain, nil
 }
 
-// revoked looks cert up in every CRL its issuer signed.
+// revoked looks cert up in every CRL its issuer signed. When the issuer has
+// CRLs but none is current at time at (each past its nextUpdate and the
+// grace), the certificate's status is unknown: signature.crl_stale.
 func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Reason, bool) {
-	for _, crl := range t.crls {
+	t.crlMu.RLock()
+	crls, grace := t.crls, t.crlGrace
+	t.crlMu.RUnlock()
+	var (
+		have    bool
+		current bool
+		latest  time.Time // the latest nextUpdate among the issuer's CRLs
+	)
+	for _, crl := range crls {
 		if !t.crlSignedBy(crl, issuer) {
 			continue
 		}
@@ -297,6 +287,19 @@ func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Re
 					cert.Subject.CommonName, cert.SerialNumber.Text(16), e.RevocationTime.UTC().Format(time.RFC3339))}, true
 			}
 		}
+		have = true
+		if crl.NextUpdate.IsZero() || !at.After(crl.NextUpdate.Add(grace)) {
+			current = true
+		}
+		if crl.NextUpdate.After(latest) {
+			latest = crl.NextUpdate
+		}
+	}
+	if have && !current {
+		return reason.Reason{Code: reason.SignatureCRLStale, Message: fmt.Sprintf(
+			"the CRL of %s was due to be replaced at %s (nextUpdate) and no newer one is loaded: whether certificate %s (serial %s) is revoked is unknown at %s",
+			issuer.Subject.CommonName, latest.UTC().Format(time.RFC3339), cert.Subject.CommonName, cert.SerialNumber.Text(16),
+			at.UTC().Format(time.RFC3339))}, true
 	}
 	return reason.Reason{}, false
 }
@@ -314,6 +317,9 @@ func (t *Trust) crlSignedBy(crl *x509.RevocationList, issuer *x509.Certificate) 
 	}
 	ok = crl.CheckSignatureFrom(issuer) == nil
 	t.mu.Lock()
+	if len(t.crlIssuer) >= maxCachedChains {
+		clear(t.crlIssuer)
+	}
 	t.crlIssuer[k] = ok
 	t.mu.Unlock()
 	return ok

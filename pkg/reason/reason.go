@@ -35,6 +35,7 @@ const (
 	SignatureUntrustedRoot  Code = "signature.untrusted_root"   // the chain does not reach a trust root
 	SignatureExpired        Code = "signature.expired"          // a certificate is outside its validity at the checked time
 	SignatureRevoked        Code = "signature.revoked"          // the signer is on a CRL
+	SignatureCRLStale       Code = "signature.crl_stale"        // the issuer's CRL is past its nextUpdate: revocation unknown (transient)
 	SignatureKeyUsage       Code = "signature.key_usage"        // no digitalSignature/nonRepudiation, or wrong EKU
 	SignatureNoUnit         Code = "signature.no_unit"          // the certificate names no unit
 	SignatureUnitMismatch   Code = "signature.unit_mismatch"    // the certificate's unit is not the metadata's sender
@@ -47,7 +48,9 @@ const (
 	MetadataClassified Code = "metadata.classified" // confidentiality other than 0
 	SenderMismatch     Code = "sender.mismatch"     // the submit subject's unit is not the metadata's sender
 	SenderUnknown      Code = "sender.unknown"      // the sender is not a registered unit
+	SenderDisabled     Code = "sender.disabled"     // the sender is registered but disabled
 	RecipientUnknown   Code = "recipient.unknown"   // a recipient is not a registered unit
+	RecipientDisabled  Code = "recipient.disabled"  // a recipient is registered but disabled
 	SubmissionInvalid  Code = "submission.invalid"  // the submit message itself is malformed
 	SubmissionStaged   Code = "submission.stage"    // the staged container is missing or its digest differs
 	DocumentConflict   Code = "document.conflict"   // another container was already accepted under this id
@@ -94,6 +97,11 @@ type List []Reason
 
 // Add appends a reason.
 func (l *List) Add(c Code, msg string) { *l = append(*l, Reason{c, msg}) }
+
+// Transient reports whether c says nothing about the document itself but
+// about the verifier's state (a CRL past its nextUpdate): the check must be
+// made again later, and the document is never rejected for it.
+func (c Code) Transient() bool { return c == SignatureCRLStale }
 
 // Has reports whether l holds code c.
 func (l List) Has(c Code) bool {
