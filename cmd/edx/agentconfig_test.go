@@ -6,8 +6,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/edxhub/edx/agent"
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -43,6 +45,10 @@ func TestWriteAgentConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys, err := broker.LoadOrCreateKeys(filepath.Join(work, "nats-keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	units := filepath.Join(work, "units")
 	var addrs []string
 	for _, u := range []string{"000.01.00.H29", "000.02.00.H29"} {
@@ -56,7 +62,11 @@ func TestWriteAgentConfig(t *testing.T) {
 			b, _ := os.ReadFile(src)
 			os.WriteFile(filepath.Join(dir, dst), b, 0o600)
 		}
-		os.WriteFile(filepath.Join(dir, unitCredsFile), []byte("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"), 0o600)
+		creds, err := keys.IssueUnitCreds(u, time.Hour) // the agent reads their expiry
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, unitCredsFile), creds, 0o600)
 		wrote, kept, addr, err := writeAgentConfig(dir, docUnit(u), "nats://127.0.0.1:4222", "", true)
 		if err != nil || len(wrote) != 2 || len(kept) != 0 || addr == "" {
 			t.Fatalf("wrote %v, kept %v, addr %q: %v", wrote, kept, addr, err)
