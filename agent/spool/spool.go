@@ -86,27 +86,27 @@ type Delivery struct {
 
 // Record is the state of a spooled document.
 type Record struct {
-	Seq             int64             `json:"-"`
-	ID              document.ID       `json:"id"`
-	State           State             `json:"state"`
-	SHA256          string            `json:"container_sha256"`
-	ManifestSHA256  string            `json:"-"`
-	Size            int64             `json:"size"`
-	Subject         string            `json:"subject"`
-	Source          string            `json:"source"`
-	IdempotencyKey  string            `json:"-"`
-	CreatedAt       time.Time         `json:"created_at"`
-	SubmittedAt     *time.Time        `json:"submitted_at,omitempty"`
-	DecidedAt       *time.Time        `json:"decided_at,omitempty"`
-	Attempts        int               `json:"attempts"`
-	LastError       string            `json:"last_error,omitempty"`
-	ArchiveKey      string            `json:"archive_key,omitempty"`
-	Receipt         []byte            `json:"receipt,omitempty"` // DER CMS, base64 in JSON
-	ReceiptProblems reason.List       `json:"receipt_problems,omitempty"`
-	Reasons         reason.List       `json:"reasons,omitempty"`
-	EdXMLID         string            `json:"edxml_id,omitempty"`
-	Recipients      []Delivery        `json:"recipients"`
-	History         []Status          `json:"history"`
+	Seq             int64       `json:"-"`
+	ID              document.ID `json:"id"`
+	State           State       `json:"state"`
+	SHA256          string      `json:"container_sha256"`
+	ManifestSHA256  string      `json:"-"`
+	Size            int64       `json:"size"`
+	Subject         string      `json:"subject"`
+	Source          string      `json:"source"`
+	IdempotencyKey  string      `json:"-"`
+	CreatedAt       time.Time   `json:"created_at"`
+	SubmittedAt     *time.Time  `json:"submitted_at,omitempty"`
+	DecidedAt       *time.Time  `json:"decided_at,omitempty"`
+	Attempts        int         `json:"attempts"`
+	LastError       string      `json:"last_error,omitempty"`
+	ArchiveKey      string      `json:"archive_key,omitempty"`
+	Receipt         []byte      `json:"receipt,omitempty"` // DER CMS, base64 in JSON
+	ReceiptProblems reason.List `json:"receipt_problems,omitempty"`
+	Reasons         reason.List `json:"reasons,omitempty"`
+	EdXMLID         string      `json:"edxml_id,omitempty"`
+	Recipients      []Delivery  `json:"recipients"`
+	History         []Status    `json:"history"`
 }
 
 // Status is a status in a document's history: a recipient's report (or the
