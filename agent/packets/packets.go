@@ -311,6 +311,37 @@ func (x *Exchange) resolveReply(ctx context.Context, ref string) (document.ID, b
 // must be about (the API's path names it); otherwise ResponseFor/
 // DocumentId names it. The status is queued for the hub and returned.
 func (x *Exchange) SubmitStatus(ctx context.Context, r io.Reader, about document.ID) (*inbox.Status, error) {
+	sp, err := readStatus(r)
+	if err != nil {
+		return nil, err
+	}
+	return x.takeStatus(ctx, sp, about)
+}
+
+// SubmitTakeBack takes a status packet of the sender about a document it
+// sent, about: 13 only.
+func (x *Exchange) SubmitTakeBack(ctx context.Context, r io.Reader, about document.ID) (*inbox.Status, error) {
+	sp, err := readStatus(r)
+	if err != nil {
+		return nil, err
+	}
+	if sp.Code != document.StatusCancelled {
+		return nil, invalid("invalid status", "StatusCode", fmt.Sprintf("%s: the sender of a document reports 13 (it takes the document back); recipients report on the documents they received", sp.Code))
+	}
+	return x.takeStatus(ctx, sp, about)
+}
+
+// TakeBack queues the unit's 13 on a document it sent: it takes the
+// document back.
+func (x *Exchange) TakeBack(ctx context.Context, id document.ID, description string, officer *document.Officer) (*inbox.Status, error) {
+	if _, err := x.spool.Get(ctx, id); err != nil {
+		return nil, err
+	}
+	return x.inbox.QueueTakeBack(ctx, document.Status{DocumentID: id, Unit: x.unit, Time: x.now().UTC(),
+		Code: document.StatusCancelled, Description: description, Officer: officer})
+}
+
+func readStatus(r io.Reader) (*edxml.StatusPacket, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxStatusPacket+1))
 	if err != nil {
 		return nil, err
@@ -325,7 +356,7 @@ func (x *Exchange) SubmitStatus(ctx context.Context, r io.Reader, about document
 	if err != nil {
 		return nil, packetErr(err)
 	}
-	return x.takeStatus(ctx, sp, about)
+	return sp, nil
 }
 
 func (x *Exchange) takeStatus(ctx context.Context, sp *edxml.StatusPacket, about document.ID) (*inbox.Status, error) {
