@@ -102,8 +102,9 @@ func HMAC(secret []byte, signHeader string) string {
 
 // FileHash is the SDK's hash-file of data: SHA-256 in lower-case hex
 // without the leading zero of each byte below 0x10.
-func FileHash(data []byte) string {
-	sum := sha256.Sum256(data)
+func FileHash(data []byte) string { return sdkHex(sha256.Sum256(data)) }
+
+func sdkHex(sum [32]byte) string {
 	var b strings.Builder
 	for _, c := range sum {
 		b.WriteString(strconv.FormatUint(uint64(c), 16))
@@ -114,9 +115,13 @@ func FileHash(data []byte) string {
 // FileHashMatches reports whether v, a hash-file parameter, is the SHA-256
 // of data: in the SDK's spelling (FileHash) or plain hex.
 func FileHashMatches(v string, data []byte) bool {
+	return FileHashDigestMatches(v, sha256.Sum256(data))
+}
+
+// FileHashDigestMatches is FileHashMatches for a digest already computed.
+func FileHashDigestMatches(v string, sum [32]byte) bool {
 	v = strings.ToLower(strings.TrimSpace(v))
-	sum := sha256.Sum256(data)
-	return hmac.Equal([]byte(v), []byte(FileHash(data))) || hmac.Equal([]byte(v), []byte(hex.EncodeToString(sum[:])))
+	return hmac.Equal([]byte(v), []byte(sdkHex(sum))) || hmac.Equal([]byte(v), []byte(hex.EncodeToString(sum[:])))
 }
 
 // Error is a request that does not authenticate, with the answer's code.
