@@ -255,8 +255,14 @@ func TestAuthentication(t *testing.T) {
 		code axis.Code
 	}{
 		{"unsigned", http.Header{"XroadVnpt-Systemid": {system}}, axis.CodeUnauthorized},
-		{"wrong secret", func() http.Header { r, v := odd(ts(time.Second)); return signed(r, "messagetype;timestamp;systemid", v, []byte("wrong secret 123456")) }(), axis.CodeUnauthorized},
-		{"stale", func() http.Header { r, v := odd(ts(-time.Hour)); return signed(r, "messagetype;timestamp;systemid", v, secret) }(), axis.CodeStale},
+		{"wrong secret", func() http.Header {
+			r, v := odd(ts(time.Second))
+			return signed(r, "messagetype;timestamp;systemid", v, []byte("wrong secret 123456"))
+		}(), axis.CodeUnauthorized},
+		{"stale", func() http.Header {
+			r, v := odd(ts(-time.Hour))
+			return signed(r, "messagetype;timestamp;systemid", v, secret)
+		}(), axis.CodeStale},
 		{"tampered", func() http.Header {
 			r, v := odd(ts(2 * time.Second))
 			v["messagetype"] = "status"
