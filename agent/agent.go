@@ -20,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -35,6 +36,7 @@ import (
 	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/agent/webhook"
+	pkgaxis "github.com/edxhub/edx/pkg/axis"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -129,6 +131,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 	}
 	a.hook = webhook.New(cfg.Webhook, sec.WebhookSecret, log.With("component", "webhook"))
 	a.m = newMetrics(a.reg, a)
+	if ax != nil {
+		ax.Observe = func(call string, code pkgaxis.Code) {
+			a.m.axisCalls.WithLabelValues(call, strconv.Itoa(int(code))).Inc()
+		}
+	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if a.handler, err = api.New(api.Deps{
 		Outbox: a.outbox, Documents: a.spool, Inbox: a.inbox, Packets: a.packets, Token: sec.Token,

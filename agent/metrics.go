@@ -16,6 +16,7 @@ type metrics struct {
 	publishErrors  prometheus.Counter
 	statuses       *prometheus.CounterVec
 	connected      prometheus.Gauge
+	axisCalls      *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
@@ -43,6 +44,9 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edx_agent_nats_connected", Help: "1 while the agent is connected to the hub's NATS.",
 		}),
+		axisCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edx_agent_axis_calls_total", Help: "Calls of the national axis's client protocol, by call (other: unknown) and ErrorCode (0: success).",
+		}, []string{"call", "code"}),
 	}
 	count := func(f func(context.Context) (int, error)) func() float64 {
 		return func() float64 {
@@ -55,7 +59,7 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected,
+	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected, m.axisCalls,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_spool_depth", Help: "Documents spooled or submitted and not yet decided by the hub."}, count(a.spool.Depth)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_inbox_documents", Help: "Documents received in the inbox."}, count(a.inbox.Count)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_statuses_pending", Help: "Statuses queued and not yet published."}, count(a.inbox.PendingCount)),

@@ -378,6 +378,13 @@ func TestAxisProtocol(t *testing.T) {
 	if code != 200 || !bytes.Contains(body, []byte(`"in_reply_to":"`+id1+`"`)) || !bytes.Contains(body, []byte(`"business_type":2`)) {
 		t.Fatalf("B's update: %d %s", code, body)
 	}
+	// The calls are counted for the operator.
+	code, body = a.do("GET", "/metrics", "", nil)
+	for _, m := range []string{`edx_agent_axis_calls_total{call="sendEdoc",code="0"} 2`, `edx_agent_axis_calls_total{call="other",code="1"} 1`, `edx_agent_axis_calls_total{call="getReceivedEdocList",code="2"} 1`} {
+		if code != 200 || !bytes.Contains(body, []byte(m)) {
+			t.Errorf("A's metrics lack %s", m)
+		}
+	}
 }
 
 // TestAxisTakeBack: A's document system takes a document back (status

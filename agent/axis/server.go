@@ -54,6 +54,9 @@ type Server struct {
 
 	// Spooled and StatusAdded wake the agent's senders (may be nil).
 	Spooled, StatusAdded func()
+	// Observe counts each call by name ("other" for an unknown one) and
+	// answer code (may be nil).
+	Observe func(call string, code axis.Code)
 
 	mu       sync.Mutex
 	seen     map[string]time.Time // signatures taken, until when they are remembered
@@ -150,8 +153,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if sig != nil {
 		system = sig.SystemID
 	}
+	observed := call
+	if _, ok := s.calls()[call]; !ok {
+		observed = "other"
+	}
 	if err != nil {
 		f := s.failure(err)
+		if s.Observe != nil {
+			s.Observe(observed, f.code)
+		}
 		s.log.Info("axis call failed", "call", clip(call), "system", clip(system), "code", f.code, "err", f.msg)
 		if f.code == axis.CodeTooMany {
 			w.Header().Set("Retry-After", "1")
@@ -159,6 +169,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a := axis.Fail(f.code, f.msg)
 		writeJSON(w, httpStatus[f.code], &a)
 		return
+	}
+	if s.Observe != nil {
+		s.Observe(observed, axis.CodeOK)
 	}
 	if ans == nil {
 		return // streamed by the call
