@@ -6,7 +6,8 @@
 //
 // Packages: spool (the durable outbox), outbox (check, sign, spool), inbox
 // (received documents), api (HTTP), folders (outbox/sent/failed folders),
-// webhook (events to the document system). This package holds the
+// webhook (events to the document system), packets (edXML in and out), axis
+// (the national axis's client protocol). This package holds the
 // configuration and the NATS side.
 package agent
 
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,11 +29,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edxhub/edx/agent/api"
+	"github.com/edxhub/edx/agent/axis"
 	"github.com/edxhub/edx/agent/folders"
 	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/agent/webhook"
+	pkgaxis "github.com/edxhub/edx/pkg/axis"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -44,6 +49,7 @@ type Agent struct {
 	spool   *spool.Spool
 	inbox   *inbox.Store
 	outbox  *outbox.Outbox
+	packets *packets.Exchange
 	folders *folders.Watcher // nil when disabled
 	hook    *webhook.Notifier
 	reg     *prometheus.Registry
@@ -96,11 +102,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 		Dir:        cfg.Folders.Inbox,
 		DB:         filepath.Join(cfg.Data, "state", "inbox.db"),
 		Quarantine: filepath.Join(cfg.Data, "quarantine"),
+		EdXML:      cfg.DMS.Format == FormatEdXML,
 	}, log.With("component", "inbox")); err != nil {
 		return nil, err
 	}
 	if a.outbox, err = outbox.New(cfg.Unit, sec.Signer, sec.Trust, a.spool, cfg.Send.MaxDocumentBytes); err != nil {
 		return nil, err
+	}
+	tmp := filepath.Join(cfg.Data, "tmp")
+	if a.packets, err = packets.New(packets.Config{TempDir: tmp, UnitName: unitName(sec)}, a.outbox, a.spool, a.inbox); err != nil {
+		return nil, err
+	}
+	var ax *axis.Server
+	if cfg.Axis.Enabled {
+		if ax, err = axis.New(cfg.Axis, sec.AxisSecrets, a.packets, tmp, log.With("component", "axis")); err != nil {
+			return nil, err
+		}
+		ax.Spooled, ax.StatusAdded = a.kickSend, a.kickStatus
 	}
 	if cfg.Folders.Enabled {
 		if a.folders, err = folders.New(folders.Config{Outbox: cfg.Folders.Outbox, Sent: cfg.Folders.Sent, Failed: cfg.Folders.Failed,
@@ -108,20 +126,29 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 			return nil, err
 		}
 		a.folders.Spooled = a.kickSend
+		a.folders.Packets = a.packets
+		a.folders.StatusAdded = a.kickStatus
 	}
 	for _, w := range sec.Warnings {
 		log.Warn("agent: " + w)
 	}
 	a.hook = webhook.New(cfg.Webhook, sec.WebhookSecret, log.With("component", "webhook"))
 	a.m = newMetrics(a.reg, a)
+	if ax != nil {
+		ax.Observe = func(call string, code pkgaxis.Code) {
+			a.m.axisCalls.WithLabelValues(call, strconv.Itoa(int(code))).Inc()
+		}
+	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if a.handler, err = api.New(api.Deps{
-		Outbox: a.outbox, Documents: a.spool, Inbox: a.inbox, Token: sec.Token,
+		Outbox: a.outbox, Documents: a.spool, Inbox: a.inbox, Packets: a.packets, Token: sec.Token,
 		Ready:       a.ready,
 		Metrics:     promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}),
 		Spooled:     a.kickSend,
 		StatusAdded: a.kickStatus,
 		Log:         log.With("component", "api"),
+		Axis:        axisHandler(ax),
+		AxisPath:    cfg.Axis.Path,
 	}); err != nil {
 		return nil, err
 	}
@@ -243,3 +270,20 @@ func (a *Agent) close() {
 }
 
 func documentID(s string) document.ID { return document.ID(s) }
+
+// axisHandler is the axis server as a handler, nil when there is none.
+func axisHandler(ax *axis.Server) http.Handler {
+	if ax == nil {
+		return nil
+	}
+	return ax
+}
+
+// unitName is the unit's name as its certificate gives it.
+func unitName(sec *Secrets) string {
+	c := sec.Signer.Cert()
+	if len(c.Subject.Organization) > 0 {
+		return c.Subject.Organization[0]
+	}
+	return c.Subject.CommonName
+}

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/edxhub/edx/agent/axis"
 	"github.com/edxhub/edx/agent/webhook"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -48,6 +49,8 @@ type Config struct {
 	NATS    NATSConfig     `yaml:"nats"`
 	Send    SendConfig     `yaml:"send"`
 	Folders FoldersConfig  `yaml:"folders"`
+	DMS     DMSConfig      `yaml:"dms"`
+	Axis    axis.Config    `yaml:"axis"`
 	Webhook webhook.Config `yaml:"webhook"`
 	Log     LogConfig      `yaml:"log"`
 
@@ -119,6 +122,21 @@ type FoldersConfig struct {
 	Interval time.Duration `yaml:"interval"` // outbox scan interval, default 2s
 }
 
+// DMSConfig says what the document system reads.
+type DMSConfig struct {
+	// Format is json (the default: document.json and files) or edxml: the
+	// inbox folder also holds each document as an edXML packet,
+	// inbox/<id>/document.edxml. Packets are taken, and given on the API,
+	// whatever the format.
+	Format string `yaml:"format"`
+}
+
+// DMS formats.
+const (
+	FormatJSON  = "json"
+	FormatEdXML = "edxml"
+)
+
 // LogConfig sets up logging.
 type LogConfig struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
@@ -157,6 +175,9 @@ func (c *Config) resolvePaths() {
 		&c.Folders.Outbox, &c.Folders.Sent, &c.Folders.Failed, &c.Folders.Inbox}
 	for i := range c.Trust.CRLs {
 		ps = append(ps, &c.Trust.CRLs[i])
+	}
+	for i := range c.Axis.Systems {
+		ps = append(ps, &c.Axis.Systems[i].SecretFile)
 	}
 	for _, p := range ps {
 		if *p != "" && !filepath.IsAbs(*p) {
@@ -209,6 +230,10 @@ func (c *Config) SetDefaults() error {
 	if c.NATS.CredsWarn == 0 {
 		c.NATS.CredsWarn = 14 * 24 * time.Hour
 	}
+	if c.DMS.Format == "" {
+		c.DMS.Format = FormatJSON
+	}
+	c.Axis.SetDefaults(c.Send.MaxDocumentBytes)
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -281,6 +306,12 @@ func (c *Config) Validate() error {
 	if err := c.Webhook.Validate(); err != nil {
 		add("%v", err)
 	}
+	if c.DMS.Format != FormatJSON && c.DMS.Format != FormatEdXML {
+		add("dms.format %q: want json or edxml", c.DMS.Format)
+	}
+	if err := c.Axis.Validate(); err != nil {
+		add("%v", err)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -302,6 +333,9 @@ type Secrets struct {
 	WebhookSecret []byte
 	// Warnings are problems that do not stop the agent (a stale CRL).
 	Warnings []string
+	// AxisSecrets are the shared secrets of the document systems calling
+	// the axis protocol, by system id.
+	AxisSecrets map[string][]byte
 }
 
 // Check reads every file and variable the configuration names, as New does,
@@ -361,6 +395,19 @@ func (c *Config) Check() (*Secrets, error) {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
 		s.WebhookSecret = bytes.TrimSpace(s.WebhookSecret)
+	}
+	if c.Axis.Enabled {
+		s.AxisSecrets = map[string][]byte{}
+		for _, sys := range c.Axis.Systems {
+			v, err := readSecret(sys.SecretFile, sys.SecretEnv)
+			if err != nil {
+				return nil, fmt.Errorf("axis: system %s: secret: %w", sys.ID, err)
+			}
+			if len(v) < axis.MinSecretLength {
+				return nil, fmt.Errorf("axis: system %s: the secret must be at least %d bytes", sys.ID, axis.MinSecretLength)
+			}
+			s.AxisSecrets[sys.ID] = []byte(v)
+		}
 	}
 	return &s, nil
 }

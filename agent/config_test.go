@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nkeys"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/edxhub/edx/agent/axis"
 	"github.com/edxhub/edx/agent/internal/agenttest"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -28,6 +29,15 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if c.Unit != "000.00.00.H29" || c.API.Listen != DefaultListen || !c.Folders.Enabled || c.Folders.Inbox != filepath.Join(c.Data, "inbox") {
 		t.Fatalf("%+v", c)
+	}
+	if c.DMS.Format != FormatJSON || c.Axis.Enabled || c.Axis.Path != "/axis" || len(c.Axis.Systems) != 1 ||
+		c.Axis.Systems[0].SecretFile != filepath.Join(filepath.Dir(c.Data), "axis.secret") || c.Axis.MaxRequestBytes <= c.Send.MaxDocumentBytes {
+		t.Fatalf("dms %+v, axis %+v", c.DMS, c.Axis)
+	}
+	// The same file with the axis on validates too.
+	c.Axis.Enabled = true
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -71,6 +81,15 @@ func TestValidate(t *testing.T) {
 		{"bad webhook", func(c *Config) { c.Webhook.URL = "ftp://x" }, "webhook"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"tiny limit", func(c *Config) { c.Send.MaxDocumentBytes = 10 }, "max_document_bytes"},
+		{"edxml format", func(c *Config) { c.DMS.Format = "edxml" }, ""},
+		{"bad format", func(c *Config) { c.DMS.Format = "pdf" }, "dms.format"},
+		{"axis without systems", func(c *Config) { c.Axis.Enabled = true }, "axis.systems"},
+		{"axis", func(c *Config) {
+			c.Axis = axis.Config{Enabled: true, Systems: []axis.System{{ID: "vxp.saas.03", SecretEnv: "S"}}}
+		}, ""},
+		{"axis path", func(c *Config) {
+			c.Axis = axis.Config{Enabled: true, Path: "/v1", Systems: []axis.System{{ID: "vxp.saas.03", SecretEnv: "S"}}}
+		}, "axis.path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +192,19 @@ func TestCheckPEMAndPKCS12(t *testing.T) {
 				t.Fatal("a wrong password was accepted")
 			}
 		})
+	}
+
+	// The axis protocol's secrets, from a file or the environment.
+	os.WriteFile(filepath.Join(dir, "axis.secret"), []byte("A7TKG/r2gOKTEpe1MhWx6zw8O4JfzN0KkCRS6HZY81Ve\n"), 0o600)
+	t.Setenv("EDX_AXIS_SECRET", "another secret of 24 bytes")
+	c3 := c
+	c3.Axis = axis.Config{Enabled: true, Systems: []axis.System{{ID: "vxp.saas.03", SecretFile: filepath.Join(dir, "axis.secret")}, {ID: "lgsp", SecretEnv: "EDX_AXIS_SECRET"}}}
+	if sec, err := c3.Check(); err != nil || string(sec.AxisSecrets["vxp.saas.03"]) != "A7TKG/r2gOKTEpe1MhWx6zw8O4JfzN0KkCRS6HZY81Ve" || len(sec.AxisSecrets["lgsp"]) != 26 {
+		t.Fatalf("axis secrets: %v", err)
+	}
+	t.Setenv("EDX_AXIS_SECRET", "short")
+	if _, err := c3.Check(); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Fatalf("a short axis secret: %v", err)
 	}
 
 	// Another unit's certificate, a short token, a missing credentials file.

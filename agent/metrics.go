@@ -18,6 +18,7 @@ type metrics struct {
 	connected      prometheus.Gauge
 	crlStale       prometheus.Gauge
 	held           prometheus.Counter
+	axisCalls      *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
@@ -51,6 +52,9 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 		held: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "edx_agent_deliveries_held_total", Help: "Deliveries naked for a retry because the agent could not decide (a stale CRL).",
 		}),
+		axisCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edx_agent_axis_calls_total", Help: "Calls of the national axis's client protocol, by call (other: unknown) and ErrorCode (0: success).",
+		}, []string{"call", "code"}),
 	}
 	count := func(f func(context.Context) (int, error)) func() float64 {
 		return func() float64 {
@@ -63,7 +67,7 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected,
+	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected, m.axisCalls,
 		m.crlStale, m.held, credsExpiryGauge(a),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_spool_depth", Help: "Documents spooled or submitted and not yet decided by the hub."}, count(a.spool.Depth)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_inbox_documents", Help: "Documents received in the inbox."}, count(a.inbox.Count)),

@@ -17,6 +17,7 @@ import (
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/agent/webhook"
 	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -502,8 +503,7 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 		}
 		added, err := a.spool.AddStatus(ctx, *n.Status)
 		if errors.Is(err, spool.ErrNotFound) {
-			a.log.Warn("status for a document this agent never spooled", "doc_id", n.Status.DocumentID)
-			return nil
+			return a.senderStatus(ctx, evID, n.Status)
 		}
 		if err != nil {
 			return errRetry{err}
@@ -525,6 +525,30 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 			Data: map[string]any{"status": n.Status, "reasons": n.Reasons}})
 	default:
 		a.log.Warn("notice of an unknown type", "type", n.Type)
+	}
+	return nil
+}
+
+// senderStatus records a status on a document this unit received, which
+// the hub passes on from the document's sender (13: it takes the document
+// back), for the document system.
+func (a *Agent) senderStatus(ctx context.Context, evID string, st *document.Status) error {
+	ss, isNew, err := a.inbox.AddSenderStatus(ctx, *st)
+	var ps document.Problems
+	switch {
+	case errors.Is(err, inbox.ErrNotFound), errors.Is(err, inbox.ErrNotSender):
+		a.log.Warn("status on a document this agent neither sent nor received from the reporting unit", "doc_id", st.DocumentID, "unit", st.Unit, "code", st.Code)
+		return nil
+	case errors.As(err, &ps):
+		a.log.Warn("invalid status from the hub", "doc_id", st.DocumentID, "err", err)
+		return nil
+	case err != nil:
+		return errRetry{err}
+	}
+	if isNew {
+		a.log.Info("sender's status received", "doc_id", st.DocumentID, "unit", st.Unit, "code", st.Code)
+		a.hook.Notify(webhook.Event{ID: evID, Type: webhook.InboxStatus, DocumentID: st.DocumentID, Time: st.Time,
+			Data: map[string]any{"status": ss.Status, "seq": ss.Seq}})
 	}
 	return nil
 }

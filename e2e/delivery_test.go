@@ -80,7 +80,7 @@ func statuses(r *spool.Record, unit document.UnitID, code document.StatusCode) [
 	var out []document.Status
 	for _, s := range r.History {
 		if s.Unit == unit && s.Code == code {
-			out = append(out, s)
+			out = append(out, s.Status)
 		}
 	}
 	return out

@@ -8,13 +8,18 @@
 //	<id>/files/<name>      the payload files
 //	<id>/container.asice   the signed container, byte for byte
 //	<id>/receipt.p7s       the hub's signed receipt
+//	<id>/document.edxml    the document as an edXML packet (Config.EdXML)
 //
 // A SQLite database beside it (not inside the folder the document system
 // reads) holds the seen-set: a document id is stored once and handed to the
 // document system once, even when the hub delivers it again, and even after
 // the document system removed its folder. Each document gets a sequence
 // number that only grows, the cursor of List. The database also holds the
-// statuses the unit reports, until they are sent.
+// statuses the unit reports, until they are sent; the statuses a sender
+// reports on a document it sent the unit (13, taking it back); each
+// document's edXML DocumentId; and what the document system did with each
+// document and sender's status (HandOver), for a document system that takes
+// them one by one and acknowledges them (the axis protocol).
 //
 // Deliveries that fail verification never reach the folder: Quarantine
 // keeps them apart with their reasons, and Refuse queues the unit's refusal
@@ -55,6 +60,7 @@ const (
 	FilesDir      = "files"
 	ContainerFile = "container.asice"
 	ReceiptFile   = "receipt.p7s"
+	PacketFile    = "document.edxml"
 )
 
 // Errors.
@@ -68,6 +74,9 @@ type Config struct {
 	Dir        string // the documents' folders, read by the document system
 	DB         string // the database file
 	Quarantine string // deliveries that failed verification
+	// EdXML writes each document's edXML packet (PacketFile) into its
+	// folder too, for a document system that reads edXML.
+	EdXML bool
 }
 
 // File describes a payload file.
@@ -80,19 +89,29 @@ type File struct {
 
 // Item is a received document.
 type Item struct {
-	Cursor     int64             `json:"cursor"`
-	ID         document.ID       `json:"id"`
-	From       document.UnitID   `json:"from"`
-	Subject    string            `json:"subject"`
-	ReceivedAt time.Time         `json:"received_at"`
-	AcceptedAt time.Time         `json:"accepted_at"` // by the hub, from the receipt
-	ArchiveKey string            `json:"archive_key"`
-	SHA256     string            `json:"container_sha256"`
-	Size       int64             `json:"size"`
-	Files      []File            `json:"files"`
-	Document   json.RawMessage   `json:"document"`
-	Statuses   []*Status         `json:"statuses,omitempty"`
-	Meta       document.Document `json:"-"`
+	Cursor     int64           `json:"cursor"`
+	ID         document.ID     `json:"id"`
+	From       document.UnitID `json:"from"`
+	Subject    string          `json:"subject"`
+	ReceivedAt time.Time       `json:"received_at"`
+	AcceptedAt time.Time       `json:"accepted_at"` // by the hub, from the receipt
+	ArchiveKey string          `json:"archive_key"`
+	SHA256     string          `json:"container_sha256"`
+	Size       int64           `json:"size"`
+	Files      []File          `json:"files"`
+	Document   json.RawMessage `json:"document"`
+	Statuses   []*Status       `json:"statuses,omitempty"`
+	// EdXMLID is the document's edXML DocumentId (its edxml_id, or as
+	// edXML forms it from its sender, date, number and notation).
+	EdXMLID string `json:"edxml_id,omitempty"`
+	// SenderStatuses are what the sender reported on the document (13: it
+	// takes the document back).
+	SenderStatuses []*SenderStatus `json:"sender_statuses,omitempty"`
+	// HandedOverAt is when the document system acknowledged taking the
+	// document (HandOver done); Transport its last acknowledgement.
+	HandedOverAt *time.Time        `json:"handed_over_at,omitempty"`
+	Transport    string            `json:"transport,omitempty"`
+	Meta         document.Document `json:"-"`
 }
 
 // Received is a delivery that passed verification.
@@ -135,6 +154,66 @@ type Store struct {
 // adopted.
 var migrations = []sqldb.Migration{
 	{SQL: schema}, // 1
+	{SQL: migration2, Func: backfillEdXMLIDs}, // 2: edXML ids, hand-over, senders' statuses
+}
+
+// migration2 keeps each document's edXML DocumentId, the document system's
+// acknowledgements, and the statuses senders report on their documents.
+const migration2 = `
+ALTER TABLE documents ADD COLUMN edxml_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE documents ADD COLUMN handed_over_at INTEGER;
+ALTER TABLE documents ADD COLUMN transport TEXT NOT NULL DEFAULT '';
+CREATE INDEX documents_edxml ON documents(edxml_id) WHERE edxml_id != '';
+CREATE INDEX documents_pending ON documents(handed_over_at, seq);
+CREATE TABLE sender_statuses (
+	seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+	id             TEXT NOT NULL,
+	unit           TEXT NOT NULL,
+	code           TEXT NOT NULL,
+	time           INTEGER NOT NULL,
+	body           TEXT NOT NULL,
+	received_at    INTEGER NOT NULL,
+	handed_over_at INTEGER,
+	transport      TEXT NOT NULL DEFAULT '',
+	UNIQUE (id, unit, code, time)
+);
+CREATE INDEX sender_statuses_pending ON sender_statuses(handed_over_at, seq);
+`
+
+// backfillEdXMLIDs gives the documents received before migration 2 their
+// edXML DocumentId, from their metadata.
+func backfillEdXMLIDs(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT seq, meta FROM documents`)
+	if err != nil {
+		return err
+	}
+	type upd struct {
+		seq int64
+		id  string
+	}
+	var us []upd
+	for rows.Next() {
+		var u upd
+		var meta string
+		if err := rows.Scan(&u.seq, &meta); err != nil {
+			rows.Close()
+			return err
+		}
+		if d, err := document.Parse([]byte(meta)); err == nil {
+			u.id = EdXMLID(d)
+		}
+		us = append(us, u)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, u := range us {
+		if _, err := tx.ExecContext(ctx, `UPDATE documents SET edxml_id = ? WHERE seq = ?`, u.id, u.seq); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // schema is version 1.
@@ -251,9 +330,9 @@ func (s *Store) Put(ctx context.Context, unit document.UnitID, r Received) (*Ite
 		return nil, false, fmt.Errorf("inbox: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO documents (id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, c.Meta.From, c.Meta.Subject, now.UnixNano(), r.Body.AcceptedAt.UnixNano(),
-		r.Body.ArchiveKey, r.SHA256, len(c.Raw), string(fb), string(c.MetaRaw)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO documents (id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta, edxml_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, c.Meta.From, c.Meta.Subject, now.UnixNano(), r.Body.AcceptedAt.UnixNano(),
+		r.Body.ArchiveKey, r.SHA256, len(c.Raw), string(fb), string(c.MetaRaw), EdXMLID(c.Meta)); err != nil {
 		return nil, false, fmt.Errorf("inbox: put %s: %w", id, err)
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, ?)`,
@@ -307,6 +386,9 @@ func (s *Store) writeFolder(r Received) error {
 	if err == nil {
 		err = write(ReceiptFile, r.Receipt)
 	}
+	if err == nil && s.cfg.EdXML {
+		err = s.writePacket(f, r)
+	}
 	if err == nil {
 		err = f.Commit()
 	}
@@ -325,16 +407,22 @@ func writeEntry(f *durable.Folder, rel string, e *container.Entry) error {
 	return f.WriteFrom(rel, rc, 0o640)
 }
 
-const itemCols = `seq, id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta`
+const itemCols = `seq, id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta, edxml_id, handed_over_at, transport`
 
 func scanItem(row interface{ Scan(...any) error }) (*Item, error) {
 	var it Item
 	var recv, acc int64
 	var files, meta string
-	if err := row.Scan(&it.Cursor, &it.ID, &it.From, &it.Subject, &recv, &acc, &it.ArchiveKey, &it.SHA256, &it.Size, &files, &meta); err != nil {
+	var handed sql.NullInt64
+	if err := row.Scan(&it.Cursor, &it.ID, &it.From, &it.Subject, &recv, &acc, &it.ArchiveKey, &it.SHA256, &it.Size, &files, &meta,
+		&it.EdXMLID, &handed, &it.Transport); err != nil {
 		return nil, err
 	}
 	it.ReceivedAt, it.AcceptedAt = time.Unix(0, recv).UTC(), time.Unix(0, acc).UTC()
+	if handed.Valid {
+		t := time.Unix(0, handed.Int64).UTC()
+		it.HandedOverAt = &t
+	}
 	if err := json.Unmarshal([]byte(files), &it.Files); err != nil {
 		return nil, err
 	}
@@ -358,6 +446,9 @@ func (s *Store) Get(ctx context.Context, id document.ID) (*Item, error) {
 		return nil, fmt.Errorf("inbox: get %s: %w", id, err)
 	}
 	if it.Statuses, err = s.statuses(ctx, `WHERE id = ? ORDER BY seq`, id); err != nil {
+		return nil, err
+	}
+	if it.SenderStatuses, err = s.senderStatuses(ctx, `WHERE id = ? ORDER BY seq`, id); err != nil {
 		return nil, err
 	}
 	return it, nil

@@ -316,6 +316,10 @@ func TestOpensUnversionedInbox(t *testing.T) {
 	if sts, err := s.PendingStatuses(t.Context(), 10); err != nil || len(sts) != 1 || sts[0].Code != document.StatusDelivered {
 		t.Fatalf("pending statuses %+v %v", sts, err)
 	}
+	// Migration 2 gave the old document its edXML DocumentId.
+	if it, err := s.FindEdXML(t.Context(), EdXMLID(r.Container.Meta)); err != nil || it.ID != id {
+		t.Fatalf("find by edXML id: %+v %v", it, err)
+	}
 }
 
 // TestRefusesNewerInbox: an inbox from a newer agent is not touched.

@@ -16,6 +16,7 @@ import (
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -55,6 +56,10 @@ type Submission struct {
 	Container      []byte           // a prebuilt signed container, instead of Meta and Files
 	Source         string           // "api", "folder:<name>"
 	IdempotencyKey string
+	// FromPacket marks the submission of an edXML packet (agent/packets):
+	// its files include the packet itself, under the name edXML keeps for
+	// it (files/original.edxml), which other submissions may not use.
+	FromPacket bool
 }
 
 // Spool is where accepted documents go (agent/spool).
@@ -129,7 +134,7 @@ func (o *Outbox) Submit(ctx context.Context, s Submission) (*spool.Record, bool,
 	cs := sha256.Sum256(raw)
 	rec, created, err := o.spool.Add(ctx, spool.Entry{
 		ID: d.ID, Container: raw, SHA256: hex.EncodeToString(cs[:]), ManifestSHA256: hex.EncodeToString(ms[:]),
-		To: d.To, Subject: d.Subject, Source: s.Source, IdempotencyKey: s.IdempotencyKey,
+		To: d.To, Subject: d.Subject, Source: s.Source, IdempotencyKey: s.IdempotencyKey, EdXMLID: edXMLID(d),
 	})
 	if err != nil {
 		return nil, false, err
@@ -192,6 +197,9 @@ func (o *Outbox) build(s Submission) ([]byte, *document.Document, []byte, error)
 		if _, err := container.Prepare(validMeta, []container.File{f}); err != nil {
 			p.Add(fmt.Sprintf("files[%d]", i), err.Error())
 		}
+		if f.Name == edxml.OriginalFile && !s.FromPacket {
+			p.Add(fmt.Sprintf("files[%d]", i), fmt.Sprintf("the name %s is kept for the edXML packet a document came from: send the packet itself, or rename the file", edxml.OriginalFile))
+		}
 	}
 	if len(p) > 0 {
 		return nil, nil, nil, &Error{Kind: Invalid, Message: "invalid submission", Problems: p}
@@ -218,6 +226,15 @@ func (o *Outbox) build(s Submission) ([]byte, *document.Document, []byte, error)
 		return nil, nil, nil, &Error{Kind: TooLarge, Message: fmt.Sprintf("the container of %d bytes exceeds the limit of %d", len(raw), o.maxSize)}
 	}
 	return raw, d, u.Manifest, nil
+}
+
+// edXMLID is the document's edXML DocumentId, as the document system
+// speaking edXML knows it.
+func edXMLID(d *document.Document) string {
+	if d.EdXMLID != "" {
+		return d.EdXMLID
+	}
+	return edxml.DocumentID(d)
 }
 
 // validMeta lets build check one file name at a time with container.Prepare.

@@ -383,3 +383,73 @@ func TestRefusesNewerSpool(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestEdXMLAndHandOver: a document is found by its edXML DocumentId (the
+// last spooled when two share one); the statuses of other units wait for
+// the document system until it takes them (done), fail or processing leave
+// them listed; the sender's own 13 is kept in the history without making
+// it a recipient.
+func TestEdXMLAndHandOver(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	const xid = "000.00.00.H29,2026/11/30,12/UBND-VP"
+	a, b := entry(t, "a"), entry(t, "b")
+	a.EdXMLID, b.EdXMLID = xid, xid
+	for _, e := range []Entry{a, b, entry(t, "c")} {
+		if _, _, err := s.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := s.FindEdXML(ctx, xid); err != nil || r.ID != b.ID || r.EdXMLID != xid {
+		t.Fatalf("find: %+v %v", r, err)
+	}
+	for _, v := range []string{"", "000.00.00.H29,2026/11/30,13/UBND-VP"} {
+		if _, err := s.FindEdXML(ctx, v); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("find %q: %v", v, err)
+		}
+	}
+	t0 := time.Now().UTC()
+	const me = document.UnitID("000.00.00.H29")
+	for _, st := range []document.Status{
+		{DocumentID: a.ID, Unit: "000.01.00.H29", Time: t0, Code: document.StatusDelivered},
+		{DocumentID: a.ID, Unit: me, Time: t0.Add(time.Second), Code: document.StatusCancelled},
+		{DocumentID: a.ID, Unit: "000.01.00.H29", Time: t0.Add(2 * time.Second), Code: document.StatusChangeAccept},
+	} {
+		if _, err := s.AddStatus(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _ := s.Get(ctx, a.ID)
+	if len(r.Recipients) != 2 || len(r.History) != 3 || r.History[1].Code != "13" || r.History[0].Seq == 0 {
+		t.Fatalf("record %+v", r)
+	}
+	pending, err := s.NotHandedOver(ctx, me, 10)
+	if err != nil || len(pending) != 2 || pending[0].Code != "01" || pending[1].Code != "15" {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	if st, err := s.Status(ctx, a.ID, pending[1].Seq); err != nil || st.Code != "15" {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	if _, err := s.Status(ctx, b.ID, pending[1].Seq); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another document's status: %v", err)
+	}
+	if err := s.HandOver(ctx, a.ID, pending[0].Seq, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HandOver(ctx, a.ID, pending[1].Seq, "fail"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HandOver(ctx, b.ID, 999, "done"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown status: %v", err)
+	}
+	pending, _ = s.NotHandedOver(ctx, me, 10)
+	if len(pending) != 1 || pending[0].Code != "15" || pending[0].Transport != "fail" {
+		t.Fatalf("after hand-over %+v", pending)
+	}
+	if us, _ := s.Units(ctx); len(us) != 2 {
+		t.Fatalf("units %v", us)
+	}
+	if rs, _ := s.Recent(ctx, 2); len(rs) != 2 || len(rs[1].Recipients) != 2 {
+		t.Fatalf("recent %+v", rs)
+	}
+}

@@ -77,6 +77,24 @@ folders:
   inbox: ./data/inbox               # received documents, one folder each
   interval: 2s
 
+dms:
+  format: json                      # json, or edxml: each inbox/<id>/ also holds document.edxml (edXML packets
+                                    # are taken and given on the API whatever the format)
+
+axis:                               # the national axis's client protocol, for a DMS built on the axis's SDK
+  enabled: false
+  path: /axis                       # the SDK's endpoint: http://<api.listen>/axis
+  systems:                          # the document systems allowed to call: system id and shared secret
+    - id: vxp.saas.03
+      secret_file: ./axis.secret    # at least 16 bytes; or secret_env: EDX_AXIS_SECRET
+  timestamp_window: 15m             # a request's timestamp within this of the agent's clock; signatures used once
+  accept_any_timestamp: false       # true for an SDK object that lives long (it stamps its requests once)
+  time_zone: Asia/Ho_Chi_Minh       # of the SDK's timestamps and of the times in answers
+  rate: 20                          # calls a second per system, in bursts of up to
+  burst: 100
+  list_limit: 1000                  # items in one list
+  # max_request_bytes: defaults to send.max_document_bytes plus a third (base64)
+
 webhook:
   url: ""                           # e.g. http://127.0.0.1:8000/edx-events; empty: no webhook
   secret_file: ""                   # signs events: X-Edx-Signature: sha256=HMAC

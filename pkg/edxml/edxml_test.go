@@ -495,3 +495,21 @@ func TestWriteRefuses(t *testing.T) {
 		t.Errorf("bad date: %v", err)
 	}
 }
+
+// TestBusinessDocumentID: the document an update names in its Bussiness
+// element (the national SDK's edoc_update sample) is found after a read.
+func TestBusinessDocumentID(t *testing.T) {
+	in := strings.Replace(string(testdata(t, "national.edxml")), "<edXML:BussinessDocType>0</edXML:BussinessDocType>",
+		"<edXML:DocumentId> 000.00.00.H29,2026/11/20,1200/QĐ-UBND </edXML:DocumentId><edXML:BussinessDocType>2</edXML:BussinessDocType>", 1)
+	p, err := Parse(strings.NewReader(in), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Document.BusinessType != document.BusinessUpdate || BusinessDocumentID(p.Document) != "000.00.00.H29,2026/11/20,1200/QĐ-UBND" {
+		t.Fatalf("type %d, id %q", p.Document.BusinessType, BusinessDocumentID(p.Document))
+	}
+	p, _ = Parse(bytes.NewReader(testdata(t, "national.edxml")), Options{})
+	if got := BusinessDocumentID(p.Document); got != "" {
+		t.Fatalf("a new document names %q", got)
+	}
+}
