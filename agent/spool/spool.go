@@ -35,12 +35,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/edxhub/edx/agent/durable"
+	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/reason"
 	"github.com/edxhub/edx/pkg/sqldb"
 )
@@ -149,6 +152,66 @@ ALTER TABLE statuses ADD COLUMN transport TEXT NOT NULL DEFAULT '';
 CREATE INDEX statuses_pending ON statuses(handed_over_at, received_at);
 `
 
+// backfillEdXMLIDs gives the documents spooled before migration 2 their
+// edXML DocumentId (as the outbox forms it: the metadata's edxml_id, or the
+// one edXML derives), from the document.json of their container in cdir. A
+// document whose container cannot be read keeps none: it is found by its
+// edx id only.
+func backfillEdXMLIDs(ctx context.Context, tx *sql.Tx, cdir string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM documents WHERE edxml_id = ''`)
+	if err != nil {
+		return err
+	}
+	var ids []document.ID
+	for rows.Next() {
+		var id document.ID
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		x := edxmlIDOf(filepath.Join(cdir, string(id)+".asice"))
+		if x == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE documents SET edxml_id = ? WHERE id = ?`, x, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// edxmlIDOf is the edXML DocumentId of the container at path, "" when it
+// cannot be read.
+func edxmlIDOf(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	e, err := container.OpenFile(data, container.DefaultLimits, container.MetadataPath)
+	if err != nil {
+		return ""
+	}
+	meta, err := e.Bytes()
+	if err != nil {
+		return ""
+	}
+	d, err := document.Parse(meta)
+	if err != nil {
+		return ""
+	}
+	if d.EdXMLID != "" {
+		return d.EdXMLID
+	}
+	return edxml.DocumentID(d)
+}
+
 // schema is version 1.
 const schema = `
 CREATE TABLE IF NOT EXISTS documents (
@@ -204,7 +267,13 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "containers"), 0o750); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: migrations})
+	// Migration 2 gives the documents spooled before it their edXML
+	// DocumentId, read from their containers.
+	ms := slices.Clone(migrations)
+	ms[1].Func = func(ctx context.Context, tx *sql.Tx) error {
+		return backfillEdXMLIDs(ctx, tx, filepath.Join(dir, "containers"))
+	}
+	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: ms})
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}

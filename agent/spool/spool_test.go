@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edxhub/edx/agent/internal/agenttest"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/reason"
 	"github.com/edxhub/edx/pkg/sqldb"
 )
@@ -451,5 +454,82 @@ func TestEdXMLAndHandOver(t *testing.T) {
 	}
 	if rs, _ := s.Recent(ctx, 2); len(rs) != 2 || len(rs[1].Recipients) != 2 {
 		t.Fatalf("recent %+v", rs)
+	}
+}
+
+// TestUpgradesVersion1Spool: a spool at schema version 1 (what the agent
+// wrote before edXML) upgrades to the current version: its documents are
+// still sent in order, keep their recipients' statuses, and are found by
+// their edXML DocumentId, read from their containers (a document whose
+// container is gone keeps none); the statuses received before wait for the
+// document system like new ones.
+func TestUpgradesVersion1Spool(t *testing.T) {
+	ctx := t.Context()
+	p := agenttest.NewPKI(t)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "containers"), 0o750)
+	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: migrations[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const me, them = document.UnitID("000.00.00.H29"), document.UnitID("000.01.00.H29")
+	id, meta := agenttest.Meta(me, them)
+	d, _ := document.Parse(meta)
+	xid := edxml.DocumentID(d)
+	if xid == "" {
+		t.Fatal("the test document has no edXML DocumentId")
+	}
+	raw := p.Container(t, meta, 100)
+	os.WriteFile(filepath.Join(dir, "containers", string(id)+".asice"), raw, 0o640)
+	lost := document.NewID(time.Now()) // its container is gone
+	now := time.Now().UTC()
+	st := document.Status{DocumentID: id, Unit: them, Time: now, Code: document.StatusDelivered}
+	body, _ := json.Marshal(st)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at) VALUES (?, 'spooled', ?, ?, ?, ?, 'api', NULL, ?)`,
+			[]any{id, agenttest.SHA256(raw), agenttest.SHA256(meta), len(raw), d.Subject, now.UnixNano()}},
+		{`INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at) VALUES (?, 'accepted', 'x', 'y', 1, 'cũ', 'api', NULL, ?)`,
+			[]any{lost, now.UnixNano()}},
+		{`INSERT INTO recipients (id, unit, pos) VALUES (?, ?, 0)`, []any{id, them}},
+		{`INSERT INTO statuses (id, unit, code, time, body, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			[]any{id, them, st.Code, now.UnixNano(), string(body), now.UnixNano()}},
+	} {
+		if _, err := db.Exec(q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s := open(t, dir)
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) || v < 2 {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	if r, err := s.FindEdXML(ctx, xid); err != nil || r.ID != id || r.EdXMLID != xid {
+		t.Fatalf("find %q after the upgrade: %+v %v", xid, r, err)
+	}
+	if r, err := s.Get(ctx, lost); err != nil || r.EdXMLID != "" {
+		t.Fatalf("the document without its container: %+v %v", r, err)
+	}
+	pending, err := s.Pending(ctx, 10)
+	if err != nil || len(pending) != 1 || pending[0].ID != id {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	r, err := s.Get(ctx, id)
+	if err != nil || len(r.Recipients) != 1 || len(r.History) != 1 || r.History[0].Code != document.StatusDelivered {
+		t.Fatalf("record %+v %v", r, err)
+	}
+	waiting, err := s.NotHandedOver(ctx, me, 10)
+	if err != nil || len(waiting) != 1 || waiting[0].Code != document.StatusDelivered {
+		t.Fatalf("statuses for the document system: %+v %v", waiting, err)
+	}
+	if err := s.HandOver(ctx, id, waiting[0].Seq, "axis"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Add(ctx, entry(t, "mới")); err != nil {
+		t.Fatal(err)
 	}
 }
