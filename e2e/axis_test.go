@@ -391,10 +391,10 @@ func TestAxisProtocol(t *testing.T) {
 // 13, sent through the axis protocol as a status packet); B's lists and
 // reads the 13, and answers 15, which A's reads.
 //
-// It needs the hub to accept 13 from a document's sender and pass it to
-// each recipient: a status notice (protocol.NoticeStatus on
-// edx.notice.<recipient>) carrying the sender's status; today's hub
-// refuses it (recipient.unknown: the sender is not a recipient).
+// The hub takes 13 from a document's sender only and passes it to each
+// recipient: a status notice (protocol.NoticeStatus on
+// edx.notice.<recipient>) carrying the sender's status, which B's agent
+// records on the document it received.
 func TestAxisTakeBack(t *testing.T) {
 	a, b, dmsA, dmsB := axisAgents(t)
 	p := documentPacket(uA, uB, "201", "V/v lấy ý kiến dự thảo", 0, "")
