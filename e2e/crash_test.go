@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -61,6 +63,7 @@ func TestHubKilledMidStream(t *testing.T) {
 	a := connectAs(t, work, h.info.NATSURL, "000.01.00.H29")
 	const n = 200
 	sent := map[document.ID]bool{}
+	var msgs []*nats.Msg
 	for i := 0; i < n; i++ {
 		d := document.Template(time.Now())
 		d.From, d.To = a.id, []document.UnitID{"000.02.00.H29"}
@@ -74,11 +77,37 @@ func TestHubKilledMidStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(c)
-		if _, err := a.js.PublishMsg(t.Context(), protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c})); err != nil {
-			t.Fatal(err)
-		}
+		msgs = append(msgs, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
 		sent[d.ID] = true
 	}
+	// A publishes as an agent does: a unit may have only so many
+	// submissions waiting (nats.streams.submit_unit_pending), so a full
+	// share, like the hub being down, means waiting and publishing the same
+	// message again (Nats-Msg-Id de-duplicates). The hub is killed while A
+	// is still publishing; A goes on with its new connection.
+	var mu sync.Mutex
+	js := a.js
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for _, m := range msgs {
+			for {
+				mu.Lock()
+				cur := js
+				mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := cur.PublishMsg(ctx, m)
+				cancel()
+				if err == nil {
+					break
+				}
+				if t.Context().Err() != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
 	// Kill the hub as soon as it has accepted something.
 	notices, err := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
 	if err != nil {
@@ -111,11 +140,19 @@ func TestHubKilledMidStream(t *testing.T) {
 	t.Logf("killed the hub after %d acceptances", len(accepted))
 	h = startHub(t, data)
 	a = connectAs(t, work, h.info.NATSURL, "000.01.00.H29")
+	mu.Lock()
+	js = a.js
+	mu.Unlock()
 	notices, _ = a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
 	for deadline := time.Now().Add(90 * time.Second); len(accepted) < n && time.Now().Before(deadline); {
 		take(n, 2*time.Second)
 	}
 	take(n, time.Second) // anything doubled would show now
+	select {
+	case <-published:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A could not publish every document")
+	}
 	if len(accepted) != n {
 		t.Fatalf("%d of %d documents accepted", len(accepted), n)
 	}
