@@ -156,6 +156,10 @@ type Store struct {
 // expired session.
 const sessionMarkerTTL = time.Minute
 
+// newClock is a new store's clock (tests pin it to read old files as of when
+// they were written).
+var newClock = time.Now
+
 // maxAttempts bounds the compare-and-set retries of one change.
 const maxAttempts = 32
 
@@ -180,7 +184,7 @@ func Open(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Log
 	}
 	cfg.Path = path
 	proxies, _ := parseProxies(cfg.TrustedProxies)
-	s := &Store{cfg: cfg, log: log, now: time.Now, hashSem: make(chan struct{}, 2), proxies: proxies, sleep: sleep}
+	s := &Store{cfg: cfg, log: log, now: newClock, hashSem: make(chan struct{}, 2), proxies: proxies, sleep: sleep}
 	b := cfg.Buckets
 	if s.accounts, err = broker.OpenBucket(ctx, js, b.KeyValueConfig(accountsBucket, "edx accounts: users, API tokens (each expiring with its token), shared keys", 5, sessionMarkerTTL)); err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
