@@ -242,28 +242,6 @@ func (b *Bucket) Delete(ctx context.Context, key string, rev uint64) error {
 	return fmt.Errorf("broker: bucket %s: delete %s: %w", b.stream, key, err)
 }
 
-// Keys lists the keys matching filter (with "*" and ">" tokens), deleted
-// ones left out.
-func (b *Bucket) Keys(ctx context.Context, filter string) ([]string, error) {
-	kl, err := b.KV.ListKeysFiltered(ctx, filter)
-	if err != nil {
-		return nil, fmt.Errorf("broker: bucket %s: keys %s: %w", b.stream, filter, err)
-	}
-	defer kl.Stop()
-	seen := map[string]bool{}
-	var keys []string
-	for k := range kl.Keys() {
-		if !seen[k] {
-			seen[k] = true
-			keys = append(keys, k)
-		}
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	return keys, nil
-}
-
 // Values returns the current value of every key matching filter (with "*"
 // and ">" tokens), deleted ones left out, in one pass over the bucket.
 func (b *Bucket) Values(ctx context.Context, filter string) ([]Entry, error) {

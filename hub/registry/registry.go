@@ -138,6 +138,7 @@ func ArchiveKey(id document.UnitID, t time.Time) string {
 // Registry is the shared unit registry and this hub's view of it. Its
 // methods are safe for concurrent use.
 type Registry struct {
+	js   jetstream.JetStream
 	b    *broker.Bucket
 	arch Archive
 	log  *slog.Logger
@@ -182,7 +183,7 @@ func Open(ctx context.Context, js jetstream.JetStream, opts broker.BucketOptions
 		return nil, fmt.Errorf("registry: %w", err)
 	}
 	wctx, stop := context.WithCancel(context.WithoutCancel(ctx))
-	r := &Registry{b: b, arch: arch, log: log, now: time.Now, units: map[document.UnitID]entry{},
+	r := &Registry{js: js, b: b, arch: arch, log: log, now: time.Now, units: map[document.UnitID]entry{},
 		changed: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
 	ready := make(chan struct{})
 	go r.watch(wctx, ready)
@@ -201,14 +202,22 @@ func (r *Registry) Close() {
 	<-r.done
 }
 
+// reconnectCheck is how often the watch checks whether its connection
+// reconnected, after which it starts again at once rather than wait for
+// the watch's consumer to notice its lost heartbeats.
+const reconnectCheck = time.Second
+
 // watch feeds the view from the bucket: every unit first (then ready is
 // closed), then every change. A watch that ends (the connection closed for
-// good, the consumer lost) starts again and reads every unit again; the
-// view keeps the newest revision of each.
+// good, the consumer lost), or whose connection reconnected, starts again
+// and reads every unit again; the view keeps the newest revision of each.
 func (r *Registry) watch(ctx context.Context, ready chan struct{}) {
 	defer close(r.done)
 	var once sync.Once
 	backoff := 100 * time.Millisecond
+	tick := time.NewTicker(reconnectCheck)
+	defer tick.Stop()
+	reconnects := r.reconnects()
 	for ctx.Err() == nil {
 		w, err := r.b.KV.WatchAll(ctx)
 		if err != nil {
@@ -219,31 +228,44 @@ func (r *Registry) watch(ctx context.Context, ready chan struct{}) {
 			backoff = min(2*backoff, 5*time.Second)
 			continue
 		}
-		backoff = 100 * time.Millisecond
 	loop:
 		for {
 			select {
 			case <-ctx.Done():
 				break loop
+			case <-tick.C:
+				if n := r.reconnects(); n != reconnects {
+					reconnects = n
+					r.log.Info("registry: the connection reconnected; watching again")
+					break loop
+				}
 			case e, ok := <-w.Updates():
 				if !ok {
+					r.log.Warn("registry: watch ended; watching again", "in", backoff)
+					if sleep(ctx, backoff) != nil {
+						break loop
+					}
+					backoff = min(2*backoff, 5*time.Second)
 					break loop
 				}
 				if e == nil {
 					once.Do(func() { close(ready) })
+					backoff = 100 * time.Millisecond
 					continue
 				}
 				r.applyEntry(e)
 			}
 		}
 		w.Stop()
-		if ctx.Err() == nil {
-			r.log.Warn("registry: watch ended; watching again")
-			if sleep(ctx, backoff) != nil {
-				return
-			}
-		}
 	}
+}
+
+// reconnects counts the reconnections of the registry's connection.
+func (r *Registry) reconnects() uint64 {
+	if nc := r.js.Conn(); nc != nil {
+		return nc.Stats().Reconnects
+	}
+	return 0
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
@@ -457,10 +479,28 @@ func (r *Registry) Update(ctx context.Context, id document.UnitID, change Change
 			return Unit{}, fmt.Errorf("registry: unit %s: %w", id, err)
 		}
 		r.apply(next, nrev)
-		if _, err := r.arch.Put(ctx, ArchiveKey(id, next.At), b, "application/json", nil); err != nil {
+		if err := r.archive(ctx, ArchiveKey(id, next.At), b); err != nil {
 			return next.clone(), fmt.Errorf("registry: unit %s changed (%s) but its record is not archived: %w", id, next.Event, err)
 		}
 		return next.clone(), nil
+	}
+}
+
+// archive writes a changed unit's record, trying again a few times: the
+// change is in force already (archived after, so that the archive holds
+// only records that were in force, in the order they were).
+func (r *Registry) archive(ctx context.Context, key string, b []byte) error {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		_, err := r.arch.Put(ctx, key, b, "application/json", nil)
+		if err == nil || attempt == 4 || errors.Is(err, archive.ErrConflict) {
+			return err
+		}
+		r.log.Warn("registry: archiving a unit's record, trying again", "key", key, "err", err, "in", wait)
+		if sleep(ctx, wait) != nil {
+			return err
+		}
+		wait *= 3
 	}
 }
 

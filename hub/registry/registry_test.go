@@ -316,3 +316,27 @@ func TestRevocations(t *testing.T) {
 }
 
 func getJSON(b []byte, v any) error { return json.Unmarshal(b, v) }
+
+// TestWatchSurvivesRestart: the NATS server restarts (the hubs' connections
+// drop and reconnect); the view goes on following the bucket.
+func TestWatchSurvivesRestart(t *testing.T) {
+	srv, arch := broker.ForTest(t), newArchive(t)
+	r1, r2 := open(t, srv, arch), open(t, srv, arch)
+	register(t, r1, uA, "Sở Nội vụ")
+	eventually(t, "r2 sees A", func() bool { return len(r2.List()) == 1 })
+	if err := srv.Restart(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "B registered after the restart", func() bool {
+		_, err := r1.Update(t.Context(), uB, func(u Unit, _ bool) (Unit, error) { u.Name = "B"; return u, nil })
+		return err == nil
+	})
+	eventually(t, "r2's view follows after the restart", func() bool {
+		for _, u := range r2.List() {
+			if u.ID == uB {
+				return true
+			}
+		}
+		return false
+	})
+}
