@@ -340,3 +340,37 @@ func TestWatchSurvivesRestart(t *testing.T) {
 		return false
 	})
 }
+
+// BenchmarkUnitStatus: the pipeline's check of a unit, answered from the
+// view (an active unit) and from the bucket's leader (a unit the view does
+// not know).
+func BenchmarkUnitStatus(b *testing.B) {
+	srv := broker.ForTest(b)
+	endpoint, ak, sk := s3embed.ForTest(b)
+	arch, err := archive.New(b.Context(), archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: fmt.Sprintf("registry-bench-%d", os.Getpid())}, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	r, err := Open(b.Context(), srv.HubJetStream(b), broker.BucketOptions{}, arch, quiet())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Update(b.Context(), uA, func(u Unit, _ bool) (Unit, error) { u.Name = "A"; return u, nil }); err != nil {
+		b.Fatal(err)
+	}
+	b.Run("view", func(b *testing.B) {
+		for b.Loop() {
+			if reg, _, err := r.UnitStatus(b.Context(), uA); err != nil || !reg {
+				b.Fatal(reg, err)
+			}
+		}
+	})
+	b.Run("bucket", func(b *testing.B) {
+		for b.Loop() {
+			if reg, _, err := r.UnitStatus(b.Context(), uB); err != nil || reg {
+				b.Fatal(reg, err)
+			}
+		}
+	})
+}
