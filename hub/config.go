@@ -67,6 +67,10 @@ type NATSConfig struct {
 	// Streams are the JetStream settings (replicas 3 in a cluster): the
 	// size of every stream, and each unit's share of the ones units write.
 	Streams broker.StreamOptions `yaml:"streams"`
+	// Buckets are the key-value buckets every hub shares (the unit registry
+	// EDX_UNITS, the accounts EDX_ACCOUNTS and EDX_SESSIONS): replicas
+	// (default: streams.replicas), placement and size.
+	Buckets broker.BucketOptions `yaml:"buckets"`
 	// Units bound each unit's NATS user: subscriptions, message size,
 	// connections. With an external cluster, print its configuration again
 	// (edx-hub nats-config --config) after changing them.
@@ -150,6 +154,10 @@ func (c *Config) SetDefaults() error {
 	under(&c.NATS.KeysDir, "nats/keys")
 	c.NATS.Units.SetDefaults()
 	c.NATS.Streams.SetDefaults()
+	if c.NATS.Buckets.Replicas == 0 {
+		c.NATS.Buckets.Replicas = c.NATS.Streams.Replicas
+	}
+	c.NATS.Buckets.SetDefaults()
 	c.NATS.Embedded.KeysDir = c.NATS.KeysDir
 	if c.S3.Archive.Endpoint == "" && c.S3.EmbeddedListen == "" {
 		c.S3.EmbeddedListen = "127.0.0.1:9000"
@@ -204,6 +212,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.NATS.Streams.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.NATS.Buckets.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if c.S3.Archive.Endpoint != "" {

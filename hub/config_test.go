@@ -29,7 +29,7 @@ func TestConfigsLoad(t *testing.T) {
 				if err != nil && !strings.Contains(err.Error(), "s3") {
 					t.Fatal(err)
 				}
-				if c.NATS.Streams.Replicas != 3 || !c.S3.Archive.ObjectLock {
+				if c.NATS.Streams.Replicas != 3 || c.NATS.Buckets.Replicas != 3 || !c.S3.Archive.ObjectLock {
 					t.Errorf("cluster settings lost: %+v", c)
 				}
 				return
@@ -61,5 +61,24 @@ func TestConfigDefaultsUnderData(t *testing.T) {
 		if !strings.HasPrefix(p, c.Data) {
 			t.Errorf("%s is not under %s", p, c.Data)
 		}
+	}
+}
+
+// TestBucketReplicasFollowStreams: the shared buckets take the streams'
+// replicas unless nats.buckets.replicas says otherwise.
+func TestBucketReplicasFollowStreams(t *testing.T) {
+	c := &Config{Data: t.TempDir()}
+	c.NATS.Streams.Replicas = 3
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if c.NATS.Buckets.Replicas != 3 {
+		t.Fatalf("bucket replicas %d", c.NATS.Buckets.Replicas)
+	}
+	c = &Config{Data: t.TempDir()}
+	c.NATS.Streams.Replicas, c.NATS.Buckets.Replicas, c.NATS.Buckets.MaxBytes = 3, 5, 1024
+	c.SetDefaults()
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "max_bytes") || c.NATS.Buckets.Replicas != 5 {
+		t.Fatalf("replicas %d, %v", c.NATS.Buckets.Replicas, err)
 	}
 }

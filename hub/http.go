@@ -10,15 +10,22 @@ import (
 	"github.com/edxhub/edx/hub/web"
 )
 
-// startAuth opens the accounts database and, when it holds no account,
-// creates the first admin with a random password in a 0600 file beside it,
-// and says how to sign in.
+// startAuth opens the accounts every hub shares (copying in, once, this
+// hub's SQLite accounts file from before), takes the deployment's admin
+// token (written to DATA/admin.token for the tools on this machine) and,
+// when there is no account at all, creates the first admin with a random
+// password in a 0600 file beside auth.path, and says how to sign in.
 func (h *Hub) startAuth(ctx context.Context) error {
 	var err error
-	if h.auth, err = auth.Open(ctx, h.cfg.Auth, h.log.With("component", "auth")); err != nil {
+	cfg := h.cfg.Auth
+	cfg.Buckets = h.cfg.NATS.Buckets
+	if h.auth, err = auth.Open(ctx, cfg, h.js, h.log.With("component", "auth")); err != nil {
 		return err
 	}
 	h.closers = append(h.closers, func() { h.auth.Close() })
+	if h.token, err = h.auth.AdminToken(ctx, filepath.Join(h.cfg.Data, "admin.token")); err != nil {
+		return err
+	}
 	pwFile := filepath.Join(filepath.Dir(h.cfg.Auth.Path), "admin.password")
 	created, err := h.auth.EnsureFirstAdmin(ctx, pwFile)
 	if err != nil {

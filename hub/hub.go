@@ -24,12 +24,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -47,6 +47,7 @@ type Hub struct {
 	keys    *broker.Keys
 	arch    *archive.Store
 	ix      *index.Index
+	units   *registry.Registry // the unit registry every hub shares
 	auth    *auth.Store
 	ca      *pki.CA // development CA, nil when not configured
 	trust   *pki.Trust
@@ -114,17 +115,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		return nil, err
 	}
 	h.closers = append(h.closers, func() { h.ix.Close() })
+	if err := h.startRegistry(ctx); err != nil {
+		return nil, err
+	}
 	// CRLs that changed while the hub was down: units whose certificate
 	// they revoke lose their NATS credentials now.
 	if err := h.revokeRevokedUnits(ctx); err != nil {
 		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 	}
 	h.checkCRLs(ctx, cfg.Clock())
-	if h.token, err = loadOrCreateSecret(filepath.Join(cfg.Data, "admin.token")); err != nil {
-		return nil, err
-	}
 	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
-		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Trust: h.trust, Hub: h.signer,
+		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
 	}); err != nil {
 		return nil, err
@@ -342,6 +343,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	var background sync.WaitGroup
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
+	background.Go(func() { h.watchRevocations(pctx) })
 	var (
 		err      error
 		pipeErr  error
@@ -375,57 +377,6 @@ func (h *Hub) Close() {
 		h.closers[i]()
 	}
 	h.closers = nil
-}
-
-// AddUnit registers a unit: its certificate (given, or issued by the
-// development CA), its NATS credentials (expiring after nats.creds_ttl) and
-// consumers, its index entry, and a record in the archive so that a rebuilt
-// index knows it. Registering a unit again revokes the NATS credentials it
-// had.
-func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := req.ID.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
-	}
-	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" {
-		return nil, fmt.Errorf("%w: a unit name is required", api.ErrInvalid)
-	}
-	cert, chainPEM, keyPEM, err := h.unitCert(req.ID, req.Name, req.CertPEM)
-	if err != nil {
-		return nil, err
-	}
-	if err := broker.EnsureUnitConsumers(ctx, h.js, string(req.ID)); err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
-	}
-	u := index.Unit{ID: req.ID, Name: req.Name, Created: time.Now().UTC(), CertSerial: cert.SerialNumber.Text(16),
-		CertNotAfter: cert.NotAfter.UTC(), CertPEM: chainPEM}
-	if old, err := h.ix.GetUnit(ctx, req.ID); err == nil {
-		u.Created = old.Created
-		h.warnLegacy(old)
-		// The credentials issued before are revoked first: should what
-		// follows fail, the unit has none rather than two.
-		if err := h.revokeUsers(ctx, old.NATSUsers); err != nil {
-			return nil, err
-		}
-	}
-	creds, pub, exp, err := h.issueCreds(req.ID)
-	if err != nil {
-		return nil, err
-	}
-	u.NATSUsers, u.CredsExpire = []string{pub}, exp
-	if u, err = h.saveUnit(ctx, u, eventRegistered); err != nil {
-		return nil, err
-	}
-	b, err := h.bundle(u, creds, keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	if req.CertPEM != "" {
-		b.CertPEM = req.CertPEM
-	}
-	return b, nil
 }
 
 // loadOrCreateSecret reads a secret file, creating it (0600) with a random

@@ -364,6 +364,18 @@ func UserKey(creds []byte) (pub string, expires time.Time, err error) {
 // anything changed (keys already revoked change nothing). Push the JWT to the
 // servers (Server.PushAccount, SystemConn.PushAccount).
 func (k *Keys) RevokeUnitUsers(pubs []string, at time.Time) (string, bool, error) {
+	revs := make(map[string]time.Time, len(pubs))
+	for _, pub := range pubs {
+		revs[pub] = at
+	}
+	return k.RevokeUnitUsersAt(revs)
+}
+
+// RevokeUnitUsersAt is RevokeUnitUsers with a time for each key: the hub
+// merges with it the revocations every hub of a deployment made (each
+// unit's record in the shared registry keeps them), so that the UNITS
+// account any hub signs and pushes holds them all.
+func (k *Keys) RevokeUnitUsersAt(revs map[string]time.Time) (string, bool, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	ac, err := jwt.DecodeAccountClaims(k.units.jwt)
@@ -371,7 +383,7 @@ func (k *Keys) RevokeUnitUsers(pubs []string, at time.Time) (string, bool, error
 		return "", false, fmt.Errorf("broker: keys: units account: %w", err)
 	}
 	changed := false
-	for _, pub := range pubs {
+	for pub, at := range revs {
 		if !nkeys.IsValidPublicUserKey(pub) {
 			return "", false, fmt.Errorf("broker: keys: revoke %q: not a user public key", pub)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -37,6 +38,7 @@ type env struct {
 	js    jetstream.JetStream
 	arch  *archive.Store
 	ix    *index.Index
+	reg   *registry.Registry // the shared unit registry
 	ca    *pki.CA
 	trust *pki.Trust
 	hub   *pki.Signer
@@ -104,6 +106,10 @@ func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.ix.Close() })
+	if e.reg, err = registry.Open(ctx, e.js, broker.BucketOptions{MaxBytes: 1 << 20}, e.arch, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.reg.Close)
 	if e.ca, err = pki.InitCA(dir+"/pki", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +123,7 @@ func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
 		e.addUnit(u)
 	}
 	e.cfg = Config{Workers: 4, AckWait: 2 * time.Second}
-	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Trust: e.trust, Hub: e.hub, Log: log}
+	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Units: e.reg, Trust: e.trust, Hub: e.hub, Log: log}
 	return e
 }
 
@@ -152,9 +158,7 @@ func (e *env) addUnit(id document.UnitID) *unit {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.ix.PutUnit(ctx, index.Unit{ID: id, Name: "Đơn vị " + string(id), Created: time.Now()}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.putUnit(index.Unit{ID: id, Name: "Đơn vị " + string(id)})
 	if err := broker.EnsureUnitConsumers(ctx, e.js, string(id)); err != nil {
 		e.t.Fatal(err)
 	}
@@ -170,6 +174,21 @@ func (e *env) addUnit(id document.UnitID) *unit {
 	u := &unit{id: id, signer: s, nc: nc, js: js, stage: stage}
 	e.units[id] = u
 	return u
+}
+
+// putUnit registers or changes a unit in the shared registry, as the hub
+// does (hub/units.go), and in the index.
+func (e *env) putUnit(u index.Unit) {
+	e.t.Helper()
+	ru, err := e.reg.Update(e.t.Context(), u.ID, func(registry.Unit, bool) (registry.Unit, error) {
+		return registry.Unit{Unit: u}, nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.ix.PutUnit(e.t.Context(), ru.Unit); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // run starts a pipeline and returns a function that stops it and waits.

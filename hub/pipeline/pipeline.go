@@ -41,11 +41,20 @@ type Archive interface {
 type Index interface {
 	PutDocument(ctx context.Context, rec index.Record) error
 	PutRejected(ctx context.Context, rej index.Rejected) error
-	UnitActive(ctx context.Context, id document.UnitID) (bool, error)
-	UnitExists(ctx context.Context, id document.UnitID) (bool, error)
 	AddStatus(ctx context.Context, st document.Status) (flagged bool, err error)
 	MarkDelivered(ctx context.Context, id document.ID, unit document.UnitID, at time.Time) error
 	Get(ctx context.Context, id document.ID) (*index.Detail, error)
+}
+
+// Units is the unit registry every hub shares (hub/registry): who may send
+// and receive. The pipeline never judges senders and recipients by its own
+// index, which may lag behind a unit registered through another hub.
+type Units interface {
+	// UnitStatus reports whether a unit is registered and whether it is
+	// disabled, as the shared registry holds it (asked, not assumed, before
+	// any answer that refuses). An error says nothing about the unit: the
+	// message is retried, never rejected for it.
+	UnitStatus(ctx context.Context, id document.UnitID) (registered, disabled bool, err error)
 }
 
 // Config tunes the pipeline.
@@ -187,6 +196,7 @@ type Deps struct {
 	Stage   jetstream.ObjectStore
 	Archive Archive
 	Index   Index
+	Units   Units
 	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
@@ -208,6 +218,7 @@ type Pipeline struct {
 	statuses jetstream.Stream      // EDX_STATUS
 	arch     Archive
 	ix       Index
+	units    Units
 	trust    *pki.Trust
 	hub      *pki.Signer
 	m        *Metrics
@@ -225,8 +236,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	if d.JS == nil || d.Stage == nil || d.Archive == nil || d.Index == nil || d.Trust == nil || d.Hub == nil {
-		return nil, errors.New("pipeline: JetStream, stage store, archive, index, trust and hub signer are required")
+	if d.JS == nil || d.Stage == nil || d.Archive == nil || d.Index == nil || d.Units == nil || d.Trust == nil || d.Hub == nil {
+		return nil, errors.New("pipeline: JetStream, stage store, archive, index, unit registry, trust and hub signer are required")
 	}
 	if !pki.IsHub(d.Hub.Cert()) {
 		return nil, errors.New("pipeline: the receipt signer's certificate is not a hub certificate (organizationIdentifier EDX-HUB)")
@@ -243,7 +254,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
-	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, trust: d.Trust, hub: d.Hub,
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

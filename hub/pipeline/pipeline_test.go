@@ -601,9 +601,7 @@ func TestDisabledUnits(t *testing.T) {
 	e := newEnv(t, uA, uB, uC)
 	e.run(e.deps)
 	a, c := e.units[uA], e.units[uC]
-	if err := e.ix.PutUnit(t.Context(), index.Unit{ID: uC, Name: "Đơn vị " + string(uC), Disabled: true}); err != nil {
-		t.Fatal(err)
-	}
+	e.putUnit(index.Unit{ID: uC, Name: "Đơn vị " + string(uC), Disabled: true})
 	id, meta := doc(uA, uB, uC)
 	a.submit(t, id, a.build(t, meta, 1000))
 	if n := a.notice(t); n.Type != protocol.NoticeRejected || !n.Reasons.Has(reason.RecipientDisabled) || n.Reasons.Has(reason.RecipientUnknown) {

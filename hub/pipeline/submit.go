@@ -273,21 +273,19 @@ const (
 	unitActive
 )
 
+// unitState judges a unit by the shared registry; a registry it cannot
+// reach is a transient failure (the message is retried).
 func (p *Pipeline) unitState(ctx context.Context, u document.UnitID) (unitState, error) {
-	ok, err := p.ix.UnitActive(ctx, u)
-	if err != nil {
+	registered, disabled, err := p.units.UnitStatus(ctx, u)
+	switch {
+	case err != nil:
 		return 0, retry("pipeline: unit %s: %w", u, err)
-	}
-	if ok {
-		return unitActive, nil
-	}
-	if ok, err = p.ix.UnitExists(ctx, u); err != nil {
-		return 0, retry("pipeline: unit %s: %w", u, err)
-	}
-	if ok {
+	case !registered:
+		return unitUnknown, nil
+	case disabled:
 		return unitDisabled, nil
 	}
-	return unitUnknown, nil
+	return unitActive, nil
 }
 
 func transientReasons(rs reason.List) reason.List {

@@ -2,7 +2,7 @@
 // of the API and the web UI: the shared S3 test gateway (versitygw) with a
 // bucket of its own, a SQLite index, a development CA, containers signed
 // with the units' keys, archived, receipted and indexed as the pipeline does
-// (pipeline.Record), and an accounts store.
+// (pipeline.Record), and an accounts store on an embedded NATS server.
 package apitest
 
 import (
@@ -16,6 +16,7 @@ import (
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/s3embed"
@@ -47,6 +48,7 @@ type Fixture struct {
 	Hub        *pki.Signer
 	Signers    map[document.UnitID]*pki.Signer
 	Auth       *auth.Store
+	NATS       *broker.Server // holds the accounts' buckets
 	Records    *api.Records
 	AdminToken string
 	Docs       map[string]document.ID // the corpus, by name
@@ -110,7 +112,9 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 	for _, o := range opts {
 		o(&acfg)
 	}
-	if f.Auth, err = auth.Open(ctx, acfg, log); err != nil {
+	// The accounts' buckets on an embedded NATS server of the fixture's own.
+	f.NATS = broker.ForTest(t)
+	if f.Auth, err = auth.Open(ctx, acfg, f.NATS.HubJetStream(t), log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Auth.Close() })
