@@ -78,9 +78,9 @@ func TestReceiptHubProfile(t *testing.T) {
 		t.Fatalf("the hub's receipt: %+v", r)
 	}
 	for name, s := range map[string]*pki.Signer{
-		"unit key":                          signer(t, unitA, pki.ECDSAP256, nil),
-		"hub subject, no usage":             rawSigner(t, fx.ca, &x509.Certificate{Subject: hubSubject(), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}),
-		"hub subject, emailProtection":      rawSigner(t, fx.ca, &x509.Certificate{Subject: hubSubject(), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}),
+		"unit key":                         signer(t, unitA, pki.ECDSAP256, nil),
+		"hub subject, no usage":            rawSigner(t, fx.ca, &x509.Certificate{Subject: hubSubject(), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)}),
+		"hub subject, emailProtection":     rawSigner(t, fx.ca, &x509.Certificate{Subject: hubSubject(), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}}),
 		"hub subject, anyExtendedKeyUsage": rawSigner(t, fx.ca, &x509.Certificate{Subject: hubSubject(), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}),
 	} {
 		r := VerifyReceipt(signedReceipt(t, s, now), "ab", Options{Trust: fx.trust})
