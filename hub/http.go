@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/pem"
 	"net/http"
-	"strconv"
 	"path/filepath"
+	"strconv"
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
