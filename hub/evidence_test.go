@@ -19,6 +19,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/pkg/container"
@@ -100,8 +103,9 @@ func TestDevCACRLDistributionPoint(t *testing.T) {
 	}
 	eventually(t, "the CRL is archived", func() bool { return h.archivedCRLs()[first] })
 
-	// A revocation: a new CRL, archived beside the first.
-	if err := h.ca.Revoke(b.signer.Cert().SerialNumber, time.Now()); err != nil {
+	// A revocation (of a certificate no unit uses): a new CRL, archived
+	// beside the first.
+	if err := h.ca.Revoke(big.NewInt(0x5eed), time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	pemCRL, _ = h.ca.CRL()
@@ -129,6 +133,52 @@ func TestDevCACRLDistributionPoint(t *testing.T) {
 		if !got[c.SHA256] {
 			t.Errorf("CRL in force %s (%s%s) is not archived", c.SHA256, c.Path, c.URL)
 		}
+	}
+
+	// B reports a status: archived too. Every object the hub wrote, a
+	// container, a receipt, a status, unit records and CRLs, carries its
+	// COMPLIANCE retention.
+	m, _ := protocol.StatusMsg(&document.Status{DocumentID: id, Unit: uB, Time: time.Now().UTC(), Code: document.StatusDelivered, Description: "Văn thư"})
+	if _, err := b.js.PublishMsg(t.Context(), m); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := minio.New(cfg.S3.Archive.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.S3.Archive.AccessKey, cfg.S3.Archive.SecretKey, "")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := func() map[string]int {
+		k := map[string]int{}
+		for o := range raw.ListObjects(t.Context(), cfg.S3.Archive.Bucket, minio.ListObjectsOptions{Recursive: true}) {
+			if o.Err != nil {
+				t.Fatal(o.Err)
+			}
+			switch {
+			case strings.HasSuffix(o.Key, "/container.asice"):
+				k["container"]++
+			case strings.HasSuffix(o.Key, "/receipt.p7s"):
+				k["receipt"]++
+			case strings.Contains(o.Key, "/status/"):
+				k["status"]++
+			case strings.HasPrefix(o.Key, "units/"):
+				k["unit"]++
+			case strings.HasPrefix(o.Key, "crl/"):
+				k["crl"]++
+			default:
+				k["other"]++
+			}
+			st, err := raw.StatObject(t.Context(), cfg.S3.Archive.Bucket, o.Key, minio.StatObjectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if st.Metadata.Get("X-Amz-Object-Lock-Mode") != "COMPLIANCE" || st.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date") == "" {
+				t.Errorf("%s is written without retention", o.Key)
+			}
+		}
+		return k
+	}
+	eventually(t, "the status is archived", func() bool { return kinds()["status"] == 1 })
+	if k := kinds(); k["container"] != 1 || k["receipt"] != 1 || k["unit"] < 2 || k["crl"] != 2 {
+		t.Errorf("archived objects %v", k)
 	}
 
 	// A restarted hub archives nothing again.
