@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/web"
+	"github.com/edxhub/edx/pkg/pki"
 )
 
 // Config is the hub's configuration file (configs/hub.yaml). Every field has
@@ -97,13 +99,28 @@ type PKIConfig struct {
 	// are held (retried, never rejected) and /readyz reports the CRL stale
 	// until a newer one is in place.
 	CRLGrace time.Duration `yaml:"crl_grace"`
-	// HubKey and HubCert sign receipts (default: the development CA's hub key).
+	// CRLFetch fetches the CRLs of the distribution points named by the
+	// trust bundle's certificates and by every signer's verified chain
+	// (http and https URLs), in the background: a CRL is used once its
+	// signature verifies against its issuer, kept until its nextUpdate,
+	// then fetched again; failures are logged and counted
+	// (edx_hub_crl_fetches_total), never blocking.
+	CRLFetch pki.FetchConfig `yaml:"crl_fetch"`
+	// HubKey and HubCert sign receipts (default: the development CA's hub
+	// key). The certificate must carry the hub signer extended key usage
+	// (pki.OIDExtKeyUsageHubSigner); the development CA's is given it at
+	// start when it lacks it.
 	HubKey  string `yaml:"hub_key"`
 	HubCert string `yaml:"hub_cert"`
-	// DevCA is the development CA directory, created when missing and
-	// DevCAInit is true (the default with no trust configured). Units
-	// registered without a certificate get one from it.
+	// DevCA is the development CA directory, created when missing (the
+	// default with no trust configured). Units registered without a
+	// certificate get one from it.
 	DevCA string `yaml:"dev_ca"`
+	// DevCRLURL is the CRL distribution point the development CA writes
+	// into the certificates it issues from now on; the hub serves the CA's
+	// CRL there (GET /pki/crl.der). Default http://<http.listen>/pki/crl.der
+	// (with the machine's host name when listening on every address).
+	DevCRLURL string `yaml:"dev_crl_url"`
 }
 
 // LogConfig sets logging.
@@ -159,8 +176,16 @@ func (c *Config) SetDefaults() error {
 	}
 	c.NATS.Buckets.SetDefaults()
 	c.NATS.Embedded.KeysDir = c.NATS.KeysDir
-	if c.S3.Archive.Endpoint == "" && c.S3.EmbeddedListen == "" {
-		c.S3.EmbeddedListen = "127.0.0.1:9000"
+	if c.S3.Archive.Endpoint == "" {
+		if c.S3.EmbeddedListen == "" {
+			c.S3.EmbeddedListen = "127.0.0.1:9000"
+		}
+		// The embedded gateway is the hub's alone: its archive is always
+		// write-once (hub/archive, hub/s3embed).
+		c.S3.Archive.ObjectLock = true
+		if c.S3.Archive.RetentionDays == 0 {
+			c.S3.Archive.RetentionDays = DefaultRetentionDays
+		}
 	}
 	under(&c.Index.Path, "index/edx.db")
 	under(&c.Auth.Path, "auth/users.db")
@@ -191,11 +216,19 @@ func (c *Config) SetDefaults() error {
 	if c.PKI.CRLGrace == 0 {
 		c.PKI.CRLGrace = time.Hour
 	}
+	if c.PKI.CRLFetch.Now == nil {
+		c.PKI.CRLFetch.Now = c.Clock
+	}
+	c.PKI.CRLFetch.SetDefaults()
 	return nil
 }
 
 // DefaultCredsTTL is the default life of a unit's NATS credentials.
 const DefaultCredsTTL = 90 * 24 * time.Hour
+
+// DefaultRetentionDays is the COMPLIANCE retention of every object in the
+// embedded archive: ten years.
+const DefaultRetentionDays = 3650
 
 // Validate checks a defaulted configuration.
 func (c *Config) Validate() error {
@@ -221,6 +254,8 @@ func (c *Config) Validate() error {
 		if err := c.S3.Archive.Validate(); err != nil {
 			errs = append(errs, fmt.Errorf("s3: %w", err))
 		}
+	} else if d := c.S3.Archive.RetentionDays; d < 1 || d > 36500 {
+		errs = append(errs, fmt.Errorf("s3: retention_days %d: want 1 to 36500 (the embedded archive is always under object lock)", d))
 	}
 	if err := c.Index.Validate(); err != nil {
 		errs = append(errs, err)
@@ -245,6 +280,14 @@ func (c *Config) Validate() error {
 	}
 	if c.PKI.CRLGrace < 0 {
 		errs = append(errs, fmt.Errorf("pki: crl_grace %s: negative", c.PKI.CRLGrace))
+	}
+	if err := c.PKI.CRLFetch.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.PKI.DevCRLURL != "" {
+		if u, err := url.Parse(c.PKI.DevCRLURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			errs = append(errs, fmt.Errorf("pki: dev_crl_url %q: want an http:// or https:// URL", c.PKI.DevCRLURL))
+		}
 	}
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))

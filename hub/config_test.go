@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestConfigsLoad: every hub configuration in configs/ loads, with no
@@ -29,13 +30,16 @@ func TestConfigsLoad(t *testing.T) {
 				if err != nil && !strings.Contains(err.Error(), "s3") {
 					t.Fatal(err)
 				}
-				if c.NATS.Streams.Replicas != 3 || c.NATS.Buckets.Replicas != 3 || !c.S3.Archive.ObjectLock {
+				if c.NATS.Streams.Replicas != 3 || c.NATS.Buckets.Replicas != 3 || !c.S3.Archive.ObjectLock || c.S3.Archive.RetentionDays != 3650 || c.PKI.CRLFetch.Timeout != 10*time.Second {
 					t.Errorf("cluster settings lost: %+v", c)
 				}
 				return
 			}
 			if err != nil {
 				t.Fatal(err)
+			}
+			if !c.S3.Archive.ObjectLock || c.S3.Archive.RetentionDays != DefaultRetentionDays || c.PKI.CRLFetch.Disabled {
+				t.Errorf("embedded archive: object lock %v, %d days; crl fetch disabled %v", c.S3.Archive.ObjectLock, c.S3.Archive.RetentionDays, c.PKI.CRLFetch.Disabled)
 			}
 		})
 	}
@@ -56,6 +60,16 @@ func TestConfigDefaultsUnderData(t *testing.T) {
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
+	}
+	// The embedded archive is write-once whatever the file says.
+	if !c.S3.Archive.ObjectLock || c.S3.Archive.RetentionDays != DefaultRetentionDays {
+		t.Errorf("embedded archive: object lock %v, %d days", c.S3.Archive.ObjectLock, c.S3.Archive.RetentionDays)
+	}
+	off := &Config{Data: t.TempDir()}
+	off.S3.Archive.RetentionDays = 36501
+	off.SetDefaults()
+	if err := off.Validate(); err == nil || !strings.Contains(err.Error(), "retention_days") {
+		t.Errorf("retention of 36501 days: %v", err)
 	}
 	for _, p := range []string{c.Index.Path, c.NATS.KeysDir, c.NATS.Embedded.StoreDir, c.PKI.Trust} {
 		if !strings.HasPrefix(p, c.Data) {

@@ -2,8 +2,10 @@ package hub
 
 import (
 	"context"
+	"encoding/pem"
 	"net/http"
 	"path/filepath"
+	"strconv"
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
@@ -45,6 +47,38 @@ func (h *Hub) handler() http.Handler {
 		CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock}
 	log := h.log.With("component", "http")
 	zone, _ := h.cfg.Web.Location() // validated with the configuration
-	return api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
+	apiHandler := api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
 		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
+	if h.ca == nil {
+		return apiHandler
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+crlPath, h.serveCRL)
+	mux.Handle("/", apiHandler)
+	return mux
+}
+
+// crlPath is where the hub serves the development CA's CRL: the CRL
+// distribution point of the certificates the CA issues.
+const crlPath = "/pki/crl.der"
+
+// serveCRL answers with the development CA's current CRL, DER
+// (application/pkix-crl, RFC 5280 section 4.2.1.13). Anyone may read it.
+func (h *Hub) serveCRL(w http.ResponseWriter, r *http.Request) {
+	b, err := h.ca.CRL()
+	var der []byte
+	if err == nil {
+		if p, _ := pem.Decode(b); p != nil && p.Type == "X509 CRL" {
+			der = p.Bytes
+		}
+	}
+	if der == nil {
+		h.log.Error("pki: the development CA's CRL cannot be served", "crl", h.ca.CRLPath(), "err", err)
+		http.Error(w, "the CRL is not available", http.StatusServiceUnavailable)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkix-crl")
+	w.Header().Set("Cache-Control", "max-age=60")
+	w.Header().Set("Content-Length", strconv.Itoa(len(der)))
+	w.Write(der)
 }

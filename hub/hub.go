@@ -102,6 +102,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, err
 	}
+	// The HTTP address first: the development CA names the hub's CRL URL
+	// in what it issues.
+	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, fmt.Errorf("http: %w", err)
+	}
+	ln := h.httpLn
+	h.closers = append(h.closers, func() { ln.Close() })
 	if err := h.startPKI(); err != nil {
 		return nil, err
 	}
@@ -130,9 +137,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	}); err != nil {
 		return nil, err
 	}
-	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-		return nil, fmt.Errorf("http: %w", err)
-	}
 	if err := h.startAuth(ctx); err != nil {
 		return nil, err
 	}
@@ -147,9 +151,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 func (h *Hub) startPKI() error {
 	c := h.cfg.PKI
 	if c.DevCA != "" {
+		crlURL := c.DevCRLURL
+		if crlURL == "" && h.httpLn != nil { // no listener: a reindex, which issues nothing
+			crlURL = devCRLURL(h.httpLn.Addr())
+		}
 		if _, err := os.Stat(filepath.Join(c.DevCA, "ca", "root.key.pem")); errors.Is(err, os.ErrNotExist) {
 			h.log.Info("creating a development CA", "dir", c.DevCA)
-			if _, err := pki.InitCA(c.DevCA, ""); err != nil {
+			if _, err := pki.InitCAWith(c.DevCA, pki.CAOptions{CRLURL: crlURL}); err != nil {
 				return err
 			}
 		}
@@ -157,7 +165,29 @@ func (h *Hub) startPKI() error {
 		if err != nil {
 			return err
 		}
+		if crlURL != "" && ca.CRLURL() != crlURL {
+			if err := ca.SetCRLURL(crlURL); err != nil {
+				return err
+			}
+			h.log.Info("pki: the development CA names this CRL distribution point in what it issues", "url", crlURL)
+		}
 		h.ca = ca
+		if filepath.Clean(c.HubCert) == filepath.Clean(ca.HubCertPath()) {
+			// Before anything is signed: a subject-only hub certificate
+			// is replaced, and retired as of now (the cut-over).
+			issued, retired, err := ca.EnsureHubProfile(h.cfg.Clock())
+			if err != nil {
+				return err
+			}
+			if issued != nil {
+				h.log.Warn("pki: the hub's certificate lacked the hub signer profile: a new key and certificate were issued",
+					"serial", issued.SerialNumber.Text(16), "cert", ca.HubCertPath())
+			}
+			for _, r := range retired {
+				h.log.Warn("pki: a subject-only hub certificate was retired (revoked, superseded): its receipts signed before now stay valid",
+					"serial", r.SerialNumber.Text(16))
+			}
+		}
 	}
 	trust, err := pki.LoadTrust(c.Trust)
 	if err != nil {
@@ -179,10 +209,33 @@ func (h *Hub) startPKI() error {
 	if h.signer, err = pki.LoadSigner(c.HubKey, c.HubCert); err != nil {
 		return err
 	}
-	if !pki.IsHub(h.signer.Cert()) {
-		return errors.New("pki: hub_cert is not a hub certificate (subject organizationIdentifier EDX-HUB)")
+	if !pki.IsHubReceiptSigner(h.signer.Cert()) {
+		return fmt.Errorf("pki: hub_cert %s lacks the hub signer extended key usage %s (critical): receipts it signed would be refused; "+
+			"have the CA issue the hub's certificate with it, and retire the old one (revoke it, reason superseded) when the hub switches, "+
+			"so that the receipts it signed before stay valid", c.HubCert, pki.OIDExtKeyUsageHubSigner)
 	}
+	// The hub's own certificates teach the trust their CRL distribution
+	// points.
+	trust.CheckHub(h.signer.Cert(), h.signer.Chain[1:], h.cfg.Clock())
 	return nil
+}
+
+// devCRLURL is where the hub serves the development CA's CRL, as reached at
+// addr: http://host:port/pki/crl.der, with the host name when addr is a
+// wildcard.
+func devCRLURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + crlPath
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if name, err := os.Hostname(); err == nil && name != "" {
+			host = name
+		} else {
+			host = "localhost"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port) + crlPath
 }
 
 func (h *Hub) startNATS(ctx context.Context) error {
@@ -344,6 +397,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
+	if !h.cfg.PKI.CRLFetch.Disabled {
+		background.Go(func() { h.watchDistributionPoints(pctx) })
+	}
 	var (
 		err      error
 		pipeErr  error

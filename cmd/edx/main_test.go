@@ -69,9 +69,13 @@ func TestOfflineFlow(t *testing.T) {
 	if code != 1 || !strings.Contains(rep, "signature.crl_stale") || strings.Contains(rep, "signature.revoked") {
 		t.Errorf("stale CRL: exit %d\n%s", code, rep)
 	}
-	// The hub's certificate is replaced.
-	if out := must(t, "pki", "rotate-hub", "--dir", pk, "--days", "30"); !strings.Contains(out, "new hub certificate") {
+	// The hub's certificate is replaced, with the hub signer profile.
+	if out := must(t, "pki", "rotate-hub", "--dir", pk, "--days", "30"); !strings.Contains(out, "new hub certificate") ||
+		!strings.Contains(out, pki.OIDExtKeyUsageHubSigner.String()) || strings.Contains(out, "retires") {
 		t.Errorf("rotate-hub:\n%s", out)
+	}
+	if hub, err := pki.LoadSigner(filepath.Join(pk, "hub.key.pem"), filepath.Join(pk, "hub.cert.pem")); err != nil || !pki.IsHubReceiptSigner(hub.Cert()) {
+		t.Errorf("rotated hub certificate without the hub signer profile (%v)", err)
 	}
 
 	// Revoked: exit 1 with the reason code.

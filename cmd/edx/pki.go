@@ -19,18 +19,19 @@ func init() {
 }
 
 func pkiInit(ctx context.Context, e *env, args []string) int {
-	fs := flags(e, "pki init", "--dir DIR [--city NAME]")
+	fs := flags(e, "pki init", "--dir DIR [--city NAME] [--crl-url URL]")
 	dir := fs.String("dir", "pki", "directory for the CA")
 	city := fs.String("city", "Thành phố Hồ Chí Minh", "the city or province the CA serves")
+	crlURL := fs.String("crl-url", "", "CRL distribution point written into the certificates (a hub running with the CA sets its own /pki/crl.der)")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
-	ca, err := pki.InitCA(*dir, *city)
+	ca, err := pki.InitCAWith(*dir, pki.CAOptions{City: *city, CRLURL: *crlURL})
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	fmt.Fprintf(e.stdout, "development CA created in %s\n  trust bundle (give it to agents and auditors): %s\n  hub certificate: %s\n  CRL: %s\n",
-		ca.Dir, ca.RootsPath(), ca.HubCertPath(), ca.CRLPath())
+	fmt.Fprintf(e.stdout, "development CA created in %s\n  trust bundle (give it to agents and auditors): %s\n  hub certificate (hub signer profile, extended key usage %s): %s\n  CRL: %s\n",
+		ca.Dir, ca.RootsPath(), pki.OIDExtKeyUsageHubSigner, ca.HubCertPath(), ca.CRLPath())
 	return exitOK
 }
 
@@ -116,12 +117,20 @@ func pkiRotateHub(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
+	old, err := pki.LoadSigner(ca.HubKeyPath(), ca.HubCertPath())
+	if err != nil {
+		return fail(e, "%v", err)
+	}
 	cert, err := ca.RotateHub(time.Duration(*days) * 24 * time.Hour)
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	fmt.Fprintf(e.stdout, "new hub certificate, serial %s, valid until %s: %s\n", cert.SerialNumber.Text(16),
-		cert.NotAfter.UTC().Format(time.RFC3339), ca.HubCertPath())
+	fmt.Fprintf(e.stdout, "new hub certificate, serial %s, valid until %s, hub signer profile (extended key usage %s): %s\n",
+		cert.SerialNumber.Text(16), cert.NotAfter.UTC().Format(time.RFC3339), pki.OIDExtKeyUsageHubSigner, ca.HubCertPath())
 	fmt.Fprintln(e.stdout, "  restart the hub to sign receipts with it; receipts signed before stay valid (checked as of their acceptance)")
+	if !pki.IsHubReceiptSigner(old.Cert()) {
+		fmt.Fprintf(e.stdout, "  the old certificate (serial %s) has no hub signer profile: the hub retires it when it starts with the new one\n"+
+			"  (revoked, reason superseded, at that time): what it signed before stays valid, nothing after\n", old.Cert().SerialNumber.Text(16))
+	}
 	return exitOK
 }

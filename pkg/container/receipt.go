@@ -51,15 +51,22 @@ type ReceiptReport struct {
 	Valid     bool           `json:"valid"`
 	Receipt   *Receipt       `json:"receipt,omitempty"`
 	Signature *SignatureInfo `json:"signature,omitempty"`
-	Reasons   reason.List    `json:"reasons"`
+	// HubProfile is how the signer's certificate speaks for the hub:
+	// "hub-signer" (the hub signer extended key usage), "legacy" (a
+	// subject-only hub certificate issued before pki.HubProfileSince, valid
+	// for receipts accepted before its retirement), or "" (it does not).
+	HubProfile string      `json:"hub_profile,omitempty"`
+	Reasons    reason.List `json:"reasons"`
 }
 
 // maxReceiptSkew is how far in the future of the verifier's clock a
 // receipt's acceptance time may lie (clocks differ a little).
 const maxReceiptSkew = 5 * time.Minute
 
-// VerifyReceipt checks a hub receipt: its CMS signature, that the signer is a
-// hub certificate, and, when containerSHA256 is not empty, that it names that
+// VerifyReceipt checks a hub receipt: its CMS signature, that the signer's
+// certificate speaks for the hub (the hub signer extended key usage, which
+// no unit certificate carries: pki.Trust.CheckHub; a forged subject counts
+// for nothing), and, when containerSHA256 is not empty, that it names that
 // container. The hub's chain (validity, revocation) is checked as of the
 // receipt's accepted_at, the time the hub signed it: a receipt stays valid
 // after the hub's certificate expires or is replaced, and one signed after
@@ -83,7 +90,7 @@ func VerifyReceipt(der []byte, containerSHA256 string, opts Options) *ReceiptRep
 			at = rc.AcceptedAt
 		}
 	}
-	leaf, body, info, rs := checkCMS(der, nil, opts.Trust, at)
+	leaf, body, info, rs := checkCMS(der, nil, opts.Trust, at, true)
 	out.Signature = &info
 	for _, r := range rs {
 		if r.Code.Transient() {
@@ -92,8 +99,15 @@ func VerifyReceipt(der []byte, containerSHA256 string, opts Options) *ReceiptRep
 		}
 		out.Reasons.Add(reason.ReceiptInvalid, r.String())
 	}
-	if leaf != nil && !pki.IsHub(leaf) {
-		out.Reasons.Add(reason.ReceiptInvalid, "the receipt is not signed by a hub certificate")
+	switch {
+	case leaf == nil:
+	case pki.IsHubReceiptSigner(leaf):
+		out.HubProfile = "hub-signer"
+	case pki.LegacyHubSigner(leaf):
+		out.HubProfile = "legacy"
+	case opts.Trust == nil: // else CheckHub said why
+		out.Reasons.Add(reason.ReceiptInvalid, fmt.Sprintf(
+			"the receipt is not signed by a hub certificate (extended key usage %s)", pki.OIDExtKeyUsageHubSigner))
 	}
 	if body != nil {
 		rc, err := decodeReceipt(body)

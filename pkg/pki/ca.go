@@ -9,10 +9,12 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -52,16 +54,23 @@ func GenerateKey(kt KeyType) (crypto.Signer, error) {
 //	ca/issuing.key.pem      the issuing CA key (0600)
 //	ca/issuing.cert.pem     the issuing CA certificate
 //	ca/lock                 serialises writers of the CRL (edx pki revoke, a running hub)
+//	ca/crl-url              the CRL distribution point written into what it issues (SetCRLURL)
 //	crl.pem                 the issuing CA's current CRL (nextUpdate CRLValidity after its thisUpdate)
 //	hub.key.pem, hub.cert.pem   the hub's receipt-signing key and chain
 //	hub-<serial>.cert.pem   hub certificates replaced by RotateHub (kept for reference)
 //	units/<ID>.key.pem, units/<ID>.cert.pem   unit keys (0600) and chains
+//
+// Every end-entity certificate it issues names the issuing CA's CRL as its
+// CRL distribution point when a URL is set (a hub running with the CA
+// serves it at /pki/crl.der). The hub's certificates carry the hub signer
+// profile (OIDExtKeyUsageHubSigner); a unit's never does.
 type CA struct {
 	Dir        string
 	Root       *x509.Certificate
 	Issuing    *x509.Certificate
 	issuingKey crypto.Signer
 	rootKey    crypto.Signer
+	crlURL     string
 }
 
 // Validity periods of what the development CA issues.
@@ -86,14 +95,35 @@ func (ca *CA) UnitCertPath(u string) string { return filepath.Join(ca.Dir, "unit
 
 // InitCA creates a development CA in dir, with the hub's certificate. It
 // refuses to overwrite an existing CA.
-func InitCA(dir, city string) (*CA, error) { return InitCAAt(dir, city, time.Time{}) }
+func InitCA(dir, city string) (*CA, error) { return InitCAWith(dir, CAOptions{City: city}) }
 
 // InitCAAt is InitCA with the CA's and the hub's certificates valid from
 // notBefore (zero: an hour ago): for receipts and test archives dated
 // before today.
 func InitCAAt(dir, city string, notBefore time.Time) (*CA, error) {
+	return InitCAWith(dir, CAOptions{City: city, NotBefore: notBefore})
+}
+
+// CAOptions describe a development CA to create.
+type CAOptions struct {
+	City string // default "Thành phố Hồ Chí Minh"
+	// NotBefore is the start of the CA's and the hub's certificates (zero:
+	// an hour ago).
+	NotBefore time.Time
+	// CRLURL is the CRL distribution point written into every certificate
+	// it issues, the hub's included (see SetCRLURL); empty for none.
+	CRLURL string
+}
+
+// InitCAWith creates a development CA in dir as o describes, with the hub's
+// certificate. It refuses to overwrite an existing CA.
+func InitCAWith(dir string, o CAOptions) (*CA, error) {
+	city, notBefore := o.City, o.NotBefore
 	if city == "" {
 		city = "Thành phố Hồ Chí Minh"
+	}
+	if err := checkCRLURL(o.CRLURL); err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ca", "root.key.pem")); err == nil {
 		return nil, fmt.Errorf("pki: a CA already exists in %s", dir)
@@ -142,6 +172,11 @@ func InitCAAt(dir, city string, notBefore time.Time) (*CA, error) {
 		return nil, err
 	}
 	ca := &CA{Dir: dir, Root: root, Issuing: iss, issuingKey: issKey, rootKey: rootKey}
+	if o.CRLURL != "" {
+		if err := ca.SetCRLURL(o.CRLURL); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeKey(filepath.Join(dir, "ca", "root.key.pem"), rootKey); err != nil {
 		return nil, err
 	}
@@ -181,7 +216,7 @@ func (ca *CA) issueHub(key crypto.Signer, city string, nb time.Time, validity ti
 	if na.After(ca.Issuing.NotAfter) {
 		na = ca.Issuing.NotAfter
 	}
-	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: key.Public(), NotBefore: nb, NotAfter: na})
+	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: key.Public(), NotBefore: nb, NotAfter: na}) // the hub signer profile
 	if err != nil {
 		return nil, err
 	}
@@ -195,10 +230,11 @@ func (ca *CA) issueHub(key crypto.Signer, city string, nb time.Time, validity ti
 }
 
 // RotateHub gives the hub a new key and certificate (valid for validity,
-// default HubValidity). The old certificate is kept as
-// hub-<serial>.cert.pem; the old key is overwritten. Receipts signed with the
-// old key stay valid: each carries its certificate chain and is checked as of
-// its acceptance. The hub signs with the new key from its next start.
+// default HubValidity), with the hub signer profile. The old certificate is
+// kept as hub-<serial>.cert.pem; the old key is overwritten. Receipts signed
+// with the old key stay valid: each carries its certificate chain and is
+// checked as of its acceptance. The hub signs with the new key from its next
+// start, and then retires an old subject-only certificate (EnsureHubProfile).
 func (ca *CA) RotateHub(validity time.Duration) (*x509.Certificate, error) {
 	old, err := readCert(ca.HubCertPath())
 	if err != nil {
@@ -239,7 +275,61 @@ func OpenCA(dir string) (*CA, error) {
 	if ca.Issuing, err = readCert(filepath.Join(dir, "ca", "issuing.cert.pem")); err != nil {
 		return nil, err
 	}
+	switch b, err := os.ReadFile(ca.crlURLPath()); {
+	case err == nil:
+		ca.crlURL = strings.TrimSpace(string(b))
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("pki: %w", err)
+	}
 	return ca, nil
+}
+
+func (ca *CA) crlURLPath() string { return filepath.Join(ca.Dir, "ca", "crl-url") }
+
+// CRLURL returns the CRL distribution point the CA writes into the
+// certificates it issues ("" for none).
+func (ca *CA) CRLURL() string { return ca.crlURL }
+
+// SetCRLURL sets the CRL distribution point (an http:// or https:// URL
+// where the issuing CA's CRL is served, DER) written into every certificate
+// the CA issues from now on, and keeps it in the CA directory; empty
+// removes it. Certificates issued before keep the URL they have.
+func (ca *CA) SetCRLURL(u string) error {
+	if err := checkCRLURL(u); err != nil {
+		return err
+	}
+	if u == ca.crlURL {
+		if _, err := os.Stat(ca.crlURLPath()); err == nil || u == "" {
+			return nil
+		}
+	}
+	if u == "" {
+		if err := os.Remove(ca.crlURLPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("pki: %w", err)
+		}
+	} else if err := writeFile(ca.crlURLPath(), []byte(u+"\n"), 0o644); err != nil {
+		return err
+	}
+	ca.crlURL = u
+	return nil
+}
+
+func checkCRLURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || len(u) > maxDPURL {
+		return fmt.Errorf("pki: CRL URL %q: want an http:// or https:// URL of at most %d bytes", u, maxDPURL)
+	}
+	return nil
+}
+
+func (ca *CA) distributionPoints() []string {
+	if ca.crlURL == "" {
+		return nil
+	}
+	return []string{ca.crlURL}
 }
 
 // IssueRequest describes a certificate the CA issues.
@@ -250,13 +340,36 @@ type IssueRequest struct {
 	NotBefore  time.Time        // default: an hour ago
 	NotAfter   time.Time        // default: NotBefore + 2 years
 	KeyUsage   x509.KeyUsage    // default: digitalSignature | nonRepudiation
+	// ExtKeyUsage lists extended key usages for a unit's certificate (for
+	// example RFC 9336 documentSigning, 1.3.6.1.5.5.7.3.36); none by
+	// default. The hub signer's (OIDExtKeyUsageHubSigner) is refused: it is
+	// the hub's alone. A hub certificate takes none: it gets the hub signer
+	// profile.
+	ExtKeyUsage []asn1.ObjectIdentifier
 }
 
-// Issue signs an end-entity certificate with the issuing CA.
+// Issue signs an end-entity certificate with the issuing CA. A certificate
+// for HubIdentifier gets the hub signer profile (OIDExtKeyUsageHubSigner,
+// alone and critical); a unit's certificate can never carry that usage.
 func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
-	if r.Identifier != HubIdentifier {
+	var extra []pkix.Extension
+	if r.Identifier == HubIdentifier {
+		if len(r.ExtKeyUsage) > 0 {
+			return nil, errors.New("pki: issue: a hub certificate has the hub signer profile and no other extended key usage")
+		}
+		ext, err := ekuExtension(OIDExtKeyUsageHubSigner)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, ext)
+	} else {
 		if err := document.UnitID(r.Identifier).Validate(); err != nil {
 			return nil, fmt.Errorf("pki: issue: %w", err)
+		}
+		for _, u := range r.ExtKeyUsage {
+			if u.Equal(OIDExtKeyUsageHubSigner) {
+				return nil, fmt.Errorf("pki: issue: the extended key usage %s is the hub's alone: a unit's certificate cannot carry it", u)
+			}
 		}
 	}
 	if r.Name == "" {
@@ -276,7 +389,10 @@ func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
 		NotBefore:             r.NotBefore,
 		NotAfter:              r.NotAfter,
 		KeyUsage:              r.KeyUsage,
+		UnknownExtKeyUsage:    r.ExtKeyUsage,
 		BasicConstraintsValid: true,
+		CRLDistributionPoints: ca.distributionPoints(),
+		ExtraExtensions:       extra,
 	}, ca.Issuing, r.Key, ca.issuingKey)
 }
 
@@ -313,7 +429,14 @@ func (ca *CA) IssueUnit(unit document.UnitID, name string, kt KeyType) (keyPath,
 
 // Revoke adds serial to the issuing CA's CRL and signs a new crl.pem (with
 // a new number and nextUpdate); a serial already revoked changes nothing.
-func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
+func (ca *CA) Revoke(serial *big.Int, at time.Time) error { return ca.revoke(serial, at, 0) }
+
+// CRL entry reason codes (RFC 5280 section 5.3.1) the CA writes.
+const (
+	ReasonSuperseded = 4 // a certificate replaced in good standing
+)
+
+func (ca *CA) revoke(serial *big.Int, at time.Time, reasonCode int) error {
 	unlock, err := lockFile(filepath.Join(ca.Dir, "ca", "lock"))
 	if err != nil {
 		return err
@@ -329,7 +452,7 @@ func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
 			return nil
 		}
 	}
-	entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: at})
+	entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: at, ReasonCode: reasonCode})
 	return ca.writeCRL(entries)
 }
 

@@ -2,7 +2,9 @@ package pki
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -11,13 +13,26 @@ import (
 	"time"
 )
 
+// crlEntry is one CRL in force, with the SHA-256 of its DER (what names it
+// in the archive and beside a decision) and where it came from.
+type crlEntry struct {
+	crl    *x509.RevocationList
+	sha256 [32]byte
+	path   string // the file it was read from
+	url    string // the distribution point it was fetched from
+}
+
+func newCRLEntry(crl *x509.RevocationList) *crlEntry {
+	return &crlEntry{crl: crl, sha256: sha256.Sum256(crl.Raw)}
+}
+
 // crlFile is a CRL loaded from a file, with what the file looked like when
 // it was read, so that a change is seen by a stat alone.
 type crlFile struct {
 	path    string
 	modTime time.Time
 	size    int64
-	crl     *x509.RevocationList
+	entry   *crlEntry
 }
 
 // parseCRL decodes a CRL, PEM or DER.
@@ -44,7 +59,7 @@ func (t *Trust) AddCRL(data []byte) error {
 		return err
 	}
 	t.crlMu.Lock()
-	t.added = append(t.added, crl)
+	t.added = append(t.added, newCRLEntry(crl))
 	t.rebuildLocked()
 	t.crlMu.Unlock()
 	return nil
@@ -84,15 +99,22 @@ func readCRLFile(path string) (*crlFile, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w (%s)", err, path)
 	}
-	return &crlFile{path: path, modTime: fi.ModTime(), size: fi.Size(), crl: crl}, nil
+	e := newCRLEntry(crl)
+	e.path = path
+	return &crlFile{path: path, modTime: fi.ModTime(), size: fi.Size(), entry: e}, nil
 }
 
 // rebuildLocked recomputes the CRLs in force; crlMu is held.
 func (t *Trust) rebuildLocked() {
-	crls := make([]*x509.RevocationList, 0, len(t.added)+len(t.files))
+	crls := make([]*crlEntry, 0, len(t.added)+len(t.files)+len(t.dps))
 	crls = append(crls, t.added...)
 	for _, f := range t.files {
-		crls = append(crls, f.crl)
+		crls = append(crls, f.entry)
+	}
+	for _, u := range t.dpOrder {
+		if e := t.dps[u].entry; e != nil {
+			crls = append(crls, e)
+		}
 	}
 	t.crls = crls
 	// Signature checks are cached by CRL; drop the replaced ones'.
@@ -138,9 +160,9 @@ func (t *Trust) reload(all bool) (bool, error) {
 			errs = append(errs, err)
 			continue
 		}
-		if nf.crl.Number != nil && f.crl.Number != nil && nf.crl.Number.Cmp(f.crl.Number) < 0 {
+		if n, o := nf.entry.crl.Number, f.entry.crl.Number; n != nil && o != nil && n.Cmp(o) < 0 {
 			errs = append(errs, fmt.Errorf("pki: crl %s: number %s is older than the %s in force; kept the one in force",
-				f.path, nf.crl.Number, f.crl.Number))
+				f.path, n, o))
 			continue
 		}
 		updates[f.path] = nf
@@ -186,38 +208,68 @@ func (t *Trust) SetCRLGrace(d time.Duration) {
 
 // CRLInfo describes a CRL in force.
 type CRLInfo struct {
-	Path       string    `json:"path,omitempty"` // empty for a CRL added from bytes
+	Path       string    `json:"path,omitempty"` // the file it was read from
+	URL        string    `json:"url,omitempty"`  // the distribution point it was fetched from
 	Issuer     string    `json:"issuer"`
 	Number     *big.Int  `json:"number,omitempty"`
 	ThisUpdate time.Time `json:"this_update"`
 	NextUpdate time.Time `json:"next_update,omitzero"`
 	Revoked    int       `json:"revoked"`
+	// SHA256 is the hex SHA-256 of the CRL's DER: its name in the archive
+	// (crl/<sha256>.crl) and beside the decisions that relied on it.
+	SHA256 string `json:"sha256"`
 	// Stale: at the time CRLs was asked about, past NextUpdate and the
 	// grace, with no newer CRL of the same issuer in force.
 	Stale bool `json:"stale"`
+	// DER is the CRL as its issuer signed it.
+	DER []byte `json:"-"`
 }
 
 // CRLs describes the CRLs in force as of now.
 func (t *Trust) CRLs(now time.Time) []CRLInfo {
 	t.crlMu.RLock()
 	defer t.crlMu.RUnlock()
+	return t.describeLocked(t.crls, now)
+}
+
+// describeLocked describes entries as of now; crlMu is held.
+func (t *Trust) describeLocked(entries []*crlEntry, now time.Time) []CRLInfo {
 	current := map[string]bool{} // issuer → has a current CRL
-	for _, c := range t.crls {
-		if c.NextUpdate.IsZero() || !now.After(c.NextUpdate.Add(t.crlGrace)) {
+	for _, e := range t.crls {
+		if c := e.crl; c.NextUpdate.IsZero() || !now.After(c.NextUpdate.Add(t.crlGrace)) {
 			current[string(c.RawIssuer)] = true
 		}
 	}
-	paths := map[*x509.RevocationList]string{}
-	for _, f := range t.files {
-		paths[f.crl] = f.path
-	}
-	out := make([]CRLInfo, 0, len(t.crls))
-	for _, c := range t.crls {
-		out = append(out, CRLInfo{Path: paths[c], Issuer: SubjectString(c.Issuer), Number: c.Number,
+	out := make([]CRLInfo, 0, len(entries))
+	for _, e := range entries {
+		c := e.crl
+		out = append(out, CRLInfo{Path: e.path, URL: e.url, Issuer: SubjectString(c.Issuer), Number: c.Number,
 			ThisUpdate: c.ThisUpdate, NextUpdate: c.NextUpdate, Revoked: len(c.RevokedCertificateEntries),
-			Stale: !current[string(c.RawIssuer)]})
+			SHA256: hex.EncodeToString(e.sha256[:]), Stale: !current[string(c.RawIssuer)], DER: c.Raw})
 	}
 	return out
+}
+
+// CRLsFor lists the CRLs in force that cover chain (leaf first, as Check
+// returns it): each CRL whose signature verifies against the issuer of a
+// certificate of the chain, once, whatever the file or distribution point
+// it came from. These are what a check of the chain relies on for
+// revocation: the CRLs to archive and to name beside a decision, so that
+// "valid at acceptance" can be shown later. Stale is as of now.
+func (t *Trust) CRLsFor(chain []*x509.Certificate, now time.Time) []CRLInfo {
+	t.crlMu.RLock()
+	defer t.crlMu.RUnlock()
+	var used []*crlEntry
+	seen := map[[32]byte]bool{}
+	for i := 0; i+1 < len(chain); i++ {
+		for _, e := range t.crls {
+			if !seen[e.sha256] && t.crlSignedBy(e.crl, chain[i+1]) {
+				seen[e.sha256] = true
+				used = append(used, e)
+			}
+		}
+	}
+	return t.describeLocked(used, now)
 }
 
 // StaleCRLs lists the CRLs in force that are stale as of now: checks of a
