@@ -32,8 +32,15 @@ type crlFile struct {
 	path    string
 	modTime time.Time
 	size    int64
+	readAt  time.Time // when it was read
 	entry   *crlEntry
 }
+
+// racyWindow: a file whose modification time is this close to when it was
+// read may have been written again within the file system's timestamp
+// granularity, at the same size (a CRL's next number often is), so a stat
+// cannot tell; it is read again until its time is safely older.
+const racyWindow = 2 * time.Second
 
 // parseCRL decodes a CRL, PEM or DER.
 func parseCRL(data []byte) (*x509.RevocationList, error) {
@@ -101,7 +108,7 @@ func readCRLFile(path string) (*crlFile, error) {
 	}
 	e := newCRLEntry(crl)
 	e.path = path
-	return &crlFile{path: path, modTime: fi.ModTime(), size: fi.Size(), entry: e}, nil
+	return &crlFile{path: path, modTime: fi.ModTime(), size: fi.Size(), readAt: time.Now(), entry: e}, nil
 }
 
 // rebuildLocked recomputes the CRLs in force; crlMu is held.
@@ -151,13 +158,20 @@ func (t *Trust) reload(all bool) (bool, error) {
 				errs = append(errs, fmt.Errorf("pki: crl: %w", err))
 				continue
 			}
-			if fi.ModTime().Equal(f.modTime) && fi.Size() == f.size {
+			if fi.ModTime().Equal(f.modTime) && fi.Size() == f.size && f.modTime.Before(f.readAt.Add(-racyWindow)) {
 				continue
 			}
 		}
 		nf, err := readCRLFile(f.path)
 		if err != nil {
 			errs = append(errs, err)
+			continue
+		}
+		if !all && nf.entry.sha256 == f.entry.sha256 {
+			// Read again only because its time was racy: the same CRL.
+			t.crlMu.Lock()
+			f.modTime, f.size, f.readAt = nf.modTime, nf.size, nf.readAt
+			t.crlMu.Unlock()
 			continue
 		}
 		if n, o := nf.entry.crl.Number, f.entry.crl.Number; n != nil && o != nil && n.Cmp(o) < 0 {
