@@ -24,7 +24,8 @@ func (h *Hub) startAuth(ctx context.Context) error {
 	if h.auth, err = auth.Open(ctx, cfg, h.js, h.log.With("component", "auth")); err != nil {
 		return err
 	}
-	h.closers = append(h.closers, func() { h.auth.Close() })
+	as := h.auth
+	h.closers = append(h.closers, func() { as.Close() })
 	if h.token, err = h.auth.AdminToken(ctx, filepath.Join(h.cfg.Data, "admin.token")); err != nil {
 		return err
 	}

@@ -121,7 +121,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	if h.ix, err = index.Open(ctx, cfg.Index, log.With("component", "index")); err != nil {
 		return nil, err
 	}
-	h.closers = append(h.closers, func() { h.ix.Close() })
+	ix := h.ix // h is nil in the deferred cleanup of a failed start
+	h.closers = append(h.closers, func() { ix.Close() })
 	if err := h.startRegistry(ctx); err != nil {
 		return nil, err
 	}
@@ -343,7 +344,8 @@ func (h *Hub) startS3(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		h.closers = append(h.closers, func() { h.s3.Close() })
+		s3 := h.s3
+		h.closers = append(h.closers, func() { s3.Close() })
 		ac.Endpoint, ac.AccessKey, ac.SecretKey = h.s3.Endpoint(), "edx-hub", secret
 		h.cfg.S3.Archive = ac
 	}
