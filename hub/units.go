@@ -3,7 +3,6 @@ package hub
 import (
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/reason"
@@ -147,23 +147,37 @@ func (h *Hub) warnLegacy(u index.Unit) {
 	}
 }
 
-// saveUnit archives the unit's record for event, then indexes it.
+// saveUnit archives the unit's record for event, then indexes it here and
+// tells every hub's index (PublishUnitChanged).
 func (h *Hub) saveUnit(ctx context.Context, u index.Unit, event string) (index.Unit, error) {
 	now := time.Now().UTC()
 	u.Event, u.At = event, now
-	rec, err := json.MarshalIndent(u, "", "  ")
+	rec, err := projection.EncodeUnit(u)
 	if err != nil {
 		return u, err
 	}
-	key := fmt.Sprintf("units/%s/%d.json", u.ID, now.UnixNano())
-	if _, err := h.arch.Put(ctx, key, rec, "application/json", nil); err != nil {
+	if _, err := h.arch.Put(ctx, projection.UnitKey(u.ID, now), rec, "application/json", nil); err != nil {
 		return u, err
 	}
 	if err := h.ix.PutUnit(ctx, u); err != nil {
 		return u, err
 	}
+	if err := h.PublishUnitChanged(ctx, u); err != nil {
+		return u, err
+	}
 	h.log.Info("unit "+event, "unit", u.ID, "serial", u.CertSerial, "disabled", u.Disabled, "nats_users", u.NATSUsers)
 	return u, nil
+}
+
+// PublishUnitChanged tells every hub's index of a unit's record after a
+// change (u.At set), once the record is archived.
+func (h *Hub) PublishUnitChanged(ctx context.Context, u index.Unit) error {
+	seq, err := h.events.UnitChanged(ctx, u)
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	}
+	h.follow.WaitApplied(ctx, seq)
+	return nil
 }
 
 func (h *Hub) getUnit(ctx context.Context, id document.UnitID) (index.Unit, error) {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
@@ -144,7 +145,7 @@ func TestStatusLimits(t *testing.T) {
 
 // statusPrefix is where a document's statuses are archived.
 func (e *env) statusPrefix(id document.ID) string {
-	return StatusKey(&document.Status{DocumentID: id, Unit: "x", Code: "01"})[:len("2006/01/02/")+len(id)+len("/status/")]
+	return projection.StatusPrefix(id)
 }
 
 // TestOneUnitCannotStarveAnother: with the hub stopped, unit A writes all it
@@ -159,7 +160,7 @@ func TestOneUnitCannotStarveAnother(t *testing.T) {
 		DeliverMaxBytes: 32 << 20, NoticeMaxBytes: 8 << 20,
 		StatusMaxBytes: 8 << 20, StatusUnitPending: 50,
 		UploadMaxBytes: 32 << 20, UploadUnitQuota: 12 << 20,
-		StageMaxBytes: 32 << 20,
+		StageMaxBytes: 32 << 20, EventsMaxBytes: 8 << 20,
 	}}, uA, uB, uC)
 	a, b := e.units[uA], e.units[uB]
 	ctx := t.Context()
@@ -264,7 +265,7 @@ func TestRejectedArchiveBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reasons not archived: %v", err)
 		}
-		var rec RejectedRecord
+		var rec projection.RejectedRecord
 		if err := json.Unmarshal(body, &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -282,8 +283,8 @@ func TestRejectedArchiveBounded(t *testing.T) {
 			if err != nil || !bytes.Equal(data, junk[:len(data)]) {
 				t.Fatalf("%s: %v", k, err)
 			}
-			whole := strings.HasSuffix(k, "/"+RejectedContainer)
-			if whole != (len(data) == size) || !whole && !strings.HasSuffix(k, "/"+RejectedHead) {
+			whole := strings.HasSuffix(k, "/"+projection.RejectedContainer)
+			if whole != (len(data) == size) || !whole && !strings.HasSuffix(k, "/"+projection.RejectedHead) {
 				t.Fatalf("%s holds %d of %d bytes", k, len(data), size)
 			}
 			stored += int64(len(data))

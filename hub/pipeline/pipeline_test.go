@@ -28,6 +28,7 @@ import (
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -62,7 +63,7 @@ func TestAcceptedDocument(t *testing.T) {
 	if !rr.Valid {
 		t.Fatalf("receipt: %v", rr.Reasons)
 	}
-	got, obj, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
+	got, obj, err := e.arch.Get(t.Context(), projection.ContainerKey(id))
 	if err != nil || !bytes.Equal(got, data) || obj.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("archive: %v, identical=%v", err, bytes.Equal(got, data))
 	}
@@ -103,7 +104,7 @@ func TestAcceptedDocument(t *testing.T) {
 	if len(det.History) != 2 || det.Recipients[0].State != index.StateDelivered {
 		t.Errorf("history %+v recipients %+v", det.History, det.Recipients)
 	}
-	if keys := e.objects(archive.ContainerKey(id.Time(), string(id))[:len("2006/01/02/")] + string(id) + "/status/"); len(keys) != 2 {
+	if keys := e.objects(projection.StatusPrefix(id)); len(keys) != 2 {
 		t.Errorf("archived statuses: %v", keys)
 	}
 }
@@ -385,7 +386,7 @@ func (e *env) waitIdle() {
 // recipient and one notice with the first receipt.
 func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	t := e.t
-	prefix := archive.ContainerKey(id.Time(), string(id))[:len("2006/01/02/")] + string(id) + "/"
+	prefix := projection.DocumentPrefix(id)
 	keys := e.objects(prefix)
 	if len(keys) != 2 || !contains(keys, "container.asice") || !contains(keys, "receipt.p7s") {
 		t.Errorf("archive under %s: %v", prefix, keys)
@@ -419,7 +420,7 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 // recipient, with one notice. The "crash" abandons the message exactly
 // where a killed process would leave it: no ack, no nak, connection closed.
 func TestCrashMidway(t *testing.T) {
-	for _, step := range []string{"archived", "indexed", "routed", "notified"} {
+	for _, step := range []string{"archived", "published", "routed", "notified"} {
 		t.Run("after "+step, func(t *testing.T) {
 			e := newEnv(t, uA, uB, uC)
 			var crashed atomic.Bool
@@ -588,7 +589,7 @@ func TestLargeContainer(t *testing.T) {
 	if err != nil || bytes.Contains(raw, data[len(data)/2:len(data)/2+64]) {
 		t.Fatalf("staged delivery in the clear (%v)", err)
 	}
-	arch, _, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
+	arch, _, err := e.arch.Get(t.Context(), projection.ContainerKey(id))
 	if err != nil || !bytes.Equal(arch, data) {
 		t.Fatalf("archive: %v", err)
 	}
