@@ -130,20 +130,7 @@ func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
 // test ends; it returns once ix is complete.
 func (e *env) follow(ix *index.Index, consumer string) *events.Follower {
 	e.t.Helper()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	f, err := events.NewFollower(events.Config{Consumer: consumer}, events.Deps{JS: e.js, Index: ix, Archive: e.arch, Trust: e.trust, Log: log})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); f.Run(ctx) }()
-	e.t.Cleanup(func() { cancel(); <-done })
-	select {
-	case <-f.Ready():
-	case <-time.After(30 * time.Second):
-		e.t.Fatal("the index did not start following the decision events")
-	}
+	f, _ := e.follower(ix, consumer)
 	return f
 }
 

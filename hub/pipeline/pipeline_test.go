@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
@@ -391,9 +392,14 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	if len(keys) != 2 || !contains(keys, "container.asice") || !contains(keys, "receipt.p7s") {
 		t.Errorf("archive under %s: %v", prefix, keys)
 	}
+	// The index has it once, through the decision events, which hold one
+	// accepted event for it (a replay publishes the same Nats-Msg-Id).
 	page, err := e.ix.Search(t.Context(), index.Query{From: uA, Limit: 100})
 	if err != nil || page.Total != 1 {
 		t.Errorf("index rows: %d (%v)", page.Total, err)
+	}
+	if n := e.acceptedEvents(id); n != 1 {
+		t.Errorf("%d accepted events for %s", n, id)
 	}
 	for _, r := range []document.UnitID{uB, uC} {
 		if n := e.deliveries(r); n != 1 {
@@ -414,10 +420,11 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	}
 }
 
-// TestCrashMidway: the hub stops dead after archiving (and, in another run,
-// after routing) without acking; a new hub process picks the redelivered
-// message up. The document ends archived once, delivered once to each
-// recipient, with one notice. The "crash" abandons the message exactly
+// TestCrashMidway: the hub stops dead after archiving (and, in other runs,
+// after publishing the accepted event, after routing, after notifying)
+// without acking; a new hub process picks the redelivered message up. The
+// document ends archived once, with one accepted event, indexed once
+// (through the event), delivered once to each recipient, with one notice. The "crash" abandons the message exactly
 // where a killed process would leave it: no ack, no nak, connection closed.
 func TestCrashMidway(t *testing.T) {
 	for _, step := range []string{"archived", "published", "routed", "notified"} {
@@ -426,7 +433,7 @@ func TestCrashMidway(t *testing.T) {
 			var crashed atomic.Bool
 			deps := e.deps
 			h := e.hubConn()
-			deps.JS, deps.Stage = h.JS, e.stage(h)
+			deps.JS, deps.Stage, deps.Events = h.JS, e.stage(h), events.NewPublisher(h.JS, "crashing")
 			deps.hook = func(s string) error {
 				if s == step && crashed.CompareAndSwap(false, true) {
 					return errors.New("crash")
