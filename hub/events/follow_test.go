@@ -265,7 +265,9 @@ func TestApplyTwice(t *testing.T) {
 			return f.pub.UnitChanged(ctx, index.Unit{ID: uB, Name: "Sở Tư pháp", Created: time.Now().UTC(), At: time.Now().UTC()})
 		},
 		func() (uint64, error) { return f.pub.Accepted(ctx, rec) },
-		func() (uint64, error) { return f.pub.Status(ctx, f.status(rec.Doc.ID, document.StatusDelivered, false)) },
+		func() (uint64, error) {
+			return f.pub.Status(ctx, f.status(rec.Doc.ID, document.StatusDelivered, false))
+		},
 		func() (uint64, error) { return f.pub.Status(ctx, f.status(rec.Doc.ID, document.StatusFinished, true)) },
 		func() (uint64, error) {
 			return f.pub.Rejected(ctx, index.Rejected{Ref: "sub-1", Sender: uA, At: time.Now().UTC(),

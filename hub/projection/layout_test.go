@@ -94,7 +94,7 @@ func TestFlag(t *testing.T) {
 		{"accepted after delivered", []index.StatusEntry{h("01", 0)}, st("03", time.Second), false},
 		{"another unit's final code does not count", []index.StatusEntry{other, h("01", 0)}, st("03", time.Second), false},
 		{"delivered reported late, after accepted", []index.StatusEntry{h("03", time.Second)}, st("01", 0), false},
-		{"after a final code", []index.StatusEntry{h("01", 0), h("06", time.Second)}, st("05", 2 * time.Second), true},
+		{"after a final code", []index.StatusEntry{h("01", 0), h("06", time.Second)}, st("05", 2*time.Second), true},
 		{"the same status again", []index.StatusEntry{h("01", 0)}, st("01", 0), false},
 	}
 	for _, tt := range tests {
