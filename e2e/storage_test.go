@@ -99,7 +99,7 @@ func TestHubDiskFull(t *testing.T) {
 	smallDisk(t, disks["archive"], "48m")
 	smallDisk(t, disks["index"], "16m")
 	// JetStream reserves every stream's max_bytes, and its store is 75% of
-	// the free disk: streams sized for this 64 MiB disk (25 MiB), as an
+	// the free disk: streams sized for this 64 MiB disk (30 MiB), as an
 	// operator sizes them for theirs; the defaults would not let the hub
 	// start.
 	cfg := filepath.Join(work, "hub.yaml")
@@ -115,6 +115,7 @@ func TestHubDiskFull(t *testing.T) {
     upload_max_bytes: 1048576
     upload_unit_quota: 524288
     stage_max_bytes: 1048576
+    events_max_bytes: 5242880
 `), 0o644); err != nil {
 		t.Fatal(err)
 	}
