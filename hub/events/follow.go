@@ -53,8 +53,10 @@ type Deps struct {
 	Index   Index
 	Archive projection.Archive // for rebuilding, and documents whose event has not come
 	Trust   *pki.Trust
-	Now     func() time.Time // default time.Now
-	Log     *slog.Logger
+	// Now is the clock receipts are checked against (default time.Now);
+	// the lag is measured in real time, as the stream stamps events.
+	Now func() time.Time
+	Log *slog.Logger
 	// Registerer takes the follower's metrics (nil: not exported).
 	Registerer prometheus.Registerer
 	// Progress, when set, is told of a rebuild's progress too (a progress
@@ -711,7 +713,7 @@ func (f *Follower) applied(it *item) {
 	it.done = true
 	f.m.applied.WithLabelValues(string(it.ev.Kind)).Inc()
 	if it.md.NumDelivered == 1 {
-		f.m.delay.Observe(f.d.Now().Sub(it.md.Timestamp).Seconds())
+		f.m.delay.Observe(time.Since(it.md.Timestamp).Seconds())
 	}
 	f.mu.Lock()
 	delete(f.deferred, it.md.Sequence.Stream)
@@ -741,7 +743,7 @@ func (f *Follower) settle(ctx context.Context, batch []jetstream.Msg) {
 	if last.NumPending == 0 && len(f.deferred) == 0 {
 		f.lag = 0
 	} else {
-		f.lag = f.d.Now().Sub(last.Timestamp)
+		f.lag = time.Since(last.Timestamp)
 	}
 	lag := f.lag
 	save := floor != f.saved

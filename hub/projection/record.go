@@ -2,6 +2,8 @@ package projection
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -82,16 +84,16 @@ func Document(ctx context.Context, a Reader, trust *pki.Trust, now time.Time, co
 }
 
 func documentFrom(data, receipt []byte, rkey string, trust *pki.Trust, now time.Time) (index.Record, error) {
-	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{Trust: trust})
-	if c == nil {
-		return index.Record{}, fmt.Errorf("container: %v", rep.Reasons)
-	}
-	rr := container.VerifyReceipt(receipt, rep.ContainerSHA256, container.Options{Trust: trust, At: now})
+	sum := sha256.Sum256(data)
+	rr := container.VerifyReceipt(receipt, hex.EncodeToString(sum[:]), container.Options{Trust: trust, At: now})
 	if rr.Receipt == nil || !rr.Valid {
 		return index.Record{}, fmt.Errorf("receipt %s: %v", rkey, rr.Reasons)
 	}
 	// The signer's chain as of the hub's acceptance, a time the hub signed.
-	rep = container.Verify(c, container.Options{Trust: trust, At: rr.Receipt.AcceptedAt})
+	c, rep := container.VerifyBytes(data, container.DefaultLimits, container.Options{Trust: trust, At: rr.Receipt.AcceptedAt})
+	if c == nil {
+		return index.Record{}, fmt.Errorf("container: %v", rep.Reasons)
+	}
 	return Record(c, rep, rr.Receipt, rkey), nil
 }
 
