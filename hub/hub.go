@@ -335,12 +335,12 @@ func (h *Hub) AdminToken() string { return h.token }
 // Registry returns the Prometheus registry (for benchmarks and tests).
 func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 
-// Run serves HTTP, follows the decision events into the index and, once the
-// index is complete (a new hub first rebuilds it from the archive, serving
-// meanwhile and reporting itself not ready), processes documents, until ctx
-// is done; then it shuts down in order: stop taking HTTP requests, let the
-// pipeline finish the messages in progress, stop following the events,
-// close NATS, the index and the embedded servers.
+// Run serves HTTP, follows the decision events into the index (a new hub
+// first rebuilds it from the archive, serving meanwhile and reporting
+// itself not ready) and, once the index holds the units, processes
+// documents, until ctx is done; then it shuts down in order: stop taking
+// HTTP requests, let the pipeline finish the messages in progress, stop
+// following the events, close NATS, the index and the embedded servers.
 func (h *Hub) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           h.handler(),

@@ -114,9 +114,13 @@ func NewFollower(cfg Config, d Deps) (*Follower, error) {
 		phase: "starting", deferred: map[uint64]struct{}{}, changed: make(chan struct{}), units: map[document.UnitID]time.Time{}}, nil
 }
 
-// Ready is closed once the index is complete: rebuilt, or following from
-// where it stood. Until then the hub serves, says it is catching up, and
-// does not process submissions (its judgement of units needs the index).
+// Ready is closed once the hub's pipeline may run: the index holds the
+// units (its judgement of senders and recipients reads them; for the rest it
+// reads the archive when the index lacks a document). That is at once for
+// an index that follows from where it stood, and as soon as a rebuild has
+// loaded the units, long before it has loaded the documents: a hub catching
+// up processes documents meanwhile (its decisions are applied once the
+// rebuild is done), and only its searches are incomplete, which Check says.
 func (f *Follower) Ready() <-chan struct{} { return f.ready }
 
 // Check is the follower's readiness: nil, or why the index is incomplete
@@ -148,7 +152,8 @@ func (f *Follower) Check() error {
 const maxWaitApplied = 5 * time.Second
 
 // WaitApplied waits, at most a few seconds, until the event at stream
-// sequence seq is applied to the index, and reports whether it is.
+// sequence seq is applied to the index, and reports whether it is. While
+// the index is being rebuilt it does not wait: the event is applied after.
 func (f *Follower) WaitApplied(ctx context.Context, seq uint64) bool {
 	t := time.NewTimer(maxWaitApplied)
 	defer t.Stop()
@@ -156,10 +161,11 @@ func (f *Follower) WaitApplied(ctx context.Context, seq uint64) bool {
 		f.mu.Lock()
 		_, later := f.deferred[seq]
 		ok := seq <= f.hi && !later
+		following := f.phase == "following"
 		ch := f.changed
 		f.mu.Unlock()
-		if ok {
-			return true
+		if ok || !following {
+			return ok
 		}
 		select {
 		case <-ch:
@@ -355,6 +361,9 @@ type progress struct {
 }
 
 const logEvery = 5 * time.Second
+
+// UnitsLoaded: the index holds the units; the pipeline may run.
+func (p *progress) UnitsLoaded() { p.f.markReady() }
 
 func (p *progress) Start(total int) {
 	p.f.mu.Lock()

@@ -185,6 +185,12 @@ func (f *fx) follow(ix *index.Index, consumer string, reg prometheus.Registerer)
 	case <-time.After(30 * time.Second):
 		f.t.Fatal("the follower did not start")
 	}
+	// Then until the index is complete (a rebuild goes on after the units).
+	for deadline := time.Now().Add(60 * time.Second); fl.Check() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			f.t.Fatalf("the index is not complete: %v", fl.Check())
+		}
+	}
 	return fl, stop
 }
 

@@ -90,6 +90,12 @@ func (e *env) follower(ix *index.Index, consumer string) (*events.Follower, func
 	case <-time.After(30 * time.Second):
 		e.t.Fatal("the index did not start following the decision events")
 	}
+	// Then until the index is complete (a rebuild goes on after the units).
+	for deadline := time.Now().Add(60 * time.Second); f.Check() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			e.t.Fatalf("the index is not complete: %v", f.Check())
+		}
+	}
 	return f, stop
 }
 

@@ -44,7 +44,9 @@ func (st *Stats) skip(log *slog.Logger, key string, err error) {
 }
 
 // Progress is told how many archived objects a rebuild will read, then how
-// many more it has read, as it goes.
+// many more it has read, as it goes. One that also has a method
+// UnitsLoaded() is told when the units are in the index (the first thing a
+// rebuild writes), which is all a hub's pipeline needs of its index.
 type Progress interface {
 	Start(total int)
 	Done(n int)
@@ -113,6 +115,9 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 			st.Units++
 		}
 		prog.Done(1)
+	}
+	if p, ok := prog.(interface{ UnitsLoaded() }); ok {
+		p.UnitsLoaded()
 	}
 
 	err := inChunks(ctx, docs, workers, func(key string) (index.Record, error) {
