@@ -3,6 +3,7 @@ package events
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"runtime"
 	"strconv"
@@ -73,6 +74,7 @@ func TestCatchUpLarge(t *testing.T) {
 
 	ix := f.index()
 	reg := prometheus.NewRegistry()
+	f.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
 	began := time.Now()
 	f.follow(ix, "new-hub", reg)
 	took := time.Since(began)

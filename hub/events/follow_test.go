@@ -44,6 +44,7 @@ type fx struct {
 	hub   *pki.Signer
 	unit  *pki.Signer
 	pub   *Publisher
+	log   *slog.Logger // the followers' (discarded unless set)
 }
 
 var bucketSeq struct {
@@ -108,7 +109,7 @@ func newFx(t *testing.T) *fx {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fx{t: t, js: js, arch: arch, trust: trust, hub: hub, unit: unit, pub: NewPublisher(js, "test")}
+	return &fx{t: t, js: js, arch: arch, trust: trust, hub: hub, unit: unit, pub: NewPublisher(js, "test"), log: slog.New(slog.DiscardHandler)}
 }
 
 // accept archives a new document from A to B with its receipt, as the
@@ -170,7 +171,7 @@ func (f *fx) index() *index.Index {
 func (f *fx) follow(ix *index.Index, consumer string, reg prometheus.Registerer) (fl *Follower, stop func()) {
 	f.t.Helper()
 	fl, err := NewFollower(Config{Consumer: consumer}, Deps{JS: f.js, Index: ix, Archive: f.arch, Trust: f.trust,
-		Log: slog.New(slog.DiscardHandler), Registerer: reg})
+		Log: f.log, Registerer: reg})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -71,6 +71,11 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 		now = time.Now
 	}
 	var units, docs, statuses, rejected []string
+	phase := time.Now()
+	done := func(what string, n int) {
+		log.Info("rebuild: "+what, "objects", n, "took", time.Since(phase).Round(time.Millisecond))
+		phase = time.Now()
+	}
 	for o, err := range a.List(ctx, "") {
 		if err != nil {
 			return st, err
@@ -92,6 +97,7 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 		}
 	}
 	sort.Strings(units) // the records of a unit in time order: the last wins
+	done("archive listed", len(units)+len(docs)+len(statuses)+len(rejected))
 	if prog == nil {
 		prog = nopProgress{}
 	}
@@ -99,7 +105,7 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 	if err := ix.Reset(ctx); err != nil {
 		return st, err
 	}
-	workers := max(4, 4*runtime.GOMAXPROCS(0))
+	workers := max(16, 4*runtime.GOMAXPROCS(0)) // reads from S3 wait more than they compute
 
 	for _, k := range units {
 		b, _, err := a.Get(ctx, k)
@@ -119,6 +125,7 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 	if p, ok := prog.(interface{ UnitsLoaded() }); ok {
 		p.UnitsLoaded()
 	}
+	done("units indexed", len(units))
 
 	err := inChunks(ctx, docs, workers, func(key string) (index.Record, error) {
 		return Document(ctx, a, trust, now(), key)
@@ -146,6 +153,7 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 	if err != nil {
 		return st, err
 	}
+	done("documents indexed", len(docs))
 
 	err = inChunks(ctx, statuses, workers, func(key string) (index.StatusEntry, error) {
 		b, _, err := a.Get(ctx, key)
@@ -187,6 +195,7 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 	if err != nil {
 		return st, err
 	}
+	done("statuses indexed", len(statuses))
 
 	err = inChunks(ctx, rejected, workers, func(key string) (RejectedRecord, error) {
 		b, _, err := a.Get(ctx, key)
@@ -215,6 +224,9 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 		prog.Done(len(keys))
 		return nil
 	})
+	if err == nil {
+		done("rejected indexed", len(rejected))
+	}
 	return st, err
 }
 
