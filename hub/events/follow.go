@@ -86,7 +86,8 @@ type Follower struct {
 	deferred map[uint64]struct{} // events naked for later (a status before its document)
 	changed  chan struct{}       // closed and replaced when hi or deferred change
 	units    map[document.UnitID]time.Time
-	saved    uint64 // the events state seq last written
+	saved    uint64    // the events state seq last written
+	savedAt  time.Time // when
 }
 
 // NewFollower checks cfg and deps; Run starts following.
@@ -161,7 +162,7 @@ func (f *Follower) WaitApplied(ctx context.Context, seq uint64) bool {
 		f.mu.Lock()
 		_, later := f.deferred[seq]
 		ok := seq <= f.hi && !later
-		following := f.phase == "following"
+		following := f.phase == "following" && f.lastErr == nil // an index failing to write is not waited for
 		ch := f.changed
 		f.mu.Unlock()
 		if ok || !following {
@@ -275,7 +276,9 @@ func (f *Follower) consumer(ctx context.Context, seq uint64) (jetstream.Consumer
 	case err == nil && c.CachedInfo().AckFloor.Stream <= seq:
 		return c, nil
 	case err == nil:
-		f.log.Warn("events: the consumer is ahead of the index: following again from the index's position",
+		// The index recorded its position last a moment before it
+		// stopped (saveEvery), or was restored from a copy.
+		f.log.Info("events: the consumer is ahead of the index: following again from the index's position",
 			"consumer", f.cfg.Consumer, "consumer_at", c.CachedInfo().AckFloor.Stream, "index_at", seq)
 	case !errors.Is(err, jetstream.ErrConsumerNotFound):
 		return nil, fmt.Errorf("events: consumer %s: %w", f.cfg.Consumer, err)
@@ -423,12 +426,19 @@ func (f *Follower) follow(ctx context.Context, cons jetstream.Consumer) error {
 	defer it.Stop()
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	defer func() {
+		// Where the index stands, for the next start.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		f.save(sctx, true)
+	}()
 	checked := time.Now()
 	for {
 		msg, err := it.Next(jetstream.NextMaxWait(time.Second))
 		switch {
 		case errors.Is(err, nats.ErrTimeout):
 			f.idle()
+			f.save(ctx, true)
 			if time.Since(checked) > infoEvery {
 				checked = time.Now()
 				if err := f.checkConsumer(ctx, cons); err != nil {
@@ -443,7 +453,8 @@ func (f *Follower) follow(ctx context.Context, cons jetstream.Consumer) error {
 		}
 		batch := []jetstream.Msg{msg}
 		for len(batch) < batchSize {
-			m, err := it.Next(jetstream.NextMaxWait(2 * time.Millisecond))
+			// Only what has come already: a decision waits for no batch.
+			m, err := it.Next(jetstream.NextMaxWait(200 * time.Microsecond))
 			if err != nil {
 				break
 			}
@@ -744,10 +755,6 @@ func (f *Follower) settle(ctx context.Context, batch []jetstream.Msg) {
 	}
 	f.mu.Lock()
 	f.hi = max(f.hi, last.Sequence.Stream)
-	floor := f.hi
-	for s := range f.deferred {
-		floor = min(floor, s-1)
-	}
 	f.pending = last.NumPending
 	if last.NumPending == 0 && len(f.deferred) == 0 {
 		f.lag = 0
@@ -755,12 +762,30 @@ func (f *Follower) settle(ctx context.Context, batch []jetstream.Msg) {
 		f.lag = time.Since(last.Timestamp)
 	}
 	lag := f.lag
-	save := floor != f.saved
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
 	f.m.lag.Set(lag.Seconds())
-	if !save {
+	f.save(ctx, false)
+}
+
+// saveEvery is how often, at most, a busy follower records where its index
+// stands (one more transaction): a restart applies the events since again,
+// harmlessly.
+const saveEvery = time.Second
+
+// save records, in the index's events state, the sequence below which every
+// event is applied: when it changed, and, unless now, saveEvery after the
+// last time.
+func (f *Follower) save(ctx context.Context, now bool) {
+	f.mu.Lock()
+	floor := f.hi
+	for s := range f.deferred {
+		floor = min(floor, s-1)
+	}
+	due := floor != f.saved && (now || time.Since(f.savedAt) >= saveEvery)
+	f.mu.Unlock()
+	if !due {
 		return
 	}
 	if err := f.d.Index.SetEventsState(ctx, index.EventsState{Consumer: f.cfg.Consumer, Seq: floor, Complete: true}); err != nil {
@@ -768,7 +793,7 @@ func (f *Follower) settle(ctx context.Context, batch []jetstream.Msg) {
 		return
 	}
 	f.mu.Lock()
-	f.saved = floor
+	f.saved, f.savedAt = floor, time.Now()
 	f.mu.Unlock()
 }
 
