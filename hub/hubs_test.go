@@ -176,4 +176,33 @@ func TestHubsShareTheIndex(t *testing.T) {
 	if id, err := os.ReadFile(filepath.Join(h3.Info().Data, "hub.id")); err != nil || len(strings.TrimSpace(string(id))) == 0 {
 		t.Errorf("hub.id: %q %v", id, err)
 	}
+	// How long after its publication each hub applied an event (a
+	// measurement, logged; the metric must be there).
+	for i, h := range []*running{h1, h2, h3} {
+		mfs, err := h.Registry().Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, mf := range mfs {
+			switch mf.GetName() {
+			case "edx_hub_index_apply_delay_seconds":
+				hist := mf.GetMetric()[0].GetHistogram()
+				found = hist.GetSampleCount() > 0
+				var within []string
+				for _, b := range hist.GetBucket() {
+					within = append(within, fmt.Sprintf("≤%gs:%d", b.GetUpperBound(), b.GetCumulativeCount()))
+				}
+				t.Logf("hub %d applied %d events, %.1f ms after publication on average; cumulative: %s", i+1, hist.GetSampleCount(),
+					1000*hist.GetSampleSum()/max(float64(hist.GetSampleCount()), 1), strings.Join(within, " "))
+			case "edx_hub_index_lag_seconds":
+				if v := mf.GetMetric()[0].GetGauge().GetValue(); v > 5 {
+					t.Logf("hub %d: index lag %gs", i+1, v)
+				}
+			}
+		}
+		if !found {
+			t.Errorf("hub %d: no edx_hub_index_apply_delay_seconds", i+1)
+		}
+	}
 }
