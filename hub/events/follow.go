@@ -83,6 +83,7 @@ type Follower struct {
 	lag      time.Duration
 	pending  uint64              // events waiting, as the last one applied said
 	hi       uint64              // every event up to hi is handled, but those deferred
+	next     uint64              // the stream sequence the next new event should have
 	deferred map[uint64]struct{} // events naked for later (a status before its document)
 	changed  chan struct{}       // closed and replaced when hi or deferred change
 	units    map[document.UnitID]time.Time
@@ -259,7 +260,8 @@ func (f *Follower) prepare(ctx context.Context) (jetstream.Consumer, error) {
 			return nil, err
 		}
 	}
-	f.resetApplied(st.Seq)
+	// The consumer delivers new events after what it delivered before.
+	f.resetApplied(st.Seq, max(st.Seq, cons.CachedInfo().Delivered.Stream)+1)
 	f.setPhase("following")
 	f.markReady()
 	f.log.Info("events: following the decision events", "consumer", f.cfg.Consumer, "from", st.Seq+1, "last", state.LastSeq)
@@ -341,7 +343,7 @@ func (f *Follower) rebuild(ctx context.Context, last uint64, why string) (jetstr
 	f.log.Info("events: index rebuilt from the archive; following the decision events", "units", st.Units, "documents", st.Documents,
 		"statuses", st.Statuses, "rejected", st.Rejected, "skipped", st.Skipped, "took", took.Round(time.Millisecond),
 		"docs_per_second", int(float64(st.Documents)/max(took.Seconds(), 1e-3)), "from_event", last+1)
-	f.resetApplied(last)
+	f.resetApplied(last, last+1)
 	f.setPhase("following")
 	f.markReady()
 	return cons, nil
@@ -398,15 +400,18 @@ func (p *progress) Done(n int) {
 }
 
 // resetApplied starts the applied bookkeeping at seq (everything up to it
-// is in the index).
-func (f *Follower) resetApplied(seq uint64) {
+// is in the index); next is the stream sequence of the next new event.
+func (f *Follower) resetApplied(seq, next uint64) {
 	f.mu.Lock()
-	f.hi, f.saved = seq, seq
+	f.hi, f.saved, f.next = seq, seq, next
 	clear(f.deferred)
 	close(f.changed)
 	f.changed = make(chan struct{})
 	f.mu.Unlock()
 }
+
+// errGap: events this index had not applied are gone from the stream.
+var errGap = errors.New("events: events lost")
 
 // batchSize is how many events are applied in one go (one transaction per
 // kind).
@@ -460,7 +465,11 @@ func (f *Follower) follow(ctx context.Context, cons jetstream.Consumer) error {
 			}
 			batch = append(batch, m)
 		}
-		f.setErr(f.apply(ctx, batch))
+		err = f.apply(ctx, batch)
+		if errors.Is(err, errGap) {
+			return err
+		}
+		f.setErr(err)
 	}
 }
 
@@ -518,6 +527,29 @@ const retryDelay = time.Second
 // at all is logged and counted, never silently dropped; the index failing
 // to write naks the whole batch, to be applied again.
 func (f *Follower) apply(ctx context.Context, batch []jetstream.Msg) error {
+	// Events come in stream order (a redelivered one again later): a new
+	// one past the next expected means the stream dropped events this index
+	// had not applied (max age, max bytes). Apply nothing: the index is
+	// rebuilt from the archive (prepare).
+	f.mu.Lock()
+	next := f.next
+	f.mu.Unlock()
+	for _, m := range batch {
+		md, err := m.Metadata()
+		if err != nil || md.NumDelivered != 1 {
+			continue
+		}
+		if md.Sequence.Stream > next {
+			for _, m := range batch {
+				m.Nak()
+			}
+			return fmt.Errorf("%w: the stream dropped events %d to %d before this hub applied them", errGap, next, md.Sequence.Stream-1)
+		}
+		next = md.Sequence.Stream + 1
+	}
+	f.mu.Lock()
+	f.next = max(f.next, next)
+	f.mu.Unlock()
 	items := make([]*item, 0, len(batch))
 	for _, m := range batch {
 		it := &item{msg: m}
