@@ -74,7 +74,7 @@ func TestCatchUpLarge(t *testing.T) {
 
 	ix := f.index()
 	reg := prometheus.NewRegistry()
-	f.log = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	f.log, f.wait = slog.New(slog.NewTextHandler(os.Stderr, nil)), 2*time.Hour
 	began := time.Now()
 	f.follow(ix, "new-hub", reg)
 	took := time.Since(began)

@@ -45,6 +45,9 @@ type fx struct {
 	unit  *pki.Signer
 	pub   *Publisher
 	log   *slog.Logger // the followers' (discarded unless set)
+	// wait bounds how long a follower may take to complete its index
+	// (default a minute).
+	wait time.Duration
 }
 
 var bucketSeq struct {
@@ -109,7 +112,7 @@ func newFx(t *testing.T) *fx {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fx{t: t, js: js, arch: arch, trust: trust, hub: hub, unit: unit, pub: NewPublisher(js, "test"), log: slog.New(slog.DiscardHandler)}
+	return &fx{t: t, js: js, arch: arch, trust: trust, hub: hub, unit: unit, pub: NewPublisher(js, "test"), log: slog.New(slog.DiscardHandler), wait: time.Minute}
 }
 
 // accept archives a new document from A to B with its receipt, as the
@@ -183,11 +186,11 @@ func (f *fx) follow(ix *index.Index, consumer string, reg prometheus.Registerer)
 	f.t.Cleanup(stop)
 	select {
 	case <-fl.Ready():
-	case <-time.After(30 * time.Second):
+	case <-time.After(f.wait):
 		f.t.Fatal("the follower did not start")
 	}
 	// Then until the index is complete (a rebuild goes on after the units).
-	for deadline := time.Now().Add(60 * time.Second); fl.Check() != nil; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(f.wait); fl.Check() != nil; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			f.t.Fatalf("the index is not complete: %v", fl.Check())
 		}

@@ -46,8 +46,10 @@ func (u *unit) refused(t *testing.T, code reason.Code) {
 // TestStatusLimits: a status's fields, the number of statuses a unit reports
 // on one document, who may send which code and when are all bounded; a
 // refused status is answered with its reason code and reaches neither the
-// index, the archive nor the sender. A 13 (taken back) from the sender is
-// recorded and forwarded to every recipient.
+// document's history nor the sender: it is archived under rejected/ with
+// its reasons, and listed among the rejected (before, refused statuses
+// left no trace). A 13 (taken back) from the sender is recorded and
+// forwarded to every recipient.
 func TestStatusLimits(t *testing.T) {
 	e := newEnv(t, uA, uB, uC)
 	e.cfg.MaxStatuses = 4
@@ -140,6 +142,23 @@ func TestStatusLimits(t *testing.T) {
 	prefix := e.statusPrefix(id)
 	if keys := e.objects(prefix); len(keys) != len(want) {
 		t.Errorf("archived statuses %v, want %d", keys, len(want))
+	}
+	// The 8 refused: 3 oversized, 2 from the wrong party, 2 at implausible
+	// times, 1 too many.
+	var refused []string
+	for _, k := range e.objects("rejected/") {
+		if strings.Contains(k, "/status-"+string(id)+"-") && strings.HasSuffix(k, "/reasons.json") {
+			refused = append(refused, k)
+		}
+	}
+	if len(refused) != 8 {
+		t.Errorf("archived refused statuses %v, want 8", refused)
+	}
+	for _, u := range []document.UnitID{uA, uB} {
+		rej, err := e.ix.ListRejected(t.Context(), u, 100)
+		if err != nil || len(rej) == 0 {
+			t.Errorf("%s's refused statuses are not listed: %v %v", u, rej, err)
+		}
 	}
 }
 
