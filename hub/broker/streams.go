@@ -29,7 +29,7 @@ const (
 	DefaultStatusMaxBytes  = 256 << 20
 	DefaultUploadMaxBytes  = 2 << 30
 	DefaultStageMaxBytes   = 4 << 30
-	DefaultEventsMaxBytes  = 1 << 30
+	DefaultEventsMaxBytes  = 256 << 20
 	DefaultMaxMsgs         = 10_000_000
 
 	// Per unit: how many of its submissions and statuses may wait for the
