@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"sync"
@@ -50,7 +51,8 @@ func connectAs(t *testing.T, work string, url string, id document.UnitID) *unitC
 // killed (SIGKILL) while it works through them and started again on the same
 // data. Every document is accepted, and each acceptance notice and each
 // delivery to B is in the streams exactly once (one stream sequence per
-// document): none lost, none doubled. A consumer may see a message again when
+// document): none lost, none doubled; the hub's index, fed by the decision
+// events, holds each document once. A consumer may see a message again when
 // the kill took its ack with it (JetStream redelivers the same sequence);
 // agents de-duplicate those by document id.
 func TestHubKilledMidStream(t *testing.T) {
@@ -159,6 +161,31 @@ func TestHubKilledMidStream(t *testing.T) {
 	for id, seqs := range accepted {
 		if !sent[id] || len(seqs) != 1 {
 			t.Errorf("document %s: %d acceptance notices in the stream", id, len(seqs))
+		}
+	}
+	// The hub's index, fed by the decision events, has every document
+	// once (the events replayed after the kill changed nothing).
+	var page struct {
+		Items []struct {
+			ID document.ID `json:"id"`
+		} `json:"items"`
+		Total int `json:"total"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		b, err := apiGet(h, "/api/v1/documents?from="+string(a.id)+"&limit=500")
+		if err == nil {
+			err = json.Unmarshal(b, &page)
+		}
+		if err == nil && page.Total == n || time.Now().After(deadline) {
+			if err != nil || page.Total != n || len(page.Items) != n {
+				t.Fatalf("the hub's index: %d documents (%d listed), want %d (%v)", page.Total, len(page.Items), n, err)
+			}
+			break
+		}
+	}
+	for _, it := range page.Items {
+		if !sent[it.ID] {
+			t.Errorf("the index holds %s, never sent", it.ID)
 		}
 	}
 	b := connectAs(t, work, h.info.NATSURL, "000.02.00.H29")

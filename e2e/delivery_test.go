@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/agent/spool"
-	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -257,7 +257,7 @@ func TestAgentRefusesHostileDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	receipt, err := container.SignReceipt(&container.Receipt{DocumentID: id, From: uA, To: []document.UnitID{uB}, ContainerSHA256: hex.EncodeToString(sum[:]),
-		ContainerSize: int64(len(raw)), ArchiveKey: archive.ContainerKey(id.Time(), string(id)), AcceptedAt: time.Now().UTC()}, hubSigner)
+		ContainerSize: int64(len(raw)), ArchiveKey: projection.ContainerKey(id), AcceptedAt: time.Now().UTC()}, hubSigner)
 	if err != nil {
 		t.Fatal(err)
 	}

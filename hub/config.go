@@ -41,6 +41,9 @@ type Config struct {
 	// acceptance time, and the "now" of re-verification and reindexing.
 	// Set by tests to move through certificate lifetimes without waiting.
 	Clock func() time.Time `yaml:"-"`
+	// Progress, when set, is shown a rebuild of the index from the archive
+	// (a new hub catching up): edx-hub sets a progress bar on a terminal.
+	Progress Progress `yaml:"-"`
 	// MemoryLimitMiB is the Go runtime's soft memory limit (default 1536;
 	// 0 keeps the default, -1 disables it; GOMEMLIMIT overrides it). Past
 	// it the garbage collector works harder rather than let the heap grow.

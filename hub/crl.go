@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
@@ -162,7 +162,7 @@ func (h *Hub) watchDistributionPoints(ctx context.Context) {
 }
 
 // archiveCRLs writes every CRL in force that this process has not archived
-// yet to the archive, under its SHA-256 (archive.CRLKey): content-addressed
+// yet to the archive, under its SHA-256 (projection.CRLKey): content-addressed
 // and write-once, so each CRL is stored once, however often it is seen, and
 // "valid at acceptance" can be shown from the archive years later. A
 // failure is logged and counted, and tried again at the next check.
@@ -174,7 +174,7 @@ func (h *Hub) archiveCRLs(ctx context.Context, now time.Time) {
 		if c.archivedSHA[info.SHA256] {
 			continue
 		}
-		key := archive.CRLKey(info.SHA256)
+		key := projection.CRLKey(info.SHA256)
 		obj, err := h.arch.Put(ctx, key, info.DER, "application/pkix-crl", nil)
 		if err != nil {
 			c.archiveErrors.Inc()

@@ -23,7 +23,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -45,7 +45,7 @@ func (r *running) archivedCRLs() map[string]bool {
 		}
 		sum := sha256.Sum256(b)
 		d := hex.EncodeToString(sum[:])
-		if o.Key != archive.CRLKey(d) {
+		if o.Key != projection.CRLKey(d) {
 			r.t.Fatalf("%s holds a CRL with SHA-256 %s", o.Key, d)
 		}
 		if _, err := x509.ParseRevocationList(b); err != nil {

@@ -79,12 +79,14 @@ func ensureHealthStream(ctx context.Context, js jetstream.JetStream, replicas in
 	return nil
 }
 
-// ready is /readyz's checks by name: the dependencies' (dependencies) and
-// the CRLs' ("crl": one in force is stale, and documents under its issuer
-// are held).
+// ready is /readyz's checks by name: the dependencies' (dependencies), the
+// CRLs' ("crl": one in force is stale, and documents under its issuer are
+// held) and the index's ("events": catching up with progress, or behind the
+// decision events).
 func (h *Hub) ready(ctx context.Context) map[string]error {
 	checks := maps.Clone(h.dependencies(ctx))
 	checks["crl"] = h.crl.ready(ctx)
+	checks["events"] = h.follow.Check()
 	return checks
 }
 

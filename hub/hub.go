@@ -27,6 +27,7 @@ import (
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/registry"
@@ -48,6 +49,9 @@ type Hub struct {
 	arch    *archive.Store
 	ix      *index.Index
 	units   *registry.Registry // the unit registry every hub shares
+	id      string             // the hub's stable id (DATA/hub.id)
+	events  *events.Publisher  // the hub's decisions, to every hub's index
+	follow  *events.Follower   // every hub's decisions, into this hub's index
 	auth    *auth.Store
 	ca      *pki.CA // development CA, nil when not configured
 	trust   *pki.Trust
@@ -126,6 +130,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	if err := h.startRegistry(ctx); err != nil {
 		return nil, err
 	}
+	if h.id, err = loadOrCreateID(filepath.Join(cfg.Data, "hub.id")); err != nil {
+		return nil, err
+	}
+	h.events = events.NewPublisher(h.js, h.id)
+	if h.follow, err = events.NewFollower(events.Config{Consumer: IndexConsumer(h.id)}, events.Deps{
+		JS: h.js, Index: h.ix, Archive: h.arch, Trust: h.trust, Now: cfg.Clock, Log: log.With("component", "events"),
+		Registerer: h.reg, Progress: cfg.Progress,
+	}); err != nil {
+		return nil, err
+	}
 	// CRLs that changed while the hub was down: units whose certificate
 	// they revoke lose their NATS credentials now.
 	if err := h.revokeRevokedUnits(ctx); err != nil {
@@ -133,7 +147,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	}
 	h.checkCRLs(ctx, cfg.Clock())
 	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
-		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Trust: h.trust, Hub: h.signer,
+		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
 	}); err != nil {
 		return nil, err
@@ -377,9 +391,12 @@ func (h *Hub) AdminToken() string { return h.token }
 // Registry returns the Prometheus registry (for benchmarks and tests).
 func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 
-// Run serves HTTP and processes documents until ctx is done, then shuts down
-// in order: stop taking HTTP requests, let the pipeline finish the messages
-// in progress, close NATS, the index and the embedded servers.
+// Run serves HTTP, follows the decision events into the index (a new hub
+// first rebuilds it from the archive, serving meanwhile and reporting
+// itself not ready) and, once the index holds the units, processes
+// documents, until ctx is done; then it shuts down in order: stop taking
+// HTTP requests, let the pipeline finish the messages in progress, stop
+// following the events, close NATS, the index and the embedded servers.
 func (h *Hub) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           h.handler(),
@@ -393,8 +410,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// The follower outlives the pipeline: messages in progress wait for
+	// their events to be applied.
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer fcancel()
+	followDone := make(chan struct{})
+	go func() { defer close(followDone); h.follow.Run(fctx) }()
 	pipeDone := make(chan error, 1)
-	go func() { pipeDone <- h.pipe.Run(pctx) }()
+	go func() {
+		select {
+		case <-h.follow.Ready():
+		case <-pctx.Done():
+			pipeDone <- nil
+			return
+		}
+		pipeDone <- h.pipe.Run(pctx)
+	}()
 	var background sync.WaitGroup
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
@@ -424,6 +455,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	if pipeErr != nil && err == nil && !(ctx.Err() != nil && errors.Is(pipeErr, context.Canceled)) {
 		err = pipeErr
 	}
+	fcancel()
+	<-followDone
 	background.Wait()
 	h.Close()
 	return err
@@ -435,6 +468,30 @@ func (h *Hub) Close() {
 		h.closers[i]()
 	}
 	h.closers = nil
+}
+
+// IndexConsumer is the name of a hub's durable consumer of the decision
+// events, from its stable id.
+func IndexConsumer(hubID string) string { return "edx-index-" + hubID }
+
+// loadOrCreateID reads the hub's stable id, creating it at first start. It
+// names the hub's own consumer of the decision events: two hubs must never
+// share a data directory (nor a copy of one).
+func loadOrCreateID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		id := strings.TrimSpace(string(b))
+		if id == "" || strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abcdefghijklmnopqrstuvwxyz0123456789-") != "" || len(id) > 64 {
+			return "", fmt.Errorf("hub id %s: %q: want letters, digits and '-'", path, id)
+		}
+		return id, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	id := rand.Text()
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", err
+	}
+	return id, nil
 }
 
 // loadOrCreateSecret reads a secret file, creating it (0600) with a random

@@ -7,8 +7,8 @@ import (
 	"time"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -106,7 +106,7 @@ func TestReindexReportsSkips(t *testing.T) {
 	if n := a.notice(); n.Type != protocol.NoticeAccepted {
 		t.Fatalf("document: %s %v", n.Type, n.Reasons.Codes())
 	}
-	data, _, err := h.arch.Get(t.Context(), archive.ContainerKey(good.Time(), string(good)))
+	data, _, err := h.arch.Get(t.Context(), projection.ContainerKey(good))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,11 +114,11 @@ func TestReindexReportsSkips(t *testing.T) {
 	// receipt, one whose receipt is not a receipt.
 	noReceipt, badReceipt := document.NewID(time.Now()), document.NewID(time.Now())
 	for _, id := range []document.ID{noReceipt, badReceipt} {
-		if _, err := h.arch.Put(t.Context(), archive.ContainerKey(id.Time(), string(id)), data, "application/vnd.etsi.asic-e+zip", nil); err != nil {
+		if _, err := h.arch.Put(t.Context(), projection.ContainerKey(id), data, "application/vnd.etsi.asic-e+zip", nil); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := h.arch.Put(t.Context(), archive.ReceiptKey(badReceipt.Time(), string(badReceipt)), []byte("not a receipt"), "application/pkcs7-mime", nil); err != nil {
+	if _, err := h.arch.Put(t.Context(), projection.ReceiptKey(badReceipt), []byte("not a receipt"), "application/pkcs7-mime", nil); err != nil {
 		t.Fatal(err)
 	}
 	h.stop()
@@ -133,11 +133,11 @@ func TestReindexReportsSkips(t *testing.T) {
 	}
 	for _, s := range st.Skips {
 		switch s.Key {
-		case archive.ContainerKey(noReceipt.Time(), string(noReceipt)):
+		case projection.ContainerKey(noReceipt):
 			if !strings.Contains(s.Reason, "receipt") || !strings.Contains(s.Reason, "not found") {
 				t.Errorf("no receipt: %q", s.Reason)
 			}
-		case archive.ContainerKey(badReceipt.Time(), string(badReceipt)):
+		case projection.ContainerKey(badReceipt):
 			if !strings.Contains(s.Reason, "receipt.invalid") {
 				t.Errorf("bad receipt: %q", s.Reason)
 			}

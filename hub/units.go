@@ -232,7 +232,21 @@ func (h *Hub) changeUnit(ctx context.Context, id document.UnitID, change registr
 // projectUnit writes a unit's registry record into this hub's index (the
 // unit pages and counters read it there).
 func (h *Hub) projectUnit(ctx context.Context, u registry.Unit) error {
-	return h.ix.PutUnit(ctx, u.Unit)
+	if err := h.ix.PutUnit(ctx, u.Unit); err != nil {
+		return err
+	}
+	return h.PublishUnitChanged(ctx, u.Unit)
+}
+
+// PublishUnitChanged tells every hub's index of a unit's record after a
+// change (u.At set), once the record is archived.
+func (h *Hub) PublishUnitChanged(ctx context.Context, u index.Unit) error {
+	seq, err := h.events.UnitChanged(ctx, u)
+	if err != nil {
+		return fmt.Errorf("%w: %v", api.ErrUnavailable, err)
+	}
+	h.follow.WaitApplied(ctx, seq)
+	return nil
 }
 
 // unitErr gives registry errors the API's kinds; an error of the change

@@ -12,6 +12,7 @@ import (
 
 	"github.com/edxhub/edx/hub"
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -28,7 +29,7 @@ func TestReindexLoudOnSkip(t *testing.T) {
 		t.Fatal(err)
 	}
 	id := document.NewID(time.Now())
-	key := archive.ContainerKey(id.Time(), string(id))
+	key := projection.ContainerKey(id)
 	if _, err := arch.Put(t.Context(), key, []byte("PK not a container"), "application/vnd.etsi.asic-e+zip", nil); err != nil {
 		t.Fatal(err)
 	}

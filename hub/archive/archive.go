@@ -1,6 +1,7 @@
 // Package archive stores the hub's documents in S3: each signed container
 // byte for byte, the hub's receipt beside it, and rejected submissions under
-// rejected/. Objects are written once and never replaced.
+// rejected/. Objects are written once and never replaced. Where each object
+// goes (the key layout) is hub/projection's.
 //
 // Write-once rests on the server: Put sends If-None-Match: *, so the server
 // refuses to replace an existing object and answers 412 Precondition
@@ -614,34 +615,6 @@ func userMetadata(meta map[string]string) (map[string]string, error) {
 		out[lk] = v
 	}
 	return out, nil
-}
-
-// ContainerKey is the key of a document's signed container:
-// "2026/11/25/<id>/container.asice", by the UTC date of t.
-func ContainerKey(t time.Time, id string) string {
-	return datePrefix(t) + id + "/container.asice"
-}
-
-// ReceiptKey is the key of the hub's signed receipt for a document, beside
-// its container: "2026/11/25/<id>/receipt.p7s".
-func ReceiptKey(t time.Time, id string) string {
-	return datePrefix(t) + id + "/receipt.p7s"
-}
-
-// CRLKey is the key of a CRL the hub relied on, by the hex SHA-256 of its
-// DER: "crl/<sha256>.crl". Content-addressed, so each CRL is stored once.
-func CRLKey(sha256hex string) string {
-	return "crl/" + sha256hex + ".crl"
-}
-
-// RejectedKey is the key of one file of a rejected submission:
-// "rejected/2026/11/25/<ref>/<name>".
-func RejectedKey(t time.Time, ref, name string) string {
-	return "rejected/" + datePrefix(t) + ref + "/" + name
-}
-
-func datePrefix(t time.Time) string {
-	return t.UTC().Format("2006/01/02/")
 }
 
 // isLoopback reports whether endpoint (host:port) is on this machine.

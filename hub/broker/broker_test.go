@@ -214,6 +214,18 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 			t.Errorf("%s: duplicates %v", name, cfg.Duplicates)
 		}
 	}
+	// The decision events: bounded, kept for the max age, and, full, they
+	// drop their oldest (the archive holds what they report; a hub that had
+	// not applied them rebuilds its index) rather than hold up a decision.
+	ev, err := e.hubJS.Stream(ctx, protocol.StreamEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := ev.CachedInfo().Config; cfg.MaxBytes != broker.DefaultEventsMaxBytes || cfg.MaxMsgs != broker.DefaultMaxMsgs ||
+		cfg.MaxAge != broker.DefaultMaxAge || cfg.Discard != jetstream.DiscardOld || cfg.Retention != jetstream.LimitsPolicy ||
+		cfg.Duplicates != broker.DefaultDuplicates || len(cfg.Subjects) != 1 || cfg.Subjects[0] != protocol.SubjectEventPrefix+">" {
+		t.Errorf("%s: %+v", protocol.StreamEvents, cfg)
+	}
 	// Every stream is bounded and refuses rather than drops; the ones units
 	// write are bounded per unit too.
 	for name, perUnit := range map[string]int64{
@@ -353,6 +365,13 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 		protocol.EDXAPIPrefix + ".DIRECT.GET." + protocol.StreamUpload,
 		protocol.EDXAPIPrefix + ".DIRECT.GET." + protocol.StreamUpload + "." + protocol.UploadSubject(unitA),
 		protocol.EDXAPIPrefix + ".CONSUMER.CREATE." + protocol.StreamUpload + ".x." + protocol.UploadSubject(unitA),
+		// The hubs' decision events: neither forged nor read.
+		protocol.SubjectEventPrefix + "accepted",
+		protocol.SubjectEventPrefix + "unit",
+		protocol.EDXAPIPrefix + ".STREAM.INFO." + protocol.StreamEvents,
+		protocol.EDXAPIPrefix + ".DIRECT.GET." + protocol.StreamEvents,
+		protocol.EDXAPIPrefix + ".CONSUMER.CREATE." + protocol.StreamEvents + ".x",
+		protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamEvents + ".edx-index-x",
 		// The stage store: only through the hub's service, and the unit's
 		// own consumers.
 		protocol.StageSubject(unitB),

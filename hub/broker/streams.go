@@ -29,6 +29,7 @@ const (
 	DefaultStatusMaxBytes  = 256 << 20
 	DefaultUploadMaxBytes  = 2 << 30
 	DefaultStageMaxBytes   = 4 << 30
+	DefaultEventsMaxBytes  = 256 << 20
 	DefaultMaxMsgs         = 10_000_000
 
 	// Per unit: how many of its submissions and statuses may wait for the
@@ -83,6 +84,11 @@ type StreamOptions struct {
 	// TTL: a staged delivery lives as long as a delivery waiting for its
 	// unit names it (the hub's pipeline sweeps it, hub/pipeline stage.go).
 	StageTTL time.Duration `yaml:"stage_ttl"`
+	// EventsMaxAge bounds how long the hubs' decision events are kept
+	// (EDX_EVENTS, default 30 days, the de-duplication window at most): a
+	// hub away for longer, or one whose consumer was lost, rebuilds its
+	// index from the archive, which holds everything the events report.
+	EventsMaxAge time.Duration `yaml:"events_max_age"`
 
 	// Bytes and messages of each stream (defaults above). A full stream
 	// refuses new messages: a unit's publish fails and its agent retries;
@@ -97,6 +103,12 @@ type StreamOptions struct {
 	StatusMaxMsgs   int64 `yaml:"status_max_msgs"`
 	UploadMaxBytes  int64 `yaml:"upload_max_bytes"`
 	StageMaxBytes   int64 `yaml:"stage_max_bytes"`
+	// EventsMaxBytes and EventsMaxMsgs bound EDX_EVENTS. Unlike the other
+	// streams, a full EDX_EVENTS drops its oldest events rather than refuse
+	// new ones (a decision is never held up for room): a hub that had not
+	// applied them yet rebuilds its index from the archive.
+	EventsMaxBytes int64 `yaml:"events_max_bytes"`
+	EventsMaxMsgs  int64 `yaml:"events_max_msgs"`
 
 	// SubmitUnitPending and StatusUnitPending bound how many submissions
 	// and statuses of one unit wait for the hub at once; UploadUnitQuota
@@ -126,6 +138,9 @@ func (o *StreamOptions) SetDefaults() {
 	if o.StageTTL == 0 {
 		o.StageTTL = DefaultStageTTL
 	}
+	if o.EventsMaxAge == 0 {
+		o.EventsMaxAge = DefaultMaxAge
+	}
 	def := func(v *int64, d int64) {
 		if *v == 0 {
 			*v = d
@@ -137,7 +152,8 @@ func (o *StreamOptions) SetDefaults() {
 	def(&o.StatusMaxBytes, DefaultStatusMaxBytes)
 	def(&o.UploadMaxBytes, DefaultUploadMaxBytes)
 	def(&o.StageMaxBytes, DefaultStageMaxBytes)
-	for _, v := range []*int64{&o.SubmitMaxMsgs, &o.DeliverMaxMsgs, &o.NoticeMaxMsgs, &o.StatusMaxMsgs} {
+	def(&o.EventsMaxBytes, DefaultEventsMaxBytes)
+	for _, v := range []*int64{&o.SubmitMaxMsgs, &o.DeliverMaxMsgs, &o.NoticeMaxMsgs, &o.StatusMaxMsgs, &o.EventsMaxMsgs} {
 		def(v, DefaultMaxMsgs)
 	}
 	def(&o.SubmitUnitPending, DefaultSubmitUnitPending)
@@ -151,7 +167,7 @@ func (o *StreamOptions) Validate() error {
 	case o.Replicas < 1 || o.Replicas > 5:
 		return fmt.Errorf("broker: streams: replicas %d not in 1..5", o.Replicas)
 	case o.Duplicates < 0, o.SubmitMaxAge < 0, o.DeliverMaxAge < 0, o.StatusMaxAge < 0,
-		o.NoticeMaxAge < 0, o.StageTTL < 0:
+		o.NoticeMaxAge < 0, o.StageTTL < 0, o.EventsMaxAge < 0:
 		return errors.New("broker: streams: negative duration")
 	case o.MaxMsgSize < 0:
 		return errors.New("broker: streams: negative size")
@@ -165,6 +181,7 @@ func (o *StreamOptions) Validate() error {
 		{"notice_max_bytes", o.NoticeMaxBytes}, {"notice_max_msgs", o.NoticeMaxMsgs},
 		{"status_max_bytes", o.StatusMaxBytes}, {"status_max_msgs", o.StatusMaxMsgs},
 		{"upload_max_bytes", o.UploadMaxBytes}, {"stage_max_bytes", o.StageMaxBytes},
+		{"events_max_bytes", o.EventsMaxBytes}, {"events_max_msgs", o.EventsMaxMsgs},
 		{"submit_unit_pending", o.SubmitUnitPending}, {"status_unit_pending", o.StatusUnitPending},
 		{"upload_unit_quota", o.UploadUnitQuota},
 	} {
@@ -173,8 +190,9 @@ func (o *StreamOptions) Validate() error {
 		}
 	}
 	switch {
-	case o.SubmitMaxBytes < int64(o.MaxMsgSize) || o.DeliverMaxBytes < int64(o.MaxMsgSize) || o.NoticeMaxBytes < int64(o.MaxMsgSize):
-		return fmt.Errorf("broker: streams: submit, deliver and notice max_bytes must hold at least one message of max_msg_size %d", o.MaxMsgSize)
+	case o.SubmitMaxBytes < int64(o.MaxMsgSize) || o.DeliverMaxBytes < int64(o.MaxMsgSize) || o.NoticeMaxBytes < int64(o.MaxMsgSize) ||
+		o.EventsMaxBytes < int64(o.MaxMsgSize):
+		return fmt.Errorf("broker: streams: submit, deliver, notice and events max_bytes must hold at least one message of max_msg_size %d", o.MaxMsgSize)
 	// One unit's share of a stream must leave room for the others.
 	case o.UploadUnitQuota < protocol.MaxUploadMsgSize || o.UploadUnitQuota > o.UploadMaxBytes/2:
 		return fmt.Errorf("broker: streams: upload_unit_quota %d: want at least one chunk (%d) and at most half of upload_max_bytes %d", o.UploadUnitQuota, protocol.MaxUploadMsgSize, o.UploadMaxBytes)
@@ -196,11 +214,14 @@ const MaxUnitConsumers = 1_000_000
 
 // StreamConfigs returns the configurations EnsureStreams applies: the EDX
 // account's streams in order (EDX_SUBMIT, EDX_DELIVER, EDX_STATUS,
-// EDX_NOTICE, EDX_UPLOAD), and the stage store's in the STAGE account.
+// EDX_NOTICE, EDX_UPLOAD, EDX_EVENTS), and the stage store's in the STAGE
+// account.
 //
 // Every stream has max_bytes and max_msgs and refuses new messages when
 // full (discard new): nothing waiting for a unit or for the hub is ever
-// dropped to make room. The streams units write are further bounded per
+// dropped to make room. EDX_EVENTS is the exception: it drops its oldest
+// events (discard old), whose content the archive holds; a hub that had
+// not applied them rebuilds its index from the archive (hub/events). The streams units write are further bounded per
 // unit, by subject (one subject per unit, discard new per subject):
 // EDX_SUBMIT and EDX_STATUS hold at most submit_unit_pending and
 // status_unit_pending messages of one unit, EDX_UPLOAD at most
@@ -252,6 +273,9 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	upload.MaxMsgSize = protocol.MaxUploadMsgSize
 	upload.Duplicates = 2 * time.Minute // chunks carry no Msg-Id
 	upload.AllowDirect = true           // the hub reads uploads by sequence
+	events := stream(protocol.StreamEvents, protocol.SubjectEventPrefix, "edx decisions of every hub (accepted, status, rejected, unit); each hub's index follows them",
+		jetstream.LimitsPolicy, opts.EventsMaxAge, opts.EventsMaxBytes, opts.EventsMaxMsgs)
+	events.Discard = jetstream.DiscardOld
 	streams := []jetstream.StreamConfig{
 		submit,
 		stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries, one subject per recipient unit",
@@ -260,6 +284,7 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 		stream(protocol.StreamNotice, protocol.SubjectNoticePrefix, "edx notices to senders, one subject per unit",
 			jetstream.InterestPolicy, opts.NoticeMaxAge, opts.NoticeMaxBytes, opts.NoticeMaxMsgs),
 		upload,
+		events,
 	}
 	stage := jetstream.ObjectStoreConfig{
 		Bucket:      protocol.StageBucket,
@@ -367,4 +392,92 @@ func EnsureUnitConsumers(ctx context.Context, js jetstream.JetStream, unit strin
 		}
 	}
 	return nil
+}
+
+// Defaults of the consumers every hub shares.
+const (
+	DefaultHubAckWait       = 30 * time.Second
+	DefaultHubMaxAckPending = 256
+)
+
+// HubConsumerConfigs returns, by stream, the consumers every hub's pipeline
+// shares: on EDX_SUBMIT (the work queue) and on EDX_STATUS. They are
+// declared here once; ackWait and maxAckPending (zero takes the defaults)
+// are the only settings a configuration chooses, and the first hub to
+// create a consumer sets them for every hub (EnsureSharedConsumer).
+// maxAckPending bounds the messages out at once across all hubs.
+func HubConsumerConfigs(ackWait time.Duration, maxAckPending int) map[string]jetstream.ConsumerConfig {
+	if ackWait <= 0 {
+		ackWait = DefaultHubAckWait
+	}
+	if maxAckPending <= 0 {
+		maxAckPending = DefaultHubMaxAckPending
+	}
+	cons := func(name, desc string) jetstream.ConsumerConfig {
+		return jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   desc,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxDeliver:    -1,
+			MaxAckPending: maxAckPending,
+		}
+	}
+	return map[string]jetstream.ConsumerConfig{
+		protocol.StreamSubmit: cons(protocol.HubConsumer, "the hub's pipeline, shared by every hub replica"),
+		protocol.StreamStatus: cons(protocol.HubStatusConsumer, "the hub's status recorder, shared by every hub replica"),
+	}
+}
+
+// EnsureSharedConsumer makes sure a consumer every hub shares exists. A
+// missing one is created with want. One that exists is used as it is, and
+// the settings in which it differs from want are returned (for the caller
+// to log): a hub configured differently does not silently change what
+// every hub uses. With update, the operator's explicit request, an existing
+// consumer is updated to want instead.
+func EnsureSharedConsumer(ctx context.Context, js jetstream.JetStream, stream string, want jetstream.ConsumerConfig, update bool) (jetstream.Consumer, []string, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := js.Consumer(ctx, stream, want.Durable)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			c, err = js.CreateConsumer(ctx, stream, want)
+			if errors.Is(err, jetstream.ErrConsumerExists) && attempt == 0 {
+				continue // another hub created it meanwhile
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("broker: create consumer %s on %s: %w", want.Durable, stream, err)
+			}
+			return c, nil, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("broker: consumer %s on %s: %w", want.Durable, stream, err)
+		}
+		diff := ConsumerDiff(c.CachedInfo().Config, want)
+		if len(diff) == 0 || !update {
+			return c, diff, nil
+		}
+		if c, err = js.UpdateConsumer(ctx, stream, want); err != nil {
+			return nil, diff, fmt.Errorf("broker: update consumer %s on %s: %w", want.Durable, stream, err)
+		}
+		return c, diff, nil
+	}
+}
+
+// ConsumerDiff lists the settings in which a consumer as it is (have)
+// differs from want, as "setting: existing X, configured Y".
+func ConsumerDiff(have, want jetstream.ConsumerConfig) []string {
+	var d []string
+	add := func(name string, h, w any) {
+		if fmt.Sprint(h) != fmt.Sprint(w) {
+			d = append(d, fmt.Sprintf("%s: existing %v, configured %v", name, h, w))
+		}
+	}
+	add("ack_wait", have.AckWait, want.AckWait)
+	add("max_ack_pending", have.MaxAckPending, want.MaxAckPending)
+	add("max_deliver", have.MaxDeliver, want.MaxDeliver)
+	add("ack_policy", have.AckPolicy, want.AckPolicy)
+	add("deliver_policy", have.DeliverPolicy, want.DeliverPolicy)
+	add("filter_subject", have.FilterSubject, want.FilterSubject)
+	add("backoff", have.BackOff, want.BackOff)
+	return d
 }

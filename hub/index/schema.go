@@ -133,6 +133,16 @@ ALTER TABLE units ADD COLUMN cert_pem TEXT NOT NULL DEFAULT '';
 ALTER TABLE units ADD COLUMN nats_users TEXT NOT NULL DEFAULT '[]'; -- JSON array of user public keys
 ALTER TABLE units ADD COLUMN creds_expire_at INTEGER NOT NULL DEFAULT 0; -- µs, 0 none or unknown
 `,
+	// 3: where the index stands in the stream of decision events (see
+	// EventsState): one row, absent until the hub first follows the stream.
+	`
+CREATE TABLE events_state (
+	one      INTEGER PRIMARY KEY CHECK (one = 1),
+	consumer TEXT NOT NULL,    -- the hub's durable consumer of the events stream
+	seq      INTEGER NOT NULL, -- every event up to this stream sequence is applied
+	complete INTEGER NOT NULL  -- 0 while the index is rebuilt from the archive
+) WITHOUT ROWID;
+`,
 }
 
 func (ix *Index) migrate(ctx context.Context) error {

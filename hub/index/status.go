@@ -34,16 +34,35 @@ func (ix *Index) AddStatus(ctx context.Context, st document.Status) (flagged boo
 	return fl[0], nil
 }
 
-// AddStatuses is AddStatus for many statuses in one transaction, for
-// replaying history into a rebuilt index. Either all are recorded or none;
-// flagged[i] is the flag of sts[i].
+// AddStatuses is AddStatus for many statuses in one transaction. Either
+// all are recorded or none; flagged[i] is the flag of sts[i].
 func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagged []bool, err error) {
+	es := make([]StatusEntry, len(sts))
 	for i := range sts {
-		if err := sts[i].Validate(); err != nil {
+		es[i].Status = sts[i]
+	}
+	return ix.addStatuses(ctx, es)
+}
+
+// PutStatuses records statuses as another index, or the archive, recorded
+// them: with the flag and the reception time each entry carries, so that
+// every index that applies the same entries holds the same history,
+// whatever order they come in. An entry with no ReceivedAt (archived before
+// the flag was kept) is recorded as AddStatus records it. Recording an
+// entry again changes nothing. Either all are recorded or none; the errors
+// are AddStatus's.
+func (ix *Index) PutStatuses(ctx context.Context, es []StatusEntry) error {
+	_, err := ix.addStatuses(ctx, es)
+	return err
+}
+
+func (ix *Index) addStatuses(ctx context.Context, es []StatusEntry) (flagged []bool, err error) {
+	for i := range es {
+		if err := es[i].Validate(); err != nil {
 			return nil, invalid("status: %v", err)
 		}
 	}
-	flagged = make([]bool, len(sts))
+	flagged = make([]bool, len(es))
 	err = ix.write(ctx, "add status", func(tx *sql.Tx) error {
 		p, err := prepareStatus(ctx, tx)
 		if err != nil {
@@ -53,8 +72,8 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 		now := us(ix.now())
 		var dirty []int64 // documents whose recipients' latest codes may have changed
 		seen := make(map[int64]bool)
-		for i := range sts {
-			seq, f, err := p.add(ctx, &sts[i], now)
+		for i := range es {
+			seq, f, err := p.add(ctx, &es[i], now)
 			if err != nil {
 				return err
 			}
@@ -129,9 +148,11 @@ func (p *statusStmts) close() {
 	}
 }
 
-// add records st and returns its document's seq, or 0 when st was
-// recorded before.
-func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (seq int64, flagged bool, err error) {
+// add records e and returns its document's seq, or 0 when it was recorded
+// before. An entry with a ReceivedAt keeps its flag and time; one without
+// is flagged here and received now.
+func (p *statusStmts) add(ctx context.Context, e *StatusEntry, now int64) (seq int64, flagged bool, err error) {
+	st := &e.Status
 	var officer any
 	if st.Officer != nil {
 		b, err := json.Marshal(st.Officer)
@@ -167,12 +188,16 @@ func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, false, err
 	}
-	var prev string
-	err = p.prev.QueryRowContext(ctx, seq, unit, at).Scan(&prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, false, err
+	if !e.ReceivedAt.IsZero() {
+		flagged, now = e.Flagged, us(e.ReceivedAt)
+	} else {
+		var prev string
+		err = p.prev.QueryRowContext(ctx, seq, unit, at).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, false, err
+		}
+		flagged = !document.InOrder(document.StatusCode(prev), st.Code)
 	}
-	flagged = !document.InOrder(document.StatusCode(prev), st.Code)
 	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now); err != nil {
 		return 0, false, err
 	}

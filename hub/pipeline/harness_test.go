@@ -18,6 +18,7 @@ import (
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
@@ -29,7 +30,8 @@ import (
 
 // env is a hub's pipeline on real components: an embedded NATS server with
 // JetStream in operator mode, the shared embedded S3 gateway (versitygw), a
-// SQLite index and a development CA.
+// SQLite index kept by a follower of the decision events (as the hub's),
+// and a development CA.
 type env struct {
 	t     testing.TB
 	srv   *broker.Server
@@ -39,6 +41,7 @@ type env struct {
 	arch  *archive.Store
 	ix    *index.Index
 	reg   *registry.Registry // the shared unit registry
+	ev    *events.Follower   // e.ix's
 	ca    *pki.CA
 	trust *pki.Trust
 	hub   *pki.Signer
@@ -123,8 +126,18 @@ func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
 		e.addUnit(u)
 	}
 	e.cfg = Config{Workers: 4, AckWait: 2 * time.Second}
-	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Units: e.reg, Trust: e.trust, Hub: e.hub, Log: log}
+	e.ev = e.follow(e.ix, "test-index")
+	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Units: e.reg, Events: events.NewPublisher(e.js, "test"), Applied: e.ev,
+		Trust: e.trust, Hub: e.hub, Log: log}
 	return e
+}
+
+// follow keeps ix with the decision events, through consumer, until the
+// test ends; it returns once ix is complete.
+func (e *env) follow(ix *index.Index, consumer string) *events.Follower {
+	e.t.Helper()
+	f, _ := e.follower(ix, consumer)
+	return f
 }
 
 // hubConn connects as the hub does, to the EDX and STAGE accounts.

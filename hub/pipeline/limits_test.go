@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
@@ -45,8 +46,10 @@ func (u *unit) refused(t *testing.T, code reason.Code) {
 // TestStatusLimits: a status's fields, the number of statuses a unit reports
 // on one document, who may send which code and when are all bounded; a
 // refused status is answered with its reason code and reaches neither the
-// index, the archive nor the sender. A 13 (taken back) from the sender is
-// recorded and forwarded to every recipient.
+// document's history nor the sender: it is archived under rejected/ with
+// its reasons, and listed among the rejected (before, refused statuses
+// left no trace). A 13 (taken back) from the sender is recorded and
+// forwarded to every recipient.
 func TestStatusLimits(t *testing.T) {
 	e := newEnv(t, uA, uB, uC)
 	e.cfg.MaxStatuses = 4
@@ -140,11 +143,28 @@ func TestStatusLimits(t *testing.T) {
 	if keys := e.objects(prefix); len(keys) != len(want) {
 		t.Errorf("archived statuses %v, want %d", keys, len(want))
 	}
+	// The 8 refused: 3 oversized, 2 from the wrong party, 2 at implausible
+	// times, 1 too many.
+	var refused []string
+	for _, k := range e.objects("rejected/") {
+		if strings.Contains(k, "/status-"+string(id)+"-") && strings.HasSuffix(k, "/reasons.json") {
+			refused = append(refused, k)
+		}
+	}
+	if len(refused) != 8 {
+		t.Errorf("archived refused statuses %v, want 8", refused)
+	}
+	for _, u := range []document.UnitID{uA, uB} {
+		rej, err := e.ix.ListRejected(t.Context(), u, 100)
+		if err != nil || len(rej) == 0 {
+			t.Errorf("%s's refused statuses are not listed: %v %v", u, rej, err)
+		}
+	}
 }
 
 // statusPrefix is where a document's statuses are archived.
 func (e *env) statusPrefix(id document.ID) string {
-	return StatusKey(&document.Status{DocumentID: id, Unit: "x", Code: "01"})[:len("2006/01/02/")+len(id)+len("/status/")]
+	return projection.StatusPrefix(id)
 }
 
 // TestOneUnitCannotStarveAnother: with the hub stopped, unit A writes all it
@@ -159,7 +179,7 @@ func TestOneUnitCannotStarveAnother(t *testing.T) {
 		DeliverMaxBytes: 32 << 20, NoticeMaxBytes: 8 << 20,
 		StatusMaxBytes: 8 << 20, StatusUnitPending: 50,
 		UploadMaxBytes: 32 << 20, UploadUnitQuota: 12 << 20,
-		StageMaxBytes: 32 << 20,
+		StageMaxBytes: 32 << 20, EventsMaxBytes: 8 << 20,
 	}}, uA, uB, uC)
 	a, b := e.units[uA], e.units[uB]
 	ctx := t.Context()
@@ -264,7 +284,7 @@ func TestRejectedArchiveBounded(t *testing.T) {
 		if err != nil {
 			t.Fatalf("reasons not archived: %v", err)
 		}
-		var rec RejectedRecord
+		var rec projection.RejectedRecord
 		if err := json.Unmarshal(body, &rec); err != nil {
 			t.Fatal(err)
 		}
@@ -282,8 +302,8 @@ func TestRejectedArchiveBounded(t *testing.T) {
 			if err != nil || !bytes.Equal(data, junk[:len(data)]) {
 				t.Fatalf("%s: %v", k, err)
 			}
-			whole := strings.HasSuffix(k, "/"+RejectedContainer)
-			if whole != (len(data) == size) || !whole && !strings.HasSuffix(k, "/"+RejectedHead) {
+			whole := strings.HasSuffix(k, "/"+projection.RejectedContainer)
+			if whole != (len(data) == size) || !whole && !strings.HasSuffix(k, "/"+projection.RejectedHead) {
 				t.Fatalf("%s holds %d of %d bytes", k, len(data), size)
 			}
 			stored += int64(len(data))

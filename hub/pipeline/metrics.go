@@ -15,6 +15,7 @@ type Metrics struct {
 	verifySeconds  prometheus.Histogram
 	e2eSeconds     prometheus.Histogram
 	backlog        *prometheus.GaugeVec
+	fromArchive    prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -33,10 +34,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		verifySeconds:  prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edx_hub_verify_seconds", Help: "Latency of loading and verifying a container.", Buckets: buckets}),
 		e2eSeconds:     prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edx_hub_submit_to_accept_seconds", Help: "From the submission's arrival in the stream to its acceptance notice.", Buckets: buckets}),
 		backlog:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edx_hub_backlog_messages", Help: "Messages waiting or in progress, by stream."}, []string{"stream"}),
+		fromArchive: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_judged_from_archive_total",
+			Help: "Statuses and references judged against the archive, the document not in this hub's index (yet)."}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.accepted, m.rejected, m.transient, m.held, m.statuses, m.statusRejected, m.bytes,
-			m.archiveSeconds, m.verifySeconds, m.e2eSeconds, m.backlog)
+			m.archiveSeconds, m.verifySeconds, m.e2eSeconds, m.backlog, m.fromArchive)
 	}
 	return m
 }

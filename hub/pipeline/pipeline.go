@@ -1,12 +1,22 @@
 // Package pipeline is the hub's work: it takes each submission from the
-// EDX_SUBMIT work queue and verifies, archives, indexes and routes it, or
-// rejects it with its reasons; and it records the statuses recipients report
-// and forwards them to the senders.
+// EDX_SUBMIT work queue and verifies, archives and routes it, or rejects it
+// with its reasons; and it records the statuses recipients report and
+// forwards them to the senders. Every hub runs one, on the same shared
+// consumers.
+//
+// What it decides it publishes as a decision event (hub/events): every
+// hub's index, its own included, applies the events; the pipeline never
+// writes an index itself. It judges what it cannot know from the message
+// against the shared truth, never against what this hub happens to have
+// indexed: a status, or a document's in_reply_to, naming a document this
+// hub's index lacks is checked against the archive (the document's receipt
+// names its sender and recipients), and waits while the document is not
+// accepted anywhere yet.
 //
 // Every step is idempotent, so that a redelivered message (after a crash, a
 // timeout or a nak) changes nothing: archive writes are write-once with the
-// content's digest, the receipt is written once and reused, index writes are
-// upserts, and every published message carries a Nats-Msg-Id. A transient
+// content's digest, the receipt is written once and reused, and every
+// published message (events included) carries a Nats-Msg-Id. A transient
 // failure (storage, index or NATS unavailable) naks the message with a
 // backoff; it never rejects a document and never loses one.
 package pipeline
@@ -15,8 +25,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -24,6 +36,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -35,14 +48,13 @@ import (
 type Archive interface {
 	Put(ctx context.Context, key string, data []byte, contentType string, meta map[string]string) (archive.Object, error)
 	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
+	List(ctx context.Context, prefix string) iter.Seq2[archive.Object, error]
 }
 
-// Index is the searchable projection of the archive (hub/index).
+// Index is this hub's index (hub/index), which the pipeline reads: the
+// units' state and what it has of a document. It never writes it: the
+// events it publishes do (Events).
 type Index interface {
-	PutDocument(ctx context.Context, rec index.Record) error
-	PutRejected(ctx context.Context, rej index.Rejected) error
-	AddStatus(ctx context.Context, st document.Status) (flagged bool, err error)
-	MarkDelivered(ctx context.Context, id document.ID, unit document.UnitID, at time.Time) error
 	Get(ctx context.Context, id document.ID) (*index.Detail, error)
 }
 
@@ -57,6 +69,21 @@ type Units interface {
 	UnitStatus(ctx context.Context, id document.UnitID) (registered, disabled bool, err error)
 }
 
+// Events publishes the pipeline's decisions to every hub's index
+// (hub/events.Publisher); each returns the event's stream sequence.
+type Events interface {
+	Accepted(ctx context.Context, rec index.Record) (uint64, error)
+	Status(ctx context.Context, e index.StatusEntry) (uint64, error)
+	Rejected(ctx context.Context, r index.Rejected) (uint64, error)
+}
+
+// Applied tells when this hub's own index has applied an event
+// (hub/events.Follower): the pipeline waits, briefly, before it tells the
+// sender, so that the sender finds on this hub what it was told of.
+type Applied interface {
+	WaitApplied(ctx context.Context, seq uint64) bool
+}
+
 // Config tunes the pipeline.
 type Config struct {
 	// Workers is how many submissions are processed at once (default
@@ -68,13 +95,27 @@ type Config struct {
 	// progress go to another replica (or the restarted one) this long after.
 	// A worker tells JetStream it is still busy every AckWait/3, so slow
 	// work (a 200 MiB container) is not redelivered while it runs.
+	//
+	// AckWait and MaxAckPending are settings of the consumers every hub
+	// shares (broker.HubConsumerConfigs): the first hub to create them
+	// sets them; a hub configured differently logs the difference and
+	// uses the consumers as they are, unless started with
+	// -update-consumers (UpdateConsumers).
 	AckWait time.Duration `yaml:"ack_wait"`
+	// MaxAckPending bounds the messages of each shared consumer out at
+	// once, across every hub (default 256).
+	MaxAckPending int `yaml:"max_ack_pending"`
+	// UpdateConsumers makes this hub update the shared consumers to its
+	// settings (edx-hub -update-consumers, an operator's explicit act).
+	UpdateConsumers bool `yaml:"-"`
 	// MaxBackoff caps the delay of a nak after a transient failure (default 1m).
 	MaxBackoff time.Duration `yaml:"max_backoff"`
 	// ReferenceWait is how long a document whose in_reply_to names a
-	// document this hub has not indexed waits for it (default 2m): the
-	// referenced document may still be in the pipeline, submitted just
-	// before. After that the document is rejected (reference.unknown).
+	// document not accepted yet (in no index, not in the archive) waits for
+	// it (default 2m): the referenced document may still be in the
+	// pipeline, submitted just before. After that the document is rejected
+	// (reference.unknown). A status on a document not accepted yet waits
+	// as long before it is refused (recipient.unknown).
 	ReferenceWait time.Duration `yaml:"reference_wait"`
 	// FanoutStageBytes: a container whose size times its number of
 	// recipients exceeds this is staged once in the stage store, and every
@@ -158,6 +199,9 @@ func (c *Config) setDefaults() {
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
+	if c.MaxAckPending < 0 {
+		return fmt.Errorf("pipeline: max_ack_pending %d is negative", c.MaxAckPending)
+	}
 	if c.Workers < 0 || c.Workers > 1024 {
 		return fmt.Errorf("pipeline: workers %d: want 1 to 1024", c.Workers)
 	}
@@ -197,6 +241,8 @@ type Deps struct {
 	Archive Archive
 	Index   Index
 	Units   Units
+	Events  Events
+	Applied Applied // may be nil
 	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
@@ -219,6 +265,9 @@ type Pipeline struct {
 	arch     Archive
 	ix       Index
 	units    Units
+	ev       Events
+	applied  Applied
+	ackWait  time.Duration // the shared consumers' (Run), for keepAlive
 	trust    *pki.Trust
 	hub      *pki.Signer
 	m        *Metrics
@@ -236,8 +285,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, err
 	}
 	cfg.setDefaults()
-	if d.JS == nil || d.Stage == nil || d.Archive == nil || d.Index == nil || d.Units == nil || d.Trust == nil || d.Hub == nil {
-		return nil, errors.New("pipeline: JetStream, stage store, archive, index, unit registry, trust and hub signer are required")
+	if d.JS == nil || d.Stage == nil || d.Archive == nil || d.Index == nil || d.Units == nil || d.Events == nil || d.Trust == nil || d.Hub == nil {
+		return nil, errors.New("pipeline: JetStream, stage store, archive, index, unit registry, events, trust and hub signer are required")
 	}
 	if !pki.IsHub(d.Hub.Cert()) {
 		return nil, errors.New("pipeline: the receipt signer's certificate is not a hub certificate (organizationIdentifier EDX-HUB)")
@@ -254,7 +303,8 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
-	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units, trust: d.Trust, hub: d.Hub,
+	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units,
+		ev: d.Events, applied: d.Applied, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -286,27 +336,13 @@ func (p *Pipeline) step(name string) error {
 // Run consumes submissions and statuses until ctx is done, then stops
 // fetching, lets the messages in progress finish, and returns.
 func (p *Pipeline) Run(ctx context.Context) error {
-	sub, err := p.js.CreateOrUpdateConsumer(ctx, protocol.StreamSubmit, jetstream.ConsumerConfig{
-		Durable:       protocol.HubConsumer,
-		Description:   "the hub's pipeline, shared by every hub replica",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       p.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: p.cfg.Workers * 4,
-	})
+	sub, err := p.sharedConsumer(ctx, protocol.StreamSubmit)
 	if err != nil {
-		return fmt.Errorf("pipeline: consumer %s: %w", protocol.HubConsumer, err)
+		return err
 	}
-	st, err := p.js.CreateOrUpdateConsumer(ctx, protocol.StreamStatus, jetstream.ConsumerConfig{
-		Durable:       protocol.HubStatusConsumer,
-		Description:   "the hub's status recorder",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       p.cfg.AckWait,
-		MaxDeliver:    -1,
-		MaxAckPending: p.cfg.Workers * 4,
-	})
+	st, err := p.sharedConsumer(ctx, protocol.StreamStatus)
 	if err != nil {
-		return fmt.Errorf("pipeline: consumer %s: %w", protocol.HubStatusConsumer, err)
+		return err
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -334,11 +370,37 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	return nil
 }
 
+// sharedConsumer returns the pipeline's consumer of stream, which every hub
+// shares: created with this hub's settings when missing; when it exists with
+// other settings, used as it is (the difference logged) unless the operator
+// asked this hub to update it.
+func (p *Pipeline) sharedConsumer(ctx context.Context, stream string) (jetstream.Consumer, error) {
+	want := broker.HubConsumerConfigs(p.cfg.AckWait, p.cfg.MaxAckPending)[stream]
+	c, diff, err := broker.EnsureSharedConsumer(ctx, p.js, stream, want, p.cfg.UpdateConsumers)
+	if err != nil {
+		return nil, fmt.Errorf("pipeline: %w", err)
+	}
+	switch {
+	case len(diff) > 0 && p.cfg.UpdateConsumers:
+		p.log.Warn("pipeline: shared consumer updated to this hub's settings, for every hub", "consumer", want.Durable, "stream", stream,
+			"changes", strings.Join(diff, "; "))
+	case len(diff) > 0:
+		p.log.Warn("pipeline: this hub's settings differ from the consumer every hub shares: using the consumer as it is "+
+			"(start one hub with -update-consumers to change it for all)", "consumer", want.Durable, "stream", stream,
+			"differences", strings.Join(diff, "; "))
+	}
+	if aw := c.CachedInfo().Config.AckWait; aw > 0 {
+		p.ackWait = min(p.ackWait, aw) // keepAlive tells within the shortest
+	}
+	return c, nil
+}
+
 // consume pulls messages and processes up to workers of them at once.
 func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg) error) error {
-	// Bounded by bytes, not count, so that large messages never stall the
-	// pull; MaxAckPending bounds how many are out at once.
-	it, err := cons.Messages(jetstream.PullMaxBytes(64 << 20))
+	// At most twice as many as the workers take, so that another hub gets
+	// the rest (MaxAckPending bounds all hubs together); bounded by bytes
+	// too, so that large messages never stall the pull.
+	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*workers, 64<<20))
 	if err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
@@ -374,7 +436,7 @@ func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers
 
 // keepAlive tells JetStream the message is still being worked on until done.
 func (p *Pipeline) keepAlive(msg jetstream.Msg, done <-chan struct{}) {
-	t := time.NewTicker(p.cfg.AckWait / 3)
+	t := time.NewTicker(p.ackWait / 3)
 	defer t.Stop()
 	for {
 		select {

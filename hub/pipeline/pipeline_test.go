@@ -27,7 +27,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -62,7 +64,7 @@ func TestAcceptedDocument(t *testing.T) {
 	if !rr.Valid {
 		t.Fatalf("receipt: %v", rr.Reasons)
 	}
-	got, obj, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
+	got, obj, err := e.arch.Get(t.Context(), projection.ContainerKey(id))
 	if err != nil || !bytes.Equal(got, data) || obj.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("archive: %v, identical=%v", err, bytes.Equal(got, data))
 	}
@@ -103,7 +105,7 @@ func TestAcceptedDocument(t *testing.T) {
 	if len(det.History) != 2 || det.Recipients[0].State != index.StateDelivered {
 		t.Errorf("history %+v recipients %+v", det.History, det.Recipients)
 	}
-	if keys := e.objects(archive.ContainerKey(id.Time(), string(id))[:len("2006/01/02/")] + string(id) + "/status/"); len(keys) != 2 {
+	if keys := e.objects(projection.StatusPrefix(id)); len(keys) != 2 {
 		t.Errorf("archived statuses: %v", keys)
 	}
 }
@@ -385,14 +387,19 @@ func (e *env) waitIdle() {
 // recipient and one notice with the first receipt.
 func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	t := e.t
-	prefix := archive.ContainerKey(id.Time(), string(id))[:len("2006/01/02/")] + string(id) + "/"
+	prefix := projection.DocumentPrefix(id)
 	keys := e.objects(prefix)
 	if len(keys) != 2 || !contains(keys, "container.asice") || !contains(keys, "receipt.p7s") {
 		t.Errorf("archive under %s: %v", prefix, keys)
 	}
+	// The index has it once, through the decision events, which hold one
+	// accepted event for it (a replay publishes the same Nats-Msg-Id).
 	page, err := e.ix.Search(t.Context(), index.Query{From: uA, Limit: 100})
 	if err != nil || page.Total != 1 {
 		t.Errorf("index rows: %d (%v)", page.Total, err)
+	}
+	if n := e.acceptedEvents(id); n != 1 {
+		t.Errorf("%d accepted events for %s", n, id)
 	}
 	for _, r := range []document.UnitID{uB, uC} {
 		if n := e.deliveries(r); n != 1 {
@@ -413,19 +420,20 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	}
 }
 
-// TestCrashMidway: the hub stops dead after archiving (and, in another run,
-// after routing) without acking; a new hub process picks the redelivered
-// message up. The document ends archived once, delivered once to each
-// recipient, with one notice. The "crash" abandons the message exactly
+// TestCrashMidway: the hub stops dead after archiving (and, in other runs,
+// after publishing the accepted event, after routing, after notifying)
+// without acking; a new hub process picks the redelivered message up. The
+// document ends archived once, with one accepted event, indexed once
+// (through the event), delivered once to each recipient, with one notice. The "crash" abandons the message exactly
 // where a killed process would leave it: no ack, no nak, connection closed.
 func TestCrashMidway(t *testing.T) {
-	for _, step := range []string{"archived", "indexed", "routed", "notified"} {
+	for _, step := range []string{"archived", "published", "routed", "notified"} {
 		t.Run("after "+step, func(t *testing.T) {
 			e := newEnv(t, uA, uB, uC)
 			var crashed atomic.Bool
 			deps := e.deps
 			h := e.hubConn()
-			deps.JS, deps.Stage = h.JS, e.stage(h)
+			deps.JS, deps.Stage, deps.Events = h.JS, e.stage(h), events.NewPublisher(h.JS, "crashing")
 			deps.hook = func(s string) error {
 				if s == step && crashed.CompareAndSwap(false, true) {
 					return errors.New("crash")
@@ -588,7 +596,7 @@ func TestLargeContainer(t *testing.T) {
 	if err != nil || bytes.Contains(raw, data[len(data)/2:len(data)/2+64]) {
 		t.Fatalf("staged delivery in the clear (%v)", err)
 	}
-	arch, _, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
+	arch, _, err := e.arch.Get(t.Context(), projection.ContainerKey(id))
 	if err != nil || !bytes.Equal(arch, data) {
 		t.Fatalf("archive: %v", err)
 	}

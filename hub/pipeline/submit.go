@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -214,13 +216,14 @@ func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
 	return p.accept(ctx, s, c, rep)
 }
 
-// checkReference judges in_reply_to against the index. The document it
-// names must be an accepted document the sender sent or received; a
-// revocation, update or replacement (business types 1 to 3) must name one
-// the sender itself sent. A document naming one this hub has not indexed
-// (or one the sender is no party to: the answer is the same, so that no unit
-// learns of documents it never saw) waits, naked, since the referenced
-// document may still be in the pipeline: at least ReferenceWait after its
+// checkReference judges in_reply_to against the shared truth: this hub's
+// index, or, for a document it has not indexed (yet), the archive. The
+// document it names must be an accepted document the sender sent or
+// received; a revocation, update or replacement (business types 1 to 3)
+// must name one the sender itself sent. A document naming one not accepted
+// yet (or one the sender is no party to: the answer is the same, so that no
+// unit learns of documents it never saw) waits, naked, since the referenced
+// document may still be in a pipeline: at least ReferenceWait after its
 // submission and minReferenceAttempts attempts (a backlog after an outage
 // holds both, the earlier one perhaps not processed yet); then it is
 // rejected.
@@ -228,41 +231,79 @@ func (p *Pipeline) checkReference(ctx context.Context, s *submission, d *documen
 	if d.InReplyTo == "" {
 		return nil, nil
 	}
-	ref, err := p.ix.Get(ctx, d.InReplyTo)
-	if err != nil && !errors.Is(err, index.ErrNotFound) {
-		return nil, retry("pipeline: reference %s of %s: %w", d.InReplyTo, d.ID, err)
+	ref, err := p.document(ctx, d.InReplyTo, false)
+	if err != nil && !errors.Is(err, errNotAccepted) {
+		return nil, err
 	}
-	if err != nil || !party(ref, d.From) {
+	if err != nil || !ref.party(d.From) {
 		if waited := p.now().Sub(s.received); waited < p.cfg.ReferenceWait || s.attempt < minReferenceAttempts {
-			return nil, retry("pipeline: %s refers to %s, not indexed as a document %s sent or received (attempt %d, waited %s of %s)",
+			return nil, retry("pipeline: %s refers to %s, not accepted as a document %s sent or received (attempt %d, waited %s of %s)",
 				d.ID, d.InReplyTo, d.From, s.attempt, waited.Round(time.Second), p.cfg.ReferenceWait)
 		}
 		return reason.List{{Code: reason.ReferenceUnknown,
 			Message: fmt.Sprintf("in_reply_to: %s is not a document unit %s sent or received", d.InReplyTo, d.From)}}, nil
 	}
-	if d.BusinessType != document.BusinessNew && ref.Doc.From != d.From {
+	if d.BusinessType != document.BusinessNew && ref.from != d.From {
 		return reason.List{{Code: reason.ReferenceNotSender,
-			Message: fmt.Sprintf("business type %d: document %s was sent by %s; only its sender may revoke, update or replace it", d.BusinessType, d.InReplyTo, ref.Doc.From)}}, nil
+			Message: fmt.Sprintf("business type %d: document %s was sent by %s; only its sender may revoke, update or replace it", d.BusinessType, d.InReplyTo, ref.from)}}, nil
 	}
 	return nil, nil
 }
 
-// minReferenceAttempts is how often, at least, a document whose
-// in_reply_to is not indexed yet is tried before it is rejected: with the
-// nak backoff, about 7 seconds of retries.
+// minReferenceAttempts is how often, at least, a message naming a document
+// not accepted yet is tried before it is refused: with the nak backoff,
+// about 7 seconds of retries.
 const minReferenceAttempts = 5
 
+// accepted is what the pipeline knows of an accepted document: from this
+// hub's index, or from the archive when the index does not have it yet.
+type accepted struct {
+	from       document.UnitID
+	to         []document.UnitID
+	acceptedAt time.Time
+	// history is the document's statuses: the index's, or, read from the
+	// archive, who reported which code when (no flags, no text).
+	history []index.StatusEntry
+	indexed bool
+}
+
 // party reports whether unit sent or received the document.
-func party(ref *index.Detail, unit document.UnitID) bool {
-	if ref.Doc.From == unit {
-		return true
+func (a *accepted) party(unit document.UnitID) bool {
+	return a.from == unit || slices.Contains(a.to, unit)
+}
+
+// errNotAccepted: a document neither this hub's index nor the archive knows.
+var errNotAccepted = errors.New("pipeline: document not accepted")
+
+// document returns what is known of an accepted document, from this hub's
+// index or, when the index lacks it (it lags, or another hub accepted it
+// moments ago), from the archive: the receipt, and with history the
+// statuses archived beside it. Never refused for the index lagging: only a
+// document with no receipt is errNotAccepted.
+func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (*accepted, error) {
+	det, err := p.ix.Get(ctx, id)
+	if err == nil {
+		return &accepted{from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, history: det.History, indexed: true}, nil
 	}
-	for _, r := range ref.Recipients {
-		if r.Unit == unit {
-			return true
+	if !errors.Is(err, index.ErrNotFound) {
+		return nil, retry("pipeline: document %s: %w", id, err)
+	}
+	acc, err := projection.ReadAccepted(ctx, p.arch, p.trust, p.now(), id)
+	switch {
+	case errors.Is(err, archive.ErrNotFound):
+		return nil, errNotAccepted
+	case err != nil:
+		return nil, retry("pipeline: document %s: %w", id, err)
+	}
+	a := &accepted{from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt}
+	if history {
+		if a.history, err = projection.Statuses(ctx, p.arch, id); err != nil {
+			return nil, retry("pipeline: statuses of %s: %w", id, err)
 		}
 	}
-	return false
+	p.m.fromArchive.Inc()
+	p.log.Debug("pipeline: a document this hub has not indexed, judged from the archive", "doc_id", id)
+	return a, nil
 }
 
 type unitState int
@@ -298,11 +339,13 @@ func transientReasons(rs reason.List) reason.List {
 	return out
 }
 
-// accept archives, indexes, routes and notifies; each step is idempotent.
+// accept archives the container, then its receipt, publishes the accepted
+// event (every hub's index applies it), routes, and notifies the sender once
+// this hub's index has it; each step is idempotent, so that a crash
+// anywhere replays to the same result.
 func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Container, rep *container.Report) error {
 	d := c.Meta
-	day := d.ID.Time()
-	key := archive.ContainerKey(day, string(d.ID))
+	key := projection.ContainerKey(d.ID)
 	t0 := p.now()
 	obj, err := p.arch.Put(ctx, key, s.data, container.Mimetype, map[string]string{"document-id": string(d.ID), "from": string(d.From)})
 	p.m.archiveSeconds.Observe(p.now().Sub(t0).Seconds())
@@ -327,11 +370,12 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 		return retry("pipeline: receipt for %s names container %s, not %s", d.ID, rc.ContainerSHA256, s.sha)
 	}
 
-	rec := Record(c, rep, rc, archive.ReceiptKey(day, string(d.ID)))
-	if err := p.ix.PutDocument(ctx, rec); err != nil {
-		return retry("pipeline: index %s: %w", d.ID, err)
+	rec := projection.Record(c, rep, rc, projection.ReceiptKey(d.ID))
+	seq, err := p.ev.Accepted(ctx, rec)
+	if err != nil {
+		return retry("pipeline: %w", err)
 	}
-	if err := p.step("indexed"); err != nil {
+	if err := p.step("published"); err != nil {
 		return err
 	}
 
@@ -341,6 +385,7 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 	if err := p.step("routed"); err != nil {
 		return err
 	}
+	p.waitApplied(ctx, seq)
 
 	n := &protocol.Notice{Type: protocol.NoticeAccepted, DocumentID: d.ID, SHA256: s.sha, Time: rc.AcceptedAt,
 		ArchiveKey: key, Receipt: receipt}
@@ -358,39 +403,13 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 	return p.step("notified")
 }
 
-// Record is the index entry of an accepted container: its metadata, files,
-// signer and where it and its receipt are archived. Reindexing builds the
-// same record from the archive alone.
-func Record(c *container.Container, rep *container.Report, rc *container.Receipt, receiptKey string) index.Record {
-	rec := index.Record{
-		Doc: *c.Meta, RawMeta: c.MetaRaw, ContainerSHA256: rep.ContainerSHA256, Size: int64(rep.Size),
-		ArchiveKey: rc.ArchiveKey, ReceiptKey: receiptKey, AcceptedAt: rc.AcceptedAt,
-		Signer: index.SignerInfo{SubjectCN: signerCN(rep), Unit: rep.SignerUnit},
+// waitApplied waits, briefly, for this hub's index to apply the event at
+// seq, so that a sender told of a decision finds it on this hub (the other
+// hubs apply it within moments). The decision stands either way.
+func (p *Pipeline) waitApplied(ctx context.Context, seq uint64) {
+	if p.applied != nil && !p.applied.WaitApplied(ctx, seq) {
+		p.log.Debug("pipeline: this hub's index has not applied the event yet", "seq", seq)
 	}
-	if s := rep.Signature; s != nil {
-		rec.Signer.Serial = s.SignerSerial
-		if s.SigningTime != nil {
-			rec.Signer.SigningTime = *s.SigningTime
-		}
-	}
-	for _, f := range rep.Files {
-		if strings.HasPrefix(f.Name, container.FilesDir) {
-			rec.Files = append(rec.Files, index.File{Name: strings.TrimPrefix(f.Name, container.FilesDir), MediaType: f.MediaType, Size: int64(f.Size), SHA256: f.SHA256})
-		}
-	}
-	return rec
-}
-
-func signerCN(rep *container.Report) string {
-	if rep.Signature == nil {
-		return ""
-	}
-	for _, part := range strings.Split(rep.Signature.SignerSubject, ", ") {
-		if v, ok := strings.CutPrefix(part, "CN="); ok {
-			return v
-		}
-	}
-	return rep.Signature.SignerSubject
 }
 
 // receipt returns the document's receipt: the one already archived (a
@@ -400,7 +419,7 @@ func signerCN(rep *container.Report) string {
 // wins: a redelivery, or another replica racing on the same document, reads
 // and reuses it.
 func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Document, key string, again bool) ([]byte, *container.Receipt, error) {
-	rkey := archive.ReceiptKey(d.ID.Time(), string(d.ID))
+	rkey := projection.ReceiptKey(d.ID)
 	existing := func() ([]byte, *container.Receipt, error) {
 		b, _, err := p.arch.Get(ctx, rkey)
 		if err != nil {
@@ -520,31 +539,10 @@ func (p *Pipeline) tellSender(s *submission, n *protocol.Notice, msgID string) {
 	}
 }
 
-// RejectedRecord is reasons.json beside a rejected submission in the archive.
-type RejectedRecord struct {
-	Ref      string          `json:"ref"`
-	Sender   document.UnitID `json:"sender"`
-	Subject  string          `json:"subject"`
-	Received time.Time       `json:"received"`
-	SHA256   string          `json:"container_sha256"`
-	Reasons  reason.List     `json:"reasons"`
-	// Size is the submitted container's size; Kept how many of its first
-	// bytes are archived beside: all of them (container.asice), the first
-	// Config.RejectedKeep (container-head.bin), or none once the unit has
-	// used its budget of rejected bytes (Config.RejectedUnitBudget).
-	Size int64 `json:"size"`
-	Kept int64 `json:"kept"`
-}
-
-// Names of a rejected submission's bytes under rejected/<date>/<ref>/.
-const (
-	RejectedContainer = "container.asice"    // the whole container
-	RejectedHead      = "container-head.bin" // its first Config.RejectedKeep bytes
-)
-
 // reject keeps the submission's reasons and digest, and as much of its
-// bytes as the bounds allow, under rejected/ in the archive, records it in
-// the index and tells the sender why.
+// bytes as the bounds allow, under rejected/ in the archive
+// (projection.RejectedRecord), publishes the rejected event and tells the
+// sender why.
 func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) error {
 	ref := "unknown"
 	if s.wire != nil && s.wire.DocumentID.Validate() == nil {
@@ -552,23 +550,22 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 	}
 	sum := sha256.Sum256(s.data)
 	ref += "-" + hex.EncodeToString(sum[:8])
-	reasonsKey := archive.RejectedKey(s.received, ref, "reasons.json")
+	reasonsKey := projection.RejectedKey(s.received, ref, projection.ReasonsName)
 	kept := p.rejectedKeep(s.unit, int64(len(s.data)))
-	body, _ := json.MarshalIndent(RejectedRecord{ref, s.unit, s.msg.Subject(), s.received.UTC(), hex.EncodeToString(sum[:]), rs, int64(len(s.data)), kept}, "", "  ")
+	rec := projection.RejectedRecord{Ref: ref, Sender: s.unit, Subject: s.msg.Subject(), Received: s.received.UTC(), SHA256: hex.EncodeToString(sum[:]),
+		Reasons: rs, Size: int64(len(s.data)), Kept: kept}
+	body, _ := json.MarshalIndent(rec, "", "  ")
 	if kept > 0 {
-		name, ctype := RejectedContainer, container.Mimetype
+		name, ctype := projection.RejectedContainer, container.Mimetype
 		if kept < int64(len(s.data)) {
-			name, ctype = RejectedHead, "application/octet-stream"
+			name, ctype = projection.RejectedHead, "application/octet-stream"
 		}
-		if _, err := p.arch.Put(ctx, archive.RejectedKey(s.received, ref, name), s.data[:kept], ctype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
+		if _, err := p.arch.Put(ctx, projection.RejectedKey(s.received, ref, name), s.data[:kept], ctype, nil); err != nil && !errors.Is(err, archive.ErrConflict) {
 			return retry("pipeline: archive rejected %s: %w", ref, err)
 		}
 	}
-	if _, err := p.arch.Put(ctx, reasonsKey, body, "application/json", nil); err != nil && !errors.Is(err, archive.ErrConflict) {
-		return retry("pipeline: archive rejected %s: %w", ref, err)
-	}
-	if err := p.ix.PutRejected(ctx, index.Rejected{Ref: ref, Sender: s.unit, At: s.received, Reasons: rs, ArchiveKey: reasonsKey}); err != nil {
-		return retry("pipeline: index rejected %s: %w", ref, err)
+	if err := p.archiveRejected(ctx, reasonsKey, &rec, body); err != nil {
+		return err
 	}
 	n := &protocol.Notice{Type: protocol.NoticeRejected, Time: p.now().UTC(), ArchiveKey: reasonsKey, Reasons: rs, SHA256: hex.EncodeToString(sum[:])}
 	if s.wire != nil {
@@ -617,4 +614,19 @@ func codes(rs reason.List) []string {
 		out[i] = string(r.Code)
 	}
 	return out
+}
+
+// archiveRejected archives a rejected submission's or refused status's
+// reasons.json (once: a redelivery finds it there) and publishes its
+// rejected event, then waits, briefly, for this hub's index to have it.
+func (p *Pipeline) archiveRejected(ctx context.Context, key string, rec *projection.RejectedRecord, body []byte) error {
+	if _, err := p.arch.Put(ctx, key, body, "application/json", nil); err != nil && !errors.Is(err, archive.ErrConflict) {
+		return retry("pipeline: archive rejected %s: %w", rec.Ref, err)
+	}
+	seq, err := p.ev.Rejected(ctx, rec.Rejected(key))
+	if err != nil {
+		return retry("pipeline: %w", err)
+	}
+	p.waitApplied(ctx, seq)
+	return nil
 }

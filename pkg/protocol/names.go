@@ -22,6 +22,10 @@ const (
 	// edx.upload.<unit>: units only write (UploadStaged), the hub reads
 	// (GetUpload) and removes them (ReleaseUpload).
 	StreamUpload = "EDX_UPLOAD"
+	// StreamEvents holds the hubs' decisions, edx.event.<kind> (hub/events):
+	// every hub publishes, every hub follows with a consumer of its own.
+	// Units have no access to it.
+	StreamEvents = "EDX_EVENTS"
 	// StageBucket is the object store (in the STAGE account) of deliveries
 	// above the inline limit: the hub writes, recipients read through the
 	// hub's stage service (GetStaged).
@@ -47,6 +51,7 @@ const (
 	SubjectNoticePrefix  = "edx.notice."
 	SubjectUploadPrefix  = "edx.upload."
 	SubjectStagePrefix   = "edx.stage." // requests to the hub's stage service
+	SubjectEventPrefix   = "edx.event." // followed by the event's kind, not a unit
 )
 
 // HubConsumer is the durable pull consumer on EDX_SUBMIT shared by every hub replica.

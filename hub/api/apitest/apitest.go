@@ -2,7 +2,7 @@
 // of the API and the web UI: the shared S3 test gateway (versitygw) with a
 // bucket of its own, a SQLite index, a development CA, containers signed
 // with the units' keys, archived, receipted and indexed as the pipeline does
-// (pipeline.Record), and an accounts store on an embedded NATS server.
+// (projection.Record), and an accounts store on an embedded NATS server.
 package apitest
 
 import (
@@ -18,7 +18,7 @@ import (
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
-	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -170,7 +170,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 	if !rep.Valid {
 		t.Fatalf("%s: %v", s.Name, rep.Reasons)
 	}
-	key := archive.ContainerKey(s.Accepted, string(d.ID))
+	key := projection.ContainerKey(d.ID)
 	if _, err := f.Archive.Put(ctx, key, data, api.MediaContainer, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -180,11 +180,11 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rkey := archive.ReceiptKey(s.Accepted, string(d.ID))
+	rkey := projection.ReceiptKey(d.ID)
 	if _, err := f.Archive.Put(ctx, rkey, rb, api.MediaReceipt, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Index.PutDocument(ctx, pipeline.Record(c, rep, rc, rkey)); err != nil {
+	if err := f.Index.PutDocument(ctx, projection.Record(c, rep, rc, rkey)); err != nil {
 		t.Fatal(err)
 	}
 	if s.Name != "" {
