@@ -100,6 +100,19 @@ type PKIConfig struct {
 	// DevCAInit is true (the default with no trust configured). Units
 	// registered without a certificate get one from it.
 	DevCA string `yaml:"dev_ca"`
+	// IssuingCA is the city's issuing CA (certificate and key files): the
+	// hub issues a key and certificate from it to a unit registered
+	// without a certificate of its own (edx unit add without --cert). Its
+	// certificate must chain to Trust. Every hub of a cluster may use the
+	// same files. Without it (and without DevCA) a unit is registered with
+	// the certificate the city's CA issued it (edx unit add --cert).
+	IssuingCA IssuingCAConfig `yaml:"issuing_ca"`
+}
+
+// IssuingCAConfig names an issuing CA's certificate and key (PEM files).
+type IssuingCAConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // LogConfig sets logging.
@@ -234,6 +247,14 @@ func (c *Config) Validate() error {
 	}
 	if c.PKI.CRLGrace < 0 {
 		errs = append(errs, fmt.Errorf("pki: crl_grace %s: negative", c.PKI.CRLGrace))
+	}
+	if ic := c.PKI.IssuingCA; ic.Cert != "" || ic.Key != "" {
+		switch {
+		case ic.Cert == "" || ic.Key == "":
+			errs = append(errs, errors.New("pki: issuing_ca needs both cert and key"))
+		case c.PKI.DevCA != "":
+			errs = append(errs, errors.New("pki: issuing_ca and dev_ca both issue unit certificates: set one"))
+		}
 	}
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))

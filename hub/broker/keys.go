@@ -405,7 +405,7 @@ func (k *Keys) RevokeUnitUsers(pubs []string, at time.Time) (string, bool, error
 func (k *Keys) IssueSystemCreds() ([]byte, error) {
 	sys := account{name: SystemAccountName, kp: k.system, pub: k.systemPub, signing: k.system}
 	var perms jwt.Permissions
-	perms.Pub.Allow.Add(claimsUpdateSubject, fmt.Sprintf(accountUpdateSubject, "*"),
+	perms.Pub.Allow.Add(claimsUpdateSubject, fmt.Sprintf(accountUpdateSubject, "*"), fmt.Sprintf(accountLookupSubject, "*"),
 		fmt.Sprintf(kickSubject, "*"), connzSubject)
 	perms.Sub.Allow.Add("_INBOX.>",
 		fmt.Sprintf(connectEventSubject, k.units.pub), fmt.Sprintf(disconnectEventSubject, k.units.pub))

@@ -254,6 +254,10 @@ type IssueRequest struct {
 
 // Issue signs an end-entity certificate with the issuing CA.
 func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
+	return issue(ca.Issuing, ca.issuingKey, r)
+}
+
+func issue(issuer *x509.Certificate, key crypto.Signer, r IssueRequest) (*x509.Certificate, error) {
 	if r.Identifier != HubIdentifier {
 		if err := document.UnitID(r.Identifier).Validate(); err != nil {
 			return nil, fmt.Errorf("pki: issue: %w", err)
@@ -277,7 +281,7 @@ func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
 		NotAfter:              r.NotAfter,
 		KeyUsage:              r.KeyUsage,
 		BasicConstraintsValid: true,
-	}, ca.Issuing, r.Key, ca.issuingKey)
+	}, issuer, r.Key, key)
 }
 
 // IssueUnit makes a key of type kt and a certificate for unit, writes them to
