@@ -63,3 +63,43 @@ func TestConfigDefaultsUnderData(t *testing.T) {
 		}
 	}
 }
+
+// TestClusterConfigPerHubPaths: hubs run from one cluster configuration
+// with their own -data keep what belongs to each (index, accounts, NATS
+// keys) under their own data directory, never at a path of the file that
+// two hubs on one host would share.
+func TestClusterConfigPerHubPaths(t *testing.T) {
+	for _, f := range []string{"../configs/hub-cluster.yaml", "../configs/hub-cluster-local.yaml"} {
+		t.Run(filepath.Base(f), func(t *testing.T) {
+			var cfgs [2]*Config
+			for i := range cfgs {
+				c, err := LoadConfig(f)
+				if err != nil {
+					t.Fatal(err)
+				}
+				c.Data = filepath.Join(t.TempDir(), "hub") // -data
+				if err := c.SetDefaults(); err != nil {
+					t.Fatal(err)
+				}
+				cfgs[i] = c
+			}
+			for _, c := range cfgs {
+				paths := map[string]string{"index.path": c.Index.Path, "auth.path": c.Auth.Path}
+				if strings.Contains(f, "local") {
+					paths["nats.keys_dir"] = c.NATS.KeysDir
+				}
+				for key, p := range paths {
+					if !strings.HasPrefix(p, c.Data+string(filepath.Separator)) {
+						t.Errorf("%s %s is not under the hub's -data %s", key, p, c.Data)
+					}
+				}
+			}
+			if cfgs[0].Index.Path == cfgs[1].Index.Path || cfgs[0].Auth.Path == cfgs[1].Auth.Path {
+				t.Errorf("two hubs share a path: %s, %s", cfgs[0].Index.Path, cfgs[0].Auth.Path)
+			}
+			if ic := cfgs[0].PKI.IssuingCA; ic.Cert == "" || ic.Key == "" {
+				t.Errorf("no pki.issuing_ca: edx unit add without --cert fails on this configuration")
+			}
+		})
+	}
+}

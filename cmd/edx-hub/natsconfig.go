@@ -23,6 +23,7 @@ type natsServer struct {
 	storeDir, resolverDir      string
 	maxStore                   string
 	maxPayload                 int64
+	accountsOnly               bool
 }
 
 // natsConfig prepares an external NATS cluster for the hub: it prints one
@@ -44,6 +45,7 @@ func natsConfig(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&s.clusterName, "cluster-name", "edx", "the cluster's name, the same on every server")
 	fs.StringVar(&s.clusterListen, "cluster-listen", "", "route address host:port of this server; with --routes, makes it one server of a cluster")
 	routes := fs.String("routes", "", "comma-separated route URLs of the cluster's servers (nats://host:port), this one's may be among them")
+	fs.BoolVar(&s.accountsOnly, "accounts-only", false, "print only the operator, the system account and the accounts (no resolver, no server settings):\nthe file a server configuration includes (configs/nats-1.conf includes edx-accounts.conf)")
 	fs.StringVar(&s.maxStore, "max-store", "", "JetStream's file store limit (e.g. 64GB); default: nats-server's, 75% of the disk's free space.\nEvery stream reserves its nats.streams.*_max_bytes on each server")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: edx-hub nats-config [--keys DIR] [--out DIR] [--config FILE] [--name N --listen ADDR\n"+
@@ -141,6 +143,12 @@ func (s *natsServer) validate() error {
 }
 
 func (s *natsServer) write(w io.Writer, k *broker.Keys) {
+	if s.accountsOnly {
+		fmt.Fprintf(w, "# edx-hub nats-config --accounts-only: the operator and accounts of the edx hubs, for every server's configuration\n"+
+			"# (include it; the server's own file sets its resolver, a full one: resolver { type: full, dir: ... }).\n")
+		w.Write(k.AccountsConfig())
+		return
+	}
 	fmt.Fprintf(w, "# edx-hub nats-config: a NATS server for edx hubs (nats-server --config FILE).\n")
 	if s.name != "" {
 		fmt.Fprintf(w, "server_name: %q\n", s.name)

@@ -224,3 +224,88 @@ func freePort(t *testing.T) string {
 	defer ln.Close()
 	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
 }
+
+// TestConfigsNATSCluster: configs/nats-1.conf ... nats-3.conf, with the
+// edx-accounts.conf that edx-hub nats-config --accounts-only writes beside
+// them, start three servers (in their own directory, as the README runs
+// them; ports moved to free ones) that form a JetStream cluster trusting
+// the hub's keys: the hub's credentials create an R3 stream.
+func TestConfigsNATSCluster(t *testing.T) {
+	files, _ := filepath.Glob("../../configs/nats-*.conf")
+	for i := range files {
+		files[i], _ = filepath.Abs(files[i])
+	}
+	if len(files) != 3 {
+		t.Fatalf("configs/nats-*.conf: %d files, want 3", len(files))
+	}
+	dir := t.TempDir()
+	var out, errb bytes.Buffer
+	if code := natsConfig([]string{"--accounts-only", "--keys", filepath.Join(dir, "keys"), "--out", dir}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if strings.Contains(out.String(), "resolver:") || strings.Contains(out.String(), "jetstream") {
+		t.Fatalf("--accounts-only prints more than the accounts:\n%s", out.String())
+	}
+	os.WriteFile(filepath.Join(dir, "edx-accounts.conf"), out.Bytes(), 0o600)
+	// The files' fixed ports, moved to free ones (other tests may run).
+	moved := map[string]string{}
+	for _, p := range []string{"4222", "4223", "4224", "6222", "6223", "6224", "8222", "8223", "8224"} {
+		moved["127.0.0.1:"+p] = "127.0.0.1:" + freePort(t)
+	}
+	t.Chdir(dir) // the files' relative directories
+	var servers []*server.Server
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(b)
+		for from, to := range moved {
+			s = strings.ReplaceAll(s, from, to)
+		}
+		conf := filepath.Join(dir, filepath.Base(f))
+		os.WriteFile(conf, []byte(s), 0o600)
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		if _, ok := opts.AccountResolver.(*server.DirAccResolver); !ok || opts.MaxPayload < broker.DefaultMaxPayload || len(opts.TrustedOperators) != 1 {
+			t.Fatalf("%s: resolver %T, max_payload %d, %d operators", f, opts.AccountResolver, opts.MaxPayload, len(opts.TrustedOperators))
+		}
+		opts.NoLog, opts.NoSigs = true, true
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		ns.Start()
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+		servers = append(servers, ns)
+	}
+	for _, ns := range servers {
+		if !ns.ReadyForConnections(10 * time.Second) {
+			t.Fatal("nats-server not ready")
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "nats-2", "jwt")); err != nil {
+		t.Fatalf("the resolver directory is not where the README runs the servers: %v", err)
+	}
+	creds, _ := os.ReadFile(filepath.Join(dir, "hub.creds"))
+	nc, err := nats.Connect(servers[1].ClientURL(), nats.UserCredentialBytes(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		st, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "R3", Subjects: []string{"r3"}, Replicas: 3, MaxBytes: 1 << 20})
+		if err == nil {
+			if info, err := st.Info(t.Context()); err != nil || info.Cluster == nil || len(info.Cluster.Replicas) != 2 {
+				t.Fatalf("R3 stream: %+v %v", info, err)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no R3 stream: %v", err)
+		}
+	}
+}

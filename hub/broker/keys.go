@@ -302,6 +302,11 @@ func (k *Keys) FullResolverConfig(dir string) []byte {
 	return k.serverConfig(fmt.Sprintf("resolver: {\n  type: full\n  dir: %q\n  allow_delete: false\n  interval: \"2m\"\n  timeout: \"5s\"\n}\n", dir))
 }
 
+// AccountsConfig is ServerConfig without the resolver: the operator, the
+// system account and the accounts' JWTs (resolver_preload), for a file that
+// every server's configuration includes beside a resolver of its own.
+func (k *Keys) AccountsConfig() []byte { return k.serverConfig("") }
+
 func (k *Keys) serverConfig(resolver string) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "operator: %q\n", k.operatorJWT)
