@@ -247,10 +247,7 @@ func (h *Hub) startNATS(ctx context.Context) error {
 	if err := h.checkMaxPayload(); err != nil {
 		return err
 	}
-	if err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams); err != nil {
-		return err
-	}
-	if err := ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas); err != nil {
+	if err := h.ensureStreams(ctx); err != nil {
 		return err
 	}
 	if h.stage, err = h.conn.Stage(ctx); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
@@ -196,4 +197,47 @@ func loadIssuingCA(c IssuingCAConfig, trust *pki.Trust) (*pki.Issuer, error) {
 		return nil, fmt.Errorf("pki.issuing_ca: %s is not a CA certificate (basic constraints CA, key usage certSign)", c.Cert)
 	}
 	return iss, nil
+}
+
+// streamsStartWait bounds how long a starting hub waits for a JetStream
+// cluster that cannot take its streams yet (no meta leader elected, too few
+// servers up for the replicas).
+const streamsStartWait = 2 * time.Minute
+
+// ensureStreams creates or updates the streams, waiting while the cluster
+// is not ready: servers started together elect their meta leader a few
+// seconds after they accept clients, and a hub started with them must not
+// give up then.
+func (h *Hub) ensureStreams(ctx context.Context) error {
+	deadline := time.Now().Add(streamsStartWait)
+	for {
+		err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams)
+		if err == nil {
+			err = ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas)
+		}
+		if err == nil || !jetStreamNotReady(err) || ctx.Err() != nil {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nats: JetStream is not ready after %s (no meta leader, or fewer servers up than nats.streams.replicas %d: "+
+				"check that the servers run and reach each other on their cluster routes): %w", streamsStartWait, h.cfg.NATS.Streams.Replicas, err)
+		}
+		h.log.Warn("nats: JetStream not ready for the streams yet; waiting", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// jetStreamNotReady reports an error of a JetStream that may take the
+// streams soon: a request timed out, the cluster has no leader, or not
+// enough servers for the replicas are up.
+func jetStreamNotReady(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		return api.ErrorCode == 10008 || api.ErrorCode == 10005 // JSClusterNotAvailErr, JSClusterNoPeersErr
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }

@@ -303,3 +303,63 @@ func (r *running) apiRaw(method, path string, body, out any) int {
 	json.NewDecoder(resp.Body).Decode(out)
 	return resp.StatusCode
 }
+
+// TestNewWaitsForJetStreamCluster: a hub started while its 3-server
+// cluster cannot take R3 streams yet (one server up, the others starting
+// later, as when servers and hubs start together) waits for it rather than
+// give up at the first JetStream timeout.
+func TestNewWaitsForJetStreamCluster(t *testing.T) {
+	keysDir := t.TempDir()
+	keys, err := broker.LoadOrCreateKeys(keysDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := t.TempDir()
+	var client, route [3]string
+	for i := range 3 {
+		client[i], route[i] = "127.0.0.1:"+freePort(t), "127.0.0.1:"+freePort(t)
+	}
+	start := func(i int) {
+		conf := filepath.Join(base, fmt.Sprintf("n%d.conf", i))
+		os.WriteFile(conf, fmt.Appendf(nil, "server_name: n%d\nlisten: %q\nmax_payload: 8MB\njetstream { store_dir: %q }\n"+
+			"cluster { name: edx, listen: %q, routes: [\"nats://%s\", \"nats://%s\", \"nats://%s\"] }\n%s",
+			i, client[i], filepath.Join(base, fmt.Sprint("js", i)), route[i], route[0], route[1], route[2],
+			keys.FullResolverConfig(filepath.Join(base, fmt.Sprint("jwt", i)))), 0o600)
+		opts, err := server.ProcessConfigFile(conf)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		opts.NoLog, opts.NoSigs = true, true
+		ns, err := server.NewServer(opts)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		ns.Start()
+		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
+	}
+	start(0)
+	base2 := t.TempDir()
+	for name, issue := range map[string]func() ([]byte, error){"hub.creds": keys.IssueHubCreds, "hub-stage.creds": keys.IssueHubStageCreds} {
+		b, _ := issue()
+		os.WriteFile(filepath.Join(base2, name), b, 0o600)
+	}
+	cfg := testConfig(t)
+	cfg.NATS.URL = "nats://" + client[0] + ",nats://" + client[1] + ",nats://" + client[2]
+	cfg.NATS.KeysDir = keysDir
+	cfg.NATS.CredsFile, cfg.NATS.StageCredsFile = filepath.Join(base2, "hub.creds"), filepath.Join(base2, "hub-stage.creds")
+	cfg.NATS.Streams.Replicas = 3
+	cfg.NATS.Streams.DeliverMaxBytes, cfg.NATS.Streams.StageMaxBytes, cfg.NATS.Streams.UploadMaxBytes = 256<<20, 256<<20, 512<<20
+	cfg.NATS.Streams.UploadUnitQuota = 64 << 20
+	go func() {
+		time.Sleep(6 * time.Second) // past the JetStream API's timeout of the hub's first attempt
+		start(1)
+		start(2)
+	}()
+	h, err := New(t.Context(), cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatalf("the hub gave up on a cluster that was starting: %v", err)
+	}
+	h.Close()
+}
