@@ -98,7 +98,9 @@ func (o *Options) defaults() {
 	if o.Recipients <= 0 {
 		o.Recipients = 3
 	}
-	o.Recipients = min(o.Recipients, o.Units-1)
+	if o.UnitsDir == "" {
+		o.Recipients = min(o.Recipients, o.Units-1) // else once the units are loaded
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}

@@ -110,7 +110,9 @@ func TestRemoteHubRejections(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Rejected == 0 || res.Accepted.N+res.Rejected != n || res.Undecided != 0 || res.Undelivered != 0 || res.Doubled != 0 || res.Stalled || res.Units != 3 {
+	// Up to 3 recipients of 3 units: two at most, and some documents have two.
+	if res.Rejected == 0 || res.Accepted.N+res.Rejected != n || res.Undecided != 0 || res.Undelivered != 0 || res.Doubled != 0 || res.Stalled || res.Units != 3 ||
+		res.Deliveries <= res.Accepted.N {
 		t.Fatalf("%d accepted, %+v", res.Accepted.N, res)
 	}
 }
