@@ -181,6 +181,21 @@ func (c *Config) SetDefaults() error {
 	} else if c.PKI.DevCA != "" {
 		under(&c.PKI.DevCA, "pki")
 	}
+	// Every other path is made absolute now, against the working
+	// directory the hub starts in: the embedded S3 gateway changes the
+	// process's working directory, and files such as the CRLs are read
+	// again later.
+	for _, p := range []*string{&c.PKI.Trust, &c.PKI.HubKey, &c.PKI.HubCert, &c.PKI.IssuingCA.Cert, &c.PKI.IssuingCA.Key,
+		&c.NATS.CredsFile, &c.NATS.StageCredsFile, &c.S3.Archive.AccessKeyFile, &c.S3.Archive.SecretKeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p, _ = filepath.Abs(*p)
+		}
+	}
+	for i, p := range c.PKI.CRLs {
+		if !filepath.IsAbs(p) {
+			c.PKI.CRLs[i], _ = filepath.Abs(p)
+		}
+	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = api.DefaultListen
 	}

@@ -107,3 +107,26 @@ func TestClusterConfigPerHubPaths(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigPathsAbsolute: the paths a configuration gives relative are
+// made absolute at load, against the directory the hub starts in (the
+// embedded S3 gateway changes the working directory later, and the CRLs
+// are read again while the hub runs).
+func TestConfigPathsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	dir, _ = os.Getwd()
+	c := &Config{Data: "hub-1"}
+	c.PKI = PKIConfig{Trust: "pki/roots.pem", CRLs: []string{"pki/crl.pem"}, HubKey: "pki/hub.key.pem", HubCert: "pki/hub.cert.pem",
+		IssuingCA: IssuingCAConfig{Cert: "pki/ca/issuing.cert.pem", Key: "pki/ca/issuing.key.pem"}}
+	c.NATS.URL, c.NATS.CredsFile, c.NATS.StageCredsFile = "nats://127.0.0.1:4222", "hub.creds", "hub-stage.creds"
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{c.Data, c.PKI.Trust, c.PKI.CRLs[0], c.PKI.HubKey, c.PKI.HubCert, c.PKI.IssuingCA.Cert, c.PKI.IssuingCA.Key,
+		c.NATS.CredsFile, c.NATS.StageCredsFile, c.NATS.KeysDir, c.Index.Path} {
+		if !strings.HasPrefix(p, dir+string(filepath.Separator)) {
+			t.Errorf("%s is not an absolute path under %s", p, dir)
+		}
+	}
+}

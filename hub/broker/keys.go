@@ -401,9 +401,11 @@ func (k *Keys) RevokeUnitUsers(pubs []string, at time.Time) (string, bool, error
 }
 
 // IssueSystemCreds returns a .creds file for the hub's user in the system
-// account, with no expiry, which may do only two things: push account JWTs
-// to the servers ($SYS.REQ.CLAIMS.UPDATE, $SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE:
-// how a credential revocation reaches them, SystemConn.PushAccount), and
+// account, with no expiry, which may do only this: push account JWTs to the
+// servers ($SYS.REQ.CLAIMS.UPDATE, $SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE: how a
+// credential revocation reaches them, SystemConn.PushAccount), look up the
+// JWTs their resolver holds ($SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP: the check that
+// a hub's keys are the cluster's, SystemConn.AccountSigningKeys), and
 // watch and close the units' connections (the UNITS account's connect and
 // disconnect events, the servers' connection lists and kick requests:
 // ConnLimiter). The hub opens one connection with it for both.
