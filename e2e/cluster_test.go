@@ -301,20 +301,7 @@ func sendStream(t *testing.T, a, b *unitConn, n int) *stream {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(c)
-		msg := protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c})
-		// A publish lost with a dying server is retried (Nats-Msg-Id de-duplicates), as agents do.
-		for attempt := 0; ; attempt++ {
-			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-			_, err = a.js.PublishMsg(ctx, msg)
-			cancel()
-			if err == nil {
-				break
-			}
-			if attempt == 20 {
-				t.Fatalf("publish: %v", err)
-			}
-			time.Sleep(500 * time.Millisecond)
-		}
+		submit(t, a.js, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
 		s.sent[d.ID] = true
 	}
 	return s
@@ -719,4 +706,29 @@ func rejectedBy(t *testing.T, h *hubProc) int {
 		t.Fatal(err)
 	}
 	return strings.Count(string(b), "msg=rejected ")
+}
+
+// submit publishes a submission as an agent does: past the unit's share of
+// the submission stream (nats.streams.submit_unit_pending) it waits for the
+// hubs to catch up; a publish lost with a dying server is retried
+// (Nats-Msg-Id de-duplicates).
+func submit(t *testing.T, js jetstream.JetStream, msg *nats.Msg) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for attempt := 0; ; attempt++ {
+		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+		_, err := js.PublishMsg(ctx, msg)
+		cancel()
+		switch {
+		case err == nil:
+			return
+		case strings.Contains(err.Error(), "maximum messages per subject exceeded") && time.Now().Before(deadline):
+			attempt = 0
+			time.Sleep(50 * time.Millisecond)
+		case attempt == 20 || time.Now().After(deadline):
+			t.Fatalf("publish: %v", err)
+		default:
+			time.Sleep(500 * time.Millisecond)
+		}
+	}
 }

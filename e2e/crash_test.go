@@ -74,9 +74,8 @@ func TestHubKilledMidStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(c)
-		if _, err := a.js.PublishMsg(t.Context(), protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c})); err != nil {
-			t.Fatal(err)
-		}
+		// Past the unit's 32 submissions waiting, wait for the hub (submit).
+		submit(t, a.js, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
 		sent[d.ID] = true
 	}
 	// Kill the hub as soon as it has accepted something.
