@@ -281,13 +281,20 @@ type stream struct {
 	accepted map[document.ID]map[uint64]bool
 	rejected map[document.ID][]string
 	got      map[document.ID]map[uint64]bool
+	// published is closed once every document is published, or pubErr
+	// says why not.
+	published chan struct{}
+	pubErr    error
 }
 
-// sendStream publishes n documents of 32 KiB from a to b.
+// sendStream builds n documents of 32 KiB from a to b and publishes them in
+// the background, as the sending agent would, while the test goes on
+// (kills a server or a hub).
 func sendStream(t *testing.T, a, b *unitConn, n int) *stream {
 	t.Helper()
 	s := &stream{t: t, from: a, to: b, sent: map[document.ID]bool{}, accepted: map[document.ID]map[uint64]bool{},
-		rejected: map[document.ID][]string{}, got: map[document.ID]map[uint64]bool{}}
+		rejected: map[document.ID][]string{}, got: map[document.ID]map[uint64]bool{}, published: make(chan struct{})}
+	var msgs []*nats.Msg
 	for i := range n {
 		d := document.Template(time.Now())
 		d.From, d.To = a.id, []document.UnitID{b.id}
@@ -301,9 +308,17 @@ func sendStream(t *testing.T, a, b *unitConn, n int) *stream {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(c)
-		submit(t, a.js, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
+		msgs = append(msgs, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
 		s.sent[d.ID] = true
 	}
+	go func() {
+		defer close(s.published)
+		for _, m := range msgs {
+			if s.pubErr = submit(t.Context(), a.js, m); s.pubErr != nil {
+				return
+			}
+		}
+	}()
 	return s
 }
 
@@ -346,6 +361,10 @@ func (s *stream) waitAccepted(n int, within time.Duration) {
 func (s *stream) check() {
 	t := s.t
 	t.Helper()
+	<-s.published
+	if s.pubErr != nil {
+		t.Errorf("publish: %v", s.pubErr)
+	}
 	s.waitAccepted(len(s.sent), 3*time.Minute)
 	s.takeNotices(100, time.Second) // anything doubled would show now
 	shown := 0
@@ -712,21 +731,22 @@ func rejectedBy(t *testing.T, h *hubProc) int {
 // the submission stream (nats.streams.submit_unit_pending) it waits for the
 // hubs to catch up; a publish lost with a dying server is retried
 // (Nats-Msg-Id de-duplicates).
-func submit(t *testing.T, js jetstream.JetStream, msg *nats.Msg) {
-	t.Helper()
+func submit(ctx context.Context, js jetstream.JetStream, msg *nats.Msg) error {
 	deadline := time.Now().Add(3 * time.Minute)
 	for attempt := 0; ; attempt++ {
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		_, err := js.PublishMsg(ctx, msg)
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := js.PublishMsg(pctx, msg)
 		cancel()
 		switch {
 		case err == nil:
-			return
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
 		case strings.Contains(err.Error(), "maximum messages per subject exceeded") && time.Now().Before(deadline):
 			attempt = 0
 			time.Sleep(50 * time.Millisecond)
 		case attempt == 20 || time.Now().After(deadline):
-			t.Fatalf("publish: %v", err)
+			return err
 		default:
 			time.Sleep(500 * time.Millisecond)
 		}

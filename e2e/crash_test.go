@@ -75,7 +75,9 @@ func TestHubKilledMidStream(t *testing.T) {
 		}
 		sum := sha256.Sum256(c)
 		// Past the unit's 32 submissions waiting, wait for the hub (submit).
-		submit(t, a.js, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
+		if err := submit(t.Context(), a.js, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c})); err != nil {
+			t.Fatal(err)
+		}
 		sent[d.ID] = true
 	}
 	// Kill the hub as soon as it has accepted something.
