@@ -232,12 +232,16 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 }
 
 // jetStreamNotReady reports an error of a JetStream that may take the
-// streams soon: a request timed out, the cluster has no leader, or not
-// enough servers for the replicas are up.
+// streams soon: a request timed out, the cluster has no leader, not enough
+// servers for the replicas are up, or a server has not enabled the
+// account's JetStream yet.
 func jetStreamNotReady(err error) bool {
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
-		return api.ErrorCode == 10008 || api.ErrorCode == 10005 // JSClusterNotAvailErr, JSClusterNoPeersErr
+		// JSClusterNotAvailErr, JSClusterNoPeersErr, and JSNotEnabledForAccountErr:
+		// a server of a cluster just started may not have set up the
+		// account's JetStream yet.
+		return api.ErrorCode == 10008 || api.ErrorCode == 10005 || api.ErrorCode == 10039
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
