@@ -124,6 +124,19 @@ type PKIConfig struct {
 	// CRL there (GET /pki/crl.der). Default http://<http.listen>/pki/crl.der
 	// (with the machine's host name when listening on every address).
 	DevCRLURL string `yaml:"dev_crl_url"`
+	// IssuingCA is the city's issuing CA (certificate and key files): the
+	// hub issues a key and certificate from it to a unit registered
+	// without a certificate of its own (edx unit add without --cert). Its
+	// certificate must chain to Trust. Every hub of a cluster may use the
+	// same files. Without it (and without DevCA) a unit is registered with
+	// the certificate the city's CA issued it (edx unit add --cert).
+	IssuingCA IssuingCAConfig `yaml:"issuing_ca"`
+}
+
+// IssuingCAConfig names an issuing CA's certificate and key (PEM files).
+type IssuingCAConfig struct {
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
 }
 
 // LogConfig sets logging.
@@ -203,6 +216,21 @@ func (c *Config) SetDefaults() error {
 		}
 	} else if c.PKI.DevCA != "" {
 		under(&c.PKI.DevCA, "pki")
+	}
+	// Every other path is made absolute now, against the working
+	// directory the hub starts in: the embedded S3 gateway changes the
+	// process's working directory, and files such as the CRLs are read
+	// again later.
+	for _, p := range []*string{&c.PKI.Trust, &c.PKI.HubKey, &c.PKI.HubCert, &c.PKI.IssuingCA.Cert, &c.PKI.IssuingCA.Key,
+		&c.NATS.CredsFile, &c.NATS.StageCredsFile, &c.S3.Archive.AccessKeyFile, &c.S3.Archive.SecretKeyFile} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p, _ = filepath.Abs(*p)
+		}
+	}
+	for i, p := range c.PKI.CRLs {
+		if !filepath.IsAbs(p) {
+			c.PKI.CRLs[i], _ = filepath.Abs(p)
+		}
 	}
 	if c.HTTP.Listen == "" {
 		c.HTTP.Listen = api.DefaultListen
@@ -290,6 +318,14 @@ func (c *Config) Validate() error {
 	if c.PKI.DevCRLURL != "" {
 		if u, err := url.Parse(c.PKI.DevCRLURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			errs = append(errs, fmt.Errorf("pki: dev_crl_url %q: want an http:// or https:// URL", c.PKI.DevCRLURL))
+		}
+	}
+	if ic := c.PKI.IssuingCA; ic.Cert != "" || ic.Key != "" {
+		switch {
+		case ic.Cert == "" || ic.Key == "":
+			errs = append(errs, errors.New("pki: issuing_ca needs both cert and key"))
+		case c.PKI.DevCA != "":
+			errs = append(errs, errors.New("pki: issuing_ca and dev_ca both issue unit certificates: set one"))
 		}
 	}
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {

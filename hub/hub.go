@@ -37,23 +37,26 @@ import (
 
 // Hub is a running hub.
 type Hub struct {
-	cfg     Config
-	log     *slog.Logger
-	nats    *broker.Server // nil with an external cluster
-	s3      *s3embed.Server
-	conn    *broker.HubConn
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	stage   jetstream.ObjectStore
-	keys    *broker.Keys
-	arch    *archive.Store
-	ix      *index.Index
-	units   *registry.Registry // the unit registry every hub shares
-	id      string             // the hub's stable id (DATA/hub.id)
-	events  *events.Publisher  // the hub's decisions, to every hub's index
-	follow  *events.Follower   // every hub's decisions, into this hub's index
-	auth    *auth.Store
-	ca      *pki.CA // development CA, nil when not configured
+	cfg    Config
+	log    *slog.Logger
+	nats   *broker.Server // nil with an external cluster
+	s3     *s3embed.Server
+	conn   *broker.HubConn
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stage  jetstream.ObjectStore
+	keys   *broker.Keys
+	arch   *archive.Store
+	ix     *index.Index
+	units  *registry.Registry // the unit registry every hub shares
+	id     string             // the hub's stable id (DATA/hub.id)
+	events *events.Publisher  // the hub's decisions, to every hub's index
+	follow *events.Follower   // every hub's decisions, into this hub's index
+	auth   *auth.Store
+	ca     *pki.CA // development CA, nil when not configured
+	// issuer issues the certificates of units registered without one:
+	// pki.issuing_ca, else the development CA's; nil with neither.
+	issuer  *pki.Issuer
 	trust   *pki.Trust
 	signer  *pki.Signer
 	pipe    *pipeline.Pipeline
@@ -85,20 +88,20 @@ type Info struct {
 }
 
 // New starts every component the configuration asks for; Run serves.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) {
 	if err := cfg.SetDefaults(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h = &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	// What started so far stops on any error (a "return nil, err" has
-	// already set h to nil when this runs).
-	started := h
+	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	// What started so far stops on any error. h is not the result, which
+	// a "return nil, err" sets to nil before this runs: the closers, which
+	// use h, find it whole.
 	defer func() {
 		if err != nil {
-			started.Close()
+			h.Close()
 		}
 	}()
 	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -109,10 +112,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 	// The HTTP address first: the development CA names the hub's CRL URL
 	// in what it issues.
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-		return nil, fmt.Errorf("http: %w", err)
+		return nil, listenError(cfg.HTTP.Listen, err)
 	}
 	ln := h.httpLn
-	h.closers = append(h.closers, func() { ln.Close() })
+	h.closers = append(h.closers, func() { ln.Close() }) // Run's server has closed it already
 	if err := h.startPKI(); err != nil {
 		return nil, err
 	}
@@ -123,7 +126,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		return nil, err
 	}
 	if h.ix, err = index.Open(ctx, cfg.Index, log.With("component", "index")); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("index: open %s (index.path): %w", cfg.Index.Path, err)
 	}
 	ix := h.ix // h is nil in the deferred cleanup of a failed start
 	h.closers = append(h.closers, func() { ix.Close() })
@@ -206,7 +209,8 @@ func (h *Hub) startPKI() error {
 	}
 	trust, err := pki.LoadTrust(c.Trust)
 	if err != nil {
-		return err
+		return fmt.Errorf("pki.trust: the trust roots %s: %w; pki.trust names the city's root certificates (PEM); "+
+			"without pki.trust the hub makes a development CA under its data directory", c.Trust, err)
 	}
 	for _, crl := range c.CRLs {
 		if err := trust.LoadCRL(crl); err != nil {
@@ -221,6 +225,14 @@ func (h *Hub) startPKI() error {
 	}
 	trust.SetCRLGrace(c.CRLGrace)
 	h.trust = trust
+	switch {
+	case c.IssuingCA.Cert != "" || c.IssuingCA.Key != "":
+		if h.issuer, err = loadIssuingCA(c.IssuingCA, trust); err != nil {
+			return err
+		}
+	case h.ca != nil:
+		h.issuer = h.ca.Issuer()
+	}
 	if h.signer, err = pki.LoadSigner(c.HubKey, c.HubCert); err != nil {
 		return err
 	}
@@ -280,26 +292,29 @@ func (h *Hub) startNATS(ctx context.Context) error {
 			return err
 		}
 		var creds, stageCreds []byte
-		if creds, err = os.ReadFile(h.cfg.NATS.CredsFile); err != nil {
-			return fmt.Errorf("nats: %w", err)
+		if creds, err = readCreds("creds_file", h.cfg.NATS.CredsFile); err != nil {
+			return err
 		}
-		if stageCreds, err = os.ReadFile(h.cfg.NATS.StageCredsFile); err != nil {
-			return fmt.Errorf("nats: %w", err)
+		if stageCreds, err = readCreds("stage_creds_file", h.cfg.NATS.StageCredsFile); err != nil {
+			return err
 		}
-		h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...)
-		if err == nil {
-			err = h.connectSystem(ctx, opts)
+		if err := h.checkKeys(ctx, creds, stageCreds); err != nil {
+			return err
 		}
+		if h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...); err != nil {
+			return h.natsConnectError(err, "credentials (creds_file, stage_creds_file)")
+		}
+		err = h.connectSystem(ctx, opts)
 	}
 	if err != nil {
 		return err
 	}
 	h.closers = append(h.closers, h.conn.Close)
 	h.nc, h.js = h.conn.NC, h.conn.JS
-	if err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams); err != nil {
+	if err := h.checkMaxPayload(); err != nil {
 		return err
 	}
-	if err := ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas); err != nil {
+	if err := h.ensureStreams(ctx); err != nil {
 		return err
 	}
 	if h.stage, err = h.conn.Stage(ctx); err != nil {
@@ -332,10 +347,13 @@ func (h *Hub) connectSystem(ctx context.Context, opts []nats.Option) error {
 		return err
 	}
 	if h.sys, err = broker.ConnectSystem(ctx, h.cfg.NATS.URL, creds, opts...); err != nil {
-		return err
+		return h.natsConnectError(err, "system account user (signed from keys_dir)")
 	}
 	h.closers = append(h.closers, h.sys.Close)
 	h.accounts = h.sys
+	if err := h.checkResolverAccounts(ctx); err != nil {
+		return err
+	}
 	switch err := h.sys.PushAccount(ctx, h.keys.UnitsAccountJWT()); {
 	case errors.Is(err, broker.ErrAccountNotLoaded):
 		h.log.Warn("nats: the servers have a MEMORY resolver: a unit's revoked credentials are accepted again after a server restart "+
@@ -364,8 +382,10 @@ func (h *Hub) startS3(ctx context.Context) error {
 		h.cfg.S3.Archive = ac
 	}
 	var err error
-	h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive"))
-	return err
+	if h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive")); err != nil {
+		return h.s3Error(err)
+	}
+	return nil
 }
 
 // Info reports where everything is.

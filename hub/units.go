@@ -161,21 +161,22 @@ func (h *Hub) unitCert(id document.UnitID, name, certPEM string) (cert *x509.Cer
 		}
 		return certs[0], string(pki.EncodeCertificates(certs...)), "", nil
 	}
-	if h.ca == nil {
-		return nil, "", "", fmt.Errorf("%w: no development CA configured: give the unit's certificate", api.ErrInvalid)
+	if h.issuer == nil {
+		return nil, "", "", fmt.Errorf("%w: this hub issues no certificates (no pki.issuing_ca nor pki.dev_ca): give the unit's certificate, "+
+			"issued by the city's CA for %s (edx unit add --cert CERT.pem, with its chain; the unit keeps its key)", api.ErrInvalid, id)
 	}
 	key, err := pki.GenerateKey(pki.ECDSAP256)
 	if err != nil {
 		return nil, "", "", err
 	}
-	if cert, err = h.ca.Issue(pki.IssueRequest{Identifier: string(id), Name: name, Key: key.Public()}); err != nil {
+	if cert, err = h.issuer.Issue(pki.IssueRequest{Identifier: string(id), Name: name, Key: key.Public()}); err != nil {
 		return nil, "", "", err
 	}
 	kp, err := pki.EncodePrivateKey(key)
 	if err != nil {
 		return nil, "", "", err
 	}
-	return cert, string(pki.EncodeCertificates(cert, h.ca.Issuing)), string(kp), nil
+	return cert, string(pki.EncodeCertificates(append([]*x509.Certificate{cert}, h.issuer.Chain...)...)), string(kp), nil
 }
 
 // certRevoked reports whether a unit's certificate is revoked by a CRL in

@@ -31,7 +31,8 @@ const usage = `edx-hub — the edx document exchange hub
 Usage:
   edx-hub [flags]            run the hub
   edx-hub reindex [flags]    rebuild the index from the archive alone
-  edx-hub nats-config        accounts for an external NATS cluster, and the hub's credentials
+  edx-hub nats-config        a NATS server's configuration for the hubs' cluster (operator, accounts,
+                             JetStream, routes), and the hub's credentials; -h for its flags
   edx-hub -check -config F   validate a configuration and exit
 
 With no -config, everything runs embedded under -data (default ./edx-data):

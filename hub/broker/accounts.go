@@ -20,6 +20,7 @@ import (
 const (
 	claimsUpdateSubject    = "$SYS.REQ.CLAIMS.UPDATE"
 	accountUpdateSubject   = "$SYS.REQ.ACCOUNT.%s.CLAIMS.UPDATE"
+	accountLookupSubject   = "$SYS.REQ.ACCOUNT.%s.CLAIMS.LOOKUP"
 	connectEventSubject    = "$SYS.ACCOUNT.%s.CONNECT"
 	disconnectEventSubject = "$SYS.ACCOUNT.%s.DISCONNECT"
 	kickSubject            = "$SYS.REQ.SERVER.%s.KICK"

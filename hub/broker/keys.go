@@ -302,6 +302,11 @@ func (k *Keys) FullResolverConfig(dir string) []byte {
 	return k.serverConfig(fmt.Sprintf("resolver: {\n  type: full\n  dir: %q\n  allow_delete: false\n  interval: \"2m\"\n  timeout: \"5s\"\n}\n", dir))
 }
 
+// AccountsConfig is ServerConfig without the resolver: the operator, the
+// system account and the accounts' JWTs (resolver_preload), for a file that
+// every server's configuration includes beside a resolver of its own.
+func (k *Keys) AccountsConfig() []byte { return k.serverConfig("") }
+
 func (k *Keys) serverConfig(resolver string) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "operator: %q\n", k.operatorJWT)
@@ -408,16 +413,18 @@ func (k *Keys) RevokeUnitUsersAt(revs map[string]time.Time) (string, bool, error
 }
 
 // IssueSystemCreds returns a .creds file for the hub's user in the system
-// account, with no expiry, which may do only two things: push account JWTs
-// to the servers ($SYS.REQ.CLAIMS.UPDATE, $SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE:
-// how a credential revocation reaches them, SystemConn.PushAccount), and
+// account, with no expiry, which may do only this: push account JWTs to the
+// servers ($SYS.REQ.CLAIMS.UPDATE, $SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE: how a
+// credential revocation reaches them, SystemConn.PushAccount), look up the
+// JWTs their resolver holds ($SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP: the check that
+// a hub's keys are the cluster's, SystemConn.AccountSigningKeys), and
 // watch and close the units' connections (the UNITS account's connect and
 // disconnect events, the servers' connection lists and kick requests:
 // ConnLimiter). The hub opens one connection with it for both.
 func (k *Keys) IssueSystemCreds() ([]byte, error) {
 	sys := account{name: SystemAccountName, kp: k.system, pub: k.systemPub, signing: k.system}
 	var perms jwt.Permissions
-	perms.Pub.Allow.Add(claimsUpdateSubject, fmt.Sprintf(accountUpdateSubject, "*"),
+	perms.Pub.Allow.Add(claimsUpdateSubject, fmt.Sprintf(accountUpdateSubject, "*"), fmt.Sprintf(accountLookupSubject, "*"),
 		fmt.Sprintf(kickSubject, "*"), connzSubject)
 	perms.Sub.Allow.Add("_INBOX.>",
 		fmt.Sprintf(connectEventSubject, k.units.pub), fmt.Sprintf(disconnectEventSubject, k.units.pub))

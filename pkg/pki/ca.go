@@ -352,6 +352,12 @@ type IssueRequest struct {
 // for HubIdentifier gets the hub signer profile (OIDExtKeyUsageHubSigner,
 // alone and critical); a unit's certificate can never carry that usage.
 func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
+	return issue(ca.Issuing, ca.issuingKey, ca.distributionPoints(), r)
+}
+
+// issue signs r with an issuing CA's certificate and key; dps are the CRL
+// distribution points written into the certificate (none when empty).
+func issue(issuer *x509.Certificate, key crypto.Signer, dps []string, r IssueRequest) (*x509.Certificate, error) {
 	var extra []pkix.Extension
 	if r.Identifier == HubIdentifier {
 		if len(r.ExtKeyUsage) > 0 {
@@ -391,9 +397,9 @@ func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
 		KeyUsage:              r.KeyUsage,
 		UnknownExtKeyUsage:    r.ExtKeyUsage,
 		BasicConstraintsValid: true,
-		CRLDistributionPoints: ca.distributionPoints(),
+		CRLDistributionPoints: dps,
 		ExtraExtensions:       extra,
-	}, ca.Issuing, r.Key, ca.issuingKey)
+	}, issuer, r.Key, key)
 }
 
 // IssueUnit makes a key of type kt and a certificate for unit, writes them to
