@@ -27,7 +27,7 @@ func TestExternalClusterRevocation(t *testing.T) {
 	}
 	base := t.TempDir()
 	conf := filepath.Join(base, "nats.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\n%s",
+	os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q, max_file_store: 64GB }\n%s",
 		filepath.Join(base, "js"), keys.FullResolverConfig(filepath.Join(base, "jwt")))), 0o600)
 	start := func(port int) *server.Server {
 		opts, err := server.ProcessConfigFile(conf)

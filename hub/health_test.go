@@ -2,6 +2,7 @@ package hub
 
 import (
 	"log/slog"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/pkg/protocol"
 )
 
 // TestHealthStreamBounded: the readiness check's stream is bounded like
@@ -17,7 +19,7 @@ import (
 func TestHealthStreamBounded(t *testing.T) {
 	ctx := t.Context()
 	dir := t.TempDir()
-	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys"}, slog.New(slog.DiscardHandler))
+	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys", MaxStore: broker.TestMaxStore}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +75,49 @@ func TestNewRefusesStreamsThatDoNotFit(t *testing.T) {
 		h.Close()
 		t.Fatal("started with streams that do not fit in JetStream's store")
 	}
-	if h != nil || !strings.Contains(err.Error(), "reserves its max_bytes") {
+	if h != nil || !strings.Contains(err.Error(), "the streams need at least") {
 		t.Fatalf("hub %v, error %v", h, err)
+	}
+}
+
+// TestSmallStoreFitsDefaults: an embedded JetStream store smaller than the
+// default streams (some 12 GiB, JetStream's store being 75% of the free
+// disk) no longer keeps the hub from starting: the defaults shrink to fit,
+// the hub takes documents, and a restart with more room keeps the sizes the
+// streams were created with (lowering or raising a stream's max_bytes under
+// its messages is never done behind the operator's back).
+func TestSmallStoreFitsDefaults(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.NATS.Embedded.MaxStore = 1 << 30
+	h := startHub(t, cfg)
+	a, b := h.register(uA), h.register(uB)
+	id := a.send(a.signer, uB)
+	if d := b.delivery(); d.DocumentID != id {
+		t.Fatalf("delivered %s, sent %s", d.DocumentID, id)
+	}
+	sizes := func(h *running) map[string]int64 {
+		out := map[string]int64{}
+		for _, name := range []string{protocol.StreamSubmit, protocol.StreamDeliver, protocol.StreamNotice, protocol.StreamStatus, protocol.StreamUpload, protocol.StreamEvents} {
+			st, err := h.js.Stream(t.Context(), name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out[name] = st.CachedInfo().Config.MaxBytes
+		}
+		return out
+	}
+	first := sizes(h)
+	var sum int64
+	for _, v := range first {
+		sum += v
+	}
+	if first[protocol.StreamDeliver] >= broker.DefaultDeliverMaxBytes || sum > 1<<30 {
+		t.Fatalf("streams not fitted to a 1 GiB store: %v (sum %d MiB)", first, sum>>20)
+	}
+	h.stop()
+	cfg.NATS.Embedded.MaxStore = 32 << 30
+	h = startHub(t, cfg)
+	if again := sizes(h); !maps.Equal(again, first) {
+		t.Fatalf("restarted with more room, the streams changed size: %v, were %v", again, first)
 	}
 }

@@ -37,7 +37,7 @@ func newCluster(t *testing.T) *cluster {
 	}
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "nats.conf")
-	os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\n%s",
+	os.WriteFile(conf, []byte(fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q, max_file_store: 64GB }\n%s",
 		filepath.Join(dir, "js"), keys.FullResolverConfig(filepath.Join(dir, "jwt")))), 0o600)
 	opts, err := server.ProcessConfigFile(conf)
 	if err != nil {

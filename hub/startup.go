@@ -209,6 +209,23 @@ const streamsStartWait = 2 * time.Minute
 // seconds after they accept clients, and a hub started with them must not
 // give up then.
 func (h *Hub) ensureStreams(ctx context.Context) error {
+	// The embedded server's store is 75% of the free disk: the default
+	// stream sizes shrink to fit it (set nats.streams.* to choose). On any
+	// server, a stream that exists keeps its size unless configured.
+	var store int64
+	if h.nats != nil {
+		store = h.nats.StoreLimit()
+	}
+	b := h.cfg.NATS.Buckets
+	other := 3*b.MaxBytes*int64(max(b.Replicas, 1)) + healthMaxBytes
+	fitted, err := broker.FitDefaults(ctx, h.conn.JS, h.conn.StageJS, &h.cfg.NATS.Streams, store, other)
+	if err != nil && !jetStreamNotReady(err) {
+		return err
+	}
+	for _, f := range fitted {
+		h.log.Warn("nats: the embedded JetStream store is smaller than the default streams need: a default lowered to fit (set it in nats.streams to choose)",
+			"option", f.Option, "default", f.From, "now", f.To, "store_mib", store>>20)
+	}
 	deadline := time.Now().Add(streamsStartWait)
 	for {
 		err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams)

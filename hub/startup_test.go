@@ -321,7 +321,7 @@ func TestNewWaitsForJetStreamCluster(t *testing.T) {
 	}
 	start := func(i int) {
 		conf := filepath.Join(base, fmt.Sprintf("n%d.conf", i))
-		os.WriteFile(conf, fmt.Appendf(nil, "server_name: n%d\nlisten: %q\nmax_payload: 8MB\njetstream { store_dir: %q }\n"+
+		os.WriteFile(conf, fmt.Appendf(nil, "server_name: n%d\nlisten: %q\nmax_payload: 8MB\njetstream { store_dir: %q, max_file_store: 64GB }\n"+
 			"cluster { name: edx, listen: %q, routes: [\"nats://%s\", \"nats://%s\", \"nats://%s\"] }\n%s",
 			i, client[i], filepath.Join(base, fmt.Sprint("js", i)), route[i], route[0], route[1], route[2],
 			keys.FullResolverConfig(filepath.Join(base, fmt.Sprint("jwt", i)))), 0o600)

@@ -54,6 +54,7 @@ func startServer(t testing.TB, storeDir, keysDir string) *broker.Server {
 		Listen:   "127.0.0.1:-1",
 		StoreDir: storeDir,
 		KeysDir:  keysDir,
+		MaxStore: broker.TestMaxStore,
 	}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -966,7 +967,7 @@ func testExternalServer(t *testing.T, v2 bool) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(t.TempDir(), "nats.conf")
-	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\nfeature_flags { js_ack_fc_v2: %v }\n%s",
+	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q, max_file_store: 64GB }\nfeature_flags { js_ack_fc_v2: %v }\n%s",
 		t.TempDir(), v2, keys.ServerConfig())
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

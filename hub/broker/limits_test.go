@@ -28,7 +28,7 @@ import (
 func newEnvWith(t testing.TB, streams broker.StreamOptions, keysOpts ...broker.KeysOption) *env {
 	t.Helper()
 	e := &env{storeDir: t.TempDir(), keysDir: t.TempDir()}
-	srv, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", StoreDir: e.storeDir, KeysDir: e.keysDir}, testLogger(t), keysOpts...)
+	srv, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", StoreDir: e.storeDir, KeysDir: e.keysDir, MaxStore: broker.TestMaxStore}, testLogger(t), keysOpts...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -161,7 +161,7 @@ func TestExternalServerRevocation(t *testing.T) {
 	}
 	base := t.TempDir()
 	conf := filepath.Join(base, "nats.conf")
-	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\n%s", filepath.Join(base, "js"),
+	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q, max_file_store: 64GB }\n%s", filepath.Join(base, "js"),
 		keys.FullResolverConfig(filepath.Join(base, "jwt")))
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

@@ -71,7 +71,7 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 
 // envOptions size an env's JetStream.
 type envOptions struct {
-	maxStore int64 // the server's JetStream store; zero: the server's default
+	maxStore int64 // the server's JetStream store; zero: broker.TestMaxStore
 	streams  broker.StreamOptions
 }
 
@@ -80,6 +80,9 @@ func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
 	ctx := t.Context()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if o.maxStore == 0 {
+		o.maxStore = broker.TestMaxStore
+	}
 	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys", MaxStore: o.maxStore}, log)
 	if err != nil {
 		t.Fatal(err)
