@@ -212,19 +212,19 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 	// The embedded server's store is 75% of the free disk: the default
 	// stream sizes shrink to fit it (set nats.streams.* to choose). On any
 	// server, a stream that exists keeps its size unless configured.
-	var store int64
+	var room int64
 	if h.nats != nil {
-		store = h.nats.StoreLimit()
+		room = h.nats.StoreRoom()
 	}
 	b := h.cfg.NATS.Buckets
 	other := 3*b.MaxBytes*int64(max(b.Replicas, 1)) + healthMaxBytes
-	fitted, err := broker.FitDefaults(ctx, h.conn.JS, h.conn.StageJS, &h.cfg.NATS.Streams, store, other)
+	fitted, err := broker.FitDefaults(ctx, h.conn.JS, h.conn.StageJS, &h.cfg.NATS.Streams, room, other)
 	if err != nil && !jetStreamNotReady(err) {
 		return err
 	}
 	for _, f := range fitted {
 		h.log.Warn("nats: the embedded JetStream store is smaller than the default streams need: a default lowered to fit (set it in nats.streams to choose)",
-			"option", f.Option, "default", f.From, "now", f.To, "store_mib", store>>20)
+			"option", f.Option, "default", f.From, "now", f.To, "store_room_mib", room>>20)
 	}
 	deadline := time.Now().Add(streamsStartWait)
 	for {

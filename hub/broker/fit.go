@@ -10,14 +10,21 @@ import (
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
-// StoreLimit is the embedded server's JetStream file store: its max_store,
-// or, when not configured, what the server took from the free disk (75% of
-// it, plus what its streams already hold).
-func (s *Server) StoreLimit() int64 {
-	if c := s.server().JetStreamConfig(); c != nil {
-		return c.MaxStore
+// StoreRoom is what the embedded server's JetStream file store has left to
+// reserve: its limit (max_store, or, when not configured, 75% of the free
+// disk plus 75% of what its streams hold) less what its streams and
+// buckets reserve already.
+func (s *Server) StoreRoom() int64 {
+	ns := s.server()
+	c := ns.JetStreamConfig()
+	if c == nil {
+		return 0
 	}
-	return 0
+	_, reserved, err := ns.JetStreamReservedResources()
+	if err != nil {
+		return 0
+	}
+	return max(c.MaxStore-reserved, 1)
 }
 
 // Fitted is a stream whose default size FitDefaults lowered.
@@ -27,19 +34,20 @@ type Fitted struct {
 }
 
 // FitDefaults lowers the stream sizes still at their defaults so that
-// every stream, with other bytes reserved besides (buckets, the health
-// stream), fits in a JetStream store of store bytes. JetStream reserves each
+// every stream not created yet, with other bytes to reserve besides
+// (buckets, the health stream), fits in room, what the JetStream store has
+// left to reserve. JetStream reserves each
 // stream's max_bytes when it creates it, and an embedded server's store is
 // 75% of the free disk: the defaults (some 12 GiB) must not keep a hub on a
 // small disk from starting. What an operator set is kept, and so is the
 // size of a stream that exists already (lowering max_bytes would trim it).
 // The per-unit shares still at their defaults shrink with their streams.
-// An error says how much store the streams need at least. With store zero
+// An error says how much store the streams need at least. With room zero
 // (a server whose store is not known, an external cluster) nothing is
 // lowered, but existing streams still keep their sizes: a hub whose
 // options are at their defaults never resizes the streams another hub or
 // an operator sized.
-func FitDefaults(ctx context.Context, js, stage jetstream.JetStream, o *StreamOptions, store, other int64) ([]Fitted, error) {
+func FitDefaults(ctx context.Context, js, stage jetstream.JetStream, o *StreamOptions, room, other int64) ([]Fitted, error) {
 	o.SetDefaults()
 	type field struct {
 		option, stream string
@@ -61,28 +69,33 @@ func FitDefaults(ctx context.Context, js, stage jetstream.JetStream, o *StreamOp
 	var fixed, want, floors int64
 	var scalable []field
 	for _, f := range fields {
-		if *f.v != f.def {
-			fixed += *f.v
-			continue
-		}
-		if st, err := f.js.Stream(ctx, f.stream); err == nil {
-			*f.v = st.CachedInfo().Config.MaxBytes // kept as it is
-			fixed += *f.v
-			continue
-		} else if !errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err := f.js.Stream(ctx, f.stream)
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
 			return nil, fmt.Errorf("broker: streams: %s: %w", f.stream, err)
+		}
+		exists := err == nil
+		switch {
+		case exists && *f.v == f.def:
+			*f.v = st.CachedInfo().Config.MaxBytes // kept as it is, reserved already
+			continue
+		case exists:
+			continue // resized as configured (reserved already, up to its old size)
+		case *f.v != f.def:
+			fixed += *f.v // to reserve, as configured
+			continue
 		}
 		scalable = append(scalable, f)
 		want += f.def
 		floors += f.floor
 	}
-	budget := store/replicas*9/10 - other - fixed // a tenth left for the store's own overhead
+	budget := room/replicas*9/10 - other - fixed // a tenth left for the store's own overhead
 	var out []Fitted
-	if store > 0 && want > budget {
-		if floors > budget {
-			return nil, fmt.Errorf("broker: streams: JetStream has %d MiB of store (75%% of the free disk unless max_store is set); "+
-				"the streams need at least %d MiB more: free some disk or set nats.streams.*_max_bytes", store>>20, (floors-budget)>>20+1)
+	if room > 0 && want > budget {
+		if hard := room/replicas - other - fixed; floors > hard {
+			return nil, fmt.Errorf("broker: streams: JetStream has %d MiB of store left to reserve (75%% of the free disk unless max_store is set); "+
+				"the streams need at least %d MiB more: free some disk or set nats.streams.*_max_bytes", room>>20, (floors-hard)>>20+1)
 		}
+		budget = max(budget, floors)
 		for _, f := range scalable {
 			to := max(f.floor, int64(float64(f.def)*float64(budget)/float64(want))&^(1<<20-1))
 			*f.v = to
