@@ -54,10 +54,11 @@ func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
 func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
 	unit, st, err := protocol.ParseStatus(nm)
+	submitter := unit // who published it: told of a refusal
 	refuse := func(c reason.Code, text string) error {
 		p.m.statusRejected.WithLabelValues(string(c)).Inc()
-		p.log.Info("status refused", "unit", unit, "reason", c, "detail", text)
-		if unit.Validate() != nil {
+		p.log.Info("status refused", "unit", submitter, "reason", c, "detail", text)
+		if submitter.Validate() != nil {
 			return nil
 		}
 		n := &protocol.Notice{Type: protocol.NoticeStatusRejected, Time: p.now().UTC(), Reasons: reason.List{{Code: c, Message: text}}, Status: st}
@@ -65,20 +66,33 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		if st != nil {
 			n.DocumentID = st.DocumentID
 		}
-		return p.notify(ctx, unit, n, id)
+		return p.notify(ctx, submitter, n, id)
 	}
 	if err != nil {
 		return refuse(reason.StatusInvalid, err.Error())
 	}
-	if st.Unit != unit {
+	relayed := st.Unit != unit
+	if relayed && (p.cfg.Gateway.Unit == "" || unit != p.cfg.Gateway.Unit) {
 		return refuse(reason.SenderMismatch, fmt.Sprintf("unit %s reported a status as %s", unit, st.Unit))
 	}
 	det, err := p.ix.Get(ctx, st.DocumentID)
 	switch {
 	case errors.Is(err, index.ErrNotFound):
-		return refuse(reason.RecipientUnknown, fmt.Sprintf("unit %s never received document %s", unit, st.DocumentID))
+		return refuse(reason.RecipientUnknown, fmt.Sprintf("unit %s never received document %s", st.Unit, st.DocumentID))
 	case err != nil:
 		return retry("pipeline: status %s: %w", st.DocumentID, err)
+	}
+	if relayed {
+		// The gateway relays the status of a recipient outside the city it
+		// carried the document to: judged as that recipient's own.
+		rt, _, err := p.routeOf(ctx, &det.Doc, st.Unit)
+		if err != nil {
+			return err
+		}
+		if rt != routeGateway || !slices.Contains(det.Doc.To, st.Unit) || st.Code.BySender() {
+			return refuse(reason.SenderMismatch, fmt.Sprintf("unit %s reported a status as %s, which is not a recipient outside the city it carried document %s to", unit, st.Unit, st.DocumentID))
+		}
+		unit = st.Unit
 	}
 	recipient := slices.ContainsFunc(det.Recipients, func(r index.Recipient) bool { return r.Unit == unit })
 	switch {
@@ -129,8 +143,17 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		// The sender takes the document back: every recipient is told, on
 		// its own notice subject (one Msg-Id each, the stream de-duplicates
 		// across subjects).
+		// Recipients outside the city hear of it through the gateway (one
+		// notice for all it carries), those the upstream serves not at all.
 		for _, r := range det.Doc.To {
-			if err := p.notify(ctx, r, notice, "status."+protocol.StatusMsgID(st)+"."+string(r)); err != nil {
+			to, err := p.noticeTarget(ctx, &det.Doc, r)
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				continue
+			}
+			if err := p.notify(ctx, to, notice, "status."+protocol.StatusMsgID(st)+"."+string(to)); err != nil {
 				return err
 			}
 		}
