@@ -43,15 +43,15 @@ type Config struct {
 	Unit document.UnitID `yaml:"unit"`
 	// Data is the data directory: spool, inbox database, quarantine, and
 	// the default folders. Default ./edx-agent-data.
-	Data    string         `yaml:"data"`
-	API     APIConfig      `yaml:"api"`
-	Signing SigningConfig  `yaml:"signing"`
-	Trust   TrustConfig    `yaml:"trust"`
-	NATS    NATSConfig     `yaml:"nats"`
-	Send    SendConfig     `yaml:"send"`
-	Folders FoldersConfig  `yaml:"folders"`
-	DMS     DMSConfig      `yaml:"dms"`
-	Axis    axis.Config    `yaml:"axis"`
+	Data    string        `yaml:"data"`
+	API     APIConfig     `yaml:"api"`
+	Signing SigningConfig `yaml:"signing"`
+	Trust   TrustConfig   `yaml:"trust"`
+	NATS    NATSConfig    `yaml:"nats"`
+	Send    SendConfig    `yaml:"send"`
+	Folders FoldersConfig `yaml:"folders"`
+	DMS     DMSConfig     `yaml:"dms"`
+	Axis    axis.Config   `yaml:"axis"`
 	// Bridge makes this unit the city's gateway to an upstream axis (the
 	// national axis): see agent/bridge. The hub names the same unit in its
 	// pipeline.gateway.

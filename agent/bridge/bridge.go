@@ -238,7 +238,9 @@ func (b *Bridge) Carry(ctx context.Context, c *container.Container, acceptedAt t
 	return nil
 }
 
-func (b *Bridge) outPath(id document.ID) string { return filepath.Join(b.dir, "out", string(id)+".edxml") }
+func (b *Bridge) outPath(id document.ID) string {
+	return filepath.Join(b.dir, "out", string(id)+".edxml")
+}
 
 // about names d as the upstream knows it.
 func about(d *document.Document) edxml.ResponseFor {

@@ -303,7 +303,9 @@ func (c *Client) Get(ctx context.Context, docID string, w io.Writer, max int64) 
 // SizeError is a getEdoc answer whose packet exceeds the limit.
 type SizeError struct{ Max int64 }
 
-func (e *SizeError) Error() string { return fmt.Sprintf("the packet exceeds the limit of %d bytes", e.Max) }
+func (e *SizeError) Error() string {
+	return fmt.Sprintf("the packet exceeds the limit of %d bytes", e.Max)
+}
 
 // maxEdocAnswerField bounds the answer's fields other than data.
 const maxEdocAnswerField = 64 << 10
