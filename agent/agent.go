@@ -138,7 +138,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 	a.m = newMetrics(a.reg, a)
 	if cfg.Bridge.Enabled {
 		if a.bridge, err = bridge.New(ctx, cfg.Bridge, sec.BridgeSecret, cfg.Data, bridge.Deps{
-			Unit: cfg.Unit, Exchange: a.packets, Spool: a.spool, Publish: a.relayStatus, MaxPacket: cfg.Send.MaxDocumentBytes,
+			Unit: cfg.Unit, Exchange: a.packets, Spool: a.spool, Publish: a.relayStatus, Spooled: a.kickSend, MaxPacket: cfg.Send.MaxDocumentBytes,
 			Log:     log.With("component", "bridge"),
 			Observe: func(event string) { a.m.bridge.WithLabelValues(event).Inc() },
 		}); err != nil {

@@ -32,6 +32,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"log/slog"
 	"os"
@@ -71,6 +72,9 @@ type Deps struct {
 	// subject (protocol.RelayStatusMsg): an outside unit's, or the
 	// gateway's own 13 on a document it brought in.
 	Publish func(ctx context.Context, st *document.Status) error
+	// Spooled wakes the agent's sender after a document was brought in
+	// (may be nil).
+	Spooled func()
 	// MaxPacket bounds a document packet fetched from the upstream.
 	MaxPacket int64
 	Log       *slog.Logger
@@ -483,7 +487,7 @@ func (b *Bridge) reconcile(ctx context.Context, c *Carried) (string, error) {
 		if it.Notation != "" && c.Notation != "" && !strings.EqualFold(strings.TrimSpace(it.Notation), c.Notation) {
 			continue
 		}
-		if it.Title != "" && c.Subject != "" && strings.TrimSpace(it.Title) != strings.TrimSpace(c.Subject) {
+		if it.Title != "" && c.Subject != "" && strings.TrimSpace(html.UnescapeString(it.Title)) != strings.TrimSpace(c.Subject) {
 			continue
 		}
 		if t, err := time.Parse(time.RFC3339, it.SentTime); err == nil && c.TriedAt != nil && t.Before(c.TriedAt.Add(-time.Minute)) {
@@ -531,6 +535,16 @@ func (b *Bridge) pollLoop(ctx context.Context) {
 		for _, kind := range []string{axis.MessageEdoc, axis.MessageStatus} {
 			items, err := b.c.List(ctx, kind)
 			if err != nil {
+				return false, err
+			}
+			// What the upstream no longer lists it took as acknowledged,
+			// even when the answer to updateStatus was lost. (Listed again
+			// later, an item is acknowledged again.)
+			listed := make([]string, 0, len(items))
+			for _, it := range items {
+				listed = append(listed, strings.TrimSpace(it.DocID))
+			}
+			if err := b.st.ackedUnlisted(ctx, kind, listed); err != nil {
 				return false, err
 			}
 			if len(items) > b.cfg.ListLimit {
@@ -609,6 +623,9 @@ func (b *Bridge) takeDocument(ctx context.Context, id string) error {
 	}
 	if err != nil {
 		return err
+	}
+	if b.d.Spooled != nil {
+		b.d.Spooled()
 	}
 	raw, err := b.d.Spool.Container(rec.ID)
 	if err != nil {

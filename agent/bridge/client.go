@@ -322,7 +322,7 @@ func ReadEdocAnswer(r io.Reader, w io.Writer, max int64) (*answer, int64, error)
 		return nil, 0, errors.New("the answer is not a JSON object")
 	}
 	var n int64
-	first := true
+	first, seenData := true, false
 	for {
 		b, err := s.ws()
 		if err != nil {
@@ -357,7 +357,10 @@ func ReadEdocAnswer(r io.Reader, w io.Writer, max int64) (*answer, int64, error)
 			return nil, 0, err
 		}
 		switch {
+		case key == "data" && seenData:
+			return nil, 0, errors.New("answer: data given twice")
 		case key == "data" && b == '"':
+			seenData = true
 			d := &b64sink{w: w, max: max}
 			if err := s.stream(d); err != nil {
 				return nil, 0, err

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/edxhub/edx/pkg/document"
@@ -351,6 +352,36 @@ func (s *store) acked(ctx context.Context, kind, upstreamID string) error {
 	_, err := s.db.ExecContext(ctx, `UPDATE fetched SET state = CASE state WHEN ? THEN ? ELSE state END, acked_at = ? WHERE kind = ? AND upstream_id = ?`,
 		stateTaken, stateAcked, ns(s.now()), kind, upstreamID)
 	return wrap("acked", err)
+}
+
+// ackedUnlisted marks acknowledged the items of a kind taken and not
+// acknowledged that the upstream no longer lists.
+func (s *store) ackedUnlisted(ctx context.Context, kind string, listed []string) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT upstream_id FROM fetched WHERE kind = ? AND state = ?`, kind, stateTaken)
+	if err != nil {
+		return wrap("acked", err)
+	}
+	var gone []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return wrap("acked", err)
+		}
+		if !slices.Contains(listed, id) {
+			gone = append(gone, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return wrap("acked", err)
+	}
+	for _, id := range gone {
+		if err := s.acked(ctx, kind, id); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // UpStatus is a status of the city relayed up.
