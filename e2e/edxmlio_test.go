@@ -113,7 +113,9 @@ func TestEdxmlImportExport(t *testing.T) {
 	eventually(t, "the hub to index five documents from A", 60*time.Second, func() bool {
 		return strings.Contains(edx(t, work, 0, "search", "--data", h.data, "--from", string(uA)), "5 of 5 documents")
 	}, a, b)
-	exp := func() string { return edx(t, work, 0, "edxml", "export", "--data", h.data, "--from", string(uA), "-o", dir) }
+	exp := func() string {
+		return edx(t, work, 0, "edxml", "export", "--data", h.data, "--from", string(uA), "-o", dir)
+	}
 	if out = exp(); !strings.Contains(out, "5 documents: 5 written to "+dir+", 0 written before (skipped), 0 could not be written") {
 		t.Fatalf("export:\n%s", out)
 	}
