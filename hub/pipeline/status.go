@@ -36,6 +36,11 @@ func StatusKey(s *document.Status) string {
 // time is in the future or before the document's acceptance (status.time).
 // A refused status reaches neither the index, the archive nor any notice.
 //
+// The city's gateway unit (Gateway) also relays, on its own subject, the
+// statuses of the recipients outside the city it carried a document to:
+// each is judged as that recipient's own. A sender's 13 reaches those
+// recipients through the gateway, once.
+//
 // Once recorded or refused, the status is removed from EDX_STATUS: the
 // stream holds only what waits for the hub, which is what each unit's share
 // of it (status_unit_pending) bounds.
