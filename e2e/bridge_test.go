@@ -2,6 +2,8 @@ package e2e
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -125,8 +127,9 @@ func (a *agentProc) awaitIdle(up *upstream) {
 func (d *dms) sendTo(kind string, from document.UnitID, to []document.UnitID, packet []byte) string {
 	d.t.Helper()
 	tj, _ := json.Marshal(to)
+	sum := sha256.Sum256(packet)
 	code, a := d.call("sendEdoc", "application/octet-stream", append(append([]byte{}, packet...), "\r\n"...),
-		"from", string(from), "to", string(tj), "servicetype", "eDoc", "messagetype", kind)
+		"from", string(from), "to", string(tj), "servicetype", "eDoc", "messagetype", kind, "hash-file", hex.EncodeToString(sum[:]))
 	if code != 200 || a.Status != "OK" || a.DocID == "" {
 		d.t.Fatalf("sendEdoc (%s): %d %+v", kind, code, a)
 	}
@@ -212,6 +215,9 @@ func TestBridge(t *testing.T) {
 			t.Fatalf("subjects %v", subjects)
 		}
 	}
+	if n := len(bnv.list("status")); n != 0 {
+		t.Fatalf("the ministry has %d statuses, want none yet", n)
+	}
 	if !strings.Contains(gw.logText(), "document found sent at the upstream after a lost answer") {
 		t.Errorf("the gateway never reconciled the lost answer with getSentEdocList")
 	}
@@ -228,7 +234,10 @@ func TestBridge(t *testing.T) {
 	}
 	dmsA.ack(st.DocID, "done")
 
-	// A takes the second back (13); the ministry gets it once and answers 15.
+	// A takes the second back (13); the upstream takes it and loses its
+	// answer, then refuses the gateway's second try as a duplicate; the
+	// ministry gets it once and answers 15.
+	up.cutNext("sendEdoc", 1)
 	dmsA.sendStatus(uA, statusPacket(uA, uA, outX[1], "13", "Lấy lại để sửa số liệu"))
 	var take listed
 	eventually(t, "the ministry to list A's 13", 60*time.Second, func() bool {
@@ -348,6 +357,9 @@ func TestBridge(t *testing.T) {
 	}
 	for _, l := range append(bnv.list("edoc"), bnv.list("status")...) {
 		t.Errorf("the ministry has more: %+v", l)
+	}
+	if !strings.Contains(gw.logText(), "taken as the duplicate the upstream refuses") {
+		t.Errorf("the gateway did not send the 13 again after its lost answer")
 	}
 	rec := a.document(document.ID(outIDs[0]))
 	if n := len(statuses(rec, uG22, document.StatusAccepted)); n != 1 {
