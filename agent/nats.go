@@ -402,6 +402,12 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 		return errRetry{fmt.Errorf("delivery %s: %w", d.DocumentID, held)}
 	}
 	if len(rs) > 0 || c == nil || rr.Receipt == nil {
+		if len(d.For) > 0 && a.bridge != nil {
+			// The outside recipients refuse it too: the sender learns of it.
+			if err := a.bridge.RefuseCarried(ctx, d.DocumentID, d.For, rs); err != nil {
+				return errRetry{err}
+			}
+		}
 		return a.refuse(ctx, string(d.DocumentID), data, d.Receipt, rs)
 	}
 	if len(d.For) > 0 {

@@ -290,6 +290,24 @@ func writeDurable(path string, write func(io.Writer) error) error {
 	return d.Sync()
 }
 
+// RefuseCarried refuses, on behalf of the outside recipients the hub gave
+// it, a delivery the gateway could not verify: status 02 from each, with
+// the reasons, so that the sender knows. Once per recipient.
+func (b *Bridge) RefuseCarried(ctx context.Context, id document.ID, recipients []document.UnitID, rs reason.List) error {
+	if id.Validate() != nil {
+		return nil
+	}
+	for _, r := range recipients {
+		st := document.Status{DocumentID: id, Unit: r, Time: b.now().UTC(), Code: document.StatusRefused,
+			Description: description("not delivered: refused on receipt by the city's gateway: " + rs.Error())}
+		if err := b.st.addDown(ctx, "refused:"+string(id)+":"+string(r), &st); err != nil {
+			return err
+		}
+	}
+	kick(b.wake.down)
+	return nil
+}
+
 // Carries reports whether the bridge carries document id up.
 func (b *Bridge) Carries(ctx context.Context, id document.ID) (bool, error) {
 	_, err := b.st.carried(ctx, id)
