@@ -159,6 +159,10 @@ key and sends it, keeping the packet itself in the signed container
 of several units is imported with each unit's agent in turn: a packet from
 another unit is refused by the agent (422) and left for that unit's run.
 
+Imported means the agent took the packet (signed and spooled, 202): the
+hub's decision follows as for any document the agent sends (GET
+/v1/documents/ID on the agent, or edx search).
+
 Directories are walked for *.edxml files, in name order: a revocation,
 update or replacement (BussinessDocType 1-3) must come after the document it
 names. Packets are sent one at a time with a progress bar.
