@@ -44,19 +44,22 @@ const (
 
 // Metadata and routing.
 const (
-	MetadataInvalid    Code = "metadata.invalid"     // document.json fails validation
-	MetadataClassified Code = "metadata.classified"  // confidentiality other than 0
-	SenderMismatch     Code = "sender.mismatch"      // the submit subject's unit is not the metadata's sender
-	SenderUnknown      Code = "sender.unknown"       // the sender is not a registered unit
-	SenderDisabled     Code = "sender.disabled"      // the sender is registered but disabled
-	RecipientUnknown   Code = "recipient.unknown"    // a recipient is not a registered unit
-	RecipientDisabled  Code = "recipient.disabled"   // a recipient is registered but disabled
-	SubmissionInvalid  Code = "submission.invalid"   // the submit message itself is malformed
-	SubmissionStaged   Code = "submission.stage"     // the staged container is missing or its digest differs
-	DocumentConflict   Code = "document.conflict"    // another container was already accepted under this id
-	ReceiptInvalid     Code = "receipt.invalid"      // a hub receipt does not verify or does not match
-	UpstreamNotGateway Code = "upstream.not_gateway" // a document marked as brought in from an upstream axis, from a unit that is not the city's gateway
+	MetadataInvalid    Code = "metadata.invalid"    // document.json fails validation
+	MetadataClassified Code = "metadata.classified" // confidentiality other than 0
+	SenderMismatch     Code = "sender.mismatch"     // the submit subject's unit is not the metadata's sender
+	SenderUnknown      Code = "sender.unknown"      // the sender is not a registered unit
+	SenderDisabled     Code = "sender.disabled"     // the sender is registered but disabled
+	RecipientUnknown   Code = "recipient.unknown"   // a recipient is not a registered unit
+	RecipientDisabled  Code = "recipient.disabled"  // a recipient is registered but disabled
+	SubmissionInvalid  Code = "submission.invalid"  // the submit message itself is malformed
+	SubmissionStaged   Code = "submission.stage"    // the staged container is missing or its digest differs
+	DocumentConflict   Code = "document.conflict"   // another container was already accepted under this id
+	ReceiptInvalid     Code = "receipt.invalid"     // a hub receipt does not verify or does not match
 )
+
+// UpstreamNotGateway: a document marked as brought in from an upstream axis
+// (document.Upstream), from a unit that is not the city's gateway.
+const UpstreamNotGateway Code = "upstream.not_gateway"
 
 // edXML packets (QCVN 102:2016, package edxml).
 const (
