@@ -137,6 +137,16 @@ func New(ctx context.Context, cfg Config, secret []byte, dataDir string, d Deps)
 		return nil, err
 	}
 	b.wake.up, b.wake.down, b.wake.poll = make(chan struct{}, 1), make(chan struct{}, 1), make(chan struct{}, 1)
+	// The packets of documents sent up or refused when the agent stopped
+	// are not needed any more.
+	if out, err := os.ReadDir(filepath.Join(b.dir, "out")); err == nil {
+		for _, e := range out {
+			id, ok := strings.CutSuffix(e.Name(), ".edxml")
+			if c, err := b.st.carried(ctx, document.ID(id)); ok && err == nil && c.State != stateQueued || strings.HasPrefix(e.Name(), ".tmp-") {
+				os.Remove(filepath.Join(b.dir, "out", e.Name()))
+			}
+		}
+	}
 	return b, nil
 }
 
@@ -573,8 +583,13 @@ func (b *Bridge) pollLoop(ctx context.Context) {
 					return false, err
 				}
 			}
+			if more {
+				// Statuses wait for every document listed before them to be
+				// taken: a 13 names a document brought in.
+				return true, nil
+			}
 		}
-		return more, nil
+		return false, nil
 	})
 }
 
