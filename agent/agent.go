@@ -30,6 +30,7 @@ import (
 
 	"github.com/edxhub/edx/agent/api"
 	"github.com/edxhub/edx/agent/axis"
+	"github.com/edxhub/edx/agent/bridge"
 	"github.com/edxhub/edx/agent/folders"
 	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/outbox"
@@ -51,6 +52,7 @@ type Agent struct {
 	outbox  *outbox.Outbox
 	packets *packets.Exchange
 	folders *folders.Watcher // nil when disabled
+	bridge  *bridge.Bridge   // nil unless this unit is the gateway to an upstream axis
 	hook    *webhook.Notifier
 	reg     *prometheus.Registry
 	m       *metrics
@@ -134,6 +136,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 	}
 	a.hook = webhook.New(cfg.Webhook, sec.WebhookSecret, log.With("component", "webhook"))
 	a.m = newMetrics(a.reg, a)
+	if cfg.Bridge.Enabled {
+		if a.bridge, err = bridge.New(ctx, cfg.Bridge, sec.BridgeSecret, cfg.Data, bridge.Deps{
+			Unit: cfg.Unit, Exchange: a.packets, Spool: a.spool, Publish: a.relayStatus, Spooled: a.kickSend, MaxPacket: cfg.Send.MaxDocumentBytes,
+			Log:     log.With("component", "bridge"),
+			Observe: func(event string) { a.m.bridge.WithLabelValues(event).Inc() },
+		}); err != nil {
+			return nil, err
+		}
+	}
 	if ax != nil {
 		ax.Observe = func(call string, code pkgaxis.Code) {
 			a.m.axisCalls.WithLabelValues(call, strconv.Itoa(int(code))).Inc()
@@ -192,6 +203,15 @@ func (a *Agent) ready(ctx context.Context) (map[string]string, error) {
 	if err := a.inbox.Ping(ctx); err != nil {
 		return detail, fmt.Errorf("inbox: %w", err)
 	}
+	if a.bridge != nil {
+		n, err := a.bridge.Ready(ctx)
+		if err != nil {
+			return detail, err
+		}
+		for k, v := range n {
+			detail["bridge_"+k] = strconv.Itoa(v)
+		}
+	}
 	return detail, nil
 }
 
@@ -224,6 +244,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	var hookWG sync.WaitGroup
 	hookWG.Go(func() { a.hook.Run(hookCtx) })
 	wg.Go(func() { a.runNATS(work) })
+	if a.bridge != nil {
+		wg.Go(func() { a.bridge.Run(work) })
+	}
 	wg.Go(func() { a.watchTrust(work) })
 	wg.Go(func() { a.watchCreds(work) })
 
@@ -260,6 +283,9 @@ func (a *Agent) close() {
 	}
 	if a.ln != nil {
 		a.ln.Close()
+	}
+	if a.bridge != nil {
+		a.bridge.Close()
 	}
 	if a.inbox != nil {
 		a.inbox.Close()

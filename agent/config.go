@@ -19,6 +19,7 @@ import (
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/edxhub/edx/agent/axis"
+	"github.com/edxhub/edx/agent/bridge"
 	"github.com/edxhub/edx/agent/webhook"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -42,15 +43,19 @@ type Config struct {
 	Unit document.UnitID `yaml:"unit"`
 	// Data is the data directory: spool, inbox database, quarantine, and
 	// the default folders. Default ./edx-agent-data.
-	Data    string         `yaml:"data"`
-	API     APIConfig      `yaml:"api"`
-	Signing SigningConfig  `yaml:"signing"`
-	Trust   TrustConfig    `yaml:"trust"`
-	NATS    NATSConfig     `yaml:"nats"`
-	Send    SendConfig     `yaml:"send"`
-	Folders FoldersConfig  `yaml:"folders"`
-	DMS     DMSConfig      `yaml:"dms"`
-	Axis    axis.Config    `yaml:"axis"`
+	Data    string        `yaml:"data"`
+	API     APIConfig     `yaml:"api"`
+	Signing SigningConfig `yaml:"signing"`
+	Trust   TrustConfig   `yaml:"trust"`
+	NATS    NATSConfig    `yaml:"nats"`
+	Send    SendConfig    `yaml:"send"`
+	Folders FoldersConfig `yaml:"folders"`
+	DMS     DMSConfig     `yaml:"dms"`
+	Axis    axis.Config   `yaml:"axis"`
+	// Bridge makes this unit the city's gateway to an upstream axis (the
+	// national axis): see agent/bridge. The hub names the same unit in its
+	// pipeline.gateway.
+	Bridge  bridge.Config  `yaml:"bridge"`
 	Webhook webhook.Config `yaml:"webhook"`
 	Log     LogConfig      `yaml:"log"`
 
@@ -179,6 +184,7 @@ func (c *Config) resolvePaths() {
 	for i := range c.Axis.Systems {
 		ps = append(ps, &c.Axis.Systems[i].SecretFile)
 	}
+	ps = append(ps, &c.Bridge.SecretFile)
 	for _, p := range ps {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(c.dir, *p)
@@ -234,6 +240,7 @@ func (c *Config) SetDefaults() error {
 		c.DMS.Format = FormatJSON
 	}
 	c.Axis.SetDefaults(c.Send.MaxDocumentBytes)
+	c.Bridge.SetDefaults()
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -312,6 +319,9 @@ func (c *Config) Validate() error {
 	if err := c.Axis.Validate(); err != nil {
 		add("%v", err)
 	}
+	if err := c.Bridge.Validate(); err != nil {
+		add("%v", err)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -336,6 +346,9 @@ type Secrets struct {
 	// AxisSecrets are the shared secrets of the document systems calling
 	// the axis protocol, by system id.
 	AxisSecrets map[string][]byte
+	// BridgeSecret is the shared secret of the city's system at the
+	// upstream axis.
+	BridgeSecret []byte
 }
 
 // Check reads every file and variable the configuration names, as New does,
@@ -408,6 +421,16 @@ func (c *Config) Check() (*Secrets, error) {
 			}
 			s.AxisSecrets[sys.ID] = []byte(v)
 		}
+	}
+	if c.Bridge.Enabled {
+		v, err := readSecret(c.Bridge.SecretFile, c.Bridge.SecretEnv)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: secret: %w", err)
+		}
+		if len(v) < bridge.MinSecretLength {
+			return nil, fmt.Errorf("bridge: the secret must be at least %d bytes", bridge.MinSecretLength)
+		}
+		s.BridgeSecret = []byte(v)
 	}
 	return &s, nil
 }

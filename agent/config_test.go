@@ -41,6 +41,31 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 }
 
+// TestGatewayConfigLoads: configs/agent-gateway.yaml, the gateway unit's
+// agent with its bridge to the upstream axis.
+func TestGatewayConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../configs/agent-gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b := c.Bridge
+	if c.Unit != "000.99.00.H29" || !b.Enabled || b.URL != "https://vdxp.example.gov.vn/api" || b.SystemID != "vxp.hcm.edx" || b.Name != "vdxp" ||
+		b.SecretFile != filepath.Join(filepath.Dir(c.Data), "vdxp.secret") || b.Poll != 30*time.Second || b.ListLimit != 500 {
+		t.Fatalf("bridge %+v", b)
+	}
+	b.URL = "ftp://vdxp"
+	c.Bridge = b
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "bridge.url") {
+		t.Fatalf("a bad url: %v", err)
+	}
+}
+
 func TestUnknownKeyIsAnError(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "a.yaml")
 	os.WriteFile(p, []byte("unit: 000.00.00.H29\napi:\n  tokn_file: x\n"), 0o600)

@@ -19,6 +19,7 @@ type metrics struct {
 	crlStale       prometheus.Gauge
 	held           prometheus.Counter
 	axisCalls      *prometheus.CounterVec
+	bridge         *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
@@ -55,6 +56,9 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 		axisCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "edx_agent_axis_calls_total", Help: "Calls of the national axis's client protocol, by call (other: unknown) and ErrorCode (0: success).",
 		}, []string{"call", "code"}),
+		bridge: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edx_agent_bridge_events_total", Help: "What the gateway's bridge to the upstream axis did, by event (carried_sent, carried_reconciled, carried_refused, document_in, status_in, status_up, status_down, refused_in, upstream_error).",
+		}, []string{"event"}),
 	}
 	count := func(f func(context.Context) (int, error)) func() float64 {
 		return func() float64 {
@@ -67,7 +71,7 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected, m.axisCalls,
+	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected, m.axisCalls, m.bridge,
 		m.crlStale, m.held, credsExpiryGauge(a),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_spool_depth", Help: "Documents spooled or submitted and not yet decided by the hub."}, count(a.spool.Depth)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_inbox_documents", Help: "Documents received in the inbox."}, count(a.inbox.Count)),

@@ -370,8 +370,13 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 		if c.Meta.ID != d.DocumentID {
 			rs.Add(reason.SubmissionInvalid, fmt.Sprintf("the message names document %s, the container holds %s", d.DocumentID, c.Meta.ID))
 		}
-		if !slices.Contains(c.Meta.To, a.cfg.Unit) {
+		if !slices.Contains(c.Meta.To, a.cfg.Unit) && len(d.For) == 0 {
 			rs.Add(reason.RecipientUnknown, fmt.Sprintf("unit %s is not among the document's recipients", a.cfg.Unit))
+		}
+		for _, u := range d.For {
+			if !slices.Contains(c.Meta.To, u) {
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("the hub gives the gateway %s to carry to %s, which is not among the document's recipients", a.cfg.Unit, u))
+			}
 		}
 		if d.Sender != c.Meta.From {
 			rs.Add(reason.SenderMismatch, fmt.Sprintf("the hub names sender %s, the document is from %s", d.Sender, c.Meta.From))
@@ -380,7 +385,11 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 	rr := container.VerifyReceipt(d.Receipt, sha, opts)
 	rs = append(rs, rr.Reasons...)
 	if rr.Receipt != nil && c != nil {
-		if rr.Receipt.DocumentID != c.Meta.ID || rr.Receipt.From != c.Meta.From || !slices.Contains(rr.Receipt.To, a.cfg.Unit) {
+		to := d.For
+		if slices.Contains(c.Meta.To, a.cfg.Unit) {
+			to = append([]document.UnitID{a.cfg.Unit}, to...)
+		}
+		if rr.Receipt.DocumentID != c.Meta.ID || rr.Receipt.From != c.Meta.From || !subset(to, rr.Receipt.To) {
 			rs.Add(reason.ReceiptInvalid, "the receipt names another document, sender or recipients")
 		}
 	}
@@ -393,7 +402,29 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 		return errRetry{fmt.Errorf("delivery %s: %w", d.DocumentID, held)}
 	}
 	if len(rs) > 0 || c == nil || rr.Receipt == nil {
+		if len(d.For) > 0 && a.bridge != nil {
+			// The outside recipients refuse it too: the sender learns of it.
+			if err := a.bridge.RefuseCarried(ctx, d.DocumentID, d.For, rs); err != nil {
+				return errRetry{err}
+			}
+		}
 		return a.refuse(ctx, string(d.DocumentID), data, d.Receipt, rs)
+	}
+	if len(d.For) > 0 {
+		// The hub gives the gateway the document to carry to recipients
+		// outside the city.
+		if a.bridge == nil {
+			a.log.Error("the hub routes documents for recipients outside the city to this unit, but its agent has no bridge: configure bridge: (or the hub's pipeline.gateway); the delivery waits",
+				"doc_id", d.DocumentID, "for", d.For)
+			return errRetry{fmt.Errorf("delivery %s: no bridge to carry it to %v", d.DocumentID, d.For)}
+		}
+		if err := a.bridge.Carry(ctx, c, rr.Receipt.AcceptedAt, d.For); err != nil {
+			return errRetry{err}
+		}
+		a.m.received.WithLabelValues("carried").Inc()
+		if !slices.Contains(c.Meta.To, a.cfg.Unit) {
+			return nil
+		}
 	}
 	it, isNew, err := a.inbox.Put(ctx, a.cfg.Unit, inbox.Received{Container: c, SHA256: sha, Receipt: d.Receipt, Body: rr.Receipt})
 	var ue *inbox.UnwritableError
@@ -473,6 +504,10 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 			changed, err = a.spool.Accept(ctx, rec.ID, spool.Acceptance{At: n.Time, ArchiveKey: n.ArchiveKey, Receipt: n.Receipt, ReceiptProblems: problems})
 		} else {
 			changed, err = a.spool.Reject(ctx, rec.ID, n.Time, n.Reasons)
+			if err == nil && a.bridge != nil {
+				// A document the gateway brought in is refused to its sender.
+				_, err = a.bridge.Rejected(ctx, rec.ID, n.Time, n.Reasons)
+			}
 		}
 		if err != nil {
 			return errRetry{err}
@@ -502,6 +537,17 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 			return errors.New("status notice without a status")
 		}
 		added, err := a.spool.AddStatus(ctx, *n.Status)
+		if a.bridge != nil && (err == nil || errors.Is(err, spool.ErrNotFound)) {
+			// A status the gateway relays up: a city recipient's on a
+			// document it brought in, a city sender's 13 on one it carried.
+			relayed, rerr := a.bridge.FromCity(ctx, *n.Status)
+			if rerr != nil {
+				return errRetry{rerr}
+			}
+			if relayed && err != nil {
+				return nil
+			}
+		}
 		if errors.Is(err, spool.ErrNotFound) {
 			return a.senderStatus(ctx, evID, n.Status)
 		}
@@ -519,6 +565,11 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 		}
 		if err := a.inbox.RejectStatus(ctx, *n.Status, n.Reasons); err != nil {
 			return errRetry{err}
+		}
+		if a.bridge != nil {
+			if _, err := a.bridge.StatusRejected(ctx, *n.Status, n.Reasons); err != nil {
+				return errRetry{err}
+			}
 		}
 		a.log.Warn("the hub refused a status", "doc_id", n.Status.DocumentID, "code", n.Status.Code, "reasons", n.Reasons.Error())
 		a.hook.Notify(webhook.Event{ID: evID, Type: webhook.StatusRejected, DocumentID: n.Status.DocumentID, Time: n.Time,
@@ -550,5 +601,36 @@ func (a *Agent) senderStatus(ctx context.Context, evID string, st *document.Stat
 		a.hook.Notify(webhook.Event{ID: evID, Type: webhook.InboxStatus, DocumentID: st.DocumentID, Time: st.Time,
 			Data: map[string]any{"status": ss.Status, "seq": ss.Seq}})
 	}
+	return nil
+}
+
+// subset reports whether every unit of a is in b.
+func subset(a, b []document.UnitID) bool {
+	for _, u := range a {
+		if !slices.Contains(b, u) {
+			return false
+		}
+	}
+	return true
+}
+
+// relayStatus publishes, on this unit's status subject, a status the
+// gateway relays into the city (agent/bridge): an outside unit's, or its
+// own 13 on a document it brought in.
+func (a *Agent) relayStatus(ctx context.Context, st *document.Status) error {
+	l := a.current()
+	if l == nil {
+		return errors.New("not connected to the hub")
+	}
+	m, err := protocol.RelayStatusMsg(a.cfg.Unit, st)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := l.js.PublishMsg(pctx, m); err != nil {
+		return err
+	}
+	a.m.statuses.WithLabelValues(string(st.Code)).Inc()
 	return nil
 }

@@ -58,7 +58,7 @@ type axisAnswer struct {
 func (d *dms) stamp() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	now := time.Now()
+	now := time.Now().Truncate(time.Millisecond) // the resolution of the timestamp
 	if !now.After(d.last) {
 		now = d.last.Add(time.Millisecond)
 	}

@@ -42,6 +42,9 @@ func TestConfigsLoad(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if g := c.Pipeline.Gateway; strings.Contains(f, "gateway") && (g.Unit != "000.99.00.H29" || len(g.Outside) != 3) {
+				t.Errorf("gateway lost: %+v", g)
+			}
 			if !c.S3.Archive.ObjectLock || c.S3.Archive.RetentionDays != DefaultRetentionDays || c.PKI.CRLFetch.Disabled {
 				t.Errorf("embedded archive: object lock %v, %d days; crl fetch disabled %v", c.S3.Archive.ObjectLock, c.S3.Archive.RetentionDays, c.PKI.CRLFetch.Disabled)
 			}

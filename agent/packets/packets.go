@@ -30,6 +30,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,8 +92,13 @@ func (x *Exchange) Unit() document.UnitID { return x.unit }
 
 // Submission says where a packet comes from.
 type Submission struct {
-	Source         string // "api", "folder:<name>", "axis:<system>"
+	Source         string // "api", "folder:<name>", "axis:<system>", "bridge:<axis>"
 	IdempotencyKey string // a second packet with the same key gives the first document back
+	// Upstream is set by the gateway unit's bridge (agent/bridge) for a
+	// packet it fetched from the upstream axis (Axis and DocID): its sender
+	// is outside the city. The document becomes this unit's (from), its
+	// sender outside goes to document.Upstream with Axis and DocID.
+	Upstream *document.Upstream
 }
 
 // Result is what a packet became: a spooled document (Duplicate when the
@@ -174,6 +180,11 @@ func (x *Exchange) submit(ctx context.Context, r io.Reader, s Submission, status
 	if err != nil {
 		return nil, packetErr(err)
 	}
+	if s.Upstream != nil {
+		if err := x.inbound(pk.Document, *s.Upstream); err != nil {
+			return nil, err
+		}
+	}
 	if err := x.check(ctx, pk.Document); err != nil {
 		return nil, err
 	}
@@ -239,6 +250,26 @@ func packetErr(err error) error {
 		return &outbox.Error{Kind: kind, Message: "not a readable edXML packet", Reasons: reason.List{pe.Reason()}}
 	}
 	return fmt.Errorf("packets: %w", err)
+}
+
+// inbound makes a document the gateway brought in from the upstream axis
+// this unit's: its sender outside the city goes to document.Upstream.
+func (x *Exchange) inbound(d *document.Document, up document.Upstream) error {
+	refuse := func(field, msg string) error {
+		return &outbox.Error{Kind: outbox.Unprocessable, Message: "not a document from outside the city", Problems: document.Problems{{Field: field, Message: msg}}}
+	}
+	switch {
+	case d.From == "":
+		return invalid("invalid packet", "From/OrganId", "required: the sender outside the city")
+	case d.From == x.unit:
+		return refuse("From/OrganId", fmt.Sprintf("the packet is from the gateway unit %s itself", x.unit))
+	case slices.Contains(d.To, x.unit):
+		return refuse("To/OrganId", fmt.Sprintf("the packet is addressed to the gateway unit %s itself, which only carries documents: address the unit of the city", x.unit))
+	}
+	up.From, up.FromName = d.From, d.FromName
+	d.Upstream = &up
+	d.From, d.FromName = x.unit, x.cfg.UnitName
+	return nil
 }
 
 // check completes a document read from a packet: its sender, and the

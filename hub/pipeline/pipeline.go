@@ -146,6 +146,9 @@ type Config struct {
 	// UploadOrphanAfter is how long after its last chunk an upload that no
 	// submission can use is removed (default 30m): see sweepUploads.
 	UploadOrphanAfter time.Duration `yaml:"upload_orphan_after"`
+	// Gateway names the unit that carries documents to and from an upstream
+	// axis, and the recipients outside the city it carries to (Gateway).
+	Gateway Gateway `yaml:"gateway"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
@@ -223,7 +226,7 @@ func (c *Config) Validate() error {
 	if c.RejectedKeep < 0 || c.RejectedUnitBudget < 0 || c.RejectedUnitBudget > 1<<40 {
 		return fmt.Errorf("pipeline: rejected_keep_bytes %d, rejected_unit_bytes_per_hour %d: want positive sizes", c.RejectedKeep, c.RejectedUnitBudget)
 	}
-	return nil
+	return c.Gateway.Validate()
 }
 
 // DefaultFanoutStageBytes is the default of Config.FanoutStageBytes.

@@ -45,10 +45,16 @@ import (
 // listed among the rejected.
 //
 // A recorded status is archived (with the flag and reception time the index
-// keeps), published as a status event, and forwarded. Once recorded or
-// refused, it is removed from EDX_STATUS: the stream holds only what waits
-// for the hub, which is what each unit's share of it (status_unit_pending)
-// bounds.
+// keeps), published as a status event, and forwarded.
+//
+// The city's gateway unit (Gateway) also relays, on its own subject, the
+// statuses of the recipients outside the city it carried a document to:
+// each is judged as that recipient's own. A sender's 13 reaches those
+// recipients through the gateway, once.
+//
+// Once recorded or refused, the status is removed from EDX_STATUS: the
+// stream holds only what waits for the hub, which is what each unit's share
+// of it (status_unit_pending) bounds.
 func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
 	if err := p.status(ctx, msg); err != nil {
 		return err
@@ -69,13 +75,15 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		received, attempt = md.Timestamp, md.NumDelivered
 	}
 	received = received.UTC().Truncate(time.Microsecond) // the index's precision
+	submitter := unit                                    // who published it: told of a refusal
 	refuse := func(c reason.Code, text string) error {
-		return p.refuseStatus(ctx, msg, unit, st, received, c, text)
+		return p.refuseStatus(ctx, msg, submitter, st, received, c, text)
 	}
 	if err != nil {
 		return refuse(reason.StatusInvalid, err.Error())
 	}
-	if st.Unit != unit {
+	relayed := st.Unit != unit
+	if relayed && (p.cfg.Gateway.Unit == "" || unit != p.cfg.Gateway.Unit) {
 		return refuse(reason.SenderMismatch, fmt.Sprintf("unit %s reported a status as %s", unit, st.Unit))
 	}
 	doc, err := p.document(ctx, st.DocumentID, true)
@@ -88,6 +96,18 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		return refuse(reason.RecipientUnknown, fmt.Sprintf("unit %s never received document %s", unit, st.DocumentID))
 	case err != nil:
 		return err
+	}
+	if relayed {
+		// The gateway relays the status of a recipient outside the city it
+		// carried the document to: judged as that recipient's own.
+		rt, _, err := p.routeOf(ctx, doc.upstream, st.Unit)
+		if err != nil {
+			return err
+		}
+		if rt != routeGateway || !slices.Contains(doc.to, st.Unit) || st.Code.BySender() {
+			return refuse(reason.SenderMismatch, fmt.Sprintf("unit %s reported a status as %s, which is not a recipient outside the city it carried document %s to", unit, st.Unit, st.DocumentID))
+		}
+		unit = st.Unit
 	}
 	recipient := slices.Contains(doc.to, unit)
 	switch {
@@ -137,8 +157,17 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		// The sender takes the document back: every recipient is told, on
 		// its own notice subject (one Msg-Id each, the stream de-duplicates
 		// across subjects).
+		// Recipients outside the city hear of it through the gateway (one
+		// notice for all it carries), those the upstream serves not at all.
 		for _, r := range doc.to {
-			if err := p.notify(ctx, r, notice, "status."+protocol.StatusMsgID(st)+"."+string(r)); err != nil {
+			to, err := p.noticeTarget(ctx, doc.upstream, r)
+			if err != nil {
+				return err
+			}
+			if to == "" {
+				continue
+			}
+			if err := p.notify(ctx, to, notice, "status."+protocol.StatusMsgID(st)+"."+string(to)); err != nil {
 				return err
 			}
 		}

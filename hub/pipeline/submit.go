@@ -43,6 +43,10 @@ type submission struct {
 	sha      string
 	noticeTo string   // the sender's inbox for the decision (protocol.NoticeTo), or ""
 	upload   []uint64 // the sequences of its upload's chunks, when staged
+	// via are the recipients outside the city the gateway unit carries the
+	// document to; upstream those the upstream axis serves itself (of a
+	// document the gateway brought in): neither gets a delivery of its own.
+	via, upstream []document.UnitID
 }
 
 // handleSubmission processes a submission; once it is acknowledged, the
@@ -175,17 +179,41 @@ func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
 		case state == unitDisabled:
 			rs.Add(reason.SenderDisabled, fmt.Sprintf("unit %s is disabled", unit))
 		}
+		if d.Upstream != nil && (p.cfg.Gateway.Unit == "" || d.From != p.cfg.Gateway.Unit) {
+			rs.Add(reason.UpstreamNotGateway, fmt.Sprintf("upstream: unit %s is not the city's gateway to an upstream axis; only the gateway brings documents in from outside", d.From))
+		}
+		s.via = s.via[:0]
+		s.upstream = s.upstream[:0]
+		gateway := false
 		for i, r := range d.To {
 			if r.Validate() != nil {
 				continue // already a metadata problem
 			}
-			switch state, err := p.unitState(ctx, r); {
+			rt, state, err := p.routeOf(ctx, d.Upstream != nil, r)
+			switch {
+			case err != nil:
+				return err
+			case rt == routeUnknown:
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("to[%d]: unit %s is not registered", i, r))
+			case rt == routeUnit && state == unitDisabled:
+				rs.Add(reason.RecipientDisabled, fmt.Sprintf("to[%d]: unit %s is disabled", i, r))
+			case rt == routeGateway:
+				s.via = append(s.via, r)
+				gateway = true
+			case rt == routeUpstream:
+				s.upstream = append(s.upstream, r)
+			}
+		}
+		if gateway {
+			// Outside recipients go through the gateway unit, which must be
+			// there to take them.
+			switch state, err := p.unitState(ctx, p.cfg.Gateway.Unit); {
 			case err != nil:
 				return err
 			case state == unitUnknown:
-				rs.Add(reason.RecipientUnknown, fmt.Sprintf("to[%d]: unit %s is not registered", i, r))
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("the recipients outside the city (%s) go through the gateway unit %s, which is not registered", units(s.via), p.cfg.Gateway.Unit))
 			case state == unitDisabled:
-				rs.Add(reason.RecipientDisabled, fmt.Sprintf("to[%d]: unit %s is disabled", i, r))
+				rs.Add(reason.RecipientDisabled, fmt.Sprintf("the recipients outside the city (%s) go through the gateway unit %s, which is disabled", units(s.via), p.cfg.Gateway.Unit))
 			}
 		}
 	}
@@ -265,6 +293,10 @@ type accepted struct {
 	// archive, who reported which code when (no flags, no text).
 	history []index.StatusEntry
 	indexed bool
+	// upstream: the document came in from the upstream axis (its
+	// document.Upstream is set; judged from the archive, a document of the
+	// gateway unit, which sends nothing else).
+	upstream bool
 }
 
 // party reports whether unit sent or received the document.
@@ -283,7 +315,8 @@ var errNotAccepted = errors.New("pipeline: document not accepted")
 func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (*accepted, error) {
 	det, err := p.ix.Get(ctx, id)
 	if err == nil {
-		return &accepted{from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, history: det.History, indexed: true}, nil
+		return &accepted{from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, history: det.History, indexed: true,
+			upstream: det.Doc.Upstream != nil}, nil
 	}
 	if !errors.Is(err, index.ErrNotFound) {
 		return nil, retry("pipeline: document %s: %w", id, err)
@@ -295,7 +328,8 @@ func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (
 	case err != nil:
 		return nil, retry("pipeline: document %s: %w", id, err)
 	}
-	a := &accepted{from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt}
+	a := &accepted{from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt,
+		upstream: p.cfg.Gateway.Unit != "" && acc.Receipt.From == p.cfg.Gateway.Unit}
 	if history {
 		if a.history, err = projection.Statuses(ctx, p.arch, id); err != nil {
 			return nil, retry("pipeline: statuses of %s: %w", id, err)
@@ -475,7 +509,7 @@ func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Docum
 // kept, since Nats-Msg-Id drops their second delivery.
 func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Document, receipt []byte) error {
 	wire := protocol.Container{DocumentID: d.ID, SHA256: s.sha, Size: int64(len(s.data))}
-	if len(s.data) > protocol.InlineLimit || int64(len(s.data))*int64(len(d.To)) > p.cfg.FanoutStageBytes {
+	if len(s.data) > protocol.InlineLimit || int64(len(s.data))*int64(len(d.To)-len(s.via)-len(s.upstream)+1) > p.cfg.FanoutStageBytes {
 		name, key, err := protocol.PutStaged(ctx, p.stage, s.data)
 		if err != nil {
 			return retry("pipeline: stage delivery of %s: %w", d.ID, err)
@@ -484,11 +518,13 @@ func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Documen
 	} else {
 		wire.Data = s.data
 	}
-	futures := make([]jetstream.PubAckFuture, 0, len(d.To))
-	for _, r := range d.To {
-		f, err := p.js.PublishMsgAsync(protocol.DeliverMsg(&protocol.Delivery{Recipient: r, Sender: d.From, Container: wire, Receipt: receipt}))
+	ds := deliveries(d, s.via, s.upstream, p.cfg.Gateway.Unit)
+	futures := make([]jetstream.PubAckFuture, 0, len(ds))
+	for _, dl := range ds {
+		dl.Sender, dl.Container, dl.Receipt = d.From, wire, receipt
+		f, err := p.js.PublishMsgAsync(protocol.DeliverMsg(dl))
 		if err != nil {
-			return retry("pipeline: route %s to %s: %w", d.ID, r, err)
+			return retry("pipeline: route %s to %s: %w", d.ID, dl.Recipient, err)
 		}
 		futures = append(futures, f)
 	}
@@ -496,14 +532,53 @@ func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Documen
 		select {
 		case <-f.Ok():
 		case err := <-f.Err():
-			return retry("pipeline: route %s to %s: %w", d.ID, d.To[i], err)
+			return retry("pipeline: route %s to %s: %w", d.ID, ds[i].Recipient, err)
 		case <-ctx.Done():
 			return retry("pipeline: route %s: %w", d.ID, ctx.Err())
 		case <-time.After(30 * time.Second):
-			return retry("pipeline: route %s to %s: no acknowledgement", d.ID, d.To[i])
+			return retry("pipeline: route %s to %s: no acknowledgement", d.ID, ds[i].Recipient)
 		}
 	}
 	return nil
+}
+
+// deliveries are the deliveries of d: one per recipient of the city, and
+// one to the gateway for the recipients outside the city it carries (via),
+// merged with the gateway's own when it is a recipient too; none for those
+// the upstream serves itself.
+func deliveries(d *document.Document, via, upstream []document.UnitID, gateway document.UnitID) []*protocol.Delivery {
+	skip := map[document.UnitID]bool{}
+	for _, u := range append(append([]document.UnitID(nil), via...), upstream...) {
+		skip[u] = true
+	}
+	var out []*protocol.Delivery
+	var gw *protocol.Delivery
+	for _, r := range d.To {
+		if skip[r] {
+			continue
+		}
+		dl := &protocol.Delivery{Recipient: r}
+		if r == gateway {
+			gw = dl
+		}
+		out = append(out, dl)
+	}
+	if len(via) > 0 {
+		if gw == nil {
+			gw = &protocol.Delivery{Recipient: gateway}
+			out = append(out, gw)
+		}
+		gw.For = via
+	}
+	return out
+}
+
+func units(us []document.UnitID) string {
+	ss := make([]string, len(us))
+	for i, u := range us {
+		ss[i] = string(u)
+	}
+	return strings.Join(ss, ", ")
 }
 
 // notify publishes a notice to a unit and waits for the stream to have it.

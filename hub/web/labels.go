@@ -22,6 +22,8 @@ var labels = map[string][2]string{
 	"password":         {"Mật khẩu", "Password"},
 	"keywords":         {"Từ khóa", "Keywords"},
 	"sender":           {"Cơ quan gửi", "Sender"},
+	"upstream":         {"Gửi từ ngoài thành phố", "Sent from outside the city"},
+	"upstream_via":     {"qua trục", "through the axis"},
 	"recipient":        {"Nơi nhận", "Recipient"},
 	"recipients":       {"Nơi nhận", "Recipients"},
 	"doc_type":         {"Loại văn bản", "Document type"},

@@ -104,6 +104,9 @@ func HMAC(secret []byte, signHeader string) string {
 // without the leading zero of each byte below 0x10.
 func FileHash(data []byte) string { return sdkHex(sha256.Sum256(data)) }
 
+// FileHashOf is FileHash of data whose SHA-256 is sum.
+func FileHashOf(sum [32]byte) string { return sdkHex(sum) }
+
 func sdkHex(sum [32]byte) string {
 	var b strings.Builder
 	for _, c := range sum {

@@ -237,3 +237,32 @@ func TestStatusBounds(t *testing.T) {
 		t.Error("BySender")
 	}
 }
+
+// TestUpstream: a document brought in from the national axis names its
+// sender outside the city and the axis's id, all checked.
+func TestUpstream(t *testing.T) {
+	d := Template(time.Now())
+	d.Upstream = &Upstream{From: "000.00.00.G22", FromName: "Bộ Nội vụ", Axis: "vdxp", DocID: "vdxp-1"}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := d.Marshal()
+	back, err := Parse(b)
+	if err != nil || *back.Upstream != *d.Upstream {
+		t.Fatalf("%v %+v", err, back.Upstream)
+	}
+	d.Upstream = &Upstream{From: d.From, Axis: "", DocID: strings.Repeat("x", 201)}
+	var p Problems
+	if !errors.As(d.Validate(), &p) {
+		t.Fatal("invalid upstream accepted")
+	}
+	got := map[string]bool{}
+	for _, q := range p {
+		got[q.Field] = true
+	}
+	for _, f := range []string{"upstream.from", "upstream.axis", "upstream.doc_id"} {
+		if !got[f] {
+			t.Errorf("no problem at %s: %v", f, p)
+		}
+	}
+}

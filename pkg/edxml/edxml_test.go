@@ -513,3 +513,27 @@ func TestBusinessDocumentID(t *testing.T) {
 		t.Fatalf("a new document names %q", got)
 	}
 }
+
+// TestUpstreamSender: a document the city's gateway brought in is written
+// from its sender outside the city, as the national axis gave it.
+func TestUpstreamSender(t *testing.T) {
+	d, err := document.Parse(testdata(t, "document.golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.EdXMLID = ""
+	d.From, d.FromName = "000.99.00.H29", "Trục liên thông"
+	d.Upstream = &document.Upstream{From: "000.00.00.G22", FromName: "Bộ Nội vụ", Axis: "vdxp", DocID: "vdxp-7"}
+	var out bytes.Buffer
+	if err := Write(&out, d, goldenFiles(t)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Parse(&out, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Document.From != "000.00.00.G22" || p.Document.FromName != "Bộ Nội vụ" || !strings.HasPrefix(p.Document.EdXMLID, "000.00.00.G22,") ||
+		Sender(d) != "000.00.00.G22" || !strings.HasPrefix(DocumentID(d), "000.00.00.G22,") {
+		t.Fatalf("written from %s %q, DocumentId %s", p.Document.From, p.Document.FromName, p.Document.EdXMLID)
+	}
+}

@@ -32,6 +32,10 @@ const (
 	HeaderStagedSeq = "Edx-Staged-Seq"       // on a staged submission: the upload stream's sequence of its first chunk
 	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
 	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
+	// HeaderFor, on a delivery to the city's gateway unit, lists the
+	// recipients outside the city (comma-separated unit ids) the gateway
+	// carries the document to, through the upstream axis.
+	HeaderFor = "Edx-For"
 	// HeaderNoticeTo, on a submission, names a subject under the sending
 	// unit's inbox prefix (see NoticeTo) where the hub also sends the
 	// submission's decision, so that the client that sent it (edx send)
@@ -187,6 +191,10 @@ type Delivery struct {
 	Sender    document.UnitID
 	Container
 	Receipt []byte // DER CMS
+	// For is set on a delivery to the gateway unit: the recipients outside
+	// the city it carries the document to (all of them among the
+	// document's recipients, none registered in the city).
+	For []document.UnitID
 }
 
 // DeliverMsg builds the message of a delivery.
@@ -196,6 +204,13 @@ func DeliverMsg(d *Delivery) *nats.Msg {
 	m.Header.Set(HeaderMsgID, DeliverMsgID(d.DocumentID, d.Recipient))
 	m.Header.Set(HeaderSender, string(d.Sender))
 	m.Header.Set(HeaderReceipt, base64.StdEncoding.EncodeToString(d.Receipt))
+	if len(d.For) > 0 {
+		us := make([]string, len(d.For))
+		for i, u := range d.For {
+			us[i] = string(u)
+		}
+		m.Header.Set(HeaderFor, strings.Join(us, ","))
+	}
 	m.Data = d.Data
 	return m
 }
@@ -214,6 +229,18 @@ func ParseDelivery(m *nats.Msg) (*Delivery, error) {
 	d := &Delivery{Recipient: document.UnitID(UnitFromSubject(m.Subject)), Sender: document.UnitID(m.Header.Get(HeaderSender)), Container: *c}
 	if d.Receipt, err = base64.StdEncoding.DecodeString(m.Header.Get(HeaderReceipt)); err != nil || len(d.Receipt) == 0 {
 		return nil, fmt.Errorf("protocol: delivery: no valid %s header", HeaderReceipt)
+	}
+	if v := m.Header.Get(HeaderFor); v != "" {
+		for _, s := range strings.Split(v, ",") {
+			u := document.UnitID(strings.TrimSpace(s))
+			if err := u.Validate(); err != nil {
+				return nil, fmt.Errorf("protocol: delivery: header %s: %w", HeaderFor, err)
+			}
+			if len(d.For) == document.MaxRecipients {
+				return nil, fmt.Errorf("protocol: delivery: header %s: more than %d units", HeaderFor, document.MaxRecipients)
+			}
+			d.For = append(d.For, u)
+		}
 	}
 	return d, nil
 }
@@ -278,6 +305,18 @@ func StatusMsg(s *document.Status) (*nats.Msg, error) {
 	m.Header.Set(HeaderVersion, ProtocolVersion)
 	m.Header.Set(HeaderMsgID, StatusMsgID(s))
 	m.Data = b
+	return m, nil
+}
+
+// RelayStatusMsg builds the status report of a unit outside the city that
+// the city's gateway unit relays from the upstream axis: published on the
+// gateway's status subject, the status naming the outside unit.
+func RelayStatusMsg(gateway document.UnitID, s *document.Status) (*nats.Msg, error) {
+	m, err := StatusMsg(s)
+	if err != nil {
+		return nil, err
+	}
+	m.Subject = StatusSubject(string(gateway))
 	return m, nil
 }
 

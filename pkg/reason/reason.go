@@ -57,6 +57,10 @@ const (
 	ReceiptInvalid     Code = "receipt.invalid"     // a hub receipt does not verify or does not match
 )
 
+// UpstreamNotGateway: a document marked as brought in from an upstream axis
+// (document.Upstream), from a unit that is not the city's gateway.
+const UpstreamNotGateway Code = "upstream.not_gateway"
+
 // edXML packets (QCVN 102:2016, package edxml).
 const (
 	EdXMLMalformed  Code = "edxml.malformed"  // not well-formed XML, or not an edXML packet of the expected kind

@@ -136,6 +136,7 @@ type DocSpec struct {
 	Accepted                            time.Time
 	Due                                 string
 	Files                               []container.File // default: van-ban.pdf
+	Upstream                            *document.Upstream
 }
 
 // Accept signs, verifies, archives, receipts and indexes a document as the
@@ -152,7 +153,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		d.TypeName = dt.Name
 		d.Notation = s.Type + "-UBND"
 	}
-	d.Signer.FullName, d.DueDate = s.Signer, s.Due
+	d.Signer.FullName, d.DueDate, d.Upstream = s.Signer, s.Due, s.Upstream
 	d.PromulgatedAt = s.Accepted.Format(time.DateOnly)
 	meta, err := d.Marshal()
 	if err != nil {
