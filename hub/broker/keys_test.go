@@ -49,7 +49,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ac.Name != AccountName || !ac.Limits.IsJSEnabled() || !ac.SigningKeys.Contains(k.edx.signingPub) || ac.Issuer != k.operatorPub ||
-		len(ac.Exports) != len(edxServices())+1 || len(ac.Imports) != 0 { // +1: the units' inboxes
+		len(ac.Exports) != len(edxServices())+2 || len(ac.Imports) != 0 { // +2: the units' inboxes, the checkpoints
 		t.Fatalf("account claims %+v", ac)
 	}
 	uc, err := jwt.DecodeAccountClaims(k.UnitsAccountJWT())
@@ -57,7 +57,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if uc.Name != UnitsAccountName || uc.Limits.IsJSEnabled() || !uc.SigningKeys.Contains(k.units.signingPub) ||
-		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+1 || // +1: the units' inboxes, from EDX
+		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+2 || // +2: the units' inboxes and the checkpoints, from EDX
 		uc.Limits.Subs != DefaultUnitLimits.MaxSubscriptions || uc.Limits.Payload != DefaultUnitLimits.MaxPayload ||
 		uc.Limits.Conn != DefaultUnitLimits.MaxConnections {
 		t.Fatalf("units account claims %+v", uc)
