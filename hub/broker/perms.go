@@ -109,12 +109,16 @@ func unitsImports(edx, stage string) jwt.Imports {
 // by the server.
 //
 // Publish:
+//
 //   - its own submit and status subjects;
+//
 //   - on its two durable pull consumers in EDX (created by the hub): consumer
 //     info and next-message requests under protocol.EDXAPIPrefix, and acks
 //     (v1 and v2 ack subject layouts);
+//
 //   - uploads: chunks on its own upload subject, and nothing else there (no
 //     read, no list, no purge);
+//
 //   - large deliveries: requests to the hub's stage service on its own
 //     subject, and, under protocol.StageAPIPrefix, the look-up of, pulls
 //     from and deletion of its own protocol.StageSlots consumers of the
