@@ -477,4 +477,3 @@ type witnessErr struct{ code reason.Code }
 func (e witnessErr) Error() string { return string(e.code) }
 
 func errWitness(c reason.Code) error { return witnessErr{c} }
-
