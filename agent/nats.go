@@ -53,6 +53,7 @@ func (a *Agent) connect(ctx context.Context) (*link, error) {
 			a.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted())
 			a.kickSend()
 			a.kickStatus()
+			kick(a.wakeWitness)
 		}),
 		nats.ReconnectWait(time.Second),
 	}, a.natsOpts...)
@@ -108,6 +109,7 @@ func (a *Agent) runNATS(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.sender(ctx, l) })
 	wg.Go(func() { a.statusSender(ctx, l) })
+	wg.Go(func() { a.witness(ctx, l) })
 	wg.Go(func() {
 		a.consume(ctx, l, protocol.StreamDeliver, protocol.DeliverConsumer(string(a.cfg.Unit)), a.handleDelivery)
 	})
