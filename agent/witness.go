@@ -173,10 +173,11 @@ func (a *Agent) witnessState(ctx context.Context) string {
 		return "unknown: " + err.Error()
 	}
 	n, _ := a.watch.Size(ctx)
+	s := fmt.Sprintf("verified up to size %d", n)
 	if len(as) > 0 {
 		last := as[len(as)-1]
-		return fmt.Sprintf("ALERT: %d inconsistencies of the hub's log seen, the last %s at size %d (%s); evidence in %s",
+		s += fmt.Sprintf("; ALERT: %d inconsistencies of the hub's log seen, the last %s at size %d (%s); evidence in %s",
 			len(as), last.Kind, last.NewSize, last.At.Format(time.RFC3339), a.evidenceDir())
 	}
-	return fmt.Sprintf("verified up to size %d", n)
+	return s
 }
