@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"maps"
 	"net"
@@ -166,6 +167,7 @@ type Index interface {
 type Archive interface {
 	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
 	Open(ctx context.Context, key string) (io.ReadCloser, archive.Object, error)
+	List(ctx context.Context, prefix string) iter.Seq2[archive.Object, error]
 	Ping(ctx context.Context) error
 }
 
@@ -212,6 +214,7 @@ func Handler(d Deps) http.Handler {
 			r.Get("/documents/{id}", s.document)
 			r.Get("/documents/{id}/container", s.download("container"))
 			r.Get("/documents/{id}/receipt", s.download("receipt"))
+			r.Get("/documents/{id}/signatures/{sha256}", s.statusSignature)
 			r.Get("/documents/{id}/files/{name}", s.file)
 			r.Post("/documents/{id}/verify", s.verifyArchived)
 			r.Post("/verify", s.verifyUpload)
