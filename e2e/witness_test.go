@@ -190,8 +190,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		}
 		v, _ := witness.NewVerifier(vkey)
 		ws = append(ws, v)
-		a := newAgent(t, work, h.info.NATSURL, u, fmt.Sprintf("witness:\n  key_file: %s\n  log_key_file: %s\nwebhook:\n  url: %s/%s\n",
-			filepath.Join(ud, "witness.key"), filepath.Join(ud, "log.vkey"), dms.URL, u)).start()
+		a := newAgent(t, work, h.info.NATSURL, u, fmt.Sprintf("webhook:\n  url: %s/%s\n", dms.URL, u)).start()
 		agents = append(agents, a)
 	}
 	lk, _ := os.ReadFile(filepath.Join(work, "units", string(uA), "log.vkey"))
