@@ -199,4 +199,3 @@ func TestSignedStatuses(t *testing.T) {
 		t.Fatalf("a signed 05 with unsigned_statuses refuse: %s %v", n.Type, n.Reasons)
 	}
 }
-

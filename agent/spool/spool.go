@@ -149,7 +149,7 @@ var migrations = []sqldb.Migration{
 
 // migration3 keeps a recipient's signature over its status
 // (container.SignStatus), as the hub passed it on, and what the agent
-// found when it checked it ('' valid, else the problems).
+// found when it checked it (” valid, else the problems).
 const migration3 = `
 ALTER TABLE statuses ADD COLUMN signature BLOB;
 ALTER TABLE statuses ADD COLUMN signature_problems TEXT NOT NULL DEFAULT '';
