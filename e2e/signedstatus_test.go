@@ -109,4 +109,22 @@ func TestSignedDelivery(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), string(uB)) {
 		t.Fatalf("openssl cms -cmsout -print: %v (unit %s not named)", err, uB)
 	}
+
+	// The README's recipe, as written.
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(string(readme), "\n<!-- status-recipe")
+	_, rest, _ = strings.Cut(rest, "```sh\n")
+	recipe, _, _ := strings.Cut(rest, "```")
+	roots, _ := os.ReadFile(h.info.TrustRoots)
+	os.WriteFile(filepath.Join(dir, "roots.pem"), roots, 0o644)
+	os.WriteFile(filepath.Join(dir, "ID.status-"+string(uB)+"-01-1.p7s"), fromHub, 0o644)
+	cmd = exec.Command("sh", "-e", "-c", recipe)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil || recipe == "" || !strings.Contains(string(out), "Verification successful") ||
+		!strings.Contains(string(out), `"container_sha256":"`+hex.EncodeToString(sum[:])) {
+		t.Fatalf("the README's recipe: %v\n%s", err, out)
+	}
 }
