@@ -134,3 +134,28 @@ func TestSignedWitnessKey(t *testing.T) {
 		t.Fatalf("a status as a witness key: %v", rs)
 	}
 }
+
+// BenchmarkSignStatus and BenchmarkVerifyStatus: the cost of a signed
+// status, to the agent that signs it and to the hub that checks it (chain
+// and CRL check included).
+func BenchmarkSignStatus(b *testing.B) {
+	s := signer(b, unitA, pki.ECDSAP256, nil)
+	st := status01(unitA)
+	for b.Loop() {
+		if _, err := SignStatus(st, sha, s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkVerifyStatus(b *testing.B) {
+	der, err := SignStatus(status01(unitA), sha, signer(b, unitA, pki.ECDSAP256, nil))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if r := VerifyStatus(der, Options{Trust: fx.trust}); !r.Valid {
+			b.Fatal(r.Reasons)
+		}
+	}
+}
