@@ -33,6 +33,7 @@ import (
 	"github.com/edxhub/edx/agent/bridge"
 	"github.com/edxhub/edx/agent/folders"
 	"github.com/edxhub/edx/agent/inbox"
+	"github.com/edxhub/edx/agent/logwatch"
 	"github.com/edxhub/edx/agent/outbox"
 	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
@@ -58,9 +59,12 @@ type Agent struct {
 	m       *metrics
 	ln      net.Listener
 	handler http.Handler
+	watch   *logwatch.Watcher // the witness of the hub's log; nil when disabled
+	wm      *witnessMetrics
 	limits  container.Limits
 
 	wakeSend, wakeStatus chan struct{}
+	wakeWitness          chan struct{} // after a reconnection: check the newest checkpoint
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -86,10 +90,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 		log = slog.New(slog.DiscardHandler)
 	}
 	a = &Agent{cfg: cfg, sec: sec, log: log, reg: prometheus.NewRegistry(),
-		wakeSend: make(chan struct{}, 1), wakeStatus: make(chan struct{}, 1)}
+		wakeSend: make(chan struct{}, 1), wakeStatus: make(chan struct{}, 1), wakeWitness: make(chan struct{}, 1)}
+	started := a // a is nil once an error is returned
 	defer func() {
 		if err != nil {
-			a.Close()
+			started.Close()
 		}
 	}()
 	a.limits = container.DefaultLimits
@@ -145,6 +150,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 			return nil, err
 		}
 	}
+	if err := a.openWitness(ctx); err != nil {
+		return nil, err
+	}
 	if ax != nil {
 		ax.Observe = func(call string, code pkgaxis.Code) {
 			a.m.axisCalls.WithLabelValues(call, strconv.Itoa(int(code))).Inc()
@@ -193,7 +201,7 @@ func (a *Agent) kickStatus() { kick(a.wakeStatus) }
 
 func (a *Agent) ready(ctx context.Context) (map[string]string, error) {
 	detail := map[string]string{"unit": string(a.cfg.Unit), "nats": "disconnected",
-		"nats_creds": a.credsState(), "crl": a.crlState()}
+		"nats_creds": a.credsState(), "crl": a.crlState(), "witness": a.witnessState(ctx)}
 	if l := a.current(); l != nil && l.nc.IsConnected() {
 		detail["nats"] = "connected"
 	}
@@ -289,6 +297,9 @@ func (a *Agent) close() {
 	}
 	if a.inbox != nil {
 		a.inbox.Close()
+	}
+	if a.watch != nil {
+		a.watch.Close()
 	}
 	if a.spool != nil {
 		a.spool.Close()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/nats-io/jwt/v2"
+	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
@@ -58,6 +59,7 @@ type Config struct {
 	Bridge  bridge.Config  `yaml:"bridge"`
 	Webhook webhook.Config `yaml:"webhook"`
 	Log     LogConfig      `yaml:"log"`
+	Witness WitnessConfig  `yaml:"witness"`
 
 	dir string // the directory of the file loaded (LoadConfig), for relative paths
 }
@@ -142,6 +144,26 @@ const (
 	FormatEdXML = "edxml"
 )
 
+// WitnessConfig is how the agent witnesses the hub's transparency log: it
+// checks every checkpoint the hub offers against the last one it verified
+// and cosigns it with the unit's witness key (agent/logwatch).
+type WitnessConfig struct {
+	// Disabled: the agent does not witness the log.
+	Disabled bool `yaml:"disabled"`
+	// KeyFile is the unit's witness key (default DATA/witness.key, made at
+	// first start and registered with the hub by the unit's signed
+	// statement; edx unit add writes witness.key beside the agent's files
+	// and registers it).
+	KeyFile string `yaml:"key_file"`
+	// LogKeyFile holds the verifier key of the hub's log (edx unit add
+	// writes log.vkey). Without it, the key the hub gives at first contact
+	// is pinned and kept.
+	LogKeyFile string `yaml:"log_key_file"`
+	// Poll is how often the agent asks for the newest checkpoint besides
+	// those the hub offers as they come (default 5m).
+	Poll time.Duration `yaml:"poll"`
+}
+
 // LogConfig sets up logging.
 type LogConfig struct {
 	Level  string `yaml:"level"`  // debug, info, warn, error
@@ -177,7 +199,7 @@ func (c *Config) resolvePaths() {
 	}
 	ps := []*string{&c.Data, &c.API.TokenFile, &c.Signing.KeyFile, &c.Signing.CertFile, &c.Signing.PKCS12File,
 		&c.Signing.PKCS12PasswordFile, &c.Trust.Roots, &c.NATS.CredsFile, &c.Webhook.SecretFile,
-		&c.Folders.Outbox, &c.Folders.Sent, &c.Folders.Failed, &c.Folders.Inbox}
+		&c.Folders.Outbox, &c.Folders.Sent, &c.Folders.Failed, &c.Folders.Inbox, &c.Witness.KeyFile, &c.Witness.LogKeyFile}
 	for i := range c.Trust.CRLs {
 		ps = append(ps, &c.Trust.CRLs[i])
 	}
@@ -241,6 +263,12 @@ func (c *Config) SetDefaults() error {
 	}
 	c.Axis.SetDefaults(c.Send.MaxDocumentBytes)
 	c.Bridge.SetDefaults()
+	if c.Witness.KeyFile == "" {
+		c.Witness.KeyFile = filepath.Join(c.Data, "witness.key")
+	}
+	if c.Witness.Poll == 0 {
+		c.Witness.Poll = 5 * time.Minute
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -322,6 +350,9 @@ func (c *Config) Validate() error {
 	if err := c.Bridge.Validate(); err != nil {
 		add("%v", err)
 	}
+	if c.Witness.Poll < time.Second {
+		add("witness.poll %s: want at least 1s", c.Witness.Poll)
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -349,6 +380,9 @@ type Secrets struct {
 	// BridgeSecret is the shared secret of the city's system at the
 	// upstream axis.
 	BridgeSecret []byte
+	// LogKey is the hub log's verifier key (witness.log_key_file), empty
+	// when not configured.
+	LogKey string
 }
 
 // Check reads every file and variable the configuration names, as New does,
@@ -431,6 +465,16 @@ func (c *Config) Check() (*Secrets, error) {
 			return nil, fmt.Errorf("bridge: the secret must be at least %d bytes", bridge.MinSecretLength)
 		}
 		s.BridgeSecret = []byte(v)
+	}
+	if f := c.Witness.LogKeyFile; f != "" && !c.Witness.Disabled {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("witness: log key: %w", err)
+		}
+		s.LogKey = strings.TrimSpace(string(b))
+		if _, err := note.NewVerifier(s.LogKey); err != nil {
+			return nil, fmt.Errorf("witness: log key %s: %w", f, err)
+		}
 	}
 	return &s, nil
 }

@@ -53,6 +53,7 @@ func (a *Agent) connect(ctx context.Context) (*link, error) {
 			a.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted())
 			a.kickSend()
 			a.kickStatus()
+			kick(a.wakeWitness)
 		}),
 		nats.ReconnectWait(time.Second),
 	}, a.natsOpts...)
@@ -108,6 +109,7 @@ func (a *Agent) runNATS(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.sender(ctx, l) })
 	wg.Go(func() { a.statusSender(ctx, l) })
+	wg.Go(func() { a.witness(ctx, l) })
 	wg.Go(func() {
 		a.consume(ctx, l, protocol.StreamDeliver, protocol.DeliverConsumer(string(a.cfg.Unit)), a.handleDelivery)
 	})
@@ -217,7 +219,11 @@ func (a *Agent) statusSender(ctx context.Context, l *link) {
 		}
 		ok := true
 		for _, st := range sts {
-			m, err := protocol.StatusMsg(&st.Status)
+			rep, err := a.signedStatus(ctx, st)
+			var m *nats.Msg
+			if err == nil {
+				m, err = protocol.StatusReportMsg(rep)
+			}
 			if err == nil {
 				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				_, err = l.js.PublishMsg(pctx, m)
@@ -459,7 +465,8 @@ func (a *Agent) refuse(ctx context.Context, id string, data, receipt []byte, rs 
 	}
 	queued := false
 	if documentID(id).Validate() == nil {
-		if queued, err = a.inbox.Refuse(ctx, a.cfg.Unit, documentID(id), rs); err != nil {
+		sum := sha256.Sum256(data)
+		if queued, err = a.inbox.Refuse(ctx, a.cfg.Unit, documentID(id), hex.EncodeToString(sum[:]), rs); err != nil {
 			return errRetry{err}
 		}
 	}
@@ -536,7 +543,11 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 		if n.Status == nil {
 			return errors.New("status notice without a status")
 		}
-		added, err := a.spool.AddStatus(ctx, *n.Status)
+		var problems string
+		if len(n.StatusSignature) > 0 {
+			problems = a.checkStatusSignature(ctx, n.Status, n.StatusSignature)
+		}
+		added, err := a.spool.AddSignedStatus(ctx, *n.Status, n.StatusSignature, problems)
 		if a.bridge != nil && (err == nil || errors.Is(err, spool.ErrNotFound)) {
 			// A status the gateway relays up: a city recipient's on a
 			// document it brought in, a city sender's 13 on one it carried.

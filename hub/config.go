@@ -18,6 +18,7 @@ import (
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/hub/web"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -37,6 +38,11 @@ type Config struct {
 	Auth     auth.Config     `yaml:"auth"`
 	Web      web.Config      `yaml:"web"`
 	Log      LogConfig       `yaml:"log"`
+	// Tlog is the hub's transparency log (default under DATA/tlog, its
+	// key DATA/tlog.key, made at first start).
+	Tlog tlog.Config `yaml:"tlog"`
+	// Witness is how the units' agents witness the log.
+	Witness WitnessConfig `yaml:"witness"`
 	// Clock is the hub's time, time.Now when nil: what receipts carry as
 	// acceptance time, and the "now" of re-verification and reindexing.
 	// Set by tests to move through certificate lifetimes without waiting.
@@ -204,6 +210,10 @@ func (c *Config) SetDefaults() error {
 		}
 	}
 	under(&c.Index.Path, "index/edx.db")
+	under(&c.Tlog.Dir, "tlog")
+	under(&c.Tlog.KeyFile, "tlog.key")
+	c.Tlog.SetDefaults()
+	c.Witness.SetDefaults()
 	under(&c.Auth.Path, "auth/users.db")
 	c.Auth.SetDefaults()
 	c.Web.SetDefaults()
@@ -292,6 +302,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.Pipeline.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Tlog.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Witness.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	if err := c.Auth.Validate(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
@@ -50,14 +51,21 @@ func (h *Hub) handler() http.Handler {
 	zone, _ := h.cfg.Web.Location() // validated with the configuration
 	apiHandler := api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
 		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
-	if h.ca == nil {
-		return apiHandler
-	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+crlPath, h.serveCRL)
+	if h.ca != nil {
+		mux.HandleFunc("GET "+crlPath, h.serveCRL)
+	}
+	if h.tlog != nil {
+		// The transparency log, read-only, for anyone to mirror: the
+		// checkpoint with its cosignatures, tiles, entries (tlog.Handler).
+		mux.Handle(logPath, http.StripPrefix(strings.TrimSuffix(logPath, "/"), h.tlog.Handler()))
+	}
 	mux.Handle("/", apiHandler)
 	return mux
 }
+
+// logPath is where the hub serves its transparency log.
+const logPath = "/log/"
 
 // crlPath is where the hub serves the development CA's CRL: the CRL
 // distribution point of the certificates the CA issues.

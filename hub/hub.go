@@ -32,6 +32,7 @@ import (
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
@@ -73,6 +74,12 @@ type Hub struct {
 	sys *broker.SystemConn
 	// accounts gives the NATS servers new account JWTs (revocations).
 	accounts accountPusher
+
+	// tlog is the hub's transparency log, tlogVKey its verifier key;
+	// witness the service the units' agents witness it through.
+	tlog     *tlog.Log
+	tlogVKey string
+	witness  *witnessService
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -149,6 +156,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 	}
 	h.checkCRLs(ctx, cfg.Clock())
+	if err := h.startWitness(ctx); err != nil {
+		return nil, err
+	}
 	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
@@ -450,6 +460,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
+	if h.witness != nil {
+		background.Go(func() { h.witness.run(pctx) })
+	}
 	if !h.cfg.PKI.CRLFetch.Disabled {
 		background.Go(func() { h.watchDistributionPoints(pctx) })
 	}

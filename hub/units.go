@@ -280,7 +280,7 @@ func (h *Hub) bundle(u registry.Unit, creds []byte, keyPEM string) (*api.UnitBun
 		return nil, err
 	}
 	return &api.UnitBundle{Unit: u.Unit, KeyPEM: keyPEM, CertPEM: u.CertPEM, RootsPEM: string(roots),
-		Creds: string(creds), NATSURL: h.Info().NATSURL}, nil
+		Creds: string(creds), NATSURL: h.Info().NATSURL, LogKey: h.tlogVKey, WitnessKey: u.WitnessKey}, nil
 }
 
 // AddUnit registers a unit: its certificate (given, or issued by the
@@ -298,6 +298,11 @@ func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle
 	if req.Name == "" {
 		return nil, fmt.Errorf("%w: a unit name is required", api.ErrInvalid)
 	}
+	if req.WitnessKey != "" {
+		if _, err := checkWitnessKey(req.ID, req.WitnessKey); err != nil {
+			return nil, err
+		}
+	}
 	cert, chainPEM, keyPEM, err := h.unitCert(req.ID, req.Name, req.CertPEM)
 	if err != nil {
 		return nil, err
@@ -309,9 +314,13 @@ func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle
 	u, err := h.changeUnit(ctx, req.ID, func(old registry.Unit, exists bool) (registry.Unit, error) {
 		now := time.Now()
 		u := registry.Unit{Unit: index.Unit{ID: req.ID, Name: req.Name, Created: now.UTC(), CertSerial: cert.SerialNumber.Text(16),
-			CertNotAfter: cert.NotAfter.UTC(), CertPEM: chainPEM, Event: eventRegistered}}
+			CertNotAfter: cert.NotAfter.UTC(), CertPEM: chainPEM, Event: eventRegistered}, WitnessKey: req.WitnessKey}
 		if exists {
 			u.Created, u.Revoked = old.Created, withRevoked(old, now)
+			if u.WitnessKey == "" || u.WitnessKey == old.WitnessKey {
+				// The agent keeps its witness key.
+				u.WitnessKey, u.WitnessBinding = old.WitnessKey, old.WitnessBinding
+			}
 			h.warnLegacy(old.Unit)
 			// The credentials issued before are revoked first: should what
 			// follows fail, the unit has none rather than two.
@@ -418,6 +427,11 @@ func (h *Hub) RotateUnit(ctx context.Context, id document.UnitID, req api.Rotate
 	if req.NewCert && req.CertPEM != "" {
 		return nil, fmt.Errorf("%w: ask for a new certificate or give one, not both", api.ErrInvalid)
 	}
+	if req.WitnessKey != "" {
+		if _, err := checkWitnessKey(id, req.WitnessKey); err != nil {
+			return nil, err
+		}
+	}
 	var (
 		creds  []byte
 		keyPEM string
@@ -451,6 +465,9 @@ func (h *Hub) RotateUnit(ctx context.Context, id document.UnitID, req api.Rotate
 		}
 		creds = c
 		u.NATSUsers, u.CredsExpire, u.Event = []string{pub}, exp, eventRotated
+		if req.WitnessKey != "" && req.WitnessKey != u.WitnessKey {
+			u.WitnessKey, u.WitnessBinding = req.WitnessKey, nil
+		}
 		return u, nil
 	})
 	if err != nil && u.ID == "" {

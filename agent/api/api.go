@@ -59,6 +59,9 @@ type Outbox interface {
 // Documents are the sent documents' records (agent/spool).
 type Documents interface {
 	Get(ctx context.Context, id document.ID) (*spool.Record, error)
+	// StatusSignature is the reporting unit's signature over a status of
+	// a sent document's history (spool.ErrNotFound when it is unsigned).
+	StatusSignature(ctx context.Context, id document.ID, seq int64) ([]byte, error)
 }
 
 // Inbox is the received documents (agent/inbox).
@@ -147,6 +150,7 @@ func New(d Deps) (http.Handler, error) {
 		r.Get("/documents/{id}", s.getDocument)
 		r.Post("/documents/{id}/status", s.postSenderStatus)
 		r.Get("/documents/{id}/statuses/{seq}/edxml", s.getSentStatusPacket)
+		r.Get("/documents/{id}/statuses/{seq}/signature", s.getStatusSignature)
 		r.Get("/inbox", s.listInbox)
 		r.Get("/inbox/{id}", s.getInbox)
 		r.Get("/inbox/{id}/files/*", s.getFile)
@@ -482,6 +486,30 @@ func (s *server) getSentStatusPacket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.writeXML(w, fmt.Sprintf("%s-status-%d.edxml", id, seq), func(out io.Writer) error { return s.Packets.WriteSentStatus(r.Context(), out, id, seq) })
+}
+
+// getStatusSignature answers with a recipient's signature over its status
+// on a sent document (container.SignStatus: an attached DER CMS that
+// openssl cms -verify reads alone), as the hub passed it on.
+func (s *server) getStatusSignature(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	seq, err := strconv.ParseInt(chi.URLParam(r, "seq"), 10, 64)
+	if err != nil || seq <= 0 {
+		s.fail(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such status: want the seq of a status in the document's history"})
+		return
+	}
+	b, err := s.Documents.StatusSignature(r.Context(), id, seq)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkcs7-mime; smime-type=signed-data")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": fmt.Sprintf("%s-status-%d.p7s", id, seq)}))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Write(b)
 }
 
 // writeXML answers with a packet that write streams. A failure before the

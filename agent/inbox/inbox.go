@@ -138,6 +138,13 @@ type Status struct {
 	State      StatusState `json:"state"`
 	OutOfOrder bool        `json:"out_of_order,omitempty"`
 	Reasons    reason.List `json:"reasons,omitempty"`
+	// ContainerSHA256 is the digest of the container the status is about
+	// (for a document taken back, the sent one's: the agent fills it in).
+	ContainerSHA256 string `json:"container_sha256,omitempty"`
+	// Signed: the unit's signature over the status and the container
+	// (container.SignStatus) is made; Signature holds it.
+	Signed    bool   `json:"signed"`
+	Signature []byte `json:"-"`
 }
 
 // Store is the inbox.
@@ -155,7 +162,16 @@ type Store struct {
 var migrations = []sqldb.Migration{
 	{SQL: schema}, // 1
 	{SQL: migration2, Func: backfillEdXMLIDs}, // 2: edXML ids, hand-over, senders' statuses
+	{SQL: migration3},                         // 3: statuses signed by the unit
 }
+
+// migration3 keeps, with each status the unit reports, the digest of the
+// container it is about and the unit's signature over both (made once,
+// before the status is first sent, and sent again as it is).
+const migration3 = `
+ALTER TABLE statuses ADD COLUMN container_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE statuses ADD COLUMN signature BLOB;
+`
 
 // migration2 keeps each document's edXML DocumentId, the document system's
 // acknowledgements, and the statuses senders report on their documents.
@@ -335,8 +351,8 @@ func (s *Store) Put(ctx context.Context, unit document.UnitID, r Received) (*Ite
 		r.Body.ArchiveKey, r.SHA256, len(c.Raw), string(fb), string(c.MetaRaw), EdXMLID(c.Meta)); err != nil {
 		return nil, false, fmt.Errorf("inbox: put %s: %w", id, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, ?)`,
-		id, st.Code, st.Time.UnixNano(), string(sb), StatusPending); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, container_sha256) VALUES (?, ?, ?, ?, ?, ?)`,
+		id, st.Code, st.Time.UnixNano(), string(sb), StatusPending, r.SHA256); err != nil {
 		return nil, false, fmt.Errorf("inbox: put %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -520,11 +536,11 @@ func (s *Store) ContainerPath(ctx context.Context, id document.ID) (string, erro
 
 // Refuse queues the unit's refusal (status 02, with the reasons as its
 // description) of a delivery it could not take: one that failed
-// verification or that the folder can never hold. A document is refused
-// once: it reports false when a refusal was queued before, or when the
-// document is in the inbox already (a later copy that fails changes nothing
-// about the one received).
-func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID, rs reason.List) (bool, error) {
+// verification or that the folder can never hold; sha256 is the digest of
+// what it received. A document is refused once: it reports false when a
+// refusal was queued before, or when the document is in the inbox already
+// (a later copy that fails changes nothing about the one received).
+func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID, sha256 string, rs reason.List) (bool, error) {
 	if err := id.Validate(); err != nil {
 		return false, fmt.Errorf("inbox: refuse: %w", err)
 	}
@@ -541,8 +557,8 @@ func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID
 	st := document.Status{DocumentID: id, Unit: unit, Time: s.now().UTC(), Code: document.StatusRefused,
 		Description: refusal(rs)}
 	body, _ := json.Marshal(st)
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, ?)`,
-		id, st.Code, st.Time.UnixNano(), string(body), StatusPending); err != nil {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, container_sha256) VALUES (?, ?, ?, ?, ?, ?)`,
+		id, st.Code, st.Time.UnixNano(), string(body), StatusPending, sha256); err != nil {
 		return false, fmt.Errorf("inbox: refuse %s: %w", id, err)
 	}
 	return true, nil
@@ -643,7 +659,8 @@ func (s *Store) AddStatus(ctx context.Context, st document.Status) (*Status, err
 	if len(p) > 0 {
 		return nil, p
 	}
-	if _, err := s.Get(ctx, st.DocumentID); err != nil {
+	it, err := s.Get(ctx, st.DocumentID)
+	if err != nil {
 		return nil, err
 	}
 	prev, err := s.lastProgress(ctx, st.DocumentID)
@@ -652,13 +669,13 @@ func (s *Store) AddStatus(ctx context.Context, st document.Status) (*Status, err
 	}
 	out := !document.InOrder(prev, st.Code)
 	body, _ := json.Marshal(st)
-	res, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, out_of_order) VALUES (?, ?, ?, ?, ?, ?)`,
-		st.DocumentID, st.Code, st.Time.UnixNano(), string(body), StatusPending, out)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, out_of_order, container_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		st.DocumentID, st.Code, st.Time.UnixNano(), string(body), StatusPending, out, it.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: status %s: %w", st.DocumentID, err)
 	}
 	seq, _ := res.LastInsertId()
-	return &Status{Seq: seq, Status: st, State: StatusPending, OutOfOrder: out}, nil
+	return &Status{Seq: seq, Status: st, State: StatusPending, OutOfOrder: out, ContainerSHA256: it.SHA256}, nil
 }
 
 // lastProgress is the last progress code reported on a document (not
@@ -677,7 +694,11 @@ func (s *Store) lastProgress(ctx context.Context, id document.ID) (document.Stat
 }
 
 func (s *Store) statuses(ctx context.Context, where string, args ...any) ([]*Status, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, body, state, out_of_order, reasons FROM statuses `+where, args...)
+	// A status queued before statuses were signed takes its document's
+	// digest (the documents table's, for a document received).
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, body, state, out_of_order, reasons,
+		CASE WHEN container_sha256 != '' THEN container_sha256 ELSE coalesce((SELECT sha256 FROM documents d WHERE d.id = statuses.id), '') END,
+		signature FROM statuses `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: statuses: %w", err)
 	}
@@ -686,9 +707,10 @@ func (s *Store) statuses(ctx context.Context, where string, args ...any) ([]*Sta
 	for rows.Next() {
 		var st Status
 		var body, rs string
-		if err := rows.Scan(&st.Seq, &body, &st.State, &st.OutOfOrder, &rs); err != nil {
+		if err := rows.Scan(&st.Seq, &body, &st.State, &st.OutOfOrder, &rs, &st.ContainerSHA256, &st.Signature); err != nil {
 			return nil, fmt.Errorf("inbox: statuses: %w", err)
 		}
+		st.Signed = len(st.Signature) > 0
 		if err := json.Unmarshal([]byte(body), &st.Status); err != nil {
 			return nil, fmt.Errorf("inbox: statuses: %w", err)
 		}
@@ -712,6 +734,21 @@ func (s *Store) PendingCount(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("inbox: statuses: %w", err)
 	}
 	return n, nil
+}
+
+// SetStatusSignature keeps the unit's signature over a queued status and
+// the container digest it names, unless it has one already; it returns
+// the one kept, which is sent every time the status is.
+func (s *Store) SetStatusSignature(ctx context.Context, seq int64, containerSHA256 string, sig []byte) ([]byte, error) {
+	if _, err := s.db.ExecContext(ctx, `UPDATE statuses SET signature = ?, container_sha256 = ? WHERE seq = ? AND signature IS NULL`,
+		sig, containerSHA256, seq); err != nil {
+		return nil, fmt.Errorf("inbox: status signature: %w", err)
+	}
+	var kept []byte
+	if err := s.db.QueryRowContext(ctx, `SELECT signature FROM statuses WHERE seq = ?`, seq).Scan(&kept); err != nil {
+		return nil, fmt.Errorf("inbox: status signature: %w", err)
+	}
+	return kept, nil
 }
 
 // MarkStatusSent records that a status was published.

@@ -123,6 +123,11 @@ type Status struct {
 	// Transport is the document system's last acknowledgement of the
 	// status (the axis protocol's updateStatus: done, fail, processing).
 	Transport string `json:"transport,omitempty"`
+	// Signed: the reporting unit signed the status (its signature is at
+	// GET /v1/documents/{id}/statuses/{seq}/signature); SignatureProblems
+	// say why the agent found the signature wanting, when it did.
+	Signed            bool   `json:"signed"`
+	SignatureProblems string `json:"signature_problems,omitempty"`
 }
 
 // Spool is the durable outbox.
@@ -139,7 +144,16 @@ type Spool struct {
 var migrations = []sqldb.Migration{
 	{SQL: schema},     // 1
 	{SQL: migration2}, // 2: edXML ids, statuses handed over to the document system
+	{SQL: migration3}, // 3: recipients' signatures over their statuses
 }
+
+// migration3 keeps a recipient's signature over its status
+// (container.SignStatus), as the hub passed it on, and what the agent
+// found when it checked it (” valid, else the problems).
+const migration3 = `
+ALTER TABLE statuses ADD COLUMN signature BLOB;
+ALTER TABLE statuses ADD COLUMN signature_problems TEXT NOT NULL DEFAULT '';
+`
 
 // migration2 keeps each document's edXML DocumentId (documents spooled
 // before it have none: they are found by their edx id only) and what the
@@ -473,7 +487,7 @@ func (s *Spool) Get(ctx context.Context, id document.ID) (*Record, error) {
 	return r, nil
 }
 
-const statusCols = `rowid, body, received_at, handed_over_at, transport`
+const statusCols = `rowid, body, received_at, handed_over_at, transport, signature IS NOT NULL, signature_problems`
 
 func (s *Spool) statuses(ctx context.Context, where string, args ...any) ([]Status, error) {
 	rows, err := s.db.QueryContext(ctx, `SELECT `+statusCols+` FROM statuses `+where, args...)
@@ -487,7 +501,7 @@ func (s *Spool) statuses(ctx context.Context, where string, args ...any) ([]Stat
 		var body string
 		var recv int64
 		var handed sql.NullInt64
-		if err := rows.Scan(&st.Seq, &body, &recv, &handed, &st.Transport); err != nil {
+		if err := rows.Scan(&st.Seq, &body, &recv, &handed, &st.Transport, &st.Signed, &st.SignatureProblems); err != nil {
 			return nil, err
 		}
 		if err := json.Unmarshal([]byte(body), &st.Status); err != nil {
@@ -697,6 +711,27 @@ func (s *Spool) decide(ctx context.Context, id document.ID, q string, args ...an
 // it recorded), is kept in the history without making its unit a
 // recipient.
 func (s *Spool) AddStatus(ctx context.Context, st document.Status) (bool, error) {
+	return s.AddSignedStatus(ctx, st, nil, "")
+}
+
+// StatusSignature returns the signature over a status of a document's
+// history, by its number: ErrNotFound when there is no such status or it
+// is unsigned.
+func (s *Spool) StatusSignature(ctx context.Context, id document.ID, seq int64) ([]byte, error) {
+	var sig []byte
+	err := s.db.QueryRowContext(ctx, `SELECT signature FROM statuses WHERE id = ? AND rowid = ?`, id, seq).Scan(&sig)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && sig == nil {
+		return nil, fmt.Errorf("%w: %s has no signed status %d", ErrNotFound, id, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: status signature: %w", err)
+	}
+	return sig, nil
+}
+
+// AddSignedStatus is AddStatus for a status with its unit's signature
+// (nil: unsigned) and the problems the agent found with it ("": none).
+func (s *Spool) AddSignedStatus(ctx context.Context, st document.Status, sig []byte, problems string) (bool, error) {
 	body, err := json.Marshal(st)
 	if err != nil {
 		return false, fmt.Errorf("spool: status: %w", err)
@@ -713,8 +748,12 @@ func (s *Spool) AddStatus(ctx context.Context, st document.Status) (bool, error)
 	if n == 0 {
 		return false, fmt.Errorf("%w: %s", ErrNotFound, st.DocumentID)
 	}
-	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO statuses (id, unit, code, time, body, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		st.DocumentID, st.Unit, st.Code, st.Time.UnixNano(), string(body), s.now().UnixNano())
+	if len(sig) == 0 {
+		sig, problems = nil, ""
+	}
+	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO statuses (id, unit, code, time, body, received_at, signature, signature_problems)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		st.DocumentID, st.Unit, st.Code, st.Time.UnixNano(), string(body), s.now().UnixNano(), sig, problems)
 	if err != nil {
 		return false, fmt.Errorf("spool: status: %w", err)
 	}

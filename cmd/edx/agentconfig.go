@@ -25,6 +25,8 @@ const (
 	unitCertFile   = "cert.pem"
 	unitRootsFile  = "roots.pem"
 	unitCredsFile  = "nats.creds"
+	witnessKeyFile = "witness.key" // the unit's witness key (secret)
+	logKeyFile     = "log.vkey"    // the hub log's verifier key
 	agentConfig    = "agent.yaml"
 	agentTokenFile = "api.token"
 	firstAgentPort = 8090
@@ -101,6 +103,11 @@ webhook:
   timeout: 10s
   max_attempts: 10
 
+witness:                            # the agent witnesses the hub's transparency log: checks every checkpoint, cosigns it
+  key_file: ./{{.Witness}}           # the unit's witness key (secret; its public half is in the hub's unit registry)
+  log_key_file: ./{{.LogKey}}          # the hub log's public key; without it, the one the hub gives first is pinned
+  poll: 5m                          # how often the newest checkpoint is asked for, besides those the hub offers
+
 log:
   level: info                       # debug, info, warn, error
   format: text                      # text or json
@@ -112,12 +119,14 @@ type agentParams struct {
 	NATS, Listen                         string
 	HasKey                               bool
 	Name, Key, Cert, Roots, Creds, Token string
+	Witness, LogKey                      string
 }
 
 func renderAgentConfig(unit document.UnitID, natsURL, listen string, hasKey bool) []byte {
 	var b bytes.Buffer
 	agentTemplate.Execute(&b, agentParams{Unit: unit, NATS: natsURL, Listen: listen, HasKey: hasKey,
-		Name: agentConfig, Key: unitKeyFile, Cert: unitCertFile, Roots: unitRootsFile, Creds: unitCredsFile, Token: agentTokenFile})
+		Name: agentConfig, Key: unitKeyFile, Cert: unitCertFile, Roots: unitRootsFile, Creds: unitCredsFile, Token: agentTokenFile,
+		Witness: witnessKeyFile, LogKey: logKeyFile})
 	return b.Bytes()
 }
 

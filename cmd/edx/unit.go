@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/witness"
 )
 
 func init() {
@@ -51,6 +54,7 @@ func writeBundle(dir string, b *api.UnitBundle) ([]string, error) {
 		{"roots.pem", b.RootsPEM, 0o644},
 		{"nats.creds", b.Creds, 0o600},
 		{"key.pem", b.KeyPEM, 0o600},
+		{logKeyFile, lineOrEmpty(b.LogKey), 0o644},
 	}
 	var wrote []string
 	for _, f := range files {
@@ -63,6 +67,61 @@ func writeBundle(dir string, b *api.UnitBundle) ([]string, error) {
 		wrote = append(wrote, f.name)
 	}
 	return wrote, nil
+}
+
+func lineOrEmpty(s string) string {
+	if s == "" {
+		return ""
+	}
+	return strings.TrimSpace(s) + "\n"
+}
+
+// ensureWitnessKey reads the unit's witness key in dir (witness.key), or
+// makes one there (0600), and returns its public half: the key the unit's
+// agent cosigns the hub's log with stays with the unit; the hub only ever
+// sees the public half.
+func ensureWitnessKey(dir string, u document.UnitID) (vkey string, made bool, err error) {
+	p := filepath.Join(dir, witnessKeyFile)
+	if b, err := os.ReadFile(p); err == nil {
+		vkey, err := witness.VerifierKeyOf(string(b))
+		if err != nil {
+			return "", false, fmt.Errorf("%s: %w", p, err)
+		}
+		return vkey, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, err
+	}
+	skey, vkey, err := witness.NewKey("edx-witness/" + string(u))
+	if err != nil {
+		return "", false, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", false, err
+	}
+	if err := writeNew(p, []byte(skey+"\n"), 0o600); err != nil {
+		return "", false, err
+	}
+	return vkey, true, nil
+}
+
+// witnessKeyArg reads --witness-key: a verifier key, or a file holding one
+// (or holding a witness signing key, whose public half is taken).
+func witnessKeyArg(v string) (string, error) {
+	if _, err := witness.NewVerifier(v); err == nil {
+		return strings.TrimSpace(v), nil
+	}
+	b, err := os.ReadFile(v)
+	if err != nil {
+		return "", fmt.Errorf("--witness-key: neither a witness key nor a readable file: %w", err)
+	}
+	s := strings.TrimSpace(string(b))
+	if _, err := witness.NewVerifier(s); err == nil {
+		return s, nil
+	}
+	if vkey, err := witness.VerifierKeyOf(s); err == nil {
+		return vkey, nil
+	}
+	return "", fmt.Errorf("--witness-key: %s holds no witness key", v)
 }
 
 func credsLine(b *api.UnitBundle) string {
@@ -121,13 +180,14 @@ func unitEnable(ctx context.Context, e *env, args []string) int {
 }
 
 func unitRotate(ctx context.Context, e *env, args []string) int {
-	fs := flags(e, "unit rotate", "ID [--cert | --cert-file CERT.pem] [--out DIR] [--hub URL --token-file F | --data DIR]")
+	fs := flags(e, "unit rotate", "ID [--cert | --cert-file CERT.pem] [--witness-key KEY|FILE] [--out DIR] [--hub URL --token-file F | --data DIR]")
 	var hf hubFlags
 	hf.register(fs)
 	unit := fs.String("unit", "", "unit identifier (or give it as the argument)")
 	newCert := fs.Bool("cert", false, "a new key and certificate from the hub's development CA too")
 	certFile := fs.String("cert-file", "", "the unit's new certificate (PEM, with chain) from the city's CA")
 	out := fs.String("out", "", "where to write the unit's new files (default ./units/ID)")
+	wkey := fs.String("witness-key", "", "the unit's new witness key: its public half (as the agent logs it), or a file holding it")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -136,6 +196,13 @@ func unitRotate(ctx context.Context, e *env, args []string) int {
 		return code
 	}
 	req := api.RotateRequest{NewCert: *newCert}
+	if *wkey != "" {
+		v, err := witnessKeyArg(*wkey)
+		if err != nil {
+			return fail(e, "%v", err)
+		}
+		req.WitnessKey = v
+	}
 	if *certFile != "" {
 		b, err := os.ReadFile(*certFile)
 		if err != nil {
@@ -187,7 +254,15 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	if *name == "" {
 		return fail(e, "--name is required")
 	}
-	req := api.UnitRequest{ID: u, Name: *name}
+	dir := *out
+	if dir == "" {
+		dir = filepath.Join("units", string(u))
+	}
+	vkey, madeWitness, err := ensureWitnessKey(dir, u)
+	if err != nil {
+		return fail(e, "witness key: %v", err)
+	}
+	req := api.UnitRequest{ID: u, Name: *name, WitnessKey: vkey}
 	if *certPath != "" {
 		b, err := os.ReadFile(*certPath)
 		if err != nil {
@@ -203,17 +278,19 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	if err := c.do(ctx, "POST", "/api/v1/units", req, &b); err != nil {
 		return fail(e, "%v", err)
 	}
-	dir := *out
-	if dir == "" {
-		dir = filepath.Join("units", string(u))
-	}
 	if _, err := writeBundle(dir, &b); err != nil {
 		return fail(e, "%v", err)
 	}
 	fmt.Fprintf(e.stdout, "unit %s (%s) registered; certificate serial %s; %s\n", u, b.Unit.Name, b.Unit.CertSerial, credsLine(&b))
 	fmt.Fprintf(e.stdout, "  files in %s: cert.pem, roots.pem, nats.creds", dir)
+	if b.LogKey != "" {
+		fmt.Fprint(e.stdout, ", "+logKeyFile)
+	}
 	if b.KeyPEM != "" {
 		fmt.Fprint(e.stdout, ", key.pem (keep it secret)")
+	}
+	if madeWitness {
+		fmt.Fprint(e.stdout, ", "+witnessKeyFile+" (the agent's witness key: keep it secret)")
 	}
 	fmt.Fprintf(e.stdout, "\n  NATS: %s\n", b.NATSURL)
 	return unitAgentConfig(e, dir, u, b.NATSURL, *listen, b.KeyPEM != "")

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"maps"
 	"net"
@@ -119,6 +120,10 @@ type RotateRequest struct {
 	// CertPEM is the unit's new certificate (with its chain), from the
 	// city's CA.
 	CertPEM string `json:"cert_pem,omitempty"`
+	// WitnessKey replaces the unit's witness key (the public half of the
+	// key its agent cosigns the hub's log with, a C2SP cosignature/v1
+	// verifier key named edx-witness/<unit>).
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // UnitRequest asks to register a unit.
@@ -126,6 +131,10 @@ type UnitRequest struct {
 	ID      document.UnitID `json:"id"`
 	Name    string          `json:"name"`
 	CertPEM string          `json:"cert_pem,omitempty"` // the unit's own certificate; empty: issue one from the development CA
+	// WitnessKey is the public half of the key the unit's agent cosigns
+	// the hub's log with (edx unit add makes the key beside the agent's
+	// files); empty: the agent registers one itself.
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // UnitBundle is what a registered unit's agent needs.
@@ -136,6 +145,11 @@ type UnitBundle struct {
 	RootsPEM string     `json:"roots_pem"`
 	Creds    string     `json:"nats_creds"`
 	NATSURL  string     `json:"nats_url"`
+	// LogKey is the verifier key of the hub's transparency log, which the
+	// agent witnesses (checks every checkpoint against).
+	LogKey string `json:"log_key,omitempty"`
+	// WitnessKey is the unit's witness key in the registry.
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // Index is what the API reads from the index.
@@ -153,6 +167,7 @@ type Index interface {
 type Archive interface {
 	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
 	Open(ctx context.Context, key string) (io.ReadCloser, archive.Object, error)
+	List(ctx context.Context, prefix string) iter.Seq2[archive.Object, error]
 	Ping(ctx context.Context) error
 }
 
@@ -199,6 +214,7 @@ func Handler(d Deps) http.Handler {
 			r.Get("/documents/{id}", s.document)
 			r.Get("/documents/{id}/container", s.download("container"))
 			r.Get("/documents/{id}/receipt", s.download("receipt"))
+			r.Get("/documents/{id}/signatures/{sha256}", s.statusSignature)
 			r.Get("/documents/{id}/files/{name}", s.file)
 			r.Post("/documents/{id}/verify", s.verifyArchived)
 			r.Post("/verify", s.verifyUpload)

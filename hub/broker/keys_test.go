@@ -49,7 +49,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ac.Name != AccountName || !ac.Limits.IsJSEnabled() || !ac.SigningKeys.Contains(k.edx.signingPub) || ac.Issuer != k.operatorPub ||
-		len(ac.Exports) != len(edxServices())+1 || len(ac.Imports) != 0 { // +1: the units' inboxes
+		len(ac.Exports) != len(edxServices())+2 || len(ac.Imports) != 0 { // +2: the units' inboxes, the checkpoints
 		t.Fatalf("account claims %+v", ac)
 	}
 	uc, err := jwt.DecodeAccountClaims(k.UnitsAccountJWT())
@@ -57,7 +57,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if uc.Name != UnitsAccountName || uc.Limits.IsJSEnabled() || !uc.SigningKeys.Contains(k.units.signingPub) ||
-		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+1 || // +1: the units' inboxes, from EDX
+		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+2 || // +2: the units' inboxes and the checkpoints, from EDX
 		uc.Limits.Subs != DefaultUnitLimits.MaxSubscriptions || uc.Limits.Payload != DefaultUnitLimits.MaxPayload ||
 		uc.Limits.Conn != DefaultUnitLimits.MaxConnections {
 		t.Fatalf("units account claims %+v", uc)
@@ -265,7 +265,8 @@ func TestIssueUnitCreds(t *testing.T) {
 	if d := time.Until(time.Unix(uc.Expires, 0)); d < 59*time.Minute || d > time.Hour {
 		t.Fatalf("expires in %v", d)
 	}
-	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || len(uc.Sub.Allow) != 1 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" {
+	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || !slices.Contains(uc.Pub.Allow, "edx.witness.000.00.00.H29") ||
+		len(uc.Sub.Allow) != 2 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" || uc.Sub.Allow[1] != "edx.checkpoint" {
 		t.Fatalf("permissions %+v", uc.Permissions)
 	}
 	if _, err := jwt.ParseDecoratedUserNKey(creds); err != nil {

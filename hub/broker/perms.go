@@ -32,6 +32,7 @@ func edxServices() []service {
 		{protocol.SubjectStatusPrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectUploadPrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectStagePrefix + ">", jwt.ResponseTypeSingleton},
+		{protocol.SubjectWitnessPrefix + ">", jwt.ResponseTypeSingleton},
 	}
 	for _, st := range []string{protocol.StreamDeliver, protocol.StreamNotice} {
 		s = append(s,
@@ -65,12 +66,14 @@ func exports(services []service) jwt.Exports {
 	return ex
 }
 
-// edxExports are the EDX services and, as a stream, the units' inboxes: the
-// hub sends a submission's decision to the inbox subject its sender named
-// (protocol.NoticeTo), besides the unit's notice stream.
+// edxExports are the EDX services and, as streams, the units' inboxes (the
+// hub sends a submission's decision to the inbox subject its sender named,
+// protocol.NoticeTo, besides the unit's notice stream) and the checkpoints
+// the hub offers every witness (protocol.SubjectCheckpoint).
 func edxExports() jwt.Exports {
 	ex := exports(edxServices())
 	ex.Add(&jwt.Export{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Type: jwt.Stream})
+	ex.Add(&jwt.Export{Name: "checkpoints", Subject: jwt.Subject(protocol.SubjectCheckpoint), Type: jwt.Stream})
 	return ex
 }
 
@@ -96,6 +99,7 @@ func unitsImports(edx, stage string) jwt.Imports {
 	add(edx, protocol.EDXAPIPrefix, edxServices())
 	add(stage, protocol.StageAPIPrefix, stageServices())
 	im.Add(&jwt.Import{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Account: edx, Type: jwt.Stream})
+	im.Add(&jwt.Import{Name: "checkpoints", Subject: jwt.Subject(protocol.SubjectCheckpoint), Account: edx, Type: jwt.Stream})
 	return im
 }
 
@@ -105,12 +109,16 @@ func unitsImports(edx, stage string) jwt.Imports {
 // by the server.
 //
 // Publish:
+//
 //   - its own submit and status subjects;
+//
 //   - on its two durable pull consumers in EDX (created by the hub): consumer
 //     info and next-message requests under protocol.EDXAPIPrefix, and acks
 //     (v1 and v2 ack subject layouts);
+//
 //   - uploads: chunks on its own upload subject, and nothing else there (no
 //     read, no list, no purge);
+//
 //   - large deliveries: requests to the hub's stage service on its own
 //     subject, and, under protocol.StageAPIPrefix, the look-up of, pulls
 //     from and deletion of its own protocol.StageSlots consumers of the
@@ -118,14 +126,23 @@ func unitsImports(edx, stage string) jwt.Imports {
 //     every subject literal, so no wildcard token a unit could fill with a
 //     literal "*".
 //
-// Subscribe: only its own inbox prefix (protocol.ConnectUnit sets
-// nats.CustomInboxPrefix(protocol.InboxPrefix(unit))). Replies the unit sends
-// (acks) are listed explicitly, so no allow_responses.
+//   - witnessing the hub's log: requests to the hub's witness service on
+//     its own subject (protocol.WitnessSubject).
+//
+// Subscribe: its own inbox prefix (protocol.ConnectUnit sets
+// nats.CustomInboxPrefix(protocol.InboxPrefix(unit))), and the checkpoints
+// the hub offers every witness (protocol.SubjectCheckpoint), which only the
+// hub publishes. Replies the unit sends (acks) are listed explicitly, so no
+// allow_responses.
+//
+// Credentials issued before a subject was added here lack it: a unit gets
+// it with new credentials (edx unit rotate).
 func UnitPermissions(unit string) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(
 		protocol.SubmitSubject(unit),
 		protocol.StatusSubject(unit),
+		protocol.WitnessSubject(unit),
 	)
 	for _, c := range []struct{ stream, consumer string }{
 		{protocol.StreamDeliver, protocol.DeliverConsumer(unit)},
@@ -148,7 +165,7 @@ func UnitPermissions(unit string) jwt.Permissions {
 			protocol.StageAPIPrefix+".CONSUMER.DELETE."+stageStream+"."+c,
 		)
 	}
-	p.Sub.Allow.Add(protocol.InboxPrefix(unit) + ".>")
+	p.Sub.Allow.Add(protocol.InboxPrefix(unit)+".>", protocol.SubjectCheckpoint)
 	return p
 }
 

@@ -143,6 +143,11 @@ CREATE TABLE events_state (
 	complete INTEGER NOT NULL  -- 0 while the index is rebuilt from the archive
 ) WITHOUT ROWID;
 `,
+	// 4: the SHA-256 of the reporting unit's signature over a status
+	// (archived beside it), '' for an unsigned status.
+	`
+ALTER TABLE statuses ADD COLUMN signature_sha256 TEXT NOT NULL DEFAULT '';
+`,
 }
 
 func (ix *Index) migrate(ctx context.Context) error {

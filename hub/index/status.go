@@ -120,8 +120,8 @@ func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
 		{&p.prev, `SELECT code FROM statuses
 			WHERE doc = ? AND unit = ? AND code IN ` + progressCodes + ` AND at <= ?
 			ORDER BY at DESC, received_at DESC, code DESC LIMIT 1`},
-		{&p.insert, `INSERT INTO statuses(doc, unit, code, at, description, officer, flagged, received_at)
-			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&p.insert, `INSERT INTO statuses(doc, unit, code, at, description, officer, flagged, received_at, signature_sha256)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&p.update, `UPDATE recipients SET
 			last_code = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?2 ELSE last_code END,
 			last_at = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?1 ELSE last_at END,
@@ -198,7 +198,7 @@ func (p *statusStmts) add(ctx context.Context, e *StatusEntry, now int64) (seq i
 		}
 		flagged = !document.InOrder(document.StatusCode(prev), st.Code)
 	}
-	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now); err != nil {
+	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now, e.SignatureSHA256); err != nil {
 		return 0, false, err
 	}
 	_, err = p.update.ExecContext(ctx, at, code, st.Code.Final(), seq, unit)

@@ -16,6 +16,7 @@ type Metrics struct {
 	e2eSeconds     prometheus.Histogram
 	backlog        *prometheus.GaugeVec
 	fromArchive    prometheus.Counter
+	statusSigned   *prometheus.CounterVec
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not registered).
@@ -36,10 +37,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		backlog:        prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edx_hub_backlog_messages", Help: "Messages waiting or in progress, by stream."}, []string{"stream"}),
 		fromArchive: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_judged_from_archive_total",
 			Help: "Statuses and references judged against the archive, the document not in this hub's index (yet)."}),
+		statusSigned: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_status_signatures_total",
+			Help: "Statuses received, by signature: signed (verified, archived), unsigned (recorded as such: pipeline.unsigned_statuses flag), refused (unsigned where required, or a signature that does not verify)."},
+			[]string{"result"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.accepted, m.rejected, m.transient, m.held, m.statuses, m.statusRejected, m.bytes,
-			m.archiveSeconds, m.verifySeconds, m.e2eSeconds, m.backlog, m.fromArchive)
+			m.archiveSeconds, m.verifySeconds, m.e2eSeconds, m.backlog, m.fromArchive, m.statusSigned)
 	}
 	return m
 }

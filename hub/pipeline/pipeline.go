@@ -67,6 +67,10 @@ type Units interface {
 	// any answer that refuses). An error says nothing about the unit: the
 	// message is retried, never rejected for it.
 	UnitStatus(ctx context.Context, id document.UnitID) (registered, disabled bool, err error)
+	// UnitCert reports whether serial (hex) is the serial of the
+	// certificate the unit is registered with (asked, not assumed, before
+	// a "no"), and the registered one's.
+	UnitCert(ctx context.Context, id document.UnitID, serial string) (ok bool, registered string, err error)
 }
 
 // Events publishes the pipeline's decisions to every hub's index
@@ -149,6 +153,12 @@ type Config struct {
 	// Gateway names the unit that carries documents to and from an upstream
 	// axis, and the recipients outside the city it carries to (Gateway).
 	Gateway Gateway `yaml:"gateway"`
+	// UnsignedStatuses is what becomes of a status its unit did not sign
+	// (an agent from before signed statuses): "flag" (the default, for the
+	// transition: recorded, and shown unsigned, with no signature to
+	// fetch) or "refuse" (refused, status.unsigned). A status whose
+	// signature does not verify is always refused (status.signature).
+	UnsignedStatuses string `yaml:"unsigned_statuses"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
@@ -195,6 +205,9 @@ func (c *Config) setDefaults() {
 	if c.UploadOrphanAfter == 0 {
 		c.UploadOrphanAfter = DefaultUploadOrphanAfter
 	}
+	if c.UnsignedStatuses == "" {
+		c.UnsignedStatuses = UnsignedFlag
+	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
 	}
@@ -219,6 +232,11 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxStatuses < 0 {
 		return fmt.Errorf("pipeline: max_statuses_per_unit %d: want a positive number", c.MaxStatuses)
+	}
+	switch c.UnsignedStatuses {
+	case "", UnsignedFlag, UnsignedRefuse:
+	default:
+		return fmt.Errorf("pipeline: unsigned_statuses %q: want flag or refuse", c.UnsignedStatuses)
 	}
 	if c.UploadOrphanAfter < 0 {
 		return fmt.Errorf("pipeline: upload_orphan_after %s is negative", c.UploadOrphanAfter)

@@ -69,7 +69,11 @@ func (p *Pipeline) handleStatus(ctx context.Context, msg jetstream.Msg) error {
 
 func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	nm := &nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()}
-	unit, st, err := protocol.ParseStatus(nm)
+	unit, rep, err := protocol.ParseStatusReport(nm)
+	var st *document.Status
+	if rep != nil {
+		st = &rep.Status
+	}
 	received, attempt := p.now(), uint64(1)
 	if md, err := msg.Metadata(); err == nil {
 		received, attempt = md.Timestamp, md.NumDelivered
@@ -141,6 +145,19 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 			return refuse(reason.StatusTime, err.Error())
 		}
 	}
+	if again == nil || again.ReceivedAt.IsZero() {
+		sum, why, err := p.statusSignature(ctx, unit, rep, doc)
+		if err != nil {
+			return err
+		}
+		if why != nil {
+			return refuse(why.Code, why.Message)
+		}
+		entry.SignatureSHA256 = sum
+	} else {
+		// Recorded before: the archived entry (and signature) stands.
+		entry.SignatureSHA256 = again.SignatureSHA256
+	}
 	if entry, err = p.archiveStatus(ctx, entry); err != nil {
 		return err
 	}
@@ -152,7 +169,8 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	p.waitApplied(ctx, seq)
-	notice := &protocol.Notice{Type: protocol.NoticeStatus, DocumentID: st.DocumentID, Time: st.Time, Status: st}
+	notice := &protocol.Notice{Type: protocol.NoticeStatus, DocumentID: st.DocumentID, Time: st.Time, Status: st,
+		StatusSignature: p.signatureOf(ctx, st, rep.Signature, entry.SignatureSHA256)}
 	if st.Code.BySender() {
 		// The sender takes the document back: every recipient is told, on
 		// its own notice subject (one Msg-Id each, the stream de-duplicates
@@ -175,7 +193,8 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 		return err
 	}
 	p.m.statuses.WithLabelValues(string(st.Code)).Inc()
-	p.log.Info("status", "doc_id", st.DocumentID, "unit", unit, "code", st.Code, "out_of_order", entry.Flagged, "indexed_here", doc.indexed)
+	p.log.Info("status", "doc_id", st.DocumentID, "unit", unit, "code", st.Code, "out_of_order", entry.Flagged, "signed", entry.SignatureSHA256 != "",
+		"indexed_here", doc.indexed)
 	return nil
 }
 

@@ -289,6 +289,7 @@ type accepted struct {
 	from       document.UnitID
 	to         []document.UnitID
 	acceptedAt time.Time
+	sha256     string // the container's
 	// history is the document's statuses: the index's, or, read from the
 	// archive, who reported which code when (no flags, no text).
 	history []index.StatusEntry
@@ -315,7 +316,7 @@ var errNotAccepted = errors.New("pipeline: document not accepted")
 func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (*accepted, error) {
 	det, err := p.ix.Get(ctx, id)
 	if err == nil {
-		return &accepted{from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, history: det.History, indexed: true,
+		return &accepted{from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, sha256: det.ContainerSHA256, history: det.History, indexed: true,
 			upstream: det.Doc.Upstream != nil}, nil
 	}
 	if !errors.Is(err, index.ErrNotFound) {
@@ -328,7 +329,7 @@ func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (
 	case err != nil:
 		return nil, retry("pipeline: document %s: %w", id, err)
 	}
-	a := &accepted{from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt,
+	a := &accepted{from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt, sha256: acc.Receipt.ContainerSHA256,
 		upstream: p.cfg.Gateway.Unit != "" && acc.Receipt.From == p.cfg.Gateway.Unit}
 	if history {
 		if a.history, err = projection.Statuses(ctx, p.arch, id); err != nil {

@@ -13,6 +13,8 @@
 //	<yyyy>/<mm>/<dd>/<id>/receipt.p7s            the hub's signed receipt
 //	<yyyy>/<mm>/<dd>/<id>/status/<unit>-<code>-<unix ns>.json
 //	                                             a recorded status (index.StatusEntry)
+//	<yyyy>/<mm>/<dd>/<id>/status/<unit>-<code>-<unix ns>.p7s
+//	                                             the unit's signature over it (container.SignStatus)
 //	units/<unit>/<unix ns>.json                  a unit's record after each change (index.Unit)
 //	rejected/<yyyy>/<mm>/<dd>/<ref>/reasons.json a refused submission or status (RejectedRecord)
 //	rejected/<yyyy>/<mm>/<dd>/<ref>/<name>       what is kept of its bytes (RejectedContainer, ...)
@@ -79,6 +81,15 @@ func StatusKey(s *document.Status) string {
 	return fmt.Sprintf("%s%s-%s-%d.json", StatusPrefix(s.DocumentID), s.Unit, s.Code, s.Time.UnixNano())
 }
 
+// StatusSignatureKey is where the reporting unit's signature over a
+// recorded status (container.SignStatus, DER CMS) is archived: beside the
+// status, under the same name with .p7s.
+func StatusSignatureKey(s *document.Status) string {
+	return strings.TrimSuffix(StatusKey(s), ".json") + statusSignatureExt
+}
+
+const statusSignatureExt = ".p7s"
+
 // UnitKey is where the record of a unit after one change is archived.
 func UnitKey(id document.UnitID, at time.Time) string {
 	return fmt.Sprintf("%s/%s/%d.json", unitsDir, id, at.UnixNano())
@@ -105,13 +116,14 @@ type Kind int
 
 // Kinds of archived objects.
 const (
-	KindOther        Kind = iota // not part of the layout (ignored by a rebuild)
-	KindContainer                // a document's container
-	KindReceipt                  // a document's receipt
-	KindStatus                   // a recorded status
-	KindUnit                     // a unit's record
-	KindRejected                 // a rejected submission's or status's reasons.json
-	KindRejectedPart             // the bytes kept of a rejected submission or status
+	KindOther           Kind = iota // not part of the layout (ignored by a rebuild)
+	KindContainer                   // a document's container
+	KindReceipt                     // a document's receipt
+	KindStatus                      // a recorded status
+	KindUnit                        // a unit's record
+	KindRejected                    // a rejected submission's or status's reasons.json
+	KindRejectedPart                // the bytes kept of a rejected submission or status
+	KindStatusSignature             // a unit's signature over a recorded status (beside it; not indexed itself)
 )
 
 func (k Kind) String() string {
@@ -128,6 +140,8 @@ func (k Kind) String() string {
 		return "rejected"
 	case KindRejectedPart:
 		return "rejected part"
+	case KindStatusSignature:
+		return "status signature"
 	}
 	return "other"
 }
@@ -210,17 +224,22 @@ func ParseKey(key string) (Key, error) {
 	case len(parts) == 5 && parts[4] == receiptName:
 		k.Kind = KindReceipt
 	case len(parts) == 6 && parts[4] == statusDir:
+		kind := KindStatus
 		name, ok := strings.CutSuffix(parts[5], ".json")
+		if !ok {
+			name, ok = strings.CutSuffix(parts[5], statusSignatureExt)
+			kind = KindStatusSignature
+		}
 		i := strings.LastIndexByte(name, '-')
 		j := strings.LastIndexByte(name[:max(i, 0)], '-')
 		if !ok || i < 0 || j < 0 {
-			return bad("want status/<unit>-<code>-<unix ns>.json")
+			return bad("want status/<unit>-<code>-<unix ns>.json or .p7s")
 		}
 		n, err := strconv.ParseInt(name[i+1:], 10, 64)
 		if err != nil {
 			return bad("status time: " + err.Error())
 		}
-		k.Kind, k.Unit, k.Code, k.At = KindStatus, document.UnitID(name[:j]), document.StatusCode(name[j+1:i]), time.Unix(0, n).UTC()
+		k.Kind, k.Unit, k.Code, k.At = kind, document.UnitID(name[:j]), document.StatusCode(name[j+1:i]), time.Unix(0, n).UTC()
 		if err := k.Unit.Validate(); err != nil {
 			return bad(err.Error())
 		}

@@ -43,6 +43,7 @@ func TestParseKey(t *testing.T) {
 		{ContainerKey(id), Key{Kind: KindContainer, Day: day, Doc: id}},
 		{ReceiptKey(id), Key{Kind: KindReceipt, Day: day, Doc: id}},
 		{StatusKey(st), Key{Kind: KindStatus, Day: day, Doc: id, Unit: st.Unit, Code: st.Code, At: st.Time.UTC()}},
+		{StatusSignatureKey(st), Key{Kind: KindStatusSignature, Day: day, Doc: id, Unit: st.Unit, Code: st.Code, At: st.Time.UTC()}},
 		{UnitKey("000.02.00.H29", time.Unix(0, 42)), Key{Kind: KindUnit, Unit: "000.02.00.H29", At: time.Unix(0, 42).UTC()}},
 		{RejectedKey(day, "status-x-0123", ReasonsName), Key{Kind: KindRejected, Day: day, Ref: "status-x-0123", Name: ReasonsName}},
 		{RejectedKey(day, "sub-1", RejectedHead), Key{Kind: KindRejectedPart, Day: day, Ref: "sub-1", Name: RejectedHead}},

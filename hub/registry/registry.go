@@ -36,9 +36,11 @@ import (
 // Bucket is the registry's key-value bucket.
 const Bucket = "EDX_UNITS"
 
-// Version is the schema version of the records this code writes. Decode
-// reads every earlier one.
-const Version = 1
+// Version is the newest schema version of the records this code writes.
+// Decode reads every earlier one. Encode writes a record at the lowest
+// version that holds it (a unit without a witness key stays a version 1
+// record), so that hubs of the version before read it during an upgrade.
+const Version = 2
 
 // Errors.
 var (
@@ -60,6 +62,17 @@ type Unit struct {
 	// account with all of them (Revocations), so that an account pushed by
 	// one hub never undoes a revocation made by another.
 	Revoked []Revocation `json:"revoked,omitempty"`
+	// WitnessKey (version 2) is the key the unit's agent cosigns the hub's
+	// transparency log with: a C2SP cosignature/v1 verifier key
+	// (pkg/witness). The hub keeps a cosignature only when it verifies with
+	// this key.
+	WitnessKey string `json:"witness_key,omitempty"`
+	// WitnessBinding (version 2) is the unit's own signed statement of its
+	// witness key (container.SignWitnessKey, DER CMS, base64 in JSON) when
+	// its agent registered the key; empty when the operator registered it
+	// with the unit (edx unit add, edx unit rotate). It shows an auditor
+	// that the witness is the unit's, not one the hub made up.
+	WitnessBinding []byte `json:"witness_binding,omitempty"`
 }
 
 // Revocation is a revoked NATS user of a unit.
@@ -77,16 +90,22 @@ type record struct {
 	Unit
 }
 
-// Encode is a unit's record of the current Version.
+// Encode is a unit's record, at the lowest version that holds it: 2 with
+// a witness key, else 1.
 func Encode(u Unit) ([]byte, error) {
-	return json.MarshalIndent(record{V: Version, Unit: u}, "", "  ")
+	v := 1
+	if u.WitnessKey != "" || len(u.WitnessBinding) > 0 {
+		v = 2
+	}
+	return json.MarshalIndent(record{V: v, Unit: u}, "", "  ")
 }
 
 // Decode reads a unit record of any version up to Version, upgraded:
 //
 //	v0  (no "v") a unit as hubs archived it before the registry (index.Unit
 //	    with event and at): read as it is, with nothing revoked on record.
-//	v1  the registry's first version.
+//	v1  the registry's first version: no witness key.
+//	v2  a witness key (WitnessKey, WitnessBinding).
 //
 // A newer version is ErrNewer.
 func Decode(b []byte) (Unit, error) {
@@ -111,6 +130,10 @@ func Decode(b []byte) (Unit, error) {
 		return Unit{}, fmt.Errorf("%w: unit record (v%d): %v", ErrInvalid, v, err)
 	}
 	// v0 → v1: the fields are the same; nothing was revoked on record.
+	// v1 → v2: no witness key registered.
+	if v < 2 {
+		u.WitnessKey, u.WitnessBinding = "", nil
+	}
 	if err := u.ID.Validate(); err != nil {
 		return Unit{}, fmt.Errorf("%w: unit record (v%d): %v", ErrInvalid, v, err)
 	}
@@ -120,6 +143,7 @@ func Decode(b []byte) (Unit, error) {
 func (u Unit) clone() Unit {
 	u.NATSUsers = slices.Clone(u.NATSUsers)
 	u.Revoked = slices.Clone(u.Revoked)
+	u.WitnessBinding = slices.Clone(u.WitnessBinding)
 	return u
 }
 

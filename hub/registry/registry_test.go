@@ -102,7 +102,15 @@ func TestDecodeVersions(t *testing.T) {
 			Unit{Unit: index.Unit{ID: uA, Name: "Sở Nội vụ", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), CertSerial: "1f",
 				NATSUsers: []string{"UNEW"}, CredsExpire: time.Date(2026, 4, 1, 0, 0, 0, 0, time.UTC), Event: "rotated", At: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)},
 				Revoked: []Revocation{{Key: "UOLD", At: time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC), Expires: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}}}, nil},
-		{"v2: from a newer hub", `{"v":2,"id":"000.01.00.H29","name":"x"}`, Unit{}, ErrNewer},
+		{"v1 with a witness key (not a v1 field): dropped",
+			`{"v":1,"id":"000.01.00.H29","name":"x","created":"2026-01-02T03:04:05Z","cert_serial":"","disabled":false,"witness_key":"k"}`,
+			Unit{Unit: index.Unit{ID: uA, Name: "x", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)}}, nil},
+		{"v2: a witness key",
+			`{"v":2,"id":"000.01.00.H29","name":"x","created":"2026-01-02T03:04:05Z","cert_serial":"","disabled":false,
+			  "witness_key":"edx-witness/000.01.00.H29+01020304+BAAA","witness_binding":"MAMCAQE="}`,
+			Unit{Unit: index.Unit{ID: uA, Name: "x", Created: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)},
+				WitnessKey: "edx-witness/000.01.00.H29+01020304+BAAA", WitnessBinding: []byte{0x30, 0x03, 0x02, 0x01, 0x01}}, nil},
+		{"v3: from a newer hub", `{"v":3,"id":"000.01.00.H29","name":"x"}`, Unit{}, ErrNewer},
 		{"v0 written out", `{"v":0,"id":"000.01.00.H29"}`, Unit{}, ErrInvalid},
 		{"not JSON", `{"v":1,`, Unit{}, ErrInvalid},
 		{"no unit id", `{"v":1,"name":"x"}`, Unit{}, ErrInvalid},
@@ -121,9 +129,14 @@ func TestDecodeVersions(t *testing.T) {
 			if fmt.Sprintf("%+v", u) != fmt.Sprintf("%+v", tc.want) {
 				t.Fatalf("got  %+v\nwant %+v", u, tc.want)
 			}
-			// Written again, it is the current version and reads the same.
+			// Written again, it is the lowest version that holds it (2
+			// with a witness key) and reads the same.
+			want := `"v": 1`
+			if u.WitnessKey != "" {
+				want = `"v": 2`
+			}
 			b, err := Encode(u)
-			if err != nil || !strings.Contains(string(b), `"v": 1`) {
+			if err != nil || !strings.Contains(string(b), want) {
 				t.Fatalf("encoded %s %v", b, err)
 			}
 			if u2, err := Decode(b); err != nil || fmt.Sprintf("%+v", u2) != fmt.Sprintf("%+v", u) {

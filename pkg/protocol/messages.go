@@ -266,6 +266,10 @@ type Notice struct {
 	Recipients []string         `json:"recipients,omitempty"`
 	Reasons    reason.List      `json:"reasons,omitempty"`
 	Status     *document.Status `json:"status,omitempty"`
+	// StatusSignature is, on a status notice, the reporting unit's
+	// signature over the status and the container it is about
+	// (container.SignStatus; DER CMS, base64 in JSON), when it signed it.
+	StatusSignature []byte `json:"status_signature,omitempty"`
 }
 
 // NoticeMsg builds a notice to unit with its de-duplication id.
@@ -295,15 +299,35 @@ func ParseNotice(m *nats.Msg) (*Notice, error) {
 // messages (broker), and ParseStatus refuses them too.
 const MaxStatusSize = 64 << 10
 
-// StatusMsg builds a unit's status report.
+// StatusReport is a status as a unit reports it: the status and, from an
+// agent that signs its statuses, the unit's signature over the status and
+// the container it is about (container.SignStatus: a DER CMS, base64 in
+// JSON). A hub from before signatures reads the status and ignores the
+// signature; a hub reads a report without one as an unsigned status.
+type StatusReport struct {
+	document.Status
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// StatusMsg builds a unit's status report, unsigned.
 func StatusMsg(s *document.Status) (*nats.Msg, error) {
-	b, err := json.Marshal(s)
+	return StatusReportMsg(&StatusReport{Status: *s})
+}
+
+// StatusReportMsg builds a unit's status report with its signature, if any.
+// The de-duplication id is the status's alone: the same status sent again,
+// signed again, is the same message.
+func StatusReportMsg(r *StatusReport) (*nats.Msg, error) {
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: status: %w", err)
 	}
-	m := nats.NewMsg(StatusSubject(string(s.Unit)))
+	if len(b) > MaxStatusSize {
+		return nil, fmt.Errorf("protocol: status: %d bytes, above the limit of %d", len(b), MaxStatusSize)
+	}
+	m := nats.NewMsg(StatusSubject(string(r.Unit)))
 	m.Header.Set(HeaderVersion, ProtocolVersion)
-	m.Header.Set(HeaderMsgID, StatusMsgID(s))
+	m.Header.Set(HeaderMsgID, StatusMsgID(&r.Status))
 	m.Data = b
 	return m, nil
 }
@@ -325,18 +349,29 @@ func StatusMsgID(s *document.Status) string {
 	return fmt.Sprintf("%s.%s.%s.%d", s.DocumentID, s.Unit, s.Code, s.Time.UnixNano())
 }
 
-// ParseStatus reads a status report; the reporting unit comes from the subject.
+// ParseStatus reads a status report, without its signature; the reporting
+// unit comes from the subject.
 func ParseStatus(m *nats.Msg) (document.UnitID, *document.Status, error) {
+	unit, r, err := ParseStatusReport(m)
+	if r == nil {
+		return unit, nil, err
+	}
+	return unit, &r.Status, err
+}
+
+// ParseStatusReport reads a status report with its signature, if any; the
+// reporting unit comes from the subject. The signature is not checked here.
+func ParseStatusReport(m *nats.Msg) (document.UnitID, *StatusReport, error) {
 	unit := document.UnitID(UnitFromSubject(m.Subject))
 	if len(m.Data) > MaxStatusSize {
 		return unit, nil, fmt.Errorf("protocol: status: %d bytes, above the limit of %d", len(m.Data), MaxStatusSize)
 	}
-	var s document.Status
-	if err := json.Unmarshal(m.Data, &s); err != nil {
+	var r StatusReport
+	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return unit, nil, fmt.Errorf("protocol: status: %w", err)
 	}
-	if err := s.Validate(); err != nil {
-		return unit, &s, fmt.Errorf("protocol: status: %w", err)
+	if err := r.Validate(); err != nil {
+		return unit, &r, fmt.Errorf("protocol: status: %w", err)
 	}
-	return unit, &s, nil
+	return unit, &r, nil
 }

@@ -86,6 +86,25 @@ const (
 	StatusNotEntitled Code = "status.not_entitled" // a code this unit may not send on this document (13 is the sender's, the others a recipient's)
 	StatusTooMany     Code = "status.too_many"     // the unit reached the limit of statuses on one document
 	StatusTime        Code = "status.time"         // a time in the future or before the document was accepted
+	// StatusSignature: the unit's signature on a status does not verify,
+	// is not over this status and container, or is not by the unit's
+	// registered certificate.
+	StatusSignature Code = "status.signature"
+	// StatusUnsigned: a status without the unit's signature, where the
+	// hub requires one (pipeline unsigned_statuses: refuse).
+	StatusUnsigned Code = "status.unsigned"
+)
+
+// Witnessing the hub's transparency log (the hub's answers to agents).
+const (
+	WitnessInvalid     Code = "witness.invalid"      // a malformed or oversized request
+	WitnessRate        Code = "witness.rate"         // the unit sends requests faster than its limit
+	WitnessNoKey       Code = "witness.no_key"       // no witness key is registered for the unit
+	WitnessKeyMismatch Code = "witness.key_mismatch" // the unit registered another witness key
+	WitnessCosignature Code = "witness.cosignature"  // the cosignature does not verify over the checkpoint
+	WitnessCheckpoint  Code = "witness.checkpoint"   // not a checkpoint the hub offered for cosigning (or no longer)
+	WitnessBeyondLog   Code = "witness.beyond_log"   // a size larger than the log: the log is smaller than a checkpoint it signed (rolled back)
+	WitnessUnavailable Code = "witness.unavailable"  // the hub's log cannot answer now
 )
 
 // Reason is one failure: a stable code and a human-readable message.
