@@ -198,20 +198,29 @@ func (s *Store) NewTokenBy(ctx context.Context, by *Identity, user, name string,
 	id := strings.ToLower(rand.Text()[:10])
 	secret := tokenPrefix + id + "_" + rand.Text()
 	now := s.now().UTC().Truncate(time.Millisecond)
-	var (
-		t     tokenRecord
-		swept []string
-	)
-	// The account's record lists its tokens: the count and the addition are
-	// one compare-and-set on it. The token's own record is written after:
-	// until then no one holds its secret, and an id listed without a record
-	// is swept.
+	// The token's record is written first, then listed on the account's
+	// record, whose compare-and-set counts and adds it: a token in the
+	// making is never taken for a gone one by a concurrent creation (which
+	// sweeps listed ids without a record), and one refused by the count is
+	// deleted before anyone holds its secret.
+	cur, _, err := s.userRecord(ctx, user)
+	if err != nil {
+		return "", Token{}, err
+	}
+	t := tokenRecord{V: recordVersion, ID: id, User: cur.Name, Name: name, Hash: digest(secret), Created: now, Expires: now.Add(ttl), Epoch: cur.CredEpoch}
+	if _, err := s.accounts.Create(ctx, tokenKey(id), encode(t), s.tokenTTL(t, now)); err != nil {
+		return "", Token{}, fmt.Errorf("auth: new token: %w", err)
+	}
+	var swept []string
 	r, err := s.changeUser(ctx, user, func(r *userRecord) error {
 		if r.Disabled {
 			return fmt.Errorf("%w: user %s is disabled", ErrInvalid, r.Name)
 		}
 		if by != nil && by.Via != ViaAdminToken && by.User.ID == r.ID && by.User.epoch != r.CredEpoch {
 			return fmt.Errorf("%w: the password changed: sign in again", ErrCredentials)
+		}
+		if r.CredEpoch != t.Epoch {
+			return fmt.Errorf("%w: the account's credentials changed meanwhile: try again", ErrCredentials)
 		}
 		live := make([]string, 0, len(r.Tokens)+1)
 		swept = swept[:0]
@@ -231,15 +240,12 @@ func (s *Store) NewTokenBy(ctx context.Context, by *Identity, user, name string,
 			return fmt.Errorf("%w: %s already has %d live API tokens, the most an account may hold (max_tokens): revoke one first",
 				ErrLimit, r.Name, len(live))
 		}
-		t = tokenRecord{V: recordVersion, ID: id, User: r.Name, Name: name, Hash: digest(secret), Created: now, Expires: now.Add(ttl), Epoch: r.CredEpoch}
 		r.Tokens = append(live, id)
 		return nil
 	})
 	if err != nil {
+		s.accounts.Delete(ctx, tokenKey(id), 0)
 		return "", Token{}, err
-	}
-	if _, err := s.accounts.Create(ctx, tokenKey(id), encode(t), s.tokenTTL(t, now)); err != nil {
-		return "", Token{}, fmt.Errorf("auth: new token: %w", err)
 	}
 	for _, tid := range swept {
 		s.accounts.Delete(ctx, tokenKey(tid), 0)
