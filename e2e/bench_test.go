@@ -3,7 +3,6 @@ package e2e
 import (
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 
@@ -40,26 +39,22 @@ func TestBenchHub(t *testing.T) {
 }
 
 // TestClusterBench: edx bench --hub against the two-hub cluster: with the
-// units registered before (--units-dir; registered on every hub while hubs
-// do not share units), every document accepted and delivered once; with
-// units it registers through hub 1, the run ends whatever the hubs decide
-// (a document rejected by a hub that does not know the units counts as
-// rejected; nothing is waited for).
+// units registered before through hub 1 (--units-dir), and with units it
+// registers itself through hub 1, every document is accepted and delivered
+// once, whichever hub takes it (the hubs share the unit registry).
 func TestClusterBench(t *testing.T) {
 	c := newCluster(t)
 	h1 := c.startHub("hub-1")
 	c.startHub("hub-2")
 	for _, u := range []string{"000.01.00.H29", "000.02.00.H29", "000.03.00.H29"} {
-		c.registerEverywhere(document.UnitID(u))
+		c.register(h1, document.UnitID(u))
 	}
 	code, out := benchOut(t, c.work, "--hub", h1.info.HTTP, "--units-dir", "units", "--docs", "100", "--size", "16KiB")
 	if code != 0 || !strings.Contains(out, "lost 0, doubled 0, rejected 0") || !strings.Contains(out, "3 units") {
 		t.Fatalf("--units-dir: exit %d:\n%s", code, out)
 	}
 	code, out = benchOut(t, c.work, "--hub", h1.info.HTTP, "--token-file", h1.info.AdminTokenFile, "--units", "3", "--docs", "40", "--size", "16KiB", "--wait", "30s")
-	m := regexp.MustCompile(`lost (\d+), doubled (\d+), rejected (\d+)`).FindStringSubmatch(out)
-	if m == nil || m[1] != "0" || m[2] != "0" || (code != 0) != (m[3] != "0") {
-		t.Fatalf("registering through hub 1: exit %d:\n%s", code, out)
+	if code != 0 || !strings.Contains(out, "lost 0, doubled 0, rejected 0") {
+		t.Fatalf("units registered through hub 1: exit %d:\n%s", code, out)
 	}
-	t.Logf("units registered through hub 1 only: %s rejected of 40", m[3])
 }

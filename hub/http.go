@@ -44,7 +44,7 @@ func (h *Hub) startAuth(ctx context.Context) error {
 // handler is the hub's HTTP handler: the API under /api/v1 and the web UI
 // for the rest, sharing the access-checked Records.
 func (h *Hub) handler() http.Handler {
-	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, MaxVerifications: h.cfg.HTTP.MaxVerifications,
+	rec := &api.Records{Index: h.ix, Archive: h.arch, Registry: h.units, Trust: h.trust, MaxVerifications: h.cfg.HTTP.MaxVerifications,
 		CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock}
 	log := h.log.With("component", "http")
 	zone, _ := h.cfg.Web.Location() // validated with the configuration

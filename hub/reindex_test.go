@@ -74,7 +74,7 @@ func TestReceiptsOutliveHubCertificate(t *testing.T) {
 
 	// A month later: the first hub certificate expired long ago.
 	later := time.Now().Add(30 * 24 * time.Hour)
-	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, Now: func() time.Time { return later }}
+	rec := &api.Records{Index: h.ix, Archive: h.arch, Registry: h.units, Trust: h.trust, Now: func() time.Time { return later }}
 	admin := &auth.Identity{User: auth.AdminUser, Via: auth.ViaAdminToken}
 	for _, id := range []document.ID{doc1, doc2} {
 		v, err := rec.Verify(t.Context(), admin, id, api.AtAccepted)

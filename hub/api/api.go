@@ -142,8 +142,6 @@ type UnitBundle struct {
 type Index interface {
 	Search(ctx context.Context, q index.Query) (index.Page, error)
 	Get(ctx context.Context, id document.ID) (*index.Detail, error)
-	GetUnit(ctx context.Context, id document.UnitID) (index.Unit, error)
-	ListUnits(ctx context.Context) ([]index.Unit, error)
 	UnitCounters(ctx context.Context, unit document.UnitID) (index.Counters, error)
 	Overdue(ctx context.Context, unit document.UnitID, now time.Time) ([]index.Summary, error)
 	Ping(ctx context.Context) error

@@ -20,6 +20,7 @@ import (
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -33,6 +34,10 @@ import (
 type Records struct {
 	Index   Index
 	Archive Archive
+	// Units is the unit registry every hub shares: the truth for units
+	// (the unit pages, a staff member's unit), which this hub's index
+	// follows a moment later.
+	Registry UnitRegistry
 	// Trust is the hub's trust configuration (roots and CRLs), which
 	// verification uses.
 	Trust *pki.Trust
@@ -179,7 +184,7 @@ func (rs *Records) Document(ctx context.Context, who *auth.Identity, id document
 	sig := SignatureSummary{Officer: d.Doc.Signer.FullName, Position: strings.TrimSpace(d.Doc.Signer.Competence + " " + d.Doc.Signer.Position),
 		CertSubject: d.Signer.SubjectCN, CertSerial: d.Signer.Serial, Unit: d.Signer.Unit, SigningTime: d.Signer.SigningTime,
 		AcceptedAt: d.AcceptedAt, VerifiedOnAcceptance: true}
-	if u, err := rs.Index.GetUnit(ctx, d.Signer.Unit); err == nil {
+	if u, err := rs.unit(ctx, d.Signer.Unit); err == nil {
 		sig.UnitName = u.Name
 	}
 	return &Document{Detail: d, Signature: sig}, nil
@@ -518,12 +523,10 @@ func (rs *Records) view(u index.Unit) UnitView {
 // who may see (every unit for archivists, auditors and admins; their own
 // for records staff).
 func (rs *Records) Units(ctx context.Context, who *auth.Identity, counters bool) ([]UnitView, error) {
-	us, err := rs.Index.ListUnits(ctx)
-	if err != nil {
-		return nil, err
-	}
+	us := rs.Registry.List()
 	out := make([]UnitView, len(us))
-	for i, u := range us {
+	for i, ru := range us {
+		u := ru.Unit
 		out[i] = rs.view(u)
 		if counters && who.SeesUnit(u.ID) {
 			c, err := rs.Index.UnitCounters(ctx, u.ID)
@@ -542,7 +545,7 @@ func (rs *Records) Unit(ctx context.Context, who *auth.Identity, id document.Uni
 	if err := id.Validate(); err != nil {
 		return UnitView{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
-	u, err := rs.Index.GetUnit(ctx, id)
+	u, err := rs.unit(ctx, id)
 	if err != nil {
 		return UnitView{}, err
 	}
@@ -556,6 +559,39 @@ func (rs *Records) Unit(ctx context.Context, who *auth.Identity, id document.Uni
 	v := rs.view(u)
 	v.Counters = &c
 	return v, nil
+}
+
+// UnitRegistry is where units are looked up: the registry every hub
+// shares (hub/registry), whose Get asks the bucket when this hub's view does
+// not know the unit yet.
+type UnitRegistry interface {
+	Get(ctx context.Context, id document.UnitID) (registry.Unit, error)
+	List() []registry.Unit
+}
+
+// Registered lists the registered units (names and ids, for forms and
+// labels), from the registry.
+func (rs *Records) Registered() []index.Unit {
+	us := rs.Registry.List()
+	out := make([]index.Unit, len(us))
+	for i, u := range us {
+		out[i] = u.Unit
+	}
+	return out
+}
+
+// unit is a registered unit, from the registry.
+func (rs *Records) unit(ctx context.Context, id document.UnitID) (index.Unit, error) {
+	u, err := rs.Registry.Get(ctx, id)
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		return index.Unit{}, fmt.Errorf("%w: unit %s is not registered", ErrNotFound, id)
+	case errors.Is(err, registry.ErrInvalid):
+		return index.Unit{}, fmt.Errorf("%w: %v", ErrInvalid, err)
+	case err != nil:
+		return index.Unit{}, fmt.Errorf("%w: %v", ErrUnavailable, err)
+	}
+	return u.Unit, nil
 }
 
 // Overdue lists the documents the unit received, not finished, whose due

@@ -197,8 +197,8 @@ func (rs *Records) AddUser(ctx context.Context, st *auth.Store, who *auth.Identi
 		if err := nu.Unit.Validate(); err != nil {
 			return NewUserResult{}, fmt.Errorf("%w: %v", ErrInvalid, err)
 		}
-		if _, err := rs.Index.GetUnit(ctx, nu.Unit); err != nil {
-			return NewUserResult{}, fmt.Errorf("%w: unit %s is not registered", ErrInvalid, nu.Unit)
+		if err := rs.registered(ctx, nu.Unit); err != nil {
+			return NewUserResult{}, err
 		}
 	}
 	var res NewUserResult
@@ -231,6 +231,19 @@ func (s *server) addUser(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusCreated, res)
+}
+
+// registered checks that a staff member's unit is registered: asked of the
+// registry every hub shares, so that a unit registered through another hub
+// a moment ago is known here.
+func (rs *Records) registered(ctx context.Context, id document.UnitID) error {
+	if _, err := rs.unit(ctx, id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return fmt.Errorf("%w: unit %s is not registered", ErrInvalid, id)
+		}
+		return err
+	}
+	return nil
 }
 
 // self reports whether the request is about the caller's own account.
@@ -302,8 +315,8 @@ func (rs *Records) UpdateUser(ctx context.Context, st *auth.Store, who *auth.Ide
 		}
 	}
 	if c.Unit != nil && *c.Unit != "" {
-		if _, err := rs.Index.GetUnit(ctx, *c.Unit); err != nil {
-			return auth.User{}, fmt.Errorf("%w: unit %s is not registered", ErrInvalid, *c.Unit)
+		if err := rs.registered(ctx, *c.Unit); err != nil {
+			return auth.User{}, err
 		}
 	}
 	if own && c.Disabled != nil && *c.Disabled {

@@ -81,12 +81,7 @@ func (u *ui) search(w http.ResponseWriter, r *http.Request) {
 	for _, c := range statusCodes {
 		d.Statuses = append(d.Statuses, option{string(c), statusLabel(c)})
 	}
-	us, err := u.d.Records.Index.ListUnits(r.Context())
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	d.Units = us
+	d.Units = u.d.Records.Registered()
 	code := http.StatusOK
 	q, err := api.ParseQuery(v)
 	if err == nil {
@@ -183,10 +178,8 @@ func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if us, err := u.d.Records.Index.ListUnits(r.Context()); err == nil {
-		for _, x := range us {
-			d.UnitNames[x.ID] = x.Name
-		}
+	for _, x := range u.d.Records.Registered() {
+		d.UnitNames[x.ID] = x.Name
 	}
 	for i, f := range doc.Files {
 		if strings.HasPrefix(f.MediaType, "application/pdf") {
@@ -406,10 +399,7 @@ func (u *ui) usersPage(w http.ResponseWriter, r *http.Request, code int, d users
 		u.fail(w, r, err)
 		return
 	}
-	if d.Units, err = u.d.Records.Index.ListUnits(r.Context()); err != nil {
-		u.fail(w, r, err)
-		return
-	}
+	d.Units = u.d.Records.Registered()
 	d.Roles = auth.Roles
 	if d.Form == nil {
 		d.Form = url.Values{}

@@ -19,6 +19,7 @@ import (
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/projection"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -48,7 +49,8 @@ type Fixture struct {
 	Hub        *pki.Signer
 	Signers    map[document.UnitID]*pki.Signer
 	Auth       *auth.Store
-	NATS       *broker.Server // holds the accounts' buckets
+	NATS       *broker.Server // holds the accounts' and the registry's buckets
+	Registry   *registry.Registry
 	Records    *api.Records
 	AdminToken string
 	Docs       map[string]document.ID // the corpus, by name
@@ -96,6 +98,14 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 		t.Fatal(err)
 	}
 	names := map[document.UnitID]string{UnitA: "Sở Nội vụ", UnitB: "Sở Tài nguyên và Môi trường", UnitC: "Ủy ban nhân dân Quận 1"}
+	// The registry's and the accounts' buckets on an embedded NATS server
+	// of the fixture's own.
+	f.NATS = broker.ForTest(t)
+	js := f.NATS.HubJetStream(t)
+	if f.Registry, err = registry.Open(ctx, js, broker.BucketOptions{}, f.Archive, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Registry.Close)
 	for _, u := range []document.UnitID{UnitA, UnitB, UnitC} {
 		kp, cp, err := f.CA.IssueUnit(u, names[u], pki.ECDSAP256)
 		if err != nil {
@@ -104,23 +114,35 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 		if f.Signers[u], err = pki.LoadSigner(kp, cp); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Index.PutUnit(ctx, index.Unit{ID: u, Name: names[u], Created: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
+		f.Register(index.Unit{ID: u, Name: names[u], Created: time.Now()})
 	}
 	acfg := auth.Config{Path: dir + "/auth/users.db", PasswordHash: FastHash}
 	for _, o := range opts {
 		o(&acfg)
 	}
-	// The accounts' buckets on an embedded NATS server of the fixture's own.
-	f.NATS = broker.ForTest(t)
-	if f.Auth, err = auth.Open(ctx, acfg, f.NATS.HubJetStream(t), log); err != nil {
+	if f.Auth, err = auth.Open(ctx, acfg, js, log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Auth.Close() })
-	f.Records = &api.Records{Index: f.Index, Archive: f.Archive, Trust: f.Trust, CursorKey: f.Auth.CursorKey()}
+	f.Records = &api.Records{Index: f.Index, Archive: f.Archive, Registry: f.Registry, Trust: f.Trust, CursorKey: f.Auth.CursorKey()}
 	f.Corpus()
 	return f
+}
+
+// Register puts a unit in the registry and the index, as a hub registering
+// it does.
+func (f *Fixture) Register(u index.Unit) {
+	f.T.Helper()
+	ru, err := f.Registry.Update(f.T.Context(), u.ID, func(registry.Unit, bool) (registry.Unit, error) {
+		return registry.Unit{Unit: index.Unit{Name: u.Name, Created: u.Created, Disabled: u.Disabled, CertSerial: u.CertSerial,
+			CertNotAfter: u.CertNotAfter, CertPEM: u.CertPEM, Event: "registered"}}, nil
+	})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	if err := f.Index.PutUnit(f.T.Context(), ru.Unit); err != nil {
+		f.T.Fatal(err)
+	}
 }
 
 // Day is a date of 2026 in Vietnam, at 10:00.
