@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -45,6 +46,7 @@ type cluster struct {
 	conf string // the hubs' configuration file
 	env  []string
 	hubs []*hubProc
+	s3   archive.Config // the hubs' archive bucket
 }
 
 // natsNode is one server of the cluster; its options start it again.
@@ -110,6 +112,7 @@ func newCluster(t *testing.T) *cluster {
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucket := fmt.Sprintf("cluster-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	c.env = []string{"EDX_S3_SECRET_KEY=" + sk}
+	c.s3 = archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: bucket, ObjectLock: true, RetentionDays: 1}
 
 	// The city's PKI, with the issuing CA the hubs issue unit certificates from.
 	edx(t, c.work, 0, "pki", "init", "--dir", "pki")
