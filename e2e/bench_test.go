@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -56,5 +57,40 @@ func TestClusterBench(t *testing.T) {
 	code, out = benchOut(t, c.work, "--hub", h1.info.HTTP, "--token-file", h1.info.AdminTokenFile, "--units", "3", "--docs", "40", "--size", "16KiB", "--wait", "30s")
 	if code != 0 || !strings.Contains(out, "lost 0, doubled 0, rejected 0") {
 		t.Fatalf("units registered through hub 1: exit %d:\n%s", code, out)
+	}
+}
+
+// TestBenchFigures measures, in one run on this machine, edx bench against
+// the two-hub cluster (three NATS servers, the S3 gateway, two edx-hub
+// processes; the units registered through hub 1) beside edx bench with its
+// own single embedded hub, alternating them twice, EDX_BENCH_DOCS documents
+// of 64 KiB each time. It is a measurement, run on request:
+//
+//	EDX_BENCH_DOCS=1000 go test ./e2e/ -run TestBenchFigures -v -timeout 1h
+func TestBenchFigures(t *testing.T) {
+	n := os.Getenv("EDX_BENCH_DOCS")
+	if n == "" {
+		t.Skip("a measurement: set EDX_BENCH_DOCS=1000 to run it")
+	}
+	c := newCluster(t)
+	h1 := c.startHub("hub-1")
+	c.startHub("hub-2")
+	for round := 1; round <= 2; round++ {
+		for _, where := range []string{"cluster", "embedded"} {
+			args := []string{"--units", "2", "--docs", n, "--size", "64KiB"}
+			if where == "cluster" {
+				args = append(args, "--hub", h1.info.HTTP, "--token-file", h1.info.AdminTokenFile)
+			} else {
+				args = append(args, "--no-ceilings")
+			}
+			before, _ := os.ReadFile("/proc/loadavg")
+			code, out := benchOut(t, c.work, args...)
+			after, _ := os.ReadFile("/proc/loadavg")
+			t.Logf("round %d, %s: edx bench %s (exit %d; load average before %s, after %s)\n%s", round, where, strings.Join(args, " "), code,
+				strings.TrimSpace(string(before)), strings.TrimSpace(string(after)), out)
+			if code != 0 {
+				t.Errorf("round %d, %s: exit %d", round, where, code)
+			}
+		}
 	}
 }

@@ -10,7 +10,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -39,7 +39,7 @@ func unitArg(e *env, fs *flag.FlagSet, flagValue string) (document.UnitID, int) 
 }
 
 // writeBundle writes a unit's files (the non-empty ones) to dir.
-func writeBundle(dir string, b *api.UnitBundle) ([]string, error) {
+func writeBundle(dir string, b *service.UnitBundle) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func writeBundle(dir string, b *api.UnitBundle) ([]string, error) {
 	return wrote, nil
 }
 
-func credsLine(b *api.UnitBundle) string {
+func credsLine(b *service.UnitBundle) string {
 	if b.Unit.CredsExpire.IsZero() {
 		return "NATS credentials do not expire"
 	}
@@ -88,7 +88,7 @@ func unitDisable(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var v api.UnitView
+	var v service.UnitView
 	if err := c.do(ctx, "POST", "/api/v1/units/"+string(u)+"/disable", nil, &v); err != nil {
 		return fail(e, "%v", err)
 	}
@@ -113,7 +113,7 @@ func unitEnable(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var b api.UnitBundle
+	var b service.UnitBundle
 	if err := c.do(ctx, "POST", "/api/v1/units/"+string(u)+"/enable", nil, &b); err != nil {
 		return fail(e, "%v", err)
 	}
@@ -135,7 +135,7 @@ func unitRotate(ctx context.Context, e *env, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	req := api.RotateRequest{NewCert: *newCert}
+	req := service.RotateRequest{NewCert: *newCert}
 	if *certFile != "" {
 		b, err := os.ReadFile(*certFile)
 		if err != nil {
@@ -147,14 +147,14 @@ func unitRotate(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var b api.UnitBundle
+	var b service.UnitBundle
 	if err := c.do(ctx, "POST", "/api/v1/units/"+string(u)+"/rotate", req, &b); err != nil {
 		return fail(e, "%v", err)
 	}
 	return bundleWritten(e, u, "rotated", *out, &b)
 }
 
-func bundleWritten(e *env, u document.UnitID, what, out string, b *api.UnitBundle) int {
+func bundleWritten(e *env, u document.UnitID, what, out string, b *service.UnitBundle) int {
 	dir := out
 	if dir == "" {
 		dir = filepath.Join("units", string(u))
@@ -187,7 +187,7 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	if *name == "" {
 		return fail(e, "--name is required")
 	}
-	req := api.UnitRequest{ID: u, Name: *name}
+	req := service.UnitRequest{ID: u, Name: *name}
 	if *certPath != "" {
 		b, err := os.ReadFile(*certPath)
 		if err != nil {
@@ -199,7 +199,7 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var b api.UnitBundle
+	var b service.UnitBundle
 	if err := c.do(ctx, "POST", "/api/v1/units", req, &b); err != nil {
 		return fail(e, "%v", err)
 	}
@@ -230,7 +230,7 @@ func unitList(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var units []api.UnitView
+	var units []service.UnitView
 	if err := c.do(ctx, "GET", "/api/v1/units", nil, &units); err != nil {
 		return fail(e, "%v", err)
 	}

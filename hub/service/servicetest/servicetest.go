@@ -1,9 +1,10 @@
-// Package apitest stands up the hub's records on real components for tests
-// of the API and the web UI: the shared S3 test gateway (versitygw) with a
+// Package servicetest stands up the hub's application service on real
+// components for tests of the service and of its faces (the API, the web
+// UI, the CLI's hub commands): the shared S3 test gateway (versitygw) with a
 // bucket of its own, a SQLite index, a development CA, containers signed
 // with the units' keys, archived, receipted and indexed as the pipeline does
 // (projection.Record), and an accounts store on an embedded NATS server.
-package apitest
+package servicetest
 
 import (
 	"fmt"
@@ -13,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
@@ -21,6 +21,7 @@ import (
 	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -51,7 +52,8 @@ type Fixture struct {
 	Auth       *auth.Store
 	NATS       *broker.Server // holds the accounts' and the registry's buckets
 	Registry   *registry.Registry
-	Records    *api.Records
+	Service    *service.Service
+	deps       service.Deps
 	AdminToken string
 	Docs       map[string]document.ID // the corpus, by name
 	Log        *slog.Logger
@@ -73,7 +75,7 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucketSeq.Lock()
 	bucketSeq.n++
-	bucket := fmt.Sprintf("apitest-%d-%d", os.Getpid(), bucketSeq.n)
+	bucket := fmt.Sprintf("servicetest-%d-%d", os.Getpid(), bucketSeq.n)
 	bucketSeq.Unlock()
 	var err error
 	if f.Archive, err = archive.New(ctx, archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: bucket}, log); err != nil {
@@ -124,9 +126,25 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Auth.Close() })
-	f.Records = &api.Records{Index: f.Index, Archive: f.Archive, Registry: f.Registry, Trust: f.Trust, CursorKey: f.Auth.CursorKey()}
+	f.deps = service.Deps{Index: f.Index, Archive: f.Archive, Registry: f.Registry, Accounts: f.Auth, Trust: f.Trust,
+		CursorKey: f.Auth.CursorKey(), Log: log}
+	f.Reconfigure(nil)
 	f.Corpus()
 	return f
+}
+
+// Reconfigure makes f.Service anew with its dependencies changed by edit
+// (nil: as they are).
+func (f *Fixture) Reconfigure(edit func(*service.Deps)) {
+	f.T.Helper()
+	d := f.deps
+	if edit != nil {
+		edit(&d)
+	}
+	var err error
+	if f.Service, err = service.New(d); err != nil {
+		f.T.Fatal(err)
+	}
 }
 
 // Register puts a unit in the registry and the index, as a hub registering
@@ -193,7 +211,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		t.Fatalf("%s: %v", s.Name, rep.Reasons)
 	}
 	key := projection.ContainerKey(d.ID)
-	if _, err := f.Archive.Put(ctx, key, data, api.MediaContainer, nil); err != nil {
+	if _, err := f.Archive.Put(ctx, key, data, container.Mimetype, nil); err != nil {
 		t.Fatal(err)
 	}
 	rc := &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: rep.ContainerSHA256,
@@ -203,7 +221,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		t.Fatal(err)
 	}
 	rkey := projection.ReceiptKey(d.ID)
-	if _, err := f.Archive.Put(ctx, rkey, rb, api.MediaReceipt, nil); err != nil {
+	if _, err := f.Archive.Put(ctx, rkey, rb, "application/pkcs7-mime", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Index.PutDocument(ctx, projection.Record(c, rep, rc, rkey)); err != nil {
