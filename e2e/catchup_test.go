@@ -6,11 +6,13 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -40,8 +42,9 @@ import (
 // hub 1 (its key and the certificate the issuing CA gave it), the hub's
 // receipt signed with the hubs' key, and a status 01 of the recipient,
 // under the projection's layout. While hub 3 catches up, 200 more go
-// through the cluster. The figure is the time from hub 3's start until its
-// search finds every document, and its own log of the rebuild.
+// through the cluster. The figure is the time from hub 3's start until it
+// is ready and its search finds every document and every status, and its
+// own log of the rebuild.
 func TestClusterCatchUp(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("EDX_CATCHUP_DOCS"))
 	if n <= 0 {
@@ -113,26 +116,39 @@ feed:
 	began := time.Now()
 	h3 := c.launchHub("hub-3")
 	during := sendStream(t, a, b, 200)
+	// Caught up: hub 3 is ready (its index complete, following the
+	// events), its search finds every document, and the recipient's status
+	// on each archived one.
 	want := len(before.accepted) + n + len(during.sent)
-	var total int
+	var total, delivered int
+	ready := false
 	for deadline := time.Now().Add(3 * time.Hour); time.Now().Before(deadline); time.Sleep(time.Second) {
-		var page struct {
-			Total int `json:"total"`
-		}
 		tok, err := os.ReadFile(filepath.Join(h3.data, "admin.token"))
 		if err != nil {
 			continue
 		}
-		if code, _ := hubCall(h3, string(tok[:len(tok)-1]), "GET", "/api/v1/documents?limit=1", nil, &page); code == 200 {
+		token := strings.TrimSpace(string(tok))
+		var page struct {
+			Total int `json:"total"`
+		}
+		if code, _ := hubCall(h3, token, "GET", "/api/v1/documents?limit=1", nil, &page); code == 200 {
 			total = page.Total
 		}
-		if total == want {
+		if code, _ := hubCall(h3, token, "GET", "/api/v1/documents?status=01&limit=1", nil, &page); code == 200 {
+			delivered = page.Total
+		}
+		resp, err := http.Get(h3.info.HTTP + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			ready = resp.StatusCode == 200
+		}
+		if ready && total == want && delivered == n {
 			break
 		}
 	}
 	took := time.Since(began)
-	if total != want {
-		t.Fatalf("hub 3 finds %d of %d documents", total, want)
+	if !ready || total != want || delivered != n {
+		t.Fatalf("hub 3 (ready %v) finds %d of %d documents, %d of %d with status 01", ready, total, want, delivered, n)
 	}
 	during.check()
 	log, _ := os.ReadFile(filepath.Join(h3.data, "hub.log"))

@@ -308,7 +308,7 @@ func (svc *Service) publishUnitChanged(ctx context.Context, u index.Unit) error 
 	return nil
 }
 
-// unitErr gives registry errors the API's kinds; an error of the change
+// unitErr gives registry errors the service's kinds; an error of the change
 // function passes as it is.
 func unitErr(err error) error {
 	switch {
