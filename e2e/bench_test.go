@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,8 +63,8 @@ func TestClusterBench(t *testing.T) {
 
 // TestBenchFigures measures, in one run on this machine, edx bench against
 // the two-hub cluster (three NATS servers, the S3 gateway, two edx-hub
-// processes; the units registered through hub 1) beside edx bench with its
-// own single embedded hub, alternating them twice, EDX_BENCH_DOCS documents
+// processes; two units registered through hub 1, --units-dir) beside edx
+// bench with its own single embedded hub (two units it registers), alternating them twice, EDX_BENCH_DOCS documents
 // of 64 KiB each time. It is a measurement, run on request:
 //
 //	EDX_BENCH_DOCS=1000 go test ./e2e/ -run TestBenchFigures -v -timeout 1h
@@ -74,12 +75,25 @@ func TestBenchFigures(t *testing.T) {
 	}
 	c := newCluster(t)
 	h1 := c.startHub("hub-1")
-	c.startHub("hub-2")
+	h2 := c.startHub("hub-2")
+	// The hubs' logs, kept (a slow document is explained there).
+	t.Cleanup(func() {
+		for i, h := range []*hubProc{h1, h2} {
+			if b, err := os.ReadFile(filepath.Join(h.data, "hub.log")); err == nil {
+				os.WriteFile(filepath.Join(artifactDir(t), fmt.Sprintf("bench-hub-%d.log", i+1)), b, 0o644)
+			}
+		}
+	})
+	// The cluster's units, registered once through hub 1: registering a
+	// unit again revokes its credentials, which a bench run must not time.
+	for _, u := range []document.UnitID{"000.01.00.H29", "000.02.00.H29"} {
+		c.register(h1, u)
+	}
 	for round := 1; round <= 2; round++ {
 		for _, where := range []string{"cluster", "embedded"} {
 			args := []string{"--units", "2", "--docs", n, "--size", "64KiB"}
 			if where == "cluster" {
-				args = append(args, "--hub", h1.info.HTTP, "--token-file", h1.info.AdminTokenFile)
+				args = append(args, "--hub", h1.info.HTTP, "--units-dir", "units")
 			} else {
 				args = append(args, "--no-ceilings")
 			}
