@@ -25,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -45,6 +46,7 @@ type cluster struct {
 	conf string // the hubs' configuration file
 	env  []string
 	hubs []*hubProc
+	s3   archive.Config // the hubs' archive bucket
 }
 
 // natsNode is one server of the cluster; its options start it again.
@@ -110,6 +112,7 @@ func newCluster(t *testing.T) *cluster {
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucket := fmt.Sprintf("cluster-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)
 	c.env = []string{"EDX_S3_SECRET_KEY=" + sk}
+	c.s3 = archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: bucket, ObjectLock: true, RetentionDays: 1}
 
 	// The city's PKI, with the issuing CA the hubs issue unit certificates from.
 	edx(t, c.work, 0, "pki", "init", "--dir", "pki")
@@ -235,19 +238,6 @@ func (h *hubProc) restart() *hubProc {
 func (c *cluster) register(h *hubProc, id document.UnitID) {
 	c.t.Helper()
 	edx(c.t, c.work, 0, "unit", "add", "--data", h.data, "--unit", string(id), "--name", "Đơn vị "+string(id))
-}
-
-// registerEverywhere registers a unit through each hub, with the same
-// certificate, as long as hubs do not share their units (issue #10, item
-// 1): the crash tests below need every hub to know the units. The unit
-// keeps the credentials of the last registration.
-func (c *cluster) registerEverywhere(id document.UnitID) {
-	c.t.Helper()
-	c.register(c.hubs[0], id)
-	for _, h := range c.hubs[1:] {
-		edx(c.t, c.work, 0, "unit", "add", "--data", h.data, "--unit", string(id), "--name", "Đơn vị "+string(id),
-			"--cert", filepath.Join("units", string(id), "cert.pem"))
-	}
 }
 
 func copyTree(t *testing.T, from, to string) {
@@ -430,8 +420,8 @@ func TestClusterSurvivesCrashes(t *testing.T) {
 	h1 := c.startHub("hub-1")
 	c.startHub("hub-2")
 	const ua, ub = document.UnitID("000.01.00.H29"), document.UnitID("000.02.00.H29")
-	c.registerEverywhere(ua)
-	c.registerEverywhere(ub)
+	c.register(h1, ua)
+	c.register(h1, ub)
 	a := connectAs(t, c.work, c.urls, ua)
 	b := connectAs(t, c.work, c.urls, ub)
 	const n = 200
@@ -521,6 +511,11 @@ func adminToken(t *testing.T, h *hubProc) string {
 func signIn(t *testing.T, h *hubProc, name, password string) bool {
 	t.Helper()
 	jar, _ := cookiejar.New(nil)
+	return signInWith(t, jar, h, name, password)
+}
+
+func signInWith(t *testing.T, jar http.CookieJar, h *hubProc, name, password string) bool {
+	t.Helper()
 	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.Get(h.info.HTTP + "/login")
 	if err != nil {
@@ -538,6 +533,31 @@ func signIn(t *testing.T, h *hubProc, name, password string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusSeeOther
+}
+
+// signInJar signs in on a hub's web UI and returns the cookies of the
+// session, or nil when the hub refused.
+func signInJar(t *testing.T, h *hubProc, name, password string) http.CookieJar {
+	t.Helper()
+	jar, _ := cookiejar.New(nil)
+	if !signInWith(t, jar, h, name, password) {
+		return nil
+	}
+	return jar
+}
+
+// getWith GETs path on a hub with the cookies of jar, as a browser would
+// (the jar's cookies are the hub's host's: every hub here is 127.0.0.1),
+// and returns the status.
+func getWith(t *testing.T, jar http.CookieJar, h *hubProc, path string) int {
+	t.Helper()
+	c := &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(h.info.HTTP + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestClusterOneRepository is issue #10's "done when": units and an
@@ -574,6 +594,25 @@ func TestClusterOneRepository(t *testing.T) {
 	}
 	a := connectAs(t, c.work, c.urls, ua)
 	b := connectAs(t, c.work, c.urls, ub)
+	// A unit registered through hub 1 is known to hub 2 at once: its unit
+	// page, and a staff account of it made there the moment after.
+	const uc = document.UnitID("000.03.00.H29")
+	c.register(h1, uc)
+	if code, err := hubCall(h2, adminToken(t, h2), "POST", "/api/v1/users", map[string]string{"name": "van-thu-c", "role": "staff", "unit": string(uc), "password": password}, nil); code != http.StatusCreated {
+		t.Errorf("a staff account of %s, registered through hub 1, made through hub 2: %d %v", uc, code, err)
+	}
+	if code, _ := hubCall(h2, adminToken(t, h2), "GET", "/api/v1/units/"+string(uc), nil, nil); code != http.StatusOK {
+		t.Errorf("hub 2: unit page of %s registered through hub 1 a moment before: %d", uc, code)
+	}
+	// A session opened on hub 1 goes on on hub 2 (a load balancer may send
+	// the next request to either).
+	if jar := signInJar(t, h1, user, password); jar == nil {
+		t.Errorf("hub 1: sign-in refused")
+	} else if code := getWith(t, jar, h2, "/api/v1/me"); code != http.StatusOK {
+		t.Errorf("hub 2 refuses the session opened on hub 1: %d", code)
+	} else if code := getWith(t, jar, h2, "/search?q=v%C4%83n+b%E1%BA%A3n"); code != http.StatusOK {
+		t.Errorf("hub 2's search page with the session opened on hub 1: %d", code)
+	}
 
 	// Every document accepted, whichever hub took it.
 	s := sendStream(t, a, b, 40)
@@ -667,9 +706,62 @@ func TestClusterOneRepository(t *testing.T) {
 		}
 	}
 
+	// The same search answers, in the same order, on both hubs.
+	var lists [2][]string
+	for i, h := range hubs {
+		var page struct {
+			Items []struct {
+				ID string `json:"id"`
+			} `json:"items"`
+		}
+		if code, err := hubCall(h, adminToken(t, h), "GET", "/api/v1/documents?from="+string(ua)+"&status=01&limit=100", nil, &page); code != http.StatusOK {
+			t.Fatalf("hub %d: search: %d %v", i+1, code, err)
+		}
+		for _, it := range page.Items {
+			lists[i] = append(lists[i], it.ID)
+		}
+	}
+	if strings.Join(lists[0], " ") != strings.Join(lists[1], " ") || len(lists[0]) != len(s.got) {
+		t.Errorf("search from %s with status 01: hub 1 finds %d, hub 2 %d (%d delivered); the same: %v",
+			ua, len(lists[0]), len(lists[1]), len(s.got), strings.Join(lists[0], " ") == strings.Join(lists[1], " "))
+	}
+	// edx get and edx verify ID on hub 2, with the account's token made
+	// through hub 1.
+	tokFile := filepath.Join(c.work, "luu-tru.token")
+	os.WriteFile(tokFile, []byte(nt.Secret+"\n"), 0o600)
+	for id := range s.got {
+		edx(t, c.work, 0, "get", "--hub", h2.info.HTTP, "--token-file", tokFile, "-o", "got", string(id))
+		if out := edx(t, c.work, 0, "verify", "--hub", h2.info.HTTP, "--token-file", tokFile, string(id)); !strings.Contains(out, "matches the container accepted") {
+			t.Errorf("edx verify %s on hub 2:\n%s", id, out)
+		}
+		edx(t, c.work, 0, "verify", "--trust", filepath.Join("pki", "roots.pem"), "--receipt", filepath.Join("got", string(id)+".receipt.p7s"), filepath.Join("got", string(id)+".asice"))
+		break
+	}
+	// How soon each hub shows a document after its acceptance notice: a
+	// figure for the log, not a timed assertion.
+	lag := sendStream(t, a, b, 5)
+	lag.waitAccepted(5, time.Minute)
+	noticed := time.Now()
+	for i, h := range hubs {
+		for id := range lag.accepted {
+			for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				code, _ := hubCall(h, adminToken(t, h), "GET", "/api/v1/documents/"+string(id), nil, nil)
+				if code == http.StatusOK {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("hub %d: document %s accepted 30 s ago is unknown to get (%d)", i+1, id, code)
+				}
+			}
+		}
+		t.Logf("hub %d shows every one of 5 documents %s after the last acceptance notice was read", i+1, time.Since(noticed).Round(time.Millisecond))
+	}
+	lag.check()
+	total0 := len(s.accepted) + len(lag.accepted)
+
 	// A NATS server, then a hub, killed mid-stream: nothing lost, nothing
 	// doubled, and every hub's index complete afterwards.
-	total := len(s.accepted)
+	total := total0
 	for _, crash := range []string{"NATS server", "hub 2"} {
 		s := sendStream(t, a, b, 100)
 		s.waitAccepted(1, time.Minute)

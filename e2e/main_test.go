@@ -72,6 +72,15 @@ func startHubNATS(t *testing.T, data, natsAddr string, args ...string) *hubProc 
 // waits until it is ready.
 func startHubProc(t *testing.T, data string, env []string, args ...string) *hubProc {
 	t.Helper()
+	h := launchHubProc(t, data, env, args...)
+	h.await(true)
+	return h
+}
+
+// launchHubProc runs edx-hub with args (and env added to the test's); it
+// does not wait.
+func launchHubProc(t *testing.T, data string, env []string, args ...string) *hubProc {
+	t.Helper()
 	os.Remove(filepath.Join(data, "hub.json"))
 	h := &hubProc{t: t, data: data, args: args, env: env}
 	var err error
@@ -91,19 +100,29 @@ func startHubProc(t *testing.T, data string, env []string, args ...string) *hubP
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.kill() })
+	return h
+}
+
+// await waits up to a minute for the hub to have started (DATA/hub.json)
+// and, with ready, to answer /readyz with 200.
+func (h *hubProc) await(ready bool) {
+	h.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
-		if b, err := os.ReadFile(filepath.Join(data, "hub.json")); err == nil && json.Unmarshal(b, &h.info) == nil {
+		if b, err := os.ReadFile(filepath.Join(h.data, "hub.json")); err == nil && json.Unmarshal(b, &h.info) == nil {
+			if !ready {
+				return
+			}
 			if resp, err := http.Get(h.info.HTTP + "/readyz"); err == nil {
 				resp.Body.Close()
 				if resp.StatusCode == 200 {
-					return h
+					return
 				}
 			}
 		}
 		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(filepath.Join(data, "hub.log"))
-			t.Fatalf("edx-hub did not become ready:\n%s", b)
+			b, _ := os.ReadFile(filepath.Join(h.data, "hub.log"))
+			h.t.Fatalf("edx-hub did not become ready:\n%s", b)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

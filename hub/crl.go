@@ -118,7 +118,7 @@ func (h *Hub) checkCRLs(ctx context.Context, now time.Time) {
 	if changed {
 		c.reloads.Inc()
 		h.log.Info("pki: CRLs reloaded")
-		if err := h.revokeRevokedUnits(ctx); err != nil {
+		if err := h.svc.RevokeRevokedUnits(ctx); err != nil {
 			h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 		}
 	}
@@ -152,7 +152,7 @@ func (h *Hub) watchDistributionPoints(ctx context.Context) {
 		if !changed {
 			return
 		}
-		if err := h.revokeRevokedUnits(ctx); err != nil {
+		if err := h.svc.RevokeRevokedUnits(ctx); err != nil {
 			h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 		}
 		now := h.cfg.Clock()

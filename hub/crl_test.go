@@ -16,7 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -84,8 +84,8 @@ func (r *running) registerWith(ca *pki.CA, id document.UnitID) *agent {
 		r.t.Fatal(err)
 	}
 	certPEM, _ := os.ReadFile(cp)
-	var b api.UnitBundle
-	if code := r.api("POST", "/api/v1/units", api.UnitRequest{ID: id, Name: "Đơn vị " + string(id), CertPEM: string(certPEM)}, &b); code != http.StatusCreated {
+	var b service.UnitBundle
+	if code := r.api("POST", "/api/v1/units", service.UnitRequest{ID: id, Name: "Đơn vị " + string(id), CertPEM: string(certPEM)}, &b); code != http.StatusCreated {
 		r.t.Fatalf("register %s: %d", id, code)
 	}
 	a := r.agentFrom(id, &b)

@@ -22,8 +22,8 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/projection"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -255,7 +255,7 @@ func TestCRLFromDistributionPointOnly(t *testing.T) {
 	// The CA revokes A in the CRL it serves, with a nextUpdate soon so
 	// that the hub comes back for the next one.
 	sha := serve(time.Now().Add(time.Second), a.signer.Cert().SerialNumber)
-	eventually(t, "A is revoked at the hub", func() bool { return h.unitView(uA).State == api.UnitRevoked })
+	eventually(t, "A is revoked at the hub", func() bool { return h.unitView(uA).State == service.UnitRevoked })
 	a.waitClosed("revoked by the fetched CRL")
 	h.refused(a.creds, uA, "revoked by the fetched CRL")
 	if _, rs := h.trust.Check(a.signer.Cert(), a.signer.Chain[1:], time.Now()); !strings.Contains(rs.Error(), "revoked") {

@@ -11,8 +11,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/service"
 )
 
 // TestExternalClusterRevocation: a hub on an external nats-server configured
@@ -65,7 +65,7 @@ func TestExternalClusterRevocation(t *testing.T) {
 	// The full resolver keeps the pushed JWT over the preload of the
 	// configuration only when it was issued in a later second.
 	time.Sleep(time.Until(time.Unix(time.Now().Unix()+1, 0)))
-	var rb api.UnitBundle
+	var rb service.UnitBundle
 	if code := h.api("POST", "/api/v1/units/"+string(uA)+"/rotate", nil, &rb); code != http.StatusOK {
 		t.Fatalf("rotate: %d", code)
 	}

@@ -43,14 +43,12 @@ func (h *Hub) startAuth(ctx context.Context) error {
 }
 
 // handler is the hub's HTTP handler: the API under /api/v1 and the web UI
-// for the rest, sharing the access-checked Records.
+// for the rest, two faces on the hub's application service.
 func (h *Hub) handler() http.Handler {
-	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, MaxVerifications: h.cfg.HTTP.MaxVerifications,
-		CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock}
 	log := h.log.With("component", "http")
 	zone, _ := h.cfg.Web.Location() // validated with the configuration
-	apiHandler := api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
-		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
+	apiHandler := api.Handler(api.Deps{Service: h.svc, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
+		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Service: h.svc, Auth: h.auth, Log: log, Zone: zone})})
 	mux := http.NewServeMux()
 	if h.ca != nil {
 		mux.HandleFunc("GET "+crlPath, h.serveCRL)

@@ -32,6 +32,7 @@ import (
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -54,7 +55,8 @@ type Hub struct {
 	events *events.Publisher  // the hub's decisions, to every hub's index
 	follow *events.Follower   // every hub's decisions, into this hub's index
 	auth   *auth.Store
-	ca     *pki.CA // development CA, nil when not configured
+	svc    *service.Service // what the API and the web UI are faces of
+	ca     *pki.CA          // development CA, nil when not configured
 	// issuer issues the certificates of units registered without one:
 	// pki.issuing_ca, else the development CA's; nil with neither.
 	issuer  *pki.Issuer
@@ -65,7 +67,6 @@ type Hub struct {
 	httpLn  net.Listener
 	token   string
 	closers []func()
-	mu      sync.Mutex // serialises unit registration
 	health  health
 
 	crl *crlState // the CRLs' health, for /readyz and the metrics
@@ -73,7 +74,7 @@ type Hub struct {
 	// updates (revocations) and the units' connection limit go through it.
 	sys *broker.SystemConn
 	// accounts gives the NATS servers new account JWTs (revocations).
-	accounts accountPusher
+	accounts service.AccountPusher
 
 	// tlog is the hub's transparency log, tlogVKey its verifier key;
 	// witness the service the units' agents witness it through.
@@ -150,9 +151,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	}); err != nil {
 		return nil, err
 	}
+	if err := h.startAuth(ctx); err != nil {
+		return nil, err
+	}
+	// The log first: the service hands its key to the units' agents.
+	if err := h.startLog(ctx); err != nil {
+		return nil, err
+	}
+	if err := h.startService(ctx); err != nil {
+		return nil, err
+	}
 	// CRLs that changed while the hub was down: units whose certificate
 	// they revoke lose their NATS credentials now.
-	if err := h.revokeRevokedUnits(ctx); err != nil {
+	if err := h.svc.RevokeRevokedUnits(ctx); err != nil {
 		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 	}
 	h.checkCRLs(ctx, cfg.Clock())
@@ -163,9 +174,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
 	}); err != nil {
-		return nil, err
-	}
-	if err := h.startAuth(ctx); err != nil {
 		return nil, err
 	}
 	info := h.Info()

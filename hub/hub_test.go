@@ -19,9 +19,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -142,8 +142,8 @@ type agent struct {
 // register adds a unit through the API, as edx unit add does, and connects.
 func (r *running) register(id document.UnitID) *agent {
 	r.t.Helper()
-	var b api.UnitBundle
-	if code := r.api("POST", "/api/v1/units", api.UnitRequest{ID: id, Name: "Đơn vị " + string(id)}, &b); code != http.StatusCreated {
+	var b service.UnitBundle
+	if code := r.api("POST", "/api/v1/units", service.UnitRequest{ID: id, Name: "Đơn vị " + string(id)}, &b); code != http.StatusCreated {
 		r.t.Fatalf("register %s: %d", id, code)
 	}
 	return r.agentFrom(id, &b)
@@ -151,7 +151,7 @@ func (r *running) register(id document.UnitID) *agent {
 
 // agentFrom connects with a bundle's credentials; a bundle without a key
 // keeps the signer of old.
-func (r *running) agentFrom(id document.UnitID, b *api.UnitBundle, old ...*agent) *agent {
+func (r *running) agentFrom(id document.UnitID, b *service.UnitBundle, old ...*agent) *agent {
 	r.t.Helper()
 	a := &agent{t: r.t, id: id, creds: []byte(b.Creds)}
 	if b.KeyPEM != "" {
@@ -268,9 +268,9 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 // unitView reads a unit from the API.
-func (r *running) unitView(id document.UnitID) api.UnitView {
+func (r *running) unitView(id document.UnitID) service.UnitView {
 	r.t.Helper()
-	var v api.UnitView
+	var v service.UnitView
 	if code := r.api("GET", "/api/v1/units/"+string(id), nil, &v); code != http.StatusOK {
 		r.t.Fatalf("unit %s: %d", id, code)
 	}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 )
@@ -116,7 +116,7 @@ func TestHubsShareTheIndex(t *testing.T) {
 	h2 := c.hub()
 	a, b := h1.register(uA), h1.register(uB)
 	eventually(t, "hub 2 knows the units registered through hub 1", func() bool {
-		var v api.UnitView
+		var v service.UnitView
 		return h2.api("GET", "/api/v1/units/"+string(uB), nil, &v) == http.StatusOK
 	})
 	var sent []document.ID

@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/projection"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -65,7 +65,7 @@ func TestReceiptsOutliveHubCertificate(t *testing.T) {
 		hub  string
 		name string
 	}{{doc1, first.SerialNumber.Text(16), "first"}, {doc2, second.SerialNumber.Text(16), "second"}} {
-		var v api.Verification
+		var v service.Verification
 		h.api("POST", "/api/v1/documents/"+string(tc.id)+"/verify", nil, &v)
 		if !v.Valid || v.Receipt.Signature.SignerSerial != tc.hub {
 			t.Fatalf("%s document today: valid %v, receipt by %s (%v)", tc.name, v.Valid, v.Receipt.Signature.SignerSerial, v.Receipt.Reasons)
@@ -74,14 +74,17 @@ func TestReceiptsOutliveHubCertificate(t *testing.T) {
 
 	// A month later: the first hub certificate expired long ago.
 	later := time.Now().Add(30 * 24 * time.Hour)
-	rec := &api.Records{Index: h.ix, Archive: h.arch, Trust: h.trust, Now: func() time.Time { return later }}
+	rec, err := service.New(service.Deps{Index: h.ix, Archive: h.arch, Registry: h.units, Trust: h.trust, Now: func() time.Time { return later }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	admin := &auth.Identity{User: auth.AdminUser, Via: auth.ViaAdminToken}
 	for _, id := range []document.ID{doc1, doc2} {
-		v, err := rec.Verify(t.Context(), admin, id, api.AtAccepted)
+		v, err := rec.Verify(t.Context(), admin, id, service.AtAccepted)
 		if err != nil || !v.Valid || !v.Receipt.Valid {
 			t.Fatalf("%s a month later, as of acceptance: %v %+v", id, err, v)
 		}
-		if v, err = rec.Verify(t.Context(), admin, id, api.AtNow); err != nil || !v.Receipt.Valid {
+		if v, err = rec.Verify(t.Context(), admin, id, service.AtNow); err != nil || !v.Receipt.Valid {
 			t.Fatalf("%s's receipt a month later: %v %+v", id, err, v.Receipt)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -15,10 +16,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/registry"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 )
@@ -98,7 +100,7 @@ func TestTwoHubsShareState(t *testing.T) {
 	}
 
 	// Accounts.
-	var nu api.NewUserResult
+	var nu service.NewUserResult
 	if code := h1.api("POST", "/api/v1/users", auth.NewUser{Name: "kiem-toan", Role: auth.RoleAuditor, Password: "mật khẩu kiểm toán"}, &nu); code != http.StatusCreated {
 		t.Fatalf("add a user on hub 1: %d", code)
 	}
@@ -117,7 +119,7 @@ func TestTwoHubsShareState(t *testing.T) {
 	}
 
 	// Revocations: A rotated through hub 1, then B through hub 2.
-	var rb api.UnitBundle
+	var rb service.UnitBundle
 	if code := h1.api("POST", "/api/v1/units/"+string(uA)+"/rotate", nil, &rb); code != http.StatusOK {
 		t.Fatalf("rotate A on hub 1: %d", code)
 	}
@@ -134,6 +136,36 @@ func TestTwoHubsShareState(t *testing.T) {
 	h1.refused(old, uA, "after hub 2 pushed the UNITS account")
 	h2.refused(b.creds, uB, "rotated on hub 2")
 	h1.agentFrom(uA, &rb, a) // the new ones work
+}
+
+// TestUnitPagesReadTheRegistry: a unit in the registry every hub shares is
+// known to every hub's unit pages and accounts at once, before the
+// decision event that brings it into each hub's index is applied. The
+// unit here is written to the registry alone (as hub 1 writes it before it
+// publishes the event): hub 2's index never hears of it, and hub 2 still
+// shows its unit page, lists it, and makes a staff account for it.
+func TestUnitPagesReadTheRegistry(t *testing.T) {
+	h1 := startHub(t, testConfig(t))
+	h2 := secondHub(t, h1)
+	if _, err := h1.units.Update(t.Context(), uC, func(registry.Unit, bool) (registry.Unit, error) {
+		return registry.Unit{Unit: index.Unit{Name: "Ủy ban nhân dân Quận 1", Event: "registered"}}, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h2.ix.GetUnit(t.Context(), uC); err == nil {
+		t.Fatal("hub 2's index holds the unit: the test shows nothing")
+	}
+	if v := h2.unitView(uC); v.Name != "Ủy ban nhân dân Quận 1" || v.State != service.UnitActive {
+		t.Fatalf("hub 2's unit page: %+v", v)
+	}
+	if code := h2.api("POST", "/api/v1/users", auth.NewUser{Name: "van-thu-q1", Role: auth.RoleStaff, Unit: uC, Password: "mật khẩu văn thư Quận 1"}, nil); code != http.StatusCreated {
+		t.Fatalf("a staff account of the unit on hub 2: %d", code)
+	}
+	eventually(t, "hub 2 lists the unit", func() bool {
+		var us []service.UnitView
+		h2.api("GET", "/api/v1/units", nil, &us)
+		return slices.ContainsFunc(us, func(v service.UnitView) bool { return v.ID == uC })
+	})
 }
 
 // getAs GETs path on a hub with a bearer token and returns the status.
@@ -245,8 +277,8 @@ func TestStartsFromOldHubData(t *testing.T) {
 		t.Fatalf("the old accounts file is still in place: %v", err)
 	}
 	// The units are in force: A (from the old index) sends to C.
-	var v api.UnitView
-	if code := h.api("GET", "/api/v1/units/000.02.00.H29", nil, &v); code != http.StatusOK || v.State != api.UnitDisabled {
+	var v service.UnitView
+	if code := h.api("GET", "/api/v1/units/000.02.00.H29", nil, &v); code != http.StatusOK || v.State != service.UnitDisabled {
 		t.Fatalf("B: %d %+v", code, v.State)
 	}
 	h.stop()

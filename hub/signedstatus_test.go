@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/projection"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -47,7 +47,7 @@ func (a *agent) report(st document.Status, signer *pki.Signer, sha string) {
 // history reads a document's status history from the API.
 func (r *running) history(id document.ID) []index.StatusEntry {
 	r.t.Helper()
-	var d api.Document
+	var d service.Document
 	if code := r.api("GET", "/api/v1/documents/"+string(id), nil, &d); code != http.StatusOK {
 		r.t.Fatalf("document %s: %d", id, code)
 	}
@@ -166,8 +166,8 @@ func TestSignedStatuses(t *testing.T) {
 	forge("over another status", at(document.StatusAssigned), b.signer, sha, func(r *protocol.StatusReport) { r.Description = "added after signing" })
 	forge("a damaged signature", at(document.StatusAssigned), b.signer, sha, func(r *protocol.StatusReport) { r.Signature[len(r.Signature)-5] ^= 1 })
 	// B's certificate replaced: the old one is not the registered one.
-	var nb api.UnitBundle
-	if code := h.api("POST", "/api/v1/units/"+string(uB)+"/rotate", api.RotateRequest{NewCert: true}, &nb); code != http.StatusOK {
+	var nb service.UnitBundle
+	if code := h.api("POST", "/api/v1/units/"+string(uB)+"/rotate", service.RotateRequest{NewCert: true}, &nb); code != http.StatusOK {
 		t.Fatalf("rotate B: %d", code)
 	}
 	b2 := h.agentFrom(uB, &nb)
@@ -194,7 +194,7 @@ func TestSignedStatuses(t *testing.T) {
 	}
 	b.report(at(document.StatusInProgress), b.signer, sha)
 	a.nc.Close()
-	a = h.agentFrom(uA, &api.UnitBundle{Creds: string(a.creds)}, a)
+	a = h.agentFrom(uA, &service.UnitBundle{Creds: string(a.creds)}, a)
 	if n := a.notice(); n.Type != protocol.NoticeStatus || n.Status.Code != document.StatusInProgress || len(n.StatusSignature) == 0 {
 		t.Fatalf("a signed 05 with unsigned_statuses refuse: %s %v", n.Type, n.Reasons)
 	}

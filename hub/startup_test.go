@@ -15,8 +15,8 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
@@ -260,8 +260,8 @@ func TestUnitCertificateIssuer(t *testing.T) {
 	cfg := city.config(t)
 	cfg.PKI.IssuingCA = IssuingCAConfig{Cert: filepath.Join(city.Dir, "ca", "issuing.cert.pem"), Key: filepath.Join(city.Dir, "ca", "issuing.key.pem")}
 	h := startHub(t, cfg)
-	var b api.UnitBundle
-	if code := h.api("POST", "/api/v1/units", api.UnitRequest{ID: uA, Name: "Sở Nội vụ"}, &b); code != http.StatusCreated {
+	var b service.UnitBundle
+	if code := h.api("POST", "/api/v1/units", service.UnitRequest{ID: uA, Name: "Sở Nội vụ"}, &b); code != http.StatusCreated {
 		t.Fatalf("register without a certificate: %d", code)
 	}
 	certs, err := pki.ParseCertificates([]byte(b.CertPEM))
@@ -282,7 +282,7 @@ func TestUnitCertificateIssuer(t *testing.T) {
 	var e struct {
 		Error string `json:"error"`
 	}
-	code := h.apiRaw("POST", "/api/v1/units", api.UnitRequest{ID: uB, Name: "Sở Tài chính"}, &e)
+	code := h.apiRaw("POST", "/api/v1/units", service.UnitRequest{ID: uB, Name: "Sở Tài chính"}, &e)
 	if code != http.StatusBadRequest || !strings.Contains(e.Error, "edx unit add --cert") || !strings.Contains(e.Error, "pki.issuing_ca") {
 		t.Fatalf("register without a certificate nor an issuer: %d %q", code, e.Error)
 	}

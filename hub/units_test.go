@@ -6,9 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -41,8 +41,8 @@ func TestUnitCredentialsLifecycle(t *testing.T) {
 	if n := b.notice(); n.Type != protocol.NoticeAccepted || n.DocumentID != id {
 		t.Fatalf("B to A: %s %v", n.Type, n.Reasons.Codes())
 	}
-	var rb api.UnitBundle
-	if code := h.api("POST", "/api/v1/units", api.UnitRequest{ID: uA, Name: "Đơn vị A"}, &rb); code != http.StatusCreated {
+	var rb service.UnitBundle
+	if code := h.api("POST", "/api/v1/units", service.UnitRequest{ID: uA, Name: "Đơn vị A"}, &rb); code != http.StatusCreated {
 		t.Fatalf("register again: %d", code)
 	}
 	a.waitClosed("registered again")
@@ -71,8 +71,8 @@ func TestUnitCredentialsLifecycle(t *testing.T) {
 
 	// Disabled: the connection closes, the credentials are refused, and
 	// documents to the unit are refused.
-	var dv api.UnitView
-	if code := h.api("POST", "/api/v1/units/"+string(uA)+"/disable", nil, &dv); code != http.StatusOK || dv.State != api.UnitDisabled {
+	var dv service.UnitView
+	if code := h.api("POST", "/api/v1/units/"+string(uA)+"/disable", nil, &dv); code != http.StatusOK || dv.State != service.UnitDisabled {
 		t.Fatalf("disable: %d %+v", code, dv.State)
 	}
 	a3.waitClosed("disabled")
@@ -138,7 +138,7 @@ func TestRevokedCertificateAtRunningHub(t *testing.T) {
 		t.Fatalf("first document: %s %v", n.Type, n.Reasons.Codes())
 	}
 	b.delivery()
-	if v := h.unitView(uA); v.State != api.UnitActive || v.Certificate == nil || v.Certificate.Serial != a.signer.Cert().SerialNumber.Text(16) ||
+	if v := h.unitView(uA); v.State != service.UnitActive || v.Certificate == nil || v.Certificate.Serial != a.signer.Cert().SerialNumber.Text(16) ||
 		!v.Certificate.NotAfter.Equal(a.signer.Cert().NotAfter.UTC()) {
 		t.Fatalf("unit before revocation: %+v %+v", v.State, v.Certificate)
 	}
@@ -147,26 +147,26 @@ func TestRevokedCertificateAtRunningHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, "re-verification says revoked", func() bool {
-		var v api.Verification
+		var v service.Verification
 		h.api("POST", "/api/v1/documents/"+string(id)+"/verify", nil, &v)
 		return v.Container != nil && v.Container.Reasons.Has(reason.SignatureRevoked) && !v.Valid
 	})
 	a.waitClosed("certificate revoked")
 	h.refused(a.creds, uA, "certificate revoked")
-	if v := h.unitView(uA); v.State != api.UnitRevoked || v.Certificate.Valid || !v.Certificate.Reasons.Has(reason.SignatureRevoked) {
+	if v := h.unitView(uA); v.State != service.UnitRevoked || v.Certificate.Valid || !v.Certificate.Reasons.Has(reason.SignatureRevoked) {
 		t.Fatalf("unit after revocation: %s %+v", v.State, v.Certificate)
 	}
-	var units []api.UnitView
+	var units []service.UnitView
 	h.api("GET", "/api/v1/units", nil, &units)
-	if len(units) != 2 || units[0].State != api.UnitRevoked || units[1].State != api.UnitActive {
+	if len(units) != 2 || units[0].State != service.UnitRevoked || units[1].State != service.UnitActive {
 		t.Fatalf("unit list: %+v", units)
 	}
 	// New credentials need a new certificate.
 	if code := h.api("POST", "/api/v1/units/"+string(uA)+"/rotate", nil, nil); code != http.StatusConflict {
 		t.Fatalf("rotate a revoked unit without a new certificate: %d", code)
 	}
-	var rb api.UnitBundle
-	if code := h.api("POST", "/api/v1/units/"+string(uA)+"/rotate", api.RotateRequest{NewCert: true}, &rb); code != http.StatusOK || rb.KeyPEM == "" {
+	var rb service.UnitBundle
+	if code := h.api("POST", "/api/v1/units/"+string(uA)+"/rotate", service.RotateRequest{NewCert: true}, &rb); code != http.StatusOK || rb.KeyPEM == "" {
 		t.Fatalf("rotate with a new certificate: %d", code)
 	}
 	a2 := h.agentFrom(uA, &rb)
@@ -178,7 +178,7 @@ func TestRevokedCertificateAtRunningHub(t *testing.T) {
 	if n := a2.notice(); n.Type != protocol.NoticeAccepted {
 		t.Fatalf("document signed with the new certificate: %s %v", n.Type, n.Reasons.Codes())
 	}
-	if v := h.unitView(uA); v.State != api.UnitActive || v.Certificate.Serial != a2.signer.Cert().SerialNumber.Text(16) {
+	if v := h.unitView(uA); v.State != service.UnitActive || v.Certificate.Serial != a2.signer.Cert().SerialNumber.Text(16) {
 		t.Fatalf("unit after rotation: %s %+v", v.State, v.Certificate)
 	}
 }

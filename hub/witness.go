@@ -16,8 +16,8 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/time/rate"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/registry"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -104,21 +104,12 @@ func (c *WitnessConfig) Validate() error {
 	return nil
 }
 
-// witnessName is the key name of a unit's witness key: the unit's own, so
-// that a cosignature line says whose it is.
-func witnessName(u document.UnitID) string { return "edx-witness/" + string(u) }
+// witnessName is the key name of a unit's witness key.
+func witnessName(u document.UnitID) string { return service.WitnessName(u) }
 
-// checkWitnessKey returns the verifier of a unit's witness key (vkey), or
-// an error when it is not a cosignature/v1 key of the unit's name.
+// checkWitnessKey returns the verifier of a unit's witness key.
 func checkWitnessKey(u document.UnitID, vkey string) (note.Verifier, error) {
-	v, err := witness.NewVerifier(vkey)
-	if err != nil {
-		return nil, fmt.Errorf("%w: witness key: %v", api.ErrInvalid, err)
-	}
-	if v.Name() != witnessName(u) {
-		return nil, fmt.Errorf("%w: witness key named %q: unit %s's is named %q", api.ErrInvalid, v.Name(), u, witnessName(u))
-	}
-	return v, nil
+	return service.CheckWitnessKey(u, vkey)
 }
 
 // witnessService is the hub's side of witnessing.
@@ -434,20 +425,18 @@ func (w *witnessService) register(ctx context.Context, unit document.UnitID, bin
 	if _, err := checkWitnessKey(unit, st.Key); err != nil {
 		return refusal(reason.WitnessInvalid, "%v", err)
 	}
-	w.h.mu.Lock()
-	defer w.h.mu.Unlock()
-	_, err := w.h.changeUnit(ctx, unit, func(u registry.Unit, exists bool) (registry.Unit, error) {
+	_, err := w.h.svc.ChangeUnit(ctx, unit, func(u registry.Unit, exists bool) (registry.Unit, error) {
 		switch {
 		case !exists:
-			return u, notRegistered(unit)
+			return u, service.NotRegistered(unit)
 		case u.CertSerial != "" && !strings.EqualFold(u.CertSerial, info.SignerSerial):
 			return u, fmt.Errorf("%w: %w: the statement is signed by certificate %s, the unit's registered certificate is %s",
-				api.ErrInvalid, errWitness(reason.WitnessInvalid), info.SignerSerial, u.CertSerial)
+				service.ErrInvalid, errWitness(reason.WitnessInvalid), info.SignerSerial, u.CertSerial)
 		case u.WitnessKey != "" && u.WitnessKey != st.Key:
 			return u, fmt.Errorf("%w: %w: unit %s has another witness key registered; the operator replaces it (edx unit rotate %s --witness-key FILE)",
-				api.ErrConflict, errWitness(reason.WitnessKeyMismatch), unit, unit)
+				service.ErrConflict, errWitness(reason.WitnessKeyMismatch), unit, unit)
 		case u.WitnessKey == st.Key && len(u.WitnessBinding) > 0:
-			return u, errUnchanged
+			return u, service.ErrUnchanged
 		}
 		u.WitnessKey, u.WitnessBinding, u.Event = st.Key, binding, eventWitnessKey
 		return u, nil
@@ -456,10 +445,10 @@ func (w *witnessService) register(ctx context.Context, unit document.UnitID, bin
 	switch {
 	case err == nil:
 		w.h.log.Info("witness key registered by the unit's agent", "unit", unit)
-	case errors.Is(err, errUnchanged):
+	case errors.Is(err, service.ErrUnchanged):
 	case errors.As(err, &we):
 		return refusal(we.code, "%v", err)
-	case errors.Is(err, api.ErrNotFound):
+	case errors.Is(err, service.ErrNotFound):
 		return refusal(reason.WitnessInvalid, "%v", err)
 	default:
 		return refusal(reason.WitnessUnavailable, "%v", err)

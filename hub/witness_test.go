@@ -16,7 +16,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/protocol"
@@ -121,8 +121,8 @@ func TestWitnessService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var bundle api.UnitBundle
-	if code := h.api("POST", "/api/v1/units", api.UnitRequest{ID: uA, Name: "A", WitnessKey: vkeyA}, &bundle); code != http.StatusCreated {
+	var bundle service.UnitBundle
+	if code := h.api("POST", "/api/v1/units", service.UnitRequest{ID: uA, Name: "A", WitnessKey: vkeyA}, &bundle); code != http.StatusCreated {
 		t.Fatalf("register A: %d", code)
 	}
 	if bundle.LogKey != h.tlogVKey || bundle.WitnessKey != vkeyA {
@@ -130,7 +130,7 @@ func TestWitnessService(t *testing.T) {
 	}
 	// A witness key of another unit's name is refused.
 	_, vkeyWrong, _ := witness.NewKey(witnessName(uB))
-	if code := h.api("POST", "/api/v1/units", api.UnitRequest{ID: uC, Name: "C", WitnessKey: vkeyWrong}, nil); code != http.StatusBadRequest {
+	if code := h.api("POST", "/api/v1/units", service.UnitRequest{ID: uC, Name: "C", WitnessKey: vkeyWrong}, nil); code != http.StatusBadRequest {
 		t.Fatalf("a witness key named for B registered for C: %d", code)
 	}
 	a := h.agentFrom(uA, &bundle)

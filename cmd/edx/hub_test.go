@@ -10,15 +10,16 @@ import (
 	"testing"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/service"
+	"github.com/edxhub/edx/hub/service/servicetest"
 )
 
 // TestHubCommands: edx user, search, get and verify ID against the hub's
 // API on real records, with the admin token and with users' tokens.
 func TestHubCommands(t *testing.T) {
-	f := apitest.New(t)
-	srv := httptest.NewServer(api.Handler(api.Deps{Records: f.Records, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log}))
+	f := servicetest.New(t)
+	srv := httptest.NewServer(api.Handler(api.Deps{Service: f.Service, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log}))
 	t.Cleanup(srv.Close)
 	dir := t.TempDir()
 	adminFile := filepath.Join(dir, "admin.token")
@@ -26,7 +27,7 @@ func TestHubCommands(t *testing.T) {
 	hub := []string{"--hub", srv.URL, "--token-file", adminFile}
 
 	// Accounts, as an operator with the admin token.
-	out := must(t, append([]string{"user", "add", "--role", "staff", "--unit", string(apitest.UnitA), "--display-name", "Văn thư Sở Nội vụ", "--token", "cli", "van-thu-a"}, hub...)...)
+	out := must(t, append([]string{"user", "add", "--role", "staff", "--unit", string(servicetest.UnitA), "--display-name", "Văn thư Sở Nội vụ", "--token", "cli", "van-thu-a"}, hub...)...)
 	m := regexp.MustCompile(`token \w+: (edx_\S+)`).FindStringSubmatch(out)
 	if !strings.Contains(out, "user van-thu-a created: staff of unit 000.01.00.H29") || !strings.Contains(out, "password: ") || m == nil {
 		t.Fatalf("user add:\n%s", out)
@@ -80,7 +81,7 @@ func TestHubCommands(t *testing.T) {
 	if !strings.Contains(out, "Ban chỉ đạo") || !strings.Contains(out, "2 of 2 documents") {
 		t.Fatalf("auditor search:\n%s", out)
 	}
-	out = must(t, append([]string{"search", "--from", string(apitest.UnitB), "--limit", "10", "--json", "--all", "thong", "bao"}, auditor...)...)
+	out = must(t, append([]string{"search", "--from", string(servicetest.UnitB), "--limit", "10", "--json", "--all", "thong", "bao"}, auditor...)...)
 	var p index.Page
 	if err := json.Unmarshal([]byte(out), &p); err != nil || p.Total != 25 || len(p.Items) != 25 || p.NextCursor != "" {
 		t.Fatalf("search --all --json: %v %d %d", err, p.Total, len(p.Items))
@@ -125,7 +126,7 @@ func TestHubCommands(t *testing.T) {
 		t.Fatalf("verify ID:\n%s", out)
 	}
 	code, js, _ := edx(t, append([]string{"verify", "--json", bc}, auditor...)...)
-	var v api.Verification
+	var v service.Verification
 	if code != 0 || json.Unmarshal([]byte(js), &v) != nil || !v.Valid || !v.Archive.Matches {
 		t.Fatalf("verify ID --json: %d\n%s", code, js)
 	}

@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"text/tabwriter"
 
-	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -71,7 +71,7 @@ func cmdStatuses(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var d api.Document
+	var d service.Document
 	if err := c.do(ctx, "GET", "/api/v1/documents/"+string(id), nil, &d); err != nil {
 		return fail(e, "%v", err)
 	}

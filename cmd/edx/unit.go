@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/witness"
 )
@@ -42,7 +42,7 @@ func unitArg(e *env, fs *flag.FlagSet, flagValue string) (document.UnitID, int) 
 }
 
 // writeBundle writes a unit's files (the non-empty ones) to dir.
-func writeBundle(dir string, b *api.UnitBundle) ([]string, error) {
+func writeBundle(dir string, b *service.UnitBundle) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -124,7 +124,7 @@ func witnessKeyArg(v string) (string, error) {
 	return "", fmt.Errorf("--witness-key: %s holds no witness key", v)
 }
 
-func credsLine(b *api.UnitBundle) string {
+func credsLine(b *service.UnitBundle) string {
 	if b.Unit.CredsExpire.IsZero() {
 		return "NATS credentials do not expire"
 	}
@@ -147,7 +147,7 @@ func unitDisable(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var v api.UnitView
+	var v service.UnitView
 	if err := c.do(ctx, "POST", "/api/v1/units/"+string(u)+"/disable", nil, &v); err != nil {
 		return fail(e, "%v", err)
 	}
@@ -172,7 +172,7 @@ func unitEnable(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var b api.UnitBundle
+	var b service.UnitBundle
 	if err := c.do(ctx, "POST", "/api/v1/units/"+string(u)+"/enable", nil, &b); err != nil {
 		return fail(e, "%v", err)
 	}
@@ -195,7 +195,7 @@ func unitRotate(ctx context.Context, e *env, args []string) int {
 	if code >= 0 {
 		return code
 	}
-	req := api.RotateRequest{NewCert: *newCert}
+	req := service.RotateRequest{NewCert: *newCert}
 	if *wkey != "" {
 		v, err := witnessKeyArg(*wkey)
 		if err != nil {
@@ -214,14 +214,14 @@ func unitRotate(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var b api.UnitBundle
+	var b service.UnitBundle
 	if err := c.do(ctx, "POST", "/api/v1/units/"+string(u)+"/rotate", req, &b); err != nil {
 		return fail(e, "%v", err)
 	}
 	return bundleWritten(e, u, "rotated", *out, &b)
 }
 
-func bundleWritten(e *env, u document.UnitID, what, out string, b *api.UnitBundle) int {
+func bundleWritten(e *env, u document.UnitID, what, out string, b *service.UnitBundle) int {
 	dir := out
 	if dir == "" {
 		dir = filepath.Join("units", string(u))
@@ -262,7 +262,7 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "witness key: %v", err)
 	}
-	req := api.UnitRequest{ID: u, Name: *name, WitnessKey: vkey}
+	req := service.UnitRequest{ID: u, Name: *name, WitnessKey: vkey}
 	if *certPath != "" {
 		b, err := os.ReadFile(*certPath)
 		if err != nil {
@@ -274,7 +274,7 @@ func unitAdd(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var b api.UnitBundle
+	var b service.UnitBundle
 	if err := c.do(ctx, "POST", "/api/v1/units", req, &b); err != nil {
 		return fail(e, "%v", err)
 	}
@@ -307,7 +307,7 @@ func unitList(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var units []api.UnitView
+	var units []service.UnitView
 	if err := c.do(ctx, "GET", "/api/v1/units", nil, &units); err != nil {
 		return fail(e, "%v", err)
 	}

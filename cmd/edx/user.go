@@ -8,8 +8,8 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -64,7 +64,7 @@ func userAdd(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var res api.NewUserResult
+	var res service.NewUserResult
 	req := auth.NewUser{Name: fs.Arg(0), DisplayName: *display, Role: auth.Role(*role), Unit: document.UnitID(*unit), Password: pw}
 	if err := c.do(ctx, "POST", "/api/v1/users", req, &res); err != nil {
 		return fail(e, "%v", err)
@@ -79,8 +79,8 @@ func userAdd(ctx context.Context, e *env, args []string) int {
 		fmt.Fprintf(e.stdout, "password: %s\n(shown once: hand it over safely; it can be changed on the account page)\n", res.Password)
 	}
 	if *token != "" {
-		var tr api.NewTokenResult
-		if err := c.do(ctx, "POST", "/api/v1/tokens", api.TokenRequest{Name: *token, User: u.Name}, &tr); err != nil {
+		var tr service.NewTokenResult
+		if err := c.do(ctx, "POST", "/api/v1/tokens", service.TokenRequest{Name: *token, User: u.Name}, &tr); err != nil {
 			return fail(e, "%v", err)
 		}
 		fmt.Fprintf(e.stdout, "token %s: %s\n(expires %s; shown once: use it as EDX_TOKEN or in a --token-file)\n", tr.Token.ID, tr.Secret, showTime(tr.Token.Expires))
@@ -199,8 +199,8 @@ func userToken(ctx context.Context, e *env, args []string) int {
 	if err != nil {
 		return fail(e, "%v", err)
 	}
-	var tr api.NewTokenResult
-	if err := c.do(ctx, "POST", "/api/v1/tokens", api.TokenRequest{Name: *name, User: fs.Arg(0), TTL: *ttl}, &tr); err != nil {
+	var tr service.NewTokenResult
+	if err := c.do(ctx, "POST", "/api/v1/tokens", service.TokenRequest{Name: *name, User: fs.Arg(0), TTL: *ttl}, &tr); err != nil {
 		return fail(e, "%v", err)
 	}
 	fmt.Fprintf(e.stdout, "token %s for %s: %s\n(expires %s; shown once: use it as EDX_TOKEN or in a --token-file)\n",

@@ -10,7 +10,7 @@ import (
 	"net/url"
 	"os"
 
-	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -56,7 +56,7 @@ func verifyByID(ctx context.Context, e *env, args []string) (int, bool) {
 	if *at != "" {
 		path += "?at=" + url.QueryEscape(*at)
 	}
-	var v api.Verification
+	var v service.Verification
 	if err := c.do(ctx, "POST", path, nil, &v); err != nil {
 		return fail(e, "%v", err), true
 	}

@@ -2,14 +2,15 @@
 // Prometheus metrics, and the REST API under /api/v1 that openapi.yaml
 // describes (a test holds the two together): document search, detail,
 // downloads and verification, units with their counters, users and API
-// tokens. Records holds the access-checked operations, which the web UI
-// (hub/web) calls too.
+// tokens. It is a thin face on the hub's application service
+// (hub/service), which holds every operation and its access rules; the web
+// UI (hub/web) is the other.
 //
 // Requests are identified by hub/auth: an API token or the admin token
 // (Authorization: Bearer), or a sign-in session cookie. Unsafe requests
 // made with a session cookie must carry its CSRF token (X-CSRF-Token).
-// Errors are JSON {"error": "..."}, mapped to HTTP status codes in one table
-// (errorStatus); internal detail is logged, not shown.
+// Errors are JSON {"error": "..."}, with the HTTP status of the service's
+// one table (service.Status); internal detail is logged, not shown.
 package api
 
 import (
@@ -18,8 +19,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"iter"
 	"log/slog"
 	"maps"
 	"net"
@@ -32,10 +31,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
-	"github.com/edxhub/edx/hub/index"
-	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/hub/service"
 )
 
 // DefaultListen is the hub's HTTP address.
@@ -50,7 +47,7 @@ var OpenAPI []byte
 type Config struct {
 	Listen string `yaml:"listen"`
 	// MaxVerifications bounds the containers verified at once for the API
-	// and the web UI (Records.MaxVerifications); 0: one per CPU.
+	// and the web UI (service.Deps.MaxVerifications); 0: one per CPU.
 	MaxVerifications int `yaml:"max_verifications"`
 }
 
@@ -65,118 +62,13 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Error kinds, mapped to HTTP status codes in errorStatus.
-var (
-	ErrInvalid      = errors.New("invalid")
-	ErrNotFound     = errors.New("not found")
-	ErrConflict     = errors.New("conflict")
-	ErrForbidden    = errors.New("forbidden")
-	ErrUnauthorized = errors.New("sign-in or a valid bearer token is required")
-	ErrUnavailable  = errors.New("unavailable")
-)
-
-func errorStatus(err error) int {
-	switch {
-	case errors.Is(err, ErrInvalid), errors.Is(err, index.ErrInvalid), errors.Is(err, auth.ErrInvalid):
-		return http.StatusBadRequest
-	case errors.Is(err, ErrUnauthorized), errors.Is(err, auth.ErrCredentials):
-		return http.StatusUnauthorized
-	case errors.Is(err, ErrForbidden):
-		return http.StatusForbidden
-	case errors.Is(err, ErrNotFound), errors.Is(err, index.ErrNotFound), errors.Is(err, archive.ErrNotFound), errors.Is(err, auth.ErrNotFound):
-		return http.StatusNotFound
-	case errors.Is(err, ErrConflict), errors.Is(err, archive.ErrConflict), errors.Is(err, auth.ErrConflict), errors.Is(err, auth.ErrLimit):
-		return http.StatusConflict
-	case errors.Is(err, auth.ErrRateLimited):
-		return http.StatusTooManyRequests
-	case errors.Is(err, ErrUnavailable), errors.Is(err, archive.ErrUnavailable):
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusInternalServerError
-}
-
-// Status returns the HTTP status code for an error of Records (for the web UI).
-func Status(err error) int { return errorStatus(err) }
-
-// Units registers units and changes their state (the hub implements it).
-type Units interface {
-	AddUnit(ctx context.Context, req UnitRequest) (*UnitBundle, error)
-	// DisableUnit revokes the unit's NATS credentials; the hub refuses its
-	// documents (sender.disabled) and documents to it (recipient.disabled).
-	DisableUnit(ctx context.Context, id document.UnitID) (index.Unit, error)
-	// EnableUnit allows a disabled unit again, with fresh NATS credentials
-	// (the ones it had were revoked when it was disabled).
-	EnableUnit(ctx context.Context, id document.UnitID) (*UnitBundle, error)
-	// RotateUnit issues new NATS credentials and revokes the old ones; with
-	// a certificate (given, or issued by the development CA), the unit's
-	// certificate is replaced too.
-	RotateUnit(ctx context.Context, id document.UnitID, req RotateRequest) (*UnitBundle, error)
-}
-
-// RotateRequest asks for a unit's new credentials.
-type RotateRequest struct {
-	// NewCert asks the development CA for a new key and certificate.
-	NewCert bool `json:"new_cert,omitempty"`
-	// CertPEM is the unit's new certificate (with its chain), from the
-	// city's CA.
-	CertPEM string `json:"cert_pem,omitempty"`
-	// WitnessKey replaces the unit's witness key (the public half of the
-	// key its agent cosigns the hub's log with, a C2SP cosignature/v1
-	// verifier key named edx-witness/<unit>).
-	WitnessKey string `json:"witness_key,omitempty"`
-}
-
-// UnitRequest asks to register a unit.
-type UnitRequest struct {
-	ID      document.UnitID `json:"id"`
-	Name    string          `json:"name"`
-	CertPEM string          `json:"cert_pem,omitempty"` // the unit's own certificate; empty: issue one from the development CA
-	// WitnessKey is the public half of the key the unit's agent cosigns
-	// the hub's log with (edx unit add makes the key beside the agent's
-	// files); empty: the agent registers one itself.
-	WitnessKey string `json:"witness_key,omitempty"`
-}
-
-// UnitBundle is what a registered unit's agent needs.
-type UnitBundle struct {
-	Unit     index.Unit `json:"unit"`
-	KeyPEM   string     `json:"key_pem,omitempty"` // only when the hub issued the key
-	CertPEM  string     `json:"cert_pem"`
-	RootsPEM string     `json:"roots_pem"`
-	Creds    string     `json:"nats_creds"`
-	NATSURL  string     `json:"nats_url"`
-	// LogKey is the verifier key of the hub's transparency log, which the
-	// agent witnesses (checks every checkpoint against).
-	LogKey string `json:"log_key,omitempty"`
-	// WitnessKey is the unit's witness key in the registry.
-	WitnessKey string `json:"witness_key,omitempty"`
-}
-
-// Index is what the API reads from the index.
-type Index interface {
-	Search(ctx context.Context, q index.Query) (index.Page, error)
-	Get(ctx context.Context, id document.ID) (*index.Detail, error)
-	GetUnit(ctx context.Context, id document.UnitID) (index.Unit, error)
-	ListUnits(ctx context.Context) ([]index.Unit, error)
-	UnitCounters(ctx context.Context, unit document.UnitID) (index.Counters, error)
-	Overdue(ctx context.Context, unit document.UnitID, now time.Time) ([]index.Summary, error)
-	Ping(ctx context.Context) error
-}
-
-// Archive is what the API reads from the archive.
-type Archive interface {
-	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
-	Open(ctx context.Context, key string) (io.ReadCloser, archive.Object, error)
-	List(ctx context.Context, prefix string) iter.Seq2[archive.Object, error]
-	Ping(ctx context.Context) error
-}
-
 // Deps are the API's collaborators.
 type Deps struct {
-	Records *Records
-	Units   Units
-	// Auth holds accounts, sessions and tokens; nil accepts the admin token
-	// alone.
+	// Service is what the API is a face of: every operation goes through
+	// it, with the caller's identity.
+	Service *service.Service
+	// Auth identifies requests (tokens, sessions, CSRF); nil accepts the
+	// admin token alone.
 	Auth     *auth.Store
 	Ready    func(ctx context.Context) map[string]error // readiness checks by name (NATS, write checks, CRLs), over the pings
 	Gatherer prometheus.Gatherer
@@ -193,7 +85,7 @@ func Handler(d Deps) http.Handler {
 	if d.Log == nil {
 		d.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &server{d: d, rec: d.Records}
+	s := &server{d: d, svc: d.Service}
 	r := chi.NewRouter()
 	r.Use(middleware.RequestID, middleware.Recoverer, s.logRequests, s.identify)
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
@@ -243,7 +135,7 @@ func Handler(d Deps) http.Handler {
 
 type server struct {
 	d   Deps
-	rec *Records
+	svc *service.Service
 }
 
 func (s *server) logRequests(next http.Handler) http.Handler {
@@ -270,11 +162,11 @@ func (s *server) requireIdentity(next http.Handler) http.Handler {
 		id := auth.FromContext(r.Context())
 		if id == nil {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="edx"`)
-			s.fail(w, r, ErrUnauthorized)
+			s.fail(w, r, service.ErrUnauthorized)
 			return
 		}
 		if !safeMethod(r.Method) && s.d.Auth != nil && !s.d.Auth.CheckCSRF(r) {
-			s.fail(w, r, fmt.Errorf("%w: a session-authenticated request must carry X-CSRF-Token", ErrForbidden))
+			s.fail(w, r, fmt.Errorf("%w: a session-authenticated request must carry X-CSRF-Token", service.ErrForbidden))
 			return
 		}
 		next.ServeHTTP(w, r)
@@ -298,7 +190,7 @@ func apiHeaders(next http.Handler) http.Handler {
 func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
 	defer cancel()
-	checks := map[string]error{"index": s.rec.Index.Ping(ctx), "archive": s.rec.Archive.Ping(ctx)}
+	checks := s.svc.Checks(ctx)
 	if s.d.Ready != nil {
 		maps.Copy(checks, s.d.Ready(ctx))
 	}
@@ -313,15 +205,15 @@ func (s *server) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := errorStatus(err)
+	code := service.Status(err)
 	msg := http.StatusText(code)
 	switch {
 	case code < 500:
 		msg = err.Error()
-	case errors.Is(err, ErrBusy):
+	case errors.Is(err, service.ErrBusy):
 		// Load shed, not a fault.
 		msg = err.Error()
-		w.Header().Set("Retry-After", strconv.Itoa(busyRetryAfter))
+		w.Header().Set("Retry-After", strconv.Itoa(service.BusyRetryAfter))
 		s.d.Log.Warn("http: busy", "path", r.URL.Path)
 	default:
 		s.d.Log.Error("http", "path", r.URL.Path, "err", err)
@@ -338,9 +230,18 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %v", service.ErrInvalid, err)
 	}
 	return nil
+}
+
+// answer writes v with code, or the error.
+func (s *server) answer(w http.ResponseWriter, r *http.Request, code int, v any, err error) {
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, code, v)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

@@ -19,23 +19,24 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/service"
+	"github.com/edxhub/edx/hub/service/servicetest"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
 const (
-	unitA = apitest.UnitA
-	unitB = apitest.UnitB
-	unitC = apitest.UnitC
+	unitA = servicetest.UnitA
+	unitB = servicetest.UnitB
+	unitC = servicetest.UnitC
 )
 
 // fixture serves the API over a fixture's records.
 type fixture struct {
-	*apitest.Fixture
+	*servicetest.Fixture
 	t   *testing.T
 	srv *httptest.Server
 	// shorthands
@@ -48,17 +49,22 @@ type fixture struct {
 	docs    map[string]document.ID
 }
 
-func newFixture(t *testing.T) *fixture {
-	a := apitest.New(t)
+// newFixture serves a fixture's service through the API; edit changes the
+// service's dependencies first.
+func newFixture(t *testing.T, edit ...func(*service.Deps)) *fixture {
+	a := servicetest.New(t)
+	for _, e := range edit {
+		a.Reconfigure(e)
+	}
 	f := &fixture{Fixture: a, t: t, ix: a.Index, ca: a.CA, trust: a.Trust, signers: a.Signers, auth: a.Auth, admin: a.AdminToken, docs: a.Docs}
-	f.srv = httptest.NewServer(api.Handler(api.Deps{Records: a.Records, Auth: a.Auth, AdminToken: a.AdminToken, Log: a.Log}))
+	f.srv = httptest.NewServer(api.Handler(api.Deps{Service: a.Service, Auth: a.Auth, AdminToken: a.AdminToken, Log: a.Log}))
 	t.Cleanup(f.srv.Close)
 	return f
 }
 
-func day(month, d int) time.Time { return apitest.Day(month, d) }
+func day(month, d int) time.Time { return servicetest.Day(month, d) }
 
-type docSpec = apitest.DocSpec
+type docSpec = servicetest.DocSpec
 
 func (f *fixture) accept(s docSpec) document.ID { return f.Accept(s) }
 
@@ -283,7 +289,7 @@ func TestAccess(t *testing.T) {
 	f.getJSON(staffA, "/api/v1/units/"+string(unitA), 200, nil)
 	f.getJSON(staffA, "/api/v1/units/"+string(unitB), 403, nil)
 	f.getJSON(staffA, "/api/v1/units/"+string(unitB)+"/overdue", 403, nil)
-	var units []api.UnitView
+	var units []service.UnitView
 	f.getJSON(staffA, "/api/v1/units?counters=true", 200, &units)
 	for _, u := range units {
 		if (u.Counters != nil) != (u.ID == unitA) {
@@ -331,14 +337,14 @@ func TestDetailAndDownloads(t *testing.T) {
 	tok := f.user("luu-tru", auth.RoleArchivist, "")
 	id := f.docs["qd-dat-dai"]
 	var d struct {
-		Document   document.Document    `json:"document"`
-		Files      []index.File         `json:"files"`
-		Recipients []index.Recipient    `json:"recipients"`
-		History    []index.StatusEntry  `json:"history"`
-		Signature  api.SignatureSummary `json:"signature"`
-		Signer     index.SignerInfo     `json:"signer"`
-		SHA        string               `json:"container_sha256"`
-		Accepted   time.Time            `json:"accepted_at"`
+		Document   document.Document        `json:"document"`
+		Files      []index.File             `json:"files"`
+		Recipients []index.Recipient        `json:"recipients"`
+		History    []index.StatusEntry      `json:"history"`
+		Signature  service.SignatureSummary `json:"signature"`
+		Signer     index.SignerInfo         `json:"signer"`
+		SHA        string                   `json:"container_sha256"`
+		Accepted   time.Time                `json:"accepted_at"`
 	}
 	f.getJSON(tok, "/api/v1/documents/"+string(id), 200, &d)
 	if d.Document.Subject != "Quyết định phê duyệt kế hoạch sử dụng đất đai năm 2026" || d.Document.From != unitA {
@@ -423,7 +429,7 @@ type verification struct {
 	Valid     bool                     `json:"valid"`
 	Container *container.Report        `json:"container"`
 	Receipt   *container.ReceiptReport `json:"receipt"`
-	Archive   *api.ArchiveCheck        `json:"archive"`
+	Archive   *service.ArchiveCheck    `json:"archive"`
 }
 
 // TestVerify: re-verification of archived containers now and as of
@@ -532,7 +538,7 @@ func TestVerify(t *testing.T) {
 func TestUnits(t *testing.T) {
 	f := newFixture(t)
 	tok := f.user("van-thu-a", auth.RoleStaff, unitA)
-	var u api.UnitView
+	var u service.UnitView
 	f.getJSON(tok, "/api/v1/units/"+string(unitA), 200, &u)
 	want := index.Counters{Sent: 2, Received: 1, Pending: 1, Overdue: 1, Undelivered: 1}
 	if u.Name != "Sở Nội vụ" || u.Counters == nil || *u.Counters != want {
@@ -552,13 +558,13 @@ func TestUnits(t *testing.T) {
 	if len(list) != 1 || list[0].ID != f.docs["qd-dat-dai"] { // B finished the report, not the decision
 		t.Fatalf("B pending: %+v", list)
 	}
-	var all []api.UnitView
+	var all []service.UnitView
 	f.getJSON(adm, "/api/v1/units?counters=true", 200, &all)
 	if len(all) != 3 || all[2].Counters == nil || all[2].Counters.Received != 27 {
 		t.Fatalf("units: %+v", all)
 	}
 	// The plain list (edx unit list) has no counters.
-	var plain []api.UnitView
+	var plain []service.UnitView
 	f.getJSON(f.admin, "/api/v1/units", 200, &plain)
 	if len(plain) != 3 || plain[0].Counters != nil {
 		t.Fatalf("plain units: %+v", plain)
@@ -582,7 +588,7 @@ func TestUsersAndTokens(t *testing.T) {
 			must(t, json.Unmarshal(rb, out))
 		}
 	}
-	var res api.NewUserResult
+	var res service.NewUserResult
 	post(f.admin, "/api/v1/users", map[string]any{"name": "van-thu-b", "display_name": "Văn thư Sở TN&MT", "role": "staff", "unit": unitB}, 201, &res)
 	if res.Password == "" || res.User.Unit != unitB {
 		t.Fatalf("created: %+v", res)
@@ -593,7 +599,7 @@ func TestUsersAndTokens(t *testing.T) {
 	post(f.admin, "/api/v1/users", map[string]any{"name": "x3", "role": "root"}, 400, nil)
 	post(f.admin, "/api/v1/users", map[string]any{"name": "x4", "role": "auditor", "extra": 1}, 400, nil)
 	// A token for that user, made by the admin; then the user's own.
-	var tr api.NewTokenResult
+	var tr service.NewTokenResult
 	post(f.admin, "/api/v1/tokens", map[string]any{"name": "script", "user": "van-thu-b", "ttl": "720h"}, 201, &tr)
 	if !strings.HasPrefix(tr.Secret, "edx_") || tr.Token.Expires.IsZero() {
 		t.Fatalf("token: %+v", tr)
@@ -606,7 +612,7 @@ func TestUsersAndTokens(t *testing.T) {
 	}
 	// A token makes no tokens (an admin makes the second).
 	post(tr.Secret, "/api/v1/tokens", map[string]any{"name": "second"}, 403, nil)
-	var tr2 api.NewTokenResult
+	var tr2 service.NewTokenResult
 	post(f.admin, "/api/v1/tokens", map[string]any{"name": "second", "user": "van-thu-b"}, 201, &tr2)
 	post(tr.Secret, "/api/v1/tokens", map[string]any{"name": "for someone", "user": "admin"}, 403, nil)
 	var ts []auth.Token
@@ -717,7 +723,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 			documented = append(documented, strings.ToUpper(m)+" "+p)
 		}
 	}
-	h := api.Handler(api.Deps{Records: &api.Records{}, Gatherer: prometheus.NewRegistry()})
+	h := api.Handler(api.Deps{Gatherer: prometheus.NewRegistry()})
 	var routed []string
 	chi.Walk(h.(chi.Routes), func(method, route string, _ http.Handler, _ ...func(http.Handler) http.Handler) error {
 		routed = append(routed, method+" "+strings.TrimSuffix(route, "/"))

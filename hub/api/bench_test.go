@@ -17,11 +17,16 @@ import (
 	"time"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
+	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/registry"
+	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/service"
+	"github.com/edxhub/edx/hub/service/servicetest"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/pki"
 )
 
 // BenchmarkSearchAPI measures issue #5's query — keywords + a unit + a date
@@ -69,13 +74,37 @@ func BenchmarkSearchAPI(b *testing.B) {
 			break
 		}
 	}
-	st, err := auth.Open(ctx, auth.Config{Path: filepath.Join(b.TempDir(), "users.db"), PasswordHash: apitest.FastHash}, broker.ForTest(b).HubJetStream(b), log)
+	js := broker.ForTest(b).HubJetStream(b)
+	st, err := auth.Open(ctx, auth.Config{Path: filepath.Join(b.TempDir(), "users.db"), PasswordHash: servicetest.FastHash}, js, log)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer st.Close()
+	// The service's other stores, empty: the benchmark searches.
+	endpoint, ak, sk := s3embed.ForTest(b)
+	arch, err := archive.New(ctx, archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: fmt.Sprintf("apibench-%d", os.Getpid())}, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	reg, err := registry.Open(ctx, js, broker.BucketOptions{}, arch, log)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer reg.Close()
+	ca, err := pki.InitCA(b.TempDir(), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	trust, err := pki.LoadTrust(ca.RootsPath())
+	if err != nil {
+		b.Fatal(err)
+	}
+	svc, err := service.New(service.Deps{Index: ix, Archive: arch, Registry: reg, Accounts: st, Trust: trust, CursorKey: st.CursorKey(), Log: log})
+	if err != nil {
+		b.Fatal(err)
+	}
 	token := func(name string, role auth.Role, unit document.UnitID) string {
-		if _, err := st.AddUser(ctx, auth.NewUser{Name: name, Role: role, Unit: unit, Password: apitest.Password}); err != nil {
+		if _, err := st.AddUser(ctx, auth.NewUser{Name: name, Role: role, Unit: unit, Password: servicetest.Password}); err != nil {
 			b.Fatal(err)
 		}
 		sec, _, err := st.NewToken(ctx, name, "bench", 0)
@@ -89,7 +118,7 @@ func BenchmarkSearchAPI(b *testing.B) {
 	for i, u := range units {
 		staff[u] = token(fmt.Sprintf("van-thu-%d", i), auth.RoleStaff, u)
 	}
-	srv := httptest.NewServer(api.Handler(api.Deps{Records: &api.Records{Index: ix}, Auth: st, Log: log}))
+	srv := httptest.NewServer(api.Handler(api.Deps{Service: svc, Auth: st, Log: log}))
 	defer srv.Close()
 	words := []string{"dat dai", "quyet dinh", "ke hoach", "chuyen doi so", "ngan sach", "xay dung", "cai cach hanh chinh",
 		"giai phong mat bang", "tuyen sinh", "moi truong", "phe duyet", "trien khai", "kiem tra", "huong dan", "đất đai", "quyết định"}

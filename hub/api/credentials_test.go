@@ -14,10 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/service"
+	"github.com/edxhub/edx/hub/service/servicetest"
 )
 
 // session is a person signed in, as the web UI's sign-in leaves them: a
@@ -83,9 +83,9 @@ func TestTokensAndPasswords(t *testing.T) {
 		t.Fatalf("a token made by a token: %d %s", c, b)
 	}
 	// A session does; with no lifetime given, the hub's default.
-	s := f.signIn("kiem-toan", apitest.Password)
+	s := f.signIn("kiem-toan", servicetest.Password)
 	c, b := s.do("POST", "/api/v1/tokens", map[string]any{"name": "nightly audit"})
-	var fromSession api.NewTokenResult
+	var fromSession service.NewTokenResult
 	if c != 201 || json.Unmarshal(b, &fromSession) != nil {
 		t.Fatalf("a token made by a session: %d %s", c, b)
 	}
@@ -108,7 +108,7 @@ func TestTokensAndPasswords(t *testing.T) {
 	// One's own password: not with a token, not without the current one,
 	// not with a wrong one.
 	const newPW = "một mật khẩu mới dài"
-	if c, _ := f.call(tok, "PATCH", "/api/v1/users/kiem-toan", map[string]any{"password": newPW, "current_password": apitest.Password}); c != 403 {
+	if c, _ := f.call(tok, "PATCH", "/api/v1/users/kiem-toan", map[string]any{"password": newPW, "current_password": servicetest.Password}); c != 403 {
 		t.Fatalf("own password with a token: %d", c)
 	}
 	if c, b := s.do("PATCH", "/api/v1/users/kiem-toan", map[string]any{"password": newPW}); c != 400 || !strings.Contains(string(b), "current_password") {
@@ -120,7 +120,7 @@ func TestTokensAndPasswords(t *testing.T) {
 	if me(tok) != 200 || me(fromSession.Secret) != 200 {
 		t.Fatal("refused changes ended tokens")
 	}
-	if c, b := s.do("PATCH", "/api/v1/users/kiem-toan", map[string]any{"password": newPW, "current_password": apitest.Password}); c != 200 {
+	if c, b := s.do("PATCH", "/api/v1/users/kiem-toan", map[string]any{"password": newPW, "current_password": servicetest.Password}); c != 200 {
 		t.Fatalf("own password: %d %s", c, b)
 	}
 	// Every token and the session are gone, and the account holds none.
@@ -151,7 +151,7 @@ func TestTokensAndPasswords(t *testing.T) {
 	}
 	// Disabling ends them for good: enabling brings none back.
 	staff2 := f.user("van-thu-b", auth.RoleStaff, unitB)
-	sb := f.signIn("van-thu-b", apitest.Password)
+	sb := f.signIn("van-thu-b", servicetest.Password)
 	if c, _ := f.call(f.admin, "PATCH", "/api/v1/users/van-thu-b", map[string]any{"disabled": true}); c != 200 {
 		t.Fatal("disable")
 	}

@@ -12,17 +12,17 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 )
 
 func (s *server) search(w http.ResponseWriter, r *http.Request) {
-	q, err := ParseQuery(r.URL.Query())
+	q, err := service.ParseQuery(r.URL.Query())
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	p, err := s.rec.Search(r.Context(), identity(r), q)
+	p, err := s.svc.Search(r.Context(), identity(r), q)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -33,7 +33,7 @@ func (s *server) search(w http.ResponseWriter, r *http.Request) {
 func docID(r *http.Request) document.ID { return document.ID(chi.URLParam(r, "id")) }
 
 func (s *server) document(w http.ResponseWriter, r *http.Request) {
-	d, err := s.rec.Document(r.Context(), identity(r), docID(r))
+	d, err := s.svc.Document(r.Context(), identity(r), docID(r))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -57,9 +57,9 @@ func (s *server) download(what string) http.HandlerFunc {
 		ctype, name := MediaContainer, string(id)+".asice"
 		if what == "receipt" {
 			ctype, name = MediaReceipt, string(id)+".receipt.p7s"
-			b, _, err = s.rec.Receipt(r.Context(), identity(r), id)
+			b, _, err = s.svc.Receipt(r.Context(), identity(r), id)
 		} else {
-			b, _, err = s.rec.Container(r.Context(), identity(r), id)
+			b, _, err = s.svc.Container(r.Context(), identity(r), id)
 		}
 		if err != nil {
 			s.fail(w, r, err)
@@ -74,11 +74,11 @@ func (s *server) file(w http.ResponseWriter, r *http.Request) {
 	if r.URL.RawPath != "" {
 		var err error
 		if name, err = url.PathUnescape(name); err != nil {
-			s.fail(w, r, fmt.Errorf("%w: file name: %v", ErrInvalid, err))
+			s.fail(w, r, fmt.Errorf("%w: file name: %v", service.ErrInvalid, err))
 			return
 		}
 	}
-	rc, info, err := s.rec.OpenFile(r.Context(), identity(r), docID(r), name)
+	rc, info, err := s.svc.OpenFile(r.Context(), identity(r), docID(r), name)
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -119,7 +119,7 @@ func fileHeaders(w http.ResponseWriter, size int64, mediaType, name string, inli
 }
 
 func (s *server) verifyArchived(w http.ResponseWriter, r *http.Request) {
-	v, err := s.rec.Verify(r.Context(), identity(r), docID(r), r.URL.Query().Get("at"))
+	v, err := s.svc.Verify(r.Context(), identity(r), docID(r), r.URL.Query().Get("at"))
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -127,12 +127,9 @@ func (s *server) verifyArchived(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// maxUpload bounds an uploaded container and its receipt.
-var maxUpload = container.DefaultLimits.MaxSize + 1<<20
-
 func (s *server) verifyUpload(w http.ResponseWriter, r *http.Request) {
-	v, err := s.rec.VerifyUpload(identity(r), func() ([]byte, []byte, string, error) {
-		data, receipt, err := ReadUpload(w, r)
+	v, err := s.svc.VerifyUpload(identity(r), func() ([]byte, []byte, string, error) {
+		data, receipt, err := readUpload(w, r)
 		if err != nil {
 			return nil, nil, "", err
 		}
@@ -149,24 +146,24 @@ func (s *server) verifyUpload(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, v)
 }
 
-// ReadUpload reads a container to verify: a multipart form with a part
+// readUpload reads a container to verify: a multipart form with a part
 // "container" and an optional part "receipt", or the container alone as the
 // body.
-func ReadUpload(w http.ResponseWriter, r *http.Request) (data, receipt []byte, err error) {
-	r.Body = http.MaxBytesReader(w, r.Body, maxUpload)
+func readUpload(w http.ResponseWriter, r *http.Request) (data, receipt []byte, err error) {
+	r.Body = http.MaxBytesReader(w, r.Body, service.MaxUpload)
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	if mt != "multipart/form-data" {
 		data, err = io.ReadAll(r.Body)
 		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+			return nil, nil, fmt.Errorf("%w: %v", service.ErrInvalid, err)
 		}
 		if len(data) == 0 {
-			return nil, nil, fmt.Errorf("%w: an empty body: send the container, or a multipart form with a part \"container\"", ErrInvalid)
+			return nil, nil, fmt.Errorf("%w: an empty body: send the container, or a multipart form with a part \"container\"", service.ErrInvalid)
 		}
 		return data, nil, nil
 	}
 	if err := r.ParseMultipartForm(32 << 20); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+		return nil, nil, fmt.Errorf("%w: %v", service.ErrInvalid, err)
 	}
 	read := func(name string) ([]byte, error) {
 		f, _, err := r.FormFile(name)
@@ -174,7 +171,7 @@ func ReadUpload(w http.ResponseWriter, r *http.Request) (data, receipt []byte, e
 			return nil, nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalid, name, err)
+			return nil, fmt.Errorf("%w: %s: %v", service.ErrInvalid, name, err)
 		}
 		defer f.Close()
 		return io.ReadAll(f.(multipart.File))
@@ -183,7 +180,7 @@ func ReadUpload(w http.ResponseWriter, r *http.Request) (data, receipt []byte, e
 		return nil, nil, err
 	}
 	if len(data) == 0 {
-		return nil, nil, fmt.Errorf("%w: the form has no part \"container\"", ErrInvalid)
+		return nil, nil, fmt.Errorf("%w: the form has no part \"container\"", service.ErrInvalid)
 	}
 	if receipt, err = read("receipt"); err != nil {
 		return nil, nil, err

@@ -19,6 +19,7 @@ import (
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/container/containertest"
 	"github.com/edxhub/edx/pkg/document"
@@ -115,9 +116,9 @@ func bombMeta(t *testing.T) []byte {
 // container.zip_bomb, and the hub's memory stays bounded (the peak growth
 // of the live heap and of the resident set are logged).
 func TestConcurrentHostileVerification(t *testing.T) {
-	f := newFixture(t)
 	const n = 4
-	f.Records.MaxVerifications = n // every upload verifies: what bounds memory is the reader
+	// Every upload verifies: what bounds memory is the reader.
+	f := newFixture(t, func(d *service.Deps) { d.MaxVerifications = n })
 	tok := f.user("kiem-toan", auth.RoleAuditor, "")
 	bomb, err := containertest.FlatBomb(bombMeta(t), f.signers[unitA], 990, 1<<20)
 	must(t, err)
@@ -167,16 +168,15 @@ func TestConcurrentHostileVerification(t *testing.T) {
 // the re-verification of an archived document answer 503 with
 // Retry-After, without reading the upload; once a slot frees, they verify.
 func TestVerifyBusy(t *testing.T) {
-	f := newFixture(t)
-	f.Records.MaxVerifications = 1
+	f := newFixture(t, func(d *service.Deps) { d.MaxVerifications = 1 })
 	tok := f.user("kiem-toan", auth.RoleAuditor, "")
 	id := string(f.docs["qd-bc"])
 	auditor := &auth.Identity{User: auth.User{Name: "kiem-toan", Role: auth.RoleAuditor}}
 	holding, release := make(chan struct{}), make(chan struct{})
-	go f.Records.VerifyUpload(auditor, func() ([]byte, []byte, string, error) {
+	go f.Service.VerifyUpload(auditor, func() ([]byte, []byte, string, error) {
 		close(holding)
 		<-release
-		return nil, nil, "", api.ErrInvalid
+		return nil, nil, "", service.ErrInvalid
 	})
 	<-holding
 	resp, data := f.get(f.user("luu-tru", auth.RoleArchivist, ""), "/api/v1/documents/"+id+"/container")

@@ -273,7 +273,7 @@ func (s *Store) AdminToken(ctx context.Context, file string) (string, error) {
 	return tok, nil
 }
 
-// CursorKey is the hub's key for sealing search cursors (api.Records), kept
+// CursorKey is the hub's key for sealing search cursors (hub/service), kept
 // with the accounts so that it survives restarts and is the same on every
 // hub.
 func (s *Store) CursorKey() []byte { return s.cursorKey }

@@ -9,7 +9,8 @@
 // enabled a moment ago through another hub is never refused for it. Writes
 // are compare-and-set on the unit's last revision, retried on conflict, so
 // two hubs changing one unit never lose a change. Every change is archived
-// under units/<id>/ (the archive stays what reindex rebuilds the index from).
+// where the archive's layout puts it (projection.UnitKey: the archive stays
+// what reindex rebuilds the index from).
 package registry
 
 import (
@@ -30,6 +31,7 @@ import (
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -150,13 +152,6 @@ func (u Unit) clone() Unit {
 // Archive is where every change is archived (hub/archive).
 type Archive interface {
 	Put(ctx context.Context, key string, data []byte, contentType string, meta map[string]string) (archive.Object, error)
-}
-
-// ArchiveKey is the archive key of a unit's record changed at t:
-// units/<id>/<t in Unix nanoseconds>.json, which reindex reads in key order
-// (the last one of a unit wins).
-func ArchiveKey(id document.UnitID, t time.Time) string {
-	return fmt.Sprintf("units/%s/%d.json", id, t.UnixNano())
 }
 
 // Registry is the shared unit registry and this hub's view of it. Its
@@ -503,7 +498,7 @@ func (r *Registry) Update(ctx context.Context, id document.UnitID, change Change
 			return Unit{}, fmt.Errorf("registry: unit %s: %w", id, err)
 		}
 		r.apply(next, nrev)
-		if err := r.archive(ctx, ArchiveKey(id, next.At), b); err != nil {
+		if err := r.archive(ctx, projection.UnitKey(id, next.At), b); err != nil {
 			return next.clone(), fmt.Errorf("registry: unit %s changed (%s) but its record is not archived: %w", id, next.Event, err)
 		}
 		return next.clone(), nil

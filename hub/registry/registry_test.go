@@ -15,6 +15,7 @@ import (
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -253,7 +254,7 @@ func TestArchived(t *testing.T) {
 	srv, arch := broker.ForTest(t), newArchive(t)
 	r := open(t, srv, arch)
 	u := register(t, r, uA, "Sở Nội vụ")
-	b, _, err := arch.Get(t.Context(), ArchiveKey(uA, u.At))
+	b, _, err := arch.Get(t.Context(), projection.UnitKey(uA, u.At))
 	if err != nil {
 		t.Fatal(err)
 	}

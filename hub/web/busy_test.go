@@ -7,8 +7,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service"
+	"github.com/edxhub/edx/hub/service/servicetest"
 )
 
 // TestVerifyBusyPages: the web UI shares the API's verification slots.
@@ -16,8 +17,9 @@ import (
 // signature was not checked now (not that it is invalid), and an /audit
 // upload answers 503 with Retry-After; once a slot frees, both verify.
 func TestVerifyBusyPages(t *testing.T) {
-	s := newSite(t)
-	s.Records.MaxVerifications = 1
+	f := servicetest.New(t)
+	f.Reconfigure(func(d *service.Deps) { d.MaxVerifications = 1 })
+	s := siteOf(t, f)
 	s.User("kiem-toan", auth.RoleAuditor, "")
 	s.User("luu-tru", auth.RoleArchivist, "")
 	aud := s.browser(t)
@@ -50,10 +52,10 @@ func TestVerifyBusyPages(t *testing.T) {
 	holding, release, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
-		s.Records.VerifyUpload(&auth.Identity{User: auth.User{Name: "kiem-toan", Role: auth.RoleAuditor}}, func() ([]byte, []byte, string, error) {
+		s.Service.VerifyUpload(&auth.Identity{User: auth.User{Name: "kiem-toan", Role: auth.RoleAuditor}}, func() ([]byte, []byte, string, error) {
 			close(holding)
 			<-release
-			return nil, nil, "", api.ErrInvalid
+			return nil, nil, "", service.ErrInvalid
 		})
 	}()
 	<-holding

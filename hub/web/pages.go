@@ -3,6 +3,8 @@ package web
 import (
 	"crypto/rand"
 	"errors"
+	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"sort"
@@ -12,9 +14,9 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -81,17 +83,12 @@ func (u *ui) search(w http.ResponseWriter, r *http.Request) {
 	for _, c := range statusCodes {
 		d.Statuses = append(d.Statuses, option{string(c), statusLabel(c)})
 	}
-	us, err := u.d.Records.Index.ListUnits(r.Context())
-	if err != nil {
-		u.fail(w, r, err)
-		return
-	}
-	d.Units = us
+	d.Units = u.d.Service.Registered()
 	code := http.StatusOK
-	q, err := api.ParseQuery(v)
+	q, err := service.ParseQuery(v)
 	if err == nil {
 		var p index.Page
-		if p, err = u.d.Records.Search(r.Context(), id, q); err == nil {
+		if p, err = u.d.Service.Search(r.Context(), id, q); err == nil {
 			d.Page, d.Searched = &p, true
 			if p.NextCursor != "" {
 				nv := cloneValues(v)
@@ -106,7 +103,7 @@ func (u *ui) search(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	if err != nil {
-		if api.Status(err) >= 500 {
+		if service.Status(err) >= 500 {
 			u.fail(w, r, err)
 			return
 		}
@@ -142,8 +139,8 @@ const autoVerifyMax = 64 << 20
 
 // docData is the document page's.
 type docData struct {
-	Doc        *api.Document
-	Verify     *api.Verification
+	Doc        *service.Document
+	Verify     *service.Verification
 	VerifyErr  string
 	VerifyBusy bool // every verification slot was taken
 	At         string
@@ -157,25 +154,25 @@ type docData struct {
 func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 	id := who(r)
 	docID := document.ID(chi.URLParam(r, "id"))
-	doc, err := u.d.Records.Document(r.Context(), id, docID)
+	doc, err := u.d.Service.Document(r.Context(), id, docID)
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
 	at := r.URL.Query().Get("at")
-	if at != api.AtAccepted {
-		at = api.AtNow
+	if at != service.AtAccepted {
+		at = service.AtNow
 	}
 	d := docData{Doc: doc, At: at, Content: id.Can(auth.ReadContent), UnitNames: map[document.UnitID]string{}}
 	// The signature panel is a fresh check of the archived bytes, not what
 	// the index remembers; for very large containers, on request.
 	if doc.Size <= autoVerifyMax || r.URL.Query().Get("verify") == "1" {
-		if d.Verify, err = u.d.Records.Verify(r.Context(), id, docID, at); err != nil {
+		if d.Verify, err = u.d.Service.Verify(r.Context(), id, docID, at); err != nil {
 			switch {
-			case errors.Is(err, api.ErrBusy):
+			case errors.Is(err, service.ErrBusy):
 				// Not checked now, which says nothing of the signature.
 				d.VerifyBusy = true
-			case api.Status(err) >= 500:
+			case service.Status(err) >= 500:
 				u.d.Log.Error("web: verify", "doc_id", docID, "err", err)
 				fallthrough
 			default:
@@ -183,10 +180,8 @@ func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if us, err := u.d.Records.Index.ListUnits(r.Context()); err == nil {
-		for _, x := range us {
-			d.UnitNames[x.ID] = x.Name
-		}
+	for _, x := range u.d.Service.Registered() {
+		d.UnitNames[x.ID] = x.Name
 	}
 	for i, f := range doc.Files {
 		if strings.HasPrefix(f.MediaType, "application/pdf") {
@@ -210,7 +205,7 @@ func (u *ui) document(w http.ResponseWriter, r *http.Request) {
 
 // unitsData is the units page's.
 type unitsData struct {
-	Units []api.UnitView
+	Units []service.UnitView
 }
 
 func (u *ui) units(w http.ResponseWriter, r *http.Request) {
@@ -219,7 +214,7 @@ func (u *ui) units(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/units/"+url.PathEscape(string(id.User.Unit)), http.StatusSeeOther)
 		return
 	}
-	us, err := u.d.Records.Units(r.Context(), id, false)
+	us, err := u.d.Service.Units(r.Context(), id, false)
 	if err != nil {
 		u.fail(w, r, err)
 		return
@@ -229,7 +224,7 @@ func (u *ui) units(w http.ResponseWriter, r *http.Request) {
 
 // unitData is a unit page's.
 type unitData struct {
-	Unit                        api.UnitView
+	Unit                        service.UnitView
 	Sent, Received              []index.Summary
 	SentTotal, ReceivedTotal    int
 	Pending, Overdue            []index.Summary
@@ -239,29 +234,29 @@ type unitData struct {
 func (u *ui) unit(w http.ResponseWriter, r *http.Request) {
 	id := who(r)
 	uid := document.UnitID(chi.URLParam(r, "id"))
-	uv, err := u.d.Records.Unit(r.Context(), id, uid)
+	uv, err := u.d.Service.Unit(r.Context(), id, uid)
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
 	d := unitData{Unit: uv, SentLink: "/search?from=" + url.QueryEscape(string(uid)), ReceivedLink: "/search?to=" + url.QueryEscape(string(uid))}
 	ctx := r.Context()
-	sent, err := u.d.Records.Search(ctx, id, index.Query{From: uid, Limit: 10})
+	sent, err := u.d.Service.Search(ctx, id, index.Query{From: uid, Limit: 10})
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
-	recv, err := u.d.Records.Search(ctx, id, index.Query{To: uid, Limit: 10})
+	recv, err := u.d.Service.Search(ctx, id, index.Query{To: uid, Limit: 10})
 	if err != nil {
 		u.fail(w, r, err)
 		return
 	}
 	d.Sent, d.SentTotal, d.Received, d.ReceivedTotal = sent.Items, sent.Total, recv.Items, recv.Total
-	if d.Pending, err = u.d.Records.Pending(ctx, id, uid, 20); err != nil {
+	if d.Pending, err = u.d.Service.Pending(ctx, id, uid, 20); err != nil {
 		u.fail(w, r, err)
 		return
 	}
-	if d.Overdue, err = u.d.Records.Overdue(ctx, id, uid); err != nil {
+	if d.Overdue, err = u.d.Service.Overdue(ctx, id, uid); err != nil {
 		u.fail(w, r, err)
 		return
 	}
@@ -270,7 +265,7 @@ func (u *ui) unit(w http.ResponseWriter, r *http.Request) {
 
 // auditData is the audit page's.
 type auditData struct {
-	Verify   *api.Verification
+	Verify   *service.Verification
 	At       string
 	Names    [2]string // uploaded file names
 	Error    string
@@ -278,19 +273,19 @@ type auditData struct {
 }
 
 func (u *ui) auditPage(w http.ResponseWriter, r *http.Request) {
-	u.render(w, r, http.StatusOK, "audit", "audit", auditData{At: api.AtNow})
+	u.render(w, r, http.StatusOK, "audit", "audit", auditData{At: service.AtNow})
 }
 
 func (u *ui) audit(w http.ResponseWriter, r *http.Request) {
-	d := auditData{At: api.AtNow, Uploaded: true}
+	d := auditData{At: service.AtNow, Uploaded: true}
 	var err error
-	d.Verify, err = u.d.Records.VerifyUpload(who(r), func() ([]byte, []byte, string, error) {
-		data, receipt, err := api.ReadUpload(w, r)
+	d.Verify, err = u.d.Service.VerifyUpload(who(r), func() ([]byte, []byte, string, error) {
+		data, receipt, err := readAudit(w, r)
 		if err != nil {
 			return nil, nil, "", err
 		}
-		if r.FormValue("at") == api.AtAccepted {
-			d.At = api.AtAccepted
+		if r.FormValue("at") == service.AtAccepted {
+			d.At = service.AtAccepted
 		}
 		if _, h, e := r.FormFile("container"); e == nil {
 			d.Names[0] = h.Filename
@@ -302,13 +297,43 @@ func (u *ui) audit(w http.ResponseWriter, r *http.Request) {
 	})
 	code := http.StatusOK
 	if err != nil {
-		if api.Status(err) >= 500 || errors.Is(err, api.ErrForbidden) {
+		if service.Status(err) >= 500 || errors.Is(err, service.ErrForbidden) {
 			u.fail(w, r, err)
 			return
 		}
 		d.Error, code = err.Error(), http.StatusBadRequest
 	}
 	u.render(w, r, code, "audit", "audit", d)
+}
+
+// readAudit reads the audit form's upload: the part "container" and an
+// optional part "receipt".
+func readAudit(w http.ResponseWriter, r *http.Request) (data, receipt []byte, err error) {
+	r.Body = http.MaxBytesReader(w, r.Body, service.MaxUpload)
+	if err := r.ParseMultipartForm(32 << 20); err != nil {
+		return nil, nil, fmt.Errorf("%w: %v", service.ErrInvalid, err)
+	}
+	read := func(name string) ([]byte, error) {
+		f, _, err := r.FormFile(name)
+		if errors.Is(err, http.ErrMissingFile) {
+			return nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", service.ErrInvalid, name, err)
+		}
+		defer f.Close()
+		return io.ReadAll(f)
+	}
+	if data, err = read("container"); err != nil {
+		return nil, nil, err
+	}
+	if len(data) == 0 {
+		return nil, nil, fmt.Errorf("%w: the form has no part \"container\"", service.ErrInvalid)
+	}
+	if receipt, err = read("receipt"); err != nil || len(receipt) == 0 {
+		return data, nil, err
+	}
+	return data, receipt, nil
 }
 
 // accountData is the account page's.
@@ -322,7 +347,7 @@ type accountData struct {
 func (u *ui) accountPage(w http.ResponseWriter, r *http.Request, code int, d accountData) {
 	id := who(r)
 	if id.Via != auth.ViaAdminToken {
-		ts, err := u.d.Auth.Tokens(r.Context(), id.User.Name)
+		ts, err := u.d.Service.Tokens(r.Context(), id, id.User.Name)
 		if err != nil {
 			u.fail(w, r, err)
 			return
@@ -344,14 +369,14 @@ func (u *ui) changePassword(w http.ResponseWriter, r *http.Request) {
 		u.accountPage(w, r, http.StatusBadRequest, accountData{Error: T("passwords_differ")})
 		return
 	case id.Via != auth.ViaSession:
-		u.fail(w, r, api.ErrForbidden)
+		u.fail(w, r, service.ErrForbidden)
 		return
 	}
-	// Records checks the current password, under the sign-in limits.
-	_, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, id, id.User.Name, api.UserChange{Change: auth.Change{Password: &pw}, CurrentPassword: cur})
+	// The service checks the current password, under the sign-in limits.
+	_, err := u.d.Service.UpdateUser(r.Context(), id, id.User.Name, service.UserChange{Change: auth.Change{Password: &pw}, CurrentPassword: cur})
 	var re *auth.RetryError
 	switch {
-	case errors.Is(err, api.ErrCurrentPassword) || (err != nil && cur == ""):
+	case errors.Is(err, service.ErrCurrentPassword) || (err != nil && cur == ""):
 		u.accountPage(w, r, http.StatusBadRequest, accountData{Error: T("wrong_password")})
 		return
 	case errors.As(err, &re):
@@ -359,7 +384,7 @@ func (u *ui) changePassword(w http.ResponseWriter, r *http.Request) {
 		u.accountPage(w, r, http.StatusTooManyRequests, accountData{Error: T("rate_limited")})
 		return
 	case err != nil:
-		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
+		u.accountPage(w, r, service.Status(err), accountData{Error: err.Error()})
 		return
 	}
 	// The change ended every session, this one too: sign in again.
@@ -369,17 +394,17 @@ func (u *ui) changePassword(w http.ResponseWriter, r *http.Request) {
 
 func (u *ui) newToken(w http.ResponseWriter, r *http.Request) {
 	id := who(r)
-	res, err := u.d.Records.NewToken(r.Context(), u.d.Auth, id, api.TokenRequest{Name: r.PostFormValue("name"), TTL: r.PostFormValue("ttl")})
+	res, err := u.d.Service.NewToken(r.Context(), id, service.TokenRequest{Name: r.PostFormValue("name"), TTL: r.PostFormValue("ttl")})
 	if err != nil {
-		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
+		u.accountPage(w, r, service.Status(err), accountData{Error: err.Error()})
 		return
 	}
 	u.accountPage(w, r, http.StatusOK, accountData{NewSecret: res.Secret})
 }
 
 func (u *ui) revokeToken(w http.ResponseWriter, r *http.Request) {
-	if err := u.d.Records.RevokeToken(r.Context(), u.d.Auth, who(r), chi.URLParam(r, "id")); err != nil {
-		u.accountPage(w, r, api.Status(err), accountData{Error: err.Error()})
+	if err := u.d.Service.RevokeToken(r.Context(), who(r), chi.URLParam(r, "id")); err != nil {
+		u.accountPage(w, r, service.Status(err), accountData{Error: err.Error()})
 		return
 	}
 	u.accountPage(w, r, http.StatusOK, accountData{Flash: T("token_revoked")})
@@ -397,19 +422,12 @@ type usersData struct {
 }
 
 func (u *ui) usersPage(w http.ResponseWriter, r *http.Request, code int, d usersData) {
-	if !who(r).Can(auth.ManageUsers) {
-		u.fail(w, r, api.ErrForbidden)
-		return
-	}
 	var err error
-	if d.Users, err = u.d.Auth.Users(r.Context()); err != nil {
+	if d.Users, err = u.d.Service.Users(r.Context(), who(r)); err != nil {
 		u.fail(w, r, err)
 		return
 	}
-	if d.Units, err = u.d.Records.Index.ListUnits(r.Context()); err != nil {
-		u.fail(w, r, err)
-		return
-	}
+	d.Units = u.d.Service.Registered()
 	d.Roles = auth.Roles
 	if d.Form == nil {
 		d.Form = url.Values{}
@@ -428,13 +446,13 @@ func (u *ui) addUser(w http.ResponseWriter, r *http.Request) {
 	if nu.Role != auth.RoleStaff {
 		nu.Unit = ""
 	}
-	res, err := u.d.Records.AddUser(r.Context(), u.d.Auth, who(r), nu)
+	res, err := u.d.Service.AddUser(r.Context(), who(r), nu)
 	if err != nil {
-		if errors.Is(err, api.ErrForbidden) {
+		if errors.Is(err, service.ErrForbidden) {
 			u.fail(w, r, err)
 			return
 		}
-		u.usersPage(w, r, api.Status(err), usersData{Error: err.Error(), Form: r.PostForm})
+		u.usersPage(w, r, service.Status(err), usersData{Error: err.Error(), Form: r.PostForm})
 		return
 	}
 	u.usersPage(w, r, http.StatusOK, usersData{Flash: T("user_created") + ": " + res.User.Name, Password: res.Password})
@@ -463,13 +481,13 @@ func (u *ui) changeUser(w http.ResponseWriter, r *http.Request) {
 		u.usersPage(w, r, http.StatusBadRequest, usersData{Error: "unknown action"})
 		return
 	}
-	usr, err := u.d.Records.UpdateUser(r.Context(), u.d.Auth, who(r), name, api.UserChange{Change: c})
+	usr, err := u.d.Service.UpdateUser(r.Context(), who(r), name, service.UserChange{Change: c})
 	if err != nil {
-		if errors.Is(err, api.ErrForbidden) {
+		if errors.Is(err, service.ErrForbidden) {
 			u.fail(w, r, err)
 			return
 		}
-		u.usersPage(w, r, api.Status(err), usersData{Error: err.Error()})
+		u.usersPage(w, r, service.Status(err), usersData{Error: err.Error()})
 		return
 	}
 	u.usersPage(w, r, http.StatusOK, usersData{Flash: T("user_changed") + ": " + usr.Name, Password: generated})

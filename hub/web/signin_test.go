@@ -9,20 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
-	"github.com/edxhub/edx/hub/web"
+	"github.com/edxhub/edx/hub/service/servicetest"
 )
 
 // newSiteWith is newSite with the accounts store's configuration changed.
 func newSiteWith(t *testing.T, opts ...func(*auth.Config)) *site {
-	f := apitest.New(t, opts...)
-	h := api.Handler(api.Deps{Records: f.Records, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log,
-		Web: web.Handler(web.Deps{Records: f.Records, Auth: f.Auth, Log: f.Log})})
-	s := &site{Fixture: f, srv: httptest.NewServer(h)}
-	t.Cleanup(s.srv.Close)
-	return s
+	return siteOf(t, servicetest.New(t, opts...))
 }
 
 // from makes the browser's requests come from addr, as a trusted proxy in
@@ -97,7 +90,7 @@ func lockout(t *testing.T, s *site, attacker, alice *browser) {
 	}
 	// Even the right password is refused from that address...
 	attacker.get("/login")
-	if code, _ := attacker.post("/login", url.Values{"name": {"alice"}, "password": {apitest.Password}}); code != http.StatusTooManyRequests {
+	if code, _ := attacker.post("/login", url.Values{"name": {"alice"}, "password": {servicetest.Password}}); code != http.StatusTooManyRequests {
 		t.Fatalf("the hammering address, right password: %d", code)
 	}
 	// ... but alice, elsewhere, signs in.
@@ -151,7 +144,7 @@ func TestSignInRedirectStaysOnSite(t *testing.T) {
 		b := s.browserAt(t, fmt.Sprintf("192.0.2.%d:40000", signIns))
 		nf := noFollow(b)
 		b.get("/login")
-		form := url.Values{"name": {"alice"}, "password": {apitest.Password}, "next": {next}, "csrf": {b.csrf}}
+		form := url.Values{"name": {"alice"}, "password": {servicetest.Password}, "next": {next}, "csrf": {b.csrf}}
 		req, _ := http.NewRequest("POST", s.srv.URL+"/login", strings.NewReader(form.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Origin", s.srv.URL)
@@ -222,7 +215,7 @@ func TestAccountPassword(t *testing.T) {
 		t.Fatalf("wrong current password: %d", code)
 	}
 	b.get("/account")
-	if code, body := b.post("/account/password", url.Values{"current": {apitest.Password}, "password": {"mật khẩu mới dài"}, "password2": {"mật khẩu mới dài"}}); code != 200 ||
+	if code, body := b.post("/account/password", url.Values{"current": {servicetest.Password}, "password": {"mật khẩu mới dài"}, "password2": {"mật khẩu mới dài"}}); code != 200 ||
 		!strings.Contains(body, `id="login"`) {
 		t.Fatalf("password change: %d", code)
 	}

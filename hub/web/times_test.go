@@ -8,8 +8,8 @@ import (
 	"testing"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service/servicetest"
 	"github.com/edxhub/edx/hub/web"
 )
 
@@ -17,7 +17,7 @@ import (
 // offset (2026-01-15 10:00:00 +07:00), dates are YYYY-MM-DD, and the zone
 // is the configuration's.
 func TestTimesShown(t *testing.T) {
-	f := apitest.New(t)
+	f := servicetest.New(t)
 	f.User("luu-tru", auth.RoleArchivist, "")
 	qd := string(f.Docs["qd-dat-dai"])
 	anyTime := regexp.MustCompile(`\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)?( [+-]\d\d:\d\d)?|\d\d/\d\d/\d{4}( \d\d:\d\d(:\d\d)?)?|\d{4}-\d\d-\d\dT\d\d:\d\d`)
@@ -37,8 +37,8 @@ func TestTimesShown(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			h := api.Handler(api.Deps{Records: f.Records, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log,
-				Web: web.Handler(web.Deps{Records: f.Records, Auth: f.Auth, Log: f.Log, Zone: zone})})
+			h := api.Handler(api.Deps{Service: f.Service, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log,
+				Web: web.Handler(web.Deps{Service: f.Service, Auth: f.Auth, Log: f.Log, Zone: zone})})
 			s := &site{Fixture: f, srv: httptest.NewServer(h)}
 			defer s.srv.Close()
 			b := s.browser(t)

@@ -4,8 +4,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service/servicetest"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -13,8 +13,8 @@ import (
 // national axis shows who sent it there and the axis's own id.
 func TestUpstreamShown(t *testing.T) {
 	s := newSite(t)
-	id := s.Accept(apitest.DocSpec{Name: "cv-bnv", Subject: "Công văn hướng dẫn của Bộ Nội vụ", Type: "CV", Number: "77", Signer: "Trần Văn Bình",
-		From: apitest.UnitA, To: []document.UnitID{apitest.UnitB}, Accepted: apitest.Day(3, 2),
+	id := s.Accept(servicetest.DocSpec{Name: "cv-bnv", Subject: "Công văn hướng dẫn của Bộ Nội vụ", Type: "CV", Number: "77", Signer: "Trần Văn Bình",
+		From: servicetest.UnitA, To: []document.UnitID{servicetest.UnitB}, Accepted: servicetest.Day(3, 2),
 		Upstream: &document.Upstream{From: "000.00.00.G22", FromName: "Bộ Nội vụ", Axis: "vdxp", DocID: "vdxp-000042.1"}})
 	s.User("luu-tru", auth.RoleArchivist, "")
 	b := s.browser(t)

@@ -9,7 +9,9 @@
 // overdue documents; the auditor's upload-and-verify page; the account page
 // (password, API tokens); user administration.
 //
-// Every read goes through api.Records, so the access rules are the API's.
+// It is a thin face on the hub's application service (hub/service), as the
+// REST API is: every read and change goes through it, so the access rules
+// are the API's.
 // Forms carry CSRF tokens bound to the session (the sign-in form to a
 // cookie of its own), on top of the browser's cross-origin checks.
 package web
@@ -31,8 +33,8 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service"
 )
 
 //go:embed templates/*.html
@@ -82,9 +84,12 @@ func (c Config) Location() (*time.Location, error) {
 
 // Deps are the UI's collaborators.
 type Deps struct {
-	Records *api.Records
-	Auth    *auth.Store
-	Log     *slog.Logger
+	// Service is what the UI is a face of: every page reads through it,
+	// with the signed-in person's identity.
+	Service *service.Service
+	// Auth signs people in and out and checks the forms' CSRF tokens.
+	Auth *auth.Store
+	Log  *slog.Logger
 	// Zone is where times are shown (Config.Location); nil is
 	// DefaultTimeZone.
 	Zone *time.Location
@@ -138,7 +143,7 @@ func Handler(d Deps) http.Handler {
 		})
 	})
 	r.NotFound(func(w http.ResponseWriter, r *http.Request) {
-		u.fail(w, r, fmt.Errorf("%w: %s", api.ErrNotFound, r.URL.Path))
+		u.fail(w, r, fmt.Errorf("%w: %s", service.ErrNotFound, r.URL.Path))
 	})
 	return r
 }
@@ -242,14 +247,14 @@ type errorData struct {
 // fail shows an error page: the message for errors of the caller, a
 // generic one (and a log line) for the hub's own.
 func (u *ui) fail(w http.ResponseWriter, r *http.Request, err error) {
-	code := api.Status(err)
+	code := service.Status(err)
 	msg := err.Error()
 	switch {
 	case code == http.StatusNotFound:
 		msg = T("not_found")
 	case code == http.StatusForbidden:
 		msg = T("forbidden") + ": " + err.Error()
-	case errors.Is(err, api.ErrBusy):
+	case errors.Is(err, service.ErrBusy):
 		w.Header().Set("Retry-After", "2")
 		msg = T("busy")
 	case code >= 500:

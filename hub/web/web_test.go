@@ -14,22 +14,24 @@ import (
 	"testing"
 
 	"github.com/edxhub/edx/hub/api"
-	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/service/servicetest"
 	"github.com/edxhub/edx/hub/web"
 )
 
 // site is the hub's HTTP handler (API and UI) over a fixture, as hub.Hub
 // assembles it.
 type site struct {
-	*apitest.Fixture
+	*servicetest.Fixture
 	srv *httptest.Server
 }
 
-func newSite(t *testing.T) *site {
-	f := apitest.New(t)
-	h := api.Handler(api.Deps{Records: f.Records, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log,
-		Web: web.Handler(web.Deps{Records: f.Records, Auth: f.Auth, Log: f.Log})})
+func newSite(t *testing.T) *site { return siteOf(t, servicetest.New(t)) }
+
+// siteOf serves a fixture's service through both faces.
+func siteOf(t *testing.T, f *servicetest.Fixture) *site {
+	h := api.Handler(api.Deps{Service: f.Service, Auth: f.Auth, AdminToken: f.AdminToken, Log: f.Log,
+		Web: web.Handler(web.Deps{Service: f.Service, Auth: f.Auth, Log: f.Log})})
 	s := &site{Fixture: f, srv: httptest.NewServer(h)}
 	t.Cleanup(s.srv.Close)
 	return s
@@ -86,7 +88,7 @@ func (b *browser) signIn(name string) {
 	if code, _ := b.get("/login"); code != 200 {
 		b.t.Fatalf("login page: %d", code)
 	}
-	code, body := b.post("/login", url.Values{"name": {name}, "password": {apitest.Password}, "next": {"/search"}})
+	code, body := b.post("/login", url.Values{"name": {name}, "password": {servicetest.Password}, "next": {"/search"}})
 	if code != 200 || !strings.Contains(body, `id="search-form"`) {
 		b.t.Fatalf("sign in as %s: %d\n%s", name, code, body)
 	}
@@ -94,7 +96,7 @@ func (b *browser) signIn(name string) {
 
 func TestSignIn(t *testing.T) {
 	s := newSite(t)
-	s.User("van-thu-a", auth.RoleStaff, apitest.UnitA)
+	s.User("van-thu-a", auth.RoleStaff, servicetest.UnitA)
 	b := s.browser(t)
 	// Anonymous visitors go to the sign-in page, and come back after.
 	resp, err := (&http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}).Get(s.srv.URL + "/documents/x?y=1")
@@ -106,7 +108,7 @@ func TestSignIn(t *testing.T) {
 		t.Fatalf("sign-in page: %d", code)
 	}
 	// A post without the form's token, a wrong password, then the right one.
-	if code, _ := b.post("/login", url.Values{"name": {"van-thu-a"}, "password": {apitest.Password}, "csrf": {"-"}}); code != 403 {
+	if code, _ := b.post("/login", url.Values{"name": {"van-thu-a"}, "password": {servicetest.Password}, "csrf": {"-"}}); code != 403 {
 		t.Fatalf("sign in without CSRF: %d", code)
 	}
 	b.get("/login")
@@ -114,7 +116,7 @@ func TestSignIn(t *testing.T) {
 		t.Fatalf("wrong password: %d", code)
 	}
 	// Off-site next is ignored.
-	code, body = b.post("/login", url.Values{"name": {"van-thu-a"}, "password": {apitest.Password}, "next": {"//evil.example/"}})
+	code, body = b.post("/login", url.Values{"name": {"van-thu-a"}, "password": {servicetest.Password}, "next": {"//evil.example/"}})
 	if code != 200 || !strings.Contains(body, `id="search-form"`) {
 		t.Fatalf("sign in: %d", code)
 	}
@@ -149,7 +151,7 @@ func TestSignIn(t *testing.T) {
 
 func TestPages(t *testing.T) {
 	s := newSite(t)
-	s.User("van-thu-a", auth.RoleStaff, apitest.UnitA)
+	s.User("van-thu-a", auth.RoleStaff, servicetest.UnitA)
 	s.User("kiem-toan", auth.RoleAuditor, "")
 	s.User("luu-tru", auth.RoleArchivist, "")
 	staff := s.browser(t)
@@ -198,11 +200,11 @@ func TestPages(t *testing.T) {
 		t.Fatalf("staff A opens B → C: %d", code)
 	}
 	// The unit page: A's counters and overdue document; B's is not A's.
-	code, body = staff.get("/units/" + string(apitest.UnitA))
+	code, body = staff.get("/units/" + string(servicetest.UnitA))
 	if code != 200 || !strings.Contains(body, `<span class="n" id="count-overdue">1</span>`) || !strings.Contains(body, "Báo cáo sơ kết công tác cải cách hành chính") {
 		t.Fatalf("unit page: %d\n%s", code, body)
 	}
-	if code, _ := staff.get("/units/" + string(apitest.UnitB)); code != 403 {
+	if code, _ := staff.get("/units/" + string(servicetest.UnitB)); code != 403 {
 		t.Fatalf("staff A, unit B: %d", code)
 	}
 	if code, _ := staff.get("/admin/users"); code != 403 {
@@ -289,7 +291,7 @@ func TestAdminPages(t *testing.T) {
 	if code != 200 || !strings.Contains(body, `id="add-user"`) {
 		t.Fatalf("users page: %d", code)
 	}
-	code, body = b.post("/admin/users", url.Values{"name": {"van-thu-b"}, "display_name": {"Nguyễn Thị Bảy"}, "role": {"staff"}, "unit": {string(apitest.UnitB)}})
+	code, body = b.post("/admin/users", url.Values{"name": {"van-thu-b"}, "display_name": {"Nguyễn Thị Bảy"}, "role": {"staff"}, "unit": {string(servicetest.UnitB)}})
 	m := regexp.MustCompile(`<code id="new-password">([^<]+)</code>`).FindStringSubmatch(body)
 	if code != 200 || m == nil || !strings.Contains(body, "Nguyễn Thị Bảy") {
 		t.Fatalf("add user: %d\n%s", code, body)

@@ -1,4 +1,4 @@
-package api
+package service
 
 import (
 	"crypto/aes"
@@ -25,23 +25,19 @@ import (
 // cannot be confused with this one.
 const cursorSealVersion = "edx-cursor-1"
 
-func (rs *Records) cursorAEAD() (cipher.AEAD, error) {
-	rs.keyOnce.Do(func() {
-		key := rs.CursorKey
-		if len(key) == 0 {
-			// No configured key: one for the life of this process (cursors
-			// do not survive a restart).
-			key = make([]byte, 32)
-			rand.Read(key)
-		}
-		b, err := aes.NewCipher(key)
-		if err != nil {
-			rs.keyErr = fmt.Errorf("api: cursor key: %w", err)
-			return
-		}
-		rs.aead, rs.keyErr = cipher.NewGCM(b)
-	})
-	return rs.aead, rs.keyErr
+// cursorAEAD is the cipher of the cursors under key (32 bytes); with no
+// key, a random one for the life of this process (cursors do not survive a
+// restart).
+func cursorAEAD(key []byte) (cipher.AEAD, error) {
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		rand.Read(key)
+	}
+	b, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("service: cursor key: %w", err)
+	}
+	return cipher.NewGCM(b)
 }
 
 // cursorBinding is what a cursor is bound to: who searched, and the query
@@ -61,21 +57,15 @@ func cursorBinding(who *auth.Identity, q index.Query) []byte {
 	return append([]byte(cursorSealVersion+"\x00"), b...)
 }
 
-func (rs *Records) sealCursor(who *auth.Identity, q index.Query, inner string) (string, error) {
-	aead, err := rs.cursorAEAD()
-	if err != nil {
-		return "", err
-	}
+func (svc *Service) sealCursor(who *auth.Identity, q index.Query, inner string) (string, error) {
+	aead := svc.aead
 	nonce := make([]byte, aead.NonceSize(), aead.NonceSize()+len(inner)+aead.Overhead())
 	rand.Read(nonce)
 	return base64.RawURLEncoding.EncodeToString(aead.Seal(nonce, nonce, []byte(inner), cursorBinding(who, q))), nil
 }
 
-func (rs *Records) openCursor(who *auth.Identity, q index.Query, sealed string) (string, error) {
-	aead, err := rs.cursorAEAD()
-	if err != nil {
-		return "", err
-	}
+func (svc *Service) openCursor(who *auth.Identity, q index.Query, sealed string) (string, error) {
+	aead := svc.aead
 	bad := fmt.Errorf("%w: cursor: not one this hub gave you for this search", ErrInvalid)
 	b, err := base64.RawURLEncoding.DecodeString(sealed)
 	if err != nil || len(b) < aead.NonceSize()+aead.Overhead() || len(sealed) > 4096 {

@@ -1,9 +1,10 @@
-// Package apitest stands up the hub's records on real components for tests
-// of the API and the web UI: the shared S3 test gateway (versitygw) with a
+// Package servicetest stands up the hub's application service on real
+// components for tests of the service and of its faces (the API, the web
+// UI, the CLI's hub commands): the shared S3 test gateway (versitygw) with a
 // bucket of its own, a SQLite index, a development CA, containers signed
 // with the units' keys, archived, receipted and indexed as the pipeline does
 // (projection.Record), and an accounts store on an embedded NATS server.
-package apitest
+package servicetest
 
 import (
 	"fmt"
@@ -13,13 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/projection"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -48,8 +50,10 @@ type Fixture struct {
 	Hub        *pki.Signer
 	Signers    map[document.UnitID]*pki.Signer
 	Auth       *auth.Store
-	NATS       *broker.Server // holds the accounts' buckets
-	Records    *api.Records
+	NATS       *broker.Server // holds the accounts' and the registry's buckets
+	Registry   *registry.Registry
+	Service    *service.Service
+	deps       service.Deps
 	AdminToken string
 	Docs       map[string]document.ID // the corpus, by name
 	Log        *slog.Logger
@@ -71,7 +75,7 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucketSeq.Lock()
 	bucketSeq.n++
-	bucket := fmt.Sprintf("apitest-%d-%d", os.Getpid(), bucketSeq.n)
+	bucket := fmt.Sprintf("servicetest-%d-%d", os.Getpid(), bucketSeq.n)
 	bucketSeq.Unlock()
 	var err error
 	if f.Archive, err = archive.New(ctx, archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: bucket}, log); err != nil {
@@ -96,6 +100,14 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 		t.Fatal(err)
 	}
 	names := map[document.UnitID]string{UnitA: "Sở Nội vụ", UnitB: "Sở Tài nguyên và Môi trường", UnitC: "Ủy ban nhân dân Quận 1"}
+	// The registry's and the accounts' buckets on an embedded NATS server
+	// of the fixture's own.
+	f.NATS = broker.ForTest(t)
+	js := f.NATS.HubJetStream(t)
+	if f.Registry, err = registry.Open(ctx, js, broker.BucketOptions{}, f.Archive, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(f.Registry.Close)
 	for _, u := range []document.UnitID{UnitA, UnitB, UnitC} {
 		kp, cp, err := f.CA.IssueUnit(u, names[u], pki.ECDSAP256)
 		if err != nil {
@@ -104,23 +116,51 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 		if f.Signers[u], err = pki.LoadSigner(kp, cp); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.Index.PutUnit(ctx, index.Unit{ID: u, Name: names[u], Created: time.Now()}); err != nil {
-			t.Fatal(err)
-		}
+		f.Register(index.Unit{ID: u, Name: names[u], Created: time.Now()})
 	}
 	acfg := auth.Config{Path: dir + "/auth/users.db", PasswordHash: FastHash}
 	for _, o := range opts {
 		o(&acfg)
 	}
-	// The accounts' buckets on an embedded NATS server of the fixture's own.
-	f.NATS = broker.ForTest(t)
-	if f.Auth, err = auth.Open(ctx, acfg, f.NATS.HubJetStream(t), log); err != nil {
+	if f.Auth, err = auth.Open(ctx, acfg, js, log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Auth.Close() })
-	f.Records = &api.Records{Index: f.Index, Archive: f.Archive, Trust: f.Trust, CursorKey: f.Auth.CursorKey()}
+	f.deps = service.Deps{Index: f.Index, Archive: f.Archive, Registry: f.Registry, Accounts: f.Auth, Trust: f.Trust,
+		CursorKey: f.Auth.CursorKey(), Log: log}
+	f.Reconfigure(nil)
 	f.Corpus()
 	return f
+}
+
+// Reconfigure makes f.Service anew with its dependencies changed by edit
+// (nil: as they are).
+func (f *Fixture) Reconfigure(edit func(*service.Deps)) {
+	f.T.Helper()
+	d := f.deps
+	if edit != nil {
+		edit(&d)
+	}
+	var err error
+	if f.Service, err = service.New(d); err != nil {
+		f.T.Fatal(err)
+	}
+}
+
+// Register puts a unit in the registry and the index, as a hub registering
+// it does.
+func (f *Fixture) Register(u index.Unit) {
+	f.T.Helper()
+	ru, err := f.Registry.Update(f.T.Context(), u.ID, func(registry.Unit, bool) (registry.Unit, error) {
+		return registry.Unit{Unit: index.Unit{Name: u.Name, Created: u.Created, Disabled: u.Disabled, CertSerial: u.CertSerial,
+			CertNotAfter: u.CertNotAfter, CertPEM: u.CertPEM, Event: "registered"}}, nil
+	})
+	if err != nil {
+		f.T.Fatal(err)
+	}
+	if err := f.Index.PutUnit(f.T.Context(), ru.Unit); err != nil {
+		f.T.Fatal(err)
+	}
 }
 
 // Day is a date of 2026 in Vietnam, at 10:00.
@@ -172,7 +212,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		t.Fatalf("%s: %v", s.Name, rep.Reasons)
 	}
 	key := projection.ContainerKey(d.ID)
-	if _, err := f.Archive.Put(ctx, key, data, api.MediaContainer, nil); err != nil {
+	if _, err := f.Archive.Put(ctx, key, data, container.Mimetype, nil); err != nil {
 		t.Fatal(err)
 	}
 	rc := &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: rep.ContainerSHA256,
@@ -182,7 +222,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		t.Fatal(err)
 	}
 	rkey := projection.ReceiptKey(d.ID)
-	if _, err := f.Archive.Put(ctx, rkey, rb, api.MediaReceipt, nil); err != nil {
+	if _, err := f.Archive.Put(ctx, rkey, rb, "application/pkcs7-mime", nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.Index.PutDocument(ctx, projection.Record(c, rep, rc, rkey)); err != nil {
