@@ -152,7 +152,7 @@ type Log struct {
 	awaiter  *tessera.PublicationAwaiter
 	cancel   context.CancelFunc
 
-	m       *metrics
+	m *metrics
 
 	mu      sync.Mutex
 	stamped []uint64 // sizes of time-stamped checkpoints, ascending
