@@ -13,11 +13,23 @@
 // names its sender and recipients), and waits while the document is not
 // accepted anywhere yet.
 //
+// Every decision is appended to the hub's transparency log (hub/tlog)
+// before anyone is told of it: an acceptance before its receipt is signed
+// (the receipt names the entry: the log's origin and the entry's index), a
+// rejection, a refused status or a recorded status (and, for 01, the
+// delivery) before the notice. The appends of many workers share the log's
+// batched writes, and a worker waiting for its entry to be sequenced lends
+// its slot to another submission meanwhile (Pipeline.await), so that the
+// log costs latency, not throughput.
+//
 // Every step is idempotent, so that a redelivered message (after a crash, a
 // timeout or a nak) changes nothing: archive writes are write-once with the
 // content's digest, the receipt is written once and reused, and every
-// published message (events included) carries a Nats-Msg-Id. A transient
-// failure (storage, index or NATS unavailable) naks the message with a
+// published message (events included) carries a Nats-Msg-Id. A decision
+// logged before a crash and decided again after it is logged again, with
+// the same evidence.Entry.Key (an acceptance whose receipt is archived is
+// not logged again: the receipt names its entry). A transient failure
+// (storage, index, log or NATS unavailable) naks the message with a
 // backoff; it never rejects a document and never loses one.
 package pipeline
 
@@ -40,6 +52,7 @@ import (
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
 )
@@ -75,6 +88,15 @@ type Events interface {
 	Accepted(ctx context.Context, rec index.Record) (uint64, error)
 	Status(ctx context.Context, e index.StatusEntry) (uint64, error)
 	Rejected(ctx context.Context, r index.Rejected) (uint64, error)
+}
+
+// Log is the hub's transparency log (hub/tlog.Log): one per hub, named by
+// its origin.
+type Log interface {
+	Origin() string
+	// AppendAsync queues an entry and returns a function that waits until
+	// it is durably sequenced and returns its index.
+	AppendAsync(ctx context.Context, e *evidence.Entry) func() (uint64, error)
 }
 
 // Applied tells when this hub's own index has applied an event
@@ -146,6 +168,10 @@ type Config struct {
 	// UploadOrphanAfter is how long after its last chunk an upload that no
 	// submission can use is removed (default 30m): see sweepUploads.
 	UploadOrphanAfter time.Duration `yaml:"upload_orphan_after"`
+	// LogWaitBytes bounds the container bytes held by submissions waiting
+	// for their log entry without a worker slot (default 64 MiB): past it,
+	// a waiting submission keeps its slot.
+	LogWaitBytes int64 `yaml:"log_wait_bytes"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
@@ -156,6 +182,7 @@ const (
 	DefaultRejectedKeep       = 4 << 20
 	DefaultRejectedUnitBudget = 64 << 20
 	DefaultUploadOrphanAfter  = 30 * time.Minute
+	DefaultLogWaitBytes       = 64 << 20
 )
 
 func (c *Config) setDefaults() {
@@ -192,6 +219,9 @@ func (c *Config) setDefaults() {
 	if c.UploadOrphanAfter == 0 {
 		c.UploadOrphanAfter = DefaultUploadOrphanAfter
 	}
+	if c.LogWaitBytes == 0 {
+		c.LogWaitBytes = DefaultLogWaitBytes
+	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
 	}
@@ -220,6 +250,9 @@ func (c *Config) Validate() error {
 	if c.UploadOrphanAfter < 0 {
 		return fmt.Errorf("pipeline: upload_orphan_after %s is negative", c.UploadOrphanAfter)
 	}
+	if c.LogWaitBytes < 0 {
+		return fmt.Errorf("pipeline: log_wait_bytes %d is negative", c.LogWaitBytes)
+	}
 	if c.RejectedKeep < 0 || c.RejectedUnitBudget < 0 || c.RejectedUnitBudget > 1<<40 {
 		return fmt.Errorf("pipeline: rejected_keep_bytes %d, rejected_unit_bytes_per_hour %d: want positive sizes", c.RejectedKeep, c.RejectedUnitBudget)
 	}
@@ -243,7 +276,10 @@ type Deps struct {
 	Units   Units
 	Events  Events
 	Applied Applied // may be nil
-	Trust   *pki.Trust
+	// TLog is the hub's transparency log; nil logs nothing and signs
+	// receipts naming no entry (a hub with evidence.disabled, tests).
+	TLog  Log
+	Trust *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
 	Log     *slog.Logger
@@ -267,6 +303,7 @@ type Pipeline struct {
 	units    Units
 	ev       Events
 	applied  Applied
+	tlog     Log
 	ackWait  time.Duration // the shared consumers' (Run), for keepAlive
 	trust    *pki.Trust
 	hub      *pki.Signer
@@ -277,6 +314,9 @@ type Pipeline struct {
 
 	rejMu     sync.Mutex
 	rejBudget map[document.UnitID]*rate.Limiter // bytes of rejected submissions archived, per unit
+
+	waitMu    sync.Mutex
+	waitBytes int64 // container bytes of submissions waiting for the log without a slot
 }
 
 // New checks cfg and deps and returns a pipeline; Run starts it.
@@ -304,7 +344,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
 	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units,
-		ev: d.Events, applied: d.Applied, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
+		ev: d.Events, applied: d.Applied, tlog: d.TLog, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -424,7 +464,7 @@ func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers
 			defer func() { <-sem; wg.Done() }()
 			// Work goes on past shutdown so that a message in progress
 			// finishes; a hard stop is covered by redelivery.
-			wctx := context.WithoutCancel(ctx)
+			wctx := context.WithValue(context.WithoutCancel(ctx), slotKey{}, sem)
 			done := make(chan struct{})
 			go p.keepAlive(msg, done)
 			err := handle(wctx, msg)
@@ -432,6 +472,41 @@ func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers
 			p.finish(wctx, msg, err)
 		}()
 	}
+}
+
+// slotKey holds, in a handler's context, the semaphore of the worker slot
+// it holds (consume).
+type slotKey struct{}
+
+// await waits for a log append queued with AppendAsync. A handler holding a
+// worker slot lends it to the next message while it waits, when the bytes
+// it holds (size) fit Config.LogWaitBytes with those of the others
+// waiting, and takes a slot again before it goes on: appends are sequenced
+// in batches, and the waits of many submissions overlap instead of each
+// holding a worker idle.
+func (p *Pipeline) await(ctx context.Context, size int, wait func() (uint64, error)) (uint64, error) {
+	sem, _ := ctx.Value(slotKey{}).(chan struct{})
+	if sem == nil || !p.lendSlot(int64(size)) {
+		return wait()
+	}
+	<-sem
+	defer func() {
+		sem <- struct{}{}
+		p.waitMu.Lock()
+		p.waitBytes -= int64(size)
+		p.waitMu.Unlock()
+	}()
+	return wait()
+}
+
+func (p *Pipeline) lendSlot(size int64) bool {
+	p.waitMu.Lock()
+	defer p.waitMu.Unlock()
+	if p.waitBytes+size > p.cfg.LogWaitBytes {
+		return false
+	}
+	p.waitBytes += size
+	return true
 }
 
 // keepAlive tells JetStream the message is still being worked on until done.
