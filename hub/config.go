@@ -37,6 +37,9 @@ type Config struct {
 	Auth     auth.Config     `yaml:"auth"`
 	Web      web.Config      `yaml:"web"`
 	Log      LogConfig       `yaml:"log"`
+	// Evidence is the transparency log of every decision and the trusted
+	// time on it (EvidenceConfig).
+	Evidence EvidenceConfig `yaml:"evidence"`
 	// Clock is the hub's time, time.Now when nil: what receipts carry as
 	// acceptance time, and the "now" of re-verification and reindexing.
 	// Set by tests to move through certificate lifetimes without waiting.
@@ -251,6 +254,7 @@ func (c *Config) SetDefaults() error {
 		c.PKI.CRLFetch.Now = c.Clock
 	}
 	c.PKI.CRLFetch.SetDefaults()
+	c.Evidence.setDefaults(c.Data, c.PKI.Trust)
 	return nil
 }
 
@@ -330,6 +334,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))
+	}
+	if err := c.Evidence.validate(c.PKI.DevCA != ""); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

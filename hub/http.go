@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/auth"
@@ -48,16 +49,33 @@ func (h *Hub) handler() http.Handler {
 		CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock}
 	log := h.log.With("component", "http")
 	zone, _ := h.cfg.Web.Location() // validated with the configuration
+	if h.tlog != nil {
+		rec.Evidence = &hubEvidence{h: h}
+	}
 	apiHandler := api.Handler(api.Deps{Records: rec, Units: h, Auth: h.auth, Gatherer: h.reg, AdminToken: h.token,
 		Log: log, Ready: h.ready, Web: web.Handler(web.Deps{Records: rec, Auth: h.auth, Log: log, Zone: zone})})
-	if h.ca == nil {
-		return apiHandler
-	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+crlPath, h.serveCRL)
+	if h.ca != nil {
+		mux.HandleFunc("GET "+crlPath, h.serveCRL)
+	}
+	if h.tlog != nil {
+		// The log, read-only, for anyone to mirror (C2SP tlog-tiles), and
+		// its public key.
+		mux.Handle(logPath, http.StripPrefix(strings.TrimSuffix(logPath, "/"), h.tlog.Handler()))
+		mux.HandleFunc("GET "+logPath+"vkey", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Write([]byte(h.logVKey + "\n"))
+		})
+	}
+	if h.devTSA != nil {
+		mux.Handle(tsaPath, h.devTSA)
+	}
 	mux.Handle("/", apiHandler)
 	return mux
 }
+
+// logPath is where the hub serves its transparency log.
+const logPath = "/log/"
 
 // crlPath is where the hub serves the development CA's CRL: the CRL
 // distribution point of the certificates the CA issues.

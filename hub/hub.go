@@ -32,7 +32,9 @@ import (
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/tsa"
 )
 
 // Hub is a running hub.
@@ -73,6 +75,13 @@ type Hub struct {
 	sys *broker.SystemConn
 	// accounts gives the NATS servers new account JWTs (revocations).
 	accounts accountPusher
+
+	// tlog is the hub's transparency log (nil with evidence.disabled);
+	// logVKey its public key, logCfg its configuration as opened.
+	tlog    *tlog.Log
+	logVKey string
+	logCfg  tlog.Config
+	devTSA  *tsa.Server // the development TSA the hub serves, or nil
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -85,6 +94,8 @@ type Info struct {
 	DevCA          string `json:"dev_ca,omitempty"`
 	AdminTokenFile string `json:"admin_token_file"`
 	Bucket         string `json:"bucket"`
+	// Log is the hub's transparency log (absent with evidence.disabled).
+	Log *LogInfo `json:"log,omitempty"`
 }
 
 // New starts every component the configuration asks for; Run serves.
@@ -136,6 +147,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.id, err = loadOrCreateID(filepath.Join(cfg.Data, "hub.id")); err != nil {
 		return nil, err
 	}
+	if err := h.startEvidence(ctx); err != nil {
+		return nil, err
+	}
 	h.events = events.NewPublisher(h.js, h.id)
 	if h.follow, err = events.NewFollower(events.Config{Consumer: IndexConsumer(h.id)}, events.Deps{
 		JS: h.js, Index: h.ix, Archive: h.arch, Trust: h.trust, Now: cfg.Clock, Log: log.With("component", "events"),
@@ -149,10 +163,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 	}
 	h.checkCRLs(ctx, cfg.Clock())
-	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
+	deps := pipeline.Deps{
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
-	}); err != nil {
+	}
+	if h.tlog != nil {
+		deps.TLog = h.tlog
+	}
+	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, deps); err != nil {
 		return nil, err
 	}
 	if err := h.startAuth(ctx); err != nil {
@@ -402,8 +420,25 @@ func (h *Hub) Info() Info {
 	if h.httpLn != nil {
 		i.HTTP = "http://" + h.httpLn.Addr().String()
 	}
+	i.Log = h.LogInfo()
 	return i
 }
+
+// LogInfo describes the hub's transparency log; nil without one.
+func (h *Hub) LogInfo() *LogInfo {
+	if h.tlog == nil {
+		return nil
+	}
+	li := &LogInfo{Origin: h.tlog.Origin(), VKey: h.logVKey, MirrorPrefix: h.logCfg.MirrorPrefix, TimestampInterval: h.logCfg.TimestampInterval}
+	if h.httpLn != nil {
+		li.URL = "http://" + h.httpLn.Addr().String() + logPath
+	}
+	return li
+}
+
+// Log returns the hub's transparency log (nil with evidence.disabled), for
+// tests and the witnesses' endpoints.
+func (h *Hub) Log() *tlog.Log { return h.tlog }
 
 // AdminToken returns the bearer token of the admin API.
 func (h *Hub) AdminToken() string { return h.token }
@@ -450,6 +485,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
+	if h.tlog != nil {
+		background.Go(func() { h.tlog.Run(pctx) })
+	}
 	if !h.cfg.PKI.CRLFetch.Disabled {
 		background.Go(func() { h.watchDistributionPoints(pctx) })
 	}

@@ -212,7 +212,11 @@ func (h *Hub) warnLegacy(u index.Unit) {
 // retried: change may run more than once, with the newer record), which
 // archives the change, then projects it into this hub's index.
 func (h *Hub) changeUnit(ctx context.Context, id document.UnitID, change registry.Change) (registry.Unit, error) {
-	u, err := h.units.Update(ctx, id, change)
+	var oldSerial string
+	u, err := h.units.Update(ctx, id, func(old registry.Unit, exists bool) (registry.Unit, error) {
+		oldSerial = old.CertSerial
+		return change(old, exists)
+	})
 	if errors.Is(err, errUnchanged) {
 		return u, err
 	}
@@ -223,6 +227,9 @@ func (h *Hub) changeUnit(ctx context.Context, id document.UnitID, change registr
 		// In force, not archived: the index follows the registry anyway.
 		h.log.Error("unit change not archived", "unit", id, "event", u.Event, "err", err)
 	}
+	// In the log: the unit's record as changed, and its certificate when
+	// it is new or revoked.
+	h.logUnit(ctx, u, oldSerial)
 	if perr := h.projectUnit(ctx, u); perr != nil {
 		h.log.Error("unit change not indexed on this hub (the registry holds it)", "unit", id, "err", perr)
 	}

@@ -36,6 +36,9 @@ type Records struct {
 	// Trust is the hub's trust configuration (roots and CRLs), which
 	// verification uses.
 	Trust *pki.Trust
+	// Evidence reads the transparency logs (proofs, audit bundles); nil
+	// on a hub without its log.
+	Evidence Evidence
 	Now   func() time.Time // time.Now when nil
 	// MaxVerifications bounds the verifications running at once, the
 	// API's and the web UI's alike (an archived document re-verified, an

@@ -47,8 +47,11 @@ type Config struct {
 	// KeyFile holds the log's note signing key (default DATA/tlog.key, made
 	// on first start). Its name is the log's origin.
 	KeyFile string `yaml:"key_file"`
-	// Origin names the log in its checkpoints when a key is made (default
-	// "edx.local/hub-log"); C2SP asks for a schema-less URL.
+	// Origin names the log in its checkpoints when a key is made; C2SP
+	// asks for a schema-less URL. Each hub has its own log, so its own
+	// origin: the hub sets edx.local/hub/<hub id> when none is configured
+	// (this package's default, "edx.local/hub-log", is for one log alone).
+	// Once the key exists, its name is the origin.
 	Origin string `yaml:"origin"`
 	// BatchMaxSize and BatchMaxAge: entries are sequenced and integrated in
 	// batches of up to BatchMaxSize entries, or when the oldest waited
@@ -108,8 +111,19 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// validOrigin: a note key name (no spaces, no '+') that also names a
+// folder of the archive (the mirror's prefix): no empty, "." or ".."
+// segment.
 func validOrigin(s string) bool {
-	return s != "" && len(s) < 256 && !strings.ContainsAny(s, " \t\n+") && strings.ToValidUTF8(s, "") == s
+	if s == "" || len(s) >= 256 || strings.ContainsAny(s, " \t\n+\\") || strings.ToValidUTF8(s, "") != s {
+		return false
+	}
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // Timestamper gets an RFC 3161 token over a digest (*tsa.Client).

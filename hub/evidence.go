@@ -1,0 +1,379 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/edxhub/edx/hub/api"
+	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/projection"
+	"github.com/edxhub/edx/hub/registry"
+	"github.com/edxhub/edx/hub/tlog"
+	"github.com/edxhub/edx/pkg/evidence"
+	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/tsa"
+)
+
+// EvidenceConfig is the hub's evidence: its transparency log of every
+// decision and the trusted time on it.
+//
+// Each hub has a log of its own (tessera's POSIX driver has one writer): its
+// own origin and Ed25519 log key under its data directory, mirrored to the
+// archive under tlog/<origin>/ (projection.LogPrefix) at every time-stamped
+// checkpoint. Receipts name the log (origin) and the entry (index). An
+// auditor reads any hub's log from its HTTP endpoint (/log/) or, the hub
+// gone, from the archive.
+type EvidenceConfig struct {
+	// Log is the transparency log: dir (default DATA/tlog), key_file
+	// (DATA/tlog.key, made at first start; its public half is written to
+	// DATA/tlog.pub), origin (default edx.local/hub/<hub id>), batching
+	// (batch_max_size 256, batch_max_age 25ms), checkpoint_interval (1s)
+	// and timestamp_interval (1m: one TSA request covers every decision of
+	// the interval).
+	Log tlog.Config `yaml:"log"`
+	// TSA is where checkpoints are time-stamped.
+	TSA TSAConfig `yaml:"tsa"`
+	// Disabled runs the hub without its log: no decision is logged, no
+	// checkpoint time-stamped, receipts name no entry. For measuring the
+	// log's cost (edx bench) only: such a hub leaves no evidence beyond its
+	// receipts.
+	Disabled bool `yaml:"disabled"`
+}
+
+// TSAConfig names the RFC 3161 time-stamping authorities.
+type TSAConfig struct {
+	// URLs of the TSAs, tried in order (the city's: a national CA's TSA).
+	// Empty, with a development CA: the hub runs a development TSA itself
+	// (POST /tsa), with a timeStamping certificate from the development
+	// CA. Required without one.
+	URLs []string `yaml:"urls"`
+	// Roots is a PEM file of the TSAs' trust roots (default pki.trust): a
+	// token that does not chain to them is refused when it is made, since
+	// it would not verify later.
+	Roots string `yaml:"roots"`
+	// Timeout bounds one request to one TSA (default 10s).
+	Timeout time.Duration `yaml:"timeout"`
+	// Policy, when set, is the TSA policy to request and require.
+	Policy string `yaml:"policy"`
+}
+
+// DefaultLogBatchMaxAge is the hub's default evidence.log.batch_max_age:
+// the longest an entry waits for others to share its write.
+const DefaultLogBatchMaxAge = 25 * time.Millisecond
+
+func (c *EvidenceConfig) setDefaults(data, trust string) {
+	under := func(p *string, rel string) {
+		if *p == "" {
+			*p = filepath.Join(data, rel)
+		}
+		if !filepath.IsAbs(*p) {
+			*p, _ = filepath.Abs(*p)
+		}
+	}
+	under(&c.Log.Dir, "tlog")
+	under(&c.Log.KeyFile, "tlog.key")
+	if c.Log.BatchMaxAge == 0 {
+		c.Log.BatchMaxAge = DefaultLogBatchMaxAge
+	}
+	if c.TSA.Roots == "" {
+		c.TSA.Roots = trust
+	} else if !filepath.IsAbs(c.TSA.Roots) {
+		c.TSA.Roots, _ = filepath.Abs(c.TSA.Roots)
+	}
+}
+
+func (c *EvidenceConfig) validate(devCA bool) error {
+	if c.Disabled {
+		return nil
+	}
+	lc := c.Log
+	if lc.Origin == "" {
+		lc.Origin = "edx.local/hub/id" // set at start from the hub's id
+	}
+	lc.SetDefaults()
+	var errs []error
+	if err := lc.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("evidence.log: %w", err))
+	}
+	if len(c.TSA.URLs) == 0 && !devCA {
+		errs = append(errs, errors.New("evidence.tsa.urls: a TSA is required (the development TSA runs only with a development CA)"))
+	}
+	if len(c.TSA.URLs) > 0 {
+		tc := tsa.Config{URLs: c.TSA.URLs, Timeout: c.TSA.Timeout, Policy: c.TSA.Policy}
+		if err := tc.Validate(); err != nil {
+			errs = append(errs, fmt.Errorf("evidence.tsa: %w", err))
+		}
+	}
+	if c.TSA.Timeout < 0 {
+		errs = append(errs, fmt.Errorf("evidence.tsa.timeout %s: negative", c.TSA.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// LogInfo is what the hub tells of its log (GET /api/v1/log, hub.json).
+type LogInfo struct {
+	Origin string `json:"origin"`
+	// VKey is the log's public key (a note verifier key: origin+hash+key):
+	// edx audit verify --log-key, and agents' witness check.
+	VKey string `json:"vkey"`
+	// URL is where the log is served read-only (C2SP tlog-tiles).
+	URL string `json:"url,omitempty"`
+	// MirrorPrefix is where the archive holds it.
+	MirrorPrefix      string        `json:"mirror_prefix"`
+	TimestampInterval time.Duration `json:"timestamp_interval"`
+}
+
+// startEvidence opens the hub's transparency log (making its key at first
+// start), its TSA client (or the development TSA), writes the log's public
+// key beside its mirror in the archive, and logs the trust store and the
+// hub's certificate in force.
+func (h *Hub) startEvidence(ctx context.Context) error {
+	ec := h.cfg.Evidence
+	if ec.Disabled {
+		h.log.Warn("evidence: the transparency log is disabled (evidence.disabled): decisions are not logged and receipts name no log entry")
+		return nil
+	}
+	cfg := ec.Log
+	if cfg.Origin == "" {
+		cfg.Origin = "edx.local/hub/" + strings.ToLower(h.id)
+	}
+	signer, verifier, vkey, err := tlog.EnsureKey(cfg.KeyFile, cfg.Origin)
+	if err != nil {
+		return fmt.Errorf("evidence.log.key_file %s: %w", cfg.KeyFile, err)
+	}
+	if ec.Log.Origin != "" && signer.Name() != ec.Log.Origin {
+		h.log.Warn("evidence: the log key names another origin than evidence.log.origin; the key's name is the log's origin",
+			"key_file", cfg.KeyFile, "origin", signer.Name(), "configured", ec.Log.Origin)
+	}
+	cfg.Origin = signer.Name()
+	if cfg.MirrorPrefix == "" {
+		cfg.MirrorPrefix = projection.LogPrefix(cfg.Origin)
+	}
+	cfg.SetDefaults()
+	if err := os.WriteFile(filepath.Join(h.cfg.Data, "tlog.pub"), []byte(vkey+"\n"), 0o644); err != nil {
+		return fmt.Errorf("evidence: %w", err)
+	}
+	if err := h.publishLogKey(ctx, cfg.MirrorPrefix, vkey); err != nil {
+		return err
+	}
+	var stamper tlog.Timestamper
+	urls := ec.TSA.URLs
+	if len(urls) == 0 {
+		if h.ca == nil {
+			return errors.New("evidence.tsa.urls: a TSA is required (the development TSA runs only with a development CA)")
+		}
+		k, c, err := h.ca.EnsureTSA("edx development TSA")
+		if err != nil {
+			return fmt.Errorf("evidence: development TSA: %w", err)
+		}
+		if h.devTSA, err = tsa.LoadServer(k, c, ec.TSA.Policy); err != nil {
+			return fmt.Errorf("evidence: development TSA: %w", err)
+		}
+		urls = []string{loopbackURL(h.httpLn.Addr()) + tsaPath}
+		h.log.Info("evidence: checkpoints are time-stamped by the development TSA (set evidence.tsa.urls for a real one)", "url", urls[0])
+	}
+	rootsPEM, err := os.ReadFile(ec.TSA.Roots)
+	if err != nil {
+		return fmt.Errorf("evidence.tsa.roots: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(rootsPEM) {
+		return fmt.Errorf("evidence.tsa.roots %s: no certificate", ec.TSA.Roots)
+	}
+	if stamper, err = tsa.NewClient(tsa.Config{URLs: urls, Timeout: ec.TSA.Timeout, Policy: ec.TSA.Policy, Roots: roots}); err != nil {
+		return fmt.Errorf("evidence.tsa: %w", err)
+	}
+	b, err := tlog.POSIX(ctx, cfg.Dir)
+	if err != nil {
+		return fmt.Errorf("evidence.log.dir %s: %w", cfg.Dir, err)
+	}
+	l, err := tlog.Open(ctx, cfg, b, tlog.Deps{Signer: signer, Verifier: verifier, Timestamper: stamper, Archive: h.arch,
+		Logger: h.log.With("component", "tlog"), Registerer: h.reg})
+	if err != nil {
+		return err
+	}
+	h.tlog, h.logVKey, h.logCfg = l, vkey, cfg
+	h.closers = append(h.closers, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := l.Close(ctx); err != nil {
+			h.log.Error("evidence: closing the log", "err", err)
+		}
+	})
+	h.log.Info("evidence: transparency log open", "origin", l.Origin(), "dir", cfg.Dir, "vkey", vkey)
+	// What the hub trusts, and the certificate it signs receipts with.
+	h.logOnce(ctx, &evidence.Entry{Kind: evidence.Trust, Action: "replaced", Digest: sha256Hex(rootsOf(h.cfg.PKI.Trust))})
+	hc := h.signer.Cert()
+	h.logOnce(ctx, &evidence.Entry{Kind: evidence.Certificate, Action: "registered", Serial: hc.SerialNumber.Text(16), Digest: sha256Hex(hc.Raw)})
+	return nil
+}
+
+// publishLogKey writes the log's public key beside its mirror, once. Another
+// key there is another hub's log under the same origin: two hubs must not
+// share one (evidence.log.origin, or a copied data directory).
+func (h *Hub) publishLogKey(ctx context.Context, prefix, vkey string) error {
+	key := prefix + tlog.VKeyName
+	_, err := h.arch.Put(ctx, key, []byte(vkey+"\n"), "text/plain; charset=utf-8", nil)
+	if errors.Is(err, archive.ErrConflict) {
+		b, _, gerr := h.arch.Get(ctx, key)
+		if gerr != nil {
+			return fmt.Errorf("evidence: %s: %w", key, gerr)
+		}
+		if strings.TrimSpace(string(b)) != vkey {
+			return fmt.Errorf("evidence: the archive holds another log key under %s (%s): another hub uses the origin of this one; "+
+				"give each hub its own evidence.log.origin (and never copy a data directory)", key, strings.TrimSpace(string(b)))
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("evidence: %s: %w", key, err)
+	}
+	return nil
+}
+
+// logOnce logs a decision the hub may meet again (at each start, or after
+// a restart) once, by its key. A failure is logged: the change it records
+// is in force already.
+func (h *Hub) logOnce(ctx context.Context, e *evidence.Entry) {
+	if h.tlog == nil {
+		return
+	}
+	e.V = evidence.Version
+	if e.Time.IsZero() {
+		e.Time = h.cfg.Clock().UTC()
+	}
+	idx, dup, err := h.tlog.AppendOnce(ctx, e)
+	if err != nil {
+		h.log.Error("evidence: a decision could not be logged", "kind", e.Kind, "action", e.Action, "err", err)
+		return
+	}
+	if !dup {
+		h.log.Debug("evidence: logged", "kind", e.Kind, "action", e.Action, "index", idx)
+	}
+}
+
+// logUnit logs a change of a unit's record (its digest as the registry
+// archived it) and, when its certificate changed, the certificate.
+func (h *Hub) logUnit(ctx context.Context, u registry.Unit, oldSerial string) {
+	if h.tlog == nil {
+		return
+	}
+	b, err := registry.Encode(u)
+	if err != nil {
+		return
+	}
+	action := u.Event
+	h.logOnce(ctx, &evidence.Entry{Kind: evidence.UnitChange, Time: u.At.UTC(), Unit: string(u.ID), Action: action, Digest: sha256Hex(b)})
+	if u.CertSerial == "" || u.CertPEM == "" {
+		return
+	}
+	certs, err := pki.ParseCertificates([]byte(u.CertPEM))
+	if err != nil || len(certs) == 0 {
+		return
+	}
+	c := certs[0]
+	serial := c.SerialNumber.Text(16)
+	switch {
+	case u.Event == eventRevoked:
+		h.logOnce(ctx, &evidence.Entry{Kind: evidence.Certificate, Time: u.At.UTC(), Unit: string(u.ID), Action: "revoked", Serial: serial, Digest: sha256Hex(c.Raw)})
+	case serial != oldSerial:
+		action := "registered"
+		if h.issuer != nil && bytes.Equal(c.RawIssuer, h.issuer.Cert.RawSubject) {
+			action = "issued"
+		}
+		h.logOnce(ctx, &evidence.Entry{Kind: evidence.Certificate, Time: u.At.UTC(), Unit: string(u.ID), Action: action, Serial: serial, Digest: sha256Hex(c.Raw)})
+	}
+}
+
+// logCRL logs a CRL the hub put in force (installed), once.
+func (h *Hub) logCRL(ctx context.Context, info pki.CRLInfo) {
+	e := &evidence.Entry{Kind: evidence.CRL, Action: "installed", Digest: info.SHA256}
+	if info.Number != nil && info.Number.Sign() >= 0 {
+		e.Serial = info.Number.Text(16)
+	}
+	h.logOnce(ctx, e)
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func rootsOf(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
+
+// tsaPath is where the hub serves the development TSA.
+const tsaPath = "/tsa"
+
+// loopbackURL is http://host:port for the hub itself at addr: a wildcard
+// address becomes 127.0.0.1.
+func loopbackURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String()
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return (&url.URL{Scheme: "http", Host: net.JoinHostPort(host, port)}).String()
+}
+
+// hubEvidence reads the transparency logs for the API: this hub's own, and
+// the other hubs' from their mirrors in the archive (which hold their
+// time-stamped checkpoints).
+type hubEvidence struct{ h *Hub }
+
+func (e *hubEvidence) Proof(ctx context.Context, origin string, index uint64) (*evidence.Proof, error) {
+	var (
+		p   *evidence.Proof
+		err error
+	)
+	if origin == e.h.tlog.Origin() {
+		p, err = e.h.tlog.Proof(ctx, index)
+	} else {
+		p, err = tlog.OpenMirror(e.h.arch, projection.LogPrefix(origin)).Proof(ctx, index)
+	}
+	return p, evidenceErr(origin, err)
+}
+
+func (e *hubEvidence) Cosigned(ctx context.Context, origin string, size uint64) ([]byte, error) {
+	var (
+		b   []byte
+		err error
+	)
+	if origin == e.h.tlog.Origin() {
+		b, err = e.h.tlog.Cosigned(ctx, size)
+	} else {
+		b, err = tlog.OpenMirror(e.h.arch, projection.LogPrefix(origin)).Cosigned(ctx, size)
+	}
+	return b, evidenceErr(origin, err)
+}
+
+func (e *hubEvidence) Info() any { return e.h.LogInfo() }
+
+func evidenceErr(origin string, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, tlog.ErrNotIntegrated):
+		return fmt.Errorf("%w: the log %s has no checkpoint holding the entry yet (another hub's log is read from its archive mirror, "+
+			"written at each time-stamp); try again shortly", api.ErrUnavailable, origin)
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: log %s: %v", api.ErrNotFound, origin, err)
+	}
+	return err
+}
