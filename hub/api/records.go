@@ -39,7 +39,7 @@ type Records struct {
 	// Evidence reads the transparency logs (proofs, audit bundles); nil
 	// on a hub without its log.
 	Evidence Evidence
-	Now   func() time.Time // time.Now when nil
+	Now      func() time.Time // time.Now when nil
 	// MaxVerifications bounds the verifications running at once, the
 	// API's and the web UI's alike (an archived document re-verified, an
 	// upload read and verified); one more is refused with ErrBusy rather

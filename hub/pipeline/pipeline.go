@@ -278,8 +278,8 @@ type Deps struct {
 	Applied Applied // may be nil
 	// TLog is the hub's transparency log; nil logs nothing and signs
 	// receipts naming no entry (a hub with evidence.disabled, tests).
-	TLog  Log
-	Trust *pki.Trust
+	TLog    Log
+	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
 	Log     *slog.Logger

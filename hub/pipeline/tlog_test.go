@@ -255,4 +255,3 @@ func (f *flakyLog) AppendAsync(ctx context.Context, en *evidence.Entry) func() (
 	}
 	return f.Log.AppendAsync(ctx, en)
 }
-

@@ -73,9 +73,9 @@ type ArchiveReport struct {
 
 // LogRead is one log as read.
 type LogRead struct {
-	Origin  string `json:"origin"`
-	Where   string `json:"where"`
-	Size    uint64 `json:"size"`
+	Origin  string                `json:"origin"`
+	Where   string                `json:"where"`
+	Size    uint64                `json:"size"`
 	Entries map[evidence.Kind]int `json:"entries"`
 }
 
