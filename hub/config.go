@@ -335,7 +335,7 @@ func (c *Config) Validate() error {
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))
 	}
-	if err := c.Evidence.validate(c.PKI.DevCA != ""); err != nil {
+	if err := c.Evidence.validate(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Log.Level {

@@ -163,3 +163,44 @@ func TestConfigPathsAbsolute(t *testing.T) {
 		}
 	}
 }
+
+// TestEvidenceConfig: the evidence keys' defaults (the log under the data
+// directory, the TSA roots the trust's) and their validation; the cluster
+// example names a TSA.
+func TestEvidenceConfig(t *testing.T) {
+	c := Config{Data: t.TempDir()}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e := c.Evidence
+	if e.Log.Dir != filepath.Join(c.Data, "tlog") || e.Log.KeyFile != filepath.Join(c.Data, "tlog.key") || e.Log.BatchMaxAge != DefaultLogBatchMaxAge ||
+		e.TSA.Roots != c.PKI.Trust || e.Disabled {
+		t.Errorf("evidence defaults: %+v", e)
+	}
+	for name, f := range map[string]func(*Config){
+		"timestamp interval":  func(c *Config) { c.Evidence.Log.TimestampInterval = 10 * time.Millisecond },
+		"checkpoint interval": func(c *Config) { c.Evidence.Log.CheckpointInterval = time.Millisecond },
+		"batch":               func(c *Config) { c.Evidence.Log.BatchMaxSize = 1 << 20 },
+		"origin":              func(c *Config) { c.Evidence.Log.Origin = "edx.local//hub" },
+		"origin with a space": func(c *Config) { c.Evidence.Log.Origin = "edx hub" },
+		"tsa url":             func(c *Config) { c.Evidence.TSA.URLs = []string{"ftp://tsa.example/"} },
+		"tsa policy":          func(c *Config) { c.Evidence.TSA.URLs, c.Evidence.TSA.Policy = []string{"http://tsa.example/"}, "1.x" },
+	} {
+		bad := Config{Data: t.TempDir()}
+		bad.SetDefaults()
+		f(&bad)
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "evidence") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	cl, err := LoadConfig("../configs/hub-cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cl.Evidence.TSA.URLs) == 0 || cl.Evidence.Log.Origin == "" {
+		t.Errorf("the cluster example names no TSA or no origin: %+v", cl.Evidence)
+	}
+}

@@ -57,7 +57,9 @@ type TSAConfig struct {
 	// URLs of the TSAs, tried in order (the city's: a national CA's TSA).
 	// Empty, with a development CA: the hub runs a development TSA itself
 	// (POST /tsa), with a timeStamping certificate from the development
-	// CA. Required without one.
+	// CA. Empty without one: decisions are logged but not time-stamped
+	// (their time rests on the hub's clock), which the hub warns of at
+	// start.
 	URLs []string `yaml:"urls"`
 	// Roots is a PEM file of the TSAs' trust roots (default pki.trust): a
 	// token that does not chain to them is refused when it is made, since
@@ -94,7 +96,7 @@ func (c *EvidenceConfig) setDefaults(data, trust string) {
 	}
 }
 
-func (c *EvidenceConfig) validate(devCA bool) error {
+func (c *EvidenceConfig) validate() error {
 	if c.Disabled {
 		return nil
 	}
@@ -106,9 +108,6 @@ func (c *EvidenceConfig) validate(devCA bool) error {
 	var errs []error
 	if err := lc.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("evidence.log: %w", err))
-	}
-	if len(c.TSA.URLs) == 0 && !devCA {
-		errs = append(errs, errors.New("evidence.tsa.urls: a TSA is required (the development TSA runs only with a development CA)"))
 	}
 	if len(c.TSA.URLs) > 0 {
 		tc := tsa.Config{URLs: c.TSA.URLs, Timeout: c.TSA.Timeout, Policy: c.TSA.Policy}
@@ -170,10 +169,10 @@ func (h *Hub) startEvidence(ctx context.Context) error {
 	}
 	var stamper tlog.Timestamper
 	urls := ec.TSA.URLs
-	if len(urls) == 0 {
-		if h.ca == nil {
-			return errors.New("evidence.tsa.urls: a TSA is required (the development TSA runs only with a development CA)")
-		}
+	if len(urls) == 0 && h.ca == nil {
+		h.log.Warn("evidence: no TSA (evidence.tsa.urls): decisions are logged, but no checkpoint is time-stamped and no audit bundle can be made; " +
+			"the time of every decision rests on the hub's clock until a TSA is configured")
+	} else if len(urls) == 0 {
 		k, c, err := h.ca.EnsureTSA("edx development TSA")
 		if err != nil {
 			return fmt.Errorf("evidence: development TSA: %w", err)
@@ -184,16 +183,20 @@ func (h *Hub) startEvidence(ctx context.Context) error {
 		urls = []string{loopbackURL(h.httpLn.Addr()) + tsaPath}
 		h.log.Info("evidence: checkpoints are time-stamped by the development TSA (set evidence.tsa.urls for a real one)", "url", urls[0])
 	}
-	rootsPEM, err := os.ReadFile(ec.TSA.Roots)
-	if err != nil {
-		return fmt.Errorf("evidence.tsa.roots: %w", err)
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(rootsPEM) {
-		return fmt.Errorf("evidence.tsa.roots %s: no certificate", ec.TSA.Roots)
-	}
-	if stamper, err = tsa.NewClient(tsa.Config{URLs: urls, Timeout: ec.TSA.Timeout, Policy: ec.TSA.Policy, Roots: roots}); err != nil {
-		return fmt.Errorf("evidence.tsa: %w", err)
+	if len(urls) > 0 {
+		rootsPEM, err := os.ReadFile(ec.TSA.Roots)
+		if err != nil {
+			return fmt.Errorf("evidence.tsa.roots: %w", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(rootsPEM) {
+			return fmt.Errorf("evidence.tsa.roots %s: no certificate", ec.TSA.Roots)
+		}
+		c, err := tsa.NewClient(tsa.Config{URLs: urls, Timeout: ec.TSA.Timeout, Policy: ec.TSA.Policy, Roots: roots})
+		if err != nil {
+			return fmt.Errorf("evidence.tsa: %w", err)
+		}
+		stamper = c
 	}
 	b, err := tlog.POSIX(ctx, cfg.Dir)
 	if err != nil {

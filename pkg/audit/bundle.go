@@ -325,38 +325,47 @@ func unhex(ss []string) ([][]byte, error) {
 	return out, nil
 }
 
+// OpenSSLRecipe is what OpenSSL alone checks in a bundle (bundle.zip), with
+// the city's roots (roots.pem) and the TSA's (tsa-roots.pem) beside it: the
+// README gives it, README.txt in every bundle too, and a test runs it.
+const OpenSSLRecipe = `unzip -oq bundle.zip -d b && cd b
+# 1. The TSA signed SHA-256 of the checkpoint, at the time it prints:
+openssl ts -verify -token_in -in log/checkpoint.tsr -data log/checkpoint -CAfile ../tsa-roots.pem
+openssl ts -reply -token_in -in log/checkpoint.tsr -token_out -text | grep '^Time stamp:'
+# 2. The acceptance time (the entry's, the receipt's accepted_at), in Unix seconds:
+AT=$(date -u -d "$(grep -o '"time":"[^"]*"' log/entry.json | cut -d'"' -f4)" +%s)
+# 3. The CRLs in force then, named by the entry: their dates.
+for f in crl/*.crl; do
+  openssl crl -inform DER -in "$f" -noout -issuer -lastupdate -nextupdate
+  openssl crl -inform DER -in "$f" >> crls.pem
+done
+# 4. The sender's signature over the manifest, as of then, not revoked then:
+mkdir c && (cd c && unzip -q ../container.asice)
+openssl cms -verify -binary -inform DER -in c/META-INF/signature001.p7s -content c/META-INF/ASiCManifest.xml \
+    -CAfile ../roots.pem -purpose any -attime "$AT" -crl_check -CRLfile crls.pem -out /dev/null
+# 5. The hub's receipt, as of then: signed by the hub, naming this container and the entry.
+openssl cms -verify -inform DER -in receipt.p7s -CAfile ../roots.pem -purpose any -attime "$AT" \
+    -crl_check -CRLfile crls.pem -signer hub.pem -out receipt.json
+openssl x509 -in hub.pem -noout -ext extendedKeyUsage | grep -x ' *1\.3\.6\.1\.4\.1\.32473\.7001\.3\.1'
+grep -q "\"container_sha256\":\"$(sha256sum < container.asice | cut -d' ' -f1)\"" receipt.json
+grep -q "\"index\":$(grep -o '"index": *[0-9]*' log/inclusion.json | grep -o '[0-9]*$')}" receipt.json
+`
+
 func readme(id document.ID) string {
 	return `edx audit bundle of document ` + string(id) + `
 
-Check it all, offline, at the time-stamped time:
+Check it all, offline, as of its time-stamped time (bundle.zip is this file):
 
-  edx audit verify THIS.zip --trust roots.pem --log-key hub-log.vkey [--witness witnesses.vkeys --quorum N]
+  edx audit verify bundle.zip --trust roots.pem --log-key hub-log.vkey [--tsa-roots tsa-roots.pem] \
+      [--witness witnesses.vkeys --quorum N] [--crl newer.crl]
 
-What OpenSSL alone can check (unzip first; roots.pem are the city's trust roots,
-tsa-roots.pem the TSA's; the hub's certificate carries the extended key usage
-1.3.6.1.4.1.32473.7001.3.1, which no unit certificate carries):
+What OpenSSL alone checks, with the city's roots (roots.pem) and the TSA's
+(tsa-roots.pem) beside bundle.zip (GNU date):
 
-  # 1. The time-stamp: the TSA signed SHA-256 of log/checkpoint at its genTime.
-  openssl ts -verify -token_in -in log/checkpoint.tsr -data log/checkpoint -CAfile tsa-roots.pem
-  openssl ts -reply -token_in -in log/checkpoint.tsr -token_out -text | grep 'Time stamp'
-
-  # 2. The sender's signature over the manifest, and the files' digests, as of that time
-  #    (-attime: the entry's time, log/entry.json "time", as Unix seconds).
-  unzip -o container.asice -d c
-  openssl cms -verify -binary -inform DER -in c/META-INF/signature001.p7s -content c/META-INF/ASiCManifest.xml \
-    -CAfile roots.pem -purpose any -attime SECONDS -crl_check_all -CRLfile crl.pem -out /dev/null
-  (cd c && grep -o 'URI="[^"]*"' META-INF/ASiCManifest.xml; sha256sum document.json files/*)
-
-  # 3. The hub's receipt, as of its accepted_at; it names this container and the log entry.
-  openssl cms -verify -inform DER -in receipt.p7s -CAfile roots.pem -purpose any -attime SECONDS
-  openssl cms -verify -inform DER -in receipt.p7s -CAfile roots.pem -purpose any -attime SECONDS -signer hub.pem -out receipt.json
-  openssl x509 -in hub.pem -noout -ext extendedKeyUsage
-
-  # 4. The CRLs' dates: in force at the entry's time (thisUpdate before it, nextUpdate after).
-  for f in crl/*.crl; do openssl crl -inform DER -in "$f" -noout -issuer -lastupdate -nextupdate; done
-
-The log proof (log/entry.json in log/checkpoint, signed by the hub's log key)
-and the witnesses' cosignatures are Merkle and Ed25519 note checks that OpenSSL
-does not do: edx audit verify does them.
+` + OpenSSLRecipe + `
+The log proof (log/entry.json in log/checkpoint, which the hub's log key
+signed; its consistency with log/previous/checkpoint) and the witnesses'
+cosignatures are Merkle and Ed25519 note checks that OpenSSL does not do:
+edx audit verify does them.
 `
 }

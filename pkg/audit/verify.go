@@ -111,13 +111,22 @@ func Verify(b *Bundle, o Options) (*Report, error) {
 	}
 
 	// 1. The log and its time-stamps.
-	v, err := b.Proof.Verify(evidence.ProofOptions{Origin: b.Origin, LogKey: logKey, TSARoots: tsaRoots, RequireTimestamp: true})
+	cp, err := evidence.OpenCheckpoint(b.Proof.Checkpoint, b.Origin, logKey)
+	if err == nil {
+		err = evidence.VerifyInclusion(b.Proof.Entry, b.Proof.Index, b.Proof.Hashes, cp)
+	}
 	if err != nil {
 		r.add("log", false, "", err.Error())
 		return r, nil
 	}
-	r.TreeSize, r.Before, r.After = v.Checkpoint.Size, v.Time, v.After
-	r.add("log", true, fmt.Sprintf("entry %d is in the tree of %d entries that the log %s signed (key %08x)", b.Proof.Index, v.Checkpoint.Size, b.Origin, logKey.KeyHash()), "")
+	r.TreeSize = cp.Size
+	r.add("log", true, fmt.Sprintf("entry %d is in the tree of %d entries that the log %s signed (key %08x)", b.Proof.Index, cp.Size, b.Origin, logKey.KeyHash()), "")
+	v, err := b.Proof.Verify(evidence.ProofOptions{Origin: b.Origin, LogKey: logKey, TSARoots: tsaRoots, RequireTimestamp: true})
+	if err != nil {
+		r.add("timestamp", false, "", err.Error())
+		return r, nil
+	}
+	r.Before, r.After = v.Time, v.After
 	d := sha256.Sum256(b.Proof.Checkpoint)
 	info, err := tsa.VerifyToken(b.Proof.Timestamp, d[:], tsa.VerifyOptions{Roots: tsaRoots})
 	if err != nil {
