@@ -116,6 +116,8 @@ func TestAuditCommandLine(t *testing.T) {
   access_key_file: %s
   secret_key_file: %s
   bucket: %s
+pki:
+  crl_poll: 100ms
 evidence:
   log:
     timestamp_interval: 1s
@@ -217,6 +219,17 @@ evidence:
 	edx(t, work, 0, "pki", "revoke", "--dir", filepath.Join(data, "pki"), "--cert", filepath.Join(ua, "cert.pem"))
 	if out := edx(t, work, 0, append(verify, "--crl", filepath.Join(data, "pki", "crl.pem"))...); !strings.Contains(out, "VALID") {
 		t.Fatalf("revoked after acceptance:\n%s", out)
+	}
+	// The hub, checking now, says revoked (once it has read the new CRL);
+	// the bundle, as of acceptance, stays valid.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, code := edxCode(t, work, "verify", id, "--data", data)
+		if code == 1 && strings.Contains(out, "signature.revoked") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("edx verify ID after the revocation (exit %d):\n%s", code, out)
+		}
 	}
 	os.Rename(filepath.Join(work, ua), filepath.Join(work, "old-a"))
 	edx(t, work, 0, "unit", "rotate", "000.01.00.H29", "--cert", "--data", data, "--out", filepath.Join(work, "new-a"))

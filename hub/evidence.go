@@ -132,6 +132,9 @@ type LogInfo struct {
 	// MirrorPrefix is where the archive holds it.
 	MirrorPrefix      string        `json:"mirror_prefix"`
 	TimestampInterval time.Duration `json:"timestamp_interval"`
+	// TSARoots is the file of the TSA roots the hub checks its tokens
+	// against (on the hub's machine: edx proof --data reads it).
+	TSARoots string `json:"tsa_roots,omitempty"`
 }
 
 // startEvidence opens the hub's transparency log (making its key at first
@@ -347,6 +350,16 @@ func (e *hubEvidence) Proof(ctx context.Context, origin string, index uint64) (*
 	)
 	if origin == e.h.tlog.Origin() {
 		p, err = e.h.tlog.Proof(ctx, index)
+		if errors.Is(err, tlog.ErrNotIntegrated) {
+			// Sequenced, not yet in a published checkpoint: one comes
+			// within evidence.log.checkpoint_interval.
+			actx, cancel := context.WithTimeout(ctx, 2*e.h.logCfg.CheckpointInterval+time.Second)
+			_, werr := e.h.tlog.Await(actx, index)
+			cancel()
+			if werr == nil {
+				p, err = e.h.tlog.Proof(ctx, index)
+			}
+		}
 	} else {
 		p, err = tlog.OpenMirror(e.h.arch, projection.LogPrefix(origin)).Proof(ctx, index)
 	}
@@ -374,7 +387,7 @@ func evidenceErr(origin string, err error) error {
 		return nil
 	case errors.Is(err, tlog.ErrNotIntegrated):
 		return fmt.Errorf("%w: the log %s has no checkpoint holding the entry yet (another hub's log is read from its archive mirror, "+
-			"written at each time-stamp); try again shortly", api.ErrUnavailable, origin)
+			"written at each time-stamp); try again shortly", api.ErrPending, origin)
 	case errors.Is(err, fs.ErrNotExist):
 		return fmt.Errorf("%w: log %s: %v", api.ErrNotFound, origin, err)
 	}

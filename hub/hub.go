@@ -429,7 +429,8 @@ func (h *Hub) LogInfo() *LogInfo {
 	if h.tlog == nil {
 		return nil
 	}
-	li := &LogInfo{Origin: h.tlog.Origin(), VKey: h.logVKey, MirrorPrefix: h.logCfg.MirrorPrefix, TimestampInterval: h.logCfg.TimestampInterval}
+	li := &LogInfo{Origin: h.tlog.Origin(), VKey: h.logVKey, MirrorPrefix: h.logCfg.MirrorPrefix, TimestampInterval: h.logCfg.TimestampInterval,
+		TSARoots: h.cfg.Evidence.TSA.Roots}
 	if h.httpLn != nil {
 		li.URL = "http://" + h.httpLn.Addr().String() + logPath
 	}

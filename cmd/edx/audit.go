@@ -84,7 +84,7 @@ func cmdProof(ctx context.Context, e *env, args []string) int {
 	hf.register(fs)
 	var keys multi
 	fs.Var(&keys, "log-key", "the log's public key, or a file of keys (default: the key the hub gives: it checks the proof, not the hub)")
-	tsaRoots := fs.String("tsa-roots", "", "the TSA's trust roots (PEM) to check the time-stamp with (default: the hub's trust roots with --data)")
+	tsaRoots := fs.String("tsa-roots", "", "the TSA's trust roots (PEM) to check the time-stamp with (default with --data: the hub's evidence.tsa.roots)")
 	asJSON := fs.Bool("json", false, "print the proof as JSON")
 	if c := parse(fs, args); c >= 0 {
 		return c
@@ -134,9 +134,15 @@ func cmdProof(ctx context.Context, e *env, args []string) int {
 	if rootsPath == "" && hf.url == "" {
 		var info struct {
 			TrustRoots string `json:"trust_roots"`
+			Log        *struct {
+				TSARoots string `json:"tsa_roots"`
+			} `json:"log"`
 		}
 		if b, err := os.ReadFile(filepath.Join(hf.data, "hub.json")); err == nil && json.Unmarshal(b, &info) == nil {
 			rootsPath = info.TrustRoots
+			if info.Log != nil && info.Log.TSARoots != "" {
+				rootsPath = info.Log.TSARoots
+			}
 		}
 	}
 	if rootsPath != "" {

@@ -94,6 +94,9 @@ func errorStatus(err error) int {
 	return http.StatusInternalServerError
 }
 
+// pendingRetryAfter is the Retry-After of ErrPending, in seconds.
+const pendingRetryAfter = 5
+
 // Status returns the HTTP status code for an error of Records (for the web UI).
 func Status(err error) int { return errorStatus(err) }
 
@@ -310,6 +313,10 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		msg = err.Error()
 		w.Header().Set("Retry-After", strconv.Itoa(busyRetryAfter))
 		s.d.Log.Warn("http: busy", "path", r.URL.Path)
+	case errors.Is(err, ErrPending):
+		// Evidence on its way (a checkpoint, a time-stamp): not a fault.
+		msg = err.Error()
+		w.Header().Set("Retry-After", strconv.Itoa(pendingRetryAfter))
 	default:
 		s.d.Log.Error("http", "path", r.URL.Path, "err", err)
 	}

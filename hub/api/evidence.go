@@ -87,9 +87,14 @@ func (rs *Records) Proof(ctx context.Context, who *auth.Identity, id document.ID
 	return out, nil
 }
 
+// ErrPending: the evidence asked for is not there yet, and will be (a log
+// entry not yet in a published or time-stamped checkpoint). The API
+// answers 503 with the reason and Retry-After.
+var ErrPending = fmt.Errorf("%w: not yet", ErrUnavailable)
+
 // ErrNotStamped: the document's entry is not in a time-stamped checkpoint
 // yet (the hub time-stamps its log every evidence.log.timestamp_interval).
-var ErrNotStamped = fmt.Errorf("%w: the document's log entry is not in a time-stamped checkpoint yet; try again after the log's time-stamp interval", ErrUnavailable)
+var ErrNotStamped = fmt.Errorf("%w: the document's log entry is not in a time-stamped checkpoint yet; try again after the log's time-stamp interval", ErrPending)
 
 // Bundle returns a document's audit bundle (pkg/audit), for those who may
 // read its content and verify: the container, the receipt, the log proof

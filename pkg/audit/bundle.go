@@ -334,18 +334,19 @@ openssl ts -verify -token_in -in log/checkpoint.tsr -data log/checkpoint -CAfile
 openssl ts -reply -token_in -in log/checkpoint.tsr -token_out -text | grep '^Time stamp:'
 # 2. The acceptance time (the entry's, the receipt's accepted_at), in Unix seconds:
 AT=$(date -u -d "$(grep -o '"time":"[^"]*"' log/entry.json | cut -d'"' -f4)" +%s)
-# 3. The CRLs in force then, named by the entry: their dates.
+# 3. The CRLs in force then, named by the entry: their dates; with the roots, one store.
+cp ../roots.pem store.pem
 for f in crl/*.crl; do
   openssl crl -inform DER -in "$f" -noout -issuer -lastupdate -nextupdate
-  openssl crl -inform DER -in "$f" >> crls.pem
+  openssl crl -inform DER -in "$f" >> store.pem
 done
 # 4. The sender's signature over the manifest, as of then, not revoked then:
 mkdir c && (cd c && unzip -q ../container.asice)
 openssl cms -verify -binary -inform DER -in c/META-INF/signature001.p7s -content c/META-INF/ASiCManifest.xml \
-    -CAfile ../roots.pem -purpose any -attime "$AT" -crl_check -CRLfile crls.pem -out /dev/null
+    -CAfile store.pem -purpose any -attime "$AT" -crl_check -out /dev/null
 # 5. The hub's receipt, as of then: signed by the hub, naming this container and the entry.
-openssl cms -verify -inform DER -in receipt.p7s -CAfile ../roots.pem -purpose any -attime "$AT" \
-    -crl_check -CRLfile crls.pem -signer hub.pem -out receipt.json
+openssl cms -verify -inform DER -in receipt.p7s -CAfile store.pem -purpose any -attime "$AT" -crl_check \
+    -signer hub.pem -out receipt.json
 openssl x509 -in hub.pem -noout -ext extendedKeyUsage | grep -x ' *1\.3\.6\.1\.4\.1\.32473\.7001\.3\.1'
 grep -q "\"container_sha256\":\"$(sha256sum < container.asice | cut -d' ' -f1)\"" receipt.json
 grep -q "\"index\":$(grep -o '"index": *[0-9]*' log/inclusion.json | grep -o '[0-9]*$')}" receipt.json
