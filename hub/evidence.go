@@ -39,7 +39,7 @@ type EvidenceConfig struct {
 	// Log is the transparency log: dir (default DATA/tlog), key_file
 	// (DATA/tlog.key, made at first start; its public half is written to
 	// DATA/tlog.pub), origin (default edx.local/hub/<hub id>), batching
-	// (batch_max_size 256, batch_max_age 25ms), checkpoint_interval (1s)
+	// (batch_max_size 256, batch_max_age 10ms), checkpoint_interval (1s)
 	// and timestamp_interval (1m: one TSA request covers every decision of
 	// the interval).
 	Log tlog.Config `yaml:"log"`
@@ -73,7 +73,7 @@ type TSAConfig struct {
 
 // DefaultLogBatchMaxAge is the hub's default evidence.log.batch_max_age:
 // the longest an entry waits for others to share its write.
-const DefaultLogBatchMaxAge = 25 * time.Millisecond
+const DefaultLogBatchMaxAge = 10 * time.Millisecond
 
 func (c *EvidenceConfig) setDefaults(data, trust string) {
 	under := func(p *string, rel string) {

@@ -55,7 +55,9 @@ type Config struct {
 	Origin string `yaml:"origin"`
 	// BatchMaxSize and BatchMaxAge: entries are sequenced and integrated in
 	// batches of up to BatchMaxSize entries, or when the oldest waited
-	// BatchMaxAge (defaults 256 and 100ms).
+	// BatchMaxAge (defaults 256 and 100ms). The entries that arrive while
+	// a batch is written go together into the next (group commit), so
+	// BatchMaxAge is what an entry waits on an idle log, not a pace.
 	BatchMaxSize uint          `yaml:"batch_max_size"`
 	BatchMaxAge  time.Duration `yaml:"batch_max_age"`
 	// CheckpointInterval is how often a new checkpoint is published
@@ -161,7 +163,7 @@ type Log struct {
 	log      *slog.Logger
 	files    Files
 	reader   tessera.LogReader
-	add      tessera.AddFn
+	add      *group
 	shutdown func(context.Context) error
 	awaiter  *tessera.PublicationAwaiter
 	cancel   context.CancelFunc
@@ -209,7 +211,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("tlog: open: %w", err)
 	}
-	l.add, l.shutdown, l.reader, l.cancel = a.Add, shutdown, r, cancel
+	l.add, l.shutdown, l.reader, l.cancel = &group{add: a.Add, off: !groupCommit}, shutdown, r, cancel
 	l.awaiter = tessera.NewPublicationAwaiter(bg, r.ReadCheckpoint, 50*time.Millisecond)
 	return l, nil
 }
@@ -217,6 +219,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 // Close waits for every appended entry to be integrated and published, then
 // stops the log.
 func (l *Log) Close(ctx context.Context) error {
+	l.add.wait()
 	err := l.shutdown(ctx)
 	l.cancel()
 	if err != nil {
@@ -253,7 +256,7 @@ func (l *Log) AppendAsync(ctx context.Context, e *evidence.Entry) func() (uint64
 		return func() (uint64, error) { return 0, err }
 	}
 	start := time.Now()
-	f := l.add(ctx, tessera.NewEntry(b))
+	f := l.add.Add(ctx, tessera.NewEntry(b))
 	return func() (uint64, error) {
 		idx, err := f()
 		if err != nil {
