@@ -334,3 +334,75 @@ func derOf(t *testing.T, b []byte) []byte {
 }
 
 func sha256hexOf(b []byte) string { return sha256Hex(b) }
+
+// TestHubsHaveTheirOwnLogs: on a cluster each hub keeps its own log (its
+// own origin and key: tessera's POSIX writer is single), and a receipt
+// names the log of the hub that accepted the document. A hub proves, and
+// bundles, a document another hub accepted, from that hub's log mirrored
+// in the archive, with the other hub gone. A hub given another hub's
+// origin refuses to start.
+func TestHubsHaveTheirOwnLogs(t *testing.T) {
+	c := newCluster(t)
+	c.base.Evidence.Log.TimestampInterval = time.Second
+	c.base.Evidence.Log.CheckpointInterval = 200 * time.Millisecond
+	h1 := c.hub()
+	a := h1.register(uA)
+	h1.register(uB)
+	h2 := c.hub()
+	if h1.Log().Origin() == h2.Log().Origin() {
+		t.Fatalf("two hubs share the origin %s", h1.Log().Origin())
+	}
+	h1.stop() // hub 2 decides alone
+	id := a.send(a.signer, uB)
+	n := a.notice()
+	if n.Type != protocol.NoticeAccepted {
+		t.Fatalf("notice %+v", n)
+	}
+	rc := container.VerifyReceipt(n.Receipt, n.SHA256, container.Options{Trust: h2.trust}).Receipt
+	if rc == nil || rc.Log == nil || rc.Log.Origin != h2.Log().Origin() {
+		t.Fatalf("the receipt does not name hub 2's log: %+v", rc)
+	}
+	h2key := h2.logVKey
+	// Once hub 2 has time-stamped and mirrored its log, it goes away.
+	eventually(t, "hub 2's log mirrored with the entry", func() bool {
+		m := tlog.OpenMirror(h2.arch, projection.LogPrefix(rc.Log.Origin))
+		sizes, err := m.Sizes(t.Context())
+		return err == nil && len(sizes) > 0 && sizes[len(sizes)-1] > rc.Log.Index
+	})
+	h2.stop()
+	h3 := c.hub()
+	eventually(t, "hub 3 has the document", func() bool {
+		code, _ := h3.get("/api/v1/documents/" + string(id))
+		return code == http.StatusOK
+	})
+	var dp api.DocumentProof
+	if code := h3.api("GET", "/api/v1/documents/"+string(id)+"/proof", nil, &dp); code != http.StatusOK {
+		t.Fatalf("hub 3's proof of a document hub 2 accepted: %d", code)
+	}
+	lk, err := note.NewVerifier(h2key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tsaRoots := x509.NewCertPool()
+	tsaRoots.AddCert(h3.ca.Root)
+	v, err := dp.Proof.Verify(evidence.ProofOptions{Origin: dp.Origin, LogKey: lk, TSARoots: tsaRoots, RequireTimestamp: true})
+	if err != nil || v.Entry.Doc != string(id) || dp.Origin != rc.Log.Origin {
+		t.Fatalf("the proof hub 3 gives: %v %+v", err, v)
+	}
+	roots, _ := os.ReadFile(h3.cfg.PKI.Trust)
+	rep, err := audit.Verify(h3.bundle(string(id)), audit.Options{Roots: roots, LogKeys: []note.Verifier{lk}})
+	if err != nil || !rep.Valid {
+		t.Fatalf("hub 3's bundle of hub 2's document: %v %+v", err, rep)
+	}
+
+	// Another hub under hub 2's origin, with a key of its own.
+	cfg := c.base
+	cfg.Data = t.TempDir()
+	cfg.Evidence.Log.Origin = rc.Log.Origin
+	if h, err := New(t.Context(), cfg, testLog(t)); err == nil {
+		h.Close()
+		t.Fatal("a hub started under another hub's log origin")
+	} else if !strings.Contains(err.Error(), "another log key") {
+		t.Fatalf("the refusal does not say why: %v", err)
+	}
+}

@@ -39,7 +39,7 @@ type EvidenceConfig struct {
 	// Log is the transparency log: dir (default DATA/tlog), key_file
 	// (DATA/tlog.key, made at first start; its public half is written to
 	// DATA/tlog.pub), origin (default edx.local/hub/<hub id>), batching
-	// (batch_max_size 256, batch_max_age 10ms), checkpoint_interval (1s)
+	// (batch_max_size 256, batch_max_age 50ms), checkpoint_interval (1s)
 	// and timestamp_interval (1m: one TSA request covers every decision of
 	// the interval).
 	Log tlog.Config `yaml:"log"`
@@ -73,7 +73,7 @@ type TSAConfig struct {
 
 // DefaultLogBatchMaxAge is the hub's default evidence.log.batch_max_age:
 // the longest an entry waits for others to share its write.
-const DefaultLogBatchMaxAge = 10 * time.Millisecond
+const DefaultLogBatchMaxAge = 50 * time.Millisecond
 
 func (c *EvidenceConfig) setDefaults(data, trust string) {
 	under := func(p *string, rel string) {
@@ -271,7 +271,10 @@ func (h *Hub) logOnce(ctx context.Context, e *evidence.Entry) {
 }
 
 // logUnit logs a change of a unit's record (its digest as the registry
-// archived it) and, when its certificate changed, the certificate.
+// archived it) and, when its certificate is new or revoked, the
+// certificate; both in one write, waited for (each change is its own
+// decision: the record's digest holds its time). A failure is logged: the
+// change is in force already.
 func (h *Hub) logUnit(ctx context.Context, u registry.Unit, oldSerial string) {
 	if h.tlog == nil {
 		return
@@ -280,26 +283,31 @@ func (h *Hub) logUnit(ctx context.Context, u registry.Unit, oldSerial string) {
 	if err != nil {
 		return
 	}
-	action := u.Event
-	h.logOnce(ctx, &evidence.Entry{Kind: evidence.UnitChange, Time: u.At.UTC(), Unit: string(u.ID), Action: action, Digest: sha256Hex(b)})
-	if u.CertSerial == "" || u.CertPEM == "" {
-		return
-	}
-	certs, err := pki.ParseCertificates([]byte(u.CertPEM))
-	if err != nil || len(certs) == 0 {
-		return
-	}
-	c := certs[0]
-	serial := c.SerialNumber.Text(16)
-	switch {
-	case u.Event == eventRevoked:
-		h.logOnce(ctx, &evidence.Entry{Kind: evidence.Certificate, Time: u.At.UTC(), Unit: string(u.ID), Action: "revoked", Serial: serial, Digest: sha256Hex(c.Raw)})
-	case serial != oldSerial:
-		action := "registered"
-		if h.issuer != nil && bytes.Equal(c.RawIssuer, h.issuer.Cert.RawSubject) {
-			action = "issued"
+	at := u.At.UTC()
+	entries := []*evidence.Entry{{Kind: evidence.UnitChange, Time: at, Unit: string(u.ID), Action: u.Event, Digest: sha256Hex(b)}}
+	if certs, err := pki.ParseCertificates([]byte(u.CertPEM)); err == nil && len(certs) > 0 {
+		c := certs[0]
+		serial := c.SerialNumber.Text(16)
+		switch {
+		case u.Event == eventRevoked:
+			entries = append(entries, &evidence.Entry{Kind: evidence.Certificate, Time: at, Unit: string(u.ID), Action: "revoked", Serial: serial, Digest: sha256Hex(c.Raw)})
+		case serial != oldSerial:
+			action := "registered"
+			if h.issuer != nil && bytes.Equal(c.RawIssuer, h.issuer.Cert.RawSubject) {
+				action = "issued"
+			}
+			entries = append(entries, &evidence.Entry{Kind: evidence.Certificate, Time: at, Unit: string(u.ID), Action: action, Serial: serial, Digest: sha256Hex(c.Raw)})
 		}
-		h.logOnce(ctx, &evidence.Entry{Kind: evidence.Certificate, Time: u.At.UTC(), Unit: string(u.ID), Action: action, Serial: serial, Digest: sha256Hex(c.Raw)})
+	}
+	var waits []func() (uint64, error)
+	for _, e := range entries {
+		e.V = evidence.Version
+		waits = append(waits, h.tlog.AppendAsync(ctx, e))
+	}
+	for i, w := range waits {
+		if _, err := w(); err != nil {
+			h.log.Error("evidence: a unit change could not be logged", "unit", u.ID, "kind", entries[i].Kind, "action", entries[i].Action, "err", err)
+		}
 	}
 }
 

@@ -292,6 +292,16 @@ func (h *Hub) startNATS(ctx context.Context) error {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
+		// Asynchronous errors (a subscription too slow, whose messages
+		// the client dropped: JetStream delivers them again after the
+		// consumer's AckWait) are said, not swallowed.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			h.log.Warn("nats: asynchronous error", "subject", subject, "err", err)
+		}),
 	}
 	if h.cfg.NATS.URL == "" {
 		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log, broker.WithUnitLimits(h.cfg.NATS.Units))

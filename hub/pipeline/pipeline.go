@@ -436,28 +436,23 @@ func (p *Pipeline) sharedConsumer(ctx context.Context, stream string) (jetstream
 }
 
 // consume pulls messages and processes up to workers of them at once.
+//
+// It takes messages with a callback (Consume), not an iterator: the
+// iterator hands messages over through a channel as large as the pull,
+// which the server's status messages (heartbeats, request timeouts) share,
+// and while every worker was busy a full channel made the client drop a
+// message ("slow consumer"), which JetStream delivered again only after
+// AckWait. The callback blocks while every worker is busy, which holds the
+// next pull back; nothing is dropped.
 func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg) error) error {
-	// At most twice as many as the workers take, so that another hub gets
-	// the rest (MaxAckPending bounds all hubs together); bounded by bytes
-	// too, so that large messages never stall the pull.
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*workers, 64<<20))
-	if err != nil {
-		return fmt.Errorf("pipeline: %w", err)
-	}
-	stopped := context.AfterFunc(ctx, it.Drain)
-	defer stopped()
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			p.log.Warn("pipeline: pull", "err", err)
-			continue
-		}
+	// At most twice as many as the workers take, so that another hub gets
+	// the rest (MaxAckPending bounds all hubs together); bounded by bytes
+	// too (within the client's 64 MB of pending messages), so that large
+	// messages never stall the pull.
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
@@ -471,7 +466,19 @@ func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers
 			close(done)
 			p.finish(wctx, msg, err)
 		}()
+	}, jetstream.PullMaxMessagesWithBytesLimit(2*workers, 32<<20), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		p.log.Warn("pipeline: pull", "err", err)
+	}))
+	if err != nil {
+		return fmt.Errorf("pipeline: %w", err)
 	}
+	select {
+	case <-ctx.Done():
+		cc.Drain()
+		<-cc.Closed()
+	case <-cc.Closed(): // the connection closed for good
+	}
+	return nil
 }
 
 // slotKey holds, in a handler's context, the semaphore of the worker slot
