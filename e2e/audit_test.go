@@ -118,13 +118,12 @@ func TestAuditCommandLine(t *testing.T) {
   bucket: %s
 pki:
   crl_poll: 100ms
-evidence:
-  log:
-    timestamp_interval: 1s
-    checkpoint_interval: 200ms
-  tsa:
-    urls: [%s]
-    roots: %s
+tlog:
+  timestamp_interval: 1s
+  checkpoint_interval: 200ms
+tsa:
+  urls: [%s]
+  roots: %s
 `, endpoint, filepath.Join(work, "s3.access"), filepath.Join(work, "s3.secret"), bucket, tsaURL, tsaRoot)
 	os.WriteFile(filepath.Join(work, "hub.yaml"), []byte(cfg), 0o644)
 	h := startHubNATS(t, data, "127.0.0.1:-1", "--config", filepath.Join(work, "hub.yaml"))

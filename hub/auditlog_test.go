@@ -132,10 +132,10 @@ func (r *running) bundle(id string) *audit.Bundle {
 func TestEvidence(t *testing.T) {
 	cfg := testConfig(t)
 	tsaURL, tsaRoot := opensslTSA(t)
-	cfg.Evidence.TSA.URLs = []string{tsaURL}
-	cfg.Evidence.TSA.Roots = tsaRoot
-	cfg.Evidence.Log.TimestampInterval = time.Second
-	cfg.Evidence.Log.CheckpointInterval = 200 * time.Millisecond
+	cfg.TSA.URLs = []string{tsaURL}
+	cfg.TSA.Roots = tsaRoot
+	cfg.Tlog.TimestampInterval = time.Second
+	cfg.Tlog.CheckpointInterval = 200 * time.Millisecond
 	r := startHub(t, cfg)
 	a, b := r.register(uA), r.register(uB)
 	id := a.send(a.signer, uB)
@@ -343,8 +343,8 @@ func sha256hexOf(b []byte) string { return sha256Hex(b) }
 // origin refuses to start.
 func TestHubsHaveTheirOwnLogs(t *testing.T) {
 	c := newCluster(t)
-	c.base.Evidence.Log.TimestampInterval = time.Second
-	c.base.Evidence.Log.CheckpointInterval = 200 * time.Millisecond
+	c.base.Tlog.TimestampInterval = time.Second
+	c.base.Tlog.CheckpointInterval = 200 * time.Millisecond
 	h1 := c.hub()
 	a := h1.register(uA)
 	h1.register(uB)
@@ -362,7 +362,7 @@ func TestHubsHaveTheirOwnLogs(t *testing.T) {
 	if rc == nil || rc.Log == nil || rc.Log.Origin != h2.Log().Origin() {
 		t.Fatalf("the receipt does not name hub 2's log: %+v", rc)
 	}
-	h2key := h2.logVKey
+	h2key := h2.tlogVKey
 	// Once hub 2 has time-stamped and mirrored its log, it goes away.
 	eventually(t, "hub 2's log mirrored with the entry", func() bool {
 		m := tlog.OpenMirror(h2.arch, projection.LogPrefix(rc.Log.Origin))
@@ -398,7 +398,7 @@ func TestHubsHaveTheirOwnLogs(t *testing.T) {
 	// Another hub under hub 2's origin, with a key of its own.
 	cfg := c.base
 	cfg.Data = t.TempDir()
-	cfg.Evidence.Log.Origin = rc.Log.Origin
+	cfg.Tlog.Origin = rc.Log.Origin
 	if h, err := New(t.Context(), cfg, testLog(t)); err == nil {
 		h.Close()
 		t.Fatal("a hub started under another hub's log origin")

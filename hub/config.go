@@ -18,6 +18,7 @@ import (
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/hub/web"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -37,9 +38,11 @@ type Config struct {
 	Auth     auth.Config     `yaml:"auth"`
 	Web      web.Config      `yaml:"web"`
 	Log      LogConfig       `yaml:"log"`
-	// Evidence is the transparency log of every decision and the trusted
-	// time on it (EvidenceConfig).
-	Evidence EvidenceConfig `yaml:"evidence"`
+	// Tlog is the hub's transparency log of every decision (one per hub:
+	// its own origin and key, under DATA/tlog by default; see evidence.go),
+	// TSA where its checkpoints are time-stamped.
+	Tlog tlog.Config `yaml:"tlog"`
+	TSA  TSAConfig   `yaml:"tsa"`
 	// Clock is the hub's time, time.Now when nil: what receipts carry as
 	// acceptance time, and the "now" of re-verification and reindexing.
 	// Set by tests to move through certificate lifetimes without waiting.
@@ -254,7 +257,7 @@ func (c *Config) SetDefaults() error {
 		c.PKI.CRLFetch.Now = c.Clock
 	}
 	c.PKI.CRLFetch.SetDefaults()
-	c.Evidence.setDefaults(c.Data, c.PKI.Trust)
+	c.setEvidenceDefaults()
 	return nil
 }
 
@@ -335,7 +338,7 @@ func (c *Config) Validate() error {
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))
 	}
-	if err := c.Evidence.validate(); err != nil {
+	if err := c.validateEvidence(); err != nil {
 		errs = append(errs, err)
 	}
 	switch c.Log.Level {

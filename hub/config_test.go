@@ -175,24 +175,23 @@ func TestEvidenceConfig(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	e := c.Evidence
-	if e.Log.Dir != filepath.Join(c.Data, "tlog") || e.Log.KeyFile != filepath.Join(c.Data, "tlog.key") || e.Log.BatchMaxAge != DefaultLogBatchMaxAge ||
-		e.TSA.Roots != c.PKI.Trust || e.Disabled {
-		t.Errorf("evidence defaults: %+v", e)
+	if c.Tlog.Dir != filepath.Join(c.Data, "tlog") || c.Tlog.KeyFile != filepath.Join(c.Data, "tlog.key") || c.Tlog.BatchMaxAge != DefaultLogBatchMaxAge ||
+		c.TSA.Roots != c.PKI.Trust || c.Tlog.Disabled || c.Tlog.Origin != "" {
+		t.Errorf("evidence defaults: %+v %+v", c.Tlog, c.TSA)
 	}
 	for name, f := range map[string]func(*Config){
-		"timestamp interval":  func(c *Config) { c.Evidence.Log.TimestampInterval = 10 * time.Millisecond },
-		"checkpoint interval": func(c *Config) { c.Evidence.Log.CheckpointInterval = time.Millisecond },
-		"batch":               func(c *Config) { c.Evidence.Log.BatchMaxSize = 1 << 20 },
-		"origin":              func(c *Config) { c.Evidence.Log.Origin = "edx.local//hub" },
-		"origin with a space": func(c *Config) { c.Evidence.Log.Origin = "edx hub" },
-		"tsa url":             func(c *Config) { c.Evidence.TSA.URLs = []string{"ftp://tsa.example/"} },
-		"tsa policy":          func(c *Config) { c.Evidence.TSA.URLs, c.Evidence.TSA.Policy = []string{"http://tsa.example/"}, "1.x" },
+		"timestamp interval":  func(c *Config) { c.Tlog.TimestampInterval = 10 * time.Millisecond },
+		"checkpoint interval": func(c *Config) { c.Tlog.CheckpointInterval = time.Millisecond },
+		"batch":               func(c *Config) { c.Tlog.BatchMaxSize = 1 << 20 },
+		"origin":              func(c *Config) { c.Tlog.Origin = "edx.local//hub" },
+		"origin with a space": func(c *Config) { c.Tlog.Origin = "edx hub" },
+		"tsa url":             func(c *Config) { c.TSA.URLs = []string{"ftp://tsa.example/"} },
+		"tsa policy":          func(c *Config) { c.TSA.URLs, c.TSA.Policy = []string{"http://tsa.example/"}, "1.x" },
 	} {
 		bad := Config{Data: t.TempDir()}
 		bad.SetDefaults()
 		f(&bad)
-		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "evidence") {
+		if err := bad.Validate(); err == nil || !(strings.Contains(err.Error(), "tlog") || strings.Contains(err.Error(), "tsa")) {
 			t.Errorf("%s: %v", name, err)
 		}
 	}
@@ -200,7 +199,7 @@ func TestEvidenceConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(cl.Evidence.TSA.URLs) == 0 || cl.Evidence.Log.Origin == "" {
-		t.Errorf("the cluster example names no TSA or no origin: %+v", cl.Evidence)
+	if len(cl.TSA.URLs) == 0 || cl.Tlog.Origin == "" {
+		t.Errorf("the cluster example names no TSA or no origin: %+v %+v", cl.Tlog, cl.TSA)
 	}
 }

@@ -26,8 +26,8 @@ import (
 	"github.com/edxhub/edx/pkg/tsa"
 )
 
-// EvidenceConfig is the hub's evidence: its transparency log of every
-// decision and the trusted time on it.
+// The hub's evidence is its transparency log of every decision (Config.Tlog,
+// hub/tlog) and the trusted time on it (Config.TSA).
 //
 // Each hub has a log of its own (tessera's POSIX driver has one writer): its
 // own origin and Ed25519 log key under its data directory, mirrored to the
@@ -35,24 +35,9 @@ import (
 // checkpoint. Receipts name the log (origin) and the entry (index). An
 // auditor reads any hub's log from its HTTP endpoint (/log/) or, the hub
 // gone, from the archive.
-type EvidenceConfig struct {
-	// Log is the transparency log: dir (default DATA/tlog), key_file
-	// (DATA/tlog.key, made at first start; its public half is written to
-	// DATA/tlog.pub), origin (default edx.local/hub/<hub id>), batching
-	// (batch_max_size 256, batch_max_age 50ms), checkpoint_interval (1s)
-	// and timestamp_interval (1m: one TSA request covers every decision of
-	// the interval).
-	Log tlog.Config `yaml:"log"`
-	// TSA is where checkpoints are time-stamped.
-	TSA TSAConfig `yaml:"tsa"`
-	// Disabled runs the hub without its log: no decision is logged, no
-	// checkpoint time-stamped, receipts name no entry. For measuring the
-	// log's cost (edx bench) only: such a hub leaves no evidence beyond its
-	// receipts.
-	Disabled bool `yaml:"disabled"`
-}
 
-// TSAConfig names the RFC 3161 time-stamping authorities.
+// TSAConfig names the RFC 3161 time-stamping authorities of the log's
+// checkpoints.
 type TSAConfig struct {
 	// URLs of the TSAs, tried in order (the city's: a national CA's TSA).
 	// Empty, with a development CA: the hub runs a development TSA itself
@@ -71,52 +56,57 @@ type TSAConfig struct {
 	Policy string `yaml:"policy"`
 }
 
-// DefaultLogBatchMaxAge is the hub's default evidence.log.batch_max_age:
-// the longest an entry waits for others to share its write.
+// DefaultLogBatchMaxAge is the hub's default tlog.batch_max_age: how long
+// an entry waits for others to share its write on an idle log.
 const DefaultLogBatchMaxAge = 50 * time.Millisecond
 
-func (c *EvidenceConfig) setDefaults(data, trust string) {
+// setEvidenceDefaults: the log under the data directory (DATA/tlog, key
+// DATA/tlog.key, made at first start, its public half written to
+// DATA/tlog.pub), batch_max_age 50ms, the TSA roots the trust's. The
+// origin stays empty unless configured: the hub names its log after its id
+// (edx.local/hub/<hub id>), so that every hub has its own.
+func (c *Config) setEvidenceDefaults() {
 	under := func(p *string, rel string) {
 		if *p == "" {
-			*p = filepath.Join(data, rel)
+			*p = filepath.Join(c.Data, rel)
 		}
 		if !filepath.IsAbs(*p) {
 			*p, _ = filepath.Abs(*p)
 		}
 	}
-	under(&c.Log.Dir, "tlog")
-	under(&c.Log.KeyFile, "tlog.key")
-	if c.Log.BatchMaxAge == 0 {
-		c.Log.BatchMaxAge = DefaultLogBatchMaxAge
+	under(&c.Tlog.Dir, "tlog")
+	under(&c.Tlog.KeyFile, "tlog.key")
+	if c.Tlog.BatchMaxAge == 0 {
+		c.Tlog.BatchMaxAge = DefaultLogBatchMaxAge
 	}
 	if c.TSA.Roots == "" {
-		c.TSA.Roots = trust
+		c.TSA.Roots = c.PKI.Trust
 	} else if !filepath.IsAbs(c.TSA.Roots) {
 		c.TSA.Roots, _ = filepath.Abs(c.TSA.Roots)
 	}
 }
 
-func (c *EvidenceConfig) validate() error {
-	if c.Disabled {
+func (c *Config) validateEvidence() error {
+	if c.Tlog.Disabled {
 		return nil
 	}
-	lc := c.Log
+	lc := c.Tlog
 	if lc.Origin == "" {
 		lc.Origin = "edx.local/hub/id" // set at start from the hub's id
 	}
 	lc.SetDefaults()
 	var errs []error
 	if err := lc.Validate(); err != nil {
-		errs = append(errs, fmt.Errorf("evidence.log: %w", err))
+		errs = append(errs, err)
 	}
 	if len(c.TSA.URLs) > 0 {
 		tc := tsa.Config{URLs: c.TSA.URLs, Timeout: c.TSA.Timeout, Policy: c.TSA.Policy}
 		if err := tc.Validate(); err != nil {
-			errs = append(errs, fmt.Errorf("evidence.tsa: %w", err))
+			errs = append(errs, err)
 		}
 	}
 	if c.TSA.Timeout < 0 {
-		errs = append(errs, fmt.Errorf("evidence.tsa.timeout %s: negative", c.TSA.Timeout))
+		errs = append(errs, fmt.Errorf("tsa: timeout %s: negative", c.TSA.Timeout))
 	}
 	return errors.Join(errs...)
 }
@@ -142,22 +132,21 @@ type LogInfo struct {
 // key beside its mirror in the archive, and logs the trust store and the
 // hub's certificate in force.
 func (h *Hub) startEvidence(ctx context.Context) error {
-	ec := h.cfg.Evidence
-	if ec.Disabled {
-		h.log.Warn("evidence: the transparency log is disabled (evidence.disabled): decisions are not logged and receipts name no log entry")
+	if h.cfg.Tlog.Disabled {
+		h.log.Warn("evidence: the transparency log is disabled (tlog.disabled): decisions are not logged and receipts name no log entry")
 		return nil
 	}
-	cfg := ec.Log
+	cfg, tc := h.cfg.Tlog, h.cfg.TSA
 	if cfg.Origin == "" {
 		cfg.Origin = "edx.local/hub/" + strings.ToLower(h.id)
 	}
 	signer, verifier, vkey, err := tlog.EnsureKey(cfg.KeyFile, cfg.Origin)
 	if err != nil {
-		return fmt.Errorf("evidence.log.key_file %s: %w", cfg.KeyFile, err)
+		return fmt.Errorf("tlog.key_file %s: %w", cfg.KeyFile, err)
 	}
-	if ec.Log.Origin != "" && signer.Name() != ec.Log.Origin {
-		h.log.Warn("evidence: the log key names another origin than evidence.log.origin; the key's name is the log's origin",
-			"key_file", cfg.KeyFile, "origin", signer.Name(), "configured", ec.Log.Origin)
+	if h.cfg.Tlog.Origin != "" && signer.Name() != h.cfg.Tlog.Origin {
+		h.log.Warn("evidence: the log key names another origin than tlog.origin; the key's name is the log's origin",
+			"key_file", cfg.KeyFile, "origin", signer.Name(), "configured", h.cfg.Tlog.Origin)
 	}
 	cfg.Origin = signer.Name()
 	if cfg.MirrorPrefix == "" {
@@ -171,46 +160,46 @@ func (h *Hub) startEvidence(ctx context.Context) error {
 		return err
 	}
 	var stamper tlog.Timestamper
-	urls := ec.TSA.URLs
+	urls := tc.URLs
 	if len(urls) == 0 && h.ca == nil {
-		h.log.Warn("evidence: no TSA (evidence.tsa.urls): decisions are logged, but no checkpoint is time-stamped and no audit bundle can be made; " +
+		h.log.Warn("evidence: no TSA (tsa.urls): decisions are logged, but no checkpoint is time-stamped and no audit bundle can be made; " +
 			"the time of every decision rests on the hub's clock until a TSA is configured")
 	} else if len(urls) == 0 {
 		k, c, err := h.ca.EnsureTSA("edx development TSA")
 		if err != nil {
 			return fmt.Errorf("evidence: development TSA: %w", err)
 		}
-		if h.devTSA, err = tsa.LoadServer(k, c, ec.TSA.Policy); err != nil {
+		if h.devTSA, err = tsa.LoadServer(k, c, tc.Policy); err != nil {
 			return fmt.Errorf("evidence: development TSA: %w", err)
 		}
 		urls = []string{loopbackURL(h.httpLn.Addr()) + tsaPath}
-		h.log.Info("evidence: checkpoints are time-stamped by the development TSA (set evidence.tsa.urls for a real one)", "url", urls[0])
+		h.log.Info("evidence: checkpoints are time-stamped by the development TSA (set tsa.urls for a real one)", "url", urls[0])
 	}
 	if len(urls) > 0 {
-		rootsPEM, err := os.ReadFile(ec.TSA.Roots)
+		rootsPEM, err := os.ReadFile(tc.Roots)
 		if err != nil {
-			return fmt.Errorf("evidence.tsa.roots: %w", err)
+			return fmt.Errorf("tsa.roots: %w", err)
 		}
 		roots := x509.NewCertPool()
 		if !roots.AppendCertsFromPEM(rootsPEM) {
-			return fmt.Errorf("evidence.tsa.roots %s: no certificate", ec.TSA.Roots)
+			return fmt.Errorf("tsa.roots %s: no certificate", tc.Roots)
 		}
-		c, err := tsa.NewClient(tsa.Config{URLs: urls, Timeout: ec.TSA.Timeout, Policy: ec.TSA.Policy, Roots: roots})
+		c, err := tsa.NewClient(tsa.Config{URLs: urls, Timeout: tc.Timeout, Policy: tc.Policy, Roots: roots})
 		if err != nil {
-			return fmt.Errorf("evidence.tsa: %w", err)
+			return err
 		}
 		stamper = c
 	}
 	b, err := tlog.POSIX(ctx, cfg.Dir)
 	if err != nil {
-		return fmt.Errorf("evidence.log.dir %s: %w", cfg.Dir, err)
+		return fmt.Errorf("tlog.dir %s: %w", cfg.Dir, err)
 	}
 	l, err := tlog.Open(ctx, cfg, b, tlog.Deps{Signer: signer, Verifier: verifier, Timestamper: stamper, Archive: h.arch,
 		Logger: h.log.With("component", "tlog"), Registerer: h.reg})
 	if err != nil {
 		return err
 	}
-	h.tlog, h.logVKey, h.logCfg = l, vkey, cfg
+	h.tlog, h.tlogVKey, h.logCfg = l, vkey, cfg
 	h.closers = append(h.closers, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
@@ -228,7 +217,7 @@ func (h *Hub) startEvidence(ctx context.Context) error {
 
 // publishLogKey writes the log's public key beside its mirror, once. Another
 // key there is another hub's log under the same origin: two hubs must not
-// share one (evidence.log.origin, or a copied data directory).
+// share one (tlog.origin, or a copied data directory).
 func (h *Hub) publishLogKey(ctx context.Context, prefix, vkey string) error {
 	key := prefix + tlog.VKeyName
 	_, err := h.arch.Put(ctx, key, []byte(vkey+"\n"), "text/plain; charset=utf-8", nil)
@@ -239,7 +228,7 @@ func (h *Hub) publishLogKey(ctx context.Context, prefix, vkey string) error {
 		}
 		if strings.TrimSpace(string(b)) != vkey {
 			return fmt.Errorf("evidence: the archive holds another log key under %s (%s): another hub uses the origin of this one; "+
-				"give each hub its own evidence.log.origin (and never copy a data directory)", key, strings.TrimSpace(string(b)))
+				"give each hub its own tlog.origin (and never copy a data directory)", key, strings.TrimSpace(string(b)))
 		}
 		return nil
 	}
@@ -360,7 +349,7 @@ func (e *hubEvidence) Proof(ctx context.Context, origin string, index uint64) (*
 		p, err = e.h.tlog.Proof(ctx, index)
 		if errors.Is(err, tlog.ErrNotIntegrated) {
 			// Sequenced, not yet in a published checkpoint: one comes
-			// within evidence.log.checkpoint_interval.
+			// within tlog.checkpoint_interval.
 			actx, cancel := context.WithTimeout(ctx, 2*e.h.logCfg.CheckpointInterval+time.Second)
 			_, werr := e.h.tlog.Await(actx, index)
 			cancel()

@@ -64,7 +64,7 @@ func (h *Hub) handler() http.Handler {
 		mux.Handle(logPath, http.StripPrefix(strings.TrimSuffix(logPath, "/"), h.tlog.Handler()))
 		mux.HandleFunc("GET "+logPath+"vkey", func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			w.Write([]byte(h.logVKey + "\n"))
+			w.Write([]byte(h.tlogVKey + "\n"))
 		})
 	}
 	if h.devTSA != nil {

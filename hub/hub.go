@@ -76,12 +76,12 @@ type Hub struct {
 	// accounts gives the NATS servers new account JWTs (revocations).
 	accounts accountPusher
 
-	// tlog is the hub's transparency log (nil with evidence.disabled);
-	// logVKey its public key, logCfg its configuration as opened.
-	tlog    *tlog.Log
-	logVKey string
-	logCfg  tlog.Config
-	devTSA  *tsa.Server // the development TSA the hub serves, or nil
+	// tlog is the hub's transparency log (nil with tlog.disabled);
+	// tlogVKey its public key, logCfg its configuration as opened.
+	tlog     *tlog.Log
+	tlogVKey string
+	logCfg   tlog.Config
+	devTSA   *tsa.Server // the development TSA the hub serves, or nil
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -94,7 +94,7 @@ type Info struct {
 	DevCA          string `json:"dev_ca,omitempty"`
 	AdminTokenFile string `json:"admin_token_file"`
 	Bucket         string `json:"bucket"`
-	// Log is the hub's transparency log (absent with evidence.disabled).
+	// Log is the hub's transparency log (absent with tlog.disabled).
 	Log *LogInfo `json:"log,omitempty"`
 }
 
@@ -439,15 +439,15 @@ func (h *Hub) LogInfo() *LogInfo {
 	if h.tlog == nil {
 		return nil
 	}
-	li := &LogInfo{Origin: h.tlog.Origin(), VKey: h.logVKey, MirrorPrefix: h.logCfg.MirrorPrefix, TimestampInterval: h.logCfg.TimestampInterval,
-		TSARoots: h.cfg.Evidence.TSA.Roots}
+	li := &LogInfo{Origin: h.tlog.Origin(), VKey: h.tlogVKey, MirrorPrefix: h.logCfg.MirrorPrefix, TimestampInterval: h.logCfg.TimestampInterval,
+		TSARoots: h.cfg.TSA.Roots}
 	if h.httpLn != nil {
 		li.URL = "http://" + h.httpLn.Addr().String() + logPath
 	}
 	return li
 }
 
-// Log returns the hub's transparency log (nil with evidence.disabled), for
+// Log returns the hub's transparency log (nil with tlog.disabled), for
 // tests and the witnesses' endpoints.
 func (h *Hub) Log() *tlog.Log { return h.tlog }
 

@@ -84,7 +84,7 @@ func cmdProof(ctx context.Context, e *env, args []string) int {
 	hf.register(fs)
 	var keys multi
 	fs.Var(&keys, "log-key", "the log's public key, or a file of keys (default: the key the hub gives: it checks the proof, not the hub)")
-	tsaRoots := fs.String("tsa-roots", "", "the TSA's trust roots (PEM) to check the time-stamp with (default with --data: the hub's evidence.tsa.roots)")
+	tsaRoots := fs.String("tsa-roots", "", "the TSA's trust roots (PEM) to check the time-stamp with (default with --data: the hub's tsa.roots)")
 	asJSON := fs.Bool("json", false, "print the proof as JSON")
 	if c := parse(fs, args); c >= 0 {
 		return c

@@ -93,7 +93,7 @@ func (rs *Records) Proof(ctx context.Context, who *auth.Identity, id document.ID
 var ErrPending = fmt.Errorf("%w: not yet", ErrUnavailable)
 
 // ErrNotStamped: the document's entry is not in a time-stamped checkpoint
-// yet (the hub time-stamps its log every evidence.log.timestamp_interval).
+// yet (the hub time-stamps its log every tlog.timestamp_interval).
 var ErrNotStamped = fmt.Errorf("%w: the document's log entry is not in a time-stamped checkpoint yet; try again after the log's time-stamp interval", ErrPending)
 
 // Bundle returns a document's audit bundle (pkg/audit), for those who may

@@ -81,7 +81,7 @@ type Options struct {
 	// Evidence, for the edx-hub the bench starts: "on" runs it with its
 	// transparency log time-stamped every second (sixty times the default,
 	// so the cost of the TSA and the archive mirror shows), "off" with the
-	// log disabled (evidence.disabled), "" as configured.
+	// log disabled (tlog.disabled), "" as configured.
 	Evidence string
 	Progress func(stage string, done, total int)
 	Log      *slog.Logger
@@ -748,9 +748,9 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 		if cfg != "" {
 			return nil, errors.New("bench: evidence on or off needs the bench's own configuration, not --hub-config")
 		}
-		y := "evidence:\n  log:\n    timestamp_interval: 1s\n"
+		y := "tlog:\n  timestamp_interval: 1s\n"
 		if o.Evidence == "off" {
-			y = "evidence:\n  disabled: true\n"
+			y = "tlog:\n  disabled: true\n"
 		}
 		cfg = filepath.Join(h.data, "bench-hub.yaml")
 		if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {

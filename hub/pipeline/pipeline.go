@@ -277,7 +277,7 @@ type Deps struct {
 	Events  Events
 	Applied Applied // may be nil
 	// TLog is the hub's transparency log; nil logs nothing and signs
-	// receipts naming no entry (a hub with evidence.disabled, tests).
+	// receipts naming no entry (a hub with tlog.disabled, tests).
 	TLog    Log
 	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts

@@ -69,6 +69,10 @@ type Config struct {
 	// MirrorPrefix is where in the archive Run mirrors each time-stamped
 	// checkpoint's tree and evidence (default "tlog/"; see Mirror).
 	MirrorPrefix string `yaml:"mirror_prefix"`
+	// Disabled, read by the hub, runs it without its log: no decision
+	// logged, no checkpoint time-stamped, receipts naming no entry. For
+	// measuring the log's cost (edx bench) only.
+	Disabled bool `yaml:"disabled"`
 }
 
 // SetDefaults fills in the defaults.
