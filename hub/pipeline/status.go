@@ -167,9 +167,9 @@ func (p *Pipeline) logStatus(ctx context.Context, doc *accepted, e index.StatusE
 	at := e.ReceivedAt.UTC()
 	waits := []func() (uint64, error){p.tlog.AppendAsync(ctx, &evidence.Entry{V: evidence.Version, Kind: evidence.Status, Time: at,
 		Doc: string(e.DocumentID), Unit: string(e.Unit), Status: string(e.Code)})}
-	if e.Code == document.StatusDelivered && doc.container != "" {
+	if e.Code == document.StatusDelivered && doc.sha256 != "" {
 		waits = append(waits, p.tlog.AppendAsync(ctx, &evidence.Entry{V: evidence.Version, Kind: evidence.Delivered, Time: at,
-			Doc: string(e.DocumentID), Container: doc.container, Unit: string(e.Unit)}))
+			Doc: string(e.DocumentID), Container: doc.sha256, Unit: string(e.Unit)}))
 	}
 	return func() error {
 		for _, w := range waits {

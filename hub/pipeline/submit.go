@@ -263,7 +263,7 @@ const minReferenceAttempts = 5
 // accepted is what the pipeline knows of an accepted document: from this
 // hub's index, or from the archive when the index does not have it yet.
 type accepted struct {
-	container  string // hex SHA-256 of the accepted container
+	sha256     string // hex SHA-256 of the accepted container
 	from       document.UnitID
 	to         []document.UnitID
 	acceptedAt time.Time
@@ -289,7 +289,7 @@ var errNotAccepted = errors.New("pipeline: document not accepted")
 func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (*accepted, error) {
 	det, err := p.ix.Get(ctx, id)
 	if err == nil {
-		return &accepted{container: det.ContainerSHA256, from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, history: det.History, indexed: true}, nil
+		return &accepted{from: det.Doc.From, to: det.Doc.To, acceptedAt: det.AcceptedAt, sha256: det.ContainerSHA256, history: det.History, indexed: true}, nil
 	}
 	if !errors.Is(err, index.ErrNotFound) {
 		return nil, retry("pipeline: document %s: %w", id, err)
@@ -301,7 +301,7 @@ func (p *Pipeline) document(ctx context.Context, id document.ID, history bool) (
 	case err != nil:
 		return nil, retry("pipeline: document %s: %w", id, err)
 	}
-	a := &accepted{container: acc.Receipt.ContainerSHA256, from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt}
+	a := &accepted{from: acc.Receipt.From, to: acc.Receipt.To, acceptedAt: acc.Receipt.AcceptedAt, sha256: acc.Receipt.ContainerSHA256}
 	if history {
 		if a.history, err = projection.Statuses(ctx, p.arch, id); err != nil {
 			return nil, retry("pipeline: statuses of %s: %w", id, err)
