@@ -38,9 +38,11 @@ type Config struct {
 	Auth     auth.Config     `yaml:"auth"`
 	Web      web.Config      `yaml:"web"`
 	Log      LogConfig       `yaml:"log"`
-	// Tlog is the hub's transparency log (default under DATA/tlog, its
-	// key DATA/tlog.key, made at first start).
+	// Tlog is the hub's transparency log of every decision (one per hub:
+	// its own origin and key, under DATA/tlog by default; see evidence.go),
+	// TSA where its checkpoints are time-stamped.
 	Tlog tlog.Config `yaml:"tlog"`
+	TSA  TSAConfig   `yaml:"tsa"`
 	// Witness is how the units' agents witness the log.
 	Witness WitnessConfig `yaml:"witness"`
 	// Clock is the hub's time, time.Now when nil: what receipts carry as
@@ -210,9 +212,6 @@ func (c *Config) SetDefaults() error {
 		}
 	}
 	under(&c.Index.Path, "index/edx.db")
-	under(&c.Tlog.Dir, "tlog")
-	under(&c.Tlog.KeyFile, "tlog.key")
-	c.Tlog.SetDefaults()
 	c.Witness.SetDefaults()
 	under(&c.Auth.Path, "auth/users.db")
 	c.Auth.SetDefaults()
@@ -261,6 +260,7 @@ func (c *Config) SetDefaults() error {
 		c.PKI.CRLFetch.Now = c.Clock
 	}
 	c.PKI.CRLFetch.SetDefaults()
+	c.setEvidenceDefaults()
 	return nil
 }
 
@@ -304,9 +304,6 @@ func (c *Config) Validate() error {
 	if err := c.Pipeline.Validate(); err != nil {
 		errs = append(errs, err)
 	}
-	if err := c.Tlog.Validate(); err != nil {
-		errs = append(errs, err)
-	}
 	if err := c.Witness.Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -346,6 +343,9 @@ func (c *Config) Validate() error {
 	}
 	if c.PKI.HubKey == "" || c.PKI.HubCert == "" {
 		errs = append(errs, errors.New("pki: hub_key and hub_cert are required when trust is configured"))
+	}
+	if err := c.validateEvidence(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.Log.Level {
 	case "", "debug", "info", "warn", "error":

@@ -166,3 +166,43 @@ func TestConfigPathsAbsolute(t *testing.T) {
 		}
 	}
 }
+
+// TestEvidenceConfig: the evidence keys' defaults (the log under the data
+// directory, the TSA roots the trust's) and their validation; the cluster
+// example names a TSA.
+func TestEvidenceConfig(t *testing.T) {
+	c := Config{Data: t.TempDir()}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Tlog.Dir != filepath.Join(c.Data, "tlog") || c.Tlog.KeyFile != filepath.Join(c.Data, "tlog.key") || c.Tlog.BatchMaxAge != DefaultLogBatchMaxAge ||
+		c.TSA.Roots != c.PKI.Trust || c.Tlog.Disabled || c.Tlog.Origin != "" {
+		t.Errorf("evidence defaults: %+v %+v", c.Tlog, c.TSA)
+	}
+	for name, f := range map[string]func(*Config){
+		"timestamp interval":  func(c *Config) { c.Tlog.TimestampInterval = 10 * time.Millisecond },
+		"checkpoint interval": func(c *Config) { c.Tlog.CheckpointInterval = time.Millisecond },
+		"batch":               func(c *Config) { c.Tlog.BatchMaxSize = 1 << 20 },
+		"origin":              func(c *Config) { c.Tlog.Origin = "edx.local//hub" },
+		"origin with a space": func(c *Config) { c.Tlog.Origin = "edx hub" },
+		"tsa url":             func(c *Config) { c.TSA.URLs = []string{"ftp://tsa.example/"} },
+		"tsa policy":          func(c *Config) { c.TSA.URLs, c.TSA.Policy = []string{"http://tsa.example/"}, "1.x" },
+	} {
+		bad := Config{Data: t.TempDir()}
+		bad.SetDefaults()
+		f(&bad)
+		if err := bad.Validate(); err == nil || !(strings.Contains(err.Error(), "tlog") || strings.Contains(err.Error(), "tsa")) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	cl, err := LoadConfig("../configs/hub-cluster.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cl.TSA.URLs) == 0 || cl.Tlog.Origin == "" {
+		t.Errorf("the cluster example names no TSA or no origin: %+v %+v", cl.Tlog, cl.TSA)
+	}
+}

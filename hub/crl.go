@@ -182,6 +182,9 @@ func (h *Hub) archiveCRLs(ctx context.Context, now time.Time) {
 			continue
 		}
 		c.archivedSHA[info.SHA256] = true
+		// Archived first, then logged: the entry names what the archive
+		// holds.
+		h.logCRL(ctx, info)
 		if !obj.Existed {
 			c.archived.Inc()
 			h.log.Info("pki: CRL archived", "key", key, "issuer", info.Issuer, "number", info.Number, "source", info.Path+info.URL)

@@ -54,9 +54,16 @@ func (h *Hub) handler() http.Handler {
 		mux.HandleFunc("GET "+crlPath, h.serveCRL)
 	}
 	if h.tlog != nil {
-		// The transparency log, read-only, for anyone to mirror: the
-		// checkpoint with its cosignatures, tiles, entries (tlog.Handler).
+		// The log, read-only, for anyone to mirror (C2SP tlog-tiles), and
+		// its public key.
 		mux.Handle(logPath, http.StripPrefix(strings.TrimSuffix(logPath, "/"), h.tlog.Handler()))
+		mux.HandleFunc("GET "+logPath+"vkey", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			w.Write([]byte(h.tlogVKey + "\n"))
+		})
+	}
+	if h.devTSA != nil {
+		mux.Handle(tsaPath, h.devTSA)
 	}
 	mux.Handle("/", apiHandler)
 	return mux

@@ -35,6 +35,7 @@ import (
 	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/tsa"
 )
 
 // Hub is a running hub.
@@ -76,10 +77,13 @@ type Hub struct {
 	// accounts gives the NATS servers new account JWTs (revocations).
 	accounts service.AccountPusher
 
-	// tlog is the hub's transparency log, tlogVKey its verifier key;
+	// tlog is the hub's transparency log (nil with tlog.disabled);
+	// tlogVKey its public key, logCfg its configuration as opened;
 	// witness the service the units' agents witness it through.
 	tlog     *tlog.Log
 	tlogVKey string
+	logCfg   tlog.Config
+	devTSA   *tsa.Server // the development TSA the hub serves, or nil
 	witness  *witnessService
 }
 
@@ -93,6 +97,8 @@ type Info struct {
 	DevCA          string `json:"dev_ca,omitempty"`
 	AdminTokenFile string `json:"admin_token_file"`
 	Bucket         string `json:"bucket"`
+	// Log is the hub's transparency log (absent with tlog.disabled).
+	Log *LogInfo `json:"log,omitempty"`
 }
 
 // New starts every component the configuration asks for; Run serves.
@@ -144,6 +150,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if h.id, err = loadOrCreateID(filepath.Join(cfg.Data, "hub.id")); err != nil {
 		return nil, err
 	}
+	if err := h.startEvidence(ctx); err != nil {
+		return nil, err
+	}
 	h.events = events.NewPublisher(h.js, h.id)
 	if h.follow, err = events.NewFollower(events.Config{Consumer: IndexConsumer(h.id)}, events.Deps{
 		JS: h.js, Index: h.ix, Archive: h.arch, Trust: h.trust, Now: cfg.Clock, Log: log.With("component", "events"),
@@ -152,10 +161,6 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		return nil, err
 	}
 	if err := h.startAuth(ctx); err != nil {
-		return nil, err
-	}
-	// The log first: the service hands its key to the units' agents.
-	if err := h.startLog(ctx); err != nil {
 		return nil, err
 	}
 	if err := h.startService(ctx); err != nil {
@@ -170,10 +175,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if err := h.startWitness(ctx); err != nil {
 		return nil, err
 	}
-	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
+	deps := pipeline.Deps{
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
-	}); err != nil {
+	}
+	if h.tlog != nil {
+		deps.TLog = h.tlog
+	}
+	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, deps); err != nil {
 		return nil, err
 	}
 	info := h.Info()
@@ -292,6 +301,16 @@ func (h *Hub) startNATS(ctx context.Context) error {
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
+		// Asynchronous errors (a subscription too slow, whose messages
+		// the client dropped: JetStream delivers them again after the
+		// consumer's AckWait) are said, not swallowed.
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			subject := ""
+			if sub != nil {
+				subject = sub.Subject
+			}
+			h.log.Warn("nats: asynchronous error", "subject", subject, "err", err)
+		}),
 	}
 	if h.cfg.NATS.URL == "" {
 		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log, broker.WithUnitLimits(h.cfg.NATS.Units))
@@ -420,8 +439,26 @@ func (h *Hub) Info() Info {
 	if h.httpLn != nil {
 		i.HTTP = "http://" + h.httpLn.Addr().String()
 	}
+	i.Log = h.LogInfo()
 	return i
 }
+
+// LogInfo describes the hub's transparency log; nil without one.
+func (h *Hub) LogInfo() *LogInfo {
+	if h.tlog == nil {
+		return nil
+	}
+	li := &LogInfo{Origin: h.tlog.Origin(), VKey: h.tlogVKey, MirrorPrefix: h.logCfg.MirrorPrefix, TimestampInterval: h.logCfg.TimestampInterval,
+		TSARoots: h.cfg.TSA.Roots}
+	if h.httpLn != nil {
+		li.URL = "http://" + h.httpLn.Addr().String() + logPath
+	}
+	return li
+}
+
+// Log returns the hub's transparency log (nil with tlog.disabled), for
+// tests and the witnesses' endpoints.
+func (h *Hub) Log() *tlog.Log { return h.tlog }
 
 // AdminToken returns the bearer token of the admin API.
 func (h *Hub) AdminToken() string { return h.token }
@@ -468,6 +505,9 @@ func (h *Hub) Run(ctx context.Context) error {
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
+	if h.tlog != nil {
+		background.Go(func() { h.tlog.Run(pctx) })
+	}
 	if h.witness != nil {
 		background.Go(func() { h.witness.run(pctx) })
 	}

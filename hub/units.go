@@ -34,12 +34,16 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 // the API and the web UI are faces of and which registers units, and signs
 // into the UNITS account the revocations other hubs recorded.
 func (h *Hub) startService(ctx context.Context) error {
+	reg := &service.Registrar{JS: h.js, Keys: h.keys, Servers: h.accounts, Issuer: h.issuer, Events: h.events, Applied: h.follow,
+		CredsTTL: h.cfg.NATS.CredsTTL, RootsFile: h.cfg.PKI.Trust, NATSURL: h.Info().NATSURL, LogKey: h.tlogVKey}
+	d := service.Deps{Index: h.ix, Archive: h.arch, Registry: h.units, Accounts: h.auth, Trust: h.trust, Registrar: reg,
+		MaxVerifications: h.cfg.HTTP.MaxVerifications, CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock, Log: h.log.With("component", "service")}
+	if h.tlog != nil {
+		d.Evidence = &hubEvidence{h: h}
+		reg.Logged = h.logUnit
+	}
 	var err error
-	h.svc, err = service.New(service.Deps{Index: h.ix, Archive: h.arch, Registry: h.units, Accounts: h.auth, Trust: h.trust,
-		Registrar: &service.Registrar{JS: h.js, Keys: h.keys, Servers: h.accounts, Issuer: h.issuer, Events: h.events, Applied: h.follow,
-			CredsTTL: h.cfg.NATS.CredsTTL, RootsFile: h.cfg.PKI.Trust, NATSURL: h.Info().NATSURL, LogKey: h.tlogVKey},
-		MaxVerifications: h.cfg.HTTP.MaxVerifications, CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock, Log: h.log.With("component", "service")})
-	if err != nil {
+	if h.svc, err = service.New(d); err != nil {
 		return err
 	}
 	if err := h.svc.SyncRevocations(ctx); err != nil {

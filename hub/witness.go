@@ -129,41 +129,14 @@ type witnessService struct {
 	limits  map[document.UnitID]*rate.Limiter
 }
 
-// startLog opens the hub's transparency log (DATA/tlog, key DATA/tlog.key)
-// unless it is open already.
-func (h *Hub) startLog(ctx context.Context) error {
-	if h.tlog != nil {
+// startWitness starts the witness service of the hub's log (startEvidence
+// opened it).
+func (h *Hub) startWitness(ctx context.Context) error {
+	if h.cfg.Witness.Disabled {
 		return nil
 	}
-	s, v, vkey, err := tlog.EnsureKey(h.cfg.Tlog.KeyFile, h.cfg.Tlog.Origin)
-	if err != nil {
-		return fmt.Errorf("tlog: key %s (tlog.key_file): %w", h.cfg.Tlog.KeyFile, err)
-	}
-	b, err := tlog.POSIX(ctx, h.cfg.Tlog.Dir)
-	if err != nil {
-		return err
-	}
-	l, err := tlog.Open(ctx, h.cfg.Tlog, b, tlog.Deps{Signer: s, Verifier: v, Logger: h.log.With("component", "tlog")})
-	if err != nil {
-		return err
-	}
-	h.tlog, h.tlogVKey = l, vkey
-	h.closers = append(h.closers, func() {
-		cctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if err := l.Close(cctx); err != nil {
-			h.log.Error("tlog: close", "err", err)
-		}
-	})
-	return nil
-}
-
-// startWitness opens the log if need be and starts the witness service.
-func (h *Hub) startWitness(ctx context.Context) error {
-	if err := h.startLog(ctx); err != nil {
-		return err
-	}
-	if h.cfg.Witness.Disabled {
+	if h.tlog == nil {
+		h.log.Warn("witness: no transparency log (tlog.disabled): the units' agents witness nothing")
 		return nil
 	}
 	w := &witnessService{h: h, cfg: h.cfg.Witness, log: h.tlog, vkey: h.tlogVKey, limits: map[document.UnitID]*rate.Limiter{},

@@ -17,6 +17,8 @@ import (
 	"runtime/debug"
 	"syscall"
 
+	"k8s.io/klog/v2"
+
 	"github.com/edxhub/edx/hub"
 )
 
@@ -103,6 +105,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	log := newLogger(cfg.Log, stderr)
 	slog.SetDefault(log)
+	// The transparency log's library (tessera) logs through klog: into the
+	// hub's log, with its level and format.
+	klog.SetSlogLogger(log.With("component", "tessera"))
 	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimitMiB >= 0 {
 		mib := cfg.MemoryLimitMiB
 		if mib == 0 {

@@ -24,7 +24,7 @@ func init() {
 }
 
 func cmdBench(ctx context.Context, e *env, args []string) int {
-	fs := flags(e, "bench", "[--quick] [--units N] [--docs M] [--size 64KiB[,1MiB...]] [--concurrency C | --rate R] [--json]\n"+
+	fs := flags(e, "bench", "[--quick] [--units N] [--docs M] [--size 64KiB[,1MiB...]] [--concurrency C | --rate R] [--evidence both|on|off] [--json]\n"+
 		"       [--hub URL [--token-file F] [--units-dir DIR] [--nats URL]]")
 	quick := fs.Bool("quick", false, "a smoke run of under a minute: 2 units, 300 documents of 64 KiB")
 	units := fs.Int("units", 2, "units registered and connected, each with its durable consumers")
@@ -43,6 +43,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	unitsDir := fs.String("units-dir", "", "with --hub: use the units registered in DIR (DIR/ID/ as edx unit add writes them) instead of registering new ones;\nno agent may run for them meanwhile")
 	natsURL := fs.String("nats", "", "the NATS URL the units connect to (default: the hub's, or the units' agent.yaml)")
 	wait := fs.Duration("wait", 60*time.Second, "end a run on which nothing has moved for this long; the undecided and undelivered are counted")
+	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -66,6 +67,13 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	} else if *unitsDir != "" || *tokenFile != "" {
 		return fail(e, "--units-dir and --token-file go with --hub (an existing hub)")
 	}
+	modes := map[string][]string{"both": {"off", "on"}, "on": {"on"}, "off": {"off"}}[*evid]
+	switch {
+	case modes == nil:
+		return fail(e, "--evidence %q: want both, on or off", *evid)
+	case *hubURL != "" || *hubCfg != "":
+		modes = []string{""} // the hub as it is configured
+	}
 	if *hubBin == "" && *hubURL == "" {
 		if exe, err := os.Executable(); err == nil {
 			if p := filepath.Join(filepath.Dir(exe), "edx-hub"); fileExists(p) {
@@ -86,33 +94,44 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return fail(e, "--size: %v", err)
 		}
-		var bar *progressbar.ProgressBar
-		stage := ""
-		o := bench.Options{Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
-			HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil && *hubURL == "",
-			HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait,
-			Progress: func(s string, done, total int) {
-				if s != stage {
-					if bar != nil {
-						bar.Finish()
+		var pair []*bench.Result
+		for _, mode := range modes {
+			var bar *progressbar.ProgressBar
+			stage := ""
+			label := sz
+			if mode != "" {
+				label += " log " + mode
+			}
+			o := bench.Options{Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
+				HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil && *hubURL == "" && mode != "off",
+				HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode,
+				Progress: func(s string, done, total int) {
+					if s != stage {
+						if bar != nil {
+							bar.Finish()
+						}
+						stage = s
+						bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionShowCount(),
+							progressbar.OptionSetDescription(fmt.Sprintf("%-24s", label+" "+s)), progressbar.OptionThrottle(200*time.Millisecond),
+							progressbar.OptionClearOnFinish())
 					}
-					stage = s
-					bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionShowCount(),
-						progressbar.OptionSetDescription(fmt.Sprintf("%-18s", sz+" "+s)), progressbar.OptionThrottle(200*time.Millisecond),
-						progressbar.OptionClearOnFinish())
-				}
-				bar.Set(done)
-			}}
-		res, err := bench.Run(ctx, o)
-		if bar != nil {
-			bar.Finish()
+					bar.Set(done)
+				}}
+			res, err := bench.Run(ctx, o)
+			if bar != nil {
+				bar.Finish()
+			}
+			if err != nil {
+				return fail(e, "bench: %v", err)
+			}
+			results = append(results, res)
+			pair = append(pair, res)
+			if !*asJSON {
+				printBench(e.stdout, res)
+			}
 		}
-		if err != nil {
-			return fail(e, "bench: %v", err)
-		}
-		results = append(results, res)
-		if !*asJSON {
-			printBench(e.stdout, res)
+		if len(pair) == 2 && !*asJSON {
+			printEvidenceCost(e.stdout, pair[0], pair[1])
 		}
 	}
 	if *asJSON {
@@ -128,6 +147,19 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	return exitOK
+}
+
+// printEvidenceCost compares a run without the transparency log and one
+// with it.
+func printEvidenceCost(w io.Writer, off, on *bench.Result) {
+	cost := 0.0
+	if off.DocsPerSec > 0 {
+		cost = 100 * (off.DocsPerSec - on.DocsPerSec) / off.DocsPerSec
+	}
+	fmt.Fprintf(w, "\nevidence at %s: %.1f docs/s without the log, %.1f with it (time-stamped every second): %+.1f%% throughput; "+
+		"p50 submit → accepted %s without, %s with\n", humanSize(on.Size), off.DocsPerSec, on.DocsPerSec, -cost, ms(off.Accepted.P50), ms(on.Accepted.P50))
+	fmt.Fprintf(w, "log: %d entries appended, %.1f/s over the run, %s mean wait from append to durably sequenced\n",
+		on.LogEntries, on.LogAppendsPerSec, ms(on.LogAppendMean))
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -158,6 +190,12 @@ func printBench(w io.Writer, r *bench.Result) {
 	where := "an edx-hub of its own"
 	if r.Hub != "" {
 		where = r.Hub
+	}
+	switch r.Evidence {
+	case "on":
+		where += ", transparency log on (time-stamped every second)"
+	case "off":
+		where += ", transparency log off"
 	}
 	fmt.Fprintf(w, "\nedx bench: %d documents of %s, %d units, %s, %d deliveries — %d cores — %s\n",
 		r.Docs, humanSize(r.Size), r.Units, mode, r.Deliveries, runtime.NumCPU(), where)

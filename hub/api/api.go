@@ -62,6 +62,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// pendingRetryAfter is the Retry-After of service.ErrPending, in seconds.
+const pendingRetryAfter = 5
+
 // Deps are the API's collaborators.
 type Deps struct {
 	// Service is what the API is a face of: every operation goes through
@@ -109,6 +112,9 @@ func Handler(d Deps) http.Handler {
 			r.Get("/documents/{id}/signatures/{sha256}", s.statusSignature)
 			r.Get("/documents/{id}/files/{name}", s.file)
 			r.Post("/documents/{id}/verify", s.verifyArchived)
+			r.Get("/documents/{id}/proof", s.proof)
+			r.Get("/documents/{id}/bundle", s.bundle)
+			r.Get("/log", s.logInfo)
 			r.Post("/verify", s.verifyUpload)
 			r.Get("/units", s.listUnits)
 			r.Post("/units", s.addUnit)
@@ -215,6 +221,10 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		msg = err.Error()
 		w.Header().Set("Retry-After", strconv.Itoa(service.BusyRetryAfter))
 		s.d.Log.Warn("http: busy", "path", r.URL.Path)
+	case errors.Is(err, service.ErrPending):
+		// Evidence on its way (a checkpoint, a time-stamp): not a fault.
+		msg = err.Error()
+		w.Header().Set("Retry-After", strconv.Itoa(pendingRetryAfter))
 	default:
 		s.d.Log.Error("http", "path", r.URL.Path, "err", err)
 	}

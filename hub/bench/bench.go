@@ -77,7 +77,12 @@ type Options struct {
 	NATSURL string
 	// Wait ends a run that has not moved for this long (default 60s):
 	// what is not decided or delivered by then is counted as missing.
-	Wait     time.Duration
+	Wait time.Duration
+	// Evidence, for the edx-hub the bench starts: "on" runs it with its
+	// transparency log time-stamped every second (sixty times the default,
+	// so the cost of the TSA and the archive mirror shows), "off" with the
+	// log disabled (tlog.disabled), "" as configured.
+	Evidence string
 	Progress func(stage string, done, total int)
 	Log      *slog.Logger
 }
@@ -170,6 +175,13 @@ type Result struct {
 	// Stalled: the run ended because nothing moved for Options.Wait.
 	Stalled bool `json:"stalled,omitempty"`
 	Cores   int  `json:"cores"`
+	// Evidence is Options.Evidence; the hub's transparency log during the
+	// run (from its metrics): entries appended, their rate over the run,
+	// and the mean wait from an append to its entry durably sequenced.
+	Evidence         string        `json:"evidence,omitempty"`
+	LogEntries       int           `json:"log_entries,omitempty"`
+	LogAppendsPerSec float64       `json:"log_appends_per_sec,omitempty"`
+	LogAppendMean    time.Duration `json:"log_append_mean,omitempty"`
 }
 
 // unit is one simulated agent.
@@ -480,6 +492,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	if r.hub != nil {
 		cpu0, _ = r.hub.cpu()
 	}
+	log0 := r.logStats(ctx)
 	if o.Rate <= 0 {
 		r.slots = make(chan struct{}, o.Concurrency)
 	}
@@ -602,7 +615,53 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	res.Elapsed = end.Sub(start)
 	res.DocsPerSec = float64(len(r.acc)) / res.Elapsed.Seconds()
 	res.MBPerSec = res.DocsPerSec * float64(o.Size) / 1e6
+	res.Evidence = o.Evidence
+	if log1 := r.logStats(ctx); log1.count > log0.count {
+		res.LogEntries = int(log1.entries - log0.entries)
+		res.LogAppendsPerSec = float64(res.LogEntries) / res.Elapsed.Seconds()
+		res.LogAppendMean = time.Duration((log1.sum - log0.sum) / (log1.count - log0.count) * float64(time.Second))
+	}
 	return res, nil
+}
+
+// logSample is the hub's transparency log metrics at one time.
+type logSample struct {
+	entries, count, sum float64
+}
+
+// logStats reads the hub's log metrics (zero when it has none).
+func (r *run) logStats(ctx context.Context) logSample {
+	var s logSample
+	req, err := http.NewRequestWithContext(ctx, "GET", r.base+"/metrics", nil)
+	if err != nil {
+		return s
+	}
+	req.Header.Set("Authorization", "Bearer "+r.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return s
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	for _, line := range strings.Split(string(b), "\n") {
+		name, value, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(line, "#") {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(name, "edx_hub_tlog_entries_total{"):
+			s.entries += v
+		case name == "edx_hub_tlog_append_seconds_sum":
+			s.sum = v
+		case name == "edx_hub_tlog_append_seconds_count":
+			s.count = v
+		}
+	}
+	return s
 }
 
 func first(m map[uint64]time.Time) time.Time {
@@ -684,8 +743,22 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 		h.data, h.tmp = d, true
 	}
 	args := []string{"--data", h.data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0"}
-	if o.HubConfig != "" {
-		args = append(args, "-config", o.HubConfig)
+	cfg := o.HubConfig
+	if o.Evidence != "" {
+		if cfg != "" {
+			return nil, errors.New("bench: evidence on or off needs the bench's own configuration, not --hub-config")
+		}
+		y := "tlog:\n  timestamp_interval: 1s\n"
+		if o.Evidence == "off" {
+			y = "tlog:\n  disabled: true\n"
+		}
+		cfg = filepath.Join(h.data, "bench-hub.yaml")
+		if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if cfg != "" {
+		args = append(args, "-config", cfg)
 	}
 	logf, err := os.Create(filepath.Join(h.data, "hub.log"))
 	if err != nil {

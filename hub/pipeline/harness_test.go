@@ -15,6 +15,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
@@ -22,6 +23,7 @@ import (
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -45,6 +47,8 @@ type env struct {
 	ca    *pki.CA
 	trust *pki.Trust
 	hub   *pki.Signer
+	tl    *tlog.Log // the hub's transparency log (POSIX, in the test's directory)
+	tlKey note.Verifier
 	units map[document.UnitID]*unit
 	deps  Deps
 	cfg   Config
@@ -130,9 +134,33 @@ func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
 	}
 	e.cfg = Config{Workers: 4, AckWait: 2 * time.Second}
 	e.ev = e.follow(e.ix, "test-index")
+	e.tl, e.tlKey = openTestLog(t, dir+"/tlog")
 	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Units: e.reg, Events: events.NewPublisher(e.js, "test"), Applied: e.ev,
-		Trust: e.trust, Hub: e.hub, Log: log}
+		Trust: e.trust, Hub: e.hub, TLog: e.tl, Log: log}
 	return e
+}
+
+// openTestLog opens a transparency log in dir, as the hub does (no TSA).
+func openTestLog(t testing.TB, dir string) (*tlog.Log, note.Verifier) {
+	t.Helper()
+	skey, _, err := tlog.NewKey("edx.test/hub/" + strings.ToLower(rand.Text()[:8]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, v, _, err := tlog.ParseKey(skey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := tlog.POSIX(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := tlog.Open(t.Context(), tlog.Config{BatchMaxAge: 10 * time.Millisecond, CheckpointInterval: 100 * time.Millisecond}, b, tlog.Deps{Signer: s, Verifier: v})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(context.Background()) })
+	return l, v
 }
 
 // follow keeps ix with the decision events, through consumer, until the

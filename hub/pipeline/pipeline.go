@@ -13,11 +13,23 @@
 // names its sender and recipients), and waits while the document is not
 // accepted anywhere yet.
 //
+// Every decision is appended to the hub's transparency log (hub/tlog)
+// before anyone is told of it: an acceptance before its receipt is signed
+// (the receipt names the entry: the log's origin and the entry's index), a
+// rejection, a refused status or a recorded status (and, for 01, the
+// delivery) before the notice. The appends of many workers share the log's
+// batched writes, and a worker waiting for its entry to be sequenced lends
+// its slot to another submission meanwhile (Pipeline.await), so that the
+// log costs latency, not throughput.
+//
 // Every step is idempotent, so that a redelivered message (after a crash, a
 // timeout or a nak) changes nothing: archive writes are write-once with the
 // content's digest, the receipt is written once and reused, and every
-// published message (events included) carries a Nats-Msg-Id. A transient
-// failure (storage, index or NATS unavailable) naks the message with a
+// published message (events included) carries a Nats-Msg-Id. A decision
+// logged before a crash and decided again after it is logged again, with
+// the same evidence.Entry.Key (an acceptance whose receipt is archived is
+// not logged again: the receipt names its entry). A transient failure
+// (storage, index, log or NATS unavailable) naks the message with a
 // backoff; it never rejects a document and never loses one.
 package pipeline
 
@@ -40,6 +52,7 @@ import (
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
 )
@@ -79,6 +92,15 @@ type Events interface {
 	Accepted(ctx context.Context, rec index.Record) (uint64, error)
 	Status(ctx context.Context, e index.StatusEntry) (uint64, error)
 	Rejected(ctx context.Context, r index.Rejected) (uint64, error)
+}
+
+// Log is the hub's transparency log (hub/tlog.Log): one per hub, named by
+// its origin.
+type Log interface {
+	Origin() string
+	// AppendAsync queues an entry and returns a function that waits until
+	// it is durably sequenced and returns its index.
+	AppendAsync(ctx context.Context, e *evidence.Entry) func() (uint64, error)
 }
 
 // Applied tells when this hub's own index has applied an event
@@ -159,6 +181,10 @@ type Config struct {
 	// fetch) or "refuse" (refused, status.unsigned). A status whose
 	// signature does not verify is always refused (status.signature).
 	UnsignedStatuses string `yaml:"unsigned_statuses"`
+	// LogWaitBytes bounds the container bytes held by submissions waiting
+	// for their log entry without a worker slot (default 64 MiB): past it,
+	// a waiting submission keeps its slot.
+	LogWaitBytes int64 `yaml:"log_wait_bytes"`
 	// Limits bound what a submitted container may be.
 	Limits container.Limits `yaml:"-"`
 }
@@ -169,6 +195,7 @@ const (
 	DefaultRejectedKeep       = 4 << 20
 	DefaultRejectedUnitBudget = 64 << 20
 	DefaultUploadOrphanAfter  = 30 * time.Minute
+	DefaultLogWaitBytes       = 64 << 20
 )
 
 func (c *Config) setDefaults() {
@@ -208,6 +235,9 @@ func (c *Config) setDefaults() {
 	if c.UnsignedStatuses == "" {
 		c.UnsignedStatuses = UnsignedFlag
 	}
+	if c.LogWaitBytes == 0 {
+		c.LogWaitBytes = DefaultLogWaitBytes
+	}
 	if c.Limits == (container.Limits{}) {
 		c.Limits = container.DefaultLimits
 	}
@@ -241,6 +271,9 @@ func (c *Config) Validate() error {
 	if c.UploadOrphanAfter < 0 {
 		return fmt.Errorf("pipeline: upload_orphan_after %s is negative", c.UploadOrphanAfter)
 	}
+	if c.LogWaitBytes < 0 {
+		return fmt.Errorf("pipeline: log_wait_bytes %d is negative", c.LogWaitBytes)
+	}
 	if c.RejectedKeep < 0 || c.RejectedUnitBudget < 0 || c.RejectedUnitBudget > 1<<40 {
 		return fmt.Errorf("pipeline: rejected_keep_bytes %d, rejected_unit_bytes_per_hour %d: want positive sizes", c.RejectedKeep, c.RejectedUnitBudget)
 	}
@@ -264,6 +297,9 @@ type Deps struct {
 	Units   Units
 	Events  Events
 	Applied Applied // may be nil
+	// TLog is the hub's transparency log; nil logs nothing and signs
+	// receipts naming no entry (a hub with tlog.disabled, tests).
+	TLog    Log
 	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
@@ -288,6 +324,7 @@ type Pipeline struct {
 	units    Units
 	ev       Events
 	applied  Applied
+	tlog     Log
 	ackWait  time.Duration // the shared consumers' (Run), for keepAlive
 	trust    *pki.Trust
 	hub      *pki.Signer
@@ -298,6 +335,9 @@ type Pipeline struct {
 
 	rejMu     sync.Mutex
 	rejBudget map[document.UnitID]*rate.Limiter // bytes of rejected submissions archived, per unit
+
+	waitMu    sync.Mutex
+	waitBytes int64 // container bytes of submissions waiting for the log without a slot
 }
 
 // New checks cfg and deps and returns a pipeline; Run starts it.
@@ -325,7 +365,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
 	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units,
-		ev: d.Events, applied: d.Applied, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
+		ev: d.Events, applied: d.Applied, tlog: d.TLog, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -417,42 +457,84 @@ func (p *Pipeline) sharedConsumer(ctx context.Context, stream string) (jetstream
 }
 
 // consume pulls messages and processes up to workers of them at once.
+//
+// It takes messages with a callback (Consume), not an iterator: the
+// iterator hands messages over through a channel as large as the pull,
+// which the server's status messages (heartbeats, request timeouts) share,
+// and while every worker was busy a full channel made the client drop a
+// message ("slow consumer"), which JetStream delivered again only after
+// AckWait. The callback blocks while every worker is busy, which holds the
+// next pull back; nothing is dropped.
 func (p *Pipeline) consume(ctx context.Context, cons jetstream.Consumer, workers int, handle func(context.Context, jetstream.Msg) error) error {
-	// At most twice as many as the workers take, so that another hub gets
-	// the rest (MaxAckPending bounds all hubs together); bounded by bytes
-	// too, so that large messages never stall the pull.
-	it, err := cons.Messages(jetstream.PullMaxMessagesWithBytesLimit(2*workers, 64<<20))
-	if err != nil {
-		return fmt.Errorf("pipeline: %w", err)
-	}
-	stopped := context.AfterFunc(ctx, it.Drain)
-	defer stopped()
 	sem := make(chan struct{}, workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			p.log.Warn("pipeline: pull", "err", err)
-			continue
-		}
+	// At most twice as many as the workers take, so that another hub gets
+	// the rest (MaxAckPending bounds all hubs together); bounded by bytes
+	// too (within the client's 64 MB of pending messages), so that large
+	// messages never stall the pull.
+	cc, err := cons.Consume(func(msg jetstream.Msg) {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
 			// Work goes on past shutdown so that a message in progress
 			// finishes; a hard stop is covered by redelivery.
-			wctx := context.WithoutCancel(ctx)
+			wctx := context.WithValue(context.WithoutCancel(ctx), slotKey{}, sem)
 			done := make(chan struct{})
 			go p.keepAlive(msg, done)
 			err := handle(wctx, msg)
 			close(done)
 			p.finish(wctx, msg, err)
 		}()
+	}, jetstream.PullMaxMessagesWithBytesLimit(2*workers, 32<<20), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		p.log.Warn("pipeline: pull", "err", err)
+	}))
+	if err != nil {
+		return fmt.Errorf("pipeline: %w", err)
 	}
+	select {
+	case <-ctx.Done():
+		cc.Drain()
+		<-cc.Closed()
+	case <-cc.Closed(): // the connection closed for good
+	}
+	return nil
+}
+
+// slotKey holds, in a handler's context, the semaphore of the worker slot
+// it holds (consume).
+type slotKey struct{}
+
+// await waits for a log append queued with AppendAsync. A handler holding a
+// worker slot lends it to the next message while it waits, when the bytes
+// it holds (size) fit Config.LogWaitBytes with those of the others
+// waiting, and takes a slot again before it goes on: appends are sequenced
+// in batches, and the waits of many submissions overlap instead of each
+// holding a worker idle.
+func (p *Pipeline) await(ctx context.Context, size int, wait func() (uint64, error)) (uint64, error) {
+	sem, _ := ctx.Value(slotKey{}).(chan struct{})
+	if sem == nil || !p.lendSlot(int64(size)) {
+		return wait()
+	}
+	<-sem
+	defer func() {
+		sem <- struct{}{}
+		p.waitMu.Lock()
+		p.waitBytes -= int64(size)
+		p.waitMu.Unlock()
+	}()
+	return wait()
+}
+
+func (p *Pipeline) lendSlot(size int64) bool {
+	p.waitMu.Lock()
+	defer p.waitMu.Unlock()
+	if p.waitBytes+size > p.cfg.LogWaitBytes {
+		return false
+	}
+	p.waitBytes += size
+	return true
 }
 
 // keepAlive tells JetStream the message is still being worked on until done.

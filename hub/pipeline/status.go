@@ -17,6 +17,7 @@ import (
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -161,12 +162,16 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	if entry, err = p.archiveStatus(ctx, entry); err != nil {
 		return err
 	}
+	logged := p.logStatus(ctx, doc, entry)
 	seq, err := p.ev.Status(ctx, entry)
 	if err != nil {
 		return retry("pipeline: %w", err)
 	}
 	if err := p.step("status published"); err != nil {
 		return err
+	}
+	if err := logged(); err != nil {
+		return retry("pipeline: log the status of %s on %s: %w", unit, st.DocumentID, err)
 	}
 	p.waitApplied(ctx, seq)
 	notice := &protocol.Notice{Type: protocol.NoticeStatus, DocumentID: st.DocumentID, Time: st.Time, Status: st,
@@ -196,6 +201,32 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	p.log.Info("status", "doc_id", st.DocumentID, "unit", unit, "code", st.Code, "out_of_order", entry.Flagged, "signed", entry.SignatureSHA256 != "",
 		"indexed_here", doc.indexed)
 	return nil
+}
+
+// logStatus queues the log entries of a recorded status: the status (who
+// reported which code on which document, at the time the hub received it),
+// and for 01 the delivery (the container the recipient's agent took). The
+// entry's time is the status's reception time as archived, so a
+// redelivered status logs the same bytes. It returns the wait for them.
+func (p *Pipeline) logStatus(ctx context.Context, doc *accepted, e index.StatusEntry) func() error {
+	if p.tlog == nil {
+		return func() error { return nil }
+	}
+	at := e.ReceivedAt.UTC()
+	waits := []func() (uint64, error){p.tlog.AppendAsync(ctx, &evidence.Entry{V: evidence.Version, Kind: evidence.Status, Time: at,
+		Doc: string(e.DocumentID), Unit: string(e.Unit), Status: string(e.Code), Digest: e.SignatureSHA256})}
+	if e.Code == document.StatusDelivered && doc.sha256 != "" {
+		waits = append(waits, p.tlog.AppendAsync(ctx, &evidence.Entry{V: evidence.Version, Kind: evidence.Delivered, Time: at,
+			Doc: string(e.DocumentID), Container: doc.sha256, Unit: string(e.Unit)}))
+	}
+	return func() error {
+		for _, w := range waits {
+			if _, err := p.await(ctx, 0, w); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
 }
 
 // archiveStatus archives a recorded status beside its document, once. When
@@ -252,8 +283,16 @@ func (p *Pipeline) refuseStatus(ctx context.Context, msg jetstream.Msg, unit doc
 	}
 	rb, _ := json.MarshalIndent(rec, "", "  ")
 	key := projection.RejectedKey(received, ref, projection.ReasonsName)
+	var doc document.ID
+	if st != nil && st.DocumentID.Validate() == nil {
+		doc = st.DocumentID
+	}
+	logged := p.logRejected(ctx, received, rec.SHA256, unit, doc, rs, nil)
 	if err := p.archiveRejected(ctx, key, &rec, rb); err != nil {
 		return err
+	}
+	if _, err := p.await(ctx, 0, logged); err != nil {
+		return retry("pipeline: log the refusal of %s: %w", ref, err)
 	}
 	if unit.Validate() == nil {
 		n := &protocol.Notice{Type: protocol.NoticeStatusRejected, Time: p.now().UTC(), Reasons: rs, Status: st, ArchiveKey: key}

@@ -20,6 +20,7 @@ import (
 	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -47,6 +48,7 @@ type submission struct {
 	// document to; upstream those the upstream axis serves itself (of a
 	// document the gateway brought in): neither gets a delivery of its own.
 	via, upstream []document.UnitID
+	crls          []string // the CRLs the signer's chain was checked against (hex SHA-256, sorted)
 }
 
 // handleSubmission processes a submission; once it is acknowledged, the
@@ -162,6 +164,9 @@ func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
 
 	c, rep := container.VerifyBytes(s.data, p.cfg.Limits, container.Options{Trust: p.trust, At: p.now()})
 	p.m.verifySeconds.Observe(p.now().Sub(start).Seconds())
+	if rep.Signature != nil && len(rep.Signature.CRLs) > 0 {
+		s.crls = slices.Compact(slices.Sorted(slices.Values(rep.Signature.CRLs)))
+	}
 	rs := rep.Reasons
 	if c != nil {
 		d := c.Meta
@@ -211,9 +216,9 @@ func (p *Pipeline) processSubmission(ctx context.Context, s *submission) error {
 			case err != nil:
 				return err
 			case state == unitUnknown:
-				rs.Add(reason.RecipientUnknown, fmt.Sprintf("the recipients outside the city (%s) go through the gateway unit %s, which is not registered", units(s.via), p.cfg.Gateway.Unit))
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("the recipients outside the city (%s) go through the gateway unit %s, which is not registered", unitList(s.via), p.cfg.Gateway.Unit))
 			case state == unitDisabled:
-				rs.Add(reason.RecipientDisabled, fmt.Sprintf("the recipients outside the city (%s) go through the gateway unit %s, which is disabled", units(s.via), p.cfg.Gateway.Unit))
+				rs.Add(reason.RecipientDisabled, fmt.Sprintf("the recipients outside the city (%s) go through the gateway unit %s, which is disabled", unitList(s.via), p.cfg.Gateway.Unit))
 			}
 		}
 	}
@@ -399,6 +404,9 @@ func (p *Pipeline) accept(ctx context.Context, s *submission, c *container.Conta
 	if err != nil {
 		return err
 	}
+	if err := p.step("receipted"); err != nil {
+		return err
+	}
 	if rc.ContainerSHA256 != s.sha {
 		// The receipt on file names another container: cannot happen while
 		// the archive is write-once; never paper over it.
@@ -448,11 +456,14 @@ func (p *Pipeline) waitApplied(ctx context.Context, seq uint64) {
 }
 
 // receipt returns the document's receipt: the one already archived (a
-// redelivery after a crash), or a new one signed and written once.
+// redelivery after a crash), or a new one: the acceptance is appended to
+// the hub's transparency log first, then the receipt naming its entry
+// (origin and index) is signed and written once.
 //
 // The write is conditional (If-None-Match), so the first receipt written
 // wins: a redelivery, or another replica racing on the same document, reads
-// and reuses it.
+// and reuses it; the entry its own attempt logged stays in the log, a
+// duplicate of the one the receipt names (the same evidence.Entry.Key).
 func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Document, key string, again bool) ([]byte, *container.Receipt, error) {
 	rkey := projection.ReceiptKey(d.ID)
 	existing := func() ([]byte, *container.Receipt, error) {
@@ -479,6 +490,18 @@ func (p *Pipeline) receipt(ctx context.Context, s *submission, d *document.Docum
 	}
 	rc := &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: s.sha,
 		ContainerSize: int64(len(s.data)), ArchiveKey: key, AcceptedAt: p.now().UTC().Truncate(time.Millisecond)}
+	if p.tlog != nil {
+		e := &evidence.Entry{V: evidence.Version, Kind: evidence.Accepted, Time: rc.AcceptedAt, Doc: string(d.ID), Container: s.sha,
+			Sender: string(d.From), Recipients: units(d.To), CRLs: s.crls}
+		idx, err := p.await(ctx, len(s.data), p.tlog.AppendAsync(ctx, e))
+		if err != nil {
+			return nil, nil, retry("pipeline: log the acceptance of %s: %w", d.ID, err)
+		}
+		rc.Log = &container.LogRef{Origin: p.tlog.Origin(), Index: idx}
+		if err := p.step("logged"); err != nil {
+			return nil, nil, err
+		}
+	}
 	b, err := container.SignReceipt(rc, p.hub)
 	if err != nil {
 		return nil, nil, retry("pipeline: sign receipt: %w", err)
@@ -574,7 +597,8 @@ func deliveries(d *document.Document, via, upstream []document.UnitID, gateway d
 	return out
 }
 
-func units(us []document.UnitID) string {
+// unitList is unit ids, comma separated, for a message.
+func unitList(us []document.UnitID) string {
 	ss := make([]string, len(us))
 	for i, u := range us {
 		ss[i] = string(u)
@@ -640,8 +664,16 @@ func (p *Pipeline) reject(ctx context.Context, s *submission, rs reason.List) er
 			return retry("pipeline: archive rejected %s: %w", ref, err)
 		}
 	}
+	var doc document.ID
+	if s.wire != nil && s.wire.DocumentID.Validate() == nil {
+		doc = s.wire.DocumentID
+	}
+	logged := p.logRejected(ctx, s.received, rec.SHA256, s.unit, doc, rs, s.crls)
 	if err := p.archiveRejected(ctx, reasonsKey, &rec, body); err != nil {
 		return err
+	}
+	if _, err := p.await(ctx, len(s.data), logged); err != nil {
+		return retry("pipeline: log the rejection of %s: %w", ref, err)
 	}
 	n := &protocol.Notice{Type: protocol.NoticeRejected, Time: p.now().UTC(), ArchiveKey: reasonsKey, Reasons: rs, SHA256: hex.EncodeToString(sum[:])}
 	if s.wire != nil {
@@ -682,6 +714,41 @@ func (p *Pipeline) rejectedKeep(unit document.UnitID, size int64) int64 {
 		return 0
 	}
 	return n
+}
+
+// logRejected queues the rejected entry of a submission or status: what was
+// received when (the stream's time, the same on every redelivery), from
+// whom, and why. It returns the wait for its index (nothing to wait for
+// without a log).
+func (p *Pipeline) logRejected(ctx context.Context, received time.Time, sha string, unit document.UnitID, doc document.ID, rs reason.List, crls []string) func() (uint64, error) {
+	if p.tlog == nil {
+		return func() (uint64, error) { return 0, nil }
+	}
+	// Each code once: a container with a thousand bad files is one reason
+	// of its kind in the log (the archived reasons.json has them all).
+	var cs []string
+	for _, c := range codes(rs) {
+		if !slices.Contains(cs, c) {
+			cs = append(cs, c)
+		}
+	}
+	e := &evidence.Entry{V: evidence.Version, Kind: evidence.Rejected, Time: received.UTC(), Container: sha, Reasons: cs, CRLs: crls}
+	if unit.Validate() == nil {
+		e.Sender = string(unit)
+	}
+	if doc != "" {
+		e.Doc = string(doc)
+	}
+	return p.tlog.AppendAsync(ctx, e)
+}
+
+// units returns unit ids as strings.
+func units(us []document.UnitID) []string {
+	out := make([]string, len(us))
+	for i, u := range us {
+		out[i] = string(u)
+	}
+	return out
 }
 
 func codes(rs reason.List) []string {

@@ -19,6 +19,8 @@
 //	rejected/<yyyy>/<mm>/<dd>/<ref>/reasons.json a refused submission or status (RejectedRecord)
 //	rejected/<yyyy>/<mm>/<dd>/<ref>/<name>       what is kept of its bytes (RejectedContainer, ...)
 //	crl/<sha256>.crl                             a CRL the hub relied on (not indexed)
+//	tlog/<origin>/...                            a hub's transparency log as of its time-stamped
+//	                                             checkpoints (hub/tlog.Mirror; not indexed)
 //
 // A document's date is the UTC date of its id (a ULID): any hub computes
 // where a document is archived from its id alone. A rejected submission's
@@ -44,6 +46,7 @@ const (
 	unitsDir      = "units"
 	rejectedDir   = "rejected"
 	crlDir        = "crl"
+	logDir        = "tlog"
 
 	// ReasonsName is a rejected submission's or status's record (RejectedRecord).
 	ReasonsName = "reasons.json"
@@ -110,6 +113,14 @@ func RejectedKey(t time.Time, ref, name string) string {
 func CRLKey(sha256hex string) string {
 	return crlDir + "/" + sha256hex + ".crl"
 }
+
+// LogPrefix is where the transparency log of origin (one per hub) is
+// mirrored: "tlog/<origin>/", the origin as it is (a schema-less URL such
+// as edx.example.gov.vn/hub/1, whose slashes make folders).
+func LogPrefix(origin string) string { return logDir + "/" + origin + "/" }
+
+// LogsPrefix is where every hub's log is mirrored.
+const LogsPrefix = logDir + "/"
 
 // Kind is what an archived object is.
 type Kind int

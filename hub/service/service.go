@@ -115,6 +115,9 @@ type Deps struct {
 	// Trust is the hub's trust configuration (roots and CRLs), which
 	// verification and the unit pages use.
 	Trust *pki.Trust
+	// Evidence reads the transparency logs (proofs, audit bundles); nil
+	// on a hub without its log.
+	Evidence Evidence
 	// Registrar registers and changes units; nil: units are read, never
 	// changed (ErrUnavailable).
 	Registrar *Registrar

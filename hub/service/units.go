@@ -81,13 +81,17 @@ type UnitBundle struct {
 	WitnessKey string `json:"witness_key,omitempty"`
 }
 
+// EventRevoked is the event of a unit whose certificate a CRL revoked: its
+// credentials were revoked.
+const EventRevoked = "revoked"
+
 // Unit events, in the archived records.
 const (
 	eventRegistered = "registered"
 	eventRotated    = "rotated"
 	eventDisabled   = "disabled"
 	eventEnabled    = "enabled"
-	eventRevoked    = "revoked"
+	eventRevoked    = EventRevoked
 )
 
 // AccountPusher gives the NATS servers a new account JWT: the embedded
@@ -118,6 +122,10 @@ type Registrar struct {
 	RootsFile string        // the trust roots (PEM) handed to a unit's agent
 	NATSURL   string        // where a unit's agent connects
 	LogKey    string        // the verifier key of the hub's transparency log, handed to a unit's agent
+	// Logged, when set, enters a unit's changed record in the hub's
+	// transparency log (and its certificate when new or revoked: oldSerial
+	// is the serial before the change).
+	Logged func(ctx context.Context, u registry.Unit, oldSerial string)
 }
 
 func (r *Registrar) validate() error {
@@ -286,7 +294,11 @@ func (svc *Service) warnLegacy(u index.Unit) {
 // retried: change may run more than once, with the newer record), which
 // archives the change, then projects it into this hub's index.
 func (svc *Service) changeUnit(ctx context.Context, id document.UnitID, change registry.Change) (registry.Unit, error) {
-	u, err := svc.d.Registry.Update(ctx, id, change)
+	var oldSerial string
+	u, err := svc.d.Registry.Update(ctx, id, func(old registry.Unit, exists bool) (registry.Unit, error) {
+		oldSerial = old.CertSerial
+		return change(old, exists)
+	})
 	if errors.Is(err, errUnchanged) {
 		return u, err
 	}
@@ -296,6 +308,11 @@ func (svc *Service) changeUnit(ctx context.Context, id document.UnitID, change r
 		}
 		// In force, not archived: the index follows the registry anyway.
 		svc.log.Error("unit change not archived", "unit", id, "event", u.Event, "err", err)
+	}
+	// In the log: the unit's record as changed, and its certificate when
+	// it is new or revoked.
+	if r := svc.d.Registrar; r != nil && r.Logged != nil {
+		r.Logged(ctx, u, oldSerial)
 	}
 	if perr := svc.projectUnit(ctx, u); perr != nil {
 		svc.log.Error("unit change not indexed on this hub (the registry holds it)", "unit", id, "err", perr)

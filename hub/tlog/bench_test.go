@@ -2,6 +2,8 @@ package tlog
 
 import (
 	"context"
+	"fmt"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,5 +56,60 @@ func BenchmarkAppend(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "entries/s")
 		})
+	}
+}
+
+// BenchmarkAppendRate appends at a steady rate, as a hub's decisions come,
+// each decision waiting for its own entry, with and without group commit,
+// and reports the rate the log kept and the mean wait of an entry. Without
+// grouping, tessera cuts a batch every BatchMaxAge however slow its writes
+// are, and a slow disk holds the log to one entry per write.
+//
+//	go test ./hub/tlog -run '^$' -bench AppendRate -benchtime 1x
+func BenchmarkAppendRate(b *testing.B) {
+	for _, grouped := range []bool{false, true} {
+		for _, rate := range []int{50, 200} {
+			b.Run(fmt.Sprintf("grouped=%v/rate=%d", grouped, rate), func(b *testing.B) {
+				groupCommit = grouped
+				defer func() { groupCommit = true }()
+				s, v, _, err := ParseKey(newKey(b))
+				if err != nil {
+					b.Fatal(err)
+				}
+				ctx := context.Background()
+				be, err := POSIX(ctx, b.TempDir())
+				if err != nil {
+					b.Fatal(err)
+				}
+				l, err := Open(ctx, Config{BatchMaxAge: 5 * time.Millisecond}, be, Deps{Signer: s, Verifier: v})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer l.Close(ctx)
+				n := 2 * rate // two seconds of decisions
+				var wg sync.WaitGroup
+				var waited atomic.Int64
+				tick := time.NewTicker(time.Second / time.Duration(rate))
+				defer tick.Stop()
+				b.ResetTimer()
+				start := time.Now()
+				for i := 0; i < n*b.N; i++ {
+					<-tick.C
+					wg.Add(1)
+					go func(i int) {
+						defer wg.Done()
+						t0 := time.Now()
+						if _, err := l.Append(ctx, entry(i, "rate")); err != nil {
+							b.Error(err)
+						}
+						waited.Add(int64(time.Since(t0)))
+					}(i)
+				}
+				wg.Wait()
+				el := time.Since(start)
+				b.ReportMetric(float64(n*b.N)/el.Seconds(), "entries/s")
+				b.ReportMetric(float64(waited.Load())/float64(n*b.N)/1e6, "ms/wait")
+			})
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -27,6 +28,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/transparency-dev/formats/log"
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/rfc6962"
@@ -45,12 +47,17 @@ type Config struct {
 	// KeyFile holds the log's note signing key (default DATA/tlog.key, made
 	// on first start). Its name is the log's origin.
 	KeyFile string `yaml:"key_file"`
-	// Origin names the log in its checkpoints when a key is made (default
-	// "edx.local/hub-log"); C2SP asks for a schema-less URL.
+	// Origin names the log in its checkpoints when a key is made; C2SP
+	// asks for a schema-less URL. Each hub has its own log, so its own
+	// origin: the hub sets edx.local/hub/<hub id> when none is configured
+	// (this package's default, "edx.local/hub-log", is for one log alone).
+	// Once the key exists, its name is the origin.
 	Origin string `yaml:"origin"`
 	// BatchMaxSize and BatchMaxAge: entries are sequenced and integrated in
 	// batches of up to BatchMaxSize entries, or when the oldest waited
-	// BatchMaxAge (defaults 256 and 100ms).
+	// BatchMaxAge (defaults 256 and 100ms). The entries that arrive while
+	// a batch is written go together into the next (group commit), so
+	// BatchMaxAge is what an entry waits on an idle log, not a pace.
 	BatchMaxSize uint          `yaml:"batch_max_size"`
 	BatchMaxAge  time.Duration `yaml:"batch_max_age"`
 	// CheckpointInterval is how often a new checkpoint is published
@@ -62,6 +69,10 @@ type Config struct {
 	// MirrorPrefix is where in the archive Run mirrors each time-stamped
 	// checkpoint's tree and evidence (default "tlog/"; see Mirror).
 	MirrorPrefix string `yaml:"mirror_prefix"`
+	// Disabled, read by the hub, runs it without its log: no decision
+	// logged, no checkpoint time-stamped, receipts naming no entry. For
+	// measuring the log's cost (edx bench) only.
+	Disabled bool `yaml:"disabled"`
 }
 
 // SetDefaults fills in the defaults.
@@ -106,8 +117,19 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// validOrigin: a note key name (no spaces, no '+') that also names a
+// folder of the archive (the mirror's prefix): no empty, "." or ".."
+// segment.
 func validOrigin(s string) bool {
-	return s != "" && len(s) < 256 && !strings.ContainsAny(s, " \t\n+") && strings.ToValidUTF8(s, "") == s
+	if s == "" || len(s) >= 256 || strings.ContainsAny(s, " \t\n+\\") || strings.ToValidUTF8(s, "") != s {
+		return false
+	}
+	for seg := range strings.SplitSeq(s, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+	}
+	return true
 }
 
 // Timestamper gets an RFC 3161 token over a digest (*tsa.Client).
@@ -127,6 +149,8 @@ type Deps struct {
 	// (Mirror) from Run.
 	Archive Archive
 	Logger  *slog.Logger
+	// Registerer receives the log's metrics (nil: none registered).
+	Registerer prometheus.Registerer
 }
 
 // ErrNotIntegrated is returned for an index no published checkpoint covers
@@ -143,13 +167,16 @@ type Log struct {
 	log      *slog.Logger
 	files    Files
 	reader   tessera.LogReader
-	add      tessera.AddFn
+	add      *group
 	shutdown func(context.Context) error
 	awaiter  *tessera.PublicationAwaiter
 	cancel   context.CancelFunc
 
+	m *metrics
+
 	mu      sync.Mutex
 	stamped []uint64 // sizes of time-stamped checkpoints, ascending
+	onceMu  sync.Mutex
 }
 
 // Open starts the log on backend b. Close stops it.
@@ -170,7 +197,8 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
-	l := &Log{cfg: cfg, archive: deps.Archive, signer: deps.Signer, verifier: deps.Verifier, stamper: deps.Timestamper, log: deps.Logger, files: b.Files}
+	l := &Log{cfg: cfg, archive: deps.Archive, signer: deps.Signer, verifier: deps.Verifier, stamper: deps.Timestamper, log: deps.Logger, files: b.Files,
+		m: newMetrics(deps.Registerer)}
 	if err := l.loadStamped(ctx); err != nil {
 		return nil, err
 	}
@@ -187,7 +215,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("tlog: open: %w", err)
 	}
-	l.add, l.shutdown, l.reader, l.cancel = a.Add, shutdown, r, cancel
+	l.add, l.shutdown, l.reader, l.cancel = &group{add: a.Add, off: !groupCommit}, shutdown, r, cancel
 	l.awaiter = tessera.NewPublicationAwaiter(bg, r.ReadCheckpoint, 50*time.Millisecond)
 	return l, nil
 }
@@ -195,6 +223,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 // Close waits for every appended entry to be integrated and published, then
 // stops the log.
 func (l *Log) Close(ctx context.Context) error {
+	l.add.wait()
 	err := l.shutdown(ctx)
 	l.cancel()
 	if err != nil {
@@ -217,32 +246,62 @@ func (l *Log) Reader() tessera.LogReader { return l.reader }
 // the same index (tessera's in-memory de-duplication), so a redelivered
 // decision is not logged twice while the hub runs.
 func (l *Log) Append(ctx context.Context, e *evidence.Entry) (uint64, error) {
-	b, err := e.Marshal()
-	if err != nil {
-		return 0, err
-	}
-	idx, err := l.add(ctx, tessera.NewEntry(b))()
-	if err != nil {
-		return 0, fmt.Errorf("tlog: append %s: %w", e.Kind, err)
-	}
-	return idx.Index, nil
+	return l.AppendAsync(ctx, e)()
 }
 
 // AppendAsync queues one decision and returns a function that waits for
-// its index. Entries are sequenced in the order AppendAsync is called.
+// its index. Entries are sequenced in the order AppendAsync is called, in
+// batches (Config.BatchMaxSize, BatchMaxAge): many callers waiting at once
+// share one write.
 func (l *Log) AppendAsync(ctx context.Context, e *evidence.Entry) func() (uint64, error) {
 	b, err := e.Marshal()
 	if err != nil {
+		l.m.errors.Inc()
 		return func() (uint64, error) { return 0, err }
 	}
-	f := l.add(ctx, tessera.NewEntry(b))
+	start := time.Now()
+	f := l.add.Add(ctx, tessera.NewEntry(b))
 	return func() (uint64, error) {
 		idx, err := f()
 		if err != nil {
+			l.m.errors.Inc()
 			return 0, fmt.Errorf("tlog: append %s: %w", e.Kind, err)
+		}
+		l.m.seconds.Observe(time.Since(start).Seconds())
+		if !idx.IsDup {
+			l.m.entries.WithLabelValues(string(e.Kind)).Inc()
 		}
 		return idx.Index, nil
 	}
+}
+
+// AppendOnce logs a decision unless AppendOnce logged one with the same key
+// (evidence.Entry.Key) in this log before, across restarts, and returns its
+// index either way (dup reports the earlier one). It is for the decisions
+// the hub meets again at each start (the trust store, the CRLs in force) or
+// that are rare (units, certificates): it keeps a small file per key. A
+// crash between the append and that file logs the decision twice, which
+// readers of the log recognise by the key.
+func (l *Log) AppendOnce(ctx context.Context, e *evidence.Entry) (index uint64, dup bool, err error) {
+	sum := sha256.Sum256([]byte(e.Key()))
+	name := "keys/" + hex.EncodeToString(sum[:])
+	l.onceMu.Lock()
+	defer l.onceMu.Unlock()
+	if b, err := l.files.Get(ctx, name); err == nil {
+		if n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64); err == nil {
+			return n, true, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return 0, false, err
+	}
+	idx, err := l.Append(ctx, e)
+	if err != nil {
+		return 0, false, err
+	}
+	if err := l.files.Create(ctx, name, []byte(strconv.FormatUint(idx, 10)+"\n")); err != nil && !errors.Is(err, fs.ErrExist) {
+		return idx, false, err
+	}
+	return idx, false, nil
 }
 
 // Await blocks until a published checkpoint covers index, and returns it.
@@ -281,28 +340,22 @@ func (l *Log) Entry(ctx context.Context, index uint64) ([]byte, error) {
 }
 
 // Proof returns the evidence for the entry at index: its inclusion in the
-// smallest time-stamped checkpoint that covers it, with the token; or, while
-// no time-stamped checkpoint covers it yet, its inclusion in the newest
-// checkpoint, without a token.
+// smallest time-stamped checkpoint that covers it, with the token, and the
+// time-stamped checkpoint before it (which does not hold the entry) with
+// the proof of consistency between the two, so that the TSA bounds the
+// entry's time on both sides; or, while no time-stamped checkpoint covers
+// it yet, its inclusion in the newest checkpoint, without a token.
 func (l *Log) Proof(ctx context.Context, index uint64) (*evidence.Proof, error) {
-	var cp, tok []byte
-	size, ok := l.stampedCovering(index)
-	if ok {
-		var err error
-		if cp, err = l.files.Get(ctx, checkpointName(size)); err != nil {
-			return nil, err
-		}
-		if tok, err = l.files.Get(ctx, timestampName(size)); err != nil {
-			return nil, err
-		}
-	} else {
-		var err error
-		if size, cp, err = l.Checkpoint(ctx); err != nil {
-			return nil, err
-		}
-		if index >= size {
-			return nil, ErrNotIntegrated
-		}
+	stamped := l.Stamped()
+	if i, _ := slices.BinarySearch(stamped, index+1); i < len(stamped) {
+		return buildProof(ctx, l.source(), stamped, index)
+	}
+	size, cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if index >= size {
+		return nil, ErrNotIntegrated
 	}
 	entry, err := evidence.ReadEntry(ctx, l.reader.ReadEntryBundle, index, size)
 	if err != nil {
@@ -312,7 +365,66 @@ func (l *Log) Proof(ctx context.Context, index uint64) (*evidence.Proof, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &evidence.Proof{Index: index, Entry: entry, Checkpoint: cp, Hashes: hashes, Timestamp: tok}, nil
+	return &evidence.Proof{Index: index, Entry: entry, Checkpoint: cp, Hashes: hashes}, nil
+}
+
+// proofSource is where a time-stamped proof is read from: the log itself,
+// or its mirror in the archive.
+type proofSource struct {
+	file       func(ctx context.Context, name string) ([]byte, error) // checkpoints/<size>, timestamps/<size>
+	tile       func(ctx context.Context, level, index uint64, p uint8) ([]byte, error)
+	bundle     func(ctx context.Context, index uint64, p uint8) ([]byte, error)
+	notStamped error
+}
+
+func (l *Log) source() proofSource {
+	return proofSource{file: l.files.Get, tile: l.reader.ReadTile, bundle: l.reader.ReadEntryBundle}
+}
+
+// buildProof builds the proof of the entry at index against the smallest
+// of the time-stamped sizes (ascending) that covers it, with the previous
+// one as its anchor.
+func buildProof(ctx context.Context, src proofSource, stamped []uint64, index uint64) (*evidence.Proof, error) {
+	i, _ := slices.BinarySearch(stamped, index+1)
+	if i == len(stamped) {
+		if src.notStamped != nil {
+			return nil, src.notStamped
+		}
+		return nil, ErrNotIntegrated
+	}
+	size := stamped[i]
+	cp, err := src.file(ctx, checkpointName(size))
+	if err != nil {
+		return nil, err
+	}
+	tok, err := src.file(ctx, timestampName(size))
+	if err != nil {
+		return nil, err
+	}
+	entry, err := evidence.ReadEntry(ctx, src.bundle, index, size)
+	if err != nil {
+		return nil, err
+	}
+	hashes, err := evidence.InclusionProof(ctx, src.tile, index, size)
+	if err != nil {
+		return nil, err
+	}
+	p := &evidence.Proof{Index: index, Entry: entry, Checkpoint: cp, Hashes: hashes, Timestamp: tok}
+	if i > 0 {
+		prev := stamped[i-1]
+		a := &evidence.Anchor{}
+		if a.Checkpoint, err = src.file(ctx, checkpointName(prev)); err != nil {
+			return nil, err
+		}
+		if a.Timestamp, err = src.file(ctx, timestampName(prev)); err != nil {
+			return nil, err
+		}
+		if a.Consistency, err = evidence.ConsistencyProof(ctx, src.tile, prev, size); err != nil {
+			return nil, err
+		}
+		p.Previous = a
+	}
+	return p, nil
 }
 
 // ConsistencyProof proves the tree of size from is a prefix of the tree of
@@ -358,6 +470,7 @@ func (l *Log) Stamp(ctx context.Context) (uint64, error) {
 		l.stamped = slices.Insert(l.stamped, i, size)
 	}
 	l.mu.Unlock()
+	l.m.stamped.Set(float64(size))
 	return size, nil
 }
 
@@ -378,11 +491,13 @@ func (l *Log) Run(ctx context.Context) {
 		case <-t.C:
 		}
 		if size, err := l.Stamp(ctx); err != nil && ctx.Err() == nil {
+			l.m.stampErrors.Inc()
 			l.log.Warn("tlog: time-stamp failed", "err", err)
 		} else if err == nil && size > 0 {
 			l.log.Debug("tlog: checkpoint time-stamped", "size", size)
 		}
 		if err := l.mirrorStamped(ctx); err != nil && ctx.Err() == nil {
+			l.m.mirrorErrors.Inc()
 			l.log.Warn("tlog: mirror to the archive failed", "err", err)
 		}
 	}
@@ -544,6 +659,9 @@ func (l *Log) loadStamped(ctx context.Context) error {
 		l.stamped = append(l.stamped, s)
 	}
 	slices.Sort(l.stamped)
+	if len(l.stamped) > 0 {
+		l.m.stamped.Set(float64(l.stamped[len(l.stamped)-1]))
+	}
 	return nil
 }
 
@@ -552,17 +670,6 @@ func (l *Log) isStamped(size uint64) bool {
 	defer l.mu.Unlock()
 	_, found := slices.BinarySearch(l.stamped, size)
 	return found
-}
-
-// stampedCovering returns the smallest time-stamped size greater than index.
-func (l *Log) stampedCovering(index uint64) (uint64, bool) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	i, _ := slices.BinarySearch(l.stamped, index+1)
-	if i == len(l.stamped) {
-		return 0, false
-	}
-	return l.stamped[i], true
 }
 
 func checkpointName(size uint64) string { return fmt.Sprintf("checkpoints/%d", size) }
@@ -631,4 +738,35 @@ func EnsureKey(path, origin string) (note.Signer, note.Verifier, string, error) 
 		return nil, nil, "", fmt.Errorf("tlog: %w", err)
 	}
 	return ParseKey(string(b))
+}
+
+type metrics struct {
+	entries      *prometheus.CounterVec
+	errors       prometheus.Counter
+	seconds      prometheus.Histogram
+	stamped      prometheus.Gauge
+	stampErrors  prometheus.Counter
+	mirrorErrors prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		entries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_tlog_entries_total",
+			Help: "Decisions appended to the transparency log, by kind (an entry de-duplicated in memory is not counted again)."}, []string{"kind"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_tlog_append_errors_total",
+			Help: "Appends to the transparency log that failed (the decision is retried, never taken without its entry)."}),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "edx_hub_tlog_append_seconds",
+			Help:    "Time from an append to its entry durably sequenced (batched with others).",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5}}),
+		stamped: prometheus.NewGauge(prometheus.GaugeOpts{Name: "edx_hub_tlog_timestamped_size",
+			Help: "Size of the newest time-stamped checkpoint: every entry below it has its trusted time."}),
+		stampErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_tlog_timestamp_errors_total",
+			Help: "Time-stamp requests that no TSA answered with a good token (tried again at the next interval)."}),
+		mirrorErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_hub_tlog_mirror_errors_total",
+			Help: "Mirrors of a time-stamped checkpoint to the archive that failed (tried again at the next interval)."}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.entries, m.errors, m.seconds, m.stamped, m.stampErrors, m.mirrorErrors)
+	}
+	return m
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/edxhub/edx/pkg/reason"
 )
 
-// ReceiptVersion is the version of the receipt body this code writes. Later
-// versions add fields (a timestamp token, a transparency-log inclusion
-// proof); readers ignore fields they do not know.
-const ReceiptVersion = 1
+// ReceiptVersion is the version of the receipt body this code writes:
+// version 2 adds the hub's transparency log entry (Log). Readers ignore
+// fields they do not know.
+const ReceiptVersion = 2
 
 // Receipt is what the hub signs when it accepts a document: proof that the
 // container with this digest was accepted and archived under this key at
@@ -30,6 +30,19 @@ type Receipt struct {
 	ContainerSize   int64             `json:"container_size"`
 	ArchiveKey      string            `json:"archive_key"`
 	AcceptedAt      time.Time         `json:"accepted_at"`
+	// Log names the acceptance's entry in the hub's transparency log: the
+	// log's origin (one log per hub) and the entry's index. The entry
+	// names the same document, container and time; its inclusion in a
+	// time-stamped checkpoint (GET /api/v1/documents/{id}/proof, edx
+	// proof) is the trusted time of the acceptance. Absent from receipts
+	// of a hub without a log, and from version 1.
+	Log *LogRef `json:"log,omitempty"`
+}
+
+// LogRef names an entry of a hub's transparency log.
+type LogRef struct {
+	Origin string `json:"origin"`
+	Index  uint64 `json:"index"`
 }
 
 // SignReceipt returns the receipt as an attached DER CMS SignedData (the

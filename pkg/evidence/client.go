@@ -1,6 +1,7 @@
 package evidence
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/transparency-dev/formats/log"
+	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 	"github.com/transparency-dev/tessera/api/layout"
@@ -208,6 +210,44 @@ func VerifyInclusion(entry []byte, index uint64, hashes [][]byte, cp *log.Checkp
 func VerifyConsistency(old, cur *log.Checkpoint, hashes [][]byte) error {
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, old.Size, cur.Size, hashes, old.Hash, cur.Hash); err != nil {
 		return fmt.Errorf("evidence: the tree of %d is not a prefix of the tree of %d: %w", old.Size, cur.Size, err)
+	}
+	return nil
+}
+
+// ReadAll reads every entry of the tree that cp commits to, in order, from
+// bundles read by f, hands each to fn, and checks that the entries hash to
+// cp's root: what fn was given is the whole log as the checkpoint's signer
+// committed to it, nothing left out or added. fn's error stops the read.
+func ReadAll(ctx context.Context, f client.EntryBundleFetcherFunc, cp *log.Checkpoint, fn func(index uint64, entry []byte) error) error {
+	r := (&compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}).NewEmptyRange(0)
+	for b := uint64(0); b*layout.EntryBundleWidth < cp.Size; b++ {
+		bundle, err := client.GetEntryBundle(ctx, f, b, cp.Size)
+		if err != nil {
+			return fmt.Errorf("evidence: entry bundle %d: %w", b, err)
+		}
+		want := min(uint64(layout.EntryBundleWidth), cp.Size-b*layout.EntryBundleWidth)
+		if uint64(len(bundle.Entries)) < want {
+			return fmt.Errorf("evidence: entry bundle %d has %d entries, want %d", b, len(bundle.Entries), want)
+		}
+		for i, e := range bundle.Entries[:want] {
+			idx := b*layout.EntryBundleWidth + uint64(i)
+			if err := r.Append(rfc6962.DefaultHasher.HashLeaf(e), nil); err != nil {
+				return fmt.Errorf("evidence: entry %d: %w", idx, err)
+			}
+			if err := fn(idx, e); err != nil {
+				return err
+			}
+		}
+	}
+	root := rfc6962.DefaultHasher.EmptyRoot()
+	if cp.Size > 0 {
+		var err error
+		if root, err = r.GetRootHash(nil); err != nil {
+			return fmt.Errorf("evidence: %w", err)
+		}
+	}
+	if !bytes.Equal(root, cp.Hash) {
+		return fmt.Errorf("evidence: the %d entries read do not hash to the checkpoint's root: the log served is not the one signed", cp.Size)
 	}
 	return nil
 }

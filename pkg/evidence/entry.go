@@ -34,13 +34,18 @@ type Kind string
 // The decisions the log records.
 const (
 	// Accepted: a container passed every check and was archived. Doc,
-	// Container, Sender, Recipients; Receipt (the digest of the signed
-	// receipt) when the receipt is signed before the entry is logged. A
-	// receipt that carries the entry's log index cannot also be digested in
-	// that entry: then the receipt names the index and the entry omits it.
+	// Container, Sender, Recipients, Time (the acceptance time the receipt
+	// carries), CRLs (the digests of the CRLs the signer's chain was
+	// checked against, archived under crl/<sha256>.crl); Receipt (the
+	// digest of the signed receipt) when the receipt is signed before the
+	// entry is logged. The hub's receipts carry the entry's log index
+	// (origin and index), so they are signed after it and the entry omits
+	// the receipt's digest: the receipt and the entry name the same
+	// document, container and time, and the receipt names the entry.
 	Accepted Kind = "accepted"
 	// Rejected: a submission was refused. Container (the digest of what was
-	// submitted), Reasons (stable codes); Sender and Doc when known.
+	// submitted), Reasons (stable codes); Sender and Doc when known; CRLs
+	// when the signer's chain was checked against some (a revocation).
 	Rejected Kind = "rejected"
 	// Delivered: a recipient's agent acknowledged a container. Doc,
 	// Container, Unit (the recipient).
@@ -63,7 +68,7 @@ const (
 )
 
 var actions = map[Kind][]string{
-	UnitChange:  {"registered", "updated", "disabled", "enabled", "removed"},
+	UnitChange:  {"registered", "updated", "rotated", "disabled", "enabled", "revoked", "removed"},
 	Certificate: {"issued", "registered", "revoked"},
 	Trust:       {"replaced"},
 	CRL:         {"installed"},
@@ -86,6 +91,7 @@ type Entry struct {
 	Action     string    `json:"action,omitempty"`
 	Serial     string    `json:"serial,omitempty"`
 	Digest     string    `json:"digest,omitempty"`
+	CRLs       []string  `json:"crls,omitempty"`
 }
 
 var (
@@ -111,14 +117,14 @@ func (e *Entry) Validate() error {
 		{"doc", e.Doc != ""}, {"container", e.Container != ""}, {"receipt", e.Receipt != ""},
 		{"sender", e.Sender != ""}, {"recipients", e.Recipients != nil}, {"unit", e.Unit != ""},
 		{"status", e.Status != ""}, {"reasons", e.Reasons != nil}, {"action", e.Action != ""},
-		{"serial", e.Serial != ""}, {"digest", e.Digest != ""},
+		{"serial", e.Serial != ""}, {"digest", e.Digest != ""}, {"crls", e.CRLs != nil},
 	}
 	var required, optional []string
 	switch e.Kind {
 	case Accepted:
-		required, optional = []string{"doc", "container", "sender", "recipients"}, []string{"receipt"}
+		required, optional = []string{"doc", "container", "sender", "recipients"}, []string{"receipt", "crls"}
 	case Rejected:
-		required, optional = []string{"container", "reasons"}, []string{"doc", "sender"}
+		required, optional = []string{"container", "reasons"}, []string{"doc", "sender", "crls"}
 	case Delivered:
 		required = []string{"doc", "container", "unit"}
 	case Status:
@@ -191,6 +197,19 @@ func (e *Entry) Validate() error {
 			}
 		}
 	}
+	if e.CRLs != nil {
+		if len(e.CRLs) == 0 || len(e.CRLs) > 64 {
+			return fmt.Errorf("evidence: %d CRLs (want 1 to 64, or none)", len(e.CRLs))
+		}
+		for i, d := range e.CRLs {
+			if !hexDigestRE.MatchString(d) {
+				return fmt.Errorf("evidence: CRL %q is not a lower-case hex SHA-256", d)
+			}
+			if i > 0 && e.CRLs[i-1] >= d {
+				return errors.New("evidence: CRLs not sorted, or one twice")
+			}
+		}
+	}
 	if e.Action != "" && !slices.Contains(actions[e.Kind], e.Action) {
 		return fmt.Errorf("evidence: %s entry with action %q (want one of %v)", e.Kind, e.Action, actions[e.Kind])
 	}
@@ -241,4 +260,31 @@ func ParseEntry(data []byte) (*Entry, error) {
 		return nil, errors.New("evidence: entry is not in canonical form")
 	}
 	return &e, nil
+}
+
+// Key identifies the decision an entry records, so that a decision logged
+// twice (a redelivery after a crash between the append and what recorded
+// it, or two hubs racing on the same submission, each in its own log) is
+// recognised as one: readers of the log group entries by Key. The time is
+// part of the key only where it is the decision's own (the stream time of
+// the message decided on, the same on every redelivery); an acceptance is
+// one per document and container, whatever its time.
+func (e *Entry) Key() string {
+	switch e.Kind {
+	case Accepted:
+		return "accepted/" + e.Doc + "/" + e.Container
+	case Rejected:
+		return "rejected/" + e.Container + "/" + e.Sender + "/" + e.Doc + "/" + e.Time.UTC().Format(time.RFC3339Nano)
+	case Delivered:
+		return "delivered/" + e.Doc + "/" + e.Unit + "/" + e.Container
+	case Status:
+		return "status/" + e.Doc + "/" + e.Unit + "/" + e.Status + "/" + e.Time.UTC().Format(time.RFC3339Nano)
+	case UnitChange:
+		return "unit/" + e.Unit + "/" + e.Action + "/" + e.Digest
+	case Certificate:
+		return "certificate/" + e.Action + "/" + e.Serial + "/" + e.Digest
+	case Trust, CRL:
+		return string(e.Kind) + "/" + e.Action + "/" + e.Digest
+	}
+	return string(e.Kind) + "/" + e.Time.UTC().Format(time.RFC3339Nano)
 }

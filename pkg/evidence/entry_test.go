@@ -17,6 +17,8 @@ func validEntries() map[string]Entry {
 	return map[string]Entry{
 		"accepted":                         {V: 1, Kind: Accepted, Time: t0, Doc: doc, Container: d1, Receipt: d2, Sender: "000.00.00.H29", Recipients: []string{"000.00.01.H29", "000.00.02.H29"}},
 		"accepted, receipt not yet signed": {V: 1, Kind: Accepted, Time: t0, Doc: doc, Container: d1, Sender: "000.00.00.H29", Recipients: []string{"000.00.01.H29"}},
+		"accepted, CRLs in force":          {V: 1, Kind: Accepted, Time: t0, Doc: doc, Container: d1, Sender: "000.00.00.H29", Recipients: []string{"000.00.01.H29"}, CRLs: []string{d1, d2}},
+		"rejected, revoked":                {V: 1, Kind: Rejected, Time: t0, Container: d2, Reasons: []string{"signature.revoked"}, CRLs: []string{d2}},
 		"rejected":                         {V: 1, Kind: Rejected, Time: t0, Container: d1, Reasons: []string{"signature.untrusted_root", "container.digest_mismatch"}},
 		"rejected, known sender":           {V: 1, Kind: Rejected, Time: t0, Container: d1, Sender: "000.00.00.H29", Doc: doc, Reasons: []string{"recipient.unknown"}},
 		"delivered":                        {V: 1, Kind: Delivered, Time: t0, Doc: doc, Container: d1, Unit: "000.00.01.H29"},
@@ -71,6 +73,10 @@ func TestEntryRefusals(t *testing.T) {
 		"empty recipients":      func(e *Entry) { e.Recipients = []string{} },
 		"field of another kind": func(e *Entry) { e.Status = "03" },
 		"reasons on accepted":   func(e *Entry) { e.Reasons = []string{"a.b"} },
+		"CRLs unsorted":         func(e *Entry) { e.CRLs = []string{d2, d1} },
+		"CRL twice":             func(e *Entry) { e.CRLs = []string{d1, d1} },
+		"CRLs empty":            func(e *Entry) { e.CRLs = []string{} },
+		"CRL not a digest":      func(e *Entry) { e.CRLs = []string{"crl/" + d1} },
 	}
 	for name, f := range bad {
 		e := validEntries()["accepted"]
@@ -85,6 +91,7 @@ func TestEntryRefusals(t *testing.T) {
 		"bad action":         {V: 1, Kind: UnitChange, Time: t0, Unit: "000.00.01.H29", Action: "hacked", Digest: d1},
 		"bad serial":         {V: 1, Kind: Certificate, Time: t0, Action: "issued", Serial: "0x1F", Digest: d1},
 		"delivered, no unit": {V: 1, Kind: Delivered, Time: t0, Doc: doc, Container: d1},
+		"CRLs on a status":   {V: 1, Kind: Status, Time: t0, Doc: doc, Unit: "000.00.01.H29", Status: "03", CRLs: []string{d1}},
 	} {
 		if _, err := e.Marshal(); err == nil {
 			t.Errorf("%s: marshalled", name)
@@ -105,6 +112,35 @@ func TestEntryRefusals(t *testing.T) {
 		if _, err := ParseEntry([]byte(b)); err == nil {
 			t.Errorf("%s: parsed", name)
 		}
+	}
+}
+
+// TestKey: the same decision logged again (a redelivery, another hub) has
+// the same key, whatever its time where the time is not the decision's; two
+// decisions never share one.
+func TestKey(t *testing.T) {
+	acc := validEntries()["accepted, receipt not yet signed"]
+	again := acc
+	again.Time = t0.Add(time.Minute)
+	again.CRLs = []string{d2}
+	if acc.Key() != again.Key() {
+		t.Errorf("an acceptance logged again has another key: %s, %s", acc.Key(), again.Key())
+	}
+	keys := map[string]string{}
+	for name, e := range validEntries() {
+		if name == "accepted" || name == "accepted, CRLs in force" {
+			continue // the same acceptance, with or without the receipt's digest and CRLs
+		}
+		if other, ok := keys[e.Key()]; ok {
+			t.Errorf("%s and %s share the key %s", name, other, e.Key())
+		}
+		keys[e.Key()] = name
+	}
+	st := validEntries()["status"]
+	later := st
+	later.Time = t0.Add(time.Second) // a 05 reported again, later
+	if st.Key() == later.Key() {
+		t.Error("two statuses of one code at two times share a key")
 	}
 }
 

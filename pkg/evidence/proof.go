@@ -30,6 +30,20 @@ type Proof struct {
 	// Timestamp is an RFC 3161 token over SHA-256(Checkpoint); empty while
 	// the checkpoint awaits its time-stamp.
 	Timestamp []byte `json:"timestamp,omitempty"`
+	// Previous is the log's time-stamped checkpoint before Checkpoint, one
+	// that does not hold the entry yet, with its token and the proof that
+	// its tree is a prefix of Checkpoint's: the entry was logged after the
+	// TSA's time on it. Absent when the log has no such checkpoint (the
+	// entry is in the first time-stamped one).
+	Previous *Anchor `json:"previous,omitempty"`
+}
+
+// Anchor is a time-stamped checkpoint of the log older than a proof's, and
+// the consistency proof from it to the proof's checkpoint.
+type Anchor struct {
+	Checkpoint  []byte   `json:"checkpoint"`
+	Timestamp   []byte   `json:"timestamp"`
+	Consistency [][]byte `json:"consistency"`
 }
 
 // ProofOptions say what a proof is checked against.
@@ -52,6 +66,11 @@ type Verified struct {
 	// Time is the TSA's genTime: the decision was in the log by then. Zero
 	// when the proof carries no token.
 	Time time.Time
+	// After is the TSA's genTime on the previous time-stamped checkpoint:
+	// the decision was logged after it. Zero without one.
+	After time.Time
+	// Previous is that checkpoint (nil without one).
+	Previous *log.Checkpoint
 }
 
 // Verify checks the checkpoint's signature, the entry's inclusion, the
@@ -85,5 +104,27 @@ func (p *Proof) Verify(o ProofOptions) (*Verified, error) {
 	if v.Time, err = tsa.Verify(p.Timestamp, d[:], o.TSARoots, time.Time{}); err != nil {
 		return nil, fmt.Errorf("evidence: proof: %w", err)
 	}
+	if p.Previous == nil {
+		return v, nil
+	}
+	prev, err := OpenCheckpoint(p.Previous.Checkpoint, o.Origin, o.LogKey)
+	if err != nil {
+		return nil, fmt.Errorf("evidence: proof: previous %w", err)
+	}
+	if prev.Size > p.Index {
+		return nil, fmt.Errorf("evidence: proof: the previous checkpoint (size %d) already holds entry %d", prev.Size, p.Index)
+	}
+	if err := VerifyConsistency(prev, cp, p.Previous.Consistency); err != nil {
+		return nil, fmt.Errorf("evidence: proof: %w", err)
+	}
+	pd := sha256.Sum256(p.Previous.Checkpoint)
+	if v.After, err = tsa.Verify(p.Previous.Timestamp, pd[:], o.TSARoots, time.Time{}); err != nil {
+		return nil, fmt.Errorf("evidence: proof: previous checkpoint: %w", err)
+	}
+	if v.After.After(v.Time) {
+		return nil, fmt.Errorf("evidence: proof: the previous checkpoint was time-stamped at %s, after this one (%s)",
+			v.After.UTC().Format(time.RFC3339), v.Time.UTC().Format(time.RFC3339))
+	}
+	v.Previous = prev
 	return v, nil
 }

@@ -177,6 +177,8 @@ type DocSpec struct {
 	Due                                 string
 	Files                               []container.File // default: van-ban.pdf
 	Upstream                            *document.Upstream
+	// Log, when set, is the log entry the receipt names.
+	Log *container.LogRef
 }
 
 // Accept signs, verifies, archives, receipts and indexes a document as the
@@ -216,7 +218,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		t.Fatal(err)
 	}
 	rc := &container.Receipt{DocumentID: d.ID, From: d.From, To: d.To, ContainerSHA256: rep.ContainerSHA256,
-		ContainerSize: int64(len(data)), ArchiveKey: key, AcceptedAt: s.Accepted.UTC()}
+		ContainerSize: int64(len(data)), ArchiveKey: key, AcceptedAt: s.Accepted.UTC(), Log: s.Log}
 	rb, err := container.SignReceipt(rc, f.Hub)
 	if err != nil {
 		t.Fatal(err)
