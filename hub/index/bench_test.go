@@ -245,18 +245,29 @@ func benchIndex(b *testing.B) *Index {
 	return benchIx
 }
 
+// benchWords is the query mix: frequent words of the subjects (a third or
+// more of all documents), middling ones (a single phrase or place), rare ones
+// (a signer's given name, a district, a file-name word), 1–3 words, some
+// with diacritics, some a prefix being typed.
 var benchWords = []string{
-	"dat dai", "quyet dinh", "ke hoach", "phong chong", "chuyen doi so", "ngan sach", "xay dung", "cai cach hanh chinh",
-	"giai phong mat bang", "tai dinh cu", "tuyen sinh", "moi truong", "nha o xa hoi", "thu hoi dat", "thien tai",
-	"nong thon moi", "an toan giao thong", "chung cu", "dak lak", "cu chi", "tet", "thi dua khen thuong", "dau tu cong",
-	"phe duyet", "trien khai", "kiem tra", "bao cao so ket", "huong dan", "đất đai", "quyết định", "kế hoạch",
+	// frequent
+	"ke hoach", "quyet dinh", "bao cao", "huong dan", "trien khai", "cong tac", "ve viec", "nam 2025", "đất đai", "kế hoạch",
+	// middling
+	"dat dai", "phong chong", "chuyen doi so", "ngan sach", "xay dung", "cai cach hanh chinh", "giai phong mat bang",
+	"tai dinh cu", "tuyen sinh", "moi truong", "nha o xa hoi", "thu hoi dat", "thien tai", "nong thon moi",
+	"an toan giao thong", "chung cu", "thi dua khen thuong", "dau tu cong", "phe duyet", "kiem tra", "so ket",
+	"quyết định phê duyệt", "tiêm chủng", "chuyen doi s", "phong chay",
+	// rare
+	"can gio", "dak lak", "cu chi", "thu duc", "go vap", "phuoc", "yen", "tet nguyen dan", "phu luc chung cu",
+	"chat thai ran", "doanh nghiep nho", "ban chi dao", "Huỳnh Ngọc Ánh", "vy", "kinh phi tiem chung",
 }
 
 // benchQuery returns issue #5's query: keywords + the unit whose archive is
 // searched (picked as traffic falls, so busy units come up more) + a date
-// range of one to twelve months.
+// range of a week to a year (a week, a month, a quarter or a year, or any
+// length between).
 func benchQuery(r *rand.Rand, g *gen) Query {
-	days := 30 * (1 + r.IntN(12))
+	days := []int{7, 30, 91, 365, 7 + r.IntN(359)}[r.IntN(5)]
 	since := g.start.Add(time.Duration(r.Int64N(int64(benchSpan - time.Duration(days)*24*time.Hour))))
 	return Query{Text: pick(r, benchWords), Unit: g.unit(), Since: since, Until: since.AddDate(0, 0, days)}
 }
@@ -271,8 +282,14 @@ func BenchmarkSearch(b *testing.B) {
 		{"keyword+unit+range/relevance", func(_ *rand.Rand, q Query) Query { q.Sort = SortRelevance; return q }},
 		{"keyword+unit+range/page2", nil},
 		{"keyword+unit", func(_ *rand.Rand, q Query) Query { q.Since, q.Until = time.Time{}, time.Time{}; return q }},
+		{"keyword+unit/relevance", func(_ *rand.Rand, q Query) Query {
+			q.Since, q.Until, q.Sort = time.Time{}, time.Time{}, SortRelevance
+			return q
+		}},
 		{"keyword", func(_ *rand.Rand, q Query) Query { return Query{Text: q.Text} }},
+		{"keyword/relevance", func(_ *rand.Rand, q Query) Query { return Query{Text: q.Text, Sort: SortRelevance} }},
 		{"keyword+range", func(_ *rand.Rand, q Query) Query { q.Unit = ""; return q }},
+		{"keyword+range/relevance", func(_ *rand.Rand, q Query) Query { q.Unit, q.Sort = "", SortRelevance; return q }},
 		{"unit", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit} }},
 		{"unit+status", func(_ *rand.Rand, q Query) Query { return Query{Unit: q.Unit, Status: "03"} }},
 		{"keyword+unit+range+status", func(_ *rand.Rand, q Query) Query { q.Status = "06"; return q }},

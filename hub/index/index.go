@@ -99,6 +99,9 @@ type Index struct {
 	termsMu  sync.Mutex
 	known    map[string]struct{} // terms committed to the terms table
 	termsGen int                 // bumped by Reset, which empties the table
+
+	idfs                idfCache // see rank.go
+	maxTotal, maxRanked int      // MaxTotal and MaxRanked, but in tests
 }
 
 // Open opens (creating if needed) and migrates the index at cfg.Path.
@@ -130,7 +133,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	ix := &Index{dir: filepath.Dir(path), log: log, w: w, now: time.Now, known: make(map[string]struct{})}
+	ix := &Index{dir: filepath.Dir(path), log: log, w: w, now: time.Now, known: make(map[string]struct{}),
+		maxTotal: MaxTotal, maxRanked: MaxRanked}
 	if err := ix.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err

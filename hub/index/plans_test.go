@@ -3,6 +3,7 @@ package index
 import (
 	"database/sql"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,15 +50,46 @@ func TestQueryPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		cq, ca := p.countSQL()
-		pq, pa := p.pageSQL()
-		for _, s := range []struct {
+		stmts := []struct {
 			q string
 			a []any
-		}{{cq, ca}, {pq, pa}} {
+		}{{cq, ca}}
+		pq := ""
+		if p.sort == SortRelevance {
+			stmts = append(stmts, []struct {
+				q string
+				a []any
+			}{
+				{rankCandidatesSQL, []any{p.match, p.lo, p.hi, MaxRanked}},
+				{rankSampleSQL, []any{p.hi, idfSample}},
+				{rankCountSQL, []any{p.texts[0], p.lo, p.hi}},
+				{rankTextsSQL, []any{"[1, 2]"}},
+			}...)
+		} else {
+			var pa []any
+			pq, pa = p.pageSQL()
+			stmts = append(stmts, struct {
+				q string
+				a []any
+			}{pq, pa})
+		}
+		for _, s := range stmts {
 			plan := explain(t, tx, s.q, s.a...)
 			t.Logf("%s\n  -> %s", s.q, plan)
 			if fullScan(plan) {
 				t.Errorf("full scan: %s\n  -> %s", s.q, plan)
+			}
+			// Every full-text step seeks to the date range (a rowid range
+			// FTS5 takes: '>' and '<' in its plan) and none sorts by FTS5's
+			// rank, which scores every match (see rank.go).
+			for _, m := range ftsStep.FindAllStringSubmatch(plan, -1) {
+				flags, _ := strconv.Atoi(m[1])
+				if !strings.Contains(m[2], ">") || !strings.Contains(m[2], "<") {
+					t.Errorf("full-text step without the rowid range: %s\n  -> %s", s.q, plan)
+				}
+				if flags&fts5OrderRank != 0 {
+					t.Errorf("full-text step ordered by rank: %s\n  -> %s", s.q, plan)
+				}
 			}
 			if p.sort == SortAcceptedDesc && s.q == pq && strings.Contains(plan, "ORDER BY") {
 				t.Errorf("default order sorted, not streamed: %s\n  -> %s", s.q, plan)
@@ -93,6 +125,13 @@ func TestQueryPlans(t *testing.T) {
 		}
 	}
 }
+
+// ftsStep is an FTS5 step of a plan: its idxNum (flags) and idxStr ('M' a
+// MATCH, '<' '>' '=' rowid constraints).
+var ftsStep = regexp.MustCompile(`SCAN search VIRTUAL TABLE INDEX (\d+):(\S*)`)
+
+// fts5OrderRank is FTS5's FTS5_BI_ORDER_RANK flag in idxNum.
+const fts5OrderRank = 0x20
 
 func explain(t *testing.T, tx *sql.Tx, q string, args ...any) string {
 	t.Helper()

@@ -17,13 +17,25 @@ const (
 	SortAcceptedDesc    = "accepted_desc" // newest accepted first (the default)
 	SortAcceptedAsc     = "accepted_asc"
 	SortPromulgatedDesc = "promulgated_desc" // by ngày ban hành, newest first
-	SortRelevance       = "relevance"        // bm25 over the text; accepted_desc without text
+	// SortRelevance orders by BM25 over the text, subject first (see
+	// rank.go), the newest MaxRanked matches when there are more
+	// (Page.Ranked then says so); accepted_desc without text.
+	SortRelevance = "relevance"
 )
 
 // Search limits.
 const (
 	DefaultLimit = 20
 	MaxLimit     = 500
+	// MaxTotal is how far Search counts matches: past it, Page.Total is
+	// MaxTotal and Page.TotalCapped is set. Counting is the one part of a
+	// search whose cost grows with the number of matches (a frequent word
+	// matches millions of documents at national scale); the page itself
+	// streams and stops after Limit+1 hits.
+	MaxTotal = 10_000
+	// MaxRanked is how many matches a relevance order ranks: the newest
+	// MaxRanked of them (see SortRelevance).
+	MaxRanked = 2_000
 )
 
 // Query selects documents. Every set field narrows the result (AND).
@@ -72,9 +84,15 @@ type Summary struct {
 
 // Page is one page of search hits.
 type Page struct {
-	Items      []Summary `json:"items"`
-	Total      int       `json:"total"`                 // every match of the query, on all pages
-	NextCursor string    `json:"next_cursor,omitempty"` // "" on the last page
+	Items []Summary `json:"items"`
+	// Total counts the matches of the query, on all pages, up to MaxTotal.
+	Total int `json:"total"`
+	// TotalCapped: there are more than MaxTotal matches; Total is MaxTotal.
+	TotalCapped bool `json:"total_capped,omitempty"`
+	// Ranked: in a relevance order, the number of matches ranked (the
+	// newest), when there are more; 0 when every match is ranked.
+	Ranked     int    `json:"ranked,omitempty"`
+	NextCursor string `json:"next_cursor,omitempty"` // "" on the last page
 }
 
 // cursor is the opaque keyset position after the last item of a page.
@@ -83,6 +101,12 @@ type cursor struct {
 	Seq  int64   `json:"s"`
 	Prom string  `json:"p,omitempty"`
 	Rank float64 `json:"r,omitempty"`
+	// The relevance order's candidates: the matches in [WinLo, WinHi),
+	// fixed by the first page so that later pages rank the same set.
+	WinLo int64 `json:"wl,omitempty"`
+	WinHi int64 `json:"wh,omitempty"`
+	// The text terms' inverse document frequencies the first page used.
+	IDF []float64 `json:"i,omitempty"`
 }
 
 func (c cursor) encode() string {
@@ -105,17 +129,21 @@ func decodeCursor(s, sort string) (cursor, error) {
 // plan is a query compiled to its driving source.
 type plan struct {
 	text   []string // terms of Query.Text
+	texts  []string // FTS5 expression of each of text (set by expand)
 	signer []string // terms of Query.Signer
 	tags   []string // exact filters, see tags
 	match  string   // FTS5 expression (set by expand); "" when nothing goes through FTS
 	lo, hi int64    // seq range [lo, hi)
-	sort   string
+	idfs   *idfCache
+	// Caps: MaxTotal and MaxRanked but in tests.
+	maxTotal, maxRanked int
+	sort                string
 	limit  int
 	cur    *cursor
 }
 
 func compile(q *Query) (*plan, error) {
-	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit}
+	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit, maxTotal: MaxTotal, maxRanked: MaxRanked}
 	if p.sort == "" {
 		p.sort = SortAcceptedDesc
 	}
@@ -205,19 +233,19 @@ func (p *plan) source() (from, where, key string, args []any) {
 	return "documents", "documents.seq >= ? AND documents.seq < ?", "documents.seq", []any{p.lo, p.hi}
 }
 
-// countSQL returns the query counting every match.
+// countSQL returns the query counting the matches, up to MaxTotal+1.
 func (p *plan) countSQL() (string, []any) {
 	from, where, _, args := p.source()
 	if from == "documents" {
 		if p.lo == 0 && p.hi == 1<<63-1 {
-			return "SELECT count(*) FROM documents", nil // SQLite counts a b-tree without decoding rows
+			return "SELECT count(*) FROM (SELECT 1 FROM documents LIMIT ?)", []any{p.maxTotal + 1}
 		}
 		// The documents_accepted index is far smaller than the table.
 		// lo and hi are multiples of seqSpan here (no cursor in a count).
-		return "SELECT count(*) FROM documents WHERE accepted_at >= ? AND accepted_at < ?",
-			[]any{p.lo / seqSpan, p.hi / seqSpan}
+		return "SELECT count(*) FROM (SELECT 1 FROM documents WHERE accepted_at >= ? AND accepted_at < ? LIMIT ?)",
+			[]any{p.lo / seqSpan, p.hi / seqSpan, p.maxTotal + 1}
 	}
-	return "SELECT count(*) FROM " + from + " WHERE " + where, args
+	return "SELECT count(*) FROM (SELECT 1 FROM " + from + " WHERE " + where + " LIMIT ?)", append(args, p.maxTotal+1)
 }
 
 // pageSQL returns the query for one page (limit+1 rows, to know whether
@@ -265,13 +293,8 @@ func (p *plan) pageSQL() (string, []any) {
 			args = append(args, c.Prom, c.Seq)
 		}
 		return s + " ORDER BY d.promulgated_at DESC, d.seq DESC LIMIT ?", append(args, n)
-	default: // SortRelevance, always with FTS
-		s := "SELECT search.rowid, '', search.rank FROM search WHERE " + where
-		if c := p.cur; c != nil {
-			s += " AND (search.rank > ? OR (search.rank = ? AND search.rowid < ?))"
-			args = append(args, c.Rank, c.Rank, c.Seq)
-		}
-		return s + " ORDER BY search.rank, search.rowid DESC LIMIT ?", append(args, n)
+	default: // SortRelevance: see rank
+		panic("index: pageSQL for " + p.sort)
 	}
 }
 
@@ -291,6 +314,7 @@ func (ix *Index) Search(ctx context.Context, q Query) (Page, error) {
 		return Page{}, fmt.Errorf("index: search: %w", err)
 	}
 	defer tx.Rollback()
+	p.idfs, p.maxTotal, p.maxRanked = &ix.idfs, ix.maxTotal, ix.maxRanked
 	page, err := p.run(ctx, tx)
 	if err != nil {
 		return Page{}, fmt.Errorf("index: search: %w", err)
@@ -307,6 +331,7 @@ const maxExpansions = 16
 // is a prefix of. It reports false when some term matches nothing, so
 // neither does the query.
 func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
+	var last []string
 	group := func(ts []string) (string, bool, error) {
 		parts := make([]string, len(ts))
 		for i, t := range ts {
@@ -316,6 +341,7 @@ func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 			}
 			parts[i] = e
 		}
+		last = parts
 		return "(" + strings.Join(parts, " AND ") + ")", true, nil
 	}
 	var parts []string
@@ -324,6 +350,7 @@ func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 		if !ok || err != nil {
 			return ok, err
 		}
+		p.texts = last
 		// No column filter: text terms cannot match a tag (see tagFrom).
 		parts = append(parts, g)
 	}
@@ -381,8 +408,14 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
 		return page, err
 	}
+	if page.Total > p.maxTotal {
+		page.Total, page.TotalCapped = p.maxTotal, true
+	}
 	if page.Total == 0 {
 		return page, nil
+	}
+	if p.sort == SortRelevance {
+		return p.rank(ctx, tx, page)
 	}
 	pq, pargs := p.pageSQL()
 	rows, err := tx.QueryContext(ctx, pq, pargs...)

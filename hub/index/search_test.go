@@ -1,6 +1,7 @@
 package index
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -30,6 +31,36 @@ func TestFold(t *testing.T) {
 	} {
 		if got := Fold(tc.in); got != tc.want {
 			t.Errorf("Fold(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestFoldFast: the tables Fold uses for Latin text give, for every rune
+// in them and for strings mixing them (precomposed, decomposed, ASCII, marks
+// in any order, and runes outside the tables), what the definition gives.
+func TestFoldFast(t *testing.T) {
+	var all []rune
+	for r := rune(0); r < 0x1F00; r++ {
+		if r < 0x370 || r >= 0x1E00 {
+			all = append(all, r)
+			if got, want := Fold(string(r)), foldSlow(string(r)); got != want {
+				t.Errorf("Fold(%U) = %q, want %q", r, got, want)
+			}
+		}
+	}
+	all = append(all, '中', 'ᄀ', '가', 'Ω', 'ﬁ', '\u0345', '\u1DC0', '\U0001D165')
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 20_000 {
+		rs := make([]rune, 1+rng.IntN(12))
+		for i := range rs {
+			if rng.IntN(3) == 0 {
+				rs[i] = rune(0x300 + rng.IntN(0x70)) // a combining mark
+			} else {
+				rs[i] = all[rng.IntN(len(all))]
+			}
+		}
+		if got, want := Fold(string(rs)), foldSlow(string(rs)); got != want {
+			t.Fatalf("Fold(%q) = %q, want %q", string(rs), got, want)
 		}
 	}
 }
@@ -463,3 +494,142 @@ func TestOverdueAndCounters(t *testing.T) {
 		t.Errorf("UnitCounters(hcm) = %+v, %v; want %+v", c, err, want)
 	}
 }
+
+// TestFileNames: ranking's quick reading of the files column agrees with
+// encoding/json on names that look like JSON.
+func TestFileNames(t *testing.T) {
+	for _, names := range [][]string{
+		nil,
+		{"a.pdf"},
+		{"Quyết định số 5.pdf", "phụ lục.docx"},
+		{`a}b.pdf`, `c,d:e[f].pdf`, `name`, `}{`, ``, `:"`}, // the last has escapes: all go the slow way
+		{`a}b.pdf`, `c,d:e[f].pdf`, `name`, `}{`, ``},
+		{`{"name":"x"}`, `back\slash.pdf`, "tab\t.pdf"},
+	} {
+		var fs []File
+		for i, n := range names {
+			// A media type named "name", and one with a comma and braces.
+			fs = append(fs, File{Name: n, MediaType: []string{"name", "application/pdf", "x{},y"}[i%3], Size: 1, SHA256: "00"})
+		}
+		if fs == nil {
+			fs = []File{}
+		}
+		raw, err := json.Marshal(fs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := fileNames(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := fileNamesSlow(raw)
+		if !slices.Equal(got, want) || len(got) != len(names) {
+			t.Errorf("fileNames(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}
+
+// TestCappedTotalAndRankedWindow: past the caps, Total stops at maxTotal
+// (TotalCapped set) and a relevance order ranks the newest maxRanked
+// matches; pages still visit every match of their order exactly once, and
+// a relevance order's pages keep to the set the first page fixed while
+// newer documents arrive and the frequency estimates are forgotten.
+func TestCappedTotalAndRankedWindow(t *testing.T) {
+	ix, _ := openTest(t)
+	ix.maxTotal, ix.maxRanked = 25, 30
+	ctx := t.Context()
+	put := func(from, n int) []Record {
+		var recs []Record
+		for i := from; i < from+n; i++ {
+			rec := testRecord(t0.Add(time.Duration(i)*time.Minute), hcm, dept1)
+			// Some subjects say "đất đai" twice, some once: ranks differ.
+			rec.Doc.Subject = strings.Repeat("Về việc quản lý đất đai ", 1+i%3) + fmt.Sprint(i)
+			if i%4 == 0 {
+				rec.Doc.Subject = fmt.Sprintf("Thông báo lịch họp %d", i) // and "dat dai" only in the file name
+				rec.Files = []File{{Name: "dat-dai.pdf"}}
+			}
+			recs = append(recs, rec)
+		}
+		if err := ix.PutDocuments(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	recs := put(0, 60)
+	all := func(q Query, during func(page int)) (ids []document.ID, ranks []float64, first Page) {
+		for n := 0; ; n++ {
+			p, err := ix.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				first = p
+			}
+			for _, it := range p.Items {
+				ids = append(ids, it.ID)
+			}
+			if p.NextCursor == "" {
+				return ids, ranks, first
+			}
+			var c cursor
+			if c, err = decodeCursor(p.NextCursor, q.Sort); err == nil && q.Sort == SortRelevance {
+				ranks = append(ranks, c.Rank)
+			}
+			q.Cursor = p.NextCursor
+			if during != nil {
+				during(n)
+			}
+		}
+	}
+
+	ids, _, first := all(Query{Text: "dat dai", Limit: 7}, nil)
+	if first.Total != 25 || !first.TotalCapped || first.Ranked != 0 {
+		t.Errorf("default order: total %d capped %v ranked %d, want 25 true 0", first.Total, first.TotalCapped, first.Ranked)
+	}
+	if len(ids) != 60 || len(unique(ids)) != 60 {
+		t.Errorf("default order visits %d documents (%d distinct), want 60", len(ids), len(unique(ids)))
+	}
+
+	more := 60
+	ids, ranks, first := all(Query{Text: "dat dai", Sort: SortRelevance, Limit: 7}, func(int) {
+		put(more, 5) // newer matches arrive between pages
+		more += 5
+		ix.idfs.mu.Lock()
+		ix.idfs.m = nil // and the estimates are forgotten
+		ix.idfs.mu.Unlock()
+	})
+	if first.Total != 25 || !first.TotalCapped || first.Ranked != 30 {
+		t.Errorf("relevance: total %d capped %v ranked %d, want 25 true 30", first.Total, first.TotalCapped, first.Ranked)
+	}
+	var want []document.ID
+	for _, r := range recs[30:] {
+		want = append(want, r.Doc.ID)
+	}
+	if got := slices.SortedFunc(slices.Values(ids), cmpID); !slices.Equal(got, slices.SortedFunc(slices.Values(want), cmpID)) {
+		t.Errorf("relevance visits %d documents, want the newest 30 of the first 60 once each", len(ids))
+	}
+	if !slices.IsSorted(ranks) {
+		t.Errorf("ranks across pages not in order: %v", ranks)
+	}
+
+	// Fewer matches than the window: all are ranked, Ranked stays 0.
+	p, err := ix.Search(ctx, Query{Text: "dat dai", Sort: SortRelevance, Until: t0.Add(20 * time.Minute), Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Total != 20 || p.TotalCapped || p.Ranked != 0 || len(p.Items) != 20 {
+		t.Errorf("small relevance: total %d capped %v ranked %d items %d, want 20 false 0 20", p.Total, p.TotalCapped, p.Ranked, len(p.Items))
+	}
+	// Subject matches rank before file-name-only ones.
+	for i, it := range p.Items {
+		if fileOnly := !strings.Contains(Fold(it.Subject), "dat dai"); fileOnly != (i >= 15) {
+			t.Errorf("relevance item %d %q out of place", i, it.Subject)
+		}
+	}
+}
+
+func unique(ids []document.ID) []document.ID {
+	return slices.Compact(slices.SortedFunc(slices.Values(ids), cmpID))
+}
+
+func cmpID(a, b document.ID) int { return strings.Compare(string(a), string(b)) }
