@@ -138,8 +138,8 @@ type plan struct {
 	// Caps: MaxTotal and MaxRanked but in tests.
 	maxTotal, maxRanked int
 	sort                string
-	limit  int
-	cur    *cursor
+	limit               int
+	cur                 *cursor
 }
 
 func compile(q *Query) (*plan, error) {
