@@ -2,6 +2,7 @@ package index
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -633,3 +634,18 @@ func unique(ids []document.ID) []document.ID {
 }
 
 func cmpID(a, b document.ID) int { return strings.Compare(string(a), string(b)) }
+
+// TestRelevanceCursorMismatch: a relevance cursor carries the estimates of
+// its query's terms; one given with other words is refused, not misread.
+func TestRelevanceCursorMismatch(t *testing.T) {
+	ix, _ := openTest(t)
+	corpus(t, ix, 40)
+	p, err := ix.Search(t.Context(), Query{Text: "dat dai", Sort: SortRelevance, Limit: 2})
+	if err != nil || p.NextCursor == "" {
+		t.Fatalf("first page: %v, cursor %q", err, p.NextCursor)
+	}
+	_, err = ix.Search(t.Context(), Query{Text: "quan ly dat dai", Sort: SortRelevance, Limit: 2, Cursor: p.NextCursor})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("cursor of another query: %v, want ErrInvalid", err)
+	}
+}
