@@ -236,6 +236,10 @@ func (ix *Index) CheckWrite(ctx context.Context) error {
 func (ix *Index) Optimize(ctx context.Context) error {
 	for _, q := range []string{
 		"INSERT INTO search(search) VALUES('optimize')",
+		// Statistics from a sample of each index: a full ANALYZE reads
+		// the whole file, most of an hour at 10,000,000 documents on a
+		// disk that reads 13 MB/s at random.
+		"PRAGMA analysis_limit=1000",
 		"PRAGMA optimize=0x10002",
 		"PRAGMA wal_checkpoint(TRUNCATE)",
 	} {
