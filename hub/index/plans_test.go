@@ -91,6 +91,9 @@ func TestQueryPlans(t *testing.T) {
 					t.Errorf("full-text step ordered by rank: %s\n  -> %s", s.q, plan)
 				}
 			}
+			if s.q == rankTextsSQL && !strings.Contains(plan, "COVERING INDEX documents_rank") {
+				t.Errorf("ranking reads the table, not its covering index: %s\n  -> %s", s.q, plan)
+			}
 			if p.sort == SortAcceptedDesc && s.q == pq && strings.Contains(plan, "ORDER BY") {
 				t.Errorf("default order sorted, not streamed: %s\n  -> %s", s.q, plan)
 			}

@@ -26,8 +26,10 @@ import (
 //     rowid order and stops), all of them when there are fewer; the first
 //     page fixes their rowid window in the cursor, so later pages rank the
 //     same set;
-//   - each candidate's text comes from the documents table, folded and
-//     split exactly as it was indexed (see ftsRow.text and tokens);
+//   - each candidate's text comes from the covering index documents_rank
+//     (a page of the table per candidate would be a disk read at national
+//     scale), folded and split exactly as it was indexed (see ftsRow.text
+//     and tokens);
 //   - a query term's document frequency is counted among the idfSample
 //     documents accepted last, a bounded count that estimates the share of
 //     documents holding the term; the estimate is kept for idfTTL (the
@@ -53,7 +55,8 @@ const (
 	rankCountSQL = "SELECT count(*) FROM search WHERE search MATCH ? AND rowid >= ? AND rowid < ?"
 	// One parameter, a JSON array of seqs: a statement with thousands of
 	// parameters costs more to prepare than to run.
-	rankTextsSQL = "SELECT seq, subject, number, notation, signer_name, from_name, files FROM documents WHERE seq IN (SELECT value FROM json_each(?))"
+	// The covering index documents_rank, not the table (see schema.go).
+	rankTextsSQL = "SELECT seq, subject, number, notation, signer_name, from_name, files FROM documents INDEXED BY documents_rank WHERE seq IN (SELECT value FROM json_each(?))"
 )
 
 // rankWeights are the text columns' weights, in ftsRow.text order.

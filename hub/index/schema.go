@@ -125,6 +125,16 @@ CREATE TABLE terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Relevance: subject first; tags never count.
 INSERT INTO search(search, rank) VALUES('rank', 'bm25(10.0, 4.0, 4.0, 2.0, 1.0, 1.0, 0.0)');
 `,
+	// 2 (search, issue #13): the searchable text of every document, by
+	// seq, for the relevance order (rank.go), which reads it for up to
+	// MaxRanked documents a query: from the table that is a page read per
+	// document, out of tens of gigabytes at national scale (the rows hold
+	// document.json); this index is a tenth of that and stays in memory.
+	// Idempotent, so that it may be renumbered when migrations from other
+	// work are merged before it.
+	`
+CREATE INDEX IF NOT EXISTS documents_rank ON documents(seq, subject, number, notation, signer_name, from_name, files);
+`,
 }
 
 func (ix *Index) migrate(ctx context.Context) error {

@@ -35,7 +35,7 @@ const (
 	MaxTotal = 10_000
 	// MaxRanked is how many matches a relevance order ranks: the newest
 	// MaxRanked of them (see SortRelevance).
-	MaxRanked = 2_000
+	MaxRanked = 1_000
 )
 
 // Query selects documents. Every set field narrows the result (AND).
