@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 	"testing"
 	"time"
 
@@ -121,6 +122,7 @@ func BenchmarkSearchAPI(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			r := rand.New(rand.NewPCG(2, 3))
 			var lat []time.Duration
+			var cpu time.Duration
 			hits := 0
 			for b.Loop() {
 				u := units[r.IntN(len(units))]
@@ -148,7 +150,7 @@ func BenchmarkSearchAPI(b *testing.B) {
 				}
 				req, _ := http.NewRequest("GET", srv.URL+"/api/v1/documents?"+q.Encode(), nil)
 				req.Header.Set("Authorization", "Bearer "+tok)
-				start := time.Now()
+				start, c0 := time.Now(), cpuTime()
 				resp, err := client.Do(req)
 				if err != nil {
 					b.Fatal(err)
@@ -156,6 +158,7 @@ func BenchmarkSearchAPI(b *testing.B) {
 				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				lat = append(lat, time.Since(start))
+				cpu += cpuTime() - c0
 				if resp.StatusCode != 200 {
 					b.Fatalf("%d %s", resp.StatusCode, body)
 				}
@@ -173,6 +176,8 @@ func BenchmarkSearchAPI(b *testing.B) {
 			b.ReportMetric(pct(0.99), "p99-ms")
 			b.ReportMetric(float64(lat[len(lat)-1])/float64(time.Millisecond), "max-ms")
 			b.ReportMetric(float64(hits)/float64(len(lat)), "hits/op")
+			// Client and server alike: the process's CPU per query.
+			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(len(lat)), "cpu-ms/op")
 		})
 	}
 }
@@ -212,4 +217,10 @@ func loadSynthetic(b *testing.B, ix *index.Index, n int) {
 			recs = recs[:0]
 		}
 	}
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

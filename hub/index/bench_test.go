@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,6 +310,7 @@ func BenchmarkSearch(b *testing.B) {
 			g := newGen(1, *benchDocs)
 			r := rand.New(rand.NewPCG(2, 3))
 			var lat []time.Duration
+			var cpu time.Duration
 			hits := 0
 			for b.Loop() {
 				q := benchQuery(r, g)
@@ -327,9 +329,10 @@ func BenchmarkSearch(b *testing.B) {
 						continue
 					}
 				}
-				start := time.Now()
+				start, c0 := time.Now(), cpuTime()
 				p, err := ix.Search(b.Context(), q)
 				lat = append(lat, time.Since(start))
+				cpu += cpuTime() - c0
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -337,8 +340,18 @@ func BenchmarkSearch(b *testing.B) {
 			}
 			reportLatency(b, lat)
 			b.ReportMetric(float64(hits)/float64(max(len(lat), 1)), "hits/op")
+			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(max(len(lat), 1)), "cpu-ms/op")
 		})
 	}
+}
+
+// cpuTime is the process's CPU time so far (user and system): per query,
+// what a search costs whatever else the machine runs (latency on a shared
+// machine also waits for a core).
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {
