@@ -59,8 +59,8 @@ func bulkBuild(ctx context.Context, path string, n int, now time.Time, progress 
 
 	const batch, perTx = 2000, 20_000
 	type prepared struct {
-		docs, recips, stats, fts, terms [][]any
-		n                               int
+		docs, recips, stats, fts, texts, terms [][]any
+		n                                      int
 	}
 	out := make(chan prepared, 2)
 	genErr := make(chan error, 1)
@@ -76,7 +76,7 @@ func bulkBuild(ctx context.Context, path string, n int, now time.Time, progress 
 				recs = append(recs, g.record(i))
 			}
 			sts := g.statuses(recs)
-			if err := prepareBulk(recs, sts, &lastSeq, known, now, &p.docs, &p.recips, &p.stats, &p.fts, &p.terms); err != nil {
+			if err := prepareBulk(recs, sts, &lastSeq, known, now, &p.docs, &p.recips, &p.stats, &p.fts, &p.texts, &p.terms); err != nil {
 				genErr <- err
 				return
 			}
@@ -95,6 +95,8 @@ func bulkBuild(ctx context.Context, path string, n int, now time.Time, progress 
 
 	done := 0
 	for p := range out {
+		// Search rows in key order (newest first): see putStmts.writeFTS.
+		slices.Reverse(p.fts)
 		tx, err := db.BeginTx(ctx, nil)
 		if err != nil {
 			return err
@@ -106,7 +108,8 @@ func bulkBuild(ctx context.Context, path string, n int, now time.Time, progress 
 			{"documents(seq, " + docCols + ", codes)", p.docs},
 			{"recipients(doc, unit, state, routed_at, delivered_at, due_date, last_code, last_at, done)", p.recips},
 			{"statuses(doc, unit, code, at, description, officer, flagged, received_at)", p.stats},
-			{"search(rowid, subject, number, notation, signer, from_name, files, tags)", p.fts},
+			{"search(rowid, text, tags)", p.fts},
+			{"search_text(seq, text)", p.texts},
 			{"terms(term)", p.terms},
 		} {
 			if err := insertRows(ctx, tx, t.head, t.rows); err != nil {
@@ -153,7 +156,7 @@ const docCols = `id, edxml_id, business_type, from_unit, from_name, type, type_n
 // prepareBulk appends the rows of recs and their statuses sts (in order, as
 // AddStatuses records them at time now) to the row lists.
 func prepareBulk(recs []Record, sts []document.Status, lastSeq *int64, known map[string]struct{}, now time.Time,
-	docs, recips, stats, fts, terms *[][]any) error {
+	docs, recips, stats, fts, texts, terms *[][]any) error {
 	type recip struct {
 		state            string
 		delivered, last  any
@@ -277,13 +280,12 @@ func prepareBulk(recs []Record, sts []document.Status, lastSeq *int64, known map
 			usOrNil(rec.Signer.SigningTime), rec.ContainerSHA256, rec.Size, rec.ArchiveKey, rec.ReceiptKey, us(acc), string(filesJSON), raw,
 			joinCodes(row.codes)})
 		text := row.text()
-		*fts = append(*fts, []any{seqs[i], text[0], text[1], text[2], text[3], text[4], text[5], row.tags()})
-		for _, col := range text {
-			for _, t := range tokens(col) {
-				if _, ok := known[t]; !ok {
-					known[t] = struct{}{}
-					*terms = append(*terms, []any{t})
-				}
+		*fts = append(*fts, []any{ftsKey(seqs[i]), text, row.tags(text)})
+		*texts = append(*texts, []any{seqs[i], text})
+		for _, t := range strings.Fields(text) {
+			if _, ok := known[t]; !ok {
+				known[t] = struct{}{}
+				*terms = append(*terms, []any{t})
 			}
 		}
 	}
@@ -358,7 +360,7 @@ func TestBulkBuildMatchesPut(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		if _, err := db.ExecContext(ctx, "CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, search, instance)"); err != nil {
+		if _, err := db.ExecContext(ctx, "CREATE VIRTUAL TABLE temp.v USING fts5vocab(main, search, row)"); err != nil {
 			t.Fatal(err)
 		}
 		out := map[string][]string{}
@@ -367,7 +369,9 @@ func TestBulkBuildMatchesPut(t *testing.T) {
 			"SELECT * FROM recipients ORDER BY doc, unit",
 			"SELECT * FROM statuses ORDER BY doc, unit, code, at",
 			"SELECT * FROM terms ORDER BY term",
-			"SELECT * FROM temp.v ORDER BY term, doc, col, offset",
+			"SELECT * FROM temp.v ORDER BY term",
+			"SELECT * FROM search_text ORDER BY seq",
+			"SELECT rowid FROM search ORDER BY rowid",
 			"SELECT k, v FROM search_config WHERE k <> 'version' ORDER BY k",
 		} {
 			rows, err := db.QueryContext(ctx, q)

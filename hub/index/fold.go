@@ -140,13 +140,15 @@ func ftsString(s string) string {
 func indexText(s string) string { return strings.ReplaceAll(Fold(s), "_", " ") }
 
 // Tags are single tokens in the FTS table's tags column that turn exact
-// filters (sender, recipient, either, type, number) into doclists FTS5 can
-// intersect with the text terms. Each starts with '_', which no text token
-// and no query prefix can (see indexText and terms), so a tag needs no column
-// filter, which would cost FTS5 a position-list scan per candidate, and no
-// document can pose as another's by writing a tag in its subject. Unit ids
+// filters (sender, recipient, either, type, number, status, the signer's
+// words) into doclists FTS5 can intersect with the text terms. Each starts
+// with '_', which no text token and no query prefix can (see indexText and
+// terms), so a tag needs no column filter (the table keeps no columns:
+// detail=none), and no document can pose as another's by writing a tag in
+// its subject. Unit ids
 // have a fixed shape, so dropping the dots keeps them unique; free strings
-// are hex-encoded so that any value is one token and no two collide.
+// are hex-encoded so that any value is one token and no two collide; the
+// signer's words are tokens already.
 func unitToken(u document.UnitID) string {
 	return strings.ToLower(strings.ReplaceAll(string(u), ".", ""))
 }
@@ -160,3 +162,7 @@ func tagNumber(n string) string {
 }
 
 func tagCode(c document.StatusCode) string { return "_c" + string(c) }
+
+// tagSigner is a word of the signer's name (a token, folded): the search
+// table keeps no columns (detail=none), so a signer filter is on these.
+func tagSigner(token string) string { return "_g" + token }

@@ -257,6 +257,7 @@ func (ix *Index) Reset(ctx context.Context) error {
 	return ix.write(ctx, "reset", func(tx *sql.Tx) error {
 		for _, q := range []string{
 			"INSERT INTO search(search) VALUES('delete-all')",
+			"DELETE FROM search_text",
 			"DELETE FROM terms",
 			"DELETE FROM statuses",
 			"DELETE FROM recipients",

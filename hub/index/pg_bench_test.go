@@ -266,9 +266,10 @@ func pgVector(rec *Record) string {
 	order := []string{}
 	lexes := map[string]*lex{}
 	pos := 1
-	for c, col := range row.text() {
+	text := row.text()
+	for c, col := range textColumns(text) {
 		w := "ABBCDD"[c : c+1]
-		for _, t := range tokens(col) {
+		for _, t := range col {
 			l := lexes[t]
 			if l == nil {
 				l = &lex{}
@@ -286,7 +287,7 @@ func pgVector(rec *Record) string {
 	for _, t := range order {
 		s.WriteString("'" + t + "':" + strings.Join(lexes[t].pos, ",") + " ")
 	}
-	for _, t := range strings.Fields(row.tags()) {
+	for _, t := range strings.Fields(row.tags(text)) {
 		if lexes[t] == nil {
 			lexes[t] = &lex{}
 			s.WriteString("'" + t + "' ")

@@ -60,9 +60,9 @@ func TestQueryPlans(t *testing.T) {
 				q string
 				a []any
 			}{
-				{rankCandidatesSQL, []any{p.match, p.lo, p.hi, MaxRanked}},
+				{rankCandidatesSQL, []any{p.match, ftsKey(p.hi - 1), ftsKey(p.lo), MaxRanked}},
 				{rankSampleSQL, []any{p.hi, idfSample}},
-				{rankCountSQL, []any{p.texts[0], p.lo, p.hi}},
+				{rankCountSQL, []any{p.texts[0], ftsKey(p.hi - 1), ftsKey(p.lo)}},
 				{rankTextsSQL, []any{"[1, 2]"}},
 			}...)
 		} else {
@@ -91,8 +91,17 @@ func TestQueryPlans(t *testing.T) {
 					t.Errorf("full-text step ordered by rank: %s\n  -> %s", s.q, plan)
 				}
 			}
-			if s.q == rankTextsSQL && !strings.Contains(plan, "COVERING INDEX documents_rank") {
-				t.Errorf("ranking reads the table, not its covering index: %s\n  -> %s", s.q, plan)
+			if s.q == rankTextsSQL && !strings.Contains(plan, "SEARCH search_text USING INTEGER PRIMARY KEY") {
+				t.Errorf("ranking does not look its texts up by key: %s\n  -> %s", s.q, plan)
+			}
+			// Newest first walks the search table forward: FTS5 walks a
+			// doclist backward at a cost that grows with its square.
+			if s.q == rankCandidatesSQL || (p.sort == SortAcceptedDesc && s.q == pq) {
+				for _, m := range ftsStep.FindAllStringSubmatch(plan, -1) {
+					if flags, _ := strconv.Atoi(m[1]); flags&fts5OrderDesc != 0 {
+						t.Errorf("newest first walks the search table backward: %s\n  -> %s", s.q, plan)
+					}
+				}
 			}
 			if p.sort == SortAcceptedDesc && s.q == pq && strings.Contains(plan, "ORDER BY") {
 				t.Errorf("default order sorted, not streamed: %s\n  -> %s", s.q, plan)
@@ -133,8 +142,11 @@ func TestQueryPlans(t *testing.T) {
 // MATCH, '<' '>' '=' rowid constraints).
 var ftsStep = regexp.MustCompile(`SCAN search VIRTUAL TABLE INDEX (\d+):(\S*)`)
 
-// fts5OrderRank is FTS5's FTS5_BI_ORDER_RANK flag in idxNum.
-const fts5OrderRank = 0x20
+// FTS5's FTS5_BI_ORDER_RANK and FTS5_BI_ORDER_DESC flags in idxNum.
+const (
+	fts5OrderRank = 0x20
+	fts5OrderDesc = 0x80
+)
 
 func explain(t *testing.T, tx *sql.Tx, q string, args ...any) string {
 	t.Helper()

@@ -1,7 +1,6 @@
 package index
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"database/sql"
@@ -24,12 +23,11 @@ import (
 //
 //   - the candidates are the newest MaxRanked matches (FTS5 streams them in
 //     rowid order and stops), all of them when there are fewer; the first
-//     page fixes their rowid window in the cursor, so later pages rank the
-//     same set;
-//   - each candidate's text comes from the covering index documents_rank
-//     (a page of the table per candidate would be a disk read at national
-//     scale), folded and split exactly as it was indexed (see ftsRow.text
-//     and tokens);
+//     page fixes their window in the cursor, so later pages rank the same
+//     set;
+//   - each candidate's text comes from search_text, folded and split into
+//     columns and tokens exactly as it was indexed (see ftsRow.text); the
+//     documents rows would cost a page read each;
 //   - a query term's document frequency is counted among the idfSample
 //     documents accepted last, a bounded count that estimates the share of
 //     documents holding the term; the estimate is kept for idfTTL (the
@@ -48,28 +46,32 @@ const (
 
 // The statements of a relevance order (TestQueryPlans explains them).
 const (
-	rankCandidatesSQL = "SELECT rowid FROM search WHERE search MATCH ? AND rowid >= ? AND rowid < ? ORDER BY rowid DESC LIMIT ?"
+	rankCandidatesSQL = "SELECT -rowid FROM search WHERE search MATCH ? AND rowid >= ? AND rowid <= ? ORDER BY rowid LIMIT ?"
 	// The documents_accepted index, not the (wide) rows.
 	rankSampleSQL = `SELECT count(*), min(accepted_at) FROM
 		(SELECT accepted_at FROM documents WHERE accepted_at <= ? ORDER BY accepted_at DESC LIMIT ?)`
-	rankCountSQL = "SELECT count(*) FROM search WHERE search MATCH ? AND rowid >= ? AND rowid < ?"
+	rankCountSQL = "SELECT count(*) FROM search WHERE search MATCH ? AND rowid >= ? AND rowid <= ?"
 	// One parameter, a JSON array of seqs: a statement with thousands of
 	// parameters costs more to prepare than to run.
-	// The covering index documents_rank, not the table (see schema.go).
-	rankTextsSQL = "SELECT seq, subject, number, notation, signer_name, from_name, files FROM documents INDEXED BY documents_rank WHERE seq IN (SELECT value FROM json_each(?))"
+	rankTextsSQL = "SELECT seq, text FROM search_text WHERE seq IN (SELECT value FROM json_each(?))"
 )
 
-// rankWeights are the text columns' weights, in ftsRow.text order.
-var rankWeights = [...]float64{10, 4, 4, 2, 1, 1}
+// rankWeights are the text columns' weights, in colSubject… order.
+var rankWeights = [textCols]float64{10, 4, 4, 2, 1, 1}
 
-// rank returns the page of a relevance order; page.Total is set.
+// rank returns the page of a relevance order.
 func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
 	lo, hi := p.lo, p.hi
 	c := p.cur
-	if c != nil && c.WinHi > 0 {
+	fixed := c != nil && c.WinHi > 0 // a later page: the first page's window
+	if fixed {
 		lo, hi = max(lo, c.WinLo), min(hi, c.WinHi)
 	}
-	rows, err := tx.QueryContext(ctx, rankCandidatesSQL, p.match, lo, hi, p.maxRanked)
+	n := p.maxRanked
+	if !fixed {
+		n++ // one more, to know whether every match is ranked
+	}
+	rows, err := tx.QueryContext(ctx, rankCandidatesSQL, p.match, ftsKey(hi-1), ftsKey(lo), n)
 	if err != nil {
 		return page, err
 	}
@@ -86,18 +88,26 @@ func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
 	if err := rows.Err(); err != nil {
 		return page, err
 	}
+	more := len(seqs) > p.maxRanked
+	if more {
+		seqs = seqs[:p.maxRanked]
+	}
+	// A first page that ranks every match has counted them.
+	if err := p.total(ctx, tx, &page, !fixed && !more, len(seqs)); err != nil {
+		return page, err
+	}
 	if len(seqs) == 0 {
 		return page, nil
 	}
 	winLo, winHi := seqs[len(seqs)-1], seqs[0]+1
-	if c != nil && c.WinHi > 0 {
+	if fixed {
 		winLo, winHi = c.WinLo, c.WinHi
 	}
 	if page.TotalCapped || page.Total > len(seqs) {
 		page.Ranked = len(seqs)
 	}
 	idf := []float64(nil)
-	if c != nil && c.WinHi > 0 {
+	if fixed {
 		if len(c.IDF) != len(p.text) {
 			return page, invalid("search: cursor is not for this query")
 		}
@@ -135,7 +145,8 @@ func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
 	if len(hits) > p.limit {
 		hits = hits[:p.limit]
 		last := hits[len(hits)-1]
-		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Rank: last.rank, WinLo: winLo, WinHi: winHi, IDF: idf}.encode()
+		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Rank: last.rank, WinLo: winLo, WinHi: winHi, IDF: idf,
+			Total: page.Total, Capped: page.TotalCapped}.encode()
 	}
 	out := make([]int64, len(hits))
 	for i, h := range hits {
@@ -184,7 +195,7 @@ func (p *plan) idf(ctx context.Context, tx *sql.Tx) ([]float64, error) {
 	}
 	for _, i := range miss {
 		var k int
-		if err := tx.QueryRowContext(ctx, rankCountSQL, p.texts[i], first.Int64*seqSpan, int64(1<<63-1)).Scan(&k); err != nil {
+		if err := tx.QueryRowContext(ctx, rankCountSQL, p.texts[i], ftsKey(1<<63-1), ftsKey(first.Int64*seqSpan)).Scan(&k); err != nil {
 			return nil, err
 		}
 		// FTS5's formula, and its floor for terms in most documents.
@@ -241,76 +252,17 @@ func rankTexts(ctx context.Context, tx *sql.Tx, seqs []int64) ([]rankDoc, error)
 	out := make([]rankDoc, 0, len(seqs))
 	for rows.Next() {
 		var (
-			d     rankDoc
-			r     ftsRow
-			files []byte
+			d    rankDoc
+			text string
 		)
-		if err := rows.Scan(&d.seq, &r.subject, &r.number, &r.notation, &r.signer, &r.fromName, &files); err != nil {
+		if err := rows.Scan(&d.seq, &text); err != nil {
 			return nil, err
 		}
-		if r.files, err = fileNames(files); err != nil {
-			return nil, err
-		}
-		for c, col := range r.text() {
-			d.cols[c] = tokens(col)
-			d.len += len(d.cols[c])
+		d.cols = textColumns(text)
+		for _, col := range d.cols {
+			d.len += len(col)
 		}
 		out = append(out, d)
 	}
 	return out, rows.Err()
-}
-
-// fileNames returns the names in a documents.files array (JSON, as
-// PutDocuments writes it) without decoding the rest of it: ranking reads
-// thousands per query.
-func fileNames(files []byte) ([]string, error) {
-	if bytes.IndexByte(files, '\\') >= 0 {
-		return fileNamesSlow(files) // escapes: let encoding/json read them
-	}
-	// Without escapes every '"' opens or closes a string: a "name" key of an
-	// object in the array is followed by ':' and its value.
-	var names []string
-	depth := 0
-	for i := 0; i < len(files); i++ {
-		switch files[i] {
-		case '[', '{':
-			depth++
-		case ']', '}':
-			depth--
-		case '"':
-			j := bytes.IndexByte(files[i+1:], '"')
-			if j < 0 {
-				return fileNamesSlow(files)
-			}
-			key := files[i+1 : i+1+j]
-			i += j + 1
-			if depth != 2 || string(key) != "name" || i+2 >= len(files) || files[i+1] != ':' {
-				continue
-			}
-			if files[i+2] != '"' {
-				return fileNamesSlow(files)
-			}
-			k := bytes.IndexByte(files[i+3:], '"')
-			if k < 0 {
-				return fileNamesSlow(files)
-			}
-			names = append(names, string(files[i+3:i+3+k]))
-			i += 3 + k
-		}
-	}
-	return names, nil
-}
-
-func fileNamesSlow(files []byte) ([]string, error) {
-	var fs []struct {
-		Name string `json:"name"`
-	}
-	if err := json.Unmarshal(files, &fs); err != nil {
-		return nil, err
-	}
-	names := make([]string, len(fs))
-	for i, f := range fs {
-		names[i] = f.Name
-	}
-	return names, nil
 }

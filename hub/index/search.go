@@ -85,7 +85,8 @@ type Summary struct {
 // Page is one page of search hits.
 type Page struct {
 	Items []Summary `json:"items"`
-	// Total counts the matches of the query, on all pages, up to MaxTotal.
+	// Total counts the matches of the query, on all pages, up to MaxTotal,
+	// as of the first page: later pages repeat it.
 	Total int `json:"total"`
 	// TotalCapped: there are more than MaxTotal matches; Total is MaxTotal.
 	TotalCapped bool `json:"total_capped,omitempty"`
@@ -107,6 +108,9 @@ type cursor struct {
 	WinHi int64 `json:"wh,omitempty"`
 	// The text terms' inverse document frequencies the first page used.
 	IDF []float64 `json:"i,omitempty"`
+	// Page.Total and Page.TotalCapped as the first page counted them.
+	Total  int  `json:"n,omitempty"`
+	Capped bool `json:"c,omitempty"`
 }
 
 func (c cursor) encode() string {
@@ -220,15 +224,17 @@ func seqBound(t time.Time) int64 {
 }
 
 // source returns the FROM and WHERE of the plan's candidate documents, the
-// key column, and its arguments. Two shapes:
+// expression of their seq, and its arguments. Two shapes:
 //
 //   - FTS: any text, unit, type, number, signer or status filter. FTS5
 //     intersects the doclists of the terms and tags, seeks to the seq range
-//     (a rowid range) and streams in rowid order, so a LIMIT stops early.
+//     (a range of its rowids, ftsKey(seq)) and streams newest first (rowid
+//     order), so a LIMIT stops early.
 //   - nothing: the documents table by seq.
-func (p *plan) source() (from, where, key string, args []any) {
+func (p *plan) source() (from, where, seq string, args []any) {
 	if p.match != "" {
-		return "search", "search MATCH ? AND search.rowid >= ? AND search.rowid < ?", "search.rowid", []any{p.match, p.lo, p.hi}
+		return "search", "search MATCH ? AND search.rowid >= ? AND search.rowid <= ?", "-search.rowid",
+			[]any{p.match, ftsKey(p.hi - 1), ftsKey(p.lo)}
 	}
 	return "documents", "documents.seq >= ? AND documents.seq < ?", "documents.seq", []any{p.lo, p.hi}
 }
@@ -262,23 +268,31 @@ func (p *plan) pageSQL() (string, []any) {
 	}
 	q := *p
 	q.lo, q.hi = lo, hi
-	from, where, key, args := q.source()
+	from, where, seq, args := q.source()
 	n := p.limit + 1
 	switch p.sort {
 	case SortAcceptedDesc, SortAcceptedAsc:
-		dir := "DESC"
-		if p.sort == SortAcceptedAsc {
-			dir = "ASC"
+		// Newest first is the search table's rowid order, and the
+		// documents table's seq order backward.
+		desc := p.sort == SortAcceptedDesc
+		order := "documents.seq DESC"
+		switch {
+		case from == "search" && desc:
+			order = "search.rowid"
+		case from == "search":
+			order = "search.rowid DESC"
+		case !desc:
+			order = "documents.seq"
 		}
-		return "SELECT " + key + ", '', 0.0 FROM " + from + " WHERE " + where +
-			" ORDER BY " + key + " " + dir + " LIMIT ?", append(args, n)
+		return "SELECT " + seq + ", '', 0.0 FROM " + from + " WHERE " + where +
+			" ORDER BY " + order + " LIMIT ?", append(args, n)
 	case SortPromulgatedDesc:
 		var s string
 		switch from {
 		case "search":
 			// The covering index answers seq → promulgated_at from a few hot
 			// pages; the table would cost a page read per hit.
-			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d INDEXED BY documents_seq_promulgated ON d.seq = search.rowid WHERE " + where
+			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d INDEXED BY documents_seq_promulgated ON d.seq = -search.rowid WHERE " + where
 		default:
 			if p.lo == 0 && p.hi == 1<<63-1 {
 				// Everything: walk the index in order rather than sort it all.
@@ -332,10 +346,10 @@ const maxExpansions = 16
 // neither does the query.
 func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 	var last []string
-	group := func(ts []string) (string, bool, error) {
+	group := func(ts []string, as func(string) string) (string, bool, error) {
 		parts := make([]string, len(ts))
 		for i, t := range ts {
-			e, ok, err := expandTerm(ctx, tx, t)
+			e, ok, err := expandTerm(ctx, tx, t, as)
 			if !ok || err != nil {
 				return "", ok, err
 			}
@@ -346,7 +360,7 @@ func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 	}
 	var parts []string
 	if len(p.text) > 0 {
-		g, ok, err := group(p.text)
+		g, ok, err := group(p.text, nil)
 		if !ok || err != nil {
 			return ok, err
 		}
@@ -355,11 +369,11 @@ func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 		parts = append(parts, g)
 	}
 	if len(p.signer) > 0 {
-		g, ok, err := group(p.signer)
+		g, ok, err := group(p.signer, tagSigner)
 		if !ok || err != nil {
 			return ok, err
 		}
-		parts = append(parts, "signer : "+g)
+		parts = append(parts, g)
 	}
 	for _, t := range p.tags {
 		parts = append(parts, ftsString(t))
@@ -368,8 +382,12 @@ func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 	return true, nil
 }
 
-// expandTerm returns the FTS5 expression for the prefix t.
-func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error) {
+// expandTerm returns the FTS5 expression for the prefix t; with as, for the
+// tags as makes of the terms t stands for.
+func expandTerm(ctx context.Context, tx *sql.Tx, t string, as func(string) string) (string, bool, error) {
+	if as == nil {
+		as = func(s string) string { return s }
+	}
 	// 0xFF never occurs in UTF-8, so t+"\xff" bounds every term starting with t.
 	rows, err := tx.QueryContext(ctx, "SELECT term FROM terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
 		t, t+"\xff", maxExpansions+1)
@@ -383,7 +401,7 @@ func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error)
 		if err := rows.Scan(&s); err != nil {
 			return "", false, err
 		}
-		ts = append(ts, ftsString(s))
+		ts = append(ts, ftsString(as(s)))
 	}
 	if err := rows.Err(); err != nil {
 		return "", false, err
@@ -392,7 +410,7 @@ func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error)
 	case len(ts) == 0:
 		return "", false, nil
 	case len(ts) > maxExpansions:
-		return ftsString(t) + "*", true, nil
+		return ftsString(as(t)) + "*", true, nil
 	case len(ts) == 1:
 		return ts[0], true, nil
 	}
@@ -403,16 +421,6 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	var page Page
 	if ok, err := p.expand(ctx, tx); !ok || err != nil {
 		return page, err
-	}
-	cq, cargs := p.countSQL()
-	if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
-		return page, err
-	}
-	if page.Total > p.maxTotal {
-		page.Total, page.TotalCapped = p.maxTotal, true
-	}
-	if page.Total == 0 {
-		return page, nil
 	}
 	if p.sort == SortRelevance {
 		return p.rank(ctx, tx, page)
@@ -440,10 +448,15 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	if err := rows.Err(); err != nil {
 		return page, err
 	}
+	// A first page that holds every match has counted them.
+	if err := p.total(ctx, tx, &page, p.cur == nil && len(hits) <= p.limit, len(hits)); err != nil {
+		return page, err
+	}
 	if len(hits) > p.limit {
 		hits = hits[:p.limit]
 		last := hits[len(hits)-1]
-		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Prom: last.prom, Rank: last.rank}.encode()
+		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Prom: last.prom, Rank: last.rank,
+			Total: page.Total, Capped: page.TotalCapped}.encode()
 	}
 	seqs := make([]int64, len(hits))
 	for i, h := range hits {
@@ -451,6 +464,27 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	}
 	page.Items, err = summaries(ctx, tx, seqs)
 	return page, err
+}
+
+// total sets page.Total and page.TotalCapped: n when known says so, the
+// cursor's when it has them (the first page counted), else a count.
+func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n int) error {
+	switch {
+	case known:
+		page.Total = n
+	case p.cur != nil && (p.cur.Total > 0 || p.cur.Capped):
+		page.Total, page.TotalCapped = p.cur.Total, p.cur.Capped
+		return nil
+	default:
+		cq, cargs := p.countSQL()
+		if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
+			return err
+		}
+	}
+	if page.Total > p.maxTotal {
+		page.Total, page.TotalCapped = p.maxTotal, true
+	}
+	return nil
 }
 
 const summaryCols = `seq, id, from_unit, from_name, type, type_name, number, notation, subject,

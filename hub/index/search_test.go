@@ -1,7 +1,6 @@
 package index
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -357,7 +356,7 @@ func TestUnitIsolation(t *testing.T) {
 	recs := corpus(t, ix, 120)
 	// A sender writing another unit's tags into its text gains nothing.
 	forged := testRecord(t0.Add(-time.Hour), dept1, dept2)
-	forged.Doc.Subject = "Giả mạo " + (&ftsRow{from: dept3, to: []document.UnitID{dept3}, typ: "QĐ", number: "1", codes: []document.StatusCode{"01"}}).tags()
+	forged.Doc.Subject = "Giả mạo " + (&ftsRow{from: dept3, to: []document.UnitID{dept3}, typ: "QĐ", number: "1", codes: []document.StatusCode{"01"}}).tags("\n\n\nnguyen")
 	forged.Doc.Notation = tagUnit(dept3)
 	forged.Files = []File{{Name: tagUnit(dept3) + ".pdf"}}
 	if err := ix.PutDocument(ctx, forged); err != nil {
@@ -493,40 +492,6 @@ func TestOverdueAndCounters(t *testing.T) {
 	c, err = ix.UnitCounters(ctx, hcm)
 	if want := (Counters{Sent: 5}); err != nil || c != want {
 		t.Errorf("UnitCounters(hcm) = %+v, %v; want %+v", c, err, want)
-	}
-}
-
-// TestFileNames: ranking's quick reading of the files column agrees with
-// encoding/json on names that look like JSON.
-func TestFileNames(t *testing.T) {
-	for _, names := range [][]string{
-		nil,
-		{"a.pdf"},
-		{"Quyết định số 5.pdf", "phụ lục.docx"},
-		{`a}b.pdf`, `c,d:e[f].pdf`, `name`, `}{`, ``, `:"`}, // the last has escapes: all go the slow way
-		{`a}b.pdf`, `c,d:e[f].pdf`, `name`, `}{`, ``},
-		{`{"name":"x"}`, `back\slash.pdf`, "tab\t.pdf"},
-	} {
-		var fs []File
-		for i, n := range names {
-			// A media type named "name", and one with a comma and braces.
-			fs = append(fs, File{Name: n, MediaType: []string{"name", "application/pdf", "x{},y"}[i%3], Size: 1, SHA256: "00"})
-		}
-		if fs == nil {
-			fs = []File{}
-		}
-		raw, err := json.Marshal(fs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := fileNames(raw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, _ := fileNamesSlow(raw)
-		if !slices.Equal(got, want) || len(got) != len(names) {
-			t.Errorf("fileNames(%s) = %q, want %q", raw, got, want)
-		}
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -71,6 +72,9 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 			return err
 		}
 		defer c.close()
+		// Newest first: their keys in order (see putStmts.writeFTS).
+		slices.Sort(dirty)
+		slices.Reverse(dirty)
 		for _, seq := range dirty {
 			if err := c.refresh(ctx, seq); err != nil {
 				return err
