@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -178,6 +179,7 @@ func BenchmarkSearchAPI(b *testing.B) {
 			b.ReportMetric(float64(hits)/float64(len(lat)), "hits/op")
 			// Client and server alike: the process's CPU per query.
 			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(len(lat)), "cpu-ms/op")
+			b.ReportMetric(loadAvg(), "load1")
 		})
 	}
 }
@@ -217,6 +219,18 @@ func loadSynthetic(b *testing.B, ix *index.Index, n int) {
 			recs = recs[:0]
 		}
 	}
+}
+
+// loadAvg is the machine's load average over the last minute: beside
+// latencies measured on a shared machine, how busy it was.
+func loadAvg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func cpuTime() time.Duration {

@@ -341,6 +341,7 @@ func BenchmarkSearch(b *testing.B) {
 			reportLatency(b, lat)
 			b.ReportMetric(float64(hits)/float64(max(len(lat), 1)), "hits/op")
 			b.ReportMetric(float64(cpu)/float64(time.Millisecond)/float64(max(len(lat), 1)), "cpu-ms/op")
+			b.ReportMetric(loadAvg(), "load1")
 		})
 	}
 }
@@ -352,6 +353,18 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// loadAvg is the machine's load average over the last minute: beside
+// latencies measured on a shared machine, how busy it was.
+func loadAvg() float64 {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 func reportLatency(b *testing.B, lat []time.Duration) {

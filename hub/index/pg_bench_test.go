@@ -29,14 +29,18 @@ import (
 // usual way). Latencies are psql's \timing, per statement, over a Unix
 // socket; ns/op means nothing here.
 //
-//	EDX_PG_BIN  PostgreSQL's bin directory (default /usr/lib/postgresql/15/bin); missing binaries fail the run
-//	EDX_PG_DIR  a data directory to keep and reuse (default: a temporary one)
+//	EDX_PG_BENCH  set to run it (a skip says so otherwise: -bench . need not have PostgreSQL)
+//	EDX_PG_BIN    PostgreSQL's bin directory (default /usr/lib/postgresql/15/bin); missing binaries fail the run
+//	EDX_PG_DIR    a data directory to keep and reuse (default: a temporary one)
 //
 // Run as root, the server runs as the user postgres (PostgreSQL refuses
 // root). For instance:
 //
-//	EDX_PG_DIR=/tmp/edx-pg go test ./hub/index -run '^$' -bench Postgres -benchtime 300x -index.docs 1000000
+//	EDX_PG_BENCH=1 EDX_PG_DIR=/tmp/edx-pg go test ./hub/index -run '^$' -bench Postgres -benchtime 300x -index.docs 1000000
 func BenchmarkPostgres(b *testing.B) {
+	if os.Getenv("EDX_PG_BENCH") == "" {
+		b.Skip("the comparison with PostgreSQL runs with EDX_PG_BENCH=1")
+	}
 	pg := startPostgres(b)
 	n := *benchDocs
 	var have int

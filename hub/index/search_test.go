@@ -614,3 +614,35 @@ func TestRelevanceCursorMismatch(t *testing.T) {
 		t.Errorf("cursor of another query: %v, want ErrInvalid", err)
 	}
 }
+
+// TestTotalAsOfFirstPage: the first page counts; later pages repeat its
+// count (they do not walk the matches again) while documents arrive, and a
+// first page that holds every match is its own count.
+func TestTotalAsOfFirstPage(t *testing.T) {
+	ix, _ := openTest(t)
+	ctx := t.Context()
+	corpus(t, ix, 40)
+	for _, sort := range []string{SortAcceptedDesc, SortRelevance, SortPromulgatedDesc} {
+		q := Query{Text: "dat dai", Sort: sort, Limit: 3}
+		first, err := ix.Search(ctx, q)
+		if err != nil || first.NextCursor == "" || first.Total <= 3 {
+			t.Fatalf("%s: first page %d of %d, %v", sort, len(first.Items), first.Total, err)
+		}
+		all, err := ix.Search(ctx, Query{Text: "dat dai", Sort: sort, Limit: MaxLimit})
+		if err != nil || all.Total != first.Total || len(all.Items) != all.Total || all.NextCursor != "" {
+			t.Fatalf("%s: one page of all: %d items, total %d (first page's %d), %v", sort, len(all.Items), all.Total, first.Total, err)
+		}
+		rec := testRecord(t0.Add(-time.Duration(len(sort))*time.Hour), hcm, dept1) // older: on a later page
+		if err := ix.PutDocument(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		q.Cursor = first.NextCursor
+		second, err := ix.Search(ctx, q)
+		if err != nil || second.Total != first.Total {
+			t.Errorf("%s: second page total %d, %v; want the first page's %d", sort, second.Total, err, first.Total)
+		}
+		if now, _ := ix.Search(ctx, Query{Text: "dat dai", Sort: sort}); now.Total != first.Total+1 {
+			t.Errorf("%s: a new first page counts %d, want %d", sort, now.Total, first.Total+1)
+		}
+	}
+}

@@ -38,6 +38,8 @@ var labels = map[string][2]string{
 	"sort_rel":         {"Phù hợp nhất", "Best match"},
 	"any":              {"Tất cả", "Any"},
 	"found":            {"Tìm thấy", "Found"},
+	"ranked_among":     {"Xếp theo mức phù hợp trong", "Best match among the"},
+	"ranked_newest":    {"văn bản tiếp nhận gần nhất; thu hẹp khoảng ngày để xếp hạng các văn bản cũ hơn.", "newest matches; narrow the dates to rank older ones."},
 	"documents":        {"văn bản", "documents"},
 	"next_page":        {"Trang sau", "Next page"},
 	"first_page":       {"Trang đầu", "First page"},
