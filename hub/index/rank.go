@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"database/sql"
-	"encoding/json"
 	"math"
 	"slices"
 	"strings"
@@ -46,14 +45,13 @@ const (
 
 // The statements of a relevance order (TestQueryPlans explains them).
 const (
-	rankCandidatesSQL = "SELECT -rowid FROM search WHERE search MATCH ? AND rowid >= ? AND rowid <= ? ORDER BY rowid LIMIT ?"
+	// The candidates newest first, each with its text from search_text.
+	rankCandidatesSQL = "SELECT t.seq, t.text FROM search JOIN search_text t ON t.seq = -search.rowid " +
+		"WHERE search MATCH ? AND search.rowid >= ? AND search.rowid <= ? ORDER BY search.rowid LIMIT ?"
 	// The documents_accepted index, not the (wide) rows.
 	rankSampleSQL = `SELECT count(*), min(accepted_at) FROM
 		(SELECT accepted_at FROM documents WHERE accepted_at <= ? ORDER BY accepted_at DESC LIMIT ?)`
 	rankCountSQL = "SELECT count(*) FROM search WHERE search MATCH ? AND rowid >= ? AND rowid <= ?"
-	// One parameter, a JSON array of seqs: a statement with thousands of
-	// parameters costs more to prepare than to run.
-	rankTextsSQL = "SELECT seq, text FROM search_text WHERE seq IN (SELECT value FROM json_each(?))"
 )
 
 // rankWeights are the text columns' weights, in colSubject… order.
@@ -71,40 +69,27 @@ func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
 	if !fixed {
 		n++ // one more, to know whether every match is ranked
 	}
-	rows, err := tx.QueryContext(ctx, rankCandidatesSQL, p.match, ftsKey(hi-1), ftsKey(lo), n)
+	docs, err := rankCandidates(ctx, tx, p.match, lo, hi, n)
 	if err != nil {
 		return page, err
 	}
-	var seqs []int64
-	for rows.Next() {
-		var s int64
-		if err := rows.Scan(&s); err != nil {
-			rows.Close()
-			return page, err
-		}
-		seqs = append(seqs, s)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return page, err
-	}
-	more := len(seqs) > p.maxRanked
+	more := len(docs) > p.maxRanked
 	if more {
-		seqs = seqs[:p.maxRanked]
+		docs = docs[:p.maxRanked]
 	}
 	// A first page that ranks every match has counted them.
-	if err := p.total(ctx, tx, &page, !fixed && !more, len(seqs)); err != nil {
+	if err := p.total(ctx, tx, &page, !fixed && !more, len(docs)); err != nil {
 		return page, err
 	}
-	if len(seqs) == 0 {
+	if len(docs) == 0 {
 		return page, nil
 	}
-	winLo, winHi := seqs[len(seqs)-1], seqs[0]+1
+	winLo, winHi := docs[len(docs)-1].seq, docs[0].seq+1
 	if fixed {
 		winLo, winHi = c.WinLo, c.WinHi
 	}
-	if page.TotalCapped || page.Total > len(seqs) {
-		page.Ranked = len(seqs)
+	if page.TotalCapped || page.Total > len(docs) {
+		page.Ranked = len(docs)
 	}
 	idf := []float64(nil)
 	if fixed {
@@ -113,10 +98,6 @@ func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
 		}
 		idf = c.IDF
 	} else if idf, err = p.idf(ctx, tx); err != nil {
-		return page, err
-	}
-	docs, err := rankTexts(ctx, tx, seqs)
-	if err != nil {
 		return page, err
 	}
 	type hit struct {
@@ -238,18 +219,15 @@ func (d *rankDoc) bm25(terms []string, idf []float64, avg float64) float64 {
 	return score
 }
 
-// rankTexts returns the indexed text of the documents seqs.
-func rankTexts(ctx context.Context, tx *sql.Tx, seqs []int64) ([]rankDoc, error) {
-	list, err := json.Marshal(seqs)
-	if err != nil {
-		return nil, err
-	}
-	rows, err := tx.QueryContext(ctx, rankTextsSQL, string(list))
+// rankCandidates returns the first n matches of match among the documents
+// [lo, hi), newest first, with their text.
+func rankCandidates(ctx context.Context, tx *sql.Tx, match string, lo, hi int64, n int) ([]rankDoc, error) {
+	rows, err := tx.QueryContext(ctx, rankCandidatesSQL, match, ftsKey(hi-1), ftsKey(lo), n)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := make([]rankDoc, 0, len(seqs))
+	var out []rankDoc
 	for rows.Next() {
 		var (
 			d    rankDoc
