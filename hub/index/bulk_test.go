@@ -129,6 +129,7 @@ func bulkBuild(ctx context.Context, path string, n int, now time.Time, progress 
 		return err
 	}
 	for _, q := range []string{
+		"INSERT INTO accepted_days(day, docs) SELECT accepted_at / 86400000000, count(*) FROM documents GROUP BY 1",
 		"DELETE FROM search_config WHERE k IN ('hashsize', 'automerge')", // back to the defaults
 		"PRAGMA journal_mode=WAL",
 	} {
@@ -371,6 +372,7 @@ func TestBulkBuildMatchesPut(t *testing.T) {
 			"SELECT * FROM terms ORDER BY term",
 			"SELECT * FROM temp.v ORDER BY term",
 			"SELECT * FROM search_text ORDER BY seq",
+			"SELECT * FROM accepted_days ORDER BY day",
 			"SELECT rowid FROM search ORDER BY rowid",
 			"SELECT k, v FROM search_config WHERE k <> 'version' ORDER BY k",
 		} {

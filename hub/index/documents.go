@@ -170,14 +170,20 @@ func (ix *Index) learnTerms(ts map[string]struct{}, gen int) {
 }
 
 type putStmts struct {
-	find, free, insDoc, updDoc, delFTS, insFTS, delText, insText, recips, insRecip, updRecip, delRecip, updStat, insTerm, codes, setCodes *sql.Stmt
-	all                                                                                                                                   []*sql.Stmt
+	find, free, insDoc, updDoc, delFTS, insFTS, delText, insText, addDay, recips, insRecip, updRecip, delRecip, updStat, insTerm, codes, setCodes *sql.Stmt
+	all                                                                                                                                           []*sql.Stmt
 
 	known func(string) bool   // committed terms
 	fresh map[string]struct{} // terms this transaction added
 	// The search rows to write, by key: written last, in key order (see
 	// writeFTS).
 	fts map[int64][2]string
+}
+
+// countDay adds n to the documents of seq's day in accepted_days.
+func (p *putStmts) countDay(ctx context.Context, seq int64, n int) error {
+	_, err := p.addDay.ExecContext(ctx, seqDay(seq), n)
+	return err
 }
 
 // writeFTS writes the search rows of the transaction in key order: FTS5
@@ -211,6 +217,7 @@ func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
 		{&p.insFTS, ftsInsert},
 		{&p.delText, textDelete},
 		{&p.insText, textInsert},
+		{&p.addDay, "INSERT INTO accepted_days(day, docs) VALUES(?, ?) ON CONFLICT DO UPDATE SET docs = docs + excluded.docs"},
 		{&p.recips, "SELECT unit FROM recipients WHERE doc = ?"},
 		{&p.insRecip, "INSERT INTO recipients(doc, unit, state, routed_at, due_date, last_code, done) VALUES(?, ?, 'routed', ?, ?, '', 0) ON CONFLICT DO UPDATE SET due_date = excluded.due_date"},
 		{&p.updRecip, "UPDATE recipients SET doc = ? WHERE doc = ?"},
@@ -297,6 +304,12 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 			if _, err := p.delText.ExecContext(ctx, old); err != nil {
 				return err
 			}
+			if err := p.countDay(ctx, old, -1); err != nil {
+				return err
+			}
+			if err := p.countDay(ctx, seq, 1); err != nil {
+				return err
+			}
 			if _, err := p.updRecip.ExecContext(ctx, seq, old); err != nil {
 				return err
 			}
@@ -304,8 +317,13 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 				return err
 			}
 		}
-	} else if _, err := p.insDoc.ExecContext(ctx, args...); err != nil {
-		return err
+	} else {
+		if _, err := p.insDoc.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		if err := p.countDay(ctx, seq, 1); err != nil {
+			return err
+		}
 	}
 
 	if exists {

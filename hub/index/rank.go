@@ -59,26 +59,40 @@ var rankWeights = [textCols]float64{10, 4, 4, 2, 1, 1}
 
 // rank returns the page of a relevance order.
 func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
-	lo, hi := p.lo, p.hi
 	c := p.cur
-	fixed := c != nil && c.WinHi > 0 // a later page: the first page's window
+	fixed := c != nil && c.WinHi > 0 // a later page: the first page's candidates
+	var (
+		docs      []rankDoc
+		exhausted bool // docs are every match of the query
+		err       error
+	)
 	if fixed {
-		lo, hi = max(lo, c.WinLo), min(hi, c.WinHi)
+		docs, err = rankCandidates(ctx, tx, p.match, max(p.lo, c.WinLo), min(p.hi, c.WinHi), p.maxRanked)
+	} else {
+		// The newest matches within the scan window, one more than are
+		// ranked, to know whether there are more; past the window only
+		// to fill a page.
+		var scan int64
+		if scan, err = p.scanStart(ctx, tx); err != nil {
+			return page, err
+		}
+		docs, err = rankCandidates(ctx, tx, p.match, scan, p.hi, p.maxRanked+1)
+		exhausted = len(docs) <= p.maxRanked && scan == p.lo
+		if err == nil && len(docs) <= p.limit && scan > p.lo {
+			var older []rankDoc
+			want := p.limit + 1 - len(docs)
+			older, err = rankCandidates(ctx, tx, p.match, p.lo, scan, want)
+			docs, exhausted = append(docs, older...), len(older) < want
+		}
+		if len(docs) > p.maxRanked {
+			docs, exhausted = docs[:p.maxRanked], false
+		}
 	}
-	n := p.maxRanked
-	if !fixed {
-		n++ // one more, to know whether every match is ranked
-	}
-	docs, err := rankCandidates(ctx, tx, p.match, lo, hi, n)
 	if err != nil {
 		return page, err
 	}
-	more := len(docs) > p.maxRanked
-	if more {
-		docs = docs[:p.maxRanked]
-	}
-	// A first page that ranks every match has counted them.
-	if err := p.total(ctx, tx, &page, !fixed && !more, len(docs)); err != nil {
+	// Candidates that are every match have counted them.
+	if err := p.total(ctx, tx, &page, exhausted, len(docs), len(docs)); err != nil {
 		return page, err
 	}
 	if len(docs) == 0 {
@@ -88,7 +102,7 @@ func (p *plan) rank(ctx context.Context, tx *sql.Tx, page Page) (Page, error) {
 	if fixed {
 		winLo, winHi = c.WinLo, c.WinHi
 	}
-	if page.TotalCapped || page.Total > len(docs) {
+	if !exhausted && (page.TotalCapped || page.Total > len(docs)) {
 		page.Ranked = len(docs)
 	}
 	idf := []float64(nil)

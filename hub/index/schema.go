@@ -143,7 +143,8 @@ INSERT INTO search(search, rank) VALUES('rank', 'bm25(10.0, 4.0, 4.0, 2.0, 1.0, 
 	//    scored every match;
 	//  - search_text: the folded text of every document, a few hundred
 	//    bytes, for relevance (the documents rows hold document.json: a
-	//    page read per candidate).
+	//    page read per candidate);
+	//  - accepted_days: documents per day, for the scan window (MaxScanned).
 	{sql: `
 DROP TABLE search;
 CREATE VIRTUAL TABLE search USING fts5(
@@ -158,6 +159,14 @@ CREATE TABLE search_text (
 	seq  INTEGER PRIMARY KEY, -- documents.seq
 	text TEXT NOT NULL
 );
+-- Documents accepted per UTC day (accepted_at / 86400000000), so that a
+-- search knows where the newest MaxScanned documents of its date range
+-- begin (see scanFrom) without counting them.
+CREATE TABLE accepted_days (
+	day  INTEGER PRIMARY KEY,
+	docs INTEGER NOT NULL
+);
+INSERT INTO accepted_days(day, docs) SELECT accepted_at / 86400000000, count(*) FROM documents GROUP BY 1;
 `, fill: func(ctx context.Context, ix *Index, tx *sql.Tx) error {
 		var n int
 		if err := tx.QueryRowContext(ctx, "SELECT count(*) FROM documents").Scan(&n); err != nil {

@@ -36,7 +36,7 @@ func TestMigrateSearch(t *testing.T) {
 	// another's tags.
 	var ids []document.ID
 	for _, s := range dumpRows(t, ix, "SELECT id FROM documents ORDER BY seq LIMIT 10") {
-		ids = append(ids, document.ID(strings.Trim(s, `[]"`)))
+		ids = append(ids, document.ID(strings.Trim(s, "[]")))
 	}
 	d, err := ix.Get(ctx, ids[3])
 	if err != nil {
@@ -72,6 +72,7 @@ func TestMigrateSearch(t *testing.T) {
 	for _, q := range []string{
 		"DROP TABLE search",
 		"DROP TABLE search_text",
+		"DROP TABLE accepted_days",
 		`CREATE VIRTUAL TABLE search USING fts5(subject, number, notation, signer, from_name, files, tags,
 			content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 0 tokenchars ''_''')`,
 		fmt.Sprintf("DELETE FROM schema_version WHERE version >= %d", version),
@@ -99,6 +100,7 @@ func TestMigrateSearch(t *testing.T) {
 	}
 	for _, q := range []string{
 		"SELECT seq, text FROM search_text ORDER BY seq",
+		"SELECT day, docs FROM accepted_days WHERE docs > 0 ORDER BY day",
 		"SELECT term, doc, cnt FROM temp.v ORDER BY term",
 		"SELECT rowid FROM search ORDER BY rowid",
 		"SELECT count(*) FROM schema_version",
@@ -157,7 +159,7 @@ func dumpRows(t *testing.T, ix *Index, q string) []string {
 		if err := rows.Scan(ptrs...); err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, fmt.Sprintf("%q", vals))
+		out = append(out, fmt.Sprintf("%v", vals))
 	}
 	return out
 }

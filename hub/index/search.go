@@ -36,7 +36,62 @@ const (
 	// MaxRanked is how many matches a relevance order ranks: the newest
 	// MaxRanked of them (see SortRelevance).
 	MaxRanked = 1_000
+	// MaxScanned bounds the work of counting and ranking: they look at
+	// the newest MaxScanned documents of the date range (whole days, so
+	// about as many), and past them Page.TotalCapped says that there may
+	// be more matches. FTS5 walks the doclists of a query's words within
+	// the range, and a frequent word is in a third of all documents: at
+	// 10,000,000 documents a year of them costs a few hundred milliseconds
+	// (README, "Search at national scale"). Pages themselves walk the whole
+	// range, newest first, and stop after Limit+1 hits.
+	MaxScanned = 250_000
 )
+
+// usPerDay is a day in microseconds: accepted_days counts documents by
+// accepted_at / usPerDay.
+const usPerDay = 86_400_000_000
+
+// seqDay is the day (in accepted_days) of the document seq.
+func seqDay(seq int64) int64 { return seq / seqSpan / usPerDay }
+
+// scanFrom returns where the newest max documents of [lo, hi) begin: the
+// first seq of the day that completes them, lo when there are fewer.
+func scanFrom(ctx context.Context, tx *sql.Tx, lo, hi int64, limit int) (int64, error) {
+	if hi <= lo {
+		return lo, nil
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT day, docs FROM accepted_days WHERE day >= ? AND day <= ? ORDER BY day DESC",
+		seqDay(lo), seqDay(hi-1))
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var day int64
+		var docs int
+		if err := rows.Scan(&day, &docs); err != nil {
+			return 0, err
+		}
+		if n += docs; n >= limit {
+			return max(lo, day*usPerDay*seqSpan), nil
+		}
+	}
+	return lo, rows.Err()
+}
+
+// scanStart returns where the plan's scan window begins (see MaxScanned):
+// FTS5 counts and ranks within [scanStart, hi).
+func (p *plan) scanStart(ctx context.Context, tx *sql.Tx) (int64, error) {
+	if !p.scanned {
+		s, err := scanFrom(ctx, tx, p.lo, p.hi, p.maxScanned)
+		if err != nil {
+			return 0, err
+		}
+		p.scan, p.scanned = s, true
+	}
+	return p.scan, nil
+}
 
 // Query selects documents. Every set field narrows the result (AND).
 type Query struct {
@@ -85,13 +140,15 @@ type Summary struct {
 // Page is one page of search hits.
 type Page struct {
 	Items []Summary `json:"items"`
-	// Total counts the matches of the query, on all pages, up to MaxTotal,
-	// as of the first page: later pages repeat it.
+	// Total counts the matches of the query, on all pages, up to MaxTotal
+	// and within the newest MaxScanned documents of the date range, as of
+	// the first page: later pages repeat it.
 	Total int `json:"total"`
-	// TotalCapped: there are more than MaxTotal matches; Total is MaxTotal.
+	// TotalCapped: counting stopped at MaxTotal matches or at MaxScanned
+	// documents; there may be more matches than Total.
 	TotalCapped bool `json:"total_capped,omitempty"`
 	// Ranked: in a relevance order, the number of matches ranked (the
-	// newest), when there are more; 0 when every match is ranked.
+	// newest), when there may be more; 0 when every match is ranked.
 	Ranked     int    `json:"ranked,omitempty"`
 	NextCursor string `json:"next_cursor,omitempty"` // "" on the last page
 }
@@ -139,15 +196,17 @@ type plan struct {
 	match  string   // FTS5 expression (set by expand); "" when nothing goes through FTS
 	lo, hi int64    // seq range [lo, hi)
 	idfs   *idfCache
-	// Caps: MaxTotal and MaxRanked but in tests.
-	maxTotal, maxRanked int
-	sort                string
-	limit               int
-	cur                 *cursor
+	// Caps: MaxTotal, MaxRanked and MaxScanned but in tests.
+	maxTotal, maxRanked, maxScanned int
+	scan                            int64 // see scanStart, once scanned
+	scanned                         bool
+	sort                            string
+	limit                           int
+	cur                             *cursor
 }
 
 func compile(q *Query) (*plan, error) {
-	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit, maxTotal: MaxTotal, maxRanked: MaxRanked}
+	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit, maxTotal: MaxTotal, maxRanked: MaxRanked, maxScanned: MaxScanned}
 	if p.sort == "" {
 		p.sort = SortAcceptedDesc
 	}
@@ -328,7 +387,7 @@ func (ix *Index) Search(ctx context.Context, q Query) (Page, error) {
 		return Page{}, fmt.Errorf("index: search: %w", err)
 	}
 	defer tx.Rollback()
-	p.idfs, p.maxTotal, p.maxRanked = &ix.idfs, ix.maxTotal, ix.maxRanked
+	p.idfs, p.maxTotal, p.maxRanked, p.maxScanned = &ix.idfs, ix.maxTotal, ix.maxRanked, ix.maxScanned
 	page, err := p.run(ctx, tx)
 	if err != nil {
 		return Page{}, fmt.Errorf("index: search: %w", err)
@@ -449,7 +508,7 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 		return page, err
 	}
 	// A first page that holds every match has counted them.
-	if err := p.total(ctx, tx, &page, p.cur == nil && len(hits) <= p.limit, len(hits)); err != nil {
+	if err := p.total(ctx, tx, &page, p.cur == nil && len(hits) <= p.limit, len(hits), len(hits)); err != nil {
 		return page, err
 	}
 	if len(hits) > p.limit {
@@ -466,9 +525,11 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	return page, err
 }
 
-// total sets page.Total and page.TotalCapped: n when known says so, the
-// cursor's when it has them (the first page counted), else a count.
-func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n int) error {
+// total sets page.Total and page.TotalCapped: n when the matches are all
+// known to be n, the cursor's when it has them (the first page counted),
+// else a count within the scan window (see MaxScanned), and at least seen,
+// the number of matches already walked, newest first.
+func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n, seen int) error {
 	switch {
 	case known:
 		page.Total = n
@@ -476,10 +537,20 @@ func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n 
 		page.Total, page.TotalCapped = p.cur.Total, p.cur.Capped
 		return nil
 	default:
-		cq, cargs := p.countSQL()
+		w := *p
+		if p.match != "" {
+			s, err := p.scanStart(ctx, tx)
+			if err != nil {
+				return err
+			}
+			w.lo = s
+			page.TotalCapped = s > p.lo // older documents are not counted
+		}
+		cq, cargs := w.countSQL()
 		if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
 			return err
 		}
+		page.Total = max(page.Total, seen)
 	}
 	if page.Total > p.maxTotal {
 		page.Total, page.TotalCapped = p.maxTotal, true

@@ -646,3 +646,86 @@ func TestTotalAsOfFirstPage(t *testing.T) {
 		}
 	}
 }
+
+// TestScanWindow: counting and ranking look at the newest maxScanned
+// documents of the date range (whole days): past them the total is a lower
+// bound (TotalCapped) and relevance ranks the window's matches, or beyond it
+// enough of the newest to fill a page; a range inside the window counts
+// exactly, and pages of the default order still visit every match.
+func TestScanWindow(t *testing.T) {
+	ix, _ := openTest(t)
+	ix.maxScanned = 30
+	ctx := t.Context()
+	midnight := t0.Truncate(24 * time.Hour) // accepted_days counts UTC days
+	day := func(d int) time.Time { return midnight.Add(time.Duration(d) * 24 * time.Hour) }
+	var recs []Record
+	for d := range 10 { // 10 documents a day for 10 days, all about "đất đai"; days 0 and 1 also "hiếm"
+		for i := range 10 {
+			rec := testRecord(day(d).Add(time.Duration(8+i)*time.Hour), hcm, dept1)
+			rec.Doc.Subject = fmt.Sprintf("Về việc quản lý đất đai %d-%d", d, i)
+			if d < 2 && i < 3 {
+				rec.Doc.Subject += " hiếm"
+			}
+			recs = append(recs, rec)
+		}
+	}
+	if err := ix.PutDocuments(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	visit := func(q Query) (ids []document.ID, first Page) {
+		for n := 0; ; n++ {
+			p, err := ix.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				first = p
+			}
+			for _, it := range p.Items {
+				ids = append(ids, it.ID)
+			}
+			if p.NextCursor == "" {
+				return ids, first
+			}
+			q.Cursor = p.NextCursor
+		}
+	}
+	for _, tc := range []struct {
+		name          string
+		q             Query
+		total, ranked int
+		capped        bool
+		visits        int
+	}{
+		// The newest three days hold the 30 documents scanned.
+		{"all days", Query{Text: "dat dai", Limit: 7}, 30, 0, true, 100},
+		{"inside the window", Query{Text: "dat dai", Since: day(8), Limit: 7}, 20, 0, false, 20},
+		{"window of the range", Query{Text: "dat dai", Until: day(5), Limit: 7}, 30, 0, true, 50},
+		{"relevance", Query{Text: "dat dai", Sort: SortRelevance, Limit: 7}, 30, 30, true, 30},
+		{"relevance inside", Query{Text: "dat dai", Sort: SortRelevance, Since: day(8), Limit: 7}, 20, 0, false, 20},
+		// Older than the window: a page that holds them all counts them;
+		// otherwise what the walk saw is a lower bound.
+		{"old, one page", Query{Text: "hiem"}, 6, 0, false, 6},
+		{"old, pages", Query{Text: "hiem", Limit: 2}, 3, 0, true, 6},
+		{"old, relevance", Query{Text: "hiem", Sort: SortRelevance, Limit: 2}, 3, 3, true, 3},
+		{"old, relevance, one page", Query{Text: "hiem", Sort: SortRelevance}, 6, 0, false, 6},
+	} {
+		ids, first := visit(tc.q)
+		if first.Total != tc.total || first.TotalCapped != tc.capped || first.Ranked != tc.ranked {
+			t.Errorf("%s: total %d capped %v ranked %d, want %d %v %d", tc.name, first.Total, first.TotalCapped, first.Ranked, tc.total, tc.capped, tc.ranked)
+		}
+		if len(ids) != tc.visits || len(unique(ids)) != tc.visits {
+			t.Errorf("%s: pages visit %d documents (%d distinct), want %d", tc.name, len(ids), len(unique(ids)), tc.visits)
+		}
+	}
+	// Moving a document to another day moves it in accepted_days.
+	moved := recs[0]
+	moved.AcceptedAt = day(9).Add(23 * time.Hour)
+	if err := ix.PutDocument(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+	rows := dumpRows(t, ix, "SELECT day, docs FROM accepted_days ORDER BY day")
+	if len(rows) != 10 || !strings.HasSuffix(rows[0], " 9]") || !strings.HasSuffix(rows[9], " 11]") {
+		t.Errorf("accepted_days after a move: %v", rows)
+	}
+}
