@@ -38,6 +38,7 @@ var labels = map[string][2]string{
 	"sort_rel":         {"Phù hợp nhất", "Best match"},
 	"any":              {"Tất cả", "Any"},
 	"found":            {"Tìm thấy", "Found"},
+	"count_capped":     {"Đếm tối đa 10.000 văn bản, trong 250.000 văn bản tiếp nhận gần nhất của khoảng ngày; thu hẹp khoảng ngày để đếm đủ.", "Counted up to 10,000 matches among the newest 250,000 documents of the dates; narrow the dates for a full count."},
 	"ranked_among":     {"Xếp theo mức phù hợp trong", "Best match among the"},
 	"ranked_newest":    {"văn bản tiếp nhận gần nhất; thu hẹp khoảng ngày để xếp hạng các văn bản cũ hơn.", "newest matches; narrow the dates to rank older ones."},
 	"documents":        {"văn bản", "documents"},

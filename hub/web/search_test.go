@@ -18,8 +18,9 @@ func TestSearchPageSignalsCaps(t *testing.T) {
 		want []string
 		not  []string
 	}{
-		{index.Page{Total: 10000, TotalCapped: true, Ranked: 1000}, []string{"<strong>10000+</strong>", `id="ranked-note"`, "<strong>1000</strong>", "newest matches"}, nil},
-		{index.Page{Total: 12}, []string{"<strong>12</strong>"}, []string{`id="ranked-note"`, "12+"}},
+		{index.Page{Total: 10000, TotalCapped: true, Ranked: 1000}, []string{"<strong>10000+</strong>", `id="capped-note"`, `id="ranked-note"`, "<strong>1000</strong>", "newest matches"}, nil},
+		{index.Page{Total: 3214, TotalCapped: true}, []string{"<strong>3214+</strong>", `id="capped-note"`}, []string{`id="ranked-note"`}},
+		{index.Page{Total: 12}, []string{"<strong>12</strong>"}, []string{`id="ranked-note"`, `id="capped-note"`, "12+"}},
 	} {
 		var b strings.Builder
 		if err := pages["search"].ExecuteTemplate(&b, "base.html", page{Title: "search", Data: searchData{Page: &tc.page}}); err != nil {
