@@ -508,7 +508,7 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 		return page, err
 	}
 	// A first page that holds every match has counted them.
-	if err := p.total(ctx, tx, &page, p.cur == nil && len(hits) <= p.limit, len(hits), len(hits)); err != nil {
+	if err := p.total(ctx, tx, &page, p.cur == nil && len(hits) <= p.limit, len(hits)); err != nil {
 		return page, err
 	}
 	if len(hits) > p.limit {
@@ -525,11 +525,11 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	return page, err
 }
 
-// total sets page.Total and page.TotalCapped: n when the matches are all
-// known to be n, the cursor's when it has them (the first page counted),
-// else a count within the scan window (see MaxScanned), and at least seen,
-// the number of matches already walked, newest first.
-func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n, seen int) error {
+// total sets page.Total and page.TotalCapped, n being the matches already
+// walked, newest first: n when known says that they are all, the cursor's
+// when it has them (the first page counted), else a count within the scan
+// window (see MaxScanned), and at least n.
+func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n int) error {
 	switch {
 	case known:
 		page.Total = n
@@ -550,7 +550,7 @@ func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n,
 		if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
 			return err
 		}
-		page.Total = max(page.Total, seen)
+		page.Total = max(page.Total, n)
 	}
 	if page.Total > p.maxTotal {
 		page.Total, page.TotalCapped = p.maxTotal, true
