@@ -6,7 +6,8 @@
 //
 // Packages: spool (the durable outbox), outbox (check, sign, spool), inbox
 // (received documents), api (HTTP), folders (outbox/sent/failed folders),
-// webhook (events to the document system). This package holds the
+// webhook (events to the document system), packets (edXML in and out), axis
+// (the national axis's client protocol). This package holds the
 // configuration and the NATS side.
 package agent
 
@@ -19,6 +20,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -27,11 +29,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/edxhub/edx/agent/api"
+	"github.com/edxhub/edx/agent/axis"
+	"github.com/edxhub/edx/agent/bridge"
 	"github.com/edxhub/edx/agent/folders"
 	"github.com/edxhub/edx/agent/inbox"
+	"github.com/edxhub/edx/agent/logwatch"
 	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/agent/webhook"
+	pkgaxis "github.com/edxhub/edx/pkg/axis"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -44,15 +51,20 @@ type Agent struct {
 	spool   *spool.Spool
 	inbox   *inbox.Store
 	outbox  *outbox.Outbox
+	packets *packets.Exchange
 	folders *folders.Watcher // nil when disabled
+	bridge  *bridge.Bridge   // nil unless this unit is the gateway to an upstream axis
 	hook    *webhook.Notifier
 	reg     *prometheus.Registry
 	m       *metrics
 	ln      net.Listener
 	handler http.Handler
+	watch   *logwatch.Watcher // the witness of the hub's log; nil when disabled
+	wm      *witnessMetrics
 	limits  container.Limits
 
 	wakeSend, wakeStatus chan struct{}
+	wakeWitness          chan struct{} // after a reconnection: check the newest checkpoint
 
 	closeOnce sync.Once
 	mu        sync.Mutex
@@ -78,10 +90,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 		log = slog.New(slog.DiscardHandler)
 	}
 	a = &Agent{cfg: cfg, sec: sec, log: log, reg: prometheus.NewRegistry(),
-		wakeSend: make(chan struct{}, 1), wakeStatus: make(chan struct{}, 1)}
+		wakeSend: make(chan struct{}, 1), wakeStatus: make(chan struct{}, 1), wakeWitness: make(chan struct{}, 1)}
+	started := a // a is nil once an error is returned
 	defer func() {
 		if err != nil {
-			a.Close()
+			started.Close()
 		}
 	}()
 	a.limits = container.DefaultLimits
@@ -96,11 +109,23 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 		Dir:        cfg.Folders.Inbox,
 		DB:         filepath.Join(cfg.Data, "state", "inbox.db"),
 		Quarantine: filepath.Join(cfg.Data, "quarantine"),
+		EdXML:      cfg.DMS.Format == FormatEdXML,
 	}, log.With("component", "inbox")); err != nil {
 		return nil, err
 	}
 	if a.outbox, err = outbox.New(cfg.Unit, sec.Signer, sec.Trust, a.spool, cfg.Send.MaxDocumentBytes); err != nil {
 		return nil, err
+	}
+	tmp := filepath.Join(cfg.Data, "tmp")
+	if a.packets, err = packets.New(packets.Config{TempDir: tmp, UnitName: unitName(sec)}, a.outbox, a.spool, a.inbox); err != nil {
+		return nil, err
+	}
+	var ax *axis.Server
+	if cfg.Axis.Enabled {
+		if ax, err = axis.New(cfg.Axis, sec.AxisSecrets, a.packets, tmp, log.With("component", "axis")); err != nil {
+			return nil, err
+		}
+		ax.Spooled, ax.StatusAdded = a.kickSend, a.kickStatus
 	}
 	if cfg.Folders.Enabled {
 		if a.folders, err = folders.New(folders.Config{Outbox: cfg.Folders.Outbox, Sent: cfg.Folders.Sent, Failed: cfg.Folders.Failed,
@@ -108,17 +133,41 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (a *Agent, err error
 			return nil, err
 		}
 		a.folders.Spooled = a.kickSend
+		a.folders.Packets = a.packets
+		a.folders.StatusAdded = a.kickStatus
+	}
+	for _, w := range sec.Warnings {
+		log.Warn("agent: " + w)
 	}
 	a.hook = webhook.New(cfg.Webhook, sec.WebhookSecret, log.With("component", "webhook"))
 	a.m = newMetrics(a.reg, a)
+	if cfg.Bridge.Enabled {
+		if a.bridge, err = bridge.New(ctx, cfg.Bridge, sec.BridgeSecret, cfg.Data, bridge.Deps{
+			Unit: cfg.Unit, Exchange: a.packets, Spool: a.spool, Publish: a.relayStatus, Spooled: a.kickSend, MaxPacket: cfg.Send.MaxDocumentBytes,
+			Log:     log.With("component", "bridge"),
+			Observe: func(event string) { a.m.bridge.WithLabelValues(event).Inc() },
+		}); err != nil {
+			return nil, err
+		}
+	}
+	if err := a.openWitness(ctx); err != nil {
+		return nil, err
+	}
+	if ax != nil {
+		ax.Observe = func(call string, code pkgaxis.Code) {
+			a.m.axisCalls.WithLabelValues(call, strconv.Itoa(int(code))).Inc()
+		}
+	}
 	a.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if a.handler, err = api.New(api.Deps{
-		Outbox: a.outbox, Documents: a.spool, Inbox: a.inbox, Token: sec.Token,
+		Outbox: a.outbox, Documents: a.spool, Inbox: a.inbox, Packets: a.packets, Token: sec.Token,
 		Ready:       a.ready,
 		Metrics:     promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{}),
 		Spooled:     a.kickSend,
 		StatusAdded: a.kickStatus,
 		Log:         log.With("component", "api"),
+		Axis:        axisHandler(ax),
+		AxisPath:    cfg.Axis.Path,
 	}); err != nil {
 		return nil, err
 	}
@@ -151,7 +200,8 @@ func (a *Agent) kickSend()   { kick(a.wakeSend) }
 func (a *Agent) kickStatus() { kick(a.wakeStatus) }
 
 func (a *Agent) ready(ctx context.Context) (map[string]string, error) {
-	detail := map[string]string{"unit": string(a.cfg.Unit), "nats": "disconnected"}
+	detail := map[string]string{"unit": string(a.cfg.Unit), "nats": "disconnected",
+		"nats_creds": a.credsState(), "crl": a.crlState(), "witness": a.witnessState(ctx)}
 	if l := a.current(); l != nil && l.nc.IsConnected() {
 		detail["nats"] = "connected"
 	}
@@ -160,6 +210,15 @@ func (a *Agent) ready(ctx context.Context) (map[string]string, error) {
 	}
 	if err := a.inbox.Ping(ctx); err != nil {
 		return detail, fmt.Errorf("inbox: %w", err)
+	}
+	if a.bridge != nil {
+		n, err := a.bridge.Ready(ctx)
+		if err != nil {
+			return detail, err
+		}
+		for k, v := range n {
+			detail["bridge_"+k] = strconv.Itoa(v)
+		}
 	}
 	return detail, nil
 }
@@ -193,6 +252,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	var hookWG sync.WaitGroup
 	hookWG.Go(func() { a.hook.Run(hookCtx) })
 	wg.Go(func() { a.runNATS(work) })
+	if a.bridge != nil {
+		wg.Go(func() { a.bridge.Run(work) })
+	}
+	wg.Go(func() { a.watchTrust(work) })
+	wg.Go(func() { a.watchCreds(work) })
 
 	var err error
 	select {
@@ -228,8 +292,14 @@ func (a *Agent) close() {
 	if a.ln != nil {
 		a.ln.Close()
 	}
+	if a.bridge != nil {
+		a.bridge.Close()
+	}
 	if a.inbox != nil {
 		a.inbox.Close()
+	}
+	if a.watch != nil {
+		a.watch.Close()
 	}
 	if a.spool != nil {
 		a.spool.Close()
@@ -237,3 +307,20 @@ func (a *Agent) close() {
 }
 
 func documentID(s string) document.ID { return document.ID(s) }
+
+// axisHandler is the axis server as a handler, nil when there is none.
+func axisHandler(ax *axis.Server) http.Handler {
+	if ax == nil {
+		return nil
+	}
+	return ax
+}
+
+// unitName is the unit's name as its certificate gives it.
+func unitName(sec *Secrets) string {
+	c := sec.Signer.Cert()
+	if len(c.Subject.Organization) > 0 {
+		return c.Subject.Organization[0]
+	}
+	return c.Subject.CommonName
+}

@@ -14,13 +14,18 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
+	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/edxhub/edx/agent/axis"
+	"github.com/edxhub/edx/agent/bridge"
 	"github.com/edxhub/edx/agent/webhook"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
+	"github.com/edxhub/edx/pkg/reason"
 )
 
 // DefaultListen is the API's default address: the loopback interface only.
@@ -39,15 +44,22 @@ type Config struct {
 	Unit document.UnitID `yaml:"unit"`
 	// Data is the data directory: spool, inbox database, quarantine, and
 	// the default folders. Default ./edx-agent-data.
-	Data    string         `yaml:"data"`
-	API     APIConfig      `yaml:"api"`
-	Signing SigningConfig  `yaml:"signing"`
-	Trust   TrustConfig    `yaml:"trust"`
-	NATS    NATSConfig     `yaml:"nats"`
-	Send    SendConfig     `yaml:"send"`
-	Folders FoldersConfig  `yaml:"folders"`
+	Data    string        `yaml:"data"`
+	API     APIConfig     `yaml:"api"`
+	Signing SigningConfig `yaml:"signing"`
+	Trust   TrustConfig   `yaml:"trust"`
+	NATS    NATSConfig    `yaml:"nats"`
+	Send    SendConfig    `yaml:"send"`
+	Folders FoldersConfig `yaml:"folders"`
+	DMS     DMSConfig     `yaml:"dms"`
+	Axis    axis.Config   `yaml:"axis"`
+	// Bridge makes this unit the city's gateway to an upstream axis (the
+	// national axis): see agent/bridge. The hub names the same unit in its
+	// pipeline.gateway.
+	Bridge  bridge.Config  `yaml:"bridge"`
 	Webhook webhook.Config `yaml:"webhook"`
 	Log     LogConfig      `yaml:"log"`
+	Witness WitnessConfig  `yaml:"witness"`
 
 	dir string // the directory of the file loaded (LoadConfig), for relative paths
 }
@@ -76,12 +88,23 @@ type SigningConfig struct {
 type TrustConfig struct {
 	Roots string   `yaml:"roots"` // PEM bundle of trust roots. Required.
 	CRLs  []string `yaml:"crls"`  // optional CRL files (PEM or DER)
+	// CRLPoll is how often the CRL files are checked for a change and read
+	// again (default 5s).
+	CRLPoll time.Duration `yaml:"crl_poll"`
+	// CRLGrace is how long past its nextUpdate a CRL still counts (default
+	// 1h). Past it, deliveries signed under its issuer wait (they are
+	// retried, not quarantined) until a current CRL is in place.
+	CRLGrace time.Duration `yaml:"crl_grace"`
 }
 
 // NATSConfig is the connection to the hub.
 type NATSConfig struct {
 	URL       string `yaml:"url"`        // e.g. nats://hub.example:4222. Required.
 	CredsFile string `yaml:"creds_file"` // the unit's credentials from `edx unit add`. Required.
+	// CredsWarn: the agent warns (log, /readyz detail) this long before its
+	// credentials expire (default 336h, 14 days); `edx unit rotate` on the
+	// hub issues new ones.
+	CredsWarn time.Duration `yaml:"creds_warn"`
 }
 
 // SendConfig tunes the sender.
@@ -104,6 +127,41 @@ type FoldersConfig struct {
 	Failed   string        `yaml:"failed"`
 	Inbox    string        `yaml:"inbox"`    // where received documents are written (always, folders enabled or not)
 	Interval time.Duration `yaml:"interval"` // outbox scan interval, default 2s
+}
+
+// DMSConfig says what the document system reads.
+type DMSConfig struct {
+	// Format is json (the default: document.json and files) or edxml: the
+	// inbox folder also holds each document as an edXML packet,
+	// inbox/<id>/document.edxml. Packets are taken, and given on the API,
+	// whatever the format.
+	Format string `yaml:"format"`
+}
+
+// DMS formats.
+const (
+	FormatJSON  = "json"
+	FormatEdXML = "edxml"
+)
+
+// WitnessConfig is how the agent witnesses the hub's transparency log: it
+// checks every checkpoint the hub offers against the last one it verified
+// and cosigns it with the unit's witness key (agent/logwatch).
+type WitnessConfig struct {
+	// Disabled: the agent does not witness the log.
+	Disabled bool `yaml:"disabled"`
+	// KeyFile is the unit's witness key (default DATA/witness.key, made at
+	// first start and registered with the hub by the unit's signed
+	// statement; edx unit add writes witness.key beside the agent's files
+	// and registers it).
+	KeyFile string `yaml:"key_file"`
+	// LogKeyFile holds the verifier key of the hub's log (edx unit add
+	// writes log.vkey). Without it, the key the hub gives at first contact
+	// is pinned and kept.
+	LogKeyFile string `yaml:"log_key_file"`
+	// Poll is how often the agent asks for the newest checkpoint besides
+	// those the hub offers as they come (default 5m).
+	Poll time.Duration `yaml:"poll"`
 }
 
 // LogConfig sets up logging.
@@ -141,10 +199,14 @@ func (c *Config) resolvePaths() {
 	}
 	ps := []*string{&c.Data, &c.API.TokenFile, &c.Signing.KeyFile, &c.Signing.CertFile, &c.Signing.PKCS12File,
 		&c.Signing.PKCS12PasswordFile, &c.Trust.Roots, &c.NATS.CredsFile, &c.Webhook.SecretFile,
-		&c.Folders.Outbox, &c.Folders.Sent, &c.Folders.Failed, &c.Folders.Inbox}
+		&c.Folders.Outbox, &c.Folders.Sent, &c.Folders.Failed, &c.Folders.Inbox, &c.Witness.KeyFile, &c.Witness.LogKeyFile}
 	for i := range c.Trust.CRLs {
 		ps = append(ps, &c.Trust.CRLs[i])
 	}
+	for i := range c.Axis.Systems {
+		ps = append(ps, &c.Axis.Systems[i].SecretFile)
+	}
+	ps = append(ps, &c.Bridge.SecretFile)
 	for _, p := range ps {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(c.dir, *p)
@@ -186,6 +248,26 @@ func (c *Config) SetDefaults() error {
 	}
 	if c.Folders.Interval == 0 {
 		c.Folders.Interval = 2 * time.Second
+	}
+	if c.Trust.CRLPoll == 0 {
+		c.Trust.CRLPoll = 5 * time.Second
+	}
+	if c.Trust.CRLGrace == 0 {
+		c.Trust.CRLGrace = time.Hour
+	}
+	if c.NATS.CredsWarn == 0 {
+		c.NATS.CredsWarn = 14 * 24 * time.Hour
+	}
+	if c.DMS.Format == "" {
+		c.DMS.Format = FormatJSON
+	}
+	c.Axis.SetDefaults(c.Send.MaxDocumentBytes)
+	c.Bridge.SetDefaults()
+	if c.Witness.KeyFile == "" {
+		c.Witness.KeyFile = filepath.Join(c.Data, "witness.key")
+	}
+	if c.Witness.Poll == 0 {
+		c.Witness.Poll = 5 * time.Minute
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
@@ -235,6 +317,15 @@ func (c *Config) Validate() error {
 	if c.NATS.CredsFile == "" {
 		add("nats.creds_file: required (the unit's credentials from `edx unit add`)")
 	}
+	if c.NATS.CredsWarn < 0 {
+		add("nats.creds_warn %s: negative", c.NATS.CredsWarn)
+	}
+	if c.Trust.CRLPoll < 10*time.Millisecond {
+		add("trust.crl_poll %s: want at least 10ms", c.Trust.CRLPoll)
+	}
+	if c.Trust.CRLGrace < 0 {
+		add("trust.crl_grace %s: negative", c.Trust.CRLGrace)
+	}
 	if c.Send.MaxDocumentBytes < 1024 || c.Send.MaxDocumentBytes > container.DefaultLimits.MaxSize {
 		add("send.max_document_bytes %d: want 1 KiB to %d", c.Send.MaxDocumentBytes, container.DefaultLimits.MaxSize)
 	}
@@ -249,6 +340,18 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Webhook.Validate(); err != nil {
 		add("%v", err)
+	}
+	if c.DMS.Format != FormatJSON && c.DMS.Format != FormatEdXML {
+		add("dms.format %q: want json or edxml", c.DMS.Format)
+	}
+	if err := c.Axis.Validate(); err != nil {
+		add("%v", err)
+	}
+	if err := c.Bridge.Validate(); err != nil {
+		add("%v", err)
+	}
+	if c.Witness.Poll < time.Second {
+		add("witness.poll %s: want at least 1s", c.Witness.Poll)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -267,7 +370,19 @@ type Secrets struct {
 	Signer        *pki.Signer
 	Trust         *pki.Trust
 	Creds         []byte
+	CredsExpire   time.Time // zero: the credentials do not expire
 	WebhookSecret []byte
+	// Warnings are problems that do not stop the agent (a stale CRL).
+	Warnings []string
+	// AxisSecrets are the shared secrets of the document systems calling
+	// the axis protocol, by system id.
+	AxisSecrets map[string][]byte
+	// BridgeSecret is the shared secret of the city's system at the
+	// upstream axis.
+	BridgeSecret []byte
+	// LogKey is the hub log's verifier key (witness.log_key_file), empty
+	// when not configured.
+	LogKey string
 }
 
 // Check reads every file and variable the configuration names, as New does,
@@ -291,6 +406,7 @@ func (c *Config) Check() (*Secrets, error) {
 			return nil, fmt.Errorf("trust: %w", err)
 		}
 	}
+	s.Trust.SetCRLGrace(c.Trust.CRLGrace)
 	if s.Signer, err = loadSigner(c.Signing); err != nil {
 		return nil, fmt.Errorf("signing: %w", err)
 	}
@@ -300,7 +416,17 @@ func (c *Config) Check() (*Secrets, error) {
 		return nil, fmt.Errorf("signing: the certificate belongs to unit %s, this agent is %s", u, c.Unit)
 	}
 	if _, rs := s.Trust.Check(s.Signer.Cert(), s.Signer.Chain[1:], time.Now()); len(rs) > 0 {
-		return nil, fmt.Errorf("signing: the certificate does not verify against the trust roots: %v", rs)
+		var hard reason.List
+		for _, r := range rs {
+			if r.Code.Transient() {
+				s.Warnings = append(s.Warnings, "signing: "+r.String())
+			} else {
+				hard = append(hard, r)
+			}
+		}
+		if len(hard) > 0 {
+			return nil, fmt.Errorf("signing: the certificate does not verify against the trust roots: %v", hard)
+		}
 	}
 	if s.Creds, err = os.ReadFile(c.NATS.CredsFile); err != nil {
 		return nil, fmt.Errorf("nats: %w", err)
@@ -308,13 +434,65 @@ func (c *Config) Check() (*Secrets, error) {
 	if !bytes.Contains(s.Creds, []byte("NATS USER JWT")) {
 		return nil, fmt.Errorf("nats: %s is not a NATS credentials file", c.NATS.CredsFile)
 	}
+	if s.CredsExpire, err = credsExpiry(s.Creds); err != nil {
+		return nil, fmt.Errorf("nats: %s: %w", c.NATS.CredsFile, err)
+	}
 	if c.Webhook.SecretFile != "" {
 		if s.WebhookSecret, err = os.ReadFile(c.Webhook.SecretFile); err != nil {
 			return nil, fmt.Errorf("webhook: %w", err)
 		}
 		s.WebhookSecret = bytes.TrimSpace(s.WebhookSecret)
 	}
+	if c.Axis.Enabled {
+		s.AxisSecrets = map[string][]byte{}
+		for _, sys := range c.Axis.Systems {
+			v, err := readSecret(sys.SecretFile, sys.SecretEnv)
+			if err != nil {
+				return nil, fmt.Errorf("axis: system %s: secret: %w", sys.ID, err)
+			}
+			if len(v) < axis.MinSecretLength {
+				return nil, fmt.Errorf("axis: system %s: the secret must be at least %d bytes", sys.ID, axis.MinSecretLength)
+			}
+			s.AxisSecrets[sys.ID] = []byte(v)
+		}
+	}
+	if c.Bridge.Enabled {
+		v, err := readSecret(c.Bridge.SecretFile, c.Bridge.SecretEnv)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: secret: %w", err)
+		}
+		if len(v) < bridge.MinSecretLength {
+			return nil, fmt.Errorf("bridge: the secret must be at least %d bytes", bridge.MinSecretLength)
+		}
+		s.BridgeSecret = []byte(v)
+	}
+	if f := c.Witness.LogKeyFile; f != "" && !c.Witness.Disabled {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return nil, fmt.Errorf("witness: log key: %w", err)
+		}
+		s.LogKey = strings.TrimSpace(string(b))
+		if _, err := note.NewVerifier(s.LogKey); err != nil {
+			return nil, fmt.Errorf("witness: log key %s: %w", f, err)
+		}
+	}
 	return &s, nil
+}
+
+// credsExpiry reads when NATS credentials expire (zero: never).
+func credsExpiry(creds []byte) (time.Time, error) {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return time.Time{}, err
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return time.Time{}, err
+	}
+	if uc.Expires == 0 {
+		return time.Time{}, nil
+	}
+	return time.Unix(uc.Expires, 0).UTC(), nil
 }
 
 // readSecret reads a secret from a file or an environment variable,

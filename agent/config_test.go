@@ -5,9 +5,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/jwt/v2"
+	"github.com/nats-io/nkeys"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
+	"github.com/edxhub/edx/agent/axis"
 	"github.com/edxhub/edx/agent/internal/agenttest"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -25,6 +29,40 @@ func TestExampleConfigLoads(t *testing.T) {
 	}
 	if c.Unit != "000.00.00.H29" || c.API.Listen != DefaultListen || !c.Folders.Enabled || c.Folders.Inbox != filepath.Join(c.Data, "inbox") {
 		t.Fatalf("%+v", c)
+	}
+	if c.DMS.Format != FormatJSON || c.Axis.Enabled || c.Axis.Path != "/axis" || len(c.Axis.Systems) != 1 ||
+		c.Axis.Systems[0].SecretFile != filepath.Join(filepath.Dir(c.Data), "axis.secret") || c.Axis.MaxRequestBytes <= c.Send.MaxDocumentBytes {
+		t.Fatalf("dms %+v, axis %+v", c.DMS, c.Axis)
+	}
+	// The same file with the axis on validates too.
+	c.Axis.Enabled = true
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestGatewayConfigLoads: configs/agent-gateway.yaml, the gateway unit's
+// agent with its bridge to the upstream axis.
+func TestGatewayConfigLoads(t *testing.T) {
+	c, err := LoadConfig("../configs/agent-gateway.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.SetDefaults(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b := c.Bridge
+	if c.Unit != "000.99.00.H29" || !b.Enabled || b.URL != "https://vdxp.example.gov.vn/api" || b.SystemID != "vxp.hcm.edx" || b.Name != "vdxp" ||
+		b.SecretFile != filepath.Join(filepath.Dir(c.Data), "vdxp.secret") || b.Poll != 30*time.Second || b.ListLimit != 500 {
+		t.Fatalf("bridge %+v", b)
+	}
+	b.URL = "ftp://vdxp"
+	c.Bridge = b
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "bridge.url") {
+		t.Fatalf("a bad url: %v", err)
 	}
 }
 
@@ -68,6 +106,15 @@ func TestValidate(t *testing.T) {
 		{"bad webhook", func(c *Config) { c.Webhook.URL = "ftp://x" }, "webhook"},
 		{"bad level", func(c *Config) { c.Log.Level = "loud" }, "log.level"},
 		{"tiny limit", func(c *Config) { c.Send.MaxDocumentBytes = 10 }, "max_document_bytes"},
+		{"edxml format", func(c *Config) { c.DMS.Format = "edxml" }, ""},
+		{"bad format", func(c *Config) { c.DMS.Format = "pdf" }, "dms.format"},
+		{"axis without systems", func(c *Config) { c.Axis.Enabled = true }, "axis.systems"},
+		{"axis", func(c *Config) {
+			c.Axis = axis.Config{Enabled: true, Systems: []axis.System{{ID: "vxp.saas.03", SecretEnv: "S"}}}
+		}, ""},
+		{"axis path", func(c *Config) {
+			c.Axis = axis.Config{Enabled: true, Path: "/v1", Systems: []axis.System{{ID: "vxp.saas.03", SecretEnv: "S"}}}
+		}, "axis.path"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,6 +132,27 @@ func TestValidate(t *testing.T) {
 	}
 }
 
+// userCreds makes a NATS credentials file (a user of a throw-away account)
+// that expires at exp.
+func userCreds(t *testing.T, exp time.Time) []byte {
+	t.Helper()
+	akp, _ := nkeys.CreateAccount()
+	ukp, _ := nkeys.CreateUser()
+	pub, _ := ukp.PublicKey()
+	seed, _ := ukp.Seed()
+	uc := jwt.NewUserClaims(pub)
+	uc.Expires = exp.Unix()
+	tok, err := uc.Encode(akp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := jwt.FormatUserConfig(tok, seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // writeUnitFiles writes what `edx unit add` gives an agent.
 func writeUnitFiles(t *testing.T, p *agenttest.PKI) (dir string) {
 	t.Helper()
@@ -95,7 +163,7 @@ func writeUnitFiles(t *testing.T, p *agenttest.PKI) (dir string) {
 	os.WriteFile(filepath.Join(dir, "unit.cert.pem"), pki.EncodeCertificates(s.Chain...), 0o644)
 	roots, _ := os.ReadFile(p.CA.RootsPath())
 	os.WriteFile(filepath.Join(dir, "roots.pem"), roots, 0o644)
-	os.WriteFile(filepath.Join(dir, "unit.creds"), []byte("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"), 0o600)
+	os.WriteFile(filepath.Join(dir, "unit.creds"), userCreds(t, time.Now().Add(90*24*time.Hour)), 0o600)
 	os.WriteFile(filepath.Join(dir, "api.token"), []byte("0123456789abcdef0123\n"), 0o600)
 	return dir
 }
@@ -118,6 +186,9 @@ func TestCheckPEMAndPKCS12(t *testing.T) {
 	}
 	if sec.Token != "0123456789abcdef0123" {
 		t.Fatalf("token %q", sec.Token)
+	}
+	if d := time.Until(sec.CredsExpire); d < 89*24*time.Hour || d > 90*24*time.Hour {
+		t.Fatalf("credentials expire in %s, want 90 days", d)
 	}
 
 	// The same key and chain as PKCS#12, modern (AES, PBKDF2) and legacy
@@ -146,6 +217,19 @@ func TestCheckPEMAndPKCS12(t *testing.T) {
 				t.Fatal("a wrong password was accepted")
 			}
 		})
+	}
+
+	// The axis protocol's secrets, from a file or the environment.
+	os.WriteFile(filepath.Join(dir, "axis.secret"), []byte("A7TKG/r2gOKTEpe1MhWx6zw8O4JfzN0KkCRS6HZY81Ve\n"), 0o600)
+	t.Setenv("EDX_AXIS_SECRET", "another secret of 24 bytes")
+	c3 := c
+	c3.Axis = axis.Config{Enabled: true, Systems: []axis.System{{ID: "vxp.saas.03", SecretFile: filepath.Join(dir, "axis.secret")}, {ID: "lgsp", SecretEnv: "EDX_AXIS_SECRET"}}}
+	if sec, err := c3.Check(); err != nil || string(sec.AxisSecrets["vxp.saas.03"]) != "A7TKG/r2gOKTEpe1MhWx6zw8O4JfzN0KkCRS6HZY81Ve" || len(sec.AxisSecrets["lgsp"]) != 26 {
+		t.Fatalf("axis secrets: %v", err)
+	}
+	t.Setenv("EDX_AXIS_SECRET", "short")
+	if _, err := c3.Check(); err == nil || !strings.Contains(err.Error(), "at least 16") {
+		t.Fatalf("a short axis secret: %v", err)
 	}
 
 	// Another unit's certificate, a short token, a missing credentials file.

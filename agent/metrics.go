@@ -16,6 +16,10 @@ type metrics struct {
 	publishErrors  prometheus.Counter
 	statuses       *prometheus.CounterVec
 	connected      prometheus.Gauge
+	crlStale       prometheus.Gauge
+	held           prometheus.Counter
+	axisCalls      *prometheus.CounterVec
+	bridge         *prometheus.CounterVec
 }
 
 func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
@@ -43,6 +47,18 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "edx_agent_nats_connected", Help: "1 while the agent is connected to the hub's NATS.",
 		}),
+		crlStale: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "edx_agent_crl_stale", Help: "CRLs past their nextUpdate and the grace: deliveries under their issuers wait.",
+		}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "edx_agent_deliveries_held_total", Help: "Deliveries naked for a retry because the agent could not decide (a stale CRL).",
+		}),
+		axisCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edx_agent_axis_calls_total", Help: "Calls of the national axis's client protocol, by call (other: unknown) and ErrorCode (0: success).",
+		}, []string{"call", "code"}),
+		bridge: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "edx_agent_bridge_events_total", Help: "What the gateway's bridge to the upstream axis did, by event (carried_sent, carried_reconciled, carried_refused, document_in, status_in, status_up, status_down, refused_in, upstream_error).",
+		}, []string{"event"}),
 	}
 	count := func(f func(context.Context) (int, error)) func() float64 {
 		return func() float64 {
@@ -55,7 +71,8 @@ func newMetrics(reg *prometheus.Registry, a *Agent) *metrics {
 			return float64(n)
 		}
 	}
-	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected,
+	reg.MustRegister(m.sendSeconds, m.publishSeconds, m.sent, m.received, m.publishErrors, m.statuses, m.connected, m.axisCalls, m.bridge,
+		m.crlStale, m.held, credsExpiryGauge(a),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_spool_depth", Help: "Documents spooled or submitted and not yet decided by the hub."}, count(a.spool.Depth)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_inbox_documents", Help: "Documents received in the inbox."}, count(a.inbox.Count)),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_agent_statuses_pending", Help: "Statuses queued and not yet published."}, count(a.inbox.PendingCount)),

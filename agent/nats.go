@@ -17,6 +17,7 @@ import (
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/agent/webhook"
 	"github.com/edxhub/edx/pkg/container"
+	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -28,7 +29,7 @@ type natsOption = nats.Option
 type link struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	stage jetstream.ObjectStore // large deliveries
+	stage *protocol.Stage // large deliveries
 }
 
 func (l *link) close() {
@@ -52,6 +53,7 @@ func (a *Agent) connect(ctx context.Context) (*link, error) {
 			a.log.Info("nats: reconnected", "url", nc.ConnectedUrlRedacted())
 			a.kickSend()
 			a.kickStatus()
+			kick(a.wakeWitness)
 		}),
 		nats.ReconnectWait(time.Second),
 	}, a.natsOpts...)
@@ -107,6 +109,7 @@ func (a *Agent) runNATS(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.sender(ctx, l) })
 	wg.Go(func() { a.statusSender(ctx, l) })
+	wg.Go(func() { a.witness(ctx, l) })
 	wg.Go(func() {
 		a.consume(ctx, l, protocol.StreamDeliver, protocol.DeliverConsumer(string(a.cfg.Unit)), a.handleDelivery)
 	})
@@ -191,13 +194,11 @@ func (a *Agent) publish(ctx context.Context, l *link, r *spool.Record) error {
 	t0 := time.Now()
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second+time.Duration(len(data)/(1<<20))*time.Second)
 	defer cancel()
-	c := &protocol.Container{DocumentID: r.ID, SHA256: r.SHA256, Size: int64(len(data))}
+	c := &protocol.Container{DocumentID: r.ID, SHA256: r.SHA256, Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		if c.Staged, c.StageKey, err = protocol.UploadStaged(pctx, l.js, data); err != nil {
+		if err := protocol.UploadStaged(pctx, l.js, a.cfg.Unit, c); err != nil {
 			return err
 		}
-	} else {
-		c.Data = data
 	}
 	if _, err := l.js.PublishMsg(pctx, protocol.SubmitMsg(a.cfg.Unit, c)); err != nil {
 		return err
@@ -218,7 +219,11 @@ func (a *Agent) statusSender(ctx context.Context, l *link) {
 		}
 		ok := true
 		for _, st := range sts {
-			m, err := protocol.StatusMsg(&st.Status)
+			rep, err := a.signedStatus(ctx, st)
+			var m *nats.Msg
+			if err == nil {
+				m, err = protocol.StatusReportMsg(rep)
+			}
 			if err == nil {
 				pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 				_, err = l.js.PublishMsg(pctx, m)
@@ -371,8 +376,13 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 		if c.Meta.ID != d.DocumentID {
 			rs.Add(reason.SubmissionInvalid, fmt.Sprintf("the message names document %s, the container holds %s", d.DocumentID, c.Meta.ID))
 		}
-		if !slices.Contains(c.Meta.To, a.cfg.Unit) {
+		if !slices.Contains(c.Meta.To, a.cfg.Unit) && len(d.For) == 0 {
 			rs.Add(reason.RecipientUnknown, fmt.Sprintf("unit %s is not among the document's recipients", a.cfg.Unit))
+		}
+		for _, u := range d.For {
+			if !slices.Contains(c.Meta.To, u) {
+				rs.Add(reason.RecipientUnknown, fmt.Sprintf("the hub gives the gateway %s to carry to %s, which is not among the document's recipients", a.cfg.Unit, u))
+			}
 		}
 		if d.Sender != c.Meta.From {
 			rs.Add(reason.SenderMismatch, fmt.Sprintf("the hub names sender %s, the document is from %s", d.Sender, c.Meta.From))
@@ -381,12 +391,46 @@ func (a *Agent) handleDelivery(ctx context.Context, l *link, msg jetstream.Msg) 
 	rr := container.VerifyReceipt(d.Receipt, sha, opts)
 	rs = append(rs, rr.Reasons...)
 	if rr.Receipt != nil && c != nil {
-		if rr.Receipt.DocumentID != c.Meta.ID || rr.Receipt.From != c.Meta.From || !slices.Contains(rr.Receipt.To, a.cfg.Unit) {
+		to := d.For
+		if slices.Contains(c.Meta.To, a.cfg.Unit) {
+			to = append([]document.UnitID{a.cfg.Unit}, to...)
+		}
+		if rr.Receipt.DocumentID != c.Meta.ID || rr.Receipt.From != c.Meta.From || !subset(to, rr.Receipt.To) {
 			rs.Add(reason.ReceiptInvalid, "the receipt names another document, sender or recipients")
 		}
 	}
+	if held := heldReasons(rs); len(held) > 0 {
+		// The agent cannot tell yet (its CRL is stale): not the document's
+		// fault, so no quarantine; retried with backoff.
+		a.m.held.Inc()
+		a.log.Error("delivery held, not verified: the agent's CRL is stale (install a current CRL)",
+			"doc_id", d.DocumentID, "reasons", held.Error())
+		return errRetry{fmt.Errorf("delivery %s: %w", d.DocumentID, held)}
+	}
 	if len(rs) > 0 || c == nil || rr.Receipt == nil {
+		if len(d.For) > 0 && a.bridge != nil {
+			// The outside recipients refuse it too: the sender learns of it.
+			if err := a.bridge.RefuseCarried(ctx, d.DocumentID, d.For, rs); err != nil {
+				return errRetry{err}
+			}
+		}
 		return a.refuse(ctx, string(d.DocumentID), data, d.Receipt, rs)
+	}
+	if len(d.For) > 0 {
+		// The hub gives the gateway the document to carry to recipients
+		// outside the city.
+		if a.bridge == nil {
+			a.log.Error("the hub routes documents for recipients outside the city to this unit, but its agent has no bridge: configure bridge: (or the hub's pipeline.gateway); the delivery waits",
+				"doc_id", d.DocumentID, "for", d.For)
+			return errRetry{fmt.Errorf("delivery %s: no bridge to carry it to %v", d.DocumentID, d.For)}
+		}
+		if err := a.bridge.Carry(ctx, c, rr.Receipt.AcceptedAt, d.For); err != nil {
+			return errRetry{err}
+		}
+		a.m.received.WithLabelValues("carried").Inc()
+		if !slices.Contains(c.Meta.To, a.cfg.Unit) {
+			return nil
+		}
 	}
 	it, isNew, err := a.inbox.Put(ctx, a.cfg.Unit, inbox.Received{Container: c, SHA256: sha, Receipt: d.Receipt, Body: rr.Receipt})
 	var ue *inbox.UnwritableError
@@ -421,7 +465,8 @@ func (a *Agent) refuse(ctx context.Context, id string, data, receipt []byte, rs 
 	}
 	queued := false
 	if documentID(id).Validate() == nil {
-		if queued, err = a.inbox.Refuse(ctx, a.cfg.Unit, documentID(id), rs); err != nil {
+		sum := sha256.Sum256(data)
+		if queued, err = a.inbox.Refuse(ctx, a.cfg.Unit, documentID(id), hex.EncodeToString(sum[:]), rs); err != nil {
 			return errRetry{err}
 		}
 	}
@@ -466,6 +511,10 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 			changed, err = a.spool.Accept(ctx, rec.ID, spool.Acceptance{At: n.Time, ArchiveKey: n.ArchiveKey, Receipt: n.Receipt, ReceiptProblems: problems})
 		} else {
 			changed, err = a.spool.Reject(ctx, rec.ID, n.Time, n.Reasons)
+			if err == nil && a.bridge != nil {
+				// A document the gateway brought in is refused to its sender.
+				_, err = a.bridge.Rejected(ctx, rec.ID, n.Time, n.Reasons)
+			}
 		}
 		if err != nil {
 			return errRetry{err}
@@ -494,10 +543,24 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 		if n.Status == nil {
 			return errors.New("status notice without a status")
 		}
-		added, err := a.spool.AddStatus(ctx, *n.Status)
+		var problems string
+		if len(n.StatusSignature) > 0 {
+			problems = a.checkStatusSignature(ctx, n.Status, n.StatusSignature)
+		}
+		added, err := a.spool.AddSignedStatus(ctx, *n.Status, n.StatusSignature, problems)
+		if a.bridge != nil && (err == nil || errors.Is(err, spool.ErrNotFound)) {
+			// A status the gateway relays up: a city recipient's on a
+			// document it brought in, a city sender's 13 on one it carried.
+			relayed, rerr := a.bridge.FromCity(ctx, *n.Status)
+			if rerr != nil {
+				return errRetry{rerr}
+			}
+			if relayed && err != nil {
+				return nil
+			}
+		}
 		if errors.Is(err, spool.ErrNotFound) {
-			a.log.Warn("status for a document this agent never spooled", "doc_id", n.Status.DocumentID)
-			return nil
+			return a.senderStatus(ctx, evID, n.Status)
 		}
 		if err != nil {
 			return errRetry{err}
@@ -514,11 +577,71 @@ func (a *Agent) handleNotice(ctx context.Context, _ *link, msg jetstream.Msg) er
 		if err := a.inbox.RejectStatus(ctx, *n.Status, n.Reasons); err != nil {
 			return errRetry{err}
 		}
+		if a.bridge != nil {
+			if _, err := a.bridge.StatusRejected(ctx, *n.Status, n.Reasons); err != nil {
+				return errRetry{err}
+			}
+		}
 		a.log.Warn("the hub refused a status", "doc_id", n.Status.DocumentID, "code", n.Status.Code, "reasons", n.Reasons.Error())
 		a.hook.Notify(webhook.Event{ID: evID, Type: webhook.StatusRejected, DocumentID: n.Status.DocumentID, Time: n.Time,
 			Data: map[string]any{"status": n.Status, "reasons": n.Reasons}})
 	default:
 		a.log.Warn("notice of an unknown type", "type", n.Type)
 	}
+	return nil
+}
+
+// senderStatus records a status on a document this unit received, which
+// the hub passes on from the document's sender (13: it takes the document
+// back), for the document system.
+func (a *Agent) senderStatus(ctx context.Context, evID string, st *document.Status) error {
+	ss, isNew, err := a.inbox.AddSenderStatus(ctx, *st)
+	var ps document.Problems
+	switch {
+	case errors.Is(err, inbox.ErrNotFound), errors.Is(err, inbox.ErrNotSender):
+		a.log.Warn("status on a document this agent neither sent nor received from the reporting unit", "doc_id", st.DocumentID, "unit", st.Unit, "code", st.Code)
+		return nil
+	case errors.As(err, &ps):
+		a.log.Warn("invalid status from the hub", "doc_id", st.DocumentID, "err", err)
+		return nil
+	case err != nil:
+		return errRetry{err}
+	}
+	if isNew {
+		a.log.Info("sender's status received", "doc_id", st.DocumentID, "unit", st.Unit, "code", st.Code)
+		a.hook.Notify(webhook.Event{ID: evID, Type: webhook.InboxStatus, DocumentID: st.DocumentID, Time: st.Time,
+			Data: map[string]any{"status": ss.Status, "seq": ss.Seq}})
+	}
+	return nil
+}
+
+// subset reports whether every unit of a is in b.
+func subset(a, b []document.UnitID) bool {
+	for _, u := range a {
+		if !slices.Contains(b, u) {
+			return false
+		}
+	}
+	return true
+}
+
+// relayStatus publishes, on this unit's status subject, a status the
+// gateway relays into the city (agent/bridge): an outside unit's, or its
+// own 13 on a document it brought in.
+func (a *Agent) relayStatus(ctx context.Context, st *document.Status) error {
+	l := a.current()
+	if l == nil {
+		return errors.New("not connected to the hub")
+	}
+	m, err := protocol.RelayStatusMsg(a.cfg.Unit, st)
+	if err != nil {
+		return err
+	}
+	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := l.js.PublishMsg(pctx, m); err != nil {
+		return err
+	}
+	a.m.statuses.WithLabelValues(string(st.Code)).Inc()
 	return nil
 }

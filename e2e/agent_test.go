@@ -52,8 +52,8 @@ func startHubOn(t *testing.T, data string, natsPort int) *hubProc {
 }
 
 // newAgent writes an agent's configuration from the files edx unit add
-// left in work/units/<unit>.
-func newAgent(t *testing.T, work, natsURL string, unit document.UnitID) *agentProc {
+// left in work/units/<unit>; extra is YAML appended to it.
+func newAgent(t *testing.T, work, natsURL string, unit document.UnitID, extra ...string) *agentProc {
 	t.Helper()
 	ud := filepath.Join(work, "units", string(unit))
 	a := &agentProc{t: t, unit: unit, dir: filepath.Join(work, "agent-"+string(unit)), token: "token-" + strings.ReplaceAll(string(unit), ".", "-")}
@@ -81,8 +81,12 @@ folders:
   interval: 200ms
 log:
   level: debug
+witness:
+  key_file: %s
+  log_key_file: %s
 `, unit, filepath.Join(a.dir, "data"), port, filepath.Join(a.dir, "api.token"), filepath.Join(ud, "key.pem"), filepath.Join(ud, "cert.pem"),
-		filepath.Join(ud, "roots.pem"), natsURL, filepath.Join(ud, "nats.creds"))
+		filepath.Join(ud, "roots.pem"), natsURL, filepath.Join(ud, "nats.creds"), filepath.Join(ud, "witness.key"), filepath.Join(ud, "log.vkey")) +
+		strings.Join(extra, "\n")
 	os.WriteFile(filepath.Join(a.dir, "agent.yaml"), []byte(cfg), 0o644)
 	out, err := exec.Command(filepath.Join(bin, "edx-agent"), "-check", "-config", filepath.Join(a.dir, "agent.yaml")).CombinedOutput()
 	if err != nil {

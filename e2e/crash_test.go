@@ -1,10 +1,13 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -48,7 +51,8 @@ func connectAs(t *testing.T, work string, url string, id document.UnitID) *unitC
 // killed (SIGKILL) while it works through them and started again on the same
 // data. Every document is accepted, and each acceptance notice and each
 // delivery to B is in the streams exactly once (one stream sequence per
-// document): none lost, none doubled. A consumer may see a message again when
+// document): none lost, none doubled; the hub's index, fed by the decision
+// events, holds each document once. A consumer may see a message again when
 // the kill took its ack with it (JetStream redelivers the same sequence);
 // agents de-duplicate those by document id.
 func TestHubKilledMidStream(t *testing.T) {
@@ -61,6 +65,7 @@ func TestHubKilledMidStream(t *testing.T) {
 	a := connectAs(t, work, h.info.NATSURL, "000.01.00.H29")
 	const n = 200
 	sent := map[document.ID]bool{}
+	var msgs []*nats.Msg
 	for i := 0; i < n; i++ {
 		d := document.Template(time.Now())
 		d.From, d.To = a.id, []document.UnitID{"000.02.00.H29"}
@@ -74,11 +79,37 @@ func TestHubKilledMidStream(t *testing.T) {
 			t.Fatal(err)
 		}
 		sum := sha256.Sum256(c)
-		if _, err := a.js.PublishMsg(t.Context(), protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c})); err != nil {
-			t.Fatal(err)
-		}
+		msgs = append(msgs, protocol.SubmitMsg(a.id, &protocol.Container{DocumentID: d.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(c)), Data: c}))
 		sent[d.ID] = true
 	}
+	// A publishes as an agent does: a unit may have only so many
+	// submissions waiting (nats.streams.submit_unit_pending), so a full
+	// share, like the hub being down, means waiting and publishing the same
+	// message again (Nats-Msg-Id de-duplicates). The hub is killed while A
+	// is still publishing; A goes on with its new connection.
+	var mu sync.Mutex
+	js := a.js
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for _, m := range msgs {
+			for {
+				mu.Lock()
+				cur := js
+				mu.Unlock()
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := cur.PublishMsg(ctx, m)
+				cancel()
+				if err == nil {
+					break
+				}
+				if t.Context().Err() != nil {
+					return
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		}
+	}()
 	// Kill the hub as soon as it has accepted something.
 	notices, err := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
 	if err != nil {
@@ -111,17 +142,50 @@ func TestHubKilledMidStream(t *testing.T) {
 	t.Logf("killed the hub after %d acceptances", len(accepted))
 	h = startHub(t, data)
 	a = connectAs(t, work, h.info.NATSURL, "000.01.00.H29")
+	mu.Lock()
+	js = a.js
+	mu.Unlock()
 	notices, _ = a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
 	for deadline := time.Now().Add(90 * time.Second); len(accepted) < n && time.Now().Before(deadline); {
 		take(n, 2*time.Second)
 	}
 	take(n, time.Second) // anything doubled would show now
+	select {
+	case <-published:
+	case <-time.After(30 * time.Second):
+		t.Fatal("A could not publish every document")
+	}
 	if len(accepted) != n {
 		t.Fatalf("%d of %d documents accepted", len(accepted), n)
 	}
 	for id, seqs := range accepted {
 		if !sent[id] || len(seqs) != 1 {
 			t.Errorf("document %s: %d acceptance notices in the stream", id, len(seqs))
+		}
+	}
+	// The hub's index, fed by the decision events, has every document
+	// once (the events replayed after the kill changed nothing).
+	var page struct {
+		Items []struct {
+			ID document.ID `json:"id"`
+		} `json:"items"`
+		Total int `json:"total"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		b, err := apiGet(h, "/api/v1/documents?from="+string(a.id)+"&limit=500")
+		if err == nil {
+			err = json.Unmarshal(b, &page)
+		}
+		if err == nil && page.Total == n || time.Now().After(deadline) {
+			if err != nil || page.Total != n || len(page.Items) != n {
+				t.Fatalf("the hub's index: %d documents (%d listed), want %d (%v)", page.Total, len(page.Items), n, err)
+			}
+			break
+		}
+	}
+	for _, it := range page.Items {
+		if !sent[it.ID] {
+			t.Errorf("the index holds %s, never sent", it.ID)
 		}
 	}
 	b := connectAs(t, work, h.info.NATSURL, "000.02.00.H29")

@@ -18,8 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/agent/spool"
-	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -80,7 +80,7 @@ func statuses(r *spool.Record, unit document.UnitID, code document.StatusCode) [
 	var out []document.Status
 	for _, s := range r.History {
 		if s.Unit == unit && s.Code == code {
-			out = append(out, s)
+			out = append(out, s.Status)
 		}
 	}
 	return out
@@ -257,7 +257,7 @@ func TestAgentRefusesHostileDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	receipt, err := container.SignReceipt(&container.Receipt{DocumentID: id, From: uA, To: []document.UnitID{uB}, ContainerSHA256: hex.EncodeToString(sum[:]),
-		ContainerSize: int64(len(raw)), ArchiveKey: archive.ContainerKey(id.Time(), string(id)), AcceptedAt: time.Now().UTC()}, hubSigner)
+		ContainerSize: int64(len(raw)), ArchiveKey: projection.ContainerKey(id), AcceptedAt: time.Now().UTC()}, hubSigner)
 	if err != nil {
 		t.Fatal(err)
 	}

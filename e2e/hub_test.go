@@ -53,6 +53,7 @@ func TestHubCommandLine(t *testing.T) {
 	if !strings.Contains(rep, "result      VALID") || !regexp.MustCompile(`receipt\s+accepted`).MatchString(rep) {
 		t.Fatalf("verify:\n%s", rep)
 	}
+	checkEvidence(t, h, work, id) // write-once archive, CRLs archived, the receipt recipe
 	// The receipt edx send saved is the one the archive holds.
 	saved, _ := os.ReadFile(filepath.Join(work, id+".receipt.p7s"))
 	got, _ := os.ReadFile(filepath.Join(work, "got", id+".receipt.p7s"))

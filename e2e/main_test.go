@@ -44,6 +44,8 @@ type hubProc struct {
 	t    *testing.T
 	data string
 	cmd  *exec.Cmd
+	args []string // how it was started (restart)
+	env  []string
 	info struct {
 		NATSURL        string `json:"nats_url"`
 		HTTP           string `json:"http"`
@@ -59,11 +61,19 @@ func startHub(t *testing.T, data string) *hubProc {
 	return startHubNATS(t, data, "127.0.0.1:-1")
 }
 
-// startHubNATS runs edx-hub with its embedded NATS listening on natsAddr.
-func startHubNATS(t *testing.T, data, natsAddr string) *hubProc {
+// startHubNATS runs edx-hub with its embedded NATS listening on natsAddr;
+// args are further arguments (--config FILE).
+func startHubNATS(t *testing.T, data, natsAddr string, args ...string) *hubProc {
+	t.Helper()
+	return startHubProc(t, data, nil, append([]string{"--data", data, "--http", "127.0.0.1:0", "--nats", natsAddr, "--s3", "127.0.0.1:0"}, args...)...)
+}
+
+// startHubProc runs edx-hub with args (and env added to the test's) and
+// waits until it is ready.
+func startHubProc(t *testing.T, data string, env []string, args ...string) *hubProc {
 	t.Helper()
 	os.Remove(filepath.Join(data, "hub.json"))
-	h := &hubProc{t: t, data: data}
+	h := &hubProc{t: t, data: data, args: args, env: env}
 	var err error
 	if err = os.MkdirAll(data, 0o755); err != nil {
 		t.Fatal(err)
@@ -72,7 +82,10 @@ func startHubNATS(t *testing.T, data, natsAddr string) *hubProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), "--data", data, "--http", "127.0.0.1:0", "--nats", natsAddr, "--s3", "127.0.0.1:0")
+	h.cmd = exec.Command(filepath.Join(bin, "edx-hub"), args...)
+	if env != nil {
+		h.cmd.Env = append(os.Environ(), env...)
+	}
 	h.cmd.Stdout, h.cmd.Stderr = h.log, h.log
 	if err := h.cmd.Start(); err != nil {
 		t.Fatal(err)

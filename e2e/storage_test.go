@@ -81,7 +81,9 @@ func readyz(h *hubProc) (int, map[string]string) {
 // the index's) fills up while documents are sent. Meanwhile /readyz says
 // 503 and names the dependency, nothing is rejected, nothing is lost; when
 // space returns, the hub recovers by itself, without a restart, and every
-// document is accepted exactly once and delivered once.
+// document is accepted exactly once and delivered once. (With the index's
+// disk full documents are accepted meanwhile: the index is a projection of
+// the archive and the decision events, and catches up.)
 //
 // Before: a JetStream stream that failed a write kept failing every write
 // after space returned (a "critical write error" nats-server keeps until it
@@ -98,7 +100,30 @@ func TestHubDiskFull(t *testing.T) {
 	smallDisk(t, disks["nats"], "64m")
 	smallDisk(t, disks["archive"], "48m")
 	smallDisk(t, disks["index"], "16m")
-	h := startHub(t, data)
+	// JetStream reserves every stream's max_bytes, and its store is 75% of
+	// the free disk: streams and buckets sized for this 64 MiB disk, as an
+	// operator sizes them for theirs; the defaults would not let the hub
+	// start.
+	cfg := filepath.Join(work, "hub.yaml")
+	if err := os.WriteFile(cfg, []byte(`nats:
+  streams:
+    max_msg_size: 5242880
+    submit_max_bytes: 10485760
+    submit_unit_pending: 1
+    deliver_max_bytes: 5242880
+    notice_max_bytes: 5242880
+    status_max_bytes: 2097152
+    status_unit_pending: 8
+    upload_max_bytes: 1048576
+    upload_unit_quota: 524288
+    stage_max_bytes: 1048576
+    events_max_bytes: 5242880
+  buckets:
+    max_bytes: 1048576
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	h := startHubNATS(t, data, "127.0.0.1:-1", "--config", cfg)
 	t.Cleanup(func() {
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(data, "hub.log"))
@@ -135,7 +160,11 @@ func TestHubDiskFull(t *testing.T) {
 			t.Logf("readyz with %s's disk full: %v", dep, m)
 			time.Sleep(3 * time.Second) // several attempts
 			for _, id := range ids {
-				if st := a.document(id).State; st == spool.Rejected || st == spool.Accepted {
+				// The index is each hub's projection of the archive and
+				// the decision events: a full index disk holds up no
+				// decision (the hub is not ready; its index applies the
+				// events once the disk has room).
+				if st := a.document(id).State; st == spool.Rejected || st == spool.Accepted && dep != "index" {
 					t.Fatalf("%s %s with %s's disk full", id, st, dep)
 				}
 			}

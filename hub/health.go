@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"sync"
@@ -37,9 +38,15 @@ const (
 	restartEvery = 30 * time.Second
 	readyFor     = time.Second // how long a readiness answer is reused
 	// healthStream holds the JetStream write check: one tiny message per
-	// hub process, for an hour.
-	healthStream  = "EDX_HEALTH"
-	healthSubject = "edx.health."
+	// hub process, for an hour. Like every stream it is bounded (JetStream
+	// reserves its max_bytes beside the edx streams', broker.StreamOptions);
+	// unlike them it drops its oldest messages when full, since none is
+	// worth keeping.
+	healthStream   = "EDX_HEALTH"
+	healthSubject  = "edx.health."
+	healthMaxBytes = 1 << 20
+	healthMaxMsgs  = 1000
+	healthMsgSize  = 1 << 10
 )
 
 // health caches the readiness checks and runs the recovery.
@@ -60,17 +67,32 @@ func ensureHealthStream(ctx context.Context, js jetstream.JetStream, replicas in
 		Replicas:          max(replicas, 1),
 		MaxMsgsPerSubject: 1,
 		MaxAge:            time.Hour,
+		MaxBytes:          healthMaxBytes,
+		MaxMsgs:           healthMaxMsgs,
+		MaxMsgSize:        healthMsgSize,
 		Duplicates:        time.Minute,
 		Discard:           jetstream.DiscardOld,
 	})
 	if err != nil {
-		return fmt.Errorf("nats: ensure stream %s: %w", healthStream, err)
+		return fmt.Errorf("nats: ensure stream %s: %w (every stream reserves its max_bytes: lower nats.streams.*_max_bytes or give JetStream more room)", healthStream, err)
 	}
 	return nil
 }
 
-// ready runs the checks, or returns the answer of the last second.
+// ready is /readyz's checks by name: the dependencies' (dependencies), the
+// CRLs' ("crl": one in force is stale, and documents under its issuer are
+// held) and the index's ("events": catching up with progress, or behind the
+// decision events).
 func (h *Hub) ready(ctx context.Context) map[string]error {
+	checks := maps.Clone(h.dependencies(ctx))
+	checks["crl"] = h.crl.ready(ctx)
+	checks["events"] = h.follow.Check()
+	return checks
+}
+
+// dependencies runs the write checks, or returns the answer of the last
+// second.
+func (h *Hub) dependencies(ctx context.Context) map[string]error {
 	h.health.mu.Lock()
 	defer h.health.mu.Unlock()
 	if h.health.last != nil && time.Since(h.health.at) < readyFor {

@@ -7,7 +7,6 @@ package hub
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -25,31 +24,40 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
+	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
 // Hub is a running hub.
 type Hub struct {
-	cfg     Config
-	log     *slog.Logger
-	nats    *broker.Server // nil with an external cluster
-	s3      *s3embed.Server
-	conn    *broker.HubConn
-	nc      *nats.Conn
-	js      jetstream.JetStream
-	stage   jetstream.ObjectStore
-	keys    *broker.Keys
-	arch    *archive.Store
-	ix      *index.Index
-	auth    *auth.Store
-	ca      *pki.CA // development CA, nil when not configured
+	cfg    Config
+	log    *slog.Logger
+	nats   *broker.Server // nil with an external cluster
+	s3     *s3embed.Server
+	conn   *broker.HubConn
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stage  jetstream.ObjectStore
+	keys   *broker.Keys
+	arch   *archive.Store
+	ix     *index.Index
+	units  *registry.Registry // the unit registry every hub shares
+	id     string             // the hub's stable id (DATA/hub.id)
+	events *events.Publisher  // the hub's decisions, to every hub's index
+	follow *events.Follower   // every hub's decisions, into this hub's index
+	auth   *auth.Store
+	ca     *pki.CA // development CA, nil when not configured
+	// issuer issues the certificates of units registered without one:
+	// pki.issuing_ca, else the development CA's; nil with neither.
+	issuer  *pki.Issuer
 	trust   *pki.Trust
 	signer  *pki.Signer
 	pipe    *pipeline.Pipeline
@@ -59,6 +67,19 @@ type Hub struct {
 	closers []func()
 	mu      sync.Mutex // serialises unit registration
 	health  health
+
+	crl *crlState // the CRLs' health, for /readyz and the metrics
+	// sys is the hub's one connection to the system account: account
+	// updates (revocations) and the units' connection limit go through it.
+	sys *broker.SystemConn
+	// accounts gives the NATS servers new account JWTs (revocations).
+	accounts accountPusher
+
+	// tlog is the hub's transparency log, tlogVKey its verifier key;
+	// witness the service the units' agents witness it through.
+	tlog     *tlog.Log
+	tlogVKey string
+	witness  *witnessService
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -74,23 +95,34 @@ type Info struct {
 }
 
 // New starts every component the configuration asks for; Run serves.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) {
 	if err := cfg.SetDefaults(); err != nil {
 		return nil, err
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h = &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	// What started so far stops on any error. h is not the result, which
+	// a "return nil, err" sets to nil before this runs: the closers, which
+	// use h, find it whole.
 	defer func() {
 		if err != nil {
 			h.Close()
 		}
 	}()
 	h.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	h.crl = newCRLState(h.reg)
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, err
 	}
+	// The HTTP address first: the development CA names the hub's CRL URL
+	// in what it issues.
+	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
+		return nil, listenError(cfg.HTTP.Listen, err)
+	}
+	ln := h.httpLn
+	h.closers = append(h.closers, func() { ln.Close() }) // Run's server has closed it already
 	if err := h.startPKI(); err != nil {
 		return nil, err
 	}
@@ -101,20 +133,37 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 		return nil, err
 	}
 	if h.ix, err = index.Open(ctx, cfg.Index, log.With("component", "index")); err != nil {
+		return nil, fmt.Errorf("index: open %s (index.path): %w", cfg.Index.Path, err)
+	}
+	ix := h.ix // h is nil in the deferred cleanup of a failed start
+	h.closers = append(h.closers, func() { ix.Close() })
+	if err := h.startRegistry(ctx); err != nil {
 		return nil, err
 	}
-	h.closers = append(h.closers, func() { h.ix.Close() })
-	if h.token, err = loadOrCreateSecret(filepath.Join(cfg.Data, "admin.token")); err != nil {
+	if h.id, err = loadOrCreateID(filepath.Join(cfg.Data, "hub.id")); err != nil {
 		return nil, err
 	}
-	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
-		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Trust: h.trust, Hub: h.signer,
-		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"),
+	h.events = events.NewPublisher(h.js, h.id)
+	if h.follow, err = events.NewFollower(events.Config{Consumer: IndexConsumer(h.id)}, events.Deps{
+		JS: h.js, Index: h.ix, Archive: h.arch, Trust: h.trust, Now: cfg.Clock, Log: log.With("component", "events"),
+		Registerer: h.reg, Progress: cfg.Progress,
 	}); err != nil {
 		return nil, err
 	}
-	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
-		return nil, fmt.Errorf("http: %w", err)
+	// CRLs that changed while the hub was down: units whose certificate
+	// they revoke lose their NATS credentials now.
+	if err := h.revokeRevokedUnits(ctx); err != nil {
+		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
+	}
+	h.checkCRLs(ctx, cfg.Clock())
+	if err := h.startWitness(ctx); err != nil {
+		return nil, err
+	}
+	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
+		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
+		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
+	}); err != nil {
+		return nil, err
 	}
 	if err := h.startAuth(ctx); err != nil {
 		return nil, err
@@ -130,9 +179,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (h *Hub, err error) 
 func (h *Hub) startPKI() error {
 	c := h.cfg.PKI
 	if c.DevCA != "" {
+		crlURL := c.DevCRLURL
+		if crlURL == "" && h.httpLn != nil { // no listener: a reindex, which issues nothing
+			crlURL = devCRLURL(h.httpLn.Addr())
+		}
 		if _, err := os.Stat(filepath.Join(c.DevCA, "ca", "root.key.pem")); errors.Is(err, os.ErrNotExist) {
 			h.log.Info("creating a development CA", "dir", c.DevCA)
-			if _, err := pki.InitCA(c.DevCA, ""); err != nil {
+			if _, err := pki.InitCAWith(c.DevCA, pki.CAOptions{CRLURL: crlURL}); err != nil {
 				return err
 			}
 		}
@@ -140,11 +193,34 @@ func (h *Hub) startPKI() error {
 		if err != nil {
 			return err
 		}
+		if crlURL != "" && ca.CRLURL() != crlURL {
+			if err := ca.SetCRLURL(crlURL); err != nil {
+				return err
+			}
+			h.log.Info("pki: the development CA names this CRL distribution point in what it issues", "url", crlURL)
+		}
 		h.ca = ca
+		if filepath.Clean(c.HubCert) == filepath.Clean(ca.HubCertPath()) {
+			// Before anything is signed: a subject-only hub certificate
+			// is replaced, and retired as of now (the cut-over).
+			issued, retired, err := ca.EnsureHubProfile(h.cfg.Clock())
+			if err != nil {
+				return err
+			}
+			if issued != nil {
+				h.log.Warn("pki: the hub's certificate lacked the hub signer profile: a new key and certificate were issued",
+					"serial", issued.SerialNumber.Text(16), "cert", ca.HubCertPath())
+			}
+			for _, r := range retired {
+				h.log.Warn("pki: a subject-only hub certificate was retired (revoked, superseded): its receipts signed before now stay valid",
+					"serial", r.SerialNumber.Text(16))
+			}
+		}
 	}
 	trust, err := pki.LoadTrust(c.Trust)
 	if err != nil {
-		return err
+		return fmt.Errorf("pki.trust: the trust roots %s: %w; pki.trust names the city's root certificates (PEM); "+
+			"without pki.trust the hub makes a development CA under its data directory", c.Trust, err)
 	}
 	for _, crl := range c.CRLs {
 		if err := trust.LoadCRL(crl); err != nil {
@@ -157,14 +233,46 @@ func (h *Hub) startPKI() error {
 			return err
 		}
 	}
+	trust.SetCRLGrace(c.CRLGrace)
 	h.trust = trust
+	switch {
+	case c.IssuingCA.Cert != "" || c.IssuingCA.Key != "":
+		if h.issuer, err = loadIssuingCA(c.IssuingCA, trust); err != nil {
+			return err
+		}
+	case h.ca != nil:
+		h.issuer = h.ca.Issuer()
+	}
 	if h.signer, err = pki.LoadSigner(c.HubKey, c.HubCert); err != nil {
 		return err
 	}
-	if !pki.IsHub(h.signer.Cert()) {
-		return errors.New("pki: hub_cert is not a hub certificate (subject organizationIdentifier EDX-HUB)")
+	if !pki.IsHubReceiptSigner(h.signer.Cert()) {
+		return fmt.Errorf("pki: hub_cert %s lacks the hub signer extended key usage %s (critical): receipts it signed would be refused; "+
+			"have the CA issue the hub's certificate with it, and retire the old one (revoke it, reason superseded) when the hub switches, "+
+			"so that the receipts it signed before stay valid", c.HubCert, pki.OIDExtKeyUsageHubSigner)
 	}
+	// The hub's own certificates teach the trust their CRL distribution
+	// points.
+	trust.CheckHub(h.signer.Cert(), h.signer.Chain[1:], h.cfg.Clock())
 	return nil
+}
+
+// devCRLURL is where the hub serves the development CA's CRL, as reached at
+// addr: http://host:port/pki/crl.der, with the host name when addr is a
+// wildcard.
+func devCRLURL(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return "http://" + addr.String() + crlPath
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if name, err := os.Hostname(); err == nil && name != "" {
+			host = name
+		} else {
+			host = "localhost"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port) + crlPath
 }
 
 func (h *Hub) startNATS(ctx context.Context) error {
@@ -178,40 +286,92 @@ func (h *Hub) startNATS(ctx context.Context) error {
 		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
 	}
 	if h.cfg.NATS.URL == "" {
-		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log)
+		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log, broker.WithUnitLimits(h.cfg.NATS.Units))
 		if err != nil {
 			return err
 		}
 		h.closers = append(h.closers, h.nats.Shutdown)
 		h.keys = h.nats.Keys()
+		h.accounts = h.nats
 		h.conn, err = h.nats.ConnectHub(ctx, opts...)
+		if err == nil {
+			h.sys, err = h.nats.SystemConn(ctx) // the server closes it
+		}
 	} else {
-		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir); err != nil {
+		if h.keys, err = broker.LoadOrCreateKeys(h.cfg.NATS.KeysDir, broker.WithUnitLimits(h.cfg.NATS.Units)); err != nil {
 			return err
 		}
-		creds, err := os.ReadFile(h.cfg.NATS.CredsFile)
-		if err != nil {
-			return fmt.Errorf("nats: %w", err)
+		var creds, stageCreds []byte
+		if creds, err = readCreds("creds_file", h.cfg.NATS.CredsFile); err != nil {
+			return err
 		}
-		stageCreds, err := os.ReadFile(h.cfg.NATS.StageCredsFile)
-		if err != nil {
-			return fmt.Errorf("nats: %w", err)
+		if stageCreds, err = readCreds("stage_creds_file", h.cfg.NATS.StageCredsFile); err != nil {
+			return err
 		}
-		h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...)
+		if err := h.checkKeys(ctx, creds, stageCreds); err != nil {
+			return err
+		}
+		if h.conn, err = broker.ConnectHub(ctx, h.cfg.NATS.URL, creds, stageCreds, opts...); err != nil {
+			return h.natsConnectError(err, "credentials (creds_file, stage_creds_file)")
+		}
+		err = h.connectSystem(ctx, opts)
 	}
 	if err != nil {
 		return err
 	}
 	h.closers = append(h.closers, h.conn.Close)
 	h.nc, h.js = h.conn.NC, h.conn.JS
-	if err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams); err != nil {
+	if err := h.checkMaxPayload(); err != nil {
 		return err
 	}
-	if err := ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas); err != nil {
+	if err := h.ensureStreams(ctx); err != nil {
 		return err
 	}
-	h.stage, err = h.conn.Stage(ctx)
-	return err
+	if h.stage, err = h.conn.Stage(ctx); err != nil {
+		return err
+	}
+	// Units read large deliveries through the hub (broker.StageService).
+	ss, err := broker.StartStageService(ctx, h.conn, h.log.With("component", "stage"))
+	if err != nil {
+		return err
+	}
+	h.closers = append(h.closers, ss.Stop)
+	// NATS has no connection limit per user: the hub keeps each unit to its
+	// own (broker.ConnLimiter).
+	cl, err := broker.StartConnLimiter(ctx, h.sys, h.keys, h.cfg.NATS.Units.MaxConnectionsPerUnit, h.log.With("component", "nats-connections"))
+	if err != nil {
+		return err
+	}
+	h.closers = append(h.closers, cl.Stop)
+	return nil
+}
+
+// connectSystem connects to an external cluster's system account, with a
+// user the hub signs from the keys directory (the connection limiter uses
+// the same connection), and pushes the UNITS account there: a server
+// restarted with an older JWT in its configuration gets the revocations
+// back.
+func (h *Hub) connectSystem(ctx context.Context, opts []nats.Option) error {
+	creds, err := h.keys.IssueSystemCreds()
+	if err != nil {
+		return err
+	}
+	if h.sys, err = broker.ConnectSystem(ctx, h.cfg.NATS.URL, creds, opts...); err != nil {
+		return h.natsConnectError(err, "system account user (signed from keys_dir)")
+	}
+	h.closers = append(h.closers, h.sys.Close)
+	h.accounts = h.sys
+	if err := h.checkResolverAccounts(ctx); err != nil {
+		return err
+	}
+	switch err := h.sys.PushAccount(ctx, h.keys.UnitsAccountJWT()); {
+	case errors.Is(err, broker.ErrAccountNotLoaded):
+		h.log.Warn("nats: the servers have a MEMORY resolver: a unit's revoked credentials are accepted again after a server restart "+
+			"until the hub pushes the account again; use a full resolver (edx-hub nats-config)", "err", err)
+	case err != nil:
+		return fmt.Errorf("nats: push the UNITS account (credential revocations) through the system account: %w", err)
+	}
+	return nil
 }
 
 func (h *Hub) startS3(ctx context.Context) error {
@@ -226,13 +386,16 @@ func (h *Hub) startS3(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		h.closers = append(h.closers, func() { h.s3.Close() })
+		s3 := h.s3
+		h.closers = append(h.closers, func() { s3.Close() })
 		ac.Endpoint, ac.AccessKey, ac.SecretKey = h.s3.Endpoint(), "edx-hub", secret
 		h.cfg.S3.Archive = ac
 	}
 	var err error
-	h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive"))
-	return err
+	if h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive")); err != nil {
+		return h.s3Error(err)
+	}
+	return nil
 }
 
 // Info reports where everything is.
@@ -258,38 +421,76 @@ func (h *Hub) AdminToken() string { return h.token }
 // Registry returns the Prometheus registry (for benchmarks and tests).
 func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 
-// Run serves HTTP and processes documents until ctx is done, then shuts down
-// in order: stop taking HTTP requests, let the pipeline finish the messages
-// in progress, close NATS, the index and the embedded servers.
+// Run serves HTTP, follows the decision events into the index (a new hub
+// first rebuilds it from the archive, serving meanwhile and reporting
+// itself not ready) and, once the index holds the units, processes
+// documents, until ctx is done; then it shuts down in order: stop taking
+// HTTP requests, let the pipeline finish the messages in progress, stop
+// following the events, close NATS, the index and the embedded servers.
 func (h *Hub) Run(ctx context.Context) error {
 	srv := &http.Server{
 		Handler:           h.handler(),
 		ReadHeaderTimeout: 10 * time.Second,
 	}
-	errc := make(chan error, 2)
+	httpErr := make(chan error, 1)
 	go func() {
 		if err := srv.Serve(h.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
+			httpErr <- err
 		}
 	}()
 	pctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go func() { errc <- h.pipe.Run(pctx) }()
-	var recovering sync.WaitGroup
-	recovering.Go(func() { h.recover(pctx) })
-	var err error
+	// The follower outlives the pipeline: messages in progress wait for
+	// their events to be applied.
+	fctx, fcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer fcancel()
+	followDone := make(chan struct{})
+	go func() { defer close(followDone); h.follow.Run(fctx) }()
+	pipeDone := make(chan error, 1)
+	go func() {
+		select {
+		case <-h.follow.Ready():
+		case <-pctx.Done():
+			pipeDone <- nil
+			return
+		}
+		pipeDone <- h.pipe.Run(pctx)
+	}()
+	var background sync.WaitGroup
+	background.Go(func() { h.recover(pctx) })
+	background.Go(func() { h.watchCRLs(pctx) })
+	background.Go(func() { h.watchRevocations(pctx) })
+	if h.witness != nil {
+		background.Go(func() { h.witness.run(pctx) })
+	}
+	if !h.cfg.PKI.CRLFetch.Disabled {
+		background.Go(func() { h.watchDistributionPoints(pctx) })
+	}
+	var (
+		err      error
+		pipeErr  error
+		pipeOver bool
+	)
 	select {
 	case <-ctx.Done():
-	case err = <-errc:
+	case err = <-httpErr:
+	case pipeErr = <-pipeDone:
+		pipeOver = true
 	}
 	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer scancel()
 	srv.Shutdown(sctx)
 	cancel()
-	if perr := <-errc; perr != nil && err == nil {
-		err = perr
+	if !pipeOver {
+		pipeErr = <-pipeDone
 	}
-	recovering.Wait()
+	// A stop asked for while the pipeline was still starting is no error.
+	if pipeErr != nil && err == nil && !(ctx.Err() != nil && errors.Is(pipeErr, context.Canceled)) {
+		err = pipeErr
+	}
+	fcancel()
+	<-followDone
+	background.Wait()
 	h.Close()
 	return err
 }
@@ -302,78 +503,28 @@ func (h *Hub) Close() {
 	h.closers = nil
 }
 
-// AddUnit registers a unit: its certificate (given, or issued by the
-// development CA), its NATS credentials and consumers, its index entry, and
-// a record in the archive so that a rebuilt index knows it.
-func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := req.ID.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrInvalid, err)
-	}
-	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" {
-		return nil, fmt.Errorf("%w: a unit name is required", api.ErrInvalid)
-	}
-	b := &api.UnitBundle{}
-	var cert *x509.Certificate
-	if req.CertPEM != "" {
-		certs, err := pki.ParseCertificates([]byte(req.CertPEM))
-		if err != nil {
-			return nil, fmt.Errorf("%w: cert_pem: %v", api.ErrInvalid, err)
+// IndexConsumer is the name of a hub's durable consumer of the decision
+// events, from its stable id.
+func IndexConsumer(hubID string) string { return "edx-index-" + hubID }
+
+// loadOrCreateID reads the hub's stable id, creating it at first start. It
+// names the hub's own consumer of the decision events: two hubs must never
+// share a data directory (nor a copy of one).
+func loadOrCreateID(path string) (string, error) {
+	if b, err := os.ReadFile(path); err == nil {
+		id := strings.TrimSpace(string(b))
+		if id == "" || strings.Trim(id, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567abcdefghijklmnopqrstuvwxyz0123456789-") != "" || len(id) > 64 {
+			return "", fmt.Errorf("hub id %s: %q: want letters, digits and '-'", path, id)
 		}
-		if _, rs := h.trust.Check(certs[0], certs[1:], time.Now()); len(rs) > 0 {
-			return nil, fmt.Errorf("%w: certificate: %v", api.ErrInvalid, rs)
-		}
-		if u, err := pki.UnitOf(certs[0]); err != nil || u != req.ID {
-			return nil, fmt.Errorf("%w: the certificate does not name unit %s", api.ErrInvalid, req.ID)
-		}
-		cert, b.CertPEM = certs[0], req.CertPEM
-	} else {
-		if h.ca == nil {
-			return nil, fmt.Errorf("%w: no development CA configured: give the unit's certificate", api.ErrInvalid)
-		}
-		key, err := pki.GenerateKey(pki.ECDSAP256)
-		if err != nil {
-			return nil, err
-		}
-		if cert, err = h.ca.Issue(pki.IssueRequest{Identifier: string(req.ID), Name: req.Name, Key: key.Public()}); err != nil {
-			return nil, err
-		}
-		kp, err := pki.EncodePrivateKey(key)
-		if err != nil {
-			return nil, err
-		}
-		b.KeyPEM, b.CertPEM = string(kp), string(pki.EncodeCertificates(cert, h.ca.Issuing))
+		return id, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
 	}
-	roots, err := os.ReadFile(h.cfg.PKI.Trust)
-	if err != nil {
-		return nil, err
+	id := rand.Text()
+	if err := os.WriteFile(path, []byte(id+"\n"), 0o644); err != nil {
+		return "", err
 	}
-	b.RootsPEM = string(roots)
-	creds, err := h.keys.IssueUnitCreds(string(req.ID), 0)
-	if err != nil {
-		return nil, err
-	}
-	b.Creds, b.NATSURL = string(creds), h.Info().NATSURL
-	if err := broker.EnsureUnitConsumers(ctx, h.js, string(req.ID)); err != nil {
-		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
-	}
-	u := index.Unit{ID: req.ID, Name: req.Name, Created: time.Now().UTC(), CertSerial: cert.SerialNumber.Text(16)}
-	if old, err := h.ix.GetUnit(ctx, req.ID); err == nil {
-		u.Created = old.Created
-	}
-	rec, _ := json.MarshalIndent(u, "", "  ")
-	key := fmt.Sprintf("units/%s/%d.json", req.ID, time.Now().UnixNano())
-	if _, err := h.arch.Put(ctx, key, rec, "application/json", nil); err != nil {
-		return nil, err
-	}
-	if err := h.ix.PutUnit(ctx, u); err != nil {
-		return nil, err
-	}
-	b.Unit = u
-	h.log.Info("unit registered", "unit", req.ID, "serial", u.CertSerial)
-	return b, nil
+	return id, nil
 }
 
 // loadOrCreateSecret reads a secret file, creating it (0600) with a random

@@ -4,9 +4,17 @@
 //
 // Every /v1 route needs the bearer token. /healthz, /readyz, /metrics and
 // /openapi.yaml do not: the API listens on the loopback interface by default.
+//
+// A document system speaking edXML sends packets where others send JSON
+// (POST /v1/documents and POST /v1/inbox/{id}/status take application/xml)
+// and reads documents and statuses as packets (GET /v1/inbox/{id}/edxml,
+// GET /v1/documents/{id}/statuses/{seq}/edxml). The national axis's client
+// protocol (agent/axis), when configured, is served under its own path,
+// with its own authentication.
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -29,6 +37,7 @@ import (
 
 	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -50,6 +59,9 @@ type Outbox interface {
 // Documents are the sent documents' records (agent/spool).
 type Documents interface {
 	Get(ctx context.Context, id document.ID) (*spool.Record, error)
+	// StatusSignature is the reporting unit's signature over a status of
+	// a sent document's history (spool.ErrNotFound when it is unsigned).
+	StatusSignature(ctx context.Context, id document.ID, seq int64) ([]byte, error)
 }
 
 // Inbox is the received documents (agent/inbox).
@@ -59,6 +71,16 @@ type Inbox interface {
 	FilePath(ctx context.Context, id document.ID, name string) (string, inbox.File, error)
 	ContainerPath(ctx context.Context, id document.ID) (string, error)
 	AddStatus(ctx context.Context, st document.Status) (*inbox.Status, error)
+	WritePacketOf(ctx context.Context, w io.Writer, id document.ID) error
+}
+
+// Packets takes and gives edXML packets (agent/packets).
+type Packets interface {
+	SubmitDocument(ctx context.Context, r io.Reader, s packets.Submission) (*spool.Record, bool, error)
+	SubmitStatus(ctx context.Context, r io.Reader, about document.ID) (*inbox.Status, error)
+	SubmitTakeBack(ctx context.Context, r io.Reader, about document.ID) (*inbox.Status, error)
+	TakeBack(ctx context.Context, id document.ID, description string, officer *document.Officer) (*inbox.Status, error)
+	WriteSentStatus(ctx context.Context, w io.Writer, id document.ID, seq int64) error
 }
 
 // Deps are what the API serves.
@@ -66,6 +88,12 @@ type Deps struct {
 	Outbox    Outbox
 	Documents Documents
 	Inbox     Inbox
+	// Packets serves edXML (nil: the edXML routes answer 501).
+	Packets Packets
+	// Axis serves the national axis's client protocol under AxisPath
+	// (POST and GET AxisPath/{call}); nil: not served.
+	Axis     http.Handler
+	AxisPath string
 	// Token is the bearer token of /v1. Required.
 	Token string
 	// Ready reports whether the agent can take documents (nil: always).
@@ -120,12 +148,23 @@ func New(d Deps) (http.Handler, error) {
 		r.Use(s.auth)
 		r.Post("/documents", s.postDocument)
 		r.Get("/documents/{id}", s.getDocument)
+		r.Post("/documents/{id}/status", s.postSenderStatus)
+		r.Get("/documents/{id}/statuses/{seq}/edxml", s.getSentStatusPacket)
+		r.Get("/documents/{id}/statuses/{seq}/signature", s.getStatusSignature)
 		r.Get("/inbox", s.listInbox)
 		r.Get("/inbox/{id}", s.getInbox)
 		r.Get("/inbox/{id}/files/*", s.getFile)
 		r.Get("/inbox/{id}/container", s.getContainer)
+		r.Get("/inbox/{id}/edxml", s.getPacket)
 		r.Post("/inbox/{id}/status", s.postStatus)
 	})
+	if d.Axis != nil {
+		if !strings.HasPrefix(d.AxisPath, "/") || strings.HasSuffix(d.AxisPath, "/") || strings.HasPrefix(d.AxisPath, "/v1") {
+			return nil, fmt.Errorf("api: axis path %q: want /name, outside /v1", d.AxisPath)
+		}
+		r.Post(d.AxisPath+"/{call}", d.Axis.ServeHTTP)
+		r.Get(d.AxisPath+"/{call}", d.Axis.ServeHTTP)
+	}
 	r.NotFound(func(w http.ResponseWriter, _ *http.Request) {
 		s.fail(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such route"})
 	})
@@ -175,11 +214,19 @@ func (s *server) readyz(w http.ResponseWriter, r *http.Request) {
 // multipart overhead allowed beyond the container limit.
 const formOverhead = 1 << 20
 
+// isXML reports whether a Content-Type is an XML one: an edXML packet.
+func isXML(ctype string) bool {
+	mt, _, _ := mime.ParseMediaType(ctype)
+	return mt == "application/xml" || mt == "text/xml"
+}
+
 func (s *server) postDocument(w http.ResponseWriter, r *http.Request) {
-	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if err != nil || mt != "multipart/form-data" || params["boundary"] == "" {
+	ctype := r.Header.Get("Content-Type")
+	mt, params, err := mime.ParseMediaType(ctype)
+	xml := isXML(ctype)
+	if !xml && (err != nil || mt != "multipart/form-data" || params["boundary"] == "") {
 		s.fail(w, &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
-			msg: "send multipart/form-data: a part \"metadata\" (JSON) with file parts, or a single part \"container\""})
+			msg: "send multipart/form-data (a part \"metadata\" (JSON) with file parts, a single part \"container\", or a single .edxml file part), or an edXML packet as application/xml"})
 		return
 	}
 	limit := s.Outbox.MaxSize() + formOverhead
@@ -187,27 +234,39 @@ func (s *server) postDocument(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, tooLarge(limit))
 		return
 	}
+	idem := ""
+	if k := r.Header.Get("Idempotency-Key"); k != "" {
+		if len(k) > 200 {
+			s.fail(w, invalid("Idempotency-Key", "longer than 200 characters"))
+			return
+		}
+		idem = "api:" + k
+	}
 	body := http.MaxBytesReader(w, r.Body, limit)
-	sub, err := readSubmission(multipart.NewReader(body, params["boundary"]))
+	var (
+		rec     *spool.Record
+		created bool
+	)
+	if xml {
+		rec, created, err = s.submitPacket(r.Context(), body, idem)
+	} else {
+		var sub submission
+		sub, err = readSubmission(multipart.NewReader(body, params["boundary"]))
+		switch {
+		case err != nil:
+		case sub.Packet != nil:
+			rec, created, err = s.submitPacket(r.Context(), bytes.NewReader(sub.Packet), idem)
+		default:
+			sub.Source, sub.IdempotencyKey = "api", idem
+			rec, created, err = s.Outbox.Submit(r.Context(), sub.Submission)
+		}
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			s.fail(w, tooLarge(limit))
 			return
 		}
-		s.fail(w, err)
-		return
-	}
-	sub.Source = "api"
-	if k := r.Header.Get("Idempotency-Key"); k != "" {
-		if len(k) > 200 {
-			s.fail(w, invalid("Idempotency-Key", "longer than 200 characters"))
-			return
-		}
-		sub.IdempotencyKey = "api:" + k
-	}
-	rec, created, err := s.Outbox.Submit(r.Context(), sub)
-	if err != nil {
 		s.fail(w, err)
 		return
 	}
@@ -220,10 +279,30 @@ func (s *server) postDocument(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, map[string]any{"id": rec.ID, "state": rec.State, "duplicate": !created, "location": loc})
 }
 
+// submitPacket sends an edXML packet.
+func (s *server) submitPacket(ctx context.Context, r io.Reader, idem string) (*spool.Record, bool, error) {
+	if s.Packets == nil {
+		return nil, false, notImplemented()
+	}
+	return s.Packets.SubmitDocument(ctx, r, packets.Submission{Source: "api", IdempotencyKey: idem})
+}
+
+func notImplemented() *apiError {
+	return &apiError{status: http.StatusNotImplemented, code: "not_implemented", msg: "this agent does not take edXML"}
+}
+
+// submission is what POST /v1/documents holds: a submission, or an edXML
+// packet sent as a file part.
+type submission struct {
+	outbox.Submission
+	Packet []byte
+}
+
 // readSubmission reads the parts of POST /v1/documents.
-func readSubmission(mr *multipart.Reader) (outbox.Submission, error) {
-	var sub outbox.Submission
+func readSubmission(mr *multipart.Reader) (submission, error) {
+	var sub submission
 	var p document.Problems
+	parts := 0
 	for {
 		part, err := mr.NextPart()
 		if err == io.EOF {
@@ -247,7 +326,13 @@ func readSubmission(mr *multipart.Reader) (outbox.Submission, error) {
 			return sub, invalid("body", "malformed multipart body: "+err.Error())
 		}
 		ct, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type"))
+		parts++
 		switch {
+		case strings.HasSuffix(strings.ToLower(fileName), ".edxml"):
+			if sub.Packet != nil {
+				p.Add(name, "a second edXML packet: send one document at a time")
+			}
+			sub.Packet = data
 		case name == "metadata":
 			if ct != "" && ct != "application/json" && ct != "text/plain" {
 				return sub, &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type",
@@ -272,6 +357,9 @@ func readSubmission(mr *multipart.Reader) (outbox.Submission, error) {
 		default:
 			p.Add(name, "unexpected part: send \"metadata\", \"container\" or file parts with a file name")
 		}
+	}
+	if sub.Packet != nil && parts > 1 {
+		p.Add("body", "an edXML packet (a .edxml file part) comes alone: it holds the document's metadata and files")
 	}
 	if len(p) > 0 {
 		return sub, &outbox.Error{Kind: outbox.Invalid, Message: "invalid submission", Problems: p}
@@ -375,6 +463,115 @@ func (s *server) getContainer(w http.ResponseWriter, r *http.Request) {
 	serveFile(w, r, p, container.Mimetype, string(id)+".asice")
 }
 
+func (s *server) getPacket(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	s.writeXML(w, string(id)+".edxml", func(out io.Writer) error { return s.Inbox.WritePacketOf(r.Context(), out, id) })
+}
+
+func (s *server) getSentStatusPacket(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	seq, err := strconv.ParseInt(chi.URLParam(r, "seq"), 10, 64)
+	if err != nil || seq <= 0 {
+		s.fail(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such status: want the seq of a status in the document's history"})
+		return
+	}
+	if s.Packets == nil {
+		s.fail(w, notImplemented())
+		return
+	}
+	s.writeXML(w, fmt.Sprintf("%s-status-%d.edxml", id, seq), func(out io.Writer) error { return s.Packets.WriteSentStatus(r.Context(), out, id, seq) })
+}
+
+// getStatusSignature answers with a recipient's signature over its status
+// on a sent document (container.SignStatus: an attached DER CMS that
+// openssl cms -verify reads alone), as the hub passed it on.
+func (s *server) getStatusSignature(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
+		return
+	}
+	seq, err := strconv.ParseInt(chi.URLParam(r, "seq"), 10, 64)
+	if err != nil || seq <= 0 {
+		s.fail(w, &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such status: want the seq of a status in the document's history"})
+		return
+	}
+	b, err := s.Documents.StatusSignature(r.Context(), id, seq)
+	if err != nil {
+		s.fail(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/pkcs7-mime; smime-type=signed-data")
+	w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": fmt.Sprintf("%s-status-%d.p7s", id, seq)}))
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Write(b)
+}
+
+// writeXML answers with a packet that write streams. A failure before the
+// first byte is an error answer; after it, the connection is cut, so that
+// the client never takes a truncated packet for a whole one.
+func (s *server) writeXML(w http.ResponseWriter, name string, write func(io.Writer) error) {
+	cw := &committer{w: w, header: func() {
+		w.Header().Set("Content-Type", "application/xml; charset=utf-8")
+		w.Header().Set("Content-Disposition", mime.FormatMediaType("attachment", map[string]string{"filename": name}))
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+	}}
+	err := write(cw)
+	if err == nil {
+		err = cw.flush()
+	}
+	if err == nil {
+		return
+	}
+	if !cw.committed {
+		s.fail(w, err)
+		return
+	}
+	s.Log.Error("api: packet cut short", "name", name, "err", err)
+	panic(http.ErrAbortHandler)
+}
+
+// committer buffers the first bytes of an answer, and sets its headers
+// when it commits to it.
+type committer struct {
+	w         http.ResponseWriter
+	header    func()
+	buf       []byte
+	committed bool
+}
+
+func (c *committer) Write(p []byte) (int, error) {
+	if !c.committed && len(c.buf)+len(p) <= 64<<10 {
+		c.buf = append(c.buf, p...)
+		return len(p), nil
+	}
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
+}
+
+func (c *committer) flush() error {
+	if !c.committed {
+		c.committed = true
+		c.header()
+		c.w.WriteHeader(http.StatusOK)
+	}
+	if len(c.buf) > 0 {
+		b := c.buf
+		c.buf = nil
+		if _, err := c.w.Write(b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 func serveFile(w http.ResponseWriter, r *http.Request, path, mediaType, name string) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -409,26 +606,84 @@ func (s *server) postStatus(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-		s.fail(w, &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", msg: "send application/json"})
+	var (
+		st  *inbox.Status
+		err error
+	)
+	if isXML(r.Header.Get("Content-Type")) {
+		if s.Packets == nil {
+			s.fail(w, notImplemented())
+			return
+		}
+		st, err = s.Packets.SubmitStatus(r.Context(), http.MaxBytesReader(w, r.Body, packets.MaxStatusPacket), id)
+	} else {
+		req, ok := s.statusRequest(w, r)
+		if !ok {
+			return
+		}
+		st, err = s.Inbox.AddStatus(r.Context(), document.Status{
+			DocumentID: id, Unit: s.Outbox.Unit(), Time: s.Now().UTC(),
+			Code: req.Code, Description: req.Description, Officer: req.Officer,
+		})
+	}
+	if err != nil {
+		s.fail(w, err)
 		return
+	}
+	s.Log.Info("status queued", "doc_id", id, "code", st.Code, "out_of_order", st.OutOfOrder)
+	s.StatusAdded()
+	writeJSON(w, http.StatusAccepted, st)
+}
+
+// statusRequest reads a JSON status.
+func (s *server) statusRequest(w http.ResponseWriter, r *http.Request) (*statusRequest, bool) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		s.fail(w, &apiError{status: http.StatusUnsupportedMediaType, code: "unsupported_media_type", msg: "send application/json, or an edXML status packet as application/xml"})
+		return nil, false
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 64<<10))
 	dec.DisallowUnknownFields()
 	var req statusRequest
 	if err := dec.Decode(&req); err != nil {
 		s.fail(w, invalid("body", "malformed JSON: "+err.Error()))
+		return nil, false
+	}
+	return &req, true
+}
+
+// postSenderStatus takes the sender's own status on a document it sent: 13,
+// it takes the document back.
+func (s *server) postSenderStatus(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.id(w, r)
+	if !ok {
 		return
 	}
-	st, err := s.Inbox.AddStatus(r.Context(), document.Status{
-		DocumentID: id, Unit: s.Outbox.Unit(), Time: s.Now().UTC(),
-		Code: req.Code, Description: req.Description, Officer: req.Officer,
-	})
+	if s.Packets == nil {
+		s.fail(w, notImplemented())
+		return
+	}
+	var (
+		st  *inbox.Status
+		err error
+	)
+	if isXML(r.Header.Get("Content-Type")) {
+		st, err = s.Packets.SubmitTakeBack(r.Context(), http.MaxBytesReader(w, r.Body, packets.MaxStatusPacket), id)
+	} else {
+		req, ok := s.statusRequest(w, r)
+		if !ok {
+			return
+		}
+		if req.Code != document.StatusCancelled {
+			s.fail(w, invalid("code", "the sender of a document reports 13 (it takes the document back); recipients report on /v1/inbox/{id}/status"))
+			return
+		}
+		st, err = s.Packets.TakeBack(r.Context(), id, req.Description, req.Officer)
+	}
 	if err != nil {
 		s.fail(w, err)
 		return
 	}
-	s.Log.Info("status queued", "doc_id", id, "code", st.Code, "out_of_order", st.OutOfOrder)
+	s.Log.Info("take-back queued", "doc_id", id)
 	s.StatusAdded()
 	writeJSON(w, http.StatusAccepted, st)
 }
@@ -479,7 +734,7 @@ func errorKinds(err error) *apiError {
 		return &apiError{status: st, code: code, msg: oe.Message, problems: oe.Problems, reasons: oe.Reasons}
 	case errors.As(err, &ps):
 		return &apiError{status: http.StatusBadRequest, code: "invalid", msg: "invalid request", problems: ps}
-	case errors.Is(err, spool.ErrNotFound), errors.Is(err, inbox.ErrNotFound):
+	case errors.Is(err, spool.ErrNotFound), errors.Is(err, inbox.ErrNotFound), errors.Is(err, packets.ErrNotFound):
 		return &apiError{status: http.StatusNotFound, code: "not_found", msg: "no such document"}
 	case errors.Is(err, inbox.ErrGone):
 		return &apiError{status: http.StatusGone, code: "gone", msg: "the document's folder was removed from the inbox"}

@@ -21,9 +21,11 @@ import (
 	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/internal/agenttest"
 	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 )
 
 const (
@@ -57,7 +59,11 @@ func newFixture(t *testing.T, maxSize int64) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, err := New(Deps{Outbox: ob, Documents: f.spool, Inbox: f.inbox, Token: token, Spooled: func() { f.kicks++ }})
+	px, err := packets.New(packets.Config{TempDir: dir + "/tmp"}, ob, f.spool, f.inbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := New(Deps{Outbox: ob, Documents: f.spool, Inbox: f.inbox, Packets: px, Token: token, Spooled: func() { f.kicks++ }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +376,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 	f := newFixture(t, 0)
-	h, err := New(Deps{Outbox: &outbox.Outbox{}, Documents: f.spool, Inbox: f.inbox, Token: token, Metrics: http.NotFoundHandler()})
+	h, err := New(Deps{Outbox: &outbox.Outbox{}, Documents: f.spool, Inbox: f.inbox, Token: token, Metrics: http.NotFoundHandler(),
+		Axis: http.NotFoundHandler(), AxisPath: "/axis"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -384,5 +391,142 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	sort.Strings(routed)
 	if strings.Join(documented, "\n") != strings.Join(routed, "\n") {
 		t.Fatalf("openapi.yaml and the router differ\ndocumented:\n%s\n\nrouted:\n%s", strings.Join(documented, "\n"), strings.Join(routed, "\n"))
+	}
+}
+
+// packet is an edXML document packet from me to other, as a document
+// system writes it.
+func packet(t *testing.T, from document.UnitID) []byte {
+	t.Helper()
+	d := document.Template(time.Now())
+	d.ID, d.From, d.To = "", from, []document.UnitID{other}
+	var buf bytes.Buffer
+	pdf := []byte("%PDF-1.7 công văn")
+	if err := edxml.Write(&buf, d, []edxml.File{{Name: "cong-van.pdf", Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(pdf)), nil }}}); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func statusPacket(t *testing.T, about string, code document.StatusCode) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := edxml.WriteStatus(&buf, edxml.NewStatusPacket(document.Status{Unit: me, Code: code, Time: time.Now()}, edxml.ResponseFor{DocumentID: about})); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// TestEdXML: packets in (a document as the body or a .edxml part, statuses
+// on received and sent documents), packets out (a received document, a
+// recipient's status on a sent one), and the refusals.
+func TestEdXML(t *testing.T) {
+	f := newFixture(t, 256<<10)
+	ctx := t.Context()
+	in := packet(t, me)
+	resp, b := f.do(t, "POST", "/v1/documents", "application/xml; charset=utf-8", in, "Idempotency-Key", "cv-1")
+	var created struct {
+		ID        document.ID
+		Duplicate bool
+	}
+	json.Unmarshal(b, &created)
+	if resp.StatusCode != 202 || created.ID == "" || created.Duplicate {
+		t.Fatalf("packet: %d %s", resp.StatusCode, b)
+	}
+	raw, _ := f.spool.Container(created.ID)
+	c, rep := container.VerifyBytes(raw, container.DefaultLimits, container.Options{Trust: f.pki.Trust})
+	if !rep.Valid || c.Entry("files/original.edxml") == nil || c.Entry("files/cong-van.pdf") == nil {
+		t.Fatalf("spooled: %v %v", rep.Reasons, c.Files())
+	}
+	if resp, b := f.do(t, "POST", "/v1/documents", "text/xml", in, "Idempotency-Key", "cv-1"); resp.StatusCode != 202 || !bytes.Contains(b, []byte(`"duplicate":true`)) {
+		t.Fatalf("again: %d %s", resp.StatusCode, b)
+	}
+	ct, body := form(part{name: "file", file: "cv-2.edxml", data: in})
+	if resp, b := f.do(t, "POST", "/v1/documents", ct, body); resp.StatusCode != 202 {
+		t.Fatalf("packet part: %d %s", resp.StatusCode, b)
+	}
+	for _, tc := range []struct {
+		name, ctype string
+		body        []byte
+		status      int
+		want        string
+	}{
+		{"packet with metadata", "", nil, 400, "comes alone"},
+		{"another unit's packet", "application/xml", packet(t, other), 422, "From/OrganId"},
+		{"a status packet", "application/xml", statusPacket(t, string(created.ID), "03"), 400, "status packet"},
+		{"not edXML", "application/xml", []byte("<html/>"), 400, "edxml.malformed"},
+		{"too large", "application/xml", append(bytes.Repeat([]byte(" "), 2<<20), in...), 413, "too_large"},
+	} {
+		ctype, body := tc.ctype, tc.body
+		if ctype == "" {
+			ctype, body = form(part{name: "metadata", data: meta(t, nil)}, part{name: "file", file: "cv.edxml", data: in})
+		}
+		if resp, b := f.do(t, "POST", "/v1/documents", ctype, body); resp.StatusCode != tc.status || !strings.Contains(string(b), tc.want) {
+			t.Errorf("%s: %d %s", tc.name, resp.StatusCode, b)
+		}
+	}
+
+	// A received document as a packet; a status packet on it.
+	_, m := agenttest.Meta(other, me)
+	raw = f.pki.Container(t, m, 100)
+	rc := f.pki.Receipt(t, raw)
+	c, rep = container.VerifyBytes(raw, container.DefaultLimits, container.Options{Trust: f.pki.Trust})
+	rr := container.VerifyReceipt(rc, rep.ContainerSHA256, container.Options{Trust: f.pki.Trust})
+	it, _, err := f.inbox.Put(ctx, me, inbox.Received{Container: c, SHA256: rep.ContainerSHA256, Receipt: rc, Body: rr.Receipt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, b = f.do(t, "GET", "/v1/inbox/"+string(it.ID)+"/edxml", "", nil)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/xml") {
+		t.Fatalf("packet out: %d %s", resp.StatusCode, b)
+	}
+	if p, err := edxml.Parse(bytes.NewReader(b), edxml.Options{}); err != nil || p.Document.Subject != it.Subject || len(p.Attachments) != 2 {
+		t.Fatalf("packet out: %v", err)
+	}
+	if resp, _ := f.do(t, "GET", "/v1/inbox/"+string(document.NewID(time.Now()))+"/edxml", "", nil); resp.StatusCode != 404 {
+		t.Fatalf("unknown packet: %d", resp.StatusCode)
+	}
+	if resp, b := f.do(t, "POST", "/v1/inbox/"+string(it.ID)+"/status", "application/xml", statusPacket(t, it.EdXMLID, "03")); resp.StatusCode != 202 || !strings.Contains(string(b), `"code":"03"`) {
+		t.Fatalf("status packet: %d %s", resp.StatusCode, b)
+	}
+	if resp, b := f.do(t, "POST", "/v1/inbox/"+string(it.ID)+"/status", "application/xml", statusPacket(t, string(created.ID), "04")); resp.StatusCode != 400 {
+		t.Fatalf("status packet naming another document: %d %s", resp.StatusCode, b)
+	}
+
+	// The sender takes its document back: JSON or a packet, 13 only.
+	for _, tc := range []struct {
+		ctype  string
+		body   []byte
+		status int
+	}{
+		{"application/json", []byte(`{"code":"13","description":"Lấy lại để sửa"}`), 202},
+		{"application/xml", statusPacket(t, string(created.ID), "13"), 202},
+		{"application/json", []byte(`{"code":"03"}`), 400},
+		{"application/xml", statusPacket(t, string(created.ID), "03"), 400},
+	} {
+		if resp, b := f.do(t, "POST", "/v1/documents/"+string(created.ID)+"/status", tc.ctype, tc.body); resp.StatusCode != tc.status {
+			t.Errorf("take back %s: %d %s", tc.body, resp.StatusCode, b)
+		}
+	}
+	if resp, _ := f.do(t, "POST", "/v1/documents/"+string(it.ID)+"/status", "application/json", []byte(`{"code":"13"}`)); resp.StatusCode != 404 {
+		t.Fatalf("take back a received document: %d", resp.StatusCode)
+	}
+
+	// A recipient's status on the sent document, as a packet.
+	f.spool.AddStatus(ctx, document.Status{DocumentID: created.ID, Unit: other, Code: "16", Time: time.Now(), Description: "Từ chối cập nhật"})
+	rec, _ := f.spool.Get(ctx, created.ID)
+	seq := rec.History[0].Seq
+	resp, b = f.do(t, "GET", fmt.Sprintf("/v1/documents/%s/statuses/%d/edxml", created.ID, seq), "", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status packet out: %d %s", resp.StatusCode, b)
+	}
+	sp, err := edxml.ParseStatus(bytes.NewReader(b), edxml.Limits{})
+	if err != nil || sp.Code != "16" || sp.From.ID != string(other) || sp.ResponseFor.DocumentID != rec.EdXMLID {
+		t.Fatalf("status packet out: %+v %v", sp, err)
+	}
+	for _, bad := range []string{"0", "x", "99"} {
+		if resp, _ := f.do(t, "GET", "/v1/documents/"+string(created.ID)+"/statuses/"+bad+"/edxml", "", nil); resp.StatusCode != 404 {
+			t.Errorf("status %s: %d", bad, resp.StatusCode)
+		}
 	}
 }

@@ -2,8 +2,10 @@
 // documents through a folder.
 //
 // Convention. A document is either a folder outbox/<name>/ holding
-// document.json and the payload files (every other regular file in it), or a
-// single signed container outbox/<name>.asice. Write it under a name that
+// document.json and the payload files (every other regular file in it), a
+// single signed container outbox/<name>.asice, or an edXML packet
+// outbox/<name>.edxml (a document packet, or a status packet on a document
+// the unit received, or its take-back, 13, of one it sent). Write it under a name that
 // begins with a dot (outbox/.tmp-<name>, or anywhere else on the same file
 // system) and rename it to its final name when it is complete: names that
 // begin with a dot are never picked up, and a rename is atomic, so the agent
@@ -11,7 +13,8 @@
 //
 // A document taken is signed and spooled, then moved to sent/<name> with
 // sent/<name>.json beside it (the document id and its state, updated when
-// the hub decides). A document the agent cannot accept is moved to
+// the hub decides; for a status packet, the document it is about and the
+// state queued). A document the agent cannot accept is moved to
 // failed/<name> with failed/<name>.reason.json; so is a document the hub
 // later rejects. A name already used in sent/ or failed/ gets the document
 // id appended.
@@ -24,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -33,7 +37,9 @@ import (
 	"time"
 
 	"github.com/edxhub/edx/agent/durable"
+	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -54,13 +60,21 @@ type Submitter interface {
 	MaxSize() int64
 }
 
+// PacketSubmitter takes edXML packets (agent/packets).
+type PacketSubmitter interface {
+	Submit(ctx context.Context, r io.Reader, s packets.Submission) (*packets.Result, error)
+}
+
 // Watcher picks up documents from the outbox folder.
 type Watcher struct {
 	cfg Config
 	sub Submitter
 	log *slog.Logger
-	// Spooled is called after each new document is spooled (may be nil).
-	Spooled func()
+	// Packets takes the .edxml files (nil: they are refused).
+	Packets PacketSubmitter
+	// Spooled is called after each new document is spooled, StatusAdded
+	// after each status queued (may be nil).
+	Spooled, StatusAdded func()
 	// mu orders taking an entry (outbox → sent) and the hub's decision on
 	// it (sent → failed), which can arrive before the move is done.
 	mu sync.Mutex
@@ -148,15 +162,34 @@ func (w *Watcher) take(ctx context.Context, name string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	src := filepath.Join(w.cfg.Outbox, name)
-	sub, err := w.read(src, name)
-	if err != nil {
-		return w.fail(src, name, "", err)
+	var (
+		rec     *spool.Record
+		created bool
+		err     error
+	)
+	if strings.HasSuffix(strings.ToLower(name), ".edxml") {
+		var st *inbox.Status
+		if rec, created, st, err = w.submitPacket(ctx, src, name); err == nil && st != nil {
+			return w.statusTaken(src, name, st)
+		}
+	} else {
+		var sub outbox.Submission
+		if sub, err = w.read(src, name); err != nil {
+			return w.fail(src, name, "", err)
+		}
+		rec, created, err = w.sub.Submit(ctx, sub)
 	}
-	rec, created, err := w.sub.Submit(ctx, sub)
-	var oe *outbox.Error
+	var (
+		oe *outbox.Error
+		ps document.Problems
+	)
 	switch {
 	case errors.As(err, &oe), errors.Is(err, spool.ErrConflict):
 		return w.fail(src, name, "", err)
+	case errors.As(err, &ps):
+		return w.fail(src, name, "", &outbox.Error{Kind: outbox.Invalid, Message: "invalid status", Problems: ps})
+	case errors.Is(err, inbox.ErrNotFound), errors.Is(err, spool.ErrNotFound):
+		return w.fail(src, name, "", &outbox.Error{Kind: outbox.Invalid, Message: err.Error()})
 	case err != nil:
 		return err
 	}
@@ -176,6 +209,59 @@ func (w *Watcher) take(ctx context.Context, name string) error {
 	}
 	return w.writeResult(filepath.Join(w.cfg.Sent, dest+".json"), result{DocumentID: rec.ID, State: rec.State, Time: time.Now().UTC()})
 }
+
+// submitPacket hands an .edxml file to the packet exchange: a document
+// (rec) or a status (st).
+func (w *Watcher) submitPacket(ctx context.Context, src, name string) (*spool.Record, bool, *inbox.Status, error) {
+	info, err := os.Lstat(src)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if !info.Mode().IsRegular() {
+		return nil, false, nil, &outbox.Error{Kind: outbox.Invalid, Message: "an .edxml entry must be a file: an edXML packet"}
+	}
+	if w.Packets == nil {
+		return nil, false, nil, &outbox.Error{Kind: outbox.Invalid, Message: "this agent takes no edXML packets"}
+	}
+	f, err := os.Open(src)
+	if err != nil {
+		return nil, false, nil, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, false, nil, err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, false, nil, err
+	}
+	res, err := w.Packets.Submit(ctx, f, packets.Submission{Source: SourcePrefix + name,
+		IdempotencyKey: SourcePrefix + name + ":" + hex.EncodeToString(h.Sum(nil))})
+	if err != nil {
+		return nil, false, nil, err
+	}
+	if res.Status != nil {
+		return nil, false, res.Status, nil
+	}
+	return res.Document, !res.Duplicate, nil, nil
+}
+
+// statusTaken moves a status packet that was queued to sent/.
+func (w *Watcher) statusTaken(src, name string, st *inbox.Status) error {
+	w.log.Info("status queued", "doc_id", st.DocumentID, "code", st.Code, "source", SourcePrefix+name)
+	if w.StatusAdded != nil {
+		w.StatusAdded()
+	}
+	dest := w.free(w.cfg.Sent, name, st.DocumentID)
+	if err := durable.Move(src, filepath.Join(w.cfg.Sent, dest)); err != nil {
+		return fmt.Errorf("folders: move to sent: %w", err)
+	}
+	return w.writeResult(filepath.Join(w.cfg.Sent, dest+".json"), result{DocumentID: st.DocumentID, State: StatusQueued, StatusCode: st.Code, Time: time.Now().UTC()})
+}
+
+// StatusQueued is the state in sent/<name>.json of a status packet: queued
+// for the hub with the unit's statuses.
+const StatusQueued spool.State = "queued"
 
 // read turns an outbox entry into a submission.
 func (w *Watcher) read(src, name string) (outbox.Submission, error) {
@@ -238,10 +324,11 @@ func (w *Watcher) read(src, name string) (outbox.Submission, error) {
 
 // result is sent/<name>.json.
 type result struct {
-	DocumentID document.ID `json:"document_id"`
-	State      spool.State `json:"state"`
-	ArchiveKey string      `json:"archive_key,omitempty"`
-	Time       time.Time   `json:"time"`
+	DocumentID document.ID         `json:"document_id"`
+	State      spool.State         `json:"state"`
+	StatusCode document.StatusCode `json:"status_code,omitempty"` // a status packet's code
+	ArchiveKey string              `json:"archive_key,omitempty"`
+	Time       time.Time           `json:"time"`
 }
 
 // reasonFile is failed/<name>.reason.json.
@@ -293,7 +380,7 @@ func (w *Watcher) free(dir, name string, id document.ID) string {
 		return name
 	}
 	base, ext := name, ""
-	if strings.HasSuffix(strings.ToLower(name), ".asice") {
+	if l := strings.ToLower(name); strings.HasSuffix(l, ".asice") || strings.HasSuffix(l, ".edxml") {
 		base, ext = name[:len(name)-6], name[len(name)-6:]
 	}
 	suffix := string(id)

@@ -1,16 +1,21 @@
 package folders
 
 import (
+	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/internal/agenttest"
 	"github.com/edxhub/edx/agent/outbox"
+	"github.com/edxhub/edx/agent/packets"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/reason"
 )
 
@@ -155,5 +160,65 @@ func TestSameNameAgainAndCrashBeforeMove(t *testing.T) {
 	}
 	if n, _ := f.spool.Depth(ctx); n != 2 {
 		t.Fatalf("spooled %d", n)
+	}
+}
+
+// TestPackets: an edXML packet dropped in the outbox is spooled like a
+// document folder (to sent/ with its state), a status packet is queued
+// (sent/ with the document it is about), and a packet the agent refuses goes
+// to failed/ with its reasons.
+func TestPackets(t *testing.T) {
+	f := newFixture(t)
+	ctx := t.Context()
+	in, err := inbox.Open(ctx, inbox.Config{Dir: f.dir + "/inbox", DB: f.dir + "/state/inbox.db", Quarantine: f.dir + "/q"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	ob, _ := outbox.New(me, f.pki.Unit(t, me), f.pki.Trust, f.spool, 1<<20)
+	if f.w.Packets, err = packets.New(packets.Config{TempDir: f.dir + "/tmp"}, ob, f.spool, in); err != nil {
+		t.Fatal(err)
+	}
+	statuses := 0
+	f.w.StatusAdded = func() { statuses++ }
+	write := func(name string, d *document.Document) {
+		var buf bytes.Buffer
+		pdf := []byte("%PDF-1.7 " + name)
+		if err := edxml.Write(&buf, d, []edxml.File{{Name: "van-ban.pdf", Open: func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(pdf)), nil }}}); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(f.dir, "outbox", ".tmp"), buf.Bytes(), 0o640)
+		os.Rename(filepath.Join(f.dir, "outbox", ".tmp"), filepath.Join(f.dir, "outbox", name))
+	}
+	d := document.Template(time.Now())
+	d.ID, d.To = "", []document.UnitID{other}
+	write("cv-1.edxml", d)
+	foreign := document.Template(time.Now())
+	foreign.From, foreign.To = other, []document.UnitID{me}
+	write("foreign.edxml", foreign)
+	if err := f.w.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var res result
+	b, _ := os.ReadFile(filepath.Join(f.dir, "sent", "cv-1.edxml.json"))
+	if err := json.Unmarshal(b, &res); err != nil || res.State != spool.Spooled || !exists(filepath.Join(f.dir, "sent", "cv-1.edxml")) {
+		t.Fatalf("sent: %s", b)
+	}
+	var rf reasonFile
+	b, _ = os.ReadFile(filepath.Join(f.dir, "failed", "foreign.edxml.reason.json"))
+	if err := json.Unmarshal(b, &rf); err != nil || len(rf.Problems) == 0 || rf.Problems[0].Field != "From/OrganId" {
+		t.Fatalf("failed: %s", b)
+	}
+	// The sender takes its document back, by a status packet.
+	rec, _ := f.spool.Get(ctx, res.DocumentID)
+	var buf bytes.Buffer
+	edxml.WriteStatus(&buf, edxml.NewStatusPacket(document.Status{Unit: me, Code: "13", Time: time.Now()}, edxml.ResponseFor{DocumentID: rec.EdXMLID}))
+	os.WriteFile(filepath.Join(f.dir, "outbox", "lay-lai.edxml"), buf.Bytes(), 0o640)
+	if err := f.w.Scan(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, _ = os.ReadFile(filepath.Join(f.dir, "sent", "lay-lai.edxml.json"))
+	if err := json.Unmarshal(b, &res); err != nil || res.State != StatusQueued || res.StatusCode != "13" || res.DocumentID != rec.ID || statuses != 1 {
+		t.Fatalf("status: %s", b)
 	}
 }

@@ -8,13 +8,18 @@
 //	<id>/files/<name>      the payload files
 //	<id>/container.asice   the signed container, byte for byte
 //	<id>/receipt.p7s       the hub's signed receipt
+//	<id>/document.edxml    the document as an edXML packet (Config.EdXML)
 //
 // A SQLite database beside it (not inside the folder the document system
 // reads) holds the seen-set: a document id is stored once and handed to the
 // document system once, even when the hub delivers it again, and even after
 // the document system removed its folder. Each document gets a sequence
 // number that only grows, the cursor of List. The database also holds the
-// statuses the unit reports, until they are sent.
+// statuses the unit reports, until they are sent; the statuses a sender
+// reports on a document it sent the unit (13, taking it back); each
+// document's edXML DocumentId; and what the document system did with each
+// document and sender's status (HandOver), for a document system that takes
+// them one by one and acknowledges them (the axis protocol).
 //
 // Deliveries that fail verification never reach the folder: Quarantine
 // keeps them apart with their reasons, and Refuse queues the unit's refusal
@@ -55,6 +60,7 @@ const (
 	FilesDir      = "files"
 	ContainerFile = "container.asice"
 	ReceiptFile   = "receipt.p7s"
+	PacketFile    = "document.edxml"
 )
 
 // Errors.
@@ -68,6 +74,9 @@ type Config struct {
 	Dir        string // the documents' folders, read by the document system
 	DB         string // the database file
 	Quarantine string // deliveries that failed verification
+	// EdXML writes each document's edXML packet (PacketFile) into its
+	// folder too, for a document system that reads edXML.
+	EdXML bool
 }
 
 // File describes a payload file.
@@ -80,19 +89,29 @@ type File struct {
 
 // Item is a received document.
 type Item struct {
-	Cursor     int64             `json:"cursor"`
-	ID         document.ID       `json:"id"`
-	From       document.UnitID   `json:"from"`
-	Subject    string            `json:"subject"`
-	ReceivedAt time.Time         `json:"received_at"`
-	AcceptedAt time.Time         `json:"accepted_at"` // by the hub, from the receipt
-	ArchiveKey string            `json:"archive_key"`
-	SHA256     string            `json:"container_sha256"`
-	Size       int64             `json:"size"`
-	Files      []File            `json:"files"`
-	Document   json.RawMessage   `json:"document"`
-	Statuses   []*Status         `json:"statuses,omitempty"`
-	Meta       document.Document `json:"-"`
+	Cursor     int64           `json:"cursor"`
+	ID         document.ID     `json:"id"`
+	From       document.UnitID `json:"from"`
+	Subject    string          `json:"subject"`
+	ReceivedAt time.Time       `json:"received_at"`
+	AcceptedAt time.Time       `json:"accepted_at"` // by the hub, from the receipt
+	ArchiveKey string          `json:"archive_key"`
+	SHA256     string          `json:"container_sha256"`
+	Size       int64           `json:"size"`
+	Files      []File          `json:"files"`
+	Document   json.RawMessage `json:"document"`
+	Statuses   []*Status       `json:"statuses,omitempty"`
+	// EdXMLID is the document's edXML DocumentId (its edxml_id, or as
+	// edXML forms it from its sender, date, number and notation).
+	EdXMLID string `json:"edxml_id,omitempty"`
+	// SenderStatuses are what the sender reported on the document (13: it
+	// takes the document back).
+	SenderStatuses []*SenderStatus `json:"sender_statuses,omitempty"`
+	// HandedOverAt is when the document system acknowledged taking the
+	// document (HandOver done); Transport its last acknowledgement.
+	HandedOverAt *time.Time        `json:"handed_over_at,omitempty"`
+	Transport    string            `json:"transport,omitempty"`
+	Meta         document.Document `json:"-"`
 }
 
 // Received is a delivery that passed verification.
@@ -119,6 +138,13 @@ type Status struct {
 	State      StatusState `json:"state"`
 	OutOfOrder bool        `json:"out_of_order,omitempty"`
 	Reasons    reason.List `json:"reasons,omitempty"`
+	// ContainerSHA256 is the digest of the container the status is about
+	// (for a document taken back, the sent one's: the agent fills it in).
+	ContainerSHA256 string `json:"container_sha256,omitempty"`
+	// Signed: the unit's signature over the status and the container
+	// (container.SignStatus) is made; Signature holds it.
+	Signed    bool   `json:"signed"`
+	Signature []byte `json:"-"`
 }
 
 // Store is the inbox.
@@ -135,6 +161,75 @@ type Store struct {
 // adopted.
 var migrations = []sqldb.Migration{
 	{SQL: schema}, // 1
+	{SQL: migration2, Func: backfillEdXMLIDs}, // 2: edXML ids, hand-over, senders' statuses
+	{SQL: migration3},                         // 3: statuses signed by the unit
+}
+
+// migration3 keeps, with each status the unit reports, the digest of the
+// container it is about and the unit's signature over both (made once,
+// before the status is first sent, and sent again as it is).
+const migration3 = `
+ALTER TABLE statuses ADD COLUMN container_sha256 TEXT NOT NULL DEFAULT '';
+ALTER TABLE statuses ADD COLUMN signature BLOB;
+`
+
+// migration2 keeps each document's edXML DocumentId, the document system's
+// acknowledgements, and the statuses senders report on their documents.
+const migration2 = `
+ALTER TABLE documents ADD COLUMN edxml_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE documents ADD COLUMN handed_over_at INTEGER;
+ALTER TABLE documents ADD COLUMN transport TEXT NOT NULL DEFAULT '';
+CREATE INDEX documents_edxml ON documents(edxml_id) WHERE edxml_id != '';
+CREATE INDEX documents_pending ON documents(handed_over_at, seq);
+CREATE TABLE sender_statuses (
+	seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+	id             TEXT NOT NULL,
+	unit           TEXT NOT NULL,
+	code           TEXT NOT NULL,
+	time           INTEGER NOT NULL,
+	body           TEXT NOT NULL,
+	received_at    INTEGER NOT NULL,
+	handed_over_at INTEGER,
+	transport      TEXT NOT NULL DEFAULT '',
+	UNIQUE (id, unit, code, time)
+);
+CREATE INDEX sender_statuses_pending ON sender_statuses(handed_over_at, seq);
+`
+
+// backfillEdXMLIDs gives the documents received before migration 2 their
+// edXML DocumentId, from their metadata.
+func backfillEdXMLIDs(ctx context.Context, tx *sql.Tx) error {
+	rows, err := tx.QueryContext(ctx, `SELECT seq, meta FROM documents`)
+	if err != nil {
+		return err
+	}
+	type upd struct {
+		seq int64
+		id  string
+	}
+	var us []upd
+	for rows.Next() {
+		var u upd
+		var meta string
+		if err := rows.Scan(&u.seq, &meta); err != nil {
+			rows.Close()
+			return err
+		}
+		if d, err := document.Parse([]byte(meta)); err == nil {
+			u.id = EdXMLID(d)
+		}
+		us = append(us, u)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, u := range us {
+		if _, err := tx.ExecContext(ctx, `UPDATE documents SET edxml_id = ? WHERE seq = ?`, u.id, u.seq); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // schema is version 1.
@@ -251,13 +346,13 @@ func (s *Store) Put(ctx context.Context, unit document.UnitID, r Received) (*Ite
 		return nil, false, fmt.Errorf("inbox: %w", err)
 	}
 	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, `INSERT INTO documents (id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, c.Meta.From, c.Meta.Subject, now.UnixNano(), r.Body.AcceptedAt.UnixNano(),
-		r.Body.ArchiveKey, r.SHA256, len(c.Raw), string(fb), string(c.MetaRaw)); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO documents (id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta, edxml_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, id, c.Meta.From, c.Meta.Subject, now.UnixNano(), r.Body.AcceptedAt.UnixNano(),
+		r.Body.ArchiveKey, r.SHA256, len(c.Raw), string(fb), string(c.MetaRaw), EdXMLID(c.Meta)); err != nil {
 		return nil, false, fmt.Errorf("inbox: put %s: %w", id, err)
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, ?)`,
-		id, st.Code, st.Time.UnixNano(), string(sb), StatusPending); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, container_sha256) VALUES (?, ?, ?, ?, ?, ?)`,
+		id, st.Code, st.Time.UnixNano(), string(sb), StatusPending, r.SHA256); err != nil {
 		return nil, false, fmt.Errorf("inbox: put %s: %w", id, err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -307,6 +402,9 @@ func (s *Store) writeFolder(r Received) error {
 	if err == nil {
 		err = write(ReceiptFile, r.Receipt)
 	}
+	if err == nil && s.cfg.EdXML {
+		err = s.writePacket(f, r)
+	}
 	if err == nil {
 		err = f.Commit()
 	}
@@ -325,16 +423,22 @@ func writeEntry(f *durable.Folder, rel string, e *container.Entry) error {
 	return f.WriteFrom(rel, rc, 0o640)
 }
 
-const itemCols = `seq, id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta`
+const itemCols = `seq, id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta, edxml_id, handed_over_at, transport`
 
 func scanItem(row interface{ Scan(...any) error }) (*Item, error) {
 	var it Item
 	var recv, acc int64
 	var files, meta string
-	if err := row.Scan(&it.Cursor, &it.ID, &it.From, &it.Subject, &recv, &acc, &it.ArchiveKey, &it.SHA256, &it.Size, &files, &meta); err != nil {
+	var handed sql.NullInt64
+	if err := row.Scan(&it.Cursor, &it.ID, &it.From, &it.Subject, &recv, &acc, &it.ArchiveKey, &it.SHA256, &it.Size, &files, &meta,
+		&it.EdXMLID, &handed, &it.Transport); err != nil {
 		return nil, err
 	}
 	it.ReceivedAt, it.AcceptedAt = time.Unix(0, recv).UTC(), time.Unix(0, acc).UTC()
+	if handed.Valid {
+		t := time.Unix(0, handed.Int64).UTC()
+		it.HandedOverAt = &t
+	}
 	if err := json.Unmarshal([]byte(files), &it.Files); err != nil {
 		return nil, err
 	}
@@ -358,6 +462,9 @@ func (s *Store) Get(ctx context.Context, id document.ID) (*Item, error) {
 		return nil, fmt.Errorf("inbox: get %s: %w", id, err)
 	}
 	if it.Statuses, err = s.statuses(ctx, `WHERE id = ? ORDER BY seq`, id); err != nil {
+		return nil, err
+	}
+	if it.SenderStatuses, err = s.senderStatuses(ctx, `WHERE id = ? ORDER BY seq`, id); err != nil {
 		return nil, err
 	}
 	return it, nil
@@ -429,11 +536,11 @@ func (s *Store) ContainerPath(ctx context.Context, id document.ID) (string, erro
 
 // Refuse queues the unit's refusal (status 02, with the reasons as its
 // description) of a delivery it could not take: one that failed
-// verification or that the folder can never hold. A document is refused
-// once: it reports false when a refusal was queued before, or when the
-// document is in the inbox already (a later copy that fails changes nothing
-// about the one received).
-func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID, rs reason.List) (bool, error) {
+// verification or that the folder can never hold; sha256 is the digest of
+// what it received. A document is refused once: it reports false when a
+// refusal was queued before, or when the document is in the inbox already
+// (a later copy that fails changes nothing about the one received).
+func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID, sha256 string, rs reason.List) (bool, error) {
 	if err := id.Validate(); err != nil {
 		return false, fmt.Errorf("inbox: refuse: %w", err)
 	}
@@ -450,8 +557,8 @@ func (s *Store) Refuse(ctx context.Context, unit document.UnitID, id document.ID
 	st := document.Status{DocumentID: id, Unit: unit, Time: s.now().UTC(), Code: document.StatusRefused,
 		Description: refusal(rs)}
 	body, _ := json.Marshal(st)
-	if _, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, ?)`,
-		id, st.Code, st.Time.UnixNano(), string(body), StatusPending); err != nil {
+	if _, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, container_sha256) VALUES (?, ?, ?, ?, ?, ?)`,
+		id, st.Code, st.Time.UnixNano(), string(body), StatusPending, sha256); err != nil {
 		return false, fmt.Errorf("inbox: refuse %s: %w", id, err)
 	}
 	return true, nil
@@ -552,7 +659,8 @@ func (s *Store) AddStatus(ctx context.Context, st document.Status) (*Status, err
 	if len(p) > 0 {
 		return nil, p
 	}
-	if _, err := s.Get(ctx, st.DocumentID); err != nil {
+	it, err := s.Get(ctx, st.DocumentID)
+	if err != nil {
 		return nil, err
 	}
 	prev, err := s.lastProgress(ctx, st.DocumentID)
@@ -561,13 +669,13 @@ func (s *Store) AddStatus(ctx context.Context, st document.Status) (*Status, err
 	}
 	out := !document.InOrder(prev, st.Code)
 	body, _ := json.Marshal(st)
-	res, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, out_of_order) VALUES (?, ?, ?, ?, ?, ?)`,
-		st.DocumentID, st.Code, st.Time.UnixNano(), string(body), StatusPending, out)
+	res, err := s.db.ExecContext(ctx, `INSERT INTO statuses (id, code, time, body, state, out_of_order, container_sha256) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+		st.DocumentID, st.Code, st.Time.UnixNano(), string(body), StatusPending, out, it.SHA256)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: status %s: %w", st.DocumentID, err)
 	}
 	seq, _ := res.LastInsertId()
-	return &Status{Seq: seq, Status: st, State: StatusPending, OutOfOrder: out}, nil
+	return &Status{Seq: seq, Status: st, State: StatusPending, OutOfOrder: out, ContainerSHA256: it.SHA256}, nil
 }
 
 // lastProgress is the last progress code reported on a document (not
@@ -586,7 +694,11 @@ func (s *Store) lastProgress(ctx context.Context, id document.ID) (document.Stat
 }
 
 func (s *Store) statuses(ctx context.Context, where string, args ...any) ([]*Status, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT seq, body, state, out_of_order, reasons FROM statuses `+where, args...)
+	// A status queued before statuses were signed takes its document's
+	// digest (the documents table's, for a document received).
+	rows, err := s.db.QueryContext(ctx, `SELECT seq, body, state, out_of_order, reasons,
+		CASE WHEN container_sha256 != '' THEN container_sha256 ELSE coalesce((SELECT sha256 FROM documents d WHERE d.id = statuses.id), '') END,
+		signature FROM statuses `+where, args...)
 	if err != nil {
 		return nil, fmt.Errorf("inbox: statuses: %w", err)
 	}
@@ -595,9 +707,10 @@ func (s *Store) statuses(ctx context.Context, where string, args ...any) ([]*Sta
 	for rows.Next() {
 		var st Status
 		var body, rs string
-		if err := rows.Scan(&st.Seq, &body, &st.State, &st.OutOfOrder, &rs); err != nil {
+		if err := rows.Scan(&st.Seq, &body, &st.State, &st.OutOfOrder, &rs, &st.ContainerSHA256, &st.Signature); err != nil {
 			return nil, fmt.Errorf("inbox: statuses: %w", err)
 		}
+		st.Signed = len(st.Signature) > 0
 		if err := json.Unmarshal([]byte(body), &st.Status); err != nil {
 			return nil, fmt.Errorf("inbox: statuses: %w", err)
 		}
@@ -621,6 +734,21 @@ func (s *Store) PendingCount(ctx context.Context) (int, error) {
 		return 0, fmt.Errorf("inbox: statuses: %w", err)
 	}
 	return n, nil
+}
+
+// SetStatusSignature keeps the unit's signature over a queued status and
+// the container digest it names, unless it has one already; it returns
+// the one kept, which is sent every time the status is.
+func (s *Store) SetStatusSignature(ctx context.Context, seq int64, containerSHA256 string, sig []byte) ([]byte, error) {
+	if _, err := s.db.ExecContext(ctx, `UPDATE statuses SET signature = ?, container_sha256 = ? WHERE seq = ? AND signature IS NULL`,
+		sig, containerSHA256, seq); err != nil {
+		return nil, fmt.Errorf("inbox: status signature: %w", err)
+	}
+	var kept []byte
+	if err := s.db.QueryRowContext(ctx, `SELECT signature FROM statuses WHERE seq = ?`, seq).Scan(&kept); err != nil {
+		return nil, fmt.Errorf("inbox: status signature: %w", err)
+	}
+	return kept, nil
 }
 
 // MarkStatusSent records that a status was published.

@@ -316,6 +316,10 @@ func TestOpensUnversionedInbox(t *testing.T) {
 	if sts, err := s.PendingStatuses(t.Context(), 10); err != nil || len(sts) != 1 || sts[0].Code != document.StatusDelivered {
 		t.Fatalf("pending statuses %+v %v", sts, err)
 	}
+	// Migration 2 gave the old document its edXML DocumentId.
+	if it, err := s.FindEdXML(t.Context(), EdXMLID(r.Container.Meta)); err != nil || it.ID != id {
+		t.Fatalf("find by edXML id: %+v %v", it, err)
+	}
 }
 
 // TestRefusesNewerInbox: an inbox from a newer agent is not touched.
@@ -326,5 +330,54 @@ func TestRefusesNewerInbox(t *testing.T) {
 	s.Close()
 	if _, err := Open(t.Context(), Config{Dir: dir + "/inbox", DB: dir + "/state/inbox.db", Quarantine: dir + "/quarantine"}, nil); !errors.Is(err, sqldb.ErrTooNew) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestUpgradesVersion1Inbox: an inbox at schema version 1 (what the agent
+// wrote before edXML) upgrades to the current version: a document it holds
+// is still seen (not handed over twice), its queued status still waits, it
+// is found by its edXML DocumentId, and its sender's take-back (13) is
+// recorded on it.
+func TestUpgradesVersion1Inbox(t *testing.T) {
+	ctx := t.Context()
+	p := agenttest.NewPKI(t)
+	dir := t.TempDir()
+	r := received(t, p)
+	id := r.Container.Meta.ID
+	os.MkdirAll(filepath.Join(dir, "state"), 0o750)
+	db, err := sqldb.Open(ctx, filepath.Join(dir, "state", "inbox.db"), sqldb.Options{Migrations: migrations[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	st := document.Status{DocumentID: id, Unit: me, Time: now, Code: document.StatusDelivered}
+	sb, _ := json.Marshal(st)
+	if _, err := db.Exec(`INSERT INTO documents (id, sender, subject, received_at, accepted_at, archive_key, sha256, size, files, meta)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, '[]', ?)`, id, sender, r.Container.Meta.Subject, now.UnixNano(), r.Body.AcceptedAt.UnixNano(),
+		r.Body.ArchiveKey, r.SHA256, len(r.Container.Raw), string(r.Container.MetaRaw)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`INSERT INTO statuses (id, code, time, body, state) VALUES (?, ?, ?, ?, 'pending')`, id, st.Code, now.UnixNano(), string(sb)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+
+	s := openStore(t, dir)
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) || v < 2 {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	if it, isNew, err := s.Put(ctx, me, r); err != nil || isNew {
+		t.Fatalf("put of a document the old inbox holds: new %v, %+v, %v", isNew, it, err)
+	}
+	if sts, err := s.PendingStatuses(ctx, 10); err != nil || len(sts) != 1 || sts[0].Code != document.StatusDelivered {
+		t.Fatalf("pending statuses %+v %v", sts, err)
+	}
+	if it, err := s.FindEdXML(ctx, EdXMLID(r.Container.Meta)); err != nil || it.ID != id {
+		t.Fatalf("find by edXML id: %+v %v", it, err)
+	}
+	take := document.Status{DocumentID: id, Unit: sender, Time: now.Add(time.Second), Code: document.StatusCancelled}
+	if ss, isNew, err := s.AddSenderStatus(ctx, take); err != nil || !isNew || ss == nil {
+		t.Fatalf("the sender's 13 on the old document: %+v %v %v", ss, isNew, err)
 	}
 }

@@ -101,7 +101,7 @@ func TestPutUnwritable(t *testing.T) {
 			t.Fatalf("%q: remembered as received", names)
 		}
 		for i := range 2 {
-			queued, err := s.Refuse(ctx, me, id, ue.Reasons)
+			queued, err := s.Refuse(ctx, me, id, "", ue.Reasons)
 			if err != nil || queued != (i == 0) {
 				t.Fatalf("%q: refusal %d: queued %v, %v", names, i+1, queued, err)
 			}
@@ -125,7 +125,7 @@ func TestPutUnwritable(t *testing.T) {
 	if _, _, err := s.Put(ctx, me, r); err != nil {
 		t.Fatal(err)
 	}
-	if queued, err := s.Refuse(ctx, me, r.Container.Meta.ID, reason.List{{Code: reason.ReceiptInvalid, Message: "x"}}); err != nil || queued {
+	if queued, err := s.Refuse(ctx, me, r.Container.Meta.ID, r.SHA256, reason.List{{Code: reason.ReceiptInvalid, Message: "x"}}); err != nil || queued {
 		t.Fatalf("refusal of a received document: %v %v", queued, err)
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/reason"
 )
@@ -55,6 +56,10 @@ type Submission struct {
 	Container      []byte           // a prebuilt signed container, instead of Meta and Files
 	Source         string           // "api", "folder:<name>"
 	IdempotencyKey string
+	// FromPacket marks the submission of an edXML packet (agent/packets):
+	// its files include the packet itself, under the name edXML keeps for
+	// it (files/original.edxml), which other submissions may not use.
+	FromPacket bool
 }
 
 // Spool is where accepted documents go (agent/spool).
@@ -129,7 +134,7 @@ func (o *Outbox) Submit(ctx context.Context, s Submission) (*spool.Record, bool,
 	cs := sha256.Sum256(raw)
 	rec, created, err := o.spool.Add(ctx, spool.Entry{
 		ID: d.ID, Container: raw, SHA256: hex.EncodeToString(cs[:]), ManifestSHA256: hex.EncodeToString(ms[:]),
-		To: d.To, Subject: d.Subject, Source: s.Source, IdempotencyKey: s.IdempotencyKey,
+		To: d.To, Subject: d.Subject, Source: s.Source, IdempotencyKey: s.IdempotencyKey, EdXMLID: edXMLID(d),
 	})
 	if err != nil {
 		return nil, false, err
@@ -192,6 +197,9 @@ func (o *Outbox) build(s Submission) ([]byte, *document.Document, []byte, error)
 		if _, err := container.Prepare(validMeta, []container.File{f}); err != nil {
 			p.Add(fmt.Sprintf("files[%d]", i), err.Error())
 		}
+		if f.Name == edxml.OriginalFile && !s.FromPacket {
+			p.Add(fmt.Sprintf("files[%d]", i), fmt.Sprintf("the name %s is kept for the edXML packet a document came from: send the packet itself, or rename the file", edxml.OriginalFile))
+		}
 	}
 	if len(p) > 0 {
 		return nil, nil, nil, &Error{Kind: Invalid, Message: "invalid submission", Problems: p}
@@ -220,12 +228,30 @@ func (o *Outbox) build(s Submission) ([]byte, *document.Document, []byte, error)
 	return raw, d, u.Manifest, nil
 }
 
+// edXMLID is the document's edXML DocumentId, as the document system
+// speaking edXML knows it.
+func edXMLID(d *document.Document) string {
+	if d.EdXMLID != "" {
+		return d.EdXMLID
+	}
+	return edxml.DocumentID(d)
+}
+
 // validMeta lets build check one file name at a time with container.Prepare.
 var validMeta = func() []byte {
 	d := document.Template(time.Unix(1700000000, 0))
 	b, _ := d.Marshal()
 	return b
 }()
+
+func onlyTransient(rs reason.List) bool {
+	for _, r := range rs {
+		if !r.Code.Transient() {
+			return false
+		}
+	}
+	return len(rs) > 0
+}
 
 // checkContainer verifies a prebuilt container as the hub will.
 func (o *Outbox) checkContainer(raw []byte) (*document.Document, []byte, error) {
@@ -243,8 +269,10 @@ func (o *Outbox) checkContainer(raw []byte) (*document.Document, []byte, error) 
 			Problems: document.Problems{{Field: "from", Message: fmt.Sprintf("this agent sends for unit %s, not %s", o.unit, c.Meta.From)}},
 			Reasons:  rep.Reasons}
 	}
-	if !rep.Valid {
+	if !rep.Valid && !onlyTransient(rep.Reasons) {
 		return nil, nil, &Error{Kind: Unprocessable, Message: "the container does not verify", Problems: rep.Problems, Reasons: rep.Reasons}
 	}
+	// A stale CRL says nothing about the document: the hub decides, and
+	// holds it until it has a current CRL.
 	return c.Meta, c.Manifest, nil
 }

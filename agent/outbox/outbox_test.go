@@ -71,6 +71,8 @@ func TestSubmit(t *testing.T) {
 		{"prebuilt by another unit", Submission{Container: foreign}, Unprocessable, "from", ""},
 		{"prebuilt garbage", Submission{Container: []byte("not a zip")}, Invalid, "", reason.ContainerMalformed},
 		{"container and files", Submission{Container: foreign, Files: []container.File{pdf}}, Invalid, "container", ""},
+		{"the packet's name taken", Submission{Meta: metaJSON(t, nil), Files: []container.File{pdf, {Name: "original.edxml", Data: []byte("<x/>")}}}, Invalid, "files[1]", ""},
+		{"a packet's original", Submission{Meta: metaJSON(t, nil), Files: []container.File{pdf, {Name: "original.edxml", Data: []byte("<x/>")}}, FromPacket: true}, 0, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,8 +100,13 @@ func TestSubmit(t *testing.T) {
 			}
 		})
 	}
-	if n, _ := sp.Depth(t.Context()); n != 3 {
-		t.Fatalf("spooled %d, want 3", n)
+	if n, _ := sp.Depth(t.Context()); n != 4 {
+		t.Fatalf("spooled %d, want 4", n)
+	}
+	// Each spooled document keeps its edXML DocumentId.
+	d, _ := document.Parse(metaJSON(t, nil))
+	if r, err := sp.FindEdXML(t.Context(), "000.00.00.H29,"+strings.ReplaceAll(d.PromulgatedAt, "-", "/")+",1234/QĐ-UBND"); err != nil || r.EdXMLID == "" {
+		t.Fatalf("find by edXML id: %+v %v", r, err)
 	}
 }
 

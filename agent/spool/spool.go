@@ -20,7 +20,10 @@
 //
 // A document's state moves spooled → submitted → accepted | rejected;
 // accepted and rejected are final. Deliveries per recipient and the status
-// history come from the hub's notices.
+// history come from the hub's notices. Each document also keeps its edXML
+// DocumentId, so that a document system speaking edXML can name it (a
+// status, an update), and each status the document system's
+// acknowledgement (HandOver), so that it is listed to it until taken.
 package spool
 
 import (
@@ -32,12 +35,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/edxhub/edx/agent/durable"
+	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/reason"
 	"github.com/edxhub/edx/pkg/sqldb"
 )
@@ -71,6 +77,7 @@ type Entry struct {
 	Subject        string
 	Source         string // "api" or "folder:<name>"
 	IdempotencyKey string // optional; a second Add with the same key returns the first document
+	EdXMLID        string // the document's edXML DocumentId (edxml_id, or as edXML forms it)
 }
 
 // Delivery is one recipient's progress.
@@ -82,26 +89,45 @@ type Delivery struct {
 
 // Record is the state of a spooled document.
 type Record struct {
-	Seq             int64             `json:"-"`
-	ID              document.ID       `json:"id"`
-	State           State             `json:"state"`
-	SHA256          string            `json:"container_sha256"`
-	ManifestSHA256  string            `json:"-"`
-	Size            int64             `json:"size"`
-	Subject         string            `json:"subject"`
-	Source          string            `json:"source"`
-	IdempotencyKey  string            `json:"-"`
-	CreatedAt       time.Time         `json:"created_at"`
-	SubmittedAt     *time.Time        `json:"submitted_at,omitempty"`
-	DecidedAt       *time.Time        `json:"decided_at,omitempty"`
-	Attempts        int               `json:"attempts"`
-	LastError       string            `json:"last_error,omitempty"`
-	ArchiveKey      string            `json:"archive_key,omitempty"`
-	Receipt         []byte            `json:"receipt,omitempty"` // DER CMS, base64 in JSON
-	ReceiptProblems reason.List       `json:"receipt_problems,omitempty"`
-	Reasons         reason.List       `json:"reasons,omitempty"`
-	Recipients      []Delivery        `json:"recipients"`
-	History         []document.Status `json:"history"`
+	Seq             int64       `json:"-"`
+	ID              document.ID `json:"id"`
+	State           State       `json:"state"`
+	SHA256          string      `json:"container_sha256"`
+	ManifestSHA256  string      `json:"-"`
+	Size            int64       `json:"size"`
+	Subject         string      `json:"subject"`
+	Source          string      `json:"source"`
+	IdempotencyKey  string      `json:"-"`
+	CreatedAt       time.Time   `json:"created_at"`
+	SubmittedAt     *time.Time  `json:"submitted_at,omitempty"`
+	DecidedAt       *time.Time  `json:"decided_at,omitempty"`
+	Attempts        int         `json:"attempts"`
+	LastError       string      `json:"last_error,omitempty"`
+	ArchiveKey      string      `json:"archive_key,omitempty"`
+	Receipt         []byte      `json:"receipt,omitempty"` // DER CMS, base64 in JSON
+	ReceiptProblems reason.List `json:"receipt_problems,omitempty"`
+	Reasons         reason.List `json:"reasons,omitempty"`
+	EdXMLID         string      `json:"edxml_id,omitempty"`
+	Recipients      []Delivery  `json:"recipients"`
+	History         []Status    `json:"history"`
+}
+
+// Status is a status in a document's history: a recipient's report (or the
+// sender's own 13 as the hub recorded it), with its number in the spool and
+// what the document system did with it.
+type Status struct {
+	Seq int64 `json:"seq"`
+	document.Status
+	ReceivedAt   time.Time  `json:"received_at"`
+	HandedOverAt *time.Time `json:"handed_over_at,omitempty"`
+	// Transport is the document system's last acknowledgement of the
+	// status (the axis protocol's updateStatus: done, fail, processing).
+	Transport string `json:"transport,omitempty"`
+	// Signed: the reporting unit signed the status (its signature is at
+	// GET /v1/documents/{id}/statuses/{seq}/signature); SignatureProblems
+	// say why the agent found the signature wanting, when it did.
+	Signed            bool   `json:"signed"`
+	SignatureProblems string `json:"signature_problems,omitempty"`
 }
 
 // Spool is the durable outbox.
@@ -116,7 +142,88 @@ type Spool struct {
 // migrations are the spool's schema versions (sqldb): never edit one,
 // append. A spool from before versioning holds version 1 and is adopted.
 var migrations = []sqldb.Migration{
-	{SQL: schema}, // 1
+	{SQL: schema},     // 1
+	{SQL: migration2}, // 2: edXML ids, statuses handed over to the document system
+	{SQL: migration3}, // 3: recipients' signatures over their statuses
+}
+
+// migration3 keeps a recipient's signature over its status
+// (container.SignStatus), as the hub passed it on, and what the agent
+// found when it checked it (” valid, else the problems).
+const migration3 = `
+ALTER TABLE statuses ADD COLUMN signature BLOB;
+ALTER TABLE statuses ADD COLUMN signature_problems TEXT NOT NULL DEFAULT '';
+`
+
+// migration2 keeps each document's edXML DocumentId (documents spooled
+// before it have none: they are found by their edx id only) and what the
+// document system did with each status.
+const migration2 = `
+ALTER TABLE documents ADD COLUMN edxml_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX documents_edxml ON documents(edxml_id) WHERE edxml_id != '';
+ALTER TABLE statuses ADD COLUMN handed_over_at INTEGER;
+ALTER TABLE statuses ADD COLUMN transport TEXT NOT NULL DEFAULT '';
+CREATE INDEX statuses_pending ON statuses(handed_over_at, received_at);
+`
+
+// backfillEdXMLIDs gives the documents spooled before migration 2 their
+// edXML DocumentId (as the outbox forms it: the metadata's edxml_id, or the
+// one edXML derives), from the document.json of their container in cdir. A
+// document whose container cannot be read keeps none: it is found by its
+// edx id only.
+func backfillEdXMLIDs(ctx context.Context, tx *sql.Tx, cdir string) error {
+	rows, err := tx.QueryContext(ctx, `SELECT id FROM documents WHERE edxml_id = ''`)
+	if err != nil {
+		return err
+	}
+	var ids []document.ID
+	for rows.Next() {
+		var id document.ID
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		x := edxmlIDOf(filepath.Join(cdir, string(id)+".asice"))
+		if x == "" {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE documents SET edxml_id = ? WHERE id = ?`, x, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// edxmlIDOf is the edXML DocumentId of the container at path, "" when it
+// cannot be read.
+func edxmlIDOf(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	e, err := container.OpenFile(data, container.DefaultLimits, container.MetadataPath)
+	if err != nil {
+		return ""
+	}
+	meta, err := e.Bytes()
+	if err != nil {
+		return ""
+	}
+	d, err := document.Parse(meta)
+	if err != nil {
+		return ""
+	}
+	if d.EdXMLID != "" {
+		return d.EdXMLID
+	}
+	return edxml.DocumentID(d)
 }
 
 // schema is version 1.
@@ -174,7 +281,13 @@ func Open(ctx context.Context, dir string, log *slog.Logger) (*Spool, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "containers"), 0o750); err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
-	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: migrations})
+	// Migration 2 gives the documents spooled before it their edXML
+	// DocumentId, read from their containers.
+	ms := slices.Clone(migrations)
+	ms[1].Func = func(ctx context.Context, tx *sql.Tx) error {
+		return backfillEdXMLIDs(ctx, tx, filepath.Join(dir, "containers"))
+	}
+	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: ms})
 	if err != nil {
 		return nil, fmt.Errorf("spool: %w", err)
 	}
@@ -251,9 +364,9 @@ func (s *Spool) Add(ctx context.Context, e Entry) (*Record, bool, error) {
 	if e.IdempotencyKey != "" {
 		idem = e.IdempotencyKey
 	}
-	if _, err := tx.ExecContext(ctx, `INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		e.ID, Spooled, e.SHA256, e.ManifestSHA256, len(e.Container), e.Subject, e.Source, idem, now.UnixNano()); err != nil {
+	if _, err := tx.ExecContext(ctx, `INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at, edxml_id)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		e.ID, Spooled, e.SHA256, e.ManifestSHA256, len(e.Container), e.Subject, e.Source, idem, now.UnixNano(), e.EdXMLID); err != nil {
 		return nil, false, fmt.Errorf("spool: add %s: %w", e.ID, err)
 	}
 	for i, u := range e.To {
@@ -305,7 +418,7 @@ func (s *Spool) Container(id document.ID) ([]byte, error) {
 }
 
 const recordCols = `seq, id, state, sha256, manifest_sha256, size, subject, source, coalesce(idem_key, ''), created_at,
-	submitted_at, decided_at, attempts, last_error, archive_key, receipt, receipt_problems, reasons`
+	submitted_at, decided_at, attempts, last_error, archive_key, receipt, receipt_problems, reasons, edxml_id`
 
 func scanRecord(row interface{ Scan(...any) error }) (*Record, error) {
 	var r Record
@@ -313,7 +426,7 @@ func scanRecord(row interface{ Scan(...any) error }) (*Record, error) {
 	var submitted, decided sql.NullInt64
 	var rp, rs string
 	if err := row.Scan(&r.Seq, &r.ID, &r.State, &r.SHA256, &r.ManifestSHA256, &r.Size, &r.Subject, &r.Source, &r.IdempotencyKey,
-		&created, &submitted, &decided, &r.Attempts, &r.LastError, &r.ArchiveKey, &r.Receipt, &rp, &rs); err != nil {
+		&created, &submitted, &decided, &r.Attempts, &r.LastError, &r.ArchiveKey, &r.Receipt, &rp, &rs, &r.EdXMLID); err != nil {
 		return nil, err
 	}
 	r.CreatedAt = time.Unix(0, created).UTC()
@@ -368,24 +481,124 @@ func (s *Spool) Get(ctx context.Context, id document.ID) (*Record, error) {
 		return nil, fmt.Errorf("spool: get %s: %w", id, err)
 	}
 	rows.Close()
-	srows, err := s.db.QueryContext(ctx, `SELECT body FROM statuses WHERE id = ? ORDER BY time, received_at`, id)
-	if err != nil {
+	if r.History, err = s.statuses(ctx, `WHERE id = ? ORDER BY time, received_at`, id); err != nil {
 		return nil, fmt.Errorf("spool: get %s: %w", id, err)
 	}
-	defer srows.Close()
-	r.History = []document.Status{}
-	for srows.Next() {
-		var body string
-		var st document.Status
-		if err := srows.Scan(&body); err != nil {
-			return nil, fmt.Errorf("spool: get %s: %w", id, err)
-		}
-		if err := json.Unmarshal([]byte(body), &st); err != nil {
-			return nil, fmt.Errorf("spool: get %s: status: %w", id, err)
-		}
-		r.History = append(r.History, st)
+	return r, nil
+}
+
+const statusCols = `rowid, body, received_at, handed_over_at, transport, signature IS NOT NULL, signature_problems`
+
+func (s *Spool) statuses(ctx context.Context, where string, args ...any) ([]Status, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT `+statusCols+` FROM statuses `+where, args...)
+	if err != nil {
+		return nil, err
 	}
-	return r, srows.Err()
+	defer rows.Close()
+	out := []Status{}
+	for rows.Next() {
+		var st Status
+		var body string
+		var recv int64
+		var handed sql.NullInt64
+		if err := rows.Scan(&st.Seq, &body, &recv, &handed, &st.Transport, &st.Signed, &st.SignatureProblems); err != nil {
+			return nil, err
+		}
+		if err := json.Unmarshal([]byte(body), &st.Status); err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+		st.ReceivedAt = time.Unix(0, recv).UTC()
+		st.HandedOverAt = optTime(handed)
+		out = append(out, st)
+	}
+	return out, rows.Err()
+}
+
+// FindEdXML returns the document spooled last whose edXML DocumentId is
+// edxmlID, or ErrNotFound.
+func (s *Spool) FindEdXML(ctx context.Context, edxmlID string) (*Record, error) {
+	var id document.ID
+	err := s.db.QueryRowContext(ctx, `SELECT id FROM documents WHERE edxml_id = ? AND edxml_id != '' ORDER BY seq DESC LIMIT 1`, edxmlID).Scan(&id)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("%w: edXML DocumentId %q", ErrNotFound, edxmlID)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: find %q: %w", edxmlID, err)
+	}
+	return s.Get(ctx, id)
+}
+
+// Status returns one status of a document's history by its number, or
+// ErrNotFound.
+func (s *Spool) Status(ctx context.Context, id document.ID, seq int64) (*Status, error) {
+	sts, err := s.statuses(ctx, `WHERE id = ? AND rowid = ?`, id, seq)
+	if err != nil {
+		return nil, fmt.Errorf("spool: status %s/%d: %w", id, seq, err)
+	}
+	if len(sts) == 0 {
+		return nil, fmt.Errorf("%w: %s has no status %d", ErrNotFound, id, seq)
+	}
+	return &sts[0], nil
+}
+
+// NotHandedOver returns up to limit statuses from units other than except
+// (the agent's own) that the document system has not taken yet (HandOver
+// done), oldest first.
+func (s *Spool) NotHandedOver(ctx context.Context, except document.UnitID, limit int) ([]Status, error) {
+	sts, err := s.statuses(ctx, `WHERE handed_over_at IS NULL AND unit != ? ORDER BY received_at, rowid LIMIT ?`, except, limit)
+	if err != nil {
+		return nil, fmt.Errorf("spool: statuses: %w", err)
+	}
+	return sts, nil
+}
+
+// HandOver records the document system's last acknowledgement of a
+// status: done (taken: it is not listed again), or fail or processing
+// (listed again).
+func (s *Spool) HandOver(ctx context.Context, id document.ID, seq int64, transport string) error {
+	res, err := s.db.ExecContext(ctx, `UPDATE statuses SET transport = ?1,
+		handed_over_at = CASE WHEN ?1 = 'done' THEN coalesce(handed_over_at, ?2) ELSE NULL END WHERE id = ?3 AND rowid = ?4`,
+		transport, s.now().UnixNano(), id, seq)
+	if err != nil {
+		return fmt.Errorf("spool: hand over %s/%d: %w", id, seq, err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return fmt.Errorf("%w: %s has no status %d", ErrNotFound, id, seq)
+	}
+	return nil
+}
+
+// Recent returns up to limit documents, the most recently spooled first,
+// with their recipients and history.
+func (s *Spool) Recent(ctx context.Context, limit int) ([]*Record, error) {
+	recs, err := s.list(ctx, `ORDER BY seq DESC LIMIT ?`, limit)
+	if err != nil {
+		return nil, err
+	}
+	for i, r := range recs {
+		if recs[i], err = s.Get(ctx, r.ID); err != nil {
+			return nil, err
+		}
+	}
+	return recs, nil
+}
+
+// Units returns the units the documents were sent to, sorted.
+func (s *Spool) Units(ctx context.Context) ([]document.UnitID, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT unit FROM recipients ORDER BY unit`)
+	if err != nil {
+		return nil, fmt.Errorf("spool: units: %w", err)
+	}
+	defer rows.Close()
+	var out []document.UnitID
+	for rows.Next() {
+		var u document.UnitID
+		if err := rows.Scan(&u); err != nil {
+			return nil, fmt.Errorf("spool: units: %w", err)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 // Pending returns up to limit documents not yet published, oldest first.
@@ -494,7 +707,31 @@ func (s *Spool) decide(ctx context.Context, id document.ID, q string, args ...an
 
 // AddStatus records a recipient's status from a notice. A status already
 // recorded is ignored (it reports false); 01 marks the recipient delivered.
+// 13, the sender's own code (the hub may tell the sender of the take-back
+// it recorded), is kept in the history without making its unit a
+// recipient.
 func (s *Spool) AddStatus(ctx context.Context, st document.Status) (bool, error) {
+	return s.AddSignedStatus(ctx, st, nil, "")
+}
+
+// StatusSignature returns the signature over a status of a document's
+// history, by its number: ErrNotFound when there is no such status or it
+// is unsigned.
+func (s *Spool) StatusSignature(ctx context.Context, id document.ID, seq int64) ([]byte, error) {
+	var sig []byte
+	err := s.db.QueryRowContext(ctx, `SELECT signature FROM statuses WHERE id = ? AND rowid = ?`, id, seq).Scan(&sig)
+	if errors.Is(err, sql.ErrNoRows) || err == nil && sig == nil {
+		return nil, fmt.Errorf("%w: %s has no signed status %d", ErrNotFound, id, seq)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("spool: status signature: %w", err)
+	}
+	return sig, nil
+}
+
+// AddSignedStatus is AddStatus for a status with its unit's signature
+// (nil: unsigned) and the problems the agent found with it ("": none).
+func (s *Spool) AddSignedStatus(ctx context.Context, st document.Status, sig []byte, problems string) (bool, error) {
 	body, err := json.Marshal(st)
 	if err != nil {
 		return false, fmt.Errorf("spool: status: %w", err)
@@ -511,13 +748,20 @@ func (s *Spool) AddStatus(ctx context.Context, st document.Status) (bool, error)
 	if n == 0 {
 		return false, fmt.Errorf("%w: %s", ErrNotFound, st.DocumentID)
 	}
-	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO statuses (id, unit, code, time, body, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
-		st.DocumentID, st.Unit, st.Code, st.Time.UnixNano(), string(body), s.now().UnixNano())
+	if len(sig) == 0 {
+		sig, problems = nil, ""
+	}
+	res, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO statuses (id, unit, code, time, body, received_at, signature, signature_problems)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+		st.DocumentID, st.Unit, st.Code, st.Time.UnixNano(), string(body), s.now().UnixNano(), sig, problems)
 	if err != nil {
 		return false, fmt.Errorf("spool: status: %w", err)
 	}
 	if k, _ := res.RowsAffected(); k == 0 {
 		return false, nil
+	}
+	if st.Code == document.StatusCancelled {
+		return true, tx.Commit()
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT OR IGNORE INTO recipients (id, unit, pos) VALUES (?, ?, 1000000)`, st.DocumentID, st.Unit); err != nil {
 		return false, fmt.Errorf("spool: status: %w", err)

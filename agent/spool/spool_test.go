@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edxhub/edx/agent/internal/agenttest"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/edxml"
 	"github.com/edxhub/edx/pkg/reason"
 	"github.com/edxhub/edx/pkg/sqldb"
 )
@@ -381,5 +384,152 @@ func TestRefusesNewerSpool(t *testing.T) {
 	s.Close()
 	if _, err := Open(t.Context(), dir, nil); !errors.Is(err, sqldb.ErrTooNew) {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// TestEdXMLAndHandOver: a document is found by its edXML DocumentId (the
+// last spooled when two share one); the statuses of other units wait for
+// the document system until it takes them (done), fail or processing leave
+// them listed; the sender's own 13 is kept in the history without making
+// it a recipient.
+func TestEdXMLAndHandOver(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, t.TempDir())
+	const xid = "000.00.00.H29,2026/11/30,12/UBND-VP"
+	a, b := entry(t, "a"), entry(t, "b")
+	a.EdXMLID, b.EdXMLID = xid, xid
+	for _, e := range []Entry{a, b, entry(t, "c")} {
+		if _, _, err := s.Add(ctx, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, err := s.FindEdXML(ctx, xid); err != nil || r.ID != b.ID || r.EdXMLID != xid {
+		t.Fatalf("find: %+v %v", r, err)
+	}
+	for _, v := range []string{"", "000.00.00.H29,2026/11/30,13/UBND-VP"} {
+		if _, err := s.FindEdXML(ctx, v); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("find %q: %v", v, err)
+		}
+	}
+	t0 := time.Now().UTC()
+	const me = document.UnitID("000.00.00.H29")
+	for _, st := range []document.Status{
+		{DocumentID: a.ID, Unit: "000.01.00.H29", Time: t0, Code: document.StatusDelivered},
+		{DocumentID: a.ID, Unit: me, Time: t0.Add(time.Second), Code: document.StatusCancelled},
+		{DocumentID: a.ID, Unit: "000.01.00.H29", Time: t0.Add(2 * time.Second), Code: document.StatusChangeAccept},
+	} {
+		if _, err := s.AddStatus(ctx, st); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, _ := s.Get(ctx, a.ID)
+	if len(r.Recipients) != 2 || len(r.History) != 3 || r.History[1].Code != "13" || r.History[0].Seq == 0 {
+		t.Fatalf("record %+v", r)
+	}
+	pending, err := s.NotHandedOver(ctx, me, 10)
+	if err != nil || len(pending) != 2 || pending[0].Code != "01" || pending[1].Code != "15" {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	if st, err := s.Status(ctx, a.ID, pending[1].Seq); err != nil || st.Code != "15" {
+		t.Fatalf("status %+v %v", st, err)
+	}
+	if _, err := s.Status(ctx, b.ID, pending[1].Seq); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("another document's status: %v", err)
+	}
+	if err := s.HandOver(ctx, a.ID, pending[0].Seq, "done"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HandOver(ctx, a.ID, pending[1].Seq, "fail"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.HandOver(ctx, b.ID, 999, "done"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown status: %v", err)
+	}
+	pending, _ = s.NotHandedOver(ctx, me, 10)
+	if len(pending) != 1 || pending[0].Code != "15" || pending[0].Transport != "fail" {
+		t.Fatalf("after hand-over %+v", pending)
+	}
+	if us, _ := s.Units(ctx); len(us) != 2 {
+		t.Fatalf("units %v", us)
+	}
+	if rs, _ := s.Recent(ctx, 2); len(rs) != 2 || len(rs[1].Recipients) != 2 {
+		t.Fatalf("recent %+v", rs)
+	}
+}
+
+// TestUpgradesVersion1Spool: a spool at schema version 1 (what the agent
+// wrote before edXML) upgrades to the current version: its documents are
+// still sent in order, keep their recipients' statuses, and are found by
+// their edXML DocumentId, read from their containers (a document whose
+// container is gone keeps none); the statuses received before wait for the
+// document system like new ones.
+func TestUpgradesVersion1Spool(t *testing.T) {
+	ctx := t.Context()
+	p := agenttest.NewPKI(t)
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "containers"), 0o750)
+	db, err := sqldb.Open(ctx, filepath.Join(dir, "spool.db"), sqldb.Options{Migrations: migrations[:1]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const me, them = document.UnitID("000.00.00.H29"), document.UnitID("000.01.00.H29")
+	id, meta := agenttest.Meta(me, them)
+	d, _ := document.Parse(meta)
+	xid := edxml.DocumentID(d)
+	if xid == "" {
+		t.Fatal("the test document has no edXML DocumentId")
+	}
+	raw := p.Container(t, meta, 100)
+	os.WriteFile(filepath.Join(dir, "containers", string(id)+".asice"), raw, 0o640)
+	lost := document.NewID(time.Now()) // its container is gone
+	now := time.Now().UTC()
+	st := document.Status{DocumentID: id, Unit: them, Time: now, Code: document.StatusDelivered}
+	body, _ := json.Marshal(st)
+	for _, q := range []struct {
+		sql  string
+		args []any
+	}{
+		{`INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at) VALUES (?, 'spooled', ?, ?, ?, ?, 'api', NULL, ?)`,
+			[]any{id, agenttest.SHA256(raw), agenttest.SHA256(meta), len(raw), d.Subject, now.UnixNano()}},
+		{`INSERT INTO documents (id, state, sha256, manifest_sha256, size, subject, source, idem_key, created_at) VALUES (?, 'accepted', 'x', 'y', 1, 'cũ', 'api', NULL, ?)`,
+			[]any{lost, now.UnixNano()}},
+		{`INSERT INTO recipients (id, unit, pos) VALUES (?, ?, 0)`, []any{id, them}},
+		{`INSERT INTO statuses (id, unit, code, time, body, received_at) VALUES (?, ?, ?, ?, ?, ?)`,
+			[]any{id, them, st.Code, now.UnixNano(), string(body), now.UnixNano()}},
+	} {
+		if _, err := db.Exec(q.sql, q.args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	db.Close()
+
+	s := open(t, dir)
+	var v int
+	if err := s.db.QueryRow("PRAGMA user_version").Scan(&v); err != nil || v != len(migrations) || v < 2 {
+		t.Fatalf("schema version %d, %v", v, err)
+	}
+	if r, err := s.FindEdXML(ctx, xid); err != nil || r.ID != id || r.EdXMLID != xid {
+		t.Fatalf("find %q after the upgrade: %+v %v", xid, r, err)
+	}
+	if r, err := s.Get(ctx, lost); err != nil || r.EdXMLID != "" {
+		t.Fatalf("the document without its container: %+v %v", r, err)
+	}
+	pending, err := s.Pending(ctx, 10)
+	if err != nil || len(pending) != 1 || pending[0].ID != id {
+		t.Fatalf("pending %+v %v", pending, err)
+	}
+	r, err := s.Get(ctx, id)
+	if err != nil || len(r.Recipients) != 1 || len(r.History) != 1 || r.History[0].Code != document.StatusDelivered {
+		t.Fatalf("record %+v %v", r, err)
+	}
+	waiting, err := s.NotHandedOver(ctx, me, 10)
+	if err != nil || len(waiting) != 1 || waiting[0].Code != document.StatusDelivered {
+		t.Fatalf("statuses for the document system: %+v %v", waiting, err)
+	}
+	if err := s.HandOver(ctx, id, waiting[0].Seq, "axis"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Add(ctx, entry(t, "mới")); err != nil {
+		t.Fatal(err)
 	}
 }

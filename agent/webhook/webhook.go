@@ -71,6 +71,8 @@ const (
 	DocumentRejected = "document.rejected" // the hub rejected a sent document
 	DocumentStatus   = "document.status"   // a recipient reported a status on a sent document
 	StatusRejected   = "status.rejected"   // the hub refused a status this unit sent
+	InboxStatus      = "inbox.status"      // the sender of a received document reported on it (13: it takes it back)
+	WitnessAlert     = "witness.alert"     // the hub's transparency log is inconsistent (a fork, a rewrite, a rollback): not cosigned, evidence kept
 )
 
 // Event is one POST.

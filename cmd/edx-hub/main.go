@@ -31,7 +31,8 @@ const usage = `edx-hub — the edx document exchange hub
 Usage:
   edx-hub [flags]            run the hub
   edx-hub reindex [flags]    rebuild the index from the archive alone
-  edx-hub nats-config        accounts for an external NATS cluster, and the hub's credentials
+  edx-hub nats-config        a NATS server's configuration for the hubs' cluster (operator, accounts,
+                             JetStream, routes), and the hub's credentials; -h for its flags
   edx-hub -check -config F   validate a configuration and exit
 
 With no -config, everything runs embedded under -data (default ./edx-data):
@@ -58,6 +59,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	httpAddr := fs.String("http", "", "HTTP listen address (overrides http.listen)")
 	natsAddr := fs.String("nats", "", "embedded NATS listen address (overrides nats.embedded.listen)")
 	s3Addr := fs.String("s3", "", "embedded S3 listen address (overrides s3.embedded_listen)")
+	updateConsumers := fs.Bool("update-consumers", false,
+		"update the pipeline's consumers every hub shares to this hub's pipeline.ack_wait and max_ack_pending (without it, existing ones are kept as they are)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -85,6 +88,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *s3Addr != "" {
 		cfg.S3.EmbeddedListen = *s3Addr
 	}
+	cfg.Pipeline.UpdateConsumers = *updateConsumers
 	if err := cfg.SetDefaults(); err != nil {
 		fmt.Fprintln(stderr, "edx-hub:", err)
 		return 2
@@ -116,6 +120,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if addr := os.Getenv("EDX_PPROF_ADDR"); addr != "" {
 		// Profiling for operators and benchmarks, on an address of their choosing.
 		go func() { log.Info("pprof", "addr", addr, "err", http.ListenAndServe(addr, nil)) }()
+	}
+	if terminal(stderr) {
+		// A new hub rebuilds its index from the archive before it
+		// processes documents: show how far it is.
+		cfg.Progress = &bar{w: stderr, desc: "catching up"}
 	}
 	h, err := hub.New(ctx, *cfg, log)
 	if err != nil {
@@ -162,4 +171,14 @@ func newLogger(c hub.LogConfig, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
 	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// terminal reports whether w is a terminal.
+func terminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

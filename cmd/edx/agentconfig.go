@@ -25,6 +25,8 @@ const (
 	unitCertFile   = "cert.pem"
 	unitRootsFile  = "roots.pem"
 	unitCredsFile  = "nats.creds"
+	witnessKeyFile = "witness.key" // the unit's witness key (secret)
+	logKeyFile     = "log.vkey"    // the hub log's verifier key
 	agentConfig    = "agent.yaml"
 	agentTokenFile = "api.token"
 	firstAgentPort = 8090
@@ -55,11 +57,14 @@ signing:
 
 trust:
   roots: ./{{.Roots}}                # the city's trust roots
-  crls: []                          # optional CRL files
+  crls: []                          # optional CRL files, read again when they change
+  crl_poll: 5s                      # how often the CRL files are checked for a change
+  crl_grace: 1h                     # a CRL past its nextUpdate by more: deliveries wait (retried, never quarantined)
 
 nats:
   url: {{.NATS}}
   creds_file: ./{{.Creds}}
+  creds_warn: 336h                  # warn (log, /readyz) this long before the credentials expire
 
 send:
   max_document_bytes: 268435456     # 256 MiB, the hub's limit
@@ -74,11 +79,34 @@ folders:
   inbox: ./data/inbox               # received documents, one folder each
   interval: 2s
 
+dms:
+  format: json                      # json, or edxml: each inbox/<id>/ also holds document.edxml (edXML packets
+                                    # are taken and given on the API whatever the format)
+
+axis:                               # the national axis's client protocol, for a DMS built on the axis's SDK
+  enabled: false
+  path: /axis                       # the SDK's endpoint: http://<api.listen>/axis
+  systems:                          # the document systems allowed to call: system id and shared secret
+    - id: vxp.saas.03
+      secret_file: ./axis.secret    # at least 16 bytes; or secret_env: EDX_AXIS_SECRET
+  timestamp_window: 15m             # a request's timestamp within this of the agent's clock; signatures used once
+  accept_any_timestamp: false       # true for an SDK object that lives long (it stamps its requests once)
+  time_zone: Asia/Ho_Chi_Minh       # of the SDK's timestamps and of the times in answers
+  rate: 20                          # calls a second per system, in bursts of up to
+  burst: 100
+  list_limit: 1000                  # items in one list
+  # max_request_bytes: defaults to send.max_document_bytes plus a third (base64)
+
 webhook:
   url: ""                           # e.g. http://127.0.0.1:8000/edx-events; empty: no webhook
   secret_file: ""                   # signs events: X-Edx-Signature: sha256=HMAC
   timeout: 10s
   max_attempts: 10
+
+witness:                            # the agent witnesses the hub's transparency log: checks every checkpoint, cosigns it
+  key_file: ./{{.Witness}}           # the unit's witness key (secret; its public half is in the hub's unit registry)
+  log_key_file: ./{{.LogKey}}          # the hub log's public key; without it, the one the hub gives first is pinned
+  poll: 5m                          # how often the newest checkpoint is asked for, besides those the hub offers
 
 log:
   level: info                       # debug, info, warn, error
@@ -91,12 +119,14 @@ type agentParams struct {
 	NATS, Listen                         string
 	HasKey                               bool
 	Name, Key, Cert, Roots, Creds, Token string
+	Witness, LogKey                      string
 }
 
 func renderAgentConfig(unit document.UnitID, natsURL, listen string, hasKey bool) []byte {
 	var b bytes.Buffer
 	agentTemplate.Execute(&b, agentParams{Unit: unit, NATS: natsURL, Listen: listen, HasKey: hasKey,
-		Name: agentConfig, Key: unitKeyFile, Cert: unitCertFile, Roots: unitRootsFile, Creds: unitCredsFile, Token: agentTokenFile})
+		Name: agentConfig, Key: unitKeyFile, Cert: unitCertFile, Roots: unitRootsFile, Creds: unitCredsFile, Token: agentTokenFile,
+		Witness: witnessKeyFile, LogKey: logKeyFile})
 	return b.Bytes()
 }
 

@@ -1,13 +1,18 @@
 package main
 
 import (
+	"crypto/rand"
 	"flag"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/edxhub/edx/agent"
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 )
@@ -43,6 +48,10 @@ func TestWriteAgentConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys, err := broker.LoadOrCreateKeys(filepath.Join(work, "nats-keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	units := filepath.Join(work, "units")
 	var addrs []string
 	for _, u := range []string{"000.01.00.H29", "000.02.00.H29"} {
@@ -56,7 +65,17 @@ func TestWriteAgentConfig(t *testing.T) {
 			b, _ := os.ReadFile(src)
 			os.WriteFile(filepath.Join(dir, dst), b, 0o600)
 		}
-		os.WriteFile(filepath.Join(dir, unitCredsFile), []byte("-----BEGIN NATS USER JWT-----\nx\n------END NATS USER JWT------\n"), 0o600)
+		creds, err := keys.IssueUnitCreds(u, time.Hour) // the agent reads their expiry
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, unitCredsFile), creds, 0o600)
+		// What edx unit add writes besides: the witness key, the log's key.
+		if _, made, err := ensureWitnessKey(dir, docUnit(u)); err != nil || !made {
+			t.Fatalf("witness key: %v", err)
+		}
+		_, logKey, _ := note.GenerateKey(rand.Reader, "edx.local/hub-log")
+		os.WriteFile(filepath.Join(dir, logKeyFile), []byte(logKey+"\n"), 0o644)
 		wrote, kept, addr, err := writeAgentConfig(dir, docUnit(u), "nats://127.0.0.1:4222", "", true)
 		if err != nil || len(wrote) != 2 || len(kept) != 0 || addr == "" {
 			t.Fatalf("wrote %v, kept %v, addr %q: %v", wrote, kept, addr, err)
@@ -78,6 +97,9 @@ func TestWriteAgentConfig(t *testing.T) {
 		}
 		if _, err := c.Check(); err != nil {
 			t.Fatal(err)
+		}
+		if c.Witness.KeyFile != filepath.Join(dir, witnessKeyFile) || c.Witness.LogKeyFile != filepath.Join(dir, logKeyFile) {
+			t.Fatalf("witness: %+v", c.Witness)
 		}
 		if string(c.Unit) != u || c.API.Listen != addr || c.Data != filepath.Join(dir, "data") || c.Folders.Outbox != filepath.Join(dir, "data", "outbox") {
 			t.Fatalf("%+v", c)

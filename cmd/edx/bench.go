@@ -24,7 +24,8 @@ func init() {
 }
 
 func cmdBench(ctx context.Context, e *env, args []string) int {
-	fs := flags(e, "bench", "[--quick] [--units N] [--docs M] [--size 64KiB[,1MiB...]] [--concurrency C | --rate R] [--json]")
+	fs := flags(e, "bench", "[--quick] [--units N] [--docs M] [--size 64KiB[,1MiB...]] [--concurrency C | --rate R] [--json]\n"+
+		"       [--hub URL [--token-file F] [--units-dir DIR] [--nats URL]]")
 	quick := fs.Bool("quick", false, "a smoke run of under a minute: 2 units, 300 documents of 64 KiB")
 	units := fs.Int("units", 2, "units registered and connected, each with its durable consumers")
 	docs := fs.Int("docs", 1000, "documents per size")
@@ -37,13 +38,35 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	data := fs.String("data", "", "data directory for the hub (default: a temporary one, removed after)")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	noCeil := fs.Bool("no-ceilings", false, "skip the bare-component ceilings")
+	hubURL := fs.String("hub", "", "drive this existing hub (http://host:port) instead of starting one; its resources and the ceilings are not measured")
+	tokenFile := fs.String("token-file", "", "with --hub: the hub's admin token, to register the bench's units (default: $EDX_TOKEN)")
+	unitsDir := fs.String("units-dir", "", "with --hub: use the units registered in DIR (DIR/ID/ as edx unit add writes them) instead of registering new ones;\nno agent may run for them meanwhile")
+	natsURL := fs.String("nats", "", "the NATS URL the units connect to (default: the hub's, or the units' agent.yaml)")
+	wait := fs.Duration("wait", 60*time.Second, "end a run on which nothing has moved for this long; the undecided and undelivered are counted")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
 	if *quick {
 		*units, *docs, *sizes, *conc = 2, 300, "64KiB", 32
 	}
-	if *hubBin == "" {
+	var token string
+	if *hubURL != "" {
+		switch {
+		case *tokenFile != "":
+			b, err := os.ReadFile(*tokenFile)
+			if err != nil {
+				return fail(e, "%v", err)
+			}
+			token = strings.TrimSpace(string(b))
+		case os.Getenv("EDX_TOKEN") != "":
+			token = os.Getenv("EDX_TOKEN")
+		case *unitsDir == "":
+			return fail(e, "--hub: the bench registers its units with the hub's admin token: give --token-file or EDX_TOKEN, or --units-dir")
+		}
+	} else if *unitsDir != "" || *tokenFile != "" {
+		return fail(e, "--units-dir and --token-file go with --hub (an existing hub)")
+	}
+	if *hubBin == "" && *hubURL == "" {
 		if exe, err := os.Executable(); err == nil {
 			if p := filepath.Join(filepath.Dir(exe), "edx-hub"); fileExists(p) {
 				*hubBin = p
@@ -66,7 +89,8 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		var bar *progressbar.ProgressBar
 		stage := ""
 		o := bench.Options{Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
-			HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil,
+			HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil && *hubURL == "",
+			HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait,
 			Progress: func(s string, done, total int) {
 				if s != stage {
 					if bar != nil {
@@ -98,7 +122,8 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	}
 	for _, r := range results {
 		if r.Lost > 0 || r.Doubled > 0 || r.Rejected > 0 {
-			fmt.Fprintf(e.stderr, "edx bench: %d lost, %d doubled, %d rejected\n", r.Lost, r.Doubled, r.Rejected)
+			fmt.Fprintf(e.stderr, "edx bench: %d lost (%d undecided, %d undelivered), %d doubled, %d rejected\n",
+				r.Lost, r.Undecided, r.Undelivered, r.Doubled, r.Rejected)
 			return exitInvalid
 		}
 	}
@@ -130,8 +155,12 @@ func printBench(w io.Writer, r *bench.Result) {
 	if r.Rate > 0 {
 		mode = fmt.Sprintf("rate %.0f/s", r.Rate)
 	}
-	fmt.Fprintf(w, "\nedx bench: %d documents of %s, %d units, %s, %d deliveries — %d cores\n",
-		r.Docs, humanSize(r.Size), r.Units, mode, r.Deliveries, runtime.NumCPU())
+	where := "an edx-hub of its own"
+	if r.Hub != "" {
+		where = r.Hub
+	}
+	fmt.Fprintf(w, "\nedx bench: %d documents of %s, %d units, %s, %d deliveries — %d cores — %s\n",
+		r.Docs, humanSize(r.Size), r.Units, mode, r.Deliveries, runtime.NumCPU(), where)
 	tw := tabwriter.NewWriter(w, 4, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "\tdocs/s\tMB/s\tp50\tp90\tp99\tmax\t")
 	fmt.Fprintf(tw, "edx submit → accepted\t%.1f\t%.1f\t%s\t%s\t%s\t%s\t\n", r.DocsPerSec, r.MBPerSec, ms(r.Accepted.P50), ms(r.Accepted.P90), ms(r.Accepted.P99), ms(r.Accepted.Max))
@@ -143,8 +172,19 @@ func printBench(w io.Writer, r *bench.Result) {
 	if r.Slowest != "" {
 		fmt.Fprintf(w, "edx / slowest ceiling (%s): %.2f\n", r.Slowest, r.Ratio)
 	}
-	fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document\n", humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6)
+	if r.HubMeasured {
+		fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document\n", humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6)
+	} else {
+		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")
+	}
 	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d\n", r.Lost, r.Doubled, r.Rejected)
+	if r.Lost > 0 {
+		fmt.Fprintf(w, "missing: %d documents neither accepted nor rejected, %d deliveries of accepted documents", r.Undecided, r.Undelivered)
+		if r.Stalled {
+			fmt.Fprintf(w, " (nothing moved for --wait)")
+		}
+		fmt.Fprintln(w)
+	}
 }
 
 func humanSize(n int) string {

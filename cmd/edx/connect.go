@@ -13,16 +13,6 @@ import (
 // connectUnit connects to the hub's NATS as a unit; a lost connection is
 // retried a few times only, so that a command does not hang on a hub that
 // went away.
-func connectUnit(ctx context.Context, url string, creds []byte, unit document.UnitID, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, jetstream.ObjectStore, error) {
+func connectUnit(ctx context.Context, url string, creds []byte, unit document.UnitID, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, *protocol.Stage, error) {
 	return protocol.ConnectUnit(ctx, url, creds, unit, append([]nats.Option{nats.MaxReconnects(3)}, opts...)...)
-}
-
-// stageContainer uploads a large container, encrypted, for the hub.
-func stageContainer(ctx context.Context, js jetstream.JetStream, c *protocol.Container) error {
-	name, key, err := protocol.UploadStaged(ctx, js, c.Data)
-	if err != nil {
-		return err
-	}
-	c.Staged, c.StageKey, c.Data = name, key, nil
-	return nil
 }

@@ -198,12 +198,14 @@ func cmdVerify(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return fail(e, "%v", err)
 		}
+		// The receipt is checked as of its own acceptance time (the hub's
+		// chain then), against the verifier's clock; --at moves the
+		// container's check only.
 		sum := sha256.Sum256(data)
-		res.Receipt = container.VerifyReceipt(rb, hex.EncodeToString(sum[:]), opts)
+		res.Receipt = container.VerifyReceipt(rb, hex.EncodeToString(sum[:]), container.Options{Trust: opts.Trust, At: time.Now()})
 		if accepted {
-			// The receipt is checked now; its acceptance time is then the
-			// time the container's chain is checked at (as the hub's
-			// verify --at accepted does).
+			// Its acceptance time is then the time the container's chain
+			// is checked at (as the hub's verify --at accepted does).
 			if !res.Receipt.Valid || res.Receipt.Receipt == nil {
 				fmt.Fprintf(e.stderr, "edx: --at accepted: the receipt %s does not verify, so its acceptance time cannot be used:\n", *receiptPath)
 				for _, x := range res.Receipt.Reasons {

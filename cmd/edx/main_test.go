@@ -62,6 +62,22 @@ func TestOfflineFlow(t *testing.T) {
 		t.Errorf("inspect:\n%s", insp)
 	}
 
+	// Checked after the CRL's nextUpdate: whether the certificate is
+	// revoked is unknown, and edx verify says so (exit 1).
+	later := time.Now().Add(8 * 24 * time.Hour).Format(time.RFC3339)
+	code, rep, _ = edx(t, "verify", "--trust", roots, "--crl", filepath.Join(pk, "crl.pem"), "--at", later, out)
+	if code != 1 || !strings.Contains(rep, "signature.crl_stale") || strings.Contains(rep, "signature.revoked") {
+		t.Errorf("stale CRL: exit %d\n%s", code, rep)
+	}
+	// The hub's certificate is replaced, with the hub signer profile.
+	if out := must(t, "pki", "rotate-hub", "--dir", pk, "--days", "30"); !strings.Contains(out, "new hub certificate") ||
+		!strings.Contains(out, pki.OIDExtKeyUsageHubSigner.String()) || strings.Contains(out, "retires") {
+		t.Errorf("rotate-hub:\n%s", out)
+	}
+	if hub, err := pki.LoadSigner(filepath.Join(pk, "hub.key.pem"), filepath.Join(pk, "hub.cert.pem")); err != nil || !pki.IsHubReceiptSigner(hub.Cert()) {
+		t.Errorf("rotated hub certificate without the hub signer profile (%v)", err)
+	}
+
 	// Revoked: exit 1 with the reason code.
 	must(t, "pki", "revoke", "--dir", pk, "--cert", filepath.Join(pk, "units", "000.01.00.H29.cert.pem"))
 	code, rep, _ = edx(t, "verify", "--trust", roots, "--crl", filepath.Join(pk, "crl.pem"), out)

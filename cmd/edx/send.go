@@ -93,7 +93,7 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	sum := sha256.Sum256(data)
 	wire := &protocol.Container{DocumentID: doc.ID, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		if err := stageContainer(ctx, js, wire); err != nil {
+		if err := protocol.UploadStaged(ctx, js, unit, wire); err != nil {
 			return fail(e, "stage: %s", explainWait(err, *natsURL, unit, *credsPath))
 		}
 	}
@@ -204,6 +204,10 @@ func explainConnect(err error, url, credsPath, certPath string, unit document.Un
 	}
 }
 
+// shareFull is how the server refuses a publish beyond the unit's share of
+// a stream (nats.streams.submit_unit_pending, upload_unit_quota).
+const shareFull = "maximum messages per subject exceeded"
+
 // explainWait turns a failure after connecting into what happened.
 func explainWait(err error, url string, unit document.UnitID, credsPath string) string {
 	switch {
@@ -215,6 +219,8 @@ func explainWait(err error, url string, unit document.UnitID, credsPath string) 
 		return "no answer from the hub in time (the document stays queued; its notice will reach the unit's agent); raise --timeout to wait longer"
 	case errors.Is(err, nats.ErrConnectionClosed), errors.Is(err, nats.ErrDisconnected), errors.Is(err, nats.ErrNoResponders):
 		return fmt.Sprintf("lost NATS at %s (%v): is the hub running?", url, err)
+	case strings.Contains(err.Error(), shareFull):
+		return fmt.Sprintf("the hub holds as many submissions or uploads of unit %s as it takes at once (%v): they are being processed; send again in a moment", unit, err)
 	}
 	return err.Error()
 }

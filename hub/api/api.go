@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"log/slog"
 	"maps"
 	"net"
@@ -97,9 +98,32 @@ func errorStatus(err error) int {
 // Status returns the HTTP status code for an error of Records (for the web UI).
 func Status(err error) int { return errorStatus(err) }
 
-// Units registers units (the hub implements it).
+// Units registers units and changes their state (the hub implements it).
 type Units interface {
 	AddUnit(ctx context.Context, req UnitRequest) (*UnitBundle, error)
+	// DisableUnit revokes the unit's NATS credentials; the hub refuses its
+	// documents (sender.disabled) and documents to it (recipient.disabled).
+	DisableUnit(ctx context.Context, id document.UnitID) (index.Unit, error)
+	// EnableUnit allows a disabled unit again, with fresh NATS credentials
+	// (the ones it had were revoked when it was disabled).
+	EnableUnit(ctx context.Context, id document.UnitID) (*UnitBundle, error)
+	// RotateUnit issues new NATS credentials and revokes the old ones; with
+	// a certificate (given, or issued by the development CA), the unit's
+	// certificate is replaced too.
+	RotateUnit(ctx context.Context, id document.UnitID, req RotateRequest) (*UnitBundle, error)
+}
+
+// RotateRequest asks for a unit's new credentials.
+type RotateRequest struct {
+	// NewCert asks the development CA for a new key and certificate.
+	NewCert bool `json:"new_cert,omitempty"`
+	// CertPEM is the unit's new certificate (with its chain), from the
+	// city's CA.
+	CertPEM string `json:"cert_pem,omitempty"`
+	// WitnessKey replaces the unit's witness key (the public half of the
+	// key its agent cosigns the hub's log with, a C2SP cosignature/v1
+	// verifier key named edx-witness/<unit>).
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // UnitRequest asks to register a unit.
@@ -107,6 +131,10 @@ type UnitRequest struct {
 	ID      document.UnitID `json:"id"`
 	Name    string          `json:"name"`
 	CertPEM string          `json:"cert_pem,omitempty"` // the unit's own certificate; empty: issue one from the development CA
+	// WitnessKey is the public half of the key the unit's agent cosigns
+	// the hub's log with (edx unit add makes the key beside the agent's
+	// files); empty: the agent registers one itself.
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // UnitBundle is what a registered unit's agent needs.
@@ -117,6 +145,11 @@ type UnitBundle struct {
 	RootsPEM string     `json:"roots_pem"`
 	Creds    string     `json:"nats_creds"`
 	NATSURL  string     `json:"nats_url"`
+	// LogKey is the verifier key of the hub's transparency log, which the
+	// agent witnesses (checks every checkpoint against).
+	LogKey string `json:"log_key,omitempty"`
+	// WitnessKey is the unit's witness key in the registry.
+	WitnessKey string `json:"witness_key,omitempty"`
 }
 
 // Index is what the API reads from the index.
@@ -134,6 +167,7 @@ type Index interface {
 type Archive interface {
 	Get(ctx context.Context, key string) ([]byte, archive.Object, error)
 	Open(ctx context.Context, key string) (io.ReadCloser, archive.Object, error)
+	List(ctx context.Context, prefix string) iter.Seq2[archive.Object, error]
 	Ping(ctx context.Context) error
 }
 
@@ -144,7 +178,7 @@ type Deps struct {
 	// Auth holds accounts, sessions and tokens; nil accepts the admin token
 	// alone.
 	Auth     *auth.Store
-	Ready    func(ctx context.Context) map[string]error // readiness checks by dependency (NATS, write checks), over the pings
+	Ready    func(ctx context.Context) map[string]error // readiness checks by name (NATS, write checks, CRLs), over the pings
 	Gatherer prometheus.Gatherer
 	// AdminToken (DATA/admin.token) acts as an admin: edx unit add, edx get
 	// and scripts on the hub's machine use it.
@@ -180,12 +214,16 @@ func Handler(d Deps) http.Handler {
 			r.Get("/documents/{id}", s.document)
 			r.Get("/documents/{id}/container", s.download("container"))
 			r.Get("/documents/{id}/receipt", s.download("receipt"))
+			r.Get("/documents/{id}/signatures/{sha256}", s.statusSignature)
 			r.Get("/documents/{id}/files/{name}", s.file)
 			r.Post("/documents/{id}/verify", s.verifyArchived)
 			r.Post("/verify", s.verifyUpload)
 			r.Get("/units", s.listUnits)
 			r.Post("/units", s.addUnit)
 			r.Get("/units/{id}", s.unit)
+			r.Post("/units/{id}/disable", s.disableUnit)
+			r.Post("/units/{id}/enable", s.enableUnit)
+			r.Post("/units/{id}/rotate", s.rotateUnit)
 			r.Get("/units/{id}/overdue", s.unitList("overdue"))
 			r.Get("/units/{id}/pending", s.unitList("pending"))
 			r.Get("/users", s.listUsers)

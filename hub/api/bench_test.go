@@ -21,6 +21,7 @@ import (
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/api/apitest"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -74,7 +75,7 @@ func BenchmarkSearchAPI(b *testing.B) {
 			break
 		}
 	}
-	st, err := auth.Open(ctx, auth.Config{Path: filepath.Join(b.TempDir(), "users.db"), PasswordHash: apitest.FastHash}, log)
+	st, err := auth.Open(ctx, auth.Config{Path: filepath.Join(b.TempDir(), "users.db"), PasswordHash: apitest.FastHash}, broker.ForTest(b).HubJetStream(b), log)
 	if err != nil {
 		b.Fatal(err)
 	}

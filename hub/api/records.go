@@ -455,11 +455,63 @@ func (rs *Records) readAll(ctx context.Context, key string) ([]byte, error) {
 	return nil, err
 }
 
-// UnitView is a registered unit, with its counters for those who may see
-// them.
+// UnitView is a registered unit with its state and certificate as the hub's
+// trust sees them now, and its counters for those who may see them.
 type UnitView struct {
 	index.Unit
-	Counters *index.Counters `json:"counters,omitempty"`
+	// State is active, disabled (edx unit disable) or revoked (its
+	// certificate is revoked by a CRL in force).
+	State       string          `json:"state"`
+	Certificate *CertView       `json:"certificate,omitempty"`
+	Counters    *index.Counters `json:"counters,omitempty"`
+}
+
+// Unit states.
+const (
+	UnitActive   = "active"
+	UnitDisabled = "disabled"
+	UnitRevoked  = "revoked"
+)
+
+// CertView is a unit's certificate as the hub's trust sees it now.
+type CertView struct {
+	Serial   string      `json:"serial"`
+	Subject  string      `json:"subject"`
+	Issuer   string      `json:"issuer"`
+	NotAfter time.Time   `json:"not_after"`
+	Valid    bool        `json:"valid"`             // chains, in its validity, not revoked
+	Reasons  reason.List `json:"reasons,omitempty"` // why not
+}
+
+// view adds a unit's state and certificate, checked now against the trust.
+func (rs *Records) view(u index.Unit) UnitView {
+	v := UnitView{Unit: u, State: UnitActive}
+	if u.Disabled {
+		v.State = UnitDisabled
+	}
+	if u.CertPEM == "" {
+		// Registered before the hub kept certificates: the serial alone.
+		if u.CertSerial != "" {
+			v.Certificate = &CertView{Serial: u.CertSerial, NotAfter: u.CertNotAfter}
+		}
+		return v
+	}
+	certs, err := pki.ParseCertificates([]byte(u.CertPEM))
+	if err != nil {
+		v.Certificate = &CertView{Serial: u.CertSerial, NotAfter: u.CertNotAfter, Reasons: reason.List{{Code: reason.SignatureMalformed, Message: err.Error()}}}
+		return v
+	}
+	c := certs[0]
+	cv := &CertView{Serial: c.SerialNumber.Text(16), Subject: pki.SubjectString(c.Subject), Issuer: pki.SubjectString(c.Issuer), NotAfter: c.NotAfter.UTC()}
+	if rs.Trust != nil {
+		_, cv.Reasons = rs.Trust.Check(c, certs[1:], rs.now())
+	}
+	cv.Valid = rs.Trust != nil && len(cv.Reasons) == 0
+	if cv.Reasons.Has(reason.SignatureRevoked) {
+		v.State = UnitRevoked
+	}
+	v.Certificate = cv
+	return v
 }
 
 // Units lists the registered units; with counters, each unit's counters that
@@ -472,7 +524,7 @@ func (rs *Records) Units(ctx context.Context, who *auth.Identity, counters bool)
 	}
 	out := make([]UnitView, len(us))
 	for i, u := range us {
-		out[i].Unit = u
+		out[i] = rs.view(u)
 		if counters && who.SeesUnit(u.ID) {
 			c, err := rs.Index.UnitCounters(ctx, u.ID)
 			if err != nil {
@@ -501,7 +553,9 @@ func (rs *Records) Unit(ctx context.Context, who *auth.Identity, id document.Uni
 	if err != nil {
 		return UnitView{}, err
 	}
-	return UnitView{Unit: u, Counters: &c}, nil
+	v := rs.view(u)
+	v.Counters = &c
+	return v, nil
 }
 
 // Overdue lists the documents the unit received, not finished, whose due

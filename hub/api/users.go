@@ -67,6 +67,66 @@ func (s *server) addUnit(w http.ResponseWriter, r *http.Request) {
 
 func unitID(r *http.Request) document.UnitID { return document.UnitID(chi.URLParam(r, "id")) }
 
+// manageUnit checks that the caller may change units and that the hub can.
+func (s *server) manageUnit(w http.ResponseWriter, r *http.Request) bool {
+	if !identity(r).Can(auth.ManageUnits) {
+		s.fail(w, r, fmt.Errorf("%w: only admins change units", ErrForbidden))
+		return false
+	}
+	if s.d.Units == nil {
+		s.fail(w, r, fmt.Errorf("%w: unit registration is not available", ErrUnavailable))
+		return false
+	}
+	if err := unitID(r).Validate(); err != nil {
+		s.fail(w, r, fmt.Errorf("%w: %v", ErrInvalid, err))
+		return false
+	}
+	return true
+}
+
+func (s *server) disableUnit(w http.ResponseWriter, r *http.Request) {
+	if !s.manageUnit(w, r) {
+		return
+	}
+	u, err := s.d.Units.DisableUnit(r.Context(), unitID(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, s.rec.view(u))
+}
+
+func (s *server) enableUnit(w http.ResponseWriter, r *http.Request) {
+	if !s.manageUnit(w, r) {
+		return
+	}
+	b, err := s.d.Units.EnableUnit(r.Context(), unitID(r))
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
+func (s *server) rotateUnit(w http.ResponseWriter, r *http.Request) {
+	if !s.manageUnit(w, r) {
+		return
+	}
+	var req RotateRequest
+	if r.ContentLength != 0 {
+		if err := decode(w, r, &req); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+	}
+	b, err := s.d.Units.RotateUnit(r.Context(), unitID(r), req)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, b)
+}
+
 func (s *server) unit(w http.ResponseWriter, r *http.Request) {
 	u, err := s.rec.Unit(r.Context(), identity(r), unitID(r))
 	if err != nil {

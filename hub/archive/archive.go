@@ -1,13 +1,30 @@
 // Package archive stores the hub's documents in S3: each signed container
 // byte for byte, the hub's receipt beside it, and rejected submissions under
-// rejected/. Objects are written once and never replaced.
+// rejected/. Objects are written once and never replaced. Where each object
+// goes (the key layout) is hub/projection's.
 //
 // Write-once rests on the server: Put sends If-None-Match: *, so the server
 // refuses to replace an existing object and answers 412 Precondition
 // Failed. AWS S3, MinIO and versitygw honour it (versitygw checks it under a
-// per-object lock at commit, so concurrent writers cannot both win). With
-// Object Lock, each object also carries a COMPLIANCE retention that the
-// server enforces against deletion for the configured number of days.
+// per-object lock at commit, so concurrent writers cannot both win). That
+// binds the hub's own writes only. Against anyone holding the hub's S3
+// credentials, Object Lock does the work: each object is written with a
+// COMPLIANCE retention of the configured number of days, which no one can
+// shorten, and the server refuses to delete or replace the object until it
+// ends. How far that goes depends on the server:
+//
+//   - the embedded gateway (hub/s3embed: versitygw, no versioning) refuses
+//     every overwrite (PutObject with or without If-None-Match, CopyObject,
+//     a multipart upload completed onto the key) and every delete, with or
+//     without a version id; nobody can turn versioning on;
+//   - a versioned bucket (AWS, which requires versioning with object lock)
+//     refuses to delete or alter a locked version, but an overwrite adds a
+//     new current version and a delete without a version id a delete
+//     marker, both hiding the locked version from a plain GET: deny them in
+//     the bucket policy (README: Running for real).
+//
+// A bucket created without Object Lock gets it in place when the
+// configuration asks for it (New), where the server allows that.
 package archive
 
 import (
@@ -153,7 +170,10 @@ func (s *Store) ensureBucket(ctx context.Context, cfg Config) error {
 		return wrap("check object lock", s.bucket, err)
 	}
 	if enabled != "Enabled" {
-		return fmt.Errorf("archive: bucket %s exists without object lock; object_lock needs a bucket created with it", s.bucket)
+		if err := s.lockBucket(ctx); err != nil {
+			return err
+		}
+		mode, validity, unit = nil, nil, nil
 	}
 	if cfg.RetentionDays == 0 {
 		return nil
@@ -162,12 +182,91 @@ func (s *Store) ensureBucket(ctx context.Context, cfg Config) error {
 		*unit == minio.Days && *validity == uint(cfg.RetentionDays) {
 		return nil
 	}
+	// The bucket's default rule is set last: until it matches, objects
+	// written before (without object lock, or with no retention) may lack
+	// theirs, and get it now. A start interrupted here does it again.
+	if err := s.retainExisting(ctx, cfg.RetentionDays); err != nil {
+		return err
+	}
 	compliance, days, perDay := minio.Compliance, uint(cfg.RetentionDays), minio.Days
 	if err := s.client.SetObjectLockConfig(ctx, s.bucket, &compliance, &days, &perDay); err != nil {
 		return wrap("set default retention", s.bucket, err)
 	}
 	s.log.Info("archive default retention set", "bucket", s.bucket, "mode", "COMPLIANCE", "days", cfg.RetentionDays)
 	return nil
+}
+
+// lockBucket turns Object Lock on for a bucket created without it. S3
+// allows it on a versioned bucket (AWS since 2023; versitygw without
+// versioning allows it at once); a server that wants versioning first gets
+// it. A server that refuses (MinIO) leaves the documented way out: a new
+// bucket created with Object Lock and a one-off copy.
+func (s *Store) lockBucket(ctx context.Context) error {
+	err := s.client.SetObjectLockConfig(ctx, s.bucket, nil, nil, nil)
+	if minio.ToErrorResponse(err).Code == "InvalidBucketState" { // versioning must be enabled first
+		if verr := s.client.EnableVersioning(ctx, s.bucket); verr != nil {
+			err = fmt.Errorf("%w; enabling versioning: %w", err, verr)
+		} else {
+			err = s.client.SetObjectLockConfig(ctx, s.bucket, nil, nil, nil)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("archive: bucket %s exists without object lock and the server refuses to add it (%w): "+
+			"create a new bucket with object lock (set s3.bucket to a new name; the hub creates it), copy every object into it "+
+			"with its metadata (mc mirror, aws s3 sync), then start the hub, which sets their retention", s.bucket, err)
+	}
+	s.log.Warn("archive: object lock turned on for a bucket created without it; existing objects get their retention now",
+		"bucket", s.bucket)
+	return nil
+}
+
+// retainExisting gives every current object that has no retention in force
+// a COMPLIANCE retention of days from when it was written (none when that
+// is already past).
+func (s *Store) retainExisting(ctx context.Context, days int) error {
+	var set, kept, expired int
+	for info := range s.client.ListObjectsIter(ctx, s.bucket, minio.ListObjectsOptions{Recursive: true}) {
+		if info.Err != nil {
+			return wrap("list", s.bucket, info.Err)
+		}
+		st, err := s.client.StatObject(ctx, s.bucket, info.Key, minio.StatObjectOptions{})
+		if err != nil {
+			return wrap("stat", info.Key, err)
+		}
+		if until, ok := retainUntil(st); ok && until.After(time.Now()) {
+			kept++
+			continue
+		}
+		until := st.LastModified.AddDate(0, 0, days).UTC()
+		if !until.After(time.Now()) {
+			expired++
+			continue
+		}
+		mode := minio.Compliance
+		if err := s.client.PutObjectRetention(ctx, s.bucket, info.Key, minio.PutObjectRetentionOptions{
+			Mode: &mode, RetainUntilDate: &until, VersionID: st.VersionID}); err != nil {
+			return wrap("set retention", info.Key, err)
+		}
+		set++
+		if set%1000 == 0 {
+			s.log.Info("archive: setting the retention of existing objects", "bucket", s.bucket, "done", set)
+		}
+	}
+	if set+expired > 0 {
+		s.log.Warn("archive: retention set on objects written without it", "bucket", s.bucket, "set", set,
+			"already_retained", kept, "past_retention", expired, "days", days)
+	}
+	return nil
+}
+
+// retainUntil reads an object's retention from its HEAD answer (versitygw
+// v1.8.0 answers GetObjectRetention with a body minio-go cannot decode).
+func retainUntil(info minio.ObjectInfo) (time.Time, bool) {
+	if info.Metadata.Get("X-Amz-Object-Lock-Mode") == "" {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339, info.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date"))
+	return t, err == nil
 }
 
 // Put stores data at key, once. If an object already exists at key, Put
@@ -226,13 +325,23 @@ func (s *Store) Put(ctx context.Context, key string, data []byte, contentType st
 			Metadata:     userMeta,
 		}, nil
 	}
-	if minio.ToErrorResponse(err).StatusCode != http.StatusPreconditionFailed {
+	putErr := err
+	switch minio.ToErrorResponse(err).StatusCode {
+	case http.StatusPreconditionFailed, http.StatusForbidden:
+		// 412: If-None-Match found an object. 403: a server may check
+		// Object Lock first (versitygw refuses to replace an object under
+		// retention with AccessDenied); the object may be this document,
+		// and if nothing can be read the refusal stands.
+	default:
 		return Object{}, wrap("put", key, err)
 	}
 
 	// Something is stored at key already: the same document (an earlier
 	// attempt whose answer was lost) or a different one.
 	existing, err := s.Stat(ctx, key)
+	if minio.ToErrorResponse(putErr).StatusCode == http.StatusForbidden && err != nil {
+		return Object{}, wrap("put", key, putErr)
+	}
 	if errors.Is(err, ErrNotFound) {
 		// Refused, yet nothing to read: the key's current version is a
 		// delete marker (versitygw counts one as existing; AWS would
@@ -506,28 +615,6 @@ func userMetadata(meta map[string]string) (map[string]string, error) {
 		out[lk] = v
 	}
 	return out, nil
-}
-
-// ContainerKey is the key of a document's signed container:
-// "2026/11/25/<id>/container.asice", by the UTC date of t.
-func ContainerKey(t time.Time, id string) string {
-	return datePrefix(t) + id + "/container.asice"
-}
-
-// ReceiptKey is the key of the hub's signed receipt for a document, beside
-// its container: "2026/11/25/<id>/receipt.p7s".
-func ReceiptKey(t time.Time, id string) string {
-	return datePrefix(t) + id + "/receipt.p7s"
-}
-
-// RejectedKey is the key of one file of a rejected submission:
-// "rejected/2026/11/25/<ref>/<name>".
-func RejectedKey(t time.Time, ref, name string) string {
-	return "rejected/" + datePrefix(t) + ref + "/" + name
-}
-
-func datePrefix(t time.Time) string {
-	return t.UTC().Format("2006/01/02/")
 }
 
 // isLoopback reports whether endpoint (host:port) is on this machine.

@@ -64,23 +64,16 @@ func randomBytes(n int) []byte {
 	return b
 }
 
-func TestKeys(t *testing.T) {
-	// 23:30 in Ho Chi Minh City is already the next day there, not in UTC.
-	hcm := time.FixedZone("ICT", 7*3600)
-	at := time.Date(2026, 11, 26, 5, 30, 0, 0, hcm)
-	tests := []struct {
-		got, want string
-	}{
-		{ContainerKey(at, "01JZ0"), "2026/11/25/01JZ0/container.asice"},
-		{ReceiptKey(at, "01JZ0"), "2026/11/25/01JZ0/receipt.p7s"},
-		{RejectedKey(at, "sub-1", "reasons.json"), "rejected/2026/11/25/sub-1/reasons.json"},
-		{ContainerKey(time.Date(2026, 1, 2, 0, 0, 0, 0, time.UTC), "X"), "2026/01/02/X/container.asice"},
-	}
-	for _, tt := range tests {
-		if tt.got != tt.want {
-			t.Errorf("got %q, want %q", tt.got, tt.want)
-		}
-	}
+// The key layout is hub/projection's; these tests only need keys shaped
+// like it.
+func ContainerKey(t time.Time, id string) string {
+	return t.UTC().Format("2006/01/02/") + id + "/container.asice"
+}
+func ReceiptKey(t time.Time, id string) string {
+	return t.UTC().Format("2006/01/02/") + id + "/receipt.p7s"
+}
+func RejectedKey(t time.Time, ref, name string) string {
+	return "rejected/" + t.UTC().Format("2006/01/02/") + ref + "/" + name
 }
 
 func TestConfigValidate(t *testing.T) {
@@ -205,7 +198,12 @@ func equalMeta(a, b map[string]string) bool {
 }
 
 func TestPutTwice(t *testing.T) {
-	s := newStore(t, testConfig(t))
+	t.Run("plain", func(t *testing.T) { testPutTwice(t, testConfig(t)) })
+	t.Run("object lock", func(t *testing.T) { testPutTwice(t, lockedConfig(t, 1)) })
+}
+
+func testPutTwice(t *testing.T, cfg Config) {
+	s := newStore(t, cfg)
 	ctx := t.Context()
 	key := ReceiptKey(time.Now(), "doc-1")
 	data := []byte("receipt v1")
@@ -257,7 +255,12 @@ func TestPutTwice(t *testing.T) {
 // TestPutRace checks write-once under concurrent writers: the server must
 // let exactly one of them create the object.
 func TestPutRace(t *testing.T) {
-	s := newStore(t, testConfig(t))
+	t.Run("plain", func(t *testing.T) { testPutRace(t, testConfig(t)) })
+	t.Run("object lock", func(t *testing.T) { testPutRace(t, lockedConfig(t, 1)) })
+}
+
+func testPutRace(t *testing.T, cfg Config) {
+	s := newStore(t, cfg)
 	const writers = 8
 	tests := []struct {
 		name string
@@ -438,10 +441,25 @@ func TestLargeObject(t *testing.T) {
 	}
 }
 
-func TestObjectLock(t *testing.T) {
+// lockedConfig is a fresh bucket with Object Lock and a COMPLIANCE
+// retention of days.
+func lockedConfig(t testing.TB, days int) Config {
 	cfg := testConfig(t)
-	cfg.ObjectLock = true
-	cfg.RetentionDays = 1
+	cfg.ObjectLock, cfg.RetentionDays = true, days
+	return cfg
+}
+
+// TestWriteOnce: through the real S3 server (versitygw, as edx-hub embeds
+// it) and with the hub's own credentials (the gateway's only account, which
+// may do everything), a container written with retention can be neither
+// overwritten (a second PUT without If-None-Match, with other bytes or the
+// same, CopyObject, a multipart upload completed onto its key; and no new
+// version can be made: versioning cannot be turned on), nor deleted (with
+// or without a version id, alone or in a batch, with governance bypass),
+// nor have its retention shortened or weakened, nor its bucket's lock
+// lifted; the original bytes are still there.
+func TestWriteOnce(t *testing.T) {
+	cfg := lockedConfig(t, 1)
 	s := newStore(t, cfg)
 	ctx := t.Context()
 	raw := rawClient(t, cfg)
@@ -455,58 +473,205 @@ func TestObjectLock(t *testing.T) {
 	}
 
 	key := ContainerKey(time.Now(), "locked")
-	obj, err := s.Put(ctx, key, []byte("locked container"), "", nil)
+	original := []byte("the signed container, byte for byte")
+	obj, err := s.Put(ctx, key, original, "application/vnd.etsi.asic-e+zip", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if obj.VersionID == "" {
-		t.Error("no version id on an object-lock (versioned) bucket")
-	}
-	// Read the retention from the HEAD headers: versitygw v1.8.0 answers
-	// GetObjectRetention with <ObjectLockRetention> rather than S3's
-	// <Retention>, which minio-go cannot decode.
 	info, err := raw.StatObject(ctx, cfg.Bucket, key, minio.StatObjectOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	mode, until := info.Metadata.Get("X-Amz-Object-Lock-Mode"), info.Metadata.Get("X-Amz-Object-Lock-Retain-Until-Date")
-	untilTime, err := time.Parse(time.RFC3339, until)
-	if mode != "COMPLIANCE" || err != nil || untilTime.Before(time.Now().Add(23*time.Hour)) {
-		t.Errorf("object retention = %q until %q, want COMPLIANCE for a day", mode, until)
+	until, ok := retainUntil(info)
+	if info.Metadata.Get("X-Amz-Object-Lock-Mode") != "COMPLIANCE" || !ok || until.Before(time.Now().Add(23*time.Hour)) {
+		t.Fatalf("object retention = %q until %v, want COMPLIANCE for a day", info.Metadata.Get("X-Amz-Object-Lock-Mode"), until)
 	}
 
-	// Deleting the locked version fails, with or without governance bypass.
-	for _, bypass := range []bool{false, true} {
-		err := raw.RemoveObject(ctx, cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: obj.VersionID, GovernanceBypass: bypass})
-		if err == nil {
-			t.Fatalf("deleting a version under COMPLIANCE retention succeeded (bypass %v)", bypass)
+	// A retry of the same Put is still success, and a different one a
+	// conflict, although the server now refuses the write outright.
+	if again, err := s.Put(ctx, key, original, "", nil); err != nil || !again.Existed {
+		t.Fatalf("Put again: %+v, %v", again, err)
+	}
+	if _, err := s.Put(ctx, key, []byte("forged"), "", nil); !errors.Is(err, ErrConflict) {
+		t.Fatalf("Put of other bytes: %v, want ErrConflict", err)
+	}
+
+	forged := []byte("a forged container")
+	versions := []string{"", "null"}
+	if obj.VersionID != "" {
+		versions = append(versions, obj.VersionID)
+	}
+	attacks := map[string]func() error{
+		"put without If-None-Match": func() error {
+			_, err := raw.PutObject(ctx, cfg.Bucket, key, bytes.NewReader(forged), int64(len(forged)), minio.PutObjectOptions{})
+			return err
+		},
+		"put the same bytes without If-None-Match": func() error {
+			_, err := raw.PutObject(ctx, cfg.Bucket, key, bytes.NewReader(original), int64(len(original)), minio.PutObjectOptions{})
+			return err
+		},
+		"put with a new retention": func() error {
+			until := time.Now().Add(time.Minute)
+			_, err := raw.PutObject(ctx, cfg.Bucket, key, bytes.NewReader(forged), int64(len(forged)), minio.PutObjectOptions{
+				Mode: minio.Governance, RetainUntilDate: until, SendContentMd5: true})
+			return err
+		},
+		"copy onto it": func() error {
+			src := ContainerKey(time.Now(), "source")
+			if _, err := raw.PutObject(ctx, cfg.Bucket, src, bytes.NewReader(forged), int64(len(forged)), minio.PutObjectOptions{}); err != nil {
+				return nil // the attack could not even start: report it as succeeding
+			}
+			_, err := raw.CopyObject(ctx, minio.CopyDestOptions{Bucket: cfg.Bucket, Object: key}, minio.CopySrcOptions{Bucket: cfg.Bucket, Object: src})
+			return err
+		},
+		"multipart upload onto it": func() error {
+			core := minio.Core{Client: raw}
+			id, err := core.NewMultipartUpload(ctx, cfg.Bucket, key, minio.PutObjectOptions{})
+			if err != nil {
+				return err
+			}
+			part, err := core.PutObjectPart(ctx, cfg.Bucket, key, id, 1, bytes.NewReader(forged), int64(len(forged)), minio.PutObjectPartOptions{})
+			if err != nil {
+				return err
+			}
+			_, err = core.CompleteMultipartUpload(ctx, cfg.Bucket, key, id, []minio.CompletePart{{PartNumber: 1, ETag: part.ETag}}, minio.PutObjectOptions{})
+			core.AbortMultipartUpload(ctx, cfg.Bucket, key, id)
+			return err
+		},
+		"turn versioning on (to put a new version)": func() error { return raw.EnableVersioning(ctx, cfg.Bucket) },
+		"delete in a batch": func() error {
+			ch := make(chan minio.ObjectInfo, 1)
+			ch <- minio.ObjectInfo{Key: key}
+			close(ch)
+			for e := range raw.RemoveObjects(ctx, cfg.Bucket, ch, minio.RemoveObjectsOptions{GovernanceBypass: true}) {
+				return e.Err
+			}
+			return nil
+		},
+		"shorten the retention": func() error {
+			mode, until := minio.Compliance, time.Now().Add(time.Minute)
+			return raw.PutObjectRetention(ctx, cfg.Bucket, key, minio.PutObjectRetentionOptions{Mode: &mode, RetainUntilDate: &until})
+		},
+		"weaken the retention to GOVERNANCE, with bypass": func() error {
+			mode, until := minio.Governance, time.Now().Add(48*time.Hour)
+			return raw.PutObjectRetention(ctx, cfg.Bucket, key, minio.PutObjectRetentionOptions{Mode: &mode, RetainUntilDate: &until, GovernanceBypass: true})
+		},
+		"lift the bucket's lock": func() error {
+			return raw.SetObjectLockConfig(ctx, cfg.Bucket, nil, nil, nil) // a configuration without a rule
+		},
+		"delete the bucket": func() error { return raw.RemoveBucket(ctx, cfg.Bucket) },
+	}
+	for _, v := range versions {
+		for _, bypass := range []bool{false, true} {
+			attacks[fmt.Sprintf("delete, version id %q, bypass %v", v, bypass)] = func() error {
+				return raw.RemoveObject(ctx, cfg.Bucket, key, minio.RemoveObjectOptions{VersionID: v, GovernanceBypass: bypass})
+			}
 		}
 	}
-	if _, _, err := s.Get(ctx, key); err != nil {
-		t.Fatalf("Get after the refused delete: %v", err)
+	for name, attack := range attacks {
+		t.Run(name, func(t *testing.T) {
+			err := attack()
+			t.Logf("%s: %v", name, err)
+			if err == nil && name != "lift the bucket's lock" {
+				t.Errorf("%s succeeded", name)
+			}
+			got, _, gerr := s.Get(ctx, key)
+			if gerr != nil || !bytes.Equal(got, original) {
+				t.Fatalf("after %q: %q, %v; want the original bytes", name, got, gerr)
+			}
+			if st, err := raw.StatObject(ctx, cfg.Bucket, key, minio.StatObjectOptions{}); err != nil {
+				t.Fatal(err)
+			} else if u, _ := retainUntil(st); !u.Equal(until) || st.Metadata.Get("X-Amz-Object-Lock-Mode") != "COMPLIANCE" {
+				t.Fatalf("after %q: retention %s until %v, want COMPLIANCE until %v", name, st.Metadata.Get("X-Amz-Object-Lock-Mode"), u, until)
+			}
+		})
 	}
-
-	// Deleting without a version id only adds a delete marker, as on AWS:
-	// the locked version stays, and Put refuses to write over the marker.
-	if err := raw.RemoveObject(ctx, cfg.Bucket, key, minio.RemoveObjectOptions{}); err != nil {
-		t.Fatalf("delete marker: %v", err)
+	// Setting a configuration without a rule is allowed (the bucket stays
+	// locked and every object keeps its own retention); the next start puts
+	// the rule back.
+	if enabled, _, _, _, err := raw.GetObjectLockConfig(ctx, cfg.Bucket); err != nil || enabled != "Enabled" {
+		t.Fatalf("bucket lock after the attacks: %q, %v", enabled, err)
 	}
-	if _, err := raw.StatObject(ctx, cfg.Bucket, key, minio.StatObjectOptions{VersionID: obj.VersionID}); err != nil {
-		t.Errorf("locked version after a delete marker: %v", err)
-	}
-	if _, err := s.Put(ctx, key, []byte("locked container"), "", nil); !errors.Is(err, ErrConflict) {
-		t.Errorf("Put over a delete marker = %v, want ErrConflict", err)
-	}
-
-	// A second Store on the same bucket finds the configuration in place.
 	newStore(t, cfg)
+	if _, m, v, _, err := raw.GetObjectLockConfig(ctx, cfg.Bucket); err != nil || m == nil || *m != minio.Compliance || *v != 1 {
+		t.Fatalf("default rule after a restart: %v %v %v", m, v, err)
+	}
+	// Versions: there is one, the original.
+	n := 0
+	for o := range raw.ListObjects(ctx, cfg.Bucket, minio.ListObjectsOptions{Prefix: key, WithVersions: true}) {
+		if o.Err != nil {
+			t.Fatal(o.Err)
+		}
+		n++
+	}
+	if n != 1 {
+		t.Errorf("%d versions of the container, want 1", n)
+	}
+}
 
-	// Object lock cannot be added to an existing bucket.
-	plain := testConfig(t)
-	newStore(t, plain)
-	plain.ObjectLock = true
-	if _, err := New(ctx, plain, nil); err == nil || !strings.Contains(err.Error(), "without object lock") {
-		t.Errorf("New with object_lock on a plain bucket = %v, want an error", err)
+// TestLockExistingBucket: a bucket created without Object Lock (what the
+// embedded default made before) gets it in place when the configuration
+// asks for it, and every object already in it gets its COMPLIANCE
+// retention, counted from when it was written: afterwards it can no longer
+// be deleted or overwritten. A start interrupted before the end finishes
+// the job the next time.
+func TestLockExistingBucket(t *testing.T) {
+	cfg := testConfig(t)
+	plain := newStore(t, cfg)
+	ctx := t.Context()
+	raw := rawClient(t, cfg)
+	keys := []string{ContainerKey(time.Now(), "old-1"), ReceiptKey(time.Now(), "old-1"), "units/000.01.00.H29/0001.json"}
+	for _, k := range keys {
+		if _, err := plain.Put(ctx, k, []byte("written before the lock: "+k), "", nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Before: the hub's credentials could delete an object.
+	victim := "rejected/2026/11/30/x/reasons.json"
+	if _, err := plain.Put(ctx, victim, []byte("x"), "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.RemoveObject(ctx, cfg.Bucket, victim, minio.RemoveObjectOptions{}); err != nil {
+		t.Fatalf("delete from an unlocked bucket: %v", err)
+	}
+
+	// An interrupted migration: the lock on, no rule, objects without
+	// retention.
+	if err := raw.SetObjectLockConfig(ctx, cfg.Bucket, nil, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	cfg.ObjectLock, cfg.RetentionDays = true, 2
+	s := newStore(t, cfg)
+	enabled, mode, validity, _, err := raw.GetObjectLockConfig(ctx, cfg.Bucket)
+	if err != nil || enabled != "Enabled" || mode == nil || *mode != minio.Compliance || *validity != 2 {
+		t.Fatalf("bucket lock after migration: %q %v %v %v", enabled, mode, validity, err)
+	}
+	for _, k := range keys {
+		st, err := raw.StatObject(ctx, cfg.Bucket, k, minio.StatObjectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		until, ok := retainUntil(st)
+		if !ok || st.Metadata.Get("X-Amz-Object-Lock-Mode") != "COMPLIANCE" || until.Sub(st.LastModified.AddDate(0, 0, 2)).Abs() > time.Second {
+			t.Errorf("%s: retention %q until %v (written %v), want COMPLIANCE for 2 days from then", k, st.Metadata.Get("X-Amz-Object-Lock-Mode"), until, st.LastModified)
+		}
+		if err := raw.RemoveObject(ctx, cfg.Bucket, k, minio.RemoveObjectOptions{}); err == nil {
+			t.Errorf("%s deleted after the migration", k)
+		}
+		if _, err := raw.PutObject(ctx, cfg.Bucket, k, bytes.NewReader([]byte("new")), 3, minio.PutObjectOptions{}); err == nil {
+			t.Errorf("%s overwritten after the migration", k)
+		}
+		if got, _, err := s.Get(ctx, k); err != nil || string(got) != "written before the lock: "+k {
+			t.Errorf("%s: %q %v", k, got, err)
+		}
+	}
+	// A bucket without the lock from the start is migrated too.
+	other := testConfig(t)
+	newStore(t, other)
+	other.ObjectLock, other.RetentionDays = true, 1
+	newStore(t, other)
+	if enabled, _, _, _, err := raw.GetObjectLockConfig(ctx, other.Bucket); err != nil || enabled != "Enabled" {
+		t.Fatalf("plain bucket: lock %q, %v", enabled, err)
 	}
 }
 

@@ -1,9 +1,12 @@
 // Package auth is who may do what on the hub: local accounts (argon2id
 // password hashes), roles, sign-in sessions held in HttpOnly SameSite
 // cookies, CSRF tokens for forms, API tokens for machines and a rate limit
-// on sign-in. Users, sessions and tokens live in their own SQLite file
-// (DATA/auth/users.db by default); only hashes of passwords, session ids and
-// tokens are stored.
+// on sign-in. Users, sessions and tokens live in JetStream key-value buckets
+// that every hub of a deployment shares (records.go), so that an account,
+// a session or a token works on every hub, and a new password or a disabled
+// account voids its sessions and tokens on every hub. Only hashes of
+// passwords, session ids and tokens are stored. The sign-in rate limits are
+// counted by each hub on its own, in memory.
 //
 // # Roles
 //

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
 )
 
@@ -35,11 +35,18 @@ func (c *clock) add(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.Unloc
 
 func openTest(t *testing.T, mod ...func(*Config)) (*Store, *clock) {
 	t.Helper()
+	return openOn(t, broker.ForTest(t), mod...)
+}
+
+// openOn opens a store on srv, on a connection of its own (as a hub has),
+// with a clock of its own.
+func openOn(t *testing.T, srv *broker.Server, mod ...func(*Config)) (*Store, *clock) {
+	t.Helper()
 	cfg := Config{Path: filepath.Join(t.TempDir(), "auth", "users.db"), PasswordHash: fastHash}
 	for _, m := range mod {
 		m(&cfg)
 	}
-	s, err := Open(t.Context(), cfg, nil)
+	s, err := Open(t.Context(), cfg, srv.HubJetStream(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -613,39 +620,6 @@ func TestTokenBound(t *testing.T) {
 	}
 }
 
-// TestMigrate: a database of the first schema gains the epoch columns,
-// keeps its accounts and tokens, and the tokens of accounts disabled then
-// are gone.
-func TestMigrate(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "users.db")
-	db, err := sql.Open("sqlite", path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(schema + `
-		INSERT INTO users(id, name, role, password, created_at, disabled) VALUES(1, 'lan', 'auditor', 'x', 0, 0), (2, 'tu', 'auditor', 'x', 0, 1);
-		INSERT INTO tokens(id, hash, user_id, name, created_at) VALUES('a', x'01', 1, 'old', 0), ('b', x'02', 2, 'old', 0);`); err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	for range 2 { // twice: the second open changes nothing
-		s, err := Open(t.Context(), Config{Path: path, PasswordHash: fastHash}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ts, err := s.Tokens(t.Context(), "")
-		s.Close()
-		if err != nil || len(ts) != 1 || ts[0].User != "lan" {
-			t.Fatalf("tokens after migration: %+v %v", ts, err)
-		}
-		// A token from before expiries were required ends token_max_ttl
-		// after its creation.
-		if want := time.UnixMilli(0).Add(365 * 24 * time.Hour).UTC(); !ts[0].Expires.Equal(want) {
-			t.Fatalf("old token's expiry %v, want %v", ts[0].Expires, want)
-		}
-	}
-}
-
 func TestConfig(t *testing.T) {
 	c := Config{Path: "x.db"}
 	c.SetDefaults()
@@ -678,7 +652,7 @@ func TestConfig(t *testing.T) {
 func TestPasswordResetAudited(t *testing.T) {
 	var buf bytes.Buffer
 	s, err := Open(t.Context(), Config{Path: filepath.Join(t.TempDir(), "users.db"), PasswordHash: fastHash},
-		slog.New(slog.NewTextHandler(&buf, nil)))
+		broker.ForTest(t).HubJetStream(t), slog.New(slog.NewTextHandler(&buf, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

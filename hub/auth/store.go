@@ -4,29 +4,34 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
-	"github.com/edxhub/edx/pkg/sqldb"
 )
 
 // Config configures accounts and sessions (the hub's auth: section).
 type Config struct {
-	// Path of the users database; default DATA/auth/users.db.
+	// Path is where hubs before the shared accounts kept them, a SQLite
+	// file (default DATA/auth/users.db): at the first start it is copied
+	// into the shared buckets and renamed users.db.migrated. The first
+	// admin's password file is written beside it.
 	Path string `yaml:"path"`
 	// FirstAdmin is the name of the admin account created, with a random
-	// password written to admin.password beside the database, when there
-	// is no account at all. Default "admin".
+	// password written to admin.password beside Path, when there is no
+	// account at all. Default "admin".
 	FirstAdmin string `yaml:"first_admin"`
 	// SessionTTL bounds a session from sign-in (default 12h); SessionIdle
 	// ends it after that long without a request (default 2h).
@@ -53,6 +58,9 @@ type Config struct {
 	// MaxTokens is how many live API tokens one account may hold (default
 	// 20); creating more is refused until one is revoked or expires.
 	MaxTokens int `yaml:"max_tokens"`
+	// Buckets place and size the accounts' buckets (the hub's
+	// nats.buckets).
+	Buckets broker.BucketOptions `yaml:"-"`
 }
 
 // SetDefaults fills what is not set; Path stays for the caller to place.
@@ -82,6 +90,7 @@ func (c *Config) SetDefaults() {
 	if c.MaxTokens == 0 {
 		c.MaxTokens = 20
 	}
+	c.Buckets.SetDefaults()
 }
 
 // Validate checks a defaulted configuration.
@@ -111,17 +120,26 @@ func (c *Config) Validate() error {
 	if c.TokenTTL < time.Minute || c.TokenMaxTTL < c.TokenTTL {
 		errs = append(errs, errors.New("auth: token_ttl must be at least 1m and token_max_ttl at least token_ttl"))
 	}
-	if c.MaxTokens < 1 {
-		errs = append(errs, errors.New("auth: max_tokens must be at least 1"))
+	if c.MaxTokens < 1 || c.MaxTokens > maxTokensBound {
+		errs = append(errs, fmt.Errorf("auth: max_tokens must be in 1..%d", maxTokensBound))
+	}
+	if err := c.Buckets.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("auth: %w", err))
 	}
 	return errors.Join(errs...)
 }
 
-// Store holds accounts, sessions and tokens. Its methods are safe for
-// concurrent use.
+// maxTokensBound bounds max_tokens: an account's record lists its tokens.
+const maxTokensBound = 1000
+
+// Store holds accounts, sessions and tokens in the key-value buckets every
+// hub shares (see records.go), so that an account, a session or a token
+// works on every hub; the sign-in rate limits are counted by each hub on
+// its own. Its methods are safe for concurrent use.
 type Store struct {
 	cfg       Config
-	db        *sql.DB
+	accounts  *broker.Bucket // EDX_ACCOUNTS
+	sessions  *broker.Bucket // EDX_SESSIONS
 	log       *slog.Logger
 	now       func() time.Time
 	hashSem   chan struct{} // bounds concurrent argon2id hashes (memory)
@@ -132,75 +150,30 @@ type Store struct {
 	proxies   []netip.Prefix
 	// sleep waits out the slow-down of a name past its sign-in ceiling.
 	sleep func(ctx context.Context, d time.Duration) error
-
-	mu sync.Mutex // serialises account changes that read then write
 }
 
-// migrations are the accounts database's schema versions (sqldb): never
-// edit one, append. A database from before versioning holds version 1 and
-// is adopted.
-var migrations = []sqldb.Migration{
-	{SQL: schema},     // 1
-	{SQL: migration2}, // 2: credential epochs
-}
+// sessionMarkerTTL is how long the sessions bucket keeps the marker of an
+// expired session.
+const sessionMarkerTTL = time.Minute
 
-// schema is version 1.
-const schema = `
-CREATE TABLE IF NOT EXISTS users(
-	id           INTEGER PRIMARY KEY,
-	name         TEXT NOT NULL UNIQUE,
-	display_name TEXT NOT NULL DEFAULT '',
-	role         TEXT NOT NULL,
-	unit         TEXT NOT NULL DEFAULT '',
-	password     TEXT NOT NULL,
-	disabled     INTEGER NOT NULL DEFAULT 0,
-	created_at   INTEGER NOT NULL,
-	last_sign_in INTEGER
-);
-CREATE TABLE IF NOT EXISTS sessions(
-	hash       BLOB PRIMARY KEY,
-	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-	created_at INTEGER NOT NULL,
-	expires_at INTEGER NOT NULL,
-	seen_at    INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS sessions_user ON sessions(user_id);
-CREATE TABLE IF NOT EXISTS tokens(
-	id         TEXT PRIMARY KEY,
-	hash       BLOB NOT NULL UNIQUE,
-	user_id    INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
-	name       TEXT NOT NULL,
-	created_at INTEGER NOT NULL,
-	expires_at INTEGER,
-	last_used  INTEGER
-);
-CREATE INDEX IF NOT EXISTS tokens_user ON tokens(user_id);
-CREATE TABLE IF NOT EXISTS secrets(
-	name  TEXT PRIMARY KEY,
-	value BLOB NOT NULL
-);
-`
+// newClock is a new store's clock (tests pin it to read old files as of when
+// they were written).
+var newClock = time.Now
 
-// migration2 adds credential epochs (issue #9): each account has a
-// credential epoch, and each session and API token the epoch it was issued
-// under. A new password or disabling the account moves the epoch on (and
-// deletes the sessions and tokens), so that nothing issued before outlives
-// the change, not even a session or token created by a request that raced
-// it. Accounts disabled before epochs existed lose their tokens now, as they
-// would have on being disabled.
-const migration2 = `
-ALTER TABLE users ADD COLUMN cred_epoch INTEGER NOT NULL DEFAULT 0;
-DELETE FROM tokens WHERE user_id IN (SELECT id FROM users WHERE disabled = 1);
-ALTER TABLE sessions ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE tokens ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
-`
+// maxAttempts bounds the compare-and-set retries of one change.
+const maxAttempts = 32
 
-// Open opens (creating if needed) the users database of a defaulted and
-// validated configuration.
-func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
+// Open opens the accounts on js (creating or configuring their buckets), and
+// copies in, once, the SQLite accounts file of an earlier hub at cfg.Path
+// (see migrate). The CSRF and search-cursor keys are the ones every hub
+// uses: the first hub makes them.
+func Open(ctx context.Context, cfg Config, js jetstream.JetStream, log *slog.Logger) (*Store, error) {
 	cfg.SetDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	if js == nil {
+		return nil, errors.New("auth: JetStream is required")
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -209,58 +182,104 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("auth: %w", err)
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
-	// One connection: the load is a lookup per request and rare writes.
-	db, err := sqldb.Open(ctx, path, sqldb.Options{Migrations: migrations, ForeignKeys: true})
-	if err != nil {
-		return nil, fmt.Errorf("auth: %w", err)
-	}
+	cfg.Path = path
 	proxies, _ := parseProxies(cfg.TrustedProxies)
-	s := &Store{cfg: cfg, db: db, log: log, now: time.Now, hashSem: make(chan struct{}, 2), proxies: proxies, sleep: sleep}
-	if err := s.init(ctx); err != nil {
-		db.Close()
+	s := &Store{cfg: cfg, log: log, now: newClock, hashSem: make(chan struct{}, 2), proxies: proxies, sleep: sleep}
+	b := cfg.Buckets
+	if s.accounts, err = broker.OpenBucket(ctx, js, b.KeyValueConfig(accountsBucket, "edx accounts: users, API tokens (each expiring with its token), shared keys", 5, sessionMarkerTTL)); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if s.sessions, err = broker.OpenBucket(ctx, js, b.KeyValueConfig(sessionsBucket, "edx sign-in sessions, each expiring with its session", 1, sessionMarkerTTL)); err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	if err := s.migrate(ctx); err != nil {
 		return nil, err
 	}
-	os.Chmod(path, 0o600)
+	// The keys survive restarts, and every hub has the same, so that open
+	// forms and result pages stay valid whichever hub answers.
+	if s.csrfKey, err = s.secret(ctx, "csrf", randomKey); err != nil {
+		return nil, err
+	}
+	if s.cursorKey, err = s.secret(ctx, "search-cursor", randomKey); err != nil {
+		return nil, err
+	}
 	s.dummy = hashPassword(rand.Text(), cfg.PasswordHash)
 	s.limit = newLimiter(cfg.SignInLimit, s.now)
 	return s, nil
 }
 
-func (s *Store) init(ctx context.Context) error {
-	// The keys survive restarts so that open forms and result pages stay
-	// valid.
-	var err error
-	if s.csrfKey, err = s.secret(ctx, "csrf"); err != nil {
-		return err
-	}
-	if s.cursorKey, err = s.secret(ctx, "search-cursor"); err != nil {
-		return err
-	}
-	return nil
-}
-
-// secret returns the random 32-byte key called name, made on first use.
-func (s *Store) secret(ctx context.Context, name string) ([]byte, error) {
+func randomKey() []byte {
 	key := make([]byte, 32)
 	rand.Read(key)
-	if _, err := s.db.ExecContext(ctx, "INSERT INTO secrets(name, value) VALUES(?, ?) ON CONFLICT DO NOTHING", name, key); err != nil {
-		return nil, fmt.Errorf("auth: secrets: %w", err)
+	return key
+}
+
+// secret returns the shared key called name: the one in the bucket, or,
+// when there is none yet, a new one from mk, created so that of two hubs
+// making it at once both end up with the same.
+func (s *Store) secret(ctx context.Context, name string, mk func() []byte) ([]byte, error) {
+	for range maxAttempts {
+		e, err := s.accounts.Latest(ctx, secretKey(name))
+		if err == nil {
+			var r secretRecord
+			if err := decode(e.Value, "secret", &r); err != nil {
+				return nil, err
+			}
+			return r.Value, nil
+		}
+		if !errors.Is(err, broker.ErrNoKey) {
+			return nil, fmt.Errorf("auth: secret %s: %w", name, err)
+		}
+		v := mk()
+		if _, err := s.accounts.Create(ctx, secretKey(name), encode(secretRecord{V: recordVersion, Value: v}), 0); err == nil {
+			return v, nil
+		} else if !errors.Is(err, broker.ErrRevision) {
+			return nil, fmt.Errorf("auth: secret %s: %w", name, err)
+		}
 	}
-	if err := s.db.QueryRowContext(ctx, "SELECT value FROM secrets WHERE name = ?", name).Scan(&key); err != nil {
-		return nil, fmt.Errorf("auth: secrets: %w", err)
+	return nil, fmt.Errorf("auth: secret %s: raced too often", name)
+}
+
+// AdminToken returns the admin token every hub of the deployment accepts,
+// and writes it (0600) to file for the tools on this hub's machine (edx
+// unit add, edx get): the one in the bucket; with none yet, the one in file
+// (a hub from before the shared accounts), or a new one. The token itself is
+// kept, not a hash, so that every hub can write it for its tools; only the
+// hub's NATS users can read the bucket.
+func (s *Store) AdminToken(ctx context.Context, file string) (string, error) {
+	old, _ := os.ReadFile(file)
+	have := strings.TrimSpace(string(old))
+	b, err := s.secret(ctx, "admin-token", func() []byte {
+		if have != "" {
+			return []byte(have)
+		}
+		return []byte(rand.Text())
+	})
+	if err != nil {
+		return "", err
 	}
-	return key, nil
+	tok := string(b)
+	if tok != have {
+		if err := os.MkdirAll(filepath.Dir(file), 0o700); err != nil {
+			return "", fmt.Errorf("auth: admin token: %w", err)
+		}
+		if err := os.WriteFile(file, []byte(tok+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("auth: admin token: %w", err)
+		}
+		if have != "" {
+			s.log.Warn("auth: the admin token file now holds the deployment's admin token (the one it held is no longer accepted)", "file", file)
+		}
+	}
+	return tok, nil
 }
 
 // CursorKey is the hub's key for sealing search cursors (api.Records), kept
-// with the accounts so that it survives restarts.
+// with the accounts so that it survives restarts and is the same on every
+// hub.
 func (s *Store) CursorKey() []byte { return s.cursorKey }
 
-// Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+// Close releases nothing: the buckets belong to the hub's connection.
+func (s *Store) Close() error { return nil }
 
 // Config returns the defaulted configuration.
 func (s *Store) Config() Config { return s.cfg }
@@ -300,6 +319,12 @@ func checkRoleUnit(r Role, u document.UnitID) error {
 	return nil
 }
 
+// newUserID is a random positive id (accounts are made on any hub).
+func newUserID() int64 {
+	n, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	return n.Int64() + 1
+}
+
 // AddUser creates an account. Whether a staff member's unit is registered
 // is for the caller to check.
 func (s *Store) AddUser(ctx context.Context, nu NewUser) (User, error) {
@@ -321,68 +346,98 @@ func (s *Store) AddUser(ctx context.Context, nu NewUser) (User, error) {
 		return User{}, err
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
-	res, err := s.db.ExecContext(ctx, `INSERT INTO users(name, display_name, role, unit, password, created_at)
-		VALUES(?, ?, ?, ?, ?, ?) ON CONFLICT(name) DO NOTHING`,
-		nu.Name, nu.DisplayName, string(nu.Role), string(nu.Unit), h, now.UnixMilli())
-	if err != nil {
+	r := userRecord{V: recordVersion, ID: newUserID(), Name: nu.Name, DisplayName: nu.DisplayName, Role: nu.Role, Unit: nu.Unit,
+		Password: h, Created: now}
+	if _, err := s.accounts.Create(ctx, userKey(r.Name), encode(r), 0); errors.Is(err, broker.ErrRevision) {
+		return User{}, fmt.Errorf("%w: user %s", ErrConflict, nu.Name)
+	} else if err != nil {
 		return User{}, fmt.Errorf("auth: add user: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n == 0 {
-		return User{}, fmt.Errorf("%w: user %s", ErrConflict, nu.Name)
-	}
-	id, _ := res.LastInsertId()
 	s.log.Info("user created", "user", nu.Name, "role", nu.Role, "unit", nu.Unit)
-	return User{ID: id, Name: nu.Name, DisplayName: nu.DisplayName, Role: nu.Role, Unit: nu.Unit, Created: now}, nil
+	return r.user(), nil
 }
 
-const userCols = "id, name, display_name, role, unit, disabled, created_at, last_sign_in, cred_epoch"
-
-type scanner interface{ Scan(dst ...any) error }
-
-func scanUser(r scanner, extra ...any) (User, error) {
-	var (
-		u       User
-		role    string
-		unit    string
-		created int64
-		last    sql.NullInt64
-	)
-	err := r.Scan(append([]any{&u.ID, &u.Name, &u.DisplayName, &role, &unit, &u.Disabled, &created, &last, &u.epoch}, extra...)...)
-	u.Role, u.Unit, u.Created = Role(role), document.UnitID(unit), time.UnixMilli(created).UTC()
-	if last.Valid {
-		u.LastSignIn = time.UnixMilli(last.Int64).UTC()
+// userRecord reads an account from the bucket's leader, with its revision:
+// ErrNotFound when there is none.
+func (s *Store) userRecord(ctx context.Context, name string) (userRecord, uint64, error) {
+	name = strings.ToLower(name)
+	if checkName(name) != nil {
+		return userRecord{}, 0, fmt.Errorf("%w: user %s", ErrNotFound, name)
 	}
-	return u, err
+	e, err := s.accounts.Latest(ctx, userKey(name))
+	if errors.Is(err, broker.ErrNoKey) {
+		return userRecord{}, 0, fmt.Errorf("%w: user %s", ErrNotFound, name)
+	}
+	if err != nil {
+		return userRecord{}, 0, fmt.Errorf("auth: user %s: %w", name, err)
+	}
+	var r userRecord
+	if err := decode(e.Value, "user", &r); err != nil {
+		return userRecord{}, 0, err
+	}
+	return r, e.Revision, nil
+}
+
+// changeUser applies change to an account with compare-and-set on its
+// revision, read again and applied again after a conflict; change must not
+// keep anything from an earlier call. It returns the record written.
+func (s *Store) changeUser(ctx context.Context, name string, change func(r *userRecord) error) (userRecord, error) {
+	for range maxAttempts {
+		r, rev, err := s.userRecord(ctx, name)
+		if err != nil {
+			return userRecord{}, err
+		}
+		if err := change(&r); err != nil {
+			return userRecord{}, err
+		}
+		r.V = recordVersion
+		if _, err := s.accounts.Update(ctx, userKey(r.Name), encode(r), rev, 0); err == nil {
+			return r, nil
+		} else if !errors.Is(err, broker.ErrRevision) {
+			return userRecord{}, fmt.Errorf("auth: user %s: %w", name, err)
+		}
+	}
+	return userRecord{}, fmt.Errorf("auth: user %s: changed by others %d times while changing it", name, maxAttempts)
 }
 
 // User returns the account called name.
 func (s *Store) User(ctx context.Context, name string) (User, error) {
-	u, err := scanUser(s.db.QueryRowContext(ctx, "SELECT "+userCols+" FROM users WHERE name = ?", strings.ToLower(name)))
-	if errors.Is(err, sql.ErrNoRows) {
-		return User{}, fmt.Errorf("%w: user %s", ErrNotFound, name)
-	}
+	r, _, err := s.userRecord(ctx, name)
 	if err != nil {
-		return User{}, fmt.Errorf("auth: user %s: %w", name, err)
+		return User{}, err
 	}
-	return u, nil
+	return r.user(), nil
+}
+
+// users reads every account.
+func (s *Store) users(ctx context.Context) ([]userRecord, error) {
+	es, err := s.accounts.Values(ctx, "user.*")
+	if err != nil {
+		return nil, fmt.Errorf("auth: users: %w", err)
+	}
+	out := make([]userRecord, 0, len(es))
+	for _, e := range es {
+		var r userRecord
+		if err := decode(e.Value, "user", &r); err != nil {
+			return nil, err
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // Users returns every account, by name.
 func (s *Store) Users(ctx context.Context) ([]User, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT "+userCols+" FROM users ORDER BY name")
+	rs, err := s.users(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("auth: users: %w", err)
+		return nil, err
 	}
-	defer rows.Close()
-	out := []User{}
-	for rows.Next() {
-		u, err := scanUser(rows)
-		if err != nil {
-			return nil, fmt.Errorf("auth: users: %w", err)
-		}
-		out = append(out, u)
+	out := make([]User, len(rs))
+	for i := range rs {
+		out[i] = rs[i].user()
 	}
-	return out, rows.Err()
+	slices.SortFunc(out, func(a, b User) int { return strings.Compare(a.Name, b.Name) })
+	return out, nil
 }
 
 // Change is a change to an account; nil fields stay as they are.
@@ -406,78 +461,72 @@ func (s *Store) UpdateUser(ctx context.Context, name string, c Change) (User, er
 // written in the log; a password set by someone other than the account's
 // owner is logged as a reset, at warning level, for the audit trail.
 func (s *Store) UpdateUserBy(ctx context.Context, by *Identity, name string, c Change) (User, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	u, err := s.User(ctx, name)
-	if err != nil {
-		return User{}, err
-	}
-	role, unit := u.Role, u.Unit
-	if c.Role != nil {
-		role = *c.Role
-		if role != RoleStaff && c.Unit == nil {
-			unit = ""
-		}
-	}
-	if c.Unit != nil {
-		unit = *c.Unit
-	}
-	if err := checkRoleUnit(role, unit); err != nil {
-		return User{}, err
-	}
 	var hash string
 	if c.Password != nil {
 		if err := CheckPassword(*c.Password); err != nil {
 			return User{}, err
 		}
-		if hash, err = s.hash(ctx, *c.Password); err != nil {
-			return User{}, err
+	}
+	if c.DisplayName != nil && len(*c.DisplayName) > 200 {
+		return User{}, fmt.Errorf("%w: display name too long", ErrInvalid)
+	}
+	var (
+		newEpoch bool
+		dropped  []string
+	)
+	r, err := s.changeUser(ctx, name, func(r *userRecord) error {
+		role, unit := r.Role, r.Unit
+		if c.Role != nil {
+			role = *c.Role
+			if role != RoleStaff && c.Unit == nil {
+				unit = ""
+			}
 		}
-	}
-	if c.DisplayName != nil {
-		if len(*c.DisplayName) > 200 {
-			return User{}, fmt.Errorf("%w: display name too long", ErrInvalid)
+		if c.Unit != nil {
+			unit = *c.Unit
 		}
-		u.DisplayName = *c.DisplayName
-	}
-	disabling := c.Disabled != nil && *c.Disabled && !u.Disabled
-	if c.Disabled != nil {
-		u.Disabled = *c.Disabled
-	}
-	// A new credential, or an account shut: nothing issued before counts.
-	newEpoch := hash != "" || disabling
-	endSessions := newEpoch || u.Disabled || role != u.Role || unit != u.Unit
-	u.Role, u.Unit = role, unit
-	tx, err := s.db.BeginTx(ctx, nil)
+		if err := checkRoleUnit(role, unit); err != nil {
+			return err
+		}
+		if c.Password != nil && hash == "" {
+			var err error
+			if hash, err = s.hash(ctx, *c.Password); err != nil {
+				return err
+			}
+		}
+		if c.DisplayName != nil {
+			r.DisplayName = *c.DisplayName
+		}
+		disabling := c.Disabled != nil && *c.Disabled && !r.Disabled
+		if c.Disabled != nil {
+			r.Disabled = *c.Disabled
+		}
+		// A new credential, or an account shut: nothing issued before counts.
+		newEpoch = hash != "" || disabling
+		endSessions := newEpoch || r.Disabled || role != r.Role || unit != r.Unit
+		r.Role, r.Unit = role, unit
+		if hash != "" {
+			r.Password = hash
+		}
+		dropped = nil
+		if newEpoch {
+			r.CredEpoch++
+			dropped, r.Tokens = r.Tokens, nil
+		}
+		if endSessions {
+			r.SessionEpoch++
+		}
+		return nil
+	})
 	if err != nil {
-		return User{}, fmt.Errorf("auth: update user: %w", err)
+		return User{}, err
 	}
-	defer tx.Rollback()
-	if _, err := tx.ExecContext(ctx, "UPDATE users SET display_name = ?, role = ?, unit = ?, disabled = ? WHERE id = ?",
-		u.DisplayName, string(u.Role), string(u.Unit), u.Disabled, u.ID); err != nil {
-		return User{}, fmt.Errorf("auth: update user: %w", err)
-	}
-	if hash != "" {
-		if _, err := tx.ExecContext(ctx, "UPDATE users SET password = ? WHERE id = ?", hash, u.ID); err != nil {
-			return User{}, fmt.Errorf("auth: update user: %w", err)
+	for _, id := range dropped {
+		if err := s.accounts.Delete(ctx, tokenKey(id), 0); err != nil {
+			s.log.Warn("auth: a void token's record stays (it is refused all the same)", "token", id, "err", err)
 		}
 	}
-	if newEpoch {
-		if err := tx.QueryRowContext(ctx, "UPDATE users SET cred_epoch = cred_epoch + 1 WHERE id = ? RETURNING cred_epoch", u.ID).Scan(&u.epoch); err != nil {
-			return User{}, fmt.Errorf("auth: update user: %w", err)
-		}
-		if _, err := tx.ExecContext(ctx, "DELETE FROM tokens WHERE user_id = ?", u.ID); err != nil {
-			return User{}, fmt.Errorf("auth: update user: %w", err)
-		}
-	}
-	if endSessions {
-		if _, err := tx.ExecContext(ctx, "DELETE FROM sessions WHERE user_id = ?", u.ID); err != nil {
-			return User{}, fmt.Errorf("auth: update user: %w", err)
-		}
-	}
-	if err := tx.Commit(); err != nil {
-		return User{}, fmt.Errorf("auth: update user: %w", err)
-	}
+	u := r.user()
 	attrs := []any{"user", u.Name, "role", u.Role, "unit", u.Unit, "disabled", u.Disabled, "password", hash != "", "credentials_revoked", newEpoch}
 	if by != nil {
 		attrs = append(attrs, "by", by.User.Name, "via", by.Via, "addr", by.addr)
@@ -515,12 +564,12 @@ func (s *Store) check(ctx context.Context, hash, pw string) (bool, error) {
 // unknown name as for a wrong password, and says the same.
 func (s *Store) Authenticate(ctx context.Context, name, pw string) (User, error) {
 	name = strings.ToLower(strings.TrimSpace(name))
-	var hash string
-	u, err := scanUser(s.db.QueryRowContext(ctx, "SELECT "+userCols+", password FROM users WHERE name = ?", name), &hash)
+	r, _, err := s.userRecord(ctx, name)
 	found := err == nil
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
+	if err != nil && !errors.Is(err, ErrNotFound) {
 		return User{}, fmt.Errorf("auth: authenticate: %w", err)
 	}
+	hash := r.Password
 	if !found || len(pw) > MaxPassword {
 		hash = s.dummy
 	}
@@ -528,28 +577,36 @@ func (s *Store) Authenticate(ctx context.Context, name, pw string) (User, error)
 	if err != nil {
 		return User{}, err
 	}
-	if !found || !ok || u.Disabled {
+	if !found || !ok || r.Disabled {
 		return User{}, ErrCredentials
 	}
 	now := s.now().UTC().Truncate(time.Millisecond)
-	if _, err := s.db.ExecContext(ctx, "UPDATE users SET last_sign_in = ? WHERE id = ?", now.UnixMilli(), u.ID); err != nil {
+	epoch := r.CredEpoch
+	r, err = s.changeUser(ctx, name, func(r *userRecord) error {
+		if r.CredEpoch != epoch || r.Disabled {
+			return ErrCredentials // changed while the password was checked
+		}
+		r.LastSignIn = now
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrCredentials) || errors.Is(err, ErrNotFound) {
+			return User{}, ErrCredentials
+		}
 		return User{}, fmt.Errorf("auth: authenticate: %w", err)
 	}
-	u.LastSignIn = now
-	return u, nil
+	return r.user(), nil
 }
 
 // EnsureFirstAdmin creates the first admin account when there is no account
 // at all, with a random password written (0600) to passwordFile. It reports
-// whether it did.
+// whether it did; of hubs starting at once, one does.
 func (s *Store) EnsureFirstAdmin(ctx context.Context, passwordFile string) (bool, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var n int
-	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM users").Scan(&n); err != nil {
-		return false, fmt.Errorf("auth: %w", err)
+	us, err := s.users(ctx)
+	if err != nil {
+		return false, err
 	}
-	if n > 0 {
+	if len(us) > 0 {
 		return false, nil
 	}
 	pw := rand.Text()
@@ -560,6 +617,10 @@ func (s *Store) EnsureFirstAdmin(ctx context.Context, passwordFile string) (bool
 		return false, fmt.Errorf("auth: %w", err)
 	}
 	if _, err := s.AddUser(ctx, NewUser{Name: s.cfg.FirstAdmin, DisplayName: "Quản trị / Administrator", Role: RoleAdmin, Password: pw}); err != nil {
+		os.Remove(passwordFile)
+		if errors.Is(err, ErrConflict) {
+			return false, nil // another hub made it
+		}
 		return false, err
 	}
 	return true, nil

@@ -7,6 +7,14 @@
 // It then measures, on the same bytes, the ceilings of the parts: JetStream
 // publish and consume, S3 PUT with If-None-Match, and CMS verification with
 // the chain. Every document is counted: none may be lost or doubled.
+//
+// With Options.HubURL it drives an existing deployment instead (one hub or
+// several behind one address, on a NATS cluster): it registers its units
+// through that hub's API with an admin token, or uses units registered
+// before (UnitsDir, the bundles edx unit add writes); the hub's resources
+// and the ceilings are then not measured. A rejected document counts as
+// rejected; the run ends when every document is decided, or when nothing
+// has moved for Options.Wait, with the undecided and undelivered counted.
 package bench
 
 import (
@@ -35,6 +43,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -53,8 +62,24 @@ type Options struct {
 	HubConfig   string  // optional hub configuration (external NATS and S3)
 	Data        string  // data directory for the hub (default a temporary one)
 	Ceilings    bool    // also measure the bare components
-	Progress    func(stage string, done, total int)
-	Log         *slog.Logger
+	// HubURL drives an existing hub (http://host:port) instead of
+	// starting one; Token is its admin token, for registering units.
+	HubURL string
+	Token  string
+	// UnitsDir holds units registered before, one directory per unit as
+	// edx unit add writes them (nats.creds, key.pem, cert.pem, and
+	// agent.yaml for the NATS URL): they are used instead of registering
+	// Units new ones. No agent may run for them meanwhile (the bench reads
+	// their deliveries and notices).
+	UnitsDir string
+	// NATSURL overrides the NATS URL the units connect to (default: the
+	// one the hub gives, or the units' agent.yaml).
+	NATSURL string
+	// Wait ends a run that has not moved for this long (default 60s):
+	// what is not decided or delivered by then is counted as missing.
+	Wait     time.Duration
+	Progress func(stage string, done, total int)
+	Log      *slog.Logger
 }
 
 func (o *Options) defaults() {
@@ -73,12 +98,17 @@ func (o *Options) defaults() {
 	if o.Recipients <= 0 {
 		o.Recipients = 3
 	}
-	o.Recipients = min(o.Recipients, o.Units-1)
+	if o.UnitsDir == "" {
+		o.Recipients = min(o.Recipients, o.Units-1) // else once the units are loaded
+	}
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
 	if o.Progress == nil {
 		o.Progress = func(string, int, int) {}
+	}
+	if o.Wait <= 0 {
+		o.Wait = 60 * time.Second
 	}
 }
 
@@ -109,27 +139,37 @@ type Ceiling struct {
 
 // Result is what one scenario measured.
 type Result struct {
-	Units        int           `json:"units"`
-	Docs         int           `json:"docs"`
-	Size         int           `json:"size"`
-	Concurrency  int           `json:"concurrency"`
-	Rate         float64       `json:"rate,omitempty"`
-	Deliveries   int           `json:"deliveries"`
-	Elapsed      time.Duration `json:"elapsed"`
-	DocsPerSec   float64       `json:"docs_per_sec"`
-	MBPerSec     float64       `json:"mb_per_sec"`
-	Accepted     Latency       `json:"submit_to_accepted"`
-	Delivered    Latency       `json:"submit_to_delivered"`
-	Ceilings     []Ceiling     `json:"ceilings,omitempty"`
-	Slowest      string        `json:"slowest_ceiling,omitempty"`
-	Ratio        float64       `json:"ratio_to_slowest,omitempty"`
+	Units       int           `json:"units"`
+	Docs        int           `json:"docs"`
+	Size        int           `json:"size"`
+	Concurrency int           `json:"concurrency"`
+	Rate        float64       `json:"rate,omitempty"`
+	Deliveries  int           `json:"deliveries"`
+	Elapsed     time.Duration `json:"elapsed"`
+	DocsPerSec  float64       `json:"docs_per_sec"`
+	MBPerSec    float64       `json:"mb_per_sec"`
+	Accepted    Latency       `json:"submit_to_accepted"`
+	Delivered   Latency       `json:"submit_to_delivered"`
+	Ceilings    []Ceiling     `json:"ceilings,omitempty"`
+	Slowest     string        `json:"slowest_ceiling,omitempty"`
+	Ratio       float64       `json:"ratio_to_slowest,omitempty"`
+	// Hub is the hub driven: its URL, or "" for the edx-hub the bench
+	// started, whose resources it measures (HubMeasured).
+	Hub          string        `json:"hub,omitempty"`
+	HubMeasured  bool          `json:"hub_measured"`
 	HubPeakRSS   int64         `json:"hub_peak_rss_bytes"`
 	HubRSS       int64         `json:"hub_rss_bytes"`
 	HubCPUPerDoc time.Duration `json:"hub_cpu_per_doc"`
-	Lost         int           `json:"lost"`
-	Doubled      int           `json:"doubled"`
-	Rejected     int           `json:"rejected"`
-	Cores        int           `json:"cores"`
+	// Lost counts documents neither accepted nor rejected (Undecided) and
+	// deliveries of accepted documents that never came (Undelivered).
+	Lost        int `json:"lost"`
+	Undecided   int `json:"undecided"`
+	Undelivered int `json:"undelivered"`
+	Doubled     int `json:"doubled"`
+	Rejected    int `json:"rejected"`
+	// Stalled: the run ended because nothing moved for Options.Wait.
+	Stalled bool `json:"stalled,omitempty"`
+	Cores   int  `json:"cores"`
 }
 
 // unit is one simulated agent.
@@ -138,45 +178,65 @@ type unit struct {
 	signer *pki.Signer
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	stage  jetstream.ObjectStore
+	stage  *protocol.Stage
 	ccs    []jetstream.ConsumeContext
+	// uploads bounds the unit's staged uploads at once to what its quota
+	// holds (nats.streams.upload_unit_quota): an upload cut short by the
+	// quota would hold part of it until the hub sweeps it away.
+	uploads chan struct{}
 }
 
 // run is one bench in progress.
 type run struct {
-	o      Options
-	hub    *hubProc
-	units  []*unit
-	mu     sync.Mutex
-	sent   map[document.ID]time.Time
-	expect map[document.ID][]document.UnitID
-	acc    map[document.ID]map[uint64]time.Time // accepted notices by stream sequence
-	del    map[string]map[uint64]time.Time      // deliveries (doc/recipient) by stream sequence
-	rej    int
-	slots  chan struct{}
-	nAcc   atomic.Int64
-	nDel   atomic.Int64
+	o       Options
+	hub     *hubProc // the edx-hub the bench started; nil with HubURL
+	base    string   // the hub's HTTP address
+	token   string   // its admin token
+	natsURL string
+	units   []*unit
+	mu      sync.Mutex
+	sent    map[document.ID]time.Time
+	expect  map[document.ID][]document.UnitID
+	acc     map[document.ID]map[uint64]time.Time // accepted notices by stream sequence
+	del     map[string]map[uint64]time.Time      // deliveries (doc/recipient) by stream sequence
+	rej     map[document.ID]bool
+	slots   chan struct{}
+	nAcc    atomic.Int64
+	nDel    atomic.Int64
 }
 
 // Run runs one scenario.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
 	r := &run{o: o, sent: map[document.ID]time.Time{}, expect: map[document.ID][]document.UnitID{},
-		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}}
-	var err error
-	if r.hub, err = startHub(ctx, o); err != nil {
-		return nil, err
+		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}, rej: map[document.ID]bool{}}
+	if o.HubURL != "" {
+		r.base, r.token, r.natsURL = strings.TrimRight(o.HubURL, "/"), o.Token, o.NATSURL
+	} else {
+		var err error
+		if r.hub, err = startHub(ctx, o); err != nil {
+			return nil, err
+		}
+		defer r.hub.stop()
+		r.base, r.token, r.natsURL = r.hub.info.HTTP, r.hub.token, r.hub.info.NATSURL
+		if o.NATSURL != "" {
+			r.natsURL = o.NATSURL
+		}
 	}
-	defer r.hub.stop()
 	defer r.close()
-	if err := r.register(ctx); err != nil {
+	if o.UnitsDir != "" {
+		if err := r.loadUnits(ctx); err != nil {
+			return nil, err
+		}
+	} else if err := r.register(ctx); err != nil {
 		return nil, err
 	}
 	res, err := r.send(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if o.Ceilings && o.HubConfig == "" {
+	res.Hub = o.HubURL
+	if o.Ceilings && o.HubConfig == "" && r.hub != nil {
 		if res.Ceilings, err = ceilings(ctx, r.hub, o); err != nil {
 			return nil, fmt.Errorf("ceilings: %w", err)
 		}
@@ -246,17 +306,28 @@ func (r *run) addUnit(ctx context.Context, i int) (*unit, error) {
 		KeyPEM  string `json:"key_pem"`
 		CertPEM string `json:"cert_pem"`
 		Creds   string `json:"nats_creds"`
+		NATSURL string `json:"nats_url"`
 	}
-	if err := r.hub.post(ctx, "/api/v1/units", map[string]string{"id": string(id), "name": "Bench unit " + string(id)}, &b); err != nil {
+	if err := r.post(ctx, "/api/v1/units", map[string]string{"id": string(id), "name": "Bench unit " + string(id)}, &b); err != nil {
 		return nil, fmt.Errorf("register %s: %w", id, err)
 	}
-	s, err := pki.NewSigner([]byte(b.KeyPEM), []byte(b.CertPEM))
-	if err != nil {
-		return nil, err
+	url := r.natsURL
+	if url == "" {
+		url = b.NATSURL
 	}
-	u := &unit{id: id, signer: s}
-	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, r.hub.info.NATSURL, []byte(b.Creds), id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
-		return nil, err
+	return r.connect(ctx, id, []byte(b.KeyPEM), []byte(b.CertPEM), []byte(b.Creds), url)
+}
+
+// connect connects a unit as its agent would and consumes its deliveries
+// and notices.
+func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, creds []byte, url string) (*unit, error) {
+	s, err := pki.NewSigner(keyPEM, certPEM)
+	if err != nil {
+		return nil, fmt.Errorf("unit %s: %w", id, err)
+	}
+	u := &unit{id: id, signer: s, uploads: make(chan struct{}, max(1, broker.DefaultUploadUnitQuota/(2*(r.o.Size+1))))}
+	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
+		return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
 	}
 	// Deliveries: what the recipient's agent would put into its inbox.
 	dc, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(string(id)))
@@ -309,8 +380,18 @@ func (r *run) notice(m jetstream.Msg) {
 		r.acc[n.DocumentID][seq(m)] = now
 		r.mu.Unlock()
 	case protocol.NoticeRejected:
+		// A rejection decides the document as an acceptance does: it
+		// frees its slot, and no delivery is waited for.
 		r.mu.Lock()
-		r.rej++
+		if !r.rej[n.DocumentID] && r.acc[n.DocumentID] == nil {
+			r.rej[n.DocumentID] = true
+			if r.slots != nil {
+				select {
+				case <-r.slots:
+				default:
+				}
+			}
+		}
 		r.mu.Unlock()
 		r.o.Log.Warn("bench: rejected", "doc_id", n.DocumentID, "reasons", n.Reasons)
 	}
@@ -395,7 +476,10 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			o.Progress("build", i+1, o.Docs)
 		}
 	}
-	cpu0, _ := r.hub.cpu()
+	var cpu0 time.Duration
+	if r.hub != nil {
+		cpu0, _ = r.hub.cpu()
+	}
 	if o.Rate <= 0 {
 		r.slots = make(chan struct{}, o.Concurrency)
 	}
@@ -444,26 +528,28 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	if pubErr != nil {
 		return nil, pubErr
 	}
-	want := 0
-	r.mu.Lock()
-	for _, to := range r.expect {
-		want += len(to)
-	}
-	r.mu.Unlock()
+	// Every document decided, every accepted one delivered to each of
+	// its recipients; or nothing moved for o.Wait.
 	last, lastN := time.Now(), int64(-1)
+	stalled := false
 	for {
 		a, d := r.nAcc.Load(), r.nDel.Load()
 		o.Progress("send", int(a), o.Docs)
 		r.mu.Lock()
-		rej := r.rej
+		rej := len(r.rej)
+		want := 0
+		for id := range r.acc {
+			want += len(r.expect[id])
+		}
 		r.mu.Unlock()
 		if int(a)+rej >= o.Docs && int(d) >= want {
 			break
 		}
-		if a+d != lastN {
-			last, lastN = time.Now(), a+d
-		} else if time.Since(last) > 60*time.Second {
-			break // stalled: reported as lost
+		if n := a + d + int64(rej); n != lastN {
+			last, lastN = time.Now(), n
+		} else if time.Since(last) > o.Wait {
+			stalled = true // what is missing is counted below
+			break
 		}
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
@@ -471,21 +557,33 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // anything doubled shows now
-	cpu1, _ := r.hub.cpu()
-	res := &Result{Units: o.Units, Docs: o.Docs, Size: o.Size, Concurrency: o.Concurrency, Rate: o.Rate, Cores: runtime.NumCPU()}
+	res := &Result{Units: len(r.units), Docs: o.Docs, Size: o.Size, Concurrency: o.Concurrency, Rate: o.Rate, Cores: runtime.NumCPU(), Stalled: stalled}
+	if r.hub != nil {
+		cpu1, _ := r.hub.cpu()
+		res.HubMeasured = true
+		res.HubPeakRSS, res.HubRSS = r.hub.rss()
+		if n := len(r.acc); n > 0 {
+			res.HubCPUPerDoc = (cpu1 - cpu0) / time.Duration(n)
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var accs, dels []time.Duration
 	end := start
 	for id, t0 := range r.sent {
-		if seqs, ok := r.acc[id]; ok {
-			res.Doubled += len(seqs) - 1
-			accs = append(accs, first(seqs).Sub(t0))
+		seqs, ok := r.acc[id]
+		if !ok {
+			if !r.rej[id] {
+				res.Undecided++
+			}
+			continue
 		}
+		res.Doubled += len(seqs) - 1
+		accs = append(accs, first(seqs).Sub(t0))
 		for _, u := range r.expect[id] {
 			seqs, ok := r.del[string(id)+"/"+string(u)]
 			if !ok {
-				res.Lost++
+				res.Undelivered++
 				continue
 			}
 			res.Doubled += len(seqs) - 1
@@ -496,17 +594,14 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			}
 		}
 	}
-	res.Rejected = r.rej
-	res.Lost += o.Docs - len(r.acc) - r.rej
+	res.Rejected = len(r.rej)
+	res.Undecided += o.Docs - len(r.sent) // never sent (a cancelled run)
+	res.Lost = res.Undecided + res.Undelivered
 	res.Deliveries = len(dels)
 	res.Accepted, res.Delivered = summarize(accs), summarize(dels)
 	res.Elapsed = end.Sub(start)
 	res.DocsPerSec = float64(len(r.acc)) / res.Elapsed.Seconds()
 	res.MBPerSec = res.DocsPerSec * float64(o.Size) / 1e6
-	res.HubPeakRSS, res.HubRSS = r.hub.rss()
-	if n := len(r.acc); n > 0 {
-		res.HubCPUPerDoc = (cpu1 - cpu0) / time.Duration(n)
-	}
 	return res, nil
 }
 
@@ -528,16 +623,35 @@ func (r *run) publish(ctx context.Context, j job) error {
 	r.expect[j.c.DocumentID] = j.to
 	r.mu.Unlock()
 	if len(j.c.Data) > protocol.InlineLimit {
-		name, key, err := protocol.UploadStaged(ctx, j.from.js, j.c.Data)
-		if err != nil {
-			return fmt.Errorf("stage: %w", err)
+		select {
+		case j.from.uploads <- struct{}{}:
+			defer func() { <-j.from.uploads }()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
-		j.c.Staged, j.c.StageKey, j.c.Data = name, key, nil
+		for {
+			err := protocol.UploadStaged(ctx, j.from.js, j.from.id, j.c)
+			if err == nil {
+				break
+			}
+			if !strings.Contains(err.Error(), "maximum messages per subject exceeded") || ctx.Err() != nil {
+				return fmt.Errorf("stage: %w", err)
+			}
+			time.Sleep(50 * time.Millisecond) // the hub frees the quota as it reads uploads
+		}
 	}
 	for attempt := 0; ; attempt++ {
 		pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		_, err := j.from.js.PublishMsg(pctx, protocol.SubmitMsg(j.from.id, j.c))
 		cancel()
+		// A unit has a bounded number of submissions waiting for the hub
+		// (nats.streams.submit_unit_pending): past it the server refuses
+		// more, and an agent, like this, waits for the hub to catch up.
+		if err != nil && strings.Contains(err.Error(), "maximum messages per subject exceeded") && ctx.Err() == nil {
+			attempt = 0
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
 		if err == nil || attempt == 5 {
 			return err
 		}
@@ -633,14 +747,14 @@ func (h *hubProc) stop() {
 	}
 }
 
-func (h *hubProc) post(ctx context.Context, path string, body, out any) error {
+func (r *run) post(ctx context.Context, path string, body, out any) error {
 	b, _ := json.Marshal(body)
-	req, err := http.NewRequestWithContext(ctx, "POST", h.info.HTTP+path, strings.NewReader(string(b)))
+	req, err := http.NewRequestWithContext(ctx, "POST", r.base+path, strings.NewReader(string(b)))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+h.token)
+	req.Header.Set("Authorization", "Bearer "+r.token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return err

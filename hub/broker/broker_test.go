@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -53,6 +54,7 @@ func startServer(t testing.TB, storeDir, keysDir string) *broker.Server {
 		Listen:   "127.0.0.1:-1",
 		StoreDir: storeDir,
 		KeysDir:  keysDir,
+		MaxStore: broker.TestMaxStore,
 	}, testLogger(t))
 	if err != nil {
 		t.Fatal(err)
@@ -73,6 +75,11 @@ func newEnv(t testing.TB) *env {
 	if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	ss, err := broker.StartStageService(ctx, e.hubConn, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ss.Stop)
 	for _, u := range []string{unitA, unitB} {
 		if err := broker.EnsureUnitConsumers(ctx, e.hubJS, u); err != nil {
 			t.Fatal(err)
@@ -96,7 +103,7 @@ func hubConn(t testing.TB, srv *broker.Server) *broker.HubConn {
 type unitClient struct {
 	nc    *nats.Conn
 	js    jetstream.JetStream
-	stage jetstream.ObjectStore
+	stage *protocol.Stage
 
 	mu   sync.Mutex
 	errs []error
@@ -197,24 +204,56 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 			t.Fatal(err)
 		}
 		cfg := s.CachedInfo().Config
-		if cfg.Retention != ret || cfg.Storage != jetstream.FileStorage || cfg.MaxMsgSize != broker.DefaultMaxPayload {
+		maxMsg := int32(broker.DefaultMaxPayload)
+		if name == protocol.StreamStatus {
+			maxMsg = protocol.MaxStatusSize + 4<<10
+		}
+		if cfg.Retention != ret || cfg.Storage != jetstream.FileStorage || cfg.MaxMsgSize != maxMsg {
 			t.Errorf("%s: retention %v storage %v max msg %d", name, cfg.Retention, cfg.Storage, cfg.MaxMsgSize)
 		}
 		if cfg.Duplicates != broker.DefaultDuplicates {
 			t.Errorf("%s: duplicates %v", name, cfg.Duplicates)
 		}
 	}
-	// The upload store: an object store's layout without rollups, in EDX.
-	up, err := e.hubJS.Stream(ctx, "OBJ_"+protocol.UploadBucket)
+	// The decision events: bounded, kept for the max age, and, full, they
+	// drop their oldest (the archive holds what they report; a hub that had
+	// not applied them rebuilds its index) rather than hold up a decision.
+	ev, err := e.hubJS.Stream(ctx, protocol.StreamEvents)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg := up.CachedInfo().Config; cfg.AllowRollup || !cfg.AllowDirect || !cfg.DenyDelete ||
-		cfg.MaxAge != broker.DefaultStageTTL || cfg.Discard != jetstream.DiscardNew {
-		t.Errorf("upload stream config %+v", cfg)
+	if cfg := ev.CachedInfo().Config; cfg.MaxBytes != broker.DefaultEventsMaxBytes || cfg.MaxMsgs != broker.DefaultMaxMsgs ||
+		cfg.MaxAge != broker.DefaultMaxAge || cfg.Discard != jetstream.DiscardOld || cfg.Retention != jetstream.LimitsPolicy ||
+		cfg.Duplicates != broker.DefaultDuplicates || len(cfg.Subjects) != 1 || cfg.Subjects[0] != protocol.SubjectEventPrefix+">" {
+		t.Errorf("%s: %+v", protocol.StreamEvents, cfg)
 	}
-	if _, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket); err != nil {
-		t.Errorf("upload store as an object store: %v", err)
+	// Every stream is bounded and refuses rather than drops; the ones units
+	// write are bounded per unit too.
+	for name, perUnit := range map[string]int64{
+		protocol.StreamSubmit: broker.DefaultSubmitUnitPending, protocol.StreamStatus: broker.DefaultStatusUnitPending,
+		protocol.StreamUpload:  (broker.DefaultUploadUnitQuota + protocol.MaxUploadMsgSize - 1) / protocol.MaxUploadMsgSize,
+		protocol.StreamDeliver: 0, protocol.StreamNotice: 0,
+	} {
+		s, err := e.hubJS.Stream(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := s.CachedInfo().Config
+		if cfg.MaxBytes <= 0 || cfg.MaxMsgs <= 0 || cfg.MaxMsgSize <= 0 || cfg.Discard != jetstream.DiscardNew {
+			t.Errorf("%s: max bytes %d, max msgs %d, max msg size %d, discard %v", name, cfg.MaxBytes, cfg.MaxMsgs, cfg.MaxMsgSize, cfg.Discard)
+		}
+		if perUnit > 0 && (cfg.MaxMsgsPerSubject != perUnit || !cfg.DiscardNewPerSubject) {
+			t.Errorf("%s: %d per subject (discard new per subject %v), want %d", name, cfg.MaxMsgsPerSubject, cfg.DiscardNewPerSubject, perUnit)
+		}
+	}
+	// The upload stream: one subject per unit, no rollups, read by sequence.
+	up, err := e.hubJS.Stream(ctx, protocol.StreamUpload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg := up.CachedInfo().Config; cfg.AllowRollup || !cfg.AllowDirect || cfg.MaxMsgSize != protocol.MaxUploadMsgSize ||
+		cfg.MaxAge != broker.DefaultStageTTL || cfg.Subjects[0] != protocol.SubjectUploadPrefix+">" {
+		t.Errorf("upload stream config %+v", cfg)
 	}
 	// The stage store is in STAGE, not in EDX.
 	obs, err := e.stageJS.ObjectStore(ctx, protocol.StageBucket)
@@ -225,8 +264,11 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st.TTL() != 0 {
+	if st.TTL() != 0 || st.Size() > broker.DefaultStageMaxBytes {
 		t.Errorf("stage ttl %v, want none: staged deliveries live while a delivery names them", st.TTL())
+	}
+	if si, err := e.stageJS.Stream(ctx, protocol.StageStream); err != nil || si.CachedInfo().Config.MaxBytes != broker.DefaultStageMaxBytes {
+		t.Errorf("stage store not bounded: %v", err)
 	}
 	if _, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("stage store in EDX: %v", err)
@@ -319,9 +361,29 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 		// The stage store is read only, the upload store write only.
 		"$O." + protocol.StageBucket + ".M.eA",
 		"$O." + protocol.StageBucket + ".C.x",
-		protocol.EDXAPIPrefix + ".STREAM.INFO.OBJ_" + protocol.UploadBucket,
-		protocol.EDXAPIPrefix + ".DIRECT.GET.OBJ_" + protocol.UploadBucket + ".$O." + protocol.UploadBucket + ".M.eA",
-		protocol.EDXAPIPrefix + ".CONSUMER.CREATE.OBJ_" + protocol.UploadBucket + ".x.$O." + protocol.UploadBucket + ".C.x",
+		protocol.UploadSubject(unitB),
+		protocol.EDXAPIPrefix + ".STREAM.INFO." + protocol.StreamUpload,
+		protocol.EDXAPIPrefix + ".DIRECT.GET." + protocol.StreamUpload,
+		protocol.EDXAPIPrefix + ".DIRECT.GET." + protocol.StreamUpload + "." + protocol.UploadSubject(unitA),
+		protocol.EDXAPIPrefix + ".CONSUMER.CREATE." + protocol.StreamUpload + ".x." + protocol.UploadSubject(unitA),
+		// The hubs' decision events: neither forged nor read.
+		protocol.SubjectEventPrefix + "accepted",
+		protocol.SubjectEventPrefix + "unit",
+		protocol.EDXAPIPrefix + ".STREAM.INFO." + protocol.StreamEvents,
+		protocol.EDXAPIPrefix + ".DIRECT.GET." + protocol.StreamEvents,
+		protocol.EDXAPIPrefix + ".CONSUMER.CREATE." + protocol.StreamEvents + ".x",
+		protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamEvents + ".edx-index-x",
+		// The stage store: only through the hub's service, and the unit's
+		// own consumers.
+		protocol.StageSubject(unitB),
+		protocol.StageAPIPrefix + ".STREAM.INFO." + protocol.StageStream,
+		protocol.StageAPIPrefix + ".DIRECT.GET." + protocol.StageStream + ".$O." + protocol.StageBucket + ".M.*",
+		protocol.StageAPIPrefix + ".CONSUMER.CREATE." + protocol.StageStream + ".x.$O." + protocol.StageBucket + ".C.*",
+		protocol.StageAPIPrefix + ".CONSUMER.CREATE." + protocol.StageStream + "." + protocol.StageConsumer(unitA, 0) + ".$O." + protocol.StageBucket + ".C.*",
+		protocol.StageAPIPrefix + ".CONSUMER.DURABLE.CREATE." + protocol.StageStream + ".x",
+		protocol.StageAPIPrefix + ".CONSUMER.DELETE." + protocol.StageStream + "." + protocol.StageConsumer(unitB, 0),
+		protocol.StageAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StageStream + "." + protocol.StageConsumer(unitB, 0),
+		protocol.StageAPIPrefix + ".CONSUMER.DELETE." + protocol.StageStream + "." + protocol.StageConsumer(unitA, protocol.StageSlots),
 	}
 	for _, subj := range denied {
 		if err := a.nc.Publish(subj, []byte("forged")); err != nil {
@@ -478,24 +540,38 @@ func TestLargeObjects(t *testing.T) {
 
 	data := make([]byte, 10<<20)
 	rand.Read(data)
-	name, key, err := protocol.UploadStaged(ctx, a.js, data)
+	c := &protocol.Container{Data: data, Size: int64(len(data))}
+	if err := protocol.UploadStaged(ctx, a.js, unitA, c); err != nil {
+		t.Fatal(err)
+	}
+	uploads, err := e.hubJS.Stream(ctx, protocol.StreamUpload)
 	if err != nil {
 		t.Fatal(err)
 	}
-	uploads, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := protocol.GetStaged(ctx, uploads, name, key, int64(len(data)))
+	got, seqs, err := protocol.GetUpload(ctx, uploads, unitA, c, int64(len(data)))
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("hub read the upload: %v, identical=%v", err, bytes.Equal(got, data))
 	}
-	raw, err := uploads.GetBytes(ctx, name)
-	if err != nil || bytes.Contains(raw, data[:64]) {
-		t.Fatalf("upload stored in the clear (%v)", err)
+	first, err := uploads.GetMsg(ctx, c.StagedSeq)
+	if err != nil || first.Subject != protocol.UploadSubject(unitA) || bytes.Contains(first.Data, data[:64]) {
+		t.Fatalf("upload stored in the clear, or elsewhere (%v)", err)
 	}
-	if _, err := protocol.GetStaged(ctx, uploads, name, key, int64(len(data))-1); !errors.Is(err, protocol.ErrStageInvalid) {
+	if _, _, err := protocol.GetUpload(ctx, uploads, unitA, c, int64(len(data))-1); !errors.Is(err, protocol.ErrStageInvalid) {
 		t.Fatalf("oversized upload: %v", err)
+	}
+	if _, _, err := protocol.GetUpload(ctx, uploads, unitB, c, int64(len(data))); !errors.Is(err, protocol.ErrStageInvalid) {
+		t.Fatalf("A's upload read as B's: %v", err)
+	}
+	// Released, its chunks are gone, and the unit's quota with them.
+	if err := protocol.ReleaseUpload(ctx, uploads, seqs); err != nil {
+		t.Fatal(err)
+	}
+	info, err := uploads.Info(ctx, jetstream.WithSubjectFilter(protocol.UploadSubject(unitA)))
+	if err != nil || info.State.Subjects[protocol.UploadSubject(unitA)] != 0 {
+		t.Fatalf("after release: %v %v", err, info.State.Subjects)
+	}
+	if err := protocol.ReleaseUpload(ctx, uploads, seqs); err != nil {
+		t.Fatalf("released twice: %v", err)
 	}
 
 	stage, err := e.hubConn.Stage(ctx)
@@ -506,15 +582,24 @@ func TestLargeObjects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err = protocol.GetStaged(ctx, a.stage, dname, dkey, int64(len(data)))
-	if err != nil || !bytes.Equal(got, data) {
-		t.Fatalf("unit read the delivery: %v, identical=%v", err, bytes.Equal(got, data))
+	for range 2 * protocol.StageSlots { // slots are reused
+		got, err = protocol.GetStaged(ctx, a.stage, dname, dkey, int64(len(data)))
+		if err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("unit read the delivery: %v, identical=%v", err, bytes.Equal(got, data))
+		}
 	}
 	if _, err := protocol.GetStaged(ctx, a.stage, protocol.DeliverStageName(), dkey, int64(len(data))); !errors.Is(err, protocol.ErrStageInvalid) {
 		t.Fatalf("missing object: %v", err)
 	}
-	// Give the library's consumer clean-up time to report any denial.
-	time.Sleep(200 * time.Millisecond)
+	if _, err := protocol.GetStaged(ctx, a.stage, dname, dkey, int64(len(data))-1); !errors.Is(err, protocol.ErrStageInvalid) {
+		t.Fatalf("oversized object: %v", err)
+	}
+	// The unit deleted its consumers once done.
+	for slot := range protocol.StageSlots {
+		if _, err := e.stageJS.Consumer(ctx, protocol.StageStream, protocol.StageConsumer(unitA, slot)); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			t.Errorf("slot %d consumer left behind: %v", slot, err)
+		}
+	}
 	if errs := a.asyncErrs(); len(errs) != 0 {
 		t.Fatalf("async errors: %v", errs)
 	}
@@ -708,31 +793,42 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := a.stage.GetInfo(ctx, name)
+	info, err := stage.GetInfo(ctx, name)
 	if err != nil {
 		t.Fatal(err)
 	}
 	stageChunks := "$O." + protocol.StageBucket + ".C." + info.NUID
+	uploads, err := e.hubJS.Stream(ctx, protocol.StreamUpload)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	t.Run("reply subject injection", func(t *testing.T) {
 		// A delivery waiting for A, so that a pull request has something to answer.
 		if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("delivery")); err != nil {
 			t.Fatal(err)
 		}
+		chunk := nats.NewMsg(protocol.UploadSubject(unitA))
+		chunk.Header.Set(protocol.HeaderUpload, protocol.SubmitStageName())
+		chunk.Header.Set(protocol.HeaderChunk, "0")
+		chunk.Data = []byte("own upload")
+		stageReq, _ := json.Marshal(protocol.StageRequest{Name: name, Slot: 0})
 		for _, v := range victims {
 			for _, req := range []struct {
 				subject string
+				header  nats.Header
 				body    []byte
 			}{
-				{protocol.SubmitSubject(unitA), []byte("own submission")},
-				{protocol.StatusSubject(unitA), []byte("own status")},
-				{"$O." + protocol.UploadBucket + ".C.x", []byte("own upload")},
-				{protocol.EDXAPIPrefix + ".CONSUMER.INFO." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), nil},
-				{protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), []byte(`{"batch":1}`)},
-				{protocol.StageAPIPrefix + ".STREAM.INFO.OBJ_" + protocol.StageBucket, nil},
-				{protocol.StageAPIPrefix + ".DIRECT.GET.OBJ_" + protocol.StageBucket + ".$O." + protocol.StageBucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)), nil},
+				{protocol.SubmitSubject(unitA), nil, []byte("own submission")},
+				{protocol.StatusSubject(unitA), nil, []byte("own status")},
+				{chunk.Subject, chunk.Header, chunk.Data},
+				{protocol.EDXAPIPrefix + ".CONSUMER.INFO." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), nil, nil},
+				{protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), nil, []byte(`{"batch":1}`)},
+				{protocol.StageSubject(unitA), nil, stageReq},
+				{protocol.StageAPIPrefix + ".CONSUMER.INFO." + protocol.StageStream + "." + protocol.StageConsumer(unitA, 0), nil, nil},
+				{protocol.StageAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StageStream + "." + protocol.StageConsumer(unitA, 0), nil, []byte(`{"batch":1}`)},
 			} {
-				if err := a.nc.PublishRequest(req.subject, v, req.body); err != nil {
+				if err := a.nc.PublishMsg(&nats.Msg{Subject: req.subject, Reply: v, Header: req.header, Data: req.body}); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -743,45 +839,47 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 		}
 	})
 
-	t.Run("push consumer delivering elsewhere", func(t *testing.T) {
-		// The stage store's ordered consumers take their deliver subject from
-		// the request body: in STAGE, which imports nothing, it leads nowhere.
-		for i, deliver := range append(slices.Clone(victims),
-			"$JS.API.STREAM.PURGE.OBJ_"+protocol.StageBucket, "$JS.API.STREAM.DELETE.OBJ_"+protocol.StageBucket) {
-			cons := fmt.Sprintf("forged%d", i)
-			body := fmt.Sprintf(`{"stream_name":"OBJ_%s","config":{"name":%q,"deliver_subject":%q,"filter_subject":%q,"ack_policy":"none","deliver_policy":"all"}}`,
-				protocol.StageBucket, cons, deliver, stageChunks)
-			resp, err := a.nc.Request(protocol.StageAPIPrefix+".CONSUMER.CREATE.OBJ_"+protocol.StageBucket+"."+cons+"."+stageChunks, []byte(body), 2*time.Second)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if bytes.Contains(resp.Data, []byte(`"error"`)) {
-				t.Fatalf("consumer to %s not even created: %s", deliver, resp.Data)
+	t.Run("no consumer of its own on the stage store", func(t *testing.T) {
+		// Push consumers (whose deliver subject comes from the request body)
+		// and durable ones: a unit creates neither, under any name, with
+		// any filter; it pulls only from the consumers the hub's stage
+		// service made for it.
+		for i, deliver := range append(slices.Clone(victims), "") {
+			for _, cons := range []string{fmt.Sprintf("forged%d", i), protocol.StageConsumer(unitA, 0)} {
+				body := fmt.Sprintf(`{"stream_name":%q,"config":{"name":%q,"durable_name":%q,"deliver_subject":%q,"filter_subject":%q,"ack_policy":"none","deliver_policy":"all"}}`,
+					protocol.StageStream, cons, cons, deliver, stageChunks)
+				subj := protocol.StageAPIPrefix + ".CONSUMER.CREATE." + protocol.StageStream + "." + cons + "." + stageChunks
+				if _, err := a.nc.Request(subj, []byte(body), 300*time.Millisecond); err == nil {
+					t.Fatalf("consumer %s created", cons)
+				}
+				a.waitPermErr(t, subj)
 			}
 		}
 		nothingOnVictims(t)
+		// (The stage service made A's slot 0 for the request above.)
+		if names := consumerNames(t, e.stageJS, protocol.StageStream); len(names) > 1 || len(names) == 1 && names[0] != protocol.StageConsumer(unitA, 0) {
+			t.Fatalf("consumers on the stage store: %v", names)
+		}
 		if got, err := protocol.GetStaged(ctx, b.stage, name, key, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
 			t.Fatalf("B's staged delivery after the attempts: %v", err)
 		}
 	})
 
-	t.Run("staged objects readable only as ciphertext", func(t *testing.T) {
-		// A can list the stage store and read its bytes: random names, ciphertext.
-		resp, err := a.nc.Request(protocol.StageAPIPrefix+".STREAM.INFO.OBJ_"+protocol.StageBucket,
-			[]byte(`{"subjects_filter":"$O.`+protocol.StageBucket+`.M.>"}`), 2*time.Second)
-		if err != nil {
-			t.Fatal(err)
+	t.Run("staged objects readable only by name and key", func(t *testing.T) {
+		// A can neither list the stage store nor read a staged object's
+		// meta, even with a literal "*" where a name goes.
+		for _, subj := range []string{
+			protocol.StageAPIPrefix + ".STREAM.INFO." + protocol.StageStream,
+			protocol.StageAPIPrefix + ".DIRECT.GET." + protocol.StageStream + ".$O." + protocol.StageBucket + ".M.*",
+			protocol.StageAPIPrefix + ".DIRECT.GET." + protocol.StageStream + ".$O." + protocol.StageBucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)),
+			protocol.StageAPIPrefix + ".DIRECT.GET." + protocol.StageStream,
+		} {
+			if _, err := a.nc.Request(subj, []byte(`{"subjects_filter":">","next_by_subj":">","seq":1}`), 300*time.Millisecond); err == nil {
+				t.Fatalf("%s answered", subj)
+			}
+			a.waitPermErr(t, subj)
 		}
-		if bytes.Contains(resp.Data, []byte(base64.URLEncoding.EncodeToString([]byte(unitB)))) {
-			t.Fatalf("a stage name gives a unit away: %s", resp.Data)
-		}
-		raw, err := a.stage.GetBytes(ctx, name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if bytes.Contains(raw, secret[:28]) || len(raw) != len(secret)+protocol.StageOverhead {
-			t.Fatal("A read B's container in the clear")
-		}
+		// With the name of B's object but not its key, A gets nothing.
 		wrong := bytes.Clone(key)
 		wrong[0] ^= 1
 		if _, err := protocol.GetStaged(ctx, a.stage, name, wrong, int64(len(secret))); !errors.Is(err, protocol.ErrStageInvalid) {
@@ -789,19 +887,15 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 		}
 
 		// Uploads: A can neither list nor read B's.
-		upName, upKey, err := protocol.UploadStaged(ctx, b.js, secret)
-		if err != nil {
+		c := &protocol.Container{Data: secret, Size: int64(len(secret))}
+		if err := protocol.UploadStaged(ctx, b.js, unitB, c); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := a.js.ObjectStore(ctx, protocol.UploadBucket); err == nil {
-			t.Fatal("A bound the upload store")
+		if _, err := a.js.Stream(ctx, protocol.StreamUpload); err == nil {
+			t.Fatal("A looked the upload stream up")
 		}
-		a.waitPermErr(t, protocol.EDXAPIPrefix+".STREAM.INFO.OBJ_"+protocol.UploadBucket)
-		uploads, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if got, err := protocol.GetStaged(ctx, uploads, upName, upKey, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
+		a.waitPermErr(t, protocol.EDXAPIPrefix+".STREAM.INFO."+protocol.StreamUpload)
+		if got, _, err := protocol.GetUpload(ctx, uploads, unitB, c, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
 			t.Fatalf("hub read B's upload: %v", err)
 		}
 	})
@@ -816,28 +910,42 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.waitPermErr(t, stageChunks)
-		// The upload store takes no rollup: a unit's "Nats-Rollup: all"
+		// The upload stream takes no rollup: a unit's "Nats-Rollup: all"
 		// would purge every other unit's uploads.
-		upName, upKey, err := protocol.UploadStaged(ctx, b.js, secret)
-		if err != nil {
+		c := &protocol.Container{Data: secret, Size: int64(len(secret))}
+		if err := protocol.UploadStaged(ctx, b.js, unitB, c); err != nil {
 			t.Fatal(err)
 		}
-		m := nats.NewMsg("$O." + protocol.UploadBucket + ".C.wipe")
+		m := nats.NewMsg(protocol.UploadSubject(unitA))
 		m.Header.Set(jetstream.MsgRollup, jetstream.MsgRollupAll)
 		if _, err := a.js.PublishMsg(ctx, m); err == nil {
-			t.Fatal("rollup accepted on the upload store")
+			t.Fatal("rollup accepted on the upload stream")
 		}
-		uploads, err := e.hubJS.ObjectStore(ctx, protocol.UploadBucket)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := protocol.GetStaged(ctx, uploads, upName, upKey, int64(len(secret))); err != nil {
+		if _, _, err := protocol.GetUpload(ctx, uploads, unitB, c, int64(len(secret))); err != nil {
 			t.Fatalf("B's upload after the rollup attempt: %v", err)
 		}
 		if got, err := protocol.GetStaged(ctx, b.stage, name, key, int64(len(secret))); err != nil || !bytes.Equal(got, secret) {
 			t.Fatalf("B's staged delivery: %v", err)
 		}
 	})
+}
+
+// consumerNames lists the consumers of a stream.
+func consumerNames(t *testing.T, js jetstream.JetStream, stream string) []string {
+	t.Helper()
+	s, err := js.Stream(t.Context(), stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	l := s.ConsumerNames(t.Context())
+	for n := range l.Name() {
+		names = append(names, n)
+	}
+	if err := l.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return names
 }
 
 // TestExternalServer runs a separate nats-server from the configuration the
@@ -859,7 +967,7 @@ func testExternalServer(t *testing.T, v2 bool) {
 		t.Fatal(err)
 	}
 	conf := filepath.Join(t.TempDir(), "nats.conf")
-	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q }\nfeature_flags { js_ack_fc_v2: %v }\n%s",
+	cfg := fmt.Sprintf("listen: 127.0.0.1:-1\nmax_payload: 8MB\njetstream { store_dir: %q, max_file_store: 64GB }\nfeature_flags { js_ack_fc_v2: %v }\n%s",
 		t.TempDir(), v2, keys.ServerConfig())
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -896,6 +1004,11 @@ func testExternalServer(t *testing.T, v2 bool) {
 	if err := broker.EnsureStreams(t.Context(), js, h.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	ss, err := broker.StartStageService(t.Context(), h, testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ss.Stop)
 	if err := broker.EnsureUnitConsumers(t.Context(), js, unitA); err != nil {
 		t.Fatal(err)
 	}
@@ -934,7 +1047,7 @@ func testExternalServer(t *testing.T, v2 bool) {
 	}
 	// Large objects both ways.
 	data := bytes.Repeat([]byte("x"), 5<<20)
-	if _, _, err := protocol.UploadStaged(t.Context(), a.js, data); err != nil {
+	if err := protocol.UploadStaged(t.Context(), a.js, unitA, &protocol.Container{Data: data}); err != nil {
 		t.Fatal(err)
 	}
 	stage, err := h.Stage(t.Context())

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,7 +13,7 @@ import (
 )
 
 // HubConn is the hub's pair of NATS connections: one in the EDX account,
-// with every right (the streams, the upload store, the units' consumers),
+// with every right (the streams, the upload stream, the units' consumers),
 // and one in the STAGE account, where the hub writes large deliveries. A NATS
 // connection belongs to one account, hence two.
 type HubConn struct {
@@ -33,6 +34,12 @@ func ConnectHub(ctx context.Context, url string, creds, stageCreds []byte, opts 
 		all := append([]nats.Option{nats.Name(name), nats.MaxReconnects(-1)}, opts...)
 		all = append(all, nats.UserCredentialBytes(creds))
 		nc, err := nats.Connect(url, all...)
+		// A server slow to judge the credentials sends its first PING
+		// before its answer (seen on a loaded machine): ask again, to
+		// report what it says of them.
+		for try := 1; err != nil && try < 3 && strings.Contains(err.Error(), "expected 'PONG', got 'PING'"); try++ {
+			nc, err = nats.Connect(url, all...)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("broker: connect %s: %w", url, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/jwt/v2"
@@ -51,13 +52,14 @@ const (
 // Keys holds the decentralized-auth material of the hub: the operator, the
 // system account and three accounts, each with a signing key:
 //
-//   - EDX holds the streams and the upload store; its only users are the
+//   - EDX holds the streams (the upload stream too); its only users are the
 //     hub's (IssueHubCreds), with every right;
 //   - UNITS holds the units' users (IssueUnitCreds) and nothing else: no
 //     JetStream, only service imports of what units may do in EDX and STAGE,
 //     each further limited per unit by UnitPermissions;
 //   - STAGE holds the store of large deliveries; the hub writes it with a
-//     user of its own (IssueHubStageCreds), units read it through imports.
+//     user of its own (IssueHubStageCreds), units read it through imports
+//     of the consumers the hub's stage service makes for them.
 //
 // User credentials are signed by their account's signing key, so the server
 // only needs the account JWTs to admit a user it has never seen: issuing
@@ -74,6 +76,12 @@ type Keys struct {
 	operatorJWT, systemJWT string
 
 	edx, units, stage account
+
+	unitLimits UnitLimits
+
+	// mu guards the account JWTs that change while the hub runs: the
+	// UNITS account's revocations (RevokeUnitUsers).
+	mu sync.Mutex
 }
 
 // account is one account's keys and JWT.
@@ -92,6 +100,15 @@ type KeysOption func(*keysOptions)
 
 type keysOptions struct {
 	limits, stageLimits *jwt.JetStreamLimits
+	units               *UnitLimits
+}
+
+// WithUnitLimits sets the limits of units' NATS users (default
+// DefaultUnitLimits): the UNITS account carries them, so that they bind
+// every unit credential, issued before or after; IssueUnitCreds writes them
+// in each new credential too.
+func WithUnitLimits(l UnitLimits) KeysOption {
+	return func(o *keysOptions) { o.units = &l }
 }
 
 // WithJetStreamLimits sets the JetStream limits of the EDX account. Without
@@ -121,8 +138,9 @@ var unlimitedJetStream = jwt.JetStreamLimits{
 // DefaultStageLimits are the JetStream limits of a new STAGE account: its
 // one stream (the stage store, which StreamOptions.StageMaxBytes bounds) on
 // disk, no memory streams, and at most 10,000 consumers at once: each read of
-// a staged object creates a short-lived ordered consumer, so this bounds how
-// many reads (of every unit together) run at once.
+// a staged object uses one of the reading unit's protocol.StageSlots
+// consumers, which the stage service creates, so this bounds how many reads
+// (of every unit together) run at once.
 var DefaultStageLimits = jwt.JetStreamLimits{
 	MemoryStorage: 0,
 	DiskStorage:   jwt.NoLimit,
@@ -151,6 +169,14 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	if dir == "" {
 		return nil, errors.New("broker: keys: empty directory")
 	}
+	ul := DefaultUnitLimits
+	if o.units != nil {
+		ul = *o.units
+		ul.SetDefaults()
+		if err := ul.Validate(); err != nil {
+			return nil, err
+		}
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("broker: keys: %w", err)
 	}
@@ -159,6 +185,8 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 		edx:   account{name: AccountName, seedFile: accountSeedFile, signingFile: signingSeedFile, jwtFile: accountJWTFile},
 		units: account{name: UnitsAccountName, seedFile: unitsSeedFile, signingFile: unitsSigningFile, jwtFile: unitsJWTFile},
 		stage: account{name: StageAccountName, seedFile: stageSeedFile, signingFile: stageSigningFile, jwtFile: stageJWTFile},
+
+		unitLimits: ul,
 	}
 	var err error
 	if k.operator, k.operatorPub, err = loadOrCreateSeed(filepath.Join(dir, operatorSeedFile), nkeys.PrefixByteOperator); err != nil {
@@ -199,6 +227,8 @@ func LoadOrCreateKeys(dir string, opts ...KeysOption) (*Keys, error) {
 	}
 	units := jwt.NewAccountClaims(k.units.pub)
 	units.Imports = unitsImports(k.edx.pub, k.stage.pub)
+	units.Limits.NatsLimits = ul.natsLimits()
+	units.Limits.Conn = ul.MaxConnections
 	if err := k.loadOrSignAccount(&k.units, units, nil); err != nil {
 		return nil, err
 	}
@@ -226,8 +256,13 @@ func (k *Keys) AccountJWT() string { return k.edx.jwt }
 // UnitsAccount is the public key of the UNITS account.
 func (k *Keys) UnitsAccount() string { return k.units.pub }
 
-// UnitsAccountJWT is the UNITS account's JWT.
-func (k *Keys) UnitsAccountJWT() string { return k.units.jwt }
+// UnitsAccountJWT is the UNITS account's JWT, with the revocations made so
+// far.
+func (k *Keys) UnitsAccountJWT() string {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.units.jwt
+}
 
 // StageAccount is the public key of the STAGE account.
 func (k *Keys) StageAccount() string { return k.stage.pub }
@@ -241,7 +276,7 @@ func (k *Keys) ResolverPreload() map[string]string {
 	return map[string]string{
 		k.systemPub: k.systemJWT,
 		k.edx.pub:   k.edx.jwt,
-		k.units.pub: k.units.jwt,
+		k.units.pub: k.UnitsAccountJWT(),
 		k.stage.pub: k.stage.jwt,
 	}
 }
@@ -249,11 +284,35 @@ func (k *Keys) ResolverPreload() map[string]string {
 // ServerConfig returns the nats-server configuration lines that make an
 // external server or cluster trust these keys with a MEMORY resolver. Add
 // jetstream, cluster and listen settings around it.
+//
+// A MEMORY resolver takes the account updates the hub pushes (credential
+// revocations) only for accounts the server has loaded, and forgets them
+// when it restarts; the hub pushes again when it starts. Prefer
+// FullResolverConfig, which keeps them.
 func (k *Keys) ServerConfig() []byte {
+	return k.serverConfig("resolver: MEMORY\n")
+}
+
+// FullResolverConfig is ServerConfig with a full (directory) resolver in dir
+// on each server: the account JWTs the hub pushes through the system account
+// (the UNITS account's revocations) are stored there, survive a restart and
+// spread through the cluster. The preload seeds a new directory; a stored
+// JWT newer than the preload wins.
+func (k *Keys) FullResolverConfig(dir string) []byte {
+	return k.serverConfig(fmt.Sprintf("resolver: {\n  type: full\n  dir: %q\n  allow_delete: false\n  interval: \"2m\"\n  timeout: \"5s\"\n}\n", dir))
+}
+
+// AccountsConfig is ServerConfig without the resolver: the operator, the
+// system account and the accounts' JWTs (resolver_preload), for a file that
+// every server's configuration includes beside a resolver of its own.
+func (k *Keys) AccountsConfig() []byte { return k.serverConfig("") }
+
+func (k *Keys) serverConfig(resolver string) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "operator: %q\n", k.operatorJWT)
 	fmt.Fprintf(&b, "system_account: %s\n", k.systemPub)
-	b.WriteString("resolver: MEMORY\nresolver_preload: {\n")
+	b.WriteString(resolver)
+	b.WriteString("resolver_preload: {\n")
 	pre := k.ResolverPreload()
 	keys := make([]string, 0, len(pre))
 	for pub := range pre {
@@ -280,22 +339,113 @@ func (k *Keys) IssueUnitCreds(unit string, ttl time.Duration) ([]byte, error) {
 		return nil, fmt.Errorf("broker: issue creds for %s: negative ttl", unit)
 	}
 	perms := UnitPermissions(unit)
-	return k.issueUser(&k.units, unit, ttl, &perms)
+	return k.issueUser(&k.units, unit, ttl, &perms, k.unitLimits.natsLimits())
+}
+
+// UnitLimits are the limits of units' users (WithUnitLimits).
+func (k *Keys) UnitLimits() UnitLimits { return k.unitLimits }
+
+// UserKey returns the public key of the user in a .creds file (the key an
+// account revokes), and its expiry (zero: none).
+func UserKey(creds []byte) (pub string, expires time.Time, err error) {
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("broker: creds: %w", err)
+	}
+	uc, err := jwt.DecodeUserClaims(tok)
+	if err != nil {
+		return "", time.Time{}, fmt.Errorf("broker: creds: %w", err)
+	}
+	if uc.Expires > 0 {
+		expires = time.Unix(uc.Expires, 0).UTC()
+	}
+	return uc.Subject, expires, nil
+}
+
+// RevokeUnitUsers revokes user keys in the UNITS account: every credential
+// of those keys issued up to at is refused, and the server closes the
+// connections that use one as soon as it has the new account JWT. It signs
+// the account JWT again, writes it and returns it, and reports whether
+// anything changed (keys already revoked change nothing). Push the JWT to the
+// servers (Server.PushAccount, SystemConn.PushAccount).
+func (k *Keys) RevokeUnitUsers(pubs []string, at time.Time) (string, bool, error) {
+	revs := make(map[string]time.Time, len(pubs))
+	for _, pub := range pubs {
+		revs[pub] = at
+	}
+	return k.RevokeUnitUsersAt(revs)
+}
+
+// RevokeUnitUsersAt is RevokeUnitUsers with a time for each key: the hub
+// merges with it the revocations every hub of a deployment made (each
+// unit's record in the shared registry keeps them), so that the UNITS
+// account any hub signs and pushes holds them all.
+func (k *Keys) RevokeUnitUsersAt(revs map[string]time.Time) (string, bool, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ac, err := jwt.DecodeAccountClaims(k.units.jwt)
+	if err != nil {
+		return "", false, fmt.Errorf("broker: keys: units account: %w", err)
+	}
+	changed := false
+	for pub, at := range revs {
+		if !nkeys.IsValidPublicUserKey(pub) {
+			return "", false, fmt.Errorf("broker: keys: revoke %q: not a user public key", pub)
+		}
+		if t, ok := ac.Revocations[pub]; ok && t >= at.Unix() {
+			continue
+		}
+		ac.RevokeAt(pub, at)
+		changed = true
+	}
+	if !changed {
+		return k.units.jwt, false, nil
+	}
+	tok, err := ac.Encode(k.operator)
+	if err != nil {
+		return "", false, fmt.Errorf("broker: keys: sign account %s: %w", k.units.name, err)
+	}
+	if err := writeFileAtomic(filepath.Join(k.dir, k.units.jwtFile), []byte(tok)); err != nil {
+		return "", false, err
+	}
+	k.units.jwt = tok
+	return tok, true, nil
+}
+
+// IssueSystemCreds returns a .creds file for the hub's user in the system
+// account, with no expiry, which may do only this: push account JWTs to the
+// servers ($SYS.REQ.CLAIMS.UPDATE, $SYS.REQ.ACCOUNT.*.CLAIMS.UPDATE: how a
+// credential revocation reaches them, SystemConn.PushAccount), look up the
+// JWTs their resolver holds ($SYS.REQ.ACCOUNT.*.CLAIMS.LOOKUP: the check that
+// a hub's keys are the cluster's, SystemConn.AccountSigningKeys), and
+// watch and close the units' connections (the UNITS account's connect and
+// disconnect events, the servers' connection lists and kick requests:
+// ConnLimiter). The hub opens one connection with it for both.
+func (k *Keys) IssueSystemCreds() ([]byte, error) {
+	sys := account{name: SystemAccountName, kp: k.system, pub: k.systemPub, signing: k.system}
+	var perms jwt.Permissions
+	perms.Pub.Allow.Add(claimsUpdateSubject, fmt.Sprintf(accountUpdateSubject, "*"), fmt.Sprintf(accountLookupSubject, "*"),
+		fmt.Sprintf(kickSubject, "*"), connzSubject)
+	perms.Sub.Allow.Add("_INBOX.>",
+		fmt.Sprintf(connectEventSubject, k.units.pub), fmt.Sprintf(disconnectEventSubject, k.units.pub))
+	return k.issueUser(&sys, hubUserName+" system", 0, &perms, unlimitedNATS)
 }
 
 // IssueHubCreds returns a .creds file for the hub's own user in the EDX
 // account: no permission limits, no expiry.
 func (k *Keys) IssueHubCreds() ([]byte, error) {
-	return k.issueUser(&k.edx, hubUserName, 0, nil)
+	return k.issueUser(&k.edx, hubUserName, 0, nil, unlimitedNATS)
 }
 
 // IssueHubStageCreds returns a .creds file for the hub's user in the STAGE
 // account, where it writes large deliveries: no permission limits, no expiry.
 func (k *Keys) IssueHubStageCreds() ([]byte, error) {
-	return k.issueUser(&k.stage, hubUserName, 0, nil)
+	return k.issueUser(&k.stage, hubUserName, 0, nil, unlimitedNATS)
 }
 
-func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.Permissions) ([]byte, error) {
+var unlimitedNATS = jwt.NatsLimits{Subs: jwt.NoLimit, Data: jwt.NoLimit, Payload: jwt.NoLimit}
+
+func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.Permissions, limits jwt.NatsLimits) ([]byte, error) {
 	ukp, err := nkeys.CreateUser()
 	if err != nil {
 		return nil, fmt.Errorf("broker: issue creds for %s: %w", name, err)
@@ -310,7 +460,10 @@ func (k *Keys) issueUser(a *account, name string, ttl time.Duration, perms *jwt.
 	}
 	uc := jwt.NewUserClaims(pub)
 	uc.Name = name
-	uc.IssuerAccount = a.pub
+	if a.signing != a.kp {
+		uc.IssuerAccount = a.pub
+	}
+	uc.Limits.NatsLimits = limits
 	if perms != nil {
 		uc.Permissions = *perms
 	}
@@ -387,6 +540,13 @@ func (k *Keys) loadOrSignAccount(a *account, want *jwt.AccountClaims, limits *jw
 		}
 	case !errors.Is(err, os.ErrNotExist):
 		return err
+	}
+	if stored != nil && len(stored.Revocations) > 0 {
+		// Revocations are made while the hub runs; a new layout keeps them.
+		want.Revocations = jwt.RevocationList{}
+		for pub, t := range stored.Revocations {
+			want.Revocations[pub] = t
+		}
 	}
 	switch {
 	case limits != nil:

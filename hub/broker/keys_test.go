@@ -49,7 +49,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if ac.Name != AccountName || !ac.Limits.IsJSEnabled() || !ac.SigningKeys.Contains(k.edx.signingPub) || ac.Issuer != k.operatorPub ||
-		len(ac.Exports) != len(edxServices())+1 || len(ac.Imports) != 0 { // +1: the units' inboxes
+		len(ac.Exports) != len(edxServices())+2 || len(ac.Imports) != 0 { // +2: the units' inboxes, the checkpoints
 		t.Fatalf("account claims %+v", ac)
 	}
 	uc, err := jwt.DecodeAccountClaims(k.UnitsAccountJWT())
@@ -57,7 +57,9 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if uc.Name != UnitsAccountName || uc.Limits.IsJSEnabled() || !uc.SigningKeys.Contains(k.units.signingPub) ||
-		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+2 { // +2: the inboxes, from EDX and STAGE
+		len(uc.Exports) != 0 || len(uc.Imports) != len(edxServices())+len(stageServices())+2 || // +2: the units' inboxes and the checkpoints, from EDX
+		uc.Limits.Subs != DefaultUnitLimits.MaxSubscriptions || uc.Limits.Payload != DefaultUnitLimits.MaxPayload ||
+		uc.Limits.Conn != DefaultUnitLimits.MaxConnections {
 		t.Fatalf("units account claims %+v", uc)
 	}
 	for _, im := range uc.Imports {
@@ -74,7 +76,7 @@ func TestLoadOrCreateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	if sc.Name != StageAccountName || sc.Limits.JetStreamLimits != DefaultStageLimits || !sc.SigningKeys.Contains(k.stage.signingPub) ||
-		len(sc.Exports) != len(stageServices())+1 || len(sc.Imports) != 0 {
+		len(sc.Exports) != len(stageServices()) || len(sc.Imports) != 0 {
 		t.Fatalf("stage account claims %+v", sc)
 	}
 	oc, err := jwt.DecodeOperatorClaims(k.OperatorJWT())
@@ -186,7 +188,7 @@ func TestUpgradeKeysDir(t *testing.T) {
 	}
 	oldEDX := k0.edx
 	oldEDX.signing, oldEDX.signingPub = old, oldPub
-	oldUnitCreds, err := k0.issueUser(&oldEDX, "000.00.00.H29", 0, nil)
+	oldUnitCreds, err := k0.issueUser(&oldEDX, "000.00.00.H29", 0, nil, unlimitedNATS)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,7 +265,8 @@ func TestIssueUnitCreds(t *testing.T) {
 	if d := time.Until(time.Unix(uc.Expires, 0)); d < 59*time.Minute || d > time.Hour {
 		t.Fatalf("expires in %v", d)
 	}
-	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || len(uc.Sub.Allow) != 1 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" {
+	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || !slices.Contains(uc.Pub.Allow, "edx.witness.000.00.00.H29") ||
+		len(uc.Sub.Allow) != 2 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" || uc.Sub.Allow[1] != "edx.checkpoint" {
 		t.Fatalf("permissions %+v", uc.Permissions)
 	}
 	if _, err := jwt.ParseDecoratedUserNKey(creds); err != nil {
@@ -277,5 +280,43 @@ func TestIssueUnitCreds(t *testing.T) {
 	}
 	if _, err := k.IssueUnitCreds("000.00.00.H29", -time.Second); err == nil {
 		t.Error("negative ttl accepted")
+	}
+}
+
+// TestAccountLimitsBindEveryCredential: a unit credential issued without
+// limits of its own (as before units had them) is bound by the UNITS
+// account's.
+func TestAccountLimitsBindEveryCredential(t *testing.T) {
+	dir := t.TempDir()
+	srv, err := Start(t.Context(), Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), KeysDir: dir}, slog.New(slog.DiscardHandler),
+		WithUnitLimits(UnitLimits{MaxSubscriptions: 10}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Shutdown()
+	const unit = "000.00.00.H29"
+	perms := UnitPermissions(unit)
+	creds, err := srv.Keys().issueUser(&srv.Keys().units, unit, 0, &perms, unlimitedNATS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	errc := make(chan error, 100)
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(creds), nats.CustomInboxPrefix("_INBOX_EDX.000_00_00_H29"),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { errc <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	for i := range 20 {
+		nc.SubscribeSync("_INBOX_EDX.000_00_00_H29.x." + strings.Repeat("y", i+1))
+	}
+	nc.Flush()
+	select {
+	case err := <-errc:
+		if !strings.Contains(err.Error(), "maximum subscriptions exceeded") {
+			t.Fatalf("error %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("20 subscriptions allowed under an account limit of 10")
 	}
 }

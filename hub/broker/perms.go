@@ -9,11 +9,8 @@ import (
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
-// Streams behind the object stores.
-const (
-	stageStream  = "OBJ_" + protocol.StageBucket
-	uploadStream = "OBJ_" + protocol.UploadBucket
-)
+// stageStream is the stream behind the stage store.
+const stageStream = protocol.StageStream
 
 // service is one service the EDX or STAGE account exports to UNITS. A
 // JetStream API subject ($JS.API...) is imported under the exporter's API
@@ -25,7 +22,7 @@ type service struct {
 }
 
 // edxServices are what units may do in the EDX account: publish their
-// submissions, statuses and uploads (every reply, a PubAck included, goes
+// submissions, statuses and upload chunks (every reply, a PubAck included, goes
 // back through the import, never onto a subject in EDX), and look up, pull
 // from and ack on their two durable consumers (acks in the v1 and v2 subject
 // layouts).
@@ -33,7 +30,9 @@ func edxServices() []service {
 	s := []service{
 		{protocol.SubjectSubmitPrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectStatusPrefix + ">", jwt.ResponseTypeSingleton},
-		{"$O." + protocol.UploadBucket + ".>", jwt.ResponseTypeSingleton},
+		{protocol.SubjectUploadPrefix + ">", jwt.ResponseTypeSingleton},
+		{protocol.SubjectStagePrefix + ">", jwt.ResponseTypeSingleton},
+		{protocol.SubjectWitnessPrefix + ">", jwt.ResponseTypeSingleton},
 	}
 	for _, st := range []string{protocol.StreamDeliver, protocol.StreamNotice} {
 		s = append(s,
@@ -46,20 +45,16 @@ func edxServices() []service {
 	return s
 }
 
-// stageServices are what units may do in the STAGE account: exactly what
-// nats.go's ObjectStore binding and Get use on the stage store (stream info,
-// the direct get of an object's meta, an ordered consumer on one object's
-// chunks, its deletion, its flow-control replies). Nothing writes.
+// stageServices are what units may do in the STAGE account: look up, pull
+// from and delete a consumer of the stage store, which the hub's stage
+// service created for them (StageService); UnitPermissions narrows these to
+// the unit's own protocol.StageSlots consumers. Nothing lists, reads by
+// subject, creates or writes.
 func stageServices() []service {
-	meta := "$O." + protocol.StageBucket + ".M.*"
-	chunks := "$O." + protocol.StageBucket + ".C.*"
 	return []service{
-		{"$JS.API.STREAM.INFO." + stageStream, jwt.ResponseTypeSingleton},
-		{"$JS.API.DIRECT.GET." + stageStream + "." + meta, jwt.ResponseTypeSingleton},
-		{"$JS.API.CONSUMER.CREATE." + stageStream + ".*." + chunks, jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.INFO." + stageStream + ".*", jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.MSG.NEXT." + stageStream + ".*", jwt.ResponseTypeStream},
 		{"$JS.API.CONSUMER.DELETE." + stageStream + ".*", jwt.ResponseTypeSingleton},
-		{"$JS.FC." + stageStream + ".>", jwt.ResponseTypeSingleton},
-		{"$JS.FC.*.*." + stageStream + ".>", jwt.ResponseTypeSingleton},
 	}
 }
 
@@ -71,29 +66,25 @@ func exports(services []service) jwt.Exports {
 	return ex
 }
 
-// edxExports are the EDX services and, as a stream, the units' inboxes: the
-// hub sends a submission's decision to the inbox subject its sender named
-// (protocol.NoticeTo), besides the unit's notice stream.
+// edxExports are the EDX services and, as streams, the units' inboxes (the
+// hub sends a submission's decision to the inbox subject its sender named,
+// protocol.NoticeTo, besides the unit's notice stream) and the checkpoints
+// the hub offers every witness (protocol.SubjectCheckpoint).
 func edxExports() jwt.Exports {
 	ex := exports(edxServices())
 	ex.Add(&jwt.Export{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Type: jwt.Stream})
+	ex.Add(&jwt.Export{Name: "checkpoints", Subject: jwt.Subject(protocol.SubjectCheckpoint), Type: jwt.Stream})
 	return ex
 }
 
-// stageExports are the stage services and, as a stream, the units' inboxes:
-// an ordered consumer of the stage store delivers to the inbox subject of the
-// unit that created it, in the STAGE account, and the stream carries it to
-// UNITS.
-func stageExports() jwt.Exports {
-	ex := exports(stageServices())
-	ex.Add(&jwt.Export{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Type: jwt.Stream})
-	return ex
-}
+func stageExports() jwt.Exports { return exports(stageServices()) }
 
 // unitsImports are the UNITS account's imports: every export of EDX and
-// STAGE, the JetStream API under each one's prefix. Each unit subscribes
-// only to its own inbox prefix (UnitPermissions), so what either account
-// sends to an inbox reaches that unit alone.
+// STAGE, the JetStream API under each one's prefix, and the units' inboxes
+// from EDX. Each unit subscribes only to its own inbox prefix
+// (UnitPermissions), so what the hub sends to an inbox reaches that unit
+// alone. STAGE sends nothing to inboxes: units pull staged chunks through
+// the imported pull requests, whose replies the import maps back.
 func unitsImports(edx, stage string) jwt.Imports {
 	var im jwt.Imports
 	add := func(from, prefix string, services []service) {
@@ -107,9 +98,8 @@ func unitsImports(edx, stage string) jwt.Imports {
 	}
 	add(edx, protocol.EDXAPIPrefix, edxServices())
 	add(stage, protocol.StageAPIPrefix, stageServices())
-	for _, from := range []string{edx, stage} {
-		im.Add(&jwt.Import{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Account: from, Type: jwt.Stream})
-	}
+	im.Add(&jwt.Import{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Account: edx, Type: jwt.Stream})
+	im.Add(&jwt.Import{Name: "checkpoints", Subject: jwt.Subject(protocol.SubjectCheckpoint), Account: edx, Type: jwt.Stream})
 	return im
 }
 
@@ -119,26 +109,40 @@ func unitsImports(edx, stage string) jwt.Imports {
 // by the server.
 //
 // Publish:
+//
 //   - its own submit and status subjects;
+//
 //   - on its two durable pull consumers in EDX (created by the hub): consumer
 //     info and next-message requests under protocol.EDXAPIPrefix, and acks
 //     (v1 and v2 ack subject layouts);
-//   - uploads: chunks and meta messages of the upload store, and nothing
-//     else there (no read, no list, no purge);
-//   - the stage store, read only, under protocol.StageAPIPrefix: exactly
-//     what nats.go's ObjectStore binding and Get use (stream info, the direct
-//     get of an object's meta message, an ordered consumer whose filter is
-//     one object's chunks, deleting that consumer when done, and the
-//     flow-control replies of that consumer).
 //
-// Subscribe: only its own inbox prefix (protocol.ConnectUnit sets
-// nats.CustomInboxPrefix(protocol.InboxPrefix(unit))). Replies the unit sends
-// (acks, flow control) are listed explicitly, so no allow_responses.
+//   - uploads: chunks on its own upload subject, and nothing else there (no
+//     read, no list, no purge);
+//
+//   - large deliveries: requests to the hub's stage service on its own
+//     subject, and, under protocol.StageAPIPrefix, the look-up of, pulls
+//     from and deletion of its own protocol.StageSlots consumers of the
+//     stage store, which the service creates, each on one object's chunks;
+//     every subject literal, so no wildcard token a unit could fill with a
+//     literal "*".
+//
+//   - witnessing the hub's log: requests to the hub's witness service on
+//     its own subject (protocol.WitnessSubject).
+//
+// Subscribe: its own inbox prefix (protocol.ConnectUnit sets
+// nats.CustomInboxPrefix(protocol.InboxPrefix(unit))), and the checkpoints
+// the hub offers every witness (protocol.SubjectCheckpoint), which only the
+// hub publishes. Replies the unit sends (acks) are listed explicitly, so no
+// allow_responses.
+//
+// Credentials issued before a subject was added here lack it: a unit gets
+// it with new credentials (edx unit rotate).
 func UnitPermissions(unit string) jwt.Permissions {
 	var p jwt.Permissions
 	p.Pub.Allow.Add(
 		protocol.SubmitSubject(unit),
 		protocol.StatusSubject(unit),
+		protocol.WitnessSubject(unit),
 	)
 	for _, c := range []struct{ stream, consumer string }{
 		{protocol.StreamDeliver, protocol.DeliverConsumer(unit)},
@@ -151,21 +155,17 @@ func UnitPermissions(unit string) jwt.Permissions {
 			"$JS.ACK.*.*."+c.stream+"."+c.consumer+".>",
 		)
 	}
-	p.Pub.Allow.Add(
-		"$O."+protocol.UploadBucket+".C.*",
-		"$O."+protocol.UploadBucket+".M.*",
-	)
-	stageMeta := "$O." + protocol.StageBucket + ".M.*"
-	stageChunk := "$O." + protocol.StageBucket + ".C.*"
-	p.Pub.Allow.Add(
-		protocol.StageAPIPrefix+".STREAM.INFO."+stageStream,
-		protocol.StageAPIPrefix+".DIRECT.GET."+stageStream+"."+stageMeta,
-		protocol.StageAPIPrefix+".CONSUMER.CREATE."+stageStream+".*."+stageChunk,
-		protocol.StageAPIPrefix+".CONSUMER.DELETE."+stageStream+".*",
-		"$JS.FC."+stageStream+".>",
-		"$JS.FC.*.*."+stageStream+".>",
-	)
-	p.Sub.Allow.Add(protocol.InboxPrefix(unit) + ".>")
+	p.Pub.Allow.Add(protocol.UploadSubject(unit))
+	p.Pub.Allow.Add(protocol.StageSubject(unit))
+	for slot := range protocol.StageSlots {
+		c := protocol.StageConsumer(unit, slot)
+		p.Pub.Allow.Add(
+			protocol.StageAPIPrefix+".CONSUMER.INFO."+stageStream+"."+c,
+			protocol.StageAPIPrefix+".CONSUMER.MSG.NEXT."+stageStream+"."+c,
+			protocol.StageAPIPrefix+".CONSUMER.DELETE."+stageStream+"."+c,
+		)
+	}
+	p.Sub.Allow.Add(protocol.InboxPrefix(unit)+".>", protocol.SubjectCheckpoint)
 	return p
 }
 

@@ -3,13 +3,14 @@
 // credential, and the idempotent JetStream setup of the streams, the object
 // stores and the units' consumers.
 //
-// Accounts (Keys). EDX holds the streams and the upload store; only the hub
-// has users there. UNITS holds one user per unit credential and nothing else:
-// no JetStream, only service imports of what a unit may do (publish its
-// submissions, statuses and uploads; look up, pull from and ack its two
-// consumers; read the stage store), each narrowed to the unit's own subjects
-// by UnitPermissions. STAGE holds the stage store of large deliveries, which
-// the hub writes and units read.
+// Accounts (Keys). EDX holds the streams, the upload stream among them;
+// only the hub has users there. UNITS holds one user per unit credential and
+// nothing else: no JetStream, only service imports of what a unit may do
+// (publish its submissions, statuses and upload chunks; look up, pull from
+// and ack its two consumers; ask the hub's stage service for a staged
+// delivery and pull it), each narrowed to the unit's own subjects by
+// UnitPermissions. STAGE holds the stage store of large deliveries, which
+// the hub writes and units read through the hub's stage service.
 //
 // Why three. NATS checks what a client publishes, not the reply subject it
 // names, and the server publishes replies (PubAcks, API responses, direct
@@ -18,16 +19,24 @@
 // stream: a unit could have the server write another unit's statuses. Across
 // a service import the server maps the reply to a private _R_ subject, so a
 // unit's requests answer only the unit. The UNITS account has no JetStream,
-// so nothing there turns a reply into a publish; and the stage store, whose
-// ordered consumers take their deliver subject from the request body, lives
-// in STAGE, which imports nothing: a delivery there reaches only the unit
-// inboxes that STAGE exports back to UNITS. TestNoForgeryAcrossAccounts holds
-// these lines.
+// so nothing there turns a reply into a publish; and the stage store lives
+// in STAGE, which imports nothing. TestNoForgeryAcrossAccounts holds these
+// lines.
 //
 // Large containers are staged encrypted under random names with a key that
-// travels only in the message (pkg/protocol, stage.go). The upload store is
-// write-only for units (no read, no list, no rollup), the stage store read
-// only: a unit can list the stage store and read ciphertext, nothing more.
+// travels only in the message (pkg/protocol, stage.go and upload.go). The
+// upload stream is write-only for units (no read, no list, no rollup), one
+// subject per unit. Units have no access of their own to the stage store's
+// stream: the stage service creates, for the one object a unit names, a
+// consumer among the unit's protocol.StageSlots, which the unit pulls from
+// and deletes. Every unit permission is a literal subject wherever a
+// wildcard token would let a literal "*" through (a permission's "*" matches
+// a published "*" too).
+//
+// Limits (limits.go, streams.go). Every stream is bounded and refuses new
+// messages when full; each unit has a bounded share of the streams it
+// writes; each unit's user is bounded in subscriptions, payload and (with
+// ConnLimiter) connections; see UnitLimits and StreamOptions.
 //
 // Credentials and JetStream setup work the same against the embedded server
 // and an external cluster that trusts the same operator (Keys.ServerConfig).
@@ -47,6 +56,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Defaults of Config.
@@ -118,12 +128,16 @@ func (c *Config) Validate() error {
 
 // Server is the embedded NATS server.
 type Server struct {
-	mu      sync.Mutex // guards ns across Restart
-	ns      *server.Server
-	opts    *server.Options
-	timeout time.Duration
-	keys    *Keys
-	log     *slog.Logger
+	mu       sync.Mutex // guards ns across Restart
+	ns       *server.Server
+	opts     *server.Options
+	timeout  time.Duration
+	keys     *Keys
+	log      *slog.Logger
+	resolver *server.MemAccResolver // kept across Restart (opts hold it)
+
+	sysMu sync.Mutex
+	sys   *SystemConn // opened by the first SystemConn or PushAccount
 }
 
 // Start loads (or creates) the keys in cfg.KeysDir and starts the NATS server
@@ -134,13 +148,18 @@ type Server struct {
 // UNITS and STAGE account JWTs. Users are never stored on the server: each
 // presents a JWT signed by its account's signing key, which the server checks against
 // the account JWT, so units issued after start connect without a restart or a
-// resolver update. The account JWTs are re-read from KeysDir at every start.
-func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
+// resolver update. Revoking a user changes the UNITS account JWT, which
+// PushAccount gives the running server. The account JWTs are re-read from
+// KeysDir at every start, revocations included.
+//
+// keysOpts apply to the keys (LoadOrCreateKeys): the units' limits
+// (WithUnitLimits), JetStream limits.
+func Start(ctx context.Context, cfg Config, log *slog.Logger, keysOpts ...KeysOption) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	keys, err := LoadOrCreateKeys(cfg.KeysDir)
+	keys, err := LoadOrCreateKeys(cfg.KeysDir, keysOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -174,7 +193,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 	}
 	// A client's pending buffer must hold several maximal messages.
 	opts.MaxPending = max(4*int64(opts.MaxPayload), server.MAX_PENDING_SIZE)
-	s := &Server{keys: keys, log: log, opts: opts, timeout: cfg.StartTimeout}
+	s := &Server{keys: keys, log: log, opts: opts, timeout: cfg.StartTimeout, resolver: resolver}
 	ns, err := s.start(ctx)
 	if err != nil {
 		return nil, err
@@ -270,8 +289,64 @@ func (s *Server) Keys() *Keys { return s.keys }
 // (nats.InProcessServer) and monitoring.
 func (s *Server) NATS() *server.Server { return s.server() }
 
+// SystemConn is the hub's connection to the system account of this server
+// (Keys.IssueSystemCreds), opened at the first call and closed by Shutdown:
+// the account pushes (PushAccount) and the connection limiter
+// (StartConnLimiter) share it. It connects to ClientURL, so it reconnects
+// after a Restart.
+func (s *Server) SystemConn(ctx context.Context, opts ...nats.Option) (*SystemConn, error) {
+	s.sysMu.Lock()
+	defer s.sysMu.Unlock()
+	return s.systemConnLocked(ctx, opts...)
+}
+
+func (s *Server) systemConnLocked(ctx context.Context, opts ...nats.Option) (*SystemConn, error) {
+	if s.sys != nil {
+		return s.sys, nil
+	}
+	creds, err := s.keys.IssueSystemCreds()
+	if err != nil {
+		return nil, err
+	}
+	if s.sys, err = ConnectSystem(ctx, s.ClientURL(), creds, opts...); err != nil {
+		return nil, err
+	}
+	return s.sys, nil
+}
+
+// PushAccount makes the server use a new account JWT (Keys.RevokeUnitUsers):
+// the resolver keeps it for when the account is loaded (and for a Restart),
+// and a claims update through the system account applies it to the account
+// in use, which closes the connections of revoked users.
+func (s *Server) PushAccount(ctx context.Context, accountJWT string) error {
+	ac, err := jwt.DecodeAccountClaims(accountJWT)
+	if err != nil {
+		return fmt.Errorf("broker: push account: %w", err)
+	}
+	if err := s.resolver.Store(ac.Subject, accountJWT); err != nil {
+		return fmt.Errorf("broker: resolver: %w", err)
+	}
+	s.sysMu.Lock()
+	sys, err := s.systemConnLocked(ctx)
+	s.sysMu.Unlock()
+	if err != nil {
+		return err
+	}
+	err = sys.PushAccount(ctx, accountJWT)
+	if errors.Is(err, ErrAccountNotLoaded) {
+		return nil // stored in the resolver: loaded from there
+	}
+	return err
+}
+
 // Shutdown stops the server and waits until it has stopped.
 func (s *Server) Shutdown() {
+	s.sysMu.Lock()
+	if s.sys != nil {
+		s.sys.Close()
+		s.sys = nil
+	}
+	s.sysMu.Unlock()
 	ns := s.server()
 	ns.Shutdown()
 	ns.WaitForShutdown()

@@ -16,6 +16,29 @@ const (
 	DefaultDuplicates = 24 * time.Hour
 	DefaultMaxAge     = 30 * 24 * time.Hour
 	DefaultStageTTL   = 7 * 24 * time.Hour
+
+	// Every stream is bounded in bytes and messages. JetStream reserves
+	// each stream's max_bytes when it creates the stream (the streams'
+	// sum must fit in the server's JetStream store, 75% of the free disk
+	// unless max_store says otherwise), so that no stream filling up takes
+	// the room of another: a full stream refuses new messages (discard
+	// new), it never drops one.
+	DefaultSubmitMaxBytes  = 1 << 30
+	DefaultDeliverMaxBytes = 4 << 30
+	DefaultNoticeMaxBytes  = 512 << 20
+	DefaultStatusMaxBytes  = 256 << 20
+	DefaultUploadMaxBytes  = 2 << 30
+	DefaultStageMaxBytes   = 4 << 30
+	DefaultEventsMaxBytes  = 256 << 20
+	DefaultMaxMsgs         = 10_000_000
+
+	// Per unit: how many of its submissions and statuses may wait for the
+	// hub at once, and how many bytes of uploads it may have staged. The
+	// server refuses a unit's publish beyond them (discard new per
+	// subject): one unit filling its share leaves the others theirs.
+	DefaultSubmitUnitPending = 32
+	DefaultStatusUnitPending = 1000
+	DefaultUploadUnitQuota   = 512 << 20
 )
 
 // UnitAckWait is how long a unit's consumers wait for an ack before they
@@ -42,25 +65,64 @@ type StreamOptions struct {
 	// acknowledges it, however long the unit stays offline: both streams
 	// have interest retention, so an acknowledged message is removed and
 	// storage stays bounded by what units have not fetched yet.
-	// StatusMaxAge bounds EDX_STATUS (default 30 days).
+	// StatusMaxAge bounds EDX_STATUS (default 30 days); the hub removes a
+	// status once it has recorded or refused it.
 	DeliverMaxAge time.Duration `yaml:"deliver_max_age"`
 	StatusMaxAge  time.Duration `yaml:"status_max_age"`
 	NoticeMaxAge  time.Duration `yaml:"notice_max_age"`
-	// MaxMsgSize is the largest message any stream accepts (default 8 MiB).
-	// It must hold an inline container with its envelope, and must not
-	// exceed the server's max_payload; larger containers go through the
-	// object store.
+	// MaxMsgSize is the largest message EDX_SUBMIT, EDX_DELIVER and
+	// EDX_NOTICE accept (default 8 MiB). It must hold an inline container
+	// with its envelope, and must not exceed the server's max_payload;
+	// larger containers go through the object stores. EDX_STATUS and
+	// EDX_UPLOAD have limits of their own (protocol.MaxStatusSize,
+	// protocol.MaxUploadMsgSize).
 	MaxMsgSize int32 `yaml:"max_msg_size"`
-	// StageTTL is how long a staged submission waits for the hub in the
-	// upload store (default 7 days). The stage store of deliveries has no
+	// StageTTL is the longest a staged submission waits for the hub in the
+	// upload stream (default 7 days); the hub removes an upload once it has
+	// processed its submission, and one no submission can use sooner
+	// (pipeline.upload_orphan_after). The stage store of deliveries has no
 	// TTL: a staged delivery lives as long as a delivery waiting for its
 	// unit names it (the hub's pipeline sweeps it, hub/pipeline stage.go).
 	StageTTL time.Duration `yaml:"stage_ttl"`
-	// StageMaxBytes bounds each of the two object stores; zero is unlimited.
-	StageMaxBytes int64 `yaml:"stage_max_bytes"`
+	// EventsMaxAge bounds how long the hubs' decision events are kept
+	// (EDX_EVENTS, default 30 days, the de-duplication window at most): a
+	// hub away for longer, or one whose consumer was lost, rebuilds its
+	// index from the archive, which holds everything the events report.
+	EventsMaxAge time.Duration `yaml:"events_max_age"`
+
+	// Bytes and messages of each stream (defaults above). A full stream
+	// refuses new messages: a unit's publish fails and its agent retries;
+	// the hub's routing is retried until there is room, nothing is dropped.
+	SubmitMaxBytes  int64 `yaml:"submit_max_bytes"`
+	SubmitMaxMsgs   int64 `yaml:"submit_max_msgs"`
+	DeliverMaxBytes int64 `yaml:"deliver_max_bytes"`
+	DeliverMaxMsgs  int64 `yaml:"deliver_max_msgs"`
+	NoticeMaxBytes  int64 `yaml:"notice_max_bytes"`
+	NoticeMaxMsgs   int64 `yaml:"notice_max_msgs"`
+	StatusMaxBytes  int64 `yaml:"status_max_bytes"`
+	StatusMaxMsgs   int64 `yaml:"status_max_msgs"`
+	UploadMaxBytes  int64 `yaml:"upload_max_bytes"`
+	StageMaxBytes   int64 `yaml:"stage_max_bytes"`
+	// EventsMaxBytes and EventsMaxMsgs bound EDX_EVENTS. Unlike the other
+	// streams, a full EDX_EVENTS drops its oldest events rather than refuse
+	// new ones (a decision is never held up for room): a hub that had not
+	// applied them yet rebuilds its index from the archive.
+	EventsMaxBytes int64 `yaml:"events_max_bytes"`
+	EventsMaxMsgs  int64 `yaml:"events_max_msgs"`
+
+	// SubmitUnitPending and StatusUnitPending bound how many submissions
+	// and statuses of one unit wait for the hub at once; UploadUnitQuota
+	// bounds the bytes one unit has in the upload stream (chunks the hub has
+	// not read yet, and uploads never submitted until the hub sweeps them,
+	// pipeline.upload_orphan_after, or stage_ttl expires them). It must hold
+	// the largest container the pipeline accepts.
+	SubmitUnitPending int64 `yaml:"submit_unit_pending"`
+	StatusUnitPending int64 `yaml:"status_unit_pending"`
+	UploadUnitQuota   int64 `yaml:"upload_unit_quota"`
 }
 
-func (o *StreamOptions) setDefaults() {
+// SetDefaults fills in what is zero.
+func (o *StreamOptions) SetDefaults() {
 	if o.Replicas == 0 {
 		o.Replicas = 1
 	}
@@ -76,6 +138,27 @@ func (o *StreamOptions) setDefaults() {
 	if o.StageTTL == 0 {
 		o.StageTTL = DefaultStageTTL
 	}
+	if o.EventsMaxAge == 0 {
+		o.EventsMaxAge = DefaultMaxAge
+	}
+	def := func(v *int64, d int64) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	def(&o.SubmitMaxBytes, DefaultSubmitMaxBytes)
+	def(&o.DeliverMaxBytes, DefaultDeliverMaxBytes)
+	def(&o.NoticeMaxBytes, DefaultNoticeMaxBytes)
+	def(&o.StatusMaxBytes, DefaultStatusMaxBytes)
+	def(&o.UploadMaxBytes, DefaultUploadMaxBytes)
+	def(&o.StageMaxBytes, DefaultStageMaxBytes)
+	def(&o.EventsMaxBytes, DefaultEventsMaxBytes)
+	for _, v := range []*int64{&o.SubmitMaxMsgs, &o.DeliverMaxMsgs, &o.NoticeMaxMsgs, &o.StatusMaxMsgs, &o.EventsMaxMsgs} {
+		def(v, DefaultMaxMsgs)
+	}
+	def(&o.SubmitUnitPending, DefaultSubmitUnitPending)
+	def(&o.StatusUnitPending, DefaultStatusUnitPending)
+	def(&o.UploadUnitQuota, DefaultUploadUnitQuota)
 }
 
 // Validate reports the first problem with defaulted options.
@@ -84,13 +167,45 @@ func (o *StreamOptions) Validate() error {
 	case o.Replicas < 1 || o.Replicas > 5:
 		return fmt.Errorf("broker: streams: replicas %d not in 1..5", o.Replicas)
 	case o.Duplicates < 0, o.SubmitMaxAge < 0, o.DeliverMaxAge < 0, o.StatusMaxAge < 0,
-		o.NoticeMaxAge < 0, o.StageTTL < 0:
+		o.NoticeMaxAge < 0, o.StageTTL < 0, o.EventsMaxAge < 0:
 		return errors.New("broker: streams: negative duration")
-	case o.MaxMsgSize < 0 || o.StageMaxBytes < 0:
+	case o.MaxMsgSize < 0:
 		return errors.New("broker: streams: negative size")
+	}
+	for _, v := range []struct {
+		name string
+		v    int64
+	}{
+		{"submit_max_bytes", o.SubmitMaxBytes}, {"submit_max_msgs", o.SubmitMaxMsgs},
+		{"deliver_max_bytes", o.DeliverMaxBytes}, {"deliver_max_msgs", o.DeliverMaxMsgs},
+		{"notice_max_bytes", o.NoticeMaxBytes}, {"notice_max_msgs", o.NoticeMaxMsgs},
+		{"status_max_bytes", o.StatusMaxBytes}, {"status_max_msgs", o.StatusMaxMsgs},
+		{"upload_max_bytes", o.UploadMaxBytes}, {"stage_max_bytes", o.StageMaxBytes},
+		{"events_max_bytes", o.EventsMaxBytes}, {"events_max_msgs", o.EventsMaxMsgs},
+		{"submit_unit_pending", o.SubmitUnitPending}, {"status_unit_pending", o.StatusUnitPending},
+		{"upload_unit_quota", o.UploadUnitQuota},
+	} {
+		if v.v < 0 {
+			return fmt.Errorf("broker: streams: %s %d is negative (every stream is bounded; zero takes the default)", v.name, v.v)
+		}
+	}
+	switch {
+	case o.SubmitMaxBytes < int64(o.MaxMsgSize) || o.DeliverMaxBytes < int64(o.MaxMsgSize) || o.NoticeMaxBytes < int64(o.MaxMsgSize) ||
+		o.EventsMaxBytes < int64(o.MaxMsgSize):
+		return fmt.Errorf("broker: streams: submit, deliver, notice and events max_bytes must hold at least one message of max_msg_size %d", o.MaxMsgSize)
+	// One unit's share of a stream must leave room for the others.
+	case o.UploadUnitQuota < protocol.MaxUploadMsgSize || o.UploadUnitQuota > o.UploadMaxBytes/2:
+		return fmt.Errorf("broker: streams: upload_unit_quota %d: want at least one chunk (%d) and at most half of upload_max_bytes %d", o.UploadUnitQuota, protocol.MaxUploadMsgSize, o.UploadMaxBytes)
+	case o.SubmitUnitPending*int64(o.MaxMsgSize) > o.SubmitMaxBytes/2:
+		return fmt.Errorf("broker: streams: submit_unit_pending %d messages of max_msg_size %d: more than half of submit_max_bytes %d", o.SubmitUnitPending, o.MaxMsgSize, o.SubmitMaxBytes)
+	case o.StatusUnitPending*statusMsgSize > o.StatusMaxBytes/2:
+		return fmt.Errorf("broker: streams: status_unit_pending %d statuses of up to %d bytes: more than half of status_max_bytes %d", o.StatusUnitPending, statusMsgSize, o.StatusMaxBytes)
 	}
 	return nil
 }
+
+// statusMsgSize bounds a message of EDX_STATUS: a status and its headers.
+const statusMsgSize = protocol.MaxStatusSize + 4<<10
 
 // MaxUnitConsumers bounds the consumers of each edx stream: far above the
 // number of units a hub serves, one per unit on the delivery and notice
@@ -99,18 +214,26 @@ const MaxUnitConsumers = 1_000_000
 
 // StreamConfigs returns the configurations EnsureStreams applies: the EDX
 // account's streams in order (EDX_SUBMIT, EDX_DELIVER, EDX_STATUS,
-// EDX_NOTICE, and OBJ_EDX_UPLOAD behind the upload store), and the stage
-// store's in the STAGE account.
+// EDX_NOTICE, EDX_UPLOAD, EDX_EVENTS), and the stage store's in the STAGE
+// account.
 //
-// The upload store is laid out as an object store (chunks under
-// $O.EDX_UPLOAD.C.<nuid>, one meta message per object under
-// $O.EDX_UPLOAD.M.<name>), so that the hub reads it with an ObjectStore
-// handle, but created as a plain stream without rollups: units publish to
-// it, and a unit's Nats-Rollup header would purge other units' uploads (with
-// "all", the whole stream). Units write it with protocol.UploadStaged.
+// Every stream has max_bytes and max_msgs and refuses new messages when
+// full (discard new): nothing waiting for a unit or for the hub is ever
+// dropped to make room. EDX_EVENTS is the exception: it drops its oldest
+// events (discard old), whose content the archive holds; a hub that had
+// not applied them rebuilds its index from the archive (hub/events). The streams units write are further bounded per
+// unit, by subject (one subject per unit, discard new per subject):
+// EDX_SUBMIT and EDX_STATUS hold at most submit_unit_pending and
+// status_unit_pending messages of one unit, EDX_UPLOAD at most
+// upload_unit_quota bytes of one unit (chunks of protocol.MaxUploadMsgSize).
+//
+// The upload stream (protocol.UploadStaged) is a plain stream with one
+// subject per unit, so that the server can count a unit's share; the hub
+// reads an upload by sequence (protocol.GetUpload) and removes it once
+// processed.
 func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.ObjectStoreConfig) {
-	opts.setDefaults()
-	stream := func(name, prefix, desc string, retention jetstream.RetentionPolicy, maxAge time.Duration) jetstream.StreamConfig {
+	opts.SetDefaults()
+	stream := func(name, prefix, desc string, retention jetstream.RetentionPolicy, maxAge time.Duration, maxBytes, maxMsgs int64) jetstream.StreamConfig {
 		dup := opts.Duplicates
 		if maxAge > 0 && dup > maxAge {
 			dup = maxAge
@@ -123,64 +246,64 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 			Storage:     jetstream.FileStorage,
 			Replicas:    opts.Replicas,
 			MaxAge:      maxAge,
+			MaxBytes:    maxBytes,
+			MaxMsgs:     maxMsgs,
 			MaxMsgSize:  opts.MaxMsgSize,
 			Duplicates:  dup,
-			Discard:     jetstream.DiscardOld,
+			Discard:     jetstream.DiscardNew,
 			// Set, because nats-server otherwise caps a stream at 1,000
 			// consumers and every unit has one on EDX_DELIVER and on
 			// EDX_NOTICE (Ho Chi Minh City alone has more than 1,500 units).
 			MaxConsumers: MaxUnitConsumers,
 		}
 	}
+	perUnit := func(cfg jetstream.StreamConfig, n int64) jetstream.StreamConfig {
+		cfg.MaxMsgsPerSubject = n
+		cfg.DiscardNewPerSubject = true
+		return cfg
+	}
+	submit := perUnit(stream(protocol.StreamSubmit, protocol.SubjectSubmitPrefix, "edx submissions, one subject per sending unit",
+		jetstream.WorkQueuePolicy, opts.SubmitMaxAge, opts.SubmitMaxBytes, opts.SubmitMaxMsgs), opts.SubmitUnitPending)
+	status := perUnit(stream(protocol.StreamStatus, protocol.SubjectStatusPrefix, "edx status updates, one subject per reporting unit",
+		jetstream.LimitsPolicy, opts.StatusMaxAge, opts.StatusMaxBytes, opts.StatusMaxMsgs), opts.StatusUnitPending)
+	status.MaxMsgSize = statusMsgSize
+	chunks := (opts.UploadUnitQuota + protocol.MaxUploadMsgSize - 1) / protocol.MaxUploadMsgSize
+	upload := perUnit(stream(protocol.StreamUpload, protocol.SubjectUploadPrefix, "edx submissions above the inline limit, encrypted, one subject per unit; units write, the hub reads and removes",
+		jetstream.LimitsPolicy, opts.StageTTL, opts.UploadMaxBytes, opts.UploadMaxBytes/protocol.UploadChunkSize+1), chunks)
+	upload.MaxMsgSize = protocol.MaxUploadMsgSize
+	upload.Duplicates = 2 * time.Minute // chunks carry no Msg-Id
+	upload.AllowDirect = true           // the hub reads uploads by sequence
+	events := stream(protocol.StreamEvents, protocol.SubjectEventPrefix, "edx decisions of every hub (accepted, status, rejected, unit); each hub's index follows them",
+		jetstream.LimitsPolicy, opts.EventsMaxAge, opts.EventsMaxBytes, opts.EventsMaxMsgs)
+	events.Discard = jetstream.DiscardOld
 	streams := []jetstream.StreamConfig{
-		stream(protocol.StreamSubmit, protocol.SubjectSubmitPrefix, "edx submissions, one subject per sending unit",
-			jetstream.WorkQueuePolicy, opts.SubmitMaxAge),
+		submit,
 		stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries, one subject per recipient unit",
-			jetstream.InterestPolicy, opts.DeliverMaxAge),
-		stream(protocol.StreamStatus, protocol.SubjectStatusPrefix, "edx status updates, one subject per reporting unit",
-			jetstream.LimitsPolicy, opts.StatusMaxAge),
+			jetstream.InterestPolicy, opts.DeliverMaxAge, opts.DeliverMaxBytes, opts.DeliverMaxMsgs),
+		status,
 		stream(protocol.StreamNotice, protocol.SubjectNoticePrefix, "edx notices to senders, one subject per unit",
-			jetstream.InterestPolicy, opts.NoticeMaxAge),
+			jetstream.InterestPolicy, opts.NoticeMaxAge, opts.NoticeMaxBytes, opts.NoticeMaxMsgs),
+		upload,
+		events,
 	}
-	upload := jetstream.StreamConfig{
-		Name:        uploadStream,
-		Description: "edx submissions above the inline limit, encrypted; units write, the hub reads",
-		Subjects:    []string{"$O." + protocol.UploadBucket + ".C.>", "$O." + protocol.UploadBucket + ".M.>"},
-		MaxAge:      opts.StageTTL,
-		MaxBytes:    opts.StageMaxBytes,
-		MaxMsgSize:  opts.MaxMsgSize,
-		Storage:     jetstream.FileStorage,
-		Replicas:    opts.Replicas,
-		Discard:     jetstream.DiscardNew,
-		AllowDirect: true,
-		AllowRollup: false,
-		DenyDelete:  true,
-	}
-	if upload.MaxBytes == 0 {
-		upload.MaxBytes = -1
-	}
-	streams = append(streams, upload)
 	stage := jetstream.ObjectStoreConfig{
 		Bucket:      protocol.StageBucket,
-		Description: "edx deliveries above the inline limit, encrypted; the hub writes, units read",
+		Description: "edx deliveries above the inline limit, encrypted; the hub writes, units read through the hub's stage service",
 		// No TTL: an object lives while a waiting delivery names it.
 		MaxBytes: opts.StageMaxBytes,
 		Storage:  jetstream.FileStorage,
 		Replicas: opts.Replicas,
 	}
-	if stage.MaxBytes == 0 {
-		stage.MaxBytes = -1
-	}
 	return streams, stage
 }
 
-// EnsureStreams creates the edx streams and the upload store in the EDX
+// EnsureStreams creates the edx streams and the upload stream in the EDX
 // account (js, the hub's connection there) and the stage store in the STAGE
 // account (stage, the hub's connection there), or updates them to opts. It is
 // idempotent and works against the embedded server and an external cluster
 // alike (HubConn holds both connections).
 func EnsureStreams(ctx context.Context, js, stage jetstream.JetStream, opts StreamOptions) error {
-	opts.setDefaults()
+	opts.SetDefaults()
 	if err := opts.Validate(); err != nil {
 		return err
 	}
@@ -194,19 +317,45 @@ func EnsureStreams(ctx context.Context, js, stage jetstream.JetStream, opts Stre
 	}
 	streams, stageCfg := StreamConfigs(opts)
 	for _, cfg := range streams {
-		// A stream's retention cannot change once created: one made by an
-		// earlier version keeps its own.
-		if st, err := js.Stream(ctx, cfg.Name); err == nil && st.CachedInfo().Config.Retention != cfg.Retention {
-			cfg.Retention = st.CachedInfo().Config.Retention
+		if st, err := js.Stream(ctx, cfg.Name); err == nil {
+			old := st.CachedInfo().Config
+			// A stream's retention cannot change once created: one made by
+			// an earlier version keeps its own.
+			cfg.Retention = old.Retention
+			// Lowering (or setting) a per-subject limit makes the server
+			// trim every subject above it at once, even with discard new:
+			// in the work queue that would drop submissions not processed
+			// yet. Keep the limit above what a unit holds now; a later
+			// start lowers it once the backlog is gone.
+			if cfg.MaxMsgsPerSubject > 0 && (old.MaxMsgsPerSubject <= 0 || cfg.MaxMsgsPerSubject < old.MaxMsgsPerSubject) {
+				held, err := maxPerSubject(ctx, st)
+				if err != nil {
+					return fmt.Errorf("broker: ensure stream %s: %w", cfg.Name, err)
+				}
+				cfg.MaxMsgsPerSubject = max(cfg.MaxMsgsPerSubject, held)
+			}
 		}
 		if _, err := js.CreateOrUpdateStream(ctx, cfg); err != nil {
-			return fmt.Errorf("broker: ensure stream %s: %w", cfg.Name, err)
+			return fmt.Errorf("broker: ensure stream %s: %w (every stream reserves its max_bytes: lower nats.streams.*_max_bytes or give JetStream more room)", cfg.Name, err)
 		}
 	}
 	if _, err := stage.CreateOrUpdateObjectStore(ctx, stageCfg); err != nil {
 		return fmt.Errorf("broker: ensure object store %s: %w", stageCfg.Bucket, err)
 	}
 	return nil
+}
+
+// maxPerSubject is the largest number of messages one subject of st holds.
+func maxPerSubject(ctx context.Context, st jetstream.Stream) (int64, error) {
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(">"))
+	if err != nil {
+		return 0, err
+	}
+	var n uint64
+	for _, c := range info.State.Subjects {
+		n = max(n, c)
+	}
+	return int64(n), nil
 }
 
 // UnitConsumerConfigs returns the durable pull consumers of a unit: its
@@ -243,4 +392,92 @@ func EnsureUnitConsumers(ctx context.Context, js jetstream.JetStream, unit strin
 		}
 	}
 	return nil
+}
+
+// Defaults of the consumers every hub shares.
+const (
+	DefaultHubAckWait       = 30 * time.Second
+	DefaultHubMaxAckPending = 256
+)
+
+// HubConsumerConfigs returns, by stream, the consumers every hub's pipeline
+// shares: on EDX_SUBMIT (the work queue) and on EDX_STATUS. They are
+// declared here once; ackWait and maxAckPending (zero takes the defaults)
+// are the only settings a configuration chooses, and the first hub to
+// create a consumer sets them for every hub (EnsureSharedConsumer).
+// maxAckPending bounds the messages out at once across all hubs.
+func HubConsumerConfigs(ackWait time.Duration, maxAckPending int) map[string]jetstream.ConsumerConfig {
+	if ackWait <= 0 {
+		ackWait = DefaultHubAckWait
+	}
+	if maxAckPending <= 0 {
+		maxAckPending = DefaultHubMaxAckPending
+	}
+	cons := func(name, desc string) jetstream.ConsumerConfig {
+		return jetstream.ConsumerConfig{
+			Durable:       name,
+			Description:   desc,
+			DeliverPolicy: jetstream.DeliverAllPolicy,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       ackWait,
+			MaxDeliver:    -1,
+			MaxAckPending: maxAckPending,
+		}
+	}
+	return map[string]jetstream.ConsumerConfig{
+		protocol.StreamSubmit: cons(protocol.HubConsumer, "the hub's pipeline, shared by every hub replica"),
+		protocol.StreamStatus: cons(protocol.HubStatusConsumer, "the hub's status recorder, shared by every hub replica"),
+	}
+}
+
+// EnsureSharedConsumer makes sure a consumer every hub shares exists. A
+// missing one is created with want. One that exists is used as it is, and
+// the settings in which it differs from want are returned (for the caller
+// to log): a hub configured differently does not silently change what
+// every hub uses. With update, the operator's explicit request, an existing
+// consumer is updated to want instead.
+func EnsureSharedConsumer(ctx context.Context, js jetstream.JetStream, stream string, want jetstream.ConsumerConfig, update bool) (jetstream.Consumer, []string, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := js.Consumer(ctx, stream, want.Durable)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) {
+			c, err = js.CreateConsumer(ctx, stream, want)
+			if errors.Is(err, jetstream.ErrConsumerExists) && attempt == 0 {
+				continue // another hub created it meanwhile
+			}
+			if err != nil {
+				return nil, nil, fmt.Errorf("broker: create consumer %s on %s: %w", want.Durable, stream, err)
+			}
+			return c, nil, nil
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("broker: consumer %s on %s: %w", want.Durable, stream, err)
+		}
+		diff := ConsumerDiff(c.CachedInfo().Config, want)
+		if len(diff) == 0 || !update {
+			return c, diff, nil
+		}
+		if c, err = js.UpdateConsumer(ctx, stream, want); err != nil {
+			return nil, diff, fmt.Errorf("broker: update consumer %s on %s: %w", want.Durable, stream, err)
+		}
+		return c, diff, nil
+	}
+}
+
+// ConsumerDiff lists the settings in which a consumer as it is (have)
+// differs from want, as "setting: existing X, configured Y".
+func ConsumerDiff(have, want jetstream.ConsumerConfig) []string {
+	var d []string
+	add := func(name string, h, w any) {
+		if fmt.Sprint(h) != fmt.Sprint(w) {
+			d = append(d, fmt.Sprintf("%s: existing %v, configured %v", name, h, w))
+		}
+	}
+	add("ack_wait", have.AckWait, want.AckWait)
+	add("max_ack_pending", have.MaxAckPending, want.MaxAckPending)
+	add("max_deliver", have.MaxDeliver, want.MaxDeliver)
+	add("ack_policy", have.AckPolicy, want.AckPolicy)
+	add("deliver_policy", have.DeliverPolicy, want.DeliverPolicy)
+	add("filter_subject", have.FilterSubject, want.FilterSubject)
+	add("backoff", have.BackOff, want.BackOff)
+	return d
 }

@@ -66,6 +66,10 @@ type StatusEntry struct {
 	document.Status
 	Flagged    bool      `json:"flagged"`     // out of order per document.InOrder
 	ReceivedAt time.Time `json:"received_at"` // hub time
+	// SignatureSHA256 is the SHA-256 (hex) of the reporting unit's
+	// signature over the status (container.SignStatus), archived beside it
+	// (projection.StatusSignatureKey); empty for an unsigned status.
+	SignatureSHA256 string `json:"signature_sha256,omitempty"`
 }
 
 // Detail is a document with its recipients and status history (by time).
@@ -511,7 +515,7 @@ func getDetail(ctx context.Context, tx *sql.Tx, id document.ID) (*Detail, error)
 		return nil, err
 	}
 
-	rows, err = tx.QueryContext(ctx, `SELECT unit, code, at, description, officer, flagged, received_at
+	rows, err = tx.QueryContext(ctx, `SELECT unit, code, at, description, officer, flagged, received_at, signature_sha256
 		FROM statuses WHERE doc = ? ORDER BY at, received_at, unit, code`, seq)
 	if err != nil {
 		return nil, err
@@ -524,7 +528,7 @@ func getDetail(ctx context.Context, tx *sql.Tx, id document.ID) (*Detail, error)
 			at, received int64
 			officer      sql.NullString
 		)
-		if err := rows.Scan(&unit, &code, &at, &e.Description, &officer, &e.Flagged, &received); err != nil {
+		if err := rows.Scan(&unit, &code, &at, &e.Description, &officer, &e.Flagged, &received, &e.SignatureSHA256); err != nil {
 			return nil, err
 		}
 		e.DocumentID, e.Unit, e.Code = id, document.UnitID(unit), document.StatusCode(code)

@@ -209,7 +209,7 @@ func (p *codeStmts) refresh(ctx context.Context, seq int64) error {
 }
 
 // fillSearch writes the search table and search_text for every document,
-// from the documents and recipients tables (migration 2). It reads the
+// from the documents and recipients tables (its migration). It reads the
 // documents in seq order (a forward scan of the table) and writes the search
 // rows in chunks, each in key order (see putStmts.writeFTS).
 func fillSearch(ctx context.Context, tx *sql.Tx, progress func(done int)) (int, error) {

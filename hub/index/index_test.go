@@ -253,6 +253,26 @@ func TestStatuses(t *testing.T) {
 	if r2.LastCode != document.StatusRefused || !r2.Done || r2.State != StateRefused { // refused, never delivered
 		t.Errorf("recipient 2 = %+v", r2)
 	}
+
+	// The sender takes its document back: recorded in the history, the
+	// recipients' own progress unchanged. A 13 from a unit that is neither
+	// sender nor recipient is refused.
+	if _, err := ix.AddStatus(ctx, st(dept3, document.StatusCancelled, 7)); !errors.Is(err, ErrNotRecipient) {
+		t.Errorf("13 from a stranger: err = %v, want ErrNotRecipient", err)
+	}
+	if _, err := ix.AddStatus(ctx, st(hcm, document.StatusCancelled, 7)); err != nil {
+		t.Fatalf("13 from the sender: %v", err)
+	}
+	det, err = ix.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := det.History[len(det.History)-1]; len(det.History) != 9 || last.Unit != hcm || last.Code != document.StatusCancelled {
+		t.Errorf("history after the sender's 13: %+v", det.History)
+	}
+	if det.Recipients[0].LastCode != document.StatusInProgress || det.Recipients[1].LastCode != document.StatusRefused {
+		t.Errorf("recipients after the sender's 13: %+v", det.Recipients)
+	}
 }
 
 func TestUnits(t *testing.T) {
@@ -261,7 +281,9 @@ func TestUnits(t *testing.T) {
 	if ok, _ := ix.UnitExists(ctx, hcm); ok {
 		t.Fatal("unit exists before registration")
 	}
-	u := Unit{ID: hcm, Name: "Ủy ban nhân dân Thành phố Hồ Chí Minh", Created: t0, CertSerial: "01"}
+	u := Unit{ID: hcm, Name: "Ủy ban nhân dân Thành phố Hồ Chí Minh", Created: t0, CertSerial: "01",
+		CertNotAfter: t0.AddDate(2, 0, 0), CertPEM: "-----BEGIN CERTIFICATE-----\n...", NATSUsers: []string{"UABC", "UDEF"},
+		CredsExpire: t0.AddDate(0, 3, 0)}
 	if err := ix.PutUnit(ctx, u); err != nil {
 		t.Fatal(err)
 	}

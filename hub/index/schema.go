@@ -133,7 +133,30 @@ CREATE TABLE terms (term TEXT PRIMARY KEY) WITHOUT ROWID;
 -- Relevance: subject first; tags never count.
 INSERT INTO search(search, rank) VALUES('rank', 'bm25(10.0, 4.0, 4.0, 2.0, 1.0, 1.0, 0.0)');
 `},
-	// 2 (issue #13, search at 10,000,000 documents): the search table
+	// 2: a unit's certificate (chain) and end of validity, the public keys
+	// of its NATS users in force (revoked when replaced) and their expiry.
+	{sql: `
+ALTER TABLE units ADD COLUMN cert_not_after INTEGER NOT NULL DEFAULT 0; -- µs, 0 unknown
+ALTER TABLE units ADD COLUMN cert_pem TEXT NOT NULL DEFAULT '';
+ALTER TABLE units ADD COLUMN nats_users TEXT NOT NULL DEFAULT '[]'; -- JSON array of user public keys
+ALTER TABLE units ADD COLUMN creds_expire_at INTEGER NOT NULL DEFAULT 0; -- µs, 0 none or unknown
+`},
+	// 3: where the index stands in the stream of decision events (see
+	// EventsState): one row, absent until the hub first follows the stream.
+	{sql: `
+CREATE TABLE events_state (
+	one      INTEGER PRIMARY KEY CHECK (one = 1),
+	consumer TEXT NOT NULL,    -- the hub's durable consumer of the events stream
+	seq      INTEGER NOT NULL, -- every event up to this stream sequence is applied
+	complete INTEGER NOT NULL  -- 0 while the index is rebuilt from the archive
+) WITHOUT ROWID;
+`},
+	// 4: the SHA-256 of the reporting unit's signature over a status
+	// (archived beside it), '' for an unsigned status.
+	{sql: `
+ALTER TABLE statuses ADD COLUMN signature_sha256 TEXT NOT NULL DEFAULT '';
+`},
+	// 5 (issue #13, search at 10,000,000 documents): the search table
 	// rebuilt from the documents and recipients tables, so that FTS5 walks
 	// newest first forward and does less per document (see fillSearch):
 	//  - its rowid is ftsKey(seq), seq negated;

@@ -23,9 +23,10 @@ const progressCodes = "('01', '02', '03', '04', '05', '06')"
 // flag recorded the first time.
 //
 // It returns ErrNotFound for an unknown document and ErrNotRecipient when the
-// unit is not one of its recipients. A 01 (delivered) status also marks the
-// recipient delivered; a 02 (refused) before any 01 marks it refused (its
-// agent could not take the delivery).
+// unit is not one of its recipients, except for a 13 (taken back) from the
+// document's sender, which is recorded in the history alone. A 01
+// (delivered) status also marks the recipient delivered; a 02 (refused)
+// before any 01 marks it refused (its agent could not take the delivery).
 func (ix *Index) AddStatus(ctx context.Context, st document.Status) (flagged bool, err error) {
 	fl, err := ix.AddStatuses(ctx, []document.Status{st})
 	if err != nil {
@@ -34,16 +35,35 @@ func (ix *Index) AddStatus(ctx context.Context, st document.Status) (flagged boo
 	return fl[0], nil
 }
 
-// AddStatuses is AddStatus for many statuses in one transaction, for
-// replaying history into a rebuilt index. Either all are recorded or none;
-// flagged[i] is the flag of sts[i].
+// AddStatuses is AddStatus for many statuses in one transaction. Either
+// all are recorded or none; flagged[i] is the flag of sts[i].
 func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagged []bool, err error) {
+	es := make([]StatusEntry, len(sts))
 	for i := range sts {
-		if err := sts[i].Validate(); err != nil {
+		es[i].Status = sts[i]
+	}
+	return ix.addStatuses(ctx, es)
+}
+
+// PutStatuses records statuses as another index, or the archive, recorded
+// them: with the flag and the reception time each entry carries, so that
+// every index that applies the same entries holds the same history,
+// whatever order they come in. An entry with no ReceivedAt (archived before
+// the flag was kept) is recorded as AddStatus records it. Recording an
+// entry again changes nothing. Either all are recorded or none; the errors
+// are AddStatus's.
+func (ix *Index) PutStatuses(ctx context.Context, es []StatusEntry) error {
+	_, err := ix.addStatuses(ctx, es)
+	return err
+}
+
+func (ix *Index) addStatuses(ctx context.Context, es []StatusEntry) (flagged []bool, err error) {
+	for i := range es {
+		if err := es[i].Validate(); err != nil {
 			return nil, invalid("status: %v", err)
 		}
 	}
-	flagged = make([]bool, len(sts))
+	flagged = make([]bool, len(es))
 	err = ix.write(ctx, "add status", func(tx *sql.Tx) error {
 		p, err := prepareStatus(ctx, tx)
 		if err != nil {
@@ -53,8 +73,8 @@ func (ix *Index) AddStatuses(ctx context.Context, sts []document.Status) (flagge
 		now := us(ix.now())
 		var dirty []int64 // documents whose recipients' latest codes may have changed
 		seen := make(map[int64]bool)
-		for i := range sts {
-			seq, f, err := p.add(ctx, &sts[i], now)
+		for i := range es {
+			seq, f, err := p.add(ctx, &es[i], now)
 			if err != nil {
 				return err
 			}
@@ -98,14 +118,14 @@ func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&p.doc, "SELECT seq FROM documents WHERE id = ?"},
+		{&p.doc, "SELECT seq, from_unit FROM documents WHERE id = ?"},
 		{&p.recipient, "SELECT 1 FROM recipients WHERE doc = ? AND unit = ?"},
 		{&p.same, "SELECT flagged FROM statuses WHERE doc = ? AND unit = ? AND code = ? AND at = ?"},
 		{&p.prev, `SELECT code FROM statuses
 			WHERE doc = ? AND unit = ? AND code IN ` + progressCodes + ` AND at <= ?
 			ORDER BY at DESC, received_at DESC, code DESC LIMIT 1`},
-		{&p.insert, `INSERT INTO statuses(doc, unit, code, at, description, officer, flagged, received_at)
-			VALUES(?, ?, ?, ?, ?, ?, ?, ?)`},
+		{&p.insert, `INSERT INTO statuses(doc, unit, code, at, description, officer, flagged, received_at, signature_sha256)
+			VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)`},
 		{&p.update, `UPDATE recipients SET
 			last_code = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?2 ELSE last_code END,
 			last_at = CASE WHEN last_at IS NULL OR last_at <= ?1 THEN ?1 ELSE last_at END,
@@ -132,9 +152,11 @@ func (p *statusStmts) close() {
 	}
 }
 
-// add records st and returns its document's seq, or 0 when st was
-// recorded before.
-func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (seq int64, flagged bool, err error) {
+// add records e and returns its document's seq, or 0 when it was recorded
+// before. An entry with a ReceivedAt keeps its flag and time; one without
+// is flagged here and received now.
+func (p *statusStmts) add(ctx context.Context, e *StatusEntry, now int64) (seq int64, flagged bool, err error) {
+	st := &e.Status
 	var officer any
 	if st.Officer != nil {
 		b, err := json.Marshal(st.Officer)
@@ -144,7 +166,8 @@ func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (
 		officer = string(b)
 	}
 	at, unit, code := us(st.Time), string(st.Unit), string(st.Code)
-	err = p.doc.QueryRowContext(ctx, string(st.DocumentID)).Scan(&seq)
+	var from string
+	err = p.doc.QueryRowContext(ctx, string(st.DocumentID)).Scan(&seq, &from)
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("%w: document %s", ErrNotFound, st.DocumentID)
 	}
@@ -153,6 +176,9 @@ func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (
 	}
 	var one int
 	err = p.recipient.QueryRowContext(ctx, seq, unit).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) && st.Code.BySender() && unit == from {
+		err = nil // the sender takes its document back (13)
+	}
 	if errors.Is(err, sql.ErrNoRows) {
 		return 0, false, fmt.Errorf("%w: %s is not a recipient of %s", ErrNotRecipient, st.Unit, st.DocumentID)
 	}
@@ -166,13 +192,17 @@ func (p *statusStmts) add(ctx context.Context, st *document.Status, now int64) (
 	if !errors.Is(err, sql.ErrNoRows) {
 		return 0, false, err
 	}
-	var prev string
-	err = p.prev.QueryRowContext(ctx, seq, unit, at).Scan(&prev)
-	if err != nil && !errors.Is(err, sql.ErrNoRows) {
-		return 0, false, err
+	if !e.ReceivedAt.IsZero() {
+		flagged, now = e.Flagged, us(e.ReceivedAt)
+	} else {
+		var prev string
+		err = p.prev.QueryRowContext(ctx, seq, unit, at).Scan(&prev)
+		if err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return 0, false, err
+		}
+		flagged = !document.InOrder(document.StatusCode(prev), st.Code)
 	}
-	flagged = !document.InOrder(document.StatusCode(prev), st.Code)
-	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now); err != nil {
+	if _, err := p.insert.ExecContext(ctx, seq, unit, code, at, st.Description, officer, flagged, now, e.SignatureSHA256); err != nil {
 		return 0, false, err
 	}
 	_, err = p.update.ExecContext(ctx, at, code, st.Code.Final(), seq, unit)

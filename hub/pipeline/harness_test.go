@@ -18,7 +18,9 @@ import (
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -28,7 +30,8 @@ import (
 
 // env is a hub's pipeline on real components: an embedded NATS server with
 // JetStream in operator mode, the shared embedded S3 gateway (versitygw), a
-// SQLite index and a development CA.
+// SQLite index kept by a follower of the decision events (as the hub's),
+// and a development CA.
 type env struct {
 	t     testing.TB
 	srv   *broker.Server
@@ -37,6 +40,8 @@ type env struct {
 	js    jetstream.JetStream
 	arch  *archive.Store
 	ix    *index.Index
+	reg   *registry.Registry // the shared unit registry
+	ev    *events.Follower   // e.ix's
 	ca    *pki.CA
 	trust *pki.Trust
 	hub   *pki.Signer
@@ -50,8 +55,8 @@ type unit struct {
 	id     document.UnitID
 	signer *pki.Signer
 	nc     *nats.Conn
-	js     jetstream.JetStream   // EDX, through the UNITS account's imports
-	stage  jetstream.ObjectStore // large deliveries
+	js     jetstream.JetStream // EDX, through the UNITS account's imports
+	stage  *protocol.Stage     // large deliveries
 }
 
 var bucketSeq struct {
@@ -61,10 +66,24 @@ var bucketSeq struct {
 
 func newEnv(t testing.TB, units ...document.UnitID) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{}, units...)
+}
+
+// envOptions size an env's JetStream.
+type envOptions struct {
+	maxStore int64 // the server's JetStream store; zero: broker.TestMaxStore
+	streams  broker.StreamOptions
+}
+
+func newEnvWith(t testing.TB, o envOptions, units ...document.UnitID) *env {
+	t.Helper()
 	ctx := t.Context()
 	dir := t.TempDir()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys"}, log)
+	if o.maxStore == 0 {
+		o.maxStore = broker.TestMaxStore
+	}
+	srv, err := broker.Start(ctx, broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys", MaxStore: o.maxStore}, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,9 +91,14 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 	e := &env{t: t, srv: srv, units: map[document.UnitID]*unit{}}
 	e.hc = e.hubConn()
 	e.nc, e.js = e.hc.NC, e.hc.JS
-	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, broker.StreamOptions{}); err != nil {
+	if err := broker.EnsureStreams(ctx, e.js, e.hc.StageJS, o.streams); err != nil {
 		t.Fatal(err)
 	}
+	ss, err := broker.StartStageService(ctx, e.hc, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ss.Stop)
 	endpoint, ak, sk := s3embed.ForTest(t)
 	bucketSeq.Lock()
 	bucketSeq.n++
@@ -88,6 +112,10 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.ix.Close() })
+	if e.reg, err = registry.Open(ctx, e.js, broker.BucketOptions{MaxBytes: 1 << 20}, e.arch, log); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.reg.Close)
 	if e.ca, err = pki.InitCA(dir+"/pki", ""); err != nil {
 		t.Fatal(err)
 	}
@@ -101,8 +129,18 @@ func newEnv(t testing.TB, units ...document.UnitID) *env {
 		e.addUnit(u)
 	}
 	e.cfg = Config{Workers: 4, AckWait: 2 * time.Second}
-	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Trust: e.trust, Hub: e.hub, Log: log}
+	e.ev = e.follow(e.ix, "test-index")
+	e.deps = Deps{JS: e.js, Stage: e.stage(e.hc), Archive: e.arch, Index: e.ix, Units: e.reg, Events: events.NewPublisher(e.js, "test"), Applied: e.ev,
+		Trust: e.trust, Hub: e.hub, Log: log}
 	return e
+}
+
+// follow keeps ix with the decision events, through consumer, until the
+// test ends; it returns once ix is complete.
+func (e *env) follow(ix *index.Index, consumer string) *events.Follower {
+	e.t.Helper()
+	f, _ := e.follower(ix, consumer)
+	return f
 }
 
 // hubConn connects as the hub does, to the EDX and STAGE accounts.
@@ -136,9 +174,7 @@ func (e *env) addUnit(id document.UnitID) *unit {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	if err := e.ix.PutUnit(ctx, index.Unit{ID: id, Name: "Đơn vị " + string(id), Created: time.Now()}); err != nil {
-		e.t.Fatal(err)
-	}
+	e.putUnit(index.Unit{ID: id, Name: "Đơn vị " + string(id)})
 	if err := broker.EnsureUnitConsumers(ctx, e.js, string(id)); err != nil {
 		e.t.Fatal(err)
 	}
@@ -154,6 +190,21 @@ func (e *env) addUnit(id document.UnitID) *unit {
 	u := &unit{id: id, signer: s, nc: nc, js: js, stage: stage}
 	e.units[id] = u
 	return u
+}
+
+// putUnit registers or changes a unit in the shared registry, as the hub
+// does (hub/units.go), and in the index.
+func (e *env) putUnit(u index.Unit) {
+	e.t.Helper()
+	ru, err := e.reg.Update(e.t.Context(), u.ID, func(registry.Unit, bool) (registry.Unit, error) {
+		return registry.Unit{Unit: u}, nil
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if err := e.ix.PutUnit(e.t.Context(), ru.Unit); err != nil {
+		e.t.Fatal(err)
+	}
 }
 
 // run starts a pipeline and returns a function that stops it and waits.
@@ -213,14 +264,11 @@ func (u *unit) submit(t testing.TB, id document.ID, data []byte) {
 func (u *unit) submitMsg(t testing.TB, id document.ID, data []byte) *nats.Msg {
 	t.Helper()
 	sum := sha256.Sum256(data)
-	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data))}
+	c := &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data}
 	if len(data) > protocol.InlineLimit {
-		var err error
-		if c.Staged, c.StageKey, err = protocol.UploadStaged(t.Context(), u.js, data); err != nil {
+		if err := protocol.UploadStaged(t.Context(), u.js, u.id, c); err != nil {
 			t.Fatal(err)
 		}
-	} else {
-		c.Data = data
 	}
 	return protocol.SubmitMsg(u.id, c)
 }

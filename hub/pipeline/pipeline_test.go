@@ -3,16 +3,20 @@ package pipeline
 import (
 	"archive/zip"
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,9 +24,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/events"
 	"github.com/edxhub/edx/hub/index"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -57,7 +64,7 @@ func TestAcceptedDocument(t *testing.T) {
 	if !rr.Valid {
 		t.Fatalf("receipt: %v", rr.Reasons)
 	}
-	got, obj, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
+	got, obj, err := e.arch.Get(t.Context(), projection.ContainerKey(id))
 	if err != nil || !bytes.Equal(got, data) || obj.SHA256 != hex.EncodeToString(sum[:]) {
 		t.Fatalf("archive: %v, identical=%v", err, bytes.Equal(got, data))
 	}
@@ -98,7 +105,7 @@ func TestAcceptedDocument(t *testing.T) {
 	if len(det.History) != 2 || det.Recipients[0].State != index.StateDelivered {
 		t.Errorf("history %+v recipients %+v", det.History, det.Recipients)
 	}
-	if keys := e.objects(archive.ContainerKey(id.Time(), string(id))[:len("2006/01/02/")] + string(id) + "/status/"); len(keys) != 2 {
+	if keys := e.objects(projection.StatusPrefix(id)); len(keys) != 2 {
 		t.Errorf("archived statuses: %v", keys)
 	}
 }
@@ -221,6 +228,7 @@ func TestRejectedSubmissions(t *testing.T) {
 			s.edit = func(m *nats.Msg) {
 				m.Header.Set(protocol.HeaderStaged, protocol.SubmitStageName())
 				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(make([]byte, protocol.StageKeySize)))
+				m.Header.Set(protocol.HeaderStagedSeq, "1")
 				m.Data = nil
 			}
 			return s
@@ -228,29 +236,51 @@ func TestRejectedSubmissions(t *testing.T) {
 		{"staged object under another key", func() sub {
 			s := mk(a.signer, uA, uB)
 			s.edit = func(m *nats.Msg) {
-				name, key, err := protocol.UploadStaged(t.Context(), a.js, s.data)
-				if err != nil {
+				c := &protocol.Container{Data: s.data}
+				if err := protocol.UploadStaged(t.Context(), a.js, uA, c); err != nil {
 					t.Fatal(err)
 				}
-				key[0] ^= 1
-				m.Header.Set(protocol.HeaderStaged, name)
-				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(key))
+				c.StageKey[0] ^= 1
+				m.Header.Set(protocol.HeaderStaged, c.Staged)
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+				m.Header.Set(protocol.HeaderStagedSeq, fmt.Sprint(c.StagedSeq))
 				m.Data = nil
 			}
 			return s
 		}, reason.SubmissionStaged},
-		{"staged meta naming chunks never written", func() sub {
-			// Read naively, this object would keep a worker waiting.
+		{"another unit's upload", func() sub {
+			// B's upload, with its key, named in A's submission: the hub
+			// reads A's uploads only.
+			s := mk(a.signer, uA, uB)
+			s.edit = func(m *nats.Msg) {
+				c := &protocol.Container{Data: s.data}
+				if err := protocol.UploadStaged(t.Context(), b.js, uB, c); err != nil {
+					t.Fatal(err)
+				}
+				m.Header.Set(protocol.HeaderStaged, c.Staged)
+				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+				m.Header.Set(protocol.HeaderStagedSeq, fmt.Sprint(c.StagedSeq))
+				m.Data = nil
+			}
+			return s
+		}, reason.SubmissionStaged},
+		{"upload missing chunks", func() sub {
+			// The first of two chunks only.
 			s := mk(a.signer, uA, uB)
 			s.edit = func(m *nats.Msg) {
 				name := protocol.SubmitStageName()
-				meta, _ := json.Marshal(jetstream.ObjectInfo{ObjectMeta: jetstream.ObjectMeta{Name: name}, Bucket: protocol.UploadBucket,
-					NUID: "nochunkshere", Size: uint64(len(s.data) + protocol.StageOverhead), Chunks: 1})
-				if _, err := a.js.Publish(t.Context(), "$O."+protocol.UploadBucket+".M."+base64.URLEncoding.EncodeToString([]byte(name)), meta); err != nil {
+				cm := nats.NewMsg(protocol.UploadSubject(string(uA)))
+				cm.Header.Set(protocol.HeaderUpload, name)
+				cm.Header.Set(protocol.HeaderChunk, "0")
+				cm.Data = make([]byte, protocol.UploadChunkSize)
+				ack, err := a.js.PublishMsg(t.Context(), cm)
+				if err != nil {
 					t.Fatal(err)
 				}
+				m.Header.Set(protocol.HeaderSize, fmt.Sprint(protocol.UploadChunkSize+1000))
 				m.Header.Set(protocol.HeaderStaged, name)
 				m.Header.Set(protocol.HeaderStageKey, base64.StdEncoding.EncodeToString(make([]byte, protocol.StageKeySize)))
+				m.Header.Set(protocol.HeaderStagedSeq, fmt.Sprint(ack.Sequence))
 				m.Data = nil
 			}
 			return s
@@ -357,14 +387,19 @@ func (e *env) waitIdle() {
 // recipient and one notice with the first receipt.
 func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	t := e.t
-	prefix := archive.ContainerKey(id.Time(), string(id))[:len("2006/01/02/")] + string(id) + "/"
+	prefix := projection.DocumentPrefix(id)
 	keys := e.objects(prefix)
 	if len(keys) != 2 || !contains(keys, "container.asice") || !contains(keys, "receipt.p7s") {
 		t.Errorf("archive under %s: %v", prefix, keys)
 	}
+	// The index has it once, through the decision events, which hold one
+	// accepted event for it (a replay publishes the same Nats-Msg-Id).
 	page, err := e.ix.Search(t.Context(), index.Query{From: uA, Limit: 100})
 	if err != nil || page.Total != 1 {
 		t.Errorf("index rows: %d (%v)", page.Total, err)
+	}
+	if n := e.acceptedEvents(id); n != 1 {
+		t.Errorf("%d accepted events for %s", n, id)
 	}
 	for _, r := range []document.UnitID{uB, uC} {
 		if n := e.deliveries(r); n != 1 {
@@ -385,19 +420,20 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	}
 }
 
-// TestCrashMidway: the hub stops dead after archiving (and, in another run,
-// after routing) without acking; a new hub process picks the redelivered
-// message up. The document ends archived once, delivered once to each
-// recipient, with one notice. The "crash" abandons the message exactly
+// TestCrashMidway: the hub stops dead after archiving (and, in other runs,
+// after publishing the accepted event, after routing, after notifying)
+// without acking; a new hub process picks the redelivered message up. The
+// document ends archived once, with one accepted event, indexed once
+// (through the event), delivered once to each recipient, with one notice. The "crash" abandons the message exactly
 // where a killed process would leave it: no ack, no nak, connection closed.
 func TestCrashMidway(t *testing.T) {
-	for _, step := range []string{"archived", "indexed", "routed", "notified"} {
+	for _, step := range []string{"archived", "published", "routed", "notified"} {
 		t.Run("after "+step, func(t *testing.T) {
 			e := newEnv(t, uA, uB, uC)
 			var crashed atomic.Bool
 			deps := e.deps
 			h := e.hubConn()
-			deps.JS, deps.Stage = h.JS, e.stage(h)
+			deps.JS, deps.Stage, deps.Events = h.JS, e.stage(h), events.NewPublisher(h.JS, "crashing")
 			deps.hook = func(s string) error {
 				if s == step && crashed.CompareAndSwap(false, true) {
 					return errors.New("crash")
@@ -556,12 +592,110 @@ func TestLargeContainer(t *testing.T) {
 		t.Errorf("staged twice: %s and %s", d.Staged, cmsg.Headers().Get(protocol.HeaderStaged))
 	}
 	// What the store holds is ciphertext.
-	raw, err := b.stage.GetBytes(t.Context(), d.Staged)
+	raw, err := e.deps.Stage.GetBytes(t.Context(), d.Staged)
 	if err != nil || bytes.Contains(raw, data[len(data)/2:len(data)/2+64]) {
 		t.Fatalf("staged delivery in the clear (%v)", err)
 	}
-	arch, _, err := e.arch.Get(t.Context(), archive.ContainerKey(id.Time(), string(id)))
+	arch, _, err := e.arch.Get(t.Context(), projection.ContainerKey(id))
 	if err != nil || !bytes.Equal(arch, data) {
 		t.Fatalf("archive: %v", err)
 	}
+}
+
+// TestDisabledUnits: a disabled unit's submissions are rejected with
+// sender.disabled, documents to it with recipient.disabled; an unknown unit
+// is still recipient.unknown.
+func TestDisabledUnits(t *testing.T) {
+	e := newEnv(t, uA, uB, uC)
+	e.run(e.deps)
+	a, c := e.units[uA], e.units[uC]
+	e.putUnit(index.Unit{ID: uC, Name: "Đơn vị " + string(uC), Disabled: true})
+	id, meta := doc(uA, uB, uC)
+	a.submit(t, id, a.build(t, meta, 1000))
+	if n := a.notice(t); n.Type != protocol.NoticeRejected || !n.Reasons.Has(reason.RecipientDisabled) || n.Reasons.Has(reason.RecipientUnknown) {
+		t.Fatalf("document to a disabled unit: %s %v", n.Type, n.Reasons.Codes())
+	}
+	id, meta = doc(uC, uA)
+	c.submit(t, id, c.build(t, meta, 1000))
+	if n := c.notice(t); n.Type != protocol.NoticeRejected || !n.Reasons.Has(reason.SenderDisabled) {
+		t.Fatalf("document from a disabled unit: %s %v", n.Type, n.Reasons.Codes())
+	}
+	if e.deliveries(uC) != 0 || e.deliveries(uA) != 0 {
+		t.Fatal("a document of a disabled unit was routed")
+	}
+}
+
+// TestStaleCRLHoldsSubmissions: while the hub's CRL is past its nextUpdate,
+// a submission is neither accepted nor rejected: it is naked and retried
+// (edx_hub_submissions_held_total counts it); once a current CRL is loaded
+// it is accepted.
+func TestStaleCRLHoldsSubmissions(t *testing.T) {
+	e := newEnv(t, uA, uB)
+	crlPath := filepath.Join(t.TempDir(), "crl.pem")
+	writeCRL := func(number int64, next time.Time) {
+		der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{Number: big.NewInt(number),
+			ThisUpdate: next.Add(-24 * time.Hour), NextUpdate: next}, e.ca.Issuing, issuingKey(t, e.ca))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(crlPath, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), 0o644)
+	}
+	writeCRL(100, time.Now().Add(-time.Minute))
+	if err := e.trust.LoadCRL(crlPath); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	e.deps.Metrics = NewMetrics(reg)
+	e.cfg.MaxBackoff = 200 * time.Millisecond
+	e.run(e.deps)
+	a := e.units[uA]
+	id, meta := doc(uA, uB)
+	a.submit(t, id, a.build(t, meta, 1000))
+	held := func() float64 {
+		mfs, _ := reg.Gather()
+		for _, mf := range mfs {
+			if mf.GetName() == "edx_hub_submissions_held_total" {
+				for _, m := range mf.GetMetric() {
+					if m.GetLabel()[0].GetValue() == string(reason.SignatureCRLStale) {
+						return m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+		return 0
+	}
+	for deadline := time.Now().Add(20 * time.Second); held() < 2; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the submission was not held and retried")
+		}
+	}
+	cons, _ := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
+	if info, err := cons.Info(t.Context()); err != nil || info.NumPending != 0 {
+		t.Fatalf("a notice was sent while the CRL was stale: %+v %v", info, err)
+	}
+	if rej, _ := e.ix.ListRejected(t.Context(), uA, 10); len(rej) != 0 {
+		t.Fatalf("rejected for a stale CRL: %+v", rej)
+	}
+	writeCRL(101, time.Now().Add(24*time.Hour))
+	if _, err := e.trust.Refresh(); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.notice(t); n.Type != protocol.NoticeAccepted || n.DocumentID != id {
+		t.Fatalf("after a current CRL: %s %v", n.Type, n.Reasons.Codes())
+	}
+}
+
+// issuingKey reads the development CA's issuing key, to sign CRLs as a CA
+// would.
+func issuingKey(t *testing.T, ca *pki.CA) crypto.Signer {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(ca.Dir, "ca", "issuing.key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := pki.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

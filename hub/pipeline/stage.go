@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 )
@@ -179,7 +179,7 @@ func (p *Pipeline) stagedRefs(ctx context.Context) (map[string]stageRef, int, bo
 // restage stages a document's container again under the name and key its
 // deliveries carry, from the archive.
 func (p *Pipeline) restage(ctx context.Context, name string, r stageRef) error {
-	data, _, err := p.arch.Get(ctx, archive.ContainerKey(r.doc.Time(), string(r.doc)))
+	data, _, err := p.arch.Get(ctx, projection.ContainerKey(r.doc))
 	if err != nil {
 		return fmt.Errorf("pipeline: restage %s of %s: %w", name, r.doc, err)
 	}

@@ -2,6 +2,17 @@
 // backend, inside the current process. edx-hub uses it when no external S3 is
 // configured; tests use ForTest.
 //
+// The gateway runs without object versioning, so a bucket created with
+// object lock holds one object per key, and versitygw refuses every request
+// that would replace or remove an object under retention: PutObject,
+// CopyObject and CompleteMultipartUpload onto its key, DeleteObject and
+// DeleteObjects (no delete markers), a shorter or weaker retention; nobody
+// can turn versioning on. (On a versioned bucket, as AWS requires with
+// object lock, an overwrite or a delete without a version id succeeds: the
+// locked version stays but is no longer the one a GET returns.) This is
+// what the hub's write-once archive needs; it holds against S3 clients, not
+// against someone who can write to the data directory.
+//
 // Two process-wide constraints come from versitygw and shape this package:
 //
 //   - Only one gateway runs per process. Start returns an error while another
@@ -42,9 +53,11 @@ import (
 
 // Config configures an embedded gateway.
 type Config struct {
-	// Dir holds everything the gateway stores: buckets under Dir/data,
-	// object versions under Dir/versions and, where the file system has no
-	// extended attributes, metadata under Dir/meta. Created if missing.
+	// Dir holds everything the gateway stores: buckets under Dir/data and,
+	// where the file system has no extended attributes, metadata under
+	// Dir/meta. Created if missing. (Dir/versions, where an earlier edx
+	// kept object versions, is no longer read: the current object of each
+	// key is.)
 	// A relative Dir is resolved against the working directory at Start.
 	Dir string `yaml:"dir"`
 	// Addr is the TCP listen address. Default "127.0.0.1:0": a free port on
@@ -137,10 +150,8 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger) (*Server, error) {
 		}
 	}()
 
-	for _, d := range []string{dataDir, filepath.Join(dir, "versions")} {
-		if err := os.MkdirAll(d, 0o750); err != nil {
-			return nil, fmt.Errorf("s3embed: %w", err)
-		}
+	if err := os.MkdirAll(dataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("s3embed: %w", err)
 	}
 
 	var lastErr error
@@ -237,18 +248,15 @@ func start(ctx context.Context, cfg Config, dir, addr string, log *slog.Logger) 
 	}
 }
 
-// newBackend opens the posix backend on dir/data with object versioning in
-// dir/versions (so a bucket created with object lock is versioned, as on
-// AWS). Object metadata lives in extended attributes, or in dir/meta where
-// the file system has none.
+// newBackend opens the posix backend on dir/data, without object
+// versioning (see the package documentation). Object metadata lives in
+// extended attributes, or in dir/meta where the file system has none.
 //
-// posix.New changes the working directory, and prints a line to stdout when
-// versioning is on; the line is captured and logged at debug level.
+// posix.New changes the working directory, and may print to stdout; what it
+// prints is captured and logged at debug level.
 func newBackend(dir string, log *slog.Logger) (*posix.Posix, error) {
 	dataDir := filepath.Join(dir, "data")
-	opts := posix.PosixOpts{
-		VersioningDir: filepath.Join(dir, "versions"),
-	}
+	var opts posix.PosixOpts
 	opts.SetNewDirPerm(0o750)
 	opts.SetNewFilePerm(0o640)
 

@@ -82,13 +82,18 @@ func TestStart(t *testing.T) {
 	roundTrip(t, c, "plain", false)
 	roundTrip(t, c, "locked", true)
 
-	// Object lock implies versioning, as on AWS.
+	// No versioning, not even with object lock, and no one can turn it on:
+	// a key holds one object (hub/archive's TestWriteOnce shows what the
+	// lock then refuses).
 	v, err := c.GetBucketVersioning(t.Context(), "locked")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !v.Enabled() {
-		t.Errorf("versioning on an object-lock bucket = %q, want Enabled", v.Status)
+	if v.Enabled() {
+		t.Errorf("versioning on an object-lock bucket = %q, want off", v.Status)
+	}
+	if err := c.EnableVersioning(t.Context(), "locked"); err == nil {
+		t.Error("versioning turned on")
 	}
 
 	bad := client(t, srv.Endpoint(), "edx", "wrong")

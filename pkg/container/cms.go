@@ -71,12 +71,18 @@ type SignatureInfo struct {
 	Chain           []string   `json:"chain,omitempty"`      // verified chain subjects, leaf first
 	SigningCertRef  bool       `json:"signing_cert_ref"`     // ESS signing-certificate-v2 present and matching
 	CheckedAt       time.Time  `json:"checked_at"`           // the time the chain was checked at
+	// CRLs are the hex SHA-256 digests of the CRLs in force that the
+	// chain's revocation was checked against (pki.Trust.CRLsFor): the
+	// evidence to keep beside the decision.
+	CRLs []string `json:"crls,omitempty"`
 }
 
 // checkCMS verifies a CMS signature over content (detached when content is
 // non-nil; else the content is taken from the SignedData) and its signer's
-// chain at time at. It returns the signer, the signed content and what it saw.
-func checkCMS(der, content []byte, trust *pki.Trust, at time.Time) (*x509.Certificate, []byte, SignatureInfo, reason.List) {
+// chain at time at, as a document signer or, with hub, as the hub
+// (pki.Trust.CheckHub). It returns the signer, the signed content and what
+// it saw.
+func checkCMS(der, content []byte, trust *pki.Trust, at time.Time, hub bool) (*x509.Certificate, []byte, SignatureInfo, reason.List) {
 	var rs reason.List
 	info := SignatureInfo{CheckedAt: at.UTC()}
 	p7, err := parseCMS(der)
@@ -151,12 +157,29 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time) (*x509.Certif
 		rs.Add(reason.SignatureUntrustedRoot, "no trust roots configured")
 		return leaf, p7.Content, info, rs
 	}
-	chain, crs := trust.Check(leaf, inter, at)
+	check := trust.Check
+	if hub {
+		check = trust.CheckHub
+	}
+	chain, crs := check(leaf, inter, at)
 	rs = append(rs, crs...)
 	for _, c := range chain {
 		info.Chain = append(info.Chain, pki.SubjectString(c.Subject))
 	}
+	for _, c := range trust.CRLsFor(chain, at) {
+		info.CRLs = append(info.CRLs, c.SHA256)
+	}
 	return leaf, p7.Content, info, rs
+}
+
+// signedContent returns the content of an attached CMS SignedData, unchecked,
+// or nil.
+func signedContent(der []byte) []byte {
+	p7, err := parseCMS(der)
+	if err != nil {
+		return nil
+	}
+	return p7.Content
 }
 
 func parseCMS(der []byte) (p7 *pkcs7.PKCS7, err error) {

@@ -508,3 +508,72 @@ func BenchmarkVerify(b *testing.B) {
 		})
 	}
 }
+
+// hubSigner issues a hub certificate valid from nb to na.
+func hubSigner(tb testing.TB, nb, na time.Time) *pki.Signer {
+	tb.Helper()
+	key, _ := pki.GenerateKey(pki.ECDSAP256)
+	cert, err := fx.ca.Issue(pki.IssueRequest{Identifier: pki.HubIdentifier, Name: "edx hub", Key: key.Public(), NotBefore: nb, NotAfter: na})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s, err := pki.NewSignerFromKey(key, []*x509.Certificate{cert, fx.ca.Issuing})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// TestReceiptAsOfAcceptance: a receipt is checked as of its accepted_at:
+// valid after the hub's certificate has expired (the verifier's clock moved
+// past it), invalid when accepted_at lies outside the certificate's life
+// or in the verifier's future, and invalid when the hub certificate was
+// revoked before the acceptance (valid when revoked after).
+func TestReceiptAsOfAcceptance(t *testing.T) {
+	now := time.Now()
+	hub := hubSigner(t, now.Add(-time.Hour), now.Add(time.Hour)) // short-lived
+	sign := func(at time.Time) []byte {
+		rc := &Receipt{DocumentID: document.NewID(at), From: unitA, To: []document.UnitID{unitB}, ContainerSHA256: "ab",
+			ArchiveKey: "k", AcceptedAt: at.UTC()}
+		der, err := SignReceipt(rc, hub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	der := sign(now)
+	later := now.Add(30 * 24 * time.Hour) // the hub certificate expired long ago
+	if r := VerifyReceipt(der, "ab", Options{Trust: fx.trust, At: later}); !r.Valid || r.Signature.CheckedAt.Sub(now).Abs() > time.Millisecond {
+		t.Fatalf("receipt after the hub certificate expired: %+v", r.Reasons)
+	}
+	if r := VerifyReceipt(sign(now.Add(2*time.Hour)), "ab", Options{Trust: fx.trust, At: later}); r.Valid || !r.Reasons.Has(reason.ReceiptInvalid) {
+		t.Fatal("a receipt accepted after the hub certificate's end verified")
+	}
+	if r := VerifyReceipt(sign(now.Add(30*time.Minute)), "ab", Options{Trust: fx.trust, At: now}); r.Valid {
+		t.Fatal("a receipt accepted in the verifier's future verified")
+	}
+	// Revoked: receipts before the revocation stay valid, those after not.
+	dir := t.TempDir()
+	ca, err := pki.InitCA(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, _ := pki.LoadTrust(ca.RootsPath())
+	h2, _ := pki.LoadSigner(ca.HubKeyPath(), ca.HubCertPath())
+	before := &Receipt{DocumentID: document.NewID(now), ContainerSHA256: "ab", AcceptedAt: now.Add(-10 * time.Minute).UTC()}
+	after := &Receipt{DocumentID: document.NewID(now), ContainerSHA256: "ab", AcceptedAt: now.UTC()}
+	db, _ := SignReceipt(before, h2)
+	da, _ := SignReceipt(after, h2)
+	if err := ca.Revoke(h2.Cert().SerialNumber, now.Add(-5*time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := trust.LoadCRL(ca.CRLPath()); err != nil {
+		t.Fatal(err)
+	}
+	if r := VerifyReceipt(db, "ab", Options{Trust: trust}); !r.Valid {
+		t.Fatalf("receipt before the hub certificate's revocation: %v", r.Reasons)
+	}
+	if r := VerifyReceipt(da, "ab", Options{Trust: trust}); r.Valid {
+		t.Fatal("receipt after the hub certificate's revocation verified")
+	}
+}

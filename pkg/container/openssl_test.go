@@ -1,6 +1,8 @@
 package container
 
 import (
+	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"os"
 	"os/exec"
@@ -9,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
 )
 
@@ -129,5 +132,87 @@ func TestEdxVerifiesOpenSSLSignature(t *testing.T) {
 	data2, _ := u.Seal(sig2)
 	if _, r := VerifyBytes(data2, DefaultLimits, Options{Trust: fx.trust}); !r.Valid || !r.Signature.SigningCertRef {
 		t.Fatalf("openssl -cades: valid=%v ref=%v %v", r.Valid, r.Signature.SigningCertRef, r.Reasons)
+	}
+}
+
+// readmeBlock returns the shell block of the README that follows the line
+// starting with marker: what the README tells auditors to run.
+func readmeBlock(t *testing.T, marker string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "\n"+marker)
+	if !ok {
+		t.Fatalf("README.md has no %q", marker)
+	}
+	_, rest, ok = strings.Cut(rest, "```sh\n")
+	if !ok {
+		t.Fatalf("README.md: no shell block after %q", marker)
+	}
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatal("README.md: unterminated block")
+	}
+	return block
+}
+
+// TestOpenSSLReceiptRecipe runs the README's OpenSSL receipt recipe, as
+// written there, with sh -e: it accepts the hub's receipt for its
+// container, and refuses a receipt for another container and receipts
+// forged with a unit's key, under the unit's own certificate or one whose
+// subject claims to be the hub's.
+func TestOpenSSLReceiptRecipe(t *testing.T) {
+	openssl(t)
+	recipe := readmeBlock(t, "<!-- receipt-recipe")
+	hub, err := pki.LoadSigner(fx.ca.HubKeyPath(), fx.ca.HubCertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	container := []byte("the container's bytes")
+	sum := sha256.Sum256(container)
+	sign := func(s *pki.Signer, digest string) []byte {
+		rc := &Receipt{DocumentID: document.NewID(time.Now()), From: unitA, To: []document.UnitID{unitB}, ContainerSHA256: digest,
+			ArchiveKey: "2026/11/30/x/container.asice", AcceptedAt: time.Now().UTC()}
+		der, err := SignReceipt(rc, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	now := time.Now()
+	forged := rawSigner(t, fx.ca, &x509.Certificate{Subject: hubSubject(), NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour)})
+	roots, _ := os.ReadFile(fx.ca.RootsPath())
+	for _, tc := range []struct {
+		name    string
+		receipt []byte
+		ok      bool
+	}{
+		{"the hub's receipt", sign(hub, hex.EncodeToString(sum[:])), true},
+		{"the hub's receipt for another container", sign(hub, strings.Repeat("0", 64)), false},
+		{"forged with a unit's key", sign(signer(t, unitA, pki.ECDSAP256, nil), hex.EncodeToString(sum[:])), false},
+		{"forged with a unit's key under the hub's subject", sign(forged, hex.EncodeToString(sum[:])), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, b := range map[string][]byte{"receipt.p7s": tc.receipt, "roots.pem": roots, "out.asice": container} {
+				if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cmd := exec.Command("sh", "-e", "-c", recipe)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			if tc.ok && err != nil {
+				t.Fatalf("the recipe refuses the hub's receipt: %v\n%s", err, out)
+			}
+			if !tc.ok && err == nil {
+				t.Fatalf("the recipe accepts it:\n%s", out)
+			}
+			if tc.ok && !strings.Contains(string(out), "Verification successful") {
+				t.Fatalf("openssl said:\n%s", out)
+			}
+		})
 	}
 }

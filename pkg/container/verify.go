@@ -117,7 +117,7 @@ func Verify(c *Container, opts Options) *Report {
 		rs.Add(reason.MetadataInvalid, err.Error())
 	}
 
-	leaf, _, info, srs := checkCMS(c.Signature, c.Manifest, opts.Trust, opts.At)
+	leaf, _, info, srs := checkCMS(c.Signature, c.Manifest, opts.Trust, opts.At, false)
 	r.Signature = &info
 	rs = append(rs, srs...)
 	if leaf != nil {

@@ -50,6 +50,24 @@ type Document struct {
 	// that has no field above (unknown extensions, trace headers, attachment
 	// descriptions ...), so that an export writes it back (package edxml).
 	EdXMLExtra []EdXMLExtra `json:"edxml_extra,omitempty"`
+	// Upstream is set on a document the city's gateway unit took from an
+	// upstream axis (the national axis) and brought into the city: From is
+	// then the gateway, which signed it, and Upstream says who sent it
+	// there and under which id the upstream knows it.
+	Upstream *Upstream `json:"upstream,omitempty"`
+}
+
+// Upstream is where a document brought in by the gateway comes from.
+type Upstream struct {
+	// From and FromName are the sender outside the city (the packet's
+	// From/OrganId and OrganName).
+	From     UnitID `json:"from"`
+	FromName string `json:"from_name,omitempty"`
+	// Axis names the upstream axis (its endpoint's host, or as configured).
+	Axis string `json:"axis"`
+	// DocID is the upstream's own id of the document (its
+	// getReceivedEdocList docId), kept for reconciliation.
+	DocID string `json:"doc_id"`
 }
 
 // EdXMLExtra is one edXML element kept without a document.json field: the
@@ -194,6 +212,16 @@ func (d *Document) Validate() error {
 	text(&p, "steering", d.Steering, false, 50)
 	text(&p, "edxml_id", d.EdXMLID, false, 200)
 	validateExtra(&p, d.EdXMLExtra)
+	if u := d.Upstream; u != nil {
+		if err := u.From.Validate(); err != nil {
+			p.Add("upstream.from", err.Error())
+		} else if u.From == d.From {
+			p.Add("upstream.from", "the sender outside the city cannot be the gateway itself")
+		}
+		text(&p, "upstream.from_name", u.FromName, false, 500)
+		text(&p, "upstream.axis", u.Axis, true, 200)
+		text(&p, "upstream.doc_id", u.DocID, true, 200)
+	}
 	return p.Err()
 }
 

@@ -3,6 +3,7 @@ package document
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -192,6 +193,76 @@ func TestUrgencyRange(t *testing.T) {
 		d.Urgency = u
 		if err := d.Validate(); (err == nil) != ok {
 			t.Errorf("urgency %d: err = %v, want ok=%v", u, err, ok)
+		}
+	}
+}
+
+func TestStatusBounds(t *testing.T) {
+	now := time.Now()
+	ok := Status{DocumentID: NewID(now), Unit: "000.01.00.H29", Time: now, Code: StatusAssigned,
+		Description: strings.Repeat("đ", MaxStatusDescription/2), Officer: &Officer{Department: "Văn phòng", Name: "Nguyễn Văn A", Contact: "028 3829 6052"}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for name, edit := range map[string]func(s *Status){
+		"description":        func(s *Status) { s.Description = strings.Repeat("x", MaxStatusDescription+1) },
+		"officer.department": func(s *Status) { s.Officer.Department = strings.Repeat("x", MaxOfficerField+1) },
+		"officer.name":       func(s *Status) { s.Officer.Name = strings.Repeat("x", MaxOfficerField+1) },
+		"officer.contact":    func(s *Status) { s.Officer.Contact = strings.Repeat("x", MaxOfficerField+1) },
+		"control characters": func(s *Status) { s.Officer.Name = "a\x00b" },
+	} {
+		s := ok
+		o := *ok.Officer
+		s.Officer = &o
+		edit(&s)
+		if err := s.Validate(); err == nil {
+			t.Errorf("%s: validated", name)
+		}
+	}
+	accepted := now.Add(-time.Hour)
+	for _, tc := range []struct {
+		at time.Time
+		ok bool
+	}{
+		{now, true}, {accepted, true}, {now.Add(StatusClockSkew - time.Second), true}, {accepted.Add(-StatusClockSkew + time.Second), true},
+		{now.Add(StatusClockSkew + time.Second), false}, {accepted.Add(-StatusClockSkew - time.Second), false}, {now.AddDate(10, 0, 0), false},
+	} {
+		s := ok
+		s.Time = tc.at
+		if err := s.CheckTime(accepted, now); (err == nil) != tc.ok {
+			t.Errorf("time %v: %v", tc.at.Sub(now), err)
+		}
+	}
+	if !StatusCancelled.BySender() || StatusChangeAccept.BySender() || StatusDelivered.BySender() {
+		t.Error("BySender")
+	}
+}
+
+// TestUpstream: a document brought in from the national axis names its
+// sender outside the city and the axis's id, all checked.
+func TestUpstream(t *testing.T) {
+	d := Template(time.Now())
+	d.Upstream = &Upstream{From: "000.00.00.G22", FromName: "Bộ Nội vụ", Axis: "vdxp", DocID: "vdxp-1"}
+	if err := d.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := d.Marshal()
+	back, err := Parse(b)
+	if err != nil || *back.Upstream != *d.Upstream {
+		t.Fatalf("%v %+v", err, back.Upstream)
+	}
+	d.Upstream = &Upstream{From: d.From, Axis: "", DocID: strings.Repeat("x", 201)}
+	var p Problems
+	if !errors.As(d.Validate(), &p) {
+		t.Fatal("invalid upstream accepted")
+	}
+	got := map[string]bool{}
+	for _, q := range p {
+		got[q.Field] = true
+	}
+	for _, f := range []string{"upstream.from", "upstream.axis", "upstream.doc_id"} {
+		if !got[f] {
+			t.Errorf("no problem at %s: %v", f, p)
 		}
 	}
 }

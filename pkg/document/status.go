@@ -2,6 +2,7 @@ package document
 
 import (
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -46,6 +47,10 @@ func (c StatusCode) Vietnamese() string { return statusNames[c][0] }
 // English returns the English name of the code.
 func (c StatusCode) English() string { return statusNames[c][1] }
 
+// BySender reports whether the code is the sender's to send (13, taking a
+// document back); every other code is a recipient's.
+func (c StatusCode) BySender() bool { return c == StatusCancelled }
+
 // Final reports whether no further progress status may follow.
 func (c StatusCode) Final() bool {
 	return c == StatusRefused || c == StatusFinished || c == StatusCancelled
@@ -89,6 +94,18 @@ type Officer struct {
 	Contact    string `json:"contact,omitempty"`
 }
 
+// Bounds of a status's text fields, in bytes. A status that exceeds one is
+// invalid: the hub refuses it, and it never reaches the index, the archive
+// or a notice.
+const (
+	MaxStatusDescription = 4000
+	MaxOfficerField      = 200 // each of department, name and contact
+)
+
+// StatusClockSkew is how far in the future a status's time may be (the
+// reporting unit's clock against the hub's).
+const StatusClockSkew = 5 * time.Minute
+
 // Status is one progress report on a document by one unit.
 type Status struct {
 	DocumentID  ID         `json:"document_id"`
@@ -114,11 +131,28 @@ func (s *Status) Validate() error {
 	if err := s.Code.Validate(); err != nil {
 		p.Add("code", err.Error())
 	}
-	if s.Code == StatusRefused && s.Description == "" {
+	if s.Code == StatusRefused && strings.TrimSpace(s.Description) == "" {
 		p.Add("description", "a refusal (02) needs a reason")
 	}
-	if len(s.Description) > 4000 {
-		p.Add("description", "longer than 4000 bytes")
+	text(&p, "description", s.Description, false, MaxStatusDescription)
+	if o := s.Officer; o != nil {
+		text(&p, "officer.department", o.Department, false, MaxOfficerField)
+		text(&p, "officer.name", o.Name, false, MaxOfficerField)
+		text(&p, "officer.contact", o.Contact, false, MaxOfficerField)
 	}
 	return p.Err()
+}
+
+// CheckTime reports whether the status's time is plausible: not later than
+// now plus StatusClockSkew, and not earlier than the document's acceptance
+// by the hub (less the same skew): no unit can report on a document before
+// it exists.
+func (s *Status) CheckTime(accepted, now time.Time) error {
+	switch {
+	case s.Time.After(now.Add(StatusClockSkew)):
+		return fmt.Errorf("status time %s is in the future (hub time %s)", s.Time.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	case !accepted.IsZero() && s.Time.Before(accepted.Add(-StatusClockSkew)):
+		return fmt.Errorf("status time %s is before the document was accepted (%s)", s.Time.UTC().Format(time.RFC3339), accepted.UTC().Format(time.RFC3339))
+	}
+	return nil
 }

@@ -16,6 +16,10 @@ import (
 const (
 	MetadataFile = "document.json"
 	FilesDir     = "files"
+	// OriginalFile is the payload file (files/original.edxml) under which
+	// an agent keeps, in the signed container, the packet a document came
+	// from, byte for byte; it is not one of the packet's attachments.
+	OriginalFile = "original.edxml"
 )
 
 // ParseToDir reads a document packet into dir: document.json and

@@ -495,3 +495,45 @@ func TestWriteRefuses(t *testing.T) {
 		t.Errorf("bad date: %v", err)
 	}
 }
+
+// TestBusinessDocumentID: the document an update names in its Bussiness
+// element (the national SDK's edoc_update sample) is found after a read.
+func TestBusinessDocumentID(t *testing.T) {
+	in := strings.Replace(string(testdata(t, "national.edxml")), "<edXML:BussinessDocType>0</edXML:BussinessDocType>",
+		"<edXML:DocumentId> 000.00.00.H29,2026/11/20,1200/QĐ-UBND </edXML:DocumentId><edXML:BussinessDocType>2</edXML:BussinessDocType>", 1)
+	p, err := Parse(strings.NewReader(in), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Document.BusinessType != document.BusinessUpdate || BusinessDocumentID(p.Document) != "000.00.00.H29,2026/11/20,1200/QĐ-UBND" {
+		t.Fatalf("type %d, id %q", p.Document.BusinessType, BusinessDocumentID(p.Document))
+	}
+	p, _ = Parse(bytes.NewReader(testdata(t, "national.edxml")), Options{})
+	if got := BusinessDocumentID(p.Document); got != "" {
+		t.Fatalf("a new document names %q", got)
+	}
+}
+
+// TestUpstreamSender: a document the city's gateway brought in is written
+// from its sender outside the city, as the national axis gave it.
+func TestUpstreamSender(t *testing.T) {
+	d, err := document.Parse(testdata(t, "document.golden.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.EdXMLID = ""
+	d.From, d.FromName = "000.99.00.H29", "Trục liên thông"
+	d.Upstream = &document.Upstream{From: "000.00.00.G22", FromName: "Bộ Nội vụ", Axis: "vdxp", DocID: "vdxp-7"}
+	var out bytes.Buffer
+	if err := Write(&out, d, goldenFiles(t)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Parse(&out, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Document.From != "000.00.00.G22" || p.Document.FromName != "Bộ Nội vụ" || !strings.HasPrefix(p.Document.EdXMLID, "000.00.00.G22,") ||
+		Sender(d) != "000.00.00.G22" || !strings.HasPrefix(DocumentID(d), "000.00.00.G22,") {
+		t.Fatalf("written from %s %q, DocumentId %s", p.Document.From, p.Document.FromName, p.Document.EdXMLID)
+	}
+}

@@ -143,3 +143,27 @@ func keyOf(schema *elem, x document.EdXMLExtra) []int {
 	_, pos := e.kid(name)
 	return append(key, pos)
 }
+
+// BusinessDocumentID returns the DocumentId a packet's Bussiness element
+// names, as kept from an import: the document a revocation, an update or a
+// replacement (business types 1–3) is about, in the national SDK's
+// packets; "" when there is none.
+func BusinessDocumentID(d *document.Document) string {
+	for _, x := range d.EdXMLExtra {
+		if x.Path != tracePath+"/Bussiness" {
+			continue
+		}
+		n, err := parseKept(x.XML)
+		if err != nil || n.name.Local != "DocumentId" {
+			continue
+		}
+		v := ""
+		for _, t := range n.kids {
+			if s, ok := t.(string); ok {
+				v += s
+			}
+		}
+		return strings.TrimSpace(v)
+	}
+	return ""
+}

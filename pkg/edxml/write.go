@@ -490,8 +490,11 @@ func (s *docSource) value(f field, rep int) (string, bool) {
 	nonEmpty := func(v string) (string, bool) { return v, v != "" }
 	switch f {
 	case fFrom:
-		return nonEmpty(string(d.From))
+		return nonEmpty(string(Sender(d)))
 	case fFromName:
+		if d.Upstream != nil {
+			return nonEmpty(d.Upstream.FromName)
+		}
 		return nonEmpty(d.FromName)
 	case fTo:
 		return nonEmpty(string(d.To[rep-1]))
@@ -664,10 +667,21 @@ func (s *docSource) stream(w *writer, path string, f File, depth int) {
 // valid promulgation date.
 func DocumentID(d *document.Document) string {
 	date, ok := toWireDate(d.PromulgatedAt)
-	if d.From == "" || !ok {
+	from := Sender(d)
+	if from == "" || !ok {
 		return ""
 	}
 	code := d.Number + "/" + d.Notation
 	code = strings.Trim(code, "/")
-	return string(d.From) + "," + date + "," + code
+	return string(from) + "," + date + "," + code
+}
+
+// Sender is the sender of d as edXML names it (From/OrganId): the unit
+// outside the city for a document the city's gateway brought in from an
+// upstream axis (document.Upstream), else d.From.
+func Sender(d *document.Document) document.UnitID {
+	if d.Upstream != nil && d.Upstream.From != "" {
+		return d.Upstream.From
+	}
+	return d.From
 }

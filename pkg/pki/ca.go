@@ -9,12 +9,15 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/edxhub/edx/pkg/document"
@@ -50,17 +53,37 @@ func GenerateKey(kt KeyType) (crypto.Signer, error) {
 //	ca/root.key.pem         the root key (0600)
 //	ca/issuing.key.pem      the issuing CA key (0600)
 //	ca/issuing.cert.pem     the issuing CA certificate
-//	ca/serials              revoked serials, one per line (kept by Revoke)
-//	crl.pem                 the issuing CA's current CRL
+//	ca/lock                 serialises writers of the CRL (edx pki revoke, a running hub)
+//	ca/crl-url              the CRL distribution point written into what it issues (SetCRLURL)
+//	crl.pem                 the issuing CA's current CRL (nextUpdate CRLValidity after its thisUpdate)
 //	hub.key.pem, hub.cert.pem   the hub's receipt-signing key and chain
+//	hub-<serial>.cert.pem   hub certificates replaced by RotateHub (kept for reference)
 //	units/<ID>.key.pem, units/<ID>.cert.pem   unit keys (0600) and chains
+//
+// Every end-entity certificate it issues names the issuing CA's CRL as its
+// CRL distribution point when a URL is set (a hub running with the CA
+// serves it at /pki/crl.der). The hub's certificates carry the hub signer
+// profile (OIDExtKeyUsageHubSigner); a unit's never does.
 type CA struct {
 	Dir        string
 	Root       *x509.Certificate
 	Issuing    *x509.Certificate
 	issuingKey crypto.Signer
 	rootKey    crypto.Signer
+	crlURL     string
 }
+
+// Validity periods of what the development CA issues.
+const (
+	// CRLValidity is how long a CRL it signs is current (its nextUpdate).
+	// A hub running with the CA signs it again when less than half is
+	// left (RefreshCRL); edx pki revoke signs a new one at once.
+	CRLValidity = 7 * 24 * time.Hour
+	// HubValidity is the life of a hub certificate: receipts are checked
+	// as of their acceptance, so a long-lived hub key is no weaker for old
+	// receipts, and RotateHub replaces it before it ends.
+	HubValidity = 10 * 365 * 24 * time.Hour
+)
 
 // Paths inside a CA directory.
 func (ca *CA) RootsPath() string            { return filepath.Join(ca.Dir, "roots.pem") }
@@ -72,9 +95,35 @@ func (ca *CA) UnitCertPath(u string) string { return filepath.Join(ca.Dir, "unit
 
 // InitCA creates a development CA in dir, with the hub's certificate. It
 // refuses to overwrite an existing CA.
-func InitCA(dir, city string) (*CA, error) {
+func InitCA(dir, city string) (*CA, error) { return InitCAWith(dir, CAOptions{City: city}) }
+
+// InitCAAt is InitCA with the CA's and the hub's certificates valid from
+// notBefore (zero: an hour ago): for receipts and test archives dated
+// before today.
+func InitCAAt(dir, city string, notBefore time.Time) (*CA, error) {
+	return InitCAWith(dir, CAOptions{City: city, NotBefore: notBefore})
+}
+
+// CAOptions describe a development CA to create.
+type CAOptions struct {
+	City string // default "Thành phố Hồ Chí Minh"
+	// NotBefore is the start of the CA's and the hub's certificates (zero:
+	// an hour ago).
+	NotBefore time.Time
+	// CRLURL is the CRL distribution point written into every certificate
+	// it issues, the hub's included (see SetCRLURL); empty for none.
+	CRLURL string
+}
+
+// InitCAWith creates a development CA in dir as o describes, with the hub's
+// certificate. It refuses to overwrite an existing CA.
+func InitCAWith(dir string, o CAOptions) (*CA, error) {
+	city, notBefore := o.City, o.NotBefore
 	if city == "" {
 		city = "Thành phố Hồ Chí Minh"
+	}
+	if err := checkCRLURL(o.CRLURL); err != nil {
+		return nil, err
 	}
 	if _, err := os.Stat(filepath.Join(dir, "ca", "root.key.pem")); err == nil {
 		return nil, fmt.Errorf("pki: a CA already exists in %s", dir)
@@ -85,7 +134,10 @@ func InitCA(dir, city string) (*CA, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "units"), 0o700); err != nil {
 		return nil, fmt.Errorf("pki: %w", err)
 	}
-	now := time.Now().Add(-time.Hour)
+	now := notBefore
+	if now.IsZero() {
+		now = time.Now().Add(-time.Hour)
+	}
 	rootKey, err := GenerateKey(ECDSAP256)
 	if err != nil {
 		return nil, err
@@ -120,6 +172,11 @@ func InitCA(dir, city string) (*CA, error) {
 		return nil, err
 	}
 	ca := &CA{Dir: dir, Root: root, Issuing: iss, issuingKey: issKey, rootKey: rootKey}
+	if o.CRLURL != "" {
+		if err := ca.SetCRLURL(o.CRLURL); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeKey(filepath.Join(dir, "ca", "root.key.pem"), rootKey); err != nil {
 		return nil, err
 	}
@@ -142,17 +199,64 @@ func InitCA(dir, city string) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: hubKey.Public()})
-	if err != nil {
-		return nil, err
-	}
-	if err := writeKey(ca.HubKeyPath(), hubKey); err != nil {
-		return nil, err
-	}
-	if err := writeFile(ca.HubCertPath(), EncodeCertificates(hub, iss), 0o644); err != nil {
+	if _, err := ca.issueHub(hubKey, city, now, 0); err != nil {
 		return nil, err
 	}
 	return ca, nil
+}
+
+// issueHub issues a hub certificate for key, valid for validity (default
+// HubValidity, and never past the issuing CA's end), and writes the key and
+// chain to hub.key.pem and hub.cert.pem.
+func (ca *CA) issueHub(key crypto.Signer, city string, nb time.Time, validity time.Duration) (*x509.Certificate, error) {
+	if validity <= 0 {
+		validity = HubValidity
+	}
+	na := nb.Add(validity)
+	if na.After(ca.Issuing.NotAfter) {
+		na = ca.Issuing.NotAfter
+	}
+	hub, err := ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: "edx hub — " + city, Key: key.Public(), NotBefore: nb, NotAfter: na}) // the hub signer profile
+	if err != nil {
+		return nil, err
+	}
+	if err := writeKey(ca.HubKeyPath(), key); err != nil {
+		return nil, err
+	}
+	if err := writeFile(ca.HubCertPath(), EncodeCertificates(hub, ca.Issuing), 0o644); err != nil {
+		return nil, err
+	}
+	return hub, nil
+}
+
+// RotateHub gives the hub a new key and certificate (valid for validity,
+// default HubValidity), with the hub signer profile. The old certificate is
+// kept as hub-<serial>.cert.pem; the old key is overwritten. Receipts signed
+// with the old key stay valid: each carries its certificate chain and is
+// checked as of its acceptance. The hub signs with the new key from its next
+// start, and then retires an old subject-only certificate (EnsureHubProfile).
+func (ca *CA) RotateHub(validity time.Duration) (*x509.Certificate, error) {
+	old, err := readCert(ca.HubCertPath())
+	if err != nil {
+		return nil, err
+	}
+	city := ""
+	if len(old.Subject.Organization) > 0 {
+		city = old.Subject.Organization[0]
+	}
+	city = strings.TrimPrefix(city, "edx hub — ")
+	b, err := os.ReadFile(ca.HubCertPath())
+	if err != nil {
+		return nil, fmt.Errorf("pki: %w", err)
+	}
+	if err := writeFile(filepath.Join(ca.Dir, "hub-"+old.SerialNumber.Text(16)+".cert.pem"), b, 0o644); err != nil {
+		return nil, err
+	}
+	key, err := GenerateKey(ECDSAP256)
+	if err != nil {
+		return nil, err
+	}
+	return ca.issueHub(key, city, time.Now().Add(-time.Hour), validity)
 }
 
 // OpenCA loads a CA that InitCA made.
@@ -171,7 +275,61 @@ func OpenCA(dir string) (*CA, error) {
 	if ca.Issuing, err = readCert(filepath.Join(dir, "ca", "issuing.cert.pem")); err != nil {
 		return nil, err
 	}
+	switch b, err := os.ReadFile(ca.crlURLPath()); {
+	case err == nil:
+		ca.crlURL = strings.TrimSpace(string(b))
+	case !errors.Is(err, os.ErrNotExist):
+		return nil, fmt.Errorf("pki: %w", err)
+	}
 	return ca, nil
+}
+
+func (ca *CA) crlURLPath() string { return filepath.Join(ca.Dir, "ca", "crl-url") }
+
+// CRLURL returns the CRL distribution point the CA writes into the
+// certificates it issues ("" for none).
+func (ca *CA) CRLURL() string { return ca.crlURL }
+
+// SetCRLURL sets the CRL distribution point (an http:// or https:// URL
+// where the issuing CA's CRL is served, DER) written into every certificate
+// the CA issues from now on, and keeps it in the CA directory; empty
+// removes it. Certificates issued before keep the URL they have.
+func (ca *CA) SetCRLURL(u string) error {
+	if err := checkCRLURL(u); err != nil {
+		return err
+	}
+	if u == ca.crlURL {
+		if _, err := os.Stat(ca.crlURLPath()); err == nil || u == "" {
+			return nil
+		}
+	}
+	if u == "" {
+		if err := os.Remove(ca.crlURLPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("pki: %w", err)
+		}
+	} else if err := writeFile(ca.crlURLPath(), []byte(u+"\n"), 0o644); err != nil {
+		return err
+	}
+	ca.crlURL = u
+	return nil
+}
+
+func checkCRLURL(u string) error {
+	if u == "" {
+		return nil
+	}
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || len(u) > maxDPURL {
+		return fmt.Errorf("pki: CRL URL %q: want an http:// or https:// URL of at most %d bytes", u, maxDPURL)
+	}
+	return nil
+}
+
+func (ca *CA) distributionPoints() []string {
+	if ca.crlURL == "" {
+		return nil
+	}
+	return []string{ca.crlURL}
 }
 
 // IssueRequest describes a certificate the CA issues.
@@ -182,13 +340,42 @@ type IssueRequest struct {
 	NotBefore  time.Time        // default: an hour ago
 	NotAfter   time.Time        // default: NotBefore + 2 years
 	KeyUsage   x509.KeyUsage    // default: digitalSignature | nonRepudiation
+	// ExtKeyUsage lists extended key usages for a unit's certificate (for
+	// example RFC 9336 documentSigning, 1.3.6.1.5.5.7.3.36); none by
+	// default. The hub signer's (OIDExtKeyUsageHubSigner) is refused: it is
+	// the hub's alone. A hub certificate takes none: it gets the hub signer
+	// profile.
+	ExtKeyUsage []asn1.ObjectIdentifier
 }
 
-// Issue signs an end-entity certificate with the issuing CA.
+// Issue signs an end-entity certificate with the issuing CA. A certificate
+// for HubIdentifier gets the hub signer profile (OIDExtKeyUsageHubSigner,
+// alone and critical); a unit's certificate can never carry that usage.
 func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
-	if r.Identifier != HubIdentifier {
+	return issue(ca.Issuing, ca.issuingKey, ca.distributionPoints(), r)
+}
+
+// issue signs r with an issuing CA's certificate and key; dps are the CRL
+// distribution points written into the certificate (none when empty).
+func issue(issuer *x509.Certificate, key crypto.Signer, dps []string, r IssueRequest) (*x509.Certificate, error) {
+	var extra []pkix.Extension
+	if r.Identifier == HubIdentifier {
+		if len(r.ExtKeyUsage) > 0 {
+			return nil, errors.New("pki: issue: a hub certificate has the hub signer profile and no other extended key usage")
+		}
+		ext, err := ekuExtension(OIDExtKeyUsageHubSigner)
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, ext)
+	} else {
 		if err := document.UnitID(r.Identifier).Validate(); err != nil {
 			return nil, fmt.Errorf("pki: issue: %w", err)
+		}
+		for _, u := range r.ExtKeyUsage {
+			if u.Equal(OIDExtKeyUsageHubSigner) {
+				return nil, fmt.Errorf("pki: issue: the extended key usage %s is the hub's alone: a unit's certificate cannot carry it", u)
+			}
 		}
 	}
 	if r.Name == "" {
@@ -208,8 +395,11 @@ func (ca *CA) Issue(r IssueRequest) (*x509.Certificate, error) {
 		NotBefore:             r.NotBefore,
 		NotAfter:              r.NotAfter,
 		KeyUsage:              r.KeyUsage,
+		UnknownExtKeyUsage:    r.ExtKeyUsage,
 		BasicConstraintsValid: true,
-	}, ca.Issuing, r.Key, ca.issuingKey)
+		CRLDistributionPoints: dps,
+		ExtraExtensions:       extra,
+	}, issuer, r.Key, key)
 }
 
 // IssueUnit makes a key of type kt and a certificate for unit, writes them to
@@ -243,8 +433,21 @@ func (ca *CA) IssueUnit(unit document.UnitID, name string, kt KeyType) (keyPath,
 	return keyPath, certPath, nil
 }
 
-// Revoke adds serial to the issuing CA's CRL and rewrites crl.pem.
-func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
+// Revoke adds serial to the issuing CA's CRL and signs a new crl.pem (with
+// a new number and nextUpdate); a serial already revoked changes nothing.
+func (ca *CA) Revoke(serial *big.Int, at time.Time) error { return ca.revoke(serial, at, 0) }
+
+// CRL entry reason codes (RFC 5280 section 5.3.1) the CA writes.
+const (
+	ReasonSuperseded = 4 // a certificate replaced in good standing
+)
+
+func (ca *CA) revoke(serial *big.Int, at time.Time, reasonCode int) error {
+	unlock, err := lockFile(filepath.Join(ca.Dir, "ca", "lock"))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	crl, err := ca.currentCRL()
 	if err != nil {
 		return err
@@ -255,8 +458,28 @@ func (ca *CA) Revoke(serial *big.Int, at time.Time) error {
 			return nil
 		}
 	}
-	entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: at})
+	entries = append(entries, x509.RevocationListEntry{SerialNumber: serial, RevocationTime: at, ReasonCode: reasonCode})
 	return ca.writeCRL(entries)
+}
+
+// RefreshCRL signs the CRL again, with the same entries, when less than
+// minLeft remains before its nextUpdate (or it cannot be read), and reports
+// whether it did. A hub running with the development CA calls it so that
+// the CRL never goes stale.
+func (ca *CA) RefreshCRL(now time.Time, minLeft time.Duration) (bool, error) {
+	unlock, err := lockFile(filepath.Join(ca.Dir, "ca", "lock"))
+	if err != nil {
+		return false, err
+	}
+	defer unlock()
+	crl, err := ca.currentCRL()
+	if err != nil {
+		return false, err
+	}
+	if crl.NextUpdate.Sub(now) >= minLeft {
+		return false, nil
+	}
+	return true, ca.writeCRL(crl.RevokedCertificateEntries)
 }
 
 // CRL returns the current CRL as PEM.
@@ -283,7 +506,7 @@ func (ca *CA) writeCRL(entries []x509.RevocationListEntry) error {
 	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
 		Number:                    big.NewInt(number),
 		ThisUpdate:                now.Add(-time.Minute),
-		NextUpdate:                now.AddDate(0, 0, 7),
+		NextUpdate:                now.Add(CRLValidity),
 		RevokedCertificateEntries: entries,
 	}, ca.Issuing, ca.issuingKey)
 	if err != nil {

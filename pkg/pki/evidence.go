@@ -1,6 +1,7 @@
 package pki
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -65,6 +66,7 @@ func (ca *CA) IssueTSA(name string, key crypto.PublicKey) (*x509.Certificate, er
 		NotAfter:              now.AddDate(5, 0, 0),
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
 		BasicConstraintsValid: true,
+		CRLDistributionPoints: ca.distributionPoints(),
 		ExtraExtensions:       []pkix.Extension{ext},
 	}, ca.Issuing, key, ca.issuingKey)
 }
@@ -72,25 +74,13 @@ func (ca *CA) IssueTSA(name string, key crypto.PublicKey) (*x509.Certificate, er
 // IssueHubSigner signs a certificate for one of the hub's signing keys
 // (receipts, log checkpoints): the subject is the hub's (organizationIdentifier
 // EDX-HUB), the extended key usage is OIDExtKeyUsageHubSigner alone and
-// critical. Any key type x509 supports is accepted, Ed25519 included (the
-// log's checkpoint key).
+// critical, valid two years. Any key type x509 supports is accepted, Ed25519
+// included (the log's checkpoint key).
 func (ca *CA) IssueHubSigner(name string, key crypto.PublicKey) (*x509.Certificate, error) {
 	if name == "" {
 		return nil, errors.New("pki: issue hub signer: a name is required")
 	}
-	ext, err := ekuExtension(OIDExtKeyUsageHubSigner)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now().Add(-time.Hour)
-	return createCert(&x509.Certificate{
-		Subject:               subjectFor(name, HubIdentifier),
-		NotBefore:             now,
-		NotAfter:              now.AddDate(2, 0, 0),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageContentCommitment,
-		BasicConstraintsValid: true,
-		ExtraExtensions:       []pkix.Extension{ext},
-	}, ca.Issuing, key, ca.issuingKey)
+	return ca.Issue(IssueRequest{Identifier: HubIdentifier, Name: name, Key: key})
 }
 
 // EnsureTSA makes the development TSA's key and certificate in the CA
@@ -135,6 +125,74 @@ func IsHubReceiptSigner(cert *x509.Certificate) bool {
 		}
 	}
 	return false
+}
+
+// HubProfileSince is when edx began issuing hub certificates with the hub
+// signer profile. A hub certificate issued before it, with the hub's subject
+// and no extended key usage at all (the subject convention edx used
+// before), is a legacy hub signer: receipts it signed stay valid, checked as
+// of their acceptance like any receipt, until the certificate is retired
+// (EnsureHubProfile revokes it, reason superseded, when the hub switches to
+// the profile: the cut-over). A subject-only certificate issued after it
+// speaks for no hub, whatever its subject says.
+var HubProfileSince = time.Date(2026, 11, 30, 0, 0, 0, 0, time.UTC)
+
+// LegacyHubSigner reports whether cert is a legacy hub signer: the hub's
+// subject (organizationIdentifier EDX-HUB), no extended key usage, not a CA,
+// issued before HubProfileSince. Like IsHubReceiptSigner it checks the
+// profile only.
+func LegacyHubSigner(cert *x509.Certificate) bool {
+	return cert != nil && !cert.IsCA && IsHub(cert) && len(cert.ExtKeyUsage) == 0 && len(cert.UnknownExtKeyUsage) == 0 &&
+		cert.NotBefore.Before(HubProfileSince)
+}
+
+// EnsureHubProfile moves the development CA's hub to the hub signer
+// profile: when hub.cert.pem lacks it, the hub gets a new key and
+// certificate (RotateHub, the old one kept as hub-<serial>.cert.pem); then
+// every subject-only hub certificate in the directory (hub.cert.pem as it
+// was, hub-<serial>.cert.pem) that the CRL does not list yet is retired:
+// revoked at time at, reason superseded. Receipts the old certificate
+// signed before at stay valid; anything it signs after is refused. Call it
+// when the hub starts, before it signs anything: at must be later than
+// every receipt the old key signed. It returns the certificate issued (nil
+// when hub.cert.pem had the profile) and the certificates retired.
+func (ca *CA) EnsureHubProfile(at time.Time) (issued *x509.Certificate, retired []*x509.Certificate, err error) {
+	cur, err := readCert(ca.HubCertPath())
+	if err != nil {
+		return nil, nil, err
+	}
+	if !IsHubReceiptSigner(cur) {
+		if issued, err = ca.RotateHub(0); err != nil {
+			return nil, nil, err
+		}
+	}
+	old, err := filepath.Glob(filepath.Join(ca.Dir, "hub-*.cert.pem"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("pki: %w", err)
+	}
+	crl, err := ca.currentCRL()
+	if err != nil {
+		return nil, nil, err
+	}
+	listed := map[string]bool{}
+	for _, e := range crl.RevokedCertificateEntries {
+		listed[e.SerialNumber.String()] = true
+	}
+	for _, p := range old {
+		c, err := readCert(p)
+		if err != nil {
+			return issued, retired, err
+		}
+		if IsHubReceiptSigner(c) || !IsHub(c) || !bytes.Equal(c.RawIssuer, ca.Issuing.RawSubject) || listed[c.SerialNumber.String()] {
+			continue
+		}
+		if err := ca.revoke(c.SerialNumber, at, ReasonSuperseded); err != nil {
+			return issued, retired, err
+		}
+		listed[c.SerialNumber.String()] = true
+		retired = append(retired, c)
+	}
+	return issued, retired, nil
 }
 
 // IsTimeStamping reports whether cert has the profile RFC 3161 requires of a

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestEvidenceProfiles(t *testing.T) {
@@ -40,10 +41,7 @@ func TestEvidenceProfiles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hubSubjectOnly, err := readCerts(ca.HubCertPath())
-	if err != nil {
-		t.Fatal(err)
-	}
+	hubSubjectOnly := legacyHubCert(t, ca, HubProfileSince.Add(-24*time.Hour), time.Now().AddDate(1, 0, 0))
 
 	for _, tc := range []struct {
 		name     string
@@ -54,7 +52,7 @@ func TestEvidenceProfiles(t *testing.T) {
 		{"hub receipt signer", hubCert, true, false},
 		{"hub log signer (ed25519)", logCert, true, false},
 		{"unit", unitCerts[0], false, false},
-		{"hub by subject only", hubSubjectOnly[0], false, false},
+		{"hub by subject only", hubSubjectOnly, false, false},
 		{"issuing CA", ca.Issuing, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

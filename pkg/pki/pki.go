@@ -6,8 +6,10 @@
 // identifier, exactly as in document.UnitID, in the subject attribute
 // organizationIdentifier (OID 2.5.4.97, the attribute eIDAS uses for
 // organisations), and the unit's name in CN and O. The hub's certificate
-// carries organizationIdentifier "EDX-HUB". One attribute, one value: a
-// certificate with none or several is bound to no unit.
+// carries organizationIdentifier "EDX-HUB" and, what actually makes it the
+// hub's, the hub signer extended key usage (OIDExtKeyUsageHubSigner), which
+// no unit certificate may carry. One attribute, one value: a certificate
+// with none or several is bound to no unit.
 package pki
 
 import (
@@ -103,14 +105,30 @@ func SubjectString(n pkix.Name) string {
 	return strings.Join(parts, ", ")
 }
 
-// IsHub reports whether cert is a hub certificate by the subject convention.
+// IsHub reports whether cert has the hub's subject (organizationIdentifier
+// EDX-HUB). The subject alone proves nothing (a CA may write any subject):
+// the hub's certificate is told by its extended key usage
+// (IsHubReceiptSigner, Trust.CheckHub).
 func IsHub(cert *x509.Certificate) bool { return Identifier(cert) == HubIdentifier }
 
-// Trust is a set of trust roots, optional intermediates and CRLs.
+// Trust is a set of trust roots, optional intermediates and CRLs. It is safe
+// for concurrent use; CRLs loaded from files are read again when the files
+// change (Refresh, Reload, Watch) while checks go on, and CRLs are fetched
+// from the distribution points the certificates name (FetchCRLs,
+// WatchDistributionPoints) when its owner asks.
 type Trust struct {
 	roots         *x509.CertPool
+	rootCerts     []*x509.Certificate // the bundle's self-signed roots
 	intermediates []*x509.Certificate // the bundle's CA certificates that are not roots
-	crls          []*x509.RevocationList
+
+	crlMu    sync.RWMutex
+	crls     []*crlEntry           // every CRL in force: added, from files, fetched
+	added    []*crlEntry           // from AddCRL
+	files    []*crlFile            // from LoadCRL, in order
+	dps      map[string]*distPoint // CRL distribution points by URL, learned from certificates
+	dpOrder  []string              // dps' URLs in the order learned
+	crlGrace time.Duration         // how long past its nextUpdate a CRL still counts
+	dpWake   chan struct{}         // a URL was learned: WatchDistributionPoints fetches it
 
 	mu        sync.Mutex
 	chains    map[[32]byte]cachedChain // verified chains by leaf fingerprint
@@ -138,21 +156,27 @@ func NewTrust(rootsPEM []byte) (*Trust, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pki: trust roots: %w", err)
 	}
-	t := &Trust{roots: x509.NewCertPool(), chains: map[[32]byte]cachedChain{}, crlIssuer: map[crlKey]bool{}}
-	nroots := 0
+	t := &Trust{roots: x509.NewCertPool(), chains: map[[32]byte]cachedChain{}, crlIssuer: map[crlKey]bool{},
+		dps: map[string]*distPoint{}, dpWake: make(chan struct{}, 1)}
 	for _, c := range certs {
 		if !c.IsCA {
 			return nil, fmt.Errorf("pki: trust roots: %q is not a CA certificate", c.Subject.CommonName)
 		}
 		if bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignatureFrom(c) == nil {
 			t.roots.AddCert(c)
-			nroots++
+			t.rootCerts = append(t.rootCerts, c)
 		} else {
 			t.intermediates = append(t.intermediates, c)
 		}
 	}
-	if nroots == 0 {
+	if len(t.rootCerts) == 0 {
 		return nil, errors.New("pki: trust roots: no self-signed root certificate in the bundle")
+	}
+	// The bundle's own distribution points: the CRLs that cover its
+	// intermediates (and roots that name one), signed by a CA of the
+	// bundle.
+	for _, c := range certs {
+		t.learn(c, nil)
 	}
 	return t, nil
 }
@@ -166,44 +190,34 @@ func LoadTrust(path string) (*Trust, error) {
 	return NewTrust(b)
 }
 
-// AddCRL adds a CRL (PEM or DER). A CRL applies to a certificate only when
-// its signature verifies against that certificate's issuer in the chain being
-// checked, so a CRL from an unknown or forged issuer revokes nothing.
-func (t *Trust) AddCRL(data []byte) error {
-	if p, _ := pem.Decode(data); p != nil {
-		if p.Type != "X509 CRL" {
-			return fmt.Errorf("pki: crl: PEM block %q, want X509 CRL", p.Type)
-		}
-		data = p.Bytes
-	}
-	crl, err := x509.ParseRevocationList(data)
-	if err != nil {
-		return fmt.Errorf("pki: crl: %w", err)
-	}
-	t.crls = append(t.crls, crl)
-	return nil
-}
-
-// LoadCRL reads a CRL file into the trust.
-func (t *Trust) LoadCRL(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("pki: %w", err)
-	}
-	return t.AddCRL(b)
-}
-
 // Roots returns the trust-root pool.
 func (t *Trust) Roots() *x509.CertPool { return t.roots }
 
-// Check verifies leaf at time at: its chain through intermediates (and the
-// trust's own) to a root, validity of every certificate at that time, the
-// signing key usage, the key algorithm and size, and revocation by any
-// configured CRL. It returns the verified chain, leaf first, or the reasons.
+// Check verifies a document signer's certificate leaf at time at: its chain
+// through intermediates (and the trust's own) to a root, validity of every
+// certificate at that time, the signing key usage, the key algorithm and
+// size, and revocation by any CRL in force. It returns the verified chain,
+// leaf first, or the reasons. A certificate with the hub signer's extended
+// key usage (OIDExtKeyUsageHubSigner) speaks for the hub and never signs a
+// document.
 //
 // at must be a time the verifier trusts (now, or a trusted timestamp), never
 // a signing-time the signer wrote.
 func (t *Trust) Check(leaf *x509.Certificate, intermediates []*x509.Certificate, at time.Time) ([]*x509.Certificate, reason.List) {
+	return t.check(leaf, intermediates, at, false)
+}
+
+// CheckHub is Check for a certificate that signs for the hub (receipts,
+// checkpoints): the same chain, validity, key and revocation checks, and an
+// extended key usage that is the hub signer's (IsHubReceiptSigner), or a
+// legacy hub certificate (LegacyHubSigner) that is not revoked at time at.
+// The subject proves nothing: a unit's certificate is refused whatever its
+// subject says.
+func (t *Trust) CheckHub(leaf *x509.Certificate, intermediates []*x509.Certificate, at time.Time) ([]*x509.Certificate, reason.List) {
+	return t.check(leaf, intermediates, at, true)
+}
+
+func (t *Trust) check(leaf *x509.Certificate, intermediates []*x509.Certificate, at time.Time, hub bool) ([]*x509.Certificate, reason.List) {
 	var rs reason.List
 	if err := CheckKey(leaf); err != nil {
 		rs.Add(reason.SignatureAlgorithm, err.Error())
@@ -211,10 +225,18 @@ func (t *Trust) Check(leaf *x509.Certificate, intermediates []*x509.Certificate,
 	if leaf.KeyUsage&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
 		rs.Add(reason.SignatureKeyUsage, "the certificate allows neither digitalSignature nor nonRepudiation")
 	}
-	if leaf.IsCA {
-		rs.Add(reason.SignatureKeyUsage, "a CA certificate cannot sign documents")
-	}
-	if !ekuAllowsSigning(leaf) {
+	switch {
+	case leaf.IsCA:
+		rs.Add(reason.SignatureKeyUsage, "a CA certificate cannot sign documents or receipts")
+	case hub:
+		if !IsHubReceiptSigner(leaf) && !LegacyHubSigner(leaf) {
+			rs.Add(reason.SignatureKeyUsage, fmt.Sprintf(
+				"the certificate does not carry the hub signer extended key usage %s: it does not speak for the hub", OIDExtKeyUsageHubSigner))
+		}
+	case hasHubEKU(leaf):
+		rs.Add(reason.SignatureKeyUsage, fmt.Sprintf(
+			"the certificate carries the hub signer extended key usage %s: it speaks for the hub and cannot sign documents", OIDExtKeyUsageHubSigner))
+	case !ekuAllowsSigning(leaf):
 		rs.Add(reason.SignatureKeyUsage, "the certificate's extended key usage does not allow document signing")
 	}
 	chain, err := t.chain(leaf, intermediates, at)
@@ -266,6 +288,9 @@ func (t *Trust) chain(leaf *x509.Certificate, intermediates []*x509.Certificate,
 		return nil, err
 	}
 	chain := chains[0]
+	for i := 0; i+1 < len(chain); i++ {
+		t.learn(chain[i], chain[i+1])
+	}
 	cc = cachedChain{chain: chain, notBefore: chain[0].NotBefore, notAft: chain[0].NotAfter}
 	for _, c := range chain[1:] {
 		if c.NotBefore.After(cc.notBefore) {
@@ -284,9 +309,20 @@ func (t *Trust) chain(leaf *x509.Certificate, intermediates []*x509.Certificate,
 	return chain, nil
 }
 
-// revoked looks cert up in every CRL its issuer signed.
+// revoked looks cert up in every CRL its issuer signed. When the issuer has
+// CRLs but none is current at time at (each past its nextUpdate and the
+// grace), the certificate's status is unknown: signature.crl_stale.
 func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Reason, bool) {
-	for _, crl := range t.crls {
+	t.crlMu.RLock()
+	crls, grace := t.crls, t.crlGrace
+	t.crlMu.RUnlock()
+	var (
+		have    bool
+		current bool
+		latest  time.Time // the latest nextUpdate among the issuer's CRLs
+	)
+	for _, ce := range crls {
+		crl := ce.crl
 		if !t.crlSignedBy(crl, issuer) {
 			continue
 		}
@@ -297,6 +333,19 @@ func (t *Trust) revoked(cert, issuer *x509.Certificate, at time.Time) (reason.Re
 					cert.Subject.CommonName, cert.SerialNumber.Text(16), e.RevocationTime.UTC().Format(time.RFC3339))}, true
 			}
 		}
+		have = true
+		if crl.NextUpdate.IsZero() || !at.After(crl.NextUpdate.Add(grace)) {
+			current = true
+		}
+		if crl.NextUpdate.After(latest) {
+			latest = crl.NextUpdate
+		}
+	}
+	if have && !current {
+		return reason.Reason{Code: reason.SignatureCRLStale, Message: fmt.Sprintf(
+			"the CRL of %s was due to be replaced at %s (nextUpdate) and no newer one is loaded: whether certificate %s (serial %s) is revoked is unknown at %s",
+			issuer.Subject.CommonName, latest.UTC().Format(time.RFC3339), cert.Subject.CommonName, cert.SerialNumber.Text(16),
+			at.UTC().Format(time.RFC3339))}, true
 	}
 	return reason.Reason{}, false
 }
@@ -314,9 +363,22 @@ func (t *Trust) crlSignedBy(crl *x509.RevocationList, issuer *x509.Certificate) 
 	}
 	ok = crl.CheckSignatureFrom(issuer) == nil
 	t.mu.Lock()
+	if len(t.crlIssuer) >= maxCachedChains {
+		clear(t.crlIssuer)
+	}
 	t.crlIssuer[k] = ok
 	t.mu.Unlock()
 	return ok
+}
+
+// hasHubEKU reports whether c lists the hub signer's extended key usage.
+func hasHubEKU(c *x509.Certificate) bool {
+	for _, u := range c.UnknownExtKeyUsage {
+		if u.Equal(OIDExtKeyUsageHubSigner) {
+			return true
+		}
+	}
+	return false
 }
 
 func ekuAllowsSigning(c *x509.Certificate) bool {

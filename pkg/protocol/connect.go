@@ -134,15 +134,15 @@ func connectError(url string, unit document.UnitID, err error) error {
 //     notices' consumers (js.Consumer with StreamDeliver/DeliverConsumer,
 //     StreamNotice/NoticeConsumer) and ack their messages, and upload large
 //     submissions (UploadStaged);
-//   - stage, the store of large deliveries (StageBucket), which the unit
-//     reads with GetStaged.
+//   - stage, the unit's access to the store of large deliveries
+//     (StageBucket), which it reads with GetStaged.
 //
 // opts are applied after the defaults (name "edx <unit>", reconnect forever,
 // a 2s reconnect wait) and before what the unit's permissions require (its
 // credentials and its inbox prefix), which they cannot change. Add an
 // ErrorHandler to see permission violations, which NATS reports
 // asynchronously.
-func ConnectUnit(ctx context.Context, url string, creds []byte, unit document.UnitID, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, jetstream.ObjectStore, error) {
+func ConnectUnit(ctx context.Context, url string, creds []byte, unit document.UnitID, opts ...nats.Option) (*nats.Conn, jetstream.JetStream, *Stage, error) {
 	if err := unit.Validate(); err != nil {
 		return nil, nil, nil, fmt.Errorf("protocol: connect: %w", err)
 	}
@@ -173,10 +173,5 @@ func ConnectUnit(ctx context.Context, url string, creds []byte, unit document.Un
 		nc.Close()
 		return nil, nil, nil, fmt.Errorf("protocol: connect: %w", err)
 	}
-	stage, err := sjs.ObjectStore(ctx, StageBucket)
-	if err != nil {
-		nc.Close()
-		return nil, nil, nil, fmt.Errorf("protocol: connect: stage store %s: %w", StageBucket, err)
-	}
-	return nc, js, stage, nil
+	return nc, js, newStage(nc, sjs, unit), nil
 }

@@ -16,21 +16,26 @@ import (
 )
 
 // InlineLimit is the largest container sent inside a message; a larger one
-// is staged, encrypted, in an object store (UploadStaged for submissions,
+// is staged, encrypted, beside the message (UploadStaged for submissions,
 // PutStaged for deliveries) and the message names it and carries its key.
 // Streams accept messages of up to twice this size.
 const InlineLimit = 4 << 20
 
 // Headers carried by edx messages.
 const (
-	HeaderMsgID    = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
-	HeaderDocID    = "Edx-Document-Id"      // the document's ULID
-	HeaderSHA256   = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
-	HeaderSize     = "Edx-Container-Size"   // container size in bytes
-	HeaderStaged   = "Edx-Staged"           // object name in the stage store when not inline
-	HeaderStageKey = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
-	HeaderReceipt  = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
-	HeaderSender   = "Edx-Sender"           // sender unit, on deliveries
+	HeaderMsgID     = "Nats-Msg-Id"          // de-duplication: see the Msg-Id functions
+	HeaderDocID     = "Edx-Document-Id"      // the document's ULID
+	HeaderSHA256    = "Edx-Container-Sha256" // hex SHA-256 of the container bytes
+	HeaderSize      = "Edx-Container-Size"   // container size in bytes
+	HeaderStaged    = "Edx-Staged"           // object name in the stage store when not inline
+	HeaderStageKey  = "Edx-Stage-Key"        // base64 AES-256 key of the staged object
+	HeaderStagedSeq = "Edx-Staged-Seq"       // on a staged submission: the upload stream's sequence of its first chunk
+	HeaderReceipt   = "Edx-Receipt"          // base64 DER hub receipt, on deliveries
+	HeaderSender    = "Edx-Sender"           // sender unit, on deliveries
+	// HeaderFor, on a delivery to the city's gateway unit, lists the
+	// recipients outside the city (comma-separated unit ids) the gateway
+	// carries the document to, through the upstream axis.
+	HeaderFor = "Edx-For"
 	// HeaderNoticeTo, on a submission, names a subject under the sending
 	// unit's inbox prefix (see NoticeTo) where the hub also sends the
 	// submission's decision, so that the client that sent it (edx send)
@@ -46,12 +51,15 @@ type Container struct {
 	DocumentID document.ID
 	SHA256     string // hex
 	Size       int64
-	// Staged is the name of the staged object (in UploadBucket for a
+	// Staged is the name of the staged object (in StreamUpload for a
 	// submission, StageBucket for a delivery); empty when Data is inline.
 	Staged string
 	// StageKey decrypts the staged object (OpenStage); set with Staged.
 	StageKey []byte
-	Data     []byte // the container bytes when inline
+	// StagedSeq is, for a staged submission, the sequence of its first
+	// chunk in StreamUpload (UploadStaged sets it, GetUpload reads from it).
+	StagedSeq uint64
+	Data      []byte // the container bytes when inline
 }
 
 func (c *Container) setHeaders(h nats.Header) {
@@ -62,6 +70,9 @@ func (c *Container) setHeaders(h nats.Header) {
 	if c.Staged != "" {
 		h.Set(HeaderStaged, c.Staged)
 		h.Set(HeaderStageKey, base64.StdEncoding.EncodeToString(c.StageKey))
+		if c.StagedSeq > 0 {
+			h.Set(HeaderStagedSeq, strconv.FormatUint(c.StagedSeq, 10))
+		}
 	}
 }
 
@@ -83,6 +94,11 @@ func parseContainer(m *nats.Msg, stagePrefix string) (*Container, error) {
 			errs = append(errs, fmt.Sprintf("header %s: want a base64 key of %d bytes", HeaderStageKey, StageKeySize))
 		}
 		c.StageKey = key
+		if v := m.Header.Get(HeaderStagedSeq); v != "" {
+			if c.StagedSeq, err = strconv.ParseUint(v, 10, 64); err != nil || c.StagedSeq == 0 {
+				errs = append(errs, "header "+HeaderStagedSeq+": want a positive sequence")
+			}
+		}
 	} else if k != "" {
 		errs = append(errs, "header "+HeaderStageKey+" without "+HeaderStaged)
 	}
@@ -159,6 +175,9 @@ func ParseSubmit(m *nats.Msg) (document.UnitID, *Container, error) {
 		return unit, nil, fmt.Errorf("protocol: subject %q is not a submission", m.Subject)
 	}
 	c, err := parseContainer(m, submitStagePrefix)
+	if err == nil && c.Staged != "" && c.StagedSeq == 0 {
+		err = errors.New("a staged submission needs header " + HeaderStagedSeq)
+	}
 	if err != nil {
 		return unit, c, fmt.Errorf("protocol: submission: %w", err)
 	}
@@ -172,6 +191,10 @@ type Delivery struct {
 	Sender    document.UnitID
 	Container
 	Receipt []byte // DER CMS
+	// For is set on a delivery to the gateway unit: the recipients outside
+	// the city it carries the document to (all of them among the
+	// document's recipients, none registered in the city).
+	For []document.UnitID
 }
 
 // DeliverMsg builds the message of a delivery.
@@ -181,6 +204,13 @@ func DeliverMsg(d *Delivery) *nats.Msg {
 	m.Header.Set(HeaderMsgID, DeliverMsgID(d.DocumentID, d.Recipient))
 	m.Header.Set(HeaderSender, string(d.Sender))
 	m.Header.Set(HeaderReceipt, base64.StdEncoding.EncodeToString(d.Receipt))
+	if len(d.For) > 0 {
+		us := make([]string, len(d.For))
+		for i, u := range d.For {
+			us[i] = string(u)
+		}
+		m.Header.Set(HeaderFor, strings.Join(us, ","))
+	}
 	m.Data = d.Data
 	return m
 }
@@ -199,6 +229,18 @@ func ParseDelivery(m *nats.Msg) (*Delivery, error) {
 	d := &Delivery{Recipient: document.UnitID(UnitFromSubject(m.Subject)), Sender: document.UnitID(m.Header.Get(HeaderSender)), Container: *c}
 	if d.Receipt, err = base64.StdEncoding.DecodeString(m.Header.Get(HeaderReceipt)); err != nil || len(d.Receipt) == 0 {
 		return nil, fmt.Errorf("protocol: delivery: no valid %s header", HeaderReceipt)
+	}
+	if v := m.Header.Get(HeaderFor); v != "" {
+		for _, s := range strings.Split(v, ",") {
+			u := document.UnitID(strings.TrimSpace(s))
+			if err := u.Validate(); err != nil {
+				return nil, fmt.Errorf("protocol: delivery: header %s: %w", HeaderFor, err)
+			}
+			if len(d.For) == document.MaxRecipients {
+				return nil, fmt.Errorf("protocol: delivery: header %s: more than %d units", HeaderFor, document.MaxRecipients)
+			}
+			d.For = append(d.For, u)
+		}
 	}
 	return d, nil
 }
@@ -224,6 +266,10 @@ type Notice struct {
 	Recipients []string         `json:"recipients,omitempty"`
 	Reasons    reason.List      `json:"reasons,omitempty"`
 	Status     *document.Status `json:"status,omitempty"`
+	// StatusSignature is, on a status notice, the reporting unit's
+	// signature over the status and the container it is about
+	// (container.SignStatus; DER CMS, base64 in JSON), when it signed it.
+	StatusSignature []byte `json:"status_signature,omitempty"`
 }
 
 // NoticeMsg builds a notice to unit with its de-duplication id.
@@ -248,16 +294,53 @@ func ParseNotice(m *nats.Msg) (*Notice, error) {
 	return &n, nil
 }
 
-// StatusMsg builds a unit's status report.
+// MaxStatusSize bounds a status message's body: a status within the field
+// limits of document.Status is far smaller. EDX_STATUS refuses larger
+// messages (broker), and ParseStatus refuses them too.
+const MaxStatusSize = 64 << 10
+
+// StatusReport is a status as a unit reports it: the status and, from an
+// agent that signs its statuses, the unit's signature over the status and
+// the container it is about (container.SignStatus: a DER CMS, base64 in
+// JSON). A hub from before signatures reads the status and ignores the
+// signature; a hub reads a report without one as an unsigned status.
+type StatusReport struct {
+	document.Status
+	Signature []byte `json:"signature,omitempty"`
+}
+
+// StatusMsg builds a unit's status report, unsigned.
 func StatusMsg(s *document.Status) (*nats.Msg, error) {
-	b, err := json.Marshal(s)
+	return StatusReportMsg(&StatusReport{Status: *s})
+}
+
+// StatusReportMsg builds a unit's status report with its signature, if any.
+// The de-duplication id is the status's alone: the same status sent again,
+// signed again, is the same message.
+func StatusReportMsg(r *StatusReport) (*nats.Msg, error) {
+	b, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: status: %w", err)
 	}
-	m := nats.NewMsg(StatusSubject(string(s.Unit)))
+	if len(b) > MaxStatusSize {
+		return nil, fmt.Errorf("protocol: status: %d bytes, above the limit of %d", len(b), MaxStatusSize)
+	}
+	m := nats.NewMsg(StatusSubject(string(r.Unit)))
 	m.Header.Set(HeaderVersion, ProtocolVersion)
-	m.Header.Set(HeaderMsgID, StatusMsgID(s))
+	m.Header.Set(HeaderMsgID, StatusMsgID(&r.Status))
 	m.Data = b
+	return m, nil
+}
+
+// RelayStatusMsg builds the status report of a unit outside the city that
+// the city's gateway unit relays from the upstream axis: published on the
+// gateway's status subject, the status naming the outside unit.
+func RelayStatusMsg(gateway document.UnitID, s *document.Status) (*nats.Msg, error) {
+	m, err := StatusMsg(s)
+	if err != nil {
+		return nil, err
+	}
+	m.Subject = StatusSubject(string(gateway))
 	return m, nil
 }
 
@@ -266,15 +349,29 @@ func StatusMsgID(s *document.Status) string {
 	return fmt.Sprintf("%s.%s.%s.%d", s.DocumentID, s.Unit, s.Code, s.Time.UnixNano())
 }
 
-// ParseStatus reads a status report; the reporting unit comes from the subject.
+// ParseStatus reads a status report, without its signature; the reporting
+// unit comes from the subject.
 func ParseStatus(m *nats.Msg) (document.UnitID, *document.Status, error) {
+	unit, r, err := ParseStatusReport(m)
+	if r == nil {
+		return unit, nil, err
+	}
+	return unit, &r.Status, err
+}
+
+// ParseStatusReport reads a status report with its signature, if any; the
+// reporting unit comes from the subject. The signature is not checked here.
+func ParseStatusReport(m *nats.Msg) (document.UnitID, *StatusReport, error) {
 	unit := document.UnitID(UnitFromSubject(m.Subject))
-	var s document.Status
-	if err := json.Unmarshal(m.Data, &s); err != nil {
+	if len(m.Data) > MaxStatusSize {
+		return unit, nil, fmt.Errorf("protocol: status: %d bytes, above the limit of %d", len(m.Data), MaxStatusSize)
+	}
+	var r StatusReport
+	if err := json.Unmarshal(m.Data, &r); err != nil {
 		return unit, nil, fmt.Errorf("protocol: status: %w", err)
 	}
-	if err := s.Validate(); err != nil {
-		return unit, &s, fmt.Errorf("protocol: status: %w", err)
+	if err := r.Validate(); err != nil {
+		return unit, &r, fmt.Errorf("protocol: status: %w", err)
 	}
-	return unit, &s, nil
+	return unit, &r, nil
 }

@@ -85,3 +85,30 @@ func TestNoticeTo(t *testing.T) {
 		}
 	}
 }
+
+// TestGatewayDelivery: a delivery to the gateway names the outside
+// recipients it carries; a gateway relays an outside unit's status on its
+// own subject.
+func TestGatewayDelivery(t *testing.T) {
+	id := document.NewID(time.Now())
+	d := &Delivery{Recipient: "000.99.00.H29", Sender: "000.01.00.H29", Receipt: []byte{1}, For: []document.UnitID{"000.00.00.G22", "000.00.00.H30"},
+		Container: Container{DocumentID: id, SHA256: string(bytes.Repeat([]byte("a"), 64)), Size: 1, Data: []byte("x")}}
+	m := DeliverMsg(d)
+	got, err := ParseDelivery(m)
+	if err != nil || len(got.For) != 2 || got.For[0] != "000.00.00.G22" || got.For[1] != "000.00.00.H30" {
+		t.Fatalf("%v %+v", err, got)
+	}
+	m.Header.Set(HeaderFor, "000.00.00.G22,bad")
+	if _, err := ParseDelivery(m); err == nil {
+		t.Error("a bad unit in Edx-For accepted")
+	}
+	s := &document.Status{DocumentID: id, Unit: "000.00.00.G22", Time: time.Now().UTC(), Code: document.StatusAccepted}
+	rm, err := RelayStatusMsg("000.99.00.H29", s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, st, err := ParseStatus(rm)
+	if err != nil || u != "000.99.00.H29" || st.Unit != "000.00.00.G22" {
+		t.Fatalf("%v %s %+v", err, u, st)
+	}
+}

@@ -18,12 +18,18 @@ const (
 	StreamDeliver = "EDX_DELIVER" // edx.deliver.<unit>, one durable consumer per unit
 	StreamStatus  = "EDX_STATUS"  // edx.status.<unit>, consumed by the hub
 	StreamNotice  = "EDX_NOTICE"  // edx.notice.<unit>, one durable consumer per unit
+	// StreamUpload holds the chunks of submissions above the inline limit,
+	// edx.upload.<unit>: units only write (UploadStaged), the hub reads
+	// (GetUpload) and removes them (ReleaseUpload).
+	StreamUpload = "EDX_UPLOAD"
+	// StreamEvents holds the hubs' decisions, edx.event.<kind> (hub/events):
+	// every hub publishes, every hub follows with a consumer of its own.
+	// Units have no access to it.
+	StreamEvents = "EDX_EVENTS"
 	// StageBucket is the object store (in the STAGE account) of deliveries
-	// above the inline limit: the hub writes, recipients read.
+	// above the inline limit: the hub writes, recipients read through the
+	// hub's stage service (GetStaged).
 	StageBucket = "EDX_STAGE"
-	// UploadBucket is the object store (in the EDX account) of submissions
-	// above the inline limit: units only write (UploadStaged), the hub reads.
-	UploadBucket = "EDX_UPLOAD"
 )
 
 // JetStream API prefixes under which the UNITS account imports the EDX and
@@ -34,9 +40,7 @@ const (
 	StageAPIPrefix = "$JS.STAGE.API"
 )
 
-// InboxRoot is the first token of every unit's inbox prefix; the STAGE
-// account exports it as a stream so that an ordered consumer of the stage
-// store can deliver to the unit that created it.
+// InboxRoot is the first token of every unit's inbox prefix.
 const InboxRoot = "_INBOX_EDX"
 
 // Subject prefixes; a subject is the prefix followed by a unit id.
@@ -45,6 +49,9 @@ const (
 	SubjectDeliverPrefix = "edx.deliver."
 	SubjectStatusPrefix  = "edx.status."
 	SubjectNoticePrefix  = "edx.notice."
+	SubjectUploadPrefix  = "edx.upload."
+	SubjectStagePrefix   = "edx.stage." // requests to the hub's stage service
+	SubjectEventPrefix   = "edx.event." // followed by the event's kind, not a unit
 )
 
 // HubConsumer is the durable pull consumer on EDX_SUBMIT shared by every hub replica.
@@ -58,6 +65,14 @@ func SubmitSubject(unit string) string { return SubjectSubmitPrefix + unit }
 
 // DeliverSubject is the subject the hub routes a unit's deliveries to.
 func DeliverSubject(unit string) string { return SubjectDeliverPrefix + unit }
+
+// UploadSubject is the subject a unit publishes the chunks of its large
+// submissions on.
+func UploadSubject(unit string) string { return SubjectUploadPrefix + unit }
+
+// StageSubject is the subject a unit asks the hub's stage service on, to
+// read a staged delivery (GetStaged).
+func StageSubject(unit string) string { return SubjectStagePrefix + unit }
 
 // StatusSubject is the subject a unit reports statuses on.
 func StatusSubject(unit string) string { return SubjectStatusPrefix + unit }

@@ -6,26 +6,29 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/pkg/document"
 )
 
-// Staging. A container above InlineLimit travels beside its message, in an
-// object store: a sender's submission in UploadBucket (EDX account, units may
-// only write there), a delivery in StageBucket (STAGE account, the hub
-// writes, units read). Every staged object is encrypted with AES-256-GCM
-// under a fresh random key that travels only in the message naming the
-// object, and its name is random: a unit that reads or lists a store it
-// shares with others sees ciphertext under names it cannot link to anything.
+// Staging. A container above InlineLimit travels beside its message: a
+// sender's submission in the upload stream StreamUpload (EDX account, units
+// may only write there, each on its own subject: see UploadStaged), a
+// delivery in the object store StageBucket (STAGE account, the hub writes,
+// units read through the hub's stage service). Every staged object is
+// encrypted with AES-256-GCM under a fresh random key that travels only in
+// the message naming the object, and its name is random: a unit that reads
+// a store it shares with others sees ciphertext under names it cannot link
+// to anything.
 // Only the message's reader (the hub for submissions, the recipient's
 // consumer for deliveries) holds the key. The container's SHA-256 in the
 // message still binds the plaintext.
@@ -34,9 +37,11 @@ import (
 // object name is the additional data, so an object cannot be passed off under
 // another name.
 //
-// A staged submission lives in the upload store for the store's TTL. A
-// staged delivery has no TTL: the hub keeps it while a delivery waiting for
-// its unit names it (hub/pipeline, stage.go).
+// A staged submission lives in the upload stream until the hub has
+// processed its submission (at most the stream's max age, stage_ttl; the hub
+// sweeps uploads no submission can use). A staged delivery has no TTL: the
+// hub keeps it while a delivery waiting for its unit names it, and stages it
+// again from the archive when it went missing (hub/pipeline, stage.go).
 
 // StageKeySize is the size of a staged object's AES-256 key.
 const StageKeySize = 32
@@ -48,13 +53,11 @@ const (
 	submitStagePrefix  = "s/"
 	deliverStagePrefix = "d/"
 	stageNameBytes     = 16 // random bytes in a name: 128 bits, hex
-	stageChunkSize     = 128 << 10
-	uploadWindow       = 64 // chunks in flight in UploadStaged
 )
 
-// ErrStageInvalid marks a staged object that is missing (expired or never
-// stored), malformed, too large, or does not decrypt under its key, unlike
-// an unreachable server. For a submission it is final: the hub rejects it.
+// ErrStageInvalid marks a staged object that is missing (removed, expired,
+// or never stored), malformed, too large, or does not decrypt under its
+// key, unlike an unreachable server. For a submission it is final: the hub rejects it.
 // A delivery's staged object is the hub's: a recipient retries, and the hub
 // stages a missing one again from its archive (RestageDelivery).
 var ErrStageInvalid = errors.New("protocol: staged object invalid")
@@ -168,125 +171,173 @@ func RestageDelivery(ctx context.Context, obs jetstream.ObjectStore, name string
 	return nil
 }
 
-// UploadStaged encrypts plain and uploads it to UploadBucket under a fresh
-// submission name (SubmitStageName); a unit stages a large submission with
-// it, over the js that ConnectUnit returned. Units may only write to that
-// store (they can neither read nor list it, nor roll it up), so the object is
-// written the way the object store lays it out (chunks, then the meta
-// message) with plain publishes rather than through an ObjectStore handle,
-// which would need read access. The hub reads it with GetStaged.
-func UploadStaged(ctx context.Context, js jetstream.JetStream, plain []byte) (name string, key []byte, err error) {
-	name = SubmitStageName()
-	key, sealed, err := SealStage(name, plain)
-	if err != nil {
-		return "", nil, err
-	}
-	id := make([]byte, stageNameBytes)
-	rand.Read(id)
-	nuid := hex.EncodeToString(id)
-	chunkSubj := "$O." + UploadBucket + ".C." + nuid
-	h := sha256.New()
-	var inflight []jetstream.PubAckFuture
-	wait := func(f jetstream.PubAckFuture) error {
-		select {
-		case <-f.Ok():
-			return nil
-		case err := <-f.Err():
-			return err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
-	chunks := 0
-	for off := 0; off < len(sealed); off += stageChunkSize {
-		b := sealed[off:min(off+stageChunkSize, len(sealed))]
-		h.Write(b)
-		if len(inflight) == uploadWindow {
-			if err := wait(inflight[0]); err != nil {
-				return "", nil, fmt.Errorf("protocol: upload %s: %w", name, err)
-			}
-			inflight = inflight[1:]
-		}
-		f, err := js.PublishMsgAsync(&nats.Msg{Subject: chunkSubj, Data: b})
-		if err != nil {
-			return "", nil, fmt.Errorf("protocol: upload %s: %w", name, err)
-		}
-		inflight = append(inflight, f)
-		chunks++
-	}
-	for _, f := range inflight {
-		if err := wait(f); err != nil {
-			return "", nil, fmt.Errorf("protocol: upload %s: %w", name, err)
-		}
-	}
-	info := jetstream.ObjectInfo{
-		ObjectMeta: jetstream.ObjectMeta{Name: name, Opts: &jetstream.ObjectMetaOptions{ChunkSize: stageChunkSize}},
-		Bucket:     UploadBucket,
-		NUID:       nuid,
-		Size:       uint64(len(sealed)),
-		Chunks:     uint32(chunks),
-		Digest:     "SHA-256=" + base64.URLEncoding.EncodeToString(h.Sum(nil)),
-	}
-	meta, err := json.Marshal(info)
-	if err != nil {
-		return "", nil, fmt.Errorf("protocol: upload %s: %w", name, err)
-	}
-	m := &nats.Msg{Subject: "$O." + UploadBucket + ".M." + base64.URLEncoding.EncodeToString([]byte(name)), Data: meta}
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		return "", nil, fmt.Errorf("protocol: upload %s: %w", name, err)
-	}
-	return name, key, nil
+// The stage store's reading side. Units cannot read the stage store's
+// stream themselves (no stream info, no direct get, no consumer of their
+// own): a permission on a subject with a wildcard token also admits a
+// literal "*" there, which would list or read every unit's objects, and a
+// consumer a unit creates may be durable and may be anyone's. Instead a unit
+// asks the hub's stage service (StageSubject) to open one staged object in
+// one of its StageSlots; the hub looks the object up and (re)creates the
+// unit's pull consumer of that slot (StageConsumer), filtered on that
+// object's chunks; the unit pulls from it and deletes it, and may touch no
+// other consumer. So a unit holds at most StageSlots consumers, learns
+// nothing of objects it cannot name, and reads only the chunks of the object
+// it named (ciphertext, until it applies the key from its delivery).
+
+// StageStream is the stream behind the stage store.
+const StageStream = "OBJ_" + StageBucket
+
+// StageSlots is how many staged objects one unit reads at once: one pull
+// consumer on the stage store per slot.
+const StageSlots = 2
+
+// StageConsumer names the unit's consumer of slot on the stage store.
+func StageConsumer(unit string, slot int) string {
+	return "stage_" + consumerSafe(unit) + "_" + strconv.Itoa(slot)
 }
 
-// GetStaged reads the staged object name from obs and decrypts it with key.
-// maxSize bounds the plaintext. A missing, malformed, oversized or
-// undecryptable object is an error wrapping ErrStageInvalid; any other error
-// (the server unreachable, ctx done) is worth a retry.
-//
-// A reader of objects that others wrote (the hub reading uploads) must also
-// make sure the object's chunks are there, or bound ctx: an object whose
-// meta names chunks that were never written makes the read wait for them.
-func GetStaged(ctx context.Context, obs jetstream.ObjectStore, name string, key []byte, maxSize int64) ([]byte, error) {
+// StageRequest asks the hub's stage service to open a staged delivery.
+type StageRequest struct {
+	Name string `json:"name"`
+	Slot int    `json:"slot"`
+}
+
+// StageReply answers a StageRequest: the consumer to pull the object's
+// chunks from, in order, and the object's sealed size; or that there is no
+// such object; or an error worth a retry.
+type StageReply struct {
+	Consumer string `json:"consumer,omitempty"`
+	Size     uint64 `json:"size,omitempty"`
+	Chunks   uint32 `json:"chunks,omitempty"`
+	NotFound bool   `json:"not_found,omitempty"`
+	Error    string `json:"error,omitempty"`
+}
+
+// ParseStageRequest reads a stage request; the unit comes from the subject.
+func ParseStageRequest(m *nats.Msg) (document.UnitID, *StageRequest, error) {
+	unit := document.UnitID(UnitFromSubject(m.Subject))
+	if !strings.HasPrefix(m.Subject, SubjectStagePrefix) {
+		return unit, nil, fmt.Errorf("protocol: subject %q is not a stage request", m.Subject)
+	}
+	var r StageRequest
+	if len(m.Data) > 1<<10 {
+		return unit, nil, errors.New("protocol: stage request: too large")
+	}
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return unit, nil, fmt.Errorf("protocol: stage request: %w", err)
+	}
+	if err := validStageName(r.Name, deliverStagePrefix); err != nil {
+		return unit, nil, fmt.Errorf("protocol: stage request: name: %w", err)
+	}
+	if r.Slot < 0 || r.Slot >= StageSlots {
+		return unit, nil, fmt.Errorf("protocol: stage request: slot %d not in 0..%d", r.Slot, StageSlots-1)
+	}
+	return unit, &r, nil
+}
+
+// Stage is a unit's access to the stage store (ConnectUnit returns it):
+// read a staged delivery with GetStaged.
+type Stage struct {
+	nc    *nats.Conn
+	js    jetstream.JetStream // STAGE, under StageAPIPrefix
+	unit  document.UnitID
+	slots chan int
+}
+
+func newStage(nc *nats.Conn, js jetstream.JetStream, unit document.UnitID) *Stage {
+	s := &Stage{nc: nc, js: js, unit: unit, slots: make(chan int, StageSlots)}
+	// Another process of the same unit most likely starts with another
+	// slot.
+	first := int(time.Now().UnixNano() % StageSlots)
+	for i := range StageSlots {
+		s.slots <- (first + i) % StageSlots
+	}
+	return s
+}
+
+// GetStaged reads the staged delivery name through the hub's stage service
+// and decrypts it with key. maxSize bounds the plaintext. A missing,
+// malformed, oversized or undecryptable object is an error wrapping
+// ErrStageInvalid; any other error (the hub or the server unreachable, ctx
+// done, a chunk lost on the way) is worth a retry.
+func GetStaged(ctx context.Context, s *Stage, name string, key []byte, maxSize int64) ([]byte, error) {
 	if len(key) != StageKeySize {
 		return nil, fmt.Errorf("%w: %s: key of %d bytes, want %d", ErrStageInvalid, name, len(key), StageKeySize)
 	}
-	info, err := obs.GetInfo(ctx, name)
+	if err := validStageName(name, deliverStagePrefix); err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrStageInvalid, name, err)
+	}
+	var slot int
+	select {
+	case slot = <-s.slots:
+		defer func() { s.slots <- slot }()
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	body, _ := json.Marshal(StageRequest{Name: name, Slot: slot})
+	m, err := s.nc.RequestWithContext(ctx, StageSubject(string(s.unit)), body)
 	if err != nil {
-		return nil, stageGetErr(name, err)
+		return nil, fmt.Errorf("protocol: get staged %s: the hub's stage service: %w", name, err)
+	}
+	var r StageReply
+	if err := json.Unmarshal(m.Data, &r); err != nil {
+		return nil, fmt.Errorf("protocol: get staged %s: the hub's stage service: %w", name, err)
+	}
+	if r.Consumer != "" && r.Consumer == StageConsumer(string(s.unit), slot) {
+		defer func() {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			s.js.DeleteConsumer(dctx, StageStream, r.Consumer) // else it expires when idle
+			cancel()
+		}()
 	}
 	switch {
-	case info.Opts != nil && info.Opts.Link != nil:
-		return nil, fmt.Errorf("%w: %s is a link", ErrStageInvalid, name)
-	case info.Size > uint64(maxSize)+StageOverhead:
-		return nil, fmt.Errorf("%w: %s: %d bytes, above the limit of %d", ErrStageInvalid, name, info.Size, maxSize)
-	case info.Size < StageOverhead || info.Chunks == 0:
-		return nil, fmt.Errorf("%w: %s: %d bytes in %d chunks", ErrStageInvalid, name, info.Size, info.Chunks)
+	case r.NotFound:
+		return nil, fmt.Errorf("%w: %s is not in the stage store (the hub stages a missing delivery again from its archive)", ErrStageInvalid, name)
+	case r.Error != "":
+		return nil, fmt.Errorf("protocol: get staged %s: the hub's stage service: %s", name, r.Error)
+	case r.Consumer != StageConsumer(string(s.unit), slot):
+		return nil, fmt.Errorf("protocol: get staged %s: the hub's stage service named consumer %q", name, r.Consumer)
+	case r.Size > uint64(maxSize)+StageOverhead:
+		return nil, fmt.Errorf("%w: %s: %d bytes, above the limit of %d", ErrStageInvalid, name, r.Size, maxSize)
+	case r.Size < StageOverhead || r.Chunks == 0 || uint64(r.Chunks) > r.Size:
+		return nil, fmt.Errorf("%w: %s: %d bytes in %d chunks", ErrStageInvalid, name, r.Size, r.Chunks)
 	}
-	r, err := obs.Get(ctx, name)
+	cons, err := s.js.Consumer(ctx, StageStream, r.Consumer)
 	if err != nil {
-		return nil, stageGetErr(name, err)
+		return nil, fmt.Errorf("protocol: get staged %s: %w", name, err)
 	}
-	defer r.Close()
-	sealed, err := io.ReadAll(io.LimitReader(r, int64(info.Size)+1))
-	if err != nil {
-		return nil, stageGetErr(name, err)
+	sealed := make([]byte, 0, r.Size)
+	for got := 0; got < int(r.Chunks); {
+		wait := 10 * time.Second
+		if dl, ok := ctx.Deadline(); ok {
+			wait = max(min(wait, time.Until(dl)), time.Second)
+		}
+		batch, err := cons.Fetch(min(int(r.Chunks)-got, 64), jetstream.FetchMaxWait(wait))
+		if err != nil {
+			return nil, fmt.Errorf("protocol: get staged %s: %w", name, err)
+		}
+		n := 0
+		for msg := range batch.Messages() {
+			md, err := msg.Metadata()
+			if err != nil || md.Sequence.Consumer != uint64(got+1) {
+				return nil, fmt.Errorf("protocol: get staged %s: chunk %d lost on the way", name, got)
+			}
+			if uint64(len(sealed)+len(msg.Data())) > r.Size {
+				return nil, fmt.Errorf("%w: %s: more than its %d bytes", ErrStageInvalid, name, r.Size)
+			}
+			sealed = append(sealed, msg.Data()...)
+			got++
+			n++
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("protocol: get staged %s: %w", name, err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("protocol: get staged %s: no chunk after %d of %d", name, got, r.Chunks)
+		}
 	}
-	if uint64(len(sealed)) != info.Size {
-		return nil, fmt.Errorf("%w: %s: read %d bytes, its meta says %d", ErrStageInvalid, name, len(sealed), info.Size)
+	if uint64(len(sealed)) != r.Size {
+		return nil, fmt.Errorf("%w: %s: read %d bytes, its meta says %d", ErrStageInvalid, name, len(sealed), r.Size)
 	}
 	return OpenStage(name, key, sealed)
-}
-
-func stageGetErr(name string, err error) error {
-	var syntax *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syntax), errors.As(err, &typ):
-		return fmt.Errorf("%w: %s: meta: %v", ErrStageInvalid, name, err)
-	case errors.Is(err, jetstream.ErrObjectNotFound):
-		return fmt.Errorf("%w: %s not found (expired or never stored)", ErrStageInvalid, name)
-	case errors.Is(err, jetstream.ErrBadObjectMeta), errors.Is(err, jetstream.ErrDigestMismatch):
-		return fmt.Errorf("%w: %s: %v", ErrStageInvalid, name, err)
-	}
-	return fmt.Errorf("protocol: get staged %s: %w", name, err)
 }

@@ -82,13 +82,13 @@ func TestStagedContainerHeaders(t *testing.T) {
 	sum := sha256.Sum256(data)
 	id := document.NewID(time.Now())
 	key := bytes.Repeat([]byte{1}, StageKeySize)
-	c := &Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Staged: SubmitStageName(), StageKey: key}
+	c := &Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Staged: SubmitStageName(), StageKey: key, StagedSeq: 7}
 	m := SubmitMsg("000.01.00.H29", c)
-	if len(m.Data) != 0 || m.Header.Get(HeaderStageKey) != base64.StdEncoding.EncodeToString(key) {
+	if len(m.Data) != 0 || m.Header.Get(HeaderStageKey) != base64.StdEncoding.EncodeToString(key) || m.Header.Get(HeaderStagedSeq) != "7" {
 		t.Fatalf("msg %v %q", m.Header, m.Data)
 	}
 	_, got, err := ParseSubmit(m)
-	if err != nil || got.Staged != c.Staged || !bytes.Equal(got.StageKey, key) {
+	if err != nil || got.Staged != c.Staged || !bytes.Equal(got.StageKey, key) || got.StagedSeq != 7 {
 		t.Fatalf("%v %+v", err, got)
 	}
 	for _, tc := range []struct {
@@ -101,6 +101,9 @@ func TestStagedContainerHeaders(t *testing.T) {
 		{"delivery name on a submission", func(h nats.Header) { h.Set(HeaderStaged, DeliverStageName()) }},
 		{"guessable name", func(h nats.Header) { h.Set(HeaderStaged, "submit/000.01.00.H29/"+string(id)) }},
 		{"key without object", func(h nats.Header) { h.Del(HeaderStaged) }},
+		{"no first chunk", func(h nats.Header) { h.Del(HeaderStagedSeq) }},
+		{"first chunk 0", func(h nats.Header) { h.Set(HeaderStagedSeq, "0") }},
+		{"first chunk not a number", func(h nats.Header) { h.Set(HeaderStagedSeq, "-1") }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := SubmitMsg("000.01.00.H29", c)
@@ -129,6 +132,19 @@ func FuzzParseSubmit(f *testing.F) {
 		_, c, err := ParseSubmit(m)
 		if err == nil && (c.Staged != "") != (len(c.StageKey) == StageKeySize) {
 			t.Fatalf("staged %q with a key of %d bytes accepted", c.Staged, len(c.StageKey))
+		}
+	})
+}
+
+func FuzzParseStageRequest(f *testing.F) {
+	f.Add(`{"name":"`+DeliverStageName()+`","slot":1}`, "edx.stage.000.01.00.H29")
+	f.Add(`{"name":"`+SubmitStageName()+`","slot":9}`, "edx.stage.x")
+	f.Fuzz(func(t *testing.T, body, subject string) {
+		m := nats.NewMsg(subject)
+		m.Data = []byte(body)
+		_, r, err := ParseStageRequest(m)
+		if err == nil && (r.Slot < 0 || r.Slot >= StageSlots || validStageName(r.Name, deliverStagePrefix) != nil) {
+			t.Fatalf("accepted %+v", r)
 		}
 	})
 }

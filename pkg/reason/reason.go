@@ -35,6 +35,7 @@ const (
 	SignatureUntrustedRoot  Code = "signature.untrusted_root"   // the chain does not reach a trust root
 	SignatureExpired        Code = "signature.expired"          // a certificate is outside its validity at the checked time
 	SignatureRevoked        Code = "signature.revoked"          // the signer is on a CRL
+	SignatureCRLStale       Code = "signature.crl_stale"        // the issuer's CRL is past its nextUpdate: revocation unknown (transient)
 	SignatureKeyUsage       Code = "signature.key_usage"        // no digitalSignature/nonRepudiation, or wrong EKU
 	SignatureNoUnit         Code = "signature.no_unit"          // the certificate names no unit
 	SignatureUnitMismatch   Code = "signature.unit_mismatch"    // the certificate's unit is not the metadata's sender
@@ -47,12 +48,18 @@ const (
 	MetadataClassified Code = "metadata.classified" // confidentiality other than 0
 	SenderMismatch     Code = "sender.mismatch"     // the submit subject's unit is not the metadata's sender
 	SenderUnknown      Code = "sender.unknown"      // the sender is not a registered unit
+	SenderDisabled     Code = "sender.disabled"     // the sender is registered but disabled
 	RecipientUnknown   Code = "recipient.unknown"   // a recipient is not a registered unit
+	RecipientDisabled  Code = "recipient.disabled"  // a recipient is registered but disabled
 	SubmissionInvalid  Code = "submission.invalid"  // the submit message itself is malformed
 	SubmissionStaged   Code = "submission.stage"    // the staged container is missing or its digest differs
 	DocumentConflict   Code = "document.conflict"   // another container was already accepted under this id
 	ReceiptInvalid     Code = "receipt.invalid"     // a hub receipt does not verify or does not match
 )
+
+// UpstreamNotGateway: a document marked as brought in from an upstream axis
+// (document.Upstream), from a unit that is not the city's gateway.
+const UpstreamNotGateway Code = "upstream.not_gateway"
 
 // edXML packets (QCVN 102:2016, package edxml).
 const (
@@ -72,6 +79,34 @@ const (
 	ReferenceNotSender Code = "reference.not_sender" // a revocation, update or replacement of another unit's document
 )
 
+// Statuses a unit reports (the hub refuses them with a status_rejected
+// notice naming one of these, or one of the codes above).
+const (
+	StatusInvalid     Code = "status.invalid"      // malformed, or a field over its size limit
+	StatusNotEntitled Code = "status.not_entitled" // a code this unit may not send on this document (13 is the sender's, the others a recipient's)
+	StatusTooMany     Code = "status.too_many"     // the unit reached the limit of statuses on one document
+	StatusTime        Code = "status.time"         // a time in the future or before the document was accepted
+	// StatusSignature: the unit's signature on a status does not verify,
+	// is not over this status and container, or is not by the unit's
+	// registered certificate.
+	StatusSignature Code = "status.signature"
+	// StatusUnsigned: a status without the unit's signature, where the
+	// hub requires one (pipeline unsigned_statuses: refuse).
+	StatusUnsigned Code = "status.unsigned"
+)
+
+// Witnessing the hub's transparency log (the hub's answers to agents).
+const (
+	WitnessInvalid     Code = "witness.invalid"      // a malformed or oversized request
+	WitnessRate        Code = "witness.rate"         // the unit sends requests faster than its limit
+	WitnessNoKey       Code = "witness.no_key"       // no witness key is registered for the unit
+	WitnessKeyMismatch Code = "witness.key_mismatch" // the unit registered another witness key
+	WitnessCosignature Code = "witness.cosignature"  // the cosignature does not verify over the checkpoint
+	WitnessCheckpoint  Code = "witness.checkpoint"   // not a checkpoint the hub offered for cosigning (or no longer)
+	WitnessBeyondLog   Code = "witness.beyond_log"   // a size larger than the log: the log is smaller than a checkpoint it signed (rolled back)
+	WitnessUnavailable Code = "witness.unavailable"  // the hub's log cannot answer now
+)
+
 // Reason is one failure: a stable code and a human-readable message.
 type Reason struct {
 	Code    Code   `json:"code"`
@@ -85,6 +120,11 @@ type List []Reason
 
 // Add appends a reason.
 func (l *List) Add(c Code, msg string) { *l = append(*l, Reason{c, msg}) }
+
+// Transient reports whether c says nothing about the document itself but
+// about the verifier's state (a CRL past its nextUpdate): the check must be
+// made again later, and the document is never rejected for it.
+func (c Code) Transient() bool { return c == SignatureCRLStale }
 
 // Has reports whether l holds code c.
 func (l List) Has(c Code) bool {

@@ -13,7 +13,9 @@ package witness
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,10 +37,21 @@ type Proofs interface {
 	ConsistencyProof(ctx context.Context, from, to uint64) ([][]byte, error)
 }
 
+// State keeps a witness's last verified checkpoint durably (the agent
+// keeps it in its SQLite database).
+type State interface {
+	// Load returns the checkpoint saved last, nil when none was.
+	Load() ([]byte, error)
+	// Save replaces it, durably before it returns.
+	Save(checkpoint []byte) error
+}
+
 // Config is a witness's setup.
 type Config struct {
-	// StateFile keeps the last verified checkpoint (written durably).
+	// StateFile keeps the last verified checkpoint (written durably),
+	// unless State does.
 	StateFile string
+	State     State
 	// Origin and LogKey identify the log: its origin line and its note
 	// verifier key (vkey).
 	Origin string
@@ -49,8 +62,8 @@ type Config struct {
 
 // Validate checks the configuration.
 func (c *Config) Validate() error {
-	if c.StateFile == "" {
-		return errors.New("witness: a state file is required")
+	if c.StateFile == "" && c.State == nil {
+		return errors.New("witness: a state file (or state) is required")
 	}
 	if c.Origin == "" || c.LogKey == "" || c.Key == "" {
 		return errors.New("witness: the log's origin and key and the witness's key are required")
@@ -110,21 +123,36 @@ func New(cfg Config) (*Witness, error) {
 	if err != nil {
 		return nil, fmt.Errorf("witness: key: %w", err)
 	}
+	if cfg.State == nil {
+		cfg.State = fileState(cfg.StateFile)
+	}
 	w := &Witness{cfg: cfg, logKey: lv, signer: s}
-	b, err := os.ReadFile(cfg.StateFile)
+	b, err := cfg.State.Load()
 	switch {
-	case errors.Is(err, os.ErrNotExist):
 	case err != nil:
 		return nil, fmt.Errorf("witness: state: %w", err)
-	default:
+	case b != nil:
 		cp, err := evidence.OpenCheckpoint(b, cfg.Origin, lv)
 		if err != nil {
-			return nil, fmt.Errorf("witness: state %s does not hold a checkpoint of this log: %w", cfg.StateFile, err)
+			return nil, fmt.Errorf("witness: the state does not hold a checkpoint of this log: %w", err)
 		}
 		w.last, w.cp = b, cp
 	}
 	return w, nil
 }
+
+// fileState is State in a file.
+type fileState string
+
+func (f fileState) Load() ([]byte, error) {
+	b, err := os.ReadFile(string(f))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+func (f fileState) Save(b []byte) error { return writeState(string(f), b) }
 
 // Name is the witness's key name.
 func (w *Witness) Name() string { return w.signer.Name() }
@@ -181,8 +209,8 @@ func (w *Witness) Update(ctx context.Context, raw []byte, proofs Proofs) ([]byte
 			}
 		}
 	}
-	if err := writeState(w.cfg.StateFile, signed); err != nil {
-		return nil, err
+	if err := w.cfg.State.Save(signed); err != nil {
+		return nil, fmt.Errorf("witness: state: %w", err)
 	}
 	w.last, w.cp = signed, cp
 	return w.cosign(text)
@@ -281,4 +309,33 @@ func NewVerifier(vkey string) (note.Verifier, error) {
 		return nil, fmt.Errorf("witness: vkey: %w", err)
 	}
 	return v, nil
+}
+
+// VerifierKeyOf returns the cosignature/v1 verifier key of a witness's
+// signing key (NewKey's skey): what the unit registry holds.
+func VerifierKeyOf(skey string) (string, error) {
+	skey = strings.TrimSpace(skey)
+	s, err := note.NewSigner(skey)
+	if err != nil {
+		return "", fmt.Errorf("witness: key: %w", err)
+	}
+	// PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>; base64 may hold '+'.
+	parts := strings.SplitN(skey, "+", 5)
+	if len(parts) != 5 {
+		return "", errors.New("witness: key: malformed")
+	}
+	raw, err := base64.StdEncoding.DecodeString(parts[4])
+	if err != nil || len(raw) != 1+ed25519.SeedSize || raw[0] != 1 {
+		return "", errors.New("witness: key: not an Ed25519 note key")
+	}
+	pub := ed25519.NewKeyFromSeed(raw[1:]).Public().(ed25519.PublicKey)
+	v, err := note.NewEd25519VerifierKey(s.Name(), pub)
+	if err != nil {
+		return "", fmt.Errorf("witness: key: %w", err)
+	}
+	vkey, err := fnote.VKeyToCosignatureV1(v)
+	if err != nil {
+		return "", fmt.Errorf("witness: key: %w", err)
+	}
+	return vkey, nil
 }

@@ -314,3 +314,19 @@ func TestQuorum(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestVerifierKeyOf: the verifier key derived from a signing key is the one
+// NewKey returned with it.
+func TestVerifierKeyOf(t *testing.T) {
+	skey, vkey, err := NewKey("edx-witness/000.01.00.H29")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := VerifierKeyOf(skey + "\n")
+	if err != nil || got != vkey {
+		t.Fatalf("%q %v, want %q", got, err, vkey)
+	}
+	if _, err := VerifierKeyOf("PRIVATE+KEY+x+1+AAA"); err == nil {
+		t.Fatal("a malformed key")
+	}
+}

@@ -2,7 +2,7 @@
 // of the API and the web UI: the shared S3 test gateway (versitygw) with a
 // bucket of its own, a SQLite index, a development CA, containers signed
 // with the units' keys, archived, receipted and indexed as the pipeline does
-// (pipeline.Record), and an accounts store.
+// (projection.Record), and an accounts store on an embedded NATS server.
 package apitest
 
 import (
@@ -16,8 +16,9 @@ import (
 	"github.com/edxhub/edx/hub/api"
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/auth"
+	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/index"
-	"github.com/edxhub/edx/hub/pipeline"
+	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -47,6 +48,7 @@ type Fixture struct {
 	Hub        *pki.Signer
 	Signers    map[document.UnitID]*pki.Signer
 	Auth       *auth.Store
+	NATS       *broker.Server // holds the accounts' buckets
 	Records    *api.Records
 	AdminToken string
 	Docs       map[string]document.ID // the corpus, by name
@@ -79,7 +81,9 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Index.Close() })
-	if f.CA, err = pki.InitCA(dir+"/pki", ""); err != nil {
+	// The CA and the hub's certificate predate the corpus: receipts are
+	// checked as of their acceptance.
+	if f.CA, err = pki.InitCAAt(dir+"/pki", "", Day(1, 1).AddDate(-1, 0, 0)); err != nil {
 		t.Fatal(err)
 	}
 	if f.Trust, err = pki.LoadTrust(f.CA.RootsPath()); err != nil {
@@ -108,7 +112,9 @@ func New(t *testing.T, opts ...func(*auth.Config)) *Fixture {
 	for _, o := range opts {
 		o(&acfg)
 	}
-	if f.Auth, err = auth.Open(ctx, acfg, log); err != nil {
+	// The accounts' buckets on an embedded NATS server of the fixture's own.
+	f.NATS = broker.ForTest(t)
+	if f.Auth, err = auth.Open(ctx, acfg, f.NATS.HubJetStream(t), log); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Auth.Close() })
@@ -130,6 +136,7 @@ type DocSpec struct {
 	Accepted                            time.Time
 	Due                                 string
 	Files                               []container.File // default: van-ban.pdf
+	Upstream                            *document.Upstream
 }
 
 // Accept signs, verifies, archives, receipts and indexes a document as the
@@ -146,7 +153,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 		d.TypeName = dt.Name
 		d.Notation = s.Type + "-UBND"
 	}
-	d.Signer.FullName, d.DueDate = s.Signer, s.Due
+	d.Signer.FullName, d.DueDate, d.Upstream = s.Signer, s.Due, s.Upstream
 	d.PromulgatedAt = s.Accepted.Format(time.DateOnly)
 	meta, err := d.Marshal()
 	if err != nil {
@@ -164,7 +171,7 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 	if !rep.Valid {
 		t.Fatalf("%s: %v", s.Name, rep.Reasons)
 	}
-	key := archive.ContainerKey(s.Accepted, string(d.ID))
+	key := projection.ContainerKey(d.ID)
 	if _, err := f.Archive.Put(ctx, key, data, api.MediaContainer, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -174,11 +181,11 @@ func (f *Fixture) Accept(s DocSpec) document.ID {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rkey := archive.ReceiptKey(s.Accepted, string(d.ID))
+	rkey := projection.ReceiptKey(d.ID)
 	if _, err := f.Archive.Put(ctx, rkey, rb, api.MediaReceipt, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Index.PutDocument(ctx, pipeline.Record(c, rep, rc, rkey)); err != nil {
+	if err := f.Index.PutDocument(ctx, projection.Record(c, rep, rc, rkey)); err != nil {
 		t.Fatal(err)
 	}
 	if s.Name != "" {

@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/edxhub/edx/pkg/document"
+)
+
+// benchOut runs edx bench (the real binary) and returns its exit code and
+// output.
+func benchOut(t *testing.T, dir string, args ...string) (int, string) {
+	t.Helper()
+	cmd := exec.CommandContext(t.Context(), filepath.Join(bin, "edx"), append([]string{"bench"}, args...)...)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return code, string(out)
+}
+
+// TestBenchHub: edx bench --hub drives a running embedded hub it did not
+// start: it registers its units with the admin token and prints the table,
+// with the hub's resources n/a.
+func TestBenchHub(t *testing.T) {
+	work := t.TempDir()
+	h := startHub(t, filepath.Join(work, "edx-data"))
+	code, out := benchOut(t, work, "--hub", h.info.HTTP, "--token-file", h.info.AdminTokenFile, "--units", "3", "--docs", "40", "--size", "16KiB")
+	if code != 0 || !strings.Contains(out, "edx submit → delivered") || !strings.Contains(out, "lost 0, doubled 0, rejected 0") ||
+		!strings.Contains(out, "n/a") || !strings.Contains(out, h.info.HTTP) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}
+
+// TestClusterBench: edx bench --hub against the two-hub cluster: with the
+// units registered before (--units-dir; registered on every hub while hubs
+// do not share units), every document accepted and delivered once; with
+// units it registers through hub 1, the run ends whatever the hubs decide
+// (a document rejected by a hub that does not know the units counts as
+// rejected; nothing is waited for).
+func TestClusterBench(t *testing.T) {
+	c := newCluster(t)
+	h1 := c.startHub("hub-1")
+	c.startHub("hub-2")
+	for _, u := range []string{"000.01.00.H29", "000.02.00.H29", "000.03.00.H29"} {
+		c.registerEverywhere(document.UnitID(u))
+	}
+	code, out := benchOut(t, c.work, "--hub", h1.info.HTTP, "--units-dir", "units", "--docs", "100", "--size", "16KiB")
+	if code != 0 || !strings.Contains(out, "lost 0, doubled 0, rejected 0") || !strings.Contains(out, "3 units") {
+		t.Fatalf("--units-dir: exit %d:\n%s", code, out)
+	}
+	code, out = benchOut(t, c.work, "--hub", h1.info.HTTP, "--token-file", h1.info.AdminTokenFile, "--units", "3", "--docs", "40", "--size", "16KiB", "--wait", "30s")
+	m := regexp.MustCompile(`lost (\d+), doubled (\d+), rejected (\d+)`).FindStringSubmatch(out)
+	if m == nil || m[1] != "0" || m[2] != "0" || (code != 0) != (m[3] != "0") {
+		t.Fatalf("registering through hub 1: exit %d:\n%s", code, out)
+	}
+	t.Logf("units registered through hub 1 only: %s rejected of 40", m[3])
+}
