@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -129,14 +131,14 @@ func (ix *Index) PutDocuments(ctx context.Context, recs []Record) error {
 			return err
 		}
 		defer p.close()
-		p.known, p.fresh = ix.knownTerm, make(map[string]struct{})
+		p.known, p.fresh, p.fts = ix.knownTerm, make(map[string]struct{}), make(map[int64][2]string)
 		for i := range recs {
 			if err := p.put(ctx, &recs[i]); err != nil {
 				return fmt.Errorf("%s: %w", recs[i].Doc.ID, err)
 			}
 		}
 		fresh = p.fresh
-		return nil
+		return p.writeFTS(ctx)
 	})
 	if err == nil {
 		ix.learnTerms(fresh, gen)
@@ -172,11 +174,33 @@ func (ix *Index) learnTerms(ts map[string]struct{}, gen int) {
 }
 
 type putStmts struct {
-	find, free, insDoc, updDoc, delFTS, insFTS, recips, insRecip, updRecip, delRecip, updStat, insTerm, codes, setCodes *sql.Stmt
-	all                                                                                                                 []*sql.Stmt
+	find, free, insDoc, updDoc, delFTS, insFTS, delText, insText, addDay, recips, insRecip, updRecip, delRecip, updStat, insTerm, codes, setCodes *sql.Stmt
+	all                                                                                                                                           []*sql.Stmt
 
 	known func(string) bool   // committed terms
 	fresh map[string]struct{} // terms this transaction added
+	// The search rows to write, by key: written last, in key order (see
+	// writeFTS).
+	fts map[int64][2]string
+}
+
+// countDay adds n to the documents of seq's day in accepted_days.
+func (p *putStmts) countDay(ctx context.Context, seq int64, n int) error {
+	_, err := p.addDay.ExecContext(ctx, seqDay(seq), n)
+	return err
+}
+
+// writeFTS writes the search rows of the transaction in key order: FTS5
+// flushes its pending terms to a new segment whenever a rowid is smaller
+// than the one before, and keys decrease as documents get newer.
+func (p *putStmts) writeFTS(ctx context.Context) error {
+	for _, k := range slices.Sorted(maps.Keys(p.fts)) {
+		r := p.fts[k]
+		if _, err := p.insFTS.ExecContext(ctx, k, r[0], r[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
@@ -193,8 +217,11 @@ func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
 		{&p.free, "SELECT max(seq) FROM documents WHERE seq >= ? AND seq < ?"},
 		{&p.insDoc, "INSERT INTO documents(seq, " + cols + ") VALUES(?" + strings.Repeat(", ?", 29) + ")"},
 		{&p.updDoc, "UPDATE documents SET (seq, " + cols + ") = (?" + strings.Repeat(", ?", 29) + ") WHERE seq = ?"},
-		{&p.delFTS, "DELETE FROM search WHERE rowid = ?"},
+		{&p.delFTS, ftsDelete},
 		{&p.insFTS, ftsInsert},
+		{&p.delText, textDelete},
+		{&p.insText, textInsert},
+		{&p.addDay, "INSERT INTO accepted_days(day, docs) VALUES(?, ?) ON CONFLICT DO UPDATE SET docs = docs + excluded.docs"},
 		{&p.recips, "SELECT unit FROM recipients WHERE doc = ?"},
 		{&p.insRecip, "INSERT INTO recipients(doc, unit, state, routed_at, due_date, last_code, done) VALUES(?, ?, 'routed', ?, ?, '', 0) ON CONFLICT DO UPDATE SET due_date = excluded.due_date"},
 		{&p.updRecip, "UPDATE recipients SET doc = ? WHERE doc = ?"},
@@ -273,10 +300,20 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 		if _, err := p.updDoc.ExecContext(ctx, append(args, old)...); err != nil {
 			return err
 		}
-		if _, err := p.delFTS.ExecContext(ctx, old); err != nil {
+		if _, err := p.delFTS.ExecContext(ctx, ftsKey(old)); err != nil {
 			return err
 		}
+		delete(p.fts, ftsKey(old)) // put before in this transaction
 		if seq != old {
+			if _, err := p.delText.ExecContext(ctx, old); err != nil {
+				return err
+			}
+			if err := p.countDay(ctx, old, -1); err != nil {
+				return err
+			}
+			if err := p.countDay(ctx, seq, 1); err != nil {
+				return err
+			}
 			if _, err := p.updRecip.ExecContext(ctx, seq, old); err != nil {
 				return err
 			}
@@ -284,8 +321,13 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 				return err
 			}
 		}
-	} else if _, err := p.insDoc.ExecContext(ctx, args...); err != nil {
-		return err
+	} else {
+		if _, err := p.insDoc.ExecContext(ctx, args...); err != nil {
+			return err
+		}
+		if err := p.countDay(ctx, seq, 1); err != nil {
+			return err
+		}
 	}
 
 	if exists {
@@ -349,19 +391,18 @@ func (p *putStmts) put(ctx context.Context, rec *Record) error {
 		}
 	}
 	text := row.text()
-	if err := row.insert(ctx, p.insFTS, seq, text); err != nil {
+	p.fts[ftsKey(seq)] = [2]string{text, row.tags(text)}
+	if _, err := p.insText.ExecContext(ctx, seq, text); err != nil {
 		return err
 	}
-	for _, col := range text {
-		for _, t := range tokens(col) {
-			if _, ok := p.fresh[t]; ok || p.known(t) {
-				continue
-			}
-			if _, err := p.insTerm.ExecContext(ctx, t); err != nil {
-				return err
-			}
-			p.fresh[t] = struct{}{}
+	for _, t := range strings.Fields(text) {
+		if _, ok := p.fresh[t]; ok || p.known(t) {
+			continue
 		}
+		if _, err := p.insTerm.ExecContext(ctx, t); err != nil {
+			return err
+		}
+		p.fresh[t] = struct{}{}
 	}
 	return nil
 }

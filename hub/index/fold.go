@@ -17,16 +17,38 @@ import (
 // SQLite's own remove_diacritics leaves đ alone, so folding happens here, the
 // same way for indexed text and for queries.
 func Fold(s string) string {
-	ascii := true
-	for i := 0; i < len(s); i++ {
-		if s[i] >= utf8.RuneSelf {
+	ascii, fast := true, true
+	for _, r := range s {
+		if r >= utf8.RuneSelf {
 			ascii = false
-			break
+			if foldFast(r) == nil {
+				fast = false
+				break
+			}
 		}
 	}
-	if ascii {
+	switch {
+	case ascii:
 		return strings.ToLower(s)
+	case fast:
+		// Every rune folds on its own (letters of the Latin blocks and
+		// combining marks): the table, built by foldSlow, does the work.
+		var b strings.Builder
+		b.Grow(len(s))
+		for _, r := range s {
+			if r < utf8.RuneSelf {
+				b.WriteByte(byte(unicode.ToLower(r)))
+			} else {
+				b.WriteString(*foldFast(r))
+			}
+		}
+		return b.String()
 	}
+	return foldSlow(s)
+}
+
+// foldSlow is Fold by its definition.
+func foldSlow(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	for _, r := range norm.NFD.String(s) {
@@ -40,6 +62,36 @@ func Fold(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// The folds of the runes Vietnamese text is made of: Latin-1 Supplement,
+// Latin Extended-A and -B, the combining diacritical marks and Latin
+// Extended Additional (where ạ…ỹ live). Their canonical decompositions are a
+// letter and combining marks only, so a string of them folds rune by rune
+// (TestFoldFast checks every one against foldSlow).
+var (
+	foldLatin    [0x370 - 0x80]string    // U+0080–U+036F
+	foldLatinAdd [0x1F00 - 0x1E00]string // U+1E00–U+1EFF
+)
+
+func init() {
+	for r := rune(0x80); r < 0x370; r++ {
+		foldLatin[r-0x80] = foldSlow(string(r))
+	}
+	for r := rune(0x1E00); r < 0x1F00; r++ {
+		foldLatinAdd[r-0x1E00] = foldSlow(string(r))
+	}
+}
+
+// foldFast returns r's fold from the tables, or nil when r is not in them.
+func foldFast(r rune) *string {
+	switch {
+	case r >= 0x80 && r < 0x370:
+		return &foldLatin[r-0x80]
+	case r >= 0x1E00 && r < 0x1F00:
+		return &foldLatinAdd[r-0x1E00]
+	}
+	return nil
 }
 
 // Query limits: hostile or pasted input is cut, never rejected.
@@ -88,13 +140,15 @@ func ftsString(s string) string {
 func indexText(s string) string { return strings.ReplaceAll(Fold(s), "_", " ") }
 
 // Tags are single tokens in the FTS table's tags column that turn exact
-// filters (sender, recipient, either, type, number) into doclists FTS5 can
-// intersect with the text terms. Each starts with '_', which no text token
-// and no query prefix can (see indexText and terms), so a tag needs no column
-// filter, which would cost FTS5 a position-list scan per candidate, and no
-// document can pose as another's by writing a tag in its subject. Unit ids
+// filters (sender, recipient, either, type, number, status, the signer's
+// words) into doclists FTS5 can intersect with the text terms. Each starts
+// with '_', which no text token and no query prefix can (see indexText and
+// terms), so a tag needs no column filter (the table keeps no columns:
+// detail=none), and no document can pose as another's by writing a tag in
+// its subject. Unit ids
 // have a fixed shape, so dropping the dots keeps them unique; free strings
-// are hex-encoded so that any value is one token and no two collide.
+// are hex-encoded so that any value is one token and no two collide; the
+// signer's words are tokens already.
 func unitToken(u document.UnitID) string {
 	return strings.ToLower(strings.ReplaceAll(string(u), ".", ""))
 }
@@ -108,3 +162,7 @@ func tagNumber(n string) string {
 }
 
 func tagCode(c document.StatusCode) string { return "_c" + string(c) }
+
+// tagSigner is a word of the signer's name (a token, folded): the search
+// table keeps no columns (detail=none), so a signer filter is on these.
+func tagSigner(token string) string { return "_g" + token }

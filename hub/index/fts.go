@@ -10,6 +10,14 @@ import (
 	"github.com/edxhub/edx/pkg/document"
 )
 
+// ftsKey is a document's rowid in the search table: its seq negated. FTS5
+// walks a doclist forward cheaply and backward at a cost that grows with
+// the square of its index pages (each step back decodes its doclist-index
+// page from the start), and searches list the newest documents first: with
+// the key negated, newest first is forward. A seq range [lo, hi) is the
+// key range [ftsKey(hi-1), ftsKey(lo)].
+func ftsKey(seq int64) int64 { return -seq }
+
 // ftsRow is what the FTS table holds for one document: its searchable text,
 // folded, and its tags (see tagFrom).
 type ftsRow struct {
@@ -31,13 +39,52 @@ func rowOf(rec *Record) ftsRow {
 		fromName: d.FromName, files: names, from: d.From, to: d.To, typ: d.Type}
 }
 
-// text returns the folded text columns, in table order.
-func (r *ftsRow) text() []string {
-	return []string{indexText(r.subject), indexText(r.number), indexText(r.notation), indexText(r.signer),
-		indexText(r.fromName), indexText(strings.Join(r.files, " "))}
+// The text columns, in the order of a stored text (see ftsRow.text) and of
+// rankWeights.
+const (
+	colSubject = iota
+	colNumber
+	colNotation
+	colSigner
+	colFromName
+	colFiles
+	textCols
+)
+
+// text returns the searchable text as the index stores it (search_text)
+// and gives it to FTS5: each text column's tokens, folded (see tokens and
+// Fold), joined by ' ', the columns in colSubject… order joined by '\n'.
+// FTS5 keeps no positions or columns (detail=none); relevance (rank.go)
+// reads the columns back from here.
+func (r *ftsRow) text() string {
+	cols := [textCols]string{r.subject, r.number, r.notation, r.signer, r.fromName, strings.Join(r.files, " ")}
+	var b strings.Builder
+	for i, c := range cols {
+		if i > 0 {
+			b.WriteByte('\n')
+		}
+		for j, t := range tokens(indexText(c)) {
+			if j > 0 {
+				b.WriteByte(' ')
+			}
+			b.WriteString(t)
+		}
+	}
+	return b.String()
 }
 
-func (r *ftsRow) tags() string {
+// textColumns splits a stored text into its columns' tokens.
+func textColumns(text string) [textCols][]string {
+	var out [textCols][]string
+	for i, c := range strings.SplitN(text, "\n", textCols) {
+		out[i] = strings.Fields(c)
+	}
+	return out
+}
+
+// tags returns the tag tokens of the row, text being its stored text (for
+// the signer's words).
+func (r *ftsRow) tags(text string) string {
 	var b strings.Builder
 	b.Grow(64 + 26*len(r.to))
 	add := func(t string) {
@@ -57,16 +104,20 @@ func (r *ftsRow) tags() string {
 	for _, c := range r.codes {
 		add(tagCode(c))
 	}
+	for _, t := range textColumns(text)[colSigner] {
+		add(tagSigner(t))
+	}
 	return b.String()
 }
 
-// ftsInsert is the statement writing an FTS row.
-const ftsInsert = "INSERT INTO search(rowid, subject, number, notation, signer, from_name, files, tags) VALUES(?, ?, ?, ?, ?, ?, ?, ?)"
-
-func (r *ftsRow) insert(ctx context.Context, st *sql.Stmt, seq int64, text []string) error {
-	_, err := st.ExecContext(ctx, seq, text[0], text[1], text[2], text[3], text[4], text[5], r.tags())
-	return err
-}
+// The statements writing a document's rows of the search table and of
+// search_text. A document's rows are deleted before they are written again.
+const (
+	ftsInsert  = "INSERT INTO search(rowid, text, tags) VALUES(?, ?, ?)"
+	ftsDelete  = "DELETE FROM search WHERE rowid = ?"
+	textInsert = "INSERT OR REPLACE INTO search_text(seq, text) VALUES(?, ?)"
+	textDelete = "DELETE FROM search_text WHERE seq = ?"
+)
 
 func joinCodes(cs []document.StatusCode) string {
 	s := make([]string, len(cs))
@@ -89,10 +140,10 @@ func prepareCodes(ctx context.Context, tx *sql.Tx) (*codeStmts, error) {
 		dst **sql.Stmt
 		q   string
 	}{
-		{&p.doc, "SELECT subject, number, notation, signer_name, from_name, files, from_unit, type, codes FROM documents WHERE seq = ?"},
+		{&p.doc, "SELECT d.number, d.from_unit, d.type, d.codes, t.text FROM documents d JOIN search_text t ON t.seq = d.seq WHERE d.seq = ?"},
 		{&p.recips, "SELECT unit, last_code FROM recipients WHERE doc = ? ORDER BY unit"},
 		{&p.setCodes, "UPDATE documents SET codes = ? WHERE seq = ?"},
-		{&p.delFTS, "DELETE FROM search WHERE rowid = ?"},
+		{&p.delFTS, ftsDelete},
 		{&p.insFTS, ftsInsert},
 	} {
 		st, err := tx.PrepareContext(ctx, s.q)
@@ -116,11 +167,10 @@ func (p *codeStmts) close() {
 // refresh rewrites seq's FTS row if its status codes changed.
 func (p *codeStmts) refresh(ctx context.Context, seq int64) error {
 	var (
-		r                ftsRow
-		files, from, old string
+		r               ftsRow
+		from, old, text string
 	)
-	if err := p.doc.QueryRowContext(ctx, seq).Scan(&r.subject, &r.number, &r.notation, &r.signer, &r.fromName,
-		&files, &from, &r.typ, &old); err != nil {
+	if err := p.doc.QueryRowContext(ctx, seq).Scan(&r.number, &from, &r.typ, &old, &text); err != nil {
 		return err
 	}
 	rows, err := p.recips.QueryContext(ctx, seq)
@@ -147,20 +197,98 @@ func (p *codeStmts) refresh(ctx context.Context, seq int64) error {
 	if codes == old {
 		return nil
 	}
-	var fs []File
-	if err := json.Unmarshal([]byte(files), &fs); err != nil {
-		return err
-	}
-	for _, f := range fs {
-		r.files = append(r.files, f.Name)
-	}
 	r.from = document.UnitID(from)
-	if _, err := p.delFTS.ExecContext(ctx, seq); err != nil {
+	if _, err := p.delFTS.ExecContext(ctx, ftsKey(seq)); err != nil {
 		return err
 	}
-	if err := r.insert(ctx, p.insFTS, seq, r.text()); err != nil {
+	if _, err := p.insFTS.ExecContext(ctx, ftsKey(seq), text, r.tags(text)); err != nil {
 		return err
 	}
 	_, err = p.setCodes.ExecContext(ctx, codes, seq)
 	return err
+}
+
+// fillSearch writes the search table and search_text for every document,
+// from the documents and recipients tables (its migration). It reads the
+// documents in seq order (a forward scan of the table) and writes the search
+// rows in chunks, each in key order (see putStmts.writeFTS).
+func fillSearch(ctx context.Context, tx *sql.Tx, progress func(done int)) (int, error) {
+	rows, err := tx.QueryContext(ctx, `SELECT d.seq, d.subject, d.number, d.notation, d.signer_name, d.from_name, d.files,
+		d.from_unit, d.type, d.codes, (SELECT group_concat(unit, ' ') FROM (SELECT unit FROM recipients WHERE doc = d.seq ORDER BY unit))
+		FROM documents d ORDER BY d.seq`)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	ins, err := tx.PrepareContext(ctx, ftsInsert)
+	if err != nil {
+		return 0, err
+	}
+	defer ins.Close()
+	insText, err := tx.PrepareContext(ctx, textInsert)
+	if err != nil {
+		return 0, err
+	}
+	defer insText.Close()
+	const chunk = 50_000
+	type row struct {
+		key        int64
+		text, tags string
+	}
+	var pending []row
+	flush := func() error {
+		for i := len(pending) - 1; i >= 0; i-- {
+			r := pending[i]
+			if _, err := ins.ExecContext(ctx, r.key, r.text, r.tags); err != nil {
+				return err
+			}
+		}
+		pending = pending[:0]
+		return nil
+	}
+	n := 0
+	for rows.Next() {
+		var (
+			r           ftsRow
+			seq         int64
+			files       []byte
+			from, codes string
+			to          sql.NullString
+		)
+		if err := rows.Scan(&seq, &r.subject, &r.number, &r.notation, &r.signer, &r.fromName, &files,
+			&from, &r.typ, &codes, &to); err != nil {
+			return n, err
+		}
+		var fs []File
+		if err := json.Unmarshal(files, &fs); err != nil {
+			return n, err
+		}
+		for _, f := range fs {
+			r.files = append(r.files, f.Name)
+		}
+		r.from = document.UnitID(from)
+		for _, u := range strings.Fields(to.String) {
+			r.to = append(r.to, document.UnitID(u))
+		}
+		for _, c := range strings.Fields(codes) {
+			r.codes = append(r.codes, document.StatusCode(c))
+		}
+		text := r.text()
+		if _, err := insText.ExecContext(ctx, seq, text); err != nil {
+			return n, err
+		}
+		pending = append(pending, row{ftsKey(seq), text, r.tags(text)})
+		if n++; len(pending) == chunk {
+			if err := flush(); err != nil {
+				return n, err
+			}
+			if progress != nil {
+				progress(n)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return n, err
+	}
+	return n, flush()
 }

@@ -20,16 +20,19 @@
 //     terms table into the few vocabulary terms it stands for, since FTS5
 //     answers a prefix query by merging every matching doclist whole before
 //     it can skip anything;
-//   - sender, recipient, either, type, number and the recipients' latest
-//     status codes as tag tokens starting with '_', which no text can
-//     produce (see tagFrom);
+//   - sender, recipient, either, type, number, the recipients' latest
+//     status codes and the signer's words as tag tokens starting with '_',
+//     which no text can produce (see tagFrom);
 //   - the acceptance date range as a rowid range: a document's rowid is its
-//     acceptance time in microseconds times 1000, so FTS5 seeks to the range
-//     and streams hits newest first, and a page stops after Limit+1 hits.
+//     seq (acceptance time in microseconds times 1000) negated, so FTS5
+//     seeks to the range and streams hits newest first walking forward, and
+//     a page stops after Limit+1 hits.
 //
-// Total counts every hit of the same expression. Benchmarks (bench_test.go)
-// compare this with letting the recipients index drive or checking units per
-// text hit; both are an order of magnitude slower on a million documents.
+// The table keeps neither positions nor columns (detail=none): relevance
+// ranks the newest matches itself from search_text (see rank.go). Total
+// counts the hits of the same expression, up to MaxTotal. At 10,000,000
+// documents (bench_test.go, README) the cost of a search is FTS5 walking
+// the doclists of its terms within the date range.
 //
 // Times are stored as Unix microseconds and come back in UTC, truncated to
 // the microsecond.
@@ -99,6 +102,9 @@ type Index struct {
 	termsMu  sync.Mutex
 	known    map[string]struct{} // terms committed to the terms table
 	termsGen int                 // bumped by Reset, which empties the table
+
+	idfs                            idfCache // see rank.go
+	maxTotal, maxRanked, maxScanned int      // MaxTotal, MaxRanked and MaxScanned, but in tests
 }
 
 // Open opens (creating if needed) and migrates the index at cfg.Path.
@@ -130,7 +136,8 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
 	w.SetMaxOpenConns(1)
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
-	ix := &Index{dir: filepath.Dir(path), log: log, w: w, now: time.Now, known: make(map[string]struct{})}
+	ix := &Index{dir: filepath.Dir(path), log: log, w: w, now: time.Now, known: make(map[string]struct{}),
+		maxTotal: MaxTotal, maxRanked: MaxRanked, maxScanned: MaxScanned}
 	if err := ix.migrate(ctx); err != nil {
 		w.Close()
 		return nil, err
@@ -232,6 +239,10 @@ func (ix *Index) CheckWrite(ctx context.Context) error {
 func (ix *Index) Optimize(ctx context.Context) error {
 	for _, q := range []string{
 		"INSERT INTO search(search) VALUES('optimize')",
+		// Statistics from a sample of each index: a full ANALYZE reads
+		// the whole file, most of an hour at 10,000,000 documents on a
+		// disk that reads 13 MB/s at random.
+		"PRAGMA analysis_limit=1000",
 		"PRAGMA optimize=0x10002",
 		"PRAGMA wal_checkpoint(TRUNCATE)",
 	} {
@@ -249,6 +260,8 @@ func (ix *Index) Reset(ctx context.Context) error {
 	return ix.write(ctx, "reset", func(tx *sql.Tx) error {
 		for _, q := range []string{
 			"INSERT INTO search(search) VALUES('delete-all')",
+			"DELETE FROM search_text",
+			"DELETE FROM accepted_days",
 			"DELETE FROM terms",
 			"DELETE FROM statuses",
 			"DELETE FROM recipients",

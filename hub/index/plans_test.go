@@ -3,6 +3,7 @@ package index
 import (
 	"database/sql"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,15 +50,57 @@ func TestQueryPlans(t *testing.T) {
 			t.Fatal(err)
 		}
 		cq, ca := p.countSQL()
-		pq, pa := p.pageSQL()
-		for _, s := range []struct {
+		stmts := []struct {
 			q string
 			a []any
-		}{{cq, ca}, {pq, pa}} {
+		}{{cq, ca}}
+		pq := ""
+		if p.sort == SortRelevance {
+			stmts = append(stmts, []struct {
+				q string
+				a []any
+			}{
+				{rankCandidatesSQL, []any{p.match, ftsKey(p.hi - 1), ftsKey(p.lo), MaxRanked}},
+				{rankSampleSQL, []any{p.hi, idfSample}},
+				{rankCountSQL, []any{p.texts[0], ftsKey(p.hi - 1), ftsKey(p.lo)}},
+			}...)
+		} else {
+			var pa []any
+			pq, pa = p.pageSQL()
+			stmts = append(stmts, struct {
+				q string
+				a []any
+			}{pq, pa})
+		}
+		for _, s := range stmts {
 			plan := explain(t, tx, s.q, s.a...)
 			t.Logf("%s\n  -> %s", s.q, plan)
 			if fullScan(plan) {
 				t.Errorf("full scan: %s\n  -> %s", s.q, plan)
+			}
+			// Every full-text step seeks to the date range (a rowid range
+			// FTS5 takes: '>' and '<' in its plan) and none sorts by FTS5's
+			// rank, which scores every match (see rank.go).
+			for _, m := range ftsStep.FindAllStringSubmatch(plan, -1) {
+				flags, _ := strconv.Atoi(m[1])
+				if !strings.Contains(m[2], ">") || !strings.Contains(m[2], "<") {
+					t.Errorf("full-text step without the rowid range: %s\n  -> %s", s.q, plan)
+				}
+				if flags&fts5OrderRank != 0 {
+					t.Errorf("full-text step ordered by rank: %s\n  -> %s", s.q, plan)
+				}
+			}
+			if s.q == rankCandidatesSQL && !strings.Contains(plan, "SEARCH t USING INTEGER PRIMARY KEY") {
+				t.Errorf("ranking does not look its texts up by key: %s\n  -> %s", s.q, plan)
+			}
+			// Newest first walks the search table forward: FTS5 walks a
+			// doclist backward at a cost that grows with its square.
+			if s.q == rankCandidatesSQL || (p.sort == SortAcceptedDesc && s.q == pq) {
+				for _, m := range ftsStep.FindAllStringSubmatch(plan, -1) {
+					if flags, _ := strconv.Atoi(m[1]); flags&fts5OrderDesc != 0 {
+						t.Errorf("newest first walks the search table backward: %s\n  -> %s", s.q, plan)
+					}
+				}
 			}
 			if p.sort == SortAcceptedDesc && s.q == pq && strings.Contains(plan, "ORDER BY") {
 				t.Errorf("default order sorted, not streamed: %s\n  -> %s", s.q, plan)
@@ -93,6 +136,16 @@ func TestQueryPlans(t *testing.T) {
 		}
 	}
 }
+
+// ftsStep is an FTS5 step of a plan: its idxNum (flags) and idxStr ('M' a
+// MATCH, '<' '>' '=' rowid constraints).
+var ftsStep = regexp.MustCompile(`SCAN search VIRTUAL TABLE INDEX (\d+):(\S*)`)
+
+// FTS5's FTS5_BI_ORDER_RANK and FTS5_BI_ORDER_DESC flags in idxNum.
+const (
+	fts5OrderRank = 0x20
+	fts5OrderDesc = 0x80
+)
 
 func explain(t *testing.T, tx *sql.Tx, q string, args ...any) string {
 	t.Helper()

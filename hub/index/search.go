@@ -17,14 +17,81 @@ const (
 	SortAcceptedDesc    = "accepted_desc" // newest accepted first (the default)
 	SortAcceptedAsc     = "accepted_asc"
 	SortPromulgatedDesc = "promulgated_desc" // by ngày ban hành, newest first
-	SortRelevance       = "relevance"        // bm25 over the text; accepted_desc without text
+	// SortRelevance orders by BM25 over the text, subject first (see
+	// rank.go), the newest MaxRanked matches when there are more
+	// (Page.Ranked then says so); accepted_desc without text.
+	SortRelevance = "relevance"
 )
 
 // Search limits.
 const (
 	DefaultLimit = 20
 	MaxLimit     = 500
+	// MaxTotal is how far Search counts matches: past it, Page.Total is
+	// MaxTotal and Page.TotalCapped is set. Counting is the one part of a
+	// search whose cost grows with the number of matches (a frequent word
+	// matches millions of documents at national scale); the page itself
+	// streams and stops after Limit+1 hits.
+	MaxTotal = 10_000
+	// MaxRanked is how many matches a relevance order ranks: the newest
+	// MaxRanked of them (see SortRelevance).
+	MaxRanked = 1_000
+	// MaxScanned bounds the work of counting and ranking: they look at
+	// the newest MaxScanned documents of the date range (whole days, so
+	// about as many), and past them Page.TotalCapped says that there may
+	// be more matches. FTS5 walks the doclists of a query's words within
+	// the range, and a frequent word is in a third of all documents: at
+	// 10,000,000 documents a year of them costs a few hundred milliseconds
+	// (README, "Search at national scale"). Pages themselves walk the whole
+	// range, newest first, and stop after Limit+1 hits.
+	MaxScanned = 250_000
 )
+
+// usPerDay is a day in microseconds: accepted_days counts documents by
+// accepted_at / usPerDay.
+const usPerDay = 86_400_000_000
+
+// seqDay is the day (in accepted_days) of the document seq.
+func seqDay(seq int64) int64 { return seq / seqSpan / usPerDay }
+
+// scanFrom returns where the newest max documents of [lo, hi) begin: the
+// first seq of the day that completes them, lo when there are fewer.
+func scanFrom(ctx context.Context, tx *sql.Tx, lo, hi int64, limit int) (int64, error) {
+	if hi <= lo {
+		return lo, nil
+	}
+	rows, err := tx.QueryContext(ctx, "SELECT day, docs FROM accepted_days WHERE day >= ? AND day <= ? ORDER BY day DESC",
+		seqDay(lo), seqDay(hi-1))
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var day int64
+		var docs int
+		if err := rows.Scan(&day, &docs); err != nil {
+			return 0, err
+		}
+		if n += docs; n >= limit {
+			return max(lo, day*usPerDay*seqSpan), nil
+		}
+	}
+	return lo, rows.Err()
+}
+
+// scanStart returns where the plan's scan window begins (see MaxScanned):
+// FTS5 counts and ranks within [scanStart, hi).
+func (p *plan) scanStart(ctx context.Context, tx *sql.Tx) (int64, error) {
+	if !p.scanned {
+		s, err := scanFrom(ctx, tx, p.lo, p.hi, p.maxScanned)
+		if err != nil {
+			return 0, err
+		}
+		p.scan, p.scanned = s, true
+	}
+	return p.scan, nil
+}
 
 // Query selects documents. Every set field narrows the result (AND).
 type Query struct {
@@ -72,9 +139,18 @@ type Summary struct {
 
 // Page is one page of search hits.
 type Page struct {
-	Items      []Summary `json:"items"`
-	Total      int       `json:"total"`                 // every match of the query, on all pages
-	NextCursor string    `json:"next_cursor,omitempty"` // "" on the last page
+	Items []Summary `json:"items"`
+	// Total counts the matches of the query, on all pages, up to MaxTotal
+	// and within the newest MaxScanned documents of the date range, as of
+	// the first page: later pages repeat it.
+	Total int `json:"total"`
+	// TotalCapped: counting stopped at MaxTotal matches or at MaxScanned
+	// documents; there may be more matches than Total.
+	TotalCapped bool `json:"total_capped,omitempty"`
+	// Ranked: in a relevance order, the number of matches ranked (the
+	// newest), when there may be more; 0 when every match is ranked.
+	Ranked     int    `json:"ranked,omitempty"`
+	NextCursor string `json:"next_cursor,omitempty"` // "" on the last page
 }
 
 // cursor is the opaque keyset position after the last item of a page.
@@ -83,6 +159,15 @@ type cursor struct {
 	Seq  int64   `json:"s"`
 	Prom string  `json:"p,omitempty"`
 	Rank float64 `json:"r,omitempty"`
+	// The relevance order's candidates: the matches in [WinLo, WinHi),
+	// fixed by the first page so that later pages rank the same set.
+	WinLo int64 `json:"wl,omitempty"`
+	WinHi int64 `json:"wh,omitempty"`
+	// The text terms' inverse document frequencies the first page used.
+	IDF []float64 `json:"i,omitempty"`
+	// Page.Total and Page.TotalCapped as the first page counted them.
+	Total  int  `json:"n,omitempty"`
+	Capped bool `json:"c,omitempty"`
 }
 
 func (c cursor) encode() string {
@@ -105,17 +190,23 @@ func decodeCursor(s, sort string) (cursor, error) {
 // plan is a query compiled to its driving source.
 type plan struct {
 	text   []string // terms of Query.Text
+	texts  []string // FTS5 expression of each of text (set by expand)
 	signer []string // terms of Query.Signer
 	tags   []string // exact filters, see tags
 	match  string   // FTS5 expression (set by expand); "" when nothing goes through FTS
 	lo, hi int64    // seq range [lo, hi)
-	sort   string
-	limit  int
-	cur    *cursor
+	idfs   *idfCache
+	// Caps: MaxTotal, MaxRanked and MaxScanned but in tests.
+	maxTotal, maxRanked, maxScanned int
+	scan                            int64 // see scanStart, once scanned
+	scanned                         bool
+	sort                            string
+	limit                           int
+	cur                             *cursor
 }
 
 func compile(q *Query) (*plan, error) {
-	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit}
+	p := &plan{lo: 0, hi: 1<<63 - 1, sort: q.Sort, limit: q.Limit, maxTotal: MaxTotal, maxRanked: MaxRanked, maxScanned: MaxScanned}
 	if p.sort == "" {
 		p.sort = SortAcceptedDesc
 	}
@@ -192,32 +283,34 @@ func seqBound(t time.Time) int64 {
 }
 
 // source returns the FROM and WHERE of the plan's candidate documents, the
-// key column, and its arguments. Two shapes:
+// expression of their seq, and its arguments. Two shapes:
 //
 //   - FTS: any text, unit, type, number, signer or status filter. FTS5
 //     intersects the doclists of the terms and tags, seeks to the seq range
-//     (a rowid range) and streams in rowid order, so a LIMIT stops early.
+//     (a range of its rowids, ftsKey(seq)) and streams newest first (rowid
+//     order), so a LIMIT stops early.
 //   - nothing: the documents table by seq.
-func (p *plan) source() (from, where, key string, args []any) {
+func (p *plan) source() (from, where, seq string, args []any) {
 	if p.match != "" {
-		return "search", "search MATCH ? AND search.rowid >= ? AND search.rowid < ?", "search.rowid", []any{p.match, p.lo, p.hi}
+		return "search", "search MATCH ? AND search.rowid >= ? AND search.rowid <= ?", "-search.rowid",
+			[]any{p.match, ftsKey(p.hi - 1), ftsKey(p.lo)}
 	}
 	return "documents", "documents.seq >= ? AND documents.seq < ?", "documents.seq", []any{p.lo, p.hi}
 }
 
-// countSQL returns the query counting every match.
+// countSQL returns the query counting the matches, up to MaxTotal+1.
 func (p *plan) countSQL() (string, []any) {
 	from, where, _, args := p.source()
 	if from == "documents" {
 		if p.lo == 0 && p.hi == 1<<63-1 {
-			return "SELECT count(*) FROM documents", nil // SQLite counts a b-tree without decoding rows
+			return "SELECT count(*) FROM (SELECT 1 FROM documents LIMIT ?)", []any{p.maxTotal + 1}
 		}
 		// The documents_accepted index is far smaller than the table.
 		// lo and hi are multiples of seqSpan here (no cursor in a count).
-		return "SELECT count(*) FROM documents WHERE accepted_at >= ? AND accepted_at < ?",
-			[]any{p.lo / seqSpan, p.hi / seqSpan}
+		return "SELECT count(*) FROM (SELECT 1 FROM documents WHERE accepted_at >= ? AND accepted_at < ? LIMIT ?)",
+			[]any{p.lo / seqSpan, p.hi / seqSpan, p.maxTotal + 1}
 	}
-	return "SELECT count(*) FROM " + from + " WHERE " + where, args
+	return "SELECT count(*) FROM (SELECT 1 FROM " + from + " WHERE " + where + " LIMIT ?)", append(args, p.maxTotal+1)
 }
 
 // pageSQL returns the query for one page (limit+1 rows, to know whether
@@ -234,23 +327,31 @@ func (p *plan) pageSQL() (string, []any) {
 	}
 	q := *p
 	q.lo, q.hi = lo, hi
-	from, where, key, args := q.source()
+	from, where, seq, args := q.source()
 	n := p.limit + 1
 	switch p.sort {
 	case SortAcceptedDesc, SortAcceptedAsc:
-		dir := "DESC"
-		if p.sort == SortAcceptedAsc {
-			dir = "ASC"
+		// Newest first is the search table's rowid order, and the
+		// documents table's seq order backward.
+		desc := p.sort == SortAcceptedDesc
+		order := "documents.seq DESC"
+		switch {
+		case from == "search" && desc:
+			order = "search.rowid"
+		case from == "search":
+			order = "search.rowid DESC"
+		case !desc:
+			order = "documents.seq"
 		}
-		return "SELECT " + key + ", '', 0.0 FROM " + from + " WHERE " + where +
-			" ORDER BY " + key + " " + dir + " LIMIT ?", append(args, n)
+		return "SELECT " + seq + ", '', 0.0 FROM " + from + " WHERE " + where +
+			" ORDER BY " + order + " LIMIT ?", append(args, n)
 	case SortPromulgatedDesc:
 		var s string
 		switch from {
 		case "search":
 			// The covering index answers seq → promulgated_at from a few hot
 			// pages; the table would cost a page read per hit.
-			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d INDEXED BY documents_seq_promulgated ON d.seq = search.rowid WHERE " + where
+			s = "SELECT d.seq, d.promulgated_at, 0.0 FROM search JOIN documents d INDEXED BY documents_seq_promulgated ON d.seq = -search.rowid WHERE " + where
 		default:
 			if p.lo == 0 && p.hi == 1<<63-1 {
 				// Everything: walk the index in order rather than sort it all.
@@ -265,13 +366,8 @@ func (p *plan) pageSQL() (string, []any) {
 			args = append(args, c.Prom, c.Seq)
 		}
 		return s + " ORDER BY d.promulgated_at DESC, d.seq DESC LIMIT ?", append(args, n)
-	default: // SortRelevance, always with FTS
-		s := "SELECT search.rowid, '', search.rank FROM search WHERE " + where
-		if c := p.cur; c != nil {
-			s += " AND (search.rank > ? OR (search.rank = ? AND search.rowid < ?))"
-			args = append(args, c.Rank, c.Rank, c.Seq)
-		}
-		return s + " ORDER BY search.rank, search.rowid DESC LIMIT ?", append(args, n)
+	default: // SortRelevance: see rank
+		panic("index: pageSQL for " + p.sort)
 	}
 }
 
@@ -291,6 +387,7 @@ func (ix *Index) Search(ctx context.Context, q Query) (Page, error) {
 		return Page{}, fmt.Errorf("index: search: %w", err)
 	}
 	defer tx.Rollback()
+	p.idfs, p.maxTotal, p.maxRanked, p.maxScanned = &ix.idfs, ix.maxTotal, ix.maxRanked, ix.maxScanned
 	page, err := p.run(ctx, tx)
 	if err != nil {
 		return Page{}, fmt.Errorf("index: search: %w", err)
@@ -307,32 +404,35 @@ const maxExpansions = 16
 // is a prefix of. It reports false when some term matches nothing, so
 // neither does the query.
 func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
-	group := func(ts []string) (string, bool, error) {
+	var last []string
+	group := func(ts []string, as func(string) string) (string, bool, error) {
 		parts := make([]string, len(ts))
 		for i, t := range ts {
-			e, ok, err := expandTerm(ctx, tx, t)
+			e, ok, err := expandTerm(ctx, tx, t, as)
 			if !ok || err != nil {
 				return "", ok, err
 			}
 			parts[i] = e
 		}
+		last = parts
 		return "(" + strings.Join(parts, " AND ") + ")", true, nil
 	}
 	var parts []string
 	if len(p.text) > 0 {
-		g, ok, err := group(p.text)
+		g, ok, err := group(p.text, nil)
 		if !ok || err != nil {
 			return ok, err
 		}
+		p.texts = last
 		// No column filter: text terms cannot match a tag (see tagFrom).
 		parts = append(parts, g)
 	}
 	if len(p.signer) > 0 {
-		g, ok, err := group(p.signer)
+		g, ok, err := group(p.signer, tagSigner)
 		if !ok || err != nil {
 			return ok, err
 		}
-		parts = append(parts, "signer : "+g)
+		parts = append(parts, g)
 	}
 	for _, t := range p.tags {
 		parts = append(parts, ftsString(t))
@@ -341,8 +441,12 @@ func (p *plan) expand(ctx context.Context, tx *sql.Tx) (bool, error) {
 	return true, nil
 }
 
-// expandTerm returns the FTS5 expression for the prefix t.
-func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error) {
+// expandTerm returns the FTS5 expression for the prefix t; with as, for the
+// tags as makes of the terms t stands for.
+func expandTerm(ctx context.Context, tx *sql.Tx, t string, as func(string) string) (string, bool, error) {
+	if as == nil {
+		as = func(s string) string { return s }
+	}
 	// 0xFF never occurs in UTF-8, so t+"\xff" bounds every term starting with t.
 	rows, err := tx.QueryContext(ctx, "SELECT term FROM terms WHERE term >= ? AND term < ? ORDER BY term LIMIT ?",
 		t, t+"\xff", maxExpansions+1)
@@ -356,7 +460,7 @@ func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error)
 		if err := rows.Scan(&s); err != nil {
 			return "", false, err
 		}
-		ts = append(ts, ftsString(s))
+		ts = append(ts, ftsString(as(s)))
 	}
 	if err := rows.Err(); err != nil {
 		return "", false, err
@@ -365,7 +469,7 @@ func expandTerm(ctx context.Context, tx *sql.Tx, t string) (string, bool, error)
 	case len(ts) == 0:
 		return "", false, nil
 	case len(ts) > maxExpansions:
-		return ftsString(t) + "*", true, nil
+		return ftsString(as(t)) + "*", true, nil
 	case len(ts) == 1:
 		return ts[0], true, nil
 	}
@@ -377,12 +481,8 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	if ok, err := p.expand(ctx, tx); !ok || err != nil {
 		return page, err
 	}
-	cq, cargs := p.countSQL()
-	if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
-		return page, err
-	}
-	if page.Total == 0 {
-		return page, nil
+	if p.sort == SortRelevance {
+		return p.rank(ctx, tx, page)
 	}
 	pq, pargs := p.pageSQL()
 	rows, err := tx.QueryContext(ctx, pq, pargs...)
@@ -407,10 +507,15 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	if err := rows.Err(); err != nil {
 		return page, err
 	}
+	// A first page that holds every match has counted them.
+	if err := p.total(ctx, tx, &page, p.cur == nil && len(hits) <= p.limit, len(hits)); err != nil {
+		return page, err
+	}
 	if len(hits) > p.limit {
 		hits = hits[:p.limit]
 		last := hits[len(hits)-1]
-		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Prom: last.prom, Rank: last.rank}.encode()
+		page.NextCursor = cursor{Sort: p.sort, Seq: last.seq, Prom: last.prom, Rank: last.rank,
+			Total: page.Total, Capped: page.TotalCapped}.encode()
 	}
 	seqs := make([]int64, len(hits))
 	for i, h := range hits {
@@ -418,6 +523,39 @@ func (p *plan) run(ctx context.Context, tx *sql.Tx) (Page, error) {
 	}
 	page.Items, err = summaries(ctx, tx, seqs)
 	return page, err
+}
+
+// total sets page.Total and page.TotalCapped, n being the matches already
+// walked, newest first: n when known says that they are all, the cursor's
+// when it has them (the first page counted), else a count within the scan
+// window (see MaxScanned), and at least n.
+func (p *plan) total(ctx context.Context, tx *sql.Tx, page *Page, known bool, n int) error {
+	switch {
+	case known:
+		page.Total = n
+	case p.cur != nil && (p.cur.Total > 0 || p.cur.Capped):
+		page.Total, page.TotalCapped = p.cur.Total, p.cur.Capped
+		return nil
+	default:
+		w := *p
+		if p.match != "" {
+			s, err := p.scanStart(ctx, tx)
+			if err != nil {
+				return err
+			}
+			w.lo = s
+			page.TotalCapped = s > p.lo // older documents are not counted
+		}
+		cq, cargs := w.countSQL()
+		if err := tx.QueryRowContext(ctx, cq, cargs...).Scan(&page.Total); err != nil {
+			return err
+		}
+		page.Total = max(page.Total, n)
+	}
+	if page.Total > p.maxTotal {
+		page.Total, page.TotalCapped = p.maxTotal, true
+	}
+	return nil
 }
 
 const summaryCols = `seq, id, from_unit, from_name, type, type_name, number, notation, subject,

@@ -1,6 +1,7 @@
 package index
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -30,6 +31,36 @@ func TestFold(t *testing.T) {
 	} {
 		if got := Fold(tc.in); got != tc.want {
 			t.Errorf("Fold(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestFoldFast: the tables Fold uses for Latin text give, for every rune
+// in them and for strings mixing them (precomposed, decomposed, ASCII, marks
+// in any order, and runes outside the tables), what the definition gives.
+func TestFoldFast(t *testing.T) {
+	var all []rune
+	for r := rune(0); r < 0x1F00; r++ {
+		if r < 0x370 || r >= 0x1E00 {
+			all = append(all, r)
+			if got, want := Fold(string(r)), foldSlow(string(r)); got != want {
+				t.Errorf("Fold(%U) = %q, want %q", r, got, want)
+			}
+		}
+	}
+	all = append(all, '中', 'ᄀ', '가', 'Ω', 'ﬁ', '\u0345', '\u1DC0', '\U0001D165')
+	rng := rand.New(rand.NewPCG(5, 5))
+	for range 20_000 {
+		rs := make([]rune, 1+rng.IntN(12))
+		for i := range rs {
+			if rng.IntN(3) == 0 {
+				rs[i] = rune(0x300 + rng.IntN(0x70)) // a combining mark
+			} else {
+				rs[i] = all[rng.IntN(len(all))]
+			}
+		}
+		if got, want := Fold(string(rs)), foldSlow(string(rs)); got != want {
+			t.Fatalf("Fold(%q) = %q, want %q", string(rs), got, want)
 		}
 	}
 }
@@ -325,7 +356,7 @@ func TestUnitIsolation(t *testing.T) {
 	recs := corpus(t, ix, 120)
 	// A sender writing another unit's tags into its text gains nothing.
 	forged := testRecord(t0.Add(-time.Hour), dept1, dept2)
-	forged.Doc.Subject = "Giả mạo " + (&ftsRow{from: dept3, to: []document.UnitID{dept3}, typ: "QĐ", number: "1", codes: []document.StatusCode{"01"}}).tags()
+	forged.Doc.Subject = "Giả mạo " + (&ftsRow{from: dept3, to: []document.UnitID{dept3}, typ: "QĐ", number: "1", codes: []document.StatusCode{"01"}}).tags("\n\n\nnguyen")
 	forged.Doc.Notation = tagUnit(dept3)
 	forged.Files = []File{{Name: tagUnit(dept3) + ".pdf"}}
 	if err := ix.PutDocument(ctx, forged); err != nil {
@@ -461,5 +492,240 @@ func TestOverdueAndCounters(t *testing.T) {
 	c, err = ix.UnitCounters(ctx, hcm)
 	if want := (Counters{Sent: 5}); err != nil || c != want {
 		t.Errorf("UnitCounters(hcm) = %+v, %v; want %+v", c, err, want)
+	}
+}
+
+// TestCappedTotalAndRankedWindow: past the caps, Total stops at maxTotal
+// (TotalCapped set) and a relevance order ranks the newest maxRanked
+// matches; pages still visit every match of their order exactly once, and
+// a relevance order's pages keep to the set the first page fixed while
+// newer documents arrive and the frequency estimates are forgotten.
+func TestCappedTotalAndRankedWindow(t *testing.T) {
+	ix, _ := openTest(t)
+	ix.maxTotal, ix.maxRanked = 25, 30
+	ctx := t.Context()
+	put := func(from, n int) []Record {
+		var recs []Record
+		for i := from; i < from+n; i++ {
+			rec := testRecord(t0.Add(time.Duration(i)*time.Minute), hcm, dept1)
+			// Some subjects say "đất đai" twice, some once: ranks differ.
+			rec.Doc.Subject = strings.Repeat("Về việc quản lý đất đai ", 1+i%3) + fmt.Sprint(i)
+			if i%4 == 0 {
+				rec.Doc.Subject = fmt.Sprintf("Thông báo lịch họp %d", i) // and "dat dai" only in the file name
+				rec.Files = []File{{Name: "dat-dai.pdf"}}
+			}
+			recs = append(recs, rec)
+		}
+		if err := ix.PutDocuments(ctx, recs); err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+	recs := put(0, 60)
+	all := func(q Query, during func(page int)) (ids []document.ID, ranks []float64, first Page) {
+		for n := 0; ; n++ {
+			p, err := ix.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				first = p
+			}
+			for _, it := range p.Items {
+				ids = append(ids, it.ID)
+			}
+			if p.NextCursor == "" {
+				return ids, ranks, first
+			}
+			var c cursor
+			if c, err = decodeCursor(p.NextCursor, q.Sort); err == nil && q.Sort == SortRelevance {
+				ranks = append(ranks, c.Rank)
+			}
+			q.Cursor = p.NextCursor
+			if during != nil {
+				during(n)
+			}
+		}
+	}
+
+	ids, _, first := all(Query{Text: "dat dai", Limit: 7}, nil)
+	if first.Total != 25 || !first.TotalCapped || first.Ranked != 0 {
+		t.Errorf("default order: total %d capped %v ranked %d, want 25 true 0", first.Total, first.TotalCapped, first.Ranked)
+	}
+	if len(ids) != 60 || len(unique(ids)) != 60 {
+		t.Errorf("default order visits %d documents (%d distinct), want 60", len(ids), len(unique(ids)))
+	}
+
+	more := 60
+	ids, ranks, first := all(Query{Text: "dat dai", Sort: SortRelevance, Limit: 7}, func(int) {
+		put(more, 5) // newer matches arrive between pages
+		more += 5
+		ix.idfs.mu.Lock()
+		ix.idfs.m = nil // and the estimates are forgotten
+		ix.idfs.mu.Unlock()
+	})
+	if first.Total != 25 || !first.TotalCapped || first.Ranked != 30 {
+		t.Errorf("relevance: total %d capped %v ranked %d, want 25 true 30", first.Total, first.TotalCapped, first.Ranked)
+	}
+	var want []document.ID
+	for _, r := range recs[30:] {
+		want = append(want, r.Doc.ID)
+	}
+	if got := slices.SortedFunc(slices.Values(ids), cmpID); !slices.Equal(got, slices.SortedFunc(slices.Values(want), cmpID)) {
+		t.Errorf("relevance visits %d documents, want the newest 30 of the first 60 once each", len(ids))
+	}
+	if !slices.IsSorted(ranks) {
+		t.Errorf("ranks across pages not in order: %v", ranks)
+	}
+
+	// Fewer matches than the window: all are ranked, Ranked stays 0.
+	p, err := ix.Search(ctx, Query{Text: "dat dai", Sort: SortRelevance, Until: t0.Add(20 * time.Minute), Limit: 50})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Total != 20 || p.TotalCapped || p.Ranked != 0 || len(p.Items) != 20 {
+		t.Errorf("small relevance: total %d capped %v ranked %d items %d, want 20 false 0 20", p.Total, p.TotalCapped, p.Ranked, len(p.Items))
+	}
+	// Subject matches rank before file-name-only ones.
+	for i, it := range p.Items {
+		if fileOnly := !strings.Contains(Fold(it.Subject), "dat dai"); fileOnly != (i >= 15) {
+			t.Errorf("relevance item %d %q out of place", i, it.Subject)
+		}
+	}
+}
+
+func unique(ids []document.ID) []document.ID {
+	return slices.Compact(slices.SortedFunc(slices.Values(ids), cmpID))
+}
+
+func cmpID(a, b document.ID) int { return strings.Compare(string(a), string(b)) }
+
+// TestRelevanceCursorMismatch: a relevance cursor carries the estimates of
+// its query's terms; one given with other words is refused, not misread.
+func TestRelevanceCursorMismatch(t *testing.T) {
+	ix, _ := openTest(t)
+	corpus(t, ix, 40)
+	p, err := ix.Search(t.Context(), Query{Text: "dat dai", Sort: SortRelevance, Limit: 2})
+	if err != nil || p.NextCursor == "" {
+		t.Fatalf("first page: %v, cursor %q", err, p.NextCursor)
+	}
+	_, err = ix.Search(t.Context(), Query{Text: "quan ly dat dai", Sort: SortRelevance, Limit: 2, Cursor: p.NextCursor})
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("cursor of another query: %v, want ErrInvalid", err)
+	}
+}
+
+// TestTotalAsOfFirstPage: the first page counts; later pages repeat its
+// count (they do not walk the matches again) while documents arrive, and a
+// first page that holds every match is its own count.
+func TestTotalAsOfFirstPage(t *testing.T) {
+	ix, _ := openTest(t)
+	ctx := t.Context()
+	corpus(t, ix, 40)
+	for _, sort := range []string{SortAcceptedDesc, SortRelevance, SortPromulgatedDesc} {
+		q := Query{Text: "dat dai", Sort: sort, Limit: 3}
+		first, err := ix.Search(ctx, q)
+		if err != nil || first.NextCursor == "" || first.Total <= 3 {
+			t.Fatalf("%s: first page %d of %d, %v", sort, len(first.Items), first.Total, err)
+		}
+		all, err := ix.Search(ctx, Query{Text: "dat dai", Sort: sort, Limit: MaxLimit})
+		if err != nil || all.Total != first.Total || len(all.Items) != all.Total || all.NextCursor != "" {
+			t.Fatalf("%s: one page of all: %d items, total %d (first page's %d), %v", sort, len(all.Items), all.Total, first.Total, err)
+		}
+		rec := testRecord(t0.Add(-time.Duration(len(sort))*time.Hour), hcm, dept1) // older: on a later page
+		if err := ix.PutDocument(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+		q.Cursor = first.NextCursor
+		second, err := ix.Search(ctx, q)
+		if err != nil || second.Total != first.Total {
+			t.Errorf("%s: second page total %d, %v; want the first page's %d", sort, second.Total, err, first.Total)
+		}
+		if now, _ := ix.Search(ctx, Query{Text: "dat dai", Sort: sort}); now.Total != first.Total+1 {
+			t.Errorf("%s: a new first page counts %d, want %d", sort, now.Total, first.Total+1)
+		}
+	}
+}
+
+// TestScanWindow: counting and ranking look at the newest maxScanned
+// documents of the date range (whole days): past them the total is a lower
+// bound (TotalCapped) and relevance ranks the window's matches, or beyond it
+// enough of the newest to fill a page; a range inside the window counts
+// exactly, and pages of the default order still visit every match.
+func TestScanWindow(t *testing.T) {
+	ix, _ := openTest(t)
+	ix.maxScanned = 30
+	ctx := t.Context()
+	midnight := t0.Truncate(24 * time.Hour) // accepted_days counts UTC days
+	day := func(d int) time.Time { return midnight.Add(time.Duration(d) * 24 * time.Hour) }
+	var recs []Record
+	for d := range 10 { // 10 documents a day for 10 days, all about "đất đai"; days 0 and 1 also "hiếm"
+		for i := range 10 {
+			rec := testRecord(day(d).Add(time.Duration(8+i)*time.Hour), hcm, dept1)
+			rec.Doc.Subject = fmt.Sprintf("Về việc quản lý đất đai %d-%d", d, i)
+			if d < 2 && i < 3 {
+				rec.Doc.Subject += " hiếm"
+			}
+			recs = append(recs, rec)
+		}
+	}
+	if err := ix.PutDocuments(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	visit := func(q Query) (ids []document.ID, first Page) {
+		for n := 0; ; n++ {
+			p, err := ix.Search(ctx, q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n == 0 {
+				first = p
+			}
+			for _, it := range p.Items {
+				ids = append(ids, it.ID)
+			}
+			if p.NextCursor == "" {
+				return ids, first
+			}
+			q.Cursor = p.NextCursor
+		}
+	}
+	for _, tc := range []struct {
+		name          string
+		q             Query
+		total, ranked int
+		capped        bool
+		visits        int
+	}{
+		// The newest three days hold the 30 documents scanned.
+		{"all days", Query{Text: "dat dai", Limit: 7}, 30, 0, true, 100},
+		{"inside the window", Query{Text: "dat dai", Since: day(8), Limit: 7}, 20, 0, false, 20},
+		{"window of the range", Query{Text: "dat dai", Until: day(5), Limit: 7}, 30, 0, true, 50},
+		{"relevance", Query{Text: "dat dai", Sort: SortRelevance, Limit: 7}, 30, 30, true, 30},
+		{"relevance inside", Query{Text: "dat dai", Sort: SortRelevance, Since: day(8), Limit: 7}, 20, 0, false, 20},
+		// Older than the window: a page that holds them all counts them;
+		// otherwise what the walk saw is a lower bound.
+		{"old, one page", Query{Text: "hiem"}, 6, 0, false, 6},
+		{"old, pages", Query{Text: "hiem", Limit: 2}, 3, 0, true, 6},
+		{"old, relevance", Query{Text: "hiem", Sort: SortRelevance, Limit: 2}, 3, 3, true, 3},
+		{"old, relevance, one page", Query{Text: "hiem", Sort: SortRelevance}, 6, 0, false, 6},
+	} {
+		ids, first := visit(tc.q)
+		if first.Total != tc.total || first.TotalCapped != tc.capped || first.Ranked != tc.ranked {
+			t.Errorf("%s: total %d capped %v ranked %d, want %d %v %d", tc.name, first.Total, first.TotalCapped, first.Ranked, tc.total, tc.capped, tc.ranked)
+		}
+		if len(ids) != tc.visits || len(unique(ids)) != tc.visits {
+			t.Errorf("%s: pages visit %d documents (%d distinct), want %d", tc.name, len(ids), len(unique(ids)), tc.visits)
+		}
+	}
+	// Moving a document to another day moves it in accepted_days.
+	moved := recs[0]
+	moved.AcceptedAt = day(9).Add(23 * time.Hour)
+	if err := ix.PutDocument(ctx, moved); err != nil {
+		t.Fatal(err)
+	}
+	rows := dumpRows(t, ix, "SELECT day, docs FROM accepted_days ORDER BY day")
+	if len(rows) != 10 || !strings.HasSuffix(rows[0], " 9]") || !strings.HasSuffix(rows[9], " 11]") {
+		t.Errorf("accepted_days after a move: %v", rows)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/edxhub/edx/pkg/document"
 )
@@ -91,6 +92,9 @@ func (ix *Index) addStatuses(ctx context.Context, es []StatusEntry) (flagged []b
 			return err
 		}
 		defer c.close()
+		// Newest first: their keys in order (see putStmts.writeFTS).
+		slices.Sort(dirty)
+		slices.Reverse(dirty)
 		for _, seq := range dirty {
 			if err := c.refresh(ctx, seq); err != nil {
 				return err
