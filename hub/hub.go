@@ -385,6 +385,9 @@ func (h *Hub) startS3(ctx context.Context) error {
 	if h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive")); err != nil {
 		return h.s3Error(err)
 	}
+	if h.reg != nil { // nil in a reindex
+		h.reg.MustRegister(h.arch.Collector())
+	}
 	return nil
 }
 
