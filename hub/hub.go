@@ -73,6 +73,10 @@ type Hub struct {
 	sys *broker.SystemConn
 	// accounts gives the NATS servers new account JWTs (revocations).
 	accounts accountPusher
+
+	// reconnected has a value after the hub's NATS connection came back
+	// (keepUnitConsumers).
+	reconnected chan struct{}
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -95,7 +99,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry(), reconnected: make(chan struct{}, 1)}
 	// What started so far stops on any error. h is not the result, which
 	// a "return nil, err" sets to nil before this runs: the closers, which
 	// use h, find it whole.
@@ -273,7 +277,13 @@ func (h *Hub) startNATS(ctx context.Context) error {
 				h.log.Warn("nats: disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			h.log.Info("nats: reconnected", "url", c.ConnectedUrl())
+			select {
+			case h.reconnected <- struct{}{}:
+			default:
+			}
+		}),
 	}
 	if h.cfg.NATS.URL == "" {
 		h.nats, err = broker.Start(ctx, h.cfg.NATS.Embedded, h.log, broker.WithUnitLimits(h.cfg.NATS.Units))
@@ -451,6 +461,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 	var background sync.WaitGroup
 	background.Go(func() { h.recover(pctx) })
+	background.Go(func() { h.keepUnitConsumers(pctx) })
+	background.Go(func() { broker.NewTrimmer(h.js, broker.TrimConfig{}, h.log.With("component", "trim")).Run(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
 	if !h.cfg.PKI.CRLFetch.Disabled {

@@ -302,7 +302,7 @@ func (h *Hub) AddUnit(ctx context.Context, req api.UnitRequest) (*api.UnitBundle
 	if err != nil {
 		return nil, err
 	}
-	if err := broker.EnsureUnitConsumers(ctx, h.js, string(req.ID)); err != nil {
+	if err := broker.EnsureUnitConsumer(ctx, h.js, string(req.ID), h.cfg.NATS.Streams.UnitConsumers); err != nil {
 		return nil, fmt.Errorf("%w: %v", api.ErrUnavailable, err)
 	}
 	var creds []byte
@@ -537,5 +537,53 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 	if err := h.syncRevocations(ctx); err != nil {
 		h.log.Error("nats: applying the revocations recorded by other hubs", "err", err)
 	}
+	if err := h.ensureUnitConsumers(ctx); err != nil {
+		return err
+	}
 	return nil
+}
+
+// ensureUnitConsumers gives every registered unit its consumer of
+// EDX_DELIVER where it lacks one: a server that restarted forgot those kept
+// in memory (nats.streams.unit_consumers), and an earlier version's are
+// replaced. The messages wait in the stream meanwhile.
+func (h *Hub) ensureUnitConsumers(ctx context.Context) error {
+	units := h.units.List()
+	ids := make([]string, 0, len(units))
+	for _, u := range units {
+		ids = append(ids, string(u.ID))
+	}
+	n, err := broker.EnsureUnitConsumers(ctx, h.js, ids, h.cfg.NATS.Streams.UnitConsumers)
+	if n > 0 {
+		h.log.Info("nats: units' consumers created", "count", n, "units", len(ids), "storage", h.cfg.NATS.Streams.UnitConsumers)
+	}
+	if err != nil {
+		return fmt.Errorf("nats: units' consumers: %w", err)
+	}
+	return nil
+}
+
+// unitConsumersCheck is how often a running hub makes sure every unit has
+// its consumer (a NATS server that restarted under it forgot those kept in
+// memory; in a cluster, a consumer's one replica may be on a server that is
+// down); it also does when its connection comes back. One look costs a
+// listing of the consumers, some 40 requests for 10,000 units.
+const unitConsumersCheck = time.Minute
+
+// keepUnitConsumers runs ensureUnitConsumers every unitConsumersCheck and
+// after each reconnection, until ctx is done.
+func (h *Hub) keepUnitConsumers(ctx context.Context) {
+	t := time.NewTicker(unitConsumersCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-h.reconnected:
+		}
+		if err := h.ensureUnitConsumers(ctx); err != nil && ctx.Err() == nil {
+			h.log.Warn("nats: units' consumers", "err", err)
+		}
+	}
 }

@@ -2,7 +2,7 @@
 // same machine, in one run: it starts an edx-hub process (embedded stack, or
 // a configuration with an external NATS and S3), registers units over the
 // hub's API, connects each as an agent would (its own NATS credentials and
-// durable consumers), sends signed documents from random units to random
+// durable consumer), sends signed documents from random units to random
 // recipients, and times submit → accepted notice and submit → delivered.
 // It then measures, on the same bytes, the ceilings of the parts: JetStream
 // publish and consume, S3 PUT with If-None-Match, and CMS verification with
@@ -206,7 +206,7 @@ type unit struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stage  *protocol.Stage
-	ccs    []jetstream.ConsumeContext
+	its    []jetstream.MessagesContext
 	// uploads bounds the unit's staged uploads at once to what its quota
 	// holds (nats.streams.upload_unit_quota): an upload cut short by the
 	// quota would hold part of it until the hub sweeps it away.
@@ -322,8 +322,8 @@ func (r *run) close() {
 		if u == nil {
 			continue // registration stopped before it
 		}
-		for _, cc := range u.ccs {
-			cc.Stop()
+		for _, it := range u.its {
+			it.Stop()
 		}
 		if u.nc != nil {
 			u.nc.Close()
@@ -395,24 +395,34 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
 		return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
 	}
-	// Deliveries: what the recipient's agent would put into its inbox.
-	dc, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(string(id)))
+	// One consumer for everything the unit receives, pulled as its agent
+	// pulls it: deliveries (what the agent would put into its inbox) and
+	// notices.
+	c, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id)))
 	if err != nil {
 		return nil, err
 	}
-	cc, err := dc.Consume(func(m jetstream.Msg) { r.delivered(u, m) }, jetstream.PullMaxBytes(32<<20))
+	it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
 	if err != nil {
 		return nil, err
 	}
-	u.ccs = append(u.ccs, cc)
-	nc, err := u.js.Consumer(ctx, protocol.StreamNotice, protocol.NoticeConsumer(string(id)))
-	if err != nil {
-		return nil, err
-	}
-	if cc, err = nc.Consume(func(m jetstream.Msg) { r.notice(m) }); err != nil {
-		return nil, err
-	}
-	u.ccs = append(u.ccs, cc)
+	u.its = append(u.its, it)
+	go func() {
+		for {
+			m, err := it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			if protocol.IsNotice(m.Subject()) {
+				r.notice(m)
+			} else {
+				r.delivered(u, m)
+			}
+		}
+	}()
 	return u, nil
 }
 

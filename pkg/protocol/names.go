@@ -10,14 +10,26 @@
 // ConnectUnit sets up; nothing else on the agent side needs to know it.
 package protocol
 
-import "strings"
+import (
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // Streams and the staging object store.
 const (
-	StreamSubmit  = "EDX_SUBMIT"  // work queue: edx.submit.<unit>
-	StreamDeliver = "EDX_DELIVER" // edx.deliver.<unit>, one durable consumer per unit
-	StreamStatus  = "EDX_STATUS"  // edx.status.<unit>, consumed by the hub
-	StreamNotice  = "EDX_NOTICE"  // edx.notice.<unit>, one durable consumer per unit
+	StreamSubmit = "EDX_SUBMIT" // work queue: edx.submit.<unit>
+	// StreamDeliver holds everything a unit receives, its deliveries
+	// (edx.deliver.<unit>) and its notices (edx.notice.<unit>), which the
+	// unit reads with one durable consumer (UnitConsumer).
+	StreamDeliver = "EDX_DELIVER"
+	StreamStatus  = "EDX_STATUS" // edx.status.<unit>, consumed by the hub
+	// LegacyStreamNotice held the notices, each unit reading them with a
+	// consumer of its own (LegacyNoticeConsumer), until they joined the
+	// deliveries in StreamDeliver. A hub migrates it (hub/broker); an agent
+	// still reads it from a hub that has it.
+	LegacyStreamNotice = "EDX_NOTICE"
 	// StreamUpload holds the chunks of submissions above the inline limit,
 	// edx.upload.<unit>: units only write (UploadStaged), the hub reads
 	// (GetUpload) and removes them (ReleaseUpload).
@@ -93,11 +105,47 @@ func UnitFromSubject(subject string) string {
 // consumerSafe turns a unit id into a token valid in a consumer name.
 func consumerSafe(unit string) string { return strings.ReplaceAll(unit, ".", "_") }
 
-// DeliverConsumer is the durable consumer name of a unit's deliveries.
-func DeliverConsumer(unit string) string { return "deliver_" + consumerSafe(unit) }
+// UnitConsumer is the name of a unit's durable consumer on StreamDeliver,
+// which reads everything the unit receives (UnitSubjects). It keeps the
+// name it had when it read deliveries only, so that the credentials issued
+// then still allow it.
+func UnitConsumer(unit string) string { return "deliver_" + consumerSafe(unit) }
 
-// NoticeConsumer is the durable consumer name of a unit's notices.
-func NoticeConsumer(unit string) string { return "notice_" + consumerSafe(unit) }
+// UnitSubjects are the subjects of StreamDeliver a unit's consumer reads:
+// its deliveries and its notices.
+func UnitSubjects(unit string) []string { return []string{DeliverSubject(unit), NoticeSubject(unit)} }
+
+// UnitFilter is a subject filter that, in StreamDeliver, matches exactly
+// a unit's subjects (UnitSubjects): the wildcard stands for the kind, and
+// the unit's tokens follow literally.
+func UnitFilter(unit string) string { return "edx.*." + unit }
+
+// IsNotice reports whether a message a unit received (on its consumer of
+// StreamDeliver) is a notice; anything else is a delivery.
+func IsNotice(subject string) bool { return strings.HasPrefix(subject, SubjectNoticePrefix) }
+
+// LegacyNoticeConsumer is the name of a unit's consumer of
+// LegacyStreamNotice.
+func LegacyNoticeConsumer(unit string) string { return "notice_" + consumerSafe(unit) }
+
+// Pulls of a unit's consumer: an agent asks for messages with a request
+// that lasts UnitPullExpiry, during which the server, while it has nothing
+// to send, sends a heartbeat every UnitPullHeartbeat. Every connected unit
+// costs the hub this much at rest: one request and two heartbeats a
+// minute. A connection or consumer that failed silently is noticed after
+// two heartbeats are missed.
+const (
+	UnitPullExpiry    = time.Minute
+	UnitPullHeartbeat = 20 * time.Second
+)
+
+// UnitPullOptions are the options of a unit's pull of its consumer
+// (jetstream.Consumer.Messages): UnitPullExpiry and UnitPullHeartbeat, and
+// at most maxBytes pulled at once.
+func UnitPullOptions(maxBytes int) []jetstream.PullMessagesOpt {
+	return []jetstream.PullMessagesOpt{jetstream.PullMaxBytes(maxBytes), jetstream.PullExpiry(UnitPullExpiry),
+		jetstream.PullHeartbeat(UnitPullHeartbeat)}
+}
 
 // InboxPrefix is the reply-subject prefix a unit's connection must use
 // (nats.CustomInboxPrefix, set by ConnectUnit), so that no unit can listen to
