@@ -112,7 +112,7 @@ func (a *Agent) runNATS(ctx context.Context) {
 		a.consume(ctx, l, protocol.StreamDeliver, protocol.UnitConsumer(string(a.cfg.Unit)), a.handleReceived, func(cons jetstream.Consumer) {
 			// A hub of an earlier version keeps the notices apart, with a
 			// consumer of their own: read it too.
-			if !slices.Contains(cons.CachedInfo().Config.FilterSubjects, protocol.NoticeSubject(string(a.cfg.Unit))) {
+			if cons.CachedInfo().Config.Metadata[protocol.UnitConsumerMetadata] != "true" {
 				a.legacyNotices.Do(func() {
 					a.log.Info("nats: the hub keeps notices in a stream of their own (an earlier version): reading it too")
 					wg.Go(func() {
@@ -126,9 +126,9 @@ func (a *Agent) runNATS(ctx context.Context) {
 }
 
 // handleReceived hands a message of the unit's consumer to handleNotice or
-// handleDelivery, by its subject.
+// handleDelivery, as its kind says (protocol.IsNotice).
 func (a *Agent) handleReceived(ctx context.Context, l *link, msg jetstream.Msg) error {
-	if protocol.IsNotice(msg.Subject()) {
+	if protocol.IsNotice(msg.Headers()) {
 		return a.handleNotice(ctx, l, msg)
 	}
 	return a.handleDelivery(ctx, l, msg)

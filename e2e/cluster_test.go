@@ -333,7 +333,7 @@ func (s *stream) takeNotices(max int, wait time.Duration) {
 		return
 	}
 	for m := range batch.Messages() {
-		if !protocol.IsNotice(m.Subject()) {
+		if !protocol.IsNotice(m.Headers()) {
 			s.t.Errorf("the sender received %s", m.Subject())
 		}
 		nt, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})

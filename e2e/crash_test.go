@@ -122,7 +122,7 @@ func TestHubKilledMidStream(t *testing.T) {
 			return
 		}
 		for m := range batch.Messages() {
-			if !protocol.IsNotice(m.Subject()) {
+			if !protocol.IsNotice(m.Headers()) {
 				t.Errorf("A received %s", m.Subject())
 			}
 			nt, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})

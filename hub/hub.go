@@ -77,6 +77,8 @@ type Hub struct {
 	// reconnected has a value after the hub's NATS connection came back
 	// (keepUnitConsumers).
 	reconnected chan struct{}
+	// trim removes from EDX_DELIVER what units acknowledged.
+	trim *broker.Trimmer
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -153,8 +155,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 		h.log.Error("pki: revoking the NATS credentials of units with a revoked certificate", "err", err)
 	}
 	h.checkCRLs(ctx, cfg.Clock())
+	h.trim = broker.NewTrimmer(h.js, broker.TrimConfig{}, log.With("component", "trim"))
 	if h.pipe, err = pipeline.New(ctx, cfg.Pipeline, pipeline.Deps{
-		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
+		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Sent: h.trim, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
 	}); err != nil {
 		return nil, err
@@ -462,7 +465,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	var background sync.WaitGroup
 	background.Go(func() { h.recover(pctx) })
 	background.Go(func() { h.keepUnitConsumers(pctx) })
-	background.Go(func() { broker.NewTrimmer(h.js, broker.TrimConfig{}, h.log.With("component", "trim")).Run(pctx) })
+	background.Go(func() { h.trim.Run(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
 	if !h.cfg.PKI.CRLFetch.Disabled {

@@ -247,7 +247,7 @@ func (a *agent) delivery() *protocol.Delivery {
 func (a *agent) next(notice bool) jetstream.Msg {
 	a.t.Helper()
 	for i, m := range a.kept {
-		if protocol.IsNotice(m.Subject()) == notice {
+		if protocol.IsNotice(m.Headers()) == notice {
 			a.kept = append(a.kept[:i], a.kept[i+1:]...)
 			return m
 		}
@@ -264,7 +264,7 @@ func (a *agent) next(notice bool) jetstream.Msg {
 		if err := m.DoubleAck(a.t.Context()); err != nil {
 			a.t.Fatal(err)
 		}
-		if protocol.IsNotice(m.Subject()) == notice {
+		if protocol.IsNotice(m.Headers()) == notice {
 			return m
 		}
 		a.kept = append(a.kept, m)

@@ -392,8 +392,18 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		return nil, fmt.Errorf("unit %s: %w", id, err)
 	}
 	u := &unit{id: id, signer: s, uploads: make(chan struct{}, max(1, broker.DefaultUploadUnitQuota/(2*(r.o.Size+1))))}
-	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
-		return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
+	// As an agent does, a first connection that times out (a loaded
+	// machine) is tried again.
+	for attempt := 1; ; attempt++ {
+		u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second))
+		if err == nil {
+			break
+		}
+		if attempt == 5 || ctx.Err() != nil {
+			return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
+		}
+		r.o.Log.Warn("bench: connect, will retry", "unit", id, "err", err)
+		time.Sleep(time.Second)
 	}
 	// One consumer for everything the unit receives, pulled as its agent
 	// pulls it: deliveries (what the agent would put into its inbox) and
@@ -416,7 +426,7 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 			if err != nil {
 				continue
 			}
-			if protocol.IsNotice(m.Subject()) {
+			if protocol.IsNotice(m.Headers()) {
 				r.notice(m)
 			} else {
 				r.delivered(u, m)

@@ -277,7 +277,7 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg := dl.CachedInfo().Config; !slices.Equal(cfg.Subjects, []string{protocol.SubjectDeliverPrefix + ">", protocol.SubjectNoticePrefix + ">"}) ||
+	if cfg := dl.CachedInfo().Config; !slices.Equal(cfg.Subjects, []string{protocol.SubjectDeliverPrefix + ">"}) ||
 		cfg.MaxBytes != broker.DefaultDeliverMaxBytes+broker.DefaultNoticeMaxBytes || cfg.MaxMsgs != 2*broker.DefaultMaxMsgs {
 		t.Errorf("%s: %+v", protocol.StreamDeliver, cfg)
 	}
@@ -288,7 +288,8 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cc := c.CachedInfo().Config; !slices.Equal(cc.FilterSubjects, protocol.UnitSubjects(unitA)) || !cc.MemoryStorage || cc.Replicas != 1 ||
+	if cc := c.CachedInfo().Config; cc.FilterSubject != protocol.DeliverSubject(unitA) || len(cc.FilterSubjects) != 0 || !cc.MemoryStorage || cc.Replicas != 1 ||
+		cc.Metadata[protocol.UnitConsumerMetadata] != "true" ||
 		cc.AckPolicy != jetstream.AckExplicitPolicy || cc.MaxDeliver != -1 || cc.AckWait != broker.UnitAckWait {
 		t.Errorf("unit consumer config %+v", cc)
 	}
@@ -300,6 +301,10 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 		if n != 2 {
 			t.Errorf("%d consumers on %s, want one per unit", n, protocol.StreamDeliver)
 		}
+	}
+	// Asked again, nothing changes.
+	if n, err := broker.EnsureUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, ""); err != nil || n != 0 {
+		t.Errorf("consumers made again: %d, %v", n, err)
 	}
 	// Asked for file storage, the consumer is replaced.
 	if err := broker.EnsureUnitConsumer(ctx, e.hubJS, unitA, broker.UnitConsumersFile); err != nil {
@@ -377,8 +382,8 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 	denied := []string{
 		protocol.SubmitSubject(unitB),
 		protocol.StatusSubject(unitB),
-		protocol.DeliverSubject(unitA), // only the hub delivers
-		protocol.NoticeSubject(unitA),
+		protocol.DeliverSubject(unitA), // only the hub delivers and sends notices
+		protocol.LegacySubjectNoticePrefix + unitA,
 		protocol.SubjectSubmitPrefix + "000.00.00", // a prefix of its own unit id
 		"$JS.API.STREAM.CREATE.X",
 		"$JS.API.STREAM.PURGE." + protocol.StreamSubmit,
@@ -463,13 +468,16 @@ func TestUnitConsumesOwnDeliveries(t *testing.T) {
 	a := e.unit(t, unitA)
 	ctx := t.Context()
 
-	for _, m := range []struct{ subject, id, body string }{
-		{protocol.DeliverSubject(unitA), "doc-1/" + unitA, "delivery"},
-		{protocol.NoticeSubject(unitA), "doc-2/accepted", "notice"},
-	} {
-		if _, err := e.hubJS.Publish(ctx, m.subject, []byte(m.body), jetstream.WithMsgID(m.id)); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("delivery"), jetstream.WithMsgID("doc-1/"+unitA)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := protocol.NoticeMsg(unitA, &protocol.Notice{Type: protocol.NoticeAccepted}, "doc-2/accepted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Data = []byte("notice")
+	if _, err := e.hubJS.PublishMsg(ctx, n); err != nil {
+		t.Fatal(err)
 	}
 	// One consumer brings both, in the order they were sent.
 	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
@@ -482,7 +490,7 @@ func TestUnitConsumesOwnDeliveries(t *testing.T) {
 	}
 	var got []string
 	for m := range batch.Messages() {
-		got = append(got, fmt.Sprintf("%s %v", m.Data(), protocol.IsNotice(m.Subject())))
+		got = append(got, fmt.Sprintf("%s %v", m.Data(), protocol.IsNotice(m.Headers())))
 		if err := m.DoubleAck(ctx); err != nil {
 			t.Fatalf("ack: %v", err)
 		}
@@ -512,7 +520,11 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitB), []byte("for B"), jetstream.WithMsgID("doc-1/"+unitB)); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.hubJS.Publish(ctx, protocol.NoticeSubject(unitB), []byte("notice for B"), jetstream.WithMsgID("doc-2/accepted")); err != nil {
+	nb, err := protocol.NoticeMsg(unitB, &protocol.Notice{Type: protocol.NoticeAccepted}, "doc-2/accepted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hubJS.PublishMsg(ctx, nb); err != nil {
 		t.Fatal(err)
 	}
 
@@ -762,7 +774,7 @@ func TestHubFullAccess(t *testing.T) {
 	if err := e.hubJS.DeleteStream(ctx, "SCRATCH"); err != nil {
 		t.Fatal(err)
 	}
-	for _, subj := range []string{protocol.SubmitSubject(unitA), protocol.DeliverSubject(unitB), protocol.NoticeSubject(unitB), protocol.StatusSubject(unitA)} {
+	for _, subj := range []string{protocol.SubmitSubject(unitA), protocol.DeliverSubject(unitB), protocol.StatusSubject(unitA)} {
 		if _, err := e.hubJS.Publish(ctx, subj, []byte("x")); err != nil {
 			t.Fatalf("%s: %v", subj, err)
 		}
@@ -804,10 +816,10 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 	e := newEnv(t)
 	a, b := e.unit(t, unitA), e.unit(t, unitB)
 	ctx := t.Context()
-	victims := []string{protocol.StatusSubject(unitB), protocol.SubmitSubject(unitB), protocol.DeliverSubject(unitB), protocol.NoticeSubject(unitB)}
+	victims := []string{protocol.StatusSubject(unitB), protocol.SubmitSubject(unitB), protocol.DeliverSubject(unitB)}
 	streamOf := map[string]string{
 		protocol.StatusSubject(unitB): protocol.StreamStatus, protocol.SubmitSubject(unitB): protocol.StreamSubmit,
-		protocol.DeliverSubject(unitB): protocol.StreamDeliver, protocol.NoticeSubject(unitB): protocol.StreamDeliver,
+		protocol.DeliverSubject(unitB): protocol.StreamDeliver,
 	}
 	nothingOnVictims := func(t *testing.T) {
 		t.Helper()

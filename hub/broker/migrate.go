@@ -28,7 +28,9 @@ import (
 //     first, into a holding stream, EDX_MIGRATE;
 //  3. the old streams and their consumers are deleted;
 //  4. the new EDX_DELIVER is created, and the held messages are copied
-//     into it with their subjects and headers as they were;
+//     into it with their headers as they were, a delivery on its subject,
+//     a notice on its unit's one subject too, marked as a notice
+//     (protocol.HeaderKind);
 //  5. EDX_MIGRATE is deleted. The hub then gives each unit its one
 //     consumer (EnsureUnitConsumers), which delivers what was held.
 //
@@ -173,9 +175,15 @@ func migrateUnitStreams(ctx context.Context, js jetstream.JetStream, want jetstr
 		return res, err
 	}
 	n, err := copyStream(ctx, js, hold, func(m *jetstream.RawStreamMsg) *nats.Msg {
-		c := nats.NewMsg(strings.TrimPrefix(m.Subject, migratePrefix))
+		subject := strings.TrimPrefix(m.Subject, migratePrefix)
+		c := nats.NewMsg(subject)
 		for k, v := range m.Header {
 			c.Header[k] = v
+		}
+		if unit, ok := strings.CutPrefix(subject, protocol.LegacySubjectNoticePrefix); ok {
+			// A notice: on its unit's one subject, marked as one.
+			c.Subject = protocol.DeliverSubject(unit)
+			c.Header.Set(protocol.HeaderKind, protocol.KindNotice)
 		}
 		c.Header.Del(nats.MsgIdHdr)
 		c.Header.Del(headerMigratedFrom)

@@ -22,7 +22,7 @@ import (
 func legacyStreams(t *testing.T, js jetstream.JetStream) {
 	t.Helper()
 	ctx := t.Context()
-	for _, s := range []struct{ name, prefix string }{{protocol.StreamDeliver, protocol.SubjectDeliverPrefix}, {protocol.LegacyStreamNotice, protocol.SubjectNoticePrefix}} {
+	for _, s := range []struct{ name, prefix string }{{protocol.StreamDeliver, protocol.SubjectDeliverPrefix}, {protocol.LegacyStreamNotice, protocol.LegacySubjectNoticePrefix}} {
 		if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: s.name, Subjects: []string{s.prefix + ">"}, Retention: jetstream.InterestPolicy,
 			Storage: jetstream.FileStorage, Duplicates: broker.DefaultDuplicates, MaxBytes: 64 << 20, MaxMsgSize: broker.DefaultMaxPayload,
 			Discard: jetstream.DiscardNew, MaxConsumers: broker.MaxUnitConsumers}); err != nil {
@@ -32,7 +32,7 @@ func legacyStreams(t *testing.T, js jetstream.JetStream) {
 			name := protocol.UnitConsumer(u)
 			subj := protocol.DeliverSubject(u)
 			if s.name == protocol.LegacyStreamNotice {
-				name, subj = protocol.LegacyNoticeConsumer(u), protocol.NoticeSubject(u)
+				name, subj = protocol.LegacyNoticeConsumer(u), protocol.LegacySubjectNoticePrefix+u
 			}
 			if _, err := js.CreateConsumer(ctx, s.name, jetstream.ConsumerConfig{Durable: name, FilterSubject: subj, AckPolicy: jetstream.AckExplicitPolicy,
 				AckWait: broker.UnitAckWait, MaxDeliver: -1}); err != nil {
@@ -50,12 +50,12 @@ func legacyStreams(t *testing.T, js jetstream.JetStream) {
 		}
 	}
 	pub(protocol.DeliverSubject(unitA), "d1."+unitA, "d1")
-	pub(protocol.NoticeSubject(unitA), "n1.accepted", "n1")
+	pub(protocol.LegacySubjectNoticePrefix+unitA, "n1.accepted", "n1")
 	pub(protocol.DeliverSubject(unitA), "d2."+unitA, "d2")
 	pub(protocol.DeliverSubject(unitB), "d4."+unitB, "d4")
 	pub(protocol.DeliverSubject(unitA), "d3."+unitA, "d3")
-	pub(protocol.NoticeSubject(unitA), "n2.accepted", "n2")
-	pub(protocol.NoticeSubject(unitB), "n3.accepted", "n3")
+	pub(protocol.LegacySubjectNoticePrefix+unitA, "n2.accepted", "n2")
+	pub(protocol.LegacySubjectNoticePrefix+unitB, "n3.accepted", "n3")
 	take := func(stream, consumer string, n int, ack bool) {
 		c, err := js.Consumer(ctx, stream, consumer)
 		if err != nil {
@@ -103,7 +103,7 @@ func received(t *testing.T, js jetstream.JetStream, unit string) []string {
 				t.Errorf("%s: headers %v", m.Data(), h)
 			}
 			kind := "d"
-			if protocol.IsNotice(m.Subject()) {
+			if protocol.IsNotice(m.Headers()) {
 				kind = "n"
 			}
 			if string(m.Data())[:1] != kind || protocol.UnitFromSubject(m.Subject()) != unit {
@@ -174,7 +174,7 @@ func TestMigrateUnitStreams(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if cfg := st.CachedInfo().Config; cfg.Retention != jetstream.LimitsPolicy || len(cfg.Subjects) != 2 {
+			if cfg := st.CachedInfo().Config; cfg.Retention != jetstream.LimitsPolicy || len(cfg.Subjects) != 1 {
 				t.Fatalf("%s: %+v", protocol.StreamDeliver, cfg)
 			}
 			if n, err := broker.EnsureUnitConsumers(ctx, js, []string{unitA, unitB}, ""); err != nil || n != 2 {

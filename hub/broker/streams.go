@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -313,9 +312,8 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	if opts.DeliverMaxAge == 0 || opts.NoticeMaxAge == 0 {
 		deliverAge = 0 // until acknowledged
 	}
-	deliver := stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries and notices, one subject of each per unit; the hub removes what units acknowledged",
+	deliver := stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries and notices, one subject per unit; the hub removes what units acknowledged",
 		jetstream.LimitsPolicy, deliverAge, opts.DeliverMaxBytes+opts.NoticeMaxBytes, opts.DeliverMaxMsgs+opts.NoticeMaxMsgs)
-	deliver.Subjects = []string{protocol.SubjectDeliverPrefix + ">", protocol.SubjectNoticePrefix + ">"}
 	streams := []jetstream.StreamConfig{
 		submit,
 		deliver,
@@ -400,22 +398,27 @@ func maxPerSubject(ctx context.Context, st jetstream.Stream) (int64, error) {
 
 // UnitConsumerConfig returns the durable pull consumer of a unit on
 // EDX_DELIVER: everything the unit receives, its deliveries and its
-// notices, in the order the hub sent them. It has one replica whatever the
+// notices, in the order the hub sent them, on the unit's one subject (a
+// literal filter: the server finds the unit's next message without looking
+// at other units', as it would for several subjects or a wildcard). It has one replica whatever the
 // stream's, and its state in memory or in a file as storage says
 // (StreamOptions.UnitConsumers): it is only the unit's cursor, and the
 // messages stay in the stream until the unit acknowledged them; a cursor
 // lost starts again from the oldest message the hub has not removed.
 func UnitConsumerConfig(unit, storage string) jetstream.ConsumerConfig {
 	return jetstream.ConsumerConfig{
-		Durable:        protocol.UnitConsumer(unit),
-		Description:    "deliveries and notices to " + unit,
-		FilterSubjects: protocol.UnitSubjects(unit),
-		DeliverPolicy:  jetstream.DeliverAllPolicy,
-		AckPolicy:      jetstream.AckExplicitPolicy,
-		AckWait:        UnitAckWait,
-		MaxDeliver:     -1,
-		Replicas:       1,
-		MemoryStorage:  storage != UnitConsumersFile,
+		Durable:       protocol.UnitConsumer(unit),
+		Description:   "deliveries and notices to " + unit,
+		FilterSubject: protocol.DeliverSubject(unit),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       UnitAckWait,
+		MaxDeliver:    -1,
+		Replicas:      1,
+		MemoryStorage: storage != UnitConsumersFile,
+		// Tells the unit's agent that notices come here too (an earlier
+		// hub's consumer, without it, read deliveries only).
+		Metadata: map[string]string{protocol.UnitConsumerMetadata: "true"},
 	}
 }
 
@@ -451,7 +454,8 @@ func EnsureUnitConsumer(ctx context.Context, js jetstream.JetStream, unit, stora
 // sameUnitConsumer reports whether a unit's consumer as it is (have) is
 // configured as want.
 func sameUnitConsumer(have, want jetstream.ConsumerConfig) bool {
-	return slices.Equal(have.FilterSubjects, want.FilterSubjects) && have.FilterSubject == "" && have.MemoryStorage == want.MemoryStorage &&
+	return have.FilterSubject == want.FilterSubject && len(have.FilterSubjects) == 0 && have.MemoryStorage == want.MemoryStorage &&
+		have.Metadata[protocol.UnitConsumerMetadata] == want.Metadata[protocol.UnitConsumerMetadata] &&
 		have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait && have.DeliverPolicy == want.DeliverPolicy && have.MaxDeliver == want.MaxDeliver
 }
 

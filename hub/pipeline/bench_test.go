@@ -59,7 +59,7 @@ func BenchmarkPipeline(b *testing.B) {
 				}
 				k := 0
 				for m := range batch.Messages() {
-					if !protocol.IsNotice(m.Subject()) {
+					if !protocol.IsNotice(m.Headers()) {
 						continue // uA receives nothing
 					}
 					n, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})

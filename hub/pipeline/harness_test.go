@@ -315,7 +315,7 @@ func (u *unit) noNotice(t testing.TB) {
 func (u *unit) next(t testing.TB, notice bool, wait time.Duration) jetstream.Msg {
 	t.Helper()
 	for i, m := range u.kept {
-		if protocol.IsNotice(m.Subject()) == notice {
+		if protocol.IsNotice(m.Headers()) == notice {
 			u.kept = append(u.kept[:i], u.kept[i+1:]...)
 			return m
 		}
@@ -339,7 +339,7 @@ func (u *unit) next(t testing.TB, notice bool, wait time.Duration) jetstream.Msg
 		if err := msg.DoubleAck(t.Context()); err != nil {
 			t.Fatal(err)
 		}
-		if protocol.IsNotice(msg.Subject()) == notice {
+		if protocol.IsNotice(msg.Headers()) == notice {
 			return msg
 		}
 		u.kept = append(u.kept, msg)
@@ -361,6 +361,29 @@ func (e *env) inStream(subject string) int {
 	return int(info.State.Subjects[subject])
 }
 
+// notices counts the notices to a unit in EDX_DELIVER.
+func (e *env) notices(u document.UnitID) int {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), protocol.StreamDeliver)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := 0
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(e.t.Context(), seq, jetstream.WithGetMsgSubject(protocol.DeliverSubject(string(u))))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if protocol.IsNotice(m.Header) {
+			n++
+		}
+		seq = m.Sequence + 1
+	}
+}
+
 // trim removes from EDX_DELIVER what units acknowledged, as the hub does.
 func (e *env) trim() {
 	e.t.Helper()
@@ -372,7 +395,7 @@ func (e *env) trim() {
 // deliveries counts the deliveries to a unit in EDX_DELIVER.
 func (e *env) deliveries(u document.UnitID) int {
 	e.t.Helper()
-	return e.inStream(protocol.DeliverSubject(string(u)))
+	return e.inStream(protocol.DeliverSubject(string(u))) - e.notices(u)
 }
 
 // objects lists archive keys under prefix.

@@ -77,6 +77,13 @@ type Events interface {
 	Rejected(ctx context.Context, r index.Rejected) (uint64, error)
 }
 
+// Sent is told the stream sequence of every delivery and notice the
+// pipeline stored in EDX_DELIVER, so that it can be removed once its unit
+// acknowledged it (hub/broker.Trimmer).
+type Sent interface {
+	Sent(unit string, seq uint64)
+}
+
 // Applied tells when this hub's own index has applied an event
 // (hub/events.Follower): the pipeline waits, briefly, before it tells the
 // sender, so that the sender finds on this hub what it was told of.
@@ -243,6 +250,7 @@ type Deps struct {
 	Units   Units
 	Events  Events
 	Applied Applied // may be nil
+	Sent    Sent    // may be nil
 	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
@@ -267,6 +275,7 @@ type Pipeline struct {
 	units    Units
 	ev       Events
 	applied  Applied
+	sent     Sent
 	ackWait  time.Duration // the shared consumers' (Run), for keepAlive
 	trust    *pki.Trust
 	hub      *pki.Signer
@@ -304,7 +313,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
 	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units,
-		ev: d.Events, applied: d.Applied, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
+		ev: d.Events, applied: d.Applied, sent: d.Sent, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

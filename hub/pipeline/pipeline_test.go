@@ -407,7 +407,7 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 	}
 	// A consumed its notice: there must be no second one.
 	e.units[uA].noNotice(t)
-	if n := e.inStream(protocol.NoticeSubject(string(uA))); n != 1 {
+	if n := e.notices(uA); n != 1 {
 		t.Errorf("%d notices to A in the stream, want 1", n)
 	}
 	if first != nil {
@@ -545,7 +545,7 @@ func TestStorageOutage(t *testing.T) {
 		a.submit(t, id, a.build(t, meta, 4<<10))
 	}
 	time.Sleep(3 * time.Second) // several failed attempts
-	if n := e.inStream(protocol.NoticeSubject(string(uA))); n != 0 {
+	if n := e.notices(uA); n != 0 {
 		t.Fatalf("%d notices during the outage, want none", n)
 	}
 	proxy.setDown(false)
@@ -666,7 +666,7 @@ func TestStaleCRLHoldsSubmissions(t *testing.T) {
 			t.Fatal("the submission was not held and retried")
 		}
 	}
-	if n := e.inStream(protocol.NoticeSubject(string(uA))); n != 0 {
+	if n := e.notices(uA); n != 0 {
 		t.Fatalf("%d notices sent while the CRL was stale", n)
 	}
 	if rej, _ := e.ix.ListRejected(t.Context(), uA, 10); len(rej) != 0 {

@@ -131,8 +131,7 @@ func (p *Pipeline) stagedRefs(ctx context.Context) (map[string]stageRef, int, bo
 	}
 	// Headers only: an inline delivery's container is not read. The
 	// consumer acks nothing (AckNone): it takes no delivery from its unit.
-	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute,
-		FilterSubjects: []string{protocol.SubjectDeliverPrefix + ">"}}) // not the notices
+	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute})
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("pipeline: stage sweep: %w", err)
 	}

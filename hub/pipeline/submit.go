@@ -494,7 +494,8 @@ func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Documen
 	}
 	for i, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			p.stored(d.To[i], ack)
 		case err := <-f.Err():
 			return retry("pipeline: route %s to %s: %w", d.ID, d.To[i], err)
 		case <-ctx.Done():
@@ -514,10 +515,19 @@ func (p *Pipeline) notify(ctx context.Context, unit document.UnitID, n *protocol
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := p.js.PublishMsg(pctx, m); err != nil {
+	ack, err := p.js.PublishMsg(pctx, m)
+	if err != nil {
 		return retry("pipeline: notice to %s: %w", unit, err)
 	}
+	p.stored(unit, ack)
 	return nil
+}
+
+// stored tells Deps.Sent where a delivery or notice to unit was stored.
+func (p *Pipeline) stored(unit document.UnitID, ack *jetstream.PubAck) {
+	if p.sent != nil && ack != nil {
+		p.sent.Sent(string(unit), ack.Sequence)
+	}
 }
 
 // tellSender sends a submission's decision, once more, to the inbox its

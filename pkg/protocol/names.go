@@ -14,15 +14,17 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Streams and the staging object store.
 const (
 	StreamSubmit = "EDX_SUBMIT" // work queue: edx.submit.<unit>
-	// StreamDeliver holds everything a unit receives, its deliveries
-	// (edx.deliver.<unit>) and its notices (edx.notice.<unit>), which the
-	// unit reads with one durable consumer (UnitConsumer).
+	// StreamDeliver holds everything a unit receives, its deliveries and
+	// its notices, on one subject per unit (edx.deliver.<unit>), which the
+	// unit reads with one durable consumer (UnitConsumer); IsNotice tells
+	// the two apart.
 	StreamDeliver = "EDX_DELIVER"
 	StreamStatus  = "EDX_STATUS" // edx.status.<unit>, consumed by the hub
 	// LegacyStreamNotice held the notices, each unit reading them with a
@@ -60,7 +62,6 @@ const (
 	SubjectSubmitPrefix  = "edx.submit."
 	SubjectDeliverPrefix = "edx.deliver."
 	SubjectStatusPrefix  = "edx.status."
-	SubjectNoticePrefix  = "edx.notice."
 	SubjectUploadPrefix  = "edx.upload."
 	SubjectStagePrefix   = "edx.stage." // requests to the hub's stage service
 	SubjectEventPrefix   = "edx.event." // followed by the event's kind, not a unit
@@ -75,7 +76,8 @@ const HubStatusConsumer = "edx-hub-status"
 // SubmitSubject is the subject a unit publishes its submissions on.
 func SubmitSubject(unit string) string { return SubjectSubmitPrefix + unit }
 
-// DeliverSubject is the subject the hub routes a unit's deliveries to.
+// DeliverSubject is the subject of everything the hub sends a unit in
+// StreamDeliver: its deliveries and its notices.
 func DeliverSubject(unit string) string { return SubjectDeliverPrefix + unit }
 
 // UploadSubject is the subject a unit publishes the chunks of its large
@@ -89,8 +91,9 @@ func StageSubject(unit string) string { return SubjectStagePrefix + unit }
 // StatusSubject is the subject a unit reports statuses on.
 func StatusSubject(unit string) string { return SubjectStatusPrefix + unit }
 
-// NoticeSubject is the subject the hub sends a unit's notices to.
-func NoticeSubject(unit string) string { return SubjectNoticePrefix + unit }
+// LegacySubjectNoticePrefix is where LegacyStreamNotice held a unit's
+// notices (followed by the unit id).
+const LegacySubjectNoticePrefix = "edx.notice."
 
 // UnitFromSubject returns the unit id at the end of an edx subject.
 func UnitFromSubject(subject string) string {
@@ -106,23 +109,20 @@ func UnitFromSubject(subject string) string {
 func consumerSafe(unit string) string { return strings.ReplaceAll(unit, ".", "_") }
 
 // UnitConsumer is the name of a unit's durable consumer on StreamDeliver,
-// which reads everything the unit receives (UnitSubjects). It keeps the
-// name it had when it read deliveries only, so that the credentials issued
-// then still allow it.
+// which reads everything the unit receives (DeliverSubject: one literal
+// subject, which the server finds the next message of without looking at
+// other units'). It keeps the name it had when it read deliveries only, so
+// that the credentials issued then still allow it.
 func UnitConsumer(unit string) string { return "deliver_" + consumerSafe(unit) }
 
-// UnitSubjects are the subjects of StreamDeliver a unit's consumer reads:
-// its deliveries and its notices.
-func UnitSubjects(unit string) []string { return []string{DeliverSubject(unit), NoticeSubject(unit)} }
+// UnitConsumerMetadata marks, in its metadata, a unit's consumer that reads
+// notices too: a consumer without it is an earlier hub's, which keeps the
+// notices in LegacyStreamNotice.
+const UnitConsumerMetadata = "edx_notices"
 
-// UnitFilter is a subject filter that, in StreamDeliver, matches exactly
-// a unit's subjects (UnitSubjects): the wildcard stands for the kind, and
-// the unit's tokens follow literally.
-func UnitFilter(unit string) string { return "edx.*." + unit }
-
-// IsNotice reports whether a message a unit received (on its consumer of
-// StreamDeliver) is a notice; anything else is a delivery.
-func IsNotice(subject string) bool { return strings.HasPrefix(subject, SubjectNoticePrefix) }
+// IsNotice reports whether a message a unit received (its headers) is a
+// notice (HeaderKind); anything else is a delivery.
+func IsNotice(h nats.Header) bool { return h != nil && h.Get(HeaderKind) == KindNotice }
 
 // LegacyNoticeConsumer is the name of a unit's consumer of
 // LegacyStreamNotice.
