@@ -537,7 +537,7 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 	if err := h.syncRevocations(ctx); err != nil {
 		h.log.Error("nats: applying the revocations recorded by other hubs", "err", err)
 	}
-	if err := h.ensureUnitConsumers(ctx); err != nil {
+	if err := h.ensureUnitConsumers(ctx, true); err != nil {
 		return err
 	}
 	return nil
@@ -546,14 +546,20 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 // ensureUnitConsumers gives every registered unit its consumer of
 // EDX_DELIVER where it lacks one: a server that restarted forgot those kept
 // in memory (nats.streams.unit_consumers), and an earlier version's are
-// replaced. The messages wait in the stream meanwhile.
-func (h *Hub) ensureUnitConsumers(ctx context.Context) error {
+// replaced. The messages wait in the stream meanwhile. With full, it also
+// replaces consumers configured otherwise or led by no server; without, it
+// only looks at their names, which costs far less.
+func (h *Hub) ensureUnitConsumers(ctx context.Context, full bool) error {
 	units := h.units.List()
 	ids := make([]string, 0, len(units))
 	for _, u := range units {
 		ids = append(ids, string(u.ID))
 	}
-	n, err := broker.EnsureUnitConsumers(ctx, h.js, ids, h.cfg.NATS.Streams.UnitConsumers)
+	ensure := broker.CreateMissingUnitConsumers
+	if full {
+		ensure = broker.EnsureUnitConsumers
+	}
+	n, err := ensure(ctx, h.js, ids, h.cfg.NATS.Streams.UnitConsumers)
 	if n > 0 {
 		h.log.Info("nats: units' consumers created", "count", n, "units", len(ids), "storage", h.cfg.NATS.Streams.UnitConsumers)
 	}
@@ -565,24 +571,31 @@ func (h *Hub) ensureUnitConsumers(ctx context.Context) error {
 
 // unitConsumersCheck is how often a running hub makes sure every unit has
 // its consumer (a NATS server that restarted under it forgot those kept in
-// memory; in a cluster, a consumer's one replica may be on a server that is
-// down); it also does when its connection comes back. One look costs a
-// listing of the consumers, some 40 requests for 10,000 units.
-const unitConsumersCheck = time.Minute
+// memory), from the consumers' names (some ten requests for 10,000 units);
+// every unitConsumersFull checks it also replaces those configured
+// otherwise or, in a cluster, whose one replica is on a server that is down
+// (a listing of every consumer's state: some 40 requests for 10,000 units).
+// It also checks fully when its connection comes back.
+const (
+	unitConsumersCheck = time.Minute
+	unitConsumersFull  = 10
+)
 
 // keepUnitConsumers runs ensureUnitConsumers every unitConsumersCheck and
 // after each reconnection, until ctx is done.
 func (h *Hub) keepUnitConsumers(ctx context.Context) {
 	t := time.NewTicker(unitConsumersCheck)
 	defer t.Stop()
-	for {
+	for n := 1; ; n++ {
+		full := n%unitConsumersFull == 0
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		case <-h.reconnected:
+			full = true
 		}
-		if err := h.ensureUnitConsumers(ctx); err != nil && ctx.Err() == nil {
+		if err := h.ensureUnitConsumers(ctx, full); err != nil && ctx.Err() == nil {
 			h.log.Warn("nats: units' consumers", "err", err)
 		}
 	}

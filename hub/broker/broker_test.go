@@ -306,6 +306,16 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if n, err := broker.EnsureUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, ""); err != nil || n != 0 {
 		t.Errorf("consumers made again: %d, %v", n, err)
 	}
+	// A consumer gone (a server that forgot it) is made again from a
+	// listing of names only.
+	if err := e.hubJS.DeleteConsumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitB)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int{1, 0} {
+		if n, err := broker.CreateMissingUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, ""); err != nil || n != want {
+			t.Errorf("missing consumers made: %d, want %d (%v)", n, want, err)
+		}
+	}
 	// Asked for file storage, the consumer is replaced.
 	if err := broker.EnsureUnitConsumer(ctx, e.hubJS, unitA, broker.UnitConsumersFile); err != nil {
 		t.Fatal(err)

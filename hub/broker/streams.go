@@ -451,6 +451,42 @@ func EnsureUnitConsumer(ctx context.Context, js jetstream.JetStream, unit, stora
 	return nil
 }
 
+// CreateMissingUnitConsumers gives the units that have no consumer one
+// (EnsureUnitConsumer), from a listing of the consumers' names only: a
+// tenth of what EnsureUnitConsumers costs for every unit that has one, so
+// that a hub can look often for consumers a server forgot. It returns how
+// many it created.
+func CreateMissingUnitConsumers(ctx context.Context, js jetstream.JetStream, units []string, storage string) (int, error) {
+	st, err := js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		return 0, fmt.Errorf("broker: %s: %w", protocol.StreamDeliver, err)
+	}
+	have := map[string]bool{}
+	l := st.ConsumerNames(ctx)
+	for name := range l.Name() {
+		have[name] = true
+	}
+	if err := l.Err(); err != nil {
+		return 0, fmt.Errorf("broker: list consumers of %s: %w", protocol.StreamDeliver, err)
+	}
+	n := 0
+	var errs []error
+	for _, u := range units {
+		if have[protocol.UnitConsumer(u)] {
+			continue
+		}
+		if err := EnsureUnitConsumer(ctx, js, u, storage); err != nil {
+			errs = append(errs, err)
+			if len(errs) > 10 || ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
 // sameUnitConsumer reports whether a unit's consumer as it is (have) is
 // configured as want.
 func sameUnitConsumer(have, want jetstream.ConsumerConfig) bool {
