@@ -59,9 +59,6 @@ type Agent struct {
 	limits  container.Limits
 
 	wakeSend, wakeStatus chan struct{}
-	// legacyNotices starts, once, the reader of a hub's separate notice
-	// stream (an earlier version's).
-	legacyNotices sync.Once
 
 	closeOnce sync.Once
 	mu        sync.Mutex

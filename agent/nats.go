@@ -108,21 +108,30 @@ func (a *Agent) runNATS(ctx context.Context) {
 	var wg sync.WaitGroup
 	wg.Go(func() { a.sender(ctx, l) })
 	wg.Go(func() { a.statusSender(ctx, l) })
+	var legacy context.CancelFunc // reading an earlier hub's notices
 	wg.Go(func() {
 		a.consume(ctx, l, protocol.StreamDeliver, protocol.UnitConsumer(string(a.cfg.Unit)), a.handleReceived, func(cons jetstream.Consumer) {
 			// A hub of an earlier version keeps the notices apart, with a
-			// consumer of their own: read it too.
-			if cons.CachedInfo().Config.Metadata[protocol.UnitConsumerMetadata] != "true" {
-				a.legacyNotices.Do(func() {
-					a.log.Info("nats: the hub keeps notices in a stream of their own (an earlier version): reading it too")
-					wg.Go(func() {
-						a.consume(ctx, l, protocol.LegacyStreamNotice, protocol.LegacyNoticeConsumer(string(a.cfg.Unit)), a.handleNotice, nil)
-					})
+			// consumer of their own: read it too, until the hub is
+			// upgraded (its consumer then says it brings the notices).
+			switch earlier := cons.CachedInfo().Config.Metadata[protocol.UnitConsumerMetadata] != "true"; {
+			case earlier && legacy == nil:
+				a.log.Info("nats: the hub keeps notices in a stream of their own (an earlier version): reading it too")
+				var lctx context.Context
+				lctx, legacy = context.WithCancel(ctx)
+				wg.Go(func() {
+					a.consume(lctx, l, protocol.LegacyStreamNotice, protocol.LegacyNoticeConsumer(string(a.cfg.Unit)), a.handleNotice, nil)
 				})
+			case !earlier && legacy != nil:
+				legacy()
+				legacy = nil
 			}
 		})
 	})
 	wg.Wait()
+	if legacy != nil {
+		legacy()
+	}
 }
 
 // handleReceived hands a message of the unit's consumer to handleNotice or

@@ -63,7 +63,7 @@ func exports(services []service) jwt.Exports {
 
 // edxExports are the EDX services and, as a stream, the units' inboxes: the
 // hub sends a submission's decision to the inbox subject its sender named
-// (protocol.NoticeTo), besides the unit's notice stream.
+// (protocol.NoticeTo), besides the unit's notices in EDX_DELIVER.
 func edxExports() jwt.Exports {
 	ex := exports(edxServices())
 	ex.Add(&jwt.Export{Name: "unit inboxes", Subject: jwt.Subject(protocol.InboxRoot + ".>"), Type: jwt.Stream})

@@ -531,7 +531,7 @@ func (p *Pipeline) stored(unit document.UnitID, ack *jetstream.PubAck) {
 }
 
 // tellSender sends a submission's decision, once more, to the inbox its
-// sender named (protocol.NoticeTo), once the notice stream has it: the
+// sender named (protocol.NoticeTo), once the unit's notices have it: the
 // client waiting there (edx send) hears of it even while the unit's agent
 // consumes the unit's notices. Core NATS, at most once: a client that is
 // gone misses nothing the stream does not keep.
