@@ -110,13 +110,39 @@ func (a *Agent) runNATS(ctx context.Context) {
 	wg.Go(func() { a.sender(ctx, l) })
 	wg.Go(func() { a.statusSender(ctx, l) })
 	wg.Go(func() { a.witness(ctx, l) })
+	var legacy context.CancelFunc // reading an earlier hub's notices
 	wg.Go(func() {
-		a.consume(ctx, l, protocol.StreamDeliver, protocol.DeliverConsumer(string(a.cfg.Unit)), a.handleDelivery)
-	})
-	wg.Go(func() {
-		a.consume(ctx, l, protocol.StreamNotice, protocol.NoticeConsumer(string(a.cfg.Unit)), a.handleNotice)
+		a.consume(ctx, l, protocol.StreamDeliver, protocol.UnitConsumer(string(a.cfg.Unit)), a.handleReceived, func(cons jetstream.Consumer) {
+			// A hub of an earlier version keeps the notices apart, with a
+			// consumer of their own: read it too, until the hub is
+			// upgraded (its consumer then says it brings the notices).
+			switch earlier := cons.CachedInfo().Config.Metadata[protocol.UnitConsumerMetadata] != "true"; {
+			case earlier && legacy == nil:
+				a.log.Info("nats: the hub keeps notices in a stream of their own (an earlier version): reading it too")
+				var lctx context.Context
+				lctx, legacy = context.WithCancel(ctx)
+				wg.Go(func() {
+					a.consume(lctx, l, protocol.LegacyStreamNotice, protocol.LegacyNoticeConsumer(string(a.cfg.Unit)), a.handleNotice, nil)
+				})
+			case !earlier && legacy != nil:
+				legacy()
+				legacy = nil
+			}
+		})
 	})
 	wg.Wait()
+	if legacy != nil {
+		legacy()
+	}
+}
+
+// handleReceived hands a message of the unit's consumer to handleNotice or
+// handleDelivery, as its kind says (protocol.IsNotice).
+func (a *Agent) handleReceived(ctx context.Context, l *link, msg jetstream.Msg) error {
+	if protocol.IsNotice(msg.Headers()) {
+		return a.handleNotice(ctx, l, msg)
+	}
+	return a.handleDelivery(ctx, l, msg)
 }
 
 // sender publishes spooled documents in the order they were spooled, each
@@ -268,35 +294,58 @@ func (a *Agent) statusSender(ctx context.Context, l *link) {
 type errRetry struct{ error }
 
 // consume reads a unit's durable consumer, one message at a time, until
-// ctx is done; the message in hand is finished first.
-func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handle func(context.Context, *link, jetstream.Msg) error) {
-	var cons jetstream.Consumer
-	for n := 1; ; n++ {
-		var err error
-		if cons, err = l.js.Consumer(ctx, stream, name); err == nil {
-			break
+// ctx is done; the message in hand is finished first. found, if not nil,
+// sees the consumer each time it is looked up. A consumer that goes away
+// (the hub replaced it, or a server that restarted forgot it until the
+// hub gives it back) is looked up again until it is there.
+func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handle func(context.Context, *link, jetstream.Msg) error,
+	found func(jetstream.Consumer)) {
+	for n := 1; ctx.Err() == nil; n++ {
+		cons, err := l.js.Consumer(ctx, stream, name)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("nats: consumer unavailable, will retry", "consumer", name, "err", err)
+			if !sleep(ctx, a.backoff(n)) {
+				return
+			}
+			continue
 		}
-		if ctx.Err() != nil {
-			return
+		n = 0
+		if found != nil {
+			found(cons)
 		}
-		a.log.Warn("nats: consumer unavailable, will retry", "consumer", name, "err", err)
-		if !sleep(ctx, a.backoff(n)) {
-			return
+		if err := a.consumeFrom(ctx, l, cons, name, handle); err != nil {
+			a.log.Warn("nats: consumer stopped, will look it up again", "consumer", name, "err", err)
+			if !sleep(ctx, a.backoff(1)) {
+				return
+			}
 		}
 	}
-	it, err := cons.Messages(jetstream.PullMaxBytes(64<<20), jetstream.PullHeartbeat(5*time.Second))
+}
+
+// consumeFrom reads cons until ctx is done (nil) or the consumer stops
+// (its error).
+func (a *Agent) consumeFrom(ctx context.Context, l *link, cons jetstream.Consumer, name string, handle func(context.Context, *link, jetstream.Msg) error) error {
+	it, err := cons.Messages(protocol.UnitPullOptions(64 << 20)...)
 	if err != nil {
-		a.log.Error("nats: consume", "consumer", name, "err", err)
-		return
+		return err
 	}
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
+	defer it.Stop()
+	var last error
 	for {
 		msg, err := it.Next()
 		if err != nil {
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
-				return
+			if ctx.Err() != nil {
+				return nil
 			}
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return fmt.Errorf("%w (after: %v)", err, last)
+			}
+			last = err
 			a.log.Debug("nats: pull", "consumer", name, "err", err)
 			continue
 		}
@@ -315,11 +364,12 @@ func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handl
 			a.log.Error("nats: message", "consumer", name, "err", err)
 			fallthrough
 		default:
-			actx, cancel := context.WithTimeout(wctx, 10*time.Second)
-			if err := msg.DoubleAck(actx); err != nil {
+			// Not waited for: an acknowledgement lost on the way brings
+			// the message again after the consumer's ack wait, and the
+			// inbox and the spool take each document and notice once.
+			if err := msg.Ack(); err != nil {
 				a.log.Warn("nats: ack", "consumer", name, "err", err)
 			}
-			cancel()
 		}
 	}
 }

@@ -449,3 +449,58 @@ func TestAgentOutages(t *testing.T) {
 		return true
 	}, a, b)
 }
+
+// TestAgentsAcrossHubRestart: each unit reads its deliveries and notices
+// with one consumer whose state the embedded NATS server keeps in memory.
+// The hub restarts under running agents: the server forgets the consumers,
+// the hub gives them back, and each agent, which keeps pulling, gets again
+// what it had not acknowledged before the hub removed it, and then what
+// comes next: every document handed over once, every decision applied.
+func TestAgentsAcrossHubRestart(t *testing.T) {
+	work := t.TempDir()
+	data := filepath.Join(work, "edx-data")
+	port := freePort(t)
+	h := startHubOn(t, data, port)
+	for _, u := range []document.UnitID{uA, uB} {
+		edx(t, work, 0, "unit", "add", "--data", h.data, "--unit", string(u), "--name", "Đơn vị "+string(u))
+	}
+	a := newAgent(t, work, h.info.NATSURL, uA).start()
+	b := newAgent(t, work, h.info.NATSURL, uB).start()
+	var ids []document.ID
+	send := func(n int) {
+		for range n {
+			code, id, body := a.post(uB)
+			if code != 202 {
+				t.Fatalf("post: %d %s", code, body)
+			}
+			ids = append(ids, id)
+		}
+		for _, id := range ids {
+			eventually(t, "acceptance of "+string(id), 60*time.Second, func() bool { return a.document(id).State == spool.Accepted }, a)
+		}
+		eventually(t, "B's inbox", 60*time.Second, func() bool { return len(b.inbox()) == len(ids) }, a, b)
+	}
+	send(3)
+	h.stop()
+	h = startHubOn(t, data, port)
+	send(2)
+	time.Sleep(2 * time.Second) // anything handed over twice shows now
+	seen := map[document.ID]bool{}
+	for _, it := range b.inbox() {
+		if seen[it.ID] {
+			t.Fatalf("%s handed over twice", it.ID)
+		}
+		seen[it.ID] = true
+	}
+	if len(seen) != len(ids) {
+		t.Fatalf("B has %d documents, want %d", len(seen), len(ids))
+	}
+	eventually(t, "01 from B on every document", 60*time.Second, func() bool {
+		for _, id := range ids {
+			if !hasStatus(a.document(id), uB, "01") {
+				return false
+			}
+		}
+		return true
+	}, a, b)
+}

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -105,6 +106,55 @@ func TestBenchFigures(t *testing.T) {
 			if code != 0 {
 				t.Errorf("round %d, %s: exit %d", round, where, code)
 			}
+		}
+	}
+}
+
+// TestBenchSizes: edx bench with a hub of its own runs every size without
+// error, 1 MiB included (its JetStream ceiling published every container
+// at once and the server refused them, "429 too many requests"), and its
+// JSON reports, beside the slowest ceiling, the parts a document cost, the
+// summed-parts bound, the hub's idle CPU and the load average.
+func TestBenchSizes(t *testing.T) {
+	work := t.TempDir()
+	code, out := benchOut(t, work, "--units", "3", "--docs", "160", "--size", "4KiB,1MiB", "--concurrency", "16", "--idle", "1s", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	var res []struct {
+		Size        int       `json:"size"`
+		Lost        int       `json:"lost"`
+		Doubled     int       `json:"doubled"`
+		Slowest     string    `json:"slowest_ceiling"`
+		Ratio       float64   `json:"ratio_to_slowest"`
+		Bound       float64   `json:"summed_parts_bound"`
+		RatioBound  float64   `json:"ratio_to_bound"`
+		IdleCPU     float64   `json:"hub_idle_cpu_cores"`
+		IdleFor     int64     `json:"idle_for"`
+		LoadAverage []float64 `json:"load_average_end"`
+		Parts       []struct {
+			Name    string  `json:"name"`
+			PerDoc  float64 `json:"per_doc"`
+			Ceiling float64 `json:"ceiling_docs_per_sec"`
+		} `json:"parts"`
+	}
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "[\n  {"):]), &res); err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	if len(res) != 2 {
+		t.Fatalf("want 2 sizes:\n%s", out)
+	}
+	for _, r := range res {
+		per := map[string]float64{}
+		for _, p := range r.Parts {
+			per[p.Name] = p.PerDoc
+			if p.Name != "s3_other" && p.Ceiling <= 0 {
+				t.Errorf("size %d: part %s has no ceiling", r.Size, p.Name)
+			}
+		}
+		if r.Lost != 0 || r.Doubled != 0 || r.Slowest == "" || r.Ratio <= 0 || r.Bound <= 0 || r.RatioBound <= 0 || r.IdleFor == 0 ||
+			len(r.LoadAverage) != 3 || per["verify"] != 1 || per["s3_put"] < 1 || per["publish"] < 2 || per["consume"] < 2 {
+			t.Errorf("size %d: %+v", r.Size, r)
 		}
 	}
 }

@@ -314,7 +314,7 @@ func sendStream(t *testing.T, a, b *unitConn, n int) *stream {
 
 // takeNotices reads up to max of the sender's notices for up to wait.
 func (s *stream) takeNotices(max int, wait time.Duration) {
-	cons, err := s.from.js.Consumer(s.t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(s.from.id)))
+	cons, err := s.from.js.Consumer(s.t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(s.from.id)))
 	if err != nil {
 		return // a server on its way down or up: the next call tries again
 	}
@@ -323,6 +323,9 @@ func (s *stream) takeNotices(max int, wait time.Duration) {
 		return
 	}
 	for m := range batch.Messages() {
+		if !protocol.IsNotice(m.Headers()) {
+			s.t.Errorf("the sender received %s", m.Subject())
+		}
 		nt, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})
 		if err == nil && nt.Type == protocol.NoticeAccepted {
 			md, _ := m.Metadata()
@@ -372,7 +375,7 @@ func (s *stream) check() {
 		}
 	}
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); {
-		cons, err := s.to.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(string(s.to.id)))
+		cons, err := s.to.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(s.to.id)))
 		if err != nil {
 			time.Sleep(time.Second)
 			continue
@@ -638,7 +641,7 @@ func TestClusterOneRepository(t *testing.T) {
 		}
 	}
 	refused := map[document.ID]string{}
-	if cons, err := b.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(ub))); err == nil {
+	if cons, err := b.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(ub))); err == nil {
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 			batch, err := cons.Fetch(100, jetstream.FetchMaxWait(time.Second))
 			if err != nil {

@@ -111,7 +111,7 @@ func TestHubKilledMidStream(t *testing.T) {
 		}
 	}()
 	// Kill the hub as soon as it has accepted something.
-	notices, err := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
+	notices, err := a.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(a.id)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,6 +122,9 @@ func TestHubKilledMidStream(t *testing.T) {
 			return
 		}
 		for m := range batch.Messages() {
+			if !protocol.IsNotice(m.Headers()) {
+				t.Errorf("A received %s", m.Subject())
+			}
 			nt, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})
 			if err == nil && nt.Type == protocol.NoticeAccepted {
 				md, _ := m.Metadata()
@@ -145,7 +148,7 @@ func TestHubKilledMidStream(t *testing.T) {
 	mu.Lock()
 	js = a.js
 	mu.Unlock()
-	notices, _ = a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
+	notices, _ = a.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(a.id)))
 	for deadline := time.Now().Add(90 * time.Second); len(accepted) < n && time.Now().Before(deadline); {
 		take(n, 2*time.Second)
 	}
@@ -189,7 +192,7 @@ func TestHubKilledMidStream(t *testing.T) {
 		}
 	}
 	b := connectAs(t, work, h.info.NATSURL, "000.02.00.H29")
-	del, err := b.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(string(b.id)))
+	del, err := b.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(b.id)))
 	if err != nil {
 		t.Fatal(err)
 	}

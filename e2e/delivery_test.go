@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,19 +52,30 @@ func hubConnect(t *testing.T, h *hubProc) *broker.HubConn {
 	return hc
 }
 
-// waiting counts the deliveries to a unit still in EDX_DELIVER: not yet
-// acknowledged by its agent.
+// waiting counts the deliveries to a unit not yet acknowledged by its
+// agent: in EDX_DELIVER past its consumer's acknowledgement floor (the hub
+// removes acknowledged ones only every few seconds).
 func waiting(t *testing.T, hc *broker.HubConn, u document.UnitID) int {
 	t.Helper()
 	s, err := hc.JS.Stream(t.Context(), protocol.StreamDeliver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := s.Info(t.Context(), jetstream.WithSubjectFilter(protocol.DeliverSubject(string(u))))
+	c, err := hc.JS.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(u)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	return int(info.State.Subjects[protocol.DeliverSubject(string(u))])
+	n := 0
+	for seq := c.CachedInfo().AckFloor.Stream + 1; ; n++ {
+		m, err := s.GetMsg(t.Context(), seq, jetstream.WithGetMsgSubject(protocol.DeliverSubject(string(u))))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq = m.Sequence + 1
+	}
 }
 
 // quarantined lists an agent's quarantine folder.
@@ -130,7 +142,7 @@ func TestAgentStagedDeliveryOutlivesItsObject(t *testing.T) {
 	}
 
 	b.start()
-	cons, err := hc.JS.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(string(uB)))
+	cons, err := hc.JS.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(uB)))
 	if err != nil {
 		t.Fatal(err)
 	}

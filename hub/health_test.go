@@ -97,7 +97,7 @@ func TestSmallStoreFitsDefaults(t *testing.T) {
 	}
 	sizes := func(h *running) map[string]int64 {
 		out := map[string]int64{}
-		for _, name := range []string{protocol.StreamSubmit, protocol.StreamDeliver, protocol.StreamNotice, protocol.StreamStatus, protocol.StreamUpload, protocol.StreamEvents} {
+		for _, name := range []string{protocol.StreamSubmit, protocol.StreamDeliver, protocol.StreamStatus, protocol.StreamUpload, protocol.StreamEvents} {
 			st, err := h.js.Stream(t.Context(), name)
 			if err != nil {
 				t.Fatal(err)

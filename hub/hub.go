@@ -85,6 +85,12 @@ type Hub struct {
 	logCfg   tlog.Config
 	devTSA   *tsa.Server // the development TSA the hub serves, or nil
 	witness  *witnessService
+
+	// reconnected has a value after the hub's NATS connection came back
+	// (keepUnitConsumers).
+	reconnected chan struct{}
+	// trim removes from EDX_DELIVER what units acknowledged.
+	trim *broker.Trimmer
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -109,7 +115,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	h := &Hub{cfg: cfg, log: log, reg: prometheus.NewRegistry(), reconnected: make(chan struct{}, 1)}
 	// What started so far stops on any error. h is not the result, which
 	// a "return nil, err" sets to nil before this runs: the closers, which
 	// use h, find it whole.
@@ -175,8 +181,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if err := h.startWitness(ctx); err != nil {
 		return nil, err
 	}
+	h.trim = broker.NewTrimmer(h.js, broker.TrimConfig{}, log.With("component", "trim"))
 	deps := pipeline.Deps{
-		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Trust: h.trust, Hub: h.signer,
+		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Sent: h.trim, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
 	}
 	if h.tlog != nil {
@@ -300,7 +307,13 @@ func (h *Hub) startNATS(ctx context.Context) error {
 				h.log.Warn("nats: disconnected", "err", err)
 			}
 		}),
-		nats.ReconnectHandler(func(c *nats.Conn) { h.log.Info("nats: reconnected", "url", c.ConnectedUrl()) }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			h.log.Info("nats: reconnected", "url", c.ConnectedUrl())
+			select {
+			case h.reconnected <- struct{}{}:
+			default:
+			}
+		}),
 		// Asynchronous errors (a subscription too slow, whose messages
 		// the client dropped: JetStream delivers them again after the
 		// consumer's AckWait) are said, not swallowed.
@@ -422,6 +435,9 @@ func (h *Hub) startS3(ctx context.Context) error {
 	if h.arch, err = archive.New(ctx, ac, h.log.With("component", "archive")); err != nil {
 		return h.s3Error(err)
 	}
+	if h.reg != nil { // nil in a reindex
+		h.reg.MustRegister(h.arch.Collector())
+	}
 	return nil
 }
 
@@ -503,6 +519,8 @@ func (h *Hub) Run(ctx context.Context) error {
 	}()
 	var background sync.WaitGroup
 	background.Go(func() { h.recover(pctx) })
+	background.Go(func() { h.keepUnitConsumers(pctx) })
+	background.Go(func() { h.trim.Run(pctx) })
 	background.Go(func() { h.watchCRLs(pctx) })
 	background.Go(func() { h.watchRevocations(pctx) })
 	if h.tlog != nil {

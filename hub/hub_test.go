@@ -136,7 +136,8 @@ type agent struct {
 	creds  []byte
 	nc     *nats.Conn
 	js     jetstream.JetStream
-	closed chan struct{} // closed when the connection is closed for good
+	closed chan struct{}   // closed when the connection is closed for good
+	kept   []jetstream.Msg // fetched while waiting for the other kind
 }
 
 // register adds a unit through the API, as edx unit add does, and connects.
@@ -222,7 +223,7 @@ func (a *agent) send(signer *pki.Signer, to ...document.UnitID) document.ID {
 // notice takes the unit's next notice.
 func (a *agent) notice() *protocol.Notice {
 	a.t.Helper()
-	m := a.next(protocol.StreamNotice, protocol.NoticeConsumer(string(a.id)))
+	m := a.next(true)
 	n, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})
 	if err != nil {
 		a.t.Fatal(err)
@@ -233,7 +234,7 @@ func (a *agent) notice() *protocol.Notice {
 // delivery takes the unit's next delivery.
 func (a *agent) delivery() *protocol.Delivery {
 	a.t.Helper()
-	m := a.next(protocol.StreamDeliver, protocol.DeliverConsumer(string(a.id)))
+	m := a.next(false)
 	d, err := protocol.ParseDelivery(&nats.Msg{Subject: m.Subject(), Header: m.Headers(), Data: m.Data()})
 	if err != nil {
 		a.t.Fatal(err)
@@ -241,20 +242,33 @@ func (a *agent) delivery() *protocol.Delivery {
 	return d
 }
 
-func (a *agent) next(stream, consumer string) jetstream.Msg {
+// next takes the unit's next notice, or delivery, from its consumer;
+// messages of the other kind that come first are kept for later.
+func (a *agent) next(notice bool) jetstream.Msg {
 	a.t.Helper()
-	cons, err := a.js.Consumer(a.t.Context(), stream, consumer)
+	for i, m := range a.kept {
+		if protocol.IsNotice(m.Headers()) == notice {
+			a.kept = append(a.kept[:i], a.kept[i+1:]...)
+			return m
+		}
+	}
+	cons, err := a.js.Consumer(a.t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(a.id)))
 	if err != nil {
 		a.t.Fatal(err)
 	}
-	m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
-	if err != nil {
-		a.t.Fatalf("%s: nothing on %s: %v", a.id, consumer, err)
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
+		if err != nil {
+			a.t.Fatalf("%s: nothing (notice %v): %v", a.id, notice, err)
+		}
+		if err := m.DoubleAck(a.t.Context()); err != nil {
+			a.t.Fatal(err)
+		}
+		if protocol.IsNotice(m.Headers()) == notice {
+			return m
+		}
+		a.kept = append(a.kept, m)
 	}
-	if err := m.DoubleAck(a.t.Context()); err != nil {
-		a.t.Fatal(err)
-	}
-	return m
 }
 
 // eventually polls cond until it holds, failing after a generous timeout.

@@ -228,7 +228,16 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 	}
 	deadline := time.Now().Add(streamsStartWait)
 	for {
-		err := broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams)
+		// An earlier version's EDX_DELIVER and EDX_NOTICE move into the
+		// new EDX_DELIVER (EnsureStreams would do it too, silently).
+		m, err := broker.MigrateUnitStreams(ctx, h.conn.JS, h.cfg.NATS.Streams)
+		if m.Held > 0 || m.Copied > 0 {
+			h.log.Warn("nats: deliveries and notices moved into the one EDX_DELIVER each unit reads with one consumer (from EDX_DELIVER and EDX_NOTICE of an earlier version)",
+				"held", m.Held, "copied", m.Copied, "err", err)
+		}
+		if err == nil {
+			err = broker.EnsureStreams(ctx, h.conn.JS, h.conn.StageJS, h.cfg.NATS.Streams)
+		}
 		if err == nil {
 			err = ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas)
 		}

@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -44,6 +45,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	natsURL := fs.String("nats", "", "the NATS URL the units connect to (default: the hub's, or the units' agent.yaml)")
 	wait := fs.Duration("wait", 60*time.Second, "end a run on which nothing has moved for this long; the undecided and undelivered are counted")
 	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
+	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent (0: not measured)")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -94,9 +96,14 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return fail(e, "--size: %v", err)
 		}
+		idleFor := *idle
+		if idleFor == 0 {
+			idleFor = -1
+		}
 		var pair []*bench.Result
 		for _, mode := range modes {
 			var bar *progressbar.ProgressBar
+			var barMu sync.Mutex // the bench reports progress from several goroutines
 			stage := ""
 			label := sz
 			if mode != "" {
@@ -104,8 +111,10 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 			}
 			o := bench.Options{Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
 				HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil && *hubURL == "" && mode != "off",
-				HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode,
+				HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, Idle: idleFor,
 				Progress: func(s string, done, total int) {
+					barMu.Lock()
+					defer barMu.Unlock()
 					if s != stage {
 						if bar != nil {
 							bar.Finish()
@@ -206,15 +215,32 @@ func printBench(w io.Writer, r *bench.Result) {
 	for _, c := range r.Ceilings {
 		fmt.Fprintf(tw, "ceiling: %s\t%.1f\t%.1f\t\t\t\t\t\n", c.Name, c.DocsPerSec, c.MBPerSec)
 	}
+	if r.Bound > 0 {
+		fmt.Fprintf(tw, "summed-parts bound\t%.1f\t%.1f\t\t\t\t\t\n", r.Bound, r.Bound*float64(r.Size)/1e6)
+	}
 	tw.Flush()
 	if r.Slowest != "" {
 		fmt.Fprintf(w, "edx / slowest ceiling (%s): %.2f\n", r.Slowest, r.Ratio)
 	}
+	if r.Bound > 0 {
+		fmt.Fprintf(w, "edx / summed-parts bound: %.2f\n", r.RatioToBound)
+	}
+	if len(r.Parts) > 0 {
+		var ps []string
+		for _, p := range r.Parts {
+			ps = append(ps, fmt.Sprintf("%s %.2f", p.Name, p.PerDoc))
+		}
+		fmt.Fprintf(w, "per document: %s\n", strings.Join(ps, ", "))
+	}
 	if r.HubMeasured {
 		fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document\n", humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6)
+		if r.IdleFor > 0 {
+			fmt.Fprintf(w, "hub idle: %.1f%% of a core with %d units connected (over %s)\n", 100*r.HubIdleCPU, r.Units, r.IdleFor)
+		}
 	} else {
 		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")
 	}
+	fmt.Fprintf(w, "load average %.2f at the start, %.2f at the end (%d cores, maybe shared)\n", r.LoadStart[0], r.LoadEnd[0], r.Cores)
 	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d\n", r.Lost, r.Doubled, r.Rejected)
 	if r.Lost > 0 {
 		fmt.Fprintf(w, "missing: %d documents neither accepted nor rejected, %d deliveries of accepted documents", r.Undecided, r.Undelivered)

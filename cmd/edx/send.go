@@ -81,7 +81,7 @@ func cmdSend(ctx context.Context, e *env, args []string) int {
 	}
 	defer nc.Close()
 	// The hub sends the decision to this client's own inbox too: the unit's
-	// notice stream belongs to its agent, which may be running.
+	// notices are its agent's to read, and the agent may be running.
 	answers := make(chan *nats.Msg, 4)
 	inbox := nc.NewInbox()
 	if _, err := nc.ChanSubscribe(inbox, answers); err != nil {

@@ -48,6 +48,7 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Error kinds, matched with errors.Is. Errors carry the operation and key:
@@ -104,6 +105,24 @@ type Store struct {
 	log           *slog.Logger
 	// unsignedPayload skips SigV4 payload hashing (TLS or a loopback endpoint).
 	unsignedPayload bool
+	// requests counts the S3 requests sent, by HTTP method (Collector).
+	requests *prometheus.CounterVec
+}
+
+// Collector returns the archive's metrics: the S3 requests it sent, by HTTP
+// method (edx_hub_s3_requests_total), which tell how many requests each
+// document costs (edx bench).
+func (s *Store) Collector() prometheus.Collector { return s.requests }
+
+// counting is an http.RoundTripper that counts requests by method.
+type counting struct {
+	next http.RoundTripper
+	n    *prometheus.CounterVec
+}
+
+func (c counting) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.WithLabelValues(r.Method).Inc()
+	return c.next.RoundTrip(r)
 }
 
 // New connects to the server and makes sure the bucket exists: it creates a
@@ -126,17 +145,19 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
 	tr.DialContext = (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_hub_s3_requests_total",
+		Help: "Requests the archive sent to S3, by HTTP method."}, []string{"method"})
 	client, err := minio.New(cfg.Endpoint, &minio.Options{
 		Creds:      credentials.NewStaticV4(access, secret, ""),
 		Secure:     cfg.UseSSL,
 		Region:     cfg.Region,
-		Transport:  tr,
+		Transport:  counting{next: tr, n: requests},
 		MaxRetries: maxRetries,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("archive: %w", err)
 	}
-	s := &Store{client: client, bucket: cfg.bucket(), log: log, unsignedPayload: cfg.UseSSL || isLoopback(cfg.Endpoint)}
+	s := &Store{client: client, bucket: cfg.bucket(), log: log, unsignedPayload: cfg.UseSSL || isLoopback(cfg.Endpoint), requests: requests}
 	if cfg.ObjectLock {
 		s.retentionDays = cfg.RetentionDays
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/edxhub/edx/hub/s3embed"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // testConfig returns a configuration for a fresh bucket on the shared test
@@ -838,5 +839,33 @@ func TestProbeWrite(t *testing.T) {
 		if err := s.ProbeWrite(t.Context()); !errors.Is(err, ErrUnavailable) {
 			t.Errorf("object lock %v, server gone: %v, want ErrUnavailable", lock, err)
 		}
+	}
+}
+
+// TestRequestsCounted: the archive counts the S3 requests it sends, by
+// method (what edx bench divides by the documents to tell what one costs).
+func TestRequestsCounted(t *testing.T) {
+	s := newStore(t, testConfig(t))
+	ctx := t.Context()
+	count := func(method string) float64 {
+		var m dto.Metric
+		if err := s.requests.WithLabelValues(method).Write(&m); err != nil {
+			t.Fatal(err)
+		}
+		return m.GetCounter().GetValue()
+	}
+	put0, get0 := count("PUT"), count("GET")
+	key := ContainerKey(time.Now(), "01JCOUNTED0000000000000000")
+	if _, err := s.Put(ctx, key, []byte("x"), "", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.Get(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if put, get := count("PUT")-put0, count("GET")-get0; put != 1 || get != 1 {
+		t.Fatalf("counted %v PUT and %v GET, want 1 and 1", put, get)
+	}
+	if s.Collector() == nil {
+		t.Fatal("no collector")
 	}
 }

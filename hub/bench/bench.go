@@ -2,7 +2,7 @@
 // same machine, in one run: it starts an edx-hub process (embedded stack, or
 // a configuration with an external NATS and S3), registers units over the
 // hub's API, connects each as an agent would (its own NATS credentials and
-// durable consumers), sends signed documents from random units to random
+// durable consumer), sends signed documents from random units to random
 // recipients, and times submit → accepted notice and submit → delivered.
 // It then measures, on the same bytes, the ceilings of the parts: JetStream
 // publish and consume, S3 PUT with If-None-Match, and CMS verification with
@@ -83,6 +83,10 @@ type Options struct {
 	// so the cost of the TSA and the archive mirror shows), "off" with the
 	// log disabled (tlog.disabled), "" as configured.
 	Evidence string
+	// Idle is how long the hub's CPU is measured with every unit
+	// connected and nothing sent, before the run (default 10s; negative:
+	// not measured). Only for the hub the bench started.
+	Idle     time.Duration
 	Progress func(stage string, done, total int)
 	Log      *slog.Logger
 }
@@ -115,6 +119,9 @@ func (o *Options) defaults() {
 	if o.Wait <= 0 {
 		o.Wait = 60 * time.Second
 	}
+	if o.Idle == 0 {
+		o.Idle = 10 * time.Second
+	}
 }
 
 // Latency summarises durations.
@@ -137,7 +144,9 @@ func summarize(ds []time.Duration) Latency {
 
 // Ceiling is the throughput of one bare component on the same bytes.
 type Ceiling struct {
-	Name       string  `json:"name"`
+	Name string `json:"name"`
+	// Part is the part of a document's path it bounds (Part.Name).
+	Part       string  `json:"part"`
 	DocsPerSec float64 `json:"docs_per_sec"`
 	MBPerSec   float64 `json:"mb_per_sec"`
 }
@@ -158,6 +167,15 @@ type Result struct {
 	Ceilings    []Ceiling     `json:"ceilings,omitempty"`
 	Slowest     string        `json:"slowest_ceiling,omitempty"`
 	Ratio       float64       `json:"ratio_to_slowest,omitempty"`
+	// Parts are what one accepted document cost the hub the bench
+	// started (S3 requests and stream messages counted during the run),
+	// each with its ceiling; Bound is the throughput of doing them one
+	// after the other at their ceilings (1 / Σ per_doc / ceiling), the
+	// most edx could reach with these parts; RatioToBound is edx's share
+	// of it.
+	Parts        []Part  `json:"parts,omitempty"`
+	Bound        float64 `json:"summed_parts_bound,omitempty"`
+	RatioToBound float64 `json:"ratio_to_bound,omitempty"`
 	// Hub is the hub driven: its URL, or "" for the edx-hub the bench
 	// started, whose resources it measures (HubMeasured).
 	Hub          string        `json:"hub,omitempty"`
@@ -165,6 +183,15 @@ type Result struct {
 	HubPeakRSS   int64         `json:"hub_peak_rss_bytes"`
 	HubRSS       int64         `json:"hub_rss_bytes"`
 	HubCPUPerDoc time.Duration `json:"hub_cpu_per_doc"`
+	// HubIdleCPU is the hub's CPU, in cores, with every unit connected
+	// and nothing sent, over IdleFor.
+	HubIdleCPU float64       `json:"hub_idle_cpu_cores"`
+	IdleFor    time.Duration `json:"idle_for,omitempty"`
+	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
+	// minutes) when the run started and ended: the machine may be shared,
+	// so compare figures of one run with each other.
+	LoadStart [3]float64 `json:"load_average_start"`
+	LoadEnd   [3]float64 `json:"load_average_end"`
 	// Lost counts documents neither accepted nor rejected (Undecided) and
 	// deliveries of accepted documents that never came (Undelivered).
 	Lost        int `json:"lost"`
@@ -191,7 +218,7 @@ type unit struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stage  *protocol.Stage
-	ccs    []jetstream.ConsumeContext
+	its    []jetstream.MessagesContext
 	// uploads bounds the unit's staged uploads at once to what its quota
 	// holds (nats.streams.upload_unit_quota): an upload cut short by the
 	// quota would hold part of it until the hub sweeps it away.
@@ -215,11 +242,16 @@ type run struct {
 	slots   chan struct{}
 	nAcc    atomic.Int64
 	nDel    atomic.Int64
+	idle    time.Duration // measured, or 0
+	idleCPU float64
+	conns   *hubConns // to count what the hub stores; nil with HubURL
+	before  *counts
 }
 
 // Run runs one scenario.
 func Run(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
+	load := loadAvg()
 	r := &run{o: o, sent: map[document.ID]time.Time{}, expect: map[document.ID][]document.UnitID{},
 		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}, rej: map[document.ID]bool{}}
 	if o.HubURL != "" {
@@ -243,11 +275,41 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	} else if err := r.register(ctx); err != nil {
 		return nil, err
 	}
+	if r.hub != nil {
+		var err error
+		if r.conns, err = r.hub.conns(); err != nil {
+			return nil, fmt.Errorf("hub connection: %w", err)
+		}
+		defer r.conns.close()
+		if o.Idle > 0 {
+			// Every unit connected, nothing sent: what they cost the hub
+			// at rest (heartbeats, pull requests, timers).
+			o.Progress("idle", 0, 1)
+			time.Sleep(2 * time.Second) // the last connections settle
+			if r.idleCPU, err = r.hub.idleCPU(ctx, o.Idle); err != nil {
+				return nil, fmt.Errorf("idle CPU: %w", err)
+			}
+			r.idle = o.Idle
+			o.Progress("idle", 1, 1)
+		}
+		if r.before, err = r.hub.count(ctx, r.conns); err != nil {
+			return nil, fmt.Errorf("count: %w", err)
+		}
+	}
 	res, err := r.send(ctx)
 	if err != nil {
 		return nil, err
 	}
 	res.Hub = o.HubURL
+	res.LoadStart = load
+	res.HubIdleCPU, res.IdleFor = r.idleCPU, r.idle
+	if r.before != nil {
+		after, err := r.hub.count(ctx, r.conns)
+		if err != nil {
+			return nil, fmt.Errorf("count: %w", err)
+		}
+		res.Parts = parts(r.before, after, res.Accepted.N, o.Size)
+	}
 	if o.Ceilings && o.HubConfig == "" && r.hub != nil {
 		if res.Ceilings, err = ceilings(ctx, r.hub, o); err != nil {
 			return nil, fmt.Errorf("ceilings: %w", err)
@@ -259,7 +321,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			}
 		}
 		res.Slowest, res.Ratio = slow.Name, res.DocsPerSec/slow.DocsPerSec
+		if res.Parts, res.Bound = bound(res.Parts, res.Ceilings); res.Bound > 0 {
+			res.RatioToBound = res.DocsPerSec / res.Bound
+		}
 	}
+	res.LoadEnd = loadAvg()
 	return res, nil
 }
 
@@ -268,8 +334,8 @@ func (r *run) close() {
 		if u == nil {
 			continue // registration stopped before it
 		}
-		for _, cc := range u.ccs {
-			cc.Stop()
+		for _, it := range u.its {
+			it.Stop()
 		}
 		if u.nc != nil {
 			u.nc.Close()
@@ -338,27 +404,47 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		return nil, fmt.Errorf("unit %s: %w", id, err)
 	}
 	u := &unit{id: id, signer: s, uploads: make(chan struct{}, max(1, broker.DefaultUploadUnitQuota/(2*(r.o.Size+1))))}
-	if u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond)); err != nil {
-		return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
+	// As an agent does, a first connection that times out (a loaded
+	// machine) is tried again.
+	for attempt := 1; ; attempt++ {
+		u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second))
+		if err == nil {
+			break
+		}
+		if attempt == 5 || ctx.Err() != nil {
+			return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
+		}
+		r.o.Log.Warn("bench: connect, will retry", "unit", id, "err", err)
+		time.Sleep(time.Second)
 	}
-	// Deliveries: what the recipient's agent would put into its inbox.
-	dc, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(string(id)))
+	// One consumer for everything the unit receives, pulled as its agent
+	// pulls it: deliveries (what the agent would put into its inbox) and
+	// notices.
+	c, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id)))
 	if err != nil {
 		return nil, err
 	}
-	cc, err := dc.Consume(func(m jetstream.Msg) { r.delivered(u, m) }, jetstream.PullMaxBytes(32<<20))
+	it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
 	if err != nil {
 		return nil, err
 	}
-	u.ccs = append(u.ccs, cc)
-	nc, err := u.js.Consumer(ctx, protocol.StreamNotice, protocol.NoticeConsumer(string(id)))
-	if err != nil {
-		return nil, err
-	}
-	if cc, err = nc.Consume(func(m jetstream.Msg) { r.notice(m) }); err != nil {
-		return nil, err
-	}
-	u.ccs = append(u.ccs, cc)
+	u.its = append(u.its, it)
+	go func() {
+		for {
+			m, err := it.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if err != nil {
+				continue
+			}
+			if protocol.IsNotice(m.Headers()) {
+				r.notice(m)
+			} else {
+				r.delivered(u, m)
+			}
+		}
+	}()
 	return u, nil
 }
 

@@ -25,6 +25,9 @@ import (
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
+// asyncWindow bounds the bytes of asynchronous publishes in flight.
+const asyncWindow = 32 << 20
+
 // ceilings measures the bare components on containers of the scenario's
 // size, as many as the scenario sent, on the hub's own NATS and S3.
 func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
@@ -53,9 +56,9 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 		return nil, err
 	}
 	n := o.Docs
-	mk := func(name string, el time.Duration, count int) Ceiling {
+	mk := func(name, part string, el time.Duration, count int) Ceiling {
 		dps := float64(count) / el.Seconds()
-		return Ceiling{Name: name, DocsPerSec: dps, MBPerSec: dps * float64(len(data)) / 1e6}
+		return Ceiling{Name: name, Part: part, DocsPerSec: dps, MBPerSec: dps * float64(len(data)) / 1e6}
 	}
 	var out []Ceiling
 
@@ -82,36 +85,16 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 			return nil, err
 		}
 		defer js.DeleteStream(context.WithoutCancel(ctx), "BENCH_CEILING")
-		t0 := time.Now()
-		var futs []jetstream.PubAckFuture
-		for i := 0; i < n; i++ {
-			m := nats.NewMsg("bench.ceiling")
-			m.Data = data
-			m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("c-%d", i))
-			f, err := js.PublishMsgAsync(m)
-			if err != nil {
-				return nil, err
-			}
-			futs = append(futs, f)
+		el, err := publishCeiling(js, "bench.ceiling", data, n)
+		if err != nil {
+			return nil, err
 		}
-		select {
-		case <-js.PublishAsyncComplete():
-		case <-time.After(5 * time.Minute):
-			return nil, fmt.Errorf("jetstream publish: no acks")
-		}
-		for _, f := range futs {
-			select {
-			case <-f.Ok():
-			case err := <-f.Err():
-				return nil, err
-			}
-		}
-		out = append(out, mk("JetStream publish (async, Msg-Id)", time.Since(t0), n))
+		out = append(out, mk("JetStream publish (async, Msg-Id)", partPublish, el, n))
 		cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{Durable: "c", AckPolicy: jetstream.AckExplicitPolicy})
 		if err != nil {
 			return nil, err
 		}
-		t0 = time.Now()
+		t0 := time.Now()
 		got := 0
 		batch := max(1, min(256, (32<<20)/len(data))) // within the client's pending limits
 		for got < n {
@@ -129,7 +112,7 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 			}
 			got += k
 		}
-		out = append(out, mk("JetStream consume (pull, ack)", time.Since(t0), n))
+		out = append(out, mk("JetStream consume (pull, ack)", partConsume, time.Since(t0), n))
 	} else {
 		obs, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{Bucket: "BENCH_CEILING", Storage: jetstream.FileStorage})
 		if err != nil {
@@ -142,14 +125,14 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 				return nil, err
 			}
 		}
-		out = append(out, mk("JetStream object store put", time.Since(t0), n))
+		out = append(out, mk("JetStream object store put", partPublish, time.Since(t0), n))
 		t0 = time.Now()
 		for i := 0; i < n; i++ {
 			if _, err := obs.GetBytes(ctx, fmt.Sprintf("o%d", i)); err != nil {
 				return nil, err
 			}
 		}
-		out = append(out, mk("JetStream object store get", time.Since(t0), n))
+		out = append(out, mk("JetStream object store get", partConsume, time.Since(t0), n))
 	}
 
 	// S3 PUT with If-None-Match, on the hub's S3 endpoint.
@@ -190,7 +173,7 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	out = append(out, mk("S3 PUT (If-None-Match)", time.Since(t0), n))
+	out = append(out, mk("S3 PUT (If-None-Match)", partS3Put, time.Since(t0), n))
 
 	// CMS verification with the chain, on every core.
 	o.Progress("ceiling: verify", 2, 3)
@@ -214,7 +197,49 @@ func ceilings(ctx context.Context, h *hubProc, o Options) ([]Ceiling, error) {
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	out = append(out, mk("CMS verify with chain", time.Since(t0), n))
+	out = append(out, mk("CMS verify with chain", partVerify, time.Since(t0), n))
 	o.Progress("ceilings", 3, 3)
 	return out, nil
+}
+
+// publishCeiling publishes n messages of data on subject asynchronously,
+// each with its Msg-Id, and returns how long until the stream had them all.
+// At most asyncWindow bytes are in flight: the server refuses a stream's
+// messages beyond what its ingest queue holds (128 MiB: "429 too many
+// requests"), as it would any client's.
+func publishCeiling(js jetstream.JetStream, subject string, data []byte, n int) (time.Duration, error) {
+	t0 := time.Now()
+	window := max(1, asyncWindow/len(data))
+	futs := make([]jetstream.PubAckFuture, 0, n)
+	wait := func(f jetstream.PubAckFuture) error {
+		select {
+		case <-f.Ok():
+			return nil
+		case err := <-f.Err():
+			return fmt.Errorf("jetstream publish: %w", err)
+		case <-time.After(5 * time.Minute):
+			return fmt.Errorf("jetstream publish: no ack")
+		}
+	}
+	for i := 0; i < n; i++ {
+		if i >= window {
+			if err := wait(futs[i-window]); err != nil {
+				return 0, err
+			}
+		}
+		m := nats.NewMsg(subject)
+		m.Data = data
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("c-%d", i))
+		f, err := js.PublishMsgAsync(m)
+		if err != nil {
+			return 0, err
+		}
+		futs = append(futs, f)
+	}
+	for _, f := range futs[max(0, n-window):] {
+		if err := wait(f); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(t0), nil
 }

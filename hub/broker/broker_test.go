@@ -80,10 +80,8 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(ss.Stop)
-	for _, u := range []string{unitA, unitB} {
-		if err := broker.EnsureUnitConsumers(ctx, e.hubJS, u); err != nil {
-			t.Fatal(err)
-		}
+	if _, err := broker.EnsureUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, broker.UnitConsumersMemory); err != nil {
+		t.Fatal(err)
 	}
 	return e
 }
@@ -188,15 +186,14 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 		if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		if err := broker.EnsureUnitConsumers(ctx, e.hubJS, unitA); err != nil {
+		if err := broker.EnsureUnitConsumer(ctx, e.hubJS, unitA, ""); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := map[string]jetstream.RetentionPolicy{
 		protocol.StreamSubmit:  jetstream.WorkQueuePolicy,
-		protocol.StreamDeliver: jetstream.InterestPolicy,
+		protocol.StreamDeliver: jetstream.LimitsPolicy,
 		protocol.StreamStatus:  jetstream.LimitsPolicy,
-		protocol.StreamNotice:  jetstream.InterestPolicy,
 	}
 	for name, ret := range want {
 		s, err := e.hubJS.Stream(ctx, name)
@@ -232,7 +229,7 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	for name, perUnit := range map[string]int64{
 		protocol.StreamSubmit: broker.DefaultSubmitUnitPending, protocol.StreamStatus: broker.DefaultStatusUnitPending,
 		protocol.StreamUpload:  (broker.DefaultUploadUnitQuota + protocol.MaxUploadMsgSize - 1) / protocol.MaxUploadMsgSize,
-		protocol.StreamDeliver: 0, protocol.StreamNotice: 0,
+		protocol.StreamDeliver: 0,
 	} {
 		s, err := e.hubJS.Stream(ctx, name)
 		if err != nil {
@@ -273,17 +270,70 @@ func TestEnsureStreamsIdempotent(t *testing.T) {
 	if _, err := e.hubJS.ObjectStore(ctx, protocol.StageBucket); !errors.Is(err, jetstream.ErrBucketNotFound) {
 		t.Errorf("stage store in EDX: %v", err)
 	}
-	c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(unitA))
+	// What units receive, deliveries and notices, is in one stream, each
+	// unit reading its own with one consumer (its state in memory, one
+	// replica: a cursor; the messages stay until the hub removes them).
+	dl, err := e.hubJS.Stream(ctx, protocol.StreamDeliver)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cc := c.CachedInfo().Config; cc.FilterSubject != protocol.DeliverSubject(unitA) ||
+	if cfg := dl.CachedInfo().Config; !slices.Equal(cfg.Subjects, []string{protocol.SubjectDeliverPrefix + ">"}) ||
+		cfg.MaxBytes != broker.DefaultDeliverMaxBytes+broker.DefaultNoticeMaxBytes || cfg.MaxMsgs != 2*broker.DefaultMaxMsgs {
+		t.Errorf("%s: %+v", protocol.StreamDeliver, cfg)
+	}
+	if _, err := e.hubJS.Stream(ctx, protocol.LegacyStreamNotice); !errors.Is(err, jetstream.ErrStreamNotFound) {
+		t.Errorf("%s: %v", protocol.LegacyStreamNotice, err)
+	}
+	c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc := c.CachedInfo().Config; cc.FilterSubject != protocol.DeliverSubject(unitA) || len(cc.FilterSubjects) != 0 || !cc.MemoryStorage || cc.Replicas != 1 ||
+		cc.Metadata[protocol.UnitConsumerMetadata] != "true" ||
 		cc.AckPolicy != jetstream.AckExplicitPolicy || cc.MaxDeliver != -1 || cc.AckWait != broker.UnitAckWait {
-		t.Errorf("deliver consumer config %+v", cc)
+		t.Errorf("unit consumer config %+v", cc)
+	}
+	if l := dl.ListConsumers(ctx); l != nil {
+		n := 0
+		for range l.Info() {
+			n++
+		}
+		if n != 2 {
+			t.Errorf("%d consumers on %s, want one per unit", n, protocol.StreamDeliver)
+		}
+	}
+	// Asked again, nothing changes.
+	if n, err := broker.EnsureUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, ""); err != nil || n != 0 {
+		t.Errorf("consumers made again: %d, %v", n, err)
+	}
+	// A consumer gone (a server that forgot it) is made again from a
+	// listing of names only.
+	if err := e.hubJS.DeleteConsumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitB)); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []int{1, 0} {
+		if n, err := broker.CreateMissingUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, ""); err != nil || n != want {
+			t.Errorf("missing consumers made: %d, want %d (%v)", n, want, err)
+		}
+	}
+	// Asked for file storage, the consumer is replaced.
+	if err := broker.EnsureUnitConsumer(ctx, e.hubJS, unitA, broker.UnitConsumersFile); err != nil {
+		t.Fatal(err)
+	}
+	if c, err = e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA)); err != nil || c.CachedInfo().Config.MemoryStorage {
+		t.Errorf("file storage: %v", err)
 	}
 
-	// Changing an option updates the streams in place.
+	// Changing an option updates the streams in place. Deliveries and
+	// notices share the stream: it keeps both as long as the longer of
+	// the two ages says (zero: until acknowledged).
 	if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{DeliverMaxAge: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := e.hubJS.Stream(ctx, protocol.StreamDeliver); err != nil || s.CachedInfo().Config.MaxAge != 0 {
+		t.Fatalf("deliver_max_age alone: %v", err)
+	}
+	if err := broker.EnsureStreams(ctx, e.hubJS, e.stageJS, broker.StreamOptions{DeliverMaxAge: time.Hour, NoticeMaxAge: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	s, err := e.hubJS.Stream(ctx, protocol.StreamDeliver)
@@ -342,14 +392,14 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 	denied := []string{
 		protocol.SubmitSubject(unitB),
 		protocol.StatusSubject(unitB),
-		protocol.DeliverSubject(unitA), // only the hub delivers
-		protocol.NoticeSubject(unitA),
+		protocol.DeliverSubject(unitA), // only the hub delivers and sends notices
+		protocol.LegacySubjectNoticePrefix + unitA,
 		protocol.SubjectSubmitPrefix + "000.00.00", // a prefix of its own unit id
 		"$JS.API.STREAM.CREATE.X",
 		"$JS.API.STREAM.PURGE." + protocol.StreamSubmit,
 		"$JS.API.CONSUMER.CREATE." + protocol.StreamDeliver,
 		"$JS.API.CONSUMER.DURABLE.CREATE." + protocol.StreamDeliver + ".x",
-		"$JS.API.CONSUMER.DELETE." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA),
+		"$JS.API.CONSUMER.DELETE." + protocol.StreamDeliver + "." + protocol.UnitConsumer(unitA),
 		"$JS.API.STREAM.PURGE.OBJ_" + protocol.StageBucket,
 		// The same under the prefixes the UNITS account imports with.
 		protocol.EDXAPIPrefix + ".STREAM.PURGE." + protocol.StreamSubmit,
@@ -428,46 +478,45 @@ func TestUnitConsumesOwnDeliveries(t *testing.T) {
 	a := e.unit(t, unitA)
 	ctx := t.Context()
 
-	for _, m := range []struct{ subject, id, body string }{
-		{protocol.DeliverSubject(unitA), "doc-1/" + unitA, "delivery"},
-		{protocol.NoticeSubject(unitA), "doc-2/accepted", "notice"},
-	} {
-		if _, err := e.hubJS.Publish(ctx, m.subject, []byte(m.body), jetstream.WithMsgID(m.id)); err != nil {
-			t.Fatal(err)
+	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("delivery"), jetstream.WithMsgID("doc-1/"+unitA)); err != nil {
+		t.Fatal(err)
+	}
+	n, err := protocol.NoticeMsg(unitA, &protocol.Notice{Type: protocol.NoticeAccepted}, "doc-2/accepted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Data = []byte("notice")
+	if _, err := e.hubJS.PublishMsg(ctx, n); err != nil {
+		t.Fatal(err)
+	}
+	// One consumer brings both, in the order they were sent.
+	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	batch, err := cons.Fetch(2, jetstream.FetchMaxWait(2*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for m := range batch.Messages() {
+		got = append(got, fmt.Sprintf("%s %v", m.Data(), protocol.IsNotice(m.Headers())))
+		if err := m.DoubleAck(ctx); err != nil {
+			t.Fatalf("ack: %v", err)
 		}
 	}
-	for _, c := range []struct{ stream, consumer, body string }{
-		{protocol.StreamDeliver, protocol.DeliverConsumer(unitA), "delivery"},
-		{protocol.StreamNotice, protocol.NoticeConsumer(unitA), "notice"},
-	} {
-		cons, err := a.js.Consumer(ctx, c.stream, c.consumer)
-		if err != nil {
-			t.Fatalf("%s: %v", c.consumer, err)
-		}
-		batch, err := cons.Fetch(1, jetstream.FetchMaxWait(2*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
-		var got []string
-		for m := range batch.Messages() {
-			got = append(got, string(m.Data()))
-			if err := m.DoubleAck(ctx); err != nil {
-				t.Fatalf("ack: %v", err)
-			}
-		}
-		if batch.Error() != nil {
-			t.Fatal(batch.Error())
-		}
-		if len(got) != 1 || got[0] != c.body {
-			t.Fatalf("%s: fetched %q", c.consumer, got)
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Consumer != 1 {
-			t.Fatalf("%s after ack: pending %d ack pending %d ack floor %d", c.consumer, info.NumPending, info.NumAckPending, info.AckFloor.Consumer)
-		}
+	if batch.Error() != nil {
+		t.Fatal(batch.Error())
+	}
+	if !slices.Equal(got, []string{"delivery false", "notice true"}) {
+		t.Fatalf("fetched %q", got)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.NumAckPending != 0 || info.NumPending != 0 || info.AckFloor.Consumer != 2 {
+		t.Fatalf("after ack: pending %d ack pending %d ack floor %d", info.NumPending, info.NumAckPending, info.AckFloor.Consumer)
 	}
 	if errs := a.asyncErrs(); len(errs) != 0 {
 		t.Fatalf("async errors: %v", errs)
@@ -481,10 +530,16 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitB), []byte("for B"), jetstream.WithMsgID("doc-1/"+unitB)); err != nil {
 		t.Fatal(err)
 	}
+	nb, err := protocol.NoticeMsg(unitB, &protocol.Notice{Type: protocol.NoticeAccepted}, "doc-2/accepted")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.hubJS.PublishMsg(ctx, nb); err != nil {
+		t.Fatal(err)
+	}
 
 	for _, c := range []struct{ stream, consumer string }{
-		{protocol.StreamDeliver, protocol.DeliverConsumer(unitB)},
-		{protocol.StreamNotice, protocol.NoticeConsumer(unitB)},
+		{protocol.StreamDeliver, protocol.UnitConsumer(unitB)},
 	} {
 		cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 		_, err := a.js.Consumer(cctx, c.stream, c.consumer)
@@ -503,18 +558,27 @@ func TestUnitCannotConsumeOthers(t *testing.T) {
 		a.waitPermErr(t, next)
 	}
 
-	// B's delivery is still there, undelivered.
-	c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(unitB))
+	// A's own consumer reads nothing of B's.
+	own, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info := c.CachedInfo(); info.NumPending != 1 || info.Delivered.Consumer != 0 {
+	if m, err := own.Next(jetstream.FetchMaxWait(500 * time.Millisecond)); err == nil {
+		t.Fatalf("unit A's consumer brought %s", m.Subject())
+	}
+
+	// B's delivery and notice are still there, undelivered.
+	c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitB))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info := c.CachedInfo(); info.NumPending != 2 || info.Delivered.Consumer != 0 {
 		t.Fatalf("B's consumer: pending %d delivered %d", info.NumPending, info.Delivered.Consumer)
 	}
 
-	// B itself fetches it.
+	// B itself fetches them.
 	b := e.unit(t, unitB)
-	cons, err := b.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(unitB))
+	cons, err := b.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitB))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -609,14 +673,14 @@ func TestUserIssuedAfterStart(t *testing.T) {
 	e := newEnv(t)
 	// Started, streams in place; now a new unit is registered.
 	const unitC = "000.00.00.G12"
-	if err := broker.EnsureUnitConsumers(t.Context(), e.hubJS, unitC); err != nil {
+	if err := broker.EnsureUnitConsumer(t.Context(), e.hubJS, unitC, ""); err != nil {
 		t.Fatal(err)
 	}
 	c := e.unit(t, unitC)
 	if _, err := c.js.Publish(t.Context(), protocol.SubmitSubject(unitC), []byte("x"), jetstream.WithMsgID("doc-c")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(unitC)); err != nil {
+	if _, err := c.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(unitC)); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -655,7 +719,7 @@ func TestRestartKeepsKeysAndCreds(t *testing.T) {
 	if err := broker.EnsureStreams(t.Context(), js, h.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.EnsureUnitConsumers(t.Context(), js, unitA); err != nil {
+	if err := broker.EnsureUnitConsumer(t.Context(), js, unitA, ""); err != nil {
 		t.Fatal(err)
 	}
 	unitCreds, err := srv.Keys().IssueUnitCreds(unitA, 0)
@@ -720,7 +784,7 @@ func TestHubFullAccess(t *testing.T) {
 	if err := e.hubJS.DeleteStream(ctx, "SCRATCH"); err != nil {
 		t.Fatal(err)
 	}
-	for _, subj := range []string{protocol.SubmitSubject(unitA), protocol.DeliverSubject(unitB), protocol.NoticeSubject(unitB), protocol.StatusSubject(unitA)} {
+	for _, subj := range []string{protocol.SubmitSubject(unitA), protocol.DeliverSubject(unitB), protocol.StatusSubject(unitA)} {
 		if _, err := e.hubJS.Publish(ctx, subj, []byte("x")); err != nil {
 			t.Fatalf("%s: %v", subj, err)
 		}
@@ -762,10 +826,10 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 	e := newEnv(t)
 	a, b := e.unit(t, unitA), e.unit(t, unitB)
 	ctx := t.Context()
-	victims := []string{protocol.StatusSubject(unitB), protocol.SubmitSubject(unitB), protocol.DeliverSubject(unitB), protocol.NoticeSubject(unitB)}
+	victims := []string{protocol.StatusSubject(unitB), protocol.SubmitSubject(unitB), protocol.DeliverSubject(unitB)}
 	streamOf := map[string]string{
 		protocol.StatusSubject(unitB): protocol.StreamStatus, protocol.SubmitSubject(unitB): protocol.StreamSubmit,
-		protocol.DeliverSubject(unitB): protocol.StreamDeliver, protocol.NoticeSubject(unitB): protocol.StreamNotice,
+		protocol.DeliverSubject(unitB): protocol.StreamDeliver,
 	}
 	nothingOnVictims := func(t *testing.T) {
 		t.Helper()
@@ -822,8 +886,8 @@ func TestNoForgeryAcrossAccounts(t *testing.T) {
 				{protocol.SubmitSubject(unitA), nil, []byte("own submission")},
 				{protocol.StatusSubject(unitA), nil, []byte("own status")},
 				{chunk.Subject, chunk.Header, chunk.Data},
-				{protocol.EDXAPIPrefix + ".CONSUMER.INFO." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), nil, nil},
-				{protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamDeliver + "." + protocol.DeliverConsumer(unitA), nil, []byte(`{"batch":1}`)},
+				{protocol.EDXAPIPrefix + ".CONSUMER.INFO." + protocol.StreamDeliver + "." + protocol.UnitConsumer(unitA), nil, nil},
+				{protocol.EDXAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StreamDeliver + "." + protocol.UnitConsumer(unitA), nil, []byte(`{"batch":1}`)},
 				{protocol.StageSubject(unitA), nil, stageReq},
 				{protocol.StageAPIPrefix + ".CONSUMER.INFO." + protocol.StageStream + "." + protocol.StageConsumer(unitA, 0), nil, nil},
 				{protocol.StageAPIPrefix + ".CONSUMER.MSG.NEXT." + protocol.StageStream + "." + protocol.StageConsumer(unitA, 0), nil, []byte(`{"batch":1}`)},
@@ -1009,7 +1073,7 @@ func testExternalServer(t *testing.T, v2 bool) {
 		t.Fatal(err)
 	}
 	t.Cleanup(ss.Stop)
-	if err := broker.EnsureUnitConsumers(t.Context(), js, unitA); err != nil {
+	if err := broker.EnsureUnitConsumer(t.Context(), js, unitA, ""); err != nil {
 		t.Fatal(err)
 	}
 	unitCreds, err := keys.IssueUnitCreds(unitA, time.Hour)
@@ -1031,7 +1095,7 @@ func testExternalServer(t *testing.T, v2 bool) {
 	if _, err := js.Publish(t.Context(), protocol.DeliverSubject(unitA), []byte("delivery")); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := a.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(unitA))
+	cons, err := a.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(unitA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1084,12 +1148,12 @@ func TestConfigValidate(t *testing.T) {
 }
 
 // TestManyUnits: more units than nats-server's default cap of 1,000
-// consumers per stream each get their delivery and notice consumers.
+// consumers per stream each get their consumer.
 func TestManyUnits(t *testing.T) {
 	e := newEnv(t)
 	for i := 0; i < 1100; i++ {
 		unit := fmt.Sprintf("%03d.%02d.00.H29", i%1000, i/1000)
-		if err := broker.EnsureUnitConsumers(t.Context(), e.hubJS, unit); err != nil {
+		if err := broker.EnsureUnitConsumer(t.Context(), e.hubJS, unit, ""); err != nil {
 			t.Fatalf("unit %d: %v", i, err)
 		}
 	}
@@ -1129,7 +1193,16 @@ func TestRestartInProcess(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.DeliverConsumer(unitA))
+	// The server forgot the units' consumers (kept in memory), not their
+	// messages: the hub gives them back, as it does when it starts or
+	// reconnects.
+	if _, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA)); !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		t.Fatalf("consumer after the restart: %v", err)
+	}
+	if n, err := broker.EnsureUnitConsumers(ctx, e.hubJS, []string{unitA, unitB}, ""); err != nil || n != 2 {
+		t.Fatalf("consumers given back: %d, %v", n, err)
+	}
+	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,10 +56,24 @@ func FitDefaults(ctx context.Context, js, stage jetstream.JetStream, o *StreamOp
 		def, floor     int64
 	}
 	msg := int64(o.MaxMsgSize)
+	// EDX_DELIVER holds deliveries and notices: its size is the sum of
+	// deliver_max_bytes and notice_max_bytes. Before an earlier version's
+	// EDX_DELIVER and EDX_NOTICE are migrated, each keeps its own size;
+	// after, a combined stream left at the defaults keeps its size, split
+	// as the defaults are.
+	deliver, err := js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, fmt.Errorf("broker: streams: %s: %w", protocol.StreamDeliver, err)
+	}
+	combined := err == nil && deliver.CachedInfo().Config.Retention == jetstream.LimitsPolicy
+	noticeStream := protocol.LegacyStreamNotice
+	if combined {
+		noticeStream = protocol.StreamDeliver
+	}
 	fields := []field{
 		{"submit_max_bytes", protocol.StreamSubmit, js, &o.SubmitMaxBytes, DefaultSubmitMaxBytes, 4 * msg},
 		{"deliver_max_bytes", protocol.StreamDeliver, js, &o.DeliverMaxBytes, DefaultDeliverMaxBytes, 4 * msg},
-		{"notice_max_bytes", protocol.StreamNotice, js, &o.NoticeMaxBytes, DefaultNoticeMaxBytes, 2 * msg},
+		{"notice_max_bytes", noticeStream, js, &o.NoticeMaxBytes, DefaultNoticeMaxBytes, 2 * msg},
 		{"status_max_bytes", protocol.StreamStatus, js, &o.StatusMaxBytes, DefaultStatusMaxBytes, 2 * statusMsgSize},
 		{"upload_max_bytes", protocol.StreamUpload, js, &o.UploadMaxBytes, DefaultUploadMaxBytes, 4 * protocol.MaxUploadMsgSize},
 		{"stage_max_bytes", protocol.StageStream, stage, &o.StageMaxBytes, DefaultStageMaxBytes, 2 * msg},
@@ -75,6 +89,15 @@ func FitDefaults(ctx context.Context, js, stage jetstream.JetStream, o *StreamOp
 		}
 		exists := err == nil
 		switch {
+		case exists && combined && f.stream == protocol.StreamDeliver:
+			// Both shares of the combined EDX_DELIVER: left at the
+			// defaults, it keeps its size, split as the defaults are.
+			if f.option == "deliver_max_bytes" && o.DeliverMaxBytes == DefaultDeliverMaxBytes && o.NoticeMaxBytes == DefaultNoticeMaxBytes {
+				have := st.CachedInfo().Config.MaxBytes
+				o.NoticeMaxBytes = int64(float64(have) * float64(DefaultNoticeMaxBytes) / float64(DefaultDeliverMaxBytes+DefaultNoticeMaxBytes))
+				o.DeliverMaxBytes = have - o.NoticeMaxBytes
+			}
+			continue
 		case exists && *f.v == f.def:
 			*f.v = st.CachedInfo().Config.MaxBytes // kept as it is, reserved already
 			continue

@@ -102,7 +102,7 @@ func (l *UnitLimits) natsLimits() jwt.NatsLimits {
 // server that holds a connection to close it (the $SYS kick request). A
 // unit's connections are told apart by the name in their user JWT (the unit
 // id, IssueUnitCreds), whichever credential they use. It also lists the
-// units' connections at start and every minute, so that it misses none
+// units' connections at start and every connResync, so that it misses none
 // (connections from before the hub started, a lost event), and again
 // whenever its connection comes back.
 type ConnLimiter struct {
@@ -118,6 +118,9 @@ type ConnLimiter struct {
 
 	mu    sync.Mutex
 	conns map[string]map[connRef]time.Time // unit → its connections → start
+	// units of the user JWTs seen, so that each is decoded (and its
+	// signature checked) once, not at every listing; rebuilt at each.
+	jwts map[string]string
 }
 
 type connRef struct {
@@ -125,8 +128,12 @@ type connRef struct {
 	cid    uint64
 }
 
-// connResync is how often ConnLimiter lists every unit connection.
-const connResync = time.Minute
+// connResync is how often ConnLimiter lists every unit connection. A
+// listing costs each server work for every connection (it decodes and
+// checks the signature of every user JWT), some two seconds of a core for
+// 10,000 units: the connect and disconnect events keep the count between
+// listings, which only catch what an event missed.
+const connResync = 10 * time.Minute
 
 // StartConnLimiter starts limiting each unit to max connections, through
 // the hub's system-account connection sys (Server.SystemConn, ConnectSystem),
@@ -140,7 +147,7 @@ func StartConnLimiter(ctx context.Context, sys *SystemConn, keys *Keys, max int,
 	}
 	nc := sys.nc
 	l := &ConnLimiter{nc: nc, units: keys.UnitsAccount(), max: max, log: log,
-		stop: make(chan struct{}), done: make(chan struct{}), conns: map[string]map[connRef]time.Time{}}
+		stop: make(chan struct{}), done: make(chan struct{}), conns: map[string]map[connRef]time.Time{}, jwts: map[string]string{}}
 	fail := func(err error) (*ConnLimiter, error) {
 		l.unsubscribe()
 		return nil, fmt.Errorf("broker: connection limiter: %w", err)
@@ -227,6 +234,21 @@ func (l *ConnLimiter) run() {
 	}
 }
 
+// unitOf is the unit a connection's user JWT names, "" for none: as decoded
+// before, or decoded now (and remembered, when remember is not nil).
+func (l *ConnLimiter) unitOf(userJWT string, remember map[string]string) string {
+	l.mu.Lock()
+	unit, ok := l.jwts[userJWT]
+	l.mu.Unlock()
+	if !ok {
+		unit = unitOf(userJWT)
+	}
+	if remember != nil && userJWT != "" {
+		remember[userJWT] = unit
+	}
+	return unit
+}
+
 // unitOf is the unit a connection's user JWT names, "" for none.
 func unitOf(userJWT string) string {
 	uc, err := jwt.DecodeUserClaims(userJWT)
@@ -241,7 +263,7 @@ func (l *ConnLimiter) connected(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		return
 	}
-	unit := unitOf(ev.Client.Jwt)
+	unit := l.unitOf(ev.Client.Jwt, nil)
 	if unit == "" || ev.Client.Account != l.units {
 		return
 	}
@@ -264,7 +286,7 @@ func (l *ConnLimiter) disconnected(m *nats.Msg) {
 	if err := json.Unmarshal(m.Data, &ev); err != nil {
 		return
 	}
-	unit := unitOf(ev.Client.Jwt)
+	unit := l.unitOf(ev.Client.Jwt, nil)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.conns[unit], connRef{ev.Server.ID, ev.Client.ID})
@@ -324,6 +346,7 @@ func (l *ConnLimiter) resync(ctx context.Context) error {
 	}
 	// Every server answers; collect until they fall silent.
 	seen := map[string]map[connRef]time.Time{}
+	jwts := map[string]string{}
 	answered := false
 	wait := 2 * time.Second
 	for {
@@ -340,7 +363,7 @@ func (l *ConnLimiter) resync(ctx context.Context) error {
 			}
 			answered = true
 			for _, c := range resp.Data.Conns {
-				if unit := unitOf(c.JWT); unit != "" {
+				if unit := l.unitOf(c.JWT, jwts); unit != "" {
 					if seen[unit] == nil {
 						seen[unit] = map[connRef]time.Time{}
 					}
@@ -360,7 +383,7 @@ func (l *ConnLimiter) resync(ctx context.Context) error {
 		return errors.New("broker: connection limiter: no server listed its connections")
 	}
 	l.mu.Lock()
-	l.conns = seen
+	l.conns, l.jwts = seen, jwts
 	kicks := map[string][]connRef{}
 	for unit := range seen {
 		if k := l.excessLocked(unit); len(k) > 0 {

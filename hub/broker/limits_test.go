@@ -45,7 +45,7 @@ func newEnvWith(t testing.TB, streams broker.StreamOptions, keysOpts ...broker.K
 	}
 	t.Cleanup(ss.Stop)
 	for _, u := range []string{unitA, unitB} {
-		if err := broker.EnsureUnitConsumers(t.Context(), e.hubJS, u); err != nil {
+		if err := broker.EnsureUnitConsumer(t.Context(), e.hubJS, u, ""); err != nil {
 			t.Fatal(err)
 		}
 	}

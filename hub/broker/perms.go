@@ -24,25 +24,21 @@ type service struct {
 // edxServices are what units may do in the EDX account: publish their
 // submissions, statuses and upload chunks (every reply, a PubAck included, goes
 // back through the import, never onto a subject in EDX), and look up, pull
-// from and ack on their two durable consumers (acks in the v1 and v2 subject
-// layouts).
+// from and ack on their durable consumer of EDX_DELIVER (acks in the v1 and
+// v2 subject layouts).
 func edxServices() []service {
-	s := []service{
+	st := protocol.StreamDeliver
+	return []service{
 		{protocol.SubjectSubmitPrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectStatusPrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectUploadPrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectStagePrefix + ">", jwt.ResponseTypeSingleton},
 		{protocol.SubjectWitnessPrefix + ">", jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.INFO." + st + ".*", jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.MSG.NEXT." + st + ".*", jwt.ResponseTypeStream},
+		{"$JS.ACK." + st + ".>", jwt.ResponseTypeSingleton},
+		{"$JS.ACK.*.*." + st + ".>", jwt.ResponseTypeSingleton},
 	}
-	for _, st := range []string{protocol.StreamDeliver, protocol.StreamNotice} {
-		s = append(s,
-			service{"$JS.API.CONSUMER.INFO." + st + ".*", jwt.ResponseTypeSingleton},
-			service{"$JS.API.CONSUMER.MSG.NEXT." + st + ".*", jwt.ResponseTypeStream},
-			service{"$JS.ACK." + st + ".>", jwt.ResponseTypeSingleton},
-			service{"$JS.ACK.*.*." + st + ".>", jwt.ResponseTypeSingleton},
-		)
-	}
-	return s
 }
 
 // stageServices are what units may do in the STAGE account: look up, pull
@@ -68,7 +64,7 @@ func exports(services []service) jwt.Exports {
 
 // edxExports are the EDX services and, as streams, the units' inboxes (the
 // hub sends a submission's decision to the inbox subject its sender named,
-// protocol.NoticeTo, besides the unit's notice stream) and the checkpoints
+// protocol.NoticeTo, besides the unit's notices in EDX_DELIVER) and the checkpoints
 // the hub offers every witness (protocol.SubjectCheckpoint).
 func edxExports() jwt.Exports {
 	ex := exports(edxServices())
@@ -112,9 +108,10 @@ func unitsImports(edx, stage string) jwt.Imports {
 //
 //   - its own submit and status subjects;
 //
-//   - on its two durable pull consumers in EDX (created by the hub): consumer
-//     info and next-message requests under protocol.EDXAPIPrefix, and acks
-//     (v1 and v2 ack subject layouts);
+//   - on its durable pull consumer of EDX_DELIVER (created by the hub),
+//     which reads its deliveries and notices: consumer info and
+//     next-message requests under protocol.EDXAPIPrefix, and acks (v1 and
+//     v2 ack subject layouts);
 //
 //   - uploads: chunks on its own upload subject, and nothing else there (no
 //     read, no list, no purge);
@@ -144,17 +141,13 @@ func UnitPermissions(unit string) jwt.Permissions {
 		protocol.StatusSubject(unit),
 		protocol.WitnessSubject(unit),
 	)
-	for _, c := range []struct{ stream, consumer string }{
-		{protocol.StreamDeliver, protocol.DeliverConsumer(unit)},
-		{protocol.StreamNotice, protocol.NoticeConsumer(unit)},
-	} {
-		p.Pub.Allow.Add(
-			protocol.EDXAPIPrefix+".CONSUMER.INFO."+c.stream+"."+c.consumer,
-			protocol.EDXAPIPrefix+".CONSUMER.MSG.NEXT."+c.stream+"."+c.consumer,
-			"$JS.ACK."+c.stream+"."+c.consumer+".>",
-			"$JS.ACK.*.*."+c.stream+"."+c.consumer+".>",
-		)
-	}
+	st, c := protocol.StreamDeliver, protocol.UnitConsumer(unit)
+	p.Pub.Allow.Add(
+		protocol.EDXAPIPrefix+".CONSUMER.INFO."+st+"."+c,
+		protocol.EDXAPIPrefix+".CONSUMER.MSG.NEXT."+st+"."+c,
+		"$JS.ACK."+st+"."+c+".>",
+		"$JS.ACK.*.*."+st+"."+c+".>",
+	)
 	p.Pub.Allow.Add(protocol.UploadSubject(unit))
 	p.Pub.Allow.Add(protocol.StageSubject(unit))
 	for slot := range protocol.StageSlots {

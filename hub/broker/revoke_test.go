@@ -42,7 +42,7 @@ func waitClosed(t *testing.T, closed <-chan struct{}, what string) {
 
 // fetchDelivery takes the unit's next delivery and acks it.
 func fetchDelivery(t *testing.T, js jetstream.JetStream, unit string) ([]byte, error) {
-	cons, err := js.Consumer(t.Context(), protocol.StreamDeliver, protocol.DeliverConsumer(unit))
+	cons, err := js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(unit))
 	if err != nil {
 		return nil, err
 	}
@@ -193,7 +193,7 @@ func TestExternalServerRevocation(t *testing.T) {
 	if err := broker.EnsureStreams(t.Context(), h.JS, h.StageJS, broker.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := broker.EnsureUnitConsumers(t.Context(), h.JS, unitA); err != nil {
+	if err := broker.EnsureUnitConsumer(t.Context(), h.JS, unitA, ""); err != nil {
 		t.Fatal(err)
 	}
 	h.Close()

@@ -62,16 +62,18 @@ type StreamOptions struct {
 	SubmitMaxAge time.Duration `yaml:"submit_max_age"`
 	// DeliverMaxAge and NoticeMaxAge bound how long a delivery or a notice
 	// waits for its unit. The default, zero, keeps it until the unit's agent
-	// acknowledges it, however long the unit stays offline: both streams
-	// have interest retention, so an acknowledged message is removed and
-	// storage stays bounded by what units have not fetched yet.
+	// acknowledges it, however long the unit stays offline: the hub removes
+	// what a unit's agent acknowledged (Trimmer), so storage stays bounded
+	// by what units have not fetched yet. Deliveries and notices share
+	// EDX_DELIVER: it keeps a message as long as the longer of the two says
+	// (zero: until acknowledged).
 	// StatusMaxAge bounds EDX_STATUS (default 30 days); the hub removes a
 	// status once it has recorded or refused it.
 	DeliverMaxAge time.Duration `yaml:"deliver_max_age"`
 	StatusMaxAge  time.Duration `yaml:"status_max_age"`
 	NoticeMaxAge  time.Duration `yaml:"notice_max_age"`
-	// MaxMsgSize is the largest message EDX_SUBMIT, EDX_DELIVER and
-	// EDX_NOTICE accept (default 8 MiB). It must hold an inline container
+	// MaxMsgSize is the largest message EDX_SUBMIT and EDX_DELIVER accept
+	// (default 8 MiB). It must hold an inline container
 	// with its envelope, and must not exceed the server's max_payload;
 	// larger containers go through the object stores. EDX_STATUS and
 	// EDX_UPLOAD have limits of their own (protocol.MaxStatusSize,
@@ -93,6 +95,8 @@ type StreamOptions struct {
 	// Bytes and messages of each stream (defaults above). A full stream
 	// refuses new messages: a unit's publish fails and its agent retries;
 	// the hub's routing is retried until there is room, nothing is dropped.
+	// EDX_DELIVER holds deliveries and notices: its limits are the sums of
+	// deliver_* and notice_*.
 	SubmitMaxBytes  int64 `yaml:"submit_max_bytes"`
 	SubmitMaxMsgs   int64 `yaml:"submit_max_msgs"`
 	DeliverMaxBytes int64 `yaml:"deliver_max_bytes"`
@@ -119,7 +123,23 @@ type StreamOptions struct {
 	SubmitUnitPending int64 `yaml:"submit_unit_pending"`
 	StatusUnitPending int64 `yaml:"status_unit_pending"`
 	UploadUnitQuota   int64 `yaml:"upload_unit_quota"`
+
+	// UnitConsumers is where each unit's consumer keeps its state (which
+	// messages were delivered and acknowledged): "memory" (default) or
+	// "file". Memory costs no disk write per acknowledgement and, in a
+	// cluster, no replication; a server that restarts forgets it, and the
+	// unit's agent gets again what it had not acknowledged when the hub
+	// last removed it (Trimmer), which the agent recognises and hands over
+	// once (agent/inbox). Either way the consumer has one replica: it is a
+	// cursor, the messages stay in EDX_DELIVER until acknowledged.
+	UnitConsumers string `yaml:"unit_consumers"`
 }
+
+// Where a unit's consumer keeps its state (StreamOptions.UnitConsumers).
+const (
+	UnitConsumersMemory = "memory"
+	UnitConsumersFile   = "file"
+)
 
 // SetDefaults fills in what is zero.
 func (o *StreamOptions) SetDefaults() {
@@ -140,6 +160,9 @@ func (o *StreamOptions) SetDefaults() {
 	}
 	if o.EventsMaxAge == 0 {
 		o.EventsMaxAge = DefaultMaxAge
+	}
+	if o.UnitConsumers == "" {
+		o.UnitConsumers = UnitConsumersMemory
 	}
 	def := func(v *int64, d int64) {
 		if *v == 0 {
@@ -171,6 +194,8 @@ func (o *StreamOptions) Validate() error {
 		return errors.New("broker: streams: negative duration")
 	case o.MaxMsgSize < 0:
 		return errors.New("broker: streams: negative size")
+	case o.UnitConsumers != UnitConsumersMemory && o.UnitConsumers != UnitConsumersFile:
+		return fmt.Errorf("broker: streams: unit_consumers %q: want %q or %q", o.UnitConsumers, UnitConsumersMemory, UnitConsumersFile)
 	}
 	for _, v := range []struct {
 		name string
@@ -208,14 +233,21 @@ func (o *StreamOptions) Validate() error {
 const statusMsgSize = protocol.MaxStatusSize + 4<<10
 
 // MaxUnitConsumers bounds the consumers of each edx stream: far above the
-// number of units a hub serves, one per unit on the delivery and notice
-// streams.
+// number of units a hub serves, one per unit on EDX_DELIVER.
 const MaxUnitConsumers = 1_000_000
 
 // StreamConfigs returns the configurations EnsureStreams applies: the EDX
 // account's streams in order (EDX_SUBMIT, EDX_DELIVER, EDX_STATUS,
-// EDX_NOTICE, EDX_UPLOAD, EDX_EVENTS), and the stage store's in the STAGE
-// account.
+// EDX_UPLOAD, EDX_EVENTS), and the stage store's in the STAGE account.
+//
+// EDX_DELIVER holds what units receive, deliveries and notices, and each
+// unit reads its own with one consumer (UnitConsumerConfig). It has limits
+// retention: the server keeps a message until the hub removes it, once the
+// unit's agent acknowledged it (Trimmer). (With interest retention the
+// server removed it itself, but it then checked every acknowledgement
+// against every consumer of the stream, one per unit: a cost per document
+// that grew with the number of units. It also required every consumer to
+// have the stream's replicas.)
 //
 // Every stream has max_bytes and max_msgs and refuses new messages when
 // full (discard new): nothing waiting for a unit or for the hub is ever
@@ -252,8 +284,8 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 			Duplicates:  dup,
 			Discard:     jetstream.DiscardNew,
 			// Set, because nats-server otherwise caps a stream at 1,000
-			// consumers and every unit has one on EDX_DELIVER and on
-			// EDX_NOTICE (Ho Chi Minh City alone has more than 1,500 units).
+			// consumers and every unit has one on EDX_DELIVER (Ho Chi
+			// Minh City alone has more than 1,500 units).
 			MaxConsumers: MaxUnitConsumers,
 		}
 	}
@@ -276,13 +308,16 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	events := stream(protocol.StreamEvents, protocol.SubjectEventPrefix, "edx decisions of every hub (accepted, status, rejected, unit); each hub's index follows them",
 		jetstream.LimitsPolicy, opts.EventsMaxAge, opts.EventsMaxBytes, opts.EventsMaxMsgs)
 	events.Discard = jetstream.DiscardOld
+	deliverAge := max(opts.DeliverMaxAge, opts.NoticeMaxAge)
+	if opts.DeliverMaxAge == 0 || opts.NoticeMaxAge == 0 {
+		deliverAge = 0 // until acknowledged
+	}
+	deliver := stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries and notices, one subject per unit; the hub removes what units acknowledged",
+		jetstream.LimitsPolicy, deliverAge, opts.DeliverMaxBytes+opts.NoticeMaxBytes, opts.DeliverMaxMsgs+opts.NoticeMaxMsgs)
 	streams := []jetstream.StreamConfig{
 		submit,
-		stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries, one subject per recipient unit",
-			jetstream.InterestPolicy, opts.DeliverMaxAge, opts.DeliverMaxBytes, opts.DeliverMaxMsgs),
+		deliver,
 		status,
-		stream(protocol.StreamNotice, protocol.SubjectNoticePrefix, "edx notices to senders, one subject per unit",
-			jetstream.InterestPolicy, opts.NoticeMaxAge, opts.NoticeMaxBytes, opts.NoticeMaxMsgs),
 		upload,
 		events,
 	}
@@ -316,6 +351,9 @@ func EnsureStreams(ctx context.Context, js, stage jetstream.JetStream, opts Stre
 		}
 	}
 	streams, stageCfg := StreamConfigs(opts)
+	if _, err := migrateUnitStreams(ctx, js, streams[1], opts.Duplicates); err != nil {
+		return err
+	}
 	for _, cfg := range streams {
 		if st, err := js.Stream(ctx, cfg.Name); err == nil {
 			old := st.CachedInfo().Config
@@ -358,40 +396,154 @@ func maxPerSubject(ctx context.Context, st jetstream.Stream) (int64, error) {
 	return int64(n), nil
 }
 
-// UnitConsumerConfigs returns the durable pull consumers of a unit: its
-// deliveries on EDX_DELIVER and its notices on EDX_NOTICE.
-func UnitConsumerConfigs(unit string) map[string]jetstream.ConsumerConfig {
-	cons := func(name, subject, desc string) jetstream.ConsumerConfig {
-		return jetstream.ConsumerConfig{
-			Durable:       name,
-			Description:   desc,
-			FilterSubject: subject,
-			DeliverPolicy: jetstream.DeliverAllPolicy,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       UnitAckWait,
-			MaxDeliver:    -1,
-		}
-	}
-	return map[string]jetstream.ConsumerConfig{
-		protocol.StreamDeliver: cons(protocol.DeliverConsumer(unit), protocol.DeliverSubject(unit), "deliveries to "+unit),
-		protocol.StreamNotice:  cons(protocol.NoticeConsumer(unit), protocol.NoticeSubject(unit), "notices to "+unit),
+// UnitConsumerConfig returns the durable pull consumer of a unit on
+// EDX_DELIVER: everything the unit receives, its deliveries and its
+// notices, in the order the hub sent them, on the unit's one subject (a
+// literal filter: the server finds the unit's next message without looking
+// at other units', as it would for several subjects or a wildcard). It has one replica whatever the
+// stream's, and its state in memory or in a file as storage says
+// (StreamOptions.UnitConsumers): it is only the unit's cursor, and the
+// messages stay in the stream until the unit acknowledged them; a cursor
+// lost starts again from the oldest message the hub has not removed.
+func UnitConsumerConfig(unit, storage string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:       protocol.UnitConsumer(unit),
+		Description:   "deliveries and notices to " + unit,
+		FilterSubject: protocol.DeliverSubject(unit),
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       UnitAckWait,
+		MaxDeliver:    -1,
+		Replicas:      1,
+		MemoryStorage: storage != UnitConsumersFile,
+		// Tells the unit's agent that notices come here too (an earlier
+		// hub's consumer, without it, read deliveries only).
+		Metadata: map[string]string{protocol.UnitConsumerMetadata: "true"},
 	}
 }
 
-// EnsureUnitConsumers creates (or updates) the two durable pull consumers of
-// a unit. Units cannot create consumers themselves: the hub calls this when it
-// registers a unit. It is idempotent.
-func EnsureUnitConsumers(ctx context.Context, js jetstream.JetStream, unit string) error {
+// EnsureUnitConsumer creates the durable pull consumer of a unit, or
+// replaces one configured otherwise (another storage, the consumers of an
+// earlier version): a replaced consumer starts again from the unit's
+// oldest message in the stream, which the agent recognises. Units cannot
+// create consumers themselves: the hub calls this when it registers a unit,
+// and for every unit when it starts (EnsureUnitConsumers). It is idempotent.
+func EnsureUnitConsumer(ctx context.Context, js jetstream.JetStream, unit, storage string) error {
 	if err := validUnit(unit); err != nil {
 		return err
 	}
-	for _, stream := range []string{protocol.StreamDeliver, protocol.StreamNotice} {
-		cfg := UnitConsumerConfigs(unit)[stream]
-		if _, err := js.CreateOrUpdateConsumer(ctx, stream, cfg); err != nil {
-			return fmt.Errorf("broker: ensure consumer %s on %s: %w", cfg.Durable, stream, err)
+	want := UnitConsumerConfig(unit, storage)
+	c, err := js.Consumer(ctx, protocol.StreamDeliver, want.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+	case err != nil:
+		return fmt.Errorf("broker: consumer %s: %w", want.Durable, err)
+	case sameUnitConsumer(c.CachedInfo().Config, want):
+		return nil
+	default:
+		if err := js.DeleteConsumer(ctx, protocol.StreamDeliver, want.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("broker: replace consumer %s: %w", want.Durable, err)
 		}
 	}
+	if _, err := js.CreateOrUpdateConsumer(ctx, protocol.StreamDeliver, want); err != nil {
+		return fmt.Errorf("broker: ensure consumer %s on %s: %w", want.Durable, protocol.StreamDeliver, err)
+	}
 	return nil
+}
+
+// CreateMissingUnitConsumers gives the units that have no consumer one
+// (EnsureUnitConsumer), from a listing of the consumers' names only: a
+// tenth of what EnsureUnitConsumers costs for every unit that has one, so
+// that a hub can look often for consumers a server forgot. It returns how
+// many it created.
+func CreateMissingUnitConsumers(ctx context.Context, js jetstream.JetStream, units []string, storage string) (int, error) {
+	st, err := js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		return 0, fmt.Errorf("broker: %s: %w", protocol.StreamDeliver, err)
+	}
+	have := map[string]bool{}
+	l := st.ConsumerNames(ctx)
+	for name := range l.Name() {
+		have[name] = true
+	}
+	if err := l.Err(); err != nil {
+		return 0, fmt.Errorf("broker: list consumers of %s: %w", protocol.StreamDeliver, err)
+	}
+	n := 0
+	var errs []error
+	for _, u := range units {
+		if have[protocol.UnitConsumer(u)] {
+			continue
+		}
+		if err := EnsureUnitConsumer(ctx, js, u, storage); err != nil {
+			errs = append(errs, err)
+			if len(errs) > 10 || ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
+
+// sameUnitConsumer reports whether a unit's consumer as it is (have) is
+// configured as want.
+func sameUnitConsumer(have, want jetstream.ConsumerConfig) bool {
+	return have.FilterSubject == want.FilterSubject && len(have.FilterSubjects) == 0 && have.MemoryStorage == want.MemoryStorage &&
+		have.Metadata[protocol.UnitConsumerMetadata] == want.Metadata[protocol.UnitConsumerMetadata] &&
+		have.AckPolicy == want.AckPolicy && have.AckWait == want.AckWait && have.DeliverPolicy == want.DeliverPolicy && have.MaxDeliver == want.MaxDeliver
+}
+
+// EnsureUnitConsumers makes sure every unit has its consumer: those that
+// lack one (a server restarted forgot the consumers kept in memory), have
+// one configured otherwise, or one no server leads (its one replica was on
+// a server of a cluster that is down) get one (EnsureUnitConsumer); the
+// others cost nothing but their share of one listing. It returns how many
+// it created.
+func EnsureUnitConsumers(ctx context.Context, js jetstream.JetStream, units []string, storage string) (int, error) {
+	have := map[string]jetstream.ConsumerConfig{}
+	st, err := js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		return 0, fmt.Errorf("broker: %s: %w", protocol.StreamDeliver, err)
+	}
+	l := st.ListConsumers(ctx)
+	leaderless := map[string]bool{}
+	for info := range l.Info() {
+		if info.Cluster != nil && info.Cluster.Leader == "" {
+			leaderless[info.Name] = true // replaced, on a server that is up
+			continue
+		}
+		have[info.Name] = info.Config
+	}
+	if err := l.Err(); err != nil {
+		return 0, fmt.Errorf("broker: list consumers of %s: %w", protocol.StreamDeliver, err)
+	}
+	n := 0
+	var errs []error
+	for _, u := range units {
+		want := UnitConsumerConfig(u, storage)
+		if cfg, ok := have[want.Durable]; ok && sameUnitConsumer(cfg, want) {
+			continue
+		}
+		if leaderless[want.Durable] {
+			// Its info cannot be asked for: deleted through the meta
+			// leader, then made again.
+			if err := js.DeleteConsumer(ctx, protocol.StreamDeliver, want.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				errs = append(errs, fmt.Errorf("broker: replace consumer %s: %w", want.Durable, err))
+				continue
+			}
+		}
+		if err := EnsureUnitConsumer(ctx, js, u, storage); err != nil {
+			errs = append(errs, err)
+			if len(errs) > 10 || ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
 }
 
 // Defaults of the consumers every hub shares.

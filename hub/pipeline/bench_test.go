@@ -33,7 +33,7 @@ func BenchmarkPipeline(b *testing.B) {
 				sum := sha256.Sum256(data)
 				msgs[i] = protocol.SubmitMsg(uA, &protocol.Container{DocumentID: id, SHA256: hex.EncodeToString(sum[:]), Size: int64(len(data)), Data: data})
 			}
-			cons, err := a.js.Consumer(b.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
+			cons, err := a.js.Consumer(b.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(uA)))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -59,6 +59,9 @@ func BenchmarkPipeline(b *testing.B) {
 				}
 				k := 0
 				for m := range batch.Messages() {
+					if !protocol.IsNotice(m.Headers()) {
+						continue // uA receives nothing
+					}
 					n, err := protocol.ParseNotice(&nats.Msg{Data: m.Data()})
 					if err != nil || n.Type != protocol.NoticeAccepted {
 						b.Fatalf("notice %v %+v", err, n)

@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -61,6 +62,9 @@ type unit struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream // EDX, through the UNITS account's imports
 	stage  *protocol.Stage     // large deliveries
+	// kept are messages of the unit's consumer fetched (and acknowledged)
+	// while the test waited for one of the other kind.
+	kept []jetstream.Msg
 }
 
 var bucketSeq struct {
@@ -203,7 +207,7 @@ func (e *env) addUnit(id document.UnitID) *unit {
 		e.t.Fatal(err)
 	}
 	e.putUnit(index.Unit{ID: id, Name: "Đơn vị " + string(id)})
-	if err := broker.EnsureUnitConsumers(ctx, e.js, string(id)); err != nil {
+	if err := broker.EnsureUnitConsumer(ctx, e.js, string(id), ""); err != nil {
 		e.t.Fatal(err)
 	}
 	creds, err := e.srv.Keys().IssueUnitCreds(string(id), 0)
@@ -304,7 +308,10 @@ func (u *unit) submitMsg(t testing.TB, id document.ID, data []byte) *nats.Msg {
 // notice waits for the unit's next notice.
 func (u *unit) notice(t testing.TB) *protocol.Notice {
 	t.Helper()
-	msg := u.next(t, protocol.StreamNotice, protocol.NoticeConsumer(string(u.id)))
+	msg := u.next(t, true, 20*time.Second)
+	if msg == nil {
+		t.Fatalf("%s: no notice", u.id)
+	}
 	n, err := protocol.ParseNotice(&nats.Msg{Data: msg.Data()})
 	if err != nil {
 		t.Fatal(err)
@@ -312,34 +319,111 @@ func (u *unit) notice(t testing.TB) *protocol.Notice {
 	return n
 }
 
-func (u *unit) next(t testing.TB, stream, consumer string) jetstream.Msg {
+// delivery waits for the unit's next delivery.
+func (u *unit) delivery(t testing.TB) jetstream.Msg {
 	t.Helper()
-	cons, err := u.js.Consumer(t.Context(), stream, consumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := cons.Next(jetstream.FetchMaxWait(20 * time.Second))
-	if err != nil {
-		t.Fatalf("%s: no message on %s: %v", u.id, consumer, err)
-	}
-	if err := msg.DoubleAck(t.Context()); err != nil {
-		t.Fatal(err)
+	msg := u.next(t, false, 20*time.Second)
+	if msg == nil {
+		t.Fatalf("%s: no delivery", u.id)
 	}
 	return msg
 }
 
-// deliveries counts the messages in EDX_DELIVER for a unit.
-func (e *env) deliveries(u document.UnitID) int {
+// noNotice fails the test if the unit gets a notice within a second.
+func (u *unit) noNotice(t testing.TB) {
+	t.Helper()
+	if m := u.next(t, true, time.Second); m != nil {
+		t.Errorf("%s: a notice: %s", u.id, m.Data())
+	}
+}
+
+// next returns the unit's next notice or delivery (as notice says),
+// acknowledged, or nil when none comes within wait; messages of the other
+// kind fetched meanwhile are kept for later.
+func (u *unit) next(t testing.TB, notice bool, wait time.Duration) jetstream.Msg {
+	t.Helper()
+	for i, m := range u.kept {
+		if protocol.IsNotice(m.Headers()) == notice {
+			u.kept = append(u.kept[:i], u.kept[i+1:]...)
+			return m
+		}
+	}
+	cons, err := u.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(u.id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(wait); ; {
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil
+		}
+		msg, err := cons.Next(jetstream.FetchMaxWait(left))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoMessages) {
+			return nil
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", u.id, err)
+		}
+		if err := msg.DoubleAck(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if protocol.IsNotice(msg.Headers()) == notice {
+			return msg
+		}
+		u.kept = append(u.kept, msg)
+	}
+}
+
+// inStream counts the messages on subject in EDX_DELIVER (the hub's
+// Trimmer is not running: what units acknowledged stays).
+func (e *env) inStream(subject string) int {
 	e.t.Helper()
 	s, err := e.js.Stream(e.t.Context(), protocol.StreamDeliver)
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	info, err := s.Info(e.t.Context(), jetstream.WithSubjectFilter(protocol.DeliverSubject(string(u))))
+	info, err := s.Info(e.t.Context(), jetstream.WithSubjectFilter(subject))
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	return int(info.State.Subjects[protocol.DeliverSubject(string(u))])
+	return int(info.State.Subjects[subject])
+}
+
+// notices counts the notices to a unit in EDX_DELIVER.
+func (e *env) notices(u document.UnitID) int {
+	e.t.Helper()
+	s, err := e.js.Stream(e.t.Context(), protocol.StreamDeliver)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := 0
+	for seq := uint64(1); ; {
+		m, err := s.GetMsg(e.t.Context(), seq, jetstream.WithGetMsgSubject(protocol.DeliverSubject(string(u))))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return n
+		}
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if protocol.IsNotice(m.Header) {
+			n++
+		}
+		seq = m.Sequence + 1
+	}
+}
+
+// trim removes from EDX_DELIVER what units acknowledged, as the hub does.
+func (e *env) trim() {
+	e.t.Helper()
+	if _, err := broker.NewTrimmer(e.js, broker.TrimConfig{}, nil).Sweep(e.t.Context()); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+// deliveries counts the deliveries to a unit in EDX_DELIVER.
+func (e *env) deliveries(u document.UnitID) int {
+	e.t.Helper()
+	return e.inStream(protocol.DeliverSubject(string(u))) - e.notices(u)
 }
 
 // objects lists archive keys under prefix.

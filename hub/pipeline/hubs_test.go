@@ -489,8 +489,5 @@ func TestStatusCrashReplay(t *testing.T) {
 	if n != 1 {
 		t.Errorf("%d status events, want 1", n)
 	}
-	cons, _ := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
-	if m, err := cons.Next(jetstream.FetchMaxWait(time.Second)); err == nil {
-		t.Errorf("a second notice to A: %s", m.Data())
-	}
+	a.noNotice(t)
 }

@@ -103,6 +103,13 @@ type Log interface {
 	AppendAsync(ctx context.Context, e *evidence.Entry) func() (uint64, error)
 }
 
+// Sent is told the stream sequence of every delivery and notice the
+// pipeline stored in EDX_DELIVER, so that it can be removed once its unit
+// acknowledged it (hub/broker.Trimmer).
+type Sent interface {
+	Sent(unit string, seq uint64)
+}
+
 // Applied tells when this hub's own index has applied an event
 // (hub/events.Follower): the pipeline waits, briefly, before it tells the
 // sender, so that the sender finds on this hub what it was told of.
@@ -300,6 +307,7 @@ type Deps struct {
 	// TLog is the hub's transparency log; nil logs nothing and signs
 	// receipts naming no entry (a hub with tlog.disabled, tests).
 	TLog    Log
+	Sent    Sent // may be nil
 	Trust   *pki.Trust
 	Hub     *pki.Signer // signs receipts
 	Metrics *Metrics    // may be nil
@@ -325,6 +333,7 @@ type Pipeline struct {
 	ev       Events
 	applied  Applied
 	tlog     Log
+	sent     Sent
 	ackWait  time.Duration // the shared consumers' (Run), for keepAlive
 	trust    *pki.Trust
 	hub      *pki.Signer
@@ -365,7 +374,7 @@ func New(ctx context.Context, cfg Config, d Deps) (*Pipeline, error) {
 		return nil, fmt.Errorf("pipeline: status stream %s: %w", protocol.StreamStatus, err)
 	}
 	p := &Pipeline{cfg: cfg, js: d.JS, stage: d.Stage, submits: submits, uploads: uploads, statuses: statuses, arch: d.Archive, ix: d.Index, units: d.Units,
-		ev: d.Events, applied: d.Applied, tlog: d.TLog, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
+		ev: d.Events, applied: d.Applied, tlog: d.TLog, sent: d.Sent, ackWait: cfg.AckWait, trust: d.Trust, hub: d.Hub,
 		m: d.Metrics, log: d.Log, now: d.Now, hook: d.hook, rejBudget: map[document.UnitID]*rate.Limiter{}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/edxhub/edx/hub/archive"
@@ -76,7 +75,7 @@ func TestAcceptedDocument(t *testing.T) {
 		if c := e.deliveries(r); c != 1 {
 			t.Errorf("%d deliveries to %s", c, r)
 		}
-		msg := e.units[r].next(t, protocol.StreamDeliver, protocol.DeliverConsumer(string(r)))
+		msg := e.units[r].delivery(t)
 		d, err := protocol.ParseDelivery(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 		if err != nil || !bytes.Equal(d.Data, data) || d.Sender != uA || !bytes.Equal(d.Receipt, n.Receipt) {
 			t.Fatalf("delivery to %s: %v", r, err)
@@ -406,11 +405,10 @@ func (e *env) assertOnce(id document.ID, first *protocol.Notice) {
 			t.Errorf("%d deliveries to %s", n, r)
 		}
 	}
-	// A consumed its notice (and EDX_NOTICE drops what its unit acked):
-	// there must be no second one.
-	cons, _ := e.units[uA].js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
-	if m, err := cons.Next(jetstream.FetchMaxWait(time.Second)); err == nil {
-		t.Errorf("a second notice to A: %s", m.Data())
+	// A consumed its notice: there must be no second one.
+	e.units[uA].noNotice(t)
+	if n := e.notices(uA); n != 1 {
+		t.Errorf("%d notices to A in the stream, want 1", n)
 	}
 	if first != nil {
 		rec, _, err := e.arch.Get(t.Context(), prefix+"receipt.p7s")
@@ -547,9 +545,8 @@ func TestStorageOutage(t *testing.T) {
 		a.submit(t, id, a.build(t, meta, 4<<10))
 	}
 	time.Sleep(3 * time.Second) // several failed attempts
-	cons, _ := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
-	if info, _ := cons.Info(t.Context()); info.NumPending != 0 {
-		t.Fatalf("%d notices during the outage, want none", info.NumPending)
+	if n := e.notices(uA); n != 0 {
+		t.Fatalf("%d notices during the outage, want none", n)
 	}
 	proxy.setDown(false)
 	for i := 0; i < n; i++ {
@@ -577,7 +574,7 @@ func TestLargeContainer(t *testing.T) {
 		t.Fatalf("notice %+v", n)
 	}
 	b := e.units[uB]
-	msg := b.next(t, protocol.StreamDeliver, protocol.DeliverConsumer(string(uB)))
+	msg := b.delivery(t)
 	d, err := protocol.ParseDelivery(&nats.Msg{Subject: msg.Subject(), Header: msg.Headers(), Data: msg.Data()})
 	if err != nil || d.Staged == "" || len(d.Data) != 0 {
 		t.Fatalf("delivery: %v %+v", err, d)
@@ -587,7 +584,7 @@ func TestLargeContainer(t *testing.T) {
 		t.Fatalf("staged delivery: %v, identical=%v", err, bytes.Equal(got, data))
 	}
 	// C's delivery names the same staged object, with the same key.
-	cmsg := e.units[uC].next(t, protocol.StreamDeliver, protocol.DeliverConsumer(string(uC)))
+	cmsg := e.units[uC].delivery(t)
 	if cmsg.Headers().Get(protocol.HeaderStaged) != d.Staged {
 		t.Errorf("staged twice: %s and %s", d.Staged, cmsg.Headers().Get(protocol.HeaderStaged))
 	}
@@ -669,9 +666,8 @@ func TestStaleCRLHoldsSubmissions(t *testing.T) {
 			t.Fatal("the submission was not held and retried")
 		}
 	}
-	cons, _ := a.js.Consumer(t.Context(), protocol.StreamNotice, protocol.NoticeConsumer(string(uA)))
-	if info, err := cons.Info(t.Context()); err != nil || info.NumPending != 0 {
-		t.Fatalf("a notice was sent while the CRL was stale: %+v %v", info, err)
+	if n := e.notices(uA); n != 0 {
+		t.Fatalf("%d notices sent while the CRL was stale", n)
 	}
 	if rej, _ := e.ix.ListRejected(t.Context(), uA, 10); len(rej) != 0 {
 		t.Fatalf("rejected for a stale CRL: %+v", rej)

@@ -18,11 +18,11 @@ import (
 
 // The stage store keeps no TTL: a staged delivery must outlive every
 // delivery that names it, however long its recipient stays offline. The
-// deliveries themselves are the record of what is still needed: EDX_DELIVER
-// has interest retention, so a delivery leaves it when its recipient's agent
-// acknowledges it, and what remains is exactly what some agent has yet to
-// fetch. Every StageSweep the hub reads the headers of the deliveries still
-// waiting and compares them with the store:
+// deliveries themselves are the record of what is still needed: a delivery
+// leaves EDX_DELIVER once its recipient's agent acknowledged it (the hub
+// removes it then, broker.Trimmer), and what remains is what some agent has
+// yet to fetch, or fetched moments ago. Every StageSweep the hub reads the
+// headers of the deliveries still waiting and compares them with the store:
 //
 //   - an object no waiting delivery names, older than StageGrace, is deleted
 //     (younger ones are being routed: staged, their deliveries not yet

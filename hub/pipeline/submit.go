@@ -554,7 +554,8 @@ func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Documen
 	}
 	for i, f := range futures {
 		select {
-		case <-f.Ok():
+		case ack := <-f.Ok():
+			p.stored(d.To[i], ack)
 		case err := <-f.Err():
 			return retry("pipeline: route %s to %s: %w", d.ID, ds[i].Recipient, err)
 		case <-ctx.Done():
@@ -614,14 +615,23 @@ func (p *Pipeline) notify(ctx context.Context, unit document.UnitID, n *protocol
 	}
 	pctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if _, err := p.js.PublishMsg(pctx, m); err != nil {
+	ack, err := p.js.PublishMsg(pctx, m)
+	if err != nil {
 		return retry("pipeline: notice to %s: %w", unit, err)
 	}
+	p.stored(unit, ack)
 	return nil
 }
 
+// stored tells Deps.Sent where a delivery or notice to unit was stored.
+func (p *Pipeline) stored(unit document.UnitID, ack *jetstream.PubAck) {
+	if p.sent != nil && ack != nil {
+		p.sent.Sent(string(unit), ack.Sequence)
+	}
+}
+
 // tellSender sends a submission's decision, once more, to the inbox its
-// sender named (protocol.NoticeTo), once the notice stream has it: the
+// sender named (protocol.NoticeTo), once the unit's notices have it: the
 // client waiting there (edx send) hears of it even while the unit's agent
 // consumes the unit's notices. Core NATS, at most once: a client that is
 // gone misses nothing the stream does not keep.

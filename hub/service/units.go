@@ -122,6 +122,9 @@ type Registrar struct {
 	RootsFile string        // the trust roots (PEM) handed to a unit's agent
 	NATSURL   string        // where a unit's agent connects
 	LogKey    string        // the verifier key of the hub's transparency log, handed to a unit's agent
+	// UnitConsumers is the storage of a unit's consumer of EDX_DELIVER
+	// (nats.streams.unit_consumers).
+	UnitConsumers string
 	// Logged, when set, enters a unit's changed record in the hub's
 	// transparency log (and its certificate when new or revoked: oldSerial
 	// is the serial before the change).
@@ -401,7 +404,7 @@ func (svc *Service) AddUnit(ctx context.Context, who *auth.Identity, req UnitReq
 	if err != nil {
 		return nil, err
 	}
-	if err := broker.EnsureUnitConsumers(ctx, svc.reg().JS, string(req.ID)); err != nil {
+	if err := broker.EnsureUnitConsumer(ctx, svc.reg().JS, string(req.ID), svc.reg().UnitConsumers); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
 	var creds []byte

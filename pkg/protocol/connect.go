@@ -130,10 +130,10 @@ func connectError(url string, unit document.UnitID, err error) error {
 //     blindly; credentials issued for another unit, or expired, are refused
 //     before connecting);
 //   - js, the hub's JetStream as the unit may use it: publish submissions
-//     (SubmitMsg) and statuses (StatusMsg), bind its deliveries' and
-//     notices' consumers (js.Consumer with StreamDeliver/DeliverConsumer,
-//     StreamNotice/NoticeConsumer) and ack their messages, and upload large
-//     submissions (UploadStaged);
+//     (SubmitMsg) and statuses (StatusMsg), bind the consumer of what it
+//     receives, deliveries and notices (js.Consumer with StreamDeliver and
+//     UnitConsumer; IsNotice tells them apart), ack their messages, and
+//     upload large submissions (UploadStaged);
 //   - stage, the unit's access to the store of large deliveries
 //     (StageBucket), which it reads with GetStaged.
 //

@@ -40,10 +40,16 @@ const (
 	// unit's inbox prefix (see NoticeTo) where the hub also sends the
 	// submission's decision, so that the client that sent it (edx send)
 	// hears about it even while the unit's agent reads the unit's notices.
-	HeaderNoticeTo  = "Edx-Notice-To"
+	HeaderNoticeTo = "Edx-Notice-To"
+	// HeaderKind says what a message to a unit is: KindNotice, or, when
+	// absent, a delivery (IsNotice).
+	HeaderKind      = "Edx-Kind"
 	HeaderVersion   = "Edx-Protocol" // protocol version
 	ProtocolVersion = "1"
 )
+
+// KindNotice is HeaderKind's value on a notice.
+const KindNotice = "notice"
 
 // Container is a signed container on the wire: its bytes inline, or the name
 // of the staged object that holds them, with the digest that binds the two.
@@ -148,7 +154,7 @@ func SubmitMsgID(id document.ID, sha string) string {
 // its permissions let it subscribe to and no other unit's do, and be a
 // plain subject (no wildcard, no empty token, at most 256 bytes).
 //
-// The decision always goes to the unit's notice stream too (NoticeSubject),
+// The decision always goes to the unit's notices too (NoticeMsg),
 // which its agent reads at least once; the copy to NoticeTo is a courtesy to
 // the client that is waiting, sent once, never retried.
 func NoticeTo(m *nats.Msg, unit document.UnitID) string {
@@ -278,9 +284,10 @@ func NoticeMsg(unit document.UnitID, n *Notice, msgID string) (*nats.Msg, error)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: notice: %w", err)
 	}
-	m := nats.NewMsg(NoticeSubject(string(unit)))
+	m := nats.NewMsg(DeliverSubject(string(unit)))
 	m.Header.Set(HeaderVersion, ProtocolVersion)
 	m.Header.Set(HeaderMsgID, msgID)
+	m.Header.Set(HeaderKind, KindNotice)
 	m.Data = b
 	return m, nil
 }

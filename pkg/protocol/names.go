@@ -10,14 +10,28 @@
 // ConnectUnit sets up; nothing else on the agent side needs to know it.
 package protocol
 
-import "strings"
+import (
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
 
 // Streams and the staging object store.
 const (
-	StreamSubmit  = "EDX_SUBMIT"  // work queue: edx.submit.<unit>
-	StreamDeliver = "EDX_DELIVER" // edx.deliver.<unit>, one durable consumer per unit
-	StreamStatus  = "EDX_STATUS"  // edx.status.<unit>, consumed by the hub
-	StreamNotice  = "EDX_NOTICE"  // edx.notice.<unit>, one durable consumer per unit
+	StreamSubmit = "EDX_SUBMIT" // work queue: edx.submit.<unit>
+	// StreamDeliver holds everything a unit receives, its deliveries and
+	// its notices, on one subject per unit (edx.deliver.<unit>), which the
+	// unit reads with one durable consumer (UnitConsumer); IsNotice tells
+	// the two apart.
+	StreamDeliver = "EDX_DELIVER"
+	StreamStatus  = "EDX_STATUS" // edx.status.<unit>, consumed by the hub
+	// LegacyStreamNotice held the notices, each unit reading them with a
+	// consumer of its own (LegacyNoticeConsumer), until they joined the
+	// deliveries in StreamDeliver. A hub migrates it (hub/broker); an agent
+	// still reads it from a hub that has it.
+	LegacyStreamNotice = "EDX_NOTICE"
 	// StreamUpload holds the chunks of submissions above the inline limit,
 	// edx.upload.<unit>: units only write (UploadStaged), the hub reads
 	// (GetUpload) and removes them (ReleaseUpload).
@@ -48,7 +62,6 @@ const (
 	SubjectSubmitPrefix  = "edx.submit."
 	SubjectDeliverPrefix = "edx.deliver."
 	SubjectStatusPrefix  = "edx.status."
-	SubjectNoticePrefix  = "edx.notice."
 	SubjectUploadPrefix  = "edx.upload."
 	SubjectStagePrefix   = "edx.stage." // requests to the hub's stage service
 	SubjectEventPrefix   = "edx.event." // followed by the event's kind, not a unit
@@ -63,7 +76,8 @@ const HubStatusConsumer = "edx-hub-status"
 // SubmitSubject is the subject a unit publishes its submissions on.
 func SubmitSubject(unit string) string { return SubjectSubmitPrefix + unit }
 
-// DeliverSubject is the subject the hub routes a unit's deliveries to.
+// DeliverSubject is the subject of everything the hub sends a unit in
+// StreamDeliver: its deliveries and its notices.
 func DeliverSubject(unit string) string { return SubjectDeliverPrefix + unit }
 
 // UploadSubject is the subject a unit publishes the chunks of its large
@@ -77,8 +91,9 @@ func StageSubject(unit string) string { return SubjectStagePrefix + unit }
 // StatusSubject is the subject a unit reports statuses on.
 func StatusSubject(unit string) string { return SubjectStatusPrefix + unit }
 
-// NoticeSubject is the subject the hub sends a unit's notices to.
-func NoticeSubject(unit string) string { return SubjectNoticePrefix + unit }
+// LegacySubjectNoticePrefix is where LegacyStreamNotice held a unit's
+// notices (followed by the unit id).
+const LegacySubjectNoticePrefix = "edx.notice."
 
 // UnitFromSubject returns the unit id at the end of an edx subject.
 func UnitFromSubject(subject string) string {
@@ -93,11 +108,46 @@ func UnitFromSubject(subject string) string {
 // consumerSafe turns a unit id into a token valid in a consumer name.
 func consumerSafe(unit string) string { return strings.ReplaceAll(unit, ".", "_") }
 
-// DeliverConsumer is the durable consumer name of a unit's deliveries.
-func DeliverConsumer(unit string) string { return "deliver_" + consumerSafe(unit) }
+// UnitConsumer is the name of a unit's durable consumer on StreamDeliver,
+// which reads everything the unit receives (DeliverSubject: one literal
+// subject, which the server finds the next message of without looking at
+// other units'). It keeps the name it had when it read deliveries only, so
+// that the credentials issued then still allow it.
+func UnitConsumer(unit string) string { return "deliver_" + consumerSafe(unit) }
 
-// NoticeConsumer is the durable consumer name of a unit's notices.
-func NoticeConsumer(unit string) string { return "notice_" + consumerSafe(unit) }
+// UnitConsumerMetadata marks, in its metadata, a unit's consumer that reads
+// notices too: a consumer without it is an earlier hub's, which keeps the
+// notices in LegacyStreamNotice.
+const UnitConsumerMetadata = "edx_notices"
+
+// IsNotice reports whether a message a unit received (its headers) is a
+// notice (HeaderKind); anything else is a delivery.
+func IsNotice(h nats.Header) bool { return h != nil && h.Get(HeaderKind) == KindNotice }
+
+// LegacyNoticeConsumer is the name of a unit's consumer of
+// LegacyStreamNotice.
+func LegacyNoticeConsumer(unit string) string { return "notice_" + consumerSafe(unit) }
+
+// Pulls of a unit's consumer: an agent asks for messages with a request
+// that lasts UnitPullExpiry, during which the server, while it has nothing
+// to send, sends a heartbeat every UnitPullHeartbeat (the longest the
+// client library allows). Every connected unit costs the hub this much at
+// rest: two heartbeats a minute and a request every five minutes (with
+// 10,000 units, some 370 messages a second). A connection or consumer that
+// failed silently is noticed after two heartbeats are missed; a consumer
+// deleted, or a connection lost, at once.
+const (
+	UnitPullExpiry    = 5 * time.Minute
+	UnitPullHeartbeat = 30 * time.Second
+)
+
+// UnitPullOptions are the options of a unit's pull of its consumer
+// (jetstream.Consumer.Messages): UnitPullExpiry and UnitPullHeartbeat, and
+// at most maxBytes pulled at once.
+func UnitPullOptions(maxBytes int) []jetstream.PullMessagesOpt {
+	return []jetstream.PullMessagesOpt{jetstream.PullMaxBytes(maxBytes), jetstream.PullExpiry(UnitPullExpiry),
+		jetstream.PullHeartbeat(UnitPullHeartbeat)}
+}
 
 // InboxPrefix is the reply-subject prefix a unit's connection must use
 // (nats.CustomInboxPrefix, set by ConnectUnit), so that no unit can listen to

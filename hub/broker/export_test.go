@@ -1,0 +1,14 @@
+package broker
+
+import "time"
+
+// SetMigrateHook makes MigrateUnitStreams stop after a step when f returns
+// an error, as a crash there would (for tests); nil removes it.
+func SetMigrateHook(f func(step string) error) { migrateHook = f }
+
+// SetTrimClock sets a Trimmer's clock (for tests).
+func SetTrimClock(t *Trimmer, now func() time.Time) { t.now = now }
+
+// TrimPending returns what a Trimmer was told of for a unit and has not
+// removed.
+func TrimPending(t *Trimmer, unit string) []uint64 { return t.pending(unit) }
