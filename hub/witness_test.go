@@ -48,6 +48,10 @@ type witnessOf struct {
 	w    *witness.Witness
 	svc  *protocol.Witness
 	vkey string
+	// last is the last cosignature handed to the hub, on a checkpoint of
+	// size lastSize.
+	last     []byte
+	lastSize uint64
 }
 
 func newWitness(t *testing.T, h *running, a *agent) *witnessOf {
@@ -76,8 +80,15 @@ func (w *witnessOf) cosignNewest() (*protocol.WitnessReply, uint64, error) {
 		w.t.Fatal(err)
 	}
 	size := checkpointSize(w.t, rep.Checkpoint)
+	w.last, w.lastSize = line, size
 	rep, err = w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: size, Cosignature: string(line)})
 	return rep, size, err
+}
+
+// cosignAgain hands the hub the last cosignature once more.
+func (w *witnessOf) cosignAgain() (*protocol.WitnessReply, error) {
+	w.t.Helper()
+	return w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: w.lastSize, Cosignature: string(w.last)})
 }
 
 func checkpointSize(t *testing.T, cp []byte) uint64 {
@@ -154,18 +165,6 @@ func TestWitnessService(t *testing.T) {
 		t.Fatalf("the offered checkpoint: %v", err)
 	}
 
-	wa := newWitness(t, h, a)
-	wa.w, _ = witness.New(witness.Config{StateFile: filepath.Join(t.TempDir(), "a"), Origin: h.tlog.Origin(), LogKey: h.tlogVKey, Key: skeyA})
-	wa.vkey = vkeyA
-	rep, size, err := wa.cosignNewest()
-	if err != nil || !rep.Kept {
-		t.Fatalf("A's cosignature: %+v %v", rep, err)
-	}
-	// Again: the same cosignature, not kept twice.
-	if rep, _, err := wa.cosignNewest(); err != nil || rep.Kept {
-		t.Fatalf("A's cosignature again: %+v %v", rep, err)
-	}
-
 	// B has no key yet.
 	wb := newWitness(t, h, b)
 	_, _, err = wb.cosignNewest()
@@ -190,14 +189,36 @@ func TestWitnessService(t *testing.T) {
 	second, _ := container.SignWitnessKey(uB, other, time.Now(), b.signer)
 	_, err = wb.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: second})
 	refusedWith(t, "B's second key", err, reason.WitnessKeyMismatch)
-	if rep, _, err := wb.cosignNewest(); err != nil || !rep.Kept {
-		t.Fatalf("B's cosignature: %+v %v", rep, err)
-	}
-	// C's is verified but not kept: the checkpoint has enough.
 	cbind, _ := container.SignWitnessKey(uC, wc.vkey, time.Now(), c.signer)
 	if _, err := wc.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: cbind}); err != nil {
 		t.Fatal(err)
 	}
+
+	// The hub logged the registrations too: every unit cosigns the
+	// checkpoint offered once they are in.
+	h.appendEntries(1)
+	logged, _, err := h.tlog.Checkpoint(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the checkpoint of every registration offered", func() bool { return h.witness.newest() >= logged })
+	wa := newWitness(t, h, a)
+	wa.w, _ = witness.New(witness.Config{StateFile: filepath.Join(t.TempDir(), "a"), Origin: h.tlog.Origin(), LogKey: h.tlogVKey, Key: skeyA})
+	wa.vkey = vkeyA
+	rep, size, err := wa.cosignNewest()
+	if err != nil || !rep.Kept {
+		t.Fatalf("A's cosignature: %+v %v", rep, err)
+	}
+	// Again: the same cosignature, not kept twice (the log may have grown
+	// meanwhile: the hub logs the units' registrations too).
+	if rep, err := wa.cosignAgain(); err != nil || rep.Kept {
+		t.Fatalf("A's cosignature again: %+v %v", rep, err)
+	}
+
+	if rep, bsize, err := wb.cosignNewest(); err != nil || !rep.Kept || bsize != size {
+		t.Fatalf("B's cosignature: %+v %v (size %d, A's %d)", rep, err, bsize, size)
+	}
+	// C's is verified but not kept: the checkpoint has enough.
 	if rep, _, err := wc.cosignNewest(); err != nil || rep.Kept {
 		t.Fatalf("C's cosignature past max_cosignatures: %+v %v", rep, err)
 	}
