@@ -117,7 +117,7 @@ func TestBenchFigures(t *testing.T) {
 // summed-parts bound, the hub's idle CPU and the load average.
 func TestBenchSizes(t *testing.T) {
 	work := t.TempDir()
-	code, out := benchOut(t, work, "--units", "3", "--docs", "160", "--size", "4KiB,1MiB", "--concurrency", "16", "--idle", "1s", "--json")
+	code, out := benchOut(t, work, "--units", "3", "--docs", "160", "--size", "4KiB,1MiB", "--concurrency", "16", "--idle", "1s", "--evidence", "on", "--json")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
