@@ -82,6 +82,9 @@ type Hub struct {
 	// witness the service the units' agents witness it through.
 	tlog     *tlog.Log
 	tlogVKey string
+	// tlogStatement is the hub's signed statement of its log's key
+	// (container.SignLogKey), which the witness service hands to agents.
+	tlogStatement []byte
 	logCfg   tlog.Config
 	devTSA   *tsa.Server // the development TSA the hub serves, or nil
 	witness  *witnessService
