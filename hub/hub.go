@@ -85,9 +85,9 @@ type Hub struct {
 	// tlogStatement is the hub's signed statement of its log's key
 	// (container.SignLogKey), which the witness service hands to agents.
 	tlogStatement []byte
-	logCfg   tlog.Config
-	devTSA   *tsa.Server // the development TSA the hub serves, or nil
-	witness  *witnessService
+	logCfg        tlog.Config
+	devTSA        *tsa.Server // the development TSA the hub serves, or nil
+	witness       *witnessService
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).

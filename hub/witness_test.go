@@ -45,8 +45,8 @@ func (r *running) appendEntries(n int) {
 
 // witnessOf is a unit's witness: its key, its state, its requests.
 type witnessOf struct {
-	t    *testing.T
-	w    *witness.Witness
+	t      *testing.T
+	w      *witness.Witness
 	svc    *protocol.Witness
 	vkey   string
 	origin string

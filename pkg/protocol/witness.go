@@ -89,12 +89,12 @@ type WitnessRequest struct {
 	Op WitnessOp `json:"op"`
 	// Origin names the log asked about (its subject is WitnessSubject of
 	// it); the hub refuses a request about another log.
-	Origin      string    `json:"origin"`
-	From        uint64    `json:"from,omitempty"`
-	To          uint64    `json:"to,omitempty"`
-	Size        uint64    `json:"size,omitempty"`
-	Cosignature string    `json:"cosignature,omitempty"`
-	Binding     []byte    `json:"binding,omitempty"`
+	Origin      string `json:"origin"`
+	From        uint64 `json:"from,omitempty"`
+	To          uint64 `json:"to,omitempty"`
+	Size        uint64 `json:"size,omitempty"`
+	Cosignature string `json:"cosignature,omitempty"`
+	Binding     []byte `json:"binding,omitempty"`
 }
 
 // WitnessReply answers a WitnessRequest; Error says why it was refused.
