@@ -105,7 +105,7 @@ webhook:
 
 witness:                            # the agent witnesses the hub's transparency log: checks every checkpoint, cosigns it
   key_file: ./{{.Witness}}           # the unit's witness key (secret; its public half is in the hub's unit registry)
-  log_key_file: ./{{.LogKey}}          # the hub log's public key; without it, the one the hub gives first is pinned
+  log_key_file: ./{{.LogKey}}          # the hubs' log keys, one a line; a hub that joins later is learned from its signed statement
   poll: 5m                          # how often the newest checkpoint is asked for, besides those the hub offers
 
 log:
