@@ -95,6 +95,7 @@ func history(name string, from, to int) []*evidence.Entry {
 type witnessEvidence struct {
 	Unit   document.UnitID `json:"unit"`
 	Kind   string          `json:"kind"`
+	Origin string          `json:"origin"`
 	LogKey string          `json:"log_key"`
 	Old    string          `json:"old_checkpoint"`
 	New    string          `json:"new_checkpoint"`
@@ -200,7 +201,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	}
 	origin := logKey.Name()
 	verified := func(a *agentProc, size uint64) bool {
-		return strings.HasPrefix(a.readyDetail()["witness"], fmt.Sprintf("verified up to size %d", size))
+		return strings.HasPrefix(a.readyDetail()["witness"], fmt.Sprintf("verified %s up to size %d", origin, size))
 	}
 	cosignedBoth := func(size uint64) bool {
 		cp, got, err := witness.VerifyQuorum(h.servedCheckpoint(), origin, logKey, ws, 2)
@@ -228,7 +229,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 			return strings.Contains(a.readyDetail()["witness"], "ALERT") && len(a.evidenceFiles()) == 1
 		}, a)
 		ev := a.evidenceFiles()[0]
-		if ev.Kind != "fork" || ev.Unit != a.unit {
+		if ev.Kind != "fork" || ev.Unit != a.unit || ev.Origin != origin {
 			t.Fatalf("%s evidence: %+v", a.unit, ev)
 		}
 		// Anyone with the log's key can check it: both checkpoints are the
@@ -241,7 +242,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		if err := evidence.VerifyConsistency(oldCP, newCP, ev.Proof); err == nil {
 			t.Fatalf("%s: the evidence's proof joins the two checkpoints", a.unit)
 		}
-		if !strings.Contains(a.logText(), "the hub's log is inconsistent") || !strings.Contains(metricsOf(t, a.url), "edx_agent_witness_alerts_total 1") {
+		if !strings.Contains(a.logText(), "a hub's log is inconsistent") || !strings.Contains(metricsOf(t, a.url), "edx_agent_witness_alerts_total 1") {
 			t.Fatalf("%s: no alert in the log or the metrics", a.unit)
 		}
 	}
@@ -289,10 +290,13 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	})
 }
 
-// sizeMetric reads edx_agent_witness_size.
+// sizeMetric reads edx_agent_witness_size of the (one) log.
 func (a *agentProc) sizeMetric() int {
 	for _, l := range strings.Split(metricsOf(a.t, a.url), "\n") {
-		if v, ok := strings.CutPrefix(l, "edx_agent_witness_size "); ok {
+		if !strings.HasPrefix(l, "edx_agent_witness_size{") {
+			continue
+		}
+		if _, v, ok := strings.Cut(l, "} "); ok {
 			var n int
 			fmt.Sscan(v, &n)
 			return n
