@@ -211,18 +211,19 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	// The honest history: 10 decisions (written with the hub stopped; the
 	// pipeline's own entries are not what this test is about).
 	h.stop()
+	base := logSize(t, data) // the hub's own decisions (its start, the units added)
 	appendLog(t, data, history("honest", 0, 10))
 	h = start()
 	for _, a := range agents {
-		eventually(t, "agent "+string(a.unit)+" verified the log", 60*time.Second, func() bool { return verified(a, 10) }, a)
+		eventually(t, "agent "+string(a.unit)+" verified the log", 60*time.Second, func() bool { return verified(a, base+10) }, a)
 	}
-	eventually(t, "the hub serves the checkpoint cosigned by both agents", 30*time.Second, func() bool { return cosignedBoth(10) }, agents...)
+	eventually(t, "the hub serves the checkpoint cosigned by both agents", 30*time.Second, func() bool { return cosignedBoth(base + 10) }, agents...)
 
-	// The hub rewrites its log: the first 9 entries, then 3 others; same
+	// The hub rewrites its log: another history, two entries longer; same
 	// key, so every checkpoint is validly signed.
 	h.stop()
 	honest := filepath.Join(work, "tlog.honest")
-	writeLog(t, data, honest, append(history("honest", 0, 9), history("rewritten", 9, 12)...))
+	writeLog(t, data, honest, history("rewritten", 0, int(base)+12))
 	h = start()
 	for _, a := range agents {
 		eventually(t, "agent "+string(a.unit)+" alerts", 60*time.Second, func() bool {
@@ -236,7 +237,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		// log's, and the proof the hub gave does not join them.
 		oldCP, err1 := evidence.OpenCheckpoint([]byte(ev.Old), origin, logKey)
 		newCP, err2 := evidence.OpenCheckpoint([]byte(ev.New), origin, logKey)
-		if err1 != nil || err2 != nil || oldCP.Size != 10 || newCP.Size != 12 {
+		if err1 != nil || err2 != nil || oldCP.Size != base+10 || newCP.Size != base+12 {
 			t.Fatalf("%s evidence checkpoints: %v %v %+v %+v", a.unit, err1, err2, oldCP, newCP)
 		}
 		if err := evidence.VerifyConsistency(oldCP, newCP, ev.Proof); err == nil {
@@ -251,7 +252,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		defer mu.Unlock()
 		return len(alerts["/"+string(uA)]) == 1 && len(alerts["/"+string(uB)]) == 1
 	})
-	if cp, got, _ := witness.VerifyQuorum(h.servedCheckpoint(), origin, logKey, ws, 1); cp == nil || cp.Size != 12 || len(got) != 0 {
+	if cp, got, _ := witness.VerifyQuorum(h.servedCheckpoint(), origin, logKey, ws, 1); cp == nil || cp.Size != base+12 || len(got) != 0 {
 		t.Fatalf("the rewritten checkpoint carries cosignatures: %v", got)
 	}
 
@@ -265,9 +266,9 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	appendLog(t, data, history("honest", 10, 12))
 	h = start()
 	for _, a := range agents {
-		eventually(t, "agent "+string(a.unit)+" verified the honest log", 60*time.Second, func() bool { return verified(a, 12) && a.sizeMetric() == 12 }, a)
+		eventually(t, "agent "+string(a.unit)+" verified the honest log", 60*time.Second, func() bool { return verified(a, base+12) && a.sizeMetric() == int(base)+12 }, a)
 	}
-	eventually(t, "the honest checkpoint cosigned again", 30*time.Second, func() bool { return cosignedBoth(12) }, agents...)
+	eventually(t, "the honest checkpoint cosigned again", 30*time.Second, func() bool { return cosignedBoth(base + 12) }, agents...)
 
 	// Rolled back: the log now holds 7 entries, fewer than it signed.
 	h.stop()
@@ -288,6 +289,24 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		defer mu.Unlock()
 		return len(alerts["/"+string(uA)]) == 2 && len(alerts["/"+string(uB)]) == 2
 	})
+}
+
+// logSize is the size of the stopped hub's log, from its checkpoint.
+func logSize(t *testing.T, data string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, "tlog", "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(b), "\n", 3)
+	var n uint64
+	if len(lines) < 3 {
+		t.Fatalf("checkpoint %q", b)
+	}
+	if _, err := fmt.Sscan(lines[1], &n); err != nil {
+		t.Fatalf("checkpoint %q: %v", b, err)
+	}
+	return n
 }
 
 // sizeMetric reads edx_agent_witness_size of the (one) log.
