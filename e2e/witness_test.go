@@ -219,7 +219,9 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	}
 	eventually(t, "the hub serves the checkpoint cosigned by both agents", 30*time.Second, func() bool { return cosignedBoth(base + 10) }, agents...)
 
-	// The hub rewrites its log: another history, two entries longer; same
+	// The hub rewrites its log: another history, two entries longer (and
+	// the entries the hub logs once at its start, logged again in the new
+	// history); same
 	// key, so every checkpoint is validly signed.
 	h.stop()
 	honest := filepath.Join(work, "tlog.honest")
@@ -237,7 +239,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		// log's, and the proof the hub gave does not join them.
 		oldCP, err1 := evidence.OpenCheckpoint([]byte(ev.Old), origin, logKey)
 		newCP, err2 := evidence.OpenCheckpoint([]byte(ev.New), origin, logKey)
-		if err1 != nil || err2 != nil || oldCP.Size != base+10 || newCP.Size != base+12 {
+		if err1 != nil || err2 != nil || oldCP.Size != base+10 || newCP.Size < base+12 {
 			t.Fatalf("%s evidence checkpoints: %v %v %+v %+v", a.unit, err1, err2, oldCP, newCP)
 		}
 		if err := evidence.VerifyConsistency(oldCP, newCP, ev.Proof); err == nil {
@@ -252,7 +254,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		defer mu.Unlock()
 		return len(alerts["/"+string(uA)]) == 1 && len(alerts["/"+string(uB)]) == 1
 	})
-	if cp, got, _ := witness.VerifyQuorum(h.servedCheckpoint(), origin, logKey, ws, 1); cp == nil || cp.Size != base+12 || len(got) != 0 {
+	if cp, got, _ := witness.VerifyQuorum(h.servedCheckpoint(), origin, logKey, ws, 1); cp == nil || cp.Size < base+12 || len(got) != 0 {
 		t.Fatalf("the rewritten checkpoint carries cosignatures: %v", got)
 	}
 
