@@ -259,9 +259,7 @@ func (w *witnessService) handle(m *nats.Msg) {
 	var rep *protocol.WitnessReply
 	op := "invalid"
 	switch {
-	case err != nil && req != nil: // about another log
-		rep = refusal(reason.WitnessInvalid, "%v", err)
-	case err != nil:
+	case err != nil: // malformed, or about another log
 		rep = refusal(reason.WitnessInvalid, "%v", err)
 	case !w.allow(unit):
 		op = string(req.Op)
