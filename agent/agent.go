@@ -59,9 +59,11 @@ type Agent struct {
 	m       *metrics
 	ln      net.Listener
 	handler http.Handler
-	watch   *logwatch.Watcher // the witness of the hub's log; nil when disabled
-	wm      *witnessMetrics
-	limits  container.Limits
+	watch   *logwatch.Watcher // the witness of the hubs' logs; nil when disabled
+	// unknownLogs are the origins of logs not learned, each warned of once.
+	unknownLogs sync.Map
+	wm          *witnessMetrics
+	limits      container.Limits
 
 	wakeSend, wakeStatus chan struct{}
 	wakeWitness          chan struct{} // after a reconnection: check the newest checkpoint

@@ -155,9 +155,12 @@ type WitnessConfig struct {
 	// statement; edx unit add writes witness.key beside the agent's files
 	// and registers it).
 	KeyFile string `yaml:"key_file"`
-	// LogKeyFile holds the verifier key of the hub's log (edx unit add
-	// writes log.vkey). Without it, the key the hub gives at first contact
-	// is pinned and kept.
+	// LogKeyFile holds the verifier keys of the hubs' logs, one a line
+	// (edx unit add writes log.vkey: every hub's log the registry
+	// records). The agent witnesses each of them, and also the log of a
+	// hub that joins later, whose key it learns from the hub's statement
+	// of it, signed by a hub certificate that chains to trust.roots.
+	// Without the file, every log is learned that way.
 	LogKeyFile string `yaml:"log_key_file"`
 	// Poll is how often the agent asks for the newest checkpoint besides
 	// those the hub offers as they come (default 5m).
@@ -380,9 +383,9 @@ type Secrets struct {
 	// BridgeSecret is the shared secret of the city's system at the
 	// upstream axis.
 	BridgeSecret []byte
-	// LogKey is the hub log's verifier key (witness.log_key_file), empty
-	// when not configured.
-	LogKey string
+	// LogKeys are the verifier keys of the hubs' logs
+	// (witness.log_key_file), none when not configured.
+	LogKeys []string
 }
 
 // Check reads every file and variable the configuration names, as New does,
@@ -471,12 +474,37 @@ func (c *Config) Check() (*Secrets, error) {
 		if err != nil {
 			return nil, fmt.Errorf("witness: log key: %w", err)
 		}
-		s.LogKey = strings.TrimSpace(string(b))
-		if _, err := note.NewVerifier(s.LogKey); err != nil {
-			return nil, fmt.Errorf("witness: log key %s: %w", f, err)
+		if s.LogKeys, err = parseLogKeys(b); err != nil {
+			return nil, fmt.Errorf("witness: log keys %s: %w", f, err)
 		}
 	}
 	return &s, nil
+}
+
+// parseLogKeys reads log verifier keys, one a line (blank lines and lines
+// starting with '#' skipped), at most one per log.
+func parseLogKeys(b []byte) ([]string, error) {
+	var keys []string
+	origins := map[string]bool{}
+	for i, l := range strings.Split(string(b), "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		v, err := note.NewVerifier(l)
+		if err != nil {
+			return nil, fmt.Errorf("line %d: %w", i+1, err)
+		}
+		if origins[v.Name()] {
+			return nil, fmt.Errorf("line %d: a second key for log %s", i+1, v.Name())
+		}
+		origins[v.Name()] = true
+		keys = append(keys, l)
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no key")
+	}
+	return keys, nil
 }
 
 // credsExpiry reads when NATS credentials expire (zero: never).

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nkeys"
+	"golang.org/x/mod/sumdb/note"
 	gopkcs12 "software.sslmate.com/src/go-pkcs12"
 
 	"github.com/edxhub/edx/agent/axis"
@@ -294,5 +296,23 @@ folders:
 	c.SetDefaults()
 	if c.Data != before.Data || c.Signing != before.Signing {
 		t.Fatal("SetDefaults is not idempotent")
+	}
+}
+
+// TestParseLogKeys: witness.log_key_file holds every hub's log key, one a
+// line; blank and comment lines are skipped, a bad key or a second key of
+// one log refused.
+func TestParseLogKeys(t *testing.T) {
+	_, k1, _ := note.GenerateKey(rand.Reader, "edx.local/hub/one")
+	_, k2, _ := note.GenerateKey(rand.Reader, "edx.local/hub/two")
+	_, k1b, _ := note.GenerateKey(rand.Reader, "edx.local/hub/one")
+	keys, err := parseLogKeys([]byte("# the hubs' logs\n" + k1 + "\n\n  " + k2 + "  \n"))
+	if err != nil || len(keys) != 2 || keys[0] != k1 || keys[1] != k2 {
+		t.Fatalf("%q %v", keys, err)
+	}
+	for _, bad := range []string{"", "# none\n", k1 + "\nnot a key\n", k1 + "\n" + k1b + "\n"} {
+		if _, err := parseLogKeys([]byte(bad)); err == nil {
+			t.Errorf("%q taken", bad)
+		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -19,39 +20,42 @@ import (
 
 // witnessMetrics are the witness's metrics.
 type witnessMetrics struct {
-	size        prometheus.Gauge
+	size        *prometheus.GaugeVec
 	checkpoints *prometheus.CounterVec
 	alerts      prometheus.Counter
 }
 
 func newWitnessMetrics(reg prometheus.Registerer) *witnessMetrics {
 	m := &witnessMetrics{
-		size: prometheus.NewGauge(prometheus.GaugeOpts{Name: "edx_agent_witness_size",
-			Help: "The size of the last checkpoint of the hub's log this agent verified."}),
+		size: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "edx_agent_witness_size",
+			Help: "The size of the last checkpoint of each hub's log (by origin) this agent verified."}, []string{"origin"}),
 		checkpoints: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "edx_agent_witness_checkpoints_total",
-			Help: "Checkpoints of the hub's log checked, by result: cosigned, stale (older, consistent), inconsistent (not cosigned: an alert), error (not checked: retried)."},
+			Help: "Checkpoints of the hubs' logs checked, by result: cosigned, stale (older, consistent), inconsistent (not cosigned: an alert), " +
+				"unknown (a log whose key the agent could not learn), error (not checked: retried)."},
 			[]string{"result"}),
 		alerts: prometheus.NewCounter(prometheus.CounterOpts{Name: "edx_agent_witness_alerts_total",
-			Help: "Inconsistencies of the hub's log this agent saw (a fork, a rewrite, a rollback, a bad signature), each once: see the evidence directory."}),
+			Help: "Inconsistencies of the hubs' logs this agent saw (a fork, a rewrite, a rollback, a bad signature), each once: see the evidence directory."}),
 	}
 	reg.MustRegister(m.size, m.checkpoints, m.alerts)
 	return m
 }
 
-// openWitness opens the agent's witness of the hub's log, unless disabled.
+// openWitness opens the agent's witness of the hubs' logs, unless disabled.
 func (a *Agent) openWitness(ctx context.Context) error {
 	if a.cfg.Witness.Disabled {
 		return nil
 	}
-	w, err := logwatch.Open(ctx, logwatch.Config{Unit: a.cfg.Unit, KeyFile: a.cfg.Witness.KeyFile, LogKey: a.sec.LogKey,
+	w, err := logwatch.Open(ctx, logwatch.Config{Unit: a.cfg.Unit, KeyFile: a.cfg.Witness.KeyFile, LogKeys: a.sec.LogKeys, Trust: a.sec.Trust,
 		DB: filepath.Join(a.cfg.Data, "state", "witness.db"), EvidenceDir: a.evidenceDir()})
 	if err != nil {
 		return fmt.Errorf("witness: %w", err)
 	}
 	a.watch = w
 	a.wm = newWitnessMetrics(a.reg)
-	if n, err := w.Size(ctx); err == nil {
-		a.wm.size.Set(float64(n))
+	if logs, err := w.Logs(ctx); err == nil {
+		for _, l := range logs {
+			a.wm.size.WithLabelValues(l.Origin).Set(float64(l.Size))
+		}
 	}
 	return nil
 }
@@ -60,16 +64,17 @@ func (a *Agent) openWitness(ctx context.Context) error {
 // log.
 func (a *Agent) evidenceDir() string { return filepath.Join(a.cfg.Data, "witness-evidence") }
 
-// witness checks every checkpoint the hub offers (protocol.SubjectCheckpoint)
-// and, every witness.poll and after each (re)connection, the newest one,
-// until ctx is done. It first registers the unit's witness key (by the
-// unit's signed statement), and again at each poll until the hub has it.
+// witness checks every checkpoint the hubs offer (protocol.SubjectCheckpoint)
+// and, every witness.poll and after each (re)connection, the newest one of
+// each log it knows, until ctx is done. It first registers the unit's
+// witness key (by the unit's signed statement), and again at each poll
+// until a hub has it.
 func (a *Agent) witness(ctx context.Context, l *link) {
 	if a.watch == nil {
 		return
 	}
 	svc := &protocol.Witness{NC: l.nc, Unit: a.cfg.Unit}
-	offered := make(chan []byte, 4)
+	offered := make(chan []byte, 16)
 	sub, err := l.nc.Subscribe(protocol.SubjectCheckpoint, func(m *nats.Msg) {
 		select {
 		case offered <- m.Data:
@@ -77,7 +82,7 @@ func (a *Agent) witness(ctx context.Context, l *link) {
 		}
 	})
 	if err != nil {
-		a.log.Warn("witness: cannot hear the checkpoints the hub offers; polling only", "err", err)
+		a.log.Warn("witness: cannot hear the checkpoints the hubs offer; polling only", "err", err)
 	} else {
 		defer sub.Unsubscribe()
 	}
@@ -87,7 +92,7 @@ func (a *Agent) witness(ctx context.Context, l *link) {
 	registered, poll := false, true
 	for {
 		rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		if !registered && poll {
+		if !registered && poll && len(a.watch.Origins()) > 0 {
 			err := a.watch.Register(rctx, svc, a.sec.Signer)
 			switch {
 			case err == nil:
@@ -106,8 +111,9 @@ func (a *Agent) witness(ctx context.Context, l *link) {
 			}
 		}
 		if poll {
-			res, alert, err := a.watch.Sync(rctx, svc)
-			a.witnessed(res, alert, err)
+			for _, o := range a.watch.Sync(rctx, svc) {
+				a.witnessed(o.Origin, o.Result, o.Alert, o.Err)
+			}
 		}
 		cancel()
 		poll = false
@@ -118,7 +124,9 @@ func (a *Agent) witness(ctx context.Context, l *link) {
 			rctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 			res, alert, err := a.watch.Check(rctx, raw, svc)
 			cancel()
-			a.witnessed(res, alert, err)
+			a.witnessed(logwatch.OriginOf(raw), res, alert, err)
+			// A log learned now: the registration may wait for it.
+			poll = !registered && res != nil && res.Learned
 		case <-tick.C:
 			poll = true
 		case <-a.wakeWitness:
@@ -127,39 +135,51 @@ func (a *Agent) witness(ctx context.Context, l *link) {
 	}
 }
 
-// witnessed logs, counts and reports what a check did.
-func (a *Agent) witnessed(res *logwatch.Result, alert *logwatch.Alert, err error) {
+// witnessed logs, counts and reports what a check of a log did.
+func (a *Agent) witnessed(origin string, res *logwatch.Result, alert *logwatch.Alert, err error) {
 	switch {
 	case alert != nil:
 		a.wm.checkpoints.WithLabelValues("inconsistent").Inc()
 		a.wm.alerts.Inc()
-		a.log.Error("witness: the hub's log is inconsistent: the checkpoint is NOT cosigned; the evidence is kept",
+		a.log.Error("witness: a hub's log is inconsistent: the checkpoint is NOT cosigned; the evidence is kept", "origin", alert.Origin,
 			"kind", alert.Kind, "old_size", alert.OldSize, "new_size", alert.NewSize, "detail", alert.Detail, "evidence", alert.Evidence)
 		a.hook.Notify(webhook.Event{ID: fmt.Sprintf("witness.alert.%d", alert.ID), Type: webhook.WitnessAlert, Time: alert.At, Data: alert})
 	case err != nil && res == nil && errors.Is(err, context.Canceled):
 	case err != nil && res == nil:
 		var ws *protocol.WitnessError
-		if errors.As(err, &ws) && ws.Code == reason.WitnessUnavailable {
-			a.log.Debug("witness: nothing to check yet", "err", err)
+		if errors.As(err, &ws) && ws.Code == reason.WitnessUnavailable || errors.Is(err, nats.ErrNoResponders) {
+			a.log.Debug("witness: nothing to check yet", "origin", origin, "err", err)
 			return
 		}
 		if errors.Is(err, logwatch.ErrInconsistent) {
 			a.wm.checkpoints.WithLabelValues("inconsistent").Inc() // alerted before
-			a.log.Warn("witness: the hub offers the inconsistent log again: not cosigned", "err", err)
+			a.log.Warn("witness: a hub offers the inconsistent log again: not cosigned", "origin", origin, "err", err)
+			return
+		}
+		if errors.Is(err, logwatch.ErrUnknownLog) {
+			a.wm.checkpoints.WithLabelValues("unknown").Inc()
+			if _, seen := a.unknownLogs.LoadOrStore(origin, true); !seen {
+				a.log.Warn("witness: a log whose key this agent does not know and could not learn from its hub: not checked "+
+					"(add its key to witness.log_key_file, or check that the hub's certificate chains to trust.roots)", "origin", origin, "err", err)
+			}
 			return
 		}
 		a.wm.checkpoints.WithLabelValues("error").Inc()
-		a.log.Warn("witness: checkpoint not checked (tried again)", "err", err)
+		a.log.Warn("witness: checkpoint not checked (tried again)", "origin", origin, "err", err)
 	case res != nil && res.Stale:
 		a.wm.checkpoints.WithLabelValues("stale").Inc()
 	case res != nil:
+		if res.Learned {
+			a.log.Info("witness: a hub's log learned from the hub's signed statement of its key", "origin", res.Origin)
+			a.unknownLogs.Delete(res.Origin)
+		}
 		a.wm.checkpoints.WithLabelValues("cosigned").Inc()
-		a.wm.size.Set(float64(res.Size))
+		a.wm.size.WithLabelValues(res.Origin).Set(float64(res.Size))
 		if err != nil {
-			a.log.Warn("witness: checkpoint verified, cosignature not taken by the hub", "size", res.Size, "err", err)
+			a.log.Warn("witness: checkpoint verified, cosignature not taken by the hub", "origin", res.Origin, "size", res.Size, "err", err)
 			return
 		}
-		a.log.Debug("witness: checkpoint verified and cosigned", "size", res.Size, "kept", res.Kept)
+		a.log.Debug("witness: checkpoint verified and cosigned", "origin", res.Origin, "size", res.Size, "kept", res.Kept)
 	}
 }
 
@@ -172,12 +192,22 @@ func (a *Agent) witnessState(ctx context.Context) string {
 	if err != nil {
 		return "unknown: " + err.Error()
 	}
-	n, _ := a.watch.Size(ctx)
-	s := fmt.Sprintf("verified up to size %d", n)
+	logs, err := a.watch.Logs(ctx)
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	var parts []string
+	for _, l := range logs {
+		parts = append(parts, fmt.Sprintf("%s up to size %d", l.Origin, l.Size))
+	}
+	s := "verified " + strings.Join(parts, ", ")
+	if len(logs) == 0 {
+		s = "no hub's log known yet"
+	}
 	if len(as) > 0 {
 		last := as[len(as)-1]
-		s += fmt.Sprintf("; ALERT: %d inconsistencies of the hub's log seen, the last %s at size %d (%s); evidence in %s",
-			len(as), last.Kind, last.NewSize, last.At.Format(time.RFC3339), a.evidenceDir())
+		s += fmt.Sprintf("; ALERT: %d inconsistencies of the hubs' logs seen, the last %s of %s at size %d (%s); evidence in %s",
+			len(as), last.Kind, last.Origin, last.NewSize, last.At.Format(time.RFC3339), a.evidenceDir())
 	}
 	return s
 }

@@ -49,25 +49,6 @@ func writeLog(t *testing.T, data, keep string, entries []*evidence.Entry) {
 	appendLog(t, data, entries)
 }
 
-// logSize reads the size of the hub's log from its checkpoint, with the hub
-// stopped.
-func logSize(t *testing.T, data string) uint64 {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(data, "tlog", "checkpoint"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.SplitN(string(b), "\n", 3)
-	var n uint64
-	if len(lines) < 3 {
-		t.Fatalf("checkpoint: %q", b)
-	}
-	if _, err := fmt.Sscan(lines[1], &n); err != nil {
-		t.Fatalf("checkpoint: %q: %v", b, err)
-	}
-	return n
-}
-
 // appendLog appends entries to the hub's log, with the hub stopped.
 func appendLog(t *testing.T, data string, entries []*evidence.Entry) {
 	t.Helper()
@@ -114,6 +95,7 @@ func history(name string, from, to int) []*evidence.Entry {
 type witnessEvidence struct {
 	Unit   document.UnitID `json:"unit"`
 	Kind   string          `json:"kind"`
+	Origin string          `json:"origin"`
 	LogKey string          `json:"log_key"`
 	Old    string          `json:"old_checkpoint"`
 	New    string          `json:"new_checkpoint"`
@@ -219,7 +201,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	}
 	origin := logKey.Name()
 	verified := func(a *agentProc, size uint64) bool {
-		return strings.HasPrefix(a.readyDetail()["witness"], fmt.Sprintf("verified up to size %d", size))
+		return strings.HasPrefix(a.readyDetail()["witness"], fmt.Sprintf("verified %s up to size %d", origin, size))
 	}
 	cosignedBoth := func(size uint64) bool {
 		cp, got, err := witness.VerifyQuorum(h.servedCheckpoint(), origin, logKey, ws, 2)
@@ -228,10 +210,8 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 
 	// The honest history: 10 decisions (written with the hub stopped; the
 	// pipeline's own entries are not what this test is about).
-	// The hub logs its own decisions too (its trust, its certificate, the
-	// units registered): base of them, before the test's.
 	h.stop()
-	base := logSize(t, data)
+	base := logSize(t, data) // the hub's own decisions (its start, the units added)
 	appendLog(t, data, history("honest", 0, 10))
 	h = start()
 	for _, a := range agents {
@@ -239,9 +219,10 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	}
 	eventually(t, "the hub serves the checkpoint cosigned by both agents", 30*time.Second, func() bool { return cosignedBoth(base + 10) }, agents...)
 
-	// The hub rewrites its log: other entries, two more than the agents
-	// verified (and the hub's own, logged again at its start); same key, so
-	// every checkpoint is validly signed.
+	// The hub rewrites its log: another history, two entries longer (and
+	// the entries the hub logs once at its start, logged again in the new
+	// history); same
+	// key, so every checkpoint is validly signed.
 	h.stop()
 	honest := filepath.Join(work, "tlog.honest")
 	writeLog(t, data, honest, history("rewritten", 0, int(base)+12))
@@ -251,7 +232,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 			return strings.Contains(a.readyDetail()["witness"], "ALERT") && len(a.evidenceFiles()) == 1
 		}, a)
 		ev := a.evidenceFiles()[0]
-		if ev.Kind != "fork" || ev.Unit != a.unit {
+		if ev.Kind != "fork" || ev.Unit != a.unit || ev.Origin != origin {
 			t.Fatalf("%s evidence: %+v", a.unit, ev)
 		}
 		// Anyone with the log's key can check it: both checkpoints are the
@@ -264,7 +245,7 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 		if err := evidence.VerifyConsistency(oldCP, newCP, ev.Proof); err == nil {
 			t.Fatalf("%s: the evidence's proof joins the two checkpoints", a.unit)
 		}
-		if !strings.Contains(a.logText(), "the hub's log is inconsistent") || !strings.Contains(metricsOf(t, a.url), "edx_agent_witness_alerts_total 1") {
+		if !strings.Contains(a.logText(), "a hub's log is inconsistent") || !strings.Contains(metricsOf(t, a.url), "edx_agent_witness_alerts_total 1") {
 			t.Fatalf("%s: no alert in the log or the metrics", a.unit)
 		}
 	}
@@ -312,10 +293,31 @@ func TestAgentsCatchForkedLog(t *testing.T) {
 	})
 }
 
-// sizeMetric reads edx_agent_witness_size.
+// logSize is the size of the stopped hub's log, from its checkpoint.
+func logSize(t *testing.T, data string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(data, "tlog", "checkpoint"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitN(string(b), "\n", 3)
+	var n uint64
+	if len(lines) < 3 {
+		t.Fatalf("checkpoint %q", b)
+	}
+	if _, err := fmt.Sscan(lines[1], &n); err != nil {
+		t.Fatalf("checkpoint %q: %v", b, err)
+	}
+	return n
+}
+
+// sizeMetric reads edx_agent_witness_size of the (one) log.
 func (a *agentProc) sizeMetric() int {
 	for _, l := range strings.Split(metricsOf(a.t, a.url), "\n") {
-		if v, ok := strings.CutPrefix(l, "edx_agent_witness_size "); ok {
+		if !strings.HasPrefix(l, "edx_agent_witness_size{") {
+			continue
+		}
+		if _, v, ok := strings.Cut(l, "} "); ok {
 			var n int
 			fmt.Sscan(v, &n)
 			return n

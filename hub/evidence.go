@@ -21,6 +21,7 @@ import (
 	"github.com/edxhub/edx/hub/registry"
 	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/hub/tlog"
+	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/tsa"
@@ -200,6 +201,17 @@ func (h *Hub) startEvidence(ctx context.Context) error {
 		return err
 	}
 	h.tlog, h.tlogVKey, h.logCfg = l, vkey, cfg
+	// Every hub's log in the shared registry (a unit's bundle carries all
+	// their keys), and the hub's signed statement of its key (an agent
+	// registered before this hub joined learns the key from it).
+	if err := h.units.RecordLog(ctx, registry.Log{Origin: l.Origin(), VKey: vkey, Hub: h.id}); err != nil {
+		l.Close(context.WithoutCancel(ctx))
+		return fmt.Errorf("evidence: %w", err)
+	}
+	if h.tlogStatement, err = container.SignLogKey(l.Origin(), vkey, h.cfg.Clock(), h.signer); err != nil {
+		l.Close(context.WithoutCancel(ctx))
+		return fmt.Errorf("evidence: %w", err)
+	}
 	h.closers = append(h.closers, func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

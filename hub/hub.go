@@ -82,9 +82,12 @@ type Hub struct {
 	// witness the service the units' agents witness it through.
 	tlog     *tlog.Log
 	tlogVKey string
-	logCfg   tlog.Config
-	devTSA   *tsa.Server // the development TSA the hub serves, or nil
-	witness  *witnessService
+	// tlogStatement is the hub's signed statement of its log's key
+	// (container.SignLogKey), which the witness service hands to agents.
+	tlogStatement []byte
+	logCfg        tlog.Config
+	devTSA        *tsa.Server // the development TSA the hub serves, or nil
+	witness       *witnessService
 
 	// reconnected has a value after the hub's NATS connection came back
 	// (keepUnitConsumers).

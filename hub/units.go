@@ -42,6 +42,17 @@ func (h *Hub) startService(ctx context.Context) error {
 		UnitConsumers: h.cfg.NATS.Streams.UnitConsumers}
 	d := service.Deps{Index: h.ix, Archive: h.arch, Registry: h.units, Accounts: h.auth, Trust: h.trust, Registrar: reg,
 		MaxVerifications: h.cfg.HTTP.MaxVerifications, CursorKey: h.auth.CursorKey(), Now: h.cfg.Clock, Log: h.log.With("component", "service")}
+	reg.LogKeys = func(ctx context.Context) []string {
+		logs, err := h.units.Logs(ctx)
+		if err != nil {
+			h.log.Warn("registry: the hubs' logs not read: a unit bundle carries this hub's log key only", "err", err)
+		}
+		var keys []string
+		for _, l := range logs {
+			keys = append(keys, l.VKey)
+		}
+		return keys
+	}
 	if h.tlog != nil {
 		d.Evidence = &hubEvidence{h: h}
 		reg.Logged = h.logUnit

@@ -34,11 +34,17 @@ import (
 //   - every WitnessConfig.Interval, when the log grew, the newest checkpoint
 //     is offered: kept (tlog.CheckpointAt) and published on
 //     protocol.SubjectCheckpoint to every unit;
-//   - the witness service answers units on protocol.WitnessSubject: the
-//     newest offered checkpoint with the cosignatures kept for it, a
-//     consistency proof, a cosignature to keep (verified with the unit's
-//     registered key, tlog.AddCosignature), the registration of a witness
-//     key by the unit's own signed statement;
+//   - the witness service answers units on its own log's subjects
+//     (protocol.WitnessSubject of its origin: every hub of a cluster has a
+//     log of its own, and a request about it must reach this hub, the one
+//     that holds it): the newest offered checkpoint with the cosignatures
+//     kept for it, the log's key and the hub's signed statement of it
+//     (container.SignLogKey: how an agent learns the log of a hub that
+//     joined after it was registered), a consistency proof, a cosignature
+//     to keep (verified with the unit's registered key,
+//     tlog.AddCosignature), the registration of a witness key by the
+//     unit's own signed statement (the registry is shared: any hub's log
+//     takes it);
 //   - the log serves each checkpoint with the cosignatures collected
 //     (GET /log/checkpoint, /log/checkpoints/<size>).
 //
@@ -149,9 +155,8 @@ func (h *Hub) startWitness(ctx context.Context) error {
 	}
 	h.reg.MustRegister(w.requests, w.offeredSize, w.cosignatures)
 	var err error
-	// Several hubs share the requests (a queue group), as they share the
-	// stage service's.
-	if w.sub, err = h.nc.QueueSubscribe(protocol.SubjectWitnessPrefix+">", "edx-hub-witness", w.handle); err != nil {
+	// This hub's log only: another hub's log is another subject.
+	if w.sub, err = h.nc.Subscribe(protocol.WitnessServiceSubject(w.log.Origin()), w.handle); err != nil {
 		return fmt.Errorf("witness service: %w", err)
 	}
 	sub := w.sub
@@ -250,11 +255,11 @@ func refusal(c reason.Code, format string, args ...any) *protocol.WitnessReply {
 func (w *witnessService) handle(m *nats.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	unit, req, err := protocol.ParseWitnessRequest(m)
+	unit, req, err := protocol.ParseWitnessRequest(m, w.log.Origin())
 	var rep *protocol.WitnessReply
 	op := "invalid"
 	switch {
-	case err != nil:
+	case err != nil: // malformed, or about another log
 		rep = refusal(reason.WitnessInvalid, "%v", err)
 	case !w.allow(unit):
 		op = string(req.Op)
@@ -290,7 +295,7 @@ func (w *witnessService) answer(ctx context.Context, unit document.UnitID, req *
 		if err != nil {
 			return refusal(reason.WitnessUnavailable, "checkpoint %d: %v", size, err)
 		}
-		return &protocol.WitnessReply{Checkpoint: cp, LogKey: w.vkey}
+		return &protocol.WitnessReply{Checkpoint: cp, LogKey: w.vkey, LogStatement: w.h.tlogStatement}
 	case protocol.WitnessConsistency:
 		size, _, err := w.log.Checkpoint(ctx)
 		switch {

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,14 +45,11 @@ func (r *running) appendEntries(n int) {
 
 // witnessOf is a unit's witness: its key, its state, its requests.
 type witnessOf struct {
-	t    *testing.T
-	w    *witness.Witness
-	svc  *protocol.Witness
-	vkey string
-	// last is the last cosignature handed to the hub, on a checkpoint of
-	// size lastSize.
-	last     []byte
-	lastSize uint64
+	t      *testing.T
+	w      *witness.Witness
+	svc    *protocol.Witness
+	vkey   string
+	origin string
 }
 
 func newWitness(t *testing.T, h *running, a *agent) *witnessOf {
@@ -64,31 +62,24 @@ func newWitness(t *testing.T, h *running, a *agent) *witnessOf {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &witnessOf{t: t, w: w, svc: &protocol.Witness{NC: a.nc, Unit: a.id}, vkey: vkey}
+	return &witnessOf{t: t, w: w, svc: &protocol.Witness{NC: a.nc, Unit: a.id}, vkey: vkey, origin: h.tlog.Origin()}
 }
 
 // cosignNewest verifies the newest offered checkpoint and hands the hub
 // its cosignature; it returns the hub's answer.
 func (w *witnessOf) cosignNewest() (*protocol.WitnessReply, uint64, error) {
 	w.t.Helper()
-	rep, err := w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint})
+	rep, err := w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint, Origin: w.origin})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	line, err := w.w.Update(w.t.Context(), rep.Checkpoint, w.svc)
+	line, err := w.w.Update(w.t.Context(), rep.Checkpoint, w.svc.Proofs(w.origin))
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	size := checkpointSize(w.t, rep.Checkpoint)
-	w.last, w.lastSize = line, size
-	rep, err = w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: size, Cosignature: string(line)})
+	rep, err = w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Origin: w.origin, Size: size, Cosignature: string(line)})
 	return rep, size, err
-}
-
-// cosignAgain hands the hub the last cosignature once more.
-func (w *witnessOf) cosignAgain() (*protocol.WitnessReply, error) {
-	w.t.Helper()
-	return w.svc.Do(w.t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: w.lastSize, Cosignature: string(w.last)})
 }
 
 func checkpointSize(t *testing.T, cp []byte) uint64 {
@@ -121,7 +112,7 @@ func refusedWith(t *testing.T, what string, err error, c reason.Code) {
 // while the others go on.
 func TestWitnessService(t *testing.T) {
 	cfg := testConfig(t)
-	cfg.Witness.Interval = 100 * time.Millisecond
+	cfg.Witness.Interval = time.Hour // offered by the test (h.witness.offer), so that no new offer races it
 	cfg.Witness.MaxCosignatures = 2
 	cfg.Witness.Rate, cfg.Witness.Burst = 1, 40
 	h := startHub(t, cfg)
@@ -136,7 +127,7 @@ func TestWitnessService(t *testing.T) {
 	if code := h.api("POST", "/api/v1/units", service.UnitRequest{ID: uA, Name: "A", WitnessKey: vkeyA}, &bundle); code != http.StatusCreated {
 		t.Fatalf("register A: %d", code)
 	}
-	if bundle.LogKey != h.tlogVKey || bundle.WitnessKey != vkeyA {
+	if bundle.LogKey != h.tlogVKey || !slices.Equal(bundle.LogKeys, []string{h.tlogVKey}) || bundle.WitnessKey != vkeyA {
 		t.Fatalf("bundle: log key %q, witness key %q", bundle.LogKey, bundle.WitnessKey)
 	}
 	// A witness key of another unit's name is refused.
@@ -153,6 +144,9 @@ func TestWitnessService(t *testing.T) {
 	}
 	a.nc.Flush()
 	h.appendEntries(5)
+	if err := h.witness.offer(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	var cp []byte
 	for cp == nil || checkpointSize(t, cp) < 5 {
 		m, err := offered.NextMsg(20 * time.Second)
@@ -165,6 +159,18 @@ func TestWitnessService(t *testing.T) {
 		t.Fatalf("the offered checkpoint: %v", err)
 	}
 
+	wa := newWitness(t, h, a)
+	wa.w, _ = witness.New(witness.Config{StateFile: filepath.Join(t.TempDir(), "a"), Origin: h.tlog.Origin(), LogKey: h.tlogVKey, Key: skeyA})
+	wa.vkey = vkeyA
+	rep, size, err := wa.cosignNewest()
+	if err != nil || !rep.Kept {
+		t.Fatalf("A's cosignature: %+v %v", rep, err)
+	}
+	// Again: the same cosignature, not kept twice.
+	if rep, _, err := wa.cosignNewest(); err != nil || rep.Kept {
+		t.Fatalf("A's cosignature again: %+v %v", rep, err)
+	}
+
 	// B has no key yet.
 	wb := newWitness(t, h, b)
 	_, _, err = wb.cosignNewest()
@@ -173,12 +179,12 @@ func TestWitnessService(t *testing.T) {
 	// refused; by its own: registered; another key afterwards: refused.
 	wc := newWitness(t, h, c)
 	forged, _ := container.SignWitnessKey(uB, wb.vkey, time.Now(), c.signer)
-	_, err = wb.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: forged})
+	_, err = wb.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessRegister, Binding: forged})
 	refusedWith(t, "B's key signed by C", err, reason.WitnessInvalid)
-	_, err = wc.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: forged})
+	_, err = wc.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessRegister, Binding: forged})
 	refusedWith(t, "B's key sent by C", err, reason.WitnessInvalid)
 	binding, _ := container.SignWitnessKey(uB, wb.vkey, time.Now(), b.signer)
-	if _, err := wb.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: binding}); err != nil {
+	if _, err := wb.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessRegister, Binding: binding}); err != nil {
 		t.Fatalf("B registers its key: %v", err)
 	}
 	u, err := h.units.Get(t.Context(), uB)
@@ -187,45 +193,27 @@ func TestWitnessService(t *testing.T) {
 	}
 	_, other, _ := witness.NewKey(witnessName(uB))
 	second, _ := container.SignWitnessKey(uB, other, time.Now(), b.signer)
-	_, err = wb.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: second})
+	_, err = wb.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessRegister, Binding: second})
 	refusedWith(t, "B's second key", err, reason.WitnessKeyMismatch)
-	cbind, _ := container.SignWitnessKey(uC, wc.vkey, time.Now(), c.signer)
-	if _, err := wc.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessRegister, Binding: cbind}); err != nil {
-		t.Fatal(err)
-	}
-
-	// The hub logged the registrations too: every unit cosigns the
-	// checkpoint offered once they are in.
-	h.appendEntries(1)
-	logged, _, err := h.tlog.Checkpoint(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, "the checkpoint of every registration offered", func() bool { return h.witness.newest() >= logged })
-	wa := newWitness(t, h, a)
-	wa.w, _ = witness.New(witness.Config{StateFile: filepath.Join(t.TempDir(), "a"), Origin: h.tlog.Origin(), LogKey: h.tlogVKey, Key: skeyA})
-	wa.vkey = vkeyA
-	rep, size, err := wa.cosignNewest()
-	if err != nil || !rep.Kept {
-		t.Fatalf("A's cosignature: %+v %v", rep, err)
-	}
-	// Again: the same cosignature, not kept twice (the log may have grown
-	// meanwhile: the hub logs the units' registrations too).
-	if rep, err := wa.cosignAgain(); err != nil || rep.Kept {
-		t.Fatalf("A's cosignature again: %+v %v", rep, err)
-	}
-
-	if rep, bsize, err := wb.cosignNewest(); err != nil || !rep.Kept || bsize != size {
-		t.Fatalf("B's cosignature: %+v %v (size %d, A's %d)", rep, err, bsize, size)
+	if rep, _, err := wb.cosignNewest(); err != nil || !rep.Kept {
+		t.Fatalf("B's cosignature: %+v %v", rep, err)
 	}
 	// C's is verified but not kept: the checkpoint has enough.
+	cbind, _ := container.SignWitnessKey(uC, wc.vkey, time.Now(), c.signer)
+	if _, err := wc.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessRegister, Binding: cbind}); err != nil {
+		t.Fatal(err)
+	}
 	if rep, _, err := wc.cosignNewest(); err != nil || rep.Kept {
 		t.Fatalf("C's cosignature past max_cosignatures: %+v %v", rep, err)
 	}
 
 	// The log serves the checkpoint with A's and B's cosignatures: a
-	// quorum of two of the registered witnesses.
-	resp, err := http.Get(h.Info().HTTP + "/log/checkpoint")
+	// quorum of two of the registered witnesses. (By its size: B's
+	// registration was logged, so a newer checkpoint may be out.)
+	if bs := wb.w.Last(); checkpointSize(t, bs) != size {
+		t.Fatalf("A cosigned size %d, B %d", size, checkpointSize(t, bs))
+	}
+	resp, err := http.Get(fmt.Sprintf("%s/log/checkpoints/%d", h.Info().HTTP, size))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -238,7 +226,7 @@ func TestWitnessService(t *testing.T) {
 	}
 	vcp, got, err := witness.VerifyQuorum(served, h.tlog.Origin(), h.tlog.Verifier(), ws, 2)
 	if err != nil || vcp.Size != size || len(got) != 2 {
-		t.Fatalf("the served checkpoint %s: %v %v", served, got, err)
+		t.Fatalf("the served checkpoint (cosigned: %d) %s: %v %v", size, served, got, err)
 	}
 
 	// Refusals.
@@ -250,17 +238,19 @@ func TestWitnessService(t *testing.T) {
 		return "— " + v.Name() + " " + base64.StdEncoding.EncodeToString(sig) + "\n"
 	}()
 	h.appendEntries(1)
-	eventually(t, "a new checkpoint offered", func() bool { return h.witness.newest() > size })
-	_, err = wa.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: h.witness.newest(), Cosignature: line})
+	if err := h.witness.offer(t.Context()); err != nil || h.witness.newest() <= size {
+		t.Fatalf("a new checkpoint offered: %d, %v", h.witness.newest(), err)
+	}
+	_, err = wa.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessCosign, Size: h.witness.newest(), Cosignature: line})
 	refusedWith(t, "a forged cosignature", err, reason.WitnessCosignature)
 	// A size the log never had (a small one may have been offered on a
 	// slow machine, as the log grew between two offers).
-	_, err = wa.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: h.witness.newest() + 1000, Cosignature: line})
+	_, err = wa.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessCosign, Size: h.witness.newest() + 1000, Cosignature: line})
 	refusedWith(t, "a checkpoint not offered", err, reason.WitnessCheckpoint)
-	_, err = wa.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessConsistency, From: 2, To: 1 << 40})
+	_, err = wa.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessConsistency, From: 2, To: 1 << 40})
 	refusedWith(t, "a proof beyond the log", err, reason.WitnessBeyondLog)
-	big, _ := json.Marshal(protocol.WitnessRequest{Op: protocol.WitnessCosign, Size: size, Cosignature: strings.Repeat("x", protocol.MaxWitnessRequest)})
-	m, err := a.nc.RequestWithContext(t.Context(), protocol.WitnessSubject(string(uA)), big)
+	big, _ := json.Marshal(protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessCosign, Size: size, Cosignature: strings.Repeat("x", protocol.MaxWitnessRequest)})
+	m, err := a.nc.RequestWithContext(t.Context(), protocol.WitnessSubject(h.tlog.Origin(), string(uA)), big)
 	if err != nil || !bytes.Contains(m.Data, []byte(reason.WitnessInvalid)) {
 		t.Fatalf("a request too large: %v %s", err, m.Data)
 	}
@@ -268,7 +258,7 @@ func TestWitnessService(t *testing.T) {
 	// C floods the service: cut by its rate, while A is still answered.
 	limited := 0
 	for range 60 {
-		_, err := wc.svc.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint})
+		_, err := wc.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessCheckpoint})
 		if protocol.IsWitnessRefusal(err, reason.WitnessRate) {
 			limited++
 		}
@@ -278,7 +268,7 @@ func TestWitnessService(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
-	if _, err := wa.svc.Do(ctx, &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint}); err != nil {
+	if _, err := wa.svc.Do(ctx, &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessCheckpoint}); err != nil {
 		t.Fatalf("A during C's flood: %v", err)
 	}
 	if n := gauge(t, h.Registry(), "edx_hub_witness_requests_total"); n < 60 {

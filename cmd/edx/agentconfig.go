@@ -103,10 +103,11 @@ webhook:
   timeout: 10s
   max_attempts: 10
 
-witness:                            # the agent witnesses the hub's transparency log: checks every checkpoint, cosigns it
-  key_file: ./{{.Witness}}           # the unit's witness key (secret; its public half is in the hub's unit registry)
-  log_key_file: ./{{.LogKey}}          # the hub log's public key; without it, the one the hub gives first is pinned
-  poll: 5m                          # how often the newest checkpoint is asked for, besides those the hub offers
+witness:                            # the agent witnesses every hub's transparency log: checks every checkpoint, cosigns it
+  key_file: ./{{.Witness}}           # the unit's witness key (secret; its public half is in the hubs' unit registry)
+  log_key_file: ./{{.LogKey}}          # the hubs' log keys, one a line (edx unit add/rotate write them); a hub that joins
+                                    # later is learned from its key statement signed by a hub certificate under trust.roots
+  poll: 5m                          # how often each log's newest checkpoint is asked for, besides those the hubs offer
 
 log:
   level: info                       # debug, info, warn, error

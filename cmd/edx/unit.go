@@ -54,7 +54,7 @@ func writeBundle(dir string, b *service.UnitBundle) ([]string, error) {
 		{"roots.pem", b.RootsPEM, 0o644},
 		{"nats.creds", b.Creds, 0o600},
 		{"key.pem", b.KeyPEM, 0o600},
-		{logKeyFile, lineOrEmpty(b.LogKey), 0o644},
+		{logKeyFile, logKeys(b), 0o644},
 	}
 	var wrote []string
 	for _, f := range files {
@@ -67,6 +67,19 @@ func writeBundle(dir string, b *service.UnitBundle) ([]string, error) {
 		wrote = append(wrote, f.name)
 	}
 	return wrote, nil
+}
+
+// logKeys is log.vkey: the keys of every hub's log, one a line (this hub's
+// first), or this hub's alone from a hub that names no others.
+func logKeys(b *service.UnitBundle) string {
+	if len(b.LogKeys) == 0 {
+		return lineOrEmpty(b.LogKey)
+	}
+	var out strings.Builder
+	for _, k := range b.LogKeys {
+		out.WriteString(lineOrEmpty(k))
+	}
+	return out.String()
 }
 
 func lineOrEmpty(s string) string {

@@ -265,7 +265,7 @@ func TestIssueUnitCreds(t *testing.T) {
 	if d := time.Until(time.Unix(uc.Expires, 0)); d < 59*time.Minute || d > time.Hour {
 		t.Fatalf("expires in %v", d)
 	}
-	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || !slices.Contains(uc.Pub.Allow, "edx.witness.000.00.00.H29") ||
+	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || !slices.Contains(uc.Pub.Allow, "edx.witness.*.000.00.00.H29") ||
 		len(uc.Sub.Allow) != 2 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" || uc.Sub.Allow[1] != "edx.checkpoint" {
 		t.Fatalf("permissions %+v", uc.Permissions)
 	}

@@ -123,8 +123,10 @@ func unitsImports(edx, stage string) jwt.Imports {
 //     every subject literal, so no wildcard token a unit could fill with a
 //     literal "*".
 //
-//   - witnessing the hub's log: requests to the hub's witness service on
-//     its own subject (protocol.WitnessSubject).
+//   - witnessing the hubs' logs: requests to the witness service of any
+//     hub's log, always as itself: protocol.WitnessSubject(origin, unit),
+//     the log's token a wildcard (each hub subscribes to its own log's
+//     token only; the unit's id, last, is literal).
 //
 // Subscribe: its own inbox prefix (protocol.ConnectUnit sets
 // nats.CustomInboxPrefix(protocol.InboxPrefix(unit))), and the checkpoints
@@ -139,7 +141,7 @@ func UnitPermissions(unit string) jwt.Permissions {
 	p.Pub.Allow.Add(
 		protocol.SubmitSubject(unit),
 		protocol.StatusSubject(unit),
-		protocol.WitnessSubject(unit),
+		protocol.SubjectWitnessPrefix+"*."+unit,
 	)
 	st, c := protocol.StreamDeliver, protocol.UnitConsumer(unit)
 	p.Pub.Allow.Add(

@@ -11,59 +11,74 @@ import (
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
-// TestWitnessSubjects: a unit asks the hub's witness service on its own
-// subject (the hub sees which unit asks, and its reply reaches that unit
-// alone), never on another unit's; every unit hears the checkpoints the hub
-// offers, and none can publish one.
+// TestWitnessSubjects: a unit asks the witness service of one hub's log on
+// that log's subject, as itself (the hub sees which unit asks, and its
+// reply reaches that unit alone); a request about one hub's log reaches
+// that hub only, never another hub of the cluster; no unit asks as another
+// or listens to another's requests; every unit hears the checkpoints the
+// hubs offer, and none can publish one.
 func TestWitnessSubjects(t *testing.T) {
 	e := newEnv(t)
 	a, b := e.unit(t, unitA), e.unit(t, unitB)
 
 	var mu sync.Mutex
-	var asked []string
-	sub, err := e.hub.Subscribe(protocol.SubjectWitnessPrefix+">", func(m *nats.Msg) {
-		mu.Lock()
-		asked = append(asked, m.Subject)
-		mu.Unlock()
-		b, _ := json.Marshal(protocol.WitnessReply{Size: 42})
-		m.Respond(b)
-	})
-	if err != nil {
-		t.Fatal(err)
+	asked := map[string][]string{} // by the log a hub holds
+	const log1, log2 = "edx.local/hub/one", "edx.local/hub/two"
+	for _, origin := range []string{log1, log2} {
+		sub, err := e.hub.Subscribe(protocol.WitnessServiceSubject(origin), func(m *nats.Msg) {
+			mu.Lock()
+			asked[origin] = append(asked[origin], m.Subject)
+			mu.Unlock()
+			b, _ := json.Marshal(protocol.WitnessReply{LogKey: origin})
+			m.Respond(b)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Unsubscribe()
 	}
-	defer sub.Unsubscribe()
 	e.hub.Flush()
 
 	w := &protocol.Witness{NC: a.nc, Unit: unitA}
-	rep, err := w.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint})
-	if err != nil || rep.Size != 42 {
-		t.Fatalf("witness request: %+v %v", rep, err)
+	for _, origin := range []string{log1, log2} {
+		rep, err := w.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint, Origin: origin})
+		if err != nil || rep.LogKey != origin {
+			t.Fatalf("witness request about %s: %+v %v", origin, rep, err)
+		}
+	}
+	if _, err := w.Do(t.Context(), &protocol.WitnessRequest{Op: protocol.WitnessCheckpoint}); err == nil {
+		t.Fatal("a request naming no log was sent")
 	}
 	mu.Lock()
-	if len(asked) != 1 || asked[0] != protocol.WitnessSubject(unitA) {
-		t.Fatalf("the hub saw %v", asked)
+	for _, origin := range []string{log1, log2} {
+		if got := asked[origin]; len(got) != 1 || got[0] != protocol.WitnessSubject(origin, unitA) {
+			t.Fatalf("the hub of %s saw %v", origin, got)
+		}
 	}
 	mu.Unlock()
 
 	// Unit A as unit B: refused by the server.
-	if err := a.nc.Publish(protocol.WitnessSubject(unitB), []byte(`{"op":"checkpoint"}`)); err != nil {
+	if err := a.nc.Publish(protocol.WitnessSubject(log1, unitB), []byte(`{"op":"checkpoint"}`)); err != nil {
 		t.Fatal(err)
 	}
-	a.waitPermErr(t, protocol.WitnessSubject(unitB))
-	for _, subj := range []string{protocol.SubjectCheckpoint, protocol.SubjectWitnessPrefix + "000.01.00", protocol.SubjectWitnessPrefix + ">"} {
+	a.waitPermErr(t, protocol.WitnessSubject(log1, unitB))
+	for _, subj := range []string{protocol.SubjectCheckpoint, protocol.SubjectWitnessPrefix + unitA, protocol.SubjectWitnessPrefix + "000.01.00",
+		protocol.SubjectWitnessPrefix + ">", protocol.WitnessServiceSubject(log1)} {
 		if err := a.nc.Publish(subj, []byte("forged")); err != nil {
 			t.Fatal(err)
 		}
 		a.waitPermErr(t, subj)
 	}
-	// No listening to another unit's requests.
-	if _, err := a.nc.SubscribeSync(protocol.WitnessSubject(unitB)); err != nil {
-		t.Fatal(err)
+	// No listening to another unit's requests, nor to a log's.
+	for _, subj := range []string{protocol.WitnessSubject(log1, unitB), protocol.WitnessServiceSubject(log1)} {
+		if _, err := a.nc.SubscribeSync(subj); err != nil {
+			t.Fatal(err)
+		}
+		a.waitPermErr(t, subj)
 	}
-	a.waitPermErr(t, protocol.WitnessSubject(unitB))
 	mu.Lock()
-	if len(asked) != 1 {
-		t.Fatalf("the hub saw %v", asked)
+	if len(asked[log1]) != 1 || len(asked[log2]) != 1 {
+		t.Fatalf("the hubs saw %v", asked)
 	}
 	mu.Unlock()
 

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
@@ -387,4 +390,41 @@ func BenchmarkUnitStatus(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestLogs: each hub records its log once in the shared registry; the same
+// record again is fine, another key under the same origin is refused; every
+// hub reads every log; the records are no units.
+func TestLogs(t *testing.T) {
+	srv, arch := broker.ForTest(t), newArchive(t)
+	r1, r2 := open(t, srv, arch), open(t, srv, arch)
+	_, k1, _ := note.GenerateKey(rand.Reader, "edx.local/hub/one")
+	_, k2, _ := note.GenerateKey(rand.Reader, "edx.local/hub/two")
+	_, k1b, _ := note.GenerateKey(rand.Reader, "edx.local/hub/one")
+	if err := r1.RecordLog(t.Context(), Log{Origin: "edx.local/hub/one", VKey: k1, Hub: "one"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.RecordLog(t.Context(), Log{Origin: "edx.local/hub/one", VKey: k1, Hub: "one"}); err != nil {
+		t.Fatalf("the same log again: %v", err)
+	}
+	if err := r2.RecordLog(t.Context(), Log{Origin: "edx.local/hub/two", VKey: k2, Hub: "two"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r2.RecordLog(t.Context(), Log{Origin: "edx.local/hub/one", VKey: k1b, Hub: "copy"}); !errors.Is(err, ErrLogKey) {
+		t.Fatalf("another key for log one: %v", err)
+	}
+	if err := r2.RecordLog(t.Context(), Log{Origin: "edx.local/hub/three", VKey: k2}); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("a key named for another log: %v", err)
+	}
+	for _, r := range []*Registry{r1, r2} {
+		logs, err := r.Logs(t.Context())
+		if err != nil || len(logs) != 2 || logs[0].VKey != k1 || logs[1].VKey != k2 {
+			t.Fatalf("logs: %+v %v", logs, err)
+		}
+	}
+	register(t, r1, uA, "Sở Nội vụ")
+	eventually(t, "the view holds the unit", func() bool { return len(r2.List()) == 1 })
+	if us := r1.List(); len(us) != 1 || us[0].ID != uA {
+		t.Fatalf("units: %+v", us)
+	}
 }

@@ -74,9 +74,14 @@ type UnitBundle struct {
 	RootsPEM string     `json:"roots_pem"`
 	Creds    string     `json:"nats_creds"`
 	NATSURL  string     `json:"nats_url"`
-	// LogKey is the verifier key of the hub's transparency log, which the
+	// LogKey is the verifier key of this hub's transparency log, which the
 	// agent witnesses (checks every checkpoint against).
 	LogKey string `json:"log_key,omitempty"`
+	// LogKeys are the verifier keys of every hub's log the registry
+	// records (this hub's first): the agent witnesses each (edx unit add
+	// writes them, one a line, to log.vkey). A hub that joins later is
+	// learned by the agent from the hub's signed statement of its key.
+	LogKeys []string `json:"log_keys,omitempty"`
 	// WitnessKey is the unit's witness key in the registry.
 	WitnessKey string `json:"witness_key,omitempty"`
 }
@@ -125,6 +130,9 @@ type Registrar struct {
 	// UnitConsumers is the storage of a unit's consumer of EDX_DELIVER
 	// (nats.streams.unit_consumers).
 	UnitConsumers string
+	// LogKeys, when set, returns the verifier keys of every hub's log
+	// (the registry's records), handed to a unit's agent beside LogKey.
+	LogKeys func(ctx context.Context) []string
 	// Logged, when set, enters a unit's changed record in the hub's
 	// transparency log (and its certificate when new or revoked: oldSerial
 	// is the serial before the change).
@@ -373,8 +381,21 @@ func (svc *Service) bundle(u registry.Unit, creds []byte, keyPEM string) (*UnitB
 	if err != nil {
 		return nil, err
 	}
-	return &UnitBundle{Unit: u.Unit, KeyPEM: keyPEM, CertPEM: u.CertPEM, RootsPEM: string(roots),
-		Creds: string(creds), NATSURL: svc.reg().NATSURL, LogKey: svc.reg().LogKey, WitnessKey: u.WitnessKey}, nil
+	b := &UnitBundle{Unit: u.Unit, KeyPEM: keyPEM, CertPEM: u.CertPEM, RootsPEM: string(roots),
+		Creds: string(creds), NATSURL: svc.reg().NATSURL, LogKey: svc.reg().LogKey, WitnessKey: u.WitnessKey}
+	if b.LogKey != "" {
+		b.LogKeys = []string{b.LogKey}
+	}
+	if f := svc.reg().LogKeys; f != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, k := range f(ctx) {
+			if !slices.Contains(b.LogKeys, k) {
+				b.LogKeys = append(b.LogKeys, k)
+			}
+		}
+	}
+	return b, nil
 }
 
 // AddUnit registers a unit: its certificate (given, or issued by the

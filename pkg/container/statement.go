@@ -247,3 +247,64 @@ func decodeStatement(body []byte, typ string, into any) error {
 func validSHA256(s string) bool {
 	return len(s) == 64 && strings.Trim(s, "0123456789abcdef") == ""
 }
+
+// TypeLogKey is a hub's statement of the key of its transparency log
+// (LogKeyStatement).
+const TypeLogKey = "edx.log-key"
+
+// LogKeyStatement is what a hub signs, with its receipt certificate (the
+// hub signer profile, pki.OIDExtKeyUsageHubSigner), to say which key signs
+// its transparency log: an agent that was not given the key of a hub's log
+// (a hub that joined the cluster after the unit was registered) learns it
+// from this statement alone, checked against its trust roots.
+type LogKeyStatement struct {
+	Version int    `json:"version"`
+	Type    string `json:"type"`
+	// Origin is the log's origin; Key its note verifier key, whose name is
+	// the origin.
+	Origin string    `json:"origin"`
+	Key    string    `json:"log_key"`
+	Time   time.Time `json:"time"`
+}
+
+// SignLogKey signs the statement that the log origin is signed by vkey.
+func SignLogKey(origin, vkey string, at time.Time, hub *pki.Signer) ([]byte, error) {
+	body, err := json.Marshal(LogKeyStatement{Version: StatementVersion, Type: TypeLogKey, Origin: origin, Key: vkey, Time: at.UTC()})
+	if err != nil {
+		return nil, fmt.Errorf("container: sign log key: %w", err)
+	}
+	return sign(body, hub, false)
+}
+
+// VerifyLogKey checks a hub's log key statement: its CMS signature, and
+// that the signer's certificate speaks for the hub (the hub signer
+// extended key usage, pki.Trust.CheckHub), its chain valid at opts.At; and
+// that the key it names is named for the origin it names.
+func VerifyLogKey(der []byte, opts Options) (*LogKeyStatement, *SignatureInfo, reason.List) {
+	if opts.At.IsZero() {
+		opts.At = time.Now()
+	}
+	var rs reason.List
+	if len(der) > maxStatement {
+		rs.Add(reason.SignatureMalformed, fmt.Sprintf("a signed statement of %d bytes (at most %d)", len(der), maxStatement))
+		return nil, nil, rs
+	}
+	leaf, body, info, crs := checkCMS(der, nil, opts.Trust, opts.At, true)
+	rs = append(rs, crs...)
+	if leaf != nil && !pki.IsHubReceiptSigner(leaf) { // not a legacy hub certificate either: statements are new
+		rs.Add(reason.SignatureInvalid, fmt.Sprintf("the statement is not signed by a hub certificate (extended key usage %s)", pki.OIDExtKeyUsageHubSigner))
+	}
+	if body == nil {
+		rs.Add(reason.SignatureMalformed, "the signature holds no statement")
+		return nil, &info, rs
+	}
+	var st LogKeyStatement
+	if err := decodeStatement(body, TypeLogKey, &st); err != nil {
+		rs.Add(reason.SignatureMalformed, "the signed content is not an edx "+TypeLogKey+" statement: "+err.Error())
+		return nil, &info, rs
+	}
+	if name, _, ok := strings.Cut(st.Key, "+"); st.Origin == "" || !ok || name != st.Origin || len(st.Key) > 512 {
+		rs.Add(reason.SignatureMalformed, fmt.Sprintf("the statement names log key %q for origin %q", st.Key, st.Origin))
+	}
+	return &st, &info, rs
+}

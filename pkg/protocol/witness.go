@@ -2,6 +2,8 @@ package protocol
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -13,25 +15,45 @@ import (
 	"github.com/edxhub/edx/pkg/reason"
 )
 
-// Witnessing the hub's transparency log. Every unit's agent is a witness
-// (pkg/witness): it keeps the last checkpoint of the log it verified, checks
-// each new one against it with a consistency proof, and cosigns it.
+// Witnessing the hubs' transparency logs. Each hub has a log of its own
+// (its origin, its key); every unit's agent is a witness of every one of
+// them (pkg/witness): it keeps the last checkpoint of each log it verified,
+// checks each new one against it with a consistency proof, and cosigns it.
 //
-//   - SubjectCheckpoint: the hub publishes each checkpoint it offers for
-//     cosigning (the log's signed note, without cosignatures) to every unit
-//     at once; every unit may subscribe, none may publish.
-//   - WitnessSubject(unit): a unit's requests to the hub's witness service
-//     (WitnessRequest, answered with a WitnessReply): the newest offered
-//     checkpoint, a consistency proof, a cosignature to keep, the
-//     registration of the unit's witness key. Each unit may publish on its
-//     own subject only, so the hub knows who asks.
+//   - SubjectCheckpoint: every hub publishes each checkpoint of its log it
+//     offers for cosigning (the log's signed note, without cosignatures) to
+//     every unit at once; every unit may subscribe, none may publish.
+//   - WitnessSubject(origin, unit): a unit's requests to the witness
+//     service of the hub whose log has that origin (WitnessRequest,
+//     answered with a WitnessReply): the newest offered checkpoint, a
+//     consistency proof, a cosignature to keep, the registration of the
+//     unit's witness key. The subject names the log (LogToken), so each
+//     request reaches the one hub that holds it; each unit may publish
+//     only with its own id last, so the hub knows who asks.
 const (
 	SubjectCheckpoint    = "edx.checkpoint"
 	SubjectWitnessPrefix = "edx.witness."
 )
 
-// WitnessSubject is the subject of a unit's requests to the witness service.
-func WitnessSubject(unit string) string { return SubjectWitnessPrefix + unit }
+// LogToken is the subject token of a log: the first 8 bytes of its
+// origin's SHA-256, in hex (an origin holds '.' and '/', which a subject
+// token cannot).
+func LogToken(origin string) string {
+	s := sha256.Sum256([]byte(origin))
+	return hex.EncodeToString(s[:8])
+}
+
+// WitnessSubject is the subject of a unit's requests to the witness service
+// of the log with the given origin.
+func WitnessSubject(origin, unit string) string {
+	return SubjectWitnessPrefix + LogToken(origin) + "." + unit
+}
+
+// WitnessServiceSubject is what the hub whose log has origin subscribes
+// to: every unit's requests about that log.
+func WitnessServiceSubject(origin string) string {
+	return SubjectWitnessPrefix + LogToken(origin) + ".>"
+}
 
 // MaxWitnessRequest bounds a witness request (a registration carries the
 // unit's signed statement and certificate chain; everything else is tiny).
@@ -64,12 +86,15 @@ const (
 
 // WitnessRequest is a unit's request to the witness service.
 type WitnessRequest struct {
-	Op          WitnessOp `json:"op"`
-	From        uint64    `json:"from,omitempty"`
-	To          uint64    `json:"to,omitempty"`
-	Size        uint64    `json:"size,omitempty"`
-	Cosignature string    `json:"cosignature,omitempty"`
-	Binding     []byte    `json:"binding,omitempty"`
+	Op WitnessOp `json:"op"`
+	// Origin names the log asked about (its subject is WitnessSubject of
+	// it); the hub refuses a request about another log.
+	Origin      string `json:"origin"`
+	From        uint64 `json:"from,omitempty"`
+	To          uint64 `json:"to,omitempty"`
+	Size        uint64 `json:"size,omitempty"`
+	Cosignature string `json:"cosignature,omitempty"`
+	Binding     []byte `json:"binding,omitempty"`
 }
 
 // WitnessReply answers a WitnessRequest; Error says why it was refused.
@@ -80,6 +105,11 @@ type WitnessReply struct {
 	// LogKey is the log's note verifier key (op checkpoint), for an agent
 	// that was not given it: it pins the first one it sees.
 	LogKey string `json:"log_key,omitempty"`
+	// LogStatement (op checkpoint) is the hub's statement that LogKey is
+	// the key of its log (container.SignLogKey: CMS signed with the hub's
+	// receipt certificate). An agent learns the key of a log it was not
+	// given only from a statement that verifies with its trust roots.
+	LogStatement []byte `json:"log_statement,omitempty"`
 	// Proof is a consistency proof (op consistency).
 	Proof [][]byte `json:"proof,omitempty"`
 	// Size is the log's size now (op consistency refused with
@@ -99,11 +129,12 @@ type WitnessError struct {
 
 func (e *WitnessError) Error() string { return "witness service: " + e.Reason.String() }
 
-// ParseWitnessRequest reads a witness request; the unit comes from the
-// subject.
-func ParseWitnessRequest(m *nats.Msg) (document.UnitID, *WitnessRequest, error) {
-	unit := document.UnitID(strings.TrimPrefix(m.Subject, SubjectWitnessPrefix))
-	if !strings.HasPrefix(m.Subject, SubjectWitnessPrefix) || unit.Validate() != nil {
+// ParseWitnessRequest reads a witness request about the log with the given
+// origin; the unit comes from the subject (WitnessSubject).
+func ParseWitnessRequest(m *nats.Msg, origin string) (document.UnitID, *WitnessRequest, error) {
+	prefix := SubjectWitnessPrefix + LogToken(origin) + "."
+	unit := document.UnitID(strings.TrimPrefix(m.Subject, prefix))
+	if !strings.HasPrefix(m.Subject, prefix) || unit.Validate() != nil {
 		return unit, nil, fmt.Errorf("protocol: witness request on subject %q", m.Subject)
 	}
 	if len(m.Data) > MaxWitnessRequest {
@@ -118,6 +149,9 @@ func ParseWitnessRequest(m *nats.Msg) (document.UnitID, *WitnessRequest, error) 
 	default:
 		return unit, nil, fmt.Errorf("protocol: witness request: unknown op %q", r.Op)
 	}
+	if r.Origin != origin {
+		return unit, &r, fmt.Errorf("protocol: witness request about log %q on the subject of log %q", r.Origin, origin)
+	}
 	return unit, &r, nil
 }
 
@@ -128,13 +162,17 @@ type Witness struct {
 	Unit document.UnitID
 }
 
-// Do sends a request and returns the reply; a refusal is a *WitnessError.
+// Do sends a request to the hub of the log r.Origin names and returns the
+// reply; a refusal is a *WitnessError.
 func (w *Witness) Do(ctx context.Context, r *WitnessRequest) (*WitnessReply, error) {
+	if r.Origin == "" {
+		return nil, fmt.Errorf("protocol: witness %s: no log named", r.Op)
+	}
 	body, err := json.Marshal(r)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: witness %s: %w", r.Op, err)
 	}
-	m, err := w.NC.RequestWithContext(ctx, WitnessSubject(string(w.Unit)), body)
+	m, err := w.NC.RequestWithContext(ctx, WitnessSubject(r.Origin, string(w.Unit)), body)
 	if err != nil {
 		return nil, fmt.Errorf("protocol: witness %s: %w", r.Op, err)
 	}
@@ -151,10 +189,20 @@ func (w *Witness) Do(ctx context.Context, r *WitnessRequest) (*WitnessReply, err
 	return &rep, nil
 }
 
+// Proofs asks the hub of the log with origin for consistency proofs
+// (pkg/witness.Proofs).
+func (w *Witness) Proofs(origin string) LogProofs { return LogProofs{w: w, origin: origin} }
+
+// LogProofs asks one log's hub for consistency proofs.
+type LogProofs struct {
+	w      *Witness
+	origin string
+}
+
 // ConsistencyProof asks for the proof that the tree of size from is a
 // prefix of the tree of size to (pkg/witness.Proofs).
-func (w *Witness) ConsistencyProof(ctx context.Context, from, to uint64) ([][]byte, error) {
-	rep, err := w.Do(ctx, &WitnessRequest{Op: WitnessConsistency, From: from, To: to})
+func (p LogProofs) ConsistencyProof(ctx context.Context, from, to uint64) ([][]byte, error) {
+	rep, err := p.w.Do(ctx, &WitnessRequest{Op: WitnessConsistency, Origin: p.origin, From: from, To: to})
 	if err != nil {
 		return nil, err
 	}
