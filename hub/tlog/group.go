@@ -106,6 +106,17 @@ func (g *group) run() {
 	}
 }
 
+// batching returns tessera's batch age and the group's linger on an idle
+// log for cfg: grouped, the group cuts the batches and tessera writes each
+// one handed over after a millisecond; BatchMaxAge is then the idle log's
+// linger only.
+func batching(cfg Config) (age, linger time.Duration) {
+	if groupCommit && groupCuts {
+		return min(cfg.BatchMaxAge, handover), cfg.BatchMaxAge
+	}
+	return cfg.BatchMaxAge, 0
+}
+
 // groupCommit: Open groups appends (off only in a benchmark); groupCuts:
 // the group, not tessera's timer, cuts the batches (off only in a
 // benchmark: tessera then holds each grouped batch BatchMaxAge more).

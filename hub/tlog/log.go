@@ -206,11 +206,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 	// The appender's background work (integration, checkpoints) lives
 	// until Close, not until ctx ends.
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	age := cfg.BatchMaxAge
-	linger := time.Duration(0)
-	if groupCommit && groupCuts {
-		age, linger = min(age, handover), age // the group cuts the batches
-	}
+	age, linger := batching(cfg)
 	opts := tessera.NewAppendOptions().
 		WithCheckpointSigner(deps.Signer).
 		WithBatching(cfg.BatchMaxSize, age).
