@@ -58,12 +58,13 @@ type TSAConfig struct {
 }
 
 // DefaultLogBatchMaxAge is the hub's default tlog.batch_max_age: how long
-// an entry waits for others to share its write on an idle log.
-const DefaultLogBatchMaxAge = 50 * time.Millisecond
+// an entry waits for others to share its write on an idle log (on a busy
+// one, what arrives during a write shares the next at once).
+const DefaultLogBatchMaxAge = 10 * time.Millisecond
 
 // setEvidenceDefaults: the log under the data directory (DATA/tlog, key
 // DATA/tlog.key, made at first start, its public half written to
-// DATA/tlog.pub), batch_max_age 50ms, the TSA roots the trust's. The
+// DATA/tlog.pub), batch_max_age 10ms, the TSA roots the trust's. The
 // origin stays empty unless configured: the hub names its log after its id
 // (edx.local/hub/<hub id>), so that every hub has its own.
 func (c *Config) setEvidenceDefaults() {

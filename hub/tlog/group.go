@@ -3,27 +3,41 @@ package tlog
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/transparency-dev/tessera"
 )
 
 // group commits appends: the entries that arrive while a write is in
 // progress are handed to tessera together, as one batch, once it is done.
-// Tessera cuts a batch every BatchMaxAge whatever its writer's pace, and
-// its POSIX writer syncs about eight files per batch: behind a slow disk,
+// Its POSIX writer syncs about eight files per batch: behind a slow disk,
 // batches of one entry would queue up and the log would append no faster
 // than one entry per write. Grouped, a batch holds everything that came
 // during the previous write, so the log keeps up with any rate its disk
-// allows, and an entry on an idle log waits BatchMaxAge and one write.
+// allows.
+//
+// The group, not tessera's timer, cuts the batches: tessera is opened with
+// a hand-over age of a millisecond (handover), so that a batch is written
+// as soon as the previous one is done. An entry that finds the log idle
+// waits BatchMaxAge for others to join it (linger); one that arrives during
+// a write waits for that write and its own, never BatchMaxAge on top: on a
+// busy log the age only added to every entry's wait (a worker's decision
+// waits for its entry), without making the batches any larger.
 type group struct {
-	add tessera.AddFn
-	off bool // hand each entry over at once (BenchmarkAppendRate compares)
+	add    tessera.AddFn
+	off    bool          // hand each entry over at once (BenchmarkAppendRate compares)
+	linger time.Duration // how long a batch started on an idle log gathers
+	max    int           // most entries handed over at once (BatchMaxSize)
 
 	mu    sync.Mutex
 	queue []pending
 	busy  bool
 	idle  sync.WaitGroup // held while a writer goroutine runs
 }
+
+// handover is tessera's batch age when the group cuts the batches: the
+// group hands a batch over in one go, and tessera writes it a moment later.
+const handover = time.Millisecond
 
 type pending struct {
 	ctx  context.Context
@@ -62,10 +76,19 @@ func (g *group) Add(ctx context.Context, e *tessera.Entry) func() (tessera.Index
 
 func (g *group) run() {
 	defer g.idle.Done()
+	if g.linger > 0 {
+		// Started on an idle log: let others join the first batch.
+		time.Sleep(g.linger)
+	}
 	for {
 		g.mu.Lock()
 		batch := g.queue
-		g.queue = nil
+		if g.max > 0 && len(batch) > g.max {
+			batch = batch[:g.max:g.max]
+			g.queue = append([]pending(nil), g.queue[g.max:]...)
+		} else {
+			g.queue = nil
+		}
 		if len(batch) == 0 {
 			g.busy = false
 			g.mu.Unlock()
@@ -83,8 +106,21 @@ func (g *group) run() {
 	}
 }
 
-// groupCommit: Open groups appends (off only in a benchmark).
-var groupCommit = true
+// batching returns tessera's batch age and the group's linger on an idle
+// log for cfg: grouped, the group cuts the batches and tessera writes each
+// one handed over after a millisecond; BatchMaxAge is then the idle log's
+// linger only.
+func batching(cfg Config) (age, linger time.Duration) {
+	if groupCommit && groupCuts {
+		return min(cfg.BatchMaxAge, handover), cfg.BatchMaxAge
+	}
+	return cfg.BatchMaxAge, 0
+}
+
+// groupCommit: Open groups appends (off only in a benchmark); groupCuts:
+// the group, not tessera's timer, cuts the batches (off only in a
+// benchmark: tessera then holds each grouped batch BatchMaxAge more).
+var groupCommit, groupCuts = true, true
 
 // wait returns once nothing is queued or being handed over.
 func (g *group) wait() { g.idle.Wait() }

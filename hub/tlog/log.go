@@ -54,9 +54,10 @@ type Config struct {
 	// Once the key exists, its name is the origin.
 	Origin string `yaml:"origin"`
 	// BatchMaxSize and BatchMaxAge: entries are sequenced and integrated in
-	// batches of up to BatchMaxSize entries, or when the oldest waited
-	// BatchMaxAge (defaults 256 and 100ms). The entries that arrive while
-	// a batch is written go together into the next (group commit), so
+	// batches of up to BatchMaxSize entries (default 256). The entries that
+	// arrive while a batch is written go together into the next, written
+	// as soon as that one is done (group commit); an entry that finds the
+	// log idle waits BatchMaxAge (default 100ms) for others to join it.
 	// BatchMaxAge is what an entry waits on an idle log, not a pace.
 	BatchMaxSize uint          `yaml:"batch_max_size"`
 	BatchMaxAge  time.Duration `yaml:"batch_max_age"`
@@ -205,9 +206,10 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 	// The appender's background work (integration, checkpoints) lives
 	// until Close, not until ctx ends.
 	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	age, linger := batching(cfg)
 	opts := tessera.NewAppendOptions().
 		WithCheckpointSigner(deps.Signer).
-		WithBatching(cfg.BatchMaxSize, cfg.BatchMaxAge).
+		WithBatching(cfg.BatchMaxSize, age).
 		WithCheckpointInterval(cfg.CheckpointInterval).
 		WithAntispam(tessera.DefaultAntispamInMemorySize, nil)
 	a, shutdown, r, err := tessera.NewAppender(bg, b.Driver, opts)
@@ -215,7 +217,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("tlog: open: %w", err)
 	}
-	l.add, l.shutdown, l.reader, l.cancel = &group{add: a.Add, off: !groupCommit}, shutdown, r, cancel
+	l.add, l.shutdown, l.reader, l.cancel = &group{add: a.Add, off: !groupCommit, linger: linger, max: int(cfg.BatchMaxSize)}, shutdown, r, cancel
 	l.awaiter = tessera.NewPublicationAwaiter(bg, r.ReadCheckpoint, 50*time.Millisecond)
 	return l, nil
 }
