@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/http"
 	"os"
@@ -20,14 +19,6 @@ import (
 var bin string // directory of the built binaries
 
 func TestMain(m *testing.M) {
-	// The real programs, started again and again, take longer than go
-	// test's default of ten minutes for one package on a small machine
-	// (2 cores: some 10 minutes under load): unless a timeout was asked
-	// for, this package has 30.
-	flag.Parse()
-	if t := flag.Lookup("test.timeout"); t != nil && t.Value.String() == (10*time.Minute).String() {
-		t.Value.Set((30 * time.Minute).String())
-	}
 	dir, err := os.MkdirTemp("", "edx-e2e-bin")
 	if err != nil {
 		panic(err)
