@@ -384,6 +384,10 @@ func (r *run) addUnit(ctx context.Context, i int) (*unit, error) {
 	return r.connect(ctx, id, []byte(b.KeyPEM), []byte(b.CertPEM), []byte(b.Creds), url)
 }
 
+// connectAttempts is how many times a unit's connection, and then the
+// lookup of its consumer, is tried before the run fails.
+const connectAttempts = 10
+
 // connect connects a unit as its agent would and consumes its deliveries
 // and notices.
 func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, creds []byte, url string) (*unit, error) {
@@ -399,7 +403,7 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		if err == nil {
 			break
 		}
-		if attempt == 5 || ctx.Err() != nil {
+		if attempt == connectAttempts || ctx.Err() != nil {
 			return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
 		}
 		r.o.Log.Warn("bench: connect, will retry", "unit", id, "err", err)
@@ -408,9 +412,20 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 	// One consumer for everything the unit receives, pulled as its agent
 	// pulls it: deliveries (what the agent would put into its inbox) and
 	// notices.
-	c, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id)))
-	if err != nil {
-		return nil, err
+	// Looked up as an agent does too: again, while the hub's NATS does not
+	// answer in time (a loaded machine, thousands of units) or has not
+	// made the consumer yet.
+	var c jetstream.Consumer
+	for attempt := 1; ; attempt++ {
+		if c, err = u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id))); err == nil {
+			break
+		}
+		if attempt == connectAttempts || ctx.Err() != nil {
+			u.nc.Close()
+			return nil, fmt.Errorf("unit %s: its consumer: %w", id, err)
+		}
+		r.o.Log.Warn("bench: unit's consumer, will look again", "unit", id, "err", err)
+		time.Sleep(time.Second)
 	}
 	it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
 	if err != nil {

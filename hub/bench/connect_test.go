@@ -1,0 +1,95 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// TestConnectWaitsForTheConsumer: a unit whose consumer the hub's NATS
+// cannot give at first (here: not there for a while; on a loaded machine
+// with 10,000 units, a lookup that timed out) is looked up again, as an
+// agent does, instead of failing the whole run (before: a 10,000-unit run
+// ended after 11 minutes of registering with "context deadline exceeded").
+func TestConnectWaitsForTheConsumer(t *testing.T) {
+	h := runningHub(t)
+	id := document.UnitID("001.00.00.B01")
+	var b struct {
+		KeyPEM  string `json:"key_pem"`
+		CertPEM string `json:"cert_pem"`
+		Creds   string `json:"nats_creds"`
+		NATSURL string `json:"nats_url"`
+	}
+	req, _ := http.NewRequest("POST", h.Info().HTTP+"/api/v1/units", strings.NewReader(fmt.Sprintf(`{"id":%q,"name":"Đơn vị %s"}`, id, id)))
+	req.Header.Set("Authorization", "Bearer "+h.AdminToken())
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || json.Unmarshal(raw, &b) != nil {
+		t.Fatalf("register %s: %s %s", id, resp.Status, raw)
+	}
+
+	// As the hub: take the unit's consumer away, and give it back later.
+	keys, err := broker.LoadOrCreateKeys(filepath.Join(h.Info().Data, "nats", "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := keys.IssueHubCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(h.Info().NATSURL, nats.UserCredentialBytes(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := protocol.UnitConsumer(string(id))
+	cons, err := js.Consumer(t.Context(), protocol.StreamDeliver, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cons.CachedInfo().Config
+	if err := js.DeleteConsumer(t.Context(), protocol.StreamDeliver, name); err != nil {
+		t.Fatal(err)
+	}
+	back := make(chan error, 1)
+	go func() {
+		time.Sleep(2 * time.Second)
+		_, err := js.CreateOrUpdateConsumer(t.Context(), protocol.StreamDeliver, cfg)
+		back <- err
+	}()
+
+	r := &run{o: Options{Size: 4 << 10, Log: slog.New(slog.DiscardHandler)}}
+	u, err := r.connect(t.Context(), id, []byte(b.KeyPEM), []byte(b.CertPEM), []byte(b.Creds), b.NATSURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.nc.Close()
+	for _, it := range u.its {
+		defer it.Stop()
+	}
+	if err := <-back; err != nil {
+		t.Fatal(err)
+	}
+}
