@@ -336,6 +336,7 @@ func (r *run) register(ctx context.Context) error {
 	r.units = make([]*unit, r.o.Units)
 	var next atomic.Int64
 	var done atomic.Int64
+	var failed atomic.Bool // the first error ends the run: the others stop too
 	errc := make(chan error, 16)
 	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
@@ -344,11 +345,12 @@ func (r *run) register(ctx context.Context) error {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= r.o.Units || ctx.Err() != nil {
+				if i >= r.o.Units || ctx.Err() != nil || failed.Load() {
 					return
 				}
 				u, err := r.addUnit(ctx, i)
 				if err != nil {
+					failed.Store(true)
 					errc <- err
 					return
 				}

@@ -6,8 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,5 +95,37 @@ func TestConnectWaitsForTheConsumer(t *testing.T) {
 	}
 	if err := <-back; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRegisterStopsAtTheFirstError: when one unit cannot be registered, the
+// bench stops registering the others and reports the error, instead of
+// registering and connecting every other unit first (before: a 10,000-unit
+// run failed at its 1,157th unit and went on for 10 more minutes).
+func TestRegisterStopsAtTheFirstError(t *testing.T) {
+	h := runningHub(t)
+	target, err := url.Parse(h.Info().HTTP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var posts atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == "POST" && r.URL.Path == "/api/v1/units" && posts.Add(1) == 1 {
+			http.Error(w, "the first registration fails", http.StatusInternalServerError)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	const units = 120
+	_, err = Run(t.Context(), Options{HubURL: srv.URL, Token: h.AdminToken(), Units: units, Docs: 1, Size: 4 << 10})
+	if err == nil || !strings.Contains(err.Error(), "the first registration fails") {
+		t.Fatalf("want the registration's error, got %v", err)
+	}
+	// 16 registrations run at once: each that was under way may finish,
+	// and none starts after.
+	if n := posts.Load(); n > 48 {
+		t.Fatalf("%d of %d units registered after the first failed", n-1, units)
 	}
 }
