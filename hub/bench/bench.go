@@ -348,6 +348,7 @@ func (r *run) register(ctx context.Context) error {
 	r.units = make([]*unit, r.o.Units)
 	var next atomic.Int64
 	var done atomic.Int64
+	var failed atomic.Bool // the first error ends the run: the others stop too
 	errc := make(chan error, 16)
 	var wg sync.WaitGroup
 	for w := 0; w < 16; w++ {
@@ -356,11 +357,12 @@ func (r *run) register(ctx context.Context) error {
 			defer wg.Done()
 			for {
 				i := int(next.Add(1)) - 1
-				if i >= r.o.Units || ctx.Err() != nil {
+				if i >= r.o.Units || ctx.Err() != nil || failed.Load() {
 					return
 				}
 				u, err := r.addUnit(ctx, i)
 				if err != nil {
+					failed.Store(true)
 					errc <- err
 					return
 				}
@@ -396,6 +398,10 @@ func (r *run) addUnit(ctx context.Context, i int) (*unit, error) {
 	return r.connect(ctx, id, []byte(b.KeyPEM), []byte(b.CertPEM), []byte(b.Creds), url)
 }
 
+// connectAttempts is how many times a unit's connection, and then the
+// lookup of its consumer, is tried before the run fails.
+const connectAttempts = 10
+
 // connect connects a unit as its agent would and consumes its deliveries
 // and notices.
 func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, creds []byte, url string) (*unit, error) {
@@ -411,7 +417,7 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		if err == nil {
 			break
 		}
-		if attempt == 5 || ctx.Err() != nil {
+		if attempt == connectAttempts || ctx.Err() != nil {
 			return nil, fmt.Errorf("unit %s: connect %s: %w", id, url, err)
 		}
 		r.o.Log.Warn("bench: connect, will retry", "unit", id, "err", err)
@@ -420,9 +426,20 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 	// One consumer for everything the unit receives, pulled as its agent
 	// pulls it: deliveries (what the agent would put into its inbox) and
 	// notices.
-	c, err := u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id)))
-	if err != nil {
-		return nil, err
+	// Looked up as an agent does too: again, while the hub's NATS does not
+	// answer in time (a loaded machine, thousands of units) or has not
+	// made the consumer yet.
+	var c jetstream.Consumer
+	for attempt := 1; ; attempt++ {
+		if c, err = u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id))); err == nil {
+			break
+		}
+		if attempt == connectAttempts || ctx.Err() != nil {
+			u.nc.Close()
+			return nil, fmt.Errorf("unit %s: its consumer: %w", id, err)
+		}
+		r.o.Log.Warn("bench: unit's consumer, will look again", "unit", id, "err", err)
+		time.Sleep(time.Second)
 	}
 	it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
 	if err != nil {
