@@ -114,10 +114,13 @@ func TestBenchFigures(t *testing.T) {
 // error, 1 MiB included (its JetStream ceiling published every container
 // at once and the server refused them, "429 too many requests"), and its
 // JSON reports, beside the slowest ceiling, the parts a document cost, the
-// summed-parts bound, the hub's idle CPU and the load average.
+// summed-parts bound, the hub's idle CPU and the load average; its --data
+// directory is made when missing.
 func TestBenchSizes(t *testing.T) {
 	work := t.TempDir()
-	code, out := benchOut(t, work, "--units", "3", "--docs", "160", "--size", "4KiB,1MiB", "--concurrency", "16", "--idle", "1s", "--evidence", "on", "--json")
+	// --data names a directory that does not exist yet: the bench makes it.
+	code, out := benchOut(t, work, "--units", "3", "--docs", "160", "--size", "4KiB,1MiB", "--concurrency", "16", "--idle", "1s", "--evidence", "on",
+		"--data", filepath.Join(work, "new", "bench-data"), "--json")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}

@@ -844,6 +844,8 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 			return nil, err
 		}
 		h.data, h.tmp = d, true
+	} else if err := os.MkdirAll(h.data, 0o750); err != nil {
+		return nil, fmt.Errorf("bench: --data: %w", err)
 	}
 	args := []string{"--data", h.data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0"}
 	cfg := o.HubConfig
