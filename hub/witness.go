@@ -110,14 +110,6 @@ func (c *WitnessConfig) Validate() error {
 	return nil
 }
 
-// witnessName is the key name of a unit's witness key.
-func witnessName(u document.UnitID) string { return service.WitnessName(u) }
-
-// checkWitnessKey returns the verifier of a unit's witness key.
-func checkWitnessKey(u document.UnitID, vkey string) (note.Verifier, error) {
-	return service.CheckWitnessKey(u, vkey)
-}
-
 // witnessService is the hub's side of witnessing.
 type witnessService struct {
 	h    *Hub
@@ -400,7 +392,7 @@ func (w *witnessService) register(ctx context.Context, unit document.UnitID, bin
 	if st.Unit != unit {
 		return refusal(reason.WitnessInvalid, "the statement is unit %s's", st.Unit)
 	}
-	if _, err := checkWitnessKey(unit, st.Key); err != nil {
+	if _, err := service.CheckWitnessKey(unit, st.Key); err != nil {
 		return refusal(reason.WitnessInvalid, "%v", err)
 	}
 	_, err := w.h.svc.ChangeUnit(ctx, unit, func(u registry.Unit, exists bool) (registry.Unit, error) {

@@ -54,7 +54,7 @@ type witnessOf struct {
 
 func newWitness(t *testing.T, h *running, a *agent) *witnessOf {
 	t.Helper()
-	skey, vkey, err := witness.NewKey(witnessName(a.id))
+	skey, vkey, err := witness.NewKey(service.WitnessName(a.id))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +119,7 @@ func TestWitnessService(t *testing.T) {
 
 	// A is registered with a witness key, as edx unit add does; B and C
 	// without.
-	skeyA, vkeyA, err := witness.NewKey(witnessName(uA))
+	skeyA, vkeyA, err := witness.NewKey(service.WitnessName(uA))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +131,7 @@ func TestWitnessService(t *testing.T) {
 		t.Fatalf("bundle: log key %q, witness key %q", bundle.LogKey, bundle.WitnessKey)
 	}
 	// A witness key of another unit's name is refused.
-	_, vkeyWrong, _ := witness.NewKey(witnessName(uB))
+	_, vkeyWrong, _ := witness.NewKey(service.WitnessName(uB))
 	if code := h.api("POST", "/api/v1/units", service.UnitRequest{ID: uC, Name: "C", WitnessKey: vkeyWrong}, nil); code != http.StatusBadRequest {
 		t.Fatalf("a witness key named for B registered for C: %d", code)
 	}
@@ -191,7 +191,7 @@ func TestWitnessService(t *testing.T) {
 	if err != nil || u.WitnessKey != wb.vkey || !bytes.Equal(u.WitnessBinding, binding) {
 		t.Fatalf("B's record: %q %v", u.WitnessKey, err)
 	}
-	_, other, _ := witness.NewKey(witnessName(uB))
+	_, other, _ := witness.NewKey(service.WitnessName(uB))
 	second, _ := container.SignWitnessKey(uB, other, time.Now(), b.signer)
 	_, err = wb.svc.Do(t.Context(), &protocol.WitnessRequest{Origin: h.tlog.Origin(), Op: protocol.WitnessRegister, Binding: second})
 	refusedWith(t, "B's second key", err, reason.WitnessKeyMismatch)

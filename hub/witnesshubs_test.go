@@ -36,7 +36,7 @@ func TestWitnessServicePerHub(t *testing.T) {
 		t.Fatalf("both hubs' logs are %s", o1)
 	}
 
-	skey, vkey, err := witness.NewKey(witnessName(uA))
+	skey, vkey, err := witness.NewKey(service.WitnessName(uA))
 	if err != nil {
 		t.Fatal(err)
 	}
