@@ -62,9 +62,14 @@ type TSAConfig struct {
 // one, what arrives during a write shares the next at once).
 const DefaultLogBatchMaxAge = 10 * time.Millisecond
 
+// DefaultLogBatchInterval is the hub's default tlog.batch_interval: on a
+// busy log, a write at most every 50ms (issue #11's cost: the log's writes
+// took 6.9% of the hub's CPU unpaced, 2.1% at 50ms, under edx bench).
+const DefaultLogBatchInterval = 50 * time.Millisecond
+
 // setEvidenceDefaults: the log under the data directory (DATA/tlog, key
 // DATA/tlog.key, made at first start, its public half written to
-// DATA/tlog.pub), batch_max_age 10ms, the TSA roots the trust's. The
+// DATA/tlog.pub), batch_max_age 10ms, batch_interval 50ms, the TSA roots the trust's. The
 // origin stays empty unless configured: the hub names its log after its id
 // (edx.local/hub/<hub id>), so that every hub has its own.
 func (c *Config) setEvidenceDefaults() {
@@ -80,6 +85,9 @@ func (c *Config) setEvidenceDefaults() {
 	under(&c.Tlog.KeyFile, "tlog.key")
 	if c.Tlog.BatchMaxAge == 0 {
 		c.Tlog.BatchMaxAge = DefaultLogBatchMaxAge
+	}
+	if c.Tlog.BatchInterval == 0 {
+		c.Tlog.BatchInterval = DefaultLogBatchInterval
 	}
 	if c.TSA.Roots == "" {
 		c.TSA.Roots = c.PKI.Trust

@@ -83,6 +83,12 @@ type Options struct {
 	// so the cost of the TSA and the archive mirror shows), "off" with the
 	// log disabled (tlog.disabled), "" as configured.
 	Evidence string
+	// Statuses, when not "", makes each recipient report 01 (delivered) on
+	// each document it is delivered, as its agent would: "signed" with the
+	// unit's key over the status and the container's digest
+	// (container.SignStatus), "unsigned" as agents did before #11. The run
+	// then also waits for the sender to be told of every status.
+	Statuses string
 	// Idle is how long the hub's CPU is measured with every unit
 	// connected and nothing sent, before the run (default 10s; negative:
 	// not measured). Only for the hub the bench started.
@@ -209,6 +215,17 @@ type Result struct {
 	LogEntries       int           `json:"log_entries,omitempty"`
 	LogAppendsPerSec float64       `json:"log_appends_per_sec,omitempty"`
 	LogAppendMean    time.Duration `json:"log_append_mean,omitempty"`
+	// Statuses is Options.Statuses; StatusNotices the statuses the
+	// senders were told of (StatusesSigned of them with the recipient's
+	// signature, as the hub verified and archived it), Status the time from a document's submission
+	// to its sender told of a recipient's status, StatusesMissing those
+	// never told of (a status not recorded is not counted as lost: the
+	// document was delivered).
+	Statuses        string  `json:"statuses,omitempty"`
+	StatusNotices   int     `json:"status_notices,omitempty"`
+	StatusesSigned  int     `json:"statuses_signed,omitempty"`
+	StatusesMissing int     `json:"statuses_missing,omitempty"`
+	Status          Latency `json:"status"`
 }
 
 // unit is one simulated agent.
@@ -239,9 +256,12 @@ type run struct {
 	acc     map[document.ID]map[uint64]time.Time // accepted notices by stream sequence
 	del     map[string]map[uint64]time.Time      // deliveries (doc/recipient) by stream sequence
 	rej     map[document.ID]bool
+	stat    map[string]time.Time // statuses (doc/recipient) as their senders were told
+	signed  int                  // of those, told with the recipient's signature
 	slots   chan struct{}
 	nAcc    atomic.Int64
 	nDel    atomic.Int64
+	nStat   atomic.Int64
 	idle    time.Duration // measured, or 0
 	idleCPU float64
 	conns   *hubConns // to count what the hub stores; nil with HubURL
@@ -253,7 +273,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
 	load := loadAvg()
 	r := &run{o: o, sent: map[document.ID]time.Time{}, expect: map[document.ID][]document.UnitID{},
-		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}, rej: map[document.ID]bool{}}
+		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}, rej: map[document.ID]bool{},
+		stat: map[string]time.Time{}}
 	if o.HubURL != "" {
 		r.base, r.token, r.natsURL = strings.TrimRight(o.HubURL, "/"), o.Token, o.NATSURL
 	} else {
@@ -509,6 +530,20 @@ func (r *run) notice(m jetstream.Msg) {
 		}
 		r.mu.Unlock()
 		r.o.Log.Warn("bench: rejected", "doc_id", n.DocumentID, "reasons", n.Reasons)
+	case protocol.NoticeStatus:
+		if n.Status == nil {
+			return
+		}
+		k := string(n.DocumentID) + "/" + string(n.Status.Unit)
+		r.mu.Lock()
+		if _, ok := r.stat[k]; !ok {
+			r.stat[k] = now
+			r.nStat.Add(1)
+			if len(n.StatusSignature) > 0 {
+				r.signed++
+			}
+		}
+		r.mu.Unlock()
 	}
 }
 
@@ -528,12 +563,47 @@ func (r *run) delivered(u *unit, m jetstream.Msg) {
 	}
 	k := string(d.DocumentID) + "/" + string(u.id)
 	r.mu.Lock()
-	if r.del[k] == nil {
+	first := r.del[k] == nil
+	if first {
 		r.del[k] = map[uint64]time.Time{}
 		r.nDel.Add(1)
 	}
 	r.del[k][seq(m)] = now
 	r.mu.Unlock()
+	if first && r.o.Statuses != "" {
+		go r.report(u, d.DocumentID, d.Container.SHA256)
+	}
+}
+
+// report sends a recipient's 01 (delivered) on a document, as its agent
+// would once the document is in its inbox: signed over the status and the
+// container's digest when Options.Statuses is "signed".
+func (r *run) report(u *unit, doc document.ID, sha string) {
+	rep := &protocol.StatusReport{Status: document.Status{DocumentID: doc, Unit: u.id, Code: document.StatusDelivered,
+		Time: time.Now().UTC().Truncate(time.Millisecond)}}
+	if r.o.Statuses == "signed" {
+		sig, err := container.SignStatus(rep.Status, sha, u.signer)
+		if err != nil {
+			r.o.Log.Warn("bench: sign status", "unit", u.id, "doc_id", doc, "err", err)
+			return
+		}
+		rep.Signature = sig
+	}
+	m, err := protocol.StatusReportMsg(rep)
+	if err != nil {
+		r.o.Log.Warn("bench: status", "unit", u.id, "doc_id", doc, "err", err)
+		return
+	}
+	for attempt := 1; attempt <= 5; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		_, err = u.js.PublishMsg(ctx, m)
+		cancel()
+		if err == nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
+	r.o.Log.Warn("bench: report status", "unit", u.id, "doc_id", doc, "err", err)
 }
 
 // doc builds one signed container from a random unit to random others.
@@ -649,7 +719,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	last, lastN := time.Now(), int64(-1)
 	stalled := false
 	for {
-		a, d := r.nAcc.Load(), r.nDel.Load()
+		a, d, st := r.nAcc.Load(), r.nDel.Load(), r.nStat.Load()
 		o.Progress("send", int(a), o.Docs)
 		r.mu.Lock()
 		rej := len(r.rej)
@@ -658,10 +728,10 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			want += len(r.expect[id])
 		}
 		r.mu.Unlock()
-		if int(a)+rej >= o.Docs && int(d) >= want {
+		if int(a)+rej >= o.Docs && int(d) >= want && (o.Statuses == "" || int(st) >= want) {
 			break
 		}
-		if n := a + d + int64(rej); n != lastN {
+		if n := a + d + st + int64(rej); n != lastN {
 			last, lastN = time.Now(), n
 		} else if time.Since(last) > o.Wait {
 			stalled = true // what is missing is counted below
@@ -684,7 +754,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var accs, dels []time.Duration
+	var accs, dels, stats []time.Duration
 	end := start
 	for id, t0 := range r.sent {
 		seqs, ok := r.acc[id]
@@ -708,8 +778,21 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			if t.After(end) {
 				end = t
 			}
+			if o.Statuses == "" {
+				continue
+			}
+			ts, ok := r.stat[string(id)+"/"+string(u)]
+			if !ok {
+				res.StatusesMissing++
+				continue
+			}
+			stats = append(stats, ts.Sub(t0))
+			if ts.After(end) {
+				end = ts
+			}
 		}
 	}
+	res.Statuses, res.StatusNotices, res.StatusesSigned, res.Status = o.Statuses, len(stats), r.signed, summarize(stats)
 	res.Rejected = len(r.rej)
 	res.Undecided += o.Docs - len(r.sent) // never sent (a cancelled run)
 	res.Lost = res.Undecided + res.Undelivered

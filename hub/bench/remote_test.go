@@ -55,6 +55,29 @@ func TestRemoteHub(t *testing.T) {
 	}
 }
 
+// TestStatuses: with Options.Statuses, every recipient reports 01 on each
+// delivery, as its agent would, and the run waits until every sender is
+// told: signed, each notice carries the recipient's signature as the hub
+// verified and archived it; unsigned, none does.
+func TestStatuses(t *testing.T) {
+	h := runningHub(t)
+	for _, mode := range []string{"signed", "unsigned"} {
+		res, err := Run(t.Context(), Options{HubURL: h.Info().HTTP, Token: h.AdminToken(), Units: 3, Docs: 20, Size: 4 << 10, Concurrency: 8, Statuses: mode})
+		if err != nil {
+			t.Fatal(err)
+		}
+		signed := res.StatusNotices
+		if mode == "unsigned" {
+			signed = 0
+		}
+		if res.Lost != 0 || res.Deliveries == 0 || res.StatusNotices != res.Deliveries || res.StatusesMissing != 0 ||
+			res.StatusesSigned != signed || res.Status.N != res.Deliveries || res.Status.P50 < res.Delivered.P50 {
+			t.Fatalf("%s: %d deliveries, %d statuses told (%d signed), %d missing; status p50 %s, delivered p50 %s",
+				mode, res.Deliveries, res.StatusNotices, res.StatusesSigned, res.StatusesMissing, res.Status.P50, res.Delivered.P50)
+		}
+	}
+}
+
 // TestRemoteHubRejections: with units registered before (a units
 // directory, as edx unit add writes it), one of which signs with a
 // certificate the hub does not trust, the bench ends once every document

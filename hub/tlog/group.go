@@ -23,11 +23,17 @@ import (
 // a write waits for that write and its own, never BatchMaxAge on top: on a
 // busy log the age only added to every entry's wait (a worker's decision
 // waits for its entry), without making the batches any larger.
+//
+// On a busy log, BatchInterval paces the writes: the next batch starts no
+// sooner than that after the previous one started. A write costs about the
+// same CPU (system calls, syncs) whatever its size, so the pace trades at
+// most BatchInterval of wait per entry for fewer, larger writes.
 type group struct {
 	add    tessera.AddFn
 	off    bool          // hand each entry over at once (BenchmarkAppendRate compares)
 	linger time.Duration // how long a batch started on an idle log gathers
 	max    int           // most entries handed over at once (BatchMaxSize)
+	pace   time.Duration // least time from one batch's start to the next's
 
 	mu    sync.Mutex
 	queue []pending
@@ -81,6 +87,7 @@ func (g *group) run() {
 		time.Sleep(g.linger)
 	}
 	for {
+		started := time.Now()
 		g.mu.Lock()
 		batch := g.queue
 		if g.max > 0 && len(batch) > g.max {
@@ -102,6 +109,9 @@ func (g *group) run() {
 		for i, f := range futures {
 			idx, err := f()
 			batch[i].done <- addResult{idx, err}
+		}
+		if rest := g.pace - time.Since(started); rest > 0 {
+			time.Sleep(rest)
 		}
 	}
 }

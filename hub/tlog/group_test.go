@@ -69,3 +69,51 @@ func TestGroupCutsTheBatches(t *testing.T) {
 		t.Fatalf("tessera cutting: age %s, linger %s", age, linger)
 	}
 }
+
+// TestGroupPacesABusyLog: with BatchInterval, a busy log starts a batch no
+// sooner than the interval after the previous one started, and everything
+// that arrived meanwhile goes into it; nothing is lost or reordered.
+func TestGroupPacesABusyLog(t *testing.T) {
+	const pace = 30 * time.Millisecond
+	var mu sync.Mutex
+	var next uint64
+	var starts []time.Time // when each batch's first entry was handed over
+	fresh := true          // the next hand-over starts a batch: the last one's were resolved
+	add := func(_ context.Context, e *tessera.Entry) tessera.IndexFuture {
+		mu.Lock()
+		idx := next
+		next++
+		if fresh {
+			starts = append(starts, time.Now())
+			fresh = false
+		}
+		mu.Unlock()
+		return func() (tessera.Index, error) {
+			mu.Lock()
+			fresh = true
+			mu.Unlock()
+			return tessera.Index{Index: idx}, nil
+		}
+	}
+	g := &group{add: add, max: 256, pace: pace}
+	ctx := context.Background()
+	var waits []func() (tessera.Index, error)
+	for end := time.Now().Add(10 * pace); time.Now().Before(end); {
+		waits = append(waits, g.Add(ctx, tessera.NewEntry([]byte("e"))))
+		time.Sleep(time.Millisecond)
+	}
+	for i, w := range waits {
+		if idx, err := w(); err != nil || idx.Index != uint64(i) {
+			t.Fatalf("entry %d: index %d, %v: want %d in the order added", i, idx.Index, err, i)
+		}
+	}
+	g.wait()
+	for i := 1; i < len(starts); i++ {
+		if gap := starts[i].Sub(starts[i-1]); gap < pace {
+			t.Fatalf("batch %d started %s after the previous one, want at least %s", i, gap, pace)
+		}
+	}
+	if len(starts) > 12 || len(waits) < 2*len(starts) {
+		t.Fatalf("%d entries in %d batches over %s: want at most 12, larger than one or two entries", len(waits), len(starts), 10*pace)
+	}
+}
