@@ -208,7 +208,7 @@ func archiveDoc(ctx context.Context, arch *archive.Store, unit, hub *pki.Signer,
 	}
 	st := index.StatusEntry{Status: document.Status{DocumentID: d.ID, Unit: to, Code: document.StatusDelivered, Time: at.Add(time.Second)},
 		ReceivedAt: at.Add(time.Second)}
-	b, err := projection.EncodeStatus(st)
+	b, err := projection.EncodeStatus(st, nil)
 	if err != nil {
 		return err
 	}

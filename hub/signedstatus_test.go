@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"github.com/edxhub/edx/pkg/audit"
 	"io"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -68,7 +71,8 @@ func (r *running) fetch(path string) (int, []byte) {
 }
 
 // TestSignedStatuses: through the real hub, NATS and S3. A recipient's
-// signed 01 is verified, archived beside the status, indexed with its
+// signed 01 is verified, archived with the status (one object; the audit
+// bundle gives it on its own too), indexed with its
 // digest, passed to the sender with the notice, served by the API, and
 // verified by openssl cms -verify alone. An unsigned status (an old agent)
 // is recorded as unsigned by default; a status signed by another unit, over
@@ -78,6 +82,7 @@ func (r *running) fetch(path string) (int, []byte) {
 // (status.unsigned).
 func TestSignedStatuses(t *testing.T) {
 	cfg := testConfig(t)
+	cfg.Tlog.TimestampInterval = time.Second // the audit bundle waits for a time-stamp
 	h := startHub(t, cfg)
 	a, b := h.register(uA), h.register(uB)
 	id := a.send(a.signer, uB)
@@ -124,11 +129,34 @@ func TestSignedStatuses(t *testing.T) {
 			t.Fatalf("the statement %s lacks %s", stmt, want)
 		}
 	}
-	// The archive holds it beside the status.
+	// The archive holds it with the status, in one object.
 	eventually(t, "archived", func() bool {
-		_, _, err := h.arch.Get(t.Context(), projection.StatusSignatureKey(&st))
-		return err == nil
+		b, _, err := h.arch.Get(t.Context(), projection.StatusKey(&st))
+		if err != nil {
+			return false
+		}
+		_, sig, err := projection.DecodeStatus(b)
+		return err == nil && len(sig) > 0 && bytes.Equal(sig, n.StatusSignature)
 	})
+	if _, _, err := h.arch.Get(t.Context(), projection.StatusSignatureKey(&st)); err == nil {
+		t.Fatal("the signature is also archived in an object of its own: one write per status")
+	}
+	// The audit bundle gives it on its own too, for OpenSSL, beside the
+	// archived status.
+	var bb []byte
+	eventually(t, "the bundle (once time-stamped)", func() bool {
+		var code int
+		code, bb = h.fetch("/api/v1/documents/" + string(id) + "/bundle")
+		return code == http.StatusOK
+	})
+	bundle, err := audit.Parse(bb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(projection.StatusSignatureKey(&st), projection.StatusPrefix(id))
+	if !bytes.Equal(bundle.Statuses[name], n.StatusSignature) || bundle.Statuses[strings.TrimSuffix(name, ".p7s")+".json"] == nil {
+		t.Fatalf("the bundle's statuses %v lack %s", slices.Collect(maps.Keys(bundle.Statuses)), name)
+	}
 
 	// An old agent's unsigned status: recorded, unsigned.
 	b.report(document.Status{DocumentID: id, Unit: uB, Time: time.Now().UTC(), Code: document.StatusAccepted}, nil, "")

@@ -152,7 +152,7 @@ func (f *fx) status(id document.ID, code document.StatusCode, flagged bool) inde
 	now := time.Now().UTC().Truncate(time.Microsecond)
 	e := index.StatusEntry{Status: document.Status{DocumentID: id, Unit: uB, Code: code, Time: now, Description: "Văn thư đã nhận"},
 		Flagged: flagged, ReceivedAt: now}
-	b, _ := projection.EncodeStatus(e)
+	b, _ := projection.EncodeStatus(e, nil)
 	if _, err := f.arch.Put(f.t.Context(), projection.StatusKey(&e.Status), b, "application/json", nil); err != nil {
 		f.t.Fatal(err)
 	}

@@ -1,14 +1,11 @@
 package pipeline
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 
-	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/projection"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
@@ -20,8 +17,8 @@ import (
 // and every later status with the unit's key (container.SignStatus: the
 // status and the SHA-256 of the container it is about, an attached CMS),
 // so that an auditor can prove receipt by the recipient, not only routing
-// by the hub. The hub checks the signature, archives it beside the status
-// (projection.StatusSignatureKey), records its digest in the index
+// by the hub. The hub checks the signature, archives it with the status
+// (projection.EncodeStatus: one object, one write), records its digest in the index
 // (index.StatusEntry.SignatureSHA256) and passes it to the sender with the
 // status notice.
 
@@ -34,10 +31,11 @@ const (
 	UnsignedRefuse = "refuse"
 )
 
-// statusSignature checks the unit's signature on a status report and
-// archives it. It returns the signature's digest ("" for an unsigned status
-// the configuration lets through), or the reason to refuse the status, or
-// an error to retry on (the archive, the registry, a stale CRL).
+// statusSignature checks the unit's signature on a status report (the
+// caller archives it with the status). It returns the signature's digest
+// ("" for an unsigned status the configuration lets through), or the
+// reason to refuse the status, or an error to retry on (the registry, a
+// stale CRL).
 //
 // The signature must verify now against the hub's trust (chain, key usage,
 // revocation) as a document signer's, be by the certificate the unit is
@@ -83,46 +81,22 @@ func (p *Pipeline) statusSignature(ctx context.Context, unit document.UnitID, re
 	case !ok:
 		return refuse(reason.StatusSignature, "signed with certificate %s; unit %s is registered with certificate %s", v.Signature.SignerSerial, unit, registered)
 	}
-	sig, err := p.archiveSignature(ctx, &rep.Status, rep.Signature)
-	if err != nil {
-		return "", nil, err
-	}
 	p.m.statusSigned.WithLabelValues("signed").Inc()
-	sum := sha256.Sum256(sig)
+	sum := sha256.Sum256(rep.Signature)
 	return hex.EncodeToString(sum[:]), nil, nil
 }
 
-// archiveSignature archives a status's signature beside it, once, and
-// returns the one archived: the signature of a status sent again (signed
-// again: ECDSA signatures differ each time) is the first one.
-func (p *Pipeline) archiveSignature(ctx context.Context, st *document.Status, sig []byte) ([]byte, error) {
-	key := projection.StatusSignatureKey(st)
-	_, err := p.arch.Put(ctx, key, sig, "application/pkcs7-mime", nil)
-	switch {
-	case err == nil:
-		return sig, nil
-	case !errors.Is(err, archive.ErrConflict):
-		return nil, retry("pipeline: archive status signature %s: %w", key, err)
-	}
-	old, _, err := p.arch.Get(ctx, key)
-	if err != nil {
-		return nil, retry("pipeline: archived status signature %s: %w", key, err)
-	}
-	if !bytes.Equal(old, sig) {
-		p.log.Info("status signed again: the signature archived first stands", "doc_id", st.DocumentID, "unit", st.Unit, "code", st.Code)
-	}
-	return old, nil
-}
-
 // signatureOf returns the archived signature of a recorded status whose
-// digest is sum, for the notice to the sender: the report's own when it is
-// that one, else the archive's.
-func (p *Pipeline) signatureOf(ctx context.Context, st *document.Status, rep []byte, sum string) []byte {
+// digest is sum, for the notice to the sender: the one archived with the
+// status (archived, from archiveStatus) when it is that one, else, for a
+// status archived before signatures went into its object, the signature
+// beside it.
+func (p *Pipeline) signatureOf(ctx context.Context, st *document.Status, archived []byte, sum string) []byte {
 	if sum == "" {
 		return nil
 	}
-	if d := sha256.Sum256(rep); len(rep) > 0 && hex.EncodeToString(d[:]) == sum {
-		return rep
+	if d := sha256.Sum256(archived); len(archived) > 0 && hex.EncodeToString(d[:]) == sum {
+		return archived
 	}
 	b, _, err := p.arch.Get(ctx, projection.StatusSignatureKey(st))
 	if err != nil {

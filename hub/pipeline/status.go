@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -146,6 +147,7 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 			return refuse(reason.StatusTime, err.Error())
 		}
 	}
+	var sig []byte // the signature archived with the status
 	if again == nil || again.ReceivedAt.IsZero() {
 		sum, why, err := p.statusSignature(ctx, unit, rep, doc)
 		if err != nil {
@@ -155,11 +157,14 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 			return refuse(why.Code, why.Message)
 		}
 		entry.SignatureSHA256 = sum
+		if sum != "" {
+			sig = rep.Signature
+		}
 	} else {
 		// Recorded before: the archived entry (and signature) stands.
 		entry.SignatureSHA256 = again.SignatureSHA256
 	}
-	if entry, err = p.archiveStatus(ctx, entry); err != nil {
+	if entry, sig, err = p.archiveStatus(ctx, entry, sig); err != nil {
 		return err
 	}
 	logged := p.logStatus(ctx, doc, entry)
@@ -175,7 +180,7 @@ func (p *Pipeline) status(ctx context.Context, msg jetstream.Msg) error {
 	}
 	p.waitApplied(ctx, seq)
 	notice := &protocol.Notice{Type: protocol.NoticeStatus, DocumentID: st.DocumentID, Time: st.Time, Status: st,
-		StatusSignature: p.signatureOf(ctx, st, rep.Signature, entry.SignatureSHA256)}
+		StatusSignature: p.signatureOf(ctx, st, sig, entry.SignatureSHA256)}
 	if st.Code.BySender() {
 		// The sender takes the document back: every recipient is told, on
 		// its own notice subject (one Msg-Id each, the stream de-duplicates
@@ -229,33 +234,44 @@ func (p *Pipeline) logStatus(ctx context.Context, doc *accepted, e index.StatusE
 	}
 }
 
-// archiveStatus archives a recorded status beside its document, once. When
-// the archive already holds it (a redelivery, or the same status recorded
-// by another hub), the archived entry is the truth, and it is returned.
-func (p *Pipeline) archiveStatus(ctx context.Context, e index.StatusEntry) (index.StatusEntry, error) {
+// archiveStatus archives a recorded status beside its document, once,
+// with its unit's signature (sig, nil for an unsigned status) in the same
+// object. When the archive already holds it (a redelivery, or the same
+// status recorded by another hub), the archived entry and signature are
+// the truth, and they are returned: a status signed again (ECDSA
+// signatures differ each time) keeps the signature archived first.
+func (p *Pipeline) archiveStatus(ctx context.Context, e index.StatusEntry, sig []byte) (index.StatusEntry, []byte, error) {
 	key := projection.StatusKey(&e.Status)
-	body, err := projection.EncodeStatus(e)
+	body, err := projection.EncodeStatus(e, sig)
 	if err != nil {
-		return e, retry("pipeline: status %s: %w", e.DocumentID, err)
+		return e, nil, retry("pipeline: status %s: %w", e.DocumentID, err)
 	}
 	_, err = p.arch.Put(ctx, key, body, "application/json", nil)
 	switch {
 	case err == nil:
-		return e, nil
+		return e, sig, nil
 	case !errors.Is(err, archive.ErrConflict):
-		return e, retry("pipeline: archive status %s: %w", e.DocumentID, err)
+		return e, nil, retry("pipeline: archive status %s: %w", e.DocumentID, err)
 	}
 	b, _, err := p.arch.Get(ctx, key)
 	if err != nil {
-		return e, retry("pipeline: archived status %s: %w", key, err)
+		return e, nil, retry("pipeline: archived status %s: %w", key, err)
 	}
-	old, err := projection.DecodeStatus(b)
+	old, oldSig, err := projection.DecodeStatus(b)
 	if err != nil || old.ReceivedAt.IsZero() {
 		// Archived before flags were kept, or unreadable: the index will
 		// flag it as it always did; this hub's entry stands.
-		return e, nil
+		return e, sig, nil
 	}
-	return old, nil
+	if oldSig == nil && old.SignatureSHA256 != "" {
+		// Archived before signatures went into the status's object: the
+		// signature is beside it (signatureOf reads it).
+		return old, nil, nil
+	}
+	if sig != nil && !bytes.Equal(oldSig, sig) {
+		p.log.Info("status signed again: the signature archived first stands", "doc_id", e.DocumentID, "unit", e.Unit, "code", e.Code)
+	}
+	return old, oldSig, nil
 }
 
 // refuseStatus archives a refused status under rejected/ with its reasons,

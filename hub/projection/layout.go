@@ -12,9 +12,11 @@
 //	<yyyy>/<mm>/<dd>/<id>/container.asice        the signed container, byte for byte
 //	<yyyy>/<mm>/<dd>/<id>/receipt.p7s            the hub's signed receipt
 //	<yyyy>/<mm>/<dd>/<id>/status/<unit>-<code>-<unix ns>.json
-//	                                             a recorded status (index.StatusEntry)
+//	                                             a recorded status (index.StatusEntry) with the
+//	                                             unit's signature over it (container.SignStatus)
 //	<yyyy>/<mm>/<dd>/<id>/status/<unit>-<code>-<unix ns>.p7s
-//	                                             the unit's signature over it (container.SignStatus)
+//	                                             that signature, in archives written before it
+//	                                             went into the status's object (read, not written)
 //	units/<unit>/<unix ns>.json                  a unit's record after each change (index.Unit)
 //	rejected/<yyyy>/<mm>/<dd>/<ref>/reasons.json a refused submission or status (RejectedRecord)
 //	rejected/<yyyy>/<mm>/<dd>/<ref>/<name>       what is kept of its bytes (RejectedContainer, ...)
@@ -84,9 +86,11 @@ func StatusKey(s *document.Status) string {
 	return fmt.Sprintf("%s%s-%s-%d.json", StatusPrefix(s.DocumentID), s.Unit, s.Code, s.Time.UnixNano())
 }
 
-// StatusSignatureKey is where the reporting unit's signature over a
-// recorded status (container.SignStatus, DER CMS) is archived: beside the
-// status, under the same name with .p7s.
+// StatusSignatureKey is where archives written before signatures went
+// into the status's object (EncodeStatus) hold the reporting unit's
+// signature over a recorded status (container.SignStatus, DER CMS): beside
+// the status, under the same name with .p7s. It is read, no longer
+// written; it is also the name the signature gets in an audit bundle.
 func StatusSignatureKey(s *document.Status) string {
 	return strings.TrimSuffix(StatusKey(s), ".json") + statusSignatureExt
 }

@@ -160,7 +160,8 @@ func Rebuild(ctx context.Context, a Archive, ix Index, trust *pki.Trust, now fun
 		if err != nil {
 			return index.StatusEntry{}, err
 		}
-		return DecodeStatus(b)
+		e, _, err := DecodeStatus(b)
+		return e, err
 	}, func(keys []string, es []index.StatusEntry, errs []error) error {
 		batch, bkeys := make([]index.StatusEntry, 0, len(es)), make([]string, 0, len(es))
 		for i, err := range errs {

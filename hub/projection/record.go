@@ -157,21 +157,34 @@ func Statuses(ctx context.Context, a Archive, id document.ID) ([]index.StatusEnt
 	return out, nil
 }
 
-// EncodeStatus is the archived form of a recorded status: the status with
-// the flag and the reception time the index keeps, so that a rebuilt index
-// holds the same history as the indexes that applied the status event.
-func EncodeStatus(e index.StatusEntry) ([]byte, error) {
-	return json.Marshal(e)
+// archivedStatus is the archived form of a recorded status: the status
+// with the flag and the reception time the index keeps, so that a rebuilt
+// index holds the same history as the indexes that applied the status
+// event, and, for a signed status, the unit's signature (container.
+// SignStatus, DER) whose SHA-256 the entry names: one object per status,
+// one write. (Archives from before kept the signature in an object of its
+// own beside the status, StatusSignatureKey; readers take either.)
+type archivedStatus struct {
+	index.StatusEntry
+	Signature []byte `json:"signature,omitempty"`
 }
 
-// DecodeStatus reads an archived status. One archived before flags were
-// kept has a zero ReceivedAt: the index then computes its flag.
-func DecodeStatus(b []byte) (index.StatusEntry, error) {
-	var e index.StatusEntry
-	if err := json.Unmarshal(b, &e); err != nil {
-		return e, fmt.Errorf("projection: status: %w", err)
+// EncodeStatus is the archived form of a recorded status and its unit's
+// signature (nil for an unsigned status).
+func EncodeStatus(e index.StatusEntry, sig []byte) ([]byte, error) {
+	return json.Marshal(archivedStatus{StatusEntry: e, Signature: sig})
+}
+
+// DecodeStatus reads an archived status and the signature archived with
+// it (nil for an unsigned one, or one archived before signatures were kept
+// in the status's object). One archived before flags were kept has a zero
+// ReceivedAt: the index then computes its flag.
+func DecodeStatus(b []byte) (index.StatusEntry, []byte, error) {
+	var a archivedStatus
+	if err := json.Unmarshal(b, &a); err != nil {
+		return a.StatusEntry, nil, fmt.Errorf("projection: status: %w", err)
 	}
-	return e, nil
+	return a.StatusEntry, a.Signature, nil
 }
 
 // Flag reports whether st is out of order (document.InOrder) after the

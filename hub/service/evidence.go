@@ -142,6 +142,14 @@ func (svc *Service) Bundle(ctx context.Context, who *auth.Identity, id document.
 			return nil, err
 		}
 		b.Statuses[strings.TrimPrefix(o.Key, prefix)] = data
+		// A signature archived with its status is also given on its own,
+		// named as it was archived beside the status before, for OpenSSL.
+		if k, err := projection.ParseKey(o.Key); err == nil && k.Kind == projection.KindStatus {
+			if _, sig, err := projection.DecodeStatus(data); err == nil && sig != nil {
+				st := document.Status{DocumentID: id, Unit: k.Unit, Code: k.Code, Time: k.At}
+				b.Statuses[strings.TrimPrefix(projection.StatusSignatureKey(&st), prefix)] = sig
+			}
+		}
 	}
 	return b.Marshal()
 }

@@ -15,8 +15,10 @@ import (
 
 // StatusSignature returns the reporting unit's signature over one status of
 // a document's history (container.SignStatus), by its SHA-256 (the
-// history's signature_sha256), as archived beside the status; the entry it
-// signs comes with it. For those who may verify, as the receipt.
+// history's signature_sha256), as archived with the status (or beside it,
+// in archives written before signatures went into the status's object);
+// the entry it signs comes with it. For those who may verify, as the
+// receipt.
 func (svc *Service) StatusSignature(ctx context.Context, who *auth.Identity, id document.ID, sum string) ([]byte, *index.StatusEntry, error) {
 	d, err := svc.Document(ctx, who, id)
 	if err != nil {
@@ -41,12 +43,18 @@ func (svc *Service) StatusSignature(ctx context.Context, who *auth.Identity, id 
 			return nil, nil, err
 		}
 		k, err := projection.ParseKey(o.Key)
-		if err != nil || k.Kind != projection.KindStatusSignature || k.Unit != e.Unit || k.Code != e.Code || k.At.UnixMicro() != e.Time.UnixMicro() {
+		if err != nil || (k.Kind != projection.KindStatusSignature && k.Kind != projection.KindStatus) ||
+			k.Unit != e.Unit || k.Code != e.Code || k.At.UnixMicro() != e.Time.UnixMicro() {
 			continue
 		}
 		b, _, err := svc.d.Archive.Get(ctx, o.Key)
 		if err != nil {
 			return nil, nil, err
+		}
+		if k.Kind == projection.KindStatus {
+			if _, b, err = projection.DecodeStatus(b); err != nil || b == nil {
+				continue // unreadable, or its signature is beside it
+			}
 		}
 		if got := sha256.Sum256(b); hex.EncodeToString(got[:]) != strings.ToLower(sum) {
 			continue // another signature of the same status (none is archived twice)
