@@ -2,7 +2,12 @@ package tlog
 
 import (
 	"context"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/transparency-dev/tessera"
@@ -24,16 +29,19 @@ import (
 // busy log the age only added to every entry's wait (a worker's decision
 // waits for its entry), without making the batches any larger.
 //
-// On a busy log, BatchInterval paces the writes: the next batch starts no
-// sooner than that after the previous one started. A write costs about the
-// same CPU (system calls, syncs) whatever its size, so the pace trades at
-// most BatchInterval of wait per entry for fewer, larger writes.
+// While the hub is busy, BatchInterval paces the writes: the next batch
+// starts no sooner than that after the previous one started. A write costs
+// about the same CPU (system calls, syncs) whatever its size, so the pace
+// trades at most BatchInterval of wait per entry for fewer, larger writes:
+// worth it only while CPU is what the hub lacks (cpuGauge), not on a hub
+// with CPU to spare, where the wait would be latency for nothing.
 type group struct {
 	add    tessera.AddFn
 	off    bool          // hand each entry over at once (BenchmarkAppendRate compares)
 	linger time.Duration // how long a batch started on an idle log gathers
 	max    int           // most entries handed over at once (BatchMaxSize)
-	pace   time.Duration // least time from one batch's start to the next's
+	pace   time.Duration // least time from one batch's start to the next's, while busy
+	hot    func() bool   // whether to pace now, the hub being busy (nil: always)
 
 	mu    sync.Mutex
 	queue []pending
@@ -110,7 +118,7 @@ func (g *group) run() {
 			idx, err := f()
 			batch[i].done <- addResult{idx, err}
 		}
-		if rest := g.pace - time.Since(started); rest > 0 {
+		if rest := g.pace - time.Since(started); rest > 0 && (g.hot == nil || g.hot()) {
 			time.Sleep(rest)
 		}
 	}
@@ -134,3 +142,81 @@ var groupCommit, groupCuts = true, true
 
 // wait returns once nothing is queued or being handed over.
 func (g *group) wait() { g.idle.Wait() }
+
+// cpuGauge tells whether CPU is what the hub lacks: whether the machine's
+// CPUs (from /proc/stat: the hub shares them with whatever runs beside it)
+// or, where that cannot be read, this process's share of GOMAXPROCS, were
+// at least limit busy over the last quarter of a second or so. The log
+// paces its writes only then.
+type cpuGauge struct {
+	limit float64
+	mu    sync.Mutex
+	at    time.Time
+	used  time.Duration // this process's CPU time at at
+	busy  uint64        // the machine's busy and total ticks at at
+	total uint64
+	hot   bool
+}
+
+// Busy implements group.hot.
+func (c *cpuGauge) Busy() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now := time.Now()
+	d := now.Sub(c.at)
+	if d < 250*time.Millisecond {
+		return c.hot
+	}
+	first := c.at.IsZero()
+	c.at = now
+	if busy, total, ok := machineCPU(); ok {
+		if !first && total > c.total {
+			c.hot = float64(busy-c.busy) >= c.limit*float64(total-c.total)
+		}
+		c.busy, c.total = busy, total
+		return c.hot
+	}
+	used := processCPU()
+	if !first && used > 0 {
+		c.hot = float64(used-c.used) >= c.limit*float64(d)*float64(runtime.GOMAXPROCS(0))
+	}
+	c.used = used
+	return c.hot
+}
+
+// busyCPU is the share of the CPUs above which the hub counts as busy.
+const busyCPU = 0.8
+
+// machineCPU reads the machine's busy and total CPU ticks from /proc/stat
+// (idle and iowait are not busy).
+func machineCPU() (busy, total uint64, ok bool) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, 0, false
+	}
+	for i, v := range f[1:min(len(f), 9)] { // user nice system idle iowait irq softirq steal
+		n, err := strconv.ParseUint(v, 10, 64)
+		if err != nil {
+			return 0, 0, false
+		}
+		total += n
+		if i != 3 && i != 4 {
+			busy += n
+		}
+	}
+	return busy, total, true
+}
+
+// processCPU is the CPU time this process has used (0 if unknown).
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}

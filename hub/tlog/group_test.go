@@ -2,6 +2,7 @@ package tlog
 
 import (
 	"context"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
@@ -70,10 +71,22 @@ func TestGroupCutsTheBatches(t *testing.T) {
 	}
 }
 
-// TestGroupPacesABusyLog: with BatchInterval, a busy log starts a batch no
-// sooner than the interval after the previous one started, and everything
-// that arrived meanwhile goes into it; nothing is lost or reordered.
+// TestGroupPacesABusyLog: with BatchInterval, a busy hub's log starts a
+// batch no sooner than the interval after the previous one started, and
+// everything that arrived meanwhile goes into it; nothing is lost or
+// reordered. A hub that is not busy is not paced.
 func TestGroupPacesABusyLog(t *testing.T) {
+	if n := paced(t, true); n > 12 {
+		t.Fatalf("busy: %d batches over %s, want at most 12", n, 10*30*time.Millisecond)
+	}
+	if n := paced(t, false); n <= 12 {
+		t.Fatalf("not busy: %d batches over %s, want more than 12: paced for nothing", n, 10*30*time.Millisecond)
+	}
+}
+
+// paced feeds a group with BatchInterval 30ms an entry a millisecond for
+// ten intervals, busy or not, and returns how many batches it wrote.
+func paced(t *testing.T, busy bool) int {
 	const pace = 30 * time.Millisecond
 	var mu sync.Mutex
 	var next uint64
@@ -95,7 +108,7 @@ func TestGroupPacesABusyLog(t *testing.T) {
 			return tessera.Index{Index: idx}, nil
 		}
 	}
-	g := &group{add: add, max: 256, pace: pace}
+	g := &group{add: add, max: 256, pace: pace, hot: func() bool { return busy }}
 	ctx := context.Background()
 	var waits []func() (tessera.Index, error)
 	for end := time.Now().Add(10 * pace); time.Now().Before(end); {
@@ -108,12 +121,47 @@ func TestGroupPacesABusyLog(t *testing.T) {
 		}
 	}
 	g.wait()
-	for i := 1; i < len(starts); i++ {
+	for i := 1; busy && i < len(starts); i++ {
 		if gap := starts[i].Sub(starts[i-1]); gap < pace {
 			t.Fatalf("batch %d started %s after the previous one, want at least %s", i, gap, pace)
 		}
 	}
-	if len(starts) > 12 || len(waits) < 2*len(starts) {
-		t.Fatalf("%d entries in %d batches over %s: want at most 12, larger than one or two entries", len(waits), len(starts), 10*pace)
+	return len(starts)
+}
+
+// TestCPUGauge: spinning on every CPU makes the hub busy; asleep, with the
+// machine quiet, it is not. (The bar is a fifth of the CPUs here, not
+// busyCPU: a test machine running other tests at once may give the spinning
+// goroutines no more; and asleep is only checked on a quiet machine.)
+func TestCPUGauge(t *testing.T) {
+	g := &cpuGauge{limit: 0.2}
+	g.Busy()
+	b0, t0, ok := machineCPU()
+	time.Sleep(300 * time.Millisecond)
+	asleep := g.Busy()
+	if b1, t1, _ := machineCPU(); ok && t1 > t0 && float64(b1-b0) < 0.1*float64(t1-t0) && asleep {
+		t.Fatal("busy while asleep on a quiet machine")
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	busy := g.Busy()
+	close(stop)
+	wg.Wait()
+	if !busy {
+		t.Fatal("not busy while spinning on every CPU")
 	}
 }
