@@ -260,7 +260,23 @@ func (p *Pipeline) archiveStatus(ctx context.Context, e index.StatusEntry, sig [
 	old, oldSig, err := projection.DecodeStatus(b)
 	if err != nil || old.ReceivedAt.IsZero() {
 		// Archived before flags were kept, or unreadable: the index will
-		// flag it as it always did; this hub's entry stands.
+		// flag it as it always did; this hub's entry stands, and its
+		// signature, which that object cannot hold, goes beside it as
+		// archives did then (signatureOf and the API read it there).
+		if sig != nil {
+			skey := projection.StatusSignatureKey(&e.Status)
+			_, err := p.arch.Put(ctx, skey, sig, "application/pkcs7-mime", nil)
+			switch {
+			case errors.Is(err, archive.ErrConflict): // the one archived first stands
+				if sig, _, err = p.arch.Get(ctx, skey); err != nil {
+					return e, nil, retry("pipeline: archived status signature %s: %w", skey, err)
+				}
+				d := sha256.Sum256(sig)
+				e.SignatureSHA256 = hex.EncodeToString(d[:])
+			case err != nil:
+				return e, nil, retry("pipeline: archive status signature %s: %w", skey, err)
+			}
+		}
 		return e, sig, nil
 	}
 	if oldSig == nil && old.SignatureSHA256 != "" {
