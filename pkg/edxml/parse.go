@@ -312,6 +312,12 @@ func (p *parser) add(path string, key []int, x string) error {
 	if p.size > p.lim.MaxExtra || len(p.extras) >= document.MaxEdXMLExtra {
 		return errf(reason.EdXMLLimit, path, "more than %d bytes or %d elements without a document.json field", p.lim.MaxExtra, document.MaxEdXMLExtra)
 	}
+	// What is kept must write back as it is read: a name the decoder
+	// took with its prefix ("SOAP-ENV:9ody") may not be an XML name
+	// without it ("9ody").
+	if _, err := parseKept(x); err != nil {
+		return errf(reason.EdXMLMalformed, path, "an element that cannot be kept as it is: %v", err)
+	}
 	p.extras = append(p.extras, extra{key: key, path: path, xml: x})
 	return nil
 }
