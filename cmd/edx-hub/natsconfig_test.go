@@ -147,8 +147,9 @@ func TestNATSConfigCluster(t *testing.T) {
 		servers = append(servers, ns)
 	}
 	for _, ns := range servers {
-		if !ns.ReadyForConnections(10 * time.Second) {
-			t.Fatal("nats-server not ready")
+		// Generous: CI runs this beside the e2e clusters on two cores.
+		if !ns.ReadyForConnections(45 * time.Second) {
+			t.Fatalf("nats-server %s not ready after 45s", ns.ClientURL())
 		}
 	}
 	creds, _ := os.ReadFile(filepath.Join(dir, "hub.creds"))
