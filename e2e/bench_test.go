@@ -114,8 +114,9 @@ func TestBenchFigures(t *testing.T) {
 // error, 1 MiB included (its JetStream ceiling published every container
 // at once and the server refused them, "429 too many requests"), and its
 // JSON reports, beside the slowest ceiling, the parts a document cost, the
-// summed-parts bound, the hub's idle CPU and the load average; its --data
-// directory is made when missing.
+// summed-parts bound, the hub's idle CPU, the bench's own CPU and the load
+// average; its --data directory is made when missing, one subdirectory per
+// run (a hub on another run's data would inherit its backlog).
 func TestBenchSizes(t *testing.T) {
 	work := t.TempDir()
 	// --data names a directory that does not exist yet: the bench makes it.
@@ -134,6 +135,7 @@ func TestBenchSizes(t *testing.T) {
 		RatioBound  float64   `json:"ratio_to_bound"`
 		IdleCPU     float64   `json:"hub_idle_cpu_cores"`
 		IdleFor     int64     `json:"idle_for"`
+		AgentsCPU   int64     `json:"agents_cpu_per_doc"`
 		LoadAverage []float64 `json:"load_average_end"`
 		Parts       []struct {
 			Name    string  `json:"name"`
@@ -147,6 +149,11 @@ func TestBenchSizes(t *testing.T) {
 	if len(res) != 2 {
 		t.Fatalf("want 2 sizes:\n%s", out)
 	}
+	for _, run := range []string{"4KiB-log-on-1", "1MiB-log-on-1"} {
+		if _, err := os.Stat(filepath.Join(work, "new", "bench-data", run, "hub.log")); err != nil {
+			t.Errorf("run %s: %v", run, err)
+		}
+	}
 	for _, r := range res {
 		per := map[string]float64{}
 		for _, p := range r.Parts {
@@ -155,7 +162,7 @@ func TestBenchSizes(t *testing.T) {
 				t.Errorf("size %d: part %s has no ceiling", r.Size, p.Name)
 			}
 		}
-		if r.Lost != 0 || r.Doubled != 0 || r.Slowest == "" || r.Ratio <= 0 || r.Bound <= 0 || r.RatioBound <= 0 || r.IdleFor == 0 ||
+		if r.Lost != 0 || r.Doubled != 0 || r.Slowest == "" || r.Ratio <= 0 || r.Bound <= 0 || r.RatioBound <= 0 || r.IdleFor == 0 || r.AgentsCPU <= 0 ||
 			len(r.LoadAverage) != 3 || per["verify"] != 1 || per["s3_put"] < 1 || per["publish"] < 2 || per["consume"] < 2 {
 			t.Errorf("size %d: %+v", r.Size, r)
 		}

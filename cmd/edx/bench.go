@@ -37,7 +37,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	recips := fs.Int("recipients", 3, "most recipients per document")
 	hubBin := fs.String("hub-bin", "", "the edx-hub program (default: beside edx, or on PATH)")
 	hubCfg := fs.String("hub-config", "", "hub configuration for an external NATS and S3 (ceilings are then not measured)")
-	data := fs.String("data", "", "data directory for the hub (default: a temporary one, removed after)")
+	data := fs.String("data", "", "data directory for the hub (default: a temporary one, removed after); with several runs, one\nsubdirectory per run (SIZE-log-MODE-ROUND)")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	noCeil := fs.Bool("no-ceilings", false, "skip the bare-component ceilings")
 	hubURL := fs.String("hub", "", "drive this existing hub (http://host:port) instead of starting one; its resources and the ceilings are not measured")
@@ -47,6 +47,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	wait := fs.Duration("wait", 60*time.Second, "end a run on which nothing has moved for this long; the undecided and undelivered are counted")
 	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
+	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 50ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
 	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent (0: not measured)")
 	if c := parse(fs, args); c >= 0 {
@@ -106,7 +107,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		if idleFor == 0 {
 			idleFor = -1
 		}
-		var costs []float64
+		var costs, cpuCosts []float64
 		for round := 0; round < *rounds; round++ {
 			var pair []*bench.Result
 			order := modes
@@ -134,9 +135,20 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 						st = "unsigned"
 					}
 				}
+				runData := *data
+				if runData != "" && (*rounds > 1 || len(modes) > 1 || strings.Contains(*sizes, ",")) {
+					// Each run its own hub, so each its own directory: a
+					// hub started on another run's data would inherit its
+					// streams, backlog and log.
+					m := mode
+					if m == "" {
+						m = "run"
+					}
+					runData = filepath.Join(runData, fmt.Sprintf("%s-log-%s-%d", sz, m, round+1))
+				}
 				o := bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
-					HubBinary: *hubBin, HubConfig: *hubCfg, Data: *data, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, Idle: idleFor,
+					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1,
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor,
 					Progress: func(s string, done, total int) {
 						barMu.Lock()
 						defer barMu.Unlock()
@@ -173,9 +185,16 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 			if len(pair) == 2 && pair[0].DocsPerSec > 0 {
 				costs = append(costs, 100*(pair[0].DocsPerSec-pair[1].DocsPerSec)/pair[0].DocsPerSec)
 			}
+			if len(pair) == 2 && pair[0].HubMeasured && pair[1].HubMeasured {
+				a, b := pair[0].HubCPUPerDoc+pair[0].AgentsCPUPerDoc, pair[1].HubCPUPerDoc+pair[1].AgentsCPUPerDoc
+				cpuCosts = append(cpuCosts, -100*(float64(b)-float64(a))/float64(a))
+			}
 		}
 		if len(costs) > 1 && !*asJSON {
-			printMedianCost(e.stdout, sz, costs)
+			printMedianCost(e.stdout, sz, "throughput", costs)
+		}
+		if len(cpuCosts) > 1 && !*asJSON {
+			printMedianCost(e.stdout, sz, "CPU per document (hub and agents)", cpuCosts)
 		}
 	}
 	if *asJSON {
@@ -206,12 +225,19 @@ func printEvidenceCost(w io.Writer, off, on *bench.Result) {
 	}
 	fmt.Fprintf(w, "\nevidence at %s: %.1f docs/s without %s, %.1f with (time-stamped every second): %+.1f%% throughput; "+
 		"p50 submit → accepted %s without, %s with\n", humanSize(on.Size), off.DocsPerSec, what, on.DocsPerSec, -cost, ms(off.Accepted.P50), ms(on.Accepted.P50))
+	if off.HubMeasured && on.HubMeasured {
+		a, b := off.HubCPUPerDoc+off.AgentsCPUPerDoc, on.HubCPUPerDoc+on.AgentsCPUPerDoc
+		fmt.Fprintf(w, "CPU per document, hub and agents: %.2f ms without, %.2f ms with: %+.1f%% (the machine's share of the cost)\n",
+			float64(a)/1e6, float64(b)/1e6, 100*(float64(b)-float64(a))/float64(a))
+	}
 	fmt.Fprintf(w, "log: %d entries appended, %.1f/s over the run, %s mean wait from append to durably sequenced\n",
 		on.LogEntries, on.LogAppendsPerSec, ms(on.LogAppendMean))
 }
 
-// printMedianCost reports the evidence cost over several rounds.
-func printMedianCost(w io.Writer, size string, costs []float64) {
+// printMedianCost reports the evidence cost over several rounds, of
+// throughput (costs: the share lost) or CPU (the share spent more,
+// negated).
+func printMedianCost(w io.Writer, size, what string, costs []float64) {
 	sorted := append([]float64(nil), costs...)
 	sort.Float64s(sorted)
 	med := sorted[len(sorted)/2]
@@ -222,7 +248,7 @@ func printMedianCost(w io.Writer, size string, costs []float64) {
 	for i, c := range costs {
 		parts[i] = fmt.Sprintf("%+.1f%%", -c)
 	}
-	fmt.Fprintf(w, "\nevidence at %s over %d rounds: median %+.1f%% throughput (rounds: %s)\n", size, len(costs), -med, strings.Join(parts, ", "))
+	fmt.Fprintf(w, "\nevidence at %s over %d rounds: median %+.1f%% %s (rounds: %s)\n", size, len(costs), -med, what, strings.Join(parts, ", "))
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
@@ -290,7 +316,8 @@ func printBench(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(w, "per document: %s\n", strings.Join(ps, ", "))
 	}
 	if r.HubMeasured {
-		fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document\n", humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6)
+		fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document (the bench's agents and load: %.2f ms)\n",
+			humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6, float64(r.AgentsCPUPerDoc)/1e6)
 		if r.IdleFor > 0 {
 			fmt.Fprintf(w, "hub idle: %.1f%% of a core with %d units connected (over %s)\n", 100*r.HubIdleCPU, r.Units, r.IdleFor)
 		}

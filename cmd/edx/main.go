@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sort"
 	"strings"
 	"syscall"
@@ -41,7 +42,32 @@ func register(c command) { commands[c.name] = c }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	if f := os.Getenv("EDX_CPUPROFILE"); f != "" {
+		// A CPU profile of the whole command (edx bench's agents, for
+		// one), for operators and benchmarks.
+		if stopProfile, err := startCPUProfile(f); err != nil {
+			fmt.Fprintln(os.Stderr, "edx: EDX_CPUPROFILE:", err)
+		} else {
+			code := run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:])
+			stopProfile()
+			os.Exit(code)
+		}
+	}
 	os.Exit(run(ctx, &env{stdin: os.Stdin, stdout: os.Stdout, stderr: os.Stderr}, os.Args[1:]))
+}
+
+// startCPUProfile writes a CPU profile to file until the returned
+// function is called.
+func startCPUProfile(file string) (func(), error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }
 
 func run(ctx context.Context, e *env, args []string) int {

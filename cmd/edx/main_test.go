@@ -198,3 +198,21 @@ func TestPackFillsMissingID(t *testing.T) {
 		t.Fatalf("%s\n%v", got, rep.Reasons)
 	}
 }
+
+// TestCPUProfile: EDX_CPUPROFILE's profile is written, in pprof's format
+// (gzip), when the command ends.
+func TestCPUProfile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "cpu.prof")
+	stop, err := startCPUProfile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	b, err := os.ReadFile(f)
+	if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Fatalf("profile %x: %v", b[:min(len(b), 4)], err)
+	}
+	if _, err := startCPUProfile(filepath.Join(t.TempDir(), "no", "such", "dir", "cpu.prof")); err == nil {
+		t.Fatal("a profile file that cannot be made: no error")
+	}
+}

@@ -83,6 +83,9 @@ type Options struct {
 	// so the cost of the TSA and the archive mirror shows), "off" with the
 	// log disabled (tlog.disabled), "" as configured.
 	Evidence string
+	// LogBatchInterval, with Evidence "on", is the hub's
+	// tlog.batch_interval (0: the hub's default).
+	LogBatchInterval time.Duration
 	// Statuses, when not "", makes each recipient report 01 (delivered) on
 	// each document it is delivered, as its agent would: "signed" with the
 	// unit's key over the status and the container's digest
@@ -189,6 +192,11 @@ type Result struct {
 	HubPeakRSS   int64         `json:"hub_peak_rss_bytes"`
 	HubRSS       int64         `json:"hub_rss_bytes"`
 	HubCPUPerDoc time.Duration `json:"hub_cpu_per_doc"`
+	// AgentsCPUPerDoc is the bench's own CPU per document over the same
+	// window: its units' agents (signing statuses, witnessing the log) and
+	// its load generator. With the hub's, it is what the machine spends on
+	// a document when both share its cores.
+	AgentsCPUPerDoc time.Duration `json:"agents_cpu_per_doc"`
 	// HubIdleCPU is the hub's CPU, in cores, with every unit connected
 	// and nothing sent, over IdleFor.
 	HubIdleCPU float64       `json:"hub_idle_cpu_cores"`
@@ -665,6 +673,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	if r.hub != nil {
 		cpu0, _ = r.hub.cpu()
 	}
+	self0 := selfCPU()
 	log0 := r.logStats(ctx)
 	if o.Rate <= 0 {
 		r.slots = make(chan struct{}, o.Concurrency)
@@ -751,6 +760,9 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 		if n := len(r.acc); n > 0 {
 			res.HubCPUPerDoc = (cpu1 - cpu0) / time.Duration(n)
 		}
+	}
+	if n := len(r.acc); n > 0 {
+		res.AgentsCPUPerDoc = (selfCPU() - self0) / time.Duration(n)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -937,6 +949,9 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 			return nil, errors.New("bench: evidence on or off needs the bench's own configuration, not --hub-config")
 		}
 		y := "tlog:\n  timestamp_interval: 1s\n"
+		if o.LogBatchInterval > 0 {
+			y += fmt.Sprintf("  batch_interval: %s\n", o.LogBatchInterval)
+		}
 		if o.Evidence == "off" {
 			y = "tlog:\n  disabled: true\n"
 		}
@@ -1048,6 +1063,15 @@ func (h *hubProc) rss() (peak, cur int64) {
 		}
 	}
 	return peak, cur
+}
+
+// selfCPU is the bench process's CPU time so far (user + system).
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // cpu returns the hub's CPU time so far (user + system, Linux /proc).

@@ -7,6 +7,8 @@ import (
 	"encoding/asn1"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/smallstep/pkcs7"
@@ -45,8 +47,19 @@ func sign(content []byte, s *pki.Signer, detached bool) ([]byte, error) {
 		Type:  oidSigningCertificateV2,
 		Value: signingCertificateV2{Certs: []essCertIDv2{{CertHash: h[:]}}},
 	}}}
-	if err := sd.AddSignerChain(s.Cert(), s.Key, s.Chain[1:], cfg); err != nil {
+	// The chain is checked once per signer (signedChains), not at every
+	// signature as AddSignerChain would: an agent signs each document and
+	// status with the same chain, and the check cost as much as the
+	// signature. Without parents the issuer named is the leaf's own
+	// RawIssuer, the same bytes as its checked issuer's subject.
+	if err := checkSignerChain(s.Chain); err != nil {
 		return nil, fmt.Errorf("container: sign: %w", err)
+	}
+	if err := sd.AddSignerChain(s.Cert(), s.Key, nil, cfg); err != nil {
+		return nil, fmt.Errorf("container: sign: %w", err)
+	}
+	for _, c := range s.Chain[1:] {
+		sd.AddCertificate(c)
 	}
 	if detached {
 		sd.Detach()
@@ -56,6 +69,42 @@ func sign(content []byte, s *pki.Signer, detached bool) ([]byte, error) {
 		return nil, fmt.Errorf("container: sign: %w", err)
 	}
 	return der, nil
+}
+
+// signedChains remembers the signer chains checkSignerChain found linked
+// (by the leaf's and its parents' pointers: a Signer's chain is parsed
+// once and kept), at most maxSignedChains of them.
+var (
+	signedChainsMu sync.Mutex
+	signedChains   = map[*x509.Certificate][]*x509.Certificate{}
+)
+
+const maxSignedChains = 4096
+
+// checkSignerChain checks that each certificate of chain is signed by the
+// next, as pkcs7's AddSignerChain does, once per chain.
+func checkSignerChain(chain []*x509.Certificate) error {
+	if len(chain) < 2 {
+		return nil
+	}
+	signedChainsMu.Lock()
+	seen, ok := signedChains[chain[0]]
+	signedChainsMu.Unlock()
+	if ok && slices.Equal(seen, chain) {
+		return nil
+	}
+	for i := 0; i+1 < len(chain); i++ {
+		if err := chain[i].CheckSignatureFrom(chain[i+1]); err != nil {
+			return fmt.Errorf("the certificate %q is not signed by the next in its chain: %w", chain[i].Subject, err)
+		}
+	}
+	signedChainsMu.Lock()
+	if len(signedChains) >= maxSignedChains {
+		clear(signedChains)
+	}
+	signedChains[chain[0]] = slices.Clone(chain)
+	signedChainsMu.Unlock()
+	return nil
 }
 
 // SignatureInfo describes a CMS signature and its signer.

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -157,5 +158,35 @@ func BenchmarkVerifyStatus(b *testing.B) {
 		if r := VerifyStatus(der, Options{Trust: fx.trust}); !r.Valid {
 			b.Fatal(r.Reasons)
 		}
+	}
+}
+
+// TestSignerChainChecked: a signer's chain is checked before it signs,
+// once per chain (checkSignerChain): the same leaf with a parent that did
+// not issue it cannot sign, even after it signed with its own chain, and
+// the signature names the leaf's issuer and carries the whole chain.
+func TestSignerChainChecked(t *testing.T) {
+	s := signer(t, unitA, pki.ECDSAP256, nil)
+	st := status01(unitA)
+	for range 2 {
+		der, err := SignStatus(st, sha, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := VerifyStatus(der, Options{Trust: fx.trust}); !r.Valid || len(r.Signature.Chain) != 3 {
+			t.Fatalf("%+v", r)
+		}
+		p7, err := parseCMS(der)
+		if err != nil || len(p7.Certificates) != 2 || p7.Certificates[1] == nil || !p7.Certificates[1].Equal(fx.ca.Issuing) {
+			t.Fatalf("certificates in the signature: %v %v", p7, err)
+		}
+	}
+	other, err := pki.InitCA(t.TempDir(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	broken := &pki.Signer{Key: s.Key, Chain: []*x509.Certificate{s.Cert(), other.Issuing}}
+	if _, err := SignStatus(st, sha, broken); err == nil || !strings.Contains(err.Error(), "not signed by the next in its chain") {
+		t.Fatalf("a chain whose parent did not issue the leaf: %v", err)
 	}
 }
