@@ -9,6 +9,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -867,5 +871,118 @@ func TestRequestsCounted(t *testing.T) {
 	}
 	if s.Collector() == nil {
 		t.Fatal("no collector")
+	}
+}
+
+// TestPutChecksum: a PUT carries the body's CRC32C, which the server checks
+// and keeps (a body that does not match it is refused and nothing is
+// stored); on a locked bucket it takes the place of Content-MD5. A server
+// that refuses the checksum header (an older S3, simulated by a proxy in
+// front of the real gateway that also insists on Content-MD5 with a
+// retention, as AWS does without a checksum) gets Content-MD5, and the store
+// keeps to that: one refused request in all.
+func TestPutChecksum(t *testing.T) {
+	ctx := t.Context()
+	cfg := lockedConfig(t, 1)
+	s := newStore(t, cfg)
+	key := ContainerKey(time.Now(), "crc")
+	data := randomBytes(64 << 10)
+	if _, err := s.Put(ctx, key, data, "", nil); err != nil {
+		t.Fatal(err)
+	}
+	raw := rawClient(t, cfg)
+	info, err := raw.StatObject(ctx, cfg.Bucket, key, minio.StatObjectOptions{Checksum: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.ChecksumCRC32C != crc32cBase64(data) {
+		t.Errorf("stored CRC32C = %q, want %q", info.ChecksumCRC32C, crc32cBase64(data))
+	}
+	if until, ok := retainUntil(info); !ok || until.Before(time.Now().Add(23*time.Hour)) {
+		t.Errorf("retained until %v (%v), want a day", until, ok)
+	}
+
+	// The server checks the checksum: a body that does not match is refused.
+	trailing, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+		Region: cfg.Region, TrailingHeaders: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := ContainerKey(time.Now(), "crc-bad")
+	_, err = trailing.PutObject(ctx, cfg.Bucket, bad, bytes.NewReader(data), int64(len(data)), minio.PutObjectOptions{DisableMultipart: true,
+		UserMetadata: map[string]string{headerCRC32C: crc32cBase64([]byte("other bytes"))}})
+	if err == nil || checksumRefused(err) {
+		t.Errorf("PUT with a wrong CRC32C = %v, want a digest error", err)
+	}
+	if _, err := s.Stat(ctx, bad); !errors.Is(err, ErrNotFound) {
+		t.Errorf("after a wrong CRC32C, Stat = %v, want ErrNotFound", err)
+	}
+
+	// An older server.
+	target, err := url.Parse("http://" + cfg.Endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var puts, refused int
+	rp := httputil.NewSingleHostReverseProxy(target)
+	old := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut && r.URL.Query().Get("retention") == "" {
+			mu.Lock()
+			puts++
+			mu.Unlock()
+			crc := r.Header.Get(headerCRC32C) != ""
+			if crc || (r.Header.Get("X-Amz-Object-Lock-Mode") != "" && r.Header.Get("Content-Md5") == "") {
+				mu.Lock()
+				refused++
+				mu.Unlock()
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusBadRequest)
+				fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>InvalidRequest</Code><Message>Content-MD5 HTTP header is required for Put Object requests with Object Lock parameters</Message></Error>`)
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(old.Close)
+	ocfg := cfg
+	ocfg.Endpoint = strings.TrimPrefix(old.URL, "http://")
+	olds := newStore(t, ocfg)
+	for i := range 2 {
+		k := ContainerKey(time.Now(), fmt.Sprintf("old-%d", i))
+		if _, err := olds.Put(ctx, k, data, "", nil); err != nil {
+			t.Fatalf("Put %d through a server without checksums: %v", i, err)
+		}
+		if got, _, err := s.Get(ctx, k); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("Get %d: %v", i, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if puts != 3 || refused != 1 || !olds.compat.Load() {
+		t.Errorf("through an older server: %d PUTs, %d refused, compat %v; want 3, 1, true", puts, refused, olds.compat.Load())
+	}
+}
+
+func TestChecksumRefused(t *testing.T) {
+	for _, c := range []struct {
+		code   string
+		status int
+		want   bool
+	}{
+		{"InvalidRequest", 400, true},
+		{"InvalidArgument", 400, true},
+		{"NotImplemented", 501, true},
+		{"BadDigest", 400, false},
+		{"XAmzContentChecksumMismatch", 400, false},
+		{"InvalidDigest", 400, false},
+		{"AccessDenied", 403, false},
+		{"PreconditionFailed", 412, false},
+		{"InternalError", 500, false},
+	} {
+		err := minio.ErrorResponse{Code: c.code, StatusCode: c.status}
+		if got := checksumRefused(err); got != c.want {
+			t.Errorf("checksumRefused(%s %d) = %v, want %v", c.code, c.status, got, c.want)
+		}
 	}
 }
