@@ -491,3 +491,28 @@ func BenchmarkUnitFilterShapes(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkDocumentLife measures what the hub asks of the index for each
+// document it takes: the document stored, and for one recipient its 01
+// (delivered) read against the document (Get, as the pipeline judges a
+// status) and stored, each in a transaction of its own.
+func BenchmarkDocumentLife(b *testing.B) {
+	ix, _ := openTest(b)
+	g := newGen(9, 1_000_000)
+	ctx := b.Context()
+	n := 0
+	for b.Loop() {
+		rec := g.record(n)
+		n++
+		if err := ix.PutDocument(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := ix.Get(ctx, rec.Doc.ID); err != nil {
+			b.Fatal(err)
+		}
+		st := document.Status{DocumentID: rec.Doc.ID, Unit: rec.Doc.To[0], Code: "01", Time: rec.AcceptedAt.Add(time.Second)}
+		if _, err := ix.AddStatus(ctx, st); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

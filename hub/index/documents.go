@@ -126,7 +126,7 @@ func (ix *Index) PutDocuments(ctx context.Context, recs []Record) error {
 	gen := ix.termsGen
 	ix.termsMu.Unlock()
 	err := ix.write(ctx, "put document", func(tx *sql.Tx) error {
-		p, err := preparePut(ctx, tx)
+		p, err := preparePut(ctx, tx, ix.wstmts)
 		if err != nil {
 			return err
 		}
@@ -175,7 +175,6 @@ func (ix *Index) learnTerms(ts map[string]struct{}, gen int) {
 
 type putStmts struct {
 	find, free, insDoc, updDoc, delFTS, insFTS, delText, insText, addDay, recips, insRecip, updRecip, delRecip, updStat, insTerm, codes, setCodes *sql.Stmt
-	all                                                                                                                                           []*sql.Stmt
 
 	known func(string) bool   // committed terms
 	fresh map[string]struct{} // terms this transaction added
@@ -203,16 +202,22 @@ func (p *putStmts) writeFTS(ctx context.Context) error {
 	return nil
 }
 
-func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
+func preparePut(ctx context.Context, tx *sql.Tx, c *stmtCache) (*putStmts, error) {
 	p := &putStmts{}
+	specs := p.specs()
+	if err := c.prepare(ctx, tx, specs); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *putStmts) specs() []stmtSpec {
 	const cols = `id, edxml_id, business_type, from_unit, from_name, type, type_name, number, notation,
 		subject, promulgated_at, promulgated_place, due_date, urgency, in_reply_to,
 		signer_name, signer_position, signer_competence, cert_subject_cn, cert_serial, cert_unit,
 		signed_at, container_sha256, size, archive_key, receipt_key, accepted_at, files, meta`
-	for _, s := range []struct {
-		dst **sql.Stmt
-		q   string
-	}{
+	return []stmtSpec{
 		{&p.find, "SELECT seq FROM documents WHERE id = ?"},
 		{&p.free, "SELECT max(seq) FROM documents WHERE seq >= ? AND seq < ?"},
 		{&p.insDoc, "INSERT INTO documents(seq, " + cols + ") VALUES(?" + strings.Repeat(", ?", 29) + ")"},
@@ -230,21 +235,14 @@ func preparePut(ctx context.Context, tx *sql.Tx) (*putStmts, error) {
 		{&p.insTerm, "INSERT INTO terms(term) VALUES(?) ON CONFLICT DO NOTHING"},
 		{&p.codes, "SELECT DISTINCT last_code FROM recipients WHERE doc = ? AND last_code <> '' ORDER BY last_code"},
 		{&p.setCodes, "UPDATE documents SET codes = ? WHERE seq = ?"},
-	} {
-		st, err := tx.PrepareContext(ctx, s.q)
-		if err != nil {
-			p.close()
-			return nil, err
-		}
-		*s.dst = st
-		p.all = append(p.all, st)
 	}
-	return p, nil
 }
 
 func (p *putStmts) close() {
-	for _, s := range p.all {
-		s.Close()
+	for _, sp := range p.specs() {
+		if *sp.dst != nil {
+			(*sp.dst).Close()
+		}
 	}
 }
 
@@ -448,7 +446,7 @@ func (ix *Index) Get(ctx context.Context, id document.ID) (*Detail, error) {
 		return nil, fmt.Errorf("index: get %s: %w", id, err)
 	}
 	defer tx.Rollback()
-	det, err := getDetail(ctx, tx, id)
+	det, err := getDetail(ctx, tx, ix.rstmts, id)
 	if err != nil {
 		if isKind(err) {
 			return nil, err
@@ -458,7 +456,32 @@ func (ix *Index) Get(ctx context.Context, id document.ID) (*Detail, error) {
 	return det, nil
 }
 
-func getDetail(ctx context.Context, tx *sql.Tx, id document.ID) (*Detail, error) {
+// detailStmts read a document (getDetail).
+type detailStmts struct {
+	doc, recips, statuses *sql.Stmt
+}
+
+func (p *detailStmts) specs() []stmtSpec {
+	return []stmtSpec{
+		{&p.doc, `SELECT seq, cert_subject_cn, cert_serial, cert_unit, signed_at,
+		container_sha256, size, archive_key, receipt_key, accepted_at, files, meta
+		FROM documents WHERE id = ?`},
+		{&p.recips, `SELECT unit, state, routed_at, delivered_at, last_code, last_at, done
+		FROM recipients WHERE doc = ? ORDER BY unit`},
+		{&p.statuses, `SELECT unit, code, at, description, officer, flagged, received_at, signature_sha256
+		FROM statuses WHERE doc = ? ORDER BY at, received_at, unit, code`},
+	}
+}
+
+func (p *detailStmts) close() {
+	for _, s := range []*sql.Stmt{p.doc, p.recips, p.statuses} {
+		if s != nil {
+			s.Close()
+		}
+	}
+}
+
+func getDetail(ctx context.Context, tx *sql.Tx, c *stmtCache, id document.ID) (*Detail, error) {
 	var (
 		det           Detail
 		seq, accepted int64
@@ -468,9 +491,12 @@ func getDetail(ctx context.Context, tx *sql.Tx, id document.ID) (*Detail, error)
 		raw           []byte
 	)
 	rec := &det.Record
-	err := tx.QueryRowContext(ctx, `SELECT seq, cert_subject_cn, cert_serial, cert_unit, signed_at,
-		container_sha256, size, archive_key, receipt_key, accepted_at, files, meta
-		FROM documents WHERE id = ?`, string(id)).Scan(&seq, &rec.Signer.SubjectCN, &rec.Signer.Serial, &certUnit, &signed,
+	var q detailStmts
+	if err := c.prepare(ctx, tx, q.specs()); err != nil {
+		return nil, err
+	}
+	defer q.close()
+	err := q.doc.QueryRowContext(ctx, string(id)).Scan(&seq, &rec.Signer.SubjectCN, &rec.Signer.Serial, &certUnit, &signed,
 		&rec.ContainerSHA256, &rec.Size, &rec.ArchiveKey, &rec.ReceiptKey, &accepted, &filesJSON, &raw)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("%w: document %s", ErrNotFound, id)
@@ -490,8 +516,7 @@ func getDetail(ctx context.Context, tx *sql.Tx, id document.ID) (*Detail, error)
 		return nil, fmt.Errorf("document.json: %w", err)
 	}
 
-	rows, err := tx.QueryContext(ctx, `SELECT unit, state, routed_at, delivered_at, last_code, last_at, done
-		FROM recipients WHERE doc = ? ORDER BY unit`, seq)
+	rows, err := q.recips.QueryContext(ctx, seq)
 	if err != nil {
 		return nil, err
 	}
@@ -515,8 +540,7 @@ func getDetail(ctx context.Context, tx *sql.Tx, id document.ID) (*Detail, error)
 		return nil, err
 	}
 
-	rows, err = tx.QueryContext(ctx, `SELECT unit, code, at, description, officer, flagged, received_at, signature_sha256
-		FROM statuses WHERE doc = ? ORDER BY at, received_at, unit, code`, seq)
+	rows, err = q.statuses.QueryContext(ctx, seq)
 	if err != nil {
 		return nil, err
 	}

@@ -134,26 +134,23 @@ type codeStmts struct {
 	doc, recips, setCodes, delFTS, insFTS *sql.Stmt
 }
 
-func prepareCodes(ctx context.Context, tx *sql.Tx) (*codeStmts, error) {
+func prepareCodes(ctx context.Context, tx *sql.Tx, c *stmtCache) (*codeStmts, error) {
 	p := &codeStmts{}
-	for _, s := range []struct {
-		dst **sql.Stmt
-		q   string
-	}{
+	if err := c.prepare(ctx, tx, p.specs()); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *codeStmts) specs() []stmtSpec {
+	return []stmtSpec{
 		{&p.doc, "SELECT d.number, d.from_unit, d.type, d.codes, t.text FROM documents d JOIN search_text t ON t.seq = d.seq WHERE d.seq = ?"},
 		{&p.recips, "SELECT unit, last_code FROM recipients WHERE doc = ? ORDER BY unit"},
 		{&p.setCodes, "UPDATE documents SET codes = ? WHERE seq = ?"},
 		{&p.delFTS, ftsDelete},
 		{&p.insFTS, ftsInsert},
-	} {
-		st, err := tx.PrepareContext(ctx, s.q)
-		if err != nil {
-			p.close()
-			return nil, err
-		}
-		*s.dst = st
 	}
-	return p, nil
 }
 
 func (p *codeStmts) close() {

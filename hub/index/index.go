@@ -94,6 +94,9 @@ type Index struct {
 	w   *sql.DB // one connection: every write goes through it
 	r   *sql.DB // query-only pool
 	now func() time.Time
+	// wstmts and rstmts: the busiest statements, prepared once on each
+	// connection of w and r (stmtCache).
+	wstmts, rstmts *stmtCache
 
 	putUnitMu sync.Mutex
 	unitsMu   sync.RWMutex
@@ -155,6 +158,14 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
 	r.SetMaxIdleConns(n)
 	r.SetConnMaxLifetime(0)
 	ix.r = r
+	if ix.wstmts, err = prepareCache(ctx, w, (&putStmts{}).specs(), (&statusStmts{}).specs(), (&codeStmts{}).specs()); err != nil {
+		ix.Close()
+		return nil, fmt.Errorf("index: prepare: %w", err)
+	}
+	if ix.rstmts, err = prepareCache(ctx, r, (&detailStmts{}).specs()); err != nil {
+		ix.Close()
+		return nil, fmt.Errorf("index: prepare: %w", err)
+	}
 	if err := ix.loadUnits(ctx); err != nil {
 		ix.Close()
 		return nil, err
@@ -180,7 +191,7 @@ func openDB(path, txlock string, pragmas []string) (*sql.DB, error) {
 // Close closes the index. It runs PRAGMA optimize first, as SQLite advises
 // for long-lived connections.
 func (ix *Index) Close() error {
-	var errs []error
+	errs := []error{ix.wstmts.close(), ix.rstmts.close()}
 	if ix.r != nil {
 		errs = append(errs, ix.r.Close())
 	}

@@ -65,7 +65,7 @@ func (ix *Index) addStatuses(ctx context.Context, es []StatusEntry) (flagged []b
 	}
 	flagged = make([]bool, len(es))
 	err = ix.write(ctx, "add status", func(tx *sql.Tx) error {
-		p, err := prepareStatus(ctx, tx)
+		p, err := prepareStatus(ctx, tx, ix.wstmts)
 		if err != nil {
 			return err
 		}
@@ -87,7 +87,7 @@ func (ix *Index) addStatuses(ctx context.Context, es []StatusEntry) (flagged []b
 		if len(dirty) == 0 {
 			return nil
 		}
-		c, err := prepareCodes(ctx, tx)
+		c, err := prepareCodes(ctx, tx, ix.wstmts)
 		if err != nil {
 			return err
 		}
@@ -112,12 +112,17 @@ type statusStmts struct {
 	doc, recipient, same, prev, insert, update *sql.Stmt
 }
 
-func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
+func prepareStatus(ctx context.Context, tx *sql.Tx, c *stmtCache) (*statusStmts, error) {
 	p := &statusStmts{}
-	for _, s := range []struct {
-		dst **sql.Stmt
-		q   string
-	}{
+	if err := c.prepare(ctx, tx, p.specs()); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *statusStmts) specs() []stmtSpec {
+	return []stmtSpec{
 		{&p.doc, "SELECT seq, from_unit FROM documents WHERE id = ?"},
 		{&p.recipient, "SELECT 1 FROM recipients WHERE doc = ? AND unit = ?"},
 		{&p.same, "SELECT flagged FROM statuses WHERE doc = ? AND unit = ? AND code = ? AND at = ?"},
@@ -133,15 +138,7 @@ func prepareStatus(ctx context.Context, tx *sql.Tx) (*statusStmts, error) {
 			state = CASE WHEN ?2 = '01' THEN 'delivered' WHEN ?2 = '02' AND state = 'routed' THEN 'refused' ELSE state END,
 			delivered_at = CASE WHEN ?2 = '01' THEN coalesce(delivered_at, ?1) ELSE delivered_at END
 			WHERE doc = ?4 AND unit = ?5`},
-	} {
-		st, err := tx.PrepareContext(ctx, s.q)
-		if err != nil {
-			p.close()
-			return nil, err
-		}
-		*s.dst = st
 	}
-	return p, nil
 }
 
 func (p *statusStmts) close() {
