@@ -134,50 +134,49 @@ type SignatureInfo struct {
 func checkCMS(der, content []byte, trust *pki.Trust, at time.Time, hub bool) (*x509.Certificate, []byte, SignatureInfo, reason.List) {
 	var rs reason.List
 	info := SignatureInfo{CheckedAt: at.UTC()}
-	p7, err := parseCMS(der)
+	sd, err := readSignedData(der)
 	if err != nil {
 		rs.Add(reason.SignatureMalformed, "not a CMS SignedData: "+err.Error())
 		return nil, nil, info, rs
 	}
 	if content != nil {
-		p7.Content = content
+		sd.content = content
 	}
-	if len(p7.Signers) != 1 {
-		rs.Add(reason.SignatureSignerCount, fmt.Sprintf("%d signers, want exactly one", len(p7.Signers)))
+	if sd.signers != 1 {
+		rs.Add(reason.SignatureSignerCount, fmt.Sprintf("%d signers, want exactly one", sd.signers))
 		return nil, nil, info, rs
 	}
-	leaf := p7.GetOnlySigner()
+	leaf := sd.leaf
 	if leaf == nil {
 		rs.Add(reason.SignatureMalformed, "the signer's certificate is not in the signature")
 		return nil, nil, info, rs
 	}
-	si := p7.Signers[0]
 	info.SignerSubject = pki.SubjectString(leaf.Subject)
 	info.SignerSerial = leaf.SerialNumber.Text(16)
 	info.SignerIssuer = pki.SubjectString(leaf.Issuer)
 	info.SignerNotBefore, info.SignerNotAfter = leaf.NotBefore.UTC(), leaf.NotAfter.UTC()
 	info.Identifier = pki.Identifier(leaf)
-	if si.DigestAlgorithm.Algorithm.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
+	if sd.digestAlg.Equal(pkcs7.OIDDigestAlgorithmSHA256) {
 		info.DigestAlgorithm = "SHA-256"
 	} else {
-		info.DigestAlgorithm = si.DigestAlgorithm.Algorithm.String()
+		info.DigestAlgorithm = sd.digestAlg.String()
 		rs.Add(reason.SignatureAlgorithm, "digest algorithm "+info.DigestAlgorithm+", SHA-256 required")
 	}
-	if len(si.AuthenticatedAttributes) == 0 {
+	if !sd.hasAttrs {
 		rs.Add(reason.SignatureMalformed, "no signed attributes")
 		return leaf, nil, info, rs
 	}
 	var st time.Time
-	if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st); err == nil {
+	if err := sd.attribute(pkcs7.OIDAttributeSigningTime, &st); err == nil {
 		st = st.UTC()
 		info.SigningTime = &st
 	}
 	var ct asn1.ObjectIdentifier
-	if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeContentType, &ct); err != nil || !ct.Equal(pkcs7.OIDData) {
+	if err := sd.attribute(pkcs7.OIDAttributeContentType, &ct); err != nil || !ct.Equal(pkcs7.OIDData) {
 		rs.Add(reason.SignatureMalformed, "the content-type attribute is missing or not id-data")
 	}
 	var scv2 signingCertificateV2
-	if err := p7.UnmarshalSignedAttribute(oidSigningCertificateV2, &scv2); err == nil {
+	if err := sd.attribute(oidSigningCertificateV2, &scv2); err == nil {
 		h := sha256.Sum256(leaf.Raw)
 		if len(scv2.Certs) == 0 || !bytes.Equal(scv2.Certs[0].CertHash, h[:]) {
 			rs.Add(reason.SignatureSigningCertRef, "ESS signing-certificate-v2 does not name the signer's certificate")
@@ -188,7 +187,7 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time, hub bool) (*x
 	// The signature and message digest only: the library's own chain check
 	// is not used. Passing no trust store, it cannot be misled by the
 	// signing-time attribute into accepting an expired signer.
-	if err := p7.VerifyWithChainAtTime(nil, at); err != nil {
+	if err := sd.verify(at); err != nil {
 		var ste *pkcs7.SigningTimeNotValidError
 		if errors.As(err, &ste) {
 			rs.Add(reason.SignatureExpired, "the claimed signing time lies outside the signer's validity")
@@ -197,14 +196,14 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time, hub bool) (*x
 		}
 	}
 	var inter []*x509.Certificate
-	for _, c := range p7.Certificates {
+	for _, c := range sd.certs {
 		if c != leaf {
 			inter = append(inter, c)
 		}
 	}
 	if trust == nil {
 		rs.Add(reason.SignatureUntrustedRoot, "no trust roots configured")
-		return leaf, p7.Content, info, rs
+		return leaf, sd.content, info, rs
 	}
 	check := trust.Check
 	if hub {
@@ -218,17 +217,59 @@ func checkCMS(der, content []byte, trust *pki.Trust, at time.Time, hub bool) (*x
 	for _, c := range trust.CRLsFor(chain, at) {
 		info.CRLs = append(info.CRLs, c.SHA256)
 	}
-	return leaf, p7.Content, info, rs
+	return leaf, sd.content, info, rs
+}
+
+// signedData is what checkCMS reads of a CMS SignedData, by parseCMSDER or,
+// where it declines, by pkcs7.
+type signedData struct {
+	signers   int
+	leaf      *x509.Certificate // the only signer's certificate, or nil
+	digestAlg asn1.ObjectIdentifier
+	hasAttrs  bool
+	certs     []*x509.Certificate
+	content   []byte
+	attribute func(oid asn1.ObjectIdentifier, out any) error
+	verify    func(at time.Time) error // signature and message digest over content
+}
+
+func readSignedData(der []byte) (*signedData, error) {
+	if cmsFastPath {
+		if d, ok := parseCMSDER(der); ok {
+			sd := &signedData{signers: 1, leaf: d.signer(), digestAlg: d.digestAlg, hasAttrs: len(d.attrs) > 0,
+				certs: d.certs, content: d.content, attribute: d.attribute}
+			sd.verify = func(time.Time) error {
+				d.content = sd.content
+				return d.verify()
+			}
+			return sd, nil
+		}
+	}
+	p7, err := parseCMS(der)
+	if err != nil {
+		return nil, err
+	}
+	sd := &signedData{signers: len(p7.Signers), leaf: p7.GetOnlySigner(), certs: p7.Certificates, content: p7.Content,
+		attribute: p7.UnmarshalSignedAttribute}
+	if len(p7.Signers) == 1 {
+		sd.digestAlg = p7.Signers[0].DigestAlgorithm.Algorithm
+		sd.hasAttrs = len(p7.Signers[0].AuthenticatedAttributes) > 0
+	}
+	sd.verify = func(at time.Time) error {
+		p7.Content = sd.content
+		return p7.VerifyWithChainAtTime(nil, at)
+	}
+	return sd, nil
 }
 
 // signedContent returns the content of an attached CMS SignedData, unchecked,
 // or nil.
 func signedContent(der []byte) []byte {
-	p7, err := parseCMS(der)
+	sd, err := readSignedData(der)
 	if err != nil {
 		return nil
 	}
-	return p7.Content
+	return sd.content
 }
 
 func parseCMS(der []byte) (p7 *pkcs7.PKCS7, err error) {
