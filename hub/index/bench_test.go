@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -515,4 +516,48 @@ func BenchmarkDocumentLife(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkGetWhileWriting: a document read (as the pipeline reads one for
+// each status) while another goroutine stores documents, as on a busy hub.
+func BenchmarkGetWhileWriting(b *testing.B) {
+	ix, _ := openTest(b)
+	g := newGen(9, 1_000_000)
+	ctx := b.Context()
+	var ids []document.ID
+	for n := range 2000 {
+		rec := g.record(n)
+		if err := ix.PutDocument(ctx, rec); err != nil {
+			b.Fatal(err)
+		}
+		ids = append(ids, rec.Doc.ID)
+	}
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	var written atomic.Int64
+	go func() {
+		defer close(stopped)
+		for n := 2000; ; n++ {
+			written.Store(int64(n - 2000))
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := ix.PutDocument(ctx, g.record(n)); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	}()
+	i := 0
+	for b.Loop() {
+		if _, err := ix.Get(ctx, ids[i%len(ids)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+	close(done)
+	<-stopped
+	b.ReportMetric(float64(written.Load())/float64(b.N), "writes/op")
 }

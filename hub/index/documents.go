@@ -441,7 +441,7 @@ func seqByID(ctx context.Context, q queryer, id document.ID) (int64, error) {
 
 // Get returns a document with its recipients and status history.
 func (ix *Index) Get(ctx context.Context, id document.ID) (*Detail, error) {
-	tx, err := ix.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	tx, err := ix.g.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
 		return nil, fmt.Errorf("index: get %s: %w", id, err)
 	}
