@@ -168,3 +168,29 @@ func TestBenchSizes(t *testing.T) {
 		}
 	}
 }
+
+// TestBenchSideBySide: edx bench --side-by-side runs the hubs without and
+// with the log at the same time, each with its own units, and compares them
+// over the seconds both were sending; every document of both is accepted
+// and delivered once, and the statuses of both are told to their senders.
+func TestBenchSideBySide(t *testing.T) {
+	work := t.TempDir()
+	code, out := benchOut(t, work, "--docs", "150", "--concurrency", "16", "--statuses", "--side-by-side", "--rounds", "2",
+		"--data", filepath.Join(work, "bench-data"))
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+	for _, want := range []string{"side by side over the", "hub CPU per document:", "over 2 rounds: median", "lost 0, doubled 0, rejected 0"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("no %q in:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "lost 0, doubled 0, rejected 0"); n != 4 {
+		t.Errorf("%d runs report nothing lost, want 4:\n%s", n, out)
+	}
+	for _, run := range []string{"64KiB-log-off-1", "64KiB-log-on-1", "64KiB-log-off-2", "64KiB-log-on-2"} {
+		if _, err := os.Stat(filepath.Join(work, "bench-data", run, "hub.log")); err != nil {
+			t.Errorf("run %s: %v", run, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -46,6 +47,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	natsURL := fs.String("nats", "", "the NATS URL the units connect to (default: the hub's, or the units' agent.yaml)")
 	wait := fs.Duration("wait", 60*time.Second, "end a run on which nothing has moved for this long; the undecided and undelivered are counted")
 	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
+	sideBySide := fs.Bool("side-by-side", false, "with --evidence both: run the hubs without and with the log at the same time, each with its own units,\nand compare them over the seconds both were sending (on a shared machine both then have the same neighbours)")
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 50ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
@@ -72,6 +74,9 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		}
 	} else if *unitsDir != "" || *tokenFile != "" {
 		return fail(e, "--units-dir and --token-file go with --hub (an existing hub)")
+	}
+	if *sideBySide && (*evid != "both" || *hubURL != "") {
+		return fail(e, "--side-by-side: wants --evidence both and a hub the bench starts")
 	}
 	if *rounds < 1 {
 		return fail(e, "--rounds %d: want 1 or more", *rounds)
@@ -117,17 +122,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 				// pays for it; alternating the order spreads that evenly.
 				order = []string{modes[1], modes[0]}
 			}
-			for _, mode := range order {
-				var bar *progressbar.ProgressBar
-				var barMu sync.Mutex // the bench reports progress from several goroutines
-				stage := ""
-				label := sz
-				if mode != "" {
-					label += " log " + mode
-				}
-				if *rounds > 1 {
-					label += fmt.Sprintf(" %d/%d", round+1, *rounds)
-				}
+			options := func(mode string) bench.Options {
 				st := ""
 				if *statuses {
 					st = "signed"
@@ -146,23 +141,79 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 					}
 					runData = filepath.Join(runData, fmt.Sprintf("%s-log-%s-%d", sz, m, round+1))
 				}
-				o := bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
-					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor,
-					Progress: func(s string, done, total int) {
-						barMu.Lock()
-						defer barMu.Unlock()
-						if s != stage {
-							if bar != nil {
-								bar.Finish()
+				return bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
+					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1 && !*sideBySide,
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor}
+			}
+			if *sideBySide {
+				fmt.Fprintf(e.stderr, "%s round %d/%d: the hubs without and with the log, side by side...\n", sz, round+1, *rounds)
+				ready := make(chan struct{}, 2)
+				res := make([]*bench.Result, 2)
+				errs := make([]error, 2)
+				var wg sync.WaitGroup
+				for i, mode := range modes {
+					o := options(mode)
+					o.Idle = -1 // the other hub registering its units would count
+					o.Ready = func(ctx context.Context) error {
+						ready <- struct{}{}
+						for len(ready) < 2 {
+							if ctx.Err() != nil {
+								return ctx.Err()
 							}
-							stage = s
-							bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionShowCount(),
-								progressbar.OptionSetDescription(fmt.Sprintf("%-24s", label+" "+s)), progressbar.OptionThrottle(200*time.Millisecond),
-								progressbar.OptionClearOnFinish())
+							time.Sleep(time.Millisecond)
 						}
-						bar.Set(done)
-					}}
+						return nil
+					}
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						res[i], errs[i] = bench.Run(ctx, o)
+						if errs[i] != nil {
+							ready <- struct{}{} // release the other run
+						}
+					}()
+				}
+				wg.Wait()
+				if err := errors.Join(errs...); err != nil {
+					return fail(e, "bench: %v", err)
+				}
+				for _, r := range res {
+					results = append(results, r)
+					pair = append(pair, r)
+					if !*asJSON {
+						printBench(e.stdout, r)
+					}
+				}
+			}
+			for _, mode := range order {
+				if *sideBySide {
+					break
+				}
+				var bar *progressbar.ProgressBar
+				var barMu sync.Mutex // the bench reports progress from several goroutines
+				stage := ""
+				label := sz
+				if mode != "" {
+					label += " log " + mode
+				}
+				if *rounds > 1 {
+					label += fmt.Sprintf(" %d/%d", round+1, *rounds)
+				}
+				o := options(mode)
+				o.Progress = func(s string, done, total int) {
+					barMu.Lock()
+					defer barMu.Unlock()
+					if s != stage {
+						if bar != nil {
+							bar.Finish()
+						}
+						stage = s
+						bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(e.stderr), progressbar.OptionShowCount(),
+							progressbar.OptionSetDescription(fmt.Sprintf("%-24s", label+" "+s)), progressbar.OptionThrottle(200*time.Millisecond),
+							progressbar.OptionClearOnFinish())
+					}
+					bar.Set(done)
+				}
 				res, err := bench.Run(ctx, o)
 				if bar != nil {
 					bar.Finish()
@@ -179,22 +230,39 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 			if len(pair) == 2 && pair[0].Evidence == "on" {
 				pair[0], pair[1] = pair[1], pair[0] // without the log, then with it
 			}
-			if len(pair) == 2 && !*asJSON {
-				printEvidenceCost(e.stdout, pair[0], pair[1])
-			}
-			if len(pair) == 2 && pair[0].DocsPerSec > 0 {
-				costs = append(costs, 100*(pair[0].DocsPerSec-pair[1].DocsPerSec)/pair[0].DocsPerSec)
-			}
-			if len(pair) == 2 && pair[0].HubMeasured && pair[1].HubMeasured {
-				a, b := pair[0].HubCPUPerDoc+pair[0].AgentsCPUPerDoc, pair[1].HubCPUPerDoc+pair[1].AgentsCPUPerDoc
-				cpuCosts = append(cpuCosts, -100*(float64(b)-float64(a))/float64(a))
+			if len(pair) == 2 && *sideBySide {
+				off, on, window := bench.SideBySide(pair[0], pair[1])
+				if off > 0 {
+					costs = append(costs, 100*(off-on)/off)
+				}
+				if a, b := pair[0].HubCPUPerDoc, pair[1].HubCPUPerDoc; a > 0 {
+					cpuCosts = append(cpuCosts, -100*(float64(b)-float64(a))/float64(a))
+				}
+				if !*asJSON {
+					printSideBySide(e.stdout, pair[0], pair[1], off, on, window)
+				}
+			} else if len(pair) == 2 {
+				if !*asJSON {
+					printEvidenceCost(e.stdout, pair[0], pair[1])
+				}
+				if pair[0].DocsPerSec > 0 {
+					costs = append(costs, 100*(pair[0].DocsPerSec-pair[1].DocsPerSec)/pair[0].DocsPerSec)
+				}
+				if pair[0].HubMeasured && pair[1].HubMeasured {
+					a, b := pair[0].HubCPUPerDoc+pair[0].AgentsCPUPerDoc, pair[1].HubCPUPerDoc+pair[1].AgentsCPUPerDoc
+					cpuCosts = append(cpuCosts, -100*(float64(b)-float64(a))/float64(a))
+				}
 			}
 		}
 		if len(costs) > 1 && !*asJSON {
 			printMedianCost(e.stdout, sz, "throughput", costs)
 		}
 		if len(cpuCosts) > 1 && !*asJSON {
-			printMedianCost(e.stdout, sz, "CPU per document (hub and agents)", cpuCosts)
+			what := "CPU per document (hub and agents)"
+			if *sideBySide {
+				what = "hub CPU per document"
+			}
+			printMedianCost(e.stdout, sz, what, cpuCosts)
 		}
 	}
 	if *asJSON {
@@ -210,6 +278,27 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		}
 	}
 	return exitOK
+}
+
+// printSideBySide compares two runs made side by side over the seconds
+// both were sending (bench.SideBySide).
+func printSideBySide(w io.Writer, off, on *bench.Result, offRate, onRate float64, window time.Duration) {
+	cost := 0.0
+	if offRate > 0 {
+		cost = -100 * (offRate - onRate) / offRate
+	}
+	what := "the log"
+	if on.Statuses != "" {
+		what = "the log and signed statuses"
+	}
+	fmt.Fprintf(w, "\nevidence at %s, side by side over the %.1fs both were sending: %.1f docs/s without %s, %.1f with: %+.1f%% throughput\n",
+		humanSize(on.Size), window.Seconds(), offRate, what, onRate, cost)
+	if off.HubCPUPerDoc > 0 {
+		fmt.Fprintf(w, "hub CPU per document: %s without, %s with: %+.1f%% (the bench's own CPU is the two runs' together)\n",
+			ms(off.HubCPUPerDoc), ms(on.HubCPUPerDoc), 100*(float64(on.HubCPUPerDoc)-float64(off.HubCPUPerDoc))/float64(off.HubCPUPerDoc))
+	}
+	fmt.Fprintf(w, "log: %d entries appended, %.1f/s over the run, %s mean wait from append to durably sequenced\n",
+		on.LogEntries, on.LogAppendsPerSec, ms(on.LogAppendMean))
 }
 
 // printEvidenceCost compares a run without the transparency log and one

@@ -95,7 +95,11 @@ type Options struct {
 	// Idle is how long the hub's CPU is measured with every unit
 	// connected and nothing sent, before the run (default 10s; negative:
 	// not measured). Only for the hub the bench started.
-	Idle     time.Duration
+	Idle time.Duration
+	// Ready, when set, is called once the documents are built, just
+	// before the measured send: runs side by side wait there for each
+	// other (SideBySide), so that they send over the same seconds.
+	Ready    func(ctx context.Context) error
 	Progress func(stage string, done, total int)
 	Log      *slog.Logger
 }
@@ -234,6 +238,49 @@ type Result struct {
 	StatusesSigned  int     `json:"statuses_signed,omitempty"`
 	StatusesMissing int     `json:"statuses_missing,omitempty"`
 	Status          Latency `json:"status"`
+
+	start      time.Time   // when the measured send began
+	acceptedAt []time.Time // when each accepted document was first told accepted
+}
+
+// SideBySide compares two runs made at the same time (Options.Ready) over
+// the seconds both were sending: from the later start to the earlier of
+// their last acceptances. Counted over each run's own length, the run that
+// finishes first would flatter the other, which then has the machine to
+// itself. It returns each run's accepted documents per second over that
+// window, and the window.
+func SideBySide(a, b *Result) (rateA, rateB float64, window time.Duration) {
+	last := func(r *Result) time.Time {
+		var t time.Time
+		for _, at := range r.acceptedAt {
+			if at.After(t) {
+				t = at
+			}
+		}
+		return t
+	}
+	from := a.start
+	if b.start.After(from) {
+		from = b.start
+	}
+	to := last(a)
+	if lb := last(b); lb.Before(to) {
+		to = lb
+	}
+	window = to.Sub(from)
+	if window <= 0 {
+		return 0, 0, 0
+	}
+	count := func(r *Result) float64 {
+		n := 0
+		for _, at := range r.acceptedAt {
+			if !at.Before(from) && !at.After(to) {
+				n++
+			}
+		}
+		return float64(n)
+	}
+	return count(a) / window.Seconds(), count(b) / window.Seconds(), window
 }
 
 // unit is one simulated agent.
@@ -669,6 +716,11 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			o.Progress("build", i+1, o.Docs)
 		}
 	}
+	if o.Ready != nil {
+		if err := o.Ready(ctx); err != nil {
+			return nil, err
+		}
+	}
 	var cpu0 time.Duration
 	if r.hub != nil {
 		cpu0, _ = r.hub.cpu()
@@ -768,6 +820,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	defer r.mu.Unlock()
 	var accs, dels, stats []time.Duration
 	end := start
+	res.start = start
 	for id, t0 := range r.sent {
 		seqs, ok := r.acc[id]
 		if !ok {
@@ -778,6 +831,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 		}
 		res.Doubled += len(seqs) - 1
 		accs = append(accs, first(seqs).Sub(t0))
+		res.acceptedAt = append(res.acceptedAt, first(seqs))
 		for _, u := range r.expect[id] {
 			seqs, ok := r.del[string(id)+"/"+string(u)]
 			if !ok {
