@@ -260,16 +260,17 @@ func (d *derSignedData) verify() error {
 
 // parsedCerts keeps the certificates signatures carried, parsed, by their
 // DER: every signature of a unit carries the same few. At most
-// maxParsedCerts, none larger than maxParsedCertSize; the map is emptied
-// when full, so that certificates sent to fill it cost only their parsing.
+// maxParsedCerts, none larger than maxParsedCertSize (a unit's certificate
+// is under 2 KiB), some 8 MiB of DER at worst; the map is emptied when
+// full, so that certificates sent to fill it cost only their parsing.
 var (
 	parsedCertsMu sync.Mutex
 	parsedCerts   = map[string]*x509.Certificate{}
 )
 
 const (
-	maxParsedCerts    = 4096
-	maxParsedCertSize = 16 << 10
+	maxParsedCerts    = 2048
+	maxParsedCertSize = 4 << 10
 )
 
 // parsedCert returns der parsed, from parsedCerts when it was seen before.

@@ -1,10 +1,16 @@
 package container
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -184,4 +190,43 @@ func leafName(c *x509.Certificate) string {
 		return "none"
 	}
 	return c.Subject.String() + " " + c.SerialNumber.String()
+}
+
+// TestParsedCertsBounded: the parsed certificates kept are bounded in
+// number and size whatever certificates signatures carry.
+func TestParsedCertsBounded(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mk := func(i int, extra int) []byte {
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(int64(i) + 1), Subject: pkix.Name{CommonName: strings.Repeat("x", extra)},
+			NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return der
+	}
+	for i := range maxParsedCerts + 10 {
+		if _, err := parsedCert(mk(i, 0)); err != nil {
+			t.Fatal(err)
+		}
+		parsedCertsMu.Lock()
+		n := len(parsedCerts)
+		parsedCertsMu.Unlock()
+		if n > maxParsedCerts {
+			t.Fatalf("%d certificates kept, at most %d", n, maxParsedCerts)
+		}
+	}
+	large := mk(0, maxParsedCertSize)
+	if _, err := parsedCert(large); err != nil {
+		t.Fatal(err)
+	}
+	parsedCertsMu.Lock()
+	_, kept := parsedCerts[string(large)]
+	parsedCertsMu.Unlock()
+	if kept {
+		t.Fatalf("a %d-byte certificate was kept", len(large))
+	}
 }
