@@ -141,12 +141,23 @@ const (
 	UnitPullHeartbeat = 30 * time.Second
 )
 
+// UnitPullMessages is the most messages a unit's pull asks for at once.
+const UnitPullMessages = 256
+
 // UnitPullOptions are the options of a unit's pull of its consumer
 // (jetstream.Consumer.Messages): UnitPullExpiry and UnitPullHeartbeat, and
-// at most maxBytes pulled at once.
+// at most UnitPullMessages messages and maxBytes pulled at once.
+//
+// The count is given with the bytes (PullMaxMessagesWithBytesLimit): with
+// a byte limit alone, nats.go asks for up to a million messages and makes
+// its buffer that long, a channel of 1,000,000 pointers, 8 MB per pull that
+// the garbage collector walks: each agent held it for nothing, and edx
+// bench, which pulls for every unit it simulates, ran 24 GiB out at 5,383
+// units (TestUnitPullMemory). maxBytes must not be less than the largest
+// message the unit can be sent.
 func UnitPullOptions(maxBytes int) []jetstream.PullMessagesOpt {
-	return []jetstream.PullMessagesOpt{jetstream.PullMaxBytes(maxBytes), jetstream.PullExpiry(UnitPullExpiry),
-		jetstream.PullHeartbeat(UnitPullHeartbeat)}
+	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessagesWithBytesLimit(UnitPullMessages, maxBytes),
+		jetstream.PullExpiry(UnitPullExpiry), jetstream.PullHeartbeat(UnitPullHeartbeat)}
 }
 
 // InboxPrefix is the reply-subject prefix a unit's connection must use

@@ -1,0 +1,70 @@
+package bench
+
+import (
+	"log/slog"
+	"runtime"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// TestUnitPullMemory: a unit's pull of its consumer, as agents and the
+// bench's simulated units make it (protocol.UnitPullOptions), holds little
+// memory: 200 of them take well under 200 MiB of heap (with a byte limit
+// alone, nats.go gave each a buffer of a million messages, 8 MB).
+func TestUnitPullMemory(t *testing.T) {
+	srv, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), KeysDir: t.TempDir(),
+		MaxStore: broker.TestMaxStore}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Shutdown)
+	creds, err := srv.Keys().IssueHubCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PULLS", Subjects: []string{"pulls.>"}}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := js.CreateOrUpdateConsumer(t.Context(), "PULLS", jetstream.ConsumerConfig{Durable: "unit", AckPolicy: jetstream.AckExplicitPolicy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapInuse
+	}
+	before := heap()
+	const n = 200
+	var its []jetstream.MessagesContext
+	for range n {
+		it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		its = append(its, it)
+	}
+	grown := int64(heap()) - int64(before)
+	for _, it := range its {
+		it.Stop()
+	}
+	if grown > n<<20 {
+		t.Fatalf("%d pulls took %d MiB of heap, want under %d", n, grown>>20, n)
+	}
+	t.Logf("%d pulls: %d KiB of heap each", n, grown/n>>10)
+}
