@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,6 +20,7 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/edxhub/edx/agent/durable"
 	"github.com/edxhub/edx/hub/tlog"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/evidence"
@@ -109,7 +112,13 @@ func (a *agentProc) evidenceFiles() []witnessEvidence {
 	ents, _ := os.ReadDir(dir)
 	var out []witnessEvidence
 	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), durable.TempPrefix) {
+			continue // being written: the agent renames it into place once whole
+		}
 		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
 		if err != nil {
 			a.t.Fatal(err)
 		}
