@@ -169,7 +169,10 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 						defer wg.Done()
 						res[i], errs[i] = bench.Run(ctx, o)
 						if errs[i] != nil {
-							ready <- struct{}{} // release the other run
+							select {
+							case ready <- struct{}{}: // release the other run, if it waits
+							default: // both were ready before this one failed
+							}
 						}
 					}()
 				}

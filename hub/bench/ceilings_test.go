@@ -11,18 +11,16 @@ import (
 	"github.com/edxhub/edx/hub/broker"
 )
 
-// TestPublishCeilingLargeMessages: the JetStream ceiling of 1 MiB
-// containers publishes them all without the server refusing any: before,
-// every message was in flight at once and the stream's ingest queue (128
-// MiB) overflowed, "429 too many requests", and edx bench failed at 1 MiB.
-func TestPublishCeilingLargeMessages(t *testing.T) {
+// testJetStream starts a NATS server as the hub does and connects to it
+// over TCP as the hub, as the bench connects.
+func testJetStream(t *testing.T) jetstream.JetStream {
+	t.Helper()
 	srv, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), KeysDir: t.TempDir(),
 		MaxStore: broker.TestMaxStore}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	// Over TCP, as the bench connects.
 	creds, err := srv.Keys().IssueHubCreds()
 	if err != nil {
 		t.Fatal(err)
@@ -36,6 +34,15 @@ func TestPublishCeilingLargeMessages(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return js
+}
+
+// TestPublishCeilingLargeMessages: the JetStream ceiling of 1 MiB
+// containers publishes them all without the server refusing any: before,
+// every message was in flight at once and the stream's ingest queue (128
+// MiB) overflowed, "429 too many requests", and edx bench failed at 1 MiB.
+func TestPublishCeilingLargeMessages(t *testing.T) {
+	js := testJetStream(t)
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "BENCH_CEILING", Subjects: []string{"bench.ceiling"},
 		Storage: jetstream.FileStorage, Duplicates: time.Hour, MaxMsgSize: 8 << 20}); err != nil {
 		t.Fatal(err)

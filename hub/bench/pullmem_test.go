@@ -1,14 +1,11 @@
 package bench
 
 import (
-	"log/slog"
 	"runtime"
 	"testing"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
@@ -17,25 +14,7 @@ import (
 // memory: 200 of them take well under 200 MiB of heap (with a byte limit
 // alone, nats.go gave each a buffer of a million messages, 8 MB).
 func TestUnitPullMemory(t *testing.T) {
-	srv, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", StoreDir: t.TempDir(), KeysDir: t.TempDir(),
-		MaxStore: broker.TestMaxStore}, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	creds, err := srv.Keys().IssueHubCreds()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(srv.ClientURL(), nats.UserCredentialBytes(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testJetStream(t)
 	if _, err := js.CreateStream(t.Context(), jetstream.StreamConfig{Name: "PULLS", Subjects: []string{"pulls.>"}}); err != nil {
 		t.Fatal(err)
 	}

@@ -158,29 +158,31 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Index, error) {
 	if n == 0 {
 		n = max(4, 2*runtime.GOMAXPROCS(0))
 	}
-	r, err := openDB(path, "deferred", append(common, mapped, "query_only(1)"))
-	if err != nil {
-		w.Close()
-		return nil, err
+	// readers opens a query-only pool of n connections, mapping the
+	// database or not (mmap).
+	readers := func(mmap string) (*sql.DB, error) {
+		db, err := openDB(path, "deferred", append(common, mmap, "query_only(1)"))
+		if err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(n)
+		db.SetMaxIdleConns(n)
+		db.SetConnMaxLifetime(0)
+		return db, nil
 	}
-	r.SetMaxOpenConns(n)
-	r.SetMaxIdleConns(n)
-	r.SetConnMaxLifetime(0)
-	ix.r = r
-	g, err := openDB(path, "deferred", append(common, "mmap_size(0)", "query_only(1)"))
-	if err != nil {
+	if ix.r, err = readers(mapped); err != nil {
 		ix.Close()
 		return nil, err
 	}
-	g.SetMaxOpenConns(n)
-	g.SetMaxIdleConns(n)
-	g.SetConnMaxLifetime(0)
-	ix.g = g
+	if ix.g, err = readers("mmap_size(0)"); err != nil {
+		ix.Close()
+		return nil, err
+	}
 	if ix.wstmts, err = prepareCache(ctx, w, (&putStmts{}).specs(), (&statusStmts{}).specs(), (&codeStmts{}).specs()); err != nil {
 		ix.Close()
 		return nil, fmt.Errorf("index: prepare: %w", err)
 	}
-	if ix.rstmts, err = prepareCache(ctx, g, (&detailStmts{}).specs()); err != nil {
+	if ix.rstmts, err = prepareCache(ctx, ix.g, (&detailStmts{}).specs()); err != nil {
 		ix.Close()
 		return nil, fmt.Errorf("index: prepare: %w", err)
 	}
