@@ -60,7 +60,7 @@ func appendLog(t *testing.T, data string, entries []*evidence.Entry) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := tlog.POSIX(ctx, filepath.Join(data, "tlog"))
+	b, err := tlog.DirBackend(ctx, filepath.Join(data, "tlog"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -200,7 +200,7 @@ func (h *Hub) startEvidence(ctx context.Context) error {
 		}
 		stamper = c
 	}
-	b, err := tlog.POSIX(ctx, cfg.Dir)
+	b, err := tlog.DirBackend(ctx, cfg.Dir)
 	if err != nil {
 		return fmt.Errorf("tlog.dir %s: %w", cfg.Dir, err)
 	}

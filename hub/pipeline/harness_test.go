@@ -155,7 +155,7 @@ func openTestLog(t testing.TB, dir string) (*tlog.Log, note.Verifier) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := tlog.POSIX(t.Context(), dir)
+	b, err := tlog.DirBackend(t.Context(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

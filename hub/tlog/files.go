@@ -25,6 +25,9 @@ import (
 type Backend struct {
 	Driver tessera.Driver
 	Files  Files
+	// stopped, if set, waits until the driver's log, its context ended,
+	// has let go of its storage (Log.Close waits for it).
+	stopped func(context.Context) error
 }
 
 // Files is a write-once store of small named files; names are slash

@@ -183,6 +183,7 @@ type Log struct {
 	reader   tessera.LogReader
 	add      *group
 	shutdown func(context.Context) error
+	stopped  func(context.Context) error
 	awaiter  *tessera.PublicationAwaiter
 	cancel   context.CancelFunc
 
@@ -211,6 +212,9 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
+	if jd, ok := b.Driver.(*journalDriver); ok {
+		jd.log = deps.Logger
+	}
 	l := &Log{cfg: cfg, archive: deps.Archive, signer: deps.Signer, verifier: deps.Verifier, stamper: deps.Timestamper, log: deps.Logger, files: b.Files,
 		m: newMetrics(deps.Registerer)}
 	if err := l.loadStamped(ctx); err != nil {
@@ -230,6 +234,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("tlog: open: %w", err)
 	}
+	l.stopped = b.stopped
 	l.add, l.shutdown, l.reader, l.cancel = &group{add: a.Add, off: !groupCommit, linger: linger, max: int(cfg.BatchMaxSize), pace: cfg.BatchInterval,
 		hot: (&cpuGauge{limit: busyCPU}).Busy}, shutdown, r, cancel
 	l.awaiter = tessera.NewPublicationAwaiter(bg, r.ReadCheckpoint, 50*time.Millisecond)
@@ -244,6 +249,11 @@ func (l *Log) Close(ctx context.Context) error {
 	l.cancel()
 	if err != nil {
 		return fmt.Errorf("tlog: close: %w", err)
+	}
+	if l.stopped != nil {
+		if err := l.stopped(ctx); err != nil {
+			return fmt.Errorf("tlog: close: %w", err)
+		}
 	}
 	return nil
 }

@@ -144,7 +144,7 @@ func TestRunStampsAndMirrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := POSIX(t.Context(), t.TempDir())
+	b, err := Journal(t.Context(), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,7 @@ type testLog struct {
 	vkey string
 }
 
-// openLog opens a POSIX log in dir with the log key in skey.
+// openLog opens a log in dir (the journal, as the hub does for a new log) with the log key in skey.
 func openLog(t testing.TB, dir, skey string, ts *testTSA) *testLog {
 	t.Helper()
 	s, v, vkey, err := ParseKey(skey)
@@ -77,7 +77,7 @@ func openLog(t testing.TB, dir, skey string, ts *testTSA) *testLog {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	b, err := POSIX(ctx, dir)
+	b, err := DirBackend(ctx, dir)
 	if err != nil {
 		t.Fatal(err)
 	}
