@@ -7,15 +7,18 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/evidence"
 	"github.com/edxhub/edx/pkg/pki"
 	"github.com/edxhub/edx/pkg/protocol"
 )
@@ -226,6 +229,50 @@ func TestHubKilledMidStream(t *testing.T) {
 	for id, seqs := range got {
 		if len(seqs) != 1 {
 			t.Errorf("document %s delivered %d times", id, len(seqs))
+		}
+	}
+	// Every acceptance is in the hub's transparency log, those acknowledged
+	// before the kill included (the log's journal was synced before any
+	// receipt named an entry): each document's proof verifies against the
+	// log's key and its entry is that document's acceptance.
+	vkey, err := os.ReadFile(filepath.Join(data, "tlog.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lk, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for id := range sent {
+		var dp struct {
+			Proof *evidence.Proof `json:"proof"`
+		}
+		var err error
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			var b []byte
+			if b, err = apiGet(h, "/api/v1/documents/"+string(id)+"/proof"); err == nil {
+				err = json.Unmarshal(b, &dp)
+			}
+			if err == nil || time.Now().After(deadline) {
+				break
+			}
+		}
+		if err != nil {
+			t.Fatalf("document %s: proof: %v", id, err)
+		}
+		p := dp.Proof
+		if p == nil {
+			t.Fatalf("document %s: no proof", id)
+		}
+		// Inclusion in the signed checkpoint is what is checked here; the
+		// trusted time over it is TestAuditCommandLine's.
+		p.Timestamp, p.Previous = nil, nil
+		if _, err := p.Verify(evidence.ProofOptions{Origin: lk.Name(), LogKey: lk}); err != nil {
+			t.Fatalf("document %s: proof: %v", id, err)
+		}
+		var e evidence.Entry
+		if err := json.Unmarshal(p.Entry, &e); err != nil || e.Kind != evidence.Accepted || e.Doc != string(id) {
+			t.Fatalf("document %s: entry %d is %s of %s (%v)", id, p.Index, e.Kind, e.Doc, err)
 		}
 	}
 }
