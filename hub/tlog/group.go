@@ -15,7 +15,8 @@ import (
 
 // group commits appends: the entries that arrive while a write is in
 // progress are handed to tessera together, as one batch, once it is done.
-// Its POSIX writer syncs about eight files per batch: behind a slow disk,
+// Each batch costs at least one sync (tessera's POSIX driver syncs about
+// eight files per batch, the journal one): behind a slow disk,
 // batches of one entry would queue up and the log would append no faster
 // than one entry per write. Grouped, a batch holds everything that came
 // during the previous write, so the log keeps up with any rate its disk

@@ -64,8 +64,9 @@ type Config struct {
 	// BatchInterval is the pace of a busy hub's log: while the machine's
 	// CPUs are 80% or more busy, a batch is started at least
 	// BatchInterval after the previous one started (default 0: always as
-	// soon as it is done). Each write syncs about eight files whatever its
-	// size, so fewer, larger writes cost less CPU: in a saturated hub at
+	// soon as it is done). Each write costs a sync whatever its size (the
+	// journal's one; tessera's POSIX driver synced about eight files), so
+	// fewer, larger writes cost less CPU: with POSIX, in a saturated hub at
 	// about 330 entries a second, 50ms took the writes from 6.9% of the
 	// hub's CPU to 2.1%, for at most BatchInterval more wait per entry. A
 	// hub with CPU to spare is not paced: there the wait would be latency
