@@ -281,12 +281,23 @@ func (j *journal) append(es []*tessera.Entry) (uint64, error) {
 	}
 	first := j.rng.End()
 	rec := encodeRecord(first, es)
+	end, err := j.seg.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("tlog: journal: %w", err)
+	}
 	if _, err := j.seg.Write(rec); err != nil {
-		j.failed = fmt.Errorf("tlog: journal write: %w", err)
-		return 0, j.failed
+		// A write that failed (a full disk) is taken back, and the next
+		// batch tries again; one that cannot be taken back stops the log.
+		if terr := j.seg.Truncate(end); terr != nil {
+			j.failed = fmt.Errorf("tlog: journal write: %w (and cutting it off: %v): the hub must restart", err, terr)
+			return 0, j.failed
+		}
+		return 0, fmt.Errorf("tlog: journal write: %w", err)
 	}
 	if err := syscall.Fdatasync(int(j.seg.Fd())); err != nil {
-		j.failed = fmt.Errorf("tlog: journal sync: %w", err)
+		// After a failed sync what the disk holds is unknown: the log
+		// stops, and a restart rebuilds it from what the journal holds.
+		j.failed = fmt.Errorf("tlog: journal sync: %w: the hub must restart", err)
 		return 0, j.failed
 	}
 	for i, e := range es {
