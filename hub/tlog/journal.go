@@ -164,7 +164,8 @@ type journal struct {
 	markedAt time.Time
 	pubSize  uint64
 	pubAt    time.Time
-	failed   error // a journal write failed: nothing more is sequenced
+	pubCP    []byte // the checkpoint published last
+	failed   error  // a journal write failed: nothing more is sequenced
 }
 
 type jpending struct {
@@ -479,7 +480,7 @@ func (j *journal) publish(ctx context.Context) error {
 		return err
 	}
 	j.mu.Lock()
-	j.pubSize, j.pubAt = size, time.Now()
+	j.pubSize, j.pubAt, j.pubCP = size, time.Now(), cp
 	j.mu.Unlock()
 	return nil
 }
@@ -871,8 +872,16 @@ func readRecord(r *bufio.Reader) (first uint64, datas [][]byte, n int64, err err
 	return first, datas, n + 4, nil
 }
 
-// ReadCheckpoint implements tessera.LogReader.
+// ReadCheckpoint implements tessera.LogReader: the checkpoint this process
+// published last (tessera's publication awaiter asks 20 times a second),
+// or the one on disk.
 func (j *journal) ReadCheckpoint(_ context.Context) ([]byte, error) {
+	j.mu.Lock()
+	cp := j.pubCP
+	j.mu.Unlock()
+	if cp != nil {
+		return slices.Clone(cp), nil
+	}
 	b, err := os.ReadFile(j.path(layout.CheckpointPath))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, os.ErrNotExist
