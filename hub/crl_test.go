@@ -140,7 +140,8 @@ func TestStaleCRLAtRunningHub(t *testing.T) {
 	ca := newCityCA(t)
 	h := startHub(t, ca.config(t))
 	a, b := h.registerWith(ca.CA, uA), h.registerWith(ca.CA, uB)
-	if code, body := h.readyz(); code != http.StatusOK || body["crl"] != "ok" {
+	// (Every check is listed: the transparency log's too.)
+	if code, body := h.readyz(); code != http.StatusOK || body["crl"] != "ok" || body["log"] != "ok" {
 		t.Fatalf("readyz with a current CRL: %d %v", code, body)
 	}
 

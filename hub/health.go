@@ -81,12 +81,16 @@ func ensureHealthStream(ctx context.Context, js jetstream.JetStream, replicas in
 
 // ready is /readyz's checks by name: the dependencies' (dependencies), the
 // CRLs' ("crl": one in force is stale, and documents under its issuer are
-// held) and the index's ("events": catching up with progress, or behind the
-// decision events).
+// held), the index's ("events": catching up with progress, or behind the
+// decision events) and the transparency log's ("log": its journal stopped
+// after a failed sync, until a restart).
 func (h *Hub) ready(ctx context.Context) map[string]error {
 	checks := maps.Clone(h.dependencies(ctx))
 	checks["crl"] = h.crl.ready(ctx)
 	checks["events"] = h.follow.Check()
+	if h.tlog != nil {
+		checks["log"] = h.tlog.Check()
+	}
 	return checks
 }
 

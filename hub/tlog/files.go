@@ -28,6 +28,8 @@ type Backend struct {
 	// stopped, if set, waits until the driver's log, its context ended,
 	// has let go of its storage (Log.Close waits for it).
 	stopped func(context.Context) error
+	// check, if set, says why the driver cannot append (Log.Check).
+	check func() error
 }
 
 // Files is a write-once store of small named files; names are slash

@@ -57,7 +57,7 @@ func Journal(ctx context.Context, dir string) (Backend, error) {
 		return Backend{}, fmt.Errorf("tlog: %w", err)
 	}
 	d := &journalDriver{dir: abs, closed: make(chan struct{})}
-	return Backend{Driver: d, Files: DirFiles(filepath.Join(abs, "evidence")), stopped: d.wait}, nil
+	return Backend{Driver: d, Files: DirFiles(filepath.Join(abs, "evidence")), stopped: d.wait, check: d.check}, nil
 }
 
 // DirBackend is the backend of the log in dir: a directory that already
@@ -78,6 +78,22 @@ type journalDriver struct {
 	crash     bool
 	closed    chan struct{} // closed once the log, stopped, is marked and unlocked
 	log       *slog.Logger  // set by Open
+
+	mu sync.Mutex
+	j  *journal // the open log
+}
+
+// check says why the open log cannot append, if it cannot (Log.Check).
+func (d *journalDriver) check() error {
+	d.mu.Lock()
+	j := d.j
+	d.mu.Unlock()
+	if j == nil {
+		return nil
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.failed
 }
 
 // wait waits until the log this driver opened has stopped.
@@ -120,6 +136,9 @@ func (d *journalDriver) Appender(ctx context.Context, opts *tessera.AppendOption
 	if err := j.open(ctx); err != nil {
 		return nil, nil, fmt.Errorf("tlog: journal %s: %w", d.dir, err)
 	}
+	d.mu.Lock()
+	d.j = j
+	d.mu.Unlock()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); j.sequence(ctx) }()
@@ -284,7 +303,8 @@ func (j *journal) append(es []*tessera.Entry) (uint64, error) {
 	rec := encodeRecord(first, es)
 	end, err := j.seg.Seek(0, io.SeekEnd)
 	if err != nil {
-		return 0, fmt.Errorf("tlog: journal: %w", err)
+		j.failed = fmt.Errorf("tlog: journal: %w: the hub must restart", err)
+		return 0, j.failed
 	}
 	if _, err := j.seg.Write(rec); err != nil {
 		// A write that failed (a full disk) is taken back, and the next

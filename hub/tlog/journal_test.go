@@ -400,3 +400,48 @@ func TestDirBackendKeepsPOSIX(t *testing.T) {
 		t.Fatal("a new log was not given the journal")
 	}
 }
+
+// A journal that can no longer write stops the log and says so (Check,
+// which /readyz shows) until the hub restarts; the entries acknowledged
+// before are still there after the restart.
+func TestJournalStopsAndSays(t *testing.T) {
+	dir, key := t.TempDir(), newKey(t)
+	b, err := Journal(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := openBackend(t, b, key)
+	appendInOrder(t, l, 0, 10, "s")
+	if err := l.Check(); err != nil {
+		t.Fatalf("a healthy log: %v", err)
+	}
+	// The segment's descriptor closed under the journal: its next write
+	// fails and cannot be cut back.
+	j := b.Driver.(*journalDriver).j
+	j.mu.Lock()
+	j.seg.Close()
+	j.mu.Unlock()
+	if _, err := l.Append(t.Context(), entry(10, "s")); err == nil {
+		t.Fatal("an append to a broken journal succeeded")
+	}
+	if err := l.Check(); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("Check after a failed write: %v", err)
+	}
+	if _, err := l.Append(t.Context(), entry(11, "s")); err == nil {
+		t.Fatal("a stopped journal appended")
+	}
+	l.Close(t.Context())
+	b, err = Journal(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = openBackend(t, b, key)
+	defer l.Close(context.Background())
+	if err := l.Check(); err != nil {
+		t.Fatalf("after a restart: %v", err)
+	}
+	awaitSize(t, l, 10)
+	if idx, err := l.Append(t.Context(), entry(12, "s")); err != nil || idx != 10 {
+		t.Fatalf("after a restart: index %d, %v", idx, err)
+	}
+}

@@ -185,6 +185,7 @@ type Log struct {
 	add      *group
 	shutdown func(context.Context) error
 	stopped  func(context.Context) error
+	check    func() error
 	awaiter  *tessera.PublicationAwaiter
 	cancel   context.CancelFunc
 
@@ -235,7 +236,7 @@ func Open(ctx context.Context, cfg Config, b Backend, deps Deps) (*Log, error) {
 		cancel()
 		return nil, fmt.Errorf("tlog: open: %w", err)
 	}
-	l.stopped = b.stopped
+	l.stopped, l.check = b.stopped, b.check
 	l.add, l.shutdown, l.reader, l.cancel = &group{add: a.Add, off: !groupCommit, linger: linger, max: int(cfg.BatchMaxSize), pace: cfg.BatchInterval,
 		hot: (&cpuGauge{limit: busyCPU}).Busy}, shutdown, r, cancel
 	l.awaiter = tessera.NewPublicationAwaiter(bg, r.ReadCheckpoint, 50*time.Millisecond)
@@ -257,6 +258,16 @@ func (l *Log) Close(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// Check says why the log cannot append, if its storage knows it cannot
+// (the journal after a failed sync, until the hub restarts); /readyz shows
+// it.
+func (l *Log) Check() error {
+	if l.check == nil {
+		return nil
+	}
+	return l.check()
 }
 
 // Origin is the log's origin line.
