@@ -49,18 +49,28 @@ type Files interface {
 // holds checkpoint, tile/ and .state/ as C2SP tlog-tiles lays them out) and
 // the hub's files under dir/evidence/.
 func POSIX(ctx context.Context, dir string) (Backend, error) {
-	abs, err := filepath.Abs(dir)
+	abs, files, err := logDir(dir)
 	if err != nil {
-		return Backend{}, fmt.Errorf("tlog: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(abs, "evidence"), 0o755); err != nil {
-		return Backend{}, fmt.Errorf("tlog: %w", err)
+		return Backend{}, err
 	}
 	d, err := posix.New(ctx, posix.Config{Path: abs})
 	if err != nil {
 		return Backend{}, fmt.Errorf("tlog: posix: %w", err)
 	}
-	return Backend{Driver: d, Files: DirFiles(filepath.Join(abs, "evidence"))}, nil
+	return Backend{Driver: d, Files: files}, nil
+}
+
+// logDir is a log directory's absolute path and the hub's files in it
+// (dir/evidence/, made if missing).
+func logDir(dir string) (string, DirFiles, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", "", fmt.Errorf("tlog: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Join(abs, "evidence"), 0o755); err != nil {
+		return "", "", fmt.Errorf("tlog: %w", err)
+	}
+	return abs, DirFiles(filepath.Join(abs, "evidence")), nil
 }
 
 // DirFiles is Files in a directory: each file written to a temporary name,

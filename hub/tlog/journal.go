@@ -49,15 +49,12 @@ import (
 // returned is lost, and the tree is the one the published checkpoints
 // committed to (a checkpoint only covers journaled entries).
 func Journal(ctx context.Context, dir string) (Backend, error) {
-	abs, err := filepath.Abs(dir)
+	abs, files, err := logDir(dir)
 	if err != nil {
-		return Backend{}, fmt.Errorf("tlog: %w", err)
-	}
-	if err := os.MkdirAll(filepath.Join(abs, "evidence"), 0o755); err != nil {
-		return Backend{}, fmt.Errorf("tlog: %w", err)
+		return Backend{}, err
 	}
 	d := &journalDriver{dir: abs, closed: make(chan struct{})}
-	return Backend{Driver: d, Files: DirFiles(filepath.Join(abs, "evidence")), stopped: d.wait, check: d.check}, nil
+	return Backend{Driver: d, Files: files, stopped: d.wait, check: d.check}, nil
 }
 
 // DirBackend is the backend of the log in dir: a directory that already

@@ -36,6 +36,16 @@ func openBackend(t testing.TB, b Backend, skey string) *Log {
 	return l
 }
 
+// backend opens the backend open makes of dir.
+func backend(t testing.TB, open func(context.Context, string) (Backend, error), dir string) Backend {
+	t.Helper()
+	b, err := open(t.Context(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // appendInOrder appends entries from..from+n-1 of tag, in that order, many
 // in flight at once, and returns the index of each.
 func appendInOrder(t testing.TB, l *Log, from, n int, tag string) []uint64 {
@@ -79,14 +89,8 @@ func awaitSize(t testing.TB, l *Log, n uint64) (root []byte) {
 // partial, for the same entries.
 func TestJournalMatchesPOSIX(t *testing.T) {
 	key := newKey(t)
-	pb, err := POSIX(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	jb, err := Journal(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	pb := backend(t, POSIX, t.TempDir())
+	jb := backend(t, Journal, t.TempDir())
 	pl, jl := openBackend(t, pb, key), openBackend(t, jb, key)
 	defer pl.Close(context.Background())
 	defer jl.Close(context.Background())
@@ -166,10 +170,7 @@ func TestJournalCrash(t *testing.T) {
 		t.Fatal(err)
 	}
 	for round := range 8 {
-		b, err := Journal(t.Context(), dir)
-		if err != nil {
-			t.Fatal(err)
-		}
+		b := backend(t, Journal, dir)
 		d := b.Driver.(*journalDriver)
 		d.crash, d.markEvery = true, time.Duration(rng.IntN(300))*time.Millisecond
 		l := openBackend(t, b, key)
@@ -328,10 +329,7 @@ func tearJournal(t *testing.T, dir string, rng *rand.Rand) {
 // the log refuses to open rather than drop entries it acknowledged.
 func TestJournalRefusesDamage(t *testing.T) {
 	dir, key := t.TempDir(), newKey(t)
-	b, err := Journal(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := backend(t, Journal, dir)
 	b.Driver.(*journalDriver).crash = true
 	l := openBackend(t, b, key)
 	appendInOrder(t, l, 0, 10, "d")
@@ -355,10 +353,7 @@ func TestJournalRefusesDamage(t *testing.T) {
 	if err := os.WriteFile(segs[0], data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b, err = Journal(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = backend(t, Journal, dir)
 	s, v, _, _ := ParseKey(key)
 	if l, err := Open(t.Context(), Config{}, b, Deps{Signer: s, Verifier: v}); err == nil {
 		l.Close(t.Context())
@@ -372,18 +367,12 @@ func TestJournalRefusesDamage(t *testing.T) {
 // that driver.
 func TestDirBackendKeepsPOSIX(t *testing.T) {
 	dir, key := t.TempDir(), newKey(t)
-	b, err := POSIX(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := backend(t, POSIX, dir)
 	l := openBackend(t, b, key)
 	appendInOrder(t, l, 0, 5, "p")
 	root := awaitSize(t, l, 5)
 	l.Close(t.Context())
-	b, err = DirBackend(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = backend(t, DirBackend, dir)
 	if _, ok := b.Driver.(*journalDriver); ok {
 		t.Fatal("a POSIX log was given the journal")
 	}
@@ -392,10 +381,7 @@ func TestDirBackendKeepsPOSIX(t *testing.T) {
 	if got := awaitSize(t, l, 5); !bytes.Equal(got, root) {
 		t.Fatal("root changed")
 	}
-	b2, err := DirBackend(t.Context(), t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	b2 := backend(t, DirBackend, t.TempDir())
 	if _, ok := b2.Driver.(*journalDriver); !ok {
 		t.Fatal("a new log was not given the journal")
 	}
@@ -406,10 +392,7 @@ func TestDirBackendKeepsPOSIX(t *testing.T) {
 // before are still there after the restart.
 func TestJournalStopsAndSays(t *testing.T) {
 	dir, key := t.TempDir(), newKey(t)
-	b, err := Journal(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b := backend(t, Journal, dir)
 	l := openBackend(t, b, key)
 	appendInOrder(t, l, 0, 10, "s")
 	if err := l.Check(); err != nil {
@@ -431,10 +414,7 @@ func TestJournalStopsAndSays(t *testing.T) {
 		t.Fatal("a stopped journal appended")
 	}
 	l.Close(t.Context())
-	b, err = Journal(t.Context(), dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	b = backend(t, Journal, dir)
 	l = openBackend(t, b, key)
 	defer l.Close(context.Background())
 	if err := l.Check(); err != nil {
