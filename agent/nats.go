@@ -328,7 +328,7 @@ func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handl
 // consumeFrom reads cons until ctx is done (nil) or the consumer stops
 // (its error).
 func (a *Agent) consumeFrom(ctx context.Context, l *link, cons jetstream.Consumer, name string, handle func(context.Context, *link, jetstream.Msg) error) error {
-	it, err := cons.Messages(protocol.UnitPullOptions(64 << 20)...)
+	it, err := protocol.PullUnit(l.nc, cons, 64<<20)
 	if err != nil {
 		return err
 	}

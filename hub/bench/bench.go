@@ -290,7 +290,7 @@ type unit struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stage  *protocol.Stage
-	its    []jetstream.MessagesContext
+	its    []*protocol.UnitPull
 	// uploads bounds the unit's staged uploads at once to what its quota
 	// holds (nats.streams.upload_unit_quota): an upload cut short by the
 	// quota would hold part of it until the hub sweeps it away.
@@ -517,7 +517,7 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		r.o.Log.Warn("bench: unit's consumer, will look again", "unit", id, "err", err)
 		time.Sleep(time.Second)
 	}
-	it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
+	it, err := protocol.PullUnit(u.nc, c, 32<<20)
 	if err != nil {
 		return nil, err
 	}

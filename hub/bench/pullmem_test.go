@@ -10,7 +10,7 @@ import (
 )
 
 // TestUnitPullMemory: a unit's pull of its consumer, as agents and the
-// bench's simulated units make it (protocol.UnitPullOptions), holds little
+// bench's simulated units make it (protocol.PullUnit), holds little
 // memory: 200 of them take well under 200 MiB of heap (with a byte limit
 // alone, nats.go gave each a buffer of a million messages, 8 MB).
 func TestUnitPullMemory(t *testing.T) {
@@ -30,9 +30,9 @@ func TestUnitPullMemory(t *testing.T) {
 	}
 	before := heap()
 	const n = 200
-	var its []jetstream.MessagesContext
+	var its []*protocol.UnitPull
 	for range n {
-		it, err := c.Messages(protocol.UnitPullOptions(32 << 20)...)
+		it, err := protocol.PullUnit(js.Conn(), c, 32<<20)
 		if err != nil {
 			t.Fatal(err)
 		}
