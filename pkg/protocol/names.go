@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 )
 
 // Streams and the staging object store.
@@ -128,37 +127,28 @@ func IsNotice(h nats.Header) bool { return h != nil && h.Get(HeaderKind) == Kind
 // LegacyStreamNotice.
 func LegacyNoticeConsumer(unit string) string { return "notice_" + consumerSafe(unit) }
 
-// Pulls of a unit's consumer: an agent asks for messages with a request
-// that lasts UnitPullExpiry, during which the server, while it has nothing
-// to send, sends a heartbeat every UnitPullHeartbeat (the longest the
-// client library allows). Every connected unit costs the hub this much at
-// rest: two heartbeats a minute and a request every five minutes (with
-// 10,000 units, some 370 messages a second). A connection or consumer that
-// failed silently is noticed after two heartbeats are missed; a consumer
-// deleted, or a connection lost, at once.
+// Pulls of a unit's consumer (PullUnit): an agent asks for messages with a
+// request that lasts UnitPullExpiry, during which the server, while it has
+// nothing to send, sends a heartbeat every UnitPullHeartbeat. Every
+// connected unit costs the hub's NATS this much at rest: one heartbeat
+// every two minutes and a request every ten (with 10,000 units, some 100
+// messages a second). At rest they are most of what a connected unit costs
+// the hub: the 30 s heartbeat of nats.go's Messages took 60% of an idle
+// hub's CPU at 2,000 units (its heartbeat, the consumer's loop delivering
+// it, and the write to the unit's connection).
+//
+// A pull the server lost without a word is noticed after two heartbeats
+// are missed, four minutes. That happens only when the NATS server holding
+// the unit's consumer restarts while the unit stays connected to another
+// server of the cluster; a consumer deleted, or a connection lost and back,
+// is noticed at once.
 const (
-	UnitPullExpiry    = 5 * time.Minute
-	UnitPullHeartbeat = 30 * time.Second
+	UnitPullExpiry    = 10 * time.Minute
+	UnitPullHeartbeat = 2 * time.Minute
 )
 
 // UnitPullMessages is the most messages a unit's pull asks for at once.
 const UnitPullMessages = 256
-
-// UnitPullOptions are the options of a unit's pull of its consumer
-// (jetstream.Consumer.Messages): UnitPullExpiry and UnitPullHeartbeat, and
-// at most UnitPullMessages messages and maxBytes pulled at once.
-//
-// The count is given with the bytes (PullMaxMessagesWithBytesLimit): with
-// a byte limit alone, nats.go asks for up to a million messages and makes
-// its buffer that long, a channel of 1,000,000 pointers, 8 MB per pull that
-// the garbage collector walks: each agent held it for nothing, and edx
-// bench, which pulls for every unit it simulates, ran 24 GiB out at 5,383
-// units (TestUnitPullMemory). maxBytes must not be less than the largest
-// message the unit can be sent.
-func UnitPullOptions(maxBytes int) []jetstream.PullMessagesOpt {
-	return []jetstream.PullMessagesOpt{jetstream.PullMaxMessagesWithBytesLimit(UnitPullMessages, maxBytes),
-		jetstream.PullExpiry(UnitPullExpiry), jetstream.PullHeartbeat(UnitPullHeartbeat)}
-}
 
 // InboxPrefix is the reply-subject prefix a unit's connection must use
 // (nats.CustomInboxPrefix, set by ConnectUnit), so that no unit can listen to

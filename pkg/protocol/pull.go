@@ -3,66 +3,80 @@ package protocol
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// UnitPull reads a unit's consumer as jetstream.Consumer.Messages does
-// (UnitPullOptions), and starts its pull again, on a new inbox, whenever the
-// connection comes back or a heartbeat is missed.
+// UnitPull reads a unit's consumer: the agent's, and edx bench's simulated
+// units'. It is a loop of single pull requests (jetstream.Consumer.Fetch),
+// each for at most UnitPullMessages messages and maxBytes bytes, lasting
+// UnitPullExpiry with a heartbeat every UnitPullHeartbeat, each on a new
+// inbox, and a new one as soon as the last has ended. A reconnect ends the
+// current request at once.
 //
-// Messages alone does not survive a reconnect under load: the pull requests
-// it sent before are still waiting on the server, which delivers to them
-// again once the inbox is subscribed again, while Messages, which counts
-// them as lost, sends a full new request to the same inbox. Up to twice
-// UnitPullMessages messages then arrive for a buffer of UnitPullMessages;
-// nats.go drops what does not fit ("slow consumer, messages dropped") and
-// keeps counting the dropped messages as still to come, so it stops
-// pulling. The server holds the dropped messages as delivered until the
-// ack wait, and redelivers them only to a pull that waits: a busy unit saw
-// its deliveries stop for 30 s to minutes (TestUnitPullSurvivesReconnect;
-// a 3-node cluster run of edx bench at 1,500 units lost one delivery for
-// the bench's minute).
+// Why not jetstream's Messages, which keeps pulls going by itself:
 //
-// UnitPull drains the old iterator instead (its buffered messages come
-// first, in order) and pulls on a new inbox: the server drops the old
-// requests when it finds no interest in their inbox, so each buffer only
-// receives what its own requests asked for.
+//   - It does not survive a reconnect under load. The requests it sent
+//     before are still waiting on the server, which delivers to them again
+//     once the inbox is subscribed again, while Messages, which counts them
+//     as lost, sends a full new request to the same inbox. Up to twice
+//     UnitPullMessages messages then arrive for a buffer of
+//     UnitPullMessages; nats.go drops what does not fit ("slow consumer,
+//     messages dropped") and counts the dropped messages as still to come,
+//     so it stops pulling. The server holds them as delivered until the ack
+//     wait and redelivers them only to a pull that waits: a busy unit's
+//     deliveries stopped for 30 s to minutes (TestUnitPullSurvivesReconnect;
+//     a 3-node cluster run of edx bench at 1,500 units lost one delivery
+//     for the bench's minute).
+//   - Its heartbeat is at most 30 s, which is most of an idle unit's cost
+//     (UnitPullHeartbeat).
+//
+// Each request has a buffer of its own, of twice what it asks for, so no
+// message is dropped. The count is given with the bytes: with a byte limit
+// alone, nats.go asks for up to a million messages and makes its buffer
+// that long, 8 MB per pull that the garbage collector walks (edx bench,
+// which pulls for every unit it simulates, ran 24 GiB out at 5,383 units:
+// TestUnitPullMemory). maxBytes must not be less than the largest message
+// the unit can be sent.
 type UnitPull struct {
-	nc       *nats.Conn
 	cons     jetstream.Consumer
-	opts     []jetstream.PullMessagesOpt
+	maxBytes int
+	nc       *nats.Conn
 	statuses chan nats.Status
 
 	mu      sync.Mutex
-	cur     jetstream.MessagesContext
-	old     []jetstream.MessagesContext
-	renew   bool // the connection came back: pull on a new inbox
-	wake    context.CancelFunc
+	batch   jetstream.MessageBatch // the request being read, or nil
+	end     context.CancelFunc     // ends it
+	got     int                    // messages it brought
+	failed  int                    // requests in a row that failed with none
 	stopped bool
-	renewed int
+	stop    chan struct{}
+	pulls   int
 }
 
 // PullUnit starts reading cons, a unit's consumer, over nc, the connection
-// cons was looked up on, pulling at most maxBytes at once (UnitPullOptions).
+// cons was looked up on, at most maxBytes at once.
 func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int) (*UnitPull, error) {
-	p := &UnitPull{nc: nc, cons: cons, opts: UnitPullOptions(maxBytes)}
-	it, err := cons.Messages(p.opts...)
+	p := &UnitPull{cons: cons, maxBytes: maxBytes, nc: nc, statuses: nc.StatusChanged(nats.CONNECTED), stop: make(chan struct{})}
+	p.mu.Lock()
+	err := p.pull()
+	p.mu.Unlock()
 	if err != nil {
+		nc.RemoveStatusListener(p.statuses)
 		return nil, err
 	}
-	p.cur = it
-	// Registered after the first pull: a reconnect before it is seen by
-	// Messages' own pull, sent once the connection is back.
-	p.statuses = nc.StatusChanged(nats.CONNECTED)
 	go func() {
+		// Back from a reconnect: the request may have been lost with the
+		// server it waited on, or not. Either way a new one, on a new
+		// inbox; what the old one holds is read first.
 		for range p.statuses {
 			p.mu.Lock()
-			p.renew = true
-			if p.wake != nil {
-				p.wake()
+			if p.end != nil {
+				p.end()
 			}
 			p.mu.Unlock()
 		}
@@ -70,87 +84,104 @@ func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int) (*UnitPull, 
 	return p, nil
 }
 
+// pull sends a new request; p.mu is held.
+func (p *UnitPull) pull() error {
+	ctx, end := context.WithTimeout(context.Background(), UnitPullExpiry)
+	b, err := p.cons.Fetch(UnitPullMessages, jetstream.FetchMaxBytes(p.maxBytes),
+		jetstream.FetchHeartbeat(UnitPullHeartbeat), jetstream.FetchContext(ctx))
+	if err != nil {
+		end()
+		return err
+	}
+	p.batch, p.end, p.got = b, end, 0
+	p.pulls++
+	return nil
+}
+
 // Next returns the next message, blocking until there is one. It returns
-// jetstream.ErrMsgIteratorClosed once Stop was called or the connection
-// is closed, and other errors (a missing heartbeat, a consumer deleted) as
-// jetstream's iterator does, after which it goes on pulling.
+// jetstream.ErrMsgIteratorClosed once Stop was called or the connection is
+// closed, and wrapped with the reason when the consumer is gone (deleted,
+// not found): the caller looks it up again. Other errors (a heartbeat
+// missed, a request the server refused) end one request: the next call
+// pulls again, after a pause that grows while requests keep failing.
 func (p *UnitPull) Next() (jetstream.Msg, error) {
 	for {
 		p.mu.Lock()
-		if p.stopped {
+		if p.stopped || p.nc.IsClosed() {
 			p.mu.Unlock()
 			return nil, jetstream.ErrMsgIteratorClosed
 		}
-		if len(p.old) > 0 {
-			old := p.old[0]
-			p.mu.Unlock()
-			// Drained: what it holds, then closed.
-			if m, err := old.Next(); err == nil {
-				return m, nil
+		if p.batch == nil {
+			if p.failed > 0 {
+				pause := min(time.Duration(p.failed)*time.Second, UnitPullRetryMax)
+				p.mu.Unlock()
+				select {
+				case <-time.After(pause):
+				case <-p.stop:
+				}
+				p.mu.Lock()
+				if p.stopped {
+					p.mu.Unlock()
+					continue
+				}
 			}
-			p.mu.Lock()
-			if len(p.old) > 0 && p.old[0] == old {
-				p.old = p.old[1:]
-			}
-			p.mu.Unlock()
-			continue
-		}
-		if p.renew {
-			p.renew = false
-			if err := p.restart(); err != nil {
+			if err := p.pull(); err != nil {
+				p.failed++
 				p.mu.Unlock()
 				return nil, err
 			}
 		}
-		cur := p.cur
-		ctx, wake := context.WithCancel(context.Background())
-		p.wake = wake
+		b := p.batch
 		p.mu.Unlock()
 
-		m, err := cur.Next(jetstream.NextContext(ctx))
-		wake()
-		if err == nil {
+		if m, ok := <-b.Messages(); ok {
+			p.mu.Lock()
+			if p.batch == b {
+				p.got++
+				p.failed = 0
+			}
+			p.mu.Unlock()
 			return m, nil
 		}
-		if errors.Is(err, context.Canceled) {
-			continue // renew, or Stop
+		// The request ended: all it asked for came, it expired, it was
+		// ended (a reconnect, Stop), or it failed.
+		err := b.Error()
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			err = nil
 		}
-		if errors.Is(err, jetstream.ErrNoHeartbeat) {
-			// The server's requests may still be there, or not: a new
-			// inbox either way.
-			p.mu.Lock()
-			p.renew = true
-			p.mu.Unlock()
+		p.mu.Lock()
+		if p.batch == b {
+			p.end()
+			if err != nil && p.got == 0 {
+				p.failed++
+			}
+			p.batch, p.end = nil, nil
 		}
-		return nil, err
+		p.mu.Unlock()
+		switch {
+		case errors.Is(err, jetstream.ErrConsumerDeleted), errors.Is(err, jetstream.ErrConsumerNotFound), errors.Is(err, jetstream.ErrBadRequest):
+			p.Stop()
+			return nil, fmt.Errorf("%w: %w", jetstream.ErrMsgIteratorClosed, err)
+		case err != nil:
+			return nil, err
+		}
 	}
 }
 
-// restart drains the current iterator and pulls on a new one; p.mu is held.
-func (p *UnitPull) restart() error {
-	p.cur.Drain()
-	p.old = append(p.old, p.cur)
-	it, err := p.cons.Messages(p.opts...)
-	if err != nil {
-		// Tried again at the next call.
-		p.renew = true
-		p.cur = p.old[len(p.old)-1]
-		p.old = p.old[:len(p.old)-1]
-		return err
-	}
-	p.cur = it
-	p.renewed++
-	return nil
-}
+// UnitPullRetryMax is the longest pause between requests that keep
+// failing (one second more for each failure in a row, up to this).
+const UnitPullRetryMax = 30 * time.Second
 
-// Renewed is how many times the pull was started again.
-func (p *UnitPull) Renewed() int {
+// Pulls is how many requests were sent.
+func (p *UnitPull) Pulls() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.renewed
+	return p.pulls
 }
 
-// Stop ends the pull: Next returns jetstream.ErrMsgIteratorClosed.
+// Stop ends the pull: Next returns jetstream.ErrMsgIteratorClosed. The
+// messages the current request brought and Next did not return come again
+// after the consumer's ack wait.
 func (p *UnitPull) Stop() {
 	p.mu.Lock()
 	if p.stopped {
@@ -158,13 +189,10 @@ func (p *UnitPull) Stop() {
 		return
 	}
 	p.stopped = true
-	if p.wake != nil {
-		p.wake()
+	close(p.stop)
+	if p.end != nil {
+		p.end()
 	}
-	its := append([]jetstream.MessagesContext{p.cur}, p.old...)
 	p.mu.Unlock()
 	p.nc.RemoveStatusListener(p.statuses)
-	for _, it := range its {
-		it.Stop()
-	}
 }
