@@ -16,7 +16,9 @@ import (
 // each for at most UnitPullMessages messages and maxBytes bytes, lasting
 // UnitPullExpiry with a heartbeat every UnitPullHeartbeat, each on a new
 // inbox, and a new one as soon as the last has ended. A reconnect ends the
-// current request at once.
+// current request at once; the few messages on their way to it then (and
+// acks lost with the connection) come again after the consumer's ack wait,
+// and the agent takes each delivery once.
 //
 // Why not jetstream's Messages, which keeps pulls going by itself:
 //
