@@ -34,15 +34,7 @@ func TestUnitPullSurvivesReconnect(t *testing.T) {
 	if _, err := e.hubJS.UpdateConsumer(ctx, protocol.StreamDeliver, cfg); err != nil {
 		t.Fatal(err)
 	}
-	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := protocol.PullUnit(a.nc, cons, 32<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
+	p := a.pull(t, unitA, 32<<20)
 
 	const n = 2000
 	done := make(chan int, 1)
@@ -105,15 +97,7 @@ func TestUnitPullConsumerGone(t *testing.T) {
 	e := newEnv(t)
 	a := e.unit(t, unitA)
 	ctx := t.Context()
-	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := protocol.PullUnit(a.nc, cons, 1<<20)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
+	p := a.pull(t, unitA, 1<<20)
 	got := make(chan error, 1)
 	go func() {
 		for {
@@ -136,4 +120,20 @@ func TestUnitPullConsumerGone(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the pull went on after its consumer was deleted")
 	}
+}
+
+// pull starts the unit's pull of its consumer as its agent does
+// (protocol.PullUnit), stopped when the test ends.
+func (u *unitClient) pull(t *testing.T, unit string, maxBytes int) *protocol.UnitPull {
+	t.Helper()
+	cons, err := u.js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(unit))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := protocol.PullUnit(u.nc, cons, maxBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
 }

@@ -129,14 +129,11 @@ func LegacyNoticeConsumer(unit string) string { return "notice_" + consumerSafe(
 
 // Pulls of a unit's consumer (PullUnit): an agent asks for messages with a
 // request that lasts UnitPullExpiry, during which the server, while it has
-// nothing to send, sends a heartbeat every UnitPullHeartbeat. Every
-// connected unit costs the hub's NATS this much at rest: a request, four
-// heartbeats and the request's end every ten minutes (with 10,000 units,
-// some 100 messages a second; 22 every ten minutes with the 30 s heartbeat
-// of nats.go's Messages). At rest they are most of what a connected unit costs
-// the hub: the 30 s heartbeat of nats.go's Messages took 60% of an idle
-// hub's CPU at 2,000 units (its heartbeat, the consumer's loop delivering
-// it, and the write to the unit's connection).
+// nothing to send, sends a heartbeat every UnitPullHeartbeat. At rest a
+// connected unit costs the hub's NATS a request, four heartbeats and the
+// request's end every ten minutes (with 10,000 units, some 100 messages a
+// second); with the 30 s heartbeat of nats.go's Messages it was 22, and 60%
+// of an idle hub's CPU at 2,000 units.
 //
 // A pull the server lost without a word is noticed after two heartbeats
 // are missed, four minutes. That happens only when the NATS server holding
