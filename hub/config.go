@@ -52,9 +52,11 @@ type Config struct {
 	// Progress, when set, is shown a rebuild of the index from the archive
 	// (a new hub catching up): edx-hub sets a progress bar on a terminal.
 	Progress Progress `yaml:"-"`
-	// MemoryLimitMiB is the Go runtime's soft memory limit (default 1536;
-	// 0 keeps the default, -1 disables it; GOMEMLIMIT overrides it). Past
-	// it the garbage collector works harder rather than let the heap grow.
+	// MemoryLimitMiB is the Go runtime's soft memory limit (0, the
+	// default: three quarters of the machine's memory or of the control
+	// group's limit, whichever is smaller; -1 disables it; GOMEMLIMIT
+	// overrides it). Past it the garbage collector works harder rather than
+	// let the heap grow.
 	MemoryLimitMiB int `yaml:"memory_limit_mib"`
 }
 

@@ -109,11 +109,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// hub's log, with its level and format.
 	klog.SetSlogLogger(log.With("component", "tessera"))
 	if os.Getenv("GOMEMLIMIT") == "" && cfg.MemoryLimitMiB >= 0 {
-		mib := cfg.MemoryLimitMiB
-		if mib == 0 {
-			mib = 1536
-		}
-		debug.SetMemoryLimit(int64(mib) << 20)
+		limit, from := memoryLimit(cfg.MemoryLimitMiB, "/")
+		debug.SetMemoryLimit(limit)
+		log.Info("soft memory limit", "mib", limit>>20, "from", from)
 	}
 	if cmd == "reindex" {
 		if err := reindex(ctx, *cfg, log, stderr); err != nil {
