@@ -4,9 +4,10 @@
 // hub's API, connects each as an agent would (its own NATS credentials and
 // durable consumer), sends signed documents from random units to random
 // recipients, and times submit → accepted notice and submit → delivered.
-// It then measures, on the same bytes, the ceilings of the parts: JetStream
-// publish and consume, S3 PUT with If-None-Match, and CMS verification with
-// the chain. Every document is counted: none may be lost or doubled.
+// Before the units connect, it measures on the same bytes the ceilings of the
+// parts on the hub's own NATS and S3: JetStream publish and consume, S3 PUT
+// with If-None-Match, and CMS verification with the chain. Every document is
+// counted: none may be lost or doubled.
 //
 // With Options.HubURL it drives an existing deployment instead (one hub or
 // several behind one address, on a NATS cluster): it registers its units
@@ -344,6 +345,16 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 	}
 	defer r.close()
+	// The bare parts first, on the hub alone: measured after the run, with
+	// every unit still connected, they are the parts' share of a hub busy
+	// with its units (at 10,000 units, below the hub's own rate).
+	var ceils []Ceiling
+	if o.Ceilings && o.HubConfig == "" && r.hub != nil {
+		var err error
+		if ceils, err = ceilings(ctx, r.hub, o); err != nil {
+			return nil, fmt.Errorf("ceilings: %w", err)
+		}
+	}
 	if o.UnitsDir != "" {
 		if err := r.loadUnits(ctx); err != nil {
 			return nil, err
@@ -386,10 +397,8 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		}
 		res.Parts = parts(r.before, after, res.Accepted.N, o.Size)
 	}
-	if o.Ceilings && o.HubConfig == "" && r.hub != nil {
-		if res.Ceilings, err = ceilings(ctx, r.hub, o); err != nil {
-			return nil, fmt.Errorf("ceilings: %w", err)
-		}
+	if ceils != nil {
+		res.Ceilings = ceils
 		slow := res.Ceilings[0]
 		for _, c := range res.Ceilings[1:] {
 			if c.DocsPerSec < slow.DocsPerSec {
