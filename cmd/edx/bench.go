@@ -417,7 +417,8 @@ func printBench(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")
 	}
 	fmt.Fprintf(w, "load average %.2f at the start, %.2f at the end (%d cores, maybe shared)\n", r.LoadStart[0], r.LoadEnd[0], r.Cores)
-	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d\n", r.Lost, r.Doubled, r.Rejected)
+	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d; units reconnected %d, messages redelivered %d\n",
+		r.Lost, r.Doubled, r.Rejected, r.Reconnects, r.Redelivered)
 	if r.Lost > 0 {
 		fmt.Fprintf(w, "missing: %d documents neither accepted nor rejected, %d deliveries of accepted documents", r.Undecided, r.Undelivered)
 		if r.Stalled {

@@ -218,6 +218,13 @@ type Result struct {
 	Undelivered int `json:"undelivered"`
 	Doubled     int `json:"doubled"`
 	Rejected    int `json:"rejected"`
+	// Reconnects counts the units' connections that reconnected during the
+	// run, Redelivered the deliveries and notices the server sent a unit
+	// again (after the consumer's ack wait, 30 s): a message on its way
+	// when a unit reconnects comes again then, so these explain a
+	// delivery's time of 30 s or more.
+	Reconnects  int `json:"reconnects"`
+	Redelivered int `json:"redelivered"`
 	// Stalled: the run ended because nothing moved for Options.Wait.
 	Stalled bool `json:"stalled,omitempty"`
 	Cores   int  `json:"cores"`
@@ -318,10 +325,15 @@ type run struct {
 	nAcc    atomic.Int64
 	nDel    atomic.Int64
 	nStat   atomic.Int64
-	idle    time.Duration // measured, or 0
-	idleCPU float64
-	conns   *hubConns // to count what the hub stores; nil with HubURL
-	before  *counts
+	// reconnects of the units' connections, and messages the server
+	// delivered to a unit more than once (each after the ack wait: a
+	// reconnect or a lost pull request on their way)
+	reconnects  atomic.Int64
+	redelivered atomic.Int64
+	idle        time.Duration // measured, or 0
+	idleCPU     float64
+	conns       *hubConns // to count what the hub stores; nil with HubURL
+	before      *counts
 }
 
 // Run runs one scenario.
@@ -389,6 +401,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.Hub = o.HubURL
 	res.LoadStart = load
+	res.Reconnects, res.Redelivered = int(r.reconnects.Load()), int(r.redelivered.Load())
 	res.HubIdleCPU, res.IdleFor = r.idleCPU, r.idle
 	if r.before != nil {
 		after, err := r.hub.count(ctx, r.conns)
@@ -498,7 +511,8 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 	// As an agent does, a first connection that times out (a loaded
 	// machine) is tried again.
 	for attempt := 1; ; attempt++ {
-		u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second))
+		u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second),
+			nats.ReconnectHandler(func(*nats.Conn) { r.reconnects.Add(1) }))
 		if err == nil {
 			break
 		}
@@ -539,6 +553,9 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 			}
 			if err != nil {
 				continue
+			}
+			if md, err := m.Metadata(); err == nil && md.NumDelivered > 1 {
+				r.redelivered.Add(1)
 			}
 			if protocol.IsNotice(m.Headers()) {
 				r.notice(m)

@@ -20,6 +20,22 @@ import (
 // acks lost with the connection) come again after the consumer's ack wait,
 // and the agent takes each delivery once.
 //
+// Ending it at once matters. A unit's request reaches its consumer through
+// the UNITS account's service import, which maps the reply back to the
+// unit's inbox; the server drops that mapping when the old connection
+// closes, but keeps the request waiting on the consumer for as long as the
+// inbox has a subscriber, and nats.go subscribes it again on the new
+// connection. Left open, the request would take every other message to the
+// unit into nothing until its expiry (10 minutes), each found lost only at
+// the ack wait (tried: TestConnectCountsReconnects in hub/bench). Ended,
+// its inbox unsubscribed, the server drops it. One window remains: a
+// request still on its way to the consumer when the connection breaks
+// reaches it after the mapping is gone, and is then kept until its expiry
+// whatever the unit does (the server counts the exporting account's own
+// interest in the reply). It needs a reconnect within the moment between a
+// request's sending and the consumer taking it, and an idle unit sends one
+// request every ten minutes.
+//
 // Why not jetstream's Messages, which keeps pulls going by itself:
 //
 //   - It does not survive a reconnect under load. The requests it sent
