@@ -49,7 +49,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
 	sideBySide := fs.Bool("side-by-side", false, "with --evidence both: run the hubs without and with the log at the same time, each with its own units,\nand compare them over the seconds both were sending (on a shared machine both then have the same neighbours)")
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
-	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 50ms)")
+	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
 	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent (0: not measured)")
 	if c := parse(fs, args); c >= 0 {
