@@ -218,11 +218,12 @@ type Result struct {
 	Undelivered int `json:"undelivered"`
 	Doubled     int `json:"doubled"`
 	Rejected    int `json:"rejected"`
-	// Reconnects counts the units' connections that reconnected during the
-	// run, Redelivered the deliveries and notices the server sent a unit
-	// again (after the consumer's ack wait, 30 s): a message on its way
-	// when a unit reconnects comes again then, so these explain a
-	// delivery's time of 30 s or more.
+	// Reconnects counts the times the units' connections reconnected
+	// while the bench held them (idle and sending), Redelivered the
+	// deliveries and notices the server sent a unit again (after the
+	// consumer's ack wait, 30 s): a message on its way when a unit
+	// reconnects comes again then, so these explain a delivery's time of
+	// 30 s or more.
 	Reconnects  int `json:"reconnects"`
 	Redelivered int `json:"redelivered"`
 	// Stalled: the run ended because nothing moved for Options.Wait.
