@@ -2,7 +2,12 @@ package broker_test
 
 import (
 	"errors"
+	"io"
+	"net"
 	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -136,4 +141,150 @@ func (u *unitClient) pull(t *testing.T, unit string, maxBytes int) *protocol.Uni
 	}
 	t.Cleanup(p.Stop)
 	return p
+}
+
+// TestUnitPullWaitsForTheConnection: a unit's pull sends no request while
+// its connection is down, and once it is back exactly one request waits on
+// the consumer and a message sent then arrives at once. Before, a request
+// sent while the connection was down (here: the pull started then; in use:
+// a request that ended during a hub outage of over 4 minutes, its
+// heartbeats missed) waited in nats.go's reconnect buffer, went out on the
+// new connection, and was ended by the reconnect right after: the server
+// kept it deaf for its 10 minutes, and every other message to the unit was
+// lost until the ack wait brought it again.
+func TestUnitPullWaitsForTheConnection(t *testing.T) {
+	e := newEnv(t)
+	px := newCutProxy(t, e.srv.ClientURL())
+	creds, err := e.srv.Keys().IssueUnitCreds(unitA, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := connectUnit(t, px.url, creds, unitA)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := t.Context()
+	cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
+	if err != nil {
+		t.Fatal(err)
+	}
+	until := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !ok(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal(what)
+			}
+		}
+	}
+	px.cut(true)
+	until("the unit's connection did not go down", func() bool { return !a.nc.IsConnected() })
+
+	p, err := protocol.PullUnit(a.nc, cons, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	got := make(chan jetstream.Msg, 1)
+	go func() {
+		for {
+			m, err := p.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if err == nil {
+				m.Ack()
+				got <- m
+			}
+		}
+	}()
+	time.Sleep(time.Second) // the pull would have asked by now
+	if n := p.Pulls(); n != 0 {
+		t.Fatalf("%d pull requests sent while the connection was down", n)
+	}
+
+	px.cut(false)
+	until("the unit did not reconnect", a.nc.IsConnected)
+	until("the pull did not ask once connected", func() bool { return p.Pulls() == 1 })
+	waiting := func() int {
+		c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.CachedInfo().NumWaiting
+	}
+	until("the request did not reach the consumer", func() bool { return waiting() >= 1 })
+	time.Sleep(500 * time.Millisecond)
+	if n := waiting(); n != 1 {
+		t.Fatalf("%d pull requests waiting on the consumer, want 1", n)
+	}
+	m := nats.NewMsg(protocol.DeliverSubject(unitA))
+	m.Data = []byte("after the outage")
+	if _, err := e.hubJS.PublishMsg(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-got:
+		if md, err := m.Metadata(); err != nil || md.NumDelivered != 1 {
+			t.Fatalf("delivered %+v (%v), want once", md, err)
+		}
+	case <-time.After(10 * time.Second): // well under the ack wait, 30 s
+		t.Fatal("the message sent after the outage did not come")
+	}
+}
+
+// cutProxy forwards TCP connections to a server; cut(true) closes those
+// open and refuses new ones until cut(false).
+type cutProxy struct {
+	url   string
+	down  atomic.Bool
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func newCutProxy(t *testing.T, target string) *cutProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	addr := strings.TrimPrefix(target, "nats://")
+	px := &cutProxy{url: "nats://" + l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			if px.down.Load() {
+				c.Close()
+				continue
+			}
+			s, err := net.Dial("tcp", addr)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			px.mu.Lock()
+			px.conns = append(px.conns, c, s)
+			px.mu.Unlock()
+			go func() { io.Copy(s, c); s.Close() }()
+			go func() { io.Copy(c, s); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { px.cut(true) })
+	return px
+}
+
+func (px *cutProxy) cut(down bool) {
+	px.down.Store(down)
+	if !down {
+		return
+	}
+	px.mu.Lock()
+	defer px.mu.Unlock()
+	for _, c := range px.conns {
+		c.Close()
+	}
+	px.conns = nil
 }

@@ -34,7 +34,10 @@ import (
 // whatever the unit does (the server counts the exporting account's own
 // interest in the reply). It needs a reconnect within the moment between a
 // request's sending and the consumer taking it, and an idle unit sends one
-// request every ten minutes.
+// request every ten minutes. A pull sends no request while its connection
+// is down (TestUnitPullWaitsForTheConnection): nats.go would keep it and
+// send it on the new connection, just before the reconnect ended it, and
+// the server would keep it so.
 //
 // Why not jetstream's Messages, which keeps pulls going by itself:
 //
@@ -80,12 +83,14 @@ type UnitPull struct {
 // cons was looked up on, at most maxBytes at once.
 func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int) (*UnitPull, error) {
 	p := &UnitPull{cons: cons, maxBytes: maxBytes, nc: nc, statuses: nc.StatusChanged(nats.CONNECTED), stop: make(chan struct{})}
-	p.mu.Lock()
-	err := p.pull()
-	p.mu.Unlock()
-	if err != nil {
-		nc.RemoveStatusListener(p.statuses)
-		return nil, err
+	if nc.IsConnected() {
+		p.mu.Lock()
+		err := p.pull()
+		p.mu.Unlock()
+		if err != nil {
+			nc.RemoveStatusListener(p.statuses)
+			return nil, err
+		}
 	}
 	go func() {
 		// Back from a reconnect: the request may have been lost with the
@@ -130,6 +135,20 @@ func (p *UnitPull) Next() (jetstream.Msg, error) {
 			return nil, jetstream.ErrMsgIteratorClosed
 		}
 		if p.batch == nil {
+			if !p.nc.IsConnected() {
+				// A request sent now would wait in nats.go's reconnect
+				// buffer and go out on the new connection, where the
+				// reconnect would end it at once: the server would then
+				// keep it deaf until its expiry (see UnitPull). One request
+				// ending while the connection is down (its heartbeats
+				// missed: a hub down for 4 minutes) would do that.
+				p.mu.Unlock()
+				select {
+				case <-time.After(unitPullConnectedPoll):
+				case <-p.stop:
+				}
+				continue
+			}
 			if p.failed > 0 {
 				pause := min(time.Duration(p.failed)*time.Second, UnitPullRetryMax)
 				p.mu.Unlock()
@@ -185,6 +204,10 @@ func (p *UnitPull) Next() (jetstream.Msg, error) {
 		}
 	}
 }
+
+// unitPullConnectedPoll is how often a pull waiting for its connection
+// looks again.
+const unitPullConnectedPoll = 250 * time.Millisecond
 
 // UnitPullRetryMax is the longest pause between requests that keep
 // failing (one second more for each failure in a row, up to this).
