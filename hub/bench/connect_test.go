@@ -35,23 +35,7 @@ func TestConnectWaitsForTheConsumer(t *testing.T) {
 	b := registerUnit(t, h, id)
 
 	// As the hub: take the unit's consumer away, and give it back later.
-	keys, err := broker.LoadOrCreateKeys(filepath.Join(h.Info().Data, "nats", "keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := keys.IssueHubCreds()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(h.Info().NATSURL, nats.UserCredentialBytes(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := hubJetStream(t, h)
 	name := protocol.UnitConsumer(string(id))
 	cons, err := js.Consumer(t.Context(), protocol.StreamDeliver, name)
 	if err != nil {
@@ -122,6 +106,29 @@ type registered struct {
 	NATSURL string `json:"nats_url"`
 }
 
+// hubJetStream connects to h's NATS as the hub, closed when the test ends.
+func hubJetStream(t *testing.T, h *hub.Hub) jetstream.JetStream {
+	t.Helper()
+	keys, err := broker.LoadOrCreateKeys(filepath.Join(h.Info().Data, "nats", "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	creds, err := keys.IssueHubCreds()
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(h.Info().NATSURL, nats.UserCredentialBytes(creds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}
+
 func registerUnit(t *testing.T, h *hub.Hub, id document.UnitID) registered {
 	t.Helper()
 	var b registered
@@ -163,23 +170,7 @@ func TestConnectCountsReconnects(t *testing.T) {
 	}
 
 	// As the hub: the unit's consumer, and what waits on it.
-	keys, err := broker.LoadOrCreateKeys(filepath.Join(h.Info().Data, "nats", "keys"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	creds, err := keys.IssueHubCreds()
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, err := nats.Connect(h.Info().NATSURL, nats.UserCredentialBytes(creds))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := hubJetStream(t, h)
 	waiting := func() int {
 		t.Helper()
 		c, err := js.Consumer(t.Context(), protocol.StreamDeliver, protocol.UnitConsumer(string(id)))

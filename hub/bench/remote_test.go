@@ -2,14 +2,10 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -89,25 +85,7 @@ func TestRemoteHubRejections(t *testing.T) {
 	dir := t.TempDir()
 	ids := []document.UnitID{"001.00.00.B01", "002.00.00.B01", "003.00.00.B01"}
 	for _, id := range ids {
-		var b struct {
-			KeyPEM  string `json:"key_pem"`
-			CertPEM string `json:"cert_pem"`
-			Creds   string `json:"nats_creds"`
-			NATSURL string `json:"nats_url"`
-		}
-		body := strings.NewReader(fmt.Sprintf(`{"id":%q,"name":"Đơn vị %s"}`, id, id))
-		req, _ := http.NewRequest("POST", h.Info().HTTP+"/api/v1/units", body)
-		req.Header.Set("Authorization", "Bearer "+h.AdminToken())
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		raw, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated || json.Unmarshal(raw, &b) != nil {
-			t.Fatalf("register %s: %s %s", id, resp.Status, raw)
-		}
+		b := registerUnit(t, h, id)
 		ud := filepath.Join(dir, string(id))
 		os.MkdirAll(ud, 0o700)
 		os.WriteFile(filepath.Join(ud, "nats.creds"), []byte(b.Creds), 0o600)
