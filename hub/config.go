@@ -60,6 +60,10 @@ type Config struct {
 	MemoryLimitMiB int `yaml:"memory_limit_mib"`
 }
 
+// MinMemoryLimitMiB is the smallest memory_limit_mib taken: below it the
+// embedded servers alone fill the limit and the collector never rests.
+const MinMemoryLimitMiB = 256
+
 // NATSConfig selects the embedded server or an external cluster.
 type NATSConfig struct {
 	// URL of an external NATS cluster; empty runs the embedded server.
@@ -358,6 +362,9 @@ func (c *Config) Validate() error {
 	case "", "text", "json":
 	default:
 		errs = append(errs, fmt.Errorf("log: format %q: want text or json", c.Log.Format))
+	}
+	if m := c.MemoryLimitMiB; m < -1 || (m > 0 && m < MinMemoryLimitMiB) {
+		errs = append(errs, fmt.Errorf("memory_limit_mib %d: want 0 (3/4 of the machine's memory), -1 (no limit) or at least %d", m, MinMemoryLimitMiB))
 	}
 	return errors.Join(errs...)
 }

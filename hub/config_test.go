@@ -78,6 +78,21 @@ func TestConfigDefaultsUnderData(t *testing.T) {
 	if err := off.Validate(); err == nil || !strings.Contains(err.Error(), "retention_days") {
 		t.Errorf("retention of 36501 days: %v", err)
 	}
+	// A memory limit the hub cannot live under is refused, not taken.
+	for _, mib := range []int{-2, 1, MinMemoryLimitMiB - 1} {
+		bad := &Config{Data: t.TempDir(), MemoryLimitMiB: mib}
+		bad.SetDefaults()
+		if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "memory_limit_mib") {
+			t.Errorf("memory_limit_mib %d: %v", mib, err)
+		}
+	}
+	for _, mib := range []int{-1, 0, MinMemoryLimitMiB} {
+		ok := &Config{Data: t.TempDir(), MemoryLimitMiB: mib}
+		ok.SetDefaults()
+		if err := ok.Validate(); err != nil {
+			t.Errorf("memory_limit_mib %d: %v", mib, err)
+		}
+	}
 	for _, p := range []string{c.Index.Path, c.NATS.KeysDir, c.NATS.Embedded.StoreDir, c.PKI.Trust} {
 		if !strings.HasPrefix(p, c.Data) {
 			t.Errorf("%s is not under %s", p, c.Data)
