@@ -114,7 +114,8 @@ func TestBenchFigures(t *testing.T) {
 // error, 1 MiB included (its JetStream ceiling published every container
 // at once and the server refused them, "429 too many requests"), and its
 // JSON reports, beside the slowest ceiling, the parts a document cost, the
-// summed-parts bound, the hub's idle CPU, the bench's own CPU and the load
+// summed-parts bound, the hub's idle CPU (measured once it has settled,
+// at least two windows after the units registered), the bench's own CPU and the load
 // average; its --data directory is made when missing, one subdirectory per
 // run (a hub on another run's data would inherit its backlog).
 func TestBenchSizes(t *testing.T) {
@@ -135,6 +136,7 @@ func TestBenchSizes(t *testing.T) {
 		RatioBound  float64   `json:"ratio_to_bound"`
 		IdleCPU     float64   `json:"hub_idle_cpu_cores"`
 		IdleFor     int64     `json:"idle_for"`
+		IdleSettled int64     `json:"idle_settled_after"`
 		AgentsCPU   int64     `json:"agents_cpu_per_doc"`
 		LoadAverage []float64 `json:"load_average_end"`
 		Parts       []struct {
@@ -162,7 +164,8 @@ func TestBenchSizes(t *testing.T) {
 				t.Errorf("size %d: part %s has no ceiling", r.Size, p.Name)
 			}
 		}
-		if r.Lost != 0 || r.Doubled != 0 || r.Slowest == "" || r.Ratio <= 0 || r.Bound <= 0 || r.RatioBound <= 0 || r.IdleFor == 0 || r.AgentsCPU <= 0 ||
+		if r.Lost != 0 || r.Doubled != 0 || r.Slowest == "" || r.Ratio <= 0 || r.Bound <= 0 || r.RatioBound <= 0 || r.IdleFor == 0 ||
+			r.IdleSettled < 10e9 || r.IdleSettled > 90e9 || r.AgentsCPU <= 0 ||
 			len(r.LoadAverage) != 3 || per["verify"] != 1 || per["s3_put"] < 1 || per["publish"] < 2 || per["consume"] < 2 {
 			t.Errorf("size %d: %+v", r.Size, r)
 		}

@@ -51,7 +51,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
-	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent (0: not measured)")
+	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent, once its CPU has\nstopped falling after registration (0: not measured); a connected unit renews its pull every 10 minutes, with a\nheartbeat and a ping every 2: --idle 10m covers that whole cycle")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -411,7 +411,7 @@ func printBench(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(w, "hub: peak RSS %s (now %s), CPU %.2f ms per document (the bench's agents and load: %.2f ms)\n",
 			humanSize(int(r.HubPeakRSS)), humanSize(int(r.HubRSS)), float64(r.HubCPUPerDoc)/1e6, float64(r.AgentsCPUPerDoc)/1e6)
 		if r.IdleFor > 0 {
-			fmt.Fprintf(w, "hub idle: %.1f%% of a core with %d units connected (over %s)\n", 100*r.HubIdleCPU, r.Units, r.IdleFor)
+			fmt.Fprintf(w, "hub idle: %.1f%% of a core with %d units connected (over %s, once settled after %s)\n", 100*r.HubIdleCPU, r.Units, r.IdleFor, r.IdleSettled.Round(time.Second))
 		}
 	} else {
 		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")

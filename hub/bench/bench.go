@@ -206,6 +206,11 @@ type Result struct {
 	// and nothing sent, over IdleFor.
 	HubIdleCPU float64       `json:"hub_idle_cpu_cores"`
 	IdleFor    time.Duration `json:"idle_for,omitempty"`
+	// IdleSettled is how long the bench waited, every unit connected, for
+	// the hub's CPU to stop falling before it measured IdleFor: the
+	// settling after registration is not what a connected unit costs at
+	// rest.
+	IdleSettled time.Duration `json:"idle_settled_after,omitempty"`
 	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
 	// minutes) when the run started and ended: the machine may be shared,
 	// so compare figures of one run with each other.
@@ -332,6 +337,7 @@ type run struct {
 	reconnects  atomic.Int64
 	redelivered atomic.Int64
 	idle        time.Duration // measured, or 0
+	settled     time.Duration // waited before measuring idle
 	idleCPU     float64
 	conns       *hubConns // to count what the hub stores; nil with HubURL
 	before      *counts
@@ -385,7 +391,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			// Every unit connected, nothing sent: what they cost the hub
 			// at rest (heartbeats, pull requests, timers).
 			o.Progress("idle", 0, 1)
-			time.Sleep(2 * time.Second) // the last connections settle
+			if r.settled, err = r.hub.settle(ctx); err != nil {
+				return nil, fmt.Errorf("idle CPU: %w", err)
+			}
 			if r.idleCPU, err = r.hub.idleCPU(ctx, o.Idle); err != nil {
 				return nil, fmt.Errorf("idle CPU: %w", err)
 			}
@@ -403,7 +411,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Hub = o.HubURL
 	res.LoadStart = load
 	res.Reconnects, res.Redelivered = int(r.reconnects.Load()), int(r.redelivered.Load())
-	res.HubIdleCPU, res.IdleFor = r.idleCPU, r.idle
+	res.HubIdleCPU, res.IdleFor, res.IdleSettled = r.idleCPU, r.idle, r.settled
 	if r.before != nil {
 		after, err := r.hub.count(ctx, r.conns)
 		if err != nil {

@@ -180,6 +180,45 @@ func bound(ps []Part, cs []Ceiling) ([]Part, float64) {
 	return ps, 1 / sec
 }
 
+// Settling before the idle measurement: right after the last unit
+// connects, the hub is still busy with what registration left (consumers'
+// first pulls, the collector, the page cache). settle samples the hub's
+// CPU in windows of settleWindow until a window is no longer clearly below
+// the one before (the fall has ended), for at most settleMax.
+const (
+	settleWindow = 5 * time.Second
+	settleMax    = 90 * time.Second
+	// settleFall is how much lower a window must be than the one before
+	// for the hub to count as still settling.
+	settleFall = 0.85
+)
+
+// settle waits until the hub's CPU stops falling (see settleWindow) and
+// returns how long that took.
+func (h *hubProc) settle(ctx context.Context) (time.Duration, error) {
+	return settleCPU(ctx, settleWindow, settleMax, h.idleCPU)
+}
+
+// settleCPU samples CPU (sample measures it over one window) until a
+// window is no longer below settleFall of the one before, for at most max;
+// it returns the time the windows took.
+func settleCPU(ctx context.Context, window, max time.Duration, sample func(context.Context, time.Duration) (float64, error)) (time.Duration, error) {
+	var waited time.Duration
+	last := -1.0
+	for waited < max {
+		c, err := sample(ctx, window)
+		if err != nil {
+			return waited, err
+		}
+		waited += window
+		if last >= 0 && c >= settleFall*last {
+			break
+		}
+		last = c
+	}
+	return waited, nil
+}
+
 // idleCPU measures the hub's CPU over d, as a fraction of one core.
 func (h *hubProc) idleCPU(ctx context.Context, d time.Duration) (float64, error) {
 	c0, err := h.cpu()
