@@ -41,6 +41,23 @@ func TestExampleConfigLoads(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	// nats.keepalive: the example's is the default, and the pull's
+	// heartbeat must stay under half a request's life.
+	if c.NATS.Keepalive != 2*time.Minute {
+		t.Fatalf("keepalive %s, want 2m", c.NATS.Keepalive)
+	}
+	for _, k := range []time.Duration{9 * time.Second, 4*time.Minute + time.Second, -time.Minute} {
+		c.NATS.Keepalive = k
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "nats.keepalive") {
+			t.Fatalf("keepalive %s: %v", k, err)
+		}
+	}
+	for _, k := range []time.Duration{10 * time.Second, 4 * time.Minute} {
+		c.NATS.Keepalive = k
+		if err := c.Validate(); err != nil {
+			t.Fatalf("keepalive %s: %v", k, err)
+		}
+	}
 }
 
 // TestGatewayConfigLoads: configs/agent-gateway.yaml, the gateway unit's

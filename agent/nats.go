@@ -40,7 +40,7 @@ func (l *link) close() {
 
 // connect is the one place that opens a connection to the hub.
 func (a *Agent) connect(ctx context.Context) (*link, error) {
-	opts := append([]nats.Option{
+	opts := []nats.Option{
 		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
 			a.log.Warn("nats: async error", "err", err)
 		}),
@@ -56,7 +56,11 @@ func (a *Agent) connect(ctx context.Context) (*link, error) {
 			kick(a.wakeWitness)
 		}),
 		nats.ReconnectWait(time.Second),
-	}, a.natsOpts...)
+	}
+	if k := a.cfg.NATS.Keepalive; k > 0 {
+		opts = append(opts, nats.PingInterval(k))
+	}
+	opts = append(opts, a.natsOpts...)
 	nc, js, stage, err := protocol.ConnectUnit(ctx, a.cfg.NATS.URL, a.sec.Creds, a.cfg.Unit, opts...)
 	if err != nil {
 		return nil, err
@@ -328,7 +332,7 @@ func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handl
 // consumeFrom reads cons until ctx is done (nil) or the consumer stops
 // (its error).
 func (a *Agent) consumeFrom(ctx context.Context, l *link, cons jetstream.Consumer, name string, handle func(context.Context, *link, jetstream.Msg) error) error {
-	it, err := protocol.PullUnit(l.nc, cons, 64<<20)
+	it, err := protocol.PullUnit(l.nc, cons, 64<<20, a.cfg.NATS.Keepalive)
 	if err != nil {
 		return err
 	}

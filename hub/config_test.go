@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/edxhub/edx/hub/broker"
 )
 
 // TestConfigsLoad: every hub configuration in configs/ loads, with no
@@ -44,6 +46,9 @@ func TestConfigsLoad(t *testing.T) {
 			}
 			if g := c.Pipeline.Gateway; strings.Contains(f, "gateway") && (g.Unit != "000.99.00.H29" || len(g.Outside) != 3) {
 				t.Errorf("gateway lost: %+v", g)
+			}
+			if f == "../configs/hub.yaml" && c.NATS.Embedded.PingInterval != broker.DefaultPingInterval {
+				t.Errorf("nats.embedded.ping_interval %s, want the default shown", c.NATS.Embedded.PingInterval)
 			}
 			if !c.S3.Archive.ObjectLock || c.S3.Archive.RetentionDays != DefaultRetentionDays || c.PKI.CRLFetch.Disabled {
 				t.Errorf("embedded archive: object lock %v, %d days; crl fetch disabled %v", c.S3.Archive.ObjectLock, c.S3.Archive.RetentionDays, c.PKI.CRLFetch.Disabled)

@@ -65,6 +65,8 @@ nats:
   url: {{.NATS}}
   creds_file: ./{{.Creds}}
   creds_warn: 336h                  # warn (log, /readyz) this long before the credentials expire
+  keepalive: 2m                     # ping the hub, and ask for a pull heartbeat, this often while quiet (10s-4m);
+                                    # longer costs the hub less at rest, and notices a hung hub later (two intervals)
 
 send:
   max_document_bytes: 268435456     # 256 MiB, the hub's limit

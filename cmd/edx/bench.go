@@ -20,6 +20,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/edxhub/edx/hub/bench"
+	"github.com/edxhub/edx/pkg/protocol"
 )
 
 func init() {
@@ -49,6 +50,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
 	sideBySide := fs.Bool("side-by-side", false, "with --evidence both: run the hubs without and with the log at the same time, each with its own units,\nand compare them over the seconds both were sending (on a shared machine both then have the same neighbours)")
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
+	keepalive := fs.Duration("keepalive", 0, "the units' keepalive, as an agent's nats.keepalive (pings and pull heartbeats; 10s to 4m), and the\nping interval of the NATS server of a hub the bench starts (default: 2m, NATS's)")
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
 	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent, once its CPU has\nstopped falling after registration (0: not measured); a connected unit renews its pull every 10 minutes, with a\nheartbeat and a ping every 2: --idle 10m covers that whole cycle")
@@ -80,6 +82,9 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	}
 	if *rounds < 1 {
 		return fail(e, "--rounds %d: want 1 or more", *rounds)
+	}
+	if k := *keepalive; k != 0 && (k < protocol.MinUnitKeepalive || k > protocol.MaxUnitKeepalive) {
+		return fail(e, "--keepalive %s: want %s to %s", k, protocol.MinUnitKeepalive, protocol.MaxUnitKeepalive)
 	}
 	modes := map[string][]string{"both": {"off", "on"}, "on": {"on"}, "off": {"off"}}[*evid]
 	switch {
@@ -143,7 +148,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 				}
 				return bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
 					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1 && !*sideBySide,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor}
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, Keepalive: *keepalive}
 			}
 			if *sideBySide {
 				fmt.Fprintf(e.stderr, "%s round %d/%d: the hubs without and with the log, side by side...\n", sz, round+1, *rounds)

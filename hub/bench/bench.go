@@ -87,6 +87,10 @@ type Options struct {
 	// LogBatchInterval, with Evidence "on", is the hub's
 	// tlog.batch_interval (0: the hub's default).
 	LogBatchInterval time.Duration
+	// Keepalive is the units' keepalive, as an agent's nats.keepalive
+	// (their pings and their pulls' heartbeats), and the ping interval of
+	// the NATS server of a hub the bench starts (0: the defaults).
+	Keepalive time.Duration
 	// Statuses, when not "", makes each recipient report 01 (delivered) on
 	// each document it is delivered, as its agent would: "signed" with the
 	// unit's key over the status and the container's digest
@@ -520,8 +524,12 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 	// As an agent does, a first connection that times out (a loaded
 	// machine) is tried again.
 	for attempt := 1; ; attempt++ {
-		u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, nats.ReconnectWait(100*time.Millisecond), nats.Timeout(5*time.Second),
-			nats.ReconnectHandler(func(*nats.Conn) { r.reconnects.Add(1) }))
+		opts := []nats.Option{nats.ReconnectWait(100 * time.Millisecond), nats.Timeout(5 * time.Second),
+			nats.ReconnectHandler(func(*nats.Conn) { r.reconnects.Add(1) })}
+		if r.o.Keepalive > 0 {
+			opts = append(opts, nats.PingInterval(r.o.Keepalive))
+		}
+		u.nc, u.js, u.stage, err = protocol.ConnectUnit(ctx, url, creds, id, opts...)
 		if err == nil {
 			break
 		}
@@ -549,7 +557,7 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		r.o.Log.Warn("bench: unit's consumer, will look again", "unit", id, "err", err)
 		time.Sleep(time.Second)
 	}
-	it, err := protocol.PullUnit(u.nc, c, 32<<20)
+	it, err := protocol.PullUnit(u.nc, c, 32<<20, r.o.Keepalive)
 	if err != nil {
 		return nil, err
 	}
@@ -1033,16 +1041,22 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 	}
 	args := []string{"--data", h.data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0"}
 	cfg := o.HubConfig
-	if o.Evidence != "" {
+	if o.Evidence != "" || o.Keepalive > 0 {
 		if cfg != "" {
-			return nil, errors.New("bench: evidence on or off needs the bench's own configuration, not --hub-config")
+			return nil, errors.New("bench: evidence on or off and a keepalive need the bench's own configuration, not --hub-config")
 		}
-		y := "tlog:\n  timestamp_interval: 1s\n"
-		if o.LogBatchInterval > 0 {
-			y += fmt.Sprintf("  batch_interval: %s\n", o.LogBatchInterval)
-		}
-		if o.Evidence == "off" {
+		var y string
+		switch o.Evidence {
+		case "on":
+			y = "tlog:\n  timestamp_interval: 1s\n"
+			if o.LogBatchInterval > 0 {
+				y += fmt.Sprintf("  batch_interval: %s\n", o.LogBatchInterval)
+			}
+		case "off":
 			y = "tlog:\n  disabled: true\n"
+		}
+		if o.Keepalive > 0 {
+			y += fmt.Sprintf("nats:\n  embedded:\n    ping_interval: %s\n", o.Keepalive)
 		}
 		cfg = filepath.Join(h.data, "bench-hub.yaml")
 		if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {

@@ -32,7 +32,7 @@ func TestUnitPullMemory(t *testing.T) {
 	const n = 200
 	var its []*protocol.UnitPull
 	for range n {
-		it, err := protocol.PullUnit(js.Conn(), c, 32<<20)
+		it, err := protocol.PullUnit(js.Conn(), c, 32<<20, 0)
 		if err != nil {
 			t.Fatal(err)
 		}

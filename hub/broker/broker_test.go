@@ -1138,6 +1138,9 @@ func TestConfigValidate(t *testing.T) {
 		{"bad listen", broker.Config{StoreDir: dir, KeysDir: dir, Listen: "localhost"}},
 		{"bad port", broker.Config{StoreDir: dir, KeysDir: dir, Listen: "127.0.0.1:99999"}},
 		{"bad monitor", broker.Config{StoreDir: dir, KeysDir: dir, Monitor: "x"}},
+		{"ping too often", broker.Config{StoreDir: dir, KeysDir: dir, PingInterval: 500 * time.Millisecond}},
+		{"ping too seldom", broker.Config{StoreDir: dir, KeysDir: dir, PingInterval: 11 * time.Minute}},
+		{"negative ping", broker.Config{StoreDir: dir, KeysDir: dir, PingInterval: -time.Second}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := broker.Start(t.Context(), tc.cfg, testLogger(t)); err == nil {

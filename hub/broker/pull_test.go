@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
@@ -135,7 +136,7 @@ func (u *unitClient) pull(t *testing.T, unit string, maxBytes int) *protocol.Uni
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, err := protocol.PullUnit(u.nc, cons, maxBytes)
+	p, err := protocol.PullUnit(u.nc, cons, maxBytes, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +180,7 @@ func TestUnitPullWaitsForTheConnection(t *testing.T) {
 	px.cut(true)
 	until("the unit's connection did not go down", func() bool { return !a.nc.IsConnected() })
 
-	p, err := protocol.PullUnit(a.nc, cons, 1<<20)
+	p, err := protocol.PullUnit(a.nc, cons, 1<<20, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,10 +234,13 @@ func TestUnitPullWaitsForTheConnection(t *testing.T) {
 }
 
 // cutProxy forwards TCP connections to a server; cut(true) closes those
-// open and refuses new ones until cut(false).
+// open and refuses new ones until cut(false); mute(true) drops what clients
+// send, the connections left open (a client that hangs, or a network that
+// lost the way back).
 type cutProxy struct {
 	url   string
 	down  atomic.Bool
+	muted atomic.Bool
 	mu    sync.Mutex
 	conns []net.Conn
 }
@@ -268,7 +272,21 @@ func newCutProxy(t *testing.T, target string) *cutProxy {
 			px.mu.Lock()
 			px.conns = append(px.conns, c, s)
 			px.mu.Unlock()
-			go func() { io.Copy(s, c); s.Close() }()
+			go func() {
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 && !px.muted.Load() {
+						if _, err := s.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				s.Close()
+			}()
 			go func() { io.Copy(c, s); c.Close() }()
 		}
 	}()
@@ -287,4 +305,61 @@ func (px *cutProxy) cut(down bool) {
 		c.Close()
 	}
 	px.conns = nil
+}
+
+// TestPingIntervalDropsASilentClient: the server's side of the units'
+// keepalive (Config.PingInterval, hub nats.embedded.ping_interval). A unit
+// whose connection goes silent, left open (here: a proxy that drops what
+// the unit sends; the unit itself never pings), is disconnected by the
+// server after it missed two pings, and only then: a dead unit's pull
+// requests are dropped with its connection. At the default interval (the
+// NATS server's, 2 minutes) the same unit is still connected after the
+// seconds the short interval needed.
+func TestPingIntervalDropsASilentClient(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		interval time.Duration
+		dropped  bool
+	}{
+		{"1s", time.Second, true},
+		{"default", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			srv, err := broker.Start(t.Context(), broker.Config{Listen: "127.0.0.1:-1", StoreDir: dir + "/js", KeysDir: dir + "/keys",
+				MaxStore: broker.TestMaxStore, PingInterval: tc.interval}, testLogger(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(srv.Shutdown)
+			creds, err := srv.Keys().IssueUnitCreds(unitA, time.Hour)
+			if err != nil {
+				t.Fatal(err)
+			}
+			px := newCutProxy(t, srv.ClientURL())
+			gone := make(chan error, 1)
+			nc, _, _, err := protocol.ConnectUnit(t.Context(), px.url, creds, document.UnitID(unitA),
+				nats.PingInterval(time.Hour), nats.NoReconnect(),
+				nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { gone <- err }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(nc.Close)
+			if err := nc.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			px.muted.Store(true)
+			// Two missed pings and the third tick: about 3 s at 1 s.
+			select {
+			case err := <-gone:
+				if !tc.dropped {
+					t.Fatalf("disconnected at the default ping interval: %v", err)
+				}
+			case <-time.After(8 * time.Second):
+				if tc.dropped {
+					t.Fatal("the server kept a unit that answered no ping for 8 s, at a 1 s ping interval")
+				}
+			}
+		})
+	}
 }

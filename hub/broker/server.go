@@ -64,6 +64,15 @@ const (
 	DefaultListen     = "127.0.0.1:4222"
 	DefaultMaxPayload = 8 << 20 // 8 MiB
 	DefaultServerName = "edx-hub"
+	// DefaultPingInterval is the NATS server's own default.
+	DefaultPingInterval = 2 * time.Minute
+)
+
+// The bounds of Config.PingInterval: shorter floods the server with pings,
+// longer leaves a dead client's pull requests waiting past their expiry.
+const (
+	MinPingInterval = time.Second
+	MaxPingInterval = 10 * time.Minute
 )
 
 // Config configures the embedded NATS server.
@@ -87,6 +96,12 @@ type Config struct {
 	Monitor string `yaml:"monitor"`
 	// StartTimeout bounds the wait for the server to accept clients.
 	StartTimeout time.Duration `yaml:"start_timeout"`
+	// PingInterval is how often the server pings a client it has heard
+	// nothing from (0: DefaultPingInterval, the NATS server's); a
+	// client that misses two is disconnected. The server's side of the
+	// units' keepalive (agent nats.keepalive): longer costs less at rest
+	// with many units, and frees a dead client's requests later.
+	PingInterval time.Duration `yaml:"ping_interval"`
 }
 
 func (c *Config) setDefaults() {
@@ -102,6 +117,9 @@ func (c *Config) setDefaults() {
 	if c.StartTimeout == 0 {
 		c.StartTimeout = 30 * time.Second
 	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
 }
 
 // Validate reports the first problem with a defaulted configuration.
@@ -114,6 +132,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxPayload < 0 {
 		return errors.New("broker: config: max_payload is negative")
+	}
+	if p := c.PingInterval; p != 0 && (p < MinPingInterval || p > MaxPingInterval) {
+		return fmt.Errorf("broker: config: ping_interval %s: want %s to %s", c.PingInterval, MinPingInterval, MaxPingInterval)
 	}
 	if _, _, err := splitHostPort(c.Listen); err != nil {
 		return fmt.Errorf("broker: config: listen: %w", err)
@@ -187,6 +208,7 @@ func Start(ctx context.Context, cfg Config, log *slog.Logger, keysOpts ...KeysOp
 		SystemAccount:      keys.SystemAccount(),
 		AccountResolver:    resolver,
 		NoSigs:             true,
+		PingInterval:       cfg.PingInterval,
 	}
 	if cfg.Monitor != "" {
 		opts.HTTPHost, opts.HTTPPort, _ = splitHostPort(cfg.Monitor)

@@ -145,6 +145,19 @@ const (
 	UnitPullHeartbeat = 2 * time.Minute
 )
 
+// A unit's keepalive: how often its quiet connection proves it is alive,
+// both ways. The agent pings the server at this interval, and its pull asks
+// the server for a heartbeat at the same interval (agent nats.keepalive,
+// default UnitPullHeartbeat, the NATS client's default ping interval).
+// Longer saves the hub's idle CPU (each ping and heartbeat wakes the
+// server's loops for the unit) and notices a lost pull or a hung server
+// later. The heartbeat must stay under half a request's life
+// (UnitPullExpiry), so at most MaxUnitKeepalive.
+const (
+	MinUnitKeepalive = 10 * time.Second
+	MaxUnitKeepalive = 4 * time.Minute
+)
+
 // UnitPullMessages is the most messages a unit's pull asks for at once.
 const UnitPullMessages = 256
 

@@ -14,11 +14,11 @@ import (
 // UnitPull reads a unit's consumer: the agent's, and edx bench's simulated
 // units'. It is a loop of single pull requests (jetstream.Consumer.Fetch),
 // each for at most UnitPullMessages messages and maxBytes bytes, lasting
-// UnitPullExpiry with a heartbeat every UnitPullHeartbeat, each on a new
-// inbox, and a new one as soon as the last has ended. A reconnect ends the
-// current request at once; the few messages on their way to it then (and
-// acks lost with the connection) come again after the consumer's ack wait,
-// and the agent takes each delivery once.
+// UnitPullExpiry with a heartbeat every UnitPullHeartbeat (or the unit's
+// keepalive), each on a new inbox, and a new one as soon as the last has
+// ended. A reconnect ends the current request at once; the few messages on
+// their way to it then (and acks lost with the connection) come again after
+// the consumer's ack wait, and the agent takes each delivery once.
 //
 // Ending it at once matters. A unit's request reaches its consumer through
 // the UNITS account's service import, which maps the reply back to the
@@ -64,10 +64,11 @@ import (
 // TestUnitPullMemory). maxBytes must not be less than the largest message
 // the unit can be sent.
 type UnitPull struct {
-	cons     jetstream.Consumer
-	maxBytes int
-	nc       *nats.Conn
-	statuses chan nats.Status
+	cons      jetstream.Consumer
+	maxBytes  int
+	heartbeat time.Duration
+	nc        *nats.Conn
+	statuses  chan nats.Status
 
 	mu      sync.Mutex
 	batch   jetstream.MessageBatch // the request being read, or nil
@@ -80,9 +81,17 @@ type UnitPull struct {
 }
 
 // PullUnit starts reading cons, a unit's consumer, over nc, the connection
-// cons was looked up on, at most maxBytes at once.
-func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int) (*UnitPull, error) {
-	p := &UnitPull{cons: cons, maxBytes: maxBytes, nc: nc, statuses: nc.StatusChanged(nats.CONNECTED), stop: make(chan struct{})}
+// cons was looked up on, at most maxBytes at once, with a heartbeat every
+// heartbeat while there is nothing to send (0: UnitPullHeartbeat; at most
+// MaxUnitKeepalive).
+func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int, heartbeat time.Duration) (*UnitPull, error) {
+	switch {
+	case heartbeat == 0:
+		heartbeat = UnitPullHeartbeat
+	case heartbeat < MinUnitKeepalive || heartbeat > MaxUnitKeepalive:
+		return nil, fmt.Errorf("protocol: pull heartbeat %s: want %s to %s", heartbeat, MinUnitKeepalive, MaxUnitKeepalive)
+	}
+	p := &UnitPull{cons: cons, maxBytes: maxBytes, heartbeat: heartbeat, nc: nc, statuses: nc.StatusChanged(nats.CONNECTED), stop: make(chan struct{})}
 	if nc.IsConnected() {
 		p.mu.Lock()
 		err := p.pull()
@@ -111,7 +120,7 @@ func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int) (*UnitPull, 
 func (p *UnitPull) pull() error {
 	ctx, end := context.WithTimeout(context.Background(), UnitPullExpiry)
 	b, err := p.cons.Fetch(UnitPullMessages, jetstream.FetchMaxBytes(p.maxBytes),
-		jetstream.FetchHeartbeat(UnitPullHeartbeat), jetstream.FetchContext(ctx))
+		jetstream.FetchHeartbeat(p.heartbeat), jetstream.FetchContext(ctx))
 	if err != nil {
 		end()
 		return err
