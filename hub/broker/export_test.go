@@ -12,3 +12,12 @@ func SetTrimClock(t *Trimmer, now func() time.Time) { t.now = now }
 // TrimPending returns what a Trimmer was told of for a unit and has not
 // removed.
 func TrimPending(t *Trimmer, unit string) []uint64 { return t.pending(unit) }
+
+// SetPullResponseThreshold sets the threshold of pull requests' reply
+// mappings for accounts signed from now on, and returns the old one (for
+// tests).
+func SetPullResponseThreshold(d time.Duration) time.Duration {
+	old := pullResponseThreshold
+	pullResponseThreshold = d
+	return old
+}

@@ -3,6 +3,7 @@ package broker
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/nats-io/jwt/v2"
 
@@ -19,7 +20,24 @@ const stageStream = protocol.StageStream
 type service struct {
 	subject  string
 	response jwt.ResponseType
+	// threshold, for a streamed response, is how long the server keeps the
+	// reply's mapping back to the unit without a response passing (0: the
+	// server's default, 2 minutes).
+	threshold time.Duration
 }
+
+// pullResponseThreshold is the threshold of pull requests (MSG.NEXT, a
+// streamed response through the import): longer than a unit's request
+// lives (protocol.UnitPullExpiry), so that a quiet request stays reachable
+// until it ends, whatever its heartbeat (protocol.MaxUnitKeepalive). At the
+// server's default of 2 minutes, a request whose 2-minute heartbeat came a
+// moment late, or any longer heartbeat, lost its mapping while the
+// consumer kept the request waiting: deaf, it took every message sent to
+// the unit into nothing, each found lost only at the ack wait, until the
+// request expired (TestUnitPullQuietLongerThanThreshold). A mapping now
+// outlives its request by up to the threshold: one per request, a few
+// hundred bytes.
+var pullResponseThreshold = protocol.UnitPullExpiry + time.Minute
 
 // edxServices are what units may do in the EDX account: publish their
 // submissions, statuses and upload chunks (every reply, a PubAck included, goes
@@ -29,15 +47,15 @@ type service struct {
 func edxServices() []service {
 	st := protocol.StreamDeliver
 	return []service{
-		{protocol.SubjectSubmitPrefix + ">", jwt.ResponseTypeSingleton},
-		{protocol.SubjectStatusPrefix + ">", jwt.ResponseTypeSingleton},
-		{protocol.SubjectUploadPrefix + ">", jwt.ResponseTypeSingleton},
-		{protocol.SubjectStagePrefix + ">", jwt.ResponseTypeSingleton},
-		{protocol.SubjectWitnessPrefix + ">", jwt.ResponseTypeSingleton},
-		{"$JS.API.CONSUMER.INFO." + st + ".*", jwt.ResponseTypeSingleton},
-		{"$JS.API.CONSUMER.MSG.NEXT." + st + ".*", jwt.ResponseTypeStream},
-		{"$JS.ACK." + st + ".>", jwt.ResponseTypeSingleton},
-		{"$JS.ACK.*.*." + st + ".>", jwt.ResponseTypeSingleton},
+		{protocol.SubjectSubmitPrefix + ">", jwt.ResponseTypeSingleton, 0},
+		{protocol.SubjectStatusPrefix + ">", jwt.ResponseTypeSingleton, 0},
+		{protocol.SubjectUploadPrefix + ">", jwt.ResponseTypeSingleton, 0},
+		{protocol.SubjectStagePrefix + ">", jwt.ResponseTypeSingleton, 0},
+		{protocol.SubjectWitnessPrefix + ">", jwt.ResponseTypeSingleton, 0},
+		{"$JS.API.CONSUMER.INFO." + st + ".*", jwt.ResponseTypeSingleton, 0},
+		{"$JS.API.CONSUMER.MSG.NEXT." + st + ".*", jwt.ResponseTypeStream, pullResponseThreshold},
+		{"$JS.ACK." + st + ".>", jwt.ResponseTypeSingleton, 0},
+		{"$JS.ACK.*.*." + st + ".>", jwt.ResponseTypeSingleton, 0},
 	}
 }
 
@@ -48,16 +66,16 @@ func edxServices() []service {
 // subject, creates or writes.
 func stageServices() []service {
 	return []service{
-		{"$JS.API.CONSUMER.INFO." + stageStream + ".*", jwt.ResponseTypeSingleton},
-		{"$JS.API.CONSUMER.MSG.NEXT." + stageStream + ".*", jwt.ResponseTypeStream},
-		{"$JS.API.CONSUMER.DELETE." + stageStream + ".*", jwt.ResponseTypeSingleton},
+		{"$JS.API.CONSUMER.INFO." + stageStream + ".*", jwt.ResponseTypeSingleton, 0},
+		{"$JS.API.CONSUMER.MSG.NEXT." + stageStream + ".*", jwt.ResponseTypeStream, pullResponseThreshold},
+		{"$JS.API.CONSUMER.DELETE." + stageStream + ".*", jwt.ResponseTypeSingleton, 0},
 	}
 }
 
 func exports(services []service) jwt.Exports {
 	var ex jwt.Exports
 	for _, s := range services {
-		ex.Add(&jwt.Export{Name: s.subject, Subject: jwt.Subject(s.subject), Type: jwt.Service, ResponseType: s.response})
+		ex.Add(&jwt.Export{Name: s.subject, Subject: jwt.Subject(s.subject), Type: jwt.Service, ResponseType: s.response, ResponseThreshold: s.threshold})
 	}
 	return ex
 }

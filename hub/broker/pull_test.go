@@ -363,3 +363,83 @@ func TestPingIntervalDropsASilentClient(t *testing.T) {
 		})
 	}
 }
+
+// TestUnitPullQuietLongerThanThreshold: a unit's pull request reaches its
+// consumer through the UNITS account's import, which maps the reply back
+// to the unit for as long as a response passed within the export's
+// threshold. A request quiet for longer (no message, its heartbeat not yet
+// due) lost its mapping at the server's default threshold, 2 minutes,
+// while the consumer kept it waiting: a message sent then went to it and
+// never arrived (delivered, unacknowledged, until the ack wait). Here the
+// threshold is shortened to 3 s and the request kept quiet for 7 s, with a
+// 10 s heartbeat: the message is lost to the request. With edx's threshold,
+// longer than a request lives, the same message arrives at once.
+func TestUnitPullQuietLongerThanThreshold(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		threshold time.Duration
+		arrives   bool
+	}{
+		{"threshold 3s", 3 * time.Second, false},
+		{"edx's threshold", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var e *env
+			if tc.threshold > 0 {
+				old := broker.SetPullResponseThreshold(tc.threshold)
+				e = newEnv(t) // the accounts are signed as the server starts
+				broker.SetPullResponseThreshold(old)
+				if old <= protocol.UnitPullExpiry {
+					t.Fatalf("edx's threshold %s: not longer than a request lives, %s", old, protocol.UnitPullExpiry)
+				}
+			} else {
+				e = newEnv(t)
+			}
+			ctx := t.Context()
+			a := e.unit(t, unitA)
+			cons, err := a.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p, err := protocol.PullUnit(a.nc, cons, 1<<20, 10*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(p.Stop)
+			got := make(chan jetstream.Msg, 1)
+			go func() {
+				for {
+					m, err := p.Next()
+					if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+						return
+					}
+					if err == nil {
+						m.Ack()
+						got <- m
+					}
+				}
+			}()
+			time.Sleep(7 * time.Second) // quiet: past a 3 s threshold (checked every 3 s), before the heartbeat
+			if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("after a quiet while")); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-got:
+				if !tc.arrives {
+					t.Fatal("arrived: the mapping was not dropped, so this test shows nothing")
+				}
+			case <-time.After(5 * time.Second): // well under the ack wait, 30 s
+				if tc.arrives {
+					t.Fatal("the message sent to a request quiet for 7 s did not come")
+				}
+				c, err := e.hubJS.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unitA))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ci := c.CachedInfo(); ci.NumAckPending != 1 || ci.NumWaiting != 1 {
+					t.Fatalf("consumer: %d ack pending, %d waiting; want the message delivered to the deaf request, still waiting", ci.NumAckPending, ci.NumWaiting)
+				}
+			}
+		})
+	}
+}
