@@ -407,12 +407,19 @@ func (h *Hub) connectSystem(ctx context.Context, opts []nats.Option) error {
 	if err := h.checkResolverAccounts(ctx); err != nil {
 		return err
 	}
-	switch err := h.sys.PushAccount(ctx, h.keys.UnitsAccountJWT()); {
-	case errors.Is(err, broker.ErrAccountNotLoaded):
-		h.log.Warn("nats: the servers have a MEMORY resolver: a unit's revoked credentials are accepted again after a server restart "+
-			"until the hub pushes the account again; use a full resolver (edx-hub nats-config)", "err", err)
-	case err != nil:
-		return fmt.Errorf("nats: push the UNITS account (credential revocations) through the system account: %w", err)
+	// The EDX and STAGE accounts too: their exports change with edx (the
+	// pull requests' response threshold), and a server keeps the account
+	// it was configured with (edx-hub nats-config) until one is pushed.
+	for _, a := range []struct{ name, jwt string }{
+		{"EDX", h.keys.AccountJWT()}, {"STAGE", h.keys.StageAccountJWT()}, {"UNITS", h.keys.UnitsAccountJWT()},
+	} {
+		switch err := h.sys.PushAccount(ctx, a.jwt); {
+		case errors.Is(err, broker.ErrAccountNotLoaded):
+			h.log.Warn("nats: the servers have a MEMORY resolver: a unit's revoked credentials are accepted again after a server restart "+
+				"until the hub pushes the account again; use a full resolver (edx-hub nats-config)", "account", a.name, "err", err)
+		case err != nil:
+			return fmt.Errorf("nats: push the %s account through the system account: %w", a.name, err)
+		}
 	}
 	return nil
 }
