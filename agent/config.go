@@ -110,7 +110,7 @@ type NATSConfig struct {
 	// agent pings the server, and its pull of deliveries asks the server
 	// for a heartbeat, at this interval (default 2m, the NATS client's;
 	// 10s to 4m). Longer costs the hub less at rest (with 10,000 units,
-	// 4m took a fifth off an embedded hub's idle CPU) and notices a hung
+	// 4m took over a quarter off an embedded hub's idle CPU) and notices a hung
 	// server or a pull the server lost later (two intervals). A broken
 	// connection is noticed sooner, by TCP's own keepalive. The hub's
 	// nats.embedded.ping_interval is the other way's.

@@ -144,6 +144,25 @@ func (u *unitClient) pull(t *testing.T, unit string, maxBytes int) *protocol.Uni
 	return p
 }
 
+// ackInto reads p until it is stopped, acknowledging each message and
+// sending it on the channel returned (buffered for one).
+func ackInto(p *protocol.UnitPull) <-chan jetstream.Msg {
+	got := make(chan jetstream.Msg, 1)
+	go func() {
+		for {
+			m, err := p.Next()
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				return
+			}
+			if err == nil {
+				m.Ack()
+				got <- m
+			}
+		}
+	}()
+	return got
+}
+
 // TestUnitPullWaitsForTheConnection: a unit's pull sends no request while
 // its connection is down, and once it is back exactly one request waits on
 // the consumer and a message sent then arrives at once. Before, a request
@@ -185,19 +204,7 @@ func TestUnitPullWaitsForTheConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Stop)
-	got := make(chan jetstream.Msg, 1)
-	go func() {
-		for {
-			m, err := p.Next()
-			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return
-			}
-			if err == nil {
-				m.Ack()
-				got <- m
-			}
-		}
-	}()
+	got := ackInto(p)
 	time.Sleep(time.Second) // the pull would have asked by now
 	if n := p.Pulls(); n != 0 {
 		t.Fatalf("%d pull requests sent while the connection was down", n)
@@ -406,19 +413,7 @@ func TestUnitPullQuietLongerThanThreshold(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Cleanup(p.Stop)
-			got := make(chan jetstream.Msg, 1)
-			go func() {
-				for {
-					m, err := p.Next()
-					if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-						return
-					}
-					if err == nil {
-						m.Ack()
-						got <- m
-					}
-				}
-			}()
+			got := ackInto(p)
 			time.Sleep(7 * time.Second) // quiet: past a 3 s threshold (checked every 3 s), before the heartbeat
 			if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("after a quiet while")); err != nil {
 				t.Fatal(err)
