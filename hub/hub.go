@@ -28,6 +28,7 @@ import (
 	"github.com/edxhub/edx/hub/auth"
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/hub/events"
+	"github.com/edxhub/edx/hub/fsinfo"
 	"github.com/edxhub/edx/hub/index"
 	"github.com/edxhub/edx/hub/pipeline"
 	"github.com/edxhub/edx/hub/registry"
@@ -52,6 +53,7 @@ type Hub struct {
 	arch   *archive.Store
 	ix     *index.Index
 	units  *registry.Registry // the unit registry every hub shares
+	dataFS *fsinfo.Info       // the data directory's filesystem, if known
 	id     string             // the hub's stable id (DATA/hub.id)
 	events *events.Publisher  // the hub's decisions, to every hub's index
 	follow *events.Follower   // every hub's decisions, into this hub's index
@@ -106,6 +108,9 @@ type Info struct {
 	DevCA          string `json:"dev_ca,omitempty"`
 	AdminTokenFile string `json:"admin_token_file"`
 	Bucket         string `json:"bucket"`
+	// DataFS is the filesystem that holds Data, as far as the hub could
+	// tell (absent when it could not).
+	DataFS *fsinfo.Info `json:"data_fs,omitempty"`
 	// Log is the hub's transparency log (absent with tlog.disabled).
 	Log *LogInfo `json:"log,omitempty"`
 }
@@ -132,6 +137,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if err := os.MkdirAll(cfg.Data, 0o750); err != nil {
 		return nil, err
 	}
+	h.checkDataFS()
 	// The HTTP address first: the development CA names the hub's CRL URL
 	// in what it issues.
 	if h.httpLn, err = net.Listen("tcp", cfg.HTTP.Listen); err != nil {
@@ -466,7 +472,25 @@ func (h *Hub) Info() Info {
 		i.HTTP = "http://" + h.httpLn.Addr().String()
 	}
 	i.Log = h.LogInfo()
+	i.DataFS = h.dataFS
 	return i
+}
+
+// checkDataFS logs the filesystem of the data directory, and warns of an
+// ext3 or ext4 without a journal (package fsinfo says why).
+func (h *Hub) checkDataFS() {
+	fs, err := fsinfo.Of(h.cfg.Data)
+	if err != nil {
+		h.log.Debug("data directory: filesystem not known", "dir", h.cfg.Data, "err", err)
+		return
+	}
+	h.dataFS = &fs
+	if fs.Unjournaled() {
+		h.log.Warn("data directory on a filesystem without a journal: after a crash it needs a check (fsck) before the hub's store and archive on it can be trusted, and creating files there slows down after many deletions; put the data directory on a journaled filesystem",
+			"dir", h.cfg.Data, "filesystem", fs.String())
+		return
+	}
+	h.log.Info("data directory", "dir", h.cfg.Data, "filesystem", fs.String())
 }
 
 // LogInfo describes the hub's transparency log; nil without one.

@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +22,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/archive"
+	"github.com/edxhub/edx/hub/fsinfo"
 	"github.com/edxhub/edx/hub/s3embed"
 	"github.com/edxhub/edx/hub/service"
 	"github.com/edxhub/edx/pkg/container"
@@ -299,3 +302,52 @@ func hasCode(rs []string, code string) bool {
 	}
 	return false
 }
+
+// TestDataFilesystem: the hub tells what filesystem holds its data
+// directory, in its log at start (a warning for an ext4 without a journal)
+// and in hub.json, which edx bench reads to print it beside its figures.
+func TestDataFilesystem(t *testing.T) {
+	cfg := testConfig(t)
+	var mu sync.Mutex
+	var logged strings.Builder
+	log := slog.New(slog.NewJSONHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	h, err := New(t.Context(), cfg, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	want, err := fsinfo.Of(cfg.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(cfg.Data, "hub.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var info Info
+	if err := json.Unmarshal(b, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.DataFS == nil || info.DataFS.String() != want.String() || info.DataFS.Dir != cfg.Data {
+		t.Fatalf("hub.json data_fs %+v, want %+v", info.DataFS, want)
+	}
+	mu.Lock()
+	out := logged.String()
+	mu.Unlock()
+	line := `"msg":"data directory","dir":` + strconv.Quote(cfg.Data)
+	if want.Unjournaled() {
+		line = `"level":"WARN","msg":"data directory on a filesystem without a journal`
+	}
+	if !strings.Contains(out, line) || !strings.Contains(out, `"filesystem":`+strconv.Quote(want.String())) {
+		t.Fatalf("the log has no %s naming %q:\n%s", line, want, out)
+	}
+	t.Logf("%s: %s", cfg.Data, want)
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -39,7 +39,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	recips := fs.Int("recipients", 3, "most recipients per document")
 	hubBin := fs.String("hub-bin", "", "the edx-hub program (default: beside edx, or on PATH)")
 	hubCfg := fs.String("hub-config", "", "hub configuration for an external NATS and S3 (ceilings are then not measured)")
-	data := fs.String("data", "", "data directory for the hub (default: a temporary one, removed after); with several runs, one\nsubdirectory per run (SIZE-log-MODE-ROUND)")
+	data := fs.String("data", "", "data directory for the hub (default: a temporary one, removed after); with several runs, one\nsubdirectory per run (SIZE-log-MODE-ROUND). Its filesystem moves the figures (the table names it): give it the kind a\ndeployment would use")
 	asJSON := fs.Bool("json", false, "print the results as JSON")
 	noCeil := fs.Bool("no-ceilings", false, "skip the bare-component ceilings")
 	hubURL := fs.String("hub", "", "drive this existing hub (http://host:port) instead of starting one; its resources and the ceilings are not measured")
@@ -422,6 +422,13 @@ func printBench(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")
 	}
 	fmt.Fprintf(w, "load average %.2f at the start, %.2f at the end (%d cores, maybe shared)\n", r.LoadStart[0], r.LoadEnd[0], r.Cores)
+	if r.DataFS != nil {
+		fmt.Fprintf(w, "hub data on %s", r.DataFS)
+		if r.DataFS.Unjournaled() {
+			fmt.Fprintf(w, ": creating files there slows down after many deletions (S3 PUTs too); compare runs on one filesystem, or use --data on a journaled one")
+		}
+		fmt.Fprintln(w)
+	}
 	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d; units reconnected %d, messages redelivered %d\n",
 		r.Lost, r.Doubled, r.Rejected, r.Reconnects, r.Redelivered)
 	if r.Lost > 0 {

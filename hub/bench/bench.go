@@ -45,6 +45,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/hub/fsinfo"
 	"github.com/edxhub/edx/pkg/container"
 	"github.com/edxhub/edx/pkg/document"
 	"github.com/edxhub/edx/pkg/pki"
@@ -201,6 +202,12 @@ type Result struct {
 	HubPeakRSS   int64         `json:"hub_peak_rss_bytes"`
 	HubRSS       int64         `json:"hub_rss_bytes"`
 	HubCPUPerDoc time.Duration `json:"hub_cpu_per_doc"`
+	// DataFS is the filesystem of the data directory of the hub the bench
+	// started, as the hub told it (its store, archive and index are
+	// there). Its kind moves the figures: on an ext4 without a journal,
+	// creating a file slows down after many deletions, and so do the
+	// hub's S3 PUTs and its ceiling (package fsinfo).
+	DataFS *fsinfo.Info `json:"data_fs,omitempty"`
 	// AgentsCPUPerDoc is the bench's own CPU per document over the same
 	// window: its units' agents (signing statuses, witnessing the log) and
 	// its load generator. With the hub's, it is what the machine spends on
@@ -852,6 +859,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 		cpu1, _ := r.hub.cpu()
 		res.HubMeasured = true
 		res.HubPeakRSS, res.HubRSS = r.hub.rss()
+		res.DataFS = r.hub.info.DataFS
 		if n := len(r.acc); n > 0 {
 			res.HubCPUPerDoc = (cpu1 - cpu0) / time.Duration(n)
 		}
@@ -1019,11 +1027,12 @@ type hubProc struct {
 	data string
 	tmp  bool
 	info struct {
-		NATSURL        string `json:"nats_url"`
-		S3Endpoint     string `json:"s3_endpoint"`
-		HTTP           string `json:"http"`
-		Data           string `json:"data"`
-		AdminTokenFile string `json:"admin_token_file"`
+		NATSURL        string       `json:"nats_url"`
+		S3Endpoint     string       `json:"s3_endpoint"`
+		HTTP           string       `json:"http"`
+		Data           string       `json:"data"`
+		AdminTokenFile string       `json:"admin_token_file"`
+		DataFS         *fsinfo.Info `json:"data_fs"`
 	}
 	token string
 }
