@@ -139,7 +139,20 @@ func TestBenchSizes(t *testing.T) {
 		IdleSettled int64     `json:"idle_settled_after"`
 		AgentsCPU   int64     `json:"agents_cpu_per_doc"`
 		LoadAverage []float64 `json:"load_average_end"`
-		Parts       []struct {
+		Deliveries  int       `json:"deliveries"`
+		DataFS      struct {
+			Dir  string `json:"dir"`
+			Type string `json:"type"`
+		} `json:"data_fs"`
+		Tail *struct {
+			Over    int `json:"over_p99"`
+			Seconds int `json:"seconds"`
+			Worst   []struct {
+				Over int   `json:"over_p99"`
+				Max  int64 `json:"max"`
+			} `json:"worst"`
+		} `json:"delivered_tail"`
+		Parts []struct {
 			Name    string  `json:"name"`
 			PerDoc  float64 `json:"per_doc"`
 			Ceiling float64 `json:"ceiling_docs_per_sec"`
@@ -168,6 +181,21 @@ func TestBenchSizes(t *testing.T) {
 			r.IdleSettled < 10e9 || r.IdleSettled > 90e9 || r.AgentsCPU <= 0 ||
 			len(r.LoadAverage) != 3 || per["verify"] != 1 || per["s3_put"] < 1 || per["publish"] < 2 || per["consume"] < 2 {
 			t.Errorf("size %d: %+v", r.Size, r)
+		}
+		// The hub's data directory's filesystem, as the hub told it.
+		if r.DataFS.Type == "" || !strings.HasPrefix(r.DataFS.Dir, filepath.Join(work, "new", "bench-data")) {
+			t.Errorf("size %d: data_fs %+v", r.Size, r.DataFS)
+		}
+		// At most 1% of the deliveries are slower than p99, each counted
+		// in one second of the run.
+		if tl := r.Tail; tl != nil {
+			n := 0
+			for _, w := range tl.Worst {
+				n += w.Over
+			}
+			if tl.Over < 1 || tl.Over > r.Deliveries/100+1 || tl.Seconds < 1 || len(tl.Worst) < 1 || n > tl.Over {
+				t.Errorf("size %d: delivered_tail %+v of %d deliveries", r.Size, *tl, r.Deliveries)
+			}
 		}
 	}
 }

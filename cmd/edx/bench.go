@@ -399,6 +399,13 @@ func printBench(w io.Writer, r *bench.Result) {
 		fmt.Fprintf(tw, "summed-parts bound\t%.1f\t%.1f\t\t\t\t\t\n", r.Bound, r.Bound*float64(r.Size)/1e6)
 	}
 	tw.Flush()
+	if t := r.DeliveredTail; t != nil {
+		var ws []string
+		for _, s := range t.Worst {
+			ws = append(ws, fmt.Sprintf("%s (%d, max %s)", s.At, s.Over, ms(s.Max)))
+		}
+		fmt.Fprintf(w, "delivery tail: %d deliveries over p99, sent in %d seconds of the run; most at %s\n", t.Over, t.Seconds, strings.Join(ws, ", "))
+	}
 	if r.Slowest != "" {
 		fmt.Fprintf(w, "edx / slowest ceiling (%s): %.2f\n", r.Slowest, r.Ratio)
 	}

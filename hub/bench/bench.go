@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -161,6 +162,65 @@ func summarize(ds []time.Duration) Latency {
 	return Latency{P50: q(.50), P90: q(.90), P99: q(.99), Max: ds[len(ds)-1], N: len(ds)}
 }
 
+// Tail is where a run's slowest deliveries, those slower than its p99,
+// came from: the second of the run in which their documents were sent. Most
+// of them in a few seconds is a stall (something in the path paused);
+// spread over the run, it is queueing.
+type Tail struct {
+	Over    int `json:"over_p99"` // deliveries slower than the run's p99
+	Seconds int `json:"seconds"`  // how many seconds of the run they were sent in
+	// Worst are the seconds that sent most of them (up to 3), most first.
+	Worst []TailSecond `json:"worst,omitempty"`
+}
+
+// TailSecond is one second of a run in Tail.
+type TailSecond struct {
+	At   time.Duration `json:"at"` // its start, from the run's start
+	Over int           `json:"over_p99"`
+	Max  time.Duration `json:"max"` // its slowest delivery
+}
+
+// tailOf finds Tail for deliveries sent at sent[i] (from the run's start)
+// that took took[i], p99 being the run's.
+func tailOf(sent, took []time.Duration, p99 time.Duration) *Tail {
+	type second struct {
+		over int
+		max  time.Duration
+	}
+	by := map[time.Duration]*second{}
+	t := &Tail{}
+	for i, d := range took {
+		if d <= p99 {
+			continue
+		}
+		t.Over++
+		at := sent[i].Truncate(time.Second)
+		s := by[at]
+		if s == nil {
+			s = &second{}
+			by[at] = s
+		}
+		s.over++
+		s.max = max(s.max, d)
+	}
+	if t.Over == 0 {
+		return nil
+	}
+	t.Seconds = len(by)
+	for at, s := range by {
+		t.Worst = append(t.Worst, TailSecond{At: at, Over: s.over, Max: s.max})
+	}
+	sort.Slice(t.Worst, func(i, j int) bool {
+		a, b := t.Worst[i], t.Worst[j]
+		if a.Over != b.Over {
+			return a.Over > b.Over
+		}
+		return a.At < b.At
+	})
+	t.Worst = t.Worst[:min(3, len(t.Worst))]
+	return t
+}
+
 // Ceiling is the throughput of one bare component on the same bytes.
 type Ceiling struct {
 	Name string `json:"name"`
@@ -183,9 +243,12 @@ type Result struct {
 	MBPerSec    float64       `json:"mb_per_sec"`
 	Accepted    Latency       `json:"submit_to_accepted"`
 	Delivered   Latency       `json:"submit_to_delivered"`
-	Ceilings    []Ceiling     `json:"ceilings,omitempty"`
-	Slowest     string        `json:"slowest_ceiling,omitempty"`
-	Ratio       float64       `json:"ratio_to_slowest,omitempty"`
+	// DeliveredTail is where the deliveries slower than Delivered.P99
+	// came from: a stall or queueing.
+	DeliveredTail *Tail     `json:"delivered_tail,omitempty"`
+	Ceilings      []Ceiling `json:"ceilings,omitempty"`
+	Slowest       string    `json:"slowest_ceiling,omitempty"`
+	Ratio         float64   `json:"ratio_to_slowest,omitempty"`
 	// Parts are what one accepted document cost the hub the bench
 	// started (S3 requests and stream messages counted during the run),
 	// each with its ceiling; Bound is the throughput of doing them one
@@ -869,7 +932,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var accs, dels, stats []time.Duration
+	var accs, dels, delSent, stats []time.Duration
 	end := start
 	res.start = start
 	for id, t0 := range r.sent {
@@ -892,6 +955,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			res.Doubled += len(seqs) - 1
 			t := first(seqs)
 			dels = append(dels, t.Sub(t0))
+			delSent = append(delSent, t0.Sub(start))
 			if t.After(end) {
 				end = t
 			}
@@ -914,7 +978,9 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	res.Undecided += o.Docs - len(r.sent) // never sent (a cancelled run)
 	res.Lost = res.Undecided + res.Undelivered
 	res.Deliveries = len(dels)
+	took := slices.Clone(dels) // summarize sorts dels
 	res.Accepted, res.Delivered = summarize(accs), summarize(dels)
+	res.DeliveredTail = tailOf(delSent, took, res.Delivered.P99)
 	res.Elapsed = end.Sub(start)
 	res.DocsPerSec = float64(len(r.acc)) / res.Elapsed.Seconds()
 	res.MBPerSec = res.DocsPerSec * float64(o.Size) / 1e6
