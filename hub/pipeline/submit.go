@@ -555,7 +555,7 @@ func (p *Pipeline) route(ctx context.Context, s *submission, d *document.Documen
 	for i, f := range futures {
 		select {
 		case ack := <-f.Ok():
-			p.stored(d.To[i], ack)
+			p.stored(ds[i].Recipient, ack)
 		case err := <-f.Err():
 			return retry("pipeline: route %s to %s: %w", d.ID, ds[i].Recipient, err)
 		case <-ctx.Done():
