@@ -15,8 +15,9 @@
 //     directory per document. On the 2-core VMs edx is measured on, whose
 //     disk is such an ext4, creating a file took 15 µs at rest and 0.3 to
 //     1 ms while a hub worked beside it, over half of it in that look-up
-//     (perf); edx bench's S3 PUT ceiling was 820-860/s there, against
-//     2,660-2,800/s on a journaled ext4 in a file on the same disk.
+//     (perf). Right after deletions, edx bench's S3 PUT ceiling was
+//     820-860/s there, against 2,660-2,800/s on a journaled ext4 in a file
+//     on the same disk; with nothing deleted shortly before, 2,219/s.
 package fsinfo
 
 import (
