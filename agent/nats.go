@@ -6,13 +6,20 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/edxhub/edx/agent/durable"
 	"github.com/edxhub/edx/agent/inbox"
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/agent/webhook"
@@ -301,11 +308,23 @@ type errRetry struct{ error }
 // ctx is done; the message in hand is finished first. found, if not nil,
 // sees the consumer each time it is looked up. A consumer that goes away
 // (the hub replaced it, or a server that restarted forgot it until the
-// hub gives it back) is looked up again until it is there.
+// hub gives it back) is looked up again until it is there. When the unit
+// has no consumer of EDX_DELIVER, the hub may keep none
+// (nats.streams.unit_consumers: cursor): the agent then asks the hub by
+// cursor (protocol.PullCursor), for as long as the hub answers.
 func (a *Agent) consume(ctx context.Context, l *link, stream, name string, handle func(context.Context, *link, jetstream.Msg) error,
 	found func(jetstream.Consumer)) {
 	for n := 1; ctx.Err() == nil; n++ {
 		cons, err := l.js.Consumer(ctx, stream, name)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) && stream == protocol.StreamDeliver {
+			err = a.consumeByCursor(ctx, l, handle)
+			if err == nil {
+				return
+			}
+			if !errors.Is(err, protocol.ErrNoFetchAnswer) {
+				n = 0
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -336,6 +355,63 @@ func (a *Agent) consumeFrom(ctx context.Context, l *link, cons jetstream.Consume
 	if err != nil {
 		return err
 	}
+	return a.read(ctx, l, it, name, handle)
+}
+
+// consumeByCursor reads the unit's messages by cursor until ctx is done
+// (nil) or the hub stops answering (protocol.ErrNoFetchAnswer when it never
+// did). The cursor, the unit's acknowledgement floor, is kept in the data
+// directory (cursorFile) at most every second and when the reading stops:
+// one lost or behind brings again messages the inbox already holds, which
+// it takes once.
+func (a *Agent) consumeByCursor(ctx context.Context, l *link, handle func(context.Context, *link, jetstream.Msg) error) error {
+	from := a.loadCursor()
+	var saved atomic.Int64 // when, in Unix nanoseconds
+	it := protocol.PullCursor(l.nc, string(a.cfg.Unit), from, 64<<20, 0, func(floor uint64) {
+		if now := time.Now().UnixNano(); now-saved.Load() >= int64(time.Second) || floor == 0 {
+			saved.Store(now)
+			a.saveCursor(floor)
+		}
+	})
+	err := a.read(ctx, l, it, "cursor", handle)
+	if f := it.Floor(); f != from || err == nil {
+		a.saveCursor(f)
+	}
+	return err
+}
+
+// cursorFile is the file in the data directory that keeps the unit's
+// cursor when it reads by cursor.
+const cursorFile = "deliver.cursor"
+
+func (a *Agent) loadCursor() uint64 {
+	b, err := os.ReadFile(filepath.Join(a.cfg.Data, cursorFile))
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.log.Warn("nats: reading the cursor, starting from the oldest message the hub holds", "err", err)
+		}
+		return 0
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		a.log.Warn("nats: the cursor file is unreadable, starting from the oldest message the hub holds", "err", err)
+		return 0
+	}
+	return n
+}
+
+func (a *Agent) saveCursor(floor uint64) {
+	if err := durable.WriteFile(filepath.Join(a.cfg.Data, cursorFile), []byte(strconv.FormatUint(floor, 10)+"\n"), 0o600); err != nil {
+		a.log.Warn("nats: keeping the cursor", "err", err)
+	}
+}
+
+// read takes the messages of it until ctx is done (nil) or it stops (its
+// error).
+func (a *Agent) read(ctx context.Context, l *link, it interface {
+	Next() (jetstream.Msg, error)
+	Stop()
+}, name string, handle func(context.Context, *link, jetstream.Msg) error) error {
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	defer it.Stop()

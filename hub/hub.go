@@ -96,6 +96,9 @@ type Hub struct {
 	reconnected chan struct{}
 	// trim removes from EDX_DELIVER what units acknowledged.
 	trim *broker.Trimmer
+	// cursors answers units' fetch requests when they read by cursor
+	// (nats.streams.unit_consumers: cursor), or is nil.
+	cursors *broker.Cursors
 }
 
 // Info is what a started hub tells its operator (and writes to DATA/hub.json).
@@ -190,7 +193,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	if err := h.startWitness(ctx); err != nil {
 		return nil, err
 	}
-	h.trim = broker.NewTrimmer(h.js, broker.TrimConfig{}, log.With("component", "trim"))
+	byCursor := cfg.NATS.Streams.UnitConsumers == broker.UnitConsumersCursor
+	h.trim = broker.NewTrimmer(h.js, broker.TrimConfig{Cursors: byCursor}, log.With("component", "trim"))
+	if byCursor {
+		h.cursors = broker.NewCursors(h.nc, h.js, h.trim, log.With("component", "cursors"))
+	}
 	deps := pipeline.Deps{
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Sent: h.trim, Trust: h.trust, Hub: h.signer,
 		Metrics: pipeline.NewMetrics(h.reg), Log: log.With("component", "pipeline"), Now: cfg.Clock,
@@ -523,6 +530,12 @@ func (h *Hub) Registry() *prometheus.Registry { return h.reg }
 // HTTP requests, let the pipeline finish the messages in progress, stop
 // following the events, close NATS, the index and the embedded servers.
 func (h *Hub) Run(ctx context.Context) error {
+	if h.cursors != nil {
+		// Until ctx is done, and then it ends the requests that wait.
+		if err := h.cursors.Start(ctx); err != nil {
+			return err
+		}
+	}
 	srv := &http.Server{
 		Handler:           h.handler(),
 		ReadHeaderTimeout: 10 * time.Second,

@@ -21,3 +21,13 @@ func SetPullResponseThreshold(d time.Duration) time.Duration {
 	pullResponseThreshold = d
 	return old
 }
+
+// TrimAcked returns the floor a unit's requests told the Trimmer.
+func TrimAcked(t *Trimmer, unit string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s := t.units[unit]; s != nil {
+		return s.acked
+	}
+	return 0
+}

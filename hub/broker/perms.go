@@ -52,6 +52,7 @@ func edxServices() []service {
 		{protocol.SubjectUploadPrefix + ">", jwt.ResponseTypeSingleton, 0},
 		{protocol.SubjectStagePrefix + ">", jwt.ResponseTypeSingleton, 0},
 		{protocol.SubjectWitnessPrefix + ">", jwt.ResponseTypeSingleton, 0},
+		{protocol.SubjectFetchPrefix + ">", jwt.ResponseTypeSingleton, 0},
 		{"$JS.API.CONSUMER.INFO." + st + ".*", jwt.ResponseTypeSingleton, 0},
 		{"$JS.API.CONSUMER.MSG.NEXT." + st + ".*", jwt.ResponseTypeStream, pullResponseThreshold},
 		{"$JS.ACK." + st + ".>", jwt.ResponseTypeSingleton, 0},
@@ -129,7 +130,9 @@ func unitsImports(edx, stage string) jwt.Imports {
 //   - on its durable pull consumer of EDX_DELIVER (created by the hub),
 //     which reads its deliveries and notices: consumer info and
 //     next-message requests under protocol.EDXAPIPrefix, and acks (v1 and
-//     v2 ack subject layouts);
+//     v2 ack subject layouts); or, when the hub keeps no consumer per
+//     unit, its fetch requests (protocol.FetchSubject), which the hub
+//     answers on the unit's inbox;
 //
 //   - uploads: chunks on its own upload subject, and nothing else there (no
 //     read, no list, no purge);
@@ -160,6 +163,7 @@ func UnitPermissions(unit string) jwt.Permissions {
 		protocol.SubmitSubject(unit),
 		protocol.StatusSubject(unit),
 		protocol.SubjectWitnessPrefix+"*."+unit,
+		protocol.FetchSubject(unit),
 	)
 	st, c := protocol.StreamDeliver, protocol.UnitConsumer(unit)
 	p.Pub.Allow.Add(

@@ -132,6 +132,11 @@ type StreamOptions struct {
 	// last removed it (Trimmer), which the agent recognises and hands over
 	// once (agent/inbox). Either way the consumer has one replica: it is a
 	// cursor, the messages stay in EDX_DELIVER until acknowledged.
+	// "cursor" keeps no consumer per unit: each agent keeps its cursor and
+	// asks the hub for what follows it (Cursors, protocol.FetchRequest),
+	// which costs the hub some 40 KB less per unit; the hub deletes the
+	// units' consumers, and agents of an earlier version, which read only
+	// consumers, receive nothing until upgraded.
 	UnitConsumers string `yaml:"unit_consumers"`
 }
 
@@ -194,8 +199,8 @@ func (o *StreamOptions) Validate() error {
 		return errors.New("broker: streams: negative duration")
 	case o.MaxMsgSize < 0:
 		return errors.New("broker: streams: negative size")
-	case o.UnitConsumers != UnitConsumersMemory && o.UnitConsumers != UnitConsumersFile:
-		return fmt.Errorf("broker: streams: unit_consumers %q: want %q or %q", o.UnitConsumers, UnitConsumersMemory, UnitConsumersFile)
+	case o.UnitConsumers != UnitConsumersMemory && o.UnitConsumers != UnitConsumersFile && o.UnitConsumers != UnitConsumersCursor:
+		return fmt.Errorf("broker: streams: unit_consumers %q: want %q, %q or %q", o.UnitConsumers, UnitConsumersMemory, UnitConsumersFile, UnitConsumersCursor)
 	}
 	for _, v := range []struct {
 		name string
@@ -314,6 +319,7 @@ func StreamConfigs(opts StreamOptions) ([]jetstream.StreamConfig, jetstream.Obje
 	}
 	deliver := stream(protocol.StreamDeliver, protocol.SubjectDeliverPrefix, "edx deliveries and notices, one subject per unit; the hub removes what units acknowledged",
 		jetstream.LimitsPolicy, deliverAge, opts.DeliverMaxBytes+opts.NoticeMaxBytes, opts.DeliverMaxMsgs+opts.NoticeMaxMsgs)
+	deliver.AllowDirect = true // units that read by cursor get their messages by direct get (Cursors)
 	streams := []jetstream.StreamConfig{
 		submit,
 		deliver,
@@ -432,6 +438,9 @@ func EnsureUnitConsumer(ctx context.Context, js jetstream.JetStream, unit, stora
 	if err := validUnit(unit); err != nil {
 		return err
 	}
+	if storage == UnitConsumersCursor {
+		return nil // units read by cursor
+	}
 	want := UnitConsumerConfig(unit, storage)
 	c, err := js.Consumer(ctx, protocol.StreamDeliver, want.Durable)
 	switch {
@@ -457,6 +466,9 @@ func EnsureUnitConsumer(ctx context.Context, js jetstream.JetStream, unit, stora
 // that a hub can look often for consumers a server forgot. It returns how
 // many it created.
 func CreateMissingUnitConsumers(ctx context.Context, js jetstream.JetStream, units []string, storage string) (int, error) {
+	if storage == UnitConsumersCursor {
+		return 0, nil
+	}
 	st, err := js.Stream(ctx, protocol.StreamDeliver)
 	if err != nil {
 		return 0, fmt.Errorf("broker: %s: %w", protocol.StreamDeliver, err)
@@ -500,8 +512,12 @@ func sameUnitConsumer(have, want jetstream.ConsumerConfig) bool {
 // one configured otherwise, or one no server leads (its one replica was on
 // a server of a cluster that is down) get one (EnsureUnitConsumer); the
 // others cost nothing but their share of one listing. It returns how many
-// it created.
+// it created. With storage UnitConsumersCursor it deletes the units'
+// consumers instead: units read by cursor.
 func EnsureUnitConsumers(ctx context.Context, js jetstream.JetStream, units []string, storage string) (int, error) {
+	if storage == UnitConsumersCursor {
+		return 0, deleteUnitConsumers(ctx, js, units)
+	}
 	have := map[string]jetstream.ConsumerConfig{}
 	st, err := js.Stream(ctx, protocol.StreamDeliver)
 	if err != nil {
@@ -544,6 +560,35 @@ func EnsureUnitConsumers(ctx context.Context, js jetstream.JetStream, units []st
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// deleteUnitConsumers deletes the consumers of units on EDX_DELIVER (an
+// agent reading one then asks the hub by cursor).
+func deleteUnitConsumers(ctx context.Context, js jetstream.JetStream, units []string) error {
+	st, err := js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		return fmt.Errorf("broker: %s: %w", protocol.StreamDeliver, err)
+	}
+	have := map[string]bool{}
+	l := st.ConsumerNames(ctx)
+	for name := range l.Name() {
+		have[name] = true
+	}
+	if err := l.Err(); err != nil {
+		return fmt.Errorf("broker: list consumers of %s: %w", protocol.StreamDeliver, err)
+	}
+	var errs []error
+	for _, u := range units {
+		if name := protocol.UnitConsumer(u); have[name] {
+			if err := js.DeleteConsumer(ctx, protocol.StreamDeliver, name); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+				errs = append(errs, fmt.Errorf("broker: delete consumer %s: %w", name, err))
+				if len(errs) > 10 || ctx.Err() != nil {
+					break
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Defaults of the consumers every hub shares.

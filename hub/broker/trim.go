@@ -33,7 +33,9 @@ import (
 // or by another hub), reading the messages of each unit whose consumer
 // acknowledged some. It asks a unit's consumer for its floor only when the
 // unit has messages, and less and less often while the floor does not move
-// (a unit offline), from Every up to MaxWait.
+// (a unit offline), from Every up to MaxWait. When units read by cursor
+// (TrimConfig.Cursors), their floors come with their requests instead
+// (Acked), and a hub that restarted learns a unit's at its next request.
 //
 // It keeps no state that matters: every hub runs one, and a message
 // removed twice changes nothing.
@@ -59,12 +61,16 @@ type TrimConfig struct {
 	// FullEvery is how often it looks through the whole stream for
 	// messages it was not told of (default 10m).
 	FullEvery time.Duration
+	// Cursors: units keep no consumer (UnitConsumersCursor); their floors
+	// come from their fetch requests (Acked), not from consumers.
+	Cursors bool
 }
 
 type trimUnit struct {
 	sent    []uint64 // sequences told of (Sent), not removed yet
 	floor   uint64   // removed up to here
 	scanned uint64   // looked through up to here (full sweeps)
+	acked   uint64   // the unit's floor, from its requests (Cursors)
 	wait    time.Duration
 	next    time.Time
 }
@@ -104,6 +110,19 @@ func (t *Trimmer) Sent(unit string, seq uint64) {
 	s := t.unit(unit)
 	if seq > s.floor {
 		s.sent = append(s.sent, seq)
+	}
+}
+
+// Acked tells the Trimmer that unit has every message up to floor
+// (TrimConfig.Cursors: its fetch request said so). A floor never goes
+// down, and covers the unit's messages only.
+func (t *Trimmer) Acked(unit string, floor uint64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := t.unit(unit)
+	if floor > s.acked {
+		s.acked = floor
+		s.next = time.Time{} // due at the next sweep
 	}
 }
 
@@ -229,14 +248,10 @@ func (t *Trimmer) Sweep(ctx context.Context) (TrimSweep, error) {
 // floor: those it was told of and, full, any other it finds. It returns
 // how many it removed.
 func (t *Trimmer) trim(ctx context.Context, st jetstream.Stream, unit string, s *trimUnit, full bool) (int, error) {
-	c, err := t.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unit))
-	switch {
-	case errors.Is(err, jetstream.ErrConsumerNotFound):
-		return 0, nil // kept until the unit has a consumer that reads them
-	case err != nil:
-		return 0, fmt.Errorf("broker: trim %s: %w", unit, err)
+	floor, err := t.floor(ctx, unit, s)
+	if err != nil || floor == 0 {
+		return 0, err
 	}
-	floor := c.CachedInfo().AckFloor.Stream
 	t.mu.Lock()
 	var seqs []uint64
 	keep := s.sent[:0]
@@ -282,6 +297,24 @@ func (t *Trimmer) trim(ctx context.Context, st jetstream.Stream, unit string, s 
 	}
 	t.mu.Unlock()
 	return n, nil
+}
+
+// floor returns what unit has acknowledged: its consumer's floor, or with
+// cursors what its requests said (0: nothing known).
+func (t *Trimmer) floor(ctx context.Context, unit string, s *trimUnit) (uint64, error) {
+	if t.cfg.Cursors {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		return s.acked, nil
+	}
+	c, err := t.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(unit))
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return 0, nil // kept until the unit has a consumer that reads them
+	case err != nil:
+		return 0, fmt.Errorf("broker: trim %s: %w", unit, err)
+	}
+	return c.CachedInfo().AckFloor.Stream, nil
 }
 
 // remove deletes the message at seq (without overwriting it: what a unit

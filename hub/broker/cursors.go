@@ -1,0 +1,324 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// UnitConsumersCursor (StreamOptions.UnitConsumers) keeps no consumer per
+// unit: units read EDX_DELIVER by cursor, through the hub's Cursors.
+const UnitConsumersCursor = "cursor"
+
+// Cursors answers units' fetch requests (protocol.FetchRequest) when the
+// hub keeps no consumer per unit (UnitConsumersCursor). It follows every
+// message stored in EDX_DELIVER (an ordered consumer of their headers, one
+// per hub, from the stream's start), so it knows each unit's last
+// sequence; while it catches up, when it starts, a request it knows too
+// little for waits, and the message that follows wakes it. A request
+// after that sequence waits (one per unit: a new one
+// replaces it) until a message comes or its wait runs out; one before it
+// is answered at once by the server, which sends the unit's next messages
+// straight to the unit's inbox (a batched direct get with the inbox as its
+// reply: the hub never copies a message). The floor a request carries
+// goes to the Trimmer, which removes what the unit has.
+//
+// Every hub of a cluster runs one, in one queue group: a unit's request
+// reaches one of them, and each knows every unit's last sequence.
+type Cursors struct {
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	trim *Trimmer
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu      sync.Mutex
+	last    map[string]uint64 // unit -> last sequence stored for it
+	top     uint64            // the stream's last sequence, at least
+	waiting map[string]*fetchWait
+	stats   CursorStats
+}
+
+// CursorStats counts what Cursors did.
+type CursorStats struct {
+	Requests  uint64 // fetch requests
+	Forwarded uint64 // answered by a direct get
+	Ended     uint64 // answered with an end (wait out, replaced, refused)
+	Invalid   uint64 // refused
+	Waiting   int    // requests waiting now
+}
+
+type fetchWait struct {
+	unit     string
+	req      protocol.FetchRequest
+	deadline time.Time
+}
+
+// fetchQueue is the queue group of every hub's Cursors.
+const fetchQueue = "edx-hub-fetch"
+
+// maxFetchRequest is the largest fetch request a hub reads.
+const maxFetchRequest = 1024
+
+// NewCursors returns the Cursors of the hub's connection to the EDX account
+// (nc, js); trim learns the units' floors.
+func NewCursors(nc *nats.Conn, js jetstream.JetStream, trim *Trimmer, log *slog.Logger) *Cursors {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Cursors{nc: nc, js: js, trim: trim, log: log, now: time.Now, last: map[string]uint64{}, waiting: map[string]*fetchWait{}}
+}
+
+// Stats returns what the Cursors did so far.
+func (c *Cursors) Stats() CursorStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Waiting = len(c.waiting)
+	return s
+}
+
+// Start follows EDX_DELIVER and subscribes to the units' fetch requests;
+// it answers them until ctx is done, and then ends the requests that wait.
+func (c *Cursors) Start(ctx context.Context) error {
+	st, err := c.js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		return fmt.Errorf("broker: cursors: %w", err)
+	}
+	c.mu.Lock()
+	c.top = max(c.top, st.CachedInfo().State.LastSeq)
+	c.mu.Unlock()
+	oc, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, FilterSubjects: []string{protocol.SubjectDeliverPrefix + ">"}})
+	if err != nil {
+		return fmt.Errorf("broker: cursors: follow %s: %w", protocol.StreamDeliver, err)
+	}
+	cc, err := oc.Consume(c.stored)
+	if err != nil {
+		return fmt.Errorf("broker: cursors: follow %s: %w", protocol.StreamDeliver, err)
+	}
+	sub, err := c.nc.QueueSubscribe(protocol.SubjectFetchPrefix+">", fetchQueue, c.fetch)
+	if err != nil {
+		cc.Stop()
+		return fmt.Errorf("broker: cursors: %w", err)
+	}
+	sub.SetPendingLimits(-1, 64<<20)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				sub.Unsubscribe()
+				cc.Stop()
+				c.mu.Lock()
+				ws := c.waiting
+				c.waiting = map[string]*fetchWait{}
+				c.mu.Unlock()
+				for _, w := range ws {
+					c.end(w.req.Inbox, protocol.FetchEndStopping, "")
+				}
+				return
+			case <-t.C:
+				c.expire()
+			}
+		}
+	}()
+	return nil
+}
+
+// stored follows one message stored in EDX_DELIVER.
+func (c *Cursors) stored(m jetstream.Msg) {
+	md, err := m.Metadata()
+	if err != nil {
+		return
+	}
+	unit, seq := protocol.UnitFromSubject(m.Subject()), md.Sequence.Stream
+	c.mu.Lock()
+	c.last[unit] = max(c.last[unit], seq)
+	c.top = max(c.top, seq)
+	w := c.waiting[unit]
+	if w != nil && w.req.After < seq {
+		delete(c.waiting, unit)
+	} else {
+		w = nil
+	}
+	c.mu.Unlock()
+	if w != nil {
+		c.forward(w.unit, w.req)
+	}
+}
+
+// fetch takes one unit's request.
+func (c *Cursors) fetch(m *nats.Msg) {
+	unit, ok := strings.CutPrefix(m.Subject, protocol.SubjectFetchPrefix)
+	var req protocol.FetchRequest
+	err := validUnit(unit)
+	if err == nil && len(m.Data) > maxFetchRequest {
+		err = fmt.Errorf("request of %d bytes, more than %d", len(m.Data), maxFetchRequest)
+	}
+	if err == nil {
+		err = json.Unmarshal(m.Data, &req)
+	}
+	if err == nil {
+		err = validInbox(unit, req.Inbox)
+	}
+	c.mu.Lock()
+	c.stats.Requests++
+	if !ok || err != nil {
+		c.stats.Invalid++
+		c.mu.Unlock()
+		c.log.Debug("broker: fetch refused", "subject", m.Subject, "err", err)
+		if ok && req.Inbox != "" && validInbox(unit, req.Inbox) == nil {
+			c.end(req.Inbox, protocol.FetchEndInvalid, err.Error())
+		}
+		return
+	}
+	req.Ack = min(req.Ack, req.After)
+	req.Max = min(max(req.Max, 1), protocol.UnitPullMessages)
+	req.MaxBytes = min(max(req.MaxBytes, 1<<20), 64<<20)
+	wait := min(time.Duration(max(req.WaitMS, 0))*time.Millisecond, protocol.MaxFetchWait)
+	old := c.waiting[unit]
+	delete(c.waiting, unit)
+	last := c.last[unit]
+	reset := req.After > c.top
+	verify := !reset && req.Empty && last > req.After
+	forward := !reset && !verify && last > req.After
+	if !reset && !forward && !verify && wait > 0 {
+		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+	}
+	c.mu.Unlock()
+	if old != nil {
+		c.end(old.req.Inbox, protocol.FetchEndReplaced, "")
+	}
+	if req.Ack > 0 && c.trim != nil && !reset {
+		c.trim.Acked(unit, req.Ack)
+	}
+	switch {
+	case reset:
+		// A cursor past the stream's end was kept on another stream
+		// (this one made anew): the unit starts again from the start.
+		c.log.Info("broker: fetch: a unit's cursor is past the stream's end, it starts again", "unit", unit, "after", req.After, "last", c.top)
+		c.end(req.Inbox, protocol.FetchEndReset, "")
+	case verify:
+		go c.verify(unit, req, wait)
+	case forward:
+		c.forward(unit, req)
+	case wait == 0:
+		c.end(req.Inbox, protocol.FetchEndWait, "")
+	}
+}
+
+// verify looks whether the unit has a message after req.After, which the
+// server did not find when the hub last sent it to look (an answer that
+// was empty): the message expired or was removed, or the server that
+// answered (any replica answers a direct get) had not stored it yet. It
+// asks the stream's leader, which knows.
+func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Duration) {
+	b, _ := json.Marshal(map[string]any{"seq": req.After + 1, "next_by_subj": protocol.DeliverSubject(unit)})
+	r, err := c.nc.Request("$JS.API.STREAM.MSG.GET."+protocol.StreamDeliver, b, 10*time.Second)
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err == nil {
+		err = json.Unmarshal(r.Data, &resp)
+	}
+	switch {
+	case err == nil && resp.Message != nil && resp.Message.Seq > req.After:
+		time.Sleep(50 * time.Millisecond) // a replica catching up
+		c.forward(unit, req)
+		return
+	case err == nil && resp.Error != nil && resp.Error.Code != 404:
+		err = errors.New(resp.Error.Description)
+		fallthrough
+	case err != nil:
+		c.log.Warn("broker: fetch: looking for a unit's next message", "unit", unit, "err", err)
+		c.end(req.Inbox, protocol.FetchEndWait, "")
+		return
+	}
+	c.mu.Lock()
+	if c.last[unit] > req.After {
+		c.last[unit] = req.After // nothing after it: what follows is new
+	}
+	if _, replaced := c.waiting[unit]; !replaced && wait > 0 {
+		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.end(req.Inbox, protocol.FetchEndWait, "")
+}
+
+// directGet is a batched direct get request (ADR-31).
+type directGet struct {
+	Seq        uint64 `json:"seq"`
+	NextBySubj string `json:"next_by_subj"`
+	Batch      int    `json:"batch"`
+	MaxBytes   int    `json:"max_bytes"`
+}
+
+// forward has the server send the unit's messages after req.After to the
+// request's inbox.
+func (c *Cursors) forward(unit string, req protocol.FetchRequest) {
+	b, _ := json.Marshal(directGet{Seq: req.After + 1, NextBySubj: protocol.DeliverSubject(unit), Batch: req.Max, MaxBytes: req.MaxBytes})
+	c.mu.Lock()
+	c.stats.Forwarded++
+	c.mu.Unlock()
+	if err := c.nc.PublishMsg(&nats.Msg{Subject: "$JS.API.DIRECT.GET." + protocol.StreamDeliver, Reply: req.Inbox, Data: b}); err != nil {
+		c.log.Warn("broker: fetch", "unit", unit, "err", err)
+	}
+}
+
+// end answers a request with an end and no message.
+func (c *Cursors) end(inbox, why, detail string) {
+	h := nats.Header{protocol.HeaderFetch: {why}}
+	if detail != "" {
+		h.Set(protocol.HeaderFetchError, detail)
+	}
+	c.mu.Lock()
+	c.stats.Ended++
+	c.mu.Unlock()
+	c.nc.PublishMsg(&nats.Msg{Subject: inbox, Header: h})
+}
+
+// expire ends the requests whose wait ran out.
+func (c *Cursors) expire() {
+	now := c.now()
+	var out []*fetchWait
+	c.mu.Lock()
+	for u, w := range c.waiting {
+		if !now.Before(w.deadline) {
+			out = append(out, w)
+			delete(c.waiting, u)
+		}
+	}
+	c.mu.Unlock()
+	for _, w := range out {
+		c.end(w.req.Inbox, protocol.FetchEndWait, "")
+	}
+}
+
+// validInbox reports whether inbox is a literal subject under unit's inbox
+// prefix: the hub sends nowhere else for it.
+func validInbox(unit, inbox string) error {
+	rest, ok := strings.CutPrefix(inbox, protocol.InboxPrefix(unit)+".")
+	if !ok || rest == "" || len(inbox) > 256 || strings.ContainsAny(rest, "*> \t\r\n") || strings.Contains(rest, "..") || strings.HasSuffix(rest, ".") {
+		return fmt.Errorf("inbox %q is not the unit's", inbox)
+	}
+	return nil
+}

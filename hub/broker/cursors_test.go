@@ -1,0 +1,224 @@
+package broker_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/edxhub/edx/hub/broker"
+	"github.com/edxhub/edx/pkg/protocol"
+)
+
+// cursorEnv is newEnv with the hub keeping no consumer per unit: its
+// Cursors answer the units' fetch requests, its Trimmer takes their floors.
+func cursorEnv(t *testing.T) (*env, *broker.Cursors, *broker.Trimmer) {
+	t.Helper()
+	e := newEnv(t)
+	if _, err := broker.EnsureUnitConsumers(t.Context(), e.hubJS, []string{unitA, unitB}, broker.UnitConsumersCursor); err != nil {
+		t.Fatal(err)
+	}
+	tr := broker.NewTrimmer(e.hubJS, broker.TrimConfig{Cursors: true, FullEvery: time.Hour}, nil)
+	return e, broker.NewCursors(e.hub, e.hubJS, tr, testLogger(t)), tr
+}
+
+// next returns the next message of a pull, failing after 20 s.
+func next(t *testing.T, p *protocol.CursorPull) jetstream.Msg {
+	t.Helper()
+	type res struct {
+		m   jetstream.Msg
+		err error
+	}
+	c := make(chan res, 1)
+	go func() {
+		m, err := p.Next()
+		c <- res{m, err}
+	}()
+	select {
+	case r := <-c:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r.m
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message in 20 s")
+	}
+	return nil
+}
+
+// TestCursors: with no consumer per unit, a unit reads its messages by
+// cursor through the real server's UNITS account: what was stored before
+// the hub started and what comes while its request waits (woken, not
+// found at the request's end), its own only, once each, again after a Nak;
+// its floor reaches the Trimmer, which removes what it has and nothing of
+// another unit's.
+func TestCursors(t *testing.T) {
+	e, cur, tr := cursorEnv(t)
+	ctx := t.Context()
+	if n := len(consumerNames(t, e.hubJS, protocol.StreamDeliver)); n != 0 {
+		t.Fatalf("%d consumers left with unit_consumers: cursor", n)
+	}
+	pub := func(unit, body string) uint64 {
+		t.Helper()
+		ack, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unit), []byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ack.Sequence
+	}
+	pub(unitA, "a1")
+	pub(unitB, "b1")
+	pub(unitA, "a2")
+	if err := cur.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, b := e.unit(t, unitA), e.unit(t, unitB)
+	var mu sync.Mutex
+	var floors []uint64
+	pa := protocol.PullCursor(a.nc, unitA, 0, 1<<20, time.Minute, func(f uint64) {
+		mu.Lock()
+		floors = append(floors, f)
+		mu.Unlock()
+	})
+	defer pa.Stop()
+	pb := protocol.PullCursor(b.nc, unitB, 0, 1<<20, time.Minute, nil)
+	defer pb.Stop()
+
+	m1, m2 := next(t, pa), next(t, pa)
+	if string(m1.Data()) != "a1" || string(m2.Data()) != "a2" || m1.Subject() != protocol.DeliverSubject(unitA) {
+		t.Fatalf("got %q %q on %s", m1.Data(), m2.Data(), m1.Subject())
+	}
+	m1.Ack()
+	m2.NakWithDelay(100 * time.Millisecond)
+	again := next(t, pa)
+	md, _ := again.Metadata()
+	if string(again.Data()) != "a2" || md.NumDelivered != 2 {
+		t.Fatalf("after a Nak: %q, delivered %d times", again.Data(), md.NumDelivered)
+	}
+	again.Ack()
+	if m := next(t, pb); string(m.Data()) != "b1" {
+		t.Fatalf("B got %q", m.Data())
+	}
+	// A's request now waits; what comes for A wakes it.
+	time.Sleep(200 * time.Millisecond)
+	s3 := pub(unitA, "a3")
+	m3 := next(t, pa)
+	if string(m3.Data()) != "a3" {
+		t.Fatalf("got %q", m3.Data())
+	}
+	m3.Ack()
+	// The floor goes with A's next request, to the Trimmer.
+	deadline := time.Now().Add(10 * time.Second)
+	for pa.Floor() != s3 || broker.TrimAcked(tr, unitA) != s3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("floor %d, the Trimmer's %d, want %d", pa.Floor(), broker.TrimAcked(tr, unitA), s3)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	mu.Lock()
+	if len(floors) == 0 || floors[len(floors)-1] != s3 || !slices.IsSorted(floors) {
+		t.Errorf("floors told %v, want rising to %d", floors, s3)
+	}
+	mu.Unlock()
+	res, err := tr.Sweep(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Removed != 3 {
+		t.Errorf("sweep %+v, want A's 3 removed", res)
+	}
+	st, err := e.hubJS.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// B's b1 stays: B has not finished it (its pull sends no request
+	// until it has).
+	if n := st.CachedInfo().State.Msgs; n != 1 {
+		t.Errorf("%d messages left, want B's", n)
+	}
+	if s := cur.Stats(); s.Waiting != 1 || s.Forwarded < 3 || s.Invalid != 0 {
+		t.Errorf("stats %+v", s)
+	}
+}
+
+// TestCursorsHostile: a unit cannot fetch another's messages, neither on
+// the other's subject (the server refuses it) nor by naming the other's
+// inbox (the hub refuses it and sends nothing there); a request with a
+// cursor past the stream's end (kept on another stream) starts the unit
+// again from the start.
+func TestCursorsHostile(t *testing.T) {
+	e, cur, _ := cursorEnv(t)
+	ctx := t.Context()
+	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitB), []byte("b1")); err != nil {
+		t.Fatal(err)
+	}
+	if err := cur.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a, b := e.unit(t, unitA), e.unit(t, unitB)
+	bInbox := protocol.InboxPrefix(unitB) + ".spy"
+	got, err := b.nc.SubscribeSync(bInbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := json.Marshal(protocol.FetchRequest{Inbox: bInbox})
+	if err := a.nc.Publish(protocol.FetchSubject(unitB), req); err != nil {
+		t.Fatal(err)
+	}
+	a.waitPermErr(t, protocol.FetchSubject(unitB))
+	if err := a.nc.Publish(protocol.FetchSubject(unitA), req); err != nil {
+		t.Fatal(err)
+	}
+	aInbox := protocol.InboxPrefix(unitA) + ".x"
+	ans, err := a.nc.SubscribeSync(aInbox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{`{"inbox":"` + aInbox + `.*"}`, `{"inbox":"` + aInbox + `","after":"x"}`, `not json` + aInbox} {
+		if err := a.nc.Publish(protocol.FetchSubject(unitA), []byte(bad)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.nc.Flush()
+	deadline := time.Now().Add(10 * time.Second)
+	for cur.Stats().Invalid < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v, want 4 refused", cur.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if m, err := got.NextMsg(500 * time.Millisecond); !errors.Is(err, nats.ErrTimeout) {
+		t.Fatalf("B's inbox got %v %v from A's request", m, err)
+	}
+	// The one refusal the hub can send to A's inbox (the others name no
+	// inbox of A's) says why.
+	m, err := ans.NextMsg(5 * time.Second)
+	if err != nil || m.Header.Get(protocol.HeaderFetch) != protocol.FetchEndInvalid || m.Header.Get(protocol.HeaderFetchError) == "" {
+		t.Fatalf("A's refusal: %v %v", m, err)
+	}
+
+	// B's cursor kept on another stream, past this one's end.
+	pb := protocol.PullCursor(b.nc, unitB, 1000, 1<<20, time.Minute, nil)
+	defer pb.Stop()
+	if m := next(t, pb); string(m.Data()) != "b1" {
+		t.Fatalf("after a reset B got %q", m.Data())
+	}
+}
+
+// TestCursorPullNoHub: a pull no hub answers ends with
+// protocol.ErrNoFetchAnswer (the agent then looks for a consumer again).
+func TestCursorPullNoHub(t *testing.T) {
+	e := newEnv(t)
+	a := e.unit(t, unitA)
+	p := protocol.PullCursor(a.nc, unitA, 0, 1<<20, time.Minute, nil)
+	defer p.Stop()
+	_, err := p.Next()
+	if !errors.Is(err, protocol.ErrNoFetchAnswer) || !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+		t.Fatalf("err %v", err)
+	}
+}
