@@ -50,6 +50,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	evid := fs.String("evidence", "both", "the hub's transparency log for a hub the bench starts: both (a run without it, then one with it time-stamped every second: its cost), on, off")
 	sideBySide := fs.Bool("side-by-side", false, "with --evidence both: run the hubs without and with the log at the same time, each with its own units,\nand compare them over the seconds both were sending (on a shared machine both then have the same neighbours)")
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
+	unitCons := fs.String("unit-consumers", "", "how the hub the bench starts reads its units: memory, file (a consumer per unit, its state\nin memory or a file) or cursor (none: units keep their cursors); default the hub's (memory). With\n--hub, cursor says the hub reads units by cursor")
 	keepalive := fs.Duration("keepalive", 0, "the units' keepalive, as an agent's nats.keepalive (pings and pull heartbeats; 10s to 4m), and the\nping interval of the NATS server of a hub the bench starts (default: 2m, NATS's)")
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
@@ -82,6 +83,14 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	}
 	if *rounds < 1 {
 		return fail(e, "--rounds %d: want 1 or more", *rounds)
+	}
+	switch *unitCons {
+	case "", "memory", "file", "cursor":
+	default:
+		return fail(e, "--unit-consumers %q: want memory, file or cursor", *unitCons)
+	}
+	if *unitCons != "" && *hubCfg != "" {
+		return fail(e, "--unit-consumers goes in the bench's own hub configuration: set nats.streams.unit_consumers in --hub-config instead")
 	}
 	if k := *keepalive; k != 0 && (k < protocol.MinUnitKeepalive || k > protocol.MaxUnitKeepalive) {
 		return fail(e, "--keepalive %s: want %s to %s", k, protocol.MinUnitKeepalive, protocol.MaxUnitKeepalive)
@@ -148,7 +157,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 				}
 				return bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
 					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1 && !*sideBySide,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, Keepalive: *keepalive}
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, Keepalive: *keepalive, UnitConsumers: *unitCons}
 			}
 			if *sideBySide {
 				fmt.Fprintf(e.stderr, "%s round %d/%d: the hubs without and with the log, side by side...\n", sz, round+1, *rounds)
@@ -427,6 +436,9 @@ func printBench(w io.Writer, r *bench.Result) {
 		}
 	} else {
 		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")
+	}
+	if r.UnitReading != "" {
+		fmt.Fprintf(w, "units read by %s\n", map[string]string{"consumer": "a consumer each", "cursor": "cursor (no consumer per unit)"}[r.UnitReading])
 	}
 	fmt.Fprintf(w, "load average %.2f at the start, %.2f at the end (%d cores, maybe shared)\n", r.LoadStart[0], r.LoadEnd[0], r.Cores)
 	if r.DataFS != nil {

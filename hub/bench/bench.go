@@ -93,6 +93,11 @@ type Options struct {
 	// (their pings and their pulls' heartbeats), and the ping interval of
 	// the NATS server of a hub the bench starts (0: the defaults).
 	Keepalive time.Duration
+	// UnitConsumers is how the hub the bench starts reads its units
+	// (nats.streams.unit_consumers: memory, file or cursor; default the
+	// hub's); with cursor the units read by cursor, a hub the bench did
+	// not start too.
+	UnitConsumers string
 	// Statuses, when not "", makes each recipient report 01 (delivered) on
 	// each document it is delivered, as its agent would: "signed" with the
 	// unit's key over the status and the container's digest
@@ -271,6 +276,9 @@ type Result struct {
 	// creating a file slows down after many deletions, and so do the
 	// hub's S3 PUTs and its ceiling (package fsinfo).
 	DataFS *fsinfo.Info `json:"data_fs,omitempty"`
+	// UnitReading is how the units read what they receive: "consumer"
+	// (one per unit) or "cursor" (Options.UnitConsumers).
+	UnitReading string `json:"unit_reading"`
 	// AgentsCPUPerDoc is the bench's own CPU per document over the same
 	// window: its units' agents (signing statuses, witnessing the log) and
 	// its load generator. With the hub's, it is what the machine spends on
@@ -378,11 +386,19 @@ type unit struct {
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stage  *protocol.Stage
-	its    []*protocol.UnitPull
+	its    []unitReader
 	// uploads bounds the unit's staged uploads at once to what its quota
 	// holds (nats.streams.upload_unit_quota): an upload cut short by the
 	// quota would hold part of it until the hub sweeps it away.
 	uploads chan struct{}
+}
+
+// unitReader reads what a unit receives: a pull of its consumer
+// (protocol.UnitPull) or by cursor (protocol.CursorPull).
+type unitReader interface {
+	Next() (jetstream.Msg, error)
+	Stop()
+	Pulls() int
 }
 
 // run is one bench in progress.
@@ -609,26 +625,9 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		r.o.Log.Warn("bench: connect, will retry", "unit", id, "err", err)
 		time.Sleep(time.Second)
 	}
-	// One consumer for everything the unit receives, pulled as its agent
-	// pulls it: deliveries (what the agent would put into its inbox) and
-	// notices.
-	// Looked up as an agent does too: again, while the hub's NATS does not
-	// answer in time (a loaded machine, thousands of units) or has not
-	// made the consumer yet.
-	var c jetstream.Consumer
-	for attempt := 1; ; attempt++ {
-		if c, err = u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(id))); err == nil {
-			break
-		}
-		if attempt == connectAttempts || ctx.Err() != nil {
-			u.nc.Close()
-			return nil, fmt.Errorf("unit %s: its consumer: %w", id, err)
-		}
-		r.o.Log.Warn("bench: unit's consumer, will look again", "unit", id, "err", err)
-		time.Sleep(time.Second)
-	}
-	it, err := protocol.PullUnit(u.nc, c, 32<<20, r.o.Keepalive)
+	it, err := r.reader(ctx, u)
 	if err != nil {
+		u.nc.Close()
 		return nil, err
 	}
 	u.its = append(u.its, it)
@@ -636,6 +635,9 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		for {
 			m, err := it.Next()
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				if err != jetstream.ErrMsgIteratorClosed {
+					r.o.Log.Warn("bench: a unit stopped receiving", "unit", u.id, "err", err)
+				}
 				return
 			}
 			if err != nil {
@@ -652,6 +654,32 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 		}
 	}()
 	return u, nil
+}
+
+// reader starts reading what u receives, as its agent would: by cursor
+// when the hub keeps no consumer per unit (Options.UnitConsumers cursor),
+// else from its one consumer for everything it receives, deliveries (what
+// the agent would put into its inbox) and notices.
+func (r *run) reader(ctx context.Context, u *unit) (unitReader, error) {
+	if r.o.UnitConsumers == "cursor" {
+		return protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, 0, nil), nil
+	}
+	// Looked up as an agent does too: again, while the hub's NATS does not
+	// answer in time (a loaded machine, thousands of units) or has not
+	// made the consumer yet.
+	var c jetstream.Consumer
+	var err error
+	for attempt := 1; ; attempt++ {
+		if c, err = u.js.Consumer(ctx, protocol.StreamDeliver, protocol.UnitConsumer(string(u.id))); err == nil {
+			break
+		}
+		if attempt == connectAttempts || ctx.Err() != nil {
+			return nil, fmt.Errorf("unit %s: its consumer: %w", u.id, err)
+		}
+		r.o.Log.Warn("bench: unit's consumer, will look again", "unit", u.id, "err", err)
+		time.Sleep(time.Second)
+	}
+	return protocol.PullUnit(u.nc, c, 32<<20, r.o.Keepalive)
 }
 
 func seq(m jetstream.Msg) uint64 {
@@ -917,7 +945,11 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	time.Sleep(500 * time.Millisecond) // anything doubled shows now
-	res := &Result{Units: len(r.units), Docs: o.Docs, Size: o.Size, Concurrency: o.Concurrency, Rate: o.Rate, Cores: runtime.NumCPU(), Stalled: stalled}
+	res := &Result{Units: len(r.units), Docs: o.Docs, Size: o.Size, Concurrency: o.Concurrency, Rate: o.Rate, Cores: runtime.NumCPU(), Stalled: stalled,
+		UnitReading: "consumer"}
+	if o.UnitConsumers == "cursor" {
+		res.UnitReading = "cursor"
+	}
 	if r.hub != nil {
 		cpu1, _ := r.hub.cpu()
 		res.HubMeasured = true
@@ -1116,9 +1148,9 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 	}
 	args := []string{"--data", h.data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0"}
 	cfg := o.HubConfig
-	if o.Evidence != "" || o.Keepalive > 0 {
+	if o.Evidence != "" || o.Keepalive > 0 || o.UnitConsumers != "" {
 		if cfg != "" {
-			return nil, errors.New("bench: evidence on or off and a keepalive need the bench's own configuration, not --hub-config")
+			return nil, errors.New("bench: evidence on or off, a keepalive and unit consumers need the bench's own configuration, not --hub-config")
 		}
 		var y string
 		switch o.Evidence {
@@ -1130,8 +1162,14 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 		case "off":
 			y = "tlog:\n  disabled: true\n"
 		}
+		if o.Keepalive > 0 || o.UnitConsumers != "" {
+			y += "nats:\n"
+		}
 		if o.Keepalive > 0 {
-			y += fmt.Sprintf("nats:\n  embedded:\n    ping_interval: %s\n", o.Keepalive)
+			y += fmt.Sprintf("  embedded:\n    ping_interval: %s\n", o.Keepalive)
+		}
+		if o.UnitConsumers != "" {
+			y += fmt.Sprintf("  streams:\n    unit_consumers: %s\n", o.UnitConsumers)
 		}
 		cfg = filepath.Join(h.data, "bench-hub.yaml")
 		if err := os.WriteFile(cfg, []byte(y), 0o644); err != nil {
