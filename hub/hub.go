@@ -197,6 +197,21 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 	h.trim = broker.NewTrimmer(h.js, broker.TrimConfig{Cursors: byCursor}, log.With("component", "trim"))
 	if byCursor {
 		h.cursors = broker.NewCursors(h.nc, h.js, h.trim, log.With("component", "cursors"))
+		stat := func(f func(broker.CursorStats) float64) func() float64 {
+			return func() float64 { return f(h.cursors.Stats()) }
+		}
+		h.reg.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edx_hub_fetch_requests_total", Help: "Units' fetch requests (units reading by cursor)."},
+				stat(func(s broker.CursorStats) float64 { return float64(s.Requests) })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edx_hub_fetch_forwarded_total", Help: "Fetch requests the server answered from the stream (a batched direct get to the unit's inbox)."},
+				stat(func(s broker.CursorStats) float64 { return float64(s.Forwarded) })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edx_hub_fetch_invalid_total", Help: "Fetch requests refused (malformed, or naming an inbox not the unit's)."},
+				stat(func(s broker.CursorStats) float64 { return float64(s.Invalid) })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edx_hub_fetch_held_total", Help: "Fetch requests held to the next second (a unit over 20 answered requests a second)."},
+				stat(func(s broker.CursorStats) float64 { return float64(s.Held) })),
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_hub_fetch_waiting", Help: "Units' fetch requests waiting for a message."},
+				stat(func(s broker.CursorStats) float64 { return float64(s.Waiting) })),
+		)
 	}
 	deps := pipeline.Deps{
 		JS: h.js, Stage: h.stage, Archive: h.arch, Index: h.ix, Units: h.units, Events: h.events, Applied: h.follow, Sent: h.trim, Trust: h.trust, Hub: h.signer,

@@ -20,12 +20,19 @@ import (
 // gateway) and serves it until the test ends.
 func runningHub(t *testing.T) *hub.Hub {
 	t.Helper()
+	return runningHubWith(t, func(*hub.Config) {})
+}
+
+// runningHubWith is runningHub with its configuration changed by set.
+func runningHubWith(t *testing.T, set func(*hub.Config)) *hub.Hub {
+	t.Helper()
 	endpoint, ak, sk := s3embed.ForTest(t)
 	cfg := hub.Config{Data: t.TempDir()}
 	cfg.HTTP.Listen = "127.0.0.1:0"
 	cfg.NATS.Embedded.Listen = "127.0.0.1:-1"
 	cfg.NATS.Embedded.MaxStore = 16 << 30
 	cfg.S3.Archive = archive.Config{Endpoint: endpoint, AccessKey: ak, SecretKey: sk, Bucket: fmt.Sprintf("bench-%d-%d", os.Getpid(), time.Now().UnixNano()%1e9)}
+	set(&cfg)
 	h, err := hub.New(t.Context(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -47,6 +54,22 @@ func TestRemoteHub(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Accepted.N != 30 || res.Lost != 0 || res.Doubled != 0 || res.Rejected != 0 || res.Deliveries == 0 || res.HubMeasured || res.Ceilings != nil || res.Hub != h.Info().HTTP {
+		t.Fatalf("%+v", res)
+	}
+}
+
+// TestRemoteHubByCursor: units of a hub that keeps no consumer per unit
+// read by cursor (Options.UnitConsumers), every delivery and every status
+// notice once, with statuses signed.
+func TestRemoteHubByCursor(t *testing.T) {
+	h := runningHubWith(t, func(c *hub.Config) { c.NATS.Streams.UnitConsumers = "cursor" })
+	res, err := Run(t.Context(), Options{HubURL: h.Info().HTTP, Token: h.AdminToken(), Units: 3, Docs: 40, Size: 4 << 10, Concurrency: 8,
+		Statuses: "signed", UnitConsumers: "cursor"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.UnitReading != "cursor" || res.Accepted.N != 40 || res.Lost != 0 || res.Doubled != 0 || res.Deliveries == 0 ||
+		res.StatusNotices != res.Deliveries || res.StatusesMissing != 0 || res.Redelivered != 0 {
 		t.Fatalf("%+v", res)
 	}
 }

@@ -46,6 +46,7 @@ type Cursors struct {
 	last    map[string]uint64 // unit -> last sequence stored for it
 	top     uint64            // the stream's last sequence, at least
 	waiting map[string]*fetchWait
+	sent    map[string]int // unit -> forwards this second (fetchRate)
 	stats   CursorStats
 }
 
@@ -55,6 +56,7 @@ type CursorStats struct {
 	Forwarded uint64 // answered by a direct get
 	Ended     uint64 // answered with an end (wait out, replaced, refused)
 	Invalid   uint64 // refused
+	Held      uint64 // held to the next second (fetchRate)
 	Waiting   int    // requests waiting now
 }
 
@@ -62,7 +64,16 @@ type fetchWait struct {
 	unit     string
 	req      protocol.FetchRequest
 	deadline time.Time
+	held     bool // over fetchRate: at the deadline, answered as if new
 }
+
+// fetchRate is how many requests a second of one unit the server answers
+// from the stream (a batched direct get, up to UnitPullMessages messages);
+// more wait for the next second, or for a message to the unit. A unit
+// catching up gets up to some 5,000 messages a second so, and one asking
+// again and again for what it has not acknowledged costs the server no
+// more than that.
+const fetchRate = 20
 
 // fetchQueue is the queue group of every hub's Cursors.
 const fetchQueue = "edx-hub-fetch"
@@ -76,7 +87,7 @@ func NewCursors(nc *nats.Conn, js jetstream.JetStream, trim *Trimmer, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cursors{nc: nc, js: js, trim: trim, log: log, now: time.Now, last: map[string]uint64{}, waiting: map[string]*fetchWait{}}
+	return &Cursors{nc: nc, js: js, trim: trim, log: log, now: time.Now, last: map[string]uint64{}, waiting: map[string]*fetchWait{}, sent: map[string]int{}}
 }
 
 // Stats returns what the Cursors did so far.
@@ -193,9 +204,19 @@ func (c *Cursors) fetch(m *nats.Msg) {
 	reset := req.After > c.top
 	verify := !reset && req.Empty && last > req.After
 	forward := !reset && !verify && last > req.After
-	if !reset && !forward && !verify && wait > 0 {
+	if forward || verify {
+		if c.sent[unit] >= fetchRate {
+			// Held to the next second, or until a message comes.
+			forward, verify = false, false
+			c.stats.Held++
+			c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(time.Second), held: true}
+		} else {
+			c.sent[unit]++
+		}
+	} else if !reset && wait > 0 {
 		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
 	}
+	held := c.waiting[unit] != nil && c.waiting[unit].held
 	c.mu.Unlock()
 	if old != nil {
 		c.end(old.req.Inbox, protocol.FetchEndReplaced, "")
@@ -213,7 +234,7 @@ func (c *Cursors) fetch(m *nats.Msg) {
 		go c.verify(unit, req, wait)
 	case forward:
 		c.forward(unit, req)
-	case wait == 0:
+	case wait == 0 && !held:
 		c.end(req.Inbox, protocol.FetchEndWait, "")
 	}
 }
@@ -296,20 +317,36 @@ func (c *Cursors) end(inbox, why, detail string) {
 	c.nc.PublishMsg(&nats.Msg{Subject: inbox, Header: h})
 }
 
-// expire ends the requests whose wait ran out.
+// expire ends the requests whose wait ran out, and starts a new second of
+// fetchRate: the requests held over it are answered from the stream.
 func (c *Cursors) expire() {
 	now := c.now()
-	var out []*fetchWait
+	var out, again []*fetchWait
 	c.mu.Lock()
+	clear(c.sent)
 	for u, w := range c.waiting {
-		if !now.Before(w.deadline) {
+		switch {
+		case w.held:
+			again = append(again, w)
+			delete(c.waiting, u)
+		case !now.Before(w.deadline):
 			out = append(out, w)
 			delete(c.waiting, u)
 		}
 	}
+	for _, w := range again {
+		c.sent[w.unit]++
+	}
 	c.mu.Unlock()
 	for _, w := range out {
 		c.end(w.req.Inbox, protocol.FetchEndWait, "")
+	}
+	for _, w := range again {
+		if w.req.Empty {
+			go c.verify(w.unit, w.req, min(time.Duration(max(w.req.WaitMS, 0))*time.Millisecond, protocol.MaxFetchWait))
+		} else {
+			c.forward(w.unit, w.req)
+		}
 	}
 }
 

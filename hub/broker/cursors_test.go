@@ -202,6 +202,31 @@ func TestCursorsHostile(t *testing.T) {
 		t.Fatalf("A's refusal: %v %v", m, err)
 	}
 
+	// A unit asking again and again for what it holds, unacknowledged:
+	// the server answers some 20 a second of them, the rest wait.
+	if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), []byte("a1")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the hub saw it
+	before := cur.Stats()
+	again, _ := json.Marshal(protocol.FetchRequest{Inbox: aInbox})
+	for range 100 {
+		if err := a.nc.Publish(protocol.FetchSubject(unitA), again); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.nc.Flush()
+	deadline = time.Now().Add(10 * time.Second)
+	for cur.Stats().Requests < before.Requests+100 {
+		if time.Now().After(deadline) {
+			t.Fatalf("stats %+v", cur.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s := cur.Stats(); s.Forwarded-before.Forwarded > 2*20 || s.Held-before.Held < 50 {
+		t.Errorf("100 requests at once: %d answered from the stream, %d held", s.Forwarded-before.Forwarded, s.Held-before.Held)
+	}
+
 	// B's cursor kept on another stream, past this one's end.
 	pb := protocol.PullCursor(b.nc, unitB, 1000, 1<<20, time.Minute, nil)
 	defer pb.Stop()

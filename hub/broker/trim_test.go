@@ -124,9 +124,9 @@ func TestTrimmer(t *testing.T) {
 }
 
 // TestUnitConsumersOption: nats.streams.unit_consumers takes memory (the
-// default) or file, nothing else.
+// default), file or cursor, nothing else.
 func TestUnitConsumersOption(t *testing.T) {
-	for v, ok := range map[string]bool{"": true, broker.UnitConsumersMemory: true, broker.UnitConsumersFile: true, "disk": false, "Memory": false} {
+	for v, ok := range map[string]bool{"": true, broker.UnitConsumersMemory: true, broker.UnitConsumersFile: true, broker.UnitConsumersCursor: true, "disk": false, "Memory": false, "cursors": false} {
 		o := broker.StreamOptions{UnitConsumers: v}
 		o.SetDefaults()
 		if err := o.Validate(); (err == nil) != ok {
