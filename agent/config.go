@@ -113,7 +113,10 @@ type NATSConfig struct {
 	// 4m took over a quarter off an embedded hub's idle CPU) and notices a hung
 	// server or a pull the server lost later (two intervals). A broken
 	// connection is noticed sooner, by TCP's own keepalive. The hub's
-	// nats.embedded.ping_interval is the other way's.
+	// nats.embedded.ping_interval is the other way's. Reading by cursor (a
+	// hub with no consumer per unit), it is also how long a request waits
+	// at the hub with nothing to send: a hub that died with it waiting is
+	// noticed after it and 15 s more.
 	Keepalive time.Duration `yaml:"keepalive"`
 }
 

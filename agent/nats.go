@@ -367,7 +367,7 @@ func (a *Agent) consumeFrom(ctx context.Context, l *link, cons jetstream.Consume
 func (a *Agent) consumeByCursor(ctx context.Context, l *link, handle func(context.Context, *link, jetstream.Msg) error) error {
 	from := a.loadCursor()
 	var saved atomic.Int64 // when, in Unix nanoseconds
-	it := protocol.PullCursor(l.nc, string(a.cfg.Unit), from, 64<<20, 0, func(floor uint64) {
+	it := protocol.PullCursor(l.nc, string(a.cfg.Unit), from, 64<<20, a.cfg.NATS.Keepalive, func(floor uint64) {
 		if now := time.Now().UnixNano(); now-saved.Load() >= int64(time.Second) || floor == 0 {
 			saved.Store(now)
 			a.saveCursor(floor)

@@ -662,7 +662,7 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 // the agent would put into its inbox) and notices.
 func (r *run) reader(ctx context.Context, u *unit) (unitReader, error) {
 	if r.o.UnitConsumers == "cursor" {
-		return protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, 0, nil), nil
+		return protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, r.o.Keepalive, nil), nil
 	}
 	// Looked up as an agent does too: again, while the hub's NATS does not
 	// answer in time (a loaded machine, thousands of units) or has not

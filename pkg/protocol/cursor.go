@@ -57,7 +57,8 @@ const (
 	FetchEndInvalid  = "invalid"
 )
 
-// Waits of a fetch: FetchWait by default, at most MaxFetchWait (the hub
+// Waits of a fetch: FetchWait by default (the agent's nats.keepalive, as
+// long as a consumer's pull heartbeat), at most MaxFetchWait (the hub
 // shortens a longer one). A hub that dies with a unit's request waiting is
 // noticed when the unit's request times out, FetchWait plus fetchGrace
 // later; a connection lost is noticed at once.
