@@ -226,10 +226,7 @@ func (c *Cursors) fetch(m *nats.Msg) {
 	}
 	switch {
 	case reset:
-		// A cursor past the stream's end was kept on another stream
-		// (this one made anew): the unit starts again from the start.
-		c.log.Info("broker: fetch: a unit's cursor is past the stream's end, it starts again", "unit", unit, "after", req.After, "last", c.top)
-		c.end(req.Inbox, protocol.FetchEndReset, "")
+		go c.checkReset(unit, req, wait)
 	case verify:
 		go c.verify(unit, req, wait)
 	case forward:
@@ -283,6 +280,43 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 	}
 	c.mu.Unlock()
 	c.end(req.Inbox, protocol.FetchEndWait, "")
+}
+
+// checkReset looks at the stream's last sequence for a cursor past the
+// last this hub saw: the follower may simply be behind the server that
+// answered the unit. Only a cursor past the stream's own end was kept on
+// another stream (this one made anew), and the unit starts again from the
+// start; any other is taken as new.
+func (c *Cursors) checkReset(unit string, req protocol.FetchRequest, wait time.Duration) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.js.Stream(ctx, protocol.StreamDeliver)
+	if err != nil {
+		c.log.Warn("broker: fetch: the stream's last sequence", "unit", unit, "err", err)
+		c.end(req.Inbox, protocol.FetchEndWait, "")
+		return
+	}
+	last := st.CachedInfo().State.LastSeq
+	if req.After > last {
+		c.log.Info("broker: fetch: a unit's cursor is past the stream's end, it starts again", "unit", unit, "after", req.After, "last", last)
+		c.end(req.Inbox, protocol.FetchEndReset, "")
+		return
+	}
+	c.mu.Lock()
+	c.top = max(c.top, last)
+	_, replaced := c.waiting[unit]
+	forward := c.last[unit] > req.After
+	if !replaced && !forward && wait > 0 {
+		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+	}
+	c.mu.Unlock()
+	switch {
+	case replaced:
+	case forward:
+		c.forward(unit, req)
+	case wait == 0:
+		c.end(req.Inbox, protocol.FetchEndWait, "")
+	}
 }
 
 // directGet is a batched direct get request (ADR-31).
