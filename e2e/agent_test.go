@@ -484,7 +484,15 @@ func TestAgentsAcrossHubRestart(t *testing.T) {
 	h.stop()
 	h = startHubOn(t, data, port)
 	send(2)
-	time.Sleep(2 * time.Second) // anything handed over twice shows now
+	handedOverOnce(t, a, b, ids)
+}
+
+// handedOverOnce checks that b's inbox holds each of ids once, a moment
+// after the last arrived (anything handed over twice shows by then), and
+// waits for b's 01 on every one at a, the sender.
+func handedOverOnce(t *testing.T, a, b *agentProc, ids []document.ID) {
+	t.Helper()
+	time.Sleep(2 * time.Second)
 	seen := map[document.ID]bool{}
 	for _, it := range b.inbox() {
 		if seen[it.ID] {
@@ -493,11 +501,11 @@ func TestAgentsAcrossHubRestart(t *testing.T) {
 		seen[it.ID] = true
 	}
 	if len(seen) != len(ids) {
-		t.Fatalf("B has %d documents, want %d", len(seen), len(ids))
+		t.Fatalf("%s has %d documents, want %d", b.unit, len(seen), len(ids))
 	}
-	eventually(t, "01 from B on every document", 60*time.Second, func() bool {
+	eventually(t, "01 from "+string(b.unit)+" on every document", 60*time.Second, func() bool {
 		for _, id := range ids {
-			if !hasStatus(a.document(id), uB, "01") {
+			if !hasStatus(a.document(id), b.unit, "01") {
 				return false
 			}
 		}

@@ -65,25 +65,7 @@ func TestAgentsByCursor(t *testing.T) {
 	h = start()
 	post(2)
 	arrived()
-	time.Sleep(2 * time.Second) // anything handed over twice shows now
-	seen := map[document.ID]bool{}
-	for _, it := range b.inbox() {
-		if seen[it.ID] {
-			t.Fatalf("%s handed over twice", it.ID)
-		}
-		seen[it.ID] = true
-	}
-	if len(seen) != len(ids) {
-		t.Fatalf("B has %d documents, want %d", len(seen), len(ids))
-	}
-	eventually(t, "01 from B on every document", 60*time.Second, func() bool {
-		for _, id := range ids {
-			if !hasStatus(a.document(id), uB, "01") {
-				return false
-			}
-		}
-		return true
-	}, a, b)
+	handedOverOnce(t, a, b, ids)
 	for _, p := range []*agentProc{a, b} {
 		if l := p.logText(); strings.Contains(l, "consumer unavailable") {
 			t.Errorf("%s looked for a consumer again:\n%s", p.unit, l)

@@ -57,6 +57,7 @@ type CursorStats struct {
 	Ended     uint64 // answered with an end (wait out, replaced, refused)
 	Invalid   uint64 // refused
 	Held      uint64 // held to the next second (fetchRate)
+	Resets    uint64 // cursors past the stream's end, started again
 	Waiting   int    // requests waiting now
 }
 
@@ -298,6 +299,9 @@ func (c *Cursors) checkReset(unit string, req protocol.FetchRequest, wait time.D
 	}
 	last := st.CachedInfo().State.LastSeq
 	if req.After > last {
+		c.mu.Lock()
+		c.stats.Resets++
+		c.mu.Unlock()
 		c.log.Info("broker: fetch: a unit's cursor is past the stream's end, it starts again", "unit", unit, "after", req.After, "last", last)
 		c.end(req.Inbox, protocol.FetchEndReset, "")
 		return

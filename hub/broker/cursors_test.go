@@ -233,6 +233,47 @@ func TestCursorsHostile(t *testing.T) {
 	if m := next(t, pb); string(m.Data()) != "b1" {
 		t.Fatalf("after a reset B got %q", m.Data())
 	}
+	if n := cur.Stats().Resets; n != 1 {
+		t.Errorf("%d resets, want 1", n)
+	}
+}
+
+// TestCursorsUnderLoad: messages stored while a unit reads reach it in
+// order, once each, and its cursor is never taken for one past the
+// stream's end although the hub's follower may be behind the server that
+// answered the unit (it was: the unit then read its backlog again from
+// the start, seconds behind).
+func TestCursorsUnderLoad(t *testing.T) {
+	e, cur, _ := cursorEnv(t)
+	ctx := t.Context()
+	if err := cur.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a := e.unit(t, unitA)
+	p := protocol.PullCursor(a.nc, unitA, 0, 32<<20, time.Minute, nil)
+	defer p.Stop()
+	const n = 2000
+	body := make([]byte, 16<<10)
+	go func() {
+		for range n {
+			if _, err := e.hubJS.Publish(ctx, protocol.DeliverSubject(unitA), body); err != nil {
+				return
+			}
+		}
+	}()
+	var last uint64
+	for range n {
+		m := next(t, p)
+		md, _ := m.Metadata()
+		if md.Sequence.Stream <= last {
+			t.Fatalf("sequence %d after %d", md.Sequence.Stream, last)
+		}
+		last = md.Sequence.Stream
+		m.Ack()
+	}
+	if s := cur.Stats(); s.Resets != 0 {
+		t.Errorf("stats %+v: a unit reading live was told to start again", s)
+	}
 }
 
 // TestCursorPullNoHub: a pull no hub answers ends with
