@@ -117,12 +117,13 @@ func TestBenchFigures(t *testing.T) {
 // summed-parts bound, the hub's idle CPU (measured once it has settled,
 // at least two windows after the units registered), the bench's own CPU and the load
 // average; its --data directory is made when missing, one subdirectory per
-// run (a hub on another run's data would inherit its backlog).
+// run (a hub on another run's data would inherit its backlog); the hub it
+// starts takes its soft memory limit (--hub-memory-limit).
 func TestBenchSizes(t *testing.T) {
 	work := t.TempDir()
 	// --data names a directory that does not exist yet: the bench makes it.
 	code, out := benchOut(t, work, "--units", "3", "--docs", "160", "--size", "4KiB,1MiB", "--concurrency", "16", "--idle", "1s", "--evidence", "on",
-		"--data", filepath.Join(work, "new", "bench-data"), "--json")
+		"--hub-memory-limit", "300", "--data", filepath.Join(work, "new", "bench-data"), "--json")
 	if code != 0 {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
@@ -165,8 +166,11 @@ func TestBenchSizes(t *testing.T) {
 		t.Fatalf("want 2 sizes:\n%s", out)
 	}
 	for _, run := range []string{"4KiB-log-on-1", "1MiB-log-on-1"} {
-		if _, err := os.Stat(filepath.Join(work, "new", "bench-data", run, "hub.log")); err != nil {
+		// The hub ran with the soft memory limit the bench was given.
+		if b, err := os.ReadFile(filepath.Join(work, "new", "bench-data", run, "hub.log")); err != nil {
 			t.Errorf("run %s: %v", run, err)
+		} else if !strings.Contains(string(b), `msg="soft memory limit" mib=300 from=memory_limit_mib`) {
+			t.Errorf("run %s: the hub's log has no 300 MiB soft memory limit:\n%.2000s", run, b)
 		}
 	}
 	for _, r := range res {

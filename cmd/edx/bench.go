@@ -52,6 +52,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	rounds := fs.Int("rounds", 1, "with --evidence both: run without and with the log this many times (every other round with it first); the cost\nreported is the median of the rounds' (one pair on a shared machine swings by more than the cost)")
 	unitCons := fs.String("unit-consumers", "", "how the hub the bench starts reads its units: memory, file (a consumer per unit, its state\nin memory or a file) or cursor (none: units keep their cursors); default the hub's (memory). With\n--hub, cursor says the hub reads units by cursor")
 	keepalive := fs.Duration("keepalive", 0, "the units' keepalive, as an agent's nats.keepalive (pings and pull heartbeats; 10s to 4m), and the\nping interval of the NATS server of a hub the bench starts (default: 2m, NATS's)")
+	memLimit := fs.Int("hub-memory-limit", 0, "the soft memory limit of the hub the bench starts, in MiB (its memory_limit_mib; default the hub's, -1 none)")
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
 	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent, once its CPU has\nstopped falling after registration (0: not measured); a connected unit renews its pull every 10 minutes, with a\nheartbeat and a ping every 2: --idle 10m covers that whole cycle")
@@ -91,6 +92,9 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	}
 	if *unitCons != "" && *hubCfg != "" {
 		return fail(e, "--unit-consumers goes in the bench's own hub configuration: set nats.streams.unit_consumers in --hub-config instead")
+	}
+	if *memLimit != 0 && (*hubCfg != "" || *hubURL != "") {
+		return fail(e, "--hub-memory-limit: for a hub the bench starts with its own configuration (set memory_limit_mib in --hub-config instead)")
 	}
 	if k := *keepalive; k != 0 && (k < protocol.MinUnitKeepalive || k > protocol.MaxUnitKeepalive) {
 		return fail(e, "--keepalive %s: want %s to %s", k, protocol.MinUnitKeepalive, protocol.MaxUnitKeepalive)
@@ -157,7 +161,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 				}
 				return bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
 					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1 && !*sideBySide,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, Keepalive: *keepalive, UnitConsumers: *unitCons}
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, Keepalive: *keepalive, UnitConsumers: *unitCons, HubMemoryLimitMiB: *memLimit}
 			}
 			if *sideBySide {
 				fmt.Fprintf(e.stderr, "%s round %d/%d: the hubs without and with the log, side by side...\n", sz, round+1, *rounds)

@@ -98,6 +98,9 @@ type Options struct {
 	// hub's); with cursor the units read by cursor, a hub the bench did
 	// not start too.
 	UnitConsumers string
+	// HubMemoryLimitMiB is the memory_limit_mib of the hub the bench starts
+	// (0: the hub's default; -1: none).
+	HubMemoryLimitMiB int
 	// Statuses, when not "", makes each recipient report 01 (delivered) on
 	// each document it is delivered, as its agent would: "signed" with the
 	// unit's key over the status and the container's digest
@@ -1148,19 +1151,22 @@ func startHub(ctx context.Context, o Options) (*hubProc, error) {
 	}
 	args := []string{"--data", h.data, "--http", "127.0.0.1:0", "--nats", "127.0.0.1:-1", "--s3", "127.0.0.1:0"}
 	cfg := o.HubConfig
-	if o.Evidence != "" || o.Keepalive > 0 || o.UnitConsumers != "" {
+	if o.Evidence != "" || o.Keepalive > 0 || o.UnitConsumers != "" || o.HubMemoryLimitMiB != 0 {
 		if cfg != "" {
-			return nil, errors.New("bench: evidence on or off, a keepalive and unit consumers need the bench's own configuration, not --hub-config")
+			return nil, errors.New("bench: evidence on or off, a keepalive, unit consumers and a memory limit need the bench's own configuration, not --hub-config")
 		}
 		var y string
+		if o.HubMemoryLimitMiB != 0 {
+			y = fmt.Sprintf("memory_limit_mib: %d\n", o.HubMemoryLimitMiB)
+		}
 		switch o.Evidence {
 		case "on":
-			y = "tlog:\n  timestamp_interval: 1s\n"
+			y += "tlog:\n  timestamp_interval: 1s\n"
 			if o.LogBatchInterval > 0 {
 				y += fmt.Sprintf("  batch_interval: %s\n", o.LogBatchInterval)
 			}
 		case "off":
-			y = "tlog:\n  disabled: true\n"
+			y += "tlog:\n  disabled: true\n"
 		}
 		if o.Keepalive > 0 || o.UnitConsumers != "" {
 			y += "nats:\n"
