@@ -100,7 +100,10 @@ type TrustConfig struct {
 
 // NATSConfig is the connection to the hub.
 type NATSConfig struct {
-	URL       string `yaml:"url"`        // e.g. nats://hub.example:4222. Required.
+	// URL of the hub's NATS server, e.g. nats://hub.example:4222, or of
+	// several servers of a cluster, comma-separated (the agent connects to
+	// one of them and fails over to the others). Required.
+	URL       string `yaml:"url"`
 	CredsFile string `yaml:"creds_file"` // the unit's credentials from `edx unit add`. Required.
 	// CredsWarn: the agent warns (log, /readyz detail) this long before its
 	// credentials expire (default 336h, 14 days); `edx unit rotate` on the
@@ -330,8 +333,13 @@ func (c *Config) Validate() error {
 	}
 	if c.NATS.URL == "" {
 		add("nats.url: required")
-	} else if u, err := url.Parse(c.NATS.URL); err != nil || u.Host == "" || !strings.HasPrefix(u.Scheme, "nats") && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss" {
-		add("nats.url %q: want nats://host:port", c.NATS.URL)
+	} else {
+		for s := range strings.SplitSeq(c.NATS.URL, ",") {
+			if u, err := url.Parse(strings.TrimSpace(s)); err != nil || u.Host == "" || !strings.HasPrefix(u.Scheme, "nats") && u.Scheme != "tls" && u.Scheme != "ws" && u.Scheme != "wss" {
+				add("nats.url %q: want nats://host:port, or several comma-separated", c.NATS.URL)
+				break
+			}
+		}
 	}
 	if c.NATS.CredsFile == "" {
 		add("nats.creds_file: required (the unit's credentials from `edx unit add`)")

@@ -120,6 +120,8 @@ func TestValidate(t *testing.T) {
 		{"p12", func(c *Config) { c.Signing = SigningConfig{PKCS12File: "p", PKCS12PasswordEnv: "P"} }, ""},
 		{"no roots", func(c *Config) { c.Trust.Roots = "" }, "trust.roots"},
 		{"bad url", func(c *Config) { c.NATS.URL = "http://x" }, "nats.url"},
+		{"cluster urls", func(c *Config) { c.NATS.URL = "nats://a:4222, nats://b:4222,tls://c:4222" }, ""},
+		{"one bad of several", func(c *Config) { c.NATS.URL = "nats://a:4222,b:4222" }, "nats.url"},
 		{"no creds", func(c *Config) { c.NATS.CredsFile = "" }, "creds_file"},
 		{"bad listen", func(c *Config) { c.API.Listen = "8090" }, "api.listen"},
 		{"bad webhook", func(c *Config) { c.Webhook.URL = "ftp://x" }, "webhook"},

@@ -9,8 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/edxhub/edx/agent/spool"
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/protocol"
 )
 
 // TestAgentsByCursor: a hub that keeps no consumer per unit
@@ -79,5 +83,84 @@ func TestAgentsByCursor(t *testing.T) {
 			n, _ := strconv.ParseUint(strings.TrimSpace(string(c)), 10, 64)
 			return err == nil && n > 0
 		}, p)
+	}
+}
+
+// TestClusterByCursor: units read by cursor on the 3-node cluster (R3
+// streams, two hubs, both answering fetch requests in one queue group),
+// with real agents, each on a server of its own. Documents come while the
+// server leading EDX_DELIVER is killed (a direct get is then answered by a
+// replica, which may be behind: the hub asks the leader and sends the unit
+// to look again) and while hub 1 is killed: every document is handed over
+// to the recipient's agent once, every 01 reaches the sender, and
+// EDX_DELIVER holds no consumer of a unit.
+func TestClusterByCursor(t *testing.T) {
+	c := newCluster(t)
+	conf, err := os.ReadFile(c.conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = []byte(strings.Replace(string(conf), "  streams:\n", "  streams:\n    unit_consumers: cursor\n", 1))
+	if err := os.WriteFile(c.conf, conf, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h1 := c.startHub("hub-1")
+	c.startHub("hub-2")
+	c.register(h1, uA)
+	c.register(h1, uB)
+	urls := strings.Split(c.urls, ",")
+	// Each agent on its own server first, the others to fail over to.
+	a := newAgent(t, c.work, strings.Join([]string{urls[0], urls[1], urls[2]}, ","), uA).start()
+	b := newAgent(t, c.work, strings.Join([]string{urls[2], urls[1], urls[0]}, ","), uB).start()
+	var ids []document.ID
+	post := func(n int) {
+		t.Helper()
+		for range n {
+			code, id, body := a.post(uB)
+			if code != 202 {
+				t.Fatalf("post: %d %s", code, body)
+			}
+			ids = append(ids, id)
+		}
+	}
+	arrived := func() {
+		t.Helper()
+		eventually(t, "B's inbox", 3*time.Minute, func() bool { return len(b.inbox()) == len(ids) }, a, b)
+	}
+	post(10)
+	arrived()
+
+	leader := c.leaderOf(protocol.StreamDeliver)
+	c.killNode(leader)
+	post(10)
+	arrived()
+	c.restartNode(leader)
+	post(5)
+	arrived()
+
+	h1.kill()
+	post(10)
+	arrived()
+	h1 = h1.restart()
+	post(5)
+	arrived()
+	handedOverOnce(t, a, b, ids)
+
+	nc, err := nats.Connect(c.urls, nats.UserCredentials(filepath.Join(c.work, "hub.creds")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	st, err := js.Stream(t.Context(), protocol.StreamDeliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range st.ConsumerNames(t.Context()).Name() {
+		for _, u := range []document.UnitID{uA, uB} {
+			if name == protocol.UnitConsumer(string(u)) {
+				t.Errorf("EDX_DELIVER has %s's consumer %s", u, name)
+			}
+		}
 	}
 }
