@@ -30,13 +30,15 @@ func benchOut(t *testing.T, dir string, args ...string) (int, string) {
 
 // TestBenchHub: edx bench --hub drives a running embedded hub it did not
 // start: it registers its units with the admin token and prints the table,
-// with the hub's resources n/a.
+// with the hub's resources n/a; given --idle, it holds the units connected
+// and idle that long first, and names the window.
 func TestBenchHub(t *testing.T) {
 	work := t.TempDir()
 	h := startHub(t, filepath.Join(work, "edx-data"))
-	code, out := benchOut(t, work, "--hub", h.info.HTTP, "--token-file", h.info.AdminTokenFile, "--units", "3", "--docs", "40", "--size", "16KiB")
+	code, out := benchOut(t, work, "--hub", h.info.HTTP, "--token-file", h.info.AdminTokenFile, "--units", "3", "--docs", "40", "--size", "16KiB", "--idle", "3s")
 	if code != 0 || !strings.Contains(out, "edx submit → delivered") || !strings.Contains(out, "lost 0, doubled 0, rejected 0") ||
-		!strings.Contains(out, "n/a") || !strings.Contains(out, h.info.HTTP) {
+		!strings.Contains(out, "n/a") || !strings.Contains(out, h.info.HTTP) || !strings.Contains(out, "units idle, every one connected: ") ||
+		!strings.Contains(out, "(3s)") {
 		t.Fatalf("exit %d:\n%s", code, out)
 	}
 }

@@ -62,6 +62,8 @@ trust:
   crl_grace: 1h                     # a CRL past its nextUpdate by more: deliveries wait (retried, never quarantined)
 
 nats:
+  # The hub's NATS server; on a cluster, its servers, comma-separated
+  # (nats://a:4222,nats://b:4222): the agent fails over between them.
   url: {{.NATS}}
   creds_file: ./{{.Creds}}
   creds_warn: 336h                  # warn (log, /readyz) this long before the credentials expire

@@ -55,7 +55,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	memLimit := fs.Int("hub-memory-limit", 0, "the soft memory limit of the hub the bench starts, in MiB (its memory_limit_mib; default the hub's, -1 none)")
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
-	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent, once its CPU has\nstopped falling after registration (0: not measured); a connected unit renews its pull every 10 minutes, with a\nheartbeat and a ping every 2: --idle 10m covers that whole cycle")
+	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent, once its CPU has\nstopped falling after registration (0: not measured); a connected unit renews its pull every 10 minutes, with a\nheartbeat and a ping every 2: --idle 10m covers that whole cycle. With --hub, when given: every unit stays connected\nand idle this long before the documents are sent, and the output names the window (idle_window in the JSON), over\nwhich to measure the servers")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
@@ -126,9 +126,12 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		if err != nil {
 			return fail(e, "--size: %v", err)
 		}
-		idleFor := *idle
+		idleFor, remoteIdle := *idle, time.Duration(0)
 		if idleFor == 0 {
 			idleFor = -1
+		}
+		if *hubURL != "" && given(fs, "idle") {
+			remoteIdle = *idle
 		}
 		var costs, cpuCosts []float64
 		for round := 0; round < *rounds; round++ {
@@ -161,7 +164,7 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 				}
 				return bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
 					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1 && !*sideBySide,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, Keepalive: *keepalive, UnitConsumers: *unitCons, HubMemoryLimitMiB: *memLimit}
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, RemoteIdle: remoteIdle, Keepalive: *keepalive, UnitConsumers: *unitCons, HubMemoryLimitMiB: *memLimit}
 			}
 			if *sideBySide {
 				fmt.Fprintf(e.stderr, "%s round %d/%d: the hubs without and with the log, side by side...\n", sz, round+1, *rounds)
@@ -440,6 +443,9 @@ func printBench(w io.Writer, r *bench.Result) {
 		}
 	} else {
 		fmt.Fprintf(w, "hub: RSS and CPU n/a (a hub the bench did not start); ceilings not measured\n")
+		if iw := r.IdleWindow; iw != nil {
+			fmt.Fprintf(w, "units idle, every one connected: %s to %s (%s)\n", iw[0].Format(time.RFC3339), iw[1].Format(time.RFC3339), iw[1].Sub(iw[0]).Round(time.Second))
+		}
 	}
 	if r.UnitReading != "" {
 		fmt.Fprintf(w, "units read by %s\n", map[string]string{"consumer": "a consumer each", "cursor": "cursor (no consumer per unit)"}[r.UnitReading])

@@ -130,6 +130,13 @@ func flags(e *env, name, synopsis string) *flag.FlagSet {
 
 // parse parses flags, which may come before or after the positional
 // arguments (edx get ID -o DIR); it returns -1 to go on, or the exit code.
+// given reports whether the flag name was set on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
 func parse(fs *flag.FlagSet, args []string) int {
 	var pos []string
 	for {

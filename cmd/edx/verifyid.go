@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
@@ -43,9 +42,7 @@ func verifyByID(ctx context.Context, e *env, args []string) (int, bool) {
 	if _, err := os.Stat(fs.Arg(0)); err == nil {
 		return 0, false // a file named like an id: verify the file
 	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	if set["trust"] || set["receipt"] || set["crl"] {
+	if given(fs, "trust") || given(fs, "receipt") || given(fs, "crl") {
 		return fail(e, "verify %s: --trust, --crl and --receipt verify a file; the hub verifies an archived document with its own", id), true
 	}
 	c, err := hf.client()

@@ -111,6 +111,10 @@ type Options struct {
 	// connected and nothing sent, before the run (default 10s; negative:
 	// not measured). Only for the hub the bench started.
 	Idle time.Duration
+	// RemoteIdle, with HubURL, is how long every unit stays connected and
+	// idle before the documents are sent: the servers' CPU at rest is then
+	// measured from outside, over Result.IdleWindow.
+	RemoteIdle time.Duration
 	// Ready, when set, is called once the documents are built, just
 	// before the measured send: runs side by side wait there for each
 	// other (SideBySide), so that they send over the same seconds.
@@ -296,6 +300,10 @@ type Result struct {
 	// settling after registration is not what a connected unit costs at
 	// rest.
 	IdleSettled time.Duration `json:"idle_settled_after,omitempty"`
+	// IdleWindow, with Options.RemoteIdle, is when every unit was
+	// connected and idle (a hub the bench did not start: measure its
+	// servers over it).
+	IdleWindow *[2]time.Time `json:"idle_window,omitempty"`
 	// LoadStart and LoadEnd are the machine's load averages (1, 5, 15
 	// minutes) when the run started and ended: the machine may be shared,
 	// so compare figures of one run with each other.
@@ -431,6 +439,7 @@ type run struct {
 	redelivered atomic.Int64
 	idle        time.Duration // measured, or 0
 	settled     time.Duration // waited before measuring idle
+	idleWindow  *[2]time.Time // Options.RemoteIdle
 	idleCPU     float64
 	conns       *hubConns // to count what the hub stores; nil with HubURL
 	before      *counts
@@ -496,6 +505,18 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if r.before, err = r.hub.count(ctx, r.conns); err != nil {
 			return nil, fmt.Errorf("count: %w", err)
 		}
+	} else if o.RemoteIdle > 0 {
+		// A hub the bench did not start: every unit connected and idle,
+		// for its servers to be measured from outside.
+		o.Progress("idle", 0, 1)
+		from := time.Now()
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(o.RemoteIdle):
+		}
+		r.idleWindow = &[2]time.Time{from, time.Now()}
+		o.Progress("idle", 1, 1)
 	}
 	res, err := r.send(ctx)
 	if err != nil {
@@ -504,7 +525,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Hub = o.HubURL
 	res.LoadStart = load
 	res.Reconnects, res.Redelivered = int(r.reconnects.Load()), int(r.redelivered.Load())
-	res.HubIdleCPU, res.IdleFor, res.IdleSettled = r.idleCPU, r.idle, r.settled
+	res.HubIdleCPU, res.IdleFor, res.IdleSettled, res.IdleWindow = r.idleCPU, r.idle, r.settled, r.idleWindow
 	if r.before != nil {
 		after, err := r.hub.count(ctx, r.conns)
 		if err != nil {
