@@ -13,7 +13,6 @@ import (
 
 	"github.com/minio/minio-go/v7"
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/hub/archive"
 	"github.com/edxhub/edx/hub/broker"
@@ -199,11 +198,6 @@ func loadIssuingCA(c IssuingCAConfig, trust *pki.Trust) (*pki.Issuer, error) {
 	return iss, nil
 }
 
-// streamsStartWait bounds how long a starting hub waits for a JetStream
-// cluster that cannot take its streams yet (no meta leader elected, too few
-// servers up for the replicas).
-const streamsStartWait = 2 * time.Minute
-
 // ensureStreams creates or updates the streams, waiting while the cluster
 // is not ready: servers started together elect their meta leader a few
 // seconds after they accept clients, and a hub started with them must not
@@ -219,14 +213,14 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 	b := h.cfg.NATS.Buckets
 	other := 3*b.MaxBytes*int64(max(b.Replicas, 1)) + healthMaxBytes
 	fitted, err := broker.FitDefaults(ctx, h.conn.JS, h.conn.StageJS, &h.cfg.NATS.Streams, room, other)
-	if err != nil && !jetStreamNotReady(err) {
+	if err != nil && !broker.NotReady(err) {
 		return err
 	}
 	for _, f := range fitted {
 		h.log.Warn("nats: the embedded JetStream store is smaller than the default streams need: a default lowered to fit (set it in nats.streams to choose)",
 			"option", f.Option, "default", f.From, "now", f.To, "store_room_mib", room>>20)
 	}
-	deadline := time.Now().Add(streamsStartWait)
+	deadline := time.Now().Add(broker.StartWait)
 	for {
 		// An earlier version's EDX_DELIVER and EDX_NOTICE move into the
 		// new EDX_DELIVER (EnsureStreams would do it too, silently).
@@ -241,12 +235,12 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 		if err == nil {
 			err = ensureHealthStream(ctx, h.conn.JS, h.cfg.NATS.Streams.Replicas)
 		}
-		if err == nil || !jetStreamNotReady(err) || ctx.Err() != nil {
+		if err == nil || !broker.NotReady(err) || ctx.Err() != nil {
 			return err
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("nats: JetStream is not ready after %s (no meta leader, or fewer servers up than nats.streams.replicas %d: "+
-				"check that the servers run and reach each other on their cluster routes): %w", streamsStartWait, h.cfg.NATS.Streams.Replicas, err)
+				"check that the servers run and reach each other on their cluster routes): %w", broker.StartWait, h.cfg.NATS.Streams.Replicas, err)
 		}
 		h.log.Warn("nats: JetStream not ready for the streams yet; waiting", "err", err)
 		select {
@@ -255,19 +249,4 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 		case <-time.After(time.Second):
 		}
 	}
-}
-
-// jetStreamNotReady reports an error of a JetStream that may take the
-// streams soon: a request timed out, the cluster has no leader, not enough
-// servers for the replicas are up, or a server has not enabled the
-// account's JetStream yet.
-func jetStreamNotReady(err error) bool {
-	var api *jetstream.APIError
-	if errors.As(err, &api) {
-		// JSClusterNotAvailErr, JSClusterNoPeersErr, and JSNotEnabledForAccountErr:
-		// a server of a cluster just started may not have set up the
-		// account's JetStream yet.
-		return api.ErrorCode == 10008 || api.ErrorCode == 10005 || api.ErrorCode == 10039
-	}
-	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }

@@ -99,12 +99,45 @@ var (
 )
 
 // OpenBucket creates the bucket of cfg or brings an existing one to cfg.
+// While JetStream is not ready for it (NotReady: on a cluster just
+// started, a replicated bucket's creation can outlast a request's timeout
+// while its group elects a leader), it tries again, for up to StartWait.
 func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (*Bucket, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("broker: bucket %s: %w (every bucket reserves its max_bytes: lower nats.buckets.max_bytes or give JetStream more room)", cfg.Bucket, err)
+	deadline := time.Now().Add(StartWait)
+	for {
+		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil {
+			return &Bucket{KV: kv, js: js, stream: "KV_" + cfg.Bucket, prefix: "$KV." + cfg.Bucket + "."}, nil
+		}
+		if !NotReady(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return nil, fmt.Errorf("broker: bucket %s: %w (every bucket reserves its max_bytes: lower nats.buckets.max_bytes or give JetStream more room)", cfg.Bucket, err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(time.Second):
+		}
 	}
-	return &Bucket{KV: kv, js: js, stream: "KV_" + cfg.Bucket, prefix: "$KV." + cfg.Bucket + "."}, nil
+}
+
+// StartWait bounds how long a starting hub waits for a JetStream cluster
+// that cannot take its streams and buckets yet (no meta leader elected, too
+// few servers up for the replicas, a new group electing its leader).
+const StartWait = 2 * time.Minute
+
+// NotReady reports an error of a JetStream that may take a stream or
+// bucket soon: a request timed out, the cluster has no leader, not enough
+// servers for the replicas are up, or a server has not enabled the
+// account's JetStream yet.
+func NotReady(err error) bool {
+	var api *jetstream.APIError
+	if errors.As(err, &api) {
+		// JSClusterNotAvailErr, JSClusterNoPeersErr, and JSNotEnabledForAccountErr:
+		// a server of a cluster just started may not have set up the
+		// account's JetStream yet.
+		return api.ErrorCode == 10008 || api.ErrorCode == 10005 || api.ErrorCode == 10039
+	}
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }
 
 // Entry is a key's value at a revision.
