@@ -19,20 +19,30 @@ import (
 // when there is no account at all, creates the first admin with a random
 // password in a 0600 file beside auth.path, and says how to sign in.
 func (h *Hub) startAuth(ctx context.Context) error {
-	var err error
 	cfg := h.cfg.Auth
 	cfg.Buckets = h.cfg.NATS.Buckets
-	if h.auth, err = auth.Open(ctx, cfg, h.js, h.log.With("component", "auth")); err != nil {
+	// On a cluster just started, the accounts' buckets may not answer yet:
+	// every step below can be taken again.
+	if err := h.untilReady(ctx, "the accounts", func() (err error) {
+		h.auth, err = auth.Open(ctx, cfg, h.js, h.log.With("component", "auth"))
+		return err
+	}); err != nil {
 		return err
 	}
 	as := h.auth
 	h.closers = append(h.closers, func() { as.Close() })
-	if h.token, err = h.auth.AdminToken(ctx, filepath.Join(h.cfg.Data, "admin.token")); err != nil {
+	if err := h.untilReady(ctx, "the admin token", func() (err error) {
+		h.token, err = h.auth.AdminToken(ctx, filepath.Join(h.cfg.Data, "admin.token"))
+		return err
+	}); err != nil {
 		return err
 	}
 	pwFile := filepath.Join(filepath.Dir(h.cfg.Auth.Path), "admin.password")
-	created, err := h.auth.EnsureFirstAdmin(ctx, pwFile)
-	if err != nil {
+	var created bool
+	if err := h.untilReady(ctx, "the first admin", func() (err error) {
+		created, err = h.auth.EnsureFirstAdmin(ctx, pwFile)
+		return err
+	}); err != nil {
 		return err
 	}
 	if created {

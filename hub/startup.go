@@ -250,3 +250,23 @@ func (h *Hub) ensureStreams(ctx context.Context) error {
 		}
 	}
 }
+
+// untilReady runs f again while it fails because JetStream is not ready
+// for it (broker.NotReady), for up to broker.StartWait: on a cluster just
+// started, a new replicated bucket's first reads can time out while its
+// group elects a leader. f must be safe to run again.
+func (h *Hub) untilReady(ctx context.Context, what string, f func() error) error {
+	deadline := time.Now().Add(broker.StartWait)
+	for {
+		err := f()
+		if err == nil || !broker.NotReady(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		h.log.Warn("nats: JetStream not ready yet; waiting", "for", what, "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+}

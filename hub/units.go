@@ -29,8 +29,10 @@ func (h *Hub) startRegistry(ctx context.Context) error {
 		units[i] = registry.Unit{Unit: u}
 	}
 	host, _ := os.Hostname()
-	_, err = h.units.Import(ctx, host+":"+h.cfg.Index.Path, units)
-	return err
+	return h.untilReady(ctx, "the unit registry", func() error {
+		_, err := h.units.Import(ctx, host+":"+h.cfg.Index.Path, units)
+		return err
+	})
 }
 
 // startService makes the hub's application service (hub/service), which

@@ -617,7 +617,12 @@ func (s *Store) EnsureFirstAdmin(ctx context.Context, passwordFile string) (bool
 		return false, fmt.Errorf("auth: %w", err)
 	}
 	if _, err := s.AddUser(ctx, NewUser{Name: s.cfg.FirstAdmin, DisplayName: "Quản trị / Administrator", Role: RoleAdmin, Password: pw}); err != nil {
-		os.Remove(passwordFile)
+		if !broker.NotReady(err) {
+			// Kept when the account may have been made all the same (a
+			// request that timed out): a second try then finds it, and the
+			// file holds its password.
+			os.Remove(passwordFile)
+		}
 		if errors.Is(err, ErrConflict) {
 			return false, nil // another hub made it
 		}

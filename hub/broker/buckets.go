@@ -101,11 +101,18 @@ var (
 // OpenBucket creates the bucket of cfg or brings an existing one to cfg.
 // While JetStream is not ready for it (NotReady: on a cluster just
 // started, a replicated bucket's creation can outlast a request's timeout
-// while its group elects a leader), it tries again, for up to StartWait.
+// while its group elects a leader), it tries again, for up to StartWait;
+// it returns once the bucket's leader answers.
 func OpenBucket(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (*Bucket, error) {
 	deadline := time.Now().Add(StartWait)
 	for {
 		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
+		if err == nil {
+			// Its stream's leader answers (the reads the hub decides on
+			// ask it): on a new cluster, the first read could otherwise
+			// time out while the group elects one.
+			_, err = js.Stream(ctx, "KV_"+cfg.Bucket)
+		}
 		if err == nil {
 			return &Bucket{KV: kv, js: js, stream: "KV_" + cfg.Bucket, prefix: "$KV." + cfg.Bucket + "."}, nil
 		}

@@ -133,6 +133,9 @@ type CursorPull struct {
 	floor    uint64                // last floor told (onFloor)
 	pulls    int
 	stopped  bool
+	// cancelAsk ends the wait for the current answer: the connection
+	// was lost, and the request with it.
+	cancelAsk context.CancelFunc
 }
 
 // PullCursor starts reading unit's messages over nc (a unit's connection,
@@ -216,6 +219,29 @@ func (p *CursorPull) run() {
 	defer sub.Unsubscribe()
 	sub.SetPendingLimits(-1, -1) // bounded by the request's Max and MaxBytes
 	base := strings.TrimSuffix(sub.Subject, "*")
+	// The wait for an answer is woken by the answer, by Stop, or by the
+	// connection's loss, never by a timer of its own: a hub with 10,000
+	// units waiting costs their agents nothing while nothing comes.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	status := p.nc.StatusChanged(nats.DISCONNECTED, nats.RECONNECTING, nats.CLOSED)
+	defer p.nc.RemoveStatusListener(status)
+	go func() {
+		for {
+			select {
+			case <-p.stop:
+				cancel()
+				return
+			case <-ctx.Done():
+				return
+			case _, ok := <-status:
+				if !ok {
+					return
+				}
+				p.lost()
+			}
+		}
+	}()
 	answered, failed, empty := false, 0, false
 	for n := 1; ; n++ {
 		select {
@@ -263,7 +289,7 @@ func (p *CursorPull) run() {
 		if answered {
 			timeout = time.Duration(req.WaitMS)*time.Millisecond + fetchGrace
 		}
-		msgs, end, err := p.ask(sub, req, timeout)
+		msgs, end, err := p.ask(ctx, sub, req, timeout)
 		if err != nil {
 			failed++
 			if !answered {
@@ -297,31 +323,40 @@ func (p *CursorPull) run() {
 
 // ask sends req and reads its answer until it ends: messages, then the
 // server's end of the batch (end "") or the hub's end (HeaderFetch).
-func (p *CursorPull) ask(sub *nats.Subscription, req FetchRequest, timeout time.Duration) ([]*nats.Msg, string, error) {
+func (p *CursorPull) ask(ctx context.Context, sub *nats.Subscription, req FetchRequest, timeout time.Duration) ([]*nats.Msg, string, error) {
 	b, _ := json.Marshal(req)
+	rctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	p.mu.Lock()
+	p.cancelAsk = cancel
+	p.mu.Unlock()
+	defer func() {
+		p.mu.Lock()
+		p.cancelAsk = nil
+		p.mu.Unlock()
+	}()
 	if err := p.nc.Publish(FetchSubject(p.unit), b); err != nil {
 		return nil, "", err
 	}
-	deadline := time.Now().Add(timeout)
+	if !p.nc.IsConnected() {
+		cancel() // lost before the wait began: the request with it
+	}
 	var msgs []*nats.Msg
 	for {
-		m, err := sub.NextMsg(min(time.Until(deadline), 250*time.Millisecond))
-		if errors.Is(err, nats.ErrTimeout) {
+		m, err := sub.NextMsgWithContext(rctx)
+		if err != nil {
 			select {
 			case <-p.stop:
 				return nil, "", errors.New("stopped")
 			default:
 			}
-			if time.Now().Before(deadline) && !p.nc.IsClosed() && p.nc.IsConnected() {
-				continue
-			}
 			if len(msgs) > 0 {
 				return msgs, "", nil // the batch's end lost: what came counts
 			}
-			return nil, "", fmt.Errorf("fetch %s after %d: %w", p.unit, req.After, nats.ErrTimeout)
-		}
-		if err != nil {
-			return nil, "", err
+			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+				err = nats.ErrTimeout
+			}
+			return nil, "", fmt.Errorf("fetch %s after %d: %w", p.unit, req.After, err)
 		}
 		if m.Subject != req.Inbox {
 			continue // an earlier request's, late
@@ -336,6 +371,21 @@ func (p *CursorPull) ask(sub *nats.Subscription, req FetchRequest, timeout time.
 			return msgs, "", nil // 204 end of batch, 404 none, 408 refused
 		}
 		msgs = append(msgs, m)
+	}
+}
+
+// lost ends the wait for the current answer when the connection is down
+// (its request, or the answer, went with it): the loop sends the request
+// again once connected.
+func (p *CursorPull) lost() {
+	if p.nc.IsConnected() {
+		return
+	}
+	p.mu.Lock()
+	c := p.cancelAsk
+	p.mu.Unlock()
+	if c != nil {
+		c()
 	}
 }
 
