@@ -43,13 +43,7 @@ func TestAgentsByCursor(t *testing.T) {
 	var ids []document.ID
 	post := func(n int) {
 		t.Helper()
-		for range n {
-			code, id, body := a.post(uB)
-			if code != 202 {
-				t.Fatalf("post: %d %s", code, body)
-			}
-			ids = append(ids, id)
-		}
+		ids = append(ids, postN(t, a, uB, n)...)
 		for _, id := range ids {
 			eventually(t, "acceptance of "+string(id), 60*time.Second, func() bool { return a.document(id).State == spool.Accepted }, a)
 		}
@@ -115,13 +109,7 @@ func TestClusterByCursor(t *testing.T) {
 	var ids []document.ID
 	post := func(n int) {
 		t.Helper()
-		for range n {
-			code, id, body := a.post(uB)
-			if code != 202 {
-				t.Fatalf("post: %d %s", code, body)
-			}
-			ids = append(ids, id)
-		}
+		ids = append(ids, postN(t, a, uB, n)...)
 	}
 	arrived := func() {
 		t.Helper()
@@ -163,4 +151,19 @@ func TestClusterByCursor(t *testing.T) {
 			}
 		}
 	}
+}
+
+// postN sends n documents from a's agent to unit to, through its API, and
+// returns their ids.
+func postN(t *testing.T, a *agentProc, to document.UnitID, n int) []document.ID {
+	t.Helper()
+	var ids []document.ID
+	for range n {
+		code, id, body := a.post(to)
+		if code != 202 {
+			t.Fatalf("post: %d %s", code, body)
+		}
+		ids = append(ids, id)
+	}
+	return ids
 }
