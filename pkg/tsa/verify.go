@@ -97,7 +97,7 @@ func VerifyToken(token, digest []byte, opts VerifyOptions) (*Info, error) {
 	if err := checkEncapsulatedType(token); err != nil {
 		return nil, err
 	}
-	p7, err := pkcs7.Parse(token)
+	p7, err := parsePKCS7(token)
 	if err != nil {
 		return nil, fmt.Errorf("tsa: verify: %w", err)
 	}
@@ -254,4 +254,16 @@ func matchESSCertID(der []byte, leaf *x509.Certificate, v2 bool) error {
 		return errors.New("tsa: verify: the ESS signing-certificate attribute names another certificate than the signer's")
 	}
 	return nil
+}
+
+// parsePKCS7 is pkcs7.Parse, whose BER reader panics on some malformed
+// input (an index out of range, found by FuzzVerifyToken): a hostile token
+// is an error, never a crash.
+func parsePKCS7(b []byte) (p7 *pkcs7.PKCS7, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			p7, err = nil, fmt.Errorf("malformed token: %v", r)
+		}
+	}()
+	return pkcs7.Parse(b)
 }
