@@ -30,14 +30,7 @@ func TestDeliveryOnceAcrossCrashes(t *testing.T) {
 	a := newAgent(t, work, h.info.NATSURL, uA).start()
 	b := newAgent(t, work, h.info.NATSURL, uB)
 	const n = 60
-	var ids []document.ID
-	for range n {
-		code, id, body := a.post(uB)
-		if code != 202 {
-			t.Fatalf("post: %d %s", code, body)
-		}
-		ids = append(ids, id)
-	}
+	ids := postN(t, a, uB, n)
 	for _, id := range ids {
 		eventually(t, "acceptance of "+string(id), 60*time.Second, func() bool { return a.document(id).State == spool.Accepted }, a)
 	}
