@@ -85,6 +85,14 @@ func (p *parser) token(path string) (xml.Token, error) {
 		if len(t.Attr) > p.lim.MaxAttrs {
 			return nil, errf(reason.EdXMLLimit, path+"/"+t.Name.Local, "more than %d attributes", p.lim.MaxAttrs)
 		}
+		if !ncName(t.Name.Local) {
+			return nil, errf(reason.EdXMLMalformed, path, "the element name %q is not a namespace-well-formed XML name", clip(t.Name.Local, 40))
+		}
+		for _, a := range t.Attr {
+			if !ncName(a.Name.Local) {
+				return nil, errf(reason.EdXMLMalformed, path+"/"+t.Name.Local, "the attribute name %q is not a namespace-well-formed XML name", clip(a.Name.Local, 40))
+			}
+		}
 	case xml.EndElement:
 		p.depth--
 	case xml.Directive:
@@ -92,6 +100,12 @@ func (p *parser) token(path string) (xml.Token, error) {
 	}
 	return t, nil
 }
+
+// ncName says whether a name, its prefix taken off by the decoder, is a
+// name without a colon (XML Namespaces' NCName): the decoder leaves ":",
+// "a:" or ":b" whole in Local, and written back with a prefix such a name
+// would not read again.
+func ncName(s string) bool { return s != "" && !strings.Contains(s, ":") }
 
 func (p *parser) readErr(path string, err error) error {
 	switch {

@@ -94,6 +94,9 @@ func TestHostile(t *testing.T) {
 		{"bad business type", `<edXML><edXMLEnvelope><edXMLHeader><TraceHeaderList><Bussiness><BussinessDocType>x</BussinessDocType></Bussiness></TraceHeaderList></edXMLHeader></edXMLEnvelope></edXML>`, Limits{}, reason.EdXMLField, tracePath + "/Bussiness/BussinessDocType", "whole number"},
 		{"subject twice", packet(`<Subject>Khác</Subject>`, ""), Limits{}, reason.EdXMLField, messagePath + "/Subject", "twice"},
 		{"element in a field", packet(`<Content>a<b>c</b></Content>`, ""), Limits{}, reason.EdXMLMalformed, messagePath + "/Content/b", "where text is expected"},
+		{"colon for a name", packet(`<Ext><:/></Ext>`, ""), Limits{}, reason.EdXMLMalformed, messagePath + "/Ext", "not a namespace-well-formed XML name"},
+		{"name ending in a colon", packet(`<a:/>`, ""), Limits{}, reason.EdXMLMalformed, messagePath, "not a namespace-well-formed XML name"},
+		{"attribute named by a colon", packet(`<Ext :="1"/>`, ""), Limits{}, reason.EdXMLMalformed, messagePath + "/Ext", "attribute name"},
 		{"text in a group", packet(`<Code>1234</Code>`, ""), Limits{}, reason.EdXMLMalformed, messagePath + "/Code", "unexpected text"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
