@@ -209,6 +209,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (_ *Hub, err error) 
 				stat(func(s broker.CursorStats) float64 { return float64(s.Invalid) })),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edx_hub_fetch_held_total", Help: "Fetch requests held to the next second (a unit over 20 answered requests a second)."},
 				stat(func(s broker.CursorStats) float64 { return float64(s.Held) })),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "edx_hub_fetch_orphaned_total", Help: "Fetch requests another hub kept when it went silent, ended so that their units ask again."},
+				stat(func(s broker.CursorStats) float64 { return float64(s.Orphaned) })),
 			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "edx_hub_fetch_waiting", Help: "Units' fetch requests waiting for a message."},
 				stat(func(s broker.CursorStats) float64 { return float64(s.Waiting) })),
 		)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -34,7 +35,10 @@ const UnitConsumersCursor = "cursor"
 // goes to the Trimmer, which removes what the unit has.
 //
 // Every hub of a cluster runs one, in one queue group: a unit's request
-// reaches one of them, and each knows every unit's last sequence.
+// reaches one of them, and each knows every unit's last sequence. Each
+// tells the others which requests it keeps waiting, and that it lives: when
+// one goes silent (killed), the others end the requests it kept, and their
+// units ask again at once instead of after their wait (orphans).
 type Cursors struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
@@ -48,6 +52,36 @@ type Cursors struct {
 	waiting map[string]*fetchWait
 	sent    map[string]int // unit -> forwards this second (fetchRate)
 	stats   CursorStats
+
+	// The other hubs' Cursors (see peerSubject): each one's last sign of
+	// life, and the last request each unit has waiting on one of them.
+	id     string
+	peers  map[string]time.Time
+	remote map[string]heldNote
+}
+
+// Hubs tell each other the requests they keep waiting (peerHeld) and
+// that they live (peerAlive, every second), on subjects of the EDX
+// account, where units publish nothing. A hub that stops cleanly ends the
+// requests it keeps; one that dies keeps them from their units until their
+// wait runs out (up to protocol.MaxFetchWait). So when a hub goes silent
+// for peerDead, the others end the requests it kept (protocol.FetchEndWait)
+// and each of those units asks again, at once, of a hub that lives.
+// Ending a request that was answered meanwhile costs nothing: the unit
+// ignores an answer to a request it no longer waits on.
+const (
+	peerSubject = "edx.hubs.fetch."
+	peerHeld    = peerSubject + "held"
+	peerAlive   = peerSubject + "alive"
+	peerDead    = 5 * time.Second
+)
+
+// heldNote is what a hub tells the others of a request it keeps waiting.
+type heldNote struct {
+	Hub      string    `json:"hub"`
+	Unit     string    `json:"unit"`
+	Inbox    string    `json:"inbox"`
+	Deadline time.Time `json:"deadline"`
 }
 
 // CursorStats counts what Cursors did.
@@ -58,6 +92,7 @@ type CursorStats struct {
 	Invalid   uint64 // refused
 	Held      uint64 // held to the next second (fetchRate)
 	Resets    uint64 // cursors past the stream's end, started again
+	Orphaned  uint64 // requests of a hub gone silent, ended so that their units ask again
 	Waiting   int    // requests waiting now
 }
 
@@ -88,7 +123,8 @@ func NewCursors(nc *nats.Conn, js jetstream.JetStream, trim *Trimmer, log *slog.
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Cursors{nc: nc, js: js, trim: trim, log: log, now: time.Now, last: map[string]uint64{}, waiting: map[string]*fetchWait{}, sent: map[string]int{}}
+	return &Cursors{nc: nc, js: js, trim: trim, log: log, now: time.Now, last: map[string]uint64{}, waiting: map[string]*fetchWait{}, sent: map[string]int{},
+		id: nats.NewInbox()[len(nats.InboxPrefix):], peers: map[string]time.Time{}, remote: map[string]heldNote{}}
 }
 
 // Stats returns what the Cursors did so far.
@@ -124,6 +160,15 @@ func (c *Cursors) Start(ctx context.Context) error {
 		return fmt.Errorf("broker: cursors: %w", err)
 	}
 	sub.SetPendingLimits(-1, 64<<20)
+	psub, err := c.nc.Subscribe(peerSubject+"*", c.peer)
+	if err != nil {
+		sub.Unsubscribe()
+		cc.Stop()
+		return fmt.Errorf("broker: cursors: %w", err)
+	}
+	psub.SetPendingLimits(-1, 64<<20)
+	alive, _ := json.Marshal(heldNote{Hub: c.id})
+	c.nc.Publish(peerAlive, alive)
 	go func() {
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
@@ -131,6 +176,7 @@ func (c *Cursors) Start(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				sub.Unsubscribe()
+				psub.Unsubscribe()
 				cc.Stop()
 				c.mu.Lock()
 				ws := c.waiting
@@ -141,7 +187,9 @@ func (c *Cursors) Start(ctx context.Context) error {
 				}
 				return
 			case <-t.C:
+				c.nc.Publish(peerAlive, alive)
 				c.expire()
+				c.orphans()
 			}
 		}
 	}()
@@ -217,8 +265,13 @@ func (c *Cursors) fetch(m *nats.Msg) {
 	} else if !reset && wait > 0 {
 		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
 	}
-	held := c.waiting[unit] != nil && c.waiting[unit].held
+	delete(c.remote, unit) // the unit asked here: what it asked before is done
+	kept := c.waiting[unit]
+	held := kept != nil && kept.held
 	c.mu.Unlock()
+	if kept != nil {
+		c.tell(kept)
+	}
 	if old != nil {
 		c.end(old.req.Inbox, protocol.FetchEndReplaced, "")
 	}
@@ -275,8 +328,10 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 		c.last[unit] = req.After // nothing after it: what follows is new
 	}
 	if _, replaced := c.waiting[unit]; !replaced && wait > 0 {
-		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+		w := &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+		c.waiting[unit] = w
 		c.mu.Unlock()
+		c.tell(w)
 		return
 	}
 	c.mu.Unlock()
@@ -310,11 +365,15 @@ func (c *Cursors) checkReset(unit string, req protocol.FetchRequest, wait time.D
 	c.top = max(c.top, last)
 	_, replaced := c.waiting[unit]
 	forward := c.last[unit] > req.After
+	var kept *fetchWait
 	if !replaced && !forward && wait > 0 {
-		c.waiting[unit] = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+		kept = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
+		c.waiting[unit] = kept
 	}
 	c.mu.Unlock()
 	switch {
+	case kept != nil:
+		c.tell(kept)
 	case replaced:
 	case forward:
 		c.forward(unit, req)
@@ -386,6 +445,75 @@ func (c *Cursors) expire() {
 			c.forward(w.unit, w.req)
 		}
 	}
+}
+
+// tell lets the other hubs know of a request this one keeps waiting.
+func (c *Cursors) tell(w *fetchWait) {
+	b, _ := json.Marshal(heldNote{Hub: c.id, Unit: w.unit, Inbox: w.req.Inbox, Deadline: w.deadline})
+	c.nc.Publish(peerHeld, b)
+}
+
+// peer takes another hub's note: a request it keeps, or that it lives.
+func (c *Cursors) peer(m *nats.Msg) {
+	var n heldNote
+	if len(m.Data) > maxFetchRequest || json.Unmarshal(m.Data, &n) != nil || n.Hub == "" || n.Hub == c.id {
+		return
+	}
+	held := m.Subject == peerHeld
+	if held && (validUnit(n.Unit) != nil || validInbox(n.Unit, n.Inbox) != nil) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.peers[n.Hub] = c.now()
+	if held {
+		c.remote[n.Unit] = n
+	}
+}
+
+// orphans ends the requests that hubs gone silent for peerDead kept, so
+// that their units ask again of a hub that lives; and forgets the notes
+// whose wait ran out.
+func (c *Cursors) orphans() {
+	now := c.now()
+	var dead []string
+	var ends []heldNote
+	c.mu.Lock()
+	for h, seen := range c.peers {
+		if now.Sub(seen) >= peerDead {
+			dead = append(dead, h)
+			delete(c.peers, h)
+		}
+	}
+	for u, n := range c.remote {
+		switch {
+		case !now.Before(n.Deadline):
+			delete(c.remote, u)
+		case slices.Contains(dead, n.Hub):
+			delete(c.remote, u)
+			if c.waiting[u] == nil {
+				ends = append(ends, n)
+			}
+		}
+	}
+	c.stats.Orphaned += uint64(len(ends))
+	c.mu.Unlock()
+	for _, h := range dead {
+		c.log.Warn("broker: cursors: a hub went silent; the units whose requests it kept are told to ask again", "hub", h, "silent_for", peerDead, "units", countHub(ends, h))
+	}
+	for _, n := range ends {
+		c.end(n.Inbox, protocol.FetchEndWait, "")
+	}
+}
+
+func countHub(ns []heldNote, hub string) int {
+	k := 0
+	for _, n := range ns {
+		if n.Hub == hub {
+			k++
+		}
+	}
+	return k
 }
 
 // validInbox reports whether inbox is a literal subject under unit's inbox

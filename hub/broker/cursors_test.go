@@ -288,3 +288,64 @@ func TestCursorPullNoHub(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 }
+
+// TestCursorsHubDies: of two hubs answering fetch requests, the one that
+// keeps a unit's waiting request dies (its connection closed, nothing
+// ended): the other ends that request once the dead hub has been silent
+// for a few seconds, and the unit, asking again, gets a message stored
+// meanwhile long before its own 2-minute wait would have run out. While
+// both live, neither ends the other's requests.
+func TestCursorsHubDies(t *testing.T) {
+	e, cur1, tr := cursorEnv(t)
+	ctx := t.Context()
+	h2 := hubConn(t, e.srv)
+	cur2 := broker.NewCursors(h2.NC, h2.JS, tr, testLogger(t))
+	hubs := []struct {
+		cur *broker.Cursors
+		nc  *nats.Conn
+		js  jetstream.JetStream
+	}{{cur1, e.hub, e.hubJS}, {cur2, h2.NC, h2.JS}}
+	for _, h := range hubs {
+		if err := h.cur.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := e.unit(t, unitA)
+	p := protocol.PullCursor(a.nc, unitA, 0, 1<<20, 2*time.Minute, nil)
+	defer p.Stop()
+	holder := -1
+	deadline := time.Now().Add(20 * time.Second)
+	for holder < 0 && time.Now().Before(deadline) {
+		for i, h := range hubs {
+			if h.cur.Stats().Waiting == 1 {
+				holder = i
+			}
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if holder < 0 {
+		t.Fatal("no hub keeps the unit's request")
+	}
+	time.Sleep(7 * time.Second) // longer than a hub may be silent
+	for i, h := range hubs {
+		if s := h.cur.Stats(); s.Orphaned != 0 {
+			t.Fatalf("hub %d, both alive: %+v", i+1, s)
+		}
+	}
+	if s := hubs[holder].cur.Stats(); s.Waiting != 1 {
+		t.Fatalf("the request no longer waits: %+v", s)
+	}
+	hubs[holder].nc.Close()
+	other := hubs[1-holder]
+	if _, err := other.js.Publish(ctx, protocol.DeliverSubject(unitA), []byte("while its hub was dead")); err != nil {
+		t.Fatal(err)
+	}
+	m := next(t, p) // within 20 s
+	if string(m.Data()) != "while its hub was dead" {
+		t.Fatalf("got %q", m.Data())
+	}
+	m.Ack()
+	if s := other.cur.Stats(); s.Orphaned != 1 {
+		t.Errorf("surviving hub: %+v, want 1 request orphaned", s)
+	}
+}
