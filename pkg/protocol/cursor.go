@@ -60,8 +60,10 @@ const (
 // Waits of a fetch: FetchWait by default (the agent's nats.keepalive, as
 // long as a consumer's pull heartbeat), at most MaxFetchWait (the hub
 // shortens a longer one). A hub that dies with a unit's request waiting is
-// noticed when the unit's request times out, FetchWait plus fetchGrace
-// later; a connection lost is noticed at once.
+// noticed by the other hubs of its cluster, which end the request within
+// seconds (hub/broker's Cursors); a lone hub, when the unit's request
+// times out, FetchWait plus fetchGrace later. A connection lost is noticed
+// at once.
 const (
 	FetchWait    = 2 * time.Minute
 	MaxFetchWait = 10 * time.Minute
