@@ -66,7 +66,10 @@ type Cursors struct {
 // requests it keeps; one that dies keeps them from their units until their
 // wait runs out (up to protocol.MaxFetchWait). So when a hub goes silent
 // for peerDead, the others end the requests it kept (protocol.FetchEndWait)
-// and each of those units asks again, at once, of a hub that lives.
+// and each of those units asks again, at once, of a hub that lives. A hub
+// tells of its requests only while it knows another hub, and tells a hub
+// new to it every request it keeps then: one alone publishes only its
+// beat.
 // Ending a request that was answered meanwhile costs nothing: the unit
 // ignores an answer to a request it no longer waits on.
 const (
@@ -268,8 +271,9 @@ func (c *Cursors) fetch(m *nats.Msg) {
 	delete(c.remote, unit) // the unit asked here: what it asked before is done
 	kept := c.waiting[unit]
 	held := kept != nil && kept.held
+	share := len(c.peers) > 0
 	c.mu.Unlock()
-	if kept != nil {
+	if kept != nil && share {
 		c.tell(kept)
 	}
 	if old != nil {
@@ -330,8 +334,11 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 	if _, replaced := c.waiting[unit]; !replaced && wait > 0 {
 		w := &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
 		c.waiting[unit] = w
+		share := len(c.peers) > 0
 		c.mu.Unlock()
-		c.tell(w)
+		if share {
+			c.tell(w)
+		}
 		return
 	}
 	c.mu.Unlock()
@@ -370,10 +377,13 @@ func (c *Cursors) checkReset(unit string, req protocol.FetchRequest, wait time.D
 		kept = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
 		c.waiting[unit] = kept
 	}
+	share := len(c.peers) > 0
 	c.mu.Unlock()
 	switch {
 	case kept != nil:
-		c.tell(kept)
+		if share {
+			c.tell(kept)
+		}
 	case replaced:
 	case forward:
 		c.forward(unit, req)
@@ -464,10 +474,25 @@ func (c *Cursors) peer(m *nats.Msg) {
 		return
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	_, known := c.peers[n.Hub]
 	c.peers[n.Hub] = c.now()
 	if held {
 		c.remote[n.Unit] = n
+	}
+	var ws []*fetchWait
+	if !known {
+		// A hub new to this one: it learns every request kept here
+		// (told only while another hub lives, so a lone hub tells no one).
+		for _, w := range c.waiting {
+			ws = append(ws, w)
+		}
+	}
+	c.mu.Unlock()
+	if !known {
+		c.log.Info("broker: cursors: another hub answers fetch requests", "hub", n.Hub, "requests_told", len(ws))
+	}
+	for _, w := range ws {
+		c.tell(w)
 	}
 }
 

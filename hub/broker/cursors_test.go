@@ -294,8 +294,20 @@ func TestCursorPullNoHub(t *testing.T) {
 // ended): the other ends that request once the dead hub has been silent
 // for a few seconds, and the unit, asking again, gets a message stored
 // meanwhile long before its own 2-minute wait would have run out. While
-// both live, neither ends the other's requests.
+// both live, neither ends the other's requests. The second hub starts
+// before the unit asks (told of the request when it is kept), or after
+// (told of it when the hubs first hear each other).
 func TestCursorsHubDies(t *testing.T) {
+	for _, late := range []bool{false, true} {
+		name := "second-hub-first"
+		if late {
+			name = "second-hub-later"
+		}
+		t.Run(name, func(t *testing.T) { testCursorsHubDies(t, late) })
+	}
+}
+
+func testCursorsHubDies(t *testing.T, late bool) {
 	e, cur1, tr := cursorEnv(t)
 	ctx := t.Context()
 	h2 := hubConn(t, e.srv)
@@ -305,7 +317,11 @@ func TestCursorsHubDies(t *testing.T) {
 		nc  *nats.Conn
 		js  jetstream.JetStream
 	}{{cur1, e.hub, e.hubJS}, {cur2, h2.NC, h2.JS}}
-	for _, h := range hubs {
+	start := hubs
+	if late {
+		start = hubs[:1]
+	}
+	for _, h := range start {
 		if err := h.cur.Start(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -325,6 +341,11 @@ func TestCursorsHubDies(t *testing.T) {
 	}
 	if holder < 0 {
 		t.Fatal("no hub keeps the unit's request")
+	}
+	if late {
+		if err := cur2.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	time.Sleep(7 * time.Second) // longer than a hub may be silent
 	for i, h := range hubs {
