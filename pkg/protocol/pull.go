@@ -78,6 +78,7 @@ type UnitPull struct {
 	stopped bool
 	stop    chan struct{}
 	pulls   int
+	conn    uint64 // the connection the request went out on: nc's reconnects then
 }
 
 // PullUnit starts reading cons, a unit's consumer, over nc, the connection
@@ -102,12 +103,17 @@ func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int, heartbeat ti
 		}
 	}
 	go func() {
-		// Back from a reconnect: the request may have been lost with the
-		// server it waited on, or not. Either way a new one, on a new
-		// inbox; what the old one holds is read first.
+		// Back from a reconnect: a request sent before it may have been
+		// lost with the server it waited on, or not. Either way a new one,
+		// on a new inbox; what the old one holds is read first. A request
+		// Next sent on the new connection before this event came is kept:
+		// ending it would leave it waiting on the server with no one
+		// listening (TestUnitPullWaitsForTheConnection saw two waiting),
+		// taking the unit's next message until the ack wait.
 		for range p.statuses {
+			now := p.nc.Stats().Reconnects
 			p.mu.Lock()
-			if p.end != nil {
+			if p.end != nil && p.conn < now {
 				p.end()
 			}
 			p.mu.Unlock()
@@ -118,6 +124,7 @@ func PullUnit(nc *nats.Conn, cons jetstream.Consumer, maxBytes int, heartbeat ti
 
 // pull sends a new request; p.mu is held.
 func (p *UnitPull) pull() error {
+	conn := p.nc.Stats().Reconnects
 	ctx, end := context.WithTimeout(context.Background(), UnitPullExpiry)
 	b, err := p.cons.Fetch(UnitPullMessages, jetstream.FetchMaxBytes(p.maxBytes),
 		jetstream.FetchHeartbeat(p.heartbeat), jetstream.FetchContext(ctx))
@@ -125,7 +132,7 @@ func (p *UnitPull) pull() error {
 		end()
 		return err
 	}
-	p.batch, p.end, p.got = b, end, 0
+	p.batch, p.end, p.got, p.conn = b, end, 0, conn
 	p.pulls++
 	return nil
 }
