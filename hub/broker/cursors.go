@@ -271,9 +271,8 @@ func (c *Cursors) fetch(m *nats.Msg) {
 	delete(c.remote, unit) // the unit asked here: what it asked before is done
 	kept := c.waiting[unit]
 	held := kept != nil && kept.held
-	share := len(c.peers) > 0
 	c.mu.Unlock()
-	if kept != nil && share {
+	if kept != nil {
 		c.tell(kept)
 	}
 	if old != nil {
@@ -334,11 +333,8 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 	if _, replaced := c.waiting[unit]; !replaced && wait > 0 {
 		w := &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
 		c.waiting[unit] = w
-		share := len(c.peers) > 0
 		c.mu.Unlock()
-		if share {
-			c.tell(w)
-		}
+		c.tell(w)
 		return
 	}
 	c.mu.Unlock()
@@ -377,13 +373,10 @@ func (c *Cursors) checkReset(unit string, req protocol.FetchRequest, wait time.D
 		kept = &fetchWait{unit: unit, req: req, deadline: c.now().Add(wait)}
 		c.waiting[unit] = kept
 	}
-	share := len(c.peers) > 0
 	c.mu.Unlock()
 	switch {
 	case kept != nil:
-		if share {
-			c.tell(kept)
-		}
+		c.tell(kept)
 	case replaced:
 	case forward:
 		c.forward(unit, req)
@@ -457,8 +450,15 @@ func (c *Cursors) expire() {
 	}
 }
 
-// tell lets the other hubs know of a request this one keeps waiting.
+// tell lets the other hubs know of a request this one keeps waiting, if it
+// knows another hub: a lone hub tells no one. c.mu must not be held.
 func (c *Cursors) tell(w *fetchWait) {
+	c.mu.Lock()
+	alone := len(c.peers) == 0
+	c.mu.Unlock()
+	if alone {
+		return
+	}
 	b, _ := json.Marshal(heldNote{Hub: c.id, Unit: w.unit, Inbox: w.req.Inbox, Deadline: w.deadline})
 	c.nc.Publish(peerHeld, b)
 }
