@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -19,22 +20,7 @@ import (
 // deadline. Random requests of 40 units against a model, the clock moved
 // by hand, the bookkeeping (map, heap, held) checked after every step.
 func TestCursorsKeepByDeadline(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-
-	c := NewCursors(nc, nil, nil, nil)
+	c := NewCursors(plainConn(t), nil, nil, nil)
 	now := time.Unix(1_800_000_000, 0)
 	c.now = func() time.Time { return now }
 	c.top = 100
@@ -113,5 +99,80 @@ func TestCursorsKeepByDeadline(t *testing.T) {
 	}
 	if c.Stats().Held == 0 || c.Stats().Ended == 0 {
 		t.Fatalf("the steps held or ended nothing: %+v", c.Stats())
+	}
+}
+
+// plainConn connects to a NATS server of its own, without JetStream.
+func plainConn(t *testing.T) *nats.Conn {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	nc, err := nats.Connect(s.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
+}
+
+// TestCursorsResetLooksAgain: a cursor past the stream's last sequence as
+// the leader first gives it is looked at again before the unit is told to
+// start again: on a cluster the leader may not yet have applied what the
+// replica that answered the unit has (seen: after=3413, last=3411). Only a
+// cursor still past the end after resetChecks looks is a reset.
+func TestCursorsResetLooksAgain(t *testing.T) {
+	old := resetPause
+	resetPause = 10 * time.Millisecond
+	t.Cleanup(func() { resetPause = old })
+	nc := plainConn(t)
+	const unit = "000.00.01.H29"
+	for _, tc := range []struct {
+		name  string
+		lasts []uint64 // what the leader gives, look after look (the last again after)
+		reset bool
+	}{
+		{"leader behind, then caught up", []uint64{3411, 3412, 3413}, false},
+		{"leader caught up at the last look", []uint64{3411, 3411, 3411, 3413}, false},
+		{"a stream made anew", []uint64{5}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := NewCursors(nc, nil, nil, nil)
+			c.top = 3400
+			looks := 0
+			c.streamLast = func(context.Context) (uint64, error) {
+				looks++
+				return tc.lasts[min(looks, len(tc.lasts))-1], nil
+			}
+			inbox := protocol.InboxPrefix(unit) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+			sub, err := nc.SubscribeSync(inbox)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer sub.Unsubscribe()
+			c.checkReset(unit, protocol.FetchRequest{After: 3413, Inbox: inbox, WaitMS: 60_000}, time.Minute)
+			m, err := sub.NextMsg(200 * time.Millisecond)
+			if !tc.reset {
+				if err == nil {
+					t.Fatalf("the unit was answered (%s) after %d looks; want its request kept", m.Header.Get(protocol.HeaderFetch), looks)
+				}
+				if c.Stats().Waiting != 1 || c.Stats().Resets != 0 || looks != len(tc.lasts) {
+					t.Fatalf("%+v after %d looks; want the request kept, no reset, %d looks", c.Stats(), looks, len(tc.lasts))
+				}
+				return
+			}
+			if err != nil || m.Header.Get(protocol.HeaderFetch) != protocol.FetchEndReset {
+				t.Fatalf("got %v (%v); want the end %q", m, err, protocol.FetchEndReset)
+			}
+			if c.Stats().Resets != 1 || looks != 1+resetChecks {
+				t.Fatalf("%+v after %d looks; want one reset after %d", c.Stats(), looks, 1+resetChecks)
+			}
+		})
 	}
 }
