@@ -361,6 +361,9 @@ func (c *Cursors) fetch(m *nats.Msg) {
 // answered (any replica answers a direct get) had not stored it yet. It
 // asks the stream's leader, which knows.
 func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Duration) {
+	c.mu.Lock()
+	seen := c.last[unit]
+	c.mu.Unlock()
 	b, _ := json.Marshal(map[string]any{"seq": req.After + 1, "next_by_subj": protocol.DeliverSubject(unit)})
 	r, err := c.nc.Request("$JS.API.STREAM.MSG.GET."+protocol.StreamDeliver, b, 10*time.Second)
 	var resp struct {
@@ -389,6 +392,14 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 		return
 	}
 	c.mu.Lock()
+	if c.last[unit] != seen {
+		// A message for the unit was stored while the leader was asked:
+		// it is after req.After. Lowering last would forget it, and keep
+		// the request deaf to it until the next message for the unit.
+		c.mu.Unlock()
+		c.forward(unit, req)
+		return
+	}
 	if c.last[unit] > req.After {
 		c.last[unit] = req.After // nothing after it: what follows is new
 	}

@@ -176,3 +176,48 @@ func TestCursorsResetLooksAgain(t *testing.T) {
 		})
 	}
 }
+
+// TestCursorsVerifyMessageMeanwhile: when the leader finds nothing after a
+// unit's cursor (the messages the hub knew of were removed), the hub
+// forgets them and keeps the request; but a message for the unit stored
+// while the leader was asked is sent at once, not forgotten with them
+// (the request would wait deaf to it until the next message for the unit).
+// The leader is the test's, answering "no message".
+func TestCursorsVerifyMessageMeanwhile(t *testing.T) {
+	nc := plainConn(t)
+	const unit = "000.00.02.H29"
+	for _, meanwhile := range []bool{true, false} {
+		t.Run(fmt.Sprintf("stored meanwhile %v", meanwhile), func(t *testing.T) {
+			c := NewCursors(nc, nil, nil, nil)
+			c.top, c.last[unit] = 100, 50
+			leader, err := nc.Subscribe("$JS.API.STREAM.MSG.GET."+protocol.StreamDeliver, func(m *nats.Msg) {
+				if meanwhile {
+					c.mu.Lock()
+					c.last[unit], c.top = 101, 101 // as stored does
+					c.mu.Unlock()
+				}
+				m.Respond([]byte(`{"error":{"code":404,"err_code":10037,"description":"no message found"}}`))
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer leader.Unsubscribe()
+			direct, err := nc.SubscribeSync("$JS.API.DIRECT.GET." + protocol.StreamDeliver)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer direct.Unsubscribe()
+			inbox := protocol.InboxPrefix(unit) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+			c.verify(unit, protocol.FetchRequest{After: 10, Empty: true, Inbox: inbox, WaitMS: 60_000}, time.Minute)
+			m, err := direct.NextMsg(500 * time.Millisecond)
+			switch {
+			case meanwhile && (err != nil || m.Reply != inbox):
+				t.Fatalf("no direct get to the unit's inbox (%v); stats %+v", err, c.Stats())
+			case !meanwhile && err == nil:
+				t.Fatalf("a direct get with nothing to send: %s", m.Data)
+			case !meanwhile && (c.Stats().Waiting != 1 || c.last[unit] != 10):
+				t.Fatalf("%+v, last %d: want the request kept and last lowered to 10", c.Stats(), c.last[unit])
+			}
+		})
+	}
+}
