@@ -298,6 +298,9 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 		if r.Lost > 0 || r.Doubled > 0 || r.Rejected > 0 || r.StatusesMissing > 0 {
 			fmt.Fprintf(e.stderr, "edx bench: %d lost (%d undecided, %d undelivered), %d doubled, %d rejected, %d statuses not told to their senders\n",
 				r.Lost, r.Undecided, r.Undelivered, r.Doubled, r.Rejected, r.StatusesMissing)
+			for _, m := range r.Missing {
+				fmt.Fprintf(e.stderr, "edx bench:   %s\n", m)
+			}
 			return exitInvalid
 		}
 	}

@@ -326,7 +326,11 @@ type Result struct {
 	Redelivered int `json:"redelivered"`
 	// Stalled: the run ended because nothing moved for Options.Wait.
 	Stalled bool `json:"stalled,omitempty"`
-	Cores   int  `json:"cores"`
+	// Missing names the first maxMissing documents lost, to look for in
+	// the hubs' logs: "undecided DOC from UNIT, sent at +S" (its sender
+	// was never told), "undelivered DOC to UNIT, sent at +S".
+	Missing []string `json:"missing,omitempty"`
+	Cores   int      `json:"cores"`
 	// Evidence is Options.Evidence; the hub's transparency log during the
 	// run (from its metrics): entries appended, their rate over the run,
 	// and the mean wait from an append to its entry durably sequenced.
@@ -423,6 +427,7 @@ type run struct {
 	mu      sync.Mutex
 	sent    map[document.ID]time.Time
 	expect  map[document.ID][]document.UnitID
+	from    map[document.ID]document.UnitID
 	acc     map[document.ID]map[uint64]time.Time // accepted notices by stream sequence
 	del     map[string]map[uint64]time.Time      // deliveries (doc/recipient) by stream sequence
 	rej     map[document.ID]bool
@@ -449,7 +454,7 @@ type run struct {
 func Run(ctx context.Context, o Options) (*Result, error) {
 	o.defaults()
 	load := loadAvg()
-	r := &run{o: o, sent: map[document.ID]time.Time{}, expect: map[document.ID][]document.UnitID{},
+	r := &run{o: o, sent: map[document.ID]time.Time{}, expect: map[document.ID][]document.UnitID{}, from: map[document.ID]document.UnitID{},
 		acc: map[document.ID]map[uint64]time.Time{}, del: map[string]map[uint64]time.Time{}, rej: map[document.ID]bool{},
 		stat: map[string]time.Time{}}
 	if o.HubURL != "" {
@@ -996,6 +1001,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 		if !ok {
 			if !r.rej[id] {
 				res.Undecided++
+				res.missing("undecided %s from %s, sent at +%s", id, r.from[id], t0.Sub(start).Round(time.Millisecond))
 			}
 			continue
 		}
@@ -1006,6 +1012,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			seqs, ok := r.del[string(id)+"/"+string(u)]
 			if !ok {
 				res.Undelivered++
+				res.missing("undelivered %s to %s, sent at +%s", id, u, t0.Sub(start).Round(time.Millisecond))
 				continue
 			}
 			res.Doubled += len(seqs) - 1
@@ -1099,12 +1106,22 @@ func first(m map[uint64]time.Time) time.Time {
 	return t
 }
 
+// maxMissing is how many lost documents a Result names.
+const maxMissing = 20
+
+func (res *Result) missing(format string, args ...any) {
+	if len(res.Missing) < maxMissing {
+		res.Missing = append(res.Missing, fmt.Sprintf(format, args...))
+	}
+}
+
 // publish submits one document as its sender's agent would.
 func (r *run) publish(ctx context.Context, j job) error {
 	t0 := time.Now()
 	r.mu.Lock()
 	r.sent[j.c.DocumentID] = t0
 	r.expect[j.c.DocumentID] = j.to
+	r.from[j.c.DocumentID] = j.from.id
 	r.mu.Unlock()
 	if len(j.c.Data) > protocol.InlineLimit {
 		select {

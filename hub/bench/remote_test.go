@@ -53,7 +53,7 @@ func TestRemoteHub(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Accepted.N != 30 || res.Lost != 0 || res.Doubled != 0 || res.Rejected != 0 || res.Deliveries == 0 || res.HubMeasured || res.Ceilings != nil || res.Hub != h.Info().HTTP {
+	if res.Accepted.N != 30 || res.Lost != 0 || len(res.Missing) != 0 || res.Doubled != 0 || res.Rejected != 0 || res.Deliveries == 0 || res.HubMeasured || res.Ceilings != nil || res.Hub != h.Info().HTTP {
 		t.Fatalf("%+v", res)
 	}
 }
