@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,6 +60,9 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
+	// What goes wrong with a unit on the way (a connection retried, a pull
+	// started again, a document rejected) is told on stderr.
+	warnLog := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if *quick {
 		*units, *docs, *sizes, *conc = 2, 300, "64KiB", 32
 	}
@@ -164,7 +168,8 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 				}
 				return bench.Options{Statuses: st, Units: *units, Docs: *docs, Size: size, Concurrency: *conc, Rate: *rate, Recipients: *recips,
 					HubBinary: *hubBin, HubConfig: *hubCfg, Data: runData, Ceilings: !*noCeil && *hubURL == "" && mode != "off" && round == *rounds-1 && !*sideBySide,
-					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, RemoteIdle: remoteIdle, Keepalive: *keepalive, UnitConsumers: *unitCons, HubMemoryLimitMiB: *memLimit}
+					HubURL: *hubURL, Token: token, UnitsDir: *unitsDir, NATSURL: *natsURL, Wait: *wait, Evidence: mode, LogBatchInterval: *batchEvery, Idle: idleFor, RemoteIdle: remoteIdle, Keepalive: *keepalive, UnitConsumers: *unitCons, HubMemoryLimitMiB: *memLimit,
+					Log: warnLog}
 			}
 			if *sideBySide {
 				fmt.Fprintf(e.stderr, "%s round %d/%d: the hubs without and with the log, side by side...\n", sz, round+1, *rounds)
@@ -461,8 +466,12 @@ func printBench(w io.Writer, r *bench.Result) {
 		}
 		fmt.Fprintln(w)
 	}
-	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d; units reconnected %d, messages redelivered %d\n",
+	fmt.Fprintf(w, "lost %d, doubled %d, rejected %d; units reconnected %d, messages redelivered %d",
 		r.Lost, r.Doubled, r.Rejected, r.Reconnects, r.Redelivered)
+	if r.ReaderRestarts > 0 {
+		fmt.Fprintf(w, ", cursor pulls started again %d", r.ReaderRestarts)
+	}
+	fmt.Fprintln(w)
 	if r.Lost > 0 {
 		fmt.Fprintf(w, "missing: %d documents neither accepted nor rejected, %d deliveries of accepted documents", r.Undecided, r.Undelivered)
 		if r.Stalled {

@@ -324,6 +324,11 @@ type Result struct {
 	// 30 s or more.
 	Reconnects  int `json:"reconnects"`
 	Redelivered int `json:"redelivered"`
+	// ReaderRestarts counts the units' cursor pulls that ended (no hub
+	// answered a first request in time, or requests kept going
+	// unanswered) and were started again from their floor, as an agent
+	// does.
+	ReaderRestarts int `json:"reader_restarts,omitempty"`
 	// Stalled: the run ended because nothing moved for Options.Wait.
 	Stalled bool `json:"stalled,omitempty"`
 	// Missing names the first maxMissing documents lost, to look for in
@@ -442,6 +447,7 @@ type run struct {
 	// reconnect or a lost pull request on their way)
 	reconnects  atomic.Int64
 	redelivered atomic.Int64
+	restarts    atomic.Int64  // cursor pulls that ended and were started again
 	idle        time.Duration // measured, or 0
 	settled     time.Duration // waited before measuring idle
 	idleWindow  *[2]time.Time // Options.RemoteIdle
@@ -530,6 +536,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.Hub = o.HubURL
 	res.LoadStart = load
 	res.Reconnects, res.Redelivered = int(r.reconnects.Load()), int(r.redelivered.Load())
+	res.ReaderRestarts = int(r.restarts.Load())
 	res.HubIdleCPU, res.IdleFor, res.IdleSettled, res.IdleWindow = r.idleCPU, r.idle, r.settled, r.idleWindow
 	if r.before != nil {
 		after, err := r.hub.count(ctx, r.conns)
@@ -685,13 +692,67 @@ func (r *run) connect(ctx context.Context, id document.UnitID, keyPEM, certPEM, 
 	return u, nil
 }
 
+// cursorReader reads u's messages by cursor as an agent does: a pull that
+// ends with an error (no hub answered its first request in time, or its
+// requests kept going unanswered: a loaded machine) is started again from
+// its floor after a pause, not left ended (before, such a unit heard
+// nothing more, and its documents counted as lost).
+type cursorReader struct {
+	r    *run
+	u    *unit
+	mu   sync.Mutex
+	cur  *protocol.CursorPull
+	done int // pulls of the pulls that ended
+	stop bool
+}
+
+func (r *run) cursorReader(u *unit) *cursorReader {
+	return &cursorReader{r: r, u: u, cur: protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, r.o.Keepalive, nil)}
+}
+
+func (c *cursorReader) Next() (jetstream.Msg, error) {
+	for {
+		c.mu.Lock()
+		cur := c.cur
+		c.mu.Unlock()
+		m, err := cur.Next()
+		if err == nil || err == jetstream.ErrMsgIteratorClosed || !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+			return m, err
+		}
+		c.r.o.Log.Warn("bench: a unit's pull ended, started again", "unit", c.u.id, "err", err)
+		c.r.restarts.Add(1)
+		time.Sleep(time.Second)
+		c.mu.Lock()
+		if c.stop {
+			c.mu.Unlock()
+			return nil, jetstream.ErrMsgIteratorClosed
+		}
+		c.done += cur.Pulls()
+		c.cur = protocol.PullCursor(c.u.nc, string(c.u.id), cur.Floor(), 32<<20, c.r.o.Keepalive, nil)
+		c.mu.Unlock()
+	}
+}
+
+func (c *cursorReader) Stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stop = true
+	c.cur.Stop()
+}
+
+func (c *cursorReader) Pulls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.done + c.cur.Pulls()
+}
+
 // reader starts reading what u receives, as its agent would: by cursor
 // when the hub keeps no consumer per unit (Options.UnitConsumers cursor),
 // else from its one consumer for everything it receives, deliveries (what
 // the agent would put into its inbox) and notices.
 func (r *run) reader(ctx context.Context, u *unit) (unitReader, error) {
 	if r.o.UnitConsumers == "cursor" {
-		return protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, r.o.Keepalive, nil), nil
+		return r.cursorReader(u), nil
 	}
 	// Looked up as an agent does too: again, while the hub's NATS does not
 	// answer in time (a loaded machine, thousands of units) or has not
