@@ -117,6 +117,11 @@ func (p *Pipeline) sweepStage(ctx context.Context) (stageSweep, error) {
 	return res, errors.Join(errs...)
 }
 
+// orderedResetAttempts bounds the attempts of an ordered consumer's Fetch
+// to make its consumer (1 s, then 2 s apart, each up to 10 s): a sweep
+// that fails is tried again at the next StageSweep.
+const orderedResetAttempts = 3
+
 // stagedRefs reads the headers of every delivery waiting in EDX_DELIVER and
 // returns the staged objects they name, how many deliveries name one, and
 // whether the read reached the end of the stream.
@@ -131,7 +136,12 @@ func (p *Pipeline) stagedRefs(ctx context.Context) (map[string]stageRef, int, bo
 	}
 	// Headers only: an inline delivery's container is not read. The
 	// consumer acks nothing (AckNone): it takes no delivery from its unit.
-	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute})
+	// Each Fetch of an ordered consumer makes its consumer anew, retrying
+	// without end by default while JetStream does not answer: the sweep
+	// then never returned, and Run never did either (CI: TestStatusCrashReplay
+	// waited 13 minutes on a pipeline stopped after its server was).
+	cons, err := str.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{HeadersOnly: true, InactiveThreshold: time.Minute,
+		MaxResetAttempts: orderedResetAttempts})
 	if err != nil {
 		return nil, 0, false, fmt.Errorf("pipeline: stage sweep: %w", err)
 	}

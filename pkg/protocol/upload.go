@@ -197,6 +197,10 @@ func ListUploads(ctx context.Context, js jetstream.JetStream, unit document.Unit
 		FilterSubjects: []string{UploadSubject(string(unit))},
 		DeliverPolicy:  jetstream.DeliverAllPolicy,
 		HeadersOnly:    true,
+		// Each Fetch makes the consumer anew, by default retrying without
+		// end while JetStream does not answer (see hub/pipeline's
+		// stagedRefs): a few attempts, then an error.
+		MaxResetAttempts: 3,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("protocol: list uploads of %s: %w", unit, err)
