@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/edxhub/edx/pkg/document"
+	"github.com/edxhub/edx/pkg/natstest"
 	"github.com/edxhub/edx/pkg/protocol"
 )
 
@@ -20,20 +20,7 @@ import (
 // an agent does, and goes on reading once a hub answers; Stop ends it.
 // Before, the bench left such a unit deaf, and counted its documents lost.
 func TestCursorReaderStartsAgain(t *testing.T) {
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	t.Cleanup(s.Shutdown)
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	nc, err := nats.Connect(s.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	_, nc := natstest.Connect(t, false)
 	const id = "000.00.03.H29"
 	r := &run{o: Options{Log: slog.New(slog.DiscardHandler), Keepalive: time.Minute}}
 	c := r.cursorReader(&unit{id: document.UnitID(id), nc: nc})

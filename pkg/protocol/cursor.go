@@ -138,6 +138,15 @@ type CursorPull struct {
 	// cancelAsk ends the wait for the current answer: the connection
 	// was lost, and the request with it.
 	cancelAsk context.CancelFunc
+	// rejoined: the connection was lost since the last request was sent.
+	// The next request is then answered at once (no wait), and one lost
+	// on the way is sent again after firstFetchTimeout: right after a
+	// reconnect, the server the unit now uses may not yet know where the
+	// hubs listen (nor the hubs where the unit does), and a waiting request
+	// lost so went unnoticed for its wait and fetchGrace (e2e
+	// TestClusterByCursor: a unit heard nothing for over 60 s after its
+	// server was killed).
+	rejoined bool
 }
 
 // PullCursor starts reading unit's messages over nc (a unit's connection,
@@ -280,15 +289,17 @@ func (p *CursorPull) run() {
 			}
 		}
 		p.pulls++
+		probe := !answered || p.rejoined
+		p.rejoined = false
 		p.mu.Unlock()
 		if retry != 0 {
 			req.After, req.Max, req.Empty = retry-1, 1, false
 		}
-		if answered {
+		if !probe {
 			req.WaitMS = max(wait.Milliseconds(), 1)
 		}
 		timeout := firstFetchTimeout // a hub answers the first at once
-		if answered {
+		if !probe {
 			timeout = time.Duration(req.WaitMS)*time.Millisecond + fetchGrace
 		}
 		msgs, end, err := p.ask(ctx, sub, req, timeout)
@@ -301,6 +312,11 @@ func (p *CursorPull) run() {
 			if failed >= cursorFailures {
 				p.err = fmt.Errorf("protocol: %d fetch requests in a row unanswered: %w", failed, err)
 				return
+			}
+			if probe {
+				p.mu.Lock()
+				p.rejoined = true // until one is answered
+				p.mu.Unlock()
 			}
 			if !p.pause(min(time.Duration(failed)*time.Second, UnitPullRetryMax)) {
 				return
@@ -380,12 +396,13 @@ func (p *CursorPull) ask(ctx context.Context, sub *nats.Subscription, req FetchR
 // (its request, or the answer, went with it): the loop sends the request
 // again once connected.
 func (p *CursorPull) lost() {
+	p.mu.Lock()
+	p.rejoined = true
+	c := p.cancelAsk
+	p.mu.Unlock()
 	if p.nc.IsConnected() {
 		return
 	}
-	p.mu.Lock()
-	c := p.cancelAsk
-	p.mu.Unlock()
 	if c != nil {
 		c()
 	}
