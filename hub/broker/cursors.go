@@ -46,6 +46,10 @@ type Cursors struct {
 	trim *Trimmer
 	log  *slog.Logger
 	now  func() time.Time
+	// debug: the log takes debug records, each request and what the hub
+	// did with it (how the cluster's unheard messages were found); the
+	// records are not built otherwise.
+	debug bool
 
 	streamLast func(context.Context) (uint64, error) // lastSeq; a test's in its place
 
@@ -190,6 +194,7 @@ func NewCursors(nc *nats.Conn, js jetstream.JetStream, trim *Trimmer, log *slog.
 	c := &Cursors{nc: nc, js: js, trim: trim, log: log, now: time.Now, last: map[string]uint64{}, waiting: map[string]*fetchWait{}, held: map[string]*fetchWait{}, sent: map[string]int{},
 		id: nats.NewInbox()[len(nats.InboxPrefix):], peers: map[string]time.Time{}, remote: map[string]heldNote{}}
 	c.streamLast = c.lastSeq
+	c.debug = log.Enabled(context.Background(), slog.LevelDebug)
 	return c
 }
 
@@ -280,6 +285,9 @@ func (c *Cursors) stored(m jetstream.Msg) {
 	}
 	c.mu.Unlock()
 	if w != nil {
+		if c.debug {
+			c.log.Debug("broker: fetch: a message wakes the unit's request", "unit", unit, "seq", seq, "inbox", w.req.Inbox)
+		}
 		c.forward(w.unit, w.req)
 	}
 }
@@ -334,6 +342,22 @@ func (c *Cursors) fetch(m *nats.Msg) {
 	kept := c.waiting[unit]
 	held := kept != nil && kept.held
 	c.mu.Unlock()
+	if c.debug {
+		what := "answered: nothing new"
+		switch {
+		case reset:
+			what = "cursor past the end: looking at the leader"
+		case verify:
+			what = "last answer empty: asking the leader"
+		case forward:
+			what = "sent from the stream"
+		case held:
+			what = "held to the next second"
+		case kept != nil:
+			what = "kept waiting"
+		}
+		c.log.Debug("broker: fetch: "+what, "unit", unit, "inbox", req.Inbox, "after", req.After, "ack", req.Ack, "wait", wait, "empty", req.Empty, "last", last, "replaced", old != nil)
+	}
 	if kept != nil {
 		c.tell(kept)
 	}
@@ -398,6 +422,9 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 	}
 	switch {
 	case err == nil && resp.Message != nil && resp.Message.Seq > req.After:
+		if c.debug {
+			c.log.Debug("broker: fetch: the leader has the unit's next message", "unit", unit, "after", req.After, "seq", resp.Message.Seq, "leader_last", leader)
+		}
 		time.Sleep(50 * time.Millisecond) // a replica catching up
 		c.forward(unit, req)
 		return
@@ -408,6 +435,9 @@ func (c *Cursors) verify(unit string, req protocol.FetchRequest, wait time.Durat
 		c.log.Warn("broker: fetch: looking for a unit's next message", "unit", unit, "err", err)
 		c.end(req.Inbox, protocol.FetchEndWait, "")
 		return
+	}
+	if c.debug {
+		c.log.Debug("broker: fetch: the leader has nothing after the unit's cursor", "unit", unit, "after", req.After, "seen", seen, "leader_last", leader)
 	}
 	if leader < seen {
 		c.log.Warn("broker: fetch: the stream's leader is behind this hub; the unit's request waits", "unit", unit, "after", req.After, "seen", seen, "leader", leader)

@@ -1,10 +1,13 @@
 package broker
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -235,13 +238,16 @@ func TestCursorsVerifyLeaderBehind(t *testing.T) {
 		removed bool     // the leader has nothing for the unit, caught up or not
 		forward bool     // want a direct get for the unit
 		lowered bool     // want the hub's last for the unit lowered to the cursor
+		logged  string   // want this in the hub's log (at debug level)
 	}{
-		{"leader behind, then caught up", []uint64{2712, 2712, 2713}, false, true, false},
-		{"leader caught up, message removed", []uint64{3000}, true, false, true},
-		{"leader stays behind", []uint64{5}, true, false, false},
+		{"leader behind, then caught up", []uint64{2712, 2712, 2713}, false, true, false, "the leader has the unit's next message"},
+		{"leader caught up, message removed", []uint64{3000}, true, false, true, "the leader has nothing after the unit's cursor"},
+		{"leader stays behind", []uint64{5}, true, false, false, "level=WARN msg=\"broker: fetch: the stream's leader is behind this hub"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := NewCursors(nc, nil, nil, nil)
+			var logged bytes.Buffer
+			log := slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug}))
+			c := NewCursors(nc, nil, nil, log)
 			c.top, c.last[unit] = 2713, 2713
 			var mu sync.Mutex
 			var leaderLast uint64
@@ -287,6 +293,8 @@ func TestCursorsVerifyLeaderBehind(t *testing.T) {
 				t.Fatalf("%+v: want the request kept", c.Stats())
 			case tc.lowered && last != 2468, !tc.lowered && last != 2713:
 				t.Fatalf("the hub's last for the unit is %d after %d looks; want %d", last, looks, map[bool]uint64{true: 2468, false: 2713}[tc.lowered])
+			case !strings.Contains(logged.String(), tc.logged):
+				t.Fatalf("the hub's log lacks %q:\n%s", tc.logged, logged.String())
 			}
 		})
 	}
