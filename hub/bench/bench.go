@@ -331,8 +331,8 @@ type Result struct {
 	ReaderRestarts int `json:"reader_restarts,omitempty"`
 	// Stalled: the run ended because nothing moved for Options.Wait.
 	Stalled bool `json:"stalled,omitempty"`
-	// Missing names the first maxMissing documents lost, to look for in
-	// the hubs' logs: "undecided DOC from UNIT, sent at +S" (its sender
+	// Missing names the first maxMissing documents lost, the earliest
+	// sent first, to look for in the hubs' logs: "undecided DOC from UNIT, sent at +S" (its sender
 	// was never told), "undelivered DOC to UNIT, sent at +S".
 	Missing []string `json:"missing,omitempty"`
 	Cores   int      `json:"cores"`
@@ -1057,12 +1057,13 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	var accs, dels, delSent, stats []time.Duration
 	end := start
 	res.start = start
+	var lost []missed
 	for id, t0 := range r.sent {
 		seqs, ok := r.acc[id]
 		if !ok {
 			if !r.rej[id] {
 				res.Undecided++
-				res.missing("undecided %s from %s, sent at +%s", id, r.from[id], t0.Sub(start).Round(time.Millisecond))
+				lost = append(lost, missed{t0, fmt.Sprintf("undecided %s from %s, sent at +%s", id, r.from[id], t0.Sub(start).Round(time.Millisecond))})
 			}
 			continue
 		}
@@ -1073,7 +1074,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 			seqs, ok := r.del[string(id)+"/"+string(u)]
 			if !ok {
 				res.Undelivered++
-				res.missing("undelivered %s to %s, sent at +%s", id, u, t0.Sub(start).Round(time.Millisecond))
+				lost = append(lost, missed{t0, fmt.Sprintf("undelivered %s to %s, sent at +%s", id, u, t0.Sub(start).Round(time.Millisecond))})
 				continue
 			}
 			res.Doubled += len(seqs) - 1
@@ -1101,6 +1102,7 @@ func (r *run) send(ctx context.Context) (*Result, error) {
 	res.Rejected = len(r.rej)
 	res.Undecided += o.Docs - len(r.sent) // never sent (a cancelled run)
 	res.Lost = res.Undecided + res.Undelivered
+	res.Missing = firstMissed(lost)
 	res.Deliveries = len(dels)
 	took := slices.Clone(dels) // summarize sorts dels
 	res.Accepted, res.Delivered = summarize(accs), summarize(dels)
@@ -1170,10 +1172,21 @@ func first(m map[uint64]time.Time) time.Time {
 // maxMissing is how many lost documents a Result names.
 const maxMissing = 20
 
-func (res *Result) missing(format string, args ...any) {
-	if len(res.Missing) < maxMissing {
-		res.Missing = append(res.Missing, fmt.Sprintf(format, args...))
+// missed is a document lost, and when it was sent.
+type missed struct {
+	sent time.Time
+	what string
+}
+
+// firstMissed names the maxMissing lost documents sent first, in the order
+// they were sent (the run went over them in a map's order).
+func firstMissed(lost []missed) []string {
+	slices.SortStableFunc(lost, func(a, b missed) int { return a.sent.Compare(b.sent) })
+	var names []string
+	for _, m := range lost[:min(len(lost), maxMissing)] {
+		names = append(names, m.what)
 	}
+	return names
 }
 
 // publish submits one document as its sender's agent would.
