@@ -138,7 +138,7 @@ func TestCursorsResetLooksAgain(t *testing.T) {
 				looks++
 				return tc.lasts[min(looks, len(tc.lasts))-1], nil
 			}
-			inbox := protocol.InboxPrefix(unit) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+			inbox := unitInbox(unit)
 			sub, err := nc.SubscribeSync(inbox)
 			if err != nil {
 				t.Fatal(err)
@@ -179,24 +179,15 @@ func TestCursorsVerifyMessageMeanwhile(t *testing.T) {
 			c := NewCursors(nc, nil, nil, nil)
 			c.top, c.last[unit] = 100, 50
 			c.streamLast = func(context.Context) (uint64, error) { return 100, nil }
-			leader, err := nc.Subscribe("$JS.API.STREAM.MSG.GET."+protocol.StreamDeliver, func(m *nats.Msg) {
+			direct := playLeader(t, nc, func() uint64 {
 				if meanwhile {
 					c.mu.Lock()
 					c.last[unit], c.top = 101, 101 // as stored does
 					c.mu.Unlock()
 				}
-				m.Respond([]byte(`{"error":{"code":404,"err_code":10037,"description":"no message found"}}`))
+				return 0
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer leader.Unsubscribe()
-			direct, err := nc.SubscribeSync("$JS.API.DIRECT.GET." + protocol.StreamDeliver)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer direct.Unsubscribe()
-			inbox := protocol.InboxPrefix(unit) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+			inbox := unitInbox(unit)
 			c.verify(unit, protocol.FetchRequest{After: 10, Empty: true, Inbox: inbox, WaitMS: 60_000}, time.Minute)
 			m, err := direct.NextMsg(500 * time.Millisecond)
 			switch {
@@ -259,26 +250,15 @@ func TestCursorsVerifyLeaderBehind(t *testing.T) {
 				leaderLast = tc.lasts[min(looks, len(tc.lasts))-1]
 				return leaderLast, nil
 			}
-			leader, err := nc.Subscribe("$JS.API.STREAM.MSG.GET."+protocol.StreamDeliver, func(m *nats.Msg) {
+			direct := playLeader(t, nc, func() uint64 {
 				mu.Lock()
-				has := leaderLast >= 2713 && !tc.removed
-				mu.Unlock()
-				if has {
-					m.Respond([]byte(`{"message":{"subject":"x","seq":2713}}`))
-					return
+				defer mu.Unlock()
+				if leaderLast >= 2713 && !tc.removed {
+					return 2713
 				}
-				m.Respond([]byte(`{"error":{"code":404,"err_code":10037,"description":"no message found"}}`))
+				return 0
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer leader.Unsubscribe()
-			direct, err := nc.SubscribeSync("$JS.API.DIRECT.GET." + protocol.StreamDeliver)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer direct.Unsubscribe()
-			inbox := protocol.InboxPrefix(unit) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+			inbox := unitInbox(unit)
 			c.verify(unit, protocol.FetchRequest{After: 2468, Empty: true, Inbox: inbox, WaitMS: 60_000}, time.Minute)
 			m, err := direct.NextMsg(300 * time.Millisecond)
 			c.mu.Lock()
@@ -298,4 +278,33 @@ func TestCursorsVerifyLeaderBehind(t *testing.T) {
 			}
 		})
 	}
+}
+
+// unitInbox returns a new inbox of unit's.
+func unitInbox(unit string) string {
+	return protocol.InboxPrefix(unit) + "." + nats.NewInbox()[len(nats.InboxPrefix):]
+}
+
+// playLeader answers the hub's questions to the stream's leader (a unit's
+// next message) with next's sequence (0: none), and returns a subscription
+// that sees the direct gets the hub sends.
+func playLeader(t *testing.T, nc *nats.Conn, next func() uint64) *nats.Subscription {
+	t.Helper()
+	leader, err := nc.Subscribe("$JS.API.STREAM.MSG.GET."+protocol.StreamDeliver, func(m *nats.Msg) {
+		if seq := next(); seq > 0 {
+			m.Respond(fmt.Appendf(nil, `{"message":{"subject":"x","seq":%d}}`, seq))
+			return
+		}
+		m.Respond([]byte(`{"error":{"code":404,"err_code":10037,"description":"no message found"}}`))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { leader.Unsubscribe() })
+	direct, err := nc.SubscribeSync("$JS.API.DIRECT.GET." + protocol.StreamDeliver)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { direct.Unsubscribe() })
+	return direct
 }
