@@ -135,14 +135,18 @@ const StartWait = 2 * time.Minute
 // NotReady reports an error of a JetStream that may take a stream or
 // bucket soon: a request timed out, the cluster has no leader, not enough
 // servers for the replicas are up, or a server has not enabled the
-// account's JetStream yet.
+// account's JetStream, or found the account, yet.
 func NotReady(err error) bool {
 	var api *jetstream.APIError
 	if errors.As(err, &api) {
 		// JSClusterNotAvailErr, JSClusterNoPeersErr, and JSNotEnabledForAccountErr:
 		// a server of a cluster just started may not have set up the
-		// account's JetStream yet.
-		return api.ErrorCode == 10008 || api.ErrorCode == 10005 || api.ErrorCode == 10039
+		// account's JetStream yet. JSNoAccountErr: a server of the new
+		// stream's group could not look the account up yet (CI: e2e
+		// TestClusterSurvivesCrashes, a hub gave up on EDX_STAGE with
+		// "account not found" at its first start); an account missing for
+		// good fails after StartWait all the same.
+		return api.ErrorCode == 10008 || api.ErrorCode == 10005 || api.ErrorCode == 10039 || api.ErrorCode == 10035
 	}
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout)
 }

@@ -22,6 +22,7 @@ func TestNotReady(t *testing.T) {
 		{&jetstream.APIError{ErrorCode: 10008, Description: "JetStream system temporarily unavailable"}, true},
 		{fmt.Errorf("stream: %w", &jetstream.APIError{ErrorCode: 10005, Description: "no suitable peers for placement"}), true},
 		{&jetstream.APIError{ErrorCode: 10039, Description: "jetstream not enabled for account"}, true},
+		{fmt.Errorf("object store: %w", &jetstream.APIError{Code: 503, ErrorCode: 10035, Description: "account not found"}), true},
 		{&jetstream.APIError{ErrorCode: 10047, Description: "insufficient storage resources available"}, false},
 		{errors.New("nats: authorization violation"), false},
 	} {
