@@ -372,7 +372,7 @@ func (a *Agent) consumeByCursor(ctx context.Context, l *link, handle func(contex
 			saved.Store(now)
 			a.saveCursor(floor)
 		}
-	})
+	}, a.log)
 	err := a.read(ctx, l, it, "cursor", handle)
 	if f := it.Floor(); f != from || err == nil {
 		a.saveCursor(f)

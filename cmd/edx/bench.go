@@ -57,12 +57,22 @@ func cmdBench(ctx context.Context, e *env, args []string) int {
 	batchEvery := fs.Duration("log-batch-interval", 0, "with the log on: the hub's tlog.batch_interval (default: the hub's, 10ms)")
 	statuses := fs.Bool("statuses", false, "each recipient reports 01 (delivered) on each delivery, as its agent does, and the run waits for every sender\nto be told: signed with the unit's key, unsigned in an --evidence off run (so that --evidence both shows the cost\nof the log, its timestamps and signed statuses together)")
 	idle := fs.Duration("idle", 10*time.Second, "measure the hub's CPU this long with every unit connected and nothing sent, once its CPU has\nstopped falling after registration (0: not measured); a connected unit renews its pull every 10 minutes, with a\nheartbeat and a ping every 2: --idle 10m covers that whole cycle. With --hub, when given: every unit stays connected\nand idle this long before the documents are sent, and the output names the window (idle_window in the JSON), over\nwhich to measure the servers")
+	debugLog := fs.String("debug-log", "", "write the units' debug records to FILE: by cursor, each fetch request and its answer (with the hub's\nlog at debug, how a document left unheard is traced; large: some 200 bytes a request)")
 	if c := parse(fs, args); c >= 0 {
 		return c
 	}
 	// What goes wrong with a unit on the way (a connection retried, a pull
 	// started again, a document rejected) is told on stderr.
-	warnLog := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	var logTo slog.Handler = slog.NewTextHandler(e.stderr, &slog.HandlerOptions{Level: slog.LevelWarn})
+	if *debugLog != "" {
+		f, err := os.Create(*debugLog)
+		if err != nil {
+			return fail(e, "%v", err)
+		}
+		defer f.Close()
+		logTo = slog.NewMultiHandler(logTo, slog.NewTextHandler(f, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	warnLog := slog.New(logTo)
 	if *quick {
 		*units, *docs, *sizes, *conc = 2, 300, "64KiB", 32
 	}

@@ -707,7 +707,7 @@ type cursorReader struct {
 }
 
 func (r *run) cursorReader(u *unit) *cursorReader {
-	return &cursorReader{r: r, u: u, cur: protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, r.o.Keepalive, nil)}
+	return &cursorReader{r: r, u: u, cur: protocol.PullCursor(u.nc, string(u.id), 0, 32<<20, r.o.Keepalive, nil, r.o.Log)}
 }
 
 func (c *cursorReader) Next() (jetstream.Msg, error) {
@@ -728,7 +728,7 @@ func (c *cursorReader) Next() (jetstream.Msg, error) {
 			return nil, jetstream.ErrMsgIteratorClosed
 		}
 		c.done += cur.Pulls()
-		c.cur = protocol.PullCursor(c.u.nc, string(c.u.id), cur.Floor(), 32<<20, c.r.o.Keepalive, nil)
+		c.cur = protocol.PullCursor(c.u.nc, string(c.u.id), cur.Floor(), 32<<20, c.r.o.Keepalive, nil, c.r.o.Log)
 		c.mu.Unlock()
 	}
 }

@@ -84,9 +84,9 @@ func TestCursors(t *testing.T) {
 		mu.Lock()
 		floors = append(floors, f)
 		mu.Unlock()
-	})
+	}, nil)
 	defer pa.Stop()
-	pb := protocol.PullCursor(b.nc, unitB, 0, 1<<20, time.Minute, nil)
+	pb := protocol.PullCursor(b.nc, unitB, 0, 1<<20, time.Minute, nil, nil)
 	defer pb.Stop()
 
 	m1, m2 := next(t, pa), next(t, pa)
@@ -228,7 +228,7 @@ func TestCursorsHostile(t *testing.T) {
 	}
 
 	// B's cursor kept on another stream, past this one's end.
-	pb := protocol.PullCursor(b.nc, unitB, 1000, 1<<20, time.Minute, nil)
+	pb := protocol.PullCursor(b.nc, unitB, 1000, 1<<20, time.Minute, nil, nil)
 	defer pb.Stop()
 	if m := next(t, pb); string(m.Data()) != "b1" {
 		t.Fatalf("after a reset B got %q", m.Data())
@@ -250,7 +250,7 @@ func TestCursorsUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := e.unit(t, unitA)
-	p := protocol.PullCursor(a.nc, unitA, 0, 32<<20, time.Minute, nil)
+	p := protocol.PullCursor(a.nc, unitA, 0, 32<<20, time.Minute, nil, nil)
 	defer p.Stop()
 	const n = 2000
 	body := make([]byte, 16<<10)
@@ -281,7 +281,7 @@ func TestCursorsUnderLoad(t *testing.T) {
 func TestCursorPullNoHub(t *testing.T) {
 	e := newEnv(t)
 	a := e.unit(t, unitA)
-	p := protocol.PullCursor(a.nc, unitA, 0, 1<<20, time.Minute, nil)
+	p := protocol.PullCursor(a.nc, unitA, 0, 1<<20, time.Minute, nil, nil)
 	defer p.Stop()
 	_, err := p.Next()
 	if !errors.Is(err, protocol.ErrNoFetchAnswer) || !errors.Is(err, jetstream.ErrMsgIteratorClosed) {
@@ -327,7 +327,7 @@ func testCursorsHubDies(t *testing.T, late bool) {
 		}
 	}
 	a := e.unit(t, unitA)
-	p := protocol.PullCursor(a.nc, unitA, 0, 1<<20, 2*time.Minute, nil)
+	p := protocol.PullCursor(a.nc, unitA, 0, 1<<20, 2*time.Minute, nil, nil)
 	defer p.Stop()
 	holder := -1
 	deadline := time.Now().Add(20 * time.Second)

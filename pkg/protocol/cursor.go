@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -121,6 +122,8 @@ type CursorPull struct {
 	maxBytes int
 	wait     time.Duration
 	onFloor  func(uint64)
+	log      *slog.Logger
+	debug    bool // log takes debug records: each request and its answer
 
 	out  chan *cursorMsg
 	stop chan struct{}
@@ -153,12 +156,18 @@ type CursorPull struct {
 // protocol.ConnectUnit) after the sequence from, at most maxBytes at once,
 // each request waiting at most wait (0: FetchWait) for a message. onFloor,
 // if not nil, is called with the unit's new acknowledgement floor when it
-// rises: what the unit keeps to start from next time.
-func PullCursor(nc *nats.Conn, unit string, from uint64, maxBytes int, wait time.Duration, onFloor func(uint64)) *CursorPull {
+// rises: what the unit keeps to start from next time. log, if not nil and
+// at debug level, is told of each request and of its answer (with the
+// hub's debug log, how a message left unheard is traced).
+func PullCursor(nc *nats.Conn, unit string, from uint64, maxBytes int, wait time.Duration, onFloor func(uint64), log *slog.Logger) *CursorPull {
 	if wait <= 0 {
 		wait = FetchWait
 	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	p := &CursorPull{nc: nc, unit: unit, maxBytes: maxBytes, wait: min(wait, MaxFetchWait), onFloor: onFloor,
+		log: log, debug: log.Enabled(context.Background(), slog.LevelDebug),
 		out: make(chan *cursorMsg), stop: make(chan struct{}), done: make(chan struct{}),
 		after: from, floor: from, open: map[uint64]*cursorMsg{}, finished: make(chan struct{}, 1)}
 	go p.run()
@@ -302,7 +311,13 @@ func (p *CursorPull) run() {
 		if !probe {
 			timeout = time.Duration(req.WaitMS)*time.Millisecond + fetchGrace
 		}
+		if p.debug {
+			p.log.Debug("protocol: fetch: asking", "unit", p.unit, "inbox", req.Inbox, "after", req.After, "ack", req.Ack, "wait_ms", req.WaitMS, "empty", req.Empty, "retry", retry)
+		}
 		msgs, end, err := p.ask(ctx, sub, req, timeout)
+		if p.debug {
+			p.logAnswer(req, msgs, end, err)
+		}
 		if err != nil {
 			failed++
 			if !answered {
@@ -386,10 +401,26 @@ func (p *CursorPull) ask(ctx context.Context, sub *nats.Subscription, req FetchR
 			return msgs, e, nil
 		}
 		if s := m.Header.Get(hdrStatus); s != "" {
+			if p.debug {
+				p.log.Debug("protocol: fetch: the server's end", "unit", p.unit, "inbox", req.Inbox, "status", s, "description", m.Header.Get("Description"))
+			}
 			return msgs, "", nil // 204 end of batch, 404 none, 408 refused
 		}
 		msgs = append(msgs, m)
 	}
+}
+
+// logAnswer logs the answer to req (debug).
+func (p *CursorPull) logAnswer(req FetchRequest, msgs []*nats.Msg, end string, err error) {
+	if err != nil {
+		p.log.Debug("protocol: fetch: no answer", "unit", p.unit, "inbox", req.Inbox, "err", err)
+		return
+	}
+	var first, last string
+	if len(msgs) > 0 {
+		first, last = msgs[0].Header.Get(hdrSequence), msgs[len(msgs)-1].Header.Get(hdrSequence)
+	}
+	p.log.Debug("protocol: fetch: answered", "unit", p.unit, "inbox", req.Inbox, "end", end, "messages", len(msgs), "first", first, "last", last)
 }
 
 // lost ends the wait for the current answer when the connection is down

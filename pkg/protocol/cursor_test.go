@@ -1,8 +1,11 @@
 package protocol
 
 import (
+	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -79,7 +82,8 @@ func TestCursorPullProbesAfterReconnect(t *testing.T) {
 		}
 	}
 
-	p := PullCursor(unitNC, unit, 0, 1<<20, time.Minute, nil)
+	var logged lockedBuffer
+	p := PullCursor(unitNC, unit, 0, 1<<20, time.Minute, nil, slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	t.Cleanup(p.Stop)
 	until("the first request, then one that waits", 10*time.Second, func(w []int64) bool { return len(w) >= 2 && w[0] == 0 && w[1] > 0 })
 
@@ -105,4 +109,29 @@ func TestCursorPullProbesAfterReconnect(t *testing.T) {
 		w = w[before:]
 		return len(w) >= 3 && w[0] == 0 && w[1] == 0 && w[2] > 0
 	})
+	// Its debug records tell each request and what came of it: the
+	// dropped probe too.
+	for _, want := range []string{`msg="protocol: fetch: asking" unit=` + unit, `msg="protocol: fetch: answered"`, `msg="protocol: fetch: no answer"`} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("the pull's debug log lacks %s:\n%s", want, logged.String())
+		}
+	}
+}
+
+// lockedBuffer is a bytes.Buffer for a log written by another goroutine.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
