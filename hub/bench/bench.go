@@ -332,8 +332,9 @@ type Result struct {
 	// Stalled: the run ended because nothing moved for Options.Wait.
 	Stalled bool `json:"stalled,omitempty"`
 	// Missing names the first maxMissing documents lost, the earliest
-	// sent first, to look for in the hubs' logs: "undecided DOC from UNIT, sent at +S" (its sender
-	// was never told), "undelivered DOC to UNIT, sent at +S".
+	// sent first, to look for in the hubs' logs: "undecided DOC from
+	// UNIT, sent at +S" (its sender was never told), "undelivered DOC to
+	// UNIT, sent at +S".
 	Missing []string `json:"missing,omitempty"`
 	Cores   int      `json:"cores"`
 	// Evidence is Options.Evidence; the hub's transparency log during the
