@@ -238,6 +238,14 @@ func (c *Cursors) Start(ctx context.Context) error {
 		return fmt.Errorf("broker: cursors: %w", err)
 	}
 	psub.SetPendingLimits(-1, 64<<20)
+	// Started means listening: a unit's first request, which no hub
+	// answering within seconds ends its pull, must not reach the server
+	// before this hub's subscription does (CI: TestCursorsUnderLoad, "no
+	// hub answers fetch requests" once in many runs). A connection down now
+	// subscribes again when it comes back.
+	if err := c.nc.Flush(); err != nil {
+		c.log.Warn("broker: cursors: the fetch subscription not confirmed by the server", "err", err)
+	}
 	alive, _ := json.Marshal(heldNote{Hub: c.id})
 	c.nc.Publish(peerAlive, alive)
 	go func() {
