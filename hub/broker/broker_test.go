@@ -17,9 +17,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nkeys"
 
 	"github.com/edxhub/edx/hub/broker"
 	"github.com/edxhub/edx/pkg/document"
@@ -392,9 +394,8 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 	denied := []string{
 		protocol.SubmitSubject(unitB),
 		protocol.StatusSubject(unitB),
-		protocol.DeliverSubject(unitA), // only the hub delivers and sends notices
-		protocol.LegacySubjectNoticePrefix + unitA,
 		protocol.SubjectSubmitPrefix + "000.00.00", // a prefix of its own unit id
+		"edx.deliver.x." + unitA,                   // two tokens before its id
 		"$JS.API.STREAM.CREATE.X",
 		"$JS.API.STREAM.PURGE." + protocol.StreamSubmit,
 		"$JS.API.CONSUMER.CREATE." + protocol.StreamDeliver,
@@ -462,6 +463,54 @@ func TestUnitDeniedOtherSubjects(t *testing.T) {
 		if _, err := s.GetLastMsgForSubject(t.Context(), c.subject); !errors.Is(err, jetstream.ErrMsgNotFound) {
 			t.Errorf("%s: %v", c.subject, err)
 		}
+	}
+
+	// The permission edx.*.UNIT admits these, and no import carries them
+	// (UnitPermissions): only the hub delivers and sends notices, and a
+	// literal "*" where an import has a verb names no service. None reaches
+	// a stream, a subscriber in EDX, or the unit's stage consumer.
+	hubSaw, err := e.hub.SubscribeSync(">")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.hub.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	stageCons := protocol.StageConsumer(unitA, 0)
+	if _, err := e.stageJS.CreateOrUpdateConsumer(t.Context(), protocol.StageStream, jetstream.ConsumerConfig{Durable: stageCons}); err != nil {
+		t.Fatal(err)
+	}
+	for _, subj := range []string{
+		protocol.DeliverSubject(unitA),
+		protocol.LegacySubjectNoticePrefix + unitA,
+		protocol.StageAPIPrefix + ".CONSUMER.*." + protocol.StageStream + "." + stageCons,
+	} {
+		if err := a.nc.Publish(subj, []byte("forged")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := hubSaw.NextMsg(500 * time.Millisecond); err == nil {
+		t.Errorf("the hub's account saw %s", m.Subject)
+	}
+	for _, stream := range []string{protocol.StreamDeliver, protocol.LegacyStreamNotice} {
+		st, err := e.hubJS.Stream(t.Context(), stream)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, subj := range []string{protocol.DeliverSubject(unitA), protocol.LegacySubjectNoticePrefix + unitA} {
+			if _, err := st.GetLastMsgForSubject(t.Context(), subj); !errors.Is(err, jetstream.ErrMsgNotFound) {
+				t.Errorf("%s in %s: %v", subj, stream, err)
+			}
+		}
+	}
+	if _, err := e.stageJS.Consumer(t.Context(), protocol.StageStream, stageCons); err != nil {
+		t.Errorf("the unit's stage consumer after a literal \"*\" verb: %v", err)
 	}
 
 	// Core subscriptions outside its inbox are denied too.
@@ -1220,5 +1269,42 @@ func TestRestartInProcess(t *testing.T) {
 	}
 	if strings.Join(got, ",") != "before,after" {
 		t.Fatalf("the unit fetched %q after the restart", got)
+	}
+}
+
+// TestLogShapedUnitWitnessesAsItself: a unit whose id starts with a token
+// of a log token's shape has its services listed (UnitPermissions), so it
+// cannot send a witness request as the rest of its id; it still submits.
+func TestLogShapedUnitWitnessesAsItself(t *testing.T) {
+	e := newEnv(t)
+	const unit = "0123456789abcdef.00.H29" // not edXML's: a bare NATS client
+	creds, err := e.srv.Keys().IssueUnitCreds(unit, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := jwt.ParseDecoratedJWT(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kp, err := nkeys.ParseDecoratedNKey(creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed, _ := kp.Seed()
+	u := &unitClient{errc: make(chan error, 100)}
+	u.nc, err = nats.Connect(e.srv.ClientURL(), nats.UserJWTAndSeed(tok, string(seed)),
+		nats.CustomInboxPrefix(protocol.InboxPrefix(unit)),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { u.errc <- err }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.nc.Close()
+	as := protocol.SubjectWitnessPrefix + unit // log 0123456789abcdef, unit 00.H29
+	if err := u.nc.Publish(as, []byte("{}")); err != nil {
+		t.Fatal(err)
+	}
+	u.waitPermErr(t, as)
+	if m, err := u.nc.Request(protocol.SubmitSubject(unit), []byte("submission"), 5*time.Second); err != nil || !strings.Contains(string(m.Data), protocol.StreamSubmit) {
+		t.Fatalf("submit: %v", err)
 	}
 }

@@ -27,6 +27,9 @@ import (
 // of the heap measured is the server's.
 //
 //   - unit: the credentials IssueUnitCreds issues (UnitPermissions);
+//   - unit-listed: a unit whose services are listed one by one, as for an
+//     id whose first token has a log token's shape (unitMayWitnessAs):
+//     what the permission edx.*.UNIT saves;
 //   - unit-one-token: the same subjects with the unit's id as one token
 //     ('.' as '_', as InboxPrefix and the consumer names already have it):
 //     what that change of the subjects would save; no agent speaks it;
@@ -37,12 +40,14 @@ import (
 func BenchmarkUnitConnectionMemory(b *testing.B) {
 	const n = 1000
 	for _, v := range []struct {
-		name  string
-		perms func(unit string) *jwt.Permissions
+		name   string
+		perms  func(unit string) *jwt.Permissions
+		prefix string // of every unit's id
 	}{
-		{"unit", func(u string) *jwt.Permissions { p := UnitPermissions(u); return &p }},
-		{"unit-one-token", func(u string) *jwt.Permissions { p := UnitPermissions(strings.ReplaceAll(u, ".", "_")); return &p }},
-		{"no-permissions", func(string) *jwt.Permissions { return nil }},
+		{"unit", func(u string) *jwt.Permissions { p := UnitPermissions(u); return &p }, ""},
+		{"unit-listed", func(u string) *jwt.Permissions { p := UnitPermissions(u); return &p }, "0123456789abcdef."},
+		{"unit-one-token", func(u string) *jwt.Permissions { p := UnitPermissions(strings.ReplaceAll(u, ".", "_")); return &p }, ""},
+		{"no-permissions", func(string) *jwt.Permissions { return nil }, ""},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			srv, err := Start(b.Context(), Config{Listen: "127.0.0.1:-1", StoreDir: b.TempDir(), KeysDir: b.TempDir(), MaxStore: TestMaxStore}, slog.New(slog.DiscardHandler))
@@ -55,7 +60,7 @@ func BenchmarkUnitConnectionMemory(b *testing.B) {
 			creds := make([][]byte, n)
 			units := make([]string, n)
 			for i := range n {
-				units[i] = fmt.Sprintf("%03d.%02d.%02d.H29", i%1000, i/1000%100, i/100000)
+				units[i] = v.prefix + fmt.Sprintf("%03d.%02d.%02d.H29", i%1000, i/1000%100, i/100000)
 				c, err := k.issueUser(&k.units, units[i], time.Hour, v.perms(units[i]), k.unitLimits.natsLimits())
 				if err != nil {
 					b.Fatal(err)

@@ -265,12 +265,38 @@ func TestIssueUnitCreds(t *testing.T) {
 	if d := time.Until(time.Unix(uc.Expires, 0)); d < 59*time.Minute || d > time.Hour {
 		t.Fatalf("expires in %v", d)
 	}
-	if !slices.Contains(uc.Pub.Allow, "edx.submit.000.00.00.H29") || !slices.Contains(uc.Pub.Allow, "edx.witness.*.000.00.00.H29") ||
+	if !slices.Contains(uc.Pub.Allow, "edx.*.000.00.00.H29") || !slices.Contains(uc.Pub.Allow, "edx.witness.*.000.00.00.H29") ||
 		len(uc.Sub.Allow) != 2 || uc.Sub.Allow[0] != "_INBOX_EDX.000_00_00_H29.>" || uc.Sub.Allow[1] != "edx.checkpoint" {
 		t.Fatalf("permissions %+v", uc.Permissions)
 	}
 	if _, err := jwt.ParseDecoratedUserNKey(creds); err != nil {
 		t.Fatal(err)
+	}
+
+	// A unit whose first token could be a log's token has its services
+	// listed: edx.*.UNIT would admit a witness request as the rest of its id.
+	for unit, listed := range map[string]bool{
+		"0123456789abcdef.00.H29": true,
+		"0123456789abcdef":        false, // a single token: no rest to pass for
+		"0123456789abcdeF.00.H29": false,
+		"0123456789abcde.00.H29":  false,
+		"000.00.00.H29":           false,
+	} {
+		creds, err := k.IssueUnitCreds(unit, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := jwt.ParseDecoratedJWT(creds)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uc, err := jwt.DecodeUserClaims(tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(uc.Pub.Allow, "edx.submit."+unit); got != listed || slices.Contains(uc.Pub.Allow, "edx.*."+unit) == listed {
+			t.Errorf("%s: permissions %v", unit, uc.Pub.Allow)
+		}
 	}
 
 	for _, bad := range []string{"", "a.*", "a.>", "a..b", "a b", "a_b", ".a", "a."} {

@@ -125,7 +125,8 @@ func unitsImports(edx, stage string) jwt.Imports {
 //
 // Publish:
 //
-//   - its own submit and status subjects;
+//   - its own submit and status subjects (one permission with the next
+//     three services' subjects and the stage service's, below);
 //
 //   - on its durable pull consumer of EDX_DELIVER (created by the hub),
 //     which reads its deliveries and notices: consumer info and
@@ -141,8 +142,8 @@ func unitsImports(edx, stage string) jwt.Imports {
 //     subject, and, under protocol.StageAPIPrefix, the look-up of, pulls
 //     from and deletion of its own protocol.StageSlots consumers of the
 //     stage store, which the service creates, each on one object's chunks;
-//     every subject literal, so no wildcard token a unit could fill with a
-//     literal "*".
+//     the consumer's name always literal, so no wildcard token a unit
+//     could fill with a literal "*" to name another's.
 //
 //   - witnessing the hubs' logs: requests to the witness service of any
 //     hub's log, always as itself: protocol.WitnessSubject(origin, unit),
@@ -155,16 +156,44 @@ func unitsImports(edx, stage string) jwt.Imports {
 // hub publishes. Replies the unit sends (acks) are listed explicitly, so no
 // allow_responses.
 //
+// Few subjects, few tokens: the server keeps each connection's permissions
+// as a tree of its subjects' tokens, and at 10,000 units those trees were
+// more than half the embedded server's heap, which its collector marked
+// again and again under load (BenchmarkUnitConnectionMemory). So where the
+// account's imports already narrow a wildcard to the subjects above, the
+// permission has the wildcard:
+//
+//   - edx.*.UNIT, for the services with one token before the unit's id
+//     (submit, status, fetch, upload, stage). What else it matches, only
+//     the imports can carry: edx.witness.A.REST, a witness request as unit
+//     REST to the log whose token is A, the unit's own first token. So a
+//     unit whose first token has a log token's shape (unitMayWitnessAs)
+//     gets the services listed one by one instead;
+//
+//   - CONSUMER.*.STREAM.CONSUMER of the stage store, for the look-up and
+//     the deletion of a slot's consumer (the imports of STAGE have no other
+//     verb of one token).
+//
+// A wildcard in a permission also admits a published subject with a
+// literal "*" there; no import matches a literal "*" where it has a
+// literal verb or service name, so such a message goes nowhere.
+//
 // Credentials issued before a subject was added here lack it: a unit gets
 // it with new credentials (edx unit rotate).
 func UnitPermissions(unit string) jwt.Permissions {
 	var p jwt.Permissions
-	p.Pub.Allow.Add(
-		protocol.SubmitSubject(unit),
-		protocol.StatusSubject(unit),
-		protocol.SubjectWitnessPrefix+"*."+unit,
-		protocol.FetchSubject(unit),
-	)
+	if unitMayWitnessAs(unit) {
+		p.Pub.Allow.Add(
+			protocol.SubmitSubject(unit),
+			protocol.StatusSubject(unit),
+			protocol.FetchSubject(unit),
+			protocol.UploadSubject(unit),
+			protocol.StageSubject(unit),
+		)
+	} else {
+		p.Pub.Allow.Add(unitServices + unit)
+	}
+	p.Pub.Allow.Add(protocol.SubjectWitnessPrefix + "*." + unit)
 	st, c := protocol.StreamDeliver, protocol.UnitConsumer(unit)
 	p.Pub.Allow.Add(
 		protocol.EDXAPIPrefix+".CONSUMER.INFO."+st+"."+c,
@@ -172,18 +201,28 @@ func UnitPermissions(unit string) jwt.Permissions {
 		"$JS.ACK."+st+"."+c+".>",
 		"$JS.ACK.*.*."+st+"."+c+".>",
 	)
-	p.Pub.Allow.Add(protocol.UploadSubject(unit))
-	p.Pub.Allow.Add(protocol.StageSubject(unit))
 	for slot := range protocol.StageSlots {
 		c := protocol.StageConsumer(unit, slot)
 		p.Pub.Allow.Add(
-			protocol.StageAPIPrefix+".CONSUMER.INFO."+stageStream+"."+c,
+			protocol.StageAPIPrefix+".CONSUMER.*."+stageStream+"."+c,
 			protocol.StageAPIPrefix+".CONSUMER.MSG.NEXT."+stageStream+"."+c,
-			protocol.StageAPIPrefix+".CONSUMER.DELETE."+stageStream+"."+c,
 		)
 	}
 	p.Sub.Allow.Add(protocol.InboxPrefix(unit)+".>", protocol.SubjectCheckpoint)
 	return p
+}
+
+// unitServices, followed by a unit's id, is the permission of the hub's
+// services with one token before the unit (UnitPermissions).
+const unitServices = "edx.*."
+
+// unitMayWitnessAs reports whether unitServices+unit would also admit a
+// witness request as another unit: whether the unit's first token has the
+// shape of a log's token (protocol.LogToken, 16 lower-case hex digits). No
+// edXML unit identifier has it (its first token has 3 digits).
+func unitMayWitnessAs(unit string) bool {
+	first, rest, ok := strings.Cut(unit, ".")
+	return ok && rest != "" && len(first) == 2*protocol.LogTokenBytes && strings.Trim(first, "0123456789abcdef") == ""
 }
 
 // validUnit reports whether unit can be placed in subjects and consumer

@@ -40,8 +40,12 @@ const (
 // token cannot).
 func LogToken(origin string) string {
 	s := sha256.Sum256([]byte(origin))
-	return hex.EncodeToString(s[:8])
+	return hex.EncodeToString(s[:LogTokenBytes])
 }
+
+// LogTokenBytes is how many bytes of the origin's SHA-256 a log's token
+// has, in lower-case hex.
+const LogTokenBytes = 8
 
 // WitnessSubject is the subject of a unit's requests to the witness service
 // of the log with the given origin.
